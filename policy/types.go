@@ -1,0 +1,67 @@
+// Package policy decides, for every connection or HTTP request an attached
+// container makes, whether it is allowed, denied or held for approval.
+package policy
+
+import (
+	"net/http"
+	"net/netip"
+	"time"
+)
+
+// Action is what a rule (or the default) says to do with a request.
+type Action string
+
+const (
+	Allow   Action = "allow"
+	Deny    Action = "deny"
+	Approve Action = "approve"
+)
+
+// Container identifies the attached container a request comes from. It is
+// filled by the daemon from the container runtime, never from the agent.
+type Container struct {
+	ID        string            `json:"id"`        // runtime ID (containerd ID, Docker ID, or "pid-N")
+	Name      string            `json:"name"`      // human name (Docker name, containerd ID)
+	Runtime   string            `json:"runtime"`   // "containerd", "docker" or "pid"
+	Namespace string            `json:"namespace"` // containerd namespace ("moby" for Docker)
+	Labels    map[string]string `json:"labels,omitempty"`
+}
+
+// Key is a stable identity for per-container state (rate limits, DNS answers).
+func (c Container) Key() string { return c.Runtime + "/" + c.Namespace + "/" + c.ID }
+
+// Input holds the facts of one decision. Fields that are unknown stay zero:
+// a raw TCP connection has no Host or Method, a TLS passthrough has only the SNI.
+type Input struct {
+	Container Container
+	DstIP     netip.Addr // original destination the agent dialled
+	DstPort   uint16
+	Host      string      // SNI or Host header (lower case, no port); "" if none
+	Method    string      // HTTP method; "" for non-HTTP traffic
+	Path      string      // request target path as sent (may hold a query string); "" for non-HTTP
+	Header    http.Header // request headers; nil for non-HTTP
+	Body      []byte      // request body when the proxy buffered it (see Decision.NeedBody)
+	BodyKnown bool        // Body holds the whole body (possibly empty)
+	Now       time.Time   // for rate limits; zero means time.Now()
+}
+
+// Decision is the outcome of evaluating an Input.
+type Decision struct {
+	Action Action
+	// Rule is the name of the rule that decided, or "default" when none matched.
+	Rule string
+	// Reason is a short human explanation, shown to the agent on deny.
+	Reason string
+	// Intercept is true when the destination host is marked for TLS
+	// interception, so method and path rules can apply to HTTPS.
+	Intercept bool
+	// ApprovalTimeout is the rule's hold timeout for Approve decisions.
+	ApprovalTimeout time.Duration
+	// RateLimited is set (with Action Deny) when the rule matched but its
+	// per-container rate limit is exhausted: answer 429 with Retry-After.
+	RateLimited bool
+	RetryAfter  time.Duration
+	// NeedBody is set when a candidate rule has a body condition and
+	// Input.BodyKnown was false: buffer the body and decide again.
+	NeedBody bool
+}
