@@ -1,0 +1,47 @@
+// Package approval holds requests that policy marked "approve" until a human
+// decides, notifies approvers (webhook, Slack, ...), and serves the approval API.
+package approval
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/clawd-dev/clawd/policy"
+)
+
+// Hold is a buffered request waiting for a human. The proxy fills it; nothing
+// of it has reached the upstream yet.
+type Hold struct {
+	Container  policy.Container
+	Method     string
+	URL        string // scheme://host[:port]/path?query as the agent sent it
+	Host       string
+	Path       string
+	Dst        string      // original destination ip:port
+	Header     http.Header // raw request headers; redacted before being shown anywhere
+	Body       []byte      // body preview, up to the configured limit
+	BodySize   int64       // full size, -1 when unknown
+	BodySHA256 string      // hex SHA-256 of the full body
+	Rule       string
+	Timeout    time.Duration // per rule; 0 means the default (10m)
+}
+
+// Outcome is how a hold ended.
+type Outcome struct {
+	Approved bool
+	Status   string // "approved", "granted", "denied", "timeout", "cancelled", "restarting", "limit"
+	ID       string // approval ID ("" for grant hits and limits)
+	By       string // who decided: "slack:U123", "cli", "api", "link", "grant:<id>"
+	Reason   string
+}
+
+// Outcome statuses.
+const (
+	StatusApproved   = "approved"
+	StatusGranted    = "granted"
+	StatusDenied     = "denied"
+	StatusTimeout    = "timeout"
+	StatusCancelled  = "cancelled"
+	StatusRestarting = "restarting"
+	StatusLimit      = "limit"
+)
