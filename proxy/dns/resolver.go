@@ -1,0 +1,378 @@
+// Package dns is clawd's per-container DNS forwarder. Every DNS query an
+// attached container sends is redirected here; names the policy can never
+// allow are answered locally (NXDOMAIN by default) without reaching any
+// upstream, so an agent cannot leak data through lookups of arbitrary names.
+// Allowed queries are forwarded to the host's resolvers and the A/AAAA
+// answers are remembered per container, so the proxy can later check that a
+// connection to an IP claiming Host "x" really follows a lookup of "x"
+// (Consistent) and can name the destination of raw TCP connections (NamesFor).
+package dns
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	mdns "github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/clawd-dev/clawd/audit"
+	"github.com/clawd-dev/clawd/policy"
+)
+
+// Response codes for Config.RefuseRcode, re-exported so callers need not
+// import github.com/miekg/dns under another name.
+const (
+	RcodeNameError = mdns.RcodeNameError // NXDOMAIN
+	RcodeRefused   = mdns.RcodeRefused
+)
+
+// Config configures a Resolver. Zero fields take the documented defaults.
+type Config struct {
+	// Upstreams are resolver addresses "ip:port". Empty means the nameserver
+	// lines of ResolvConf.
+	Upstreams []string
+	// ResolvConf is read when Upstreams is empty (default /etc/resolv.conf).
+	ResolvConf string
+	// MayResolve reports whether the policy could ever allow a connection to
+	// name (lower case, no trailing dot). nil allows every name.
+	MayResolve func(c policy.Container, name string) bool
+	// RefuseRcode answers names MayResolve rejects. 0 means RcodeNameError
+	// (NXDOMAIN); RcodeRefused is the other sensible choice.
+	RefuseRcode int
+	// MinTTL is how long answers are remembered at least for Consistent and
+	// NamesFor, whatever their TTL: agents cache longer than TTLs say.
+	// Default 5m.
+	MinTTL time.Duration
+	// MaxEntries bounds the remembered (name, address) pairs per container;
+	// the oldest are evicted first. Default 10000.
+	MaxEntries int
+	// MaxInFlight bounds concurrent queries per container so a flood cannot
+	// exhaust the daemon; UDP queries beyond it are dropped. Default 64.
+	MaxInFlight int
+	// Timeout bounds each attempt at one upstream. Default 2s.
+	Timeout time.Duration
+
+	Audit      audit.Sink            // nil = audit.Discard
+	Log        *zap.Logger           // nil = zap.NewNop()
+	Registerer prometheus.Registerer // nil = no metrics registered
+	Now        func() time.Time      // nil = time.Now
+}
+
+// Resolver forwards DNS queries for attached containers. It is safe for
+// concurrent use by any number of ServePacket and ServeConn calls.
+type Resolver struct {
+	upstreams   []string
+	mayResolve  func(policy.Container, string) bool
+	refuseRcode int
+	minTTL      time.Duration
+	maxEntries  int
+	maxInFlight int
+	timeout     time.Duration
+	audit       audit.Sink
+	log         *zap.Logger
+	now         func() time.Time
+	queries     *prometheus.CounterVec
+
+	// exchange sends one query upstream; tests and the fuzz target replace it.
+	exchange func(ctx context.Context, q *mdns.Msg) (*mdns.Msg, error)
+
+	mu         sync.Mutex
+	containers map[string]*containerState
+}
+
+// containerState is everything the resolver keeps for one container.
+type containerState struct {
+	sem     chan struct{} // in-flight query slots
+	answers *answerSet
+}
+
+// Query results, the values of the "result" metric label.
+const (
+	resultForwarded = "forwarded"
+	resultRefused   = "refused"
+	resultServfail  = "servfail"
+	resultMalformed = "malformed"
+	resultDropped   = "dropped" // over the in-flight limit
+)
+
+// New checks cfg and returns a Resolver.
+func New(cfg Config) (*Resolver, error) {
+	r := &Resolver{
+		mayResolve:  cfg.MayResolve,
+		refuseRcode: cfg.RefuseRcode,
+		minTTL:      cfg.MinTTL,
+		maxEntries:  cfg.MaxEntries,
+		maxInFlight: cfg.MaxInFlight,
+		timeout:     cfg.Timeout,
+		audit:       cfg.Audit,
+		log:         cfg.Log,
+		now:         cfg.Now,
+		containers:  map[string]*containerState{},
+	}
+	if r.refuseRcode == 0 {
+		r.refuseRcode = mdns.RcodeNameError
+	}
+	if _, ok := mdns.RcodeToString[r.refuseRcode]; !ok || r.refuseRcode > 15 {
+		return nil, fmt.Errorf("dns: invalid refuse rcode %d", cfg.RefuseRcode)
+	}
+	if r.minTTL < 0 || r.maxEntries < 0 || r.maxInFlight < 0 || r.timeout < 0 {
+		return nil, errors.New("dns: negative MinTTL, MaxEntries, MaxInFlight or Timeout")
+	}
+	if r.minTTL == 0 {
+		r.minTTL = 5 * time.Minute
+	}
+	if r.maxEntries == 0 {
+		r.maxEntries = 10000
+	}
+	if r.maxInFlight == 0 {
+		r.maxInFlight = 64
+	}
+	if r.timeout == 0 {
+		r.timeout = 2 * time.Second
+	}
+	if r.audit == nil {
+		r.audit = audit.Discard{}
+	}
+	if r.log == nil {
+		r.log = zap.NewNop()
+	}
+	if r.now == nil {
+		r.now = time.Now
+	}
+
+	ups := cfg.Upstreams
+	if len(ups) == 0 {
+		var err error
+		if ups, err = readResolvConf(cfg.ResolvConf); err != nil {
+			return nil, err
+		}
+	}
+	for _, u := range ups {
+		ap, err := netip.ParseAddrPort(u)
+		if err != nil || ap.Port() == 0 {
+			return nil, fmt.Errorf("dns: upstream %q is not ip:port", u)
+		}
+		r.upstreams = append(r.upstreams, ap.String())
+	}
+	r.exchange = r.forward
+
+	r.queries = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "clawd_dns_queries_total",
+		Help: "DNS queries from attached containers, by result.",
+	}, []string{"result"})
+	if cfg.Registerer != nil {
+		if err := cfg.Registerer.Register(r.queries); err != nil {
+			var are prometheus.AlreadyRegisteredError
+			if !errors.As(err, &are) {
+				return nil, fmt.Errorf("dns: register metrics: %w", err)
+			}
+			r.queries = are.ExistingCollector.(*prometheus.CounterVec)
+		}
+	}
+	return r, nil
+}
+
+// readResolvConf returns the nameservers of a resolv.conf file as ip:port.
+func readResolvConf(path string) ([]string, error) {
+	if path == "" {
+		path = "/etc/resolv.conf"
+	}
+	cc, err := mdns.ClientConfigFromFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("dns: read upstreams: %w", err)
+	}
+	var ups []string
+	for _, s := range cc.Servers {
+		ups = append(ups, net.JoinHostPort(s, cc.Port))
+	}
+	if len(ups) == 0 {
+		return nil, fmt.Errorf("dns: no nameserver in %s", path)
+	}
+	return ups, nil
+}
+
+// state returns the container's state, creating it on first use.
+func (r *Resolver) state(key string) *containerState {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := r.containers[key]
+	if s == nil {
+		s = &containerState{
+			sem:     make(chan struct{}, r.maxInFlight),
+			answers: newAnswerSet(r.maxEntries),
+		}
+		r.containers[key] = s
+	}
+	return s
+}
+
+// lookupState returns the container's state or nil.
+func (r *Resolver) lookupState(key string) *containerState {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.containers[key]
+}
+
+// Forget drops everything remembered for a detached container. Call it after
+// the container's ServePacket and ServeConn calls have returned, or answers
+// still in flight may be remembered again.
+func (r *Resolver) Forget(containerKey string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.containers, containerKey)
+}
+
+// handle answers one DNS message from container c. It returns nil when the
+// message must be dropped without an answer. UDP answers are truncated (TC
+// set) to the size the client accepts, so it retries over TCP.
+func (r *Resolver) handle(ctx context.Context, c policy.Container, packet []byte, udp bool) []byte {
+	req := new(mdns.Msg)
+	if err := req.Unpack(packet); err != nil || req.Response {
+		// Garbage, or a response (answering it could start a loop).
+		r.queries.WithLabelValues(resultMalformed).Inc()
+		return nil
+	}
+	resp := r.answer(ctx, c, req)
+	resp.Compress = true
+	if udp {
+		resp.Truncate(udpSize(req))
+	}
+	out, err := resp.Pack()
+	if err != nil {
+		r.log.Debug("dns: pack answer", zap.Error(err))
+		resp = new(mdns.Msg).SetRcode(req, mdns.RcodeServerFailure)
+		if out, err = resp.Pack(); err != nil {
+			return nil
+		}
+	}
+	return out
+}
+
+// answer decides one parsed query and returns the message to send back.
+func (r *Resolver) answer(ctx context.Context, c policy.Container, req *mdns.Msg) *mdns.Msg {
+	if req.Opcode != mdns.OpcodeQuery {
+		r.queries.WithLabelValues(resultMalformed).Inc()
+		return reply(req, mdns.RcodeNotImplemented)
+	}
+	if len(req.Question) != 1 {
+		r.queries.WithLabelValues(resultMalformed).Inc()
+		m := new(mdns.Msg).SetRcodeFormatError(req)
+		m.Question = nil
+		return m
+	}
+	q := req.Question[0]
+	name := normalize(q.Name)
+	if !validName(name) || !r.allowed(c, name) {
+		r.queries.WithLabelValues(resultRefused).Inc()
+		r.audit.Log(audit.Entry{
+			Time:        r.now(),
+			Event:       "dns",
+			Container:   c.Name,
+			ContainerID: c.ID,
+			Runtime:     c.Runtime,
+			Labels:      c.Labels,
+			Host:        name,
+			Proto:       "dns",
+			Action:      string(policy.Deny),
+			Reason:      "name not allowed by policy",
+		})
+		return reply(req, r.refuseRcode)
+	}
+	if q.Qclass != mdns.ClassINET || q.Qtype == mdns.TypeAXFR || q.Qtype == mdns.TypeIXFR {
+		// Zone transfers and other classes have no place in an agent's work.
+		r.queries.WithLabelValues(resultRefused).Inc()
+		return reply(req, mdns.RcodeRefused)
+	}
+
+	up := new(mdns.Msg)
+	up.SetQuestion(mdns.Fqdn(name), q.Qtype)
+	up.RecursionDesired = req.RecursionDesired
+	up.CheckingDisabled = req.CheckingDisabled
+	do := false
+	if opt := req.IsEdns0(); opt != nil {
+		do = opt.Do()
+	}
+	up.SetEdns0(1232, do)
+
+	resp, err := r.exchange(ctx, up)
+	if err != nil {
+		r.queries.WithLabelValues(resultServfail).Inc()
+		r.log.Debug("dns: forward", zap.String("name", name), zap.Error(err))
+		return reply(req, mdns.RcodeServerFailure)
+	}
+	r.queries.WithLabelValues(resultForwarded).Inc()
+	if resp.Rcode == mdns.RcodeSuccess {
+		r.state(c.Key()).answers.record(name, resp.Answer, r.now(), r.minTTL)
+	}
+
+	// Hand the upstream answer back as the reply to the client's query: its
+	// ID and its question (with the client's letter case, which some
+	// resolvers randomise to detect spoofing).
+	resp.Id = req.Id
+	resp.Question = req.Question
+	if req.IsEdns0() == nil {
+		extra := resp.Extra[:0]
+		for _, rr := range resp.Extra {
+			if rr.Header().Rrtype != mdns.TypeOPT {
+				extra = append(extra, rr)
+			}
+		}
+		resp.Extra = extra
+	}
+	return resp
+}
+
+func (r *Resolver) allowed(c policy.Container, name string) bool {
+	return r.mayResolve == nil || r.mayResolve(c, name)
+}
+
+// reply is an empty answer to req with rcode.
+func reply(req *mdns.Msg, rcode int) *mdns.Msg {
+	m := new(mdns.Msg).SetRcode(req, rcode)
+	m.RecursionAvailable = true
+	return m
+}
+
+// udpSize is the largest UDP answer the client accepts.
+func udpSize(req *mdns.Msg) int {
+	size := mdns.MinMsgSize
+	if opt := req.IsEdns0(); opt != nil && int(opt.UDPSize()) > size {
+		size = int(opt.UDPSize())
+	}
+	return min(size, mdns.MaxMsgSize)
+}
+
+// normalize turns a DNS or host name into the form names are compared in:
+// lower case without the trailing dot.
+func normalize(name string) string {
+	return strings.TrimSuffix(strings.ToLower(name), ".")
+}
+
+// validName reports whether a normalized name is made of letters, digits,
+// '-' and '_' in non-empty labels. Anything else (escaped dots, binary
+// bytes) could make the policy's string match disagree with the labels the
+// upstream resolves, so such names are refused outright.
+func validName(name string) bool {
+	if name == "" || len(name) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(name, ".") {
+		if label == "" || len(label) > 63 {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			ch := label[i]
+			if !('a' <= ch && ch <= 'z' || '0' <= ch && ch <= '9' || ch == '-' || ch == '_') {
+				return false
+			}
+		}
+	}
+	return true
+}

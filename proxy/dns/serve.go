@@ -1,0 +1,105 @@
+package dns
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/clawd-dev/clawd/policy"
+)
+
+// tcpIdle is how long a DNS-over-TCP connection may sit between queries
+// (RFC 7766 suggests seconds; agents reconnect cheaply).
+const tcpIdle = 30 * time.Second
+
+// ServePacket answers DNS queries arriving on pc, all from container c,
+// until ctx is done or pc is closed; both end it with a nil error. pc stays
+// the caller's to close. Queries beyond the container's in-flight limit are
+// dropped (the client retries). ServePacket returns only after every answer
+// it started has been sent or abandoned.
+func (r *Resolver) ServePacket(ctx context.Context, pc net.PacketConn, c policy.Container) error {
+	st := r.state(c.Key())
+	// Unblock ReadFrom when ctx ends without closing the caller's socket.
+	stop := context.AfterFunc(ctx, func() { pc.SetReadDeadline(time.Unix(1, 0)) })
+	defer stop()
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	buf := make([]byte, 65535)
+	for {
+		n, addr, err := pc.ReadFrom(buf)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue // a deadline someone else set
+			}
+			return err
+		}
+		select {
+		case st.sem <- struct{}{}:
+		default:
+			r.queries.WithLabelValues(resultDropped).Inc()
+			continue
+		}
+		packet := append([]byte(nil), buf[:n]...)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-st.sem }()
+			if out := r.handle(ctx, c, packet, true); out != nil {
+				if _, err := pc.WriteTo(out, addr); err != nil {
+					r.log.Debug("dns: write answer", zap.Error(err))
+				}
+			}
+		}()
+	}
+}
+
+// ServeConn answers length-prefixed DNS queries on a TCP connection from
+// container c, one after another, until the client closes it, sends a
+// malformed message, stays idle too long or ctx is done. It closes conn.
+func (r *Resolver) ServeConn(ctx context.Context, conn net.Conn, c policy.Container) {
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	st := r.state(c.Key())
+
+	var lenBuf [2]byte
+	buf := make([]byte, 65535)
+	for {
+		conn.SetReadDeadline(time.Now().Add(tcpIdle))
+		if _, err := io.ReadFull(conn, lenBuf[:]); err != nil {
+			return
+		}
+		n := int(binary.BigEndian.Uint16(lenBuf[:]))
+		if _, err := io.ReadFull(conn, buf[:n]); err != nil {
+			return
+		}
+		select {
+		case st.sem <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		out := r.handle(ctx, c, buf[:n], false)
+		<-st.sem
+		if out == nil || len(out) > 65535 {
+			return
+		}
+		msg := make([]byte, 2+len(out))
+		binary.BigEndian.PutUint16(msg, uint16(len(out)))
+		copy(msg[2:], out)
+		conn.SetWriteDeadline(time.Now().Add(tcpIdle))
+		if _, err := conn.Write(msg); err != nil {
+			return
+		}
+	}
+}
