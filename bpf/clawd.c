@@ -1,0 +1,457 @@
+//go:build ignore
+
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+//
+// clawd's kernel side. One copy of these programs is loaded per attached
+// container, with that container's listener ports and cgroup ID baked in as
+// constants, and attached to the container's cgroup v2 directory (and, for the
+// tcx programs, to its network interfaces). The maps are shared by every copy
+// and pinned under bpffs, so a restarted daemon finds what its predecessor
+// recorded.
+//
+// Return values: cgroup hooks return 1 to allow and 0 to refuse (EPERM).
+
+#include <linux/types.h>
+#include <linux/bpf.h>
+#include <linux/in.h>
+#include <linux/in6.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+char __license[] SEC("license") = "Dual BSD/GPL";
+
+// Socket constants, defined here rather than pulled from libc headers (which
+// do not build for the bpf target). Values are the kernel's ABI.
+#define SOCK_STREAM 1
+#define SOCK_DGRAM 2
+#define SOL_SOCKET 1
+#define SO_BINDTODEVICE 25
+#define SO_MARK 36
+// Not in Debian 12's uapi headers (tcx arrived in 6.6).
+#define TCX_DROP 2
+#ifndef SO_BINDTOIFINDEX
+#define SO_BINDTOIFINDEX 62
+#endif
+#ifndef IP_TRANSPARENT
+#define IP_TRANSPARENT 19
+#endif
+#ifndef IPV6_TRANSPARENT
+#define IPV6_TRANSPARENT 75
+#endif
+#ifndef SOL_IP
+#define SOL_IP 0
+#endif
+#ifndef SOL_IPV6
+#define SOL_IPV6 41
+#endif
+
+// Per-container constants, set by the loader before the programs are loaded.
+volatile const __u16 proxy_port = 0; // TCP listener, host byte order
+volatile const __u16 dns_port = 0;   // UDP DNS listener, host byte order
+volatile const __u8 has_v6 = 0;      // listeners exist on ::1 too
+volatile const __u64 container_cgroup = 0;
+
+// orig is the destination the agent asked for. Layout is part of the pinned
+// map ABI: change it only together with the map names' version suffix.
+struct orig {
+	__u8 addr[16]; // IPv4 in the first 4 bytes when family == 4
+	__u16 port;    // network byte order
+	__u8 family;   // 4 or 6
+	__u8 pad;
+	__u32 pad2;
+	__u64 cgroup; // cgroup the connecting socket belongs to
+};
+
+// tuple_key identifies an accepted connection from the proxy's side: the
+// container's network namespace, the client's source port and its family.
+struct tuple_key {
+	__u64 netns;
+	__u16 port; // host byte order
+	__u16 family;
+	__u32 pad;
+};
+
+struct counters {
+	__u64 redirected; // TCP connects sent to the proxy
+	__u64 dns;        // DNS datagrams sent to the DNS listener
+	__u64 udp_refused;
+	__u64 sock_refused;
+	__u64 opt_refused;
+	__u64 pkt_dropped; // cgroup_skb drops
+	__u64 if_dropped;  // tcx drops on the container's interfaces
+};
+
+// Socket cookie -> original destination: getpeername, recvmsg and sockops
+// look here.
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 262144);
+	__type(key, __u64);
+	__type(value, struct orig);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} clawd_ck_v1 SEC(".maps");
+
+// (netns, source port, family) -> original destination, read by the proxy.
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 262144);
+	__type(key, struct tuple_key);
+	__type(value, struct orig);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} clawd_tp_v1 SEC(".maps");
+
+// Container cgroup ID -> counters. The daemon creates the entry on attach.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct counters);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} clawd_st_v1 SEC(".maps");
+
+#define COUNT(field)                                                      \
+	do {                                                              \
+		__u64 key = container_cgroup;                             \
+		struct counters *c = bpf_map_lookup_elem(&clawd_st_v1, &key); \
+		if (c)                                                    \
+			__sync_fetch_and_add(&c->field, 1);               \
+	} while (0)
+
+static __always_inline int is_v4_loopback(__u32 ip_be) {
+	return (bpf_ntohl(ip_be) >> 24) == 127;
+}
+
+static __always_inline int is_v4mapped(__u32 a0, __u32 a1, __u32 a2) {
+	return a0 == 0 && a1 == 0 && a2 == bpf_htonl(0x0000ffff);
+}
+
+static __always_inline int is_v6_loopback(__u32 a0, __u32 a1, __u32 a2, __u32 a3) {
+	if (a0 == 0 && a1 == 0 && a2 == 0 && a3 == bpf_htonl(1))
+		return 1;
+	return is_v4mapped(a0, a1, a2) && is_v4_loopback(a3);
+}
+
+static __always_inline void remember(void *ctx, struct orig *o) {
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	o->cgroup = bpf_get_current_cgroup_id();
+	bpf_map_update_elem(&clawd_ck_v1, &cookie, o, BPF_ANY);
+}
+
+// Rewrites a v6 destination to the local listener on port. A v4-mapped
+// destination goes to the v4-mapped loopback so IPv4 listeners answer it;
+// without a v6 listener every v6 destination does (a dual-stack socket can).
+static __always_inline void to_local6(struct bpf_sock_addr *ctx, int mapped, __u16 port) {
+	if (mapped || !has_v6) {
+		ctx->user_ip6[0] = 0;
+		ctx->user_ip6[1] = 0;
+		ctx->user_ip6[2] = bpf_htonl(0x0000ffff);
+		ctx->user_ip6[3] = bpf_htonl(0x7f000001);
+	} else {
+		ctx->user_ip6[0] = 0;
+		ctx->user_ip6[1] = 0;
+		ctx->user_ip6[2] = 0;
+		ctx->user_ip6[3] = bpf_htonl(1);
+	}
+	ctx->user_port = bpf_htons(port);
+}
+
+SEC("cgroup/connect4")
+int clawd_connect4(struct bpf_sock_addr *ctx) {
+	__u32 ip = ctx->user_ip4;
+	__u32 port = ctx->user_port;
+	int dns = port == bpf_htons(53);
+
+	// The container's own loopback stays inside its network namespace;
+	// DNS is always ours, wherever the agent sends it.
+	if (is_v4_loopback(ip) && !dns)
+		return 1;
+
+	struct orig o = {};
+	__builtin_memcpy(o.addr, &ip, 4);
+	o.port = (__u16)port;
+	o.family = 4;
+
+	if (ctx->type == SOCK_STREAM) {
+		remember(ctx, &o);
+		ctx->user_ip4 = bpf_htonl(0x7f000001);
+		ctx->user_port = bpf_htons(proxy_port);
+		COUNT(redirected);
+		return 1;
+	}
+	if (ctx->type == SOCK_DGRAM && dns) {
+		remember(ctx, &o);
+		ctx->user_ip4 = bpf_htonl(0x7f000001);
+		ctx->user_port = bpf_htons(dns_port);
+		COUNT(dns);
+		return 1;
+	}
+	COUNT(udp_refused);
+	return 0;
+}
+
+SEC("cgroup/connect6")
+int clawd_connect6(struct bpf_sock_addr *ctx) {
+	__u32 a0 = ctx->user_ip6[0], a1 = ctx->user_ip6[1];
+	__u32 a2 = ctx->user_ip6[2], a3 = ctx->user_ip6[3];
+	__u32 port = ctx->user_port;
+	int dns = port == bpf_htons(53);
+	int mapped = is_v4mapped(a0, a1, a2);
+
+	if (is_v6_loopback(a0, a1, a2, a3) && !dns)
+		return 1;
+
+	struct orig o = {};
+	if (mapped) {
+		__builtin_memcpy(o.addr, &a3, 4);
+		o.family = 4;
+	} else {
+		__builtin_memcpy(&o.addr[0], &a0, 4);
+		__builtin_memcpy(&o.addr[4], &a1, 4);
+		__builtin_memcpy(&o.addr[8], &a2, 4);
+		__builtin_memcpy(&o.addr[12], &a3, 4);
+		o.family = 6;
+	}
+	o.port = (__u16)port;
+
+	if (ctx->type == SOCK_STREAM) {
+		remember(ctx, &o);
+		to_local6(ctx, mapped, proxy_port);
+		COUNT(redirected);
+		return 1;
+	}
+	if (ctx->type == SOCK_DGRAM && dns) {
+		remember(ctx, &o);
+		to_local6(ctx, mapped, dns_port);
+		COUNT(dns);
+		return 1;
+	}
+	COUNT(udp_refused);
+	return 0;
+}
+
+// sendmsg hooks see unconnected UDP (sendto/sendmsg/sendmmsg with an address).
+SEC("cgroup/sendmsg4")
+int clawd_sendmsg4(struct bpf_sock_addr *ctx) {
+	__u32 ip = ctx->user_ip4;
+	__u32 port = ctx->user_port;
+
+	if (port == bpf_htons(53)) {
+		struct orig o = {};
+		__builtin_memcpy(o.addr, &ip, 4);
+		o.port = (__u16)port;
+		o.family = 4;
+		remember(ctx, &o);
+		ctx->user_ip4 = bpf_htonl(0x7f000001);
+		ctx->user_port = bpf_htons(dns_port);
+		COUNT(dns);
+		return 1;
+	}
+	if (is_v4_loopback(ip))
+		return 1;
+	COUNT(udp_refused);
+	return 0;
+}
+
+SEC("cgroup/sendmsg6")
+int clawd_sendmsg6(struct bpf_sock_addr *ctx) {
+	__u32 a0 = ctx->user_ip6[0], a1 = ctx->user_ip6[1];
+	__u32 a2 = ctx->user_ip6[2], a3 = ctx->user_ip6[3];
+	__u32 port = ctx->user_port;
+	int mapped = is_v4mapped(a0, a1, a2);
+
+	if (port == bpf_htons(53)) {
+		struct orig o = {};
+		if (mapped) {
+			__builtin_memcpy(o.addr, &a3, 4);
+			o.family = 4;
+		} else {
+			__builtin_memcpy(&o.addr[0], &a0, 4);
+			__builtin_memcpy(&o.addr[4], &a1, 4);
+			__builtin_memcpy(&o.addr[8], &a2, 4);
+			__builtin_memcpy(&o.addr[12], &a3, 4);
+			o.family = 6;
+		}
+		o.port = (__u16)port;
+		remember(ctx, &o);
+		to_local6(ctx, mapped, dns_port);
+		COUNT(dns);
+		return 1;
+	}
+	if (is_v6_loopback(a0, a1, a2, a3))
+		return 1;
+	COUNT(udp_refused);
+	return 0;
+}
+
+// recvmsg hooks make DNS answers appear to come from the resolver the agent
+// asked. They cannot refuse anything.
+SEC("cgroup/recvmsg4")
+int clawd_recvmsg4(struct bpf_sock_addr *ctx) {
+	if (ctx->user_port != bpf_htons(dns_port) || ctx->user_ip4 != bpf_htonl(0x7f000001))
+		return 1;
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	struct orig *o = bpf_map_lookup_elem(&clawd_ck_v1, &cookie);
+	if (!o || o->family != 4)
+		return 1;
+	__u32 ip;
+	__builtin_memcpy(&ip, o->addr, 4);
+	ctx->user_ip4 = ip;
+	ctx->user_port = o->port;
+	return 1;
+}
+
+static __always_inline int restore6(struct bpf_sock_addr *ctx, __u16 port) {
+	__u32 a0 = ctx->user_ip6[0], a1 = ctx->user_ip6[1];
+	__u32 a2 = ctx->user_ip6[2], a3 = ctx->user_ip6[3];
+	if (ctx->user_port != bpf_htons(port) || !is_v6_loopback(a0, a1, a2, a3))
+		return 1;
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	struct orig *o = bpf_map_lookup_elem(&clawd_ck_v1, &cookie);
+	if (!o)
+		return 1;
+	__u32 w[4] = {};
+	if (o->family == 4) {
+		w[2] = bpf_htonl(0x0000ffff);
+		__builtin_memcpy(&w[3], o->addr, 4);
+	} else {
+		__builtin_memcpy(w, o->addr, 16);
+	}
+	ctx->user_ip6[0] = w[0];
+	ctx->user_ip6[1] = w[1];
+	ctx->user_ip6[2] = w[2];
+	ctx->user_ip6[3] = w[3];
+	ctx->user_port = o->port;
+	return 1;
+}
+
+SEC("cgroup/recvmsg6")
+int clawd_recvmsg6(struct bpf_sock_addr *ctx) {
+	return restore6(ctx, dns_port);
+}
+
+// getpeername hooks: the agent sees the address it dialled, not the listener.
+SEC("cgroup/getpeername4")
+int clawd_getpeername4(struct bpf_sock_addr *ctx) {
+	if (ctx->user_port != bpf_htons(proxy_port) || ctx->user_ip4 != bpf_htonl(0x7f000001))
+		return 1;
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	struct orig *o = bpf_map_lookup_elem(&clawd_ck_v1, &cookie);
+	if (!o || o->family != 4)
+		return 1;
+	__u32 ip;
+	__builtin_memcpy(&ip, o->addr, 4);
+	ctx->user_ip4 = ip;
+	ctx->user_port = o->port;
+	return 1;
+}
+
+SEC("cgroup/getpeername6")
+int clawd_getpeername6(struct bpf_sock_addr *ctx) {
+	return restore6(ctx, proxy_port);
+}
+
+// sockops re-keys a redirected connection, once established, by what the
+// proxy can see on its accepted socket: netns, client port and family.
+SEC("sockops")
+int clawd_sockops(struct bpf_sock_ops *skops) {
+	if (skops->op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB)
+		return 1;
+	if (bpf_ntohl(skops->remote_port) != proxy_port)
+		return 1;
+	__u64 cookie = bpf_get_socket_cookie(skops);
+	struct orig *o = bpf_map_lookup_elem(&clawd_ck_v1, &cookie);
+	if (!o)
+		return 1;
+
+	struct tuple_key k = {};
+	k.netns = bpf_get_netns_cookie(skops);
+	k.port = (__u16)skops->local_port;
+	k.family = 6;
+	if (skops->family == 2 /* AF_INET */)
+		k.family = 4;
+	else if (is_v4mapped(skops->local_ip6[0], skops->local_ip6[1], skops->local_ip6[2]))
+		k.family = 4;
+	struct orig v = *o;
+	bpf_map_update_elem(&clawd_tp_v1, &k, &v, BPF_ANY);
+	return 1;
+}
+
+// Only TCP and UDP sockets in AF_INET/AF_INET6: no raw, ICMP "ping", SCTP,
+// MPTCP or UDP-Lite. Other families never reach this hook (see tcx below).
+SEC("cgroup/sock_create")
+int clawd_sock_create(struct bpf_sock *sk) {
+	__u32 family = sk->family;
+	__u32 type = sk->type;
+	__u32 proto = sk->protocol;
+
+	if (family != 2 /* AF_INET */ && family != 10 /* AF_INET6 */)
+		return 1;
+	if (type == SOCK_STREAM && proto == IPPROTO_TCP)
+		return 1;
+	if (type == SOCK_DGRAM && proto == IPPROTO_UDP)
+		return 1;
+	COUNT(sock_refused);
+	return 0;
+}
+
+// Options that would let a socket escape the redirect or the egress filter.
+SEC("cgroup/setsockopt")
+int clawd_setsockopt(struct bpf_sockopt *ctx) {
+	__s32 level = ctx->level;
+	__s32 name = ctx->optname;
+	int bad = 0;
+
+	if (level == SOL_SOCKET)
+		bad = name == SO_MARK || name == SO_BINDTODEVICE || name == SO_BINDTOIFINDEX;
+	else if (level == SOL_IP)
+		bad = name == IP_TRANSPARENT;
+	else if (level == SOL_IPV6)
+		bad = name == IPV6_TRANSPARENT;
+	if (bad) {
+		COUNT(opt_refused);
+		return 0;
+	}
+	// Leave the option buffer to the kernel untouched (also for options
+	// longer than a page, which the program cannot see in full).
+	if (ctx->optlen > 4096)
+		ctx->optlen = 0;
+	return 1;
+}
+
+// Defence in depth: the container's own sockets may only send on loopback.
+// This also cuts connections opened before the container was attached.
+SEC("cgroup_skb/egress")
+int clawd_egress(struct __sk_buff *skb) {
+	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+		__u32 daddr;
+		if (bpf_skb_load_bytes(skb, offsetof(struct iphdr, daddr), &daddr, 4) == 0 &&
+		    is_v4_loopback(daddr))
+			return 1;
+	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+		__u32 d[4];
+		if (bpf_skb_load_bytes(skb, offsetof(struct ipv6hdr, daddr), d, 16) == 0 &&
+		    is_v6_loopback(d[0], d[1], d[2], d[3]))
+			return 1;
+	}
+	COUNT(pkt_dropped);
+	return 0;
+}
+
+// tcx programs on the container's interfaces (egress inside the container,
+// ingress on the host-side veth peer) drop every frame: with clawd attached no
+// legitimate packet of the container crosses them, since the proxy dials from
+// the host. This is what stops AF_PACKET, which no cgroup inet hook sees.
+SEC("tcx/egress")
+int clawd_tcx_egress(struct __sk_buff *skb) {
+	COUNT(if_dropped);
+	return TCX_DROP;
+}
+
+SEC("tcx/ingress")
+int clawd_tcx_ingress(struct __sk_buff *skb) {
+	COUNT(if_dropped);
+	return TCX_DROP;
+}

@@ -1,0 +1,6 @@
+// Package bpf holds clawd's eBPF programs (clawd.c) and the Go bindings
+// bpf2go generates for them. The generated files are committed so that a
+// build needs no clang; `make generate` regenerates them.
+package bpf
+
+//go:generate go run github.com/cilium/ebpf/cmd/bpf2go -cc clang -cflags "-O2 -g -Wall -Werror -I/usr/include/x86_64-linux-gnu" -target bpfel,bpfeb -type orig -type tuple_key -type counters Clawd clawd.c

@@ -1,0 +1,520 @@
+// Package enforce loads clawd's eBPF programs, attaches them to a container's
+// cgroup and interfaces, pins every link so enforcement outlives the daemon,
+// and re-adopts pinned links after a restart.
+//
+// Layout under the pin root (default /sys/fs/bpf/clawd):
+//
+//	maps/            shared maps (pinned by name, versioned in their names)
+//	att/<id>/<hook>  one pinned link per hook of attachment <id>
+package enforce
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/rlimit"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/clawd-dev/clawd/bpf"
+	"github.com/clawd-dev/clawd/daemon/nsenter"
+)
+
+// ErrGone means the attachment's cgroup or interfaces no longer exist: the
+// container is gone and its pins should be removed.
+var ErrGone = errors.New("attachment target is gone")
+
+// Params describe one attachment.
+type Params struct {
+	ID        string // file-name safe attachment ID
+	Cgroup    string // cgroup v2 directory of the container
+	Netns     string // network namespace path (e.g. /proc/PID/ns/net); "" skips the tcx layer
+	ProxyPort uint16 // TCP listener in the container netns
+	DNSPort   uint16 // UDP DNS listener in the container netns
+	HasV6     bool   // listeners also exist on ::1
+}
+
+// Layers reports which enforcement layers are active for an attachment.
+type Layers struct {
+	Cgroup   []string `json:"cgroup"`             // attached cgroup hooks
+	TCX      []string `json:"tcx,omitempty"`      // container interfaces with a drop-all egress program
+	TCXPeers []string `json:"tcx_peers,omitempty"` // host-side veth peers with a drop-all ingress program
+	LSM      bool     `json:"lsm"`
+	Notes    []string `json:"notes,omitempty"`
+}
+
+// Enforcer owns the pin root and the shared maps.
+type Enforcer struct {
+	root string
+	mu   sync.Mutex // serialises attach/detach/adopt
+	spec *ebpf.CollectionSpec
+	ck   *ebpf.Map
+	tp   *ebpf.Map
+	st   *ebpf.Map
+}
+
+var idRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,200}$`)
+
+// New prepares the pin root (mounting bpffs when missing) and opens the
+// shared maps, creating them on first use.
+func New(root string) (*Enforcer, error) {
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("remove memlock rlimit: %w", err)
+	}
+	if err := EnsureBPFFS(root); err != nil {
+		return nil, err
+	}
+	for _, d := range []string{"maps", "att"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o700); err != nil {
+			return nil, fmt.Errorf("create %s: %w", d, err)
+		}
+	}
+	spec, err := bpf.LoadClawd()
+	if err != nil {
+		return nil, fmt.Errorf("load bpf spec: %w", err)
+	}
+	e := &Enforcer{root: root, spec: spec}
+	var maps bpf.ClawdMaps
+	if err := spec.LoadAndAssign(&maps, e.collOpts()); err != nil {
+		return nil, fmt.Errorf("open pinned maps (an incompatible older layout must be removed from %s): %w", filepath.Join(root, "maps"), err)
+	}
+	e.ck, e.tp, e.st = maps.ClawdCkV1, maps.ClawdTpV1, maps.ClawdStV1
+	return e, nil
+}
+
+func (e *Enforcer) collOpts() *ebpf.CollectionOptions {
+	return &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: filepath.Join(e.root, "maps")}}
+}
+
+// Close releases the daemon's handles. Pinned links stay in force.
+func (e *Enforcer) Close() error {
+	return errors.Join(e.ck.Close(), e.tp.Close(), e.st.Close())
+}
+
+// Root is the pin root directory.
+func (e *Enforcer) Root() string { return e.root }
+
+func (e *Enforcer) dir(id string) string { return filepath.Join(e.root, "att", id) }
+
+// hooks maps pin names to cgroup attach types and programs.
+type hook struct {
+	name   string
+	attach ebpf.AttachType
+	prog   func(*bpf.ClawdPrograms) *ebpf.Program
+}
+
+var cgroupHooks = []hook{
+	{"connect4", ebpf.AttachCGroupInet4Connect, func(p *bpf.ClawdPrograms) *ebpf.Program { return p.ClawdConnect4 }},
+	{"connect6", ebpf.AttachCGroupInet6Connect, func(p *bpf.ClawdPrograms) *ebpf.Program { return p.ClawdConnect6 }},
+	{"sendmsg4", ebpf.AttachCGroupUDP4Sendmsg, func(p *bpf.ClawdPrograms) *ebpf.Program { return p.ClawdSendmsg4 }},
+	{"sendmsg6", ebpf.AttachCGroupUDP6Sendmsg, func(p *bpf.ClawdPrograms) *ebpf.Program { return p.ClawdSendmsg6 }},
+	{"recvmsg4", ebpf.AttachCGroupUDP4Recvmsg, func(p *bpf.ClawdPrograms) *ebpf.Program { return p.ClawdRecvmsg4 }},
+	{"recvmsg6", ebpf.AttachCGroupUDP6Recvmsg, func(p *bpf.ClawdPrograms) *ebpf.Program { return p.ClawdRecvmsg6 }},
+	{"getpeername4", ebpf.AttachCgroupInet4GetPeername, func(p *bpf.ClawdPrograms) *ebpf.Program { return p.ClawdGetpeername4 }},
+	{"getpeername6", ebpf.AttachCgroupInet6GetPeername, func(p *bpf.ClawdPrograms) *ebpf.Program { return p.ClawdGetpeername6 }},
+	{"sockops", ebpf.AttachCGroupSockOps, func(p *bpf.ClawdPrograms) *ebpf.Program { return p.ClawdSockops }},
+	{"sock_create", ebpf.AttachCGroupInetSockCreate, func(p *bpf.ClawdPrograms) *ebpf.Program { return p.ClawdSockCreate }},
+	{"setsockopt", ebpf.AttachCGroupSetsockopt, func(p *bpf.ClawdPrograms) *ebpf.Program { return p.ClawdSetsockopt }},
+	{"egress", ebpf.AttachCGroupInetEgress, func(p *bpf.ClawdPrograms) *ebpf.Program { return p.ClawdEgress }},
+}
+
+const (
+	tcxEgressPrefix = "tcx-egress-" // + container-side ifindex
+	tcxPeerPrefix   = "tcx-peer-"   // + host-side ifindex
+)
+
+// load loads a fresh copy of the programs with p's constants.
+func (e *Enforcer) load(p Params, cgid uint64) (*bpf.ClawdObjects, error) {
+	spec := e.spec.Copy()
+	sets := []struct {
+		name string
+		v    any
+	}{
+		{"proxy_port", p.ProxyPort},
+		{"dns_port", p.DNSPort},
+		{"has_v6", boolByte(p.HasV6)},
+		{"container_cgroup", cgid},
+	}
+	for _, s := range sets {
+		v, ok := spec.Variables[s.name]
+		if !ok {
+			return nil, fmt.Errorf("bpf object lacks variable %s", s.name)
+		}
+		if err := v.Set(s.v); err != nil {
+			return nil, fmt.Errorf("set %s: %w", s.name, err)
+		}
+	}
+	var objs bpf.ClawdObjects
+	if err := spec.LoadAndAssign(&objs, e.collOpts()); err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return nil, fmt.Errorf("load bpf programs: %+v", ve)
+		}
+		return nil, fmt.Errorf("load bpf programs: %w", err)
+	}
+	return &objs, nil
+}
+
+func boolByte(b bool) uint8 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func (e *Enforcer) validate(p Params) error {
+	if !idRE.MatchString(p.ID) {
+		return fmt.Errorf("bad attachment id %q", p.ID)
+	}
+	if p.ProxyPort == 0 || p.DNSPort == 0 {
+		return errors.New("listener ports must be set")
+	}
+	if _, bad := NetClsActive(); bad {
+		return errors.New("cgroup v1 net_cls/net_prio is mounted on this host, which silently disables cgroup v2 socket matching: clawd would fail open. Unmount it (umount the net_cls,net_prio hierarchy) or boot with cgroup_no_v1=net_cls,net_prio")
+	}
+	return nil
+}
+
+// Attach attaches and pins every layer for p. On error nothing stays attached.
+func (e *Enforcer) Attach(p Params) (l Layers, err error) {
+	if err := e.validate(p); err != nil {
+		return l, err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	dir := e.dir(p.ID)
+	if _, err := os.Stat(dir); err == nil {
+		return l, fmt.Errorf("attachment %s already exists", p.ID)
+	}
+	cgid, err := CgroupID(p.Cgroup)
+	if err != nil {
+		return l, err
+	}
+	objs, err := e.load(p, cgid)
+	if err != nil {
+		return l, err
+	}
+	defer objs.Close()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return l, fmt.Errorf("create pin dir: %w", err)
+	}
+	var links []link.Link
+	defer func() {
+		for _, lk := range links {
+			if err != nil {
+				lk.Unpin()
+			}
+			lk.Close()
+		}
+		if err != nil {
+			os.RemoveAll(dir)
+			e.st.Delete(cgid)
+		}
+	}()
+	// Counters first, so the very first redirect is counted.
+	if err := e.st.Update(cgid, bpf.ClawdCounters{}, ebpf.UpdateNoExist); err != nil && !errors.Is(err, ebpf.ErrKeyExist) {
+		return l, fmt.Errorf("create counters: %w", err)
+	}
+	for _, h := range cgroupHooks {
+		lk, err := link.AttachCgroup(link.CgroupOptions{Path: p.Cgroup, Attach: h.attach, Program: h.prog(&objs.ClawdPrograms)})
+		if err != nil {
+			return l, fmt.Errorf("attach %s to %s: %w", h.name, p.Cgroup, err)
+		}
+		links = append(links, lk)
+		if err := lk.Pin(filepath.Join(dir, h.name)); err != nil {
+			return l, fmt.Errorf("pin %s: %w", h.name, err)
+		}
+		l.Cgroup = append(l.Cgroup, h.name)
+	}
+	if p.Netns != "" {
+		tl, err := e.attachTCX(p, dir, objs)
+		links = append(links, tl.links...)
+		l.TCX, l.TCXPeers, l.Notes = tl.ifaces, tl.peers, tl.notes
+		if err != nil {
+			return l, err
+		}
+	}
+	l.Notes = append(l.Notes, "lsm_cgroup/socket_create not used: the tcx layer drops AF_PACKET/AF_XDP frames instead")
+	return l, nil
+}
+
+type tcxResult struct {
+	links  []link.Link
+	ifaces []string
+	peers  []string
+	notes  []string
+}
+
+// attachTCX attaches drop-all programs to every non-loopback interface in the
+// container's netns (egress) and to the host-side peer of each veth (ingress:
+// a packet socket with PACKET_QDISC_BYPASS skips the egress hook).
+func (e *Enforcer) attachTCX(p Params, dir string, objs *bpf.ClawdObjects) (tcxResult, error) {
+	var r tcxResult
+	type peer struct {
+		name   string
+		index  int // ifindex of the peer in its own netns
+		inside int // ifindex of the container side
+	}
+	var peers []peer
+	err := nsenter.Do(p.Netns, func() error {
+		ls, err := netlink.LinkList()
+		if err != nil {
+			return fmt.Errorf("list container interfaces: %w", err)
+		}
+		for _, lnk := range ls {
+			a := lnk.Attrs()
+			if a.Flags&net.FlagLoopback != 0 {
+				continue
+			}
+			lk, err := link.AttachTCX(link.TCXOptions{Interface: a.Index, Program: objs.ClawdTcxEgress, Attach: ebpf.AttachTCXEgress})
+			if err != nil {
+				return fmt.Errorf("attach tcx egress to %s: %w", a.Name, err)
+			}
+			r.links = append(r.links, lk)
+			if err := lk.Pin(filepath.Join(dir, fmt.Sprintf("%s%d", tcxEgressPrefix, a.Index))); err != nil {
+				return fmt.Errorf("pin tcx egress %s: %w", a.Name, err)
+			}
+			r.ifaces = append(r.ifaces, a.Name)
+			if v, ok := lnk.(*netlink.Veth); ok {
+				idx, err := netlink.VethPeerIndex(v)
+				if err == nil {
+					peers = append(peers, peer{name: a.Name, index: idx, inside: a.Index})
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return r, err
+	}
+	for _, pr := range peers {
+		hl, err := netlink.LinkByIndex(pr.index)
+		if err != nil {
+			r.notes = append(r.notes, fmt.Sprintf("veth peer of %s is not in the host netns: its ingress is not covered", pr.name))
+			continue
+		}
+		hv, ok := hl.(*netlink.Veth)
+		if !ok {
+			r.notes = append(r.notes, fmt.Sprintf("peer of %s is not a veth in the host netns", pr.name))
+			continue
+		}
+		if back, err := netlink.VethPeerIndex(hv); err != nil || back != pr.inside {
+			r.notes = append(r.notes, fmt.Sprintf("host interface %d is not the peer of %s", pr.index, pr.name))
+			continue
+		}
+		lk, err := link.AttachTCX(link.TCXOptions{Interface: pr.index, Program: objs.ClawdTcxIngress, Attach: ebpf.AttachTCXIngress})
+		if err != nil {
+			return r, fmt.Errorf("attach tcx ingress to host peer %s: %w", hv.Attrs().Name, err)
+		}
+		r.links = append(r.links, lk)
+		if err := lk.Pin(filepath.Join(dir, fmt.Sprintf("%s%d", tcxPeerPrefix, pr.index))); err != nil {
+			return r, fmt.Errorf("pin tcx peer %s: %w", hv.Attrs().Name, err)
+		}
+		r.peers = append(r.peers, hv.Attrs().Name)
+	}
+	return r, nil
+}
+
+// Adopt swaps fresh programs (built with p's listener ports) into the pinned
+// links of an existing attachment. It returns ErrGone when the cgroup went
+// away while no daemon was running.
+func (e *Enforcer) Adopt(p Params) (Layers, error) {
+	var l Layers
+	if err := e.validate(p); err != nil {
+		return l, err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	dir := e.dir(p.ID)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return l, fmt.Errorf("attachment %s: no pins: %w", p.ID, ErrGone)
+		}
+		return l, fmt.Errorf("read pins: %w", err)
+	}
+	cgid, err := CgroupID(p.Cgroup)
+	if err != nil {
+		return l, fmt.Errorf("%v: %w", err, ErrGone)
+	}
+	objs, err := e.load(p, cgid)
+	if err != nil {
+		return l, err
+	}
+	defer objs.Close()
+	byName := map[string]*ebpf.Program{}
+	for _, h := range cgroupHooks {
+		byName[h.name] = h.prog(&objs.ClawdPrograms)
+	}
+	seen := map[string]bool{}
+	for _, ent := range ents {
+		name := ent.Name()
+		var prog *ebpf.Program
+		switch {
+		case byName[name] != nil:
+			prog = byName[name]
+		case strings.HasPrefix(name, tcxEgressPrefix):
+			prog = objs.ClawdTcxEgress
+		case strings.HasPrefix(name, tcxPeerPrefix):
+			prog = objs.ClawdTcxIngress
+		default:
+			continue
+		}
+		lk, err := link.LoadPinnedLink(filepath.Join(dir, name), nil)
+		if err != nil {
+			return l, fmt.Errorf("load pinned link %s: %w", name, err)
+		}
+		err = lk.Update(prog)
+		lk.Close()
+		if err != nil {
+			if errors.Is(err, unix.ENOLINK) {
+				return l, fmt.Errorf("link %s is severed: %w", name, ErrGone)
+			}
+			return l, fmt.Errorf("update link %s: %w", name, err)
+		}
+		seen[name] = true
+		switch {
+		case strings.HasPrefix(name, tcxEgressPrefix):
+			l.TCX = append(l.TCX, name)
+		case strings.HasPrefix(name, tcxPeerPrefix):
+			l.TCXPeers = append(l.TCXPeers, name)
+		default:
+			l.Cgroup = append(l.Cgroup, name)
+		}
+	}
+	for _, h := range cgroupHooks {
+		if !seen[h.name] {
+			// A hook pinned by an older version is missing: attach it now
+			// rather than run with a hole.
+			lk, err := link.AttachCgroup(link.CgroupOptions{Path: p.Cgroup, Attach: h.attach, Program: h.prog(&objs.ClawdPrograms)})
+			if err != nil {
+				return l, fmt.Errorf("attach missing hook %s: %w", h.name, err)
+			}
+			err = lk.Pin(filepath.Join(dir, h.name))
+			lk.Close()
+			if err != nil {
+				return l, fmt.Errorf("pin %s: %w", h.name, err)
+			}
+			l.Cgroup = append(l.Cgroup, h.name)
+		}
+	}
+	e.st.Update(cgid, bpf.ClawdCounters{}, ebpf.UpdateNoExist)
+	return l, nil
+}
+
+// Detach removes every link of an attachment. Removing the pins of links
+// whose target is gone is not an error.
+func (e *Enforcer) Detach(id string, cgroupID uint64) error {
+	if !idRE.MatchString(id) {
+		return fmt.Errorf("bad attachment id %q", id)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	dir := e.dir(id)
+	ents, err := os.ReadDir(dir)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("read pins: %w", err)
+	}
+	var errs []error
+	for _, ent := range ents {
+		path := filepath.Join(dir, ent.Name())
+		if lk, err := link.LoadPinnedLink(path, nil); err == nil {
+			// Detach explicitly: other holders of the link (none expected)
+			// must not keep the container cut off after a detach either.
+			if err := lk.Detach(); err != nil && !errors.Is(err, unix.ENOLINK) && !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, unix.EINVAL) {
+				errs = append(errs, fmt.Errorf("detach %s: %w", ent.Name(), err))
+			}
+			lk.Close()
+		}
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	if err := os.Remove(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, err)
+	}
+	if cgroupID != 0 {
+		e.st.Delete(cgroupID)
+	}
+	return errors.Join(errs...)
+}
+
+// Pinned lists the IDs of attachments that have pins.
+func (e *Enforcer) Pinned() ([]string, error) {
+	ents, err := os.ReadDir(filepath.Join(e.root, "att"))
+	if err != nil {
+		return nil, fmt.Errorf("list attachments: %w", err)
+	}
+	var ids []string
+	for _, ent := range ents {
+		if ent.IsDir() {
+			ids = append(ids, ent.Name())
+		}
+	}
+	sort.Strings(ids)
+	return ids, nil
+}
+
+// Orig is the original destination of a redirected connection.
+type Orig struct {
+	Dst    netip.AddrPort
+	Cgroup uint64 // cgroup of the socket that connected
+}
+
+// OrigDst looks up (and forgets) the original destination of a connection
+// accepted by the proxy, by the container's netns cookie and the client's
+// source port and family (4 or 6, with v4-mapped clients counting as 4).
+func (e *Enforcer) OrigDst(netns uint64, port uint16, family int) (Orig, bool) {
+	k := bpf.ClawdTupleKey{Netns: netns, Port: port, Family: uint16(family)}
+	var v bpf.ClawdOrig
+	if err := e.tp.Lookup(&k, &v); err != nil {
+		return Orig{}, false
+	}
+	e.tp.Delete(&k)
+	return Orig{Dst: origAddr(v), Cgroup: v.Cgroup}, true
+}
+
+func origAddr(v bpf.ClawdOrig) netip.AddrPort {
+	var a netip.Addr
+	if v.Family == 4 {
+		a = netip.AddrFrom4([4]byte(v.Addr[:4]))
+	} else {
+		a = netip.AddrFrom16(v.Addr)
+	}
+	// Port holds network-order bytes read as a native integer.
+	var b [2]byte
+	binary.NativeEndian.PutUint16(b[:], v.Port)
+	port := binary.BigEndian.Uint16(b[:])
+	return netip.AddrPortFrom(a, port)
+}
+
+// Counters are the per-container BPF counters.
+type Counters struct {
+	Redirected  uint64 `json:"redirected"`
+	DNS         uint64 `json:"dns"`
+	UDPRefused  uint64 `json:"udp_refused"`
+	SockRefused uint64 `json:"sock_refused"`
+	OptRefused  uint64 `json:"opt_refused"`
+	PktDropped  uint64 `json:"pkt_dropped"`
+	IfDropped   uint64 `json:"if_dropped"`
+}
+
+// Counters reads a container's counters.
+func (e *Enforcer) Counters(cgroupID uint64) (Counters, error) {
+	var c bpf.ClawdCounters
+	if err := e.st.Lookup(cgroupID, &c); err != nil {
+		return Counters{}, fmt.Errorf("read counters: %w", err)
+	}
+	return Counters{c.Redirected, c.Dns, c.UdpRefused, c.SockRefused, c.OptRefused, c.PktDropped, c.IfDropped}, nil
+}
