@@ -1,0 +1,325 @@
+package policy
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// hostPattern is an exact host name, or with glob a "*.name" pattern that
+// matches any name strictly below name (a.name, a.b.name) but not name itself.
+type hostPattern struct {
+	name string
+	glob bool
+}
+
+func (h hostPattern) String() string {
+	if h.glob {
+		return "*." + h.name
+	}
+	return h.name
+}
+
+func (h hostPattern) match(host string) bool {
+	if !h.glob {
+		return host == h.name
+	}
+	return len(host) > len(h.name)+1 && strings.HasSuffix(host, h.name) && host[len(host)-len(h.name)-1] == '.'
+}
+
+// covers reports whether every host matched by o is also matched by h.
+func (h hostPattern) covers(o hostPattern) bool {
+	if !h.glob {
+		return !o.glob && o.name == h.name
+	}
+	if o.glob {
+		return o.name == h.name || h.match(o.name)
+	}
+	return h.match(o.name)
+}
+
+// normHost lower-cases a host and drops a trailing dot, so "API.GitHub.com."
+// and "api.github.com" are one host.
+func normHost(h string) string {
+	h = strings.TrimSuffix(h, ".")
+	for i := 0; i < len(h); i++ {
+		if c := h[i]; c >= 'A' && c <= 'Z' {
+			return strings.ToLower(h)
+		}
+	}
+	return h
+}
+
+type portRange struct{ lo, hi uint16 }
+
+// pathPattern is a compiled segment pattern: "*" matches exactly one
+// segment, "**" zero or more, anything else itself.
+type pathPattern struct {
+	src  string
+	segs []string
+}
+
+func parsePathPattern(s string) (pathPattern, error) {
+	s = strings.TrimSpace(s)
+	if !strings.HasPrefix(s, "/") {
+		return pathPattern{}, fmt.Errorf("%q must start with /", s)
+	}
+	if strings.ContainsAny(s, "?#") {
+		return pathPattern{}, fmt.Errorf("%q: the query string is ignored when matching; write the path only", s)
+	}
+	if strings.ContainsAny(s, "%\\") {
+		return pathPattern{}, fmt.Errorf("%q: write paths decoded (no %% escapes or backslashes); requests are percent-decoded before matching", s)
+	}
+	pp := pathPattern{src: s}
+	for _, seg := range strings.Split(s[1:], "/") {
+		switch {
+		case seg == "":
+			continue // "//" and a trailing slash are ignored, as for requests
+		case seg == "." || seg == "..":
+			return pathPattern{}, fmt.Errorf("%q: . and .. segments are not allowed in patterns", s)
+		case seg == "*" || seg == "**":
+		case strings.Contains(seg, "*"):
+			return pathPattern{}, fmt.Errorf("%q: * and ** must be whole path segments (as in /repos/*/issues/**)", s)
+		}
+		pp.segs = append(pp.segs, seg)
+	}
+	return pp, nil
+}
+
+// match reports whether the normalized request segments match. It is the
+// classic wildcard algorithm over segments: "**" backtracks, "*" is one.
+func (pp pathPattern) match(segs []string) bool {
+	p, s := 0, 0
+	starP, starS := -1, 0
+	for s < len(segs) {
+		switch {
+		case p < len(pp.segs) && pp.segs[p] == "**":
+			starP, starS = p, s
+			p++
+		case p < len(pp.segs) && (pp.segs[p] == "*" || pp.segs[p] == segs[s]):
+			p++
+			s++
+		case starP >= 0:
+			starS++
+			p, s = starP+1, starS
+		default:
+			return false
+		}
+	}
+	for p < len(pp.segs) && pp.segs[p] == "**" {
+		p++
+	}
+	return p == len(pp.segs)
+}
+
+// errAmbiguousPath and friends explain why a request path was refused. They
+// never echo the path: it may carry tokens.
+var (
+	errPathNotAbsolute = errors.New("the request path does not start with /")
+	errPathEncodedSep  = errors.New("the request path contains an encoded slash or backslash (%2F, %5C)")
+	errPathBackslash   = errors.New("the request path contains a backslash")
+	errPathNUL         = errors.New("the request path contains a NUL or control character")
+	errPathBadEscape   = errors.New("the request path contains an invalid percent escape")
+	errPathDoubleEnc   = errors.New("the request path is double percent-encoded (%25XX)")
+	errPathEscapesRoot = errors.New("the request path uses .. to climb above /")
+)
+
+// normalizePath turns a request target into decoded segments with "." and
+// ".." resolved and empty segments dropped. Anything an upstream server
+// might read differently from us is an error, so a path rule can never be
+// bypassed by an encoding trick.
+func normalizePath(raw string) ([]string, error) {
+	if i := strings.IndexAny(raw, "?#"); i >= 0 {
+		raw = raw[:i]
+	}
+	if !strings.HasPrefix(raw, "/") {
+		return nil, errPathNotAbsolute
+	}
+	var dec []byte
+	if strings.ContainsAny(raw, "%\\") || hasCtl(raw) {
+		dec = make([]byte, 0, len(raw))
+		for i := 0; i < len(raw); i++ {
+			c := raw[i]
+			switch {
+			case c == '\\':
+				return nil, errPathBackslash
+			case c < 0x20 || c == 0x7f:
+				return nil, errPathNUL
+			case c == '%':
+				if i+2 >= len(raw) || !isHex(raw[i+1]) || !isHex(raw[i+2]) {
+					return nil, errPathBadEscape
+				}
+				b := unhex(raw[i+1])<<4 | unhex(raw[i+2])
+				switch {
+				case b == '/' || b == '\\':
+					return nil, errPathEncodedSep
+				case b < 0x20 || b == 0x7f:
+					return nil, errPathNUL
+				case b == '%' && i+4 < len(raw) && isHex(raw[i+3]) && isHex(raw[i+4]):
+					return nil, errPathDoubleEnc
+				}
+				dec = append(dec, b)
+				i += 2
+			default:
+				dec = append(dec, c)
+			}
+		}
+	}
+	var path string
+	if dec != nil {
+		path = string(dec)
+	} else {
+		path = raw
+	}
+	segs := make([]string, 0, 8)
+	for _, seg := range strings.Split(path[1:], "/") {
+		switch seg {
+		case "", ".":
+		case "..":
+			if len(segs) == 0 {
+				return nil, errPathEscapesRoot
+			}
+			segs = segs[:len(segs)-1]
+		default:
+			segs = append(segs, seg)
+		}
+	}
+	return segs, nil
+}
+
+func hasCtl(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] == 0x7f {
+			return true
+		}
+	}
+	return false
+}
+
+func isHex(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
+}
+
+func unhex(c byte) byte {
+	switch {
+	case c >= '0' && c <= '9':
+		return c - '0'
+	case c >= 'a' && c <= 'f':
+		return c - 'a' + 10
+	default:
+		return c - 'A' + 10
+	}
+}
+
+type headerCond struct {
+	name  string // canonical
+	value string // glob: * matches any run of characters
+}
+
+type labelCond struct {
+	key, value string // value is a glob
+}
+
+// selector picks containers for a set. Every field given must match; within
+// a field any listed value may match.
+type selector struct {
+	names      []string // globs over Container.Name
+	runtimes   []string
+	namespaces []string
+	labels     []labelCond
+}
+
+func (s *selector) match(c Container) bool {
+	if s == nil {
+		return false
+	}
+	if len(s.names) > 0 {
+		name := strings.TrimPrefix(c.Name, "/") // Docker reports "/name"
+		ok := false
+		for _, g := range s.names {
+			if glob(g, name) {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return false
+		}
+	}
+	if len(s.runtimes) > 0 && !contains(s.runtimes, c.Runtime) {
+		return false
+	}
+	if len(s.namespaces) > 0 && !contains(s.namespaces, c.Namespace) {
+		return false
+	}
+	for _, l := range s.labels {
+		v, ok := c.Labels[l.key]
+		if !ok || !glob(l.value, v) {
+			return false
+		}
+	}
+	return true
+}
+
+// glob matches s against a pattern where * matches any run of characters
+// (including none) and everything else matches itself.
+func glob(pattern, s string) bool {
+	p, i := 0, 0
+	starP, starI := -1, 0
+	for i < len(s) {
+		switch {
+		case p < len(pattern) && pattern[p] == '*':
+			starP, starI = p, i
+			p++
+		case p < len(pattern) && pattern[p] == s[i]:
+			p++
+			i++
+		case starP >= 0:
+			starI++
+			p, i = starP+1, starI
+		default:
+			return false
+		}
+	}
+	for p < len(pattern) && pattern[p] == '*' {
+		p++
+	}
+	return p == len(pattern)
+}
+
+// containsFold reports whether lowerNeedle (already lower case) occurs in
+// hay, ASCII case-insensitively, without allocating.
+func containsFold(hay, lowerNeedle []byte) bool {
+	for _, c := range lowerNeedle {
+		if c >= 0x80 {
+			// Non-ASCII: pay for a full Unicode lower-casing of the body.
+			return bytes.Contains(bytes.ToLower(hay), lowerNeedle)
+		}
+	}
+	n := len(lowerNeedle)
+	if n == 0 {
+		return true
+	}
+	first := lowerNeedle[0]
+	for i := 0; i+n <= len(hay); i++ {
+		if lower(hay[i]) != first {
+			continue
+		}
+		j := 1
+		for j < n && lower(hay[i+j]) == lowerNeedle[j] {
+			j++
+		}
+		if j == n {
+			return true
+		}
+	}
+	return false
+}
+
+func lower(c byte) byte {
+	if c >= 'A' && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
+}

@@ -1,0 +1,469 @@
+package policy
+
+import (
+	"fmt"
+	"net/netip"
+	"time"
+)
+
+// Policy is a parsed, validated, indexed policy file. It is immutable after
+// Parse except for rate-limit state, and safe for concurrent use.
+type Policy struct {
+	file   string
+	def    *ruleSet   // containers that match no set
+	sets   []*ruleSet // in file order; the first whose match selects a container wins
+	nrules int        // enabled rules
+	limits *limiter
+}
+
+// ruleSet is one set of rules plus the index that makes Decide cost about
+// the same for 10 or 10,000 rules: rules are looked up by host (exact map and
+// a map of "*.suffix" globs), and only rules that cannot be found that way
+// (no hosts: CIDR or any-destination rules) sit in a list scanned every time.
+// Candidates from the lists are merged in rule order so first match wins.
+type ruleSet struct {
+	name       string
+	line       int
+	sel        *selector
+	def        Action
+	defTimeout time.Duration
+	rules      []*rule // enabled rules, file order
+
+	exact  map[string][]int32 // host -> rule indexes, ascending
+	suffix map[string][]int32 // "example.com" for "*.example.com" -> rule indexes
+	other  []int32            // rules found by IP or matching any destination
+
+	interceptAll    bool
+	interceptExact  map[string]bool
+	interceptSuffix map[string]bool
+	resolveAll      bool // some allow/approve rule does not need a host name
+}
+
+type rule struct {
+	name    string
+	line    int
+	enabled bool
+	idx     int32
+
+	hosts     []hostPattern
+	ports     []portRange
+	cidrs     []netip.Prefix
+	methods   []string
+	paths     []pathPattern
+	headers   []headerCond
+	body      [][]byte // lower case; all must occur
+	readonly  bool
+	action    Action
+	timeout   time.Duration
+	rate      *rateSpec
+	intercept bool
+	reason    string
+	httpCond  bool // needs HTTP facts (method/path/header/body/readonly)
+}
+
+func newSet(name string, line int) *ruleSet {
+	return &ruleSet{
+		name:            name,
+		line:            line,
+		def:             Deny,
+		defTimeout:      DefaultApprovalTimeout,
+		exact:           map[string][]int32{},
+		suffix:          map[string][]int32{},
+		interceptExact:  map[string]bool{},
+		interceptSuffix: map[string]bool{},
+	}
+}
+
+func (s *ruleSet) add(r *rule) {
+	r.idx = int32(len(s.rules))
+	s.rules = append(s.rules, r)
+	for _, h := range r.hosts {
+		m := s.exact
+		if h.glob {
+			m = s.suffix
+		}
+		if l := m[h.name]; len(l) == 0 || l[len(l)-1] != r.idx {
+			m[h.name] = append(l, r.idx)
+		}
+		if r.intercept {
+			if h.glob {
+				s.interceptSuffix[h.name] = true
+			} else {
+				s.interceptExact[h.name] = true
+			}
+		}
+	}
+	if len(r.hosts) == 0 {
+		s.other = append(s.other, r.idx)
+		if r.intercept {
+			s.interceptAll = true
+		}
+	}
+	// A rule with hosts and cidrs is found by host through the maps and by
+	// IP through other; the merge deduplicates.
+	if len(r.hosts) > 0 && len(r.cidrs) > 0 {
+		s.other = append(s.other, r.idx)
+	}
+	if (len(r.hosts) == 0 || len(r.cidrs) > 0) && (r.readonly || r.action != Deny) {
+		s.resolveAll = true
+	}
+}
+
+func (s *ruleSet) intercepts(host string) bool {
+	if s.interceptAll {
+		return host != ""
+	}
+	if host == "" {
+		return false
+	}
+	if s.interceptExact[host] {
+		return true
+	}
+	for i := 0; i < len(host); i++ {
+		if host[i] == '.' && s.interceptSuffix[host[i+1:]] {
+			return true
+		}
+	}
+	return false
+}
+
+// interceptsPattern reports whether every host matched by h is intercepted.
+func (s *ruleSet) interceptsPattern(h hostPattern) bool {
+	if s.interceptAll {
+		return true
+	}
+	if !h.glob && s.intercepts(h.name) {
+		return true
+	}
+	for name := range s.interceptSuffix {
+		if (hostPattern{name: name, glob: true}).covers(h) {
+			return true
+		}
+	}
+	return false
+}
+
+// File is the name the policy was parsed from.
+func (p *Policy) File() string { return p.file }
+
+// Rules is the number of enabled rules over all sets.
+func (p *Policy) Rules() int { return p.nrules }
+
+// Sets names the rule sets in evaluation order, ending with "default".
+func (p *Policy) Sets() []string {
+	out := make([]string, 0, len(p.sets)+1)
+	for _, s := range p.sets {
+		out = append(out, s.name)
+	}
+	return append(out, p.def.name)
+}
+
+func (p *Policy) setFor(c Container) *ruleSet {
+	for _, s := range p.sets {
+		if s.sel.match(c) {
+			return s
+		}
+	}
+	return p.def
+}
+
+// SetFor names the rule set that applies to c ("default" when no set's
+// match selects it).
+func (p *Policy) SetFor(c Container) string { return p.setFor(c).name }
+
+// Intercepts reports whether TLS from c to host should be terminated by
+// clawd so that method, path, header and body rules can apply.
+func (p *Policy) Intercepts(c Container, host string) bool {
+	return p.setFor(c).intercepts(normHost(host))
+}
+
+// MayResolve reports whether some rule in c's set could allow or approve a
+// connection to the DNS name. When false, the DNS resolver can answer
+// NXDOMAIN. Rules matching by IP, rules without hosts and a non-deny
+// default make every name resolvable, since the address decides there.
+func (p *Policy) MayResolve(c Container, name string) bool {
+	s := p.setFor(c)
+	if s.resolveAll || s.def != Deny {
+		return true
+	}
+	name = normHost(name)
+	if name == "" {
+		return false
+	}
+	if s.anyAllows(s.exact[name]) {
+		return true
+	}
+	for i := 0; i < len(name); i++ {
+		if name[i] == '.' && s.anyAllows(s.suffix[name[i+1:]]) {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *ruleSet) anyAllows(idx []int32) bool {
+	for _, i := range idx {
+		if r := s.rules[i]; r.readonly || r.action != Deny {
+			return true
+		}
+	}
+	return false
+}
+
+// maxLists bounds the candidate lists merged on the stack; a host with more
+// labels than this falls back to a heap slice.
+const maxLists = 8
+
+// Decide evaluates in against the container's rule set: the first rule in
+// file order whose conditions all hold decides; when none does, the set's
+// default action does. It only mutates rate-limit state.
+func (p *Policy) Decide(in Input) Decision {
+	s := p.setFor(in.Container)
+	host := normHost(in.Host)
+	d := Decision{Intercept: s.intercepts(host)}
+
+	// Candidate lists: exact host, each "*.suffix" the host falls under,
+	// and the IP/any-destination rules. fromHost marks lists whose rules
+	// already matched the host.
+	var buf [maxLists][]int32
+	var fromHostBuf [maxLists]bool
+	lists, fromHost := buf[:0], fromHostBuf[:0]
+	if host != "" {
+		if l := s.exact[host]; len(l) > 0 {
+			lists = append(lists, l)
+			fromHost = append(fromHost, true)
+		}
+		for i := 0; i < len(host); i++ {
+			if host[i] != '.' {
+				continue
+			}
+			if l := s.suffix[host[i+1:]]; len(l) > 0 {
+				lists = append(lists, l)
+				fromHost = append(fromHost, true)
+			}
+		}
+	}
+	if len(s.other) > 0 {
+		lists = append(lists, s.other)
+		fromHost = append(fromHost, false)
+	}
+
+	var segs []string // normalized path, computed on first need
+	var pathErr error
+	pathDone := false
+
+	for {
+		// Pick the lowest rule index at the head of any list.
+		best := int32(-1)
+		for _, l := range lists {
+			if len(l) > 0 && (best < 0 || l[0] < best) {
+				best = l[0]
+			}
+		}
+		if best < 0 {
+			break
+		}
+		hostOK := false
+		for j, l := range lists {
+			if len(l) > 0 && l[0] == best {
+				lists[j] = l[1:]
+				hostOK = hostOK || fromHost[j]
+			}
+		}
+		r := s.rules[best]
+
+		if len(r.ports) > 0 && !portIn(r.ports, in.DstPort) {
+			continue
+		}
+		if !hostOK {
+			// Found through the IP/any list: it must match by address or
+			// have no destination condition at all.
+			if len(r.hosts) > 0 || len(r.cidrs) > 0 {
+				if !cidrIn(r.cidrs, in.DstIP) {
+					continue
+				}
+			}
+		}
+		if r.httpCond {
+			if in.Method == "" {
+				// A connection without HTTP facts: a TLS connection to an
+				// intercepted host is let through to interception, where
+				// each request is decided; otherwise this rule cannot apply.
+				if d.Intercept {
+					d.Action = Allow
+					d.Rule = r.name
+					d.Reason = fmt.Sprintf("TLS to %q is intercepted; each request is decided by method and path", host)
+					return d
+				}
+				continue
+			}
+			if len(r.methods) > 0 && !contains(r.methods, in.Method) {
+				continue
+			}
+			if len(r.paths) > 0 {
+				if !pathDone {
+					segs, pathErr = normalizePath(in.Path)
+					pathDone = true
+				}
+				if pathErr != nil {
+					d.Action = Deny
+					d.Rule = r.name
+					d.Reason = fmt.Sprintf("denied: %v; rule %q matches by path, so send the path in plain form", pathErr, r.name)
+					return d
+				}
+				if !anyPath(r.paths, segs) {
+					continue
+				}
+			}
+			if !headersMatch(r.headers, in) {
+				continue
+			}
+			if len(r.body) > 0 {
+				if !in.BodyKnown {
+					d.Action = Deny
+					d.Rule = r.name
+					d.NeedBody = true
+					d.Reason = fmt.Sprintf("rule %q looks at the request body; buffer it and decide again", r.name)
+					return d
+				}
+				if !bodyMatch(r.body, in.Body) {
+					continue
+				}
+			}
+		}
+		return p.finish(s, r, in, d, host)
+	}
+
+	d.Rule = "default"
+	d.Action = s.def
+	switch s.def {
+	case Allow:
+		d.Reason = fmt.Sprintf("allowed by the default action of set %q", s.name)
+	case Approve:
+		d.ApprovalTimeout = s.defTimeout
+		d.Reason = fmt.Sprintf("no rule matched %s; set %q holds it for approval by default", describeDst(host, in), s.name)
+	default:
+		d.Reason = fmt.Sprintf("no rule allows %s for container %q (set %q); add a rule to the policy to allow it", describeDst(host, in), containerName(in.Container), s.name)
+	}
+	return d
+}
+
+func (p *Policy) finish(s *ruleSet, r *rule, in Input, d Decision, host string) Decision {
+	d.Rule = r.name
+	d.Action = r.action
+	if r.readonly {
+		switch in.Method {
+		case "GET", "HEAD", "OPTIONS":
+			d.Action = Allow
+		default:
+			d.Action = Approve
+		}
+	}
+	if r.rate != nil && d.Action != Deny && p.limits != nil {
+		now := in.Now
+		if now.IsZero() {
+			now = time.Now()
+		}
+		if ok, retry := p.limits.take(limitKey{set: s.name, rule: r.name, n: r.rate.n, per: r.rate.per, who: limiterID(in.Container)}, *r.rate, now); !ok {
+			d.Action = Deny
+			d.RateLimited = true
+			d.RetryAfter = retry
+			d.Reason = fmt.Sprintf("rate limit of rule %q (%d per %s) exceeded; retry after %s", r.name, r.rate.n, unitName(r.rate.per), retry)
+			return d
+		}
+	}
+	switch d.Action {
+	case Allow:
+		d.Reason = fmt.Sprintf("allowed by rule %q", r.name)
+	case Approve:
+		d.ApprovalTimeout = r.timeout
+		if r.readonly {
+			d.Reason = fmt.Sprintf("rule %q is read-only: %s needs human approval", r.name, in.Method)
+		} else {
+			d.Reason = fmt.Sprintf("rule %q requires human approval", r.name)
+		}
+	case Deny:
+		d.Reason = fmt.Sprintf("denied by rule %q for %s", r.name, describeDst(host, in))
+	}
+	if r.reason != "" {
+		d.Reason += ": " + r.reason
+	}
+	return d
+}
+
+func describeDst(host string, in Input) string {
+	switch {
+	case host != "" && in.DstPort != 0:
+		return fmt.Sprintf("host %q port %d", host, in.DstPort)
+	case host != "":
+		return fmt.Sprintf("host %q", host)
+	case in.DstIP.IsValid():
+		return fmt.Sprintf("%s", netip.AddrPortFrom(in.DstIP, in.DstPort))
+	case in.DstPort != 0:
+		return fmt.Sprintf("port %d", in.DstPort)
+	}
+	return "this destination"
+}
+
+func containerName(c Container) string {
+	if c.Name != "" {
+		return c.Name
+	}
+	return c.ID
+}
+
+func portIn(ports []portRange, p uint16) bool {
+	for _, r := range ports {
+		if r.lo <= p && p <= r.hi {
+			return true
+		}
+	}
+	return false
+}
+
+func cidrIn(cidrs []netip.Prefix, ip netip.Addr) bool {
+	if !ip.IsValid() {
+		return false
+	}
+	ip = ip.Unmap()
+	for _, c := range cidrs {
+		if c.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+func anyPath(paths []pathPattern, segs []string) bool {
+	for _, pp := range paths {
+		if pp.match(segs) {
+			return true
+		}
+	}
+	return false
+}
+
+func headersMatch(conds []headerCond, in Input) bool {
+	for _, h := range conds {
+		ok := false
+		for _, v := range in.Header[h.name] {
+			if glob(h.value, v) {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+func bodyMatch(needles [][]byte, body []byte) bool {
+	for _, n := range needles {
+		if !containsFold(body, n) {
+			return false
+		}
+	}
+	return true
+}
