@@ -1,0 +1,792 @@
+package approval
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base32"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	bolt "go.etcd.io/bbolt"
+	"go.uber.org/zap"
+
+	"github.com/clawd-dev/clawd/audit"
+	"github.com/clawd-dev/clawd/policy"
+)
+
+// Approval statuses as stored and shown by the API. Outcome statuses (see
+// hold.go) are what a waiting request gets; an approval whose holds were cut
+// short by a restart is "expired" while its holds got "restarting".
+const (
+	Pending   = "pending"
+	Approved  = "approved"
+	Denied    = "denied"
+	TimedOut  = "timeout"
+	Cancelled = "cancelled"
+	Expired   = "expired"
+)
+
+// Defaults for zero Config fields.
+const (
+	DefaultTimeout                = 10 * time.Minute
+	DefaultMaxPending             = 1000
+	DefaultMaxPendingPerContainer = 100
+	DefaultBodyPreviewLimit       = 4096
+	DefaultMaxGrant               = 24 * time.Hour
+)
+
+// Errors returned by Decide and RevokeGrant; the HTTP API maps them to
+// 404, 409, 410 and 400.
+var (
+	ErrNotFound = errors.New("approval not found")
+	ErrConflict = errors.New("approval already decided otherwise")
+	ErrGone     = errors.New("approval no longer pending")
+	ErrInvalid  = errors.New("invalid request")
+)
+
+// Redactor replaces secrets (and the placeholders agents hold) in text that
+// is about to be shown to a human. The secrets package implements it.
+type Redactor interface {
+	RedactString(string) string
+	Redact([]byte) []byte
+}
+
+type identity struct{}
+
+func (identity) RedactString(s string) string { return s }
+func (identity) Redact(b []byte) []byte       { return b }
+
+// Config configures a Manager. Only DBPath is required.
+type Config struct {
+	DBPath    string     // bbolt file, e.g. /var/lib/clawd/approvals.db
+	Notifiers []Notifier // told about every new approval and its outcome
+	Redactor  Redactor   // nil = identity
+	Audit     audit.Sink // nil = discard
+	Log       *zap.Logger
+	// Registerer receives the approval metrics; nil = not registered.
+	Registerer prometheus.Registerer
+	// PublicURL is the externally reachable base of PublicHandler, used for
+	// signed approve/deny links ("" = no links).
+	PublicURL string
+	// LinkKey is the HMAC key for signed links; nil = generated once and
+	// persisted in the DB so links survive restarts.
+	LinkKey []byte
+	// APIToken guards /v1/* on PublicHandler; "" disables that API there.
+	APIToken               string
+	MaxPending             int // pending holds in total; default 1000
+	MaxPendingPerContainer int // default 100
+	BodyPreviewLimit       int // bytes of body shown on cards; default 4096
+	DefaultTimeout         time.Duration
+	MaxGrant               time.Duration // longest "approve for"; default 24h
+	// SlackSigningSecret verifies /v1/slack/interactions ("" = endpoint off).
+	SlackSigningSecret string
+	// SlackApprovers are the Slack user IDs (U…/W…) or group IDs (S…) allowed
+	// to decide. Empty means nobody can decide from Slack.
+	SlackApprovers []string
+	// SlackGroups maps a group ID to its member user IDs (static; no lookup).
+	SlackGroups map[string][]string
+	// Summarizers are tried in order before the generic fallback; nil means
+	// DefaultSummarizers().
+	Summarizers []Summarizer
+	Now         func() time.Time // nil = time.Now
+}
+
+// Approval is one held request as humans see it. Headers, body and URL are
+// already redacted; it never holds a secret.
+type Approval struct {
+	ID            string           `json:"id"`
+	Status        string           `json:"status"`
+	Container     policy.Container `json:"container"`
+	Method        string           `json:"method"`
+	URL           string           `json:"url"`
+	Host          string           `json:"host"`
+	Path          string           `json:"path"`
+	Dst           string           `json:"dst,omitempty"`
+	Header        http.Header      `json:"headers,omitempty"`
+	Body          string           `json:"body,omitempty"`
+	BodySize      int64            `json:"body_size"`
+	BodySHA256    string           `json:"body_sha256,omitempty"`
+	BodyTruncated bool             `json:"body_truncated,omitempty"`
+	Rule          string           `json:"rule"`
+	Summary       string           `json:"summary"`
+	Created       time.Time        `json:"created"`
+	Expires       time.Time        `json:"expires"`
+	Decided       time.Time        `json:"decided,omitzero"`
+	By            string           `json:"by,omitempty"`
+	Reason        string           `json:"reason,omitempty"`
+	GrantID       string           `json:"grant_id,omitempty"`
+	Waiters       int              `json:"waiters,omitempty"`
+	ApproveURL    string           `json:"approve_url,omitempty"`
+	DenyURL       string           `json:"deny_url,omitempty"`
+	// Refs maps notifier name to the ref its Notify returned (Slack ts, ...).
+	Refs map[string]string `json:"-"`
+
+	rawPath string // Hold.Path as sent, for grant scope; never shown
+}
+
+func (a *Approval) clone() *Approval {
+	c := *a
+	c.Header = a.Header.Clone()
+	if a.Refs != nil {
+		c.Refs = make(map[string]string, len(a.Refs))
+		for k, v := range a.Refs {
+			c.Refs[k] = v
+		}
+	}
+	return &c
+}
+
+// Grant lets requests matching its scope through without asking until Expires.
+type Grant struct {
+	ID           string    `json:"id"`
+	ContainerKey string    `json:"container_key"`
+	Container    string    `json:"container"` // name, for display
+	Rule         string    `json:"rule"`
+	Host         string    `json:"host"`
+	Method       string    `json:"method"`
+	Path         string    `json:"path"`
+	Created      time.Time `json:"created"`
+	Expires      time.Time `json:"expires"`
+	By           string    `json:"by"`
+	ApprovalID   string    `json:"approval_id"`
+}
+
+func (g *Grant) matches(key string, h *Hold) bool {
+	return g.ContainerKey == key && g.Rule == h.Rule && g.Host == strings.ToLower(h.Host) &&
+		g.Method == strings.ToUpper(h.Method) && g.Path == h.Path
+}
+
+// entry is a pending approval and the holds waiting on it.
+type entry struct {
+	a       *Approval
+	dedup   string
+	waiters int
+	done    chan struct{} // closed when decided
+	outcome Outcome
+	timer   *time.Timer
+}
+
+// Manager holds requests for approval. It is safe for concurrent use.
+type Manager struct {
+	cfg     Config
+	log     *zap.Logger
+	red     Redactor
+	audit   audit.Sink
+	now     func() time.Time
+	db      *bolt.DB
+	linkKey []byte
+	sums    []Summarizer
+	met     *metrics
+
+	bgCtx    context.Context
+	bgCancel context.CancelFunc
+	wg       sync.WaitGroup
+
+	mu        sync.Mutex
+	closed    bool
+	pending   map[string]*entry // by approval ID
+	byDedup   map[string]*entry
+	holds     int
+	perCont   map[string]int
+	grants    map[string]*Grant
+	version   uint64
+	changed   chan struct{} // closed and replaced whenever the pending set changes
+	slackSeen map[string]time.Time
+}
+
+// New opens the approval DB, expires approvals left pending by a previous
+// run (updating their cards in the background) and loads grants.
+func New(cfg Config) (*Manager, error) {
+	if cfg.DBPath == "" {
+		return nil, fmt.Errorf("approval: DBPath is required")
+	}
+	if cfg.Log == nil {
+		cfg.Log = zap.NewNop()
+	}
+	if cfg.Redactor == nil {
+		cfg.Redactor = identity{}
+	}
+	if cfg.Audit == nil {
+		cfg.Audit = audit.Discard{}
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.MaxPending <= 0 {
+		cfg.MaxPending = DefaultMaxPending
+	}
+	if cfg.MaxPendingPerContainer <= 0 {
+		cfg.MaxPendingPerContainer = DefaultMaxPendingPerContainer
+	}
+	if cfg.BodyPreviewLimit <= 0 {
+		cfg.BodyPreviewLimit = DefaultBodyPreviewLimit
+	}
+	if cfg.DefaultTimeout <= 0 {
+		cfg.DefaultTimeout = DefaultTimeout
+	}
+	if cfg.MaxGrant <= 0 {
+		cfg.MaxGrant = DefaultMaxGrant
+	}
+	if cfg.Summarizers == nil {
+		cfg.Summarizers = DefaultSummarizers()
+	}
+	cfg.PublicURL = strings.TrimRight(cfg.PublicURL, "/")
+	seen := map[string]bool{}
+	for _, n := range cfg.Notifiers {
+		if seen[n.Name()] {
+			return nil, fmt.Errorf("approval: two notifiers named %q", n.Name())
+		}
+		seen[n.Name()] = true
+	}
+	met, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("approval: register metrics: %w", err)
+	}
+	db, err := openStore(cfg.DBPath)
+	if err != nil {
+		return nil, err
+	}
+	m := &Manager{
+		cfg: cfg, log: cfg.Log, red: cfg.Redactor, audit: cfg.Audit, now: cfg.Now,
+		db: db, sums: cfg.Summarizers, met: met,
+		pending: map[string]*entry{}, byDedup: map[string]*entry{}, perCont: map[string]int{},
+		grants: map[string]*Grant{}, changed: make(chan struct{}), slackSeen: map[string]time.Time{},
+	}
+	m.bgCtx, m.bgCancel = context.WithCancel(context.Background())
+	m.linkKey = cfg.LinkKey
+	if m.linkKey == nil {
+		if m.linkKey, err = loadOrCreateLinkKey(db); err != nil {
+			db.Close()
+			return nil, err
+		}
+	}
+	stale, grants, err := recoverStore(db, m.now())
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	for _, g := range grants {
+		m.grants[g.ID] = g
+	}
+	for _, a := range stale {
+		m.log.Info("approval expired by restart", zap.String("id", a.ID))
+		m.auditApproval(a, "expired")
+		m.met.decided.WithLabelValues(Expired).Inc()
+		m.updateCards(a)
+	}
+	m.met.grants.Set(float64(len(m.grants)))
+	return m, nil
+}
+
+func newID() string {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err) // crypto/rand never fails on Linux
+	}
+	return strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:]))
+}
+
+// validID reports whether s looks like an ID we made; anything else is 404
+// without touching the DB.
+func validID(s string) bool {
+	if len(s) != 26 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= '2' && c <= '7') {
+			return false
+		}
+	}
+	return true
+}
+
+func dedupKey(h *Hold) string {
+	s := sha256.New()
+	body := h.BodySHA256
+	if body == "" {
+		sum := sha256.Sum256(h.Body)
+		body = hex.EncodeToString(sum[:])
+	}
+	for _, p := range []string{h.Container.Key(), strings.ToUpper(h.Method), h.URL, body, fmt.Sprint(h.BodySize), h.Rule} {
+		s.Write([]byte(p))
+		s.Write([]byte{0})
+	}
+	return hex.EncodeToString(s.Sum(nil))
+}
+
+// Request holds h until a human decides, the timeout passes, ctx is cancelled
+// (the agent went away) or the manager shuts down. It never returns an
+// approved outcome unless a human or a grant approved this exact request.
+func (m *Manager) Request(ctx context.Context, h Hold) Outcome {
+	now := m.now()
+	key := h.Container.Key()
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return Outcome{Status: StatusRestarting, Reason: "clawd is restarting"}
+	}
+	if g := m.matchGrantLocked(key, &h, now); g != nil {
+		m.mu.Unlock()
+		m.met.requests.WithLabelValues(StatusGranted).Inc()
+		m.audit.Log(audit.Entry{
+			Time: now.UTC(), Event: "approval", Action: StatusGranted, By: "grant:" + g.ID,
+			Rule: h.Rule, Container: h.Container.Name, ContainerID: h.Container.ID, Runtime: h.Container.Runtime,
+			Dst: h.Dst, Method: h.Method, Host: h.Host, Path: m.red.RedactString(h.Path),
+		})
+		return Outcome{Approved: true, Status: StatusGranted, By: "grant:" + g.ID, Reason: "approved until " + g.Expires.UTC().Format(time.RFC3339)}
+	}
+	dk := dedupKey(&h)
+	e := m.byDedup[dk]
+	if m.holds >= m.cfg.MaxPending || m.perCont[key] >= m.cfg.MaxPendingPerContainer {
+		m.mu.Unlock()
+		m.met.requests.WithLabelValues(StatusLimit).Inc()
+		m.audit.Log(audit.Entry{
+			Time: now.UTC(), Event: "approval", Action: StatusLimit, Rule: h.Rule,
+			Container: h.Container.Name, ContainerID: h.Container.ID, Runtime: h.Container.Runtime,
+			Dst: h.Dst, Method: h.Method, Host: h.Host, Path: m.red.RedactString(h.Path),
+			Reason: "too many pending approvals",
+		})
+		return Outcome{Status: StatusLimit, Reason: "too many pending approvals"}
+	}
+	if e == nil {
+		e = m.createLocked(&h, dk, now)
+	}
+	e.waiters++
+	e.a.Waiters = e.waiters
+	m.holds++
+	m.perCont[key]++
+	m.met.holds.Set(float64(m.holds))
+	m.mu.Unlock()
+
+	select {
+	case <-e.done:
+		return e.outcome
+	case <-ctx.Done():
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	select {
+	case <-e.done: // decided while we were waiting for the lock
+		return e.outcome
+	default:
+	}
+	e.waiters--
+	e.a.Waiters = e.waiters
+	m.holds--
+	m.decContLocked(key, 1)
+	m.met.holds.Set(float64(m.holds))
+	if e.waiters == 0 {
+		m.finishLocked(e, Cancelled, Outcome{Status: StatusCancelled, ID: e.a.ID, Reason: "the agent disconnected"}, "", "the agent disconnected")
+	}
+	return Outcome{Status: StatusCancelled, ID: e.a.ID, Reason: "the agent disconnected"}
+}
+
+func (m *Manager) decContLocked(key string, n int) {
+	m.perCont[key] -= n
+	if m.perCont[key] <= 0 {
+		delete(m.perCont, key)
+	}
+}
+
+func (m *Manager) createLocked(h *Hold, dk string, now time.Time) *entry {
+	timeout := h.Timeout
+	if timeout <= 0 {
+		timeout = m.cfg.DefaultTimeout
+	}
+	a := m.view(h)
+	a.ID = newID()
+	a.Status = Pending
+	a.Created = now.UTC()
+	a.Expires = now.Add(timeout).UTC()
+	a.Refs = map[string]string{}
+	if m.cfg.PublicURL != "" {
+		a.ApproveURL = m.linkURL(a.ID, "approve", a.Expires)
+		a.DenyURL = m.linkURL(a.ID, "deny", a.Expires)
+	}
+	e := &entry{a: a, dedup: dk, done: make(chan struct{})}
+	m.pending[a.ID] = e
+	m.byDedup[dk] = e
+	if err := putApproval(m.db, a); err != nil {
+		// Holding still works; only crash recovery of this card is lost.
+		m.log.Error("persist approval", zap.String("id", a.ID), zap.Error(err))
+	}
+	e.timer = time.AfterFunc(timeout, func() { m.expire(e, timeout) })
+	m.met.requests.WithLabelValues("held").Inc()
+	m.met.pending.Set(float64(len(m.pending)))
+	m.bumpLocked()
+	m.audit.Log(audit.Entry{
+		Time: now.UTC(), Event: "approval", Action: "requested", ApprovalID: a.ID, Rule: a.Rule,
+		Container: a.Container.Name, ContainerID: a.Container.ID, Runtime: a.Container.Runtime,
+		Dst: a.Dst, Method: a.Method, Host: a.Host, Path: a.Path,
+	})
+	snap := a.clone()
+	for _, n := range m.cfg.Notifiers {
+		m.wg.Add(1)
+		go m.notify(n, e, snap)
+	}
+	return e
+}
+
+// view builds the human-facing, redacted form of a hold.
+func (m *Manager) view(h *Hold) *Approval {
+	a := &Approval{
+		Container:  h.Container,
+		Method:     strings.ToUpper(h.Method),
+		URL:        m.sanitize(h.URL),
+		Host:       strings.ToLower(h.Host),
+		Path:       m.sanitize(h.Path),
+		Dst:        h.Dst,
+		Header:     m.redactHeader(h.Header),
+		BodySize:   h.BodySize,
+		BodySHA256: h.BodySHA256,
+		Rule:       h.Rule,
+		rawPath:    h.Path,
+	}
+	body := h.Body
+	if len(body) > m.cfg.BodyPreviewLimit {
+		body = body[:m.cfg.BodyPreviewLimit]
+		a.BodyTruncated = true
+	}
+	if h.BodySize > int64(len(body)) {
+		a.BodyTruncated = true
+	}
+	a.Body = m.bodyPreview(body)
+	a.Summary = m.summarize(h)
+	return a
+}
+
+func (m *Manager) expire(e *entry, timeout time.Duration) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	reason := fmt.Sprintf("no decision within %s", timeout)
+	m.finishLocked(e, TimedOut, Outcome{Status: StatusTimeout, ID: e.a.ID, Reason: reason}, "", reason)
+}
+
+// finishLocked ends a pending approval: persists, releases every waiter with
+// out, audits, and schedules card updates. No-op if already finished.
+func (m *Manager) finishLocked(e *entry, status string, out Outcome, by, reason string) {
+	if m.pending[e.a.ID] != e {
+		return
+	}
+	delete(m.pending, e.a.ID)
+	delete(m.byDedup, e.dedup)
+	if e.timer != nil {
+		e.timer.Stop()
+	}
+	m.holds -= e.waiters
+	m.decContLocked(e.a.Container.Key(), e.waiters)
+	e.waiters = 0
+	e.a.Waiters = 0
+	e.a.Status = status
+	e.a.Decided = m.now().UTC()
+	e.a.By = by
+	e.a.Reason = reason
+	if err := putApproval(m.db, e.a); err != nil {
+		m.log.Error("persist approval decision", zap.String("id", e.a.ID), zap.Error(err))
+	}
+	e.outcome = out
+	close(e.done)
+	m.met.holds.Set(float64(m.holds))
+	m.met.pending.Set(float64(len(m.pending)))
+	m.met.decided.WithLabelValues(status).Inc()
+	m.bumpLocked()
+	m.auditApproval(e.a, status)
+}
+
+func (m *Manager) auditApproval(a *Approval, action string) {
+	m.audit.Log(audit.Entry{
+		Time: m.now().UTC(), Event: "approval", Action: action, By: a.By, Reason: a.Reason,
+		ApprovalID: a.ID, Rule: a.Rule, Container: a.Container.Name, ContainerID: a.Container.ID,
+		Runtime: a.Container.Runtime, Dst: a.Dst, Method: a.Method, Host: a.Host, Path: a.Path,
+	})
+}
+
+func (m *Manager) bumpLocked() {
+	m.version++
+	close(m.changed)
+	m.changed = make(chan struct{})
+}
+
+// Decide approves or denies a pending approval. by says who ("cli", "api",
+// "link", "slack:U123"). grantFor > 0 (approve only) also creates a grant for
+// matching requests. Repeating the decision already made returns the approval
+// and nil; a contrary one ErrConflict; a timed-out, cancelled or expired one
+// ErrGone; an unknown ID ErrNotFound.
+func (m *Manager) Decide(id string, approve bool, by, reason string, grantFor time.Duration) (*Approval, error) {
+	if !validID(id) {
+		return nil, ErrNotFound
+	}
+	if grantFor < 0 || grantFor > m.cfg.MaxGrant || (grantFor > 0 && !approve) {
+		return nil, fmt.Errorf("%w: grant duration must be between 0 and %s, approve only", ErrInvalid, m.cfg.MaxGrant)
+	}
+	reason = truncate(strings.TrimSpace(reason), 500)
+	want := Denied
+	if approve {
+		want = Approved
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e := m.pending[id]
+	if e == nil {
+		a, err := getApproval(m.db, id)
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case a.Status == want:
+			return a, nil
+		case a.Status == Approved || a.Status == Denied:
+			return a, fmt.Errorf("%w: %s by %s", ErrConflict, a.Status, a.By)
+		default:
+			return a, fmt.Errorf("%w: %s", ErrGone, a.Status)
+		}
+	}
+	if !approve {
+		if reason == "" {
+			reason = "denied by " + by
+		}
+		m.finishLocked(e, Denied, Outcome{Status: StatusDenied, ID: id, By: by, Reason: reason}, by, reason)
+		return e.a.clone(), nil
+	}
+	if grantFor > 0 {
+		now := m.now().UTC()
+		g := &Grant{
+			ID: newID(), ContainerKey: e.a.Container.Key(), Container: e.a.Container.Name,
+			Rule: e.a.Rule, Host: e.a.Host, Method: e.a.Method, Path: e.pathRaw(),
+			Created: now, Expires: now.Add(grantFor), By: by, ApprovalID: id,
+		}
+		if err := putGrant(m.db, g); err != nil {
+			return nil, fmt.Errorf("store grant: %w", err)
+		}
+		m.grants[g.ID] = g
+		m.met.grants.Set(float64(len(m.grants)))
+		e.a.GrantID = g.ID
+		if reason == "" {
+			reason = "approved for " + grantFor.String()
+		}
+		m.audit.Log(audit.Entry{
+			Time: now, Event: "grant", Action: "created", By: by, ApprovalID: id, Rule: g.Rule,
+			Container: g.Container, Method: g.Method, Host: g.Host, Path: e.a.Path,
+			Reason: "until " + g.Expires.Format(time.RFC3339),
+		})
+	}
+	m.finishLocked(e, Approved, Outcome{Approved: true, Status: StatusApproved, ID: id, By: by, Reason: reason}, by, reason)
+	return e.a.clone(), nil
+}
+
+// pathRaw is the path as the agent sent it, which a grant must match.
+func (e *entry) pathRaw() string { return e.a.rawPath }
+
+func (m *Manager) matchGrantLocked(key string, h *Hold, now time.Time) *Grant {
+	for id, g := range m.grants {
+		if !now.Before(g.Expires) {
+			delete(m.grants, id)
+			if err := deleteGrant(m.db, id); err != nil {
+				m.log.Warn("delete expired grant", zap.String("id", id), zap.Error(err))
+			}
+			m.met.grants.Set(float64(len(m.grants)))
+			continue
+		}
+		if g.matches(key, h) {
+			return g
+		}
+	}
+	return nil
+}
+
+// Get returns a copy of an approval, pending or decided.
+func (m *Manager) Get(id string) (*Approval, error) {
+	if !validID(id) {
+		return nil, ErrNotFound
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if e := m.pending[id]; e != nil {
+		return e.a.clone(), nil
+	}
+	return getApproval(m.db, id)
+}
+
+// List returns the pending approvals, oldest first, optionally only those of
+// one container (matched by name, ID or key), and the set's version.
+func (m *Manager) List(container string) ([]*Approval, uint64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]*Approval, 0, len(m.pending))
+	for _, e := range m.pending {
+		c := e.a.Container
+		if container != "" && container != c.Name && container != c.ID && container != c.Key() {
+			continue
+		}
+		out = append(out, e.a.clone())
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].Created.Equal(out[j].Created) {
+			return out[i].Created.Before(out[j].Created)
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out, m.version
+}
+
+// changedSince returns a channel closed at the next change of the pending
+// set, or nil if the set is already at a version other than since.
+func (m *Manager) changedSince(since uint64, haveSince bool) <-chan struct{} {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if haveSince && since != m.version {
+		return nil
+	}
+	return m.changed
+}
+
+// ListGrants returns the unexpired grants, soonest expiry first.
+func (m *Manager) ListGrants() []Grant {
+	now := m.now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := []Grant{}
+	for _, g := range m.grants {
+		if now.Before(g.Expires) {
+			out = append(out, *g)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Expires.Before(out[j].Expires) })
+	return out
+}
+
+// RevokeGrant deletes a grant; requests matching it are asked again.
+func (m *Manager) RevokeGrant(id, by string) error {
+	if !validID(id) {
+		return ErrNotFound
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	g := m.grants[id]
+	if g == nil {
+		return ErrNotFound
+	}
+	if err := deleteGrant(m.db, id); err != nil {
+		return fmt.Errorf("revoke grant: %w", err)
+	}
+	delete(m.grants, id)
+	m.met.grants.Set(float64(len(m.grants)))
+	m.audit.Log(audit.Entry{
+		Time: m.now().UTC(), Event: "grant", Action: "revoked", By: by, ApprovalID: g.ApprovalID,
+		Rule: g.Rule, Container: g.Container, Method: g.Method, Host: g.Host,
+	})
+	return nil
+}
+
+// Shutdown releases every pending hold with "restarting", marks their
+// approvals expired, waits (bounded) for card updates and closes the DB.
+// Request after Shutdown returns "restarting" at once.
+func (m *Manager) Shutdown() {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return
+	}
+	m.closed = true
+	for _, e := range m.pending {
+		m.finishLocked(e, Expired, Outcome{Status: StatusRestarting, ID: e.a.ID, Reason: "clawd is restarting"}, "", "clawd restarting")
+	}
+	m.mu.Unlock()
+	done := make(chan struct{})
+	go func() { m.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		// Slow notifiers must not hold up a restart; give up on them.
+		m.bgCancel()
+		<-done
+	}
+	m.bgCancel()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.db.Close(); err != nil {
+		m.log.Warn("close approval db", zap.Error(err))
+	}
+}
+
+// notify tells one notifier about a new approval, then waits for its end and
+// updates the card.
+func (m *Manager) notify(n Notifier, e *entry, snap *Approval) {
+	defer m.wg.Done()
+	ctx, cancel := context.WithTimeout(m.bgCtx, 2*time.Minute)
+	ref, err := n.Notify(ctx, snap)
+	cancel()
+	if err != nil {
+		m.met.notifyErrors.WithLabelValues(n.Name()).Inc()
+		m.log.Warn("notify approval", zap.String("notifier", n.Name()), zap.String("id", snap.ID), zap.Error(err))
+	} else {
+		m.mu.Lock()
+		e.a.Refs[n.Name()] = ref
+		// The DB is open: Shutdown closes it only after wg is done.
+		if perr := putApproval(m.db, e.a); perr != nil {
+			m.log.Warn("persist notifier ref", zap.Error(perr))
+		}
+		m.mu.Unlock()
+	}
+	select {
+	case <-e.done:
+	case <-m.bgCtx.Done():
+		return
+	}
+	if err != nil {
+		return // never delivered, nothing to update
+	}
+	m.mu.Lock()
+	final := e.a.clone()
+	m.mu.Unlock()
+	m.update(n, final, ref)
+}
+
+func (m *Manager) update(n Notifier, a *Approval, ref string) {
+	ctx, cancel := context.WithTimeout(m.bgCtx, 2*time.Minute)
+	defer cancel()
+	if err := n.Update(ctx, a, ref); err != nil {
+		m.met.notifyErrors.WithLabelValues(n.Name()).Inc()
+		m.log.Warn("update approval card", zap.String("notifier", n.Name()), zap.String("id", a.ID), zap.Error(err))
+	}
+}
+
+// updateCards updates the cards of an approval decided outside the normal
+// flow (expired by restart), using the refs stored with it.
+func (m *Manager) updateCards(a *Approval) {
+	for _, n := range m.cfg.Notifiers {
+		ref, ok := a.Refs[n.Name()]
+		if !ok {
+			continue
+		}
+		m.wg.Add(1)
+		go func() {
+			defer m.wg.Done()
+			m.update(n, a.clone(), ref)
+		}()
+	}
+}
+
+// Wait blocks until background notifications started so far are done; for
+// tests and orderly shutdown.
+func (m *Manager) wait() { m.wg.Wait() }
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
+}
+
+func utf8RuneStart(b byte) bool { return b&0xC0 != 0x80 }

@@ -1,0 +1,167 @@
+package approval
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"regexp"
+	"strings"
+	"unicode/utf8"
+)
+
+// Notifier tells humans about approvals. A new chat system is one small file
+// implementing it (see slack.go and webhook.go).
+//
+// Notify is called once per new approval, from its own goroutine; the
+// returned ref (a message ID, "" if the channel has none) is persisted and
+// handed back to Update when the approval ends (approved, denied, timeout,
+// cancelled, expired by restart), so the card can be changed in place.
+// The *Approval is a copy the notifier may keep; it holds no secrets.
+type Notifier interface {
+	Name() string
+	Notify(ctx context.Context, a *Approval) (ref string, err error)
+	Update(ctx context.Context, a *Approval, ref string) error
+}
+
+// sensitiveHeaders carry credentials; their values are never shown, whatever
+// the redactor thinks of them.
+var sensitiveHeaders = map[string]bool{
+	"Authorization": true, "Proxy-Authorization": true, "Cookie": true, "Set-Cookie": true,
+	"X-Api-Key": true, "Api-Key": true, "X-Auth-Token": true, "X-Goog-Api-Key": true,
+	"Private-Token": true, "X-Amz-Security-Token": true,
+}
+
+const redacted = "[redacted]"
+
+func (m *Manager) redactHeader(h http.Header) http.Header {
+	if h == nil {
+		return nil
+	}
+	out := make(http.Header, len(h))
+	for k, vs := range h {
+		ck := http.CanonicalHeaderKey(k)
+		for _, v := range vs {
+			if sensitiveHeaders[ck] {
+				if ck == "Authorization" || ck == "Proxy-Authorization" {
+					if scheme, _, ok := strings.Cut(v, " "); ok && len(scheme) < 16 {
+						v = scheme + " " + redacted
+						out[ck] = append(out[ck], v)
+						continue
+					}
+				}
+				v = redacted
+			} else {
+				v = m.sanitize(v)
+			}
+			out[ck] = append(out[ck], v)
+		}
+	}
+	return out
+}
+
+// secretShapes match values that look like credentials whether or not the
+// secrets redactor knows them: provider key prefixes, bearer values and long
+// random-looking tokens.
+var secretShapes = []*regexp.Regexp{
+	regexp.MustCompile(`\b(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{8,}`),
+	regexp.MustCompile(`\b(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{20,}|\bgithub_pat_[A-Za-z0-9_]{20,}`),
+	regexp.MustCompile(`\bxox[abposr]-[A-Za-z0-9-]{10,}`),
+	regexp.MustCompile(`\bAKIA[0-9A-Z]{16}\b`),
+	regexp.MustCompile(`\bsk-[A-Za-z0-9_-]{20,}`),
+	regexp.MustCompile(`(?i)\b(bearer|token|basic)\s+[A-Za-z0-9._~+/=-]{8,}`),
+}
+
+var longToken = regexp.MustCompile(`[A-Za-z0-9_\-+/=]{32,}`)
+
+// redactSecretShapes blanks credential-shaped substrings of s.
+func redactSecretShapes(s string) string {
+	for _, re := range secretShapes {
+		s = re.ReplaceAllStringFunc(s, func(t string) string {
+			if scheme, _, ok := strings.Cut(t, " "); ok && len(scheme) <= 6 {
+				return scheme + " " + redacted
+			}
+			return redacted
+		})
+	}
+	return longToken.ReplaceAllStringFunc(s, func(t string) string {
+		if looksRandom(t) {
+			return redacted
+		}
+		return t
+	})
+}
+
+// looksRandom: a long run that mixes upper, lower and digits (or is long hex
+// mixed with letters) is a token, not a word or a path.
+func looksRandom(t string) bool {
+	var up, low, dig int
+	for _, c := range t {
+		switch {
+		case c >= 'A' && c <= 'Z':
+			up++
+		case c >= 'a' && c <= 'z':
+			low++
+		case c >= '0' && c <= '9':
+			dig++
+		}
+	}
+	classes := 0
+	for _, n := range []int{up, low, dig} {
+		if n > 0 {
+			classes++
+		}
+	}
+	return classes >= 3 || (classes == 2 && dig >= 6)
+}
+
+// sanitize is what every agent-controlled string goes through before a human
+// sees it: the secrets redactor, then the secret-shape redaction.
+func (m *Manager) sanitize(s string) string {
+	return sanitizeWith(m.red, s)
+}
+
+func sanitizeWith(r Redactor, s string) string {
+	if r == nil {
+		r = identity{}
+	}
+	return redactSecretShapes(r.RedactString(s))
+}
+
+// bodyPreview renders a body prefix for a card: pretty JSON when it parses,
+// text when it is UTF-8, a size note when binary.
+func (m *Manager) bodyPreview(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	b = m.red.Redact(append([]byte(nil), b...))
+	if json.Valid(b) {
+		var buf bytes.Buffer
+		if json.Indent(&buf, b, "", "  ") == nil {
+			return redactSecretShapes(buf.String())
+		}
+	}
+	if !utf8.Valid(b) {
+		// A cut in the middle of a rune is still text.
+		trim := b
+		for i := 0; i < 3 && len(trim) > 0 && !utf8.Valid(trim); i++ {
+			trim = trim[:len(trim)-1]
+		}
+		if !utf8.Valid(trim) {
+			return fmt.Sprintf("(%d bytes of binary data)", len(b))
+		}
+		b = trim
+	}
+	return redactSecretShapes(string(b))
+}
+
+func (m *Manager) summarize(h *Hold) string {
+	for _, s := range m.sums {
+		if sum, ok := s.Summarize(h); ok {
+			return truncate(m.sanitize(sum), 300)
+		}
+	}
+	sum, _ := Generic{}.Summarize(h)
+	return truncate(m.sanitize(sum), 300)
+}
