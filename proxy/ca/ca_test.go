@@ -118,7 +118,6 @@ func TestLeafCacheBounded(t *testing.T) {
 	}
 }
 
-
 func TestInstallTrust(t *testing.T) {
 	c, err := LoadOrCreate(t.TempDir())
 	if err != nil {

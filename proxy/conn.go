@@ -1,0 +1,334 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/clawd-dev/clawd/approval"
+	"github.com/clawd-dev/clawd/audit"
+	"github.com/clawd-dev/clawd/policy"
+)
+
+// sniffBufSize holds a whole TLS record (at most 2^14 bytes plus header and
+// expansion allowance) so the ClientHello can be peeked in one piece.
+const sniffBufSize = 1<<14 + 2048 + 5
+
+// conn is one connection being served.
+type conn struct {
+	s      *Server
+	c      net.Conn
+	br     *bufio.Reader
+	meta   ConnMeta
+	ctx    context.Context // cancelled when ServeConn's ctx is or it returns
+	cancel context.CancelFunc
+	st     *connState
+	start  time.Time
+}
+
+func (cc *conn) serve() {
+	cc.br = bufio.NewReaderSize(cc.c, sniffBufSize)
+	// Deadlines are on the real clock: they bound real sockets.
+	cc.c.SetReadDeadline(time.Now().Add(cc.s.cfg.PeekTimeout))
+	_, err := cc.br.Peek(1)
+	if err != nil {
+		cc.c.SetReadDeadline(time.Time{})
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			return // the agent closed before sending anything
+		}
+		// Server-speaks-first protocol: decide on the destination alone.
+		cc.serveRaw("tcp")
+		return
+	}
+	cc.c.SetReadDeadline(time.Now().Add(helloTimeout))
+	res := sniff(cc.br)
+	cc.c.SetReadDeadline(time.Time{})
+	switch res.kind {
+	case kindTLS:
+		cc.serveTLS(res)
+	case kindHTTP:
+		cc.serveHTTP(&bufConn{Conn: cc.c, r: cc.br}, newHandler(cc, "http", ""))
+	default:
+		cc.serveRaw("tcp")
+	}
+}
+
+// decideConn decides a connection-level Input (no HTTP facts). A body
+// condition cannot match a connection, so NeedBody is answered with an empty
+// known body.
+func (cc *conn) decideConn(in policy.Input) policy.Decision {
+	d := cc.s.decide(in)
+	if d.NeedBody {
+		in.BodyKnown = true
+		d = cc.s.decide(in)
+	}
+	return d
+}
+
+// serveRaw decides on the destination IP and port, trying the names clawd's
+// DNS gave this container for the IP: the first name not denied wins, else
+// the IP-only decision stands.
+func (cc *conn) serveRaw(proto string) {
+	s := cc.s
+	ip := cc.meta.OrigDst.Addr()
+	in := policy.Input{Container: cc.meta.Container, DstIP: ip, DstPort: cc.meta.OrigDst.Port()}
+	e := s.entry(cc.meta, proto)
+	var d policy.Decision
+	decided := false
+	if s.cfg.Names != nil && !s.forbidden[cc.meta.OrigDst] {
+		for _, name := range s.cfg.Names.NamesFor(cc.meta.Container.Key(), ip) {
+			in.Host = normHost(name)
+			if d = cc.decideConn(in); d.Action != policy.Deny {
+				e.Host = in.Host
+				decided = true
+				break
+			}
+		}
+	}
+	if !decided {
+		in.Host = ""
+		d = cc.decideConn(in)
+	}
+	url := proto + "://" + cc.meta.OrigDst.String()
+	if e.Host != "" {
+		url = proto + "://" + net.JoinHostPort(e.Host, strconv.Itoa(int(cc.meta.OrigDst.Port())))
+	}
+	cc.act(d, &e, url, e.Host, func() { resetClose(cc.c) })
+}
+
+// serveTLS handles a connection that opened with a TLS ClientHello.
+func (cc *conn) serveTLS(res sniffed) {
+	s := cc.s
+	if res.sni == "" {
+		cc.serveRaw("tls")
+		return
+	}
+	e := s.entry(cc.meta, "tls")
+	e.SNI, e.Host = res.sni, res.sni
+	deny := func() { tlsAlertClose(cc.c) }
+	forbidden := s.forbidden[cc.meta.OrigDst]
+	if !forbidden && !s.consistent(cc.meta.Container, res.sni, cc.meta.OrigDst.Addr()) {
+		d := policy.Decision{Action: policy.Deny, Rule: "host-mismatch", Reason: "host_mismatch: server name does not resolve to the destination"}
+		s.record(e, d, cc.start)
+		deny()
+		return
+	}
+	if !forbidden && s.cfg.Decider.Intercepts(cc.meta.Container, res.sni) {
+		cc.serveIntercept(res, &e)
+		return
+	}
+	in := policy.Input{Container: cc.meta.Container, DstIP: cc.meta.OrigDst.Addr(), DstPort: cc.meta.OrigDst.Port(), Host: res.sni}
+	d := cc.decideConn(in)
+	url := "tls://" + net.JoinHostPort(res.sni, strconv.Itoa(int(cc.meta.OrigDst.Port())))
+	cc.act(d, &e, url, res.sni, deny)
+}
+
+// act carries out a connection-level decision: splice, hold then splice, or
+// refuse with deny.
+func (cc *conn) act(d policy.Decision, e *audit.Entry, url, host string, deny func()) {
+	s := cc.s
+	switch d.Action {
+	case policy.Allow:
+	case policy.Approve:
+		out, ok := cc.holdConn(d, url, host)
+		if !ok {
+			e.Action = "deny"
+			if out.Status != "" {
+				e.Action = out.Status
+			}
+			e.By, e.ApprovalID, e.Reason = out.By, out.ID, out.Reason
+			s.record(*e, d, cc.start)
+			deny()
+			return
+		}
+		e.Action, e.By, e.ApprovalID = out.Status, out.By, out.ID
+	default:
+		s.record(*e, d, cc.start)
+		deny()
+		return
+	}
+	cc.splice(e)
+	s.record(*e, d, cc.start)
+}
+
+// holdConn asks the approver about a whole connection. The agent is watched
+// meanwhile: if it disconnects, the hold is cancelled.
+func (cc *conn) holdConn(d policy.Decision, url, host string) (approval.Outcome, bool) {
+	s := cc.s
+	if s.cfg.Approver == nil {
+		return approval.Outcome{Status: "deny", Reason: "approval not configured"}, false
+	}
+	ctx, stop := cc.watchClient()
+	s.m.held.Inc()
+	out := s.cfg.Approver.Request(ctx, approval.Hold{
+		Container: cc.meta.Container,
+		URL:       url,
+		Host:      host,
+		Dst:       cc.meta.OrigDst.String(),
+		BodySize:  -1,
+		Rule:      d.Rule,
+		Timeout:   d.ApprovalTimeout,
+	})
+	s.m.held.Dec()
+	stop()
+	return out, out.Approved
+}
+
+// watchClient returns a context cancelled when the agent closes its side.
+// Bytes the agent sends meanwhile stay buffered in br for the splice. stop
+// must be called before br or c is used again.
+func (cc *conn) watchClient() (context.Context, func()) {
+	ctx, cancel := context.WithCancel(cc.ctx)
+	done := make(chan struct{})
+	var stopping sync.Mutex // guards stopped
+	stopped := false
+	go func() {
+		defer close(done)
+		for {
+			_, err := cc.br.Peek(cc.br.Buffered() + 1)
+			if err == nil {
+				continue
+			}
+			stopping.Lock()
+			st := stopped
+			stopping.Unlock()
+			if !st && !errors.Is(err, bufio.ErrBufferFull) {
+				cancel()
+			}
+			return
+		}
+	}()
+	return ctx, func() {
+		stopping.Lock()
+		stopped = true
+		stopping.Unlock()
+		cc.c.SetReadDeadline(time.Unix(1, 0)) // wake the watcher
+		<-done
+		cc.c.SetReadDeadline(time.Time{})
+		cancel()
+	}
+}
+
+// splice connects the agent to OrigDst: the sniffed bytes are replayed, then
+// both directions are copied. The agent's conn is handed to io.Copy as is,
+// so between two *net.TCPConn the kernel splices (TCPConn.ReadFrom).
+func (cc *conn) splice(e *audit.Entry) {
+	s := cc.s
+	up, err := s.cfg.Dial(cc.ctx, "tcp", cc.meta.OrigDst.String())
+	if err != nil {
+		s.m.upstreamErrors.Inc()
+		s.log.Debug("upstream dial failed", zap.String("dst", cc.meta.OrigDst.String()), zap.Error(err))
+		e.Reason = "upstream unreachable"
+		resetClose(cc.c)
+		return
+	}
+	defer up.Close()
+	s.setHooks(cc.st, func() {}, func() { cc.c.Close(); up.Close() })
+
+	if n := cc.br.Buffered(); n > 0 {
+		b, _ := cc.br.Peek(n)
+		w, err := up.Write(b)
+		e.BytesOut += int64(w)
+		if err != nil {
+			s.m.upstreamErrors.Inc()
+			resetClose(cc.c)
+			return
+		}
+	}
+	var wg sync.WaitGroup
+	var out int64
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		n, err := io.Copy(up, cc.c)
+		out = n
+		finish(up, cc.c, err)
+	}()
+	in, err := io.Copy(cc.c, up)
+	finish(cc.c, up, err)
+	wg.Wait()
+	e.BytesIn, e.BytesOut = in, e.BytesOut+out
+}
+
+// finish ends one direction: a clean EOF is passed on as a half-close; an
+// error tears both sides down.
+func finish(dst, src net.Conn, err error) {
+	if err == nil {
+		if cw, ok := dst.(interface{ CloseWrite() error }); ok {
+			cw.CloseWrite()
+			return
+		}
+	}
+	dst.Close()
+	src.Close()
+}
+
+// serveIntercept terminates TLS with a leaf from clawd's CA and proxies the
+// HTTP requests inside, each decided on its own.
+func (cc *conn) serveIntercept(res sniffed, e *audit.Entry) {
+	s := cc.s
+	if s.cfg.CA == nil {
+		d := policy.Decision{Action: policy.Deny, Rule: "default", Reason: "interception not configured"}
+		s.record(*e, d, cc.start)
+		tlsAlertClose(cc.c)
+		return
+	}
+	protos := []string{"http/1.1"}
+	if slices.Contains(res.alpn, "h2") {
+		protos = []string{"h2", "http/1.1"}
+	}
+	sni := res.sni
+	tc := tls.Server(&bufConn{Conn: cc.c, r: cc.br}, &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		NextProtos: protos,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			return s.cfg.CA.Leaf(sni)
+		},
+	})
+	cc.c.SetDeadline(time.Now().Add(helloTimeout))
+	if err := tc.HandshakeContext(cc.ctx); err != nil {
+		s.log.Debug("intercept handshake failed", zap.String("sni", sni), zap.Error(err))
+		return
+	}
+	cc.c.SetDeadline(time.Time{})
+	h := newHandler(cc, "https", sni)
+	if tc.ConnectionState().NegotiatedProtocol == "h2" {
+		cc.serveH2(tc, h)
+		return
+	}
+	cc.serveHTTP(tc, h)
+}
+
+// tlsAlertClose refuses a TLS client with a fatal access_denied alert, so
+// the agent sees a clear TLS error rather than a reset.
+func tlsAlertClose(c net.Conn) {
+	// record type alert(21), version TLS 1.2, length 2, level fatal(2), access_denied(49)
+	c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	c.Write([]byte{21, 3, 3, 0, 2, 2, 49})
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+		// Drain briefly so closing with unread bytes does not turn our
+		// alert into a reset the client never reads.
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		io.Copy(io.Discard, io.LimitReader(c, 1<<16))
+	}
+	c.Close()
+}
+
+// resetClose closes with RST, so a denied raw TCP client fails at once.
+func resetClose(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetLinger(0)
+	}
+	c.Close()
+}

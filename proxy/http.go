@@ -1,0 +1,460 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/net/http2"
+
+	"github.com/clawd-dev/clawd/approval"
+	"github.com/clawd-dev/clawd/audit"
+	"github.com/clawd-dev/clawd/policy"
+)
+
+var discardLog = log.New(io.Discard, "", 0)
+
+// handler decides and forwards the HTTP requests of one agent connection
+// (plain HTTP/1.x, or HTTP inside intercepted TLS).
+type handler struct {
+	cc     *conn
+	scheme string // "http" or "https"
+	sni    string // intercepted server name; "" for plain HTTP
+	tr     *http.Transport
+	rp     *httputil.ReverseProxy
+}
+
+// reqInfo travels in the request context from ServeHTTP to the proxy hooks.
+type reqInfo struct {
+	host    string
+	inj     Injection
+	e       *audit.Entry
+	counter *countingBody
+}
+
+type reqInfoKey struct{}
+
+func newHandler(cc *conn, scheme, sni string) *handler {
+	s := cc.s
+	dst := cc.meta.OrigDst.String()
+	tr := &http.Transport{
+		Proxy: nil, // never an environment proxy: we are the proxy
+		// Always OrigDst: the Host header is the agent's word, not an address.
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return s.cfg.Dial(ctx, "tcp", dst)
+		},
+		TLSClientConfig: &tls.Config{
+			ServerName: sni,
+			RootCAs:    s.cfg.UpstreamRoots,
+			MinVersion: tls.VersionTLS12,
+		},
+		ForceAttemptHTTP2:   scheme == "https",
+		DisableCompression:  true, // pass bodies as they are
+		MaxIdleConnsPerHost: 4,
+		IdleConnTimeout:     90 * time.Second,
+		TLSHandshakeTimeout: 15 * time.Second,
+	}
+	h := &handler{cc: cc, scheme: scheme, sni: sni, tr: tr}
+	h.rp = &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.Out.URL.Scheme = scheme
+			pr.Out.URL.Host = pr.In.Host
+			if pr.Out.URL.Host == "" {
+				pr.Out.URL.Host = dst
+			}
+			pr.Out.Host = pr.In.Host
+		},
+		Transport:      tr,
+		FlushInterval:  -1, // stream: SSE and chunked responses are not buffered
+		ErrorLog:       discardLog,
+		ModifyResponse: h.modifyResponse,
+		ErrorHandler:   h.upstreamError,
+	}
+	return h
+}
+
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s := h.cc.s
+	meta := h.cc.meta
+	start := s.cfg.Now()
+	rw := &respWriter{ResponseWriter: w}
+	host := normHost(r.Host)
+	if host == "" {
+		host = meta.OrigDst.Addr().String()
+	}
+	e := s.entry(meta, h.scheme)
+	e.SNI, e.Host, e.Method, e.Path = h.sni, host, r.Method, r.URL.Path
+	var d policy.Decision
+	var counter *countingBody
+	defer func() {
+		e.Status = rw.status
+		e.BytesIn = rw.n
+		if counter != nil {
+			e.BytesOut = counter.n
+		}
+		s.record(e, d, start)
+	}()
+
+	target := r.RequestURI
+	if !strings.HasPrefix(target, "/") {
+		target = r.URL.RequestURI()
+	}
+	info := errInfo{Method: r.Method, Host: host, Path: r.URL.Path}
+
+	if !s.forbidden[meta.OrigDst] &&
+		((h.sni != "" && host != h.sni) || !s.consistent(meta.Container, host, meta.OrigDst.Addr())) {
+		d = policy.Decision{Action: policy.Deny, Rule: "host-mismatch", Reason: "host does not resolve to the destination the agent connected to"}
+		info.Error, info.Reason = "host_mismatch", d.Reason
+		writeJSON(rw, http.StatusForbidden, info)
+		return
+	}
+
+	in := policy.Input{
+		Container: meta.Container,
+		DstIP:     meta.OrigDst.Addr(),
+		DstPort:   meta.OrigDst.Port(),
+		Host:      host,
+		Method:    r.Method,
+		Path:      target,
+		Header:    r.Header,
+	}
+	d = s.decide(in)
+	var body []byte
+	buffered := false
+	if d.NeedBody {
+		var ok bool
+		if body, ok = h.readBody(rw, r, info); !ok {
+			e.Action = "deny"
+			return
+		}
+		buffered = true
+		in.Body, in.BodyKnown = body, true
+		d = s.decide(in)
+	}
+	info.Rule, info.Reason = d.Rule, d.Reason
+
+	switch d.Action {
+	case policy.Allow:
+	case policy.Approve:
+		if s.cfg.Approver == nil {
+			e.Action, e.Reason = "deny", "approval not configured"
+			info.Error, info.Reason = "blocked_by_policy", e.Reason
+			writeJSON(rw, http.StatusForbidden, info)
+			return
+		}
+		if !buffered {
+			var ok bool
+			if body, ok = h.readBody(rw, r, info); !ok {
+				e.Action = "deny"
+				return
+			}
+			buffered = true
+		}
+		out := h.hold(r, body, host, target, d)
+		e.By, e.ApprovalID = out.By, out.ID
+		e.Action = out.Status
+		if e.Action == "" {
+			e.Action = "denied"
+		}
+		if !out.Approved {
+			e.Reason = out.Reason
+			writeOutcome(rw, out, info)
+			return
+		}
+	default:
+		if d.RateLimited {
+			info.Error = "rate_limited"
+			secs := int((d.RetryAfter + time.Second - 1) / time.Second)
+			if secs < 1 {
+				secs = 1
+			}
+			info.RetryAfter = secs
+			rw.Header().Set("Retry-After", itoa(secs))
+			writeJSON(rw, http.StatusTooManyRequests, info)
+			return
+		}
+		info.Error = "blocked_by_policy"
+		writeJSON(rw, http.StatusForbidden, info)
+		return
+	}
+
+	if buffered {
+		// Exactly the bytes that were decided on (and approved) go upstream.
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		r.ContentLength = int64(len(body))
+		r.TransferEncoding = nil
+	}
+	if r.Body != nil && r.Body != http.NoBody {
+		counter = &countingBody{rc: r.Body}
+		r.Body = counter
+	}
+	ri := &reqInfo{host: host, e: &e, counter: counter}
+	if inj := s.cfg.Injector; inj != nil {
+		injection, err := inj.Inject(r, host)
+		if err != nil {
+			if IsPlaceholderMisuse(err) {
+				e.Event, e.Action, e.Reason = "exfiltration", "deny", "placeholder sent to a host it is not bound to"
+				info.Error, info.Rule, info.Reason = "placeholder_misuse", "", e.Reason
+				writeJSON(rw, http.StatusForbidden, info)
+				return
+			}
+			// The error text may come from secret handling: keep it out
+			// of logs and responses.
+			e.Action, e.Reason = "deny", "secret injection failed"
+			info.Error, info.Rule, info.Reason = "injection_failed", "", e.Reason
+			writeJSON(rw, http.StatusInternalServerError, info)
+			return
+		}
+		ri.inj = injection
+	}
+	h.rp.ServeHTTP(rw, r.WithContext(context.WithValue(r.Context(), reqInfoKey{}, ri)))
+}
+
+// readBody buffers the request body up to MaxHoldBody. On failure it has
+// answered the agent and returns false.
+func (h *handler) readBody(w http.ResponseWriter, r *http.Request, info errInfo) ([]byte, bool) {
+	max := h.cc.s.cfg.MaxHoldBody
+	if r.ContentLength > max {
+		info.Error, info.Reason = "body_too_large", "request body exceeds the limit for inspected requests"
+		writeJSON(w, http.StatusRequestEntityTooLarge, info)
+		return nil, false
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, max+1))
+	if err != nil {
+		info.Error, info.Reason = "bad_request", "could not read request body"
+		writeJSON(w, http.StatusBadRequest, info)
+		return nil, false
+	}
+	if int64(len(body)) > max {
+		info.Error, info.Reason = "body_too_large", "request body exceeds the limit for inspected requests"
+		writeJSON(w, http.StatusRequestEntityTooLarge, info)
+		return nil, false
+	}
+	return body, true
+}
+
+// hold asks the approver. The request context ends when the agent goes away
+// (net/http cancels it on client close once the body has been read).
+func (h *handler) hold(r *http.Request, body []byte, host, target string, d policy.Decision) approval.Outcome {
+	s := h.cc.s
+	u := target
+	if strings.HasPrefix(target, "/") {
+		u = h.scheme + "://" + r.Host + target
+	}
+	preview := body
+	if len(preview) > s.cfg.PreviewLimit {
+		preview = preview[:s.cfg.PreviewLimit]
+	}
+	sum := sha256.Sum256(body)
+	s.m.held.Inc()
+	defer s.m.held.Dec()
+	return s.cfg.Approver.Request(r.Context(), approval.Hold{
+		Container:  h.cc.meta.Container,
+		Method:     r.Method,
+		URL:        u,
+		Host:       host,
+		Path:       r.URL.Path,
+		Dst:        h.cc.meta.OrigDst.String(),
+		Header:     r.Header.Clone(),
+		Body:       bytes.Clone(preview),
+		BodySize:   int64(len(body)),
+		BodySHA256: hex.EncodeToString(sum[:]),
+		Rule:       d.Rule,
+		Timeout:    d.ApprovalTimeout,
+	})
+}
+
+func (h *handler) modifyResponse(resp *http.Response) error {
+	ri, _ := resp.Request.Context().Value(reqInfoKey{}).(*reqInfo)
+	if ri == nil {
+		return nil
+	}
+	if ri.inj != nil {
+		ri.inj.ScrubResponse(resp)
+	}
+	if inj := h.cc.s.cfg.Injector; inj != nil &&
+		(resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden) &&
+		!inj.BoundTo(ri.host) {
+		if hint := inj.Hint(ri.host); hint != "" {
+			resp.Header.Set("x-clawd-hint", sanitizeHeader(hint))
+		}
+	}
+	return nil
+}
+
+func (h *handler) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
+	if r.Context().Err() != nil {
+		return // the agent went away; nobody to answer
+	}
+	s := h.cc.s
+	s.m.upstreamErrors.Inc()
+	// A *url.Error would print the URL, whose query may now hold an
+	// injected secret; only the cause is safe to show.
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	s.log.Debug("upstream request failed", zap.String("dst", h.cc.meta.OrigDst.String()), zap.Error(err))
+	host := normHost(r.Host)
+	if ri, _ := r.Context().Value(reqInfoKey{}).(*reqInfo); ri != nil {
+		host = ri.host
+		ri.e.Reason = "upstream unreachable"
+	}
+	writeJSON(w, http.StatusBadGateway, errInfo{
+		Error:  "upstream_unreachable",
+		Method: r.Method,
+		Host:   host,
+		Path:   r.URL.Path,
+		Reason: err.Error(),
+	})
+}
+
+// serveHTTP serves HTTP/1.x on c (plain, or TLS-terminated) with net/http on
+// a one-connection listener, and returns when the connection is done.
+func (cc *conn) serveHTTP(c net.Conn, h *handler) {
+	defer h.tr.CloseIdleConnections()
+	done := make(chan struct{})
+	var once sync.Once
+	var handlers sync.WaitGroup
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			handlers.Add(1)
+			defer handlers.Done()
+			h.ServeHTTP(w, r)
+		}),
+		ConnState: func(_ net.Conn, st http.ConnState) {
+			if st == http.StateClosed || st == http.StateHijacked {
+				once.Do(func() { close(done) })
+			}
+		},
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       5 * time.Minute,
+		ErrorLog:          discardLog,
+	}
+	l := newOneConnListener(c)
+	defer l.Close()
+	drain := func() { go srv.Shutdown(context.Background()) }
+	cc.s.setHooks(cc.st, drain, func() { srv.Close(); c.Close(); cc.c.Close() })
+	go srv.Serve(l)
+	select {
+	case <-done:
+	case <-cc.ctx.Done():
+		drain()
+		<-done
+	}
+	// A hijacked (upgraded) connection is still being copied by its handler.
+	handlers.Wait()
+}
+
+// serveH2 serves HTTP/2 on an intercepted TLS connection.
+func (cc *conn) serveH2(c net.Conn, h *handler) {
+	defer h.tr.CloseIdleConnections()
+	h2 := &http2.Server{IdleTimeout: 5 * time.Minute}
+	base := &http.Server{ErrorLog: discardLog}
+	// Registers h2's graceful GOAWAY on base.Shutdown.
+	if err := http2.ConfigureServer(base, h2); err != nil {
+		cc.s.log.Warn("configure http2", zap.Error(err))
+	}
+	var handlers sync.WaitGroup
+	drain := func() { go base.Shutdown(context.Background()) }
+	cc.s.setHooks(cc.st, drain, func() { c.Close(); cc.c.Close() })
+	stop := context.AfterFunc(cc.ctx, drain)
+	defer stop()
+	h2.ServeConn(c, &http2.ServeConnOpts{
+		Context:    context.Background(),
+		BaseConfig: base,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			handlers.Add(1)
+			defer handlers.Done()
+			h.ServeHTTP(w, r)
+		}),
+	})
+	handlers.Wait()
+}
+
+// oneConnListener hands out a single connection, then blocks until closed.
+type oneConnListener struct {
+	mu     sync.Mutex
+	c      net.Conn
+	addr   net.Addr
+	closed chan struct{}
+	once   sync.Once
+}
+
+func newOneConnListener(c net.Conn) *oneConnListener {
+	return &oneConnListener{c: c, addr: c.LocalAddr(), closed: make(chan struct{})}
+}
+
+func (l *oneConnListener) Accept() (net.Conn, error) {
+	l.mu.Lock()
+	c := l.c
+	l.c = nil
+	l.mu.Unlock()
+	if c != nil {
+		return c, nil
+	}
+	<-l.closed
+	return nil, net.ErrClosed
+}
+
+func (l *oneConnListener) Close() error {
+	l.once.Do(func() { close(l.closed) })
+	return nil
+}
+
+func (l *oneConnListener) Addr() net.Addr { return l.addr }
+
+// respWriter records the status and body bytes sent to the agent. Unwrap
+// lets http.ResponseController reach Flush and Hijack (streaming, upgrades).
+type respWriter struct {
+	http.ResponseWriter
+	status int
+	n      int64
+}
+
+func (w *respWriter) WriteHeader(code int) {
+	if w.status == 0 && (code >= 200 || code == http.StatusSwitchingProtocols) {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *respWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	n, err := w.ResponseWriter.Write(b)
+	w.n += int64(n)
+	return n, err
+}
+
+func (w *respWriter) Flush() { http.NewResponseController(w.ResponseWriter).Flush() }
+
+func (w *respWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// countingBody counts request body bytes sent upstream.
+type countingBody struct {
+	rc io.ReadCloser
+	n  int64
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	b.n += int64(n)
+	return n, err
+}
+
+func (b *countingBody) Close() error { return b.rc.Close() }

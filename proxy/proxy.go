@@ -1,0 +1,339 @@
+// Package proxy is clawd's transparent proxy. The daemon hands it every TCP
+// connection an attached container makes (redirected by eBPF), together with
+// the destination the agent dialled; the proxy sniffs the first bytes (TLS,
+// HTTP/1.x or anything else), decides by policy, and then splices, forwards
+// request by request, holds for approval, or refuses. See README.md.
+package proxy
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/clawd-dev/clawd/approval"
+	"github.com/clawd-dev/clawd/audit"
+	"github.com/clawd-dev/clawd/policy"
+	"github.com/clawd-dev/clawd/proxy/ca"
+)
+
+// ConnMeta is what the daemon knows about a redirected connection.
+type ConnMeta struct {
+	Container policy.Container
+	OrigDst   netip.AddrPort // what the agent dialled (v4-mapped already unmapped)
+}
+
+// Decider decides requests; *policy.Engine implements it.
+type Decider interface {
+	Decide(policy.Input) policy.Decision
+	Intercepts(c policy.Container, host string) bool
+}
+
+// Approver holds a request until a human decides; *approval.Manager implements it.
+type Approver interface {
+	Request(ctx context.Context, h approval.Hold) approval.Outcome
+}
+
+// Injection is the result of injecting secrets into one request.
+type Injection interface {
+	// ScrubResponse removes injected secret values the upstream echoed back.
+	ScrubResponse(*http.Response)
+	// Names lists the injected secrets' names (never values), for logs.
+	Names() []string
+}
+
+// Injector replaces placeholder keys the agent holds with real secrets. The
+// daemon adapts *secrets.Store to it.
+type Injector interface {
+	// Inject rewrites req in place for host. An error for which
+	// IsPlaceholderMisuse is true means the agent sent a placeholder to a
+	// host the secret is not bound to: the request is refused with 403.
+	Inject(req *http.Request, host string) (Injection, error)
+	// BoundTo reports whether any secret is bound to host.
+	BoundTo(host string) bool
+	// Hint is a short text telling the agent how to get credentials for host.
+	Hint(host string) string
+}
+
+// ErrPlaceholderMisuse is the sentinel an Injector's error wraps (errors.Is)
+// when a placeholder was sent to the wrong host. An error may instead
+// implement interface{ PlaceholderMisuse() bool }.
+var ErrPlaceholderMisuse = errors.New("placeholder sent to a host it is not bound to")
+
+// IsPlaceholderMisuse reports whether err signals placeholder misuse.
+func IsPlaceholderMisuse(err error) bool {
+	if errors.Is(err, ErrPlaceholderMisuse) {
+		return true
+	}
+	var m interface{ PlaceholderMisuse() bool }
+	return errors.As(err, &m) && m.PlaceholderMisuse()
+}
+
+// Names gives the DNS answers clawd's resolver handed each container;
+// proxy/dns implements it.
+type Names interface {
+	// Consistent reports whether host may be used for a connection to ip:
+	// host is the IP literal itself, or a name clawd's DNS resolved to ip
+	// for this container.
+	Consistent(containerKey, host string, ip netip.Addr) bool
+	// NamesFor lists the names clawd's DNS resolved to ip for this container.
+	NamesFor(containerKey string, ip netip.Addr) []string
+}
+
+// Config configures a Server. Decider is required.
+type Config struct {
+	Decider  Decider
+	Approver Approver // nil: approve decisions are denied ("approval not configured")
+	Injector Injector // nil: no secret injection
+	Names    Names    // nil: only IP-literal hosts are consistent with a destination
+
+	CA            *ca.CA         // signs leaves for intercepted hosts; nil refuses interception
+	UpstreamRoots *x509.CertPool // verifies intercepted upstreams; nil = system roots
+
+	// Forbidden are clawd's own addresses (API, metrics): always denied,
+	// whatever the policy says, with rule "clawd-internal". OrigDst lives in
+	// the container's network namespace, so a container's 127.0.0.1 is its
+	// own loopback, not the host's; it is therefore not denied by default
+	// (the daemon lists addresses that are reachable from containers).
+	Forbidden []netip.AddrPort
+
+	Audit      audit.Sink            // nil: audit.Discard
+	Log        *zap.Logger           // nil: zap.NewNop()
+	Registerer prometheus.Registerer // nil: metrics are not registered
+
+	// PeekTimeout is how long to wait for the client's first bytes before
+	// treating the connection as raw TCP (server-speaks-first protocols
+	// such as SMTP or SSH). Default 1s.
+	PeekTimeout time.Duration
+	// MaxHoldBody bounds a request body buffered for approval or for a
+	// policy body condition; bigger bodies get 413. Default 16 MiB.
+	MaxHoldBody int64
+	// PreviewLimit bounds the body preview put on approval cards. Default 4 KiB.
+	PreviewLimit int
+	// Dial dials upstreams (always OrigDst). Default: a net.Dialer.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Now is the clock for decisions and durations. Default time.Now.
+	Now func() time.Time
+}
+
+const (
+	defaultPeekTimeout  = time.Second
+	defaultMaxHoldBody  = 16 << 20
+	defaultPreviewLimit = 4 << 10
+	// helloTimeout bounds reading the rest of a TLS ClientHello or HTTP
+	// request head once the first byte arrived.
+	helloTimeout = 10 * time.Second
+)
+
+// Server is the transparent proxy. It is safe for concurrent use.
+type Server struct {
+	cfg       Config
+	log       *zap.Logger
+	audit     audit.Sink
+	m         *metrics
+	forbidden map[netip.AddrPort]bool
+
+	mu      sync.Mutex
+	closing bool
+	conns   map[*connState]struct{}
+	wg      sync.WaitGroup
+}
+
+// connState tracks one ServeConn for Shutdown.
+type connState struct {
+	drain func() // stop taking new requests on this connection
+	kill  func() // close everything now
+}
+
+// New checks cfg and returns a Server.
+func New(cfg Config) (*Server, error) {
+	if cfg.Decider == nil {
+		return nil, errors.New("proxy: Decider is required")
+	}
+	if cfg.PeekTimeout < 0 || cfg.MaxHoldBody < 0 || cfg.PreviewLimit < 0 {
+		return nil, errors.New("proxy: PeekTimeout, MaxHoldBody and PreviewLimit must not be negative")
+	}
+	if cfg.PeekTimeout == 0 {
+		cfg.PeekTimeout = defaultPeekTimeout
+	}
+	if cfg.MaxHoldBody == 0 {
+		cfg.MaxHoldBody = defaultMaxHoldBody
+	}
+	if cfg.PreviewLimit == 0 {
+		cfg.PreviewLimit = defaultPreviewLimit
+	}
+	if cfg.Dial == nil {
+		d := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}
+		cfg.Dial = d.DialContext
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Log == nil {
+		cfg.Log = zap.NewNop()
+	}
+	if cfg.Audit == nil {
+		cfg.Audit = audit.Discard{}
+	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("proxy: %w", err)
+	}
+	s := &Server{
+		cfg:       cfg,
+		log:       cfg.Log,
+		audit:     cfg.Audit,
+		m:         m,
+		forbidden: make(map[netip.AddrPort]bool),
+		conns:     make(map[*connState]struct{}),
+	}
+	for _, ap := range cfg.Forbidden {
+		s.forbidden[netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())] = true
+	}
+	return s, nil
+}
+
+// ServeConn proxies one redirected connection and blocks until it is done.
+// It always closes c. Cancelling ctx drains: no new HTTP requests are taken
+// on c, in-flight work finishes (Shutdown forces the rest).
+func (s *Server) ServeConn(ctx context.Context, c net.Conn, m ConnMeta) {
+	m.OrigDst = netip.AddrPortFrom(m.OrigDst.Addr().Unmap(), m.OrigDst.Port())
+	st := &connState{drain: func() {}, kill: func() { c.Close() }}
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		c.Close()
+		return
+	}
+	s.conns[st] = struct{}{}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	s.m.active.Inc()
+	defer func() {
+		s.m.active.Dec()
+		s.mu.Lock()
+		delete(s.conns, st)
+		s.mu.Unlock()
+		s.wg.Done()
+	}()
+	defer c.Close()
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	cs := &conn{s: s, c: c, meta: m, ctx: ctx, cancel: cancel, st: st, start: s.cfg.Now()}
+	cs.serve()
+}
+
+// Shutdown stops taking connections and requests, waits for in-flight work
+// until ctx is done, then closes whatever is left.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	for st := range s.conns {
+		st.drain()
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+	}
+	s.mu.Lock()
+	for st := range s.conns {
+		st.kill()
+	}
+	s.mu.Unlock()
+	<-done
+	return ctx.Err()
+}
+
+// setDrain replaces the drain and kill hooks of a connection; it runs drain
+// at once when the server is already shutting down.
+func (s *Server) setHooks(st *connState, drain, kill func()) {
+	s.mu.Lock()
+	st.drain, st.kill = drain, kill
+	closing := s.closing
+	s.mu.Unlock()
+	if closing {
+		drain()
+	}
+}
+
+// decide runs the policy, with clawd's own guards in front of it.
+func (s *Server) decide(in policy.Input) policy.Decision {
+	if s.forbidden[netip.AddrPortFrom(in.DstIP, in.DstPort)] {
+		return policy.Decision{Action: policy.Deny, Rule: "clawd-internal", Reason: "destination is clawd itself"}
+	}
+	if in.Now.IsZero() {
+		in.Now = s.cfg.Now()
+	}
+	d := s.cfg.Decider.Decide(in)
+	if d.Action != policy.Allow && d.Action != policy.Approve && d.Action != policy.Deny {
+		// An engine bug must fail closed.
+		return policy.Decision{Action: policy.Deny, Rule: d.Rule, Reason: "invalid policy action"}
+	}
+	return d
+}
+
+// consistent reports whether host may be used with the destination IP: the
+// anti-domain-fronting check.
+func (s *Server) consistent(c policy.Container, host string, ip netip.Addr) bool {
+	if a, err := netip.ParseAddr(host); err == nil {
+		return a.Unmap() == ip
+	}
+	if s.cfg.Names == nil {
+		return false
+	}
+	return s.cfg.Names.Consistent(c.Key(), host, ip)
+}
+
+// normHost lower-cases a Host header or SNI and strips the port and brackets.
+func normHost(h string) string {
+	h = strings.ToLower(strings.TrimSpace(h))
+	if host, _, err := net.SplitHostPort(h); err == nil {
+		h = host
+	} else if strings.HasPrefix(h, "[") && strings.HasSuffix(h, "]") {
+		h = h[1 : len(h)-1]
+	}
+	return strings.TrimSuffix(h, ".")
+}
+
+func (s *Server) entry(m ConnMeta, proto string) audit.Entry {
+	return audit.Entry{
+		Event:       "decision",
+		Container:   m.Container.Name,
+		ContainerID: m.Container.ID,
+		Runtime:     m.Container.Runtime,
+		Labels:      m.Container.Labels,
+		Dst:         m.OrigDst.String(),
+		Proto:       proto,
+	}
+}
+
+func (s *Server) record(e audit.Entry, d policy.Decision, start time.Time) {
+	now := s.cfg.Now()
+	e.Time = now.UTC()
+	e.DurationMS = float64(now.Sub(start).Microseconds()) / 1000
+	if e.Rule == "" {
+		e.Rule = d.Rule
+	}
+	if e.Action == "" {
+		e.Action = string(d.Action)
+	}
+	if e.Reason == "" && d.Action != policy.Allow {
+		e.Reason = d.Reason
+	}
+	s.m.decisions.WithLabelValues(e.Action, e.Rule).Inc()
+	s.audit.Log(e)
+}
