@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -134,6 +135,7 @@ func (ps *parser) err() error {
 	if len(ps.probs) == 0 {
 		return nil
 	}
+	sort.SliceStable(ps.probs, func(i, j int) bool { return ps.probs[i].Line < ps.probs[j].Line })
 	return &ValidationError{Problems: ps.probs}
 }
 
@@ -155,10 +157,10 @@ func (ps *parser) yamlError(err error) {
 // value node of each key present. Aliases and merge keys are refused: they
 // make hand-written policies hard to review and can blow up in size.
 func (ps *parser) fields(n *yaml.Node, what string, allowed ...string) map[string]*yaml.Node {
-	out := map[string]*yaml.Node{}
 	if !ps.noAlias(n) {
-		return out
+		return nil
 	}
+	out := map[string]*yaml.Node{}
 	if n.Kind != yaml.MappingNode {
 		ps.errf(n, "%s must be a mapping (key: value lines)", what)
 		return out
@@ -298,7 +300,8 @@ func (ps *parser) policy(root *yaml.Node) *Policy {
 	}
 	if d, ok := f["default"]; ok {
 		p.def = ps.set(d, true)
-	} else {
+	}
+	if p.def == nil {
 		// No default section: containers that match no set reach nothing.
 		p.def = newSet("default", 0)
 	}
@@ -341,6 +344,9 @@ func (ps *parser) set(n *yaml.Node, isDefault bool) *ruleSet {
 	} else {
 		what = "set"
 		f = ps.fields(n, what, "name", "description", "match", "default_action", "approval_timeout", "rules")
+	}
+	if f == nil {
+		return nil
 	}
 	s := newSet("default", n.Line)
 	if !isDefault {
@@ -475,7 +481,20 @@ var ruleKeys = []string{
 }
 
 func (ps *parser) rule(n *yaml.Node, s *ruleSet, setWhat string) *rule {
-	f := ps.fields(n, setWhat+": rule", ruleKeys...)
+	label := setWhat + ": rule"
+	if n.Kind == yaml.MappingNode {
+		// Name the rule in every problem, including unknown keys above "name:".
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if n.Content[i].Value == "name" && n.Content[i+1].Kind == yaml.ScalarNode && n.Content[i+1].Value != "" {
+				label = fmt.Sprintf("%s: rule %q", setWhat, n.Content[i+1].Value)
+				break
+			}
+		}
+	}
+	f := ps.fields(n, label, ruleKeys...)
+	if f == nil {
+		return nil
+	}
 	nn, ok := f["name"]
 	if !ok {
 		if n.Kind == yaml.MappingNode {
