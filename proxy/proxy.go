@@ -279,6 +279,12 @@ func (s *Server) decide(in policy.Input) policy.Decision {
 		in.Now = s.cfg.Now()
 	}
 	d := s.cfg.Decider.Decide(in)
+	if d.NeedBody {
+		if !in.BodyKnown {
+			return d // the caller buffers the body and asks again
+		}
+		d.NeedBody = false // asking again cannot help: fail closed below
+	}
 	if d.Action != policy.Allow && d.Action != policy.Approve && d.Action != policy.Deny {
 		// An engine bug must fail closed.
 		return policy.Decision{Action: policy.Deny, Rule: d.Rule, Reason: "invalid policy action"}
