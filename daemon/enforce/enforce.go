@@ -47,8 +47,8 @@ type Params struct {
 
 // Layers reports which enforcement layers are active for an attachment.
 type Layers struct {
-	Cgroup   []string `json:"cgroup"`             // attached cgroup hooks
-	TCX      []string `json:"tcx,omitempty"`      // container interfaces with a drop-all egress program
+	Cgroup   []string `json:"cgroup"`              // attached cgroup hooks
+	TCX      []string `json:"tcx,omitempty"`       // container interfaces with a drop-all egress program
 	TCXPeers []string `json:"tcx_peers,omitempty"` // host-side veth peers with a drop-all ingress program
 	LSM      bool     `json:"lsm"`
 	Notes    []string `json:"notes,omitempty"`
@@ -517,4 +517,25 @@ func (e *Enforcer) Counters(cgroupID uint64) (Counters, error) {
 		return Counters{}, fmt.Errorf("read counters: %w", err)
 	}
 	return Counters{c.Redirected, c.Dns, c.UdpRefused, c.SockRefused, c.OptRefused, c.PktDropped, c.IfDropped}, nil
+}
+
+// Probe loads the programs into the kernel without attaching or pinning
+// anything, to tell whether this kernel accepts them.
+func Probe() error {
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return err
+	}
+	spec, err := bpf.LoadClawd()
+	if err != nil {
+		return err
+	}
+	for _, m := range spec.Maps {
+		m.Pinning = ebpf.PinNone
+		m.MaxEntries = 16
+	}
+	var objs bpf.ClawdObjects
+	if err := spec.LoadAndAssign(&objs, nil); err != nil {
+		return err
+	}
+	return objs.Close()
 }

@@ -1,0 +1,556 @@
+// Command clawd is the clawd daemon and its command-line client. It only
+// parses flags and calls packages; the logic lives in daemon/, policy/,
+// secrets/ and approval/.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/clawd-dev/clawd/approval"
+	"github.com/clawd-dev/clawd/daemon"
+	"github.com/clawd-dev/clawd/policy"
+	"github.com/clawd-dev/clawd/secrets"
+)
+
+func main() {
+	if err := root().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "clawd:", err)
+		os.Exit(1)
+	}
+}
+
+var socket string
+
+func client() *daemon.Client { return daemon.NewClient(socket) }
+
+func ctx() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+}
+
+func root() *cobra.Command {
+	c := &cobra.Command{
+		Use:           "clawd",
+		Short:         "Isolate AI agent containers: kernel-enforced egress, policy, approvals and secret injection",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	c.PersistentFlags().StringVar(&socket, "socket", envOr("CLAWD_SOCKET", daemon.DefaultSocket), "control socket of the daemon")
+	c.AddCommand(daemonCmd(), attachCmd(), detachCmd(), lsCmd(), statusCmd(), doctorCmd(), versionCmd(),
+		policyCmd(), caCmd(), secretCmd(), approvalsCmd(), approveCmd(), denyCmd(), grantsCmd())
+	return c
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+func daemonCmd() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "daemon",
+		Short: "Run the clawd daemon (root)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := daemon.LoadConfig(cmd.Flags())
+			if err != nil {
+				return err
+			}
+			log, err := daemon.NewLogger(cfg.LogLevel, cfg.LogFormat)
+			if err != nil {
+				return err
+			}
+			defer log.Sync()
+			d, err := daemon.New(cfg, log)
+			if err != nil {
+				return err
+			}
+			ctx, stop := ctx()
+			defer stop()
+			go daemon.HandleHUP(ctx, d, log)
+			return d.Run(ctx)
+		},
+	}
+	daemon.Flags(c.Flags())
+	// The daemon's --socket is its own flag (viper-bound), not the client's.
+	return c
+}
+
+func attachCmd() *cobra.Command {
+	var req daemon.AttachRequest
+	var env bool
+	var secretsFile, secretsKey string
+	c := &cobra.Command{
+		Use:   "attach <container>",
+		Short: "Attach a containerd or Docker container (by name, ID or unique ID prefix) or a process (--pid)",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 1 {
+				req.Container = args[0]
+			}
+			if req.Container == "" && req.PID == 0 {
+				return fmt.Errorf("name a container, or give --pid")
+			}
+			ctx, cancel := ctx()
+			defer cancel()
+			r, err := client().Attach(ctx, req)
+			if err != nil {
+				return err
+			}
+			fmt.Printf("attached %s (%s", r.Container.Name, r.Container.Runtime)
+			if r.Container.Namespace != "" {
+				fmt.Printf(", namespace %s", r.Container.Namespace)
+			}
+			fmt.Printf(")\ncgroup: %s\nlayers: cgroup=%d hooks, tcx=%v, tcx-peers=%v\n", r.Cgroup, len(r.Layers.Cgroup), r.Layers.TCX, r.Layers.TCXPeers)
+			if env {
+				return printEnv(secretsFile, secretsKey)
+			}
+			return nil
+		},
+	}
+	c.Flags().StringVar(&req.Namespace, "namespace", "", "containerd namespace (default: search default, moby, k8s.io)")
+	c.Flags().IntVar(&req.PID, "pid", 0, "attach the cgroup of this process instead of a named container")
+	c.Flags().BoolVar(&req.TrustCA, "trust-ca", false, "add clawd's CA to the container's trust bundles")
+	c.Flags().BoolVar(&env, "env", false, "print the placeholder environment variables to give the agent")
+	secretFlags(c, &secretsFile, &secretsKey)
+	return c
+}
+
+func printEnv(file, key string) error {
+	st, err := secrets.Open(file, key)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	for _, l := range secrets.EnvLines(st.List()) {
+		fmt.Println(l)
+	}
+	return nil
+}
+
+func detachCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "detach <container>",
+		Short: "Detach a container: its traffic is no longer redirected",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := ctx()
+			defer cancel()
+			r, err := client().Detach(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			fmt.Printf("detached %s\n", r.Container.Name)
+			return nil
+		},
+	}
+}
+
+func lsCmd() *cobra.Command {
+	var out string
+	c := &cobra.Command{
+		Use:   "ls",
+		Short: "List attached containers with their kernel counters",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := ctx()
+			defer cancel()
+			list, err := client().List(ctx)
+			if err != nil {
+				return err
+			}
+			switch out {
+			case "json":
+				return printJSON(list)
+			case "", "table":
+				return daemon.FormatList(os.Stdout, list, time.Now())
+			}
+			return fmt.Errorf("unknown output format %q (table or json)", out)
+		},
+	}
+	c.Flags().StringVarP(&out, "output", "o", "table", "output format: table or json")
+	return c
+}
+
+func statusCmd() *cobra.Command {
+	var out string
+	c := &cobra.Command{
+		Use:   "status",
+		Short: "Show the daemon's status, policy and reload errors",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := ctx()
+			defer cancel()
+			s, err := client().Status(ctx)
+			if err != nil {
+				return err
+			}
+			if out == "json" {
+				return printJSON(s)
+			}
+			daemon.FormatStatus(os.Stdout, s)
+			return nil
+		},
+	}
+	c.Flags().StringVarP(&out, "output", "o", "table", "output format: table or json")
+	return c
+}
+
+func doctorCmd() *cobra.Command {
+	var cfgFlags = &cobra.Command{}
+	daemon.Flags(cfgFlags.Flags())
+	c := &cobra.Command{
+		Use:   "doctor",
+		Short: "Check this host for everything clawd needs and say what to fix",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := daemon.LoadConfig(cmd.Flags())
+			if err != nil {
+				return err
+			}
+			ctx, cancel := ctx()
+			defer cancel()
+			checks := daemon.Doctor(ctx, cfg)
+			if bad := daemon.FormatChecks(os.Stdout, checks); bad > 0 {
+				return fmt.Errorf("%d check(s) failed", bad)
+			}
+			return nil
+		},
+	}
+	c.Flags().AddFlagSet(cfgFlags.Flags())
+	return c
+}
+
+func versionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print clawd's version",
+		Args:  cobra.NoArgs,
+		Run:   func(*cobra.Command, []string) { fmt.Println("clawd", daemon.Version) },
+	}
+}
+
+func policyCmd() *cobra.Command {
+	c := &cobra.Command{Use: "policy", Short: "Validate, test and reload policies"}
+	c.AddCommand(&cobra.Command{
+		Use:   "check FILE",
+		Short: "Validate a policy file (errors carry line numbers)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := policy.Check(args[0]); err != nil {
+				return err
+			}
+			fmt.Printf("%s: ok\n", args[0])
+			return nil
+		},
+	})
+	var ctr policy.Container
+	var labels []string
+	test := &cobra.Command{
+		Use:   "test FILE --container NAME METHOD URL",
+		Short: "Print the decision a policy makes for one request, and the rule that made it",
+		Args:  cobra.ExactArgs(3),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			p, err := policy.Load(args[0])
+			if err != nil {
+				return err
+			}
+			c := ctr
+			if c.ID == "" {
+				c.ID = c.Name
+			}
+			c.Labels = map[string]string{}
+			for _, l := range labels {
+				k, v, ok := strings.Cut(l, "=")
+				if !ok {
+					return fmt.Errorf("--label %q: want KEY=VALUE", l)
+				}
+				c.Labels[k] = v
+			}
+			d, err := policy.Explain(p, c, strings.ToUpper(args[1]), args[2])
+			if err != nil {
+				return err
+			}
+			fmt.Println(policy.FormatDecision(d))
+			return nil
+		},
+	}
+	test.Flags().StringVar(&ctr.Name, "container", "", "container name the request comes from")
+	test.Flags().StringVar(&ctr.Runtime, "runtime", "containerd", "container runtime")
+	test.Flags().StringVar(&ctr.Namespace, "namespace", "default", "containerd namespace")
+	test.Flags().StringSliceVar(&labels, "label", nil, "container label KEY=VALUE (repeatable)")
+	test.MarkFlagRequired("container")
+	c.AddCommand(test)
+	c.AddCommand(&cobra.Command{
+		Use:   "reload",
+		Short: "Ask the daemon to re-read its policy file now",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := ctx()
+			defer cancel()
+			if err := client().ReloadPolicy(ctx); err != nil {
+				return err
+			}
+			fmt.Println("policy reloaded")
+			return nil
+		},
+	})
+	return c
+}
+
+func caCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "ca",
+		Short: "Print clawd's interception CA certificate (PEM)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := ctx()
+			defer cancel()
+			pem, err := client().CA(ctx)
+			if err != nil {
+				return err
+			}
+			os.Stdout.Write(pem)
+			return nil
+		},
+	}
+}
+
+func secretFlags(c *cobra.Command, file, key *string) {
+	c.Flags().StringVar(file, "secrets-file", envOr("CLAWD_SECRETS_FILE", daemon.DefaultStateDir+"/secrets.json"), "encrypted secret store")
+	c.Flags().StringVar(key, "secrets-key", envOr("CLAWD_SECRETS_KEY", daemon.DefaultStateDir+"/secrets.key"), "secret store key file")
+}
+
+func secretCmd() *cobra.Command {
+	var file, key string
+	open := func() (*secrets.Store, error) { return secrets.Open(file, key) }
+	c := &cobra.Command{Use: "secret", Short: "Manage the secrets clawd injects in place of placeholders"}
+	c.PersistentFlags().StringVar(&file, "secrets-file", envOr("CLAWD_SECRETS_FILE", daemon.DefaultStateDir+"/secrets.json"), "encrypted secret store")
+	c.PersistentFlags().StringVar(&key, "secrets-key", envOr("CLAWD_SECRETS_KEY", daemon.DefaultStateDir+"/secrets.key"), "secret store key file")
+
+	var spec secrets.Secret
+	set := &cobra.Command{
+		Use:   "set NAME --host HOST [--host ...]",
+		Short: "Create or replace a secret; the value is read from stdin, never from arguments",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			st, err := open()
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			if term.IsTerminal(int(os.Stdin.Fd())) {
+				fmt.Fprint(os.Stderr, "value (end with Enter): ")
+			}
+			v, err := secrets.ReadValue(os.Stdin)
+			if err != nil {
+				return err
+			}
+			defer clear(v)
+			s := spec
+			s.Name = args[0]
+			out, err := st.Set(s, v)
+			if err != nil {
+				return err
+			}
+			fmt.Printf("secret %s set for %s\nplaceholder: %s\n", out.Name, strings.Join(out.Hosts, ", "), out.Placeholder)
+			return nil
+		},
+	}
+	set.Flags().StringSliceVar(&spec.Hosts, "host", nil, "host the secret may be sent to (repeatable; *.example.com for subdomains)")
+	set.Flags().StringVar(&spec.Header, "header", "", "header that carries the secret (e.g. Authorization)")
+	set.Flags().StringVar(&spec.Format, "format", "", "header value with {value} where the secret goes (e.g. 'Bearer {value}')")
+	set.Flags().StringVar(&spec.Preset, "preset", "", "provider preset: "+strings.Join(secrets.Presets(), ", "))
+	set.Flags().BoolVar(&spec.HeaderMode, "header-mode", false, "always set --header, even when the agent sent none")
+	set.Flags().StringSliceVar(&spec.Paths, "path", nil, "limit the secret to these path patterns (repeatable)")
+	set.Flags().StringVar(&spec.PathTemplate, "path-template", "", "put the value into the path, e.g. '/bot{value}/**'")
+	set.Flags().StringVar(&spec.PathRegex, "path-regex", "", "regex with one group replaced by the value in the path")
+	set.Flags().BoolVar(&spec.Body, "body", false, "also replace the placeholder in request bodies")
+	set.MarkFlagRequired("host")
+	c.AddCommand(set)
+	c.AddCommand(&cobra.Command{
+		Use:   "ls",
+		Short: "List secrets (names, hosts, placeholders; never values)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			st, err := open()
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			return secrets.FormatTable(os.Stdout, st.List())
+		},
+	})
+	c.AddCommand(&cobra.Command{
+		Use:   "rm NAME",
+		Short: "Remove a secret",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			st, err := open()
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			if err := st.Remove(args[0]); err != nil {
+				return err
+			}
+			fmt.Printf("secret %s removed\n", args[0])
+			return nil
+		},
+	})
+	c.AddCommand(&cobra.Command{
+		Use:   "rotate NAME",
+		Short: "Replace a secret's value (read from stdin); the placeholder stays",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			st, err := open()
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			v, err := secrets.ReadValue(os.Stdin)
+			if err != nil {
+				return err
+			}
+			defer clear(v)
+			if _, err := st.Rotate(args[0], v); err != nil {
+				return err
+			}
+			fmt.Printf("secret %s rotated\n", args[0])
+			return nil
+		},
+	})
+	return c
+}
+
+func approvalClient() *approval.Client {
+	return &approval.Client{HTTP: client().HTTP, Base: daemon.BaseURL}
+}
+
+func approvalsCmd() *cobra.Command {
+	var container, out string
+	c := &cobra.Command{
+		Use:   "approvals",
+		Short: "List held requests waiting for a decision",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := ctx()
+			defer cancel()
+			list, err := approvalClient().List(ctx, container)
+			if err != nil {
+				return err
+			}
+			if out == "json" {
+				return printJSON(list)
+			}
+			return approval.FormatTable(os.Stdout, list, time.Now())
+		},
+	}
+	c.PersistentFlags().StringVar(&container, "container", "", "only this container")
+	c.Flags().StringVarP(&out, "output", "o", "table", "output format: table or json")
+	c.AddCommand(&cobra.Command{
+		Use:   "watch",
+		Short: "Show held requests as they come and go",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := ctx()
+			defer cancel()
+			return approvalClient().WatchContainer(ctx, container, func(list []approval.Approval) {
+				fmt.Printf("--- %s\n", time.Now().Format(time.TimeOnly))
+				approval.FormatTable(os.Stdout, list, time.Now())
+			})
+		},
+	})
+	return c
+}
+
+func approveCmd() *cobra.Command {
+	var dur time.Duration
+	c := &cobra.Command{
+		Use:   "approve ID",
+		Short: "Approve a held request (once, or --for a duration as a grant)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := ctx()
+			defer cancel()
+			a, err := approvalClient().Approve(ctx, args[0], dur)
+			if err != nil {
+				return err
+			}
+			fmt.Printf("approved %s: %s %s\n", a.ID, a.Method, a.URL)
+			return nil
+		},
+	}
+	c.Flags().DurationVar(&dur, "for", 0, "also let matching requests through for this long (e.g. 15m)")
+	return c
+}
+
+func denyCmd() *cobra.Command {
+	var reason string
+	c := &cobra.Command{
+		Use:   "deny ID",
+		Short: "Deny a held request",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := ctx()
+			defer cancel()
+			a, err := approvalClient().Deny(ctx, args[0], reason)
+			if err != nil {
+				return err
+			}
+			fmt.Printf("denied %s: %s %s\n", a.ID, a.Method, a.URL)
+			return nil
+		},
+	}
+	c.Flags().StringVar(&reason, "reason", "", "reason shown to the agent")
+	return c
+}
+
+func grantsCmd() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "grants",
+		Short: "List active grants (approvals for a duration)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := ctx()
+			defer cancel()
+			gs, err := approvalClient().Grants(ctx)
+			if err != nil {
+				return err
+			}
+			return approval.FormatGrants(os.Stdout, gs, time.Now())
+		},
+	}
+	c.AddCommand(&cobra.Command{
+		Use:   "revoke ID",
+		Short: "End a grant now",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := ctx()
+			defer cancel()
+			if err := approvalClient().RevokeGrant(ctx, args[0]); err != nil {
+				return err
+			}
+			fmt.Printf("grant %s revoked\n", args[0])
+			return nil
+		},
+	})
+	return c
+}
+
+func printJSON(v any) error {
+	enc := json.NewEncoder(os.Stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}

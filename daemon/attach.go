@@ -1,0 +1,480 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+
+	"github.com/clawd-dev/clawd/audit"
+	"github.com/clawd-dev/clawd/daemon/enforce"
+	"github.com/clawd-dev/clawd/daemon/runtime"
+	"github.com/clawd-dev/clawd/policy"
+	"github.com/clawd-dev/clawd/proxy"
+	"github.com/clawd-dev/clawd/proxy/ca"
+)
+
+// AttachRequest is the body of POST /v1/attach.
+type AttachRequest struct {
+	Container string `json:"container,omitempty"` // name, ID or unique ID prefix
+	Namespace string `json:"namespace,omitempty"` // containerd namespace; "" searches all
+	PID       int    `json:"pid,omitempty"`       // attach a process's cgroup directly
+	TrustCA   bool   `json:"trust_ca,omitempty"`  // add clawd's CA to the container's trust bundles
+}
+
+// UserError is an error caused by the request, not by clawd: the control
+// API answers it with 4xx.
+type UserError struct {
+	Status int
+	Err    error
+}
+
+func (e *UserError) Error() string { return e.Err.Error() }
+func (e *UserError) Unwrap() error { return e.Err }
+
+func userErr(status int, format string, a ...any) error {
+	return &UserError{Status: status, Err: fmt.Errorf(format, a...)}
+}
+
+var unsafeID = regexp.MustCompile(`[^A-Za-z0-9_.-]`)
+
+func attachmentID(c policy.Container) string {
+	id := c.Runtime + "." + c.Namespace + "." + c.ID
+	if c.Namespace == "" {
+		id = c.Runtime + "." + c.ID
+	}
+	id = unsafeID.ReplaceAllString(id, "_")
+	if len(id) > 200 {
+		id = id[:200]
+	}
+	return id
+}
+
+// resolve finds the container (and its init PID) a request names.
+func (d *Daemon) resolve(ctx context.Context, req AttachRequest) (policy.Container, int, error) {
+	if req.PID != 0 {
+		if req.PID < 0 {
+			return policy.Container{}, 0, userErr(400, "bad pid %d", req.PID)
+		}
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", req.PID)); err != nil {
+			return policy.Container{}, 0, userErr(404, "no process with pid %d", req.PID)
+		}
+		name := fmt.Sprintf("pid-%d", req.PID)
+		if req.Container != "" {
+			name = req.Container
+		}
+		return policy.Container{ID: fmt.Sprintf("pid-%d", req.PID), Name: name, Runtime: "pid"}, req.PID, nil
+	}
+	if strings.TrimSpace(req.Container) == "" {
+		return policy.Container{}, 0, userErr(400, "name a container (or --pid)")
+	}
+	if len(d.rt) == 0 {
+		return policy.Container{}, 0, userErr(503, "no container runtime is reachable (containerd at %s, docker at %s)", d.cfg.ContainerdAddress, d.cfg.DockerHost)
+	}
+	c, err := d.rt.Resolve(ctx, req.Container, req.Namespace)
+	if err != nil {
+		return policy.Container{}, 0, &UserError{Status: 404, Err: err}
+	}
+	if c.PID == 0 {
+		return policy.Container{}, 0, userErr(409, "container %s has no running task", c.Name)
+	}
+	return c.Container, c.PID, nil
+}
+
+// Attach resolves and attaches a container.
+func (d *Daemon) Attach(ctx context.Context, req AttachRequest) (Record, error) {
+	c, pid, err := d.resolve(ctx, req)
+	if err != nil {
+		return Record{}, err
+	}
+	return d.attach(c, pid, req.TrustCA, false)
+}
+
+func (d *Daemon) attach(c policy.Container, pid int, trustCA, auto bool) (Record, error) {
+	d.opMu.Lock()
+	defer d.opMu.Unlock()
+	id := attachmentID(c)
+	d.mu.Lock()
+	_, dup := d.atts[id]
+	d.mu.Unlock()
+	if dup {
+		return Record{}, userErr(409, "container %s is already attached", c.Name)
+	}
+	cg, err := enforce.CgroupOfPID(pid)
+	if err != nil {
+		return Record{}, userErr(409, "%v", err)
+	}
+	cgid, err := enforce.CgroupID(cg)
+	if err != nil {
+		return Record{}, err
+	}
+	d.mu.Lock()
+	other, dupCg := d.byCgroup[cgid]
+	d.mu.Unlock()
+	if dupCg {
+		return Record{}, userErr(409, "cgroup %s is already attached (as %s)", cg, other.Container.Name)
+	}
+	nsPath := fmt.Sprintf("/proc/%d/ns/net", pid)
+	if same, err := sameNetns(nsPath, "/proc/self/ns/net"); err != nil {
+		return Record{}, err
+	} else if same {
+		return Record{}, userErr(409, "container %s shares the host network namespace: clawd cannot isolate a host-network container", c.Name)
+	}
+	start, err := procStartTime(pid)
+	if err != nil {
+		return Record{}, err
+	}
+	ls, err := openListeners(nsPath)
+	if err != nil {
+		return Record{}, err
+	}
+	rec := Record{ID: id, Container: c, PID: pid, StartTime: start, Cgroup: cg, CgroupID: cgid, AttachedAt: time.Now().UTC(), Auto: auto}
+	// State first: a crash between here and the pins leaves a record the
+	// next start reconciles, never pins nobody knows about.
+	if err := d.state.Save(rec); err != nil {
+		ls.Close()
+		return Record{}, err
+	}
+	layers, err := d.enf.Attach(enforce.Params{ID: id, Cgroup: cg, Netns: nsPath, ProxyPort: ls.tcpPort(), DNSPort: ls.udpPort(), HasV6: ls.hasV6()})
+	if err != nil {
+		ls.Close()
+		d.state.Remove(id)
+		return Record{}, fmt.Errorf("attach %s: %w", c.Name, err)
+	}
+	rec.Layers = layers
+	if err := d.state.Save(rec); err != nil {
+		d.log.Error("save attachment state", zap.Error(err))
+	}
+	d.serve(rec, ls)
+	if trustCA {
+		paths, err := ca.InstallTrust(fmt.Sprintf("/proc/%d/root", pid), d.ca.CertPEM())
+		if err != nil {
+			d.log.Warn("install CA in container", zap.String("container", c.Name), zap.Error(err))
+		} else {
+			d.log.Info("installed clawd CA in container", zap.String("container", c.Name), zap.Strings("bundles", paths))
+		}
+	}
+	d.audit.Log(audit.Entry{Event: "attach", Container: c.Name, ContainerID: c.ID, Runtime: c.Runtime, Labels: c.Labels, Action: "attach"})
+	d.log.Info("attached", zap.String("container", c.Name), zap.String("runtime", c.Runtime), zap.String("namespace", c.Namespace),
+		zap.String("cgroup", cg), zap.Uint16("proxy_port", ls.tcpPort()), zap.Uint16("dns_port", ls.udpPort()),
+		zap.Strings("tcx", layers.TCX), zap.Strings("tcx_peers", layers.TCXPeers), zap.Bool("auto", auto))
+	return rec, nil
+}
+
+func sameNetns(a, b string) (bool, error) {
+	var sa, sb unix.Stat_t
+	if err := unix.Stat(a, &sa); err != nil {
+		return false, fmt.Errorf("stat %s: %w", a, err)
+	}
+	if err := unix.Stat(b, &sb); err != nil {
+		return false, fmt.Errorf("stat %s: %w", b, err)
+	}
+	return sa.Dev == sb.Dev && sa.Ino == sb.Ino, nil
+}
+
+// Detach finds an attachment by ID, container name or ID prefix and removes it.
+func (d *Daemon) Detach(ref, reason string) (Record, error) {
+	a, err := d.find(ref)
+	if err != nil {
+		return Record{}, err
+	}
+	return a.Record, d.detach(a.ID, reason)
+}
+
+func (d *Daemon) find(ref string) (*attachment, error) {
+	ref = strings.TrimPrefix(strings.TrimSpace(ref), "/")
+	if ref == "" {
+		return nil, userErr(400, "name an attached container")
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if a, ok := d.atts[ref]; ok {
+		return a, nil
+	}
+	var hits []*attachment
+	for _, a := range d.atts {
+		if a.Container.Name == ref || a.Container.ID == ref {
+			return a, nil
+		}
+		if strings.HasPrefix(a.Container.ID, ref) {
+			hits = append(hits, a)
+		}
+	}
+	switch len(hits) {
+	case 1:
+		return hits[0], nil
+	case 0:
+		return nil, userErr(404, "container %q is not attached", ref)
+	}
+	var names []string
+	for _, h := range hits {
+		names = append(names, h.ID)
+	}
+	return nil, userErr(409, "%q is ambiguous: %s", ref, strings.Join(names, ", "))
+}
+
+func (d *Daemon) detach(id, reason string) error {
+	d.opMu.Lock()
+	defer d.opMu.Unlock()
+	d.mu.Lock()
+	a, ok := d.atts[id]
+	if ok {
+		delete(d.atts, id)
+		delete(d.byCgroup, a.CgroupID)
+	}
+	d.mu.Unlock()
+	var cgid uint64
+	if ok {
+		a.cancel()
+		a.ls.Close()
+		cgid = a.CgroupID
+		d.dns.Forget(a.Container.Key())
+	}
+	err := d.enf.Detach(id, cgid)
+	if rerr := d.state.Remove(id); rerr != nil {
+		err = errors.Join(err, rerr)
+	}
+	if ok {
+		d.audit.Log(audit.Entry{Event: "detach", Container: a.Container.Name, ContainerID: a.Container.ID, Runtime: a.Container.Runtime, Action: "detach", Reason: reason})
+		d.log.Info("detached", zap.String("container", a.Container.Name), zap.String("reason", reason))
+	}
+	return err
+}
+
+// adoptAll re-adopts every attachment in the state dir after a (re)start.
+func (d *Daemon) adoptAll() {
+	recs, errs := d.state.Load()
+	for _, err := range errs {
+		d.log.Error("attachment state", zap.Error(err))
+	}
+	known := map[string]bool{}
+	for _, r := range recs {
+		known[r.ID] = true
+		if err := d.adopt(r); err != nil {
+			if errors.Is(err, enforce.ErrGone) {
+				d.log.Info("container gone while clawd was down: removing attachment", zap.String("container", r.Container.Name), zap.Error(err))
+				d.enf.Detach(r.ID, r.CgroupID)
+				d.state.Remove(r.ID)
+				continue
+			}
+			// Keep the pins: the container stays cut off rather than open.
+			d.log.Error("re-adopt failed: container stays cut off", zap.String("container", r.Container.Name), zap.Error(err))
+		}
+	}
+	pinned, err := d.enf.Pinned()
+	if err != nil {
+		d.log.Error("list pins", zap.Error(err))
+	}
+	for _, id := range pinned {
+		if !known[id] {
+			d.log.Warn("pins without state: left in place (fail closed); remove with `clawd detach`", zap.String("id", id))
+		}
+	}
+}
+
+func (d *Daemon) adopt(r Record) error {
+	start, err := procStartTime(r.PID)
+	if err != nil || start != r.StartTime {
+		return fmt.Errorf("process %d is gone: %w", r.PID, enforce.ErrGone)
+	}
+	if cg, err := enforce.CgroupOfPID(r.PID); err != nil || cg != r.Cgroup {
+		return fmt.Errorf("process %d left cgroup %s: %w", r.PID, r.Cgroup, enforce.ErrGone)
+	}
+	ls, err := openListeners(fmt.Sprintf("/proc/%d/ns/net", r.PID))
+	if err != nil {
+		return err
+	}
+	layers, err := d.enf.Adopt(enforce.Params{ID: r.ID, Cgroup: r.Cgroup, Netns: fmt.Sprintf("/proc/%d/ns/net", r.PID),
+		ProxyPort: ls.tcpPort(), DNSPort: ls.udpPort(), HasV6: ls.hasV6()})
+	if err != nil {
+		ls.Close()
+		return err
+	}
+	r.Layers.Cgroup = layers.Cgroup
+	d.serve(r, ls)
+	d.log.Info("re-adopted", zap.String("container", r.Container.Name), zap.Uint16("proxy_port", ls.tcpPort()))
+	return nil
+}
+
+// serve registers the attachment and starts its accept loops.
+func (d *Daemon) serve(r Record, ls *listeners) {
+	ctx, cancel := context.WithCancel(d.ctx)
+	a := &attachment{Record: r, ls: ls, cancel: cancel}
+	d.mu.Lock()
+	d.atts[r.ID] = a
+	d.byCgroup[r.CgroupID] = a
+	d.mu.Unlock()
+	for _, ln := range []net.Listener{ls.tcp4, ls.tcp6} {
+		if ln != nil {
+			go d.acceptLoop(ctx, a, ln)
+		}
+	}
+	for _, pc := range []net.PacketConn{ls.udp4, ls.udp6} {
+		if pc != nil {
+			go func(pc net.PacketConn) {
+				if err := d.dns.ServePacket(ctx, pc, r.Container); err != nil && ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
+					d.log.Warn("dns listener stopped", zap.String("container", r.Container.Name), zap.Error(err))
+				}
+			}(pc)
+		}
+	}
+}
+
+func (d *Daemon) acceptLoop(ctx context.Context, a *attachment, ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			d.log.Warn("accept", zap.String("container", a.Container.Name), zap.Error(err))
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
+		d.conns.Add(1)
+		go func() {
+			defer d.conns.Done()
+			d.handle(ctx, a, c)
+		}()
+	}
+}
+
+func (d *Daemon) handle(ctx context.Context, a *attachment, c net.Conn) {
+	ra, ok := c.RemoteAddr().(*net.TCPAddr)
+	if !ok {
+		c.Close()
+		return
+	}
+	fam := 6
+	ip, _ := netip.AddrFromSlice(ra.IP)
+	if ip.Unmap().Is4() {
+		fam = 4
+	}
+	o, ok := d.enf.OrigDst(a.ls.netns, uint16(ra.Port), fam)
+	if !ok {
+		// Someone in the container dialled the listener itself: there is
+		// nothing to forward to.
+		d.log.Debug("connection without original destination", zap.String("container", a.Container.Name), zap.Stringer("from", ra))
+		c.Close()
+		return
+	}
+	owner := a
+	if o.Cgroup != a.CgroupID {
+		// Containers sharing a netns (a pod) share the listener: the
+		// socket's cgroup says which one connected.
+		d.mu.Lock()
+		if b, ok := d.byCgroup[o.Cgroup]; ok {
+			owner = b
+		}
+		d.mu.Unlock()
+	}
+	dst := netip.AddrPortFrom(o.Dst.Addr().Unmap(), o.Dst.Port())
+	if dst.Port() == 53 {
+		d.dns.ServeConn(ctx, c, owner.Container)
+		return
+	}
+	d.proxy.ServeConn(ctx, c, proxy.ConnMeta{Container: owner.Container, OrigDst: dst})
+}
+
+// watchEvents attaches labelled containers when their task is created and
+// detaches containers whose task exited.
+func (d *Daemon) watchEvents() {
+	for _, r := range d.rt {
+		go func(r runtime.Runtime) {
+			evs, errs := r.Events(d.ctx)
+			for {
+				select {
+				case <-d.ctx.Done():
+					return
+				case err, ok := <-errs:
+					if !ok {
+						errs = nil
+						continue
+					}
+					d.log.Warn("runtime events", zap.String("runtime", r.Name()), zap.Error(err))
+				case ev, ok := <-evs:
+					if !ok {
+						return
+					}
+					d.onEvent(ev)
+				}
+			}
+		}(r)
+	}
+}
+
+func (d *Daemon) onEvent(ev runtime.Event) {
+	id := attachmentID(ev.Container.Container)
+	switch ev.Type {
+	case runtime.TaskCreated:
+		if !runtime.AutoAttach(ev.Container.Labels) || ev.Container.PID == 0 {
+			return
+		}
+		d.mu.Lock()
+		_, done := d.atts[id]
+		d.mu.Unlock()
+		if done {
+			return
+		}
+		trust := ev.Container.Labels["clawd.trust-ca"] == "true" || ev.Container.Labels["clawd.dev/trust-ca"] == "true"
+		if _, err := d.attach(ev.Container.Container, ev.Container.PID, trust, true); err != nil {
+			d.log.Error("auto-attach failed", zap.String("container", ev.Container.Name), zap.Error(err))
+		}
+	case runtime.TaskExited:
+		d.mu.Lock()
+		_, attached := d.atts[id]
+		d.mu.Unlock()
+		if attached {
+			if err := d.detach(id, "container exited"); err != nil {
+				d.log.Warn("detach exited container", zap.String("container", ev.Container.Name), zap.Error(err))
+			}
+		}
+	}
+}
+
+// sweepLoop is the backstop for missed exit events.
+func (d *Daemon) sweepLoop() {
+	if d.cfg.SweepInterval <= 0 {
+		return
+	}
+	t := time.NewTicker(d.cfg.SweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-d.ctx.Done():
+			return
+		case <-t.C:
+			d.Sweep()
+		}
+	}
+}
+
+// Sweep detaches attachments whose process or cgroup is gone.
+func (d *Daemon) Sweep() {
+	d.mu.Lock()
+	var gone []string
+	for id, a := range d.atts {
+		start, err := procStartTime(a.PID)
+		if err != nil || start != a.StartTime {
+			gone = append(gone, id)
+			continue
+		}
+		if _, err := os.Stat(a.Cgroup); err != nil {
+			gone = append(gone, id)
+		}
+	}
+	d.mu.Unlock()
+	for _, id := range gone {
+		if err := d.detach(id, "container gone (sweep)"); err != nil {
+			d.log.Warn("sweep detach", zap.String("id", id), zap.Error(err))
+		}
+	}
+}

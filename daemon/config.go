@@ -1,0 +1,153 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+)
+
+// Config is the daemon's own settings (the policy is a separate file). They
+// come from --config (YAML), flags, and CLAWD_* environment variables, in
+// increasing precedence for env over file and flags over both.
+type Config struct {
+	Socket            string        `mapstructure:"socket"`
+	StateDir          string        `mapstructure:"state-dir"`
+	Policy            string        `mapstructure:"policy"`
+	ContainerdAddress string        `mapstructure:"containerd-address"`
+	Namespaces        []string      `mapstructure:"namespaces"`
+	DockerHost        string        `mapstructure:"docker-host"`
+	PinRoot           string        `mapstructure:"pin-root"`
+	APIListen         string        `mapstructure:"api-listen"`
+	MetricsListen     string        `mapstructure:"metrics-listen"`
+	AuditLog          string        `mapstructure:"audit-log"`
+	LogLevel          string        `mapstructure:"log-level"`
+	LogFormat         string        `mapstructure:"log-format"` // "json", "console" or "" (json unless on a terminal)
+	DNSUpstreams      []string      `mapstructure:"dns-upstreams"`
+	UpstreamCAFile    string        `mapstructure:"upstream-ca-file"` // extra roots for upstream TLS (tests, private CAs)
+	SecretsFile       string        `mapstructure:"secrets-file"`
+	SecretsKey        string        `mapstructure:"secrets-key"`
+	DrainTimeout      time.Duration `mapstructure:"drain-timeout"`
+	SweepInterval     time.Duration `mapstructure:"sweep-interval"`
+	PeekTimeout       time.Duration `mapstructure:"peek-timeout"`
+	APIToken          string        `mapstructure:"api-token"`      // bearer token of the host approval API; generated into the state dir if empty
+	PublicURL         string        `mapstructure:"public-url"`     // base of signed approve/deny links
+	Approval          ApprovalConfig `mapstructure:"approval"`
+}
+
+// ApprovalConfig configures notifiers for held requests.
+type ApprovalConfig struct {
+	Webhooks []WebhookConfig `mapstructure:"webhooks"`
+	Slack    SlackConfig     `mapstructure:"slack"`
+	MaxPending             int `mapstructure:"max-pending"`
+	MaxPendingPerContainer int `mapstructure:"max-pending-per-container"`
+}
+
+type WebhookConfig struct {
+	URL    string `mapstructure:"url"`
+	Secret string `mapstructure:"secret"` // whsec_...
+}
+
+type SlackConfig struct {
+	WebhookURL    string   `mapstructure:"webhook-url"`
+	BotToken      string   `mapstructure:"bot-token"`
+	Channel       string   `mapstructure:"channel"`
+	APIBase       string   `mapstructure:"api-base"`
+	SigningSecret string   `mapstructure:"signing-secret"`
+	Approvers     []string `mapstructure:"approvers"`
+}
+
+// Defaults, also shown in --help.
+const (
+	DefaultConfig     = "/etc/clawd/clawd.yaml"
+	DefaultSocket     = "/run/clawd/clawd.sock"
+	DefaultStateDir   = "/var/lib/clawd"
+	DefaultPolicy     = "/etc/clawd/policy.yaml"
+	DefaultContainerd = "/run/containerd/containerd.sock"
+	DefaultDockerHost = "unix:///var/run/docker.sock"
+	DefaultPinRoot    = "/sys/fs/bpf/clawd"
+	DefaultAPIListen  = "127.0.0.1:8787"
+	DefaultMetrics    = "127.0.0.1:9787"
+)
+
+// Flags registers the daemon's flags on fs.
+func Flags(fs *pflag.FlagSet) {
+	fs.String("config", DefaultConfig, "daemon config file (YAML); missing is fine unless set explicitly")
+	fs.String("socket", DefaultSocket, "control socket (mode 0600)")
+	fs.String("state-dir", DefaultStateDir, "state directory")
+	fs.String("policy", DefaultPolicy, "policy file")
+	fs.String("containerd-address", DefaultContainerd, "containerd socket")
+	fs.StringSlice("namespaces", []string{"default", "moby", "k8s.io"}, "containerd namespaces to search and watch")
+	fs.String("docker-host", DefaultDockerHost, "Docker Engine API address")
+	fs.String("pin-root", DefaultPinRoot, "bpffs directory for pinned links and maps")
+	fs.String("api-listen", DefaultAPIListen, "host address of the approval API")
+	fs.String("metrics-listen", DefaultMetrics, "host address of the Prometheus metrics listener (empty disables)")
+	fs.String("audit-log", "", "audit log file (default STATE-DIR/audit.log)")
+	fs.String("log-level", "info", "log level: debug, info, warn, error")
+	fs.String("log-format", "", "log format: json or console (default json unless stderr is a terminal)")
+	fs.StringSlice("dns-upstreams", nil, "resolvers for agents' DNS (default: the host's /etc/resolv.conf)")
+	fs.String("upstream-ca-file", "", "extra CA certificates trusted for upstream TLS")
+	fs.String("secrets-file", "", "encrypted secret store (default STATE-DIR/secrets.json)")
+	fs.String("secrets-key", "", "secret store key file (default STATE-DIR/secrets.key)")
+	fs.Duration("drain-timeout", 10*time.Second, "how long in-flight connections may finish on shutdown")
+	fs.Duration("sweep-interval", 30*time.Second, "how often attachments of vanished containers are cleaned up")
+	fs.Duration("peek-timeout", time.Second, "how long to wait for a client's first bytes before treating a connection as raw TCP")
+	fs.String("api-token", "", "bearer token for the approval API (default: generated in STATE-DIR/api-token)")
+	fs.String("public-url", "", "base URL of signed approval links (default http://API-LISTEN)")
+}
+
+// LoadConfig reads the settings from fs, the config file and the environment.
+func LoadConfig(fs *pflag.FlagSet) (Config, error) {
+	v := viper.New()
+	v.SetEnvPrefix("CLAWD")
+	v.SetEnvKeyReplacer(strings.NewReplacer("-", "_", ".", "_"))
+	v.AutomaticEnv()
+	if err := v.BindPFlags(fs); err != nil {
+		return Config{}, fmt.Errorf("bind flags: %w", err)
+	}
+	path := v.GetString("config")
+	v.SetConfigFile(path)
+	v.SetConfigType("yaml")
+	if err := v.ReadInConfig(); err != nil {
+		explicit := fs.Changed("config") || os.Getenv("CLAWD_CONFIG") != ""
+		if explicit || !errors.Is(err, os.ErrNotExist) {
+			return Config{}, fmt.Errorf("read config %s: %w", path, err)
+		}
+	}
+	var c Config
+	if err := v.Unmarshal(&c); err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	if c.AuditLog == "" {
+		c.AuditLog = c.StateDir + "/audit.log"
+	}
+	if c.SecretsFile == "" {
+		c.SecretsFile = c.StateDir + "/secrets.json"
+	}
+	if c.SecretsKey == "" {
+		c.SecretsKey = c.StateDir + "/secrets.key"
+	}
+	return c, c.validate()
+}
+
+func (c Config) validate() error {
+	for name, v := range map[string]string{"socket": c.Socket, "state-dir": c.StateDir, "policy": c.Policy, "pin-root": c.PinRoot} {
+		if v == "" {
+			return fmt.Errorf("config: %s must not be empty", name)
+		}
+	}
+	if _, err := netip.ParseAddrPort(c.APIListen); err != nil {
+		return fmt.Errorf("config: api-listen %q: %w", c.APIListen, err)
+	}
+	if c.MetricsListen != "" {
+		if _, err := netip.ParseAddrPort(c.MetricsListen); err != nil {
+			return fmt.Errorf("config: metrics-listen %q: %w", c.MetricsListen, err)
+		}
+	}
+	return nil
+}

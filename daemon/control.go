@@ -1,0 +1,246 @@
+package daemon
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sys/unix"
+
+	"github.com/clawd-dev/clawd/daemon/enforce"
+)
+
+// AttachmentInfo is one row of `clawd ls`.
+type AttachmentInfo struct {
+	Record
+	Counters enforce.Counters `json:"counters"`
+}
+
+// Status is the answer of GET /v1/status.
+type Status struct {
+	Version         string    `json:"version"`
+	Started         time.Time `json:"started"`
+	Attachments     int       `json:"attachments"`
+	Policy          string    `json:"policy"`
+	PolicyRules     int       `json:"policy_rules"`
+	PolicyReloaded  time.Time `json:"policy_reloaded"`
+	PolicyError     string    `json:"policy_error,omitempty"`
+	Runtimes        []string  `json:"runtimes"`
+	PinRoot         string    `json:"pin_root"`
+	APIListen       string    `json:"api_listen"`
+	MetricsListen   string    `json:"metrics_listen,omitempty"`
+	AuditLog        string    `json:"audit_log"`
+	PendingApproval int       `json:"pending_approvals"`
+}
+
+// listenControl opens the root-only control socket.
+func (d *Daemon) listenControl() (net.Listener, error) {
+	path := d.cfg.Socket
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("another clawd daemon is serving %s", path)
+	}
+	os.Remove(path)
+	old := unix.Umask(0o177)
+	ln, err := net.Listen("unix", path)
+	unix.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("listen on control socket %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return &rootOnly{Listener: ln}, nil
+}
+
+// rootOnly refuses connections from any user but root, even if the socket's
+// mode was loosened by hand.
+type rootOnly struct{ net.Listener }
+
+func (l *rootOnly) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		uc, ok := c.(*net.UnixConn)
+		if !ok {
+			c.Close()
+			continue
+		}
+		uid, err := peerUID(uc)
+		if err == nil && uid == 0 {
+			return c, nil
+		}
+		body := `{"error":"clawd's control socket accepts only root"}`
+		fmt.Fprintf(c, "HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body)
+		c.Close()
+	}
+}
+
+func peerUID(c *net.UnixConn) (uint32, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := rc.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return 0, err
+	}
+	if cerr != nil {
+		return 0, cerr
+	}
+	return cred.Uid, nil
+}
+
+func (d *Daemon) controlHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, d.Status()) })
+	mux.HandleFunc("GET /v1/attachments", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, d.List()) })
+	mux.HandleFunc("POST /v1/attach", func(w http.ResponseWriter, r *http.Request) {
+		var req AttachRequest
+		if err := decodeJSON(r, &req); err != nil {
+			writeErr(w, err)
+			return
+		}
+		rec, err := d.Attach(r.Context(), req)
+		if err != nil {
+			writeErr(w, err)
+			return
+		}
+		writeJSON(w, 200, rec)
+	})
+	mux.HandleFunc("POST /v1/detach", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Container string `json:"container"`
+		}
+		if err := decodeJSON(r, &req); err != nil {
+			writeErr(w, err)
+			return
+		}
+		rec, err := d.Detach(req.Container, "detached by operator")
+		if err != nil {
+			writeErr(w, err)
+			return
+		}
+		writeJSON(w, 200, rec)
+	})
+	mux.HandleFunc("POST /v1/policy/reload", func(w http.ResponseWriter, r *http.Request) {
+		if err := d.Reload(); err != nil {
+			writeErr(w, &UserError{Status: 422, Err: fmt.Errorf("policy reload failed, the previous policy stays in force: %w", err)})
+			return
+		}
+		writeJSON(w, 200, map[string]any{"reloaded": true, "rules": d.policy.Current().Rules()})
+	})
+	mux.HandleFunc("GET /v1/ca", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/x-pem-file")
+		w.Write(d.ca.CertPEM())
+	})
+	api := d.approvals.APIHandler()
+	mux.Handle("/v1/approvals", api)
+	mux.Handle("/v1/approvals/", api)
+	mux.Handle("/v1/grants", api)
+	mux.Handle("/v1/grants/", api)
+	return mux
+}
+
+func (d *Daemon) publicHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, 200, map[string]any{"ok": true, "attachments": d.count()})
+	})
+	mux.Handle("/", d.approvals.PublicHandler())
+	return mux
+}
+
+// Status reports the daemon's state for `clawd status`.
+func (d *Daemon) Status() Status {
+	s := Status{
+		Version: Version, Started: d.started, Attachments: d.count(), Policy: d.cfg.Policy,
+		PolicyReloaded: d.policy.LastReload(), PinRoot: d.cfg.PinRoot, APIListen: d.cfg.APIListen,
+		MetricsListen: d.cfg.MetricsListen, AuditLog: d.cfg.AuditLog,
+	}
+	if p := d.policy.Current(); p != nil {
+		s.PolicyRules = p.Rules()
+	}
+	if err := d.policy.LastError(); err != nil {
+		s.PolicyError = err.Error()
+	}
+	for _, r := range d.rt {
+		s.Runtimes = append(s.Runtimes, r.Name())
+	}
+	pending, _ := d.approvals.List("")
+	s.PendingApproval = len(pending)
+	return s
+}
+
+// List returns the attachments with their counters, sorted by name.
+func (d *Daemon) List() []AttachmentInfo {
+	d.mu.Lock()
+	out := make([]AttachmentInfo, 0, len(d.atts))
+	for _, a := range d.atts {
+		out = append(out, AttachmentInfo{Record: a.Record})
+	}
+	d.mu.Unlock()
+	for i := range out {
+		out[i].Counters, _ = d.enf.Counters(out[i].CgroupID)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Container.Name < out[j].Container.Name })
+	return out
+}
+
+func decodeJSON(r *http.Request, v any) error {
+	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return &UserError{Status: 400, Err: fmt.Errorf("bad request body: %w", err)}
+	}
+	return nil
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+func writeErr(w http.ResponseWriter, err error) {
+	status := 500
+	var ue *UserError
+	if errors.As(err, &ue) {
+		status = ue.Status
+	}
+	writeJSON(w, status, map[string]string{"error": err.Error()})
+}
+
+// bpfCollector exports the per-container BPF counters.
+type bpfCollector struct{ d *Daemon }
+
+var bpfDesc = prometheus.NewDesc("clawd_bpf_events_total", "Kernel-side events per attached container.", []string{"container", "event"}, nil)
+
+func (c *bpfCollector) Describe(ch chan<- *prometheus.Desc) { ch <- bpfDesc }
+
+func (c *bpfCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, a := range c.d.List() {
+		n := a.Container.Name
+		k := a.Counters
+		for ev, v := range map[string]uint64{
+			"redirected": k.Redirected, "dns": k.DNS, "udp_refused": k.UDPRefused, "socket_refused": k.SockRefused,
+			"sockopt_refused": k.OptRefused, "packet_dropped": k.PktDropped, "interface_dropped": k.IfDropped,
+		} {
+			ch <- prometheus.MustNewConstMetric(bpfDesc, prometheus.CounterValue, float64(v), strings.TrimPrefix(n, "/"), ev)
+		}
+	}
+}

@@ -1,0 +1,399 @@
+// Package daemon is clawd's long-running process: it owns the attachments
+// (eBPF links, per-container listeners, state), the control socket, the host
+// API and metrics listeners, and wires policy, proxy, DNS, secrets and
+// approvals together.
+package daemon
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	sddaemon "github.com/coreos/go-systemd/v22/daemon"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+
+	"github.com/clawd-dev/clawd/approval"
+	"github.com/clawd-dev/clawd/audit"
+	"github.com/clawd-dev/clawd/daemon/enforce"
+	"github.com/clawd-dev/clawd/daemon/runtime"
+	"github.com/clawd-dev/clawd/policy"
+	"github.com/clawd-dev/clawd/proxy"
+	"github.com/clawd-dev/clawd/proxy/ca"
+	"github.com/clawd-dev/clawd/proxy/dns"
+	"github.com/clawd-dev/clawd/secrets"
+)
+
+// Version is set at build time (-ldflags "-X ...daemon.Version=...").
+var Version = "dev"
+
+// Daemon is one running clawd.
+type Daemon struct {
+	cfg     Config
+	log     *zap.Logger
+	reg     *prometheus.Registry
+	started time.Time
+
+	enf       *enforce.Enforcer
+	state     *stateStore
+	policy    *policy.Engine
+	secrets   *secrets.Store
+	approvals *approval.Manager
+	proxy     *proxy.Server
+	dns       *dns.Resolver
+	audit     *audit.Logger
+	ca        *ca.CA
+	rt        runtime.Multi
+
+	ctx    context.Context // cancelled when the daemon stops serving
+	cancel context.CancelFunc
+	conns  sync.WaitGroup
+
+	mu       sync.Mutex // guards atts and byCgroup; attach/detach hold opMu
+	opMu     sync.Mutex
+	atts     map[string]*attachment
+	byCgroup map[uint64]*attachment
+}
+
+type attachment struct {
+	Record
+	ls     *listeners
+	cancel context.CancelFunc
+}
+
+// New builds a daemon from its settings; Run starts it.
+func New(cfg Config, log *zap.Logger) (*Daemon, error) {
+	if os.Geteuid() != 0 {
+		return nil, errors.New("clawd daemon must run as root (it loads eBPF programs and enters network namespaces)")
+	}
+	for _, dir := range []string{cfg.StateDir, filepath.Dir(cfg.Socket), filepath.Dir(cfg.AuditLog)} {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("create %s: %w", dir, err)
+		}
+	}
+	d := &Daemon{
+		cfg: cfg, log: log, reg: prometheus.NewRegistry(), started: time.Now(),
+		atts: map[string]*attachment{}, byCgroup: map[uint64]*attachment{},
+	}
+	d.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	d.ctx, d.cancel = context.WithCancel(context.Background())
+	var err error
+	if d.enf, err = enforce.New(cfg.PinRoot); err != nil {
+		return nil, err
+	}
+	if d.state, err = newStateStore(cfg.StateDir); err != nil {
+		return nil, err
+	}
+	if d.audit, err = audit.Open(cfg.AuditLog); err != nil {
+		return nil, err
+	}
+	d.audit.OnError = func(err error) { log.Error("audit log write failed", zap.Error(err)) }
+	if d.policy, err = policy.NewEngine(cfg.Policy, log.Named("policy"), d.reg); err != nil {
+		return nil, fmt.Errorf("policy: %w", err)
+	}
+	if d.secrets, err = secrets.Open(cfg.SecretsFile, cfg.SecretsKey); err != nil {
+		return nil, fmt.Errorf("secrets: %w", err)
+	}
+	if err := d.secrets.Instrument(d.reg); err != nil {
+		return nil, err
+	}
+	if d.ca, err = ca.LoadOrCreate(filepath.Join(cfg.StateDir, "ca")); err != nil {
+		return nil, fmt.Errorf("ca: %w", err)
+	}
+	if d.dns, err = dns.New(dns.Config{
+		Upstreams:  cfg.DNSUpstreams,
+		MayResolve: d.policy.MayResolve,
+		Audit:      d.audit, Log: log.Named("dns"), Registerer: d.reg,
+	}); err != nil {
+		return nil, fmt.Errorf("dns: %w", err)
+	}
+	if d.approvals, err = d.newApprovals(); err != nil {
+		return nil, fmt.Errorf("approvals: %w", err)
+	}
+	roots, err := upstreamRoots(cfg.UpstreamCAFile)
+	if err != nil {
+		return nil, err
+	}
+	forbidden, err := forbiddenAddrs(cfg.APIListen, cfg.MetricsListen)
+	if err != nil {
+		return nil, err
+	}
+	if d.proxy, err = proxy.New(proxy.Config{
+		Decider: d.policy, Approver: d.approvals, Injector: injector{d.secrets}, Names: d.dns,
+		CA: d.ca, UpstreamRoots: roots, Forbidden: forbidden,
+		Audit: d.audit, Log: log.Named("proxy"), Registerer: d.reg,
+		PeekTimeout: cfg.PeekTimeout,
+	}); err != nil {
+		return nil, fmt.Errorf("proxy: %w", err)
+	}
+	d.rt = d.newRuntimes()
+	d.reg.MustRegister(&bpfCollector{d: d})
+	return d, nil
+}
+
+func (d *Daemon) newApprovals() (*approval.Manager, error) {
+	c := d.cfg
+	token := c.APIToken
+	if token == "" {
+		var err error
+		if token, err = loadOrCreateToken(filepath.Join(c.StateDir, "api-token")); err != nil {
+			return nil, err
+		}
+	}
+	public := c.PublicURL
+	if public == "" {
+		public = "http://" + c.APIListen
+	}
+	var notifiers []approval.Notifier
+	for i, w := range c.Approval.Webhooks {
+		n, err := approval.NewWebhook(approval.WebhookConfig{Name: fmt.Sprintf("webhook-%d", i+1), URL: w.URL, Secret: w.Secret})
+		if err != nil {
+			return nil, fmt.Errorf("webhook %d: %w", i+1, err)
+		}
+		notifiers = append(notifiers, n)
+	}
+	if s := c.Approval.Slack; s.WebhookURL != "" || s.BotToken != "" {
+		n, err := approval.NewSlack(approval.SlackConfig{WebhookURL: s.WebhookURL, BotToken: s.BotToken, Channel: s.Channel, APIBase: s.APIBase})
+		if err != nil {
+			return nil, fmt.Errorf("slack: %w", err)
+		}
+		notifiers = append(notifiers, n)
+	}
+	return approval.New(approval.Config{
+		DBPath:    filepath.Join(c.StateDir, "approvals.db"),
+		Notifiers: notifiers, Redactor: d.secrets, Audit: d.audit,
+		Log: d.log.Named("approval"), Registerer: d.reg,
+		PublicURL: public, APIToken: token,
+		MaxPending: c.Approval.MaxPending, MaxPendingPerContainer: c.Approval.MaxPendingPerContainer,
+		SlackSigningSecret: c.Approval.Slack.SigningSecret, SlackApprovers: c.Approval.Slack.Approvers,
+	})
+}
+
+func (d *Daemon) newRuntimes() runtime.Multi {
+	var m runtime.Multi
+	if d.cfg.ContainerdAddress != "" {
+		r, err := runtime.NewContainerd(d.cfg.ContainerdAddress, d.cfg.Namespaces)
+		if err != nil {
+			d.log.Warn("containerd runtime unavailable", zap.Error(err))
+		} else {
+			m = append(m, r)
+		}
+	}
+	if d.cfg.DockerHost != "" {
+		r, err := runtime.NewDocker(d.cfg.DockerHost)
+		if err != nil {
+			d.log.Warn("docker runtime unavailable", zap.Error(err))
+		} else {
+			m = append(m, r)
+		}
+	}
+	return m
+}
+
+func upstreamRoots(file string) (*x509.CertPool, error) {
+	if file == "" {
+		return nil, nil
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("upstream-ca-file: %w", err)
+	}
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("upstream-ca-file %s holds no PEM certificate", file)
+	}
+	return pool, nil
+}
+
+// forbiddenAddrs lists every host address at which clawd's API or metrics
+// answer. A container reaches the host's addresses only through the proxy,
+// which dials from the host, so these are what must be refused.
+func forbiddenAddrs(listens ...string) ([]netip.AddrPort, error) {
+	var out []netip.AddrPort
+	local, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil, fmt.Errorf("list host addresses: %w", err)
+	}
+	for _, l := range listens {
+		if l == "" {
+			continue
+		}
+		ap, err := netip.ParseAddrPort(l)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ap)
+		if ap.Addr().IsUnspecified() || ap.Addr().IsLoopback() {
+			// Unspecified: every local address answers. Loopback: guard
+			// anyway, in case a container shares a route to it.
+			for _, a := range local {
+				if p, ok := netip.AddrFromSlice(ipOf(a)); ok {
+					out = append(out, netip.AddrPortFrom(p.Unmap(), ap.Port()))
+				}
+			}
+		}
+	}
+	return out, nil
+}
+
+func ipOf(a net.Addr) net.IP {
+	switch v := a.(type) {
+	case *net.IPNet:
+		return v.IP
+	case *net.IPAddr:
+		return v.IP
+	}
+	return nil
+}
+
+func loadOrCreateToken(path string) (string, error) {
+	if b, err := os.ReadFile(path); err == nil {
+		if t := strings.TrimSpace(string(b)); t != "" {
+			return t, nil
+		}
+	}
+	buf := make([]byte, 32)
+	if _, err := rand.Read(buf); err != nil {
+		return "", err
+	}
+	t := hex.EncodeToString(buf)
+	if err := writeFileAtomic(path, []byte(t+"\n"), 0o600); err != nil {
+		return "", err
+	}
+	return t, nil
+}
+
+// injector adapts the secret store to the proxy's interface.
+type injector struct{ s *secrets.Store }
+
+func (i injector) Inject(r *http.Request, host string) (proxy.Injection, error) {
+	inj, err := i.s.Inject(r, host)
+	if inj == nil {
+		return nil, err
+	}
+	return inj, err
+}
+func (i injector) BoundTo(host string) bool { return i.s.BoundTo(host) }
+func (i injector) Hint(host string) string  { return secrets.Hint(host) }
+
+// Run serves until ctx is cancelled, then drains and returns. Pins stay in
+// place: attached containers stay cut off while no daemon runs.
+func (d *Daemon) Run(ctx context.Context) error {
+	d.adoptAll()
+
+	ctl, err := d.listenControl()
+	if err != nil {
+		return err
+	}
+	servers := []*http.Server{{Handler: d.controlHandler(), ReadHeaderTimeout: 10 * time.Second}}
+	listeners := []net.Listener{ctl}
+
+	apiLn, err := net.Listen("tcp", d.cfg.APIListen)
+	if err != nil {
+		ctl.Close()
+		return fmt.Errorf("listen api %s: %w", d.cfg.APIListen, err)
+	}
+	servers = append(servers, &http.Server{Handler: d.publicHandler(), ReadHeaderTimeout: 10 * time.Second})
+	listeners = append(listeners, apiLn)
+	if d.cfg.MetricsListen != "" {
+		mln, err := net.Listen("tcp", d.cfg.MetricsListen)
+		if err != nil {
+			ctl.Close()
+			apiLn.Close()
+			return fmt.Errorf("listen metrics %s: %w", d.cfg.MetricsListen, err)
+		}
+		servers = append(servers, &http.Server{Handler: promhttp.HandlerFor(d.reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 10 * time.Second})
+		listeners = append(listeners, mln)
+	}
+	for i, s := range servers {
+		go s.Serve(listeners[i])
+	}
+
+	go func() {
+		if err := d.policy.Watch(d.ctx); err != nil && d.ctx.Err() == nil {
+			d.log.Error("policy watcher stopped", zap.Error(err))
+		}
+	}()
+	go func() {
+		if err := d.secrets.Watch(d.ctx, d.log.Named("secrets")); err != nil && d.ctx.Err() == nil {
+			d.log.Error("secret watcher stopped", zap.Error(err))
+		}
+	}()
+	go d.watchEvents()
+	go d.sweepLoop()
+
+	sddaemon.SdNotify(false, sddaemon.SdNotifyReady)
+	d.log.Info("clawd ready", zap.String("version", Version), zap.String("socket", d.cfg.Socket),
+		zap.String("api", d.cfg.APIListen), zap.Int("attachments", d.count()))
+
+	<-ctx.Done()
+	sddaemon.SdNotify(false, sddaemon.SdNotifyStopping)
+	d.log.Info("clawd stopping: draining connections", zap.Duration("timeout", d.cfg.DrainTimeout))
+	return d.shutdown(servers)
+}
+
+func (d *Daemon) shutdown(servers []*http.Server) error {
+	// Stop accepting first: from here on, connects of attached containers
+	// are refused by the kernel (no listener), never let through.
+	d.mu.Lock()
+	for _, a := range d.atts {
+		a.ls.Close()
+	}
+	d.mu.Unlock()
+	d.approvals.Shutdown()
+	dctx, cancel := context.WithTimeout(context.Background(), d.cfg.DrainTimeout)
+	defer cancel()
+	err := d.proxy.Shutdown(dctx)
+	done := make(chan struct{})
+	go func() { d.conns.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-dctx.Done():
+		d.log.Warn("drain timeout: closing remaining connections")
+	}
+	d.cancel()
+	for _, s := range servers {
+		s.Shutdown(dctx)
+	}
+	os.Remove(d.cfg.Socket)
+	for _, r := range d.rt {
+		r.Close()
+	}
+	d.audit.Close()
+	d.enf.Close()
+	return err
+}
+
+func (d *Daemon) count() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.atts)
+}
+
+// Reload re-reads the policy and reopens the audit log (SIGHUP).
+func (d *Daemon) Reload() error {
+	err := d.policy.Reload()
+	if rerr := d.audit.Reopen(); rerr != nil {
+		d.log.Error("reopen audit log", zap.Error(rerr))
+	}
+	if serr := d.secrets.Reload(); serr != nil {
+		d.log.Error("reload secrets (keeping the last good copy)", zap.Error(serr))
+	}
+	return err
+}

@@ -1,0 +1,55 @@
+package daemon
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// FormatList prints `clawd ls` as a table.
+func FormatList(w io.Writer, list []AttachmentInfo, now time.Time) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "CONTAINER\tRUNTIME\tNAMESPACE\tCGROUP\tATTACHED\tREDIRECTED\tDNS\tUDP-REFUSED\tSOCK-REFUSED\tDROPPED\tLAYERS")
+	for _, a := range list {
+		layers := "cgroup"
+		if len(a.Layers.TCX) > 0 {
+			layers += "+tcx"
+		}
+		if len(a.Layers.TCXPeers) > 0 {
+			layers += "+peer"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s ago\t%d\t%d\t%d\t%d\t%d\t%s\n",
+			a.Container.Name, a.Container.Runtime, dash(a.Container.Namespace), a.Cgroup,
+			now.Sub(a.AttachedAt).Truncate(time.Second), a.Counters.Redirected, a.Counters.DNS,
+			a.Counters.UDPRefused, a.Counters.SockRefused+a.Counters.OptRefused,
+			a.Counters.PktDropped+a.Counters.IfDropped, layers)
+	}
+	return tw.Flush()
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// FormatStatus prints `clawd status`.
+func FormatStatus(w io.Writer, s Status) {
+	fmt.Fprintf(w, "clawd %s, up since %s\n", s.Version, s.Started.Format(time.RFC3339))
+	fmt.Fprintf(w, "attachments:       %d\n", s.Attachments)
+	fmt.Fprintf(w, "pending approvals: %d\n", s.PendingApproval)
+	fmt.Fprintf(w, "policy:            %s (%d rules, loaded %s)\n", s.Policy, s.PolicyRules, s.PolicyReloaded.Format(time.RFC3339))
+	if s.PolicyError != "" {
+		fmt.Fprintf(w, "policy error:      %s\n                   (the previous policy stays in force)\n", s.PolicyError)
+	}
+	fmt.Fprintf(w, "runtimes:          %s\n", strings.Join(s.Runtimes, ", "))
+	fmt.Fprintf(w, "approval API:      %s\n", s.APIListen)
+	if s.MetricsListen != "" {
+		fmt.Fprintf(w, "metrics:           %s\n", s.MetricsListen)
+	}
+	fmt.Fprintf(w, "audit log:         %s\n", s.AuditLog)
+	fmt.Fprintf(w, "pins:              %s\n", s.PinRoot)
+}

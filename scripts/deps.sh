@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs the Debian packages clawd's build, tests and demo need, if missing.
+# Idempotent; run as root on Debian 12.
+set -euo pipefail
+need=()
+have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+for p in containerd runc busybox-static docker.io iproute2 iptables ca-certificates curl; do
+	have "$p" || need+=("$p")
+done
+if ((${#need[@]})); then
+	echo "installing: ${need[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+if ! command -v go >/dev/null && [ ! -x /usr/local/go/bin/go ]; then
+	echo "Go 1.26 is required (https://go.dev/doc/install); install it at /usr/local/go" >&2
+	exit 1
+fi
