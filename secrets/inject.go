@@ -340,7 +340,8 @@ func (inj *Injection) body(req *http.Request, host string, active, forbidden []*
 	if m.empty() {
 		return nil
 	}
-	if req.ContentLength >= 0 && req.ContentLength <= maxBufferedBody {
+	// For client requests ContentLength 0 with a body means "unknown".
+	if req.ContentLength > 0 && req.ContentLength <= maxBufferedBody {
 		b, err := io.ReadAll(io.LimitReader(req.Body, req.ContentLength+1))
 		req.Body.Close()
 		if err != nil {
