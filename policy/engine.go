@@ -35,6 +35,7 @@ type Engine struct {
 	lastReload time.Time
 	lastSum    [32]byte // content of the last file Watch acted on
 	now        func() time.Time
+	onWatch    func() // test hook: called once the watch is in place
 
 	reloads *prometheus.CounterVec
 	rules   prometheus.Gauge
@@ -196,6 +197,9 @@ func (e *Engine) Watch(ctx context.Context) error {
 		return fmt.Errorf("watch policy directory %s: %w", dir, err)
 	}
 	e.log.Info("watching policy for changes", zap.String("dir", dir))
+	if e.onWatch != nil {
+		e.onWatch()
+	}
 
 	var timer *time.Timer
 	var fire <-chan time.Time

@@ -59,6 +59,19 @@ type rule struct {
 	intercept bool
 	reason    string
 	httpCond  bool // needs HTTP facts (method/path/header/body/readonly)
+
+	// Reasons built once at parse time: formatting them per decision would
+	// cost more than the whole indexed lookup.
+	allowReason, approveReason string
+}
+
+func (r *rule) prepare() {
+	r.allowReason = fmt.Sprintf("allowed by rule %q", r.name)
+	r.approveReason = fmt.Sprintf("rule %q requires human approval", r.name)
+	if r.reason != "" {
+		r.allowReason += ": " + r.reason
+		r.approveReason += ": " + r.reason
+	}
 }
 
 func newSet(name string, line int) *ruleSet {
@@ -75,6 +88,7 @@ func newSet(name string, line int) *ruleSet {
 }
 
 func (s *ruleSet) add(r *rule) {
+	r.prepare()
 	r.idx = int32(len(s.rules))
 	s.rules = append(s.rules, r)
 	for _, h := range r.hosts {
@@ -374,19 +388,19 @@ func (p *Policy) finish(s *ruleSet, r *rule, in Input, d Decision, host string) 
 	}
 	switch d.Action {
 	case Allow:
-		d.Reason = fmt.Sprintf("allowed by rule %q", r.name)
+		d.Reason = r.allowReason
 	case Approve:
 		d.ApprovalTimeout = r.timeout
 		if r.readonly {
 			d.Reason = fmt.Sprintf("rule %q is read-only: %s needs human approval", r.name, in.Method)
 		} else {
-			d.Reason = fmt.Sprintf("rule %q requires human approval", r.name)
+			d.Reason = r.approveReason
 		}
 	case Deny:
 		d.Reason = fmt.Sprintf("denied by rule %q for %s", r.name, describeDst(host, in))
-	}
-	if r.reason != "" {
-		d.Reason += ": " + r.reason
+		if r.reason != "" {
+			d.Reason += ": " + r.reason
+		}
 	}
 	return d
 }
