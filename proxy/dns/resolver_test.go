@@ -643,3 +643,19 @@ func TestNewConfig(t *testing.T) {
 		})
 	}
 }
+
+// Two resolvers may share a registry (the daemon restarting its DNS side);
+// they count on the same metric.
+func TestSharedRegistry(t *testing.T) {
+	f := newFixture(t, nil)
+	g, err := New(Config{Upstreams: []string{f.up.addr}, Registerer: f.reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.ask(t, agent, "example.test.", mdns.TypeA)
+	f.r = g
+	f.ask(t, agent, "example.test.", mdns.TypeA)
+	if got := f.metric(t, resultForwarded); got != 2 {
+		t.Errorf("forwarded metric = %v, want 2", got)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"sync"
@@ -20,7 +21,7 @@ const tcpIdle = 30 * time.Second
 
 // ServePacket answers DNS queries arriving on pc, all from container c,
 // until ctx is done or pc is closed; both end it with a nil error. pc stays
-// the caller's to close. Queries beyond the container's in-flight limit are
+// the caller's to close (ctx ending sets a past read deadline on it). Queries beyond the container's in-flight limit are
 // dropped (the client retries). ServePacket returns only after every answer
 // it started has been sent or abandoned.
 func (r *Resolver) ServePacket(ctx context.Context, pc net.PacketConn, c policy.Container) error {
@@ -38,11 +39,7 @@ func (r *Resolver) ServePacket(ctx context.Context, pc net.PacketConn, c policy.
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue // a deadline someone else set
-			}
-			return err
+			return fmt.Errorf("dns: read query: %w", err)
 		}
 		select {
 		case st.sem <- struct{}{}:
