@@ -263,9 +263,7 @@ func (r *Resolver) answer(ctx context.Context, c policy.Container, req *mdns.Msg
 	}
 	if len(req.Question) != 1 {
 		r.queries.WithLabelValues(resultMalformed).Inc()
-		m := new(mdns.Msg).SetRcodeFormatError(req)
-		m.Question = nil
-		return m
+		return new(mdns.Msg).SetRcodeFormatError(req)
 	}
 	q := req.Question[0]
 	name := normalize(q.Name)
