@@ -306,9 +306,6 @@ func (inj *Injection) url(req *http.Request, active []*entry) {
 	}
 	if p, err := url.PathUnescape(rawPath); err == nil {
 		u.Path, u.RawPath = p, rawPath
-		if u.EscapedPath() != rawPath {
-			u.RawPath = rawPath
-		}
 	}
 	if req.RequestURI != "" {
 		req.RequestURI = u.RequestURI()

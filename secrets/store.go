@@ -100,6 +100,13 @@ func Open(path, keyPath string) (*Store, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("open secret store: %w", err)
 	}
+	// A store without its key can't be read, and a fresh key would make
+	// the next write replace it: refuse instead of generating one.
+	if _, err := os.Stat(keyPath); errors.Is(err, fs.ErrNotExist) {
+		if fi, err := os.Stat(path); err == nil && fi.Size() > 0 {
+			return nil, fmt.Errorf("open secret store: key file %s is missing but store %s exists; restore the key or move the store away", keyPath, path)
+		}
+	}
 	key, err := loadKey(keyPath)
 	if err != nil {
 		return nil, fmt.Errorf("open secret store: %w", err)
