@@ -105,9 +105,9 @@ func (inj *Injection) setMisuse(err error) {
 
 // Inject replaces, in req, the placeholders of secrets bound to host (the
 // request's destination, port ignored) by their values: in every header
-// (including inside "Basic base64(user:placeholder)"), the query, the path,
-// the secret's path template or regex, and the body for secrets with Body
-// set. Header-mode secrets set their header even if the agent sent none.
+// (including inside "Basic base64(user:placeholder)"), the path, the
+// secret's path template or regex, and the query and body for secrets with
+// Query and Body set. Header-mode secrets set their header even if the agent sent none.
 // Call it after the policy allowed the request, with the request about to
 // be sent upstream.
 //
@@ -283,7 +283,7 @@ func (inj *Injection) url(req *http.Request, active []*entry) {
 	rawPath := u.EscapedPath()
 	for _, e := range active {
 		ph := e.meta.Placeholder
-		if strings.Contains(u.RawQuery, ph) {
+		if e.meta.Query && strings.Contains(u.RawQuery, ph) {
 			u.RawQuery = strings.ReplaceAll(u.RawQuery, ph, url.QueryEscape(string(e.value)))
 			inj.used(e.meta.Name)
 			changed = true

@@ -47,7 +47,7 @@ func newFixture(t *testing.T) *fixture {
 		{Secret{Name: "limited", Hosts: []string{"api.limited.com"}, Paths: []string{"/repos/**", "/gists/*"}}, vLimited},
 		{Secret{Name: "github", Preset: "github"}, vGitHub},
 		{Secret{Name: "anthropic", Preset: "anthropic"}, vAnthropic},
-		{Secret{Name: "query", Hosts: []string{"q.example.com"}}, vQuery},
+		{Secret{Name: "query", Hosts: []string{"q.example.com"}, Query: true}, vQuery},
 	} {
 		sec := mustSet(t, s, c.spec, c.value)
 		f.ph[sec.Name] = sec.Placeholder
@@ -125,6 +125,10 @@ func TestInjectPositions(t *testing.T) {
 		{
 			name: "query", url: "http://q.example.com/search?key={ph:query}&x=1", host: "q.example.com",
 			wantURL: "http://q.example.com/search?key=" + url.QueryEscape(vQuery) + "&x=1", wantNames: "query", wantLen: -2,
+		},
+		{
+			name: "query placeholder left alone without Query opt-in", url: "http://api.example.com/s?key={ph:custom}", host: "api.example.com",
+			wantURL: "http://api.example.com/s?key={ph:custom}", wantNames: "", wantLen: -2,
 		},
 		{
 			name: "placeholder in path", url: "http://api.telegram.org/bot{ph:tg}/sendMessage", host: "api.telegram.org",
@@ -220,8 +224,8 @@ func TestInjectPositions(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if tt.wantURL != "" && req.URL.String() != tt.wantURL {
-				t.Errorf("URL = %s\n want %s", req.URL, tt.wantURL)
+			if want := f.expand(tt.wantURL); want != "" && req.URL.String() != want {
+				t.Errorf("URL = %s\n want %s", req.URL, want)
 			}
 			for k, want := range tt.wantHdr {
 				if got := req.Header.Get(k); got != want {

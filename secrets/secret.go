@@ -59,9 +59,13 @@ type Secret struct {
 	// PathRegex is a regular expression with exactly one capture group,
 	// matched against the escaped path; the group is replaced by the value.
 	PathRegex string `json:"path_regex,omitempty"`
-	// Body opts in to replacing the placeholder in request bodies. Bodies
-	// are always scanned for placeholders of unbound secrets.
-	Body bool `json:"body,omitempty"`
+	// Query opts in to replacing the placeholder in the query string, and
+	// Body in request bodies. Both are off by default because APIs store
+	// query parameters and bodies (an issue title, a gist) where the agent
+	// could read the value back later, transformed past the response
+	// scrubber. Misuse detection covers the query and body regardless.
+	Query bool `json:"query,omitempty"`
+	Body  bool `json:"body,omitempty"`
 	// Env lists extra environment variable names `clawd attach --env`
 	// suggests for the placeholder (GITHUB_TOKEN for the github preset).
 	Env []string `json:"env,omitempty"`
