@@ -125,8 +125,8 @@ func (inj *Injection) setMisuse(err error) {
 // reports it. Bodies with a Content-Encoding other than identity are
 // passed through unscanned.
 //
-// When anything was injected, Accept-Encoding is removed so the response
-// arrives uncompressed and ScrubResponse can see it.
+// When some secret is bound to host, Accept-Encoding is removed so the
+// response arrives uncompressed and ScrubResponse can see it.
 func (s *Store) Inject(req *http.Request, host string) (*Injection, error) {
 	st := s.snap.Load()
 	inj := &Injection{store: s, st: st}
@@ -187,6 +187,11 @@ func (s *Store) Inject(req *http.Request, host string) (*Injection, error) {
 			}
 		}
 	}
+	for name, vs := range req.Trailer {
+		if err := check("trailer "+name, vs...); err != nil {
+			return nil, err
+		}
+	}
 	uq, _ := url.QueryUnescape(req.URL.RawQuery)
 	if err := check("query", req.URL.RawQuery, uq); err != nil {
 		return nil, err
@@ -202,7 +207,7 @@ func (s *Store) Inject(req *http.Request, host string) (*Injection, error) {
 	}
 	inj.headers(req, active)
 	inj.url(req, active)
-	if len(inj.Names()) > 0 {
+	if len(active) > 0 {
 		req.Header.Del("Accept-Encoding")
 	}
 	return inj, nil
@@ -242,7 +247,7 @@ func (inj *Injection) headers(req *http.Request, active []*entry) {
 					continue
 				}
 				origEnc := strings.TrimSpace(v[6:])
-				prefix := v[:len(v)-len(origEnc)]
+				prefix := v[:len(v)-len(strings.TrimLeft(v[6:], " \t"))]
 				real := bytes.ReplaceAll(dec, []byte(ph), e.value)
 				enc := base64.StdEncoding.EncodeToString(real)
 				clear(real)

@@ -115,7 +115,7 @@ type replaceReader struct {
 	out    []byte // decided output not yet returned
 	outPos int
 	eof    bool
-	err    error      // returned once out is drained
+	err    error       // returned once out is drained
 	onErr  func(error) // called once with a detection error
 	zeros  int
 }

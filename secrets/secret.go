@@ -214,7 +214,10 @@ func (s Secret) normalize() (Secret, error) {
 			s.Hosts = slices.Clone(p.Hosts)
 		}
 		if s.Header == "" {
-			s.Header, s.Format = p.Header, p.Format
+			s.Header = p.Header
+			if s.Format == "" {
+				s.Format = p.Format
+			}
 			s.RemoveHeaders = append(slices.Clone(p.RemoveHeaders), s.RemoveHeaders...)
 		}
 		s.HeaderMode = true

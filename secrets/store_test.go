@@ -292,7 +292,9 @@ func tamper(t *testing.T, path string, fn func(f map[string]any)) {
 
 func TestTamperingDetected(t *testing.T) {
 	recs := func(f map[string]any) []any { return f["secrets"].([]any) }
-	meta := func(f map[string]any, i int) map[string]any { return recs(f)[i].(map[string]any)["meta"].(map[string]any) }
+	meta := func(f map[string]any, i int) map[string]any {
+		return recs(f)[i].(map[string]any)["meta"].(map[string]any)
+	}
 	tests := []struct {
 		name string
 		edit func(t *testing.T, path, keyPath string)
