@@ -38,15 +38,15 @@ func ReadValue(r io.Reader) ([]byte, error) {
 }
 
 // FormatTable writes `clawd secret ls` output: name, hosts, placeholder,
-// created, rotated. It shows metadata only. Write errors (a closed
-// stdout) are ignored, as with fmt.Println.
-func FormatTable(w io.Writer, list []Secret) {
+// created, rotated. It shows metadata only. It returns the first write
+// error (callers may ignore it).
+func FormatTable(w io.Writer, list []Secret) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tHOSTS\tPLACEHOLDER\tCREATED\tROTATED")
 	for _, s := range list {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.Name, strings.Join(s.Hosts, ","), s.Placeholder, fmtTime(s.Created), fmtTime(s.Rotated))
 	}
-	tw.Flush()
+	return tw.Flush()
 }
 
 func fmtTime(t time.Time) string {

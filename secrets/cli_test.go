@@ -52,7 +52,9 @@ func TestFormatTableAndEnvLines(t *testing.T) {
 		{Name: "gh_other", Hosts: []string{"api.github.com"}, Placeholder: "clawd-ph-gh_other-cccc", Env: []string{"GITHUB_TOKEN"}, Created: t0},
 	}
 	var buf bytes.Buffer
-	FormatTable(&buf, list)
+	if err := FormatTable(&buf, list); err != nil {
+		t.Fatal(err)
+	}
 	want := `NAME       HOSTS                      PLACEHOLDER              CREATED               ROTATED
 anthropic  api.anthropic.com          clawd-ph-anthropic-aaaa  2026-01-02T03:04:05Z  -
 gh-work    api.github.com,github.com  clawd-ph-gh-work-bbbb    2026-01-02T03:04:05Z  2026-01-02T04:04:05Z
