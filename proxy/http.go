@@ -300,7 +300,6 @@ func (h *handler) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 		return // the agent went away; nobody to answer
 	}
 	s := h.cc.s
-	s.m.upstreamErrors.Inc()
 	// A *url.Error would print the URL, whose query may now hold an
 	// injected secret; only the cause is safe to show.
 	var ue *url.Error
@@ -311,8 +310,16 @@ func (h *handler) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 	host := normHost(r.Host)
 	if ri, _ := r.Context().Value(reqInfoKey{}).(*reqInfo); ri != nil {
 		host = ri.host
+		if m, ok := ri.inj.(interface{ Misuse() error }); ok && m.Misuse() != nil {
+			// The body carried a placeholder for another host; the
+			// injector cut the upstream request off before its bytes.
+			ri.e.Event, ri.e.Action, ri.e.Reason = "exfiltration", "deny", "placeholder sent to a host it is not bound to"
+			writeJSON(w, http.StatusForbidden, errInfo{Error: "placeholder_misuse", Method: r.Method, Host: host, Path: r.URL.Path, Reason: ri.e.Reason})
+			return
+		}
 		ri.e.Reason = "upstream unreachable"
 	}
+	s.m.upstreamErrors.Inc()
 	writeJSON(w, http.StatusBadGateway, errInfo{
 		Error:  "upstream_unreachable",
 		Method: r.Method,

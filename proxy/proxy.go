@@ -24,6 +24,7 @@ import (
 	"github.com/clawd-dev/clawd/audit"
 	"github.com/clawd-dev/clawd/policy"
 	"github.com/clawd-dev/clawd/proxy/ca"
+	"github.com/clawd-dev/clawd/secrets"
 )
 
 // ConnMeta is what the daemon knows about a redirected connection.
@@ -43,7 +44,10 @@ type Approver interface {
 	Request(ctx context.Context, h approval.Hold) approval.Outcome
 }
 
-// Injection is the result of injecting secrets into one request.
+// Injection is the result of injecting secrets into one request. When it
+// also has a Misuse() error method (as *secrets.Injection does), a misuse
+// found while the body streamed upstream turns the failed exchange into a
+// 403 placeholder_misuse instead of a 502.
 type Injection interface {
 	// ScrubResponse removes injected secret values the upstream echoed back.
 	ScrubResponse(*http.Response)
@@ -65,9 +69,10 @@ type Injector interface {
 }
 
 // ErrPlaceholderMisuse is the sentinel an Injector's error wraps (errors.Is)
-// when a placeholder was sent to the wrong host. An error may instead
-// implement interface{ PlaceholderMisuse() bool }.
-var ErrPlaceholderMisuse = errors.New("placeholder sent to a host it is not bound to")
+// when a placeholder was sent to the wrong host. It is the secrets package's
+// own sentinel, so *secrets.Store errors need no mapping. An error may
+// instead implement interface{ PlaceholderMisuse() bool }.
+var ErrPlaceholderMisuse = secrets.ErrPlaceholderMisuse
 
 // IsPlaceholderMisuse reports whether err signals placeholder misuse.
 func IsPlaceholderMisuse(err error) bool {
