@@ -270,3 +270,44 @@ func TestWatchConfigMapSymlinkSwap(t *testing.T) {
 	}
 	waitFor(t, "symlink swap to be picked up", func() bool { return e.Decide(gh()).Action == Allow })
 }
+
+// Decisions keep flowing, each from one whole policy, while reloads happen
+// (run with -race).
+func TestEngineConcurrentDecideAndReload(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "policy.yaml")
+	writeFile(t, path, onlyAnthropic)
+	e, err := NewEngine(path, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			d := e.Decide(gh())
+			if (d.Action == Allow) != (d.Rule == "github") {
+				t.Errorf("inconsistent decision %s", FormatDecision(d))
+				return
+			}
+			e.MayResolve(Container{}, "api.github.com")
+		}
+	}()
+	for i := 0; i < 50; i++ {
+		content := onlyAnthropic
+		if i%2 == 0 {
+			content = anthropicAndGitHub
+		}
+		writeFile(t, path, content)
+		if err := e.Reload(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(stop)
+	<-done
+}
