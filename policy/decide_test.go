@@ -312,8 +312,8 @@ func TestRateLimit(t *testing.T) {
 		retryAfter time.Duration
 	}{
 		{agent, 0, Allow, 0},
-		{agent, time.Second, Allow, 0},                   // burst of 2
-		{agent, 2 * time.Second, Deny, 28 * time.Second}, // next token at 30s
+		{agent, time.Second, Allow, 0},                                    // burst of 2
+		{agent, 2 * time.Second, Deny, 28 * time.Second},                  // next token at 30s
 		{Container{ID: "c9", Name: "agent-9"}, 2 * time.Second, Allow, 0}, // per container
 		{agent, 29 * time.Second, Deny, time.Second},
 		{agent, 30 * time.Second, Allow, 0},
