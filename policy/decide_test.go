@@ -461,3 +461,24 @@ func TestNormalizePath(t *testing.T) {
 		}
 	}
 }
+
+func TestHostileHostLength(t *testing.T) {
+	p := mustParse(t, decideYAML)
+	long := strings.Repeat("a.", 100000) + "glob.example.com"
+	in := Input{Container: agent, Host: long, DstPort: 443}
+	if d := p.Decide(in); d.Action != Deny || d.Rule != "default" {
+		t.Fatalf("over-long host: %s", FormatDecision(d))
+	}
+	if p.Intercepts(agent, long) || p.MayResolve(other, long) {
+		t.Fatal("over-long host intercepted or resolvable")
+	}
+}
+
+// An allowed request by exact host, the hot path, must not allocate.
+func TestDecideAllowDoesNotAllocate(t *testing.T) {
+	p := mustParse(t, decideYAML)
+	in := Input{Container: agent, Host: "exact.example.com", DstPort: 443}
+	if n := testing.AllocsPerRun(100, func() { p.Decide(in) }); n != 0 {
+		t.Fatalf("Decide allocates %v times per allowed request", n)
+	}
+}

@@ -123,12 +123,17 @@ func (s *ruleSet) add(r *rule) {
 	}
 }
 
+// maxHostLen is the longest valid DNS name. Longer "hosts" (a hostile Host
+// header) match no host rule and skip the per-label lookups, whose cost
+// grows with the square of the length.
+const maxHostLen = 253
+
 func (s *ruleSet) intercepts(host string) bool {
-	if s.interceptAll {
-		return host != ""
-	}
-	if host == "" {
+	if host == "" || len(host) > maxHostLen {
 		return false
+	}
+	if s.interceptAll {
+		return true
 	}
 	if s.interceptExact[host] {
 		return true
@@ -201,7 +206,7 @@ func (p *Policy) MayResolve(c Container, name string) bool {
 		return true
 	}
 	name = normHost(name)
-	if name == "" {
+	if name == "" || len(name) > maxHostLen {
 		return false
 	}
 	if s.anyAllows(s.exact[name]) {
@@ -242,7 +247,7 @@ func (p *Policy) Decide(in Input) Decision {
 	var buf [maxLists][]int32
 	var fromHostBuf [maxLists]bool
 	lists, fromHost := buf[:0], fromHostBuf[:0]
-	if host != "" {
+	if host != "" && len(host) <= maxHostLen {
 		if l := s.exact[host]; len(l) > 0 {
 			lists = append(lists, l)
 			fromHost = append(fromHost, true)
