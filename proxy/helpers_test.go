@@ -141,6 +141,10 @@ type env struct {
 
 // newEnv builds a Server; mod adjusts the config before New.
 func newEnv(t *testing.T, dec *fakeDecider, mod func(*Config)) *env {
+	var d Decider = dec
+	if dec == nil {
+		d = nil
+	}
 	t.Helper()
 	authority, err := ca.LoadOrCreate(t.TempDir())
 	if err != nil {
@@ -148,7 +152,7 @@ func newEnv(t *testing.T, dec *fakeDecider, mod func(*Config)) *env {
 	}
 	rec := &auditRec{ch: make(chan audit.Entry, 1000)}
 	cfg := Config{
-		Decider: dec,
+		Decider: d,
 		Names:   fakeNames{"example.com": netip.MustParseAddr("127.0.0.1"), "api.example.com": netip.MustParseAddr("127.0.0.1")},
 		CA:      authority,
 		Audit:   rec,
