@@ -594,3 +594,68 @@ func TestSecretStringHasNoValue(t *testing.T) {
 		}
 	}
 }
+
+// FuzzInjectMisuse: wherever the agent puts a placeholder, a request to a
+// host its secret is not bound to is refused.
+func FuzzInjectMisuse(f *testing.F) {
+	f.Add("/v1/x", "a=1", "Bearer x", "body", uint8(0), uint16(0))
+	f.Add("/", "", "", "", uint8(1), uint16(3))
+	f.Add("/bot/send", "q=%20", "Basic Zm9vOmJhcg==", "{\"k\":1}", uint8(4), uint16(100))
+	dir := f.TempDir()
+	s, err := Open(dir+"/secrets.json", dir+"/secrets.key")
+	if err != nil {
+		f.Fatal(err)
+	}
+	sec, err := s.Set(Secret{Name: "gh", Hosts: []string{"api.github.com"}, Body: true, Query: true}, []byte("ghp_real-value-123"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	ph := sec.Placeholder
+	f.Fuzz(func(t *testing.T, path, query, auth, body string, where uint8, at uint16) {
+		ins := func(s string) string {
+			i := int(at) % (len(s) + 1)
+			return s[:i] + ph + s[i:]
+		}
+		switch where % 6 {
+		case 0:
+			path = ins(path)
+		case 1:
+			query = ins(query)
+		case 2:
+			auth = ins(auth)
+		case 3:
+			body = ins(body)
+		case 4:
+			auth = "Basic " + base64.StdEncoding.EncodeToString([]byte(ins(auth)))
+		case 5:
+			path, query = ins(path), ins(query)
+		}
+		req := &http.Request{
+			Method: "POST", Host: "evil.com", Header: http.Header{"Authorization": {auth}},
+			URL:  &url.URL{Scheme: "http", Host: "evil.com", Path: path, RawQuery: query},
+			Body: io.NopCloser(strings.NewReader(body)), ContentLength: int64(len(body)),
+		}
+		if len(body) == 0 {
+			req.Body = http.NoBody
+		}
+		_, err := s.Inject(req, "evil.com")
+		if !errors.Is(err, ErrPlaceholderMisuse) {
+			t.Fatalf("placeholder in %d not refused: %v", where%6, err)
+		}
+		// The same request to the bound host goes through and carries no
+		// placeholder in the places it replaces.
+		req = &http.Request{
+			Method: "POST", Host: "api.github.com", Header: http.Header{"Authorization": {auth}},
+			URL:  &url.URL{Scheme: "http", Host: "api.github.com", Path: path, RawQuery: query},
+			Body: io.NopCloser(strings.NewReader(body)), ContentLength: int64(len(body)),
+		}
+		if _, err := s.Inject(req, "api.github.com"); err != nil {
+			t.Fatalf("bound host refused: %v", err)
+		}
+		b, _ := io.ReadAll(req.Body)
+		if strings.Contains(req.URL.Path, ph) || strings.Contains(req.URL.RawQuery, ph) ||
+			strings.Contains(req.Header.Get("Authorization"), ph) || strings.Contains(string(b), ph) {
+			t.Fatalf("placeholder left after injection: %+v", req.URL)
+		}
+	})
+}
