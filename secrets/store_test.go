@@ -529,3 +529,18 @@ func TestConcurrentInjectDuringRotate(t *testing.T) {
 	close(stop)
 	wg.Wait()
 }
+
+func TestCloseWipesValues(t *testing.T) {
+	s, _ := openTest(t)
+	mustSet(t, s, Secret{Name: "alpha", Hosts: []string{"a.com"}}, "alpha-value-123456")
+	e := s.snap.Load().byName["alpha"]
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(e.value, make([]byte, len(e.value))) {
+		t.Fatal("value not wiped on Close")
+	}
+	if len(s.List()) != 0 || s.BoundTo("a.com") {
+		t.Fatal("closed store still serves secrets")
+	}
+}
