@@ -408,3 +408,19 @@ func FuzzSniff(f *testing.F) {
 		}
 	})
 }
+
+func TestTLSWithoutSNIDecidedOnIP(t *testing.T) {
+	up := newUpstream(t, true, false, nil)
+	dec := newDecider(policy.Deny, rule{name: "by-name", host: "example.com", action: policy.Allow})
+	e := newEnv(t, dec, func(c *Config) { c.Names = fakeNames{"example.com": up.addr().Addr()} })
+	// No ServerName: the client sends no SNI, so the IP's DNS names decide.
+	tc := tls.Client(e.dial(up.addr()), &tls.Config{RootCAs: upstreamPool(up), InsecureSkipVerify: true})
+	if err := tc.Handshake(); err != nil {
+		t.Fatalf("handshake: %v", err)
+	}
+	tc.Close()
+	ent := e.audit.next(t)
+	if ent.Proto != "tls" || ent.SNI != "" || ent.Host != "example.com" || ent.Rule != "by-name" {
+		t.Errorf("audit = %+v", ent)
+	}
+}
