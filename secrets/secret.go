@@ -14,13 +14,13 @@ package secrets
 import (
 	"fmt"
 	"net"
+	"net/http"
 	"regexp"
 	"slices"
 	"strings"
 	"time"
 
 	"golang.org/x/net/http/httpguts"
-	"net/http"
 )
 
 // Secret is the metadata of one secret. It never holds the value, so it is
