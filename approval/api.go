@@ -128,11 +128,7 @@ func (m *Manager) routes(mux *http.ServeMux, by string) {
 		m.handleDecide(w, r, false, by)
 	})
 	mux.HandleFunc("GET /v1/grants", func(w http.ResponseWriter, r *http.Request) {
-		gs := m.ListGrants()
-		for i := range gs {
-			gs[i].Path = m.sanitize(gs[i].Path)
-		}
-		writeJSON(w, http.StatusOK, gs)
+		writeJSON(w, http.StatusOK, m.ListGrants())
 	})
 	revoke := func(w http.ResponseWriter, r *http.Request) {
 		if err := m.RevokeGrant(r.PathValue("id"), by); err != nil {

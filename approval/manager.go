@@ -128,8 +128,6 @@ type Approval struct {
 	DenyURL       string           `json:"deny_url,omitempty"`
 	// Refs maps notifier name to the ref its Notify returned (Slack ts, ...).
 	Refs map[string]string `json:"-"`
-
-	rawPath string // Hold.Path as sent, for grant scope; never shown
 }
 
 func (a *Approval) clone() *Approval {
@@ -152,7 +150,8 @@ type Grant struct {
 	Rule         string    `json:"rule"`
 	Host         string    `json:"host"`
 	Method       string    `json:"method"`
-	Path         string    `json:"path"`
+	Path         string    `json:"path"` // redacted, for display
+	PathSHA256   string    `json:"path_sha256"`
 	Created      time.Time `json:"created"`
 	Expires      time.Time `json:"expires"`
 	By           string    `json:"by"`
@@ -161,13 +160,21 @@ type Grant struct {
 
 func (g *Grant) matches(key string, h *Hold) bool {
 	return g.ContainerKey == key && g.Rule == h.Rule && g.Host == strings.ToLower(h.Host) &&
-		g.Method == strings.ToUpper(h.Method) && g.Path == h.Path
+		g.Method == strings.ToUpper(h.Method) && g.PathSHA256 == pathHash(h.Path)
+}
+
+// pathHash: grants match the exact path sent, but a path can carry a
+// placeholder or token in its query, so only its hash is kept.
+func pathHash(p string) string {
+	sum := sha256.Sum256([]byte(p))
+	return hex.EncodeToString(sum[:])
 }
 
 // entry is a pending approval and the holds waiting on it.
 type entry struct {
 	a       *Approval
 	dedup   string
+	rawPath string // Hold.Path as sent, for the grant scope; never shown
 	waiters int
 	done    chan struct{} // closed when decided
 	outcome Outcome
@@ -364,6 +371,7 @@ func (m *Manager) Request(ctx context.Context, h Hold) Outcome {
 	m.holds++
 	m.perCont[key]++
 	m.met.holds.Set(float64(m.holds))
+	m.bumpLocked()
 	m.mu.Unlock()
 
 	select {
@@ -383,6 +391,7 @@ func (m *Manager) Request(ctx context.Context, h Hold) Outcome {
 	m.holds--
 	m.decContLocked(key, 1)
 	m.met.holds.Set(float64(m.holds))
+	m.bumpLocked()
 	if e.waiters == 0 {
 		m.finishLocked(e, Cancelled, Outcome{Status: StatusCancelled, ID: e.a.ID, Reason: "the agent disconnected"}, "", "the agent disconnected")
 	}
@@ -411,7 +420,7 @@ func (m *Manager) createLocked(h *Hold, dk string, now time.Time) *entry {
 		a.ApproveURL = m.linkURL(a.ID, "approve", a.Expires)
 		a.DenyURL = m.linkURL(a.ID, "deny", a.Expires)
 	}
-	e := &entry{a: a, dedup: dk, done: make(chan struct{})}
+	e := &entry{a: a, dedup: dk, rawPath: h.Path, done: make(chan struct{})}
 	m.pending[a.ID] = e
 	m.byDedup[dk] = e
 	if err := putApproval(m.db, a); err != nil {
@@ -421,7 +430,6 @@ func (m *Manager) createLocked(h *Hold, dk string, now time.Time) *entry {
 	e.timer = time.AfterFunc(timeout, func() { m.expire(e, timeout) })
 	m.met.requests.WithLabelValues("held").Inc()
 	m.met.pending.Set(float64(len(m.pending)))
-	m.bumpLocked()
 	m.audit.Log(audit.Entry{
 		Time: now.UTC(), Event: "approval", Action: "requested", ApprovalID: a.ID, Rule: a.Rule,
 		Container: a.Container.Name, ContainerID: a.Container.ID, Runtime: a.Container.Runtime,
@@ -448,7 +456,6 @@ func (m *Manager) view(h *Hold) *Approval {
 		BodySize:   h.BodySize,
 		BodySHA256: h.BodySHA256,
 		Rule:       h.Rule,
-		rawPath:    h.Path,
 	}
 	body := h.Body
 	if len(body) > m.cfg.BodyPreviewLimit {
@@ -560,7 +567,7 @@ func (m *Manager) Decide(id string, approve bool, by, reason string, grantFor ti
 		now := m.now().UTC()
 		g := &Grant{
 			ID: newID(), ContainerKey: e.a.Container.Key(), Container: e.a.Container.Name,
-			Rule: e.a.Rule, Host: e.a.Host, Method: e.a.Method, Path: e.pathRaw(),
+			Rule: e.a.Rule, Host: e.a.Host, Method: e.a.Method, Path: e.a.Path, PathSHA256: pathHash(e.rawPath),
 			Created: now, Expires: now.Add(grantFor), By: by, ApprovalID: id,
 		}
 		if err := putGrant(m.db, g); err != nil {
@@ -581,9 +588,6 @@ func (m *Manager) Decide(id string, approve bool, by, reason string, grantFor ti
 	m.finishLocked(e, Approved, Outcome{Approved: true, Status: StatusApproved, ID: id, By: by, Reason: reason}, by, reason)
 	return e.a.clone(), nil
 }
-
-// pathRaw is the path as the agent sent it, which a grant must match.
-func (e *entry) pathRaw() string { return e.a.rawPath }
 
 func (m *Manager) matchGrantLocked(key string, h *Hold, now time.Time) *Grant {
 	for id, g := range m.grants {
@@ -733,6 +737,9 @@ func (m *Manager) notify(n Notifier, e *entry, snap *Approval) {
 		// The DB is open: Shutdown closes it only after wg is done.
 		if perr := putApproval(m.db, e.a); perr != nil {
 			m.log.Warn("persist notifier ref", zap.Error(perr))
+		}
+		if m.pending[e.a.ID] == e {
+			m.bumpLocked() // lets tests (and watchers) see the card was sent
 		}
 		m.mu.Unlock()
 	}
