@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"net/netip"
 	"strings"
 	"testing"
 )
@@ -34,9 +35,10 @@ func benchPolicy(b *testing.B, n int) *Policy {
 func benchDecide(b *testing.B, n int) {
 	p := benchPolicy(b, n)
 	ins := []Input{
-		{Container: agent, Host: fmt.Sprintf("host%d.example.com", n/2), DstPort: 443},
-		{Container: agent, Host: fmt.Sprintf("a.b.svc%d.example.com", n-1), DstPort: 443},
-		{Container: agent, Host: "unknown.example.org", DstPort: 443},
+		{Container: agent, Host: fmt.Sprintf("host%d.example.com", n/2), DstPort: 443, DstIP: netip.MustParseAddr("203.0.113.5")},
+		{Container: agent, Host: fmt.Sprintf("a.b.svc%d.example.com", n-1), DstPort: 443, DstIP: netip.MustParseAddr("203.0.113.6")},
+		{Container: agent, DstIP: netip.MustParseAddr("10.0.99.1"), DstPort: 5432},
+		{Container: agent, Host: "unknown.example.org", DstPort: 443, DstIP: netip.MustParseAddr("203.0.113.7")},
 	}
 	for _, in := range ins {
 		if d := p.Decide(in); d.Reason == "" {

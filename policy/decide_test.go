@@ -482,3 +482,54 @@ func TestDecideAllowDoesNotAllocate(t *testing.T) {
 		t.Fatalf("Decide allocates %v times per allowed request", n)
 	}
 }
+
+// Rules found through different indexes (host, several CIDR lengths, any
+// destination) still decide in file order.
+func TestIndexesKeepFileOrder(t *testing.T) {
+	p := mustParse(t, `
+default:
+  rules:
+    - name: no-ssh
+      cidrs: 10.0.0.0/8
+      ports: 22
+      action: deny
+    - name: host-x
+      hosts: x.example.com
+      action: allow
+    - name: net-16
+      cidrs: [10.1.0.0/16, "2001:db8:1::/48"]
+      action: approve
+    - name: any-25
+      ports: 25
+      action: deny
+    - name: net-24-and-host
+      hosts: y.example.com
+      cidrs: 10.1.2.0/24
+      action: allow
+    - name: host-ip
+      cidrs: 10.1.2.3
+      action: allow
+`)
+	ip := netip.MustParseAddr
+	for _, tt := range []struct {
+		host string
+		ip   string
+		port uint16
+		rule string
+	}{
+		{"x.example.com", "10.1.1.1", 22, "no-ssh"},
+		{"x.example.com", "10.1.1.1", 443, "host-x"},
+		{"", "10.1.1.1", 80, "net-16"},
+		{"", "10.1.2.3", 25, "net-16"},
+		{"", "10.2.2.3", 25, "any-25"},
+		{"y.example.com", "192.0.2.1", 443, "net-24-and-host"},
+		{"", "2001:db8:1:2::1", 443, "net-16"},
+		{"", "2001:db8:2::1", 443, "default"},
+		{"", "11.1.2.3", 443, "default"},
+	} {
+		d := p.Decide(Input{Container: agent, Host: tt.host, DstIP: ip(tt.ip), DstPort: tt.port})
+		if d.Rule != tt.rule {
+			t.Errorf("%s %s:%d decided by %q, want %q", tt.host, tt.ip, tt.port, d.Rule, tt.rule)
+		}
+	}
+}

@@ -754,6 +754,9 @@ func parseCIDR(s string) (netip.Prefix, error) {
 		if err != nil {
 			return netip.Prefix{}, fmt.Errorf("%q is not an IP address or CIDR (e.g. 10.0.0.0/8)", s)
 		}
+		if p.Addr().Is4In6() {
+			return netip.Prefix{}, fmt.Errorf("%q: write IPv4 ranges in IPv4 form (e.g. 10.0.0.0/8)", s)
+		}
 		if p.Masked() != p {
 			return netip.Prefix{}, fmt.Errorf("%q has host bits set; did you mean %s?", s, p.Masked())
 		}

@@ -18,9 +18,11 @@ type Policy struct {
 
 // ruleSet is one set of rules plus the index that makes Decide cost about
 // the same for 10 or 10,000 rules: rules are looked up by host (exact map and
-// a map of "*.suffix" globs), and only rules that cannot be found that way
-// (no hosts: CIDR or any-destination rules) sit in a list scanned every time.
-// Candidates from the lists are merged in rule order so first match wins.
+// a map of "*.suffix" globs) and by destination address (one map per CIDR
+// prefix length in use, the classic hash-per-length longest-prefix scheme);
+// only rules without any destination condition sit in a list scanned every
+// time. Candidates from the lists are merged in rule order so first match
+// wins, and every candidate has already matched the destination.
 type ruleSet struct {
 	name       string
 	line       int
@@ -31,7 +33,10 @@ type ruleSet struct {
 
 	exact  map[string][]int32 // host -> rule indexes, ascending
 	suffix map[string][]int32 // "example.com" for "*.example.com" -> rule indexes
-	other  []int32            // rules found by IP or matching any destination
+	cidr   map[netip.Prefix][]int32 // masked prefix -> rule indexes
+	lens4  []int                    // IPv4 prefix lengths present in cidr
+	lens6  []int                    // IPv6 prefix lengths present in cidr
+	other  []int32                  // rules without hosts or cidrs: any destination
 
 	interceptAll    bool
 	interceptExact  map[string]bool
@@ -81,6 +86,7 @@ func newSet(name string, line int) *ruleSet {
 		def:             Deny,
 		defTimeout:      DefaultApprovalTimeout,
 		exact:           map[string][]int32{},
+		cidr:            map[netip.Prefix][]int32{},
 		suffix:          map[string][]int32{},
 		interceptExact:  map[string]bool{},
 		interceptSuffix: map[string]bool{},
@@ -107,16 +113,22 @@ func (s *ruleSet) add(r *rule) {
 			}
 		}
 	}
-	if len(r.hosts) == 0 {
+	// A rule with hosts and cidrs is in both indexes; the merge deduplicates.
+	for _, c := range r.cidrs {
+		if l := s.cidr[c]; len(l) == 0 || l[len(l)-1] != r.idx {
+			s.cidr[c] = append(l, r.idx)
+		}
+		if c.Addr().Is4() {
+			s.lens4 = addLen(s.lens4, c.Bits())
+		} else {
+			s.lens6 = addLen(s.lens6, c.Bits())
+		}
+	}
+	if len(r.hosts) == 0 && len(r.cidrs) == 0 {
 		s.other = append(s.other, r.idx)
 		if r.intercept {
 			s.interceptAll = true
 		}
-	}
-	// A rule with hosts and cidrs is found by host through the maps and by
-	// IP through other; the merge deduplicates.
-	if len(r.hosts) > 0 && len(r.cidrs) > 0 {
-		s.other = append(s.other, r.idx)
 	}
 	if (len(r.hosts) == 0 || len(r.cidrs) > 0) && (r.readonly || r.action != Deny) {
 		s.resolveAll = true
@@ -127,6 +139,15 @@ func (s *ruleSet) add(r *rule) {
 // header) match no host rule and skip the per-label lookups, whose cost
 // grows with the square of the length.
 const maxHostLen = 253
+
+func addLen(lens []int, bits int) []int {
+	for _, l := range lens {
+		if l == bits {
+			return lens
+		}
+	}
+	return append(lens, bits)
+}
 
 func (s *ruleSet) intercepts(host string) bool {
 	if host == "" || len(host) > maxHostLen {
@@ -231,7 +252,7 @@ func (s *ruleSet) anyAllows(idx []int32) bool {
 
 // maxLists bounds the candidate lists merged on the stack; a host with more
 // labels than this falls back to a heap slice.
-const maxLists = 8
+const maxLists = 16
 
 // Decide evaluates in against the container's rule set: the first rule in
 // file order whose conditions all hold decides; when none does, the set's
@@ -242,15 +263,12 @@ func (p *Policy) Decide(in Input) Decision {
 	d := Decision{Intercept: s.intercepts(host)}
 
 	// Candidate lists: exact host, each "*.suffix" the host falls under,
-	// and the IP/any-destination rules. fromHost marks lists whose rules
-	// already matched the host.
+	// each CIDR containing the address, and the any-destination rules.
 	var buf [maxLists][]int32
-	var fromHostBuf [maxLists]bool
-	lists, fromHost := buf[:0], fromHostBuf[:0]
+	lists := buf[:0]
 	if host != "" && len(host) <= maxHostLen {
 		if l := s.exact[host]; len(l) > 0 {
 			lists = append(lists, l)
-			fromHost = append(fromHost, true)
 		}
 		for i := 0; i < len(host); i++ {
 			if host[i] != '.' {
@@ -258,13 +276,25 @@ func (p *Policy) Decide(in Input) Decision {
 			}
 			if l := s.suffix[host[i+1:]]; len(l) > 0 {
 				lists = append(lists, l)
-				fromHost = append(fromHost, true)
+			}
+		}
+	}
+	if in.DstIP.IsValid() && len(s.cidr) > 0 {
+		ip := in.DstIP.Unmap()
+		lens := s.lens6
+		if ip.Is4() {
+			lens = s.lens4
+		}
+		for _, bits := range lens {
+			if pfx, err := ip.Prefix(bits); err == nil {
+				if l := s.cidr[pfx]; len(l) > 0 {
+					lists = append(lists, l)
+				}
 			}
 		}
 	}
 	if len(s.other) > 0 {
 		lists = append(lists, s.other)
-		fromHost = append(fromHost, false)
 	}
 
 	var segs []string // normalized path, computed on first need
@@ -282,26 +312,16 @@ func (p *Policy) Decide(in Input) Decision {
 		if best < 0 {
 			break
 		}
-		hostOK := false
 		for j, l := range lists {
 			if len(l) > 0 && l[0] == best {
 				lists[j] = l[1:]
-				hostOK = hostOK || fromHost[j]
 			}
 		}
 		r := s.rules[best]
 
+		// The indexes matched the destination; the rest is checked here.
 		if len(r.ports) > 0 && !portIn(r.ports, in.DstPort) {
 			continue
-		}
-		if !hostOK {
-			// Found through the IP/any list: it must match by address or
-			// have no destination condition at all.
-			if len(r.hosts) > 0 || len(r.cidrs) > 0 {
-				if !cidrIn(r.cidrs, in.DstIP) {
-					continue
-				}
-			}
 		}
 		if r.httpCond {
 			if in.Method == "" {
@@ -434,19 +454,6 @@ func containerName(c Container) string {
 func portIn(ports []portRange, p uint16) bool {
 	for _, r := range ports {
 		if r.lo <= p && p <= r.hi {
-			return true
-		}
-	}
-	return false
-}
-
-func cidrIn(cidrs []netip.Prefix, ip netip.Addr) bool {
-	if !ip.IsValid() {
-		return false
-	}
-	ip = ip.Unmap()
-	for _, c := range cidrs {
-		if c.Contains(ip) {
 			return true
 		}
 	}
