@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -421,6 +422,67 @@ func TestTLSWithoutSNIDecidedOnIP(t *testing.T) {
 	tc.Close()
 	ent := e.audit.next(t)
 	if ent.Proto != "tls" || ent.SNI != "" || ent.Host != "example.com" || ent.Rule != "by-name" {
+		t.Errorf("audit = %+v", ent)
+	}
+}
+
+func TestRawTCPApprove(t *testing.T) {
+	dst, _ := tcpUpstream(t, echo)
+	ap := &fakeApprover{holds: make(chan approval.Hold, 1), out: approval.Outcome{Approved: true, Status: "approved", By: "cli", ID: "x1"}}
+	e := newEnv(t, newDecider(policy.Approve), func(c *Config) { c.Approver = ap; c.Names = nil })
+	c := e.dial(dst)
+	io.WriteString(c, "hello\n")
+	h := <-ap.holds
+	if h.URL != "tcp://"+dst.String() || h.Method != "" || h.BodySize != -1 {
+		t.Errorf("hold = %+v", h)
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil || line != "echo: hello\n" {
+		t.Fatalf("after approval: %q %v", line, err)
+	}
+	c.Close()
+	if ent := e.audit.next(t); ent.Action != "approved" || ent.By != "cli" || ent.ApprovalID != "x1" {
+		t.Errorf("audit = %+v", ent)
+	}
+}
+
+func TestShutdownForcesSplicedConnections(t *testing.T) {
+	dst, _ := tcpUpstream(t, func(c net.Conn) { io.Copy(c, c) }) // never ends on its own
+	e := newEnv(t, newDecider(policy.Allow), func(c *Config) { c.Names = nil })
+	c := e.dial(dst)
+	io.WriteString(c, "x")
+	b := make([]byte, 1)
+	if _, err := io.ReadFull(c, b); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // no grace: close at once
+	if err := e.srv.Shutdown(ctx); err == nil {
+		t.Error("Shutdown with a live splice and a done ctx returned nil")
+	}
+	if _, err := c.Read(b); err == nil {
+		t.Error("spliced connection still open after forced Shutdown")
+	}
+}
+
+func TestAuditHasNoHeaderValuesOrQuery(t *testing.T) {
+	up := newUpstream(t, false, false, nil)
+	e := newEnv(t, newDecider(policy.Allow), nil)
+	req, _ := http.NewRequest("POST", "http://api.example.com/p?token=QUERYSECRET", strings.NewReader("BODYSECRET"))
+	req.Header.Set("Authorization", "Bearer HEADERSECRET")
+	resp, err := e.client(up.addr(), nil, false).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	ent := e.audit.next(t)
+	line := fmt.Sprintf("%+v", ent)
+	for _, s := range []string{"QUERYSECRET", "HEADERSECRET", "BODYSECRET"} {
+		if strings.Contains(line, s) {
+			t.Errorf("audit entry contains %s: %s", s, line)
+		}
+	}
+	if ent.BytesOut != int64(len("BODYSECRET")) || ent.BytesIn == 0 || ent.Path != "/p" {
 		t.Errorf("audit = %+v", ent)
 	}
 }
