@@ -250,6 +250,7 @@ func (e *Engine) reloadIfChanged() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if sha256.Sum256(data) == e.lastSum {
+		e.log.Debug("policy directory changed but the policy content did not; not reloading")
 		return
 	}
 	_ = e.reloadLocked()

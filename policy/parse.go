@@ -702,6 +702,9 @@ func parseHostPattern(s string) (hostPattern, error) {
 		glob = true
 		name = rest
 	}
+	if h == "*" || h == "**" {
+		return hostPattern{}, fmt.Errorf("%q: to match every host, leave hosts out", s)
+	}
 	if strings.Contains(name, "*") {
 		return hostPattern{}, fmt.Errorf("%q: the only wildcard allowed is a leading \"*.\" (as in *.example.com)", s)
 	}
