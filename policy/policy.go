@@ -31,8 +31,8 @@ type ruleSet struct {
 	defTimeout time.Duration
 	rules      []*rule // enabled rules, file order
 
-	exact  map[string][]int32 // host -> rule indexes, ascending
-	suffix map[string][]int32 // "example.com" for "*.example.com" -> rule indexes
+	exact  map[string][]int32       // host -> rule indexes, ascending
+	suffix map[string][]int32       // "example.com" for "*.example.com" -> rule indexes
 	cidr   map[netip.Prefix][]int32 // masked prefix -> rule indexes
 	lens4  []int                    // IPv4 prefix lengths present in cidr
 	lens6  []int                    // IPv6 prefix lengths present in cidr
