@@ -163,7 +163,7 @@ func (ps *parser) fields(n *yaml.Node, what string, allowed ...string) map[strin
 	out := map[string]*yaml.Node{}
 	if n.Kind != yaml.MappingNode {
 		ps.errf(n, "%s must be a mapping (key: value lines)", what)
-		return out
+		return nil
 	}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
@@ -343,6 +343,9 @@ func (ps *parser) set(n *yaml.Node, isDefault bool) *ruleSet {
 		f = ps.fields(n, what, "description", "default_action", "approval_timeout", "rules")
 	} else {
 		what = "set"
+		if name := peekName(n); name != "" {
+			what = fmt.Sprintf("set %q", name)
+		}
 		f = ps.fields(n, what, "name", "description", "match", "default_action", "approval_timeout", "rules")
 	}
 	if f == nil {
@@ -407,6 +410,20 @@ func (ps *parser) set(n *yaml.Node, isDefault bool) *ruleSet {
 	}
 	ps.checkIntercept(s, what)
 	return s
+}
+
+// peekName finds a mapping's name so problems reported before "name:" is
+// processed (unknown keys above it) can still say which rule or set.
+func peekName(n *yaml.Node) string {
+	if n.Kind != yaml.MappingNode {
+		return ""
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == "name" && n.Content[i+1].Kind == yaml.ScalarNode {
+			return strings.TrimSpace(n.Content[i+1].Value)
+		}
+	}
+	return ""
 }
 
 func (ps *parser) selector(n *yaml.Node, what string) *selector {
@@ -482,14 +499,8 @@ var ruleKeys = []string{
 
 func (ps *parser) rule(n *yaml.Node, s *ruleSet, setWhat string) *rule {
 	label := setWhat + ": rule"
-	if n.Kind == yaml.MappingNode {
-		// Name the rule in every problem, including unknown keys above "name:".
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			if n.Content[i].Value == "name" && n.Content[i+1].Kind == yaml.ScalarNode && n.Content[i+1].Value != "" {
-				label = fmt.Sprintf("%s: rule %q", setWhat, n.Content[i+1].Value)
-				break
-			}
-		}
+	if name := peekName(n); name != "" {
+		label = fmt.Sprintf("%s: rule %q", setWhat, name)
 	}
 	f := ps.fields(n, label, ruleKeys...)
 	if f == nil {

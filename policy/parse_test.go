@@ -97,6 +97,8 @@ func TestParseInline(t *testing.T) {
 		{"disabled rule not validated for intercept", "default:\n  rules:\n    - name: a\n      enabled: false\n      hosts: a.example.com\n      methods: GET\n      action: allow\n", ""},
 		{"scalar in place of map", "default: yes\n", "x.yaml:1: default must be a mapping"},
 		{"labels not map", "sets:\n  - name: a\n    match:\n      labels: [a]\n", "x.yaml:4: set \"a\": match.labels must be a mapping"},
+		{"set unknown key names the set", "sets:\n  - rulez: []\n    name: a\n    match: {runtime: pid}\n", "x.yaml:2: set \"a\": unknown key \"rulez\" (did you mean \"rules\"?)"},
+		{"rule not a mapping", "default:\n  rules:\n    - just-a-string\n", "x.yaml:3: default: rule must be a mapping"},
 		{"header bad name", "default:\n  rules:\n    - name: a\n      ports: 80\n      headers: {\"bad name\": x}\n      action: allow\n", "headers entries must be Header-Name: value"},
 	}
 	for _, tt := range tests {
@@ -113,6 +115,9 @@ func TestParseInline(t *testing.T) {
 			}
 			if !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("error = %q, want it to contain %q", err, tt.want)
+			}
+			if strings.Contains(err.Error(), "name is required") && !strings.Contains(tt.want, "name is required") {
+				t.Fatalf("follow-on error reported: %q", err)
 			}
 		})
 	}
