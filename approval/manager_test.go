@@ -26,8 +26,11 @@ func TestRequestOutcomes(t *testing.T) {
 			status: Approved,
 		},
 		{
-			name:   "deny with reason",
-			decide: func(m *Manager, id string) error { _, err := m.Decide(id, false, "slack:U1", "not today", 0); return err },
+			name: "deny with reason",
+			decide: func(m *Manager, id string) error {
+				_, err := m.Decide(id, false, "slack:U1", "not today", 0)
+				return err
+			},
 			want:   Outcome{Status: StatusDenied, By: "slack:U1", Reason: "not today"},
 			status: Denied,
 		},
