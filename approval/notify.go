@@ -73,7 +73,10 @@ var secretShapes = []*regexp.Regexp{
 	regexp.MustCompile(`(?i)\b(bearer|token|basic)\s+[A-Za-z0-9._~+/=-]{8,}`),
 }
 
-var longToken = regexp.MustCompile(`[A-Za-z0-9_\-+/=]{32,}`)
+var longToken = regexp.MustCompile(`[A-Za-z0-9_\-]{32,}`)
+
+// gitSHA is a commit ID: long and random, but public and useful to see.
+var gitSHA = regexp.MustCompile(`^[0-9a-f]{40}$`)
 
 // redactSecretShapes blanks credential-shaped substrings of s.
 func redactSecretShapes(s string) string {
@@ -86,7 +89,7 @@ func redactSecretShapes(s string) string {
 		})
 	}
 	return longToken.ReplaceAllStringFunc(s, func(t string) string {
-		if looksRandom(t) {
+		if looksRandom(t) && !gitSHA.MatchString(t) {
 			return redacted
 		}
 		return t
