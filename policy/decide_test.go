@@ -172,7 +172,8 @@ func TestDecide(t *testing.T) {
 		{"cidr wrong port", Input{Container: agent, DstIP: ip("10.20.0.1"), DstPort: 5433}, Deny, "default", "", false, false},
 
 		// Methods, paths, interception.
-		{"intercepted connection goes to interception", https("api.github.com", "", ""), Allow, "gh-delete", "intercepted", true, false},
+		{"HTTP rules never allow a connection without HTTP", https("api.github.com", "", ""), Deny, "default", `no rule allows host "api.github.com" port 443`, true, false},
+		{"raw TCP to an intercepted host", Input{Container: agent, Host: "api.github.com", DstPort: 22}, Deny, "default", "port 22", true, false},
 		{"method deny", https("api.github.com", "DELETE", "/repos/a/b"), Deny, "gh-delete", "ask a human to delete things", true, false},
 		{"path glob approve", https("api.github.com", "POST", "/repos/acme/issues/12/comments"), Approve, "gh-issues", "requires human approval", true, false},
 		{"** matches zero segments", https("api.github.com", "PATCH", "/repos/acme/issues"), Approve, "gh-issues", "", true, false},

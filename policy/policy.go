@@ -325,15 +325,11 @@ func (p *Policy) Decide(in Input) Decision {
 		}
 		if r.httpCond {
 			if in.Method == "" {
-				// A connection without HTTP facts: a TLS connection to an
-				// intercepted host is let through to interception, where
-				// each request is decided; otherwise this rule cannot apply.
-				if d.Intercept {
-					d.Action = Allow
-					d.Rule = r.name
-					d.Reason = fmt.Sprintf("TLS to %q is intercepted; each request is decided by method and path", host)
-					return d
-				}
+				// No HTTP facts (raw TCP, TLS passthrough): the rule cannot
+				// apply. Intercepted TLS is decided request by request by
+				// the proxy, never here, and letting a connection through
+				// because it *might* be HTTPS would open raw TCP (ssh to an
+				// intercepted host) to rules meant for reads.
 				continue
 			}
 			if len(r.methods) > 0 && !contains(r.methods, in.Method) {
