@@ -224,7 +224,8 @@ var linkPage = template.Must(template.New("link").Parse(`<!doctype html>
 <p><b>{{.A.Summary}}</b></p>
 <p><code>{{.A.Method}} {{.A.URL}}</code></p>
 <p>Container: {{.A.Container.Name}} &middot; rule: {{.A.Rule}} &middot; status: {{.A.Status}}</p>
-{{if .Pending}}<form method="post"><button type="submit">{{.Verb}}</button></form>
+{{if .Done}}<p><b>Done: the request is {{.A.Status}}.</b></p>
+{{else if .Pending}}<form method="post"><button type="submit">{{.Verb}}</button></form>
 {{else}}<p>This request is no longer pending.</p>{{end}}
 </body></html>`))
 
@@ -255,7 +256,7 @@ func (m *Manager) handleLink(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Referrer-Policy", "no-referrer")
 	w.Header().Set("X-Frame-Options", "DENY")
-	_ = linkPage.Execute(w, map[string]any{"Verb": verb, "A": a, "Pending": a.Status == Pending})
+	_ = linkPage.Execute(w, map[string]any{"Verb": verb, "A": a, "Pending": a.Status == Pending, "Done": r.Method == http.MethodPost})
 }
 
 func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
