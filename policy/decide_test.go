@@ -175,6 +175,7 @@ func TestDecide(t *testing.T) {
 		{"HTTP rules never allow a connection without HTTP", https("api.github.com", "", ""), Deny, "default", `no rule allows host "api.github.com" port 443`, true, false},
 		{"raw TCP to an intercepted host", Input{Container: agent, Host: "api.github.com", DstPort: 22}, Deny, "default", "port 22", true, false},
 		{"method deny", https("api.github.com", "DELETE", "/repos/a/b"), Deny, "gh-delete", "ask a human to delete things", true, false},
+		{"method case does not dodge a deny", https("api.github.com", "delete", "/repos/a/b"), Deny, "gh-delete", "", true, false},
 		{"path glob approve", https("api.github.com", "POST", "/repos/acme/issues/12/comments"), Approve, "gh-issues", "requires human approval", true, false},
 		{"** matches zero segments", https("api.github.com", "PATCH", "/repos/acme/issues"), Approve, "gh-issues", "", true, false},
 		{"* is exactly one segment", https("api.github.com", "POST", "/repos/acme/x/issues/1"), Approve, "gh", "read-only: POST needs human approval", true, false},

@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 )
 
@@ -332,7 +333,7 @@ func (p *Policy) Decide(in Input) Decision {
 				// intercepted host) to rules meant for reads.
 				continue
 			}
-			if len(r.methods) > 0 && !contains(r.methods, in.Method) {
+			if len(r.methods) > 0 && !methodIn(r.methods, in.Method) {
 				continue
 			}
 			if len(r.paths) > 0 {
@@ -387,10 +388,9 @@ func (p *Policy) finish(s *ruleSet, r *rule, in Input, d Decision, host string) 
 	d.Rule = r.name
 	d.Action = r.action
 	if r.readonly {
-		switch in.Method {
-		case "GET", "HEAD", "OPTIONS":
+		if methodIn(readMethods, in.Method) {
 			d.Action = Allow
-		default:
+		} else {
 			d.Action = Approve
 		}
 	}
@@ -445,6 +445,20 @@ func containerName(c Container) string {
 		return c.Name
 	}
 	return c.ID
+}
+
+var readMethods = []string{"GET", "HEAD", "OPTIONS"}
+
+// methodIn compares methods case-insensitively: HTTP says methods are
+// case-sensitive, but some servers upper-case them, and a deny rule for
+// DELETE must not be dodged by sending "delete".
+func methodIn(methods []string, m string) bool {
+	for _, x := range methods {
+		if strings.EqualFold(x, m) {
+			return true
+		}
+	}
+	return false
 }
 
 func portIn(ports []portRange, p uint16) bool {
