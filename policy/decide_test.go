@@ -180,6 +180,7 @@ func TestDecide(t *testing.T) {
 		{"** matches zero segments", https("api.github.com", "PATCH", "/repos/acme/issues"), Approve, "gh-issues", "", true, false},
 		{"* is exactly one segment", https("api.github.com", "POST", "/repos/acme/x/issues/1"), Approve, "gh", "read-only: POST needs human approval", true, false},
 		{"query string ignored", https("api.github.com", "POST", "/repos/acme/issues?state=open"), Approve, "gh-issues", "", true, false},
+		{"path case does not dodge a rule", https("api.github.com", "POST", "/REPOS/acme/Issues"), Approve, "gh-issues", "", true, false},
 		{"/v1/** matches /v1", https("api.github.com", "GET", "/v1"), Allow, "gh-v1", "", true, false},
 		{"/v1/** matches /v1/x/y", https("api.github.com", "GET", "/v1/x/y"), Allow, "gh-v1", "", true, false},
 		{"/v1/** not /v1beta", https("api.github.com", "GET", "/v1beta"), Allow, "gh", "", true, false},

@@ -89,6 +89,8 @@ func parsePathPattern(s string) (pathPattern, error) {
 
 // match reports whether the normalized request segments match. It is the
 // classic wildcard algorithm over segments: "**" backtracks, "*" is one.
+// Literal segments compare case-insensitively: some servers treat /Admin
+// as /admin, and a deny rule must not be dodged by changing case.
 func (pp pathPattern) match(segs []string) bool {
 	p, s := 0, 0
 	starP, starS := -1, 0
@@ -97,7 +99,7 @@ func (pp pathPattern) match(segs []string) bool {
 		case p < len(pp.segs) && pp.segs[p] == "**":
 			starP, starS = p, s
 			p++
-		case p < len(pp.segs) && (pp.segs[p] == "*" || pp.segs[p] == segs[s]):
+		case p < len(pp.segs) && (pp.segs[p] == "*" || strings.EqualFold(pp.segs[p], segs[s])):
 			p++
 			s++
 		case starP >= 0:
