@@ -335,6 +335,10 @@ func dedupKey(h *Hold) string {
 func (m *Manager) Request(ctx context.Context, h Hold) Outcome {
 	now := m.now()
 	key := h.Container.Key()
+	if ctx.Err() != nil {
+		// The agent is already gone: do not bother a human.
+		return Outcome{Status: StatusCancelled, Reason: "the agent disconnected"}
+	}
 	m.mu.Lock()
 	if m.closed {
 		m.mu.Unlock()
@@ -346,7 +350,7 @@ func (m *Manager) Request(ctx context.Context, h Hold) Outcome {
 		m.audit.Log(audit.Entry{
 			Time: now.UTC(), Event: "approval", Action: StatusGranted, By: "grant:" + g.ID,
 			Rule: h.Rule, Container: h.Container.Name, ContainerID: h.Container.ID, Runtime: h.Container.Runtime,
-			Dst: h.Dst, Method: h.Method, Host: h.Host, Path: m.red.RedactString(h.Path),
+			Dst: h.Dst, Method: h.Method, Host: h.Host, Path: m.sanitize(h.Path),
 		})
 		return Outcome{Approved: true, Status: StatusGranted, By: "grant:" + g.ID, Reason: "approved until " + g.Expires.UTC().Format(time.RFC3339)}
 	}
@@ -358,7 +362,7 @@ func (m *Manager) Request(ctx context.Context, h Hold) Outcome {
 		m.audit.Log(audit.Entry{
 			Time: now.UTC(), Event: "approval", Action: StatusLimit, Rule: h.Rule,
 			Container: h.Container.Name, ContainerID: h.Container.ID, Runtime: h.Container.Runtime,
-			Dst: h.Dst, Method: h.Method, Host: h.Host, Path: m.red.RedactString(h.Path),
+			Dst: h.Dst, Method: h.Method, Host: h.Host, Path: m.sanitize(h.Path),
 			Reason: "too many pending approvals",
 		})
 		return Outcome{Status: StatusLimit, Reason: "too many pending approvals"}
@@ -448,27 +452,32 @@ func (m *Manager) view(h *Hold) *Approval {
 	a := &Approval{
 		Container:  h.Container,
 		Method:     strings.ToUpper(h.Method),
-		URL:        m.sanitize(h.URL),
-		Host:       strings.ToLower(h.Host),
-		Path:       m.sanitize(h.Path),
+		URL:        truncate(m.sanitize(h.URL), maxShownURL),
+		Host:       truncate(strings.ToLower(h.Host), 255),
+		Path:       truncate(m.sanitize(h.Path), maxShownURL),
 		Dst:        h.Dst,
 		Header:     m.redactHeader(h.Header),
 		BodySize:   h.BodySize,
 		BodySHA256: h.BodySHA256,
 		Rule:       h.Rule,
 	}
-	body := h.Body
+	// Redact the whole buffered body before cutting it to the preview
+	// limit, so the cut cannot split a secret.
+	body := m.red.Redact(append([]byte(nil), h.Body...))
 	if len(body) > m.cfg.BodyPreviewLimit {
 		body = body[:m.cfg.BodyPreviewLimit]
 		a.BodyTruncated = true
 	}
-	if h.BodySize > int64(len(body)) {
+	if h.BodySize > int64(len(h.Body)) {
 		a.BodyTruncated = true
 	}
 	a.Body = m.bodyPreview(body)
 	a.Summary = m.summarize(h)
 	return a
 }
+
+// maxShownURL bounds URLs on cards and in the API; the agent chooses them.
+const maxShownURL = 4096
 
 func (m *Manager) expire(e *entry, timeout time.Duration) {
 	m.mu.Lock()

@@ -485,6 +485,19 @@ func TestNotifierFailureDoesNotBlock(t *testing.T) {
 	}
 }
 
+func TestAlreadyCancelledContext(t *testing.T) {
+	e := newEnv(t, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if got := e.m.Request(ctx, hold("a", "GET", "/")); got.Status != StatusCancelled || got.Approved {
+		t.Fatalf("%+v", got)
+	}
+	e.m.wait()
+	if notes, _, _ := e.note.snapshot(); len(notes) != 0 {
+		t.Fatal("a human was asked about a request nobody waits for")
+	}
+}
+
 func TestNewRejectsBadConfig(t *testing.T) {
 	if _, err := New(Config{}); err == nil {
 		t.Fatal("no DBPath accepted")

@@ -35,13 +35,24 @@ var sensitiveHeaders = map[string]bool{
 
 const redacted = "[redacted]"
 
+// Bounds on what an agent can put on a card through headers.
+const (
+	maxShownHeaders     = 64
+	maxShownHeaderValue = 1024
+)
+
 func (m *Manager) redactHeader(h http.Header) http.Header {
 	if h == nil {
 		return nil
 	}
 	out := make(http.Header, len(h))
+	n := 0
 	for k, vs := range h {
 		ck := http.CanonicalHeaderKey(k)
+		if n >= maxShownHeaders {
+			break
+		}
+		n++
 		for _, v := range vs {
 			if sensitiveHeaders[ck] {
 				if ck == "Authorization" || ck == "Proxy-Authorization" {
@@ -53,7 +64,9 @@ func (m *Manager) redactHeader(h http.Header) http.Header {
 				}
 				v = redacted
 			} else {
-				v = m.sanitize(v)
+				// Redact before cutting, so a cut cannot split a secret
+				// into a prefix the redactor no longer recognises.
+				v = truncate(m.sanitize(v), maxShownHeaderValue)
 			}
 			out[ck] = append(out[ck], v)
 		}
@@ -132,13 +145,13 @@ func sanitizeWith(r Redactor, s string) string {
 	return redactSecretShapes(r.RedactString(s))
 }
 
-// bodyPreview renders a body prefix for a card: pretty JSON when it parses,
+// bodyPreview renders a (redacted) body prefix for a card: pretty JSON when it parses,
 // text when it is UTF-8, a size note when binary.
 func (m *Manager) bodyPreview(b []byte) string {
 	if len(b) == 0 {
 		return ""
 	}
-	b = m.red.Redact(append([]byte(nil), b...))
+	// b is already through the secrets redactor (see view).
 	if json.Valid(b) {
 		var buf bytes.Buffer
 		if json.Indent(&buf, b, "", "  ") == nil {

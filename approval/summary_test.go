@@ -64,6 +64,11 @@ func TestBodyPreview(t *testing.T) {
 	if a.Body != "01234567" || !a.BodyTruncated {
 		t.Fatalf("preview %q truncated=%v", a.Body, a.BodyTruncated)
 	}
+	// A secret across the preview limit is redacted before the cut.
+	h.Body = []byte("abcdSECRET-VALUE-123")
+	if a := e.m.view(&h); strings.Contains(a.Body, "SECR") {
+		t.Fatalf("cut secret leaked: %q", a.Body)
+	}
 	h.Body = []byte{0xff, 0xfe, 0x00, 0x01}
 	if a := e.m.view(&h); !strings.Contains(a.Body, "binary") {
 		t.Fatalf("binary preview %q", a.Body)
