@@ -253,10 +253,7 @@ func New(cfg Config) (*Manager, error) {
 		}
 		seen[n.Name()] = true
 	}
-	met, err := newMetrics(cfg.Registerer)
-	if err != nil {
-		return nil, fmt.Errorf("approval: register metrics: %w", err)
-	}
+	met := newMetrics()
 	db, err := openStore(cfg.DBPath)
 	if err != nil {
 		return nil, err
@@ -279,6 +276,11 @@ func New(cfg Config) (*Manager, error) {
 	if err != nil {
 		db.Close()
 		return nil, err
+	}
+	// Registered last, so a failed New leaves nothing registered behind.
+	if err := met.register(cfg.Registerer); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("approval: register metrics: %w", err)
 	}
 	for _, g := range grants {
 		m.grants[g.ID] = g
@@ -791,8 +793,8 @@ func (m *Manager) updateCards(a *Approval) {
 	}
 }
 
-// Wait blocks until background notifications started so far are done; for
-// tests and orderly shutdown.
+// wait blocks until background notifications started so far are done
+// (they finish once their approvals do); for tests.
 func (m *Manager) wait() { m.wg.Wait() }
 
 func truncate(s string, n int) string {

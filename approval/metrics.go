@@ -11,7 +11,7 @@ type metrics struct {
 	notifyErrors *prometheus.CounterVec
 }
 
-func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+func newMetrics() *metrics {
 	m := &metrics{
 		pending: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "clawd_approvals_pending", Help: "Approvals waiting for a human.",
@@ -32,12 +32,23 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "clawd_approval_notify_errors_total", Help: "Failed notifications and card updates, by notifier.",
 		}, []string{"notifier"}),
 	}
-	if reg != nil {
-		for _, c := range []prometheus.Collector{m.pending, m.holds, m.grants, m.requests, m.decided, m.notifyErrors} {
-			if err := reg.Register(c); err != nil {
-				return nil, err
+	return m
+}
+
+// register registers all collectors on reg (nil = none), undoing partial
+// registration on error.
+func (m *metrics) register(reg prometheus.Registerer) error {
+	if reg == nil {
+		return nil
+	}
+	cs := []prometheus.Collector{m.pending, m.holds, m.grants, m.requests, m.decided, m.notifyErrors}
+	for i, c := range cs {
+		if err := reg.Register(c); err != nil {
+			for _, done := range cs[:i] {
+				reg.Unregister(done)
 			}
+			return err
 		}
 	}
-	return m, nil
+	return nil
 }
