@@ -87,8 +87,11 @@ func TestAPIGoneAndNotFound(t *testing.T) {
 	e := newEnv(t, nil)
 	api := e.m.APIHandler()
 	h := hold("a", "PUT", "/repos/o/r/pulls/1/merge")
-	h.Timeout = time.Millisecond
-	o := e.m.Request(context.Background(), h)
+	h.Timeout = time.Minute
+	ch := async(e.m, context.Background(), h)
+	waitPending(t, e.m, 1)
+	e.clock.Add(time.Minute)
+	o := recv(t, ch)
 	for _, tc := range []struct {
 		method, path string
 		want         int

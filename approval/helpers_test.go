@@ -13,11 +13,32 @@ import (
 	"github.com/clawd-dev/clawd/policy"
 )
 
-// fakeClock is an injectable clock; timers in the manager still use real
-// time, so tests that need a timeout use a tiny Hold.Timeout.
+// fakeClock is an injectable clock with timers: Add moves time and fires
+// the timers that became due, so timeouts happen when the test says.
 type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
+	mu     sync.Mutex
+	t      time.Time
+	timers []*fakeTimer
+}
+
+type fakeTimer struct {
+	at      time.Time
+	f       func()
+	stopped bool
+}
+
+func (c *fakeClock) AfterFunc(d time.Duration, f func()) func() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ft := &fakeTimer{at: c.t.Add(d), f: f}
+	c.timers = append(c.timers, ft)
+	return func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		was := !ft.stopped
+		ft.stopped = true
+		return was
+	}
 }
 
 func newClock() *fakeClock { return &fakeClock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)} }
@@ -31,7 +52,17 @@ func (c *fakeClock) Now() time.Time {
 func (c *fakeClock) Add(d time.Duration) {
 	c.mu.Lock()
 	c.t = c.t.Add(d)
+	var due []func()
+	for _, ft := range c.timers {
+		if !ft.stopped && !ft.at.After(c.t) {
+			ft.stopped = true
+			due = append(due, ft.f)
+		}
+	}
 	c.mu.Unlock()
+	for _, f := range due {
+		f()
+	}
 }
 
 type auditRec struct {
@@ -116,6 +147,7 @@ func newEnv(t *testing.T, mod func(*Config)) *env {
 		Notifiers: []Notifier{e.note},
 		Audit:     e.audit,
 		Now:       e.clock.Now,
+		AfterFunc: e.clock.AfterFunc,
 		PublicURL: "http://127.0.0.1:8787",
 		APIToken:  "tok-test",
 		Redactor:  strRedactor{"SECRET-VALUE-123": "[secret:github]"},

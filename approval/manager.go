@@ -97,6 +97,9 @@ type Config struct {
 	// DefaultSummarizers().
 	Summarizers []Summarizer
 	Now         func() time.Time // nil = time.Now
+	// AfterFunc runs f after d and returns a stop function; nil uses
+	// time.AfterFunc. Tests inject a fake clock's timers here.
+	AfterFunc func(d time.Duration, f func()) (stop func() bool)
 }
 
 // Approval is one held request as humans see it. Headers, body and URL are
@@ -178,7 +181,7 @@ type entry struct {
 	waiters int
 	done    chan struct{} // closed when decided
 	outcome Outcome
-	timer   *time.Timer
+	stop    func() bool // stops the timeout timer
 }
 
 // Manager holds requests for approval. It is safe for concurrent use.
@@ -226,6 +229,9 @@ func New(cfg Config) (*Manager, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.AfterFunc == nil {
+		cfg.AfterFunc = func(d time.Duration, f func()) func() bool { return time.AfterFunc(d, f).Stop }
 	}
 	if cfg.MaxPending <= 0 {
 		cfg.MaxPending = DefaultMaxPending
@@ -433,7 +439,7 @@ func (m *Manager) createLocked(h *Hold, dk string, now time.Time) *entry {
 		// Holding still works; only crash recovery of this card is lost.
 		m.log.Error("persist approval", zap.String("id", a.ID), zap.Error(err))
 	}
-	e.timer = time.AfterFunc(timeout, func() { m.expire(e, timeout) })
+	e.stop = m.cfg.AfterFunc(timeout, func() { m.expire(e, timeout) })
 	m.met.requests.WithLabelValues("held").Inc()
 	m.met.pending.Set(float64(len(m.pending)))
 	m.audit.Log(audit.Entry{
@@ -496,8 +502,8 @@ func (m *Manager) finishLocked(e *entry, status string, out Outcome, by, reason 
 	}
 	delete(m.pending, e.a.ID)
 	delete(m.byDedup, e.dedup)
-	if e.timer != nil {
-		e.timer.Stop()
+	if e.stop != nil {
+		e.stop()
 	}
 	m.holds -= e.waiters
 	m.decContLocked(e.a.Container.Key(), e.waiters)

@@ -36,8 +36,14 @@ func TestRequestOutcomes(t *testing.T) {
 		},
 		{
 			name:    "timeout",
-			timeout: time.Millisecond,
-			want:    Outcome{Status: StatusTimeout, Reason: "no decision within 1ms"},
+			timeout: 2 * time.Minute,
+			want:    Outcome{Status: StatusTimeout, Reason: "no decision within 2m0s"},
+			status:  TimedOut,
+		},
+		{
+			name:    "default timeout",
+			timeout: -1, // use the 10m default
+			want:    Outcome{Status: StatusTimeout, Reason: "no decision within 10m0s"},
 			status:  TimedOut,
 		},
 		{
@@ -53,13 +59,18 @@ func TestRequestOutcomes(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			h := hold("agent1", "PUT", "/repos/acme/api/pulls/7/merge")
-			h.Timeout = tt.timeout
-			ch := async(e.m, ctx, h)
-			var id string
-			if tt.timeout == 0 {
-				id = waitPending(t, e.m, 1)[0].ID
+			if tt.timeout > 0 {
+				h.Timeout = tt.timeout
 			}
+			ch := async(e.m, ctx, h)
+			id := waitPending(t, e.m, 1)[0].ID
 			switch {
+			case tt.timeout != 0:
+				e.clock.Add(time.Minute)
+				if a, _ := e.m.Get(id); a.Status != Pending {
+					t.Fatalf("expired early: %s", a.Status)
+				}
+				e.clock.Add(10 * time.Minute)
 			case tt.decide != nil:
 				if err := tt.decide(e.m, id); err != nil {
 					t.Fatal(err)
@@ -68,9 +79,6 @@ func TestRequestOutcomes(t *testing.T) {
 				cancel()
 			}
 			got := recv(t, ch)
-			if id == "" {
-				id = got.ID
-			}
 			tt.want.ID = id
 			if got != tt.want {
 				t.Fatalf("outcome = %+v, want %+v", got, tt.want)
@@ -306,9 +314,6 @@ func TestDecideIdempotency(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			h := hold("a", "PUT", "/repos/o/r/pulls/1/merge")
-			if tt.first == "timeout" {
-				h.Timeout = time.Millisecond
-			}
 			ch := async(e.m, ctx, h)
 			var id string
 			switch tt.first {
@@ -317,6 +322,8 @@ func TestDecideIdempotency(t *testing.T) {
 				e.m.Decide(id, tt.first == "approve", "cli", "", 0)
 				id = recv(t, ch).ID
 			case "timeout":
+				waitPending(t, e.m, 1)
+				e.clock.Add(DefaultTimeout)
 				id = recv(t, ch).ID
 			case "cancel":
 				id = waitPending(t, e.m, 1)[0].ID
@@ -392,7 +399,7 @@ func crash(t *testing.T, m *Manager) {
 	m.mu.Lock()
 	m.closed = true
 	for _, e := range m.pending {
-		e.timer.Stop()
+		e.stop()
 	}
 	m.mu.Unlock()
 	if err := m.db.Close(); err != nil {
