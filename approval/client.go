@@ -153,6 +153,7 @@ func (c *Client) WatchContainer(ctx context.Context, container string, fn func([
 		return err
 	}
 	fn(r.Approvals)
+	last := watchKey(r.Approvals)
 	for {
 		next, err := c.list(ctx, container, time.Minute, r.Version)
 		if ctx.Err() != nil {
@@ -161,11 +162,22 @@ func (c *Client) WatchContainer(ctx context.Context, container string, fn func([
 		if err != nil {
 			return err
 		}
-		if next.Version != r.Version {
+		// The version also moves for changes the list does not show
+		// (another container's approvals, a card being sent).
+		if k := watchKey(next.Approvals); k != last {
 			fn(next.Approvals)
+			last = k
 		}
 		r = next
 	}
+}
+
+func watchKey(as []Approval) string {
+	var b strings.Builder
+	for _, a := range as {
+		fmt.Fprintf(&b, "%s/%s/%d,", a.ID, a.Status, a.Waiters)
+	}
+	return b.String()
 }
 
 // Grants lists active grants.
