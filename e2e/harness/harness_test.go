@@ -159,3 +159,32 @@ func TestUpstreamServesJSON(t *testing.T) {
 		t.Fatalf("Requests() = %d, want 1", n)
 	}
 }
+
+func TestDockerContainerReachesUpstream(t *testing.T) {
+	RequireRoot(t)
+	up := SharedUpstream(t)
+	d := SharedDocker(t)
+	ct := d.Run(t, "dock", RunOpts{Labels: map[string]string{"clawd.attach": "true"}})
+	if ct.PID <= 0 || len(ct.ID) != 64 || ct.Namespace != "moby" {
+		t.Fatalf("container not filled in: %+v", ct)
+	}
+	up.Reset()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for _, url := range []string{"http://198.51.100.10:8080/d4", "http://[2001:db8::10]:8080/d6"} {
+		out, errOut, code, err := ct.Exec(ctx, "wget", "-q", "-O", "-", url)
+		if err != nil || code != 0 || !strings.Contains(out, `"remote":"`) {
+			t.Fatalf("wget %s: %d %v %s %s", url, code, err, out, errOut)
+		}
+	}
+	if _, _, code, err := ct.Exec(ctx, "sh", "-c", "exit 4"); err != nil || code != 4 {
+		t.Fatalf("exit code: %d %v", code, err)
+	}
+	if n := len(up.Requests()); n != 2 {
+		t.Fatalf("upstream saw %d requests, want 2", n)
+	}
+	ct.Stop(t)
+	if _, err := os.Stat(ct.Netns); !os.IsNotExist(err) {
+		t.Errorf("netns %s still exists", ct.Netns)
+	}
+}
