@@ -34,6 +34,8 @@ func TestContainerReachesUpstream(t *testing.T) {
 		{"http by name", []string{"wget", "-q", "-O", "-", "http://api.upstream.test:8080/name"}, `"host":"api.upstream.test:8080"`},
 		{"tcp echo", []string{"sh", "-c", "echo ping-tcp | nc -w 2 198.51.100.10 9000"}, "ping-tcp"},
 		{"dns", []string{"nslookup", "upstream.test", "198.51.100.53"}, "198.51.100.10"},
+		{"dns over v6", []string{"nslookup", "-type=aaaa", "x.upstream.test", "2001:db8::53"}, "2001:db8::10"},
+		{"wget -T works", []string{"wget", "-q", "-T", "5", "-O", "-", "http://198.51.100.10:8080/t"}, `"path":"/t"`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -54,8 +56,8 @@ func TestContainerReachesUpstream(t *testing.T) {
 		t.Errorf("UDP echo got %q, want packets with ping-udp and ping-udp6", p)
 	}
 	reqs := up.Requests()
-	if len(reqs) != 3 {
-		t.Fatalf("upstream saw %d requests, want 3: %+v", len(reqs), reqs)
+	if len(reqs) != 4 {
+		t.Fatalf("upstream saw %d requests, want 4: %+v", len(reqs), reqs)
 	}
 	if !strings.HasPrefix(reqs[0].Remote, ct.IPv4.String()+":") {
 		t.Errorf("request came from %s, want the container address %s", reqs[0].Remote, ct.IPv4)

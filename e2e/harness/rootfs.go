@@ -10,7 +10,7 @@ import (
 )
 
 var busyboxApplets = []string{
-	"sh", "ash", "wget", "nc", "nslookup", "sleep", "cat", "ip", "ping", "ping6",
+	"sh", "ash", "nc", "nslookup", "sleep", "cat", "ip", "ping", "ping6",
 	"echo", "ls", "id", "env", "true", "false", "test", "[", "printf", "grep", "sed",
 	"awk", "head", "tail", "wc", "tr", "cut", "kill", "ps", "touch", "rm", "mkdir",
 	"cp", "mv", "hostname", "ifconfig", "route", "telnet", "timeout", "date", "uname",
@@ -80,6 +80,11 @@ func buildRootfs(dir string) error {
 		if err := os.Symlink("busybox", filepath.Join(dir, "bin", a)); err != nil {
 			return err
 		}
+	}
+	// busybox-static 1.35 (Debian 12) wget segfaults whenever -T is given;
+	// this wrapper implements -T N with the timeout applet instead.
+	if err := os.WriteFile(filepath.Join(dir, "bin", "wget"), []byte(wgetWrapper), 0o755); err != nil {
+		return err
 	}
 	files := map[string]string{
 		"etc/passwd":      "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
@@ -151,3 +156,24 @@ func copyFile(src, dst string, mode os.FileMode) error {
 	}
 	return out.Close()
 }
+
+const wgetWrapper = `#!/bin/busybox sh
+t=
+n=$#
+i=0
+while [ $i -lt $n ]; do
+	a=$1
+	shift
+	i=$((i+1))
+	case $a in
+	-T) t=$1; shift; i=$((i+1)) ;;
+	-T*) t=${a#-T} ;;
+	--timeout=*) t=${a#--timeout=} ;;
+	*) set -- "$@" "$a" ;;
+	esac
+done
+if [ -n "$t" ]; then
+	exec /bin/busybox timeout "$t" /bin/busybox wget "$@"
+fi
+exec /bin/busybox wget "$@"
+`

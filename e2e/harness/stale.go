@@ -245,3 +245,10 @@ func removeTaggedRules(id string) {
 		}
 	}
 }
+
+func execOut(name string, args ...string) (string, error) {
+	out, err := exec.Command(name, args...).Output()
+	return string(out), err
+}
+
+func contains(s, sub string) bool { return strings.Contains(s, sub) }

@@ -22,6 +22,7 @@ var (
 	UpstreamIPv4 = netip.MustParseAddr("198.51.100.10")
 	UpstreamIPv6 = netip.MustParseAddr("2001:db8::10")
 	UpstreamDNS  = netip.MustParseAddr("198.51.100.53")
+	UpstreamDNS6 = netip.MustParseAddr("2001:db8::53")
 	upHostV4     = netip.MustParsePrefix("198.51.100.1/24")
 	upHostV6     = netip.MustParsePrefix("2001:db8::1/64")
 )
@@ -46,7 +47,8 @@ type Seen struct {
 // Upstream is the "internet" containers talk to: a network namespace with
 // HTTP (:8080), TCP echo (:9000), UDP echo (:9001) on 198.51.100.10 and
 // [2001:db8::10], and DNS on 198.51.100.53:53 answering upstream.test and
-// *.upstream.test with those addresses (NXDOMAIN otherwise).
+// *.upstream.test with those addresses (NXDOMAIN otherwise), also on
+// [2001:db8::53]:53.
 type Upstream struct {
 	Netns      string // /run/netns/clawd-up-<id>
 	IPv4, IPv6 netip.Addr
@@ -129,7 +131,7 @@ func startUpstream(logf func(string, ...any)) (u *Upstream, err error) {
 		hostName: u.HostVeth, nsPath: u.Netns, nsName: "eth0",
 		hostV4: upHostV4, hostV6: upHostV6,
 		innerV4: netip.PrefixFrom(UpstreamIPv4, 24), innerV6: netip.PrefixFrom(UpstreamIPv6, 64),
-		extraInner: []netip.Prefix{netip.PrefixFrom(UpstreamDNS, 24)},
+		extraInner: []netip.Prefix{netip.PrefixFrom(UpstreamDNS, 24), netip.PrefixFrom(UpstreamDNS6, 64)},
 	})
 	if err != nil {
 		return u, err
@@ -155,21 +157,23 @@ func startUpstream(logf func(string, ...any)) (u *Upstream, err error) {
 		}
 		u.goServe(func() { u.serveUDPEcho(pc) })
 	}
-	dnsAddr := netip.AddrPortFrom(UpstreamDNS, 53).String()
-	pc, err := u.ListenPacket("udp", dnsAddr)
-	if err != nil {
-		return u, err
-	}
-	l, err := u.Listen("tcp", dnsAddr)
-	if err != nil {
-		return u, err
-	}
 	h := dns.HandlerFunc(u.serveDNS)
-	udpSrv := &dns.Server{PacketConn: pc, Handler: h}
-	tcpSrv := &dns.Server{Listener: l, Handler: h}
-	u.closers = append(u.closers, closerFunc(func() error { udpSrv.Shutdown(); tcpSrv.Shutdown(); return nil }))
-	u.goServe(func() { udpSrv.ActivateAndServe() })
-	u.goServe(func() { tcpSrv.ActivateAndServe() })
+	for _, ip := range []netip.Addr{UpstreamDNS, UpstreamDNS6} {
+		dnsAddr := netip.AddrPortFrom(ip, 53).String()
+		pc, err := u.ListenPacket("udp", dnsAddr)
+		if err != nil {
+			return u, err
+		}
+		l, err := u.Listen("tcp", dnsAddr)
+		if err != nil {
+			return u, err
+		}
+		udpSrv := &dns.Server{PacketConn: pc, Handler: h}
+		tcpSrv := &dns.Server{Listener: l, Handler: h}
+		// Closing the sockets (in closers) stops both servers.
+		u.goServe(func() { udpSrv.ActivateAndServe() })
+		u.goServe(func() { tcpSrv.ActivateAndServe() })
+	}
 	return u, nil
 }
 
