@@ -218,7 +218,12 @@ func send(ctx context.Context, out chan<- Event, ev Event) bool {
 func (c *Containerd) stream(ctx context.Context, known map[string]Container, out chan<- Event) (connected bool, err error) {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	if _, err := c.client.IsServing(sctx); err != nil {
+	// IsServing waits for the connection; bound it so that a containerd
+	// that is down is reported on the error channel, not waited for silently.
+	pctx, pcancel := context.WithTimeout(sctx, 5*time.Second)
+	_, err = c.client.IsServing(pctx)
+	pcancel()
+	if err != nil {
 		return false, err
 	}
 	evs, errs := c.client.Subscribe(sctx, eventFilters...)

@@ -205,6 +205,28 @@ func TestUnreachableRuntime(t *testing.T) {
 	if _, err := down.List(ctx); err == nil || !strings.Contains(err.Error(), missing) {
 		t.Fatalf("List on a missing socket: %v, want an error naming it", err)
 	}
+	// Events keeps retrying and says why.
+	evs, errs := down.Events(ctx)
+	select {
+	case err := <-errs:
+		if err == nil || !strings.Contains(err.Error(), missing) {
+			t.Fatalf("Events error %v, want one naming %s", err, missing)
+		}
+	case ev := <-evs:
+		t.Fatalf("event %+v from a missing runtime", ev)
+	case <-ctx.Done():
+		t.Fatal("no error from Events on a missing socket")
+	}
+	dmissing := "unix://" + t.TempDir() + "/d.sock"
+	ddown, err := NewDocker(dmissing)
+	if err != nil {
+		t.Fatalf("NewDocker must connect lazily: %v", err)
+	}
+	defer ddown.Close()
+	if _, err := ddown.List(ctx); err == nil || !strings.Contains(err.Error(), dmissing) {
+		t.Fatalf("docker List on a missing socket: %v", err)
+	}
+
 	ctd := harness.SharedContainerd(t)
 	up := newContainerdRuntime(t, ctd.Address)
 	ct := ctd.Run(t, "reach", harness.RunOpts{Network: "none"})

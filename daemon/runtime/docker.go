@@ -213,7 +213,10 @@ func (d *Docker) Events(ctx context.Context) (<-chan Event, <-chan error) {
 func (d *Docker) stream(ctx context.Context, known map[string]Container, out chan<- Event) (bool, error) {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	if _, err := d.cli.Ping(sctx, client.PingOptions{}); err != nil {
+	pctx, pcancel := context.WithTimeout(sctx, 5*time.Second)
+	_, err := d.cli.Ping(pctx, client.PingOptions{})
+	pcancel()
+	if err != nil {
 		return false, err
 	}
 	f := client.Filters{}.Add("type", string(events.ContainerEventType)).Add("event", "create", "start", "die", "destroy")
