@@ -181,7 +181,7 @@ func execTask(ctx context.Context, cctr containerd.Container, fifoDir string, ar
 	execSeq.n++
 	execID := fmt.Sprintf("exec-%d-%s", execSeq.n, shortID(4))
 	execSeq.Unlock()
-	var stdout, stderr bytes.Buffer
+	var stdout, stderr lockedBuffer
 	if err := os.MkdirAll(fifoDir, 0o700); err != nil {
 		return "", "", -1, err
 	}
@@ -208,8 +208,21 @@ func execTask(ctx context.Context, cctr containerd.Container, fifoDir string, ar
 		if err != nil {
 			return "", "", -1, fmt.Errorf("exec %v: %w", args, err)
 		}
-		// Output is complete once the IO copiers have finished.
-		p.IO().Wait()
+		// Output is complete once the IO copiers have finished, which needs
+		// every writer of the FIFOs gone. A background child ("cmd &") keeps
+		// them open forever, so after the process exits give the copiers a
+		// short grace period, then cut them off.
+		ioDone := make(chan struct{})
+		go func() { p.IO().Wait(); close(ioDone) }()
+		select {
+		case <-ioDone:
+		case <-time.After(2 * time.Second):
+			p.IO().Cancel()
+			p.IO().Close()
+		case <-ctx.Done():
+			p.IO().Cancel()
+			p.IO().Close()
+		}
 		return stdout.String(), stderr.String(), int(code), nil
 	case <-ctx.Done():
 		kctx, cancel := context.WithTimeout(withNamespace(context.Background(), ctrNamespace), 10*time.Second)
@@ -269,4 +282,22 @@ func (ct *Container) stop() error {
 		ct.teardownNetwork()
 	})
 	return ct.stopErr
+}
+
+// lockedBuffer is written by the IO copier while Exec may already read it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

@@ -74,6 +74,11 @@ func TestExecReportsExitCodeAndStderr(t *testing.T) {
 	if err != nil || code != 3 || out != "out\n" || errOut != "err\n" {
 		t.Fatalf("got out %q err %q code %d error %v", out, errOut, code, err)
 	}
+	// A background child keeps the output pipes open; Exec still returns.
+	out, _, code, err = ct.Exec(context.Background(), "sh", "-c", "(sleep 30 &) ; echo started")
+	if err != nil || code != 0 || out != "started\n" {
+		t.Fatalf("exec with a background child: %q %d %v", out, code, err)
+	}
 	// Network "none": only loopback, so the upstream is unreachable.
 	_, _, code, err = ct.Exec(context.Background(), "wget", "-q", "-T", "2", "-O", "-", "http://198.51.100.10:8080/")
 	if err != nil || code == 0 {
