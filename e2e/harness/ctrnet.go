@@ -2,6 +2,7 @@ package harness
 
 import (
 	"fmt"
+	"os"
 	"net/netip"
 )
 
@@ -17,7 +18,18 @@ func (ct *Container) setupNetwork(mode, existingNs string) (err error) {
 	}
 	name := "clawd-c-" + ct.short
 	if existingNs != "" {
-		ct.Netns, err = bindNetns(existingNs, name)
+		if ct.Netns, err = bindNetns(existingNs, name); err != nil {
+			return err
+		}
+		// Docker disables IPv6 in --network none namespaces.
+		err = inNetns(ct.Netns, func() error {
+			for _, f := range []string{"all", "default", "lo"} {
+				if err := os.WriteFile("/proc/sys/net/ipv6/conf/"+f+"/disable_ipv6", []byte("0\n"), 0o644); err != nil {
+					return fmt.Errorf("enable IPv6: %w", err)
+				}
+			}
+			return disableDAD("all", "default")
+		})
 	} else {
 		ct.Netns, err = newNamedNetns(name)
 	}
