@@ -184,6 +184,9 @@ func TestDockerContainerReachesUpstream(t *testing.T) {
 			t.Fatalf("wget %s: %d %v %s %s", url, code, err, out, errOut)
 		}
 	}
+	if out, _, code, err := ct.Exec(ctx, "sh", "-c", "(sleep 30 &) ; echo started"); err != nil || code != 0 || out != "started\n" {
+		t.Fatalf("exec with a background child: %q %d %v", out, code, err)
+	}
 	if _, _, code, err := ct.Exec(ctx, "sh", "-c", "exit 4"); err != nil || code != 4 {
 		t.Fatalf("exit code: %d %v", code, err)
 	}
