@@ -58,12 +58,12 @@ func SharedContainerd(t testing.TB) *Containerd {
 	RequireRoot(t)
 	sharedCtdOnce.Do(func() {
 		var logDir string
-		if logDir, sharedCtdErr = os.MkdirTemp("", "clawd-containerd-log-"); sharedCtdErr != nil {
+		if logDir, sharedCtdErr = ownedDir(); sharedCtdErr != nil {
 			return
 		}
 		sharedCtd, sharedCtdErr = startContainerd(logDir)
 		if sharedCtdErr == nil {
-			addSharedCleanup(func() { sharedCtd.stopAll(); os.RemoveAll(logDir) })
+			addSharedCleanup(func() { sharedCtd.stopAll(); removeOwnedDir(logDir) })
 		}
 	})
 	if sharedCtdErr != nil {

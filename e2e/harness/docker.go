@@ -62,12 +62,12 @@ func SharedDocker(t testing.TB) *Docker {
 	ctd := SharedContainerd(t)
 	sharedDockerOnce.Do(func() {
 		var logDir string
-		if logDir, sharedDockerErr = os.MkdirTemp("", "clawd-dockerd-log-"); sharedDockerErr != nil {
+		if logDir, sharedDockerErr = ownedDir(); sharedDockerErr != nil {
 			return
 		}
 		sharedDocker, sharedDockerErr = startDocker(ctd, logDir)
 		if sharedDockerErr == nil {
-			addSharedCleanup(func() { sharedDocker.stop(); os.RemoveAll(logDir) })
+			addSharedCleanup(func() { sharedDocker.stop(); removeOwnedDir(logDir) })
 		}
 	})
 	if sharedDockerErr != nil {

@@ -39,12 +39,12 @@ func BusyboxRootfs(t testing.TB) string {
 
 func ensureRootfs() (string, error) {
 	rootfsOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "clawd-busybox-")
+		dir, err := ownedDir()
 		if err != nil {
 			rootfsErr = err
 			return
 		}
-		addSharedCleanup(func() { os.RemoveAll(dir) })
+		addSharedCleanup(func() { removeOwnedDir(dir) })
 		rootfsDir, rootfsErr = dir, buildRootfs(dir)
 	})
 	if rootfsErr != nil {

@@ -252,3 +252,23 @@ func execOut(name string, args ...string) (string, error) {
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+// ownedDir creates /tmp/ce2e-<id> owned by this process, so that a crashed
+// run's dir is removed by CleanupStale.
+func ownedDir() (string, error) {
+	id := shortID(8)
+	if err := markOwned(id); err != nil {
+		return "", err
+	}
+	dir := filepath.Join(os.TempDir(), tmpPrefix+id)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		unmarkOwned(id)
+		return "", err
+	}
+	return dir, nil
+}
+
+func removeOwnedDir(dir string) {
+	os.RemoveAll(dir)
+	unmarkOwned(strings.TrimPrefix(filepath.Base(dir), tmpPrefix))
+}
