@@ -2,8 +2,8 @@ package harness
 
 import (
 	"fmt"
-	"os"
 	"net/netip"
+	"os"
 )
 
 // setupNetwork gives the container its network namespace: a new one, or (for
