@@ -324,3 +324,20 @@ func (d *dedup) keep(ev Event) bool {
 	}
 	return true
 }
+
+// List returns the running containers of all runtimes, Docker containers
+// once (see Resolve). Unreachable runtimes are skipped; the error is
+// non-nil when any failed, together with what the others returned.
+func (m Multi) List(ctx context.Context) ([]Container, error) {
+	var all []Container
+	var errs []error
+	for _, r := range m {
+		cs, err := r.List(ctx)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", r.Name(), err))
+			continue
+		}
+		all = append(all, cs...)
+	}
+	return dedupeDocker(all), errors.Join(errs...)
+}

@@ -194,3 +194,30 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		t.Error("NewDocker with ftp host succeeded")
 	}
 }
+
+func TestMultiList(t *testing.T) {
+	ctd := &fake{name: "containerd", cs: []Container{ctr("containerd", "default", "a", "a"), ctr("containerd", "moby", "d1", "d1")}}
+	dk := &fake{name: "docker", cs: []Container{ctr("docker", "moby", "d1", "agent")}}
+	down := &fake{name: "docker", err: errors.New("connection refused")}
+	got, err := Multi{ctd, dk}.List(context.Background())
+	if err != nil || len(got) != 2 || got[1].Runtime != "docker" {
+		t.Fatalf("List = %+v, %v; want a and the docker view of d1", got, err)
+	}
+	got, err = Multi{ctd, down}.List(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "docker: connection refused") || len(got) != 2 {
+		t.Fatalf("List with docker down = %+v, %v", got, err)
+	}
+}
+
+func TestResolveRejectsBadNamespace(t *testing.T) {
+	r, err := NewContainerd(t.TempDir()+"/none.sock", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	for _, ns := range []string{"../etc", "a b", strings.Repeat("n", 100)} {
+		if _, err := r.Resolve(context.Background(), "x", ns); err == nil || !strings.Contains(err.Error(), "namespace") {
+			t.Errorf("Resolve in namespace %q: %v, want a namespace error", ns, err)
+		}
+	}
+}
