@@ -50,8 +50,8 @@ func TestContainerReachesUpstream(t *testing.T) {
 	// UDP: busybox has no UDP netcat; tftp's request carries the file name.
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	ct.Exec(ctx, "timeout", "3", "tftp", "-g", "-r", "ping-udp", "-l", "/tmp/x", "198.51.100.10", "9001")
-	ct.Exec(ctx, "timeout", "3", "tftp", "-g", "-r", "ping-udp6", "-l", "/tmp/x", "2001:db8::10", "9001")
+	ct.Exec(ctx, "timeout", "1", "tftp", "-g", "-r", "ping-udp", "-l", "/tmp/x", "198.51.100.10", "9001")
+	ct.Exec(ctx, "timeout", "1", "tftp", "-g", "-r", "ping-udp6", "-l", "/tmp/x", "2001:db8::10", "9001")
 	if p := strings.Join(up.UDPPackets(), "|"); !strings.Contains(p, "ping-udp") || !strings.Contains(p, "ping-udp6") {
 		t.Errorf("UDP echo got %q, want packets with ping-udp and ping-udp6", p)
 	}
