@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -44,12 +45,13 @@ func userErr(status int, format string, a ...any) error {
 	return &UserError{Status: status, Err: fmt.Errorf(format, a...)}
 }
 
-var unsafeID = regexp.MustCompile(`[^A-Za-z0-9_.-]`)
+// bpffs refuses names with dots, so IDs use only [A-Za-z0-9_-].
+var unsafeID = regexp.MustCompile(`[^A-Za-z0-9_-]`)
 
 func attachmentID(c policy.Container) string {
-	id := c.Runtime + "." + c.Namespace + "." + c.ID
+	id := c.Runtime + "_" + c.Namespace + "_" + c.ID
 	if c.Namespace == "" {
-		id = c.Runtime + "." + c.ID
+		id = c.Runtime + "_" + c.ID
 	}
 	id = unsafeID.ReplaceAllString(id, "_")
 	if len(id) > 200 {
@@ -385,29 +387,31 @@ func (d *Daemon) handle(ctx context.Context, a *attachment, c net.Conn) {
 }
 
 // watchEvents attaches labelled containers when their task is created and
-// detaches containers whose task exited.
+// detaches containers whose task exited. The runtimes' streams are merged
+// and deduplicated (a Docker container is reported once, by its Docker name
+// and labels, at containerd's task create); events repeat after a runtime
+// reconnects, so handling is idempotent.
 func (d *Daemon) watchEvents() {
-	for _, r := range d.rt {
-		go func(r runtime.Runtime) {
-			evs, errs := r.Events(d.ctx)
-			for {
-				select {
-				case <-d.ctx.Done():
-					return
-				case err, ok := <-errs:
-					if !ok {
-						errs = nil
-						continue
-					}
-					d.log.Warn("runtime events", zap.String("runtime", r.Name()), zap.Error(err))
-				case ev, ok := <-evs:
-					if !ok {
-						return
-					}
-					d.onEvent(ev)
-				}
+	if len(d.rt) == 0 {
+		return
+	}
+	evs, errs := d.rt.Events(d.ctx)
+	for {
+		select {
+		case <-d.ctx.Done():
+			return
+		case err, ok := <-errs:
+			if !ok {
+				errs = nil
+				continue
 			}
-		}(r)
+			d.log.Debug("runtime events", zap.Error(err))
+		case ev, ok := <-evs:
+			if !ok {
+				return
+			}
+			d.onEvent(ev)
+		}
 	}
 }
 
@@ -471,10 +475,28 @@ func (d *Daemon) Sweep() {
 			gone = append(gone, id)
 		}
 	}
+	var live []*attachment
+	for id, a := range d.atts {
+		if !slices.Contains(gone, id) {
+			live = append(live, a)
+		}
+	}
 	d.mu.Unlock()
 	for _, id := range gone {
 		if err := d.detach(id, "container gone (sweep)"); err != nil {
 			d.log.Warn("sweep detach", zap.String("id", id), zap.Error(err))
+		}
+	}
+	// Interfaces added after attach get their drop-all programs too.
+	for _, a := range live {
+		added, err := d.enf.RefreshTCX(enforce.Params{ID: a.ID, Cgroup: a.Cgroup, Netns: fmt.Sprintf("/proc/%d/ns/net", a.PID),
+			ProxyPort: a.ls.tcpPort(), DNSPort: a.ls.udpPort(), HasV6: a.ls.hasV6()})
+		if err != nil {
+			d.log.Debug("refresh tcx", zap.String("container", a.Container.Name), zap.Error(err))
+			continue
+		}
+		if len(added) > 0 {
+			d.log.Info("new interfaces covered", zap.String("container", a.Container.Name), zap.Strings("interfaces", added))
 		}
 	}
 }

@@ -16,36 +16,36 @@ import (
 // come from --config (YAML), flags, and CLAWD_* environment variables, in
 // increasing precedence for env over file and flags over both.
 type Config struct {
-	Socket            string        `mapstructure:"socket"`
-	StateDir          string        `mapstructure:"state-dir"`
-	Policy            string        `mapstructure:"policy"`
-	ContainerdAddress string        `mapstructure:"containerd-address"`
-	Namespaces        []string      `mapstructure:"namespaces"`
-	DockerHost        string        `mapstructure:"docker-host"`
-	PinRoot           string        `mapstructure:"pin-root"`
-	APIListen         string        `mapstructure:"api-listen"`
-	MetricsListen     string        `mapstructure:"metrics-listen"`
-	AuditLog          string        `mapstructure:"audit-log"`
-	LogLevel          string        `mapstructure:"log-level"`
-	LogFormat         string        `mapstructure:"log-format"` // "json", "console" or "" (json unless on a terminal)
-	DNSUpstreams      []string      `mapstructure:"dns-upstreams"`
-	UpstreamCAFile    string        `mapstructure:"upstream-ca-file"` // extra roots for upstream TLS (tests, private CAs)
-	SecretsFile       string        `mapstructure:"secrets-file"`
-	SecretsKey        string        `mapstructure:"secrets-key"`
-	DrainTimeout      time.Duration `mapstructure:"drain-timeout"`
-	SweepInterval     time.Duration `mapstructure:"sweep-interval"`
-	PeekTimeout       time.Duration `mapstructure:"peek-timeout"`
-	APIToken          string        `mapstructure:"api-token"`      // bearer token of the host approval API; generated into the state dir if empty
-	PublicURL         string        `mapstructure:"public-url"`     // base of signed approve/deny links
+	Socket            string         `mapstructure:"socket"`
+	StateDir          string         `mapstructure:"state-dir"`
+	Policy            string         `mapstructure:"policy"`
+	ContainerdAddress string         `mapstructure:"containerd-address"`
+	Namespaces        []string       `mapstructure:"namespaces"`
+	DockerHost        string         `mapstructure:"docker-host"`
+	PinRoot           string         `mapstructure:"pin-root"`
+	APIListen         string         `mapstructure:"api-listen"`
+	MetricsListen     string         `mapstructure:"metrics-listen"`
+	AuditLog          string         `mapstructure:"audit-log"`
+	LogLevel          string         `mapstructure:"log-level"`
+	LogFormat         string         `mapstructure:"log-format"` // "json", "console" or "" (json unless on a terminal)
+	DNSUpstreams      []string       `mapstructure:"dns-upstreams"`
+	UpstreamCAFile    string         `mapstructure:"upstream-ca-file"` // extra roots for upstream TLS (tests, private CAs)
+	SecretsFile       string         `mapstructure:"secrets-file"`
+	SecretsKey        string         `mapstructure:"secrets-key"`
+	DrainTimeout      time.Duration  `mapstructure:"drain-timeout"`
+	SweepInterval     time.Duration  `mapstructure:"sweep-interval"`
+	PeekTimeout       time.Duration  `mapstructure:"peek-timeout"`
+	APIToken          string         `mapstructure:"api-token"`  // bearer token of the host approval API; generated into the state dir if empty
+	PublicURL         string         `mapstructure:"public-url"` // base of signed approve/deny links
 	Approval          ApprovalConfig `mapstructure:"approval"`
 }
 
 // ApprovalConfig configures notifiers for held requests.
 type ApprovalConfig struct {
-	Webhooks []WebhookConfig `mapstructure:"webhooks"`
-	Slack    SlackConfig     `mapstructure:"slack"`
-	MaxPending             int `mapstructure:"max-pending"`
-	MaxPendingPerContainer int `mapstructure:"max-pending-per-container"`
+	Webhooks               []WebhookConfig `mapstructure:"webhooks"`
+	Slack                  SlackConfig     `mapstructure:"slack"`
+	MaxPending             int             `mapstructure:"max-pending"`
+	MaxPendingPerContainer int             `mapstructure:"max-pending-per-container"`
 }
 
 type WebhookConfig struct {
@@ -60,6 +60,9 @@ type SlackConfig struct {
 	APIBase       string   `mapstructure:"api-base"`
 	SigningSecret string   `mapstructure:"signing-secret"`
 	Approvers     []string `mapstructure:"approvers"`
+	// Groups maps Slack user-group IDs (S...) listed in Approvers to their
+	// member user IDs; clawd does not look groups up over the network.
+	Groups map[string][]string `mapstructure:"groups"`
 }
 
 // Defaults, also shown in --help.

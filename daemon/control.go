@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -81,10 +82,20 @@ func (l *rootOnly) Accept() (net.Conn, error) {
 		if err == nil && uid == 0 {
 			return c, nil
 		}
-		body := `{"error":"clawd's control socket accepts only root"}`
-		fmt.Fprintf(c, "HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body)
-		c.Close()
+		go refuse(c)
 	}
+}
+
+// refuse reads the (bounded) request so the client sees the answer rather
+// than a broken pipe, then answers 403.
+func refuse(c net.Conn) {
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	if req, err := http.ReadRequest(bufio.NewReader(io.LimitReader(c, 1<<16))); err == nil {
+		io.Copy(io.Discard, req.Body)
+	}
+	body := `{"error":"clawd's control socket accepts only root"}`
+	fmt.Fprintf(c, "HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body)
 }
 
 func peerUID(c *net.UnixConn) (uint32, error) {

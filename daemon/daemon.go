@@ -178,7 +178,7 @@ func (d *Daemon) newApprovals() (*approval.Manager, error) {
 		Log: d.log.Named("approval"), Registerer: d.reg,
 		PublicURL: public, APIToken: token,
 		MaxPending: c.Approval.MaxPending, MaxPendingPerContainer: c.Approval.MaxPendingPerContainer,
-		SlackSigningSecret: c.Approval.Slack.SigningSecret, SlackApprovers: c.Approval.Slack.Approvers,
+		SlackSigningSecret: c.Approval.Slack.SigningSecret, SlackApprovers: c.Approval.Slack.Approvers, SlackGroups: c.Approval.Slack.Groups,
 	})
 }
 

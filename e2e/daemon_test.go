@@ -37,6 +37,7 @@ func clawdBin(t testing.TB) string {
 			buildErr = err
 			return
 		}
+		os.Chmod(dir, 0o755) // tests also run the CLI as an unprivileged user
 		binPath = filepath.Join(dir, "clawd")
 		cmd := exec.Command("go", "build", "-o", binPath, "../cmd/clawd")
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")

@@ -347,4 +347,11 @@ func (s *Server) record(e audit.Entry, d policy.Decision, start time.Time) {
 	}
 	s.m.decisions.WithLabelValues(e.Action, e.Rule).Inc()
 	s.audit.Log(e)
+	// The operator's log names every connection or request too, with the
+	// same facts as the audit line (never header values or bodies).
+	s.log.Info("decision", zap.String("container", e.Container), zap.String("dst", e.Dst),
+		zap.String("proto", e.Proto), zap.String("host", e.Host), zap.String("method", e.Method),
+		zap.String("path", e.Path), zap.String("action", e.Action), zap.String("rule", e.Rule),
+		zap.Int("status", e.Status), zap.Int64("bytes_in", e.BytesIn), zap.Int64("bytes_out", e.BytesOut),
+		zap.Float64("duration_ms", e.DurationMS))
 }

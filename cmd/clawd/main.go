@@ -341,10 +341,13 @@ func secretCmd() *cobra.Command {
 
 	var spec secrets.Secret
 	set := &cobra.Command{
-		Use:   "set NAME --host HOST [--host ...]",
+		Use:   "set NAME (--host HOST [--host ...] | --preset P)",
 		Short: "Create or replace a secret; the value is read from stdin, never from arguments",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(spec.Hosts) == 0 && spec.Preset == "" {
+				return fmt.Errorf("--host is required (or --preset, which brings its own host)")
+			}
 			st, err := open()
 			if err != nil {
 				return err
@@ -377,7 +380,9 @@ func secretCmd() *cobra.Command {
 	set.Flags().StringVar(&spec.PathTemplate, "path-template", "", "put the value into the path, e.g. '/bot{value}/**'")
 	set.Flags().StringVar(&spec.PathRegex, "path-regex", "", "regex with one group replaced by the value in the path")
 	set.Flags().BoolVar(&spec.Body, "body", false, "also replace the placeholder in request bodies")
-	set.MarkFlagRequired("host")
+	set.Flags().BoolVar(&spec.Query, "query", false, "also replace the placeholder in the query string")
+	set.Flags().StringSliceVar(&spec.RemoveHeaders, "remove-header", nil, "headers to delete from requests in header mode (repeatable)")
+	set.Flags().StringSliceVar(&spec.Env, "env", nil, "extra environment variable names for `clawd attach --env` (repeatable)")
 	c.AddCommand(set)
 	c.AddCommand(&cobra.Command{
 		Use:   "ls",

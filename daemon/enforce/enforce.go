@@ -64,7 +64,8 @@ type Enforcer struct {
 	st   *ebpf.Map
 }
 
-var idRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,200}$`)
+// bpffs refuses file names that contain a dot.
+var idRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,200}$`)
 
 // New prepares the pin root (mounting bpffs when missing) and opens the
 // shared maps, creating them on first use.
@@ -114,18 +115,21 @@ type hook struct {
 	prog   func(*bpf.ClawdPrograms) *ebpf.Program
 }
 
+// cgroupHooks in attach order. sockops and the reverse-mapping hooks come
+// before connect4/6: a connect redirected before sockops were in place would
+// reach the proxy with no original destination recorded.
 var cgroupHooks = []hook{
-	{"connect4", ebpf.AttachCGroupInet4Connect, func(p *bpf.ClawdPrograms) *ebpf.Program { return p.ClawdConnect4 }},
-	{"connect6", ebpf.AttachCGroupInet6Connect, func(p *bpf.ClawdPrograms) *ebpf.Program { return p.ClawdConnect6 }},
-	{"sendmsg4", ebpf.AttachCGroupUDP4Sendmsg, func(p *bpf.ClawdPrograms) *ebpf.Program { return p.ClawdSendmsg4 }},
-	{"sendmsg6", ebpf.AttachCGroupUDP6Sendmsg, func(p *bpf.ClawdPrograms) *ebpf.Program { return p.ClawdSendmsg6 }},
-	{"recvmsg4", ebpf.AttachCGroupUDP4Recvmsg, func(p *bpf.ClawdPrograms) *ebpf.Program { return p.ClawdRecvmsg4 }},
-	{"recvmsg6", ebpf.AttachCGroupUDP6Recvmsg, func(p *bpf.ClawdPrograms) *ebpf.Program { return p.ClawdRecvmsg6 }},
+	{"sockops", ebpf.AttachCGroupSockOps, func(p *bpf.ClawdPrograms) *ebpf.Program { return p.ClawdSockops }},
 	{"getpeername4", ebpf.AttachCgroupInet4GetPeername, func(p *bpf.ClawdPrograms) *ebpf.Program { return p.ClawdGetpeername4 }},
 	{"getpeername6", ebpf.AttachCgroupInet6GetPeername, func(p *bpf.ClawdPrograms) *ebpf.Program { return p.ClawdGetpeername6 }},
-	{"sockops", ebpf.AttachCGroupSockOps, func(p *bpf.ClawdPrograms) *ebpf.Program { return p.ClawdSockops }},
+	{"recvmsg4", ebpf.AttachCGroupUDP4Recvmsg, func(p *bpf.ClawdPrograms) *ebpf.Program { return p.ClawdRecvmsg4 }},
+	{"recvmsg6", ebpf.AttachCGroupUDP6Recvmsg, func(p *bpf.ClawdPrograms) *ebpf.Program { return p.ClawdRecvmsg6 }},
 	{"sock_create", ebpf.AttachCGroupInetSockCreate, func(p *bpf.ClawdPrograms) *ebpf.Program { return p.ClawdSockCreate }},
 	{"setsockopt", ebpf.AttachCGroupSetsockopt, func(p *bpf.ClawdPrograms) *ebpf.Program { return p.ClawdSetsockopt }},
+	{"sendmsg4", ebpf.AttachCGroupUDP4Sendmsg, func(p *bpf.ClawdPrograms) *ebpf.Program { return p.ClawdSendmsg4 }},
+	{"sendmsg6", ebpf.AttachCGroupUDP6Sendmsg, func(p *bpf.ClawdPrograms) *ebpf.Program { return p.ClawdSendmsg6 }},
+	{"connect4", ebpf.AttachCGroupInet4Connect, func(p *bpf.ClawdPrograms) *ebpf.Program { return p.ClawdConnect4 }},
+	{"connect6", ebpf.AttachCGroupInet6Connect, func(p *bpf.ClawdPrograms) *ebpf.Program { return p.ClawdConnect6 }},
 	{"egress", ebpf.AttachCGroupInetEgress, func(p *bpf.ClawdPrograms) *ebpf.Program { return p.ClawdEgress }},
 }
 
@@ -277,12 +281,16 @@ func (e *Enforcer) attachTCX(p Params, dir string, objs *bpf.ClawdObjects) (tcxR
 			if a.Flags&net.FlagLoopback != 0 {
 				continue
 			}
+			pin := filepath.Join(dir, fmt.Sprintf("%s%d", tcxEgressPrefix, a.Index))
+			if _, err := os.Stat(pin); err == nil {
+				continue // already covered (RefreshTCX)
+			}
 			lk, err := link.AttachTCX(link.TCXOptions{Interface: a.Index, Program: objs.ClawdTcxEgress, Attach: ebpf.AttachTCXEgress})
 			if err != nil {
 				return fmt.Errorf("attach tcx egress to %s: %w", a.Name, err)
 			}
 			r.links = append(r.links, lk)
-			if err := lk.Pin(filepath.Join(dir, fmt.Sprintf("%s%d", tcxEgressPrefix, a.Index))); err != nil {
+			if err := lk.Pin(pin); err != nil {
 				return fmt.Errorf("pin tcx egress %s: %w", a.Name, err)
 			}
 			r.ifaces = append(r.ifaces, a.Name)
@@ -299,6 +307,10 @@ func (e *Enforcer) attachTCX(p Params, dir string, objs *bpf.ClawdObjects) (tcxR
 		return r, err
 	}
 	for _, pr := range peers {
+		pin := filepath.Join(dir, fmt.Sprintf("%s%d", tcxPeerPrefix, pr.index))
+		if _, err := os.Stat(pin); err == nil {
+			continue
+		}
 		hl, err := netlink.LinkByIndex(pr.index)
 		if err != nil {
 			r.notes = append(r.notes, fmt.Sprintf("veth peer of %s is not in the host netns: its ingress is not covered", pr.name))
@@ -318,12 +330,41 @@ func (e *Enforcer) attachTCX(p Params, dir string, objs *bpf.ClawdObjects) (tcxR
 			return r, fmt.Errorf("attach tcx ingress to host peer %s: %w", hv.Attrs().Name, err)
 		}
 		r.links = append(r.links, lk)
-		if err := lk.Pin(filepath.Join(dir, fmt.Sprintf("%s%d", tcxPeerPrefix, pr.index))); err != nil {
+		if err := lk.Pin(pin); err != nil {
 			return r, fmt.Errorf("pin tcx peer %s: %w", hv.Attrs().Name, err)
 		}
 		r.peers = append(r.peers, hv.Attrs().Name)
 	}
 	return r, nil
+}
+
+// RefreshTCX covers interfaces that appeared in the container's netns after
+// attach (a CNI plugin or runtime adding the network late, or an agent with
+// CAP_NET_ADMIN creating one). It returns the interfaces newly covered.
+func (e *Enforcer) RefreshTCX(p Params) ([]string, error) {
+	if p.Netns == "" {
+		return nil, nil
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	dir := e.dir(p.ID)
+	if _, err := os.Stat(dir); err != nil {
+		return nil, fmt.Errorf("attachment %s: %w", p.ID, ErrGone)
+	}
+	cgid, err := CgroupID(p.Cgroup)
+	if err != nil {
+		return nil, fmt.Errorf("%v: %w", err, ErrGone)
+	}
+	objs, err := e.load(p, cgid)
+	if err != nil {
+		return nil, err
+	}
+	defer objs.Close()
+	r, err := e.attachTCX(p, dir, objs)
+	for _, lk := range r.links {
+		lk.Close()
+	}
+	return append(r.ifaces, r.peers...), err
 }
 
 // Adopt swaps fresh programs (built with p's listener ports) into the pinned

@@ -1,0 +1,408 @@
+// Command bypass runs inside an attached container and tries every way out
+// it knows. For each vector it prints one JSON line:
+//
+//	{"vector":"udp-sendto","result":"blocked|sent|connected","detail":"..."}
+//
+// "blocked" means the kernel refused; "sent" means bytes left the process
+// (the test then checks that nothing reached the upstream except through
+// clawd); "connected" means a TCP connection answered (HTTP status in
+// detail): the test checks the upstream saw it from clawd, not the container.
+// Every payload carries the marker "bypass-<vector>" so the upstream's logs
+// say which vector got through.
+package main
+
+import (
+	"bufio"
+	"encoding/binary"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+var (
+	v4      = flag.String("v4", "198.51.100.10", "upstream IPv4")
+	v6      = flag.String("v6", "2001:db8::10", "upstream IPv6")
+	httpP   = flag.Int("http", 8080, "upstream HTTP port")
+	udpP    = flag.Int("udp", 9001, "upstream UDP echo port")
+	gwMAC   = flag.String("gw-mac", "", "MAC of the host side of eth0, for packet-socket frames")
+	iface   = flag.String("iface", "eth0", "interface for packet sockets")
+	only    = flag.String("only", "", "comma-separated vectors to run (default all)")
+	timeout = 3 * time.Second
+)
+
+type result struct {
+	Vector string `json:"vector"`
+	Result string `json:"result"`
+	Detail string `json:"detail,omitempty"`
+}
+
+func report(v, r, d string) {
+	b, _ := json.Marshal(result{v, r, d})
+	fmt.Println(string(b))
+}
+
+func main() {
+	flag.Parse()
+	up4 := netip.MustParseAddr(*v4)
+	up6 := netip.MustParseAddr(*v6)
+	vectors := []struct {
+		name string
+		fn   func(name string)
+	}{
+		{"tcp4", func(n string) { httpVia(n, "tcp4", netip.AddrPortFrom(up4, uint16(*httpP)), nil) }},
+		{"tcp6", func(n string) { httpVia(n, "tcp6", netip.AddrPortFrom(up6, uint16(*httpP)), nil) }},
+		{"tcp-v4mapped", func(n string) { v4mapped(n, up4) }},
+		{"tcp-bind-port", func(n string) {
+			httpVia(n, "tcp4", netip.AddrPortFrom(up4, uint16(*httpP)), func(fd int) error {
+				return unix.Bind(fd, &unix.SockaddrInet4{Port: 40404})
+			})
+		}},
+		{"tcp-fastopen", func(n string) { fastOpen(n, up4) }},
+		{"tcp-nonblocking", func(n string) { nonblocking(n, up4) }},
+		{"so-mark", func(n string) { sockopt(n, unix.SOL_SOCKET, unix.SO_MARK, 1) }},
+		{"so-bindtodevice", func(n string) { bindToDevice(n) }},
+		{"ip-transparent", func(n string) { sockopt(n, unix.SOL_IP, unix.IP_TRANSPARENT, 1) }},
+		{"udp-sendto", func(n string) { udpSend(n, up4, "sendto") }},
+		{"udp-sendmsg", func(n string) { udpSend(n, up4, "sendmsg") }},
+		{"udp-sendmmsg", func(n string) { udpSend(n, up4, "sendmmsg") }},
+		{"udp-connected", func(n string) { udpSend(n, up4, "connect") }},
+		{"udp6-sendto", func(n string) { udpSend(n, up6, "sendto") }},
+		{"quic-443", func(n string) { udpTo(n, netip.AddrPortFrom(up4, 443)) }},
+		{"raw-udp", func(n string) { socketOnly(n, unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_UDP) }},
+		{"raw-icmp", func(n string) { socketOnly(n, unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_ICMP) }},
+		{"ping-socket", func(n string) { socketOnly(n, unix.AF_INET, unix.SOCK_DGRAM, unix.IPPROTO_ICMP) }},
+		{"ping6-socket", func(n string) { socketOnly(n, unix.AF_INET6, unix.SOCK_DGRAM, unix.IPPROTO_ICMPV6) }},
+		{"sctp", func(n string) { socketOnly(n, unix.AF_INET, unix.SOCK_STREAM, unix.IPPROTO_SCTP) }},
+		{"mptcp", func(n string) { socketOnly(n, unix.AF_INET, unix.SOCK_STREAM, 262) }},
+		{"udplite", func(n string) { socketOnly(n, unix.AF_INET, unix.SOCK_DGRAM, unix.IPPROTO_UDPLITE) }},
+		{"packet-raw", func(n string) { packet(n, up4, false) }},
+		{"packet-qdisc-bypass", func(n string) { packet(n, up4, true) }},
+	}
+	want := map[string]bool{}
+	for _, v := range strings.Split(*only, ",") {
+		if v != "" {
+			want[v] = true
+		}
+	}
+	for _, v := range vectors {
+		if len(want) > 0 && !want[v.name] {
+			continue
+		}
+		v.fn(v.name)
+	}
+}
+
+// httpVia connects (with an optional pre-connect hook on the socket) and
+// sends a GET for /bypass-<vector>.
+func httpVia(name, network string, dst netip.AddrPort, pre func(fd int) error) {
+	d := net.Dialer{Timeout: timeout}
+	if pre != nil {
+		d.Control = func(_, _ string, rc syscall.RawConn) error {
+			var perr error
+			if err := rc.Control(func(fd uintptr) { perr = pre(int(fd)) }); err != nil {
+				return err
+			}
+			return perr
+		}
+	}
+	c, err := d.Dial(network, dst.String())
+	if err != nil {
+		report(name, "blocked", err.Error())
+		return
+	}
+	defer c.Close()
+	httpOver(name, c, dst)
+}
+
+func httpOver(name string, c net.Conn, dst netip.AddrPort) {
+	c.SetDeadline(time.Now().Add(timeout))
+	fmt.Fprintf(c, "GET /bypass-%s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", name, dst)
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		report(name, "connected", "no answer: "+err.Error())
+		return
+	}
+	report(name, "connected", strings.TrimSpace(line))
+}
+
+func fastOpen(name string, up netip.Addr) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
+	if err != nil {
+		report(name, "blocked", err.Error())
+		return
+	}
+	defer unix.Close(fd)
+	req := fmt.Sprintf("GET /bypass-%s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", name, up)
+	sa := &unix.SockaddrInet4{Port: *httpP, Addr: up.As4()}
+	if err := unix.Sendto(fd, []byte(req), unix.MSG_FASTOPEN, sa); err != nil {
+		report(name, "blocked", err.Error())
+		return
+	}
+	tv := unix.NsecToTimeval(timeout.Nanoseconds())
+	unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+	buf := make([]byte, 128)
+	n, err := unix.Read(fd, buf)
+	if err != nil || n <= 0 {
+		report(name, "connected", fmt.Sprintf("no answer: %v", err))
+		return
+	}
+	report(name, "connected", strings.SplitN(string(buf[:n]), "\r\n", 2)[0])
+}
+
+// v4mapped connects an AF_INET6 socket to ::ffff:a.b.c.d (Go's dialer
+// refuses such addresses, so it is done by hand).
+func v4mapped(name string, up netip.Addr) {
+	fd, err := unix.Socket(unix.AF_INET6, unix.SOCK_STREAM, 0)
+	if err != nil {
+		report(name, "blocked", err.Error())
+		return
+	}
+	f := os.NewFile(uintptr(fd), "mapped")
+	defer f.Close()
+	if err := unix.Connect(fd, &unix.SockaddrInet6{Port: *httpP, Addr: netip.AddrFrom16(up.As16()).As16()}); err != nil {
+		report(name, "blocked", err.Error())
+		return
+	}
+	c, err := net.FileConn(f)
+	if err != nil {
+		report(name, "blocked", err.Error())
+		return
+	}
+	defer c.Close()
+	httpOver(name, c, netip.AddrPortFrom(up, uint16(*httpP)))
+}
+
+func nonblocking(name string, up netip.Addr) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK, 0)
+	if err != nil {
+		report(name, "blocked", err.Error())
+		return
+	}
+	f := os.NewFile(uintptr(fd), "nb")
+	defer f.Close()
+	err = unix.Connect(fd, &unix.SockaddrInet4{Port: *httpP, Addr: up.As4()})
+	if err != nil && err != unix.EINPROGRESS {
+		report(name, "blocked", err.Error())
+		return
+	}
+	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+	unix.Poll(pfd, int(timeout.Milliseconds()))
+	if soerr, _ := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR); soerr != 0 {
+		report(name, "blocked", unix.Errno(soerr).Error())
+		return
+	}
+	unix.SetNonblock(fd, false)
+	c, err := net.FileConn(f)
+	if err != nil {
+		report(name, "blocked", err.Error())
+		return
+	}
+	defer c.Close()
+	httpOver(name, c, netip.AddrPortFrom(up, uint16(*httpP)))
+}
+
+func sockopt(name string, level, opt, val int) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
+	if err != nil {
+		report(name, "blocked", err.Error())
+		return
+	}
+	defer unix.Close(fd)
+	if err := unix.SetsockoptInt(fd, level, opt, val); err != nil {
+		report(name, "blocked", err.Error())
+		return
+	}
+	report(name, "sent", "option accepted")
+}
+
+func bindToDevice(name string) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
+	if err != nil {
+		report(name, "blocked", err.Error())
+		return
+	}
+	defer unix.Close(fd)
+	if err := unix.SetsockoptString(fd, unix.SOL_SOCKET, unix.SO_BINDTODEVICE, *iface); err != nil {
+		report(name, "blocked", err.Error())
+		return
+	}
+	report(name, "sent", "option accepted")
+}
+
+func udpSend(name string, up netip.Addr, how string) {
+	dst := netip.AddrPortFrom(up, uint16(*udpP))
+	fam := unix.AF_INET6
+	var sa unix.Sockaddr = &unix.SockaddrInet6{Port: int(dst.Port()), Addr: up.As16()}
+	if up.Is4() {
+		fam = unix.AF_INET
+		sa = &unix.SockaddrInet4{Port: int(dst.Port()), Addr: up.As4()}
+	}
+	fd, err := unix.Socket(fam, unix.SOCK_DGRAM, 0)
+	if err != nil {
+		report(name, "blocked", err.Error())
+		return
+	}
+	defer unix.Close(fd)
+	msg := []byte("bypass-" + name)
+	switch how {
+	case "sendto":
+		err = unix.Sendto(fd, msg, 0, sa)
+	case "sendmsg":
+		err = unix.Sendmsg(fd, msg, nil, sa, 0)
+	case "sendmmsg":
+		err = sendmmsg(fd, msg, up)
+	case "connect":
+		if err = unix.Connect(fd, sa); err == nil {
+			_, err = unix.Write(fd, msg)
+		}
+	}
+	if err != nil {
+		report(name, "blocked", err.Error())
+		return
+	}
+	report(name, "sent", "datagram sent")
+}
+
+// sendmmsg sends one message with the raw syscall (x/sys has no wrapper).
+func sendmmsg(fd int, msg []byte, up netip.Addr) error {
+	var rsa unix.RawSockaddrInet4
+	rsa.Family = unix.AF_INET
+	binary.BigEndian.PutUint16((*[2]byte)(unsafePointer(&rsa.Port))[:], uint16(*udpP))
+	rsa.Addr = up.As4()
+	iov := unix.Iovec{Base: &msg[0]}
+	iov.SetLen(len(msg))
+	type mmsghdr struct {
+		hdr unix.Msghdr
+		len uint32
+		_   [4]byte
+	}
+	var m mmsghdr
+	m.hdr.Name = (*byte)(unsafePointer(&rsa))
+	m.hdr.Namelen = unix.SizeofSockaddrInet4
+	m.hdr.Iov = &iov
+	m.hdr.SetIovlen(1)
+	_, _, e := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(fd), uintptr(unsafePointer(&m)), 1, 0, 0, 0)
+	if e != 0 {
+		return e
+	}
+	return nil
+}
+
+func udpTo(name string, dst netip.AddrPort) {
+	c, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(dst))
+	if err != nil {
+		report(name, "blocked", err.Error())
+		return
+	}
+	defer c.Close()
+	// A QUIC-looking long-header Initial packet.
+	pkt := append([]byte{0xc3, 0, 0, 0, 1}, []byte("bypass-"+name)...)
+	if _, err := c.Write(pkt); err != nil {
+		report(name, "blocked", err.Error())
+		return
+	}
+	report(name, "sent", "datagram sent")
+}
+
+func socketOnly(name string, fam, typ, proto int) {
+	fd, err := unix.Socket(fam, typ, proto)
+	if err != nil {
+		report(name, "blocked", err.Error())
+		return
+	}
+	unix.Close(fd)
+	report(name, "sent", "socket created")
+}
+
+// packet sends an Ethernet frame holding an IPv4/UDP datagram for the
+// upstream's UDP echo straight onto the interface.
+func packet(name string, up netip.Addr, bypassQdisc bool) {
+	ifc, err := net.InterfaceByName(*iface)
+	if err != nil {
+		report(name, "blocked", err.Error())
+		return
+	}
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, int(htons(unix.ETH_P_ALL)))
+	if err != nil {
+		report(name, "blocked", err.Error())
+		return
+	}
+	defer unix.Close(fd)
+	if bypassQdisc {
+		if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_QDISC_BYPASS, 1); err != nil {
+			report(name, "blocked", "PACKET_QDISC_BYPASS: "+err.Error())
+			return
+		}
+	}
+	dstMAC, err := net.ParseMAC(*gwMAC)
+	if err != nil {
+		dstMAC = net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+	}
+	var src netip.Addr
+	if addrs, err := ifc.Addrs(); err == nil {
+		for _, a := range addrs {
+			if p, err := netip.ParsePrefix(a.String()); err == nil && p.Addr().Is4() {
+				src = p.Addr()
+			}
+		}
+	}
+	if !src.IsValid() {
+		src = netip.MustParseAddr("203.0.113.2")
+	}
+	payload := []byte("bypass-" + name)
+	frame := ethUDP(ifc.HardwareAddr, dstMAC, src, up, 40000, uint16(*udpP), payload)
+	sa := &unix.SockaddrLinklayer{Ifindex: ifc.Index, Protocol: htons(unix.ETH_P_IP), Halen: 6}
+	copy(sa.Addr[:], dstMAC)
+	for i := 0; i < 3; i++ {
+		if err := unix.Sendto(fd, frame, 0, sa); err != nil {
+			report(name, "blocked", err.Error())
+			return
+		}
+	}
+	report(name, "sent", "3 frames sent")
+}
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+func ethUDP(srcMAC, dstMAC net.HardwareAddr, src, dst netip.Addr, sport, dport uint16, payload []byte) []byte {
+	udpLen := 8 + len(payload)
+	ipLen := 20 + udpLen
+	b := make([]byte, 14+ipLen)
+	copy(b[0:6], dstMAC)
+	copy(b[6:12], srcMAC)
+	binary.BigEndian.PutUint16(b[12:14], unix.ETH_P_IP)
+	ip := b[14:]
+	ip[0] = 0x45
+	binary.BigEndian.PutUint16(ip[2:4], uint16(ipLen))
+	ip[8] = 64
+	ip[9] = unix.IPPROTO_UDP
+	s4, d4 := src.As4(), dst.As4()
+	copy(ip[12:16], s4[:])
+	copy(ip[16:20], d4[:])
+	binary.BigEndian.PutUint16(ip[10:12], checksum(ip[:20]))
+	u := ip[20:]
+	binary.BigEndian.PutUint16(u[0:2], sport)
+	binary.BigEndian.PutUint16(u[2:4], dport)
+	binary.BigEndian.PutUint16(u[4:6], uint16(udpLen))
+	copy(u[8:], payload) // UDP checksum 0: none, valid for IPv4
+	return b
+}
+
+func checksum(b []byte) uint16 {
+	var s uint32
+	for i := 0; i+1 < len(b); i += 2 {
+		s += uint32(b[i])<<8 | uint32(b[i+1])
+	}
+	for s > 0xffff {
+		s = s>>16 + s&0xffff
+	}
+	return ^uint16(s)
+}
