@@ -2,45 +2,15 @@ package e2e
 
 import (
 	"encoding/json"
-	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/clawd-dev/clawd/e2e/harness"
 )
 
-var (
-	bypassOnce sync.Once
-	bypassPath string
-	bypassErr  error
-)
-
 // bypassBin builds the static bypass program once.
-func bypassBin(t testing.TB) string {
-	t.Helper()
-	bypassOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "clawd-bypass")
-		if err != nil {
-			bypassErr = err
-			return
-		}
-		os.Chmod(dir, 0o755)
-		bypassPath = filepath.Join(dir, "bypass")
-		cmd := exec.Command("go", "build", "-o", bypassPath, "./bypass")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			bypassErr = fmt.Errorf("build bypass: %v\n%s", err, out)
-		}
-	})
-	if bypassErr != nil {
-		t.Fatal(bypassErr)
-	}
-	return bypassPath
-}
+func bypassBin(t testing.TB) string { return toolBin(t, "bypass") }
 
 type vectorResult struct {
 	Vector, Result, Detail string

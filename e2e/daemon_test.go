@@ -51,6 +51,64 @@ func clawdBin(t testing.TB) string {
 	return binPath
 }
 
+var (
+	toolMu   sync.Mutex
+	toolBins = map[string]string{}
+)
+
+// toolBin builds the static test program ./NAME (e2e/bypass, e2e/agent)
+// once per test run; containers get it through RunOpts.Files.
+func toolBin(t testing.TB, name string) string {
+	t.Helper()
+	toolMu.Lock()
+	defer toolMu.Unlock()
+	if p, ok := toolBins[name]; ok {
+		return p
+	}
+	dir, err := os.MkdirTemp("", "clawd-e2e-"+name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(dir, 0o755)
+	p := filepath.Join(dir, name)
+	cmd := exec.Command("go", "build", "-o", p, "./"+name)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build %s: %v\n%s", name, err, out)
+	}
+	toolBins[name] = p
+	return p
+}
+
+// agentBin is the static HTTP(S) client for containers (mount it at /agent).
+func agentBin(t testing.TB) string { return toolBin(t, "agent") }
+
+// AgentAnswer is what e2e/agent prints.
+type AgentAnswer struct {
+	Status  int                 `json:"status"`
+	Proto   string              `json:"proto"`
+	Headers map[string][]string `json:"headers"`
+	Body    string              `json:"body"`
+	Error   string              `json:"error"`
+	Cert    string              `json:"cert_issuer"`
+}
+
+// agent runs /agent in ct with args and decodes its answer.
+func agent(t testing.TB, ct *harness.Container, args ...string) AgentAnswer {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	out, errOut, _, err := ct.Exec(ctx, append([]string{"/agent"}, args...)...)
+	if err != nil {
+		t.Fatalf("exec agent in %s: %v", ct.Name, err)
+	}
+	var a AgentAnswer
+	if err := json.Unmarshal([]byte(out), &a); err != nil {
+		t.Fatalf("agent output %q (stderr %q): %v", out, errOut, err)
+	}
+	return a
+}
+
 // Clawd is a clawd daemon run as a subprocess with its own socket, state
 // dir, pin root and listeners.
 type Clawd struct {
