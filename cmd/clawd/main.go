@@ -144,16 +144,14 @@ func detachCmd() *cobra.Command {
 		Use:   "detach <container>",
 		Short: "Detach a container: its traffic is no longer redirected",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := ctx()
-			defer cancel()
+		RunE: withCtx(func(ctx context.Context, args []string) error {
 			r, err := client().Detach(ctx, args[0])
 			if err != nil {
 				return err
 			}
 			fmt.Printf("detached %s\n", r.Container.Name)
 			return nil
-		},
+		}),
 	}
 }
 
@@ -163,9 +161,7 @@ func lsCmd() *cobra.Command {
 		Use:   "ls",
 		Short: "List attached containers with their kernel counters",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, cancel := ctx()
-			defer cancel()
+		RunE: withCtx(func(ctx context.Context, _ []string) error {
 			list, err := client().List(ctx)
 			if err != nil {
 				return err
@@ -177,7 +173,7 @@ func lsCmd() *cobra.Command {
 				return daemon.FormatList(os.Stdout, list, time.Now())
 			}
 			return fmt.Errorf("unknown output format %q (table or json)", out)
-		},
+		}),
 	}
 	c.Flags().StringVarP(&out, "output", "o", "table", "output format: table or json")
 	return c
@@ -189,9 +185,7 @@ func statusCmd() *cobra.Command {
 		Use:   "status",
 		Short: "Show the daemon's status, policy and reload errors",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, cancel := ctx()
-			defer cancel()
+		RunE: withCtx(func(ctx context.Context, _ []string) error {
 			s, err := client().Status(ctx)
 			if err != nil {
 				return err
@@ -201,7 +195,7 @@ func statusCmd() *cobra.Command {
 			}
 			daemon.FormatStatus(os.Stdout, s)
 			return nil
-		},
+		}),
 	}
 	c.Flags().StringVarP(&out, "output", "o", "table", "output format: table or json")
 	return c
@@ -296,15 +290,13 @@ func policyCmd() *cobra.Command {
 		Use:   "reload",
 		Short: "Ask the daemon to re-read its policy file now",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, cancel := ctx()
-			defer cancel()
+		RunE: withCtx(func(ctx context.Context, _ []string) error {
 			if err := client().ReloadPolicy(ctx); err != nil {
 				return err
 			}
 			fmt.Println("policy reloaded")
 			return nil
-		},
+		}),
 	})
 	return c
 }
@@ -314,16 +306,14 @@ func caCmd() *cobra.Command {
 		Use:   "ca",
 		Short: "Print clawd's interception CA certificate (PEM)",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, cancel := ctx()
-			defer cancel()
+		RunE: withCtx(func(ctx context.Context, _ []string) error {
 			pem, err := client().CA(ctx)
 			if err != nil {
 				return err
 			}
 			os.Stdout.Write(pem)
 			return nil
-		},
+		}),
 	}
 }
 
@@ -334,7 +324,6 @@ func secretFlags(c *cobra.Command, file, key *string) {
 
 func secretCmd() *cobra.Command {
 	var file, key string
-	open := func() (*secrets.Store, error) { return secrets.Open(file, key) }
 	c := &cobra.Command{Use: "secret", Short: "Manage the secrets clawd injects in place of placeholders"}
 	c.PersistentFlags().StringVar(&file, "secrets-file", envOr("CLAWD_SECRETS_FILE", daemon.DefaultStateDir+"/secrets.json"), "encrypted secret store")
 	c.PersistentFlags().StringVar(&key, "secrets-key", envOr("CLAWD_SECRETS_KEY", daemon.DefaultStateDir+"/secrets.key"), "secret store key file")
@@ -344,15 +333,13 @@ func secretCmd() *cobra.Command {
 		Use:   "set NAME (--host HOST [--host ...] | --preset P)",
 		Short: "Create or replace a secret; the value is read from stdin, never from arguments",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
+		PreRunE: func(*cobra.Command, []string) error {
 			if len(spec.Hosts) == 0 && spec.Preset == "" {
 				return fmt.Errorf("--host is required (or --preset, which brings its own host)")
 			}
-			st, err := open()
-			if err != nil {
-				return err
-			}
-			defer st.Close()
+			return nil
+		},
+		RunE: withStore(&file, &key, func(st *secrets.Store, args []string) error {
 			if term.IsTerminal(int(os.Stdin.Fd())) {
 				fmt.Fprint(os.Stderr, "value (end with Enter): ")
 			}
@@ -369,7 +356,7 @@ func secretCmd() *cobra.Command {
 			}
 			fmt.Printf("secret %s set for %s\nplaceholder: %s\n", out.Name, strings.Join(out.Hosts, ", "), out.Placeholder)
 			return nil
-		},
+		}),
 	}
 	set.Flags().StringSliceVar(&spec.Hosts, "host", nil, "host the secret may be sent to (repeatable; *.example.com for subdomains)")
 	set.Flags().StringVar(&spec.Header, "header", "", "header that carries the secret (e.g. Authorization)")
@@ -388,42 +375,27 @@ func secretCmd() *cobra.Command {
 		Use:   "ls",
 		Short: "List secrets (names, hosts, placeholders; never values)",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			st, err := open()
-			if err != nil {
-				return err
-			}
-			defer st.Close()
+		RunE: withStore(&file, &key, func(st *secrets.Store, _ []string) error {
 			return secrets.FormatTable(os.Stdout, st.List())
-		},
+		}),
 	})
 	c.AddCommand(&cobra.Command{
 		Use:   "rm NAME",
 		Short: "Remove a secret",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			st, err := open()
-			if err != nil {
-				return err
-			}
-			defer st.Close()
+		RunE: withStore(&file, &key, func(st *secrets.Store, args []string) error {
 			if err := st.Remove(args[0]); err != nil {
 				return err
 			}
 			fmt.Printf("secret %s removed\n", args[0])
 			return nil
-		},
+		}),
 	})
 	c.AddCommand(&cobra.Command{
 		Use:   "rotate NAME",
 		Short: "Replace a secret's value (read from stdin); the placeholder stays",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			st, err := open()
-			if err != nil {
-				return err
-			}
-			defer st.Close()
+		RunE: withStore(&file, &key, func(st *secrets.Store, args []string) error {
 			v, err := secrets.ReadValue(os.Stdin)
 			if err != nil {
 				return err
@@ -434,7 +406,7 @@ func secretCmd() *cobra.Command {
 			}
 			fmt.Printf("secret %s rotated\n", args[0])
 			return nil
-		},
+		}),
 	})
 	return c
 }
@@ -449,9 +421,7 @@ func approvalsCmd() *cobra.Command {
 		Use:   "approvals",
 		Short: "List held requests waiting for a decision",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, cancel := ctx()
-			defer cancel()
+		RunE: withCtx(func(ctx context.Context, _ []string) error {
 			list, err := approvalClient().List(ctx, container)
 			if err != nil {
 				return err
@@ -460,7 +430,7 @@ func approvalsCmd() *cobra.Command {
 				return printJSON(list)
 			}
 			return approval.FormatTable(os.Stdout, list, time.Now())
-		},
+		}),
 	}
 	c.PersistentFlags().StringVar(&container, "container", "", "only this container")
 	c.Flags().StringVarP(&out, "output", "o", "table", "output format: table or json")
@@ -468,14 +438,12 @@ func approvalsCmd() *cobra.Command {
 		Use:   "watch",
 		Short: "Show held requests as they come and go",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, cancel := ctx()
-			defer cancel()
+		RunE: withCtx(func(ctx context.Context, _ []string) error {
 			return approvalClient().WatchContainer(ctx, container, func(list []approval.Approval) {
 				fmt.Printf("--- %s\n", time.Now().Format(time.TimeOnly))
 				approval.FormatTable(os.Stdout, list, time.Now())
 			})
-		},
+		}),
 	})
 	return c
 }
@@ -486,16 +454,14 @@ func approveCmd() *cobra.Command {
 		Use:   "approve ID",
 		Short: "Approve a held request (once, or --for a duration as a grant)",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := ctx()
-			defer cancel()
+		RunE: withCtx(func(ctx context.Context, args []string) error {
 			a, err := approvalClient().Approve(ctx, args[0], dur)
 			if err != nil {
 				return err
 			}
 			fmt.Printf("approved %s: %s %s\n", a.ID, a.Method, a.URL)
 			return nil
-		},
+		}),
 	}
 	c.Flags().DurationVar(&dur, "for", 0, "also let matching requests through for this long (e.g. 15m)")
 	return c
@@ -507,16 +473,14 @@ func denyCmd() *cobra.Command {
 		Use:   "deny ID",
 		Short: "Deny a held request",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := ctx()
-			defer cancel()
+		RunE: withCtx(func(ctx context.Context, args []string) error {
 			a, err := approvalClient().Deny(ctx, args[0], reason)
 			if err != nil {
 				return err
 			}
 			fmt.Printf("denied %s: %s %s\n", a.ID, a.Method, a.URL)
 			return nil
-		},
+		}),
 	}
 	c.Flags().StringVar(&reason, "reason", "", "reason shown to the agent")
 	return c
@@ -527,31 +491,48 @@ func grantsCmd() *cobra.Command {
 		Use:   "grants",
 		Short: "List active grants (approvals for a duration)",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, cancel := ctx()
-			defer cancel()
+		RunE: withCtx(func(ctx context.Context, _ []string) error {
 			gs, err := approvalClient().Grants(ctx)
 			if err != nil {
 				return err
 			}
 			return approval.FormatGrants(os.Stdout, gs, time.Now())
-		},
+		}),
 	}
 	c.AddCommand(&cobra.Command{
 		Use:   "revoke ID",
 		Short: "End a grant now",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := ctx()
-			defer cancel()
+		RunE: withCtx(func(ctx context.Context, args []string) error {
 			if err := approvalClient().RevokeGrant(ctx, args[0]); err != nil {
 				return err
 			}
 			fmt.Printf("grant %s revoked\n", args[0])
 			return nil
-		},
+		}),
 	})
 	return c
+}
+
+// withCtx runs fn with a context cancelled on SIGINT/SIGTERM.
+func withCtx(fn func(ctx context.Context, args []string) error) func(*cobra.Command, []string) error {
+	return func(_ *cobra.Command, args []string) error {
+		c, cancel := ctx()
+		defer cancel()
+		return fn(c, args)
+	}
+}
+
+// withStore runs fn with the secret store opened from the flags.
+func withStore(file, key *string, fn func(st *secrets.Store, args []string) error) func(*cobra.Command, []string) error {
+	return func(_ *cobra.Command, args []string) error {
+		st, err := secrets.Open(*file, *key)
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		return fn(st, args)
+	}
 }
 
 func printJSON(v any) error {
