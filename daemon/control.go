@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -60,12 +61,20 @@ func (d *Daemon) listenControl() (net.Listener, error) {
 		ln.Close()
 		return nil, err
 	}
-	return &rootOnly{Listener: ln}, nil
+	return &rootOnly{Listener: ln, confined: d.confinedPID}, nil
 }
 
 // rootOnly refuses connections from any user but root, even if the socket's
-// mode was loosened by hand.
-type rootOnly struct{ net.Listener }
+// mode was loosened by hand, and from any process inside an attached
+// container's cgroup even if it is root there (the socket may have been
+// mounted into the container): the agent must not detach itself, approve
+// its own requests or read the CA.
+type rootOnly struct {
+	net.Listener
+	// confined reports whether the peer process pid is in an attached
+	// cgroup (or cannot be checked); nil skips the check.
+	confined func(pid int32) bool
+}
 
 func (l *rootOnly) Accept() (net.Conn, error) {
 	for {
@@ -78,12 +87,60 @@ func (l *rootOnly) Accept() (net.Conn, error) {
 			c.Close()
 			continue
 		}
-		uid, err := peerUID(uc)
-		if err == nil && uid == 0 {
+		cred, err := peerCred(uc)
+		if err == nil && cred.Uid == 0 && (l.confined == nil || !l.confined(cred.Pid)) {
 			return c, nil
 		}
 		go refuse(c)
 	}
+}
+
+// confinedPID reports whether pid's cgroup is an attached cgroup or below
+// one. A pid whose cgroup cannot be read counts as confined (fail closed).
+func (d *Daemon) confinedPID(pid int32) bool {
+	cg, err := cgroupPathOfPID(pid)
+	if err != nil {
+		return true
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, a := range d.atts {
+		if underCgroup(cg, a.Cgroup) {
+			return true
+		}
+	}
+	return false
+}
+
+// cgroupPathOfPID is the absolute cgroup v2 directory of pid ("/" relative
+// paths map to the mount itself).
+func cgroupPathOfPID(pid int32) (string, error) {
+	if pid <= 0 {
+		return "", fmt.Errorf("no peer pid")
+	}
+	root, err := enforce.Cgroup2Mount()
+	if err != nil {
+		return "", err
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		return "", err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rel, ok := strings.CutPrefix(line, "0::"); ok {
+			if !strings.HasPrefix(rel, "/") {
+				return "", fmt.Errorf("bad cgroup v2 path %q", rel)
+			}
+			return filepath.Clean(filepath.Join(root, rel)), nil
+		}
+	}
+	return "", fmt.Errorf("pid %d has no cgroup v2 membership", pid)
+}
+
+// underCgroup reports whether cg is base or a descendant of base.
+func underCgroup(cg, base string) bool {
+	base = filepath.Clean(base)
+	return cg == base || strings.HasPrefix(cg, base+"/")
 }
 
 // refuse reads the (bounded) request so the client sees the answer rather
@@ -94,26 +151,26 @@ func refuse(c net.Conn) {
 	if req, err := http.ReadRequest(bufio.NewReader(io.LimitReader(c, 1<<16))); err == nil {
 		io.Copy(io.Discard, req.Body)
 	}
-	body := `{"error":"clawd's control socket accepts only root"}`
+	body := `{"error":"clawd's control socket accepts only root outside attached containers"}`
 	fmt.Fprintf(c, "HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body)
 }
 
-func peerUID(c *net.UnixConn) (uint32, error) {
+func peerCred(c *net.UnixConn) (*unix.Ucred, error) {
 	rc, err := c.SyscallConn()
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	var cred *unix.Ucred
 	var cerr error
 	if err := rc.Control(func(fd uintptr) {
 		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
 	}); err != nil {
-		return 0, err
+		return nil, err
 	}
 	if cerr != nil {
-		return 0, cerr
+		return nil, cerr
 	}
-	return cred.Uid, nil
+	return cred, nil
 }
 
 func (d *Daemon) controlHandler() http.Handler {
