@@ -355,6 +355,10 @@ func (e *Enforcer) RefreshTCX(p Params) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%v: %w", err, ErrGone)
 	}
+	// Loading programs costs a verifier run: only when something is uncovered.
+	if missing, err := uncovered(p.Netns, dir); err != nil || !missing {
+		return nil, err
+	}
 	objs, err := e.load(p, cgid)
 	if err != nil {
 		return nil, err
@@ -365,6 +369,29 @@ func (e *Enforcer) RefreshTCX(p Params) ([]string, error) {
 		lk.Close()
 	}
 	return append(r.ifaces, r.peers...), err
+}
+
+// uncovered reports whether a non-loopback interface of the netns lacks its
+// pinned tcx egress program.
+func uncovered(netns, dir string) (bool, error) {
+	missing := false
+	err := nsenter.Do(netns, func() error {
+		ls, err := netlink.LinkList()
+		if err != nil {
+			return fmt.Errorf("list container interfaces: %w", err)
+		}
+		for _, lnk := range ls {
+			a := lnk.Attrs()
+			if a.Flags&net.FlagLoopback != 0 {
+				continue
+			}
+			if _, err := os.Stat(filepath.Join(dir, fmt.Sprintf("%s%d", tcxEgressPrefix, a.Index))); err != nil {
+				missing = true
+			}
+		}
+		return nil
+	})
+	return missing, err
 }
 
 // Adopt swaps fresh programs (built with p's listener ports) into the pinned

@@ -231,6 +231,21 @@ func TestAttachRedirectsTCPAndRecoversDestination(t *testing.T) {
 		t.Errorf("counters = %+v", c)
 	}
 
+	// An interface that appears after attach is covered on refresh: the
+	// container side's egress and the host-side peer's ingress.
+	if got, err := e.RefreshTCX(Params{ID: "t1", Cgroup: tb.cgroup, Netns: tb.nsPath, ProxyPort: port, DNSPort: port + 1}); err != nil || len(got) != 0 {
+		t.Fatalf("refresh with nothing new = %v, %v", got, err)
+	}
+	host := "clh" + filepath.Base(tb.cgroup)[len("clawd-test-"):]
+	if out, err := exec.Command("ip", "link", "add", host, "type", "veth", "peer", "name", "late0", "netns", tb.ns).CombinedOutput(); err != nil {
+		t.Fatalf("add veth: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "link", "del", host).Run() })
+	added, err := e.RefreshTCX(Params{ID: "t1", Cgroup: tb.cgroup, Netns: tb.nsPath, ProxyPort: port, DNSPort: port + 1})
+	if err != nil || strings.Join(added, ",") != "late0,"+host {
+		t.Fatalf("refresh after adding a veth = %v, %v; want late0 and %s", added, err, host)
+	}
+
 	// Re-adopt with new ports (what a restarted daemon does).
 	ln2 := listenIn(t, tb.nsPath, "tcp4", "127.0.0.1:0")
 	port2 := uint16(ln2.Addr().(*net.TCPAddr).Port)
