@@ -262,3 +262,25 @@ func TestControlSocketRefusesNonRoot(t *testing.T) {
 		t.Fatal("root's request did not reach the handler")
 	}
 }
+
+func TestDoctorOnThisHost(t *testing.T) {
+	cs := Doctor(context.Background(), Config{PinRoot: DefaultPinRoot, ContainerdAddress: "/nonexistent.sock", DockerHost: "unix:///nonexistent2.sock", Socket: "/nonexistent3.sock"})
+	byName := map[string]Check{}
+	for _, c := range cs {
+		byName[c.Name] = c
+	}
+	// This host has everything clawd needs in the kernel.
+	for _, n := range []string{"root", "kernel", "btf", "cgroup2", "net_cls/net_prio", "bpf programs"} {
+		if c := byName[n]; !c.OK {
+			t.Errorf("check %s failed on this host: %+v", n, c)
+		}
+	}
+	// With no runtime reachable, both runtime checks fail and say how to fix.
+	if c := byName["containerd"]; c.OK || c.Warn || c.Fix == "" {
+		t.Errorf("containerd check = %+v", c)
+	}
+	var b bytes.Buffer
+	if bad := FormatChecks(&b, cs); bad < 2 || !strings.Contains(b.String(), "[FAIL] containerd") {
+		t.Errorf("FormatChecks = %d:\n%s", bad, b.String())
+	}
+}

@@ -53,12 +53,15 @@ func Doctor(ctx context.Context, cfg Config) []Check {
 		add(Check{Name: "bpf programs", OK: true, Info: "cgroup sock_addr, sock, sockopt, skb, sockops and tcx programs load"})
 	}
 	add(lsmCheck())
-	add(dialCheck("containerd", "unix", cfg.ContainerdAddress))
-	dh := strings.TrimPrefix(cfg.DockerHost, "unix://")
-	c := dialCheck("docker", "unix", dh)
-	c.Warn = !c.OK
-	add(c)
-	c = dialCheck("daemon", "unix", cfg.Socket)
+	// One container runtime is enough; with neither, names cannot resolve.
+	ctd := dialCheck("containerd", "unix", cfg.ContainerdAddress)
+	dk := dialCheck("docker", "unix", strings.TrimPrefix(cfg.DockerHost, "unix://"))
+	if ctd.OK || dk.OK {
+		ctd.Warn, dk.Warn = !ctd.OK, !dk.OK
+	}
+	add(ctd)
+	add(dk)
+	c := dialCheck("daemon", "unix", cfg.Socket)
 	c.Warn = !c.OK
 	if !c.OK {
 		c.Fix = "start it: systemctl start clawd (or clawd daemon)"
@@ -121,10 +124,12 @@ func capsCheck() Check {
 }
 
 func lsmCheck() Check {
-	lsm, _ := os.ReadFile("/sys/kernel/security/lsm")
+	lsm, err := os.ReadFile("/sys/kernel/security/lsm")
 	lock, _ := os.ReadFile("/sys/kernel/security/lockdown")
 	info := "lsm_cgroup layer off; the tcx layer drops AF_PACKET/AF_XDP frames on the container's interfaces"
-	if !strings.Contains(string(lsm), "bpf") {
+	if err != nil {
+		info = "securityfs not mounted, BPF LSM state unknown: " + info
+	} else if !strings.Contains(string(lsm), "bpf") {
 		info = "BPF LSM not enabled (no 'bpf' in /sys/kernel/security/lsm): " + info
 	} else if l := string(lock); strings.Contains(l, "[integrity]") || strings.Contains(l, "[confidentiality]") {
 		info = "kernel lockdown forbids LSM programs: " + info

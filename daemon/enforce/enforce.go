@@ -598,8 +598,10 @@ func Probe() error {
 		return err
 	}
 	for _, m := range spec.Maps {
-		m.Pinning = ebpf.PinNone
-		m.MaxEntries = 16
+		if m.Pinning != ebpf.PinNone { // clawd's own maps, not .rodata
+			m.Pinning = ebpf.PinNone
+			m.MaxEntries = 16
+		}
 	}
 	var objs bpf.ClawdObjects
 	if err := spec.LoadAndAssign(&objs, nil); err != nil {
