@@ -419,8 +419,18 @@ func (d *Daemon) onEvent(ev runtime.Event) {
 	id := attachmentID(ev.Container.Container)
 	switch ev.Type {
 	case runtime.TaskCreated:
-		if !runtime.AutoAttach(ev.Container.Labels) || ev.Container.PID == 0 {
+		if ev.Container.PID == 0 {
 			return
+		}
+		labels := ev.Container.Labels
+		if !runtime.AutoAttach(labels) {
+			// Kubernetes puts pod labels only on the pod's sandbox: attach
+			// the app containers of a labelled pod too.
+			sb, ok := runtime.PodAutoAttach(d.ctx, ev.Container, d.rt.List)
+			if !ok {
+				return
+			}
+			labels = sb
 		}
 		d.mu.Lock()
 		_, done := d.atts[id]
@@ -428,7 +438,7 @@ func (d *Daemon) onEvent(ev runtime.Event) {
 		if done {
 			return
 		}
-		trust := ev.Container.Labels["clawd.trust-ca"] == "true" || ev.Container.Labels["clawd.dev/trust-ca"] == "true"
+		trust := labels["clawd.trust-ca"] == "true" || labels["clawd.dev/trust-ca"] == "true"
 		if _, err := d.attach(ev.Container.Container, ev.Container.PID, trust, true); err != nil {
 			d.log.Error("auto-attach failed", zap.String("container", ev.Container.Name), zap.Error(err))
 		}
