@@ -85,7 +85,7 @@ func (cc *conn) serveRaw(proto string) {
 	e := s.entry(cc.meta, proto)
 	var d policy.Decision
 	decided := false
-	if s.cfg.Names != nil && !s.forbidden[cc.meta.OrigDst] {
+	if s.cfg.Names != nil && !s.internal(cc.meta.OrigDst) {
 		for _, name := range s.cfg.Names.NamesFor(cc.meta.Container.Key(), ip) {
 			in.Host = normHost(name)
 			if d = cc.decideConn(in); d.Action != policy.Deny {
@@ -116,7 +116,7 @@ func (cc *conn) serveTLS(res sniffed) {
 	e := s.entry(cc.meta, "tls")
 	e.SNI, e.Host = res.sni, res.sni
 	deny := func() { tlsAlertClose(cc.c) }
-	forbidden := s.forbidden[cc.meta.OrigDst]
+	forbidden := s.internal(cc.meta.OrigDst)
 	if !forbidden && !s.consistent(cc.meta.Container, res.sni, cc.meta.OrigDst.Addr()) {
 		d := policy.Decision{Action: policy.Deny, Rule: "host-mismatch", Reason: "host_mismatch: server name does not resolve to the destination"}
 		s.record(e, d, cc.start)

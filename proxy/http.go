@@ -114,7 +114,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	info := errInfo{Method: r.Method, Host: host, Path: r.URL.Path}
 
-	if !s.forbidden[meta.OrigDst] &&
+	if !s.internal(meta.OrigDst) &&
 		((h.sni != "" && host != h.sni) || !s.consistent(meta.Container, host, meta.OrigDst.Addr())) {
 		d = policy.Decision{Action: policy.Deny, Rule: "host-mismatch", Reason: "host does not resolve to the destination the agent connected to"}
 		info.Error, info.Reason = "host_mismatch", d.Reason

@@ -275,10 +275,25 @@ func (s *Server) setHooks(st *connState, drain, kill func()) {
 	}
 }
 
+// internal reports whether dst is clawd's own API/metrics or an
+// unspecified address (0.0.0.0, ::, ::ffff:0.0.0.0), which a connect from
+// the host turns into its own loopback: the proxy dials from the host, so an
+// agent asking for 0.0.0.0:PORT would otherwise reach every service bound
+// to the host's loopback, clawd's API and metrics among them. (Loopback
+// itself never arrives from the kernel side: the container's own loopback
+// is not redirected.)
+func (s *Server) internal(dst netip.AddrPort) bool {
+	a := dst.Addr().Unmap()
+	if !a.IsValid() || a.IsUnspecified() {
+		return true
+	}
+	return s.forbidden[netip.AddrPortFrom(a.WithZone(""), dst.Port())]
+}
+
 // decide runs the policy, with clawd's own guards in front of it.
 func (s *Server) decide(in policy.Input) policy.Decision {
-	if s.forbidden[netip.AddrPortFrom(in.DstIP, in.DstPort)] {
-		return policy.Decision{Action: policy.Deny, Rule: "clawd-internal", Reason: "destination is clawd itself"}
+	if s.internal(netip.AddrPortFrom(in.DstIP, in.DstPort)) {
+		return policy.Decision{Action: policy.Deny, Rule: "clawd-internal", Reason: "destination is clawd itself or the host (unspecified address)"}
 	}
 	if in.Now.IsZero() {
 		in.Now = s.cfg.Now()
