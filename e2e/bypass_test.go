@@ -2,9 +2,14 @@ package e2e
 
 import (
 	"encoding/json"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/clawd-dev/clawd/e2e/harness"
 )
@@ -105,5 +110,173 @@ func TestBypassProgramFindsNoWayOut(t *testing.T) {
 	}
 	if c := cl.List()[0].Counters; c.IfDropped == 0 {
 		t.Errorf("packet-socket frames were not dropped on the interfaces: %+v", c)
+	}
+}
+
+// hostPort returns the port of a host:port listen address.
+func hostPort(t *testing.T, addr string) string {
+	t.Helper()
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// httpGet fetches url from the host and returns the body ("" on error).
+func httpGetBody(url string) string {
+	c := http.Client{Timeout: 5 * time.Second}
+	r, err := c.Get(url)
+	if err != nil {
+		return ""
+	}
+	defer r.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	return r.Status + "\n" + string(b)
+}
+
+// Every address that means "this host" or "the cloud" from inside the
+// container, on clawd's own API and metrics ports: the proxy refuses them
+// (even though the policy allows everything else), nothing reaches clawd.
+// Also: io_uring connects, DNS to other resolvers over UDP and TCP, every
+// address family, AF_VSOCK/AF_XDP, /dev/net/tun, cgroup moves and child
+// processes.
+func TestBypassHostAddressesAndOtherFamilies(t *testing.T) {
+	ctd := harness.SharedContainerd(t)
+	up := harness.SharedUpstream(t)
+	// Link-local destinations are denied by policy so clawd never dials the
+	// host's real metadata service; everything else is allowed, so only
+	// clawd's own guard keeps its API and metrics out of reach.
+	cl := StartClawd(t, ctd, ClawdOpts{Policy: `version: 1
+default:
+  default_action: allow
+  rules:
+    - name: no-link-local
+      cidrs: [169.254.0.0/16, "fe80::/10"]
+      action: deny
+`})
+	apiPort, metricsPort := hostPort(t, cl.API), hostPort(t, cl.Metrics)
+	// Control: from the host, the API and metrics answer (so the markers
+	// below would show if a container reached them).
+	if b := httpGetBody("http://" + cl.API + "/healthz"); !strings.HasPrefix(b, "200") {
+		t.Fatalf("API /healthz from the host: %q", b)
+	}
+	if b := httpGetBody("http://" + cl.Metrics + "/metrics"); !strings.Contains(b, "# HELP") {
+		t.Fatalf("metrics from the host: %q", tail(b, 200))
+	}
+
+	// A resolver other than the configured one, listening on UDP and TCP
+	// 53 in the upstream: clawd must answer instead, and it must see nothing.
+	otherDNS := harness.UpstreamIPv4.String()
+	pc, err := up.ListenPacket("udp4", otherDNS+":53")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var udpHits, tcpHits atomic.Int32
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			if _, _, err := pc.ReadFrom(buf); err != nil {
+				return
+			}
+			udpHits.Add(1)
+		}
+	}()
+	ln, err := up.Listen("tcp4", otherDNS+":53")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			tcpHits.Add(1)
+			c.Close()
+		}
+	}()
+
+	ct := ctd.Run(t, "hostile-host", harness.RunOpts{
+		Files: map[string]string{bypassBin(t): "/bypass"},
+		Caps:  []string{"CAP_NET_RAW", "CAP_NET_ADMIN"},
+	})
+	// Control: before attach the other resolver is reached directly.
+	if r := runBypass(t, ct, "-only", "dns-other-udp", "-dns-other", otherDNS)["dns-other-udp"]; udpHits.Load() == 0 {
+		t.Fatalf("control: the direct query did not reach the other resolver: %+v", r)
+	}
+	udpHits.Store(0)
+
+	cl.MustCLI("attach", ct.Name)
+	up.Reset()
+	before := cl.List()[0].Counters
+	addrs := []string{ct.HostIPv4.String(), ct.HostIPv6.String(), "198.51.100.1", "2001:db8::1",
+		"169.254.169.254", "0.0.0.0", "::", "::ffff:0.0.0.0", "::ffff:198.51.100.1", "::ffff:" + ct.HostIPv4.String(),
+		"fe80::1%eth0", "127.0.0.1", "::1"}
+	res := runBypass(t, ct, "-host-addrs", strings.Join(addrs, ","),
+		"-ports", apiPort+"/healthz,"+metricsPort+"/metrics", "-dns-other", otherDNS)
+	t.Logf("af-scan (families/types the container could create): %s", res["af-scan"].Detail)
+	for _, a := range addrs {
+		for _, p := range []string{apiPort, metricsPort} {
+			ap := net.JoinHostPort(a, p)
+			r, ok := res["host-"+ap]
+			if !ok {
+				t.Errorf("no result for host-%s", ap)
+				continue
+			}
+			if strings.Contains(r.Detail, " 200 ") || strings.Contains(r.Detail, "CLAWD-") {
+				t.Errorf("ESCAPED to clawd's own listener at %s: %+v", ap, r)
+			}
+		}
+	}
+	// The proxy's own guard decided the host addresses (not the policy).
+	eventually(t, "audit lines denying clawd's own ports", func() bool {
+		n := 0
+		for _, e := range cl.AuditEntries() {
+			if e.Rule == "clawd-internal" {
+				n++
+			}
+		}
+		return n >= 4
+	})
+
+	if r := res["tcp-io-uring"]; !(r.Result == "connected" && strings.Contains(r.Detail, "200")) && !strings.HasPrefix(r.Detail, "unavailable") {
+		t.Errorf("io_uring connect: %+v, want a 200 through clawd (or unavailable)", r)
+	}
+	if r := res["tcp-io-uring"]; r.Result == "connected" {
+		if got := seenFrom(up, "/bypass-tcp-io-uring"); len(got) != 1 || !hostSide(got[0]) {
+			t.Errorf("io_uring request seen from %v, want once from clawd", got)
+		}
+	}
+	for _, v := range []string{"dns-other-udp", "dns-other-tcp"} {
+		if r := res[v]; r.Result != "answered" || r.Detail != harness.UpstreamIPv4.String() {
+			t.Errorf("%s: %+v, want clawd's answer %s", v, r, harness.UpstreamIPv4)
+		}
+	}
+	if n, m := udpHits.Load(), tcpHits.Load(); n != 0 || m != 0 {
+		t.Errorf("the other resolver was reached: %d UDP queries, %d TCP connections", n, m)
+	}
+	if len(up.DNSQueries()) == 0 {
+		t.Errorf("the configured resolver saw no query: clawd did not answer through it")
+	}
+	for _, v := range []string{"af-vsock", "af-xdp", "dev-net-tun", "cgroup-move"} {
+		if r := res[v]; r.Result != "blocked" {
+			t.Errorf("%s: %+v, want blocked", v, r)
+		}
+	}
+	for _, v := range []string{"child-exec-tcp4", "child-shell-tcp4"} {
+		if r := res[v]; r.Result != "connected" || !strings.Contains(r.Detail, "200") {
+			t.Errorf("%s: %+v, want a 200 through clawd", v, r)
+		}
+		if got := seenFrom(up, "/bypass-"+v); len(got) != 1 || !hostSide(got[0]) {
+			t.Errorf("%s seen from %v, want once from clawd", v, got)
+		}
+	}
+	for _, e := range escaped(up) {
+		t.Errorf("ESCAPED: %s", e)
+	}
+	after := cl.List()[0].Counters
+	if after.IfDropped < before.IfDropped {
+		t.Errorf("counters went backwards: %+v -> %+v", before, after)
 	}
 }

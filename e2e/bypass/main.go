@@ -35,6 +35,13 @@ var (
 	gwMAC   = flag.String("gw-mac", "", "MAC of the host side of eth0, for packet-socket frames")
 	iface   = flag.String("iface", "eth0", "interface for packet sockets")
 	only    = flag.String("only", "", "comma-separated vectors to run (default all)")
+	hostAdr = flag.String("host-addrs", "", "comma-separated host addresses to try (host-ADDR:PORT vectors)")
+	ports   = flag.String("ports", "", "comma-separated ports for the host-* vectors (clawd's API and metrics)")
+	ctl     = flag.String("ctl", "", "path of a mounted clawd control socket (ctl-socket vector)")
+	dnsAt   = flag.String("dns-other", "198.51.100.10", "a resolver address other than the configured one")
+	lport   = flag.Int("listen", 0, "listen-tcp vector: port to listen on")
+	lfor    = flag.Duration("listen-for", 5*time.Second, "listen-tcp vector: how long to accept")
+	prefix  = flag.String("prefix", "", "prefix for every vector name (child processes)")
 	timeout = 3 * time.Second
 )
 
@@ -53,10 +60,7 @@ func main() {
 	flag.Parse()
 	up4 := netip.MustParseAddr(*v4)
 	up6 := netip.MustParseAddr(*v6)
-	vectors := []struct {
-		name string
-		fn   func(name string)
-	}{
+	vectors := []vector{
 		{"tcp4", func(n string) { httpVia(n, "tcp4", netip.AddrPortFrom(up4, uint16(*httpP)), nil) }},
 		{"tcp6", func(n string) { httpVia(n, "tcp6", netip.AddrPortFrom(up6, uint16(*httpP)), nil) }},
 		{"tcp-v4mapped", func(n string) { v4mapped(n, up4) }},
@@ -85,7 +89,25 @@ func main() {
 		{"udplite", func(n string) { socketOnly(n, unix.AF_INET, unix.SOCK_DGRAM, unix.IPPROTO_UDPLITE) }},
 		{"packet-raw", func(n string) { packet(n, up4, false) }},
 		{"packet-qdisc-bypass", func(n string) { packet(n, up4, true) }},
+		{"tcp-io-uring", func(n string) { ioUringConnect(n, up4) }},
+		{"dns-other-udp", func(n string) { dnsQuery(n, "udp", netip.AddrPortFrom(netip.MustParseAddr(*dnsAt), 53)) }},
+		{"dns-other-tcp", func(n string) { dnsQuery(n, "tcp", netip.AddrPortFrom(netip.MustParseAddr(*dnsAt), 53)) }},
+		{"af-vsock", vsock},
+		{"af-xdp", xdp},
+		{"dev-net-tun", tun},
+		{"af-scan", afScan},
+		{"cgroup-move", cgroupMove},
+		{"child-exec", func(n string) { child(n, false) }},
+		{"child-shell", func(n string) { child(n, true) }},
 	}
+	if *ctl != "" {
+		vectors = append(vectors, vector{"ctl-socket", func(n string) { ctlSocket(n, *ctl) }})
+	}
+	if *lport != 0 {
+		// Only on request: it blocks for -listen-for.
+		vectors = append(vectors, vector{"listen-tcp", func(n string) { listenFor(n, *lport, *lfor) }})
+	}
+	vectors = append(vectors, hostVectors(*hostAdr, *ports)...)
 	want := map[string]bool{}
 	for _, v := range strings.Split(*only, ",") {
 		if v != "" {
@@ -96,7 +118,7 @@ func main() {
 		if len(want) > 0 && !want[v.name] {
 			continue
 		}
-		v.fn(v.name)
+		v.fn(*prefix + v.name)
 	}
 }
 
