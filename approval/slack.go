@@ -314,7 +314,8 @@ func (m *Manager) slackApprover(user string) bool {
 		return false
 	}
 	for _, a := range m.cfg.SlackApprovers {
-		if a == user {
+		// A group entry admits its members, not a "user" carrying the group's ID.
+		if _, group := m.cfg.SlackGroups[a]; !group && a == user {
 			return true
 		}
 		for _, mem := range m.cfg.SlackGroups[a] {
