@@ -280,3 +280,74 @@ default:
 		t.Errorf("counters went backwards: %+v -> %+v", before, after)
 	}
 }
+
+// reach dials addr (from the host, or inside netns if set) and returns what
+// the listener wrote ("" if the dial or read failed).
+func reach(netns, addr string) string {
+	var c net.Conn
+	var err error
+	if netns == "" {
+		c, err = net.DialTimeout("tcp", addr, 2*time.Second)
+	} else {
+		c, err = harness.DialIn(netns, "tcp", addr, 2*time.Second)
+	}
+	if err != nil {
+		return ""
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	b, _ := io.ReadAll(io.LimitReader(c, 256))
+	return string(b)
+}
+
+// A listener in the attached container is unreachable from the host and
+// from the upstream (no reverse connections); clawd's own control socket,
+// mounted into the container, refuses the container's root.
+func TestBypassListenersAndMountedControlSocket(t *testing.T) {
+	ctd := harness.SharedContainerd(t)
+	up := harness.SharedUpstream(t)
+	cl := StartClawd(t, ctd, ClawdOpts{})
+	ct := ctd.Run(t, "hostile-listen", harness.RunOpts{
+		Files: map[string]string{bypassBin(t): "/bypass", cl.Socket: "/clawd.sock"},
+		Caps:  []string{"CAP_NET_RAW", "CAP_NET_ADMIN"},
+	})
+	type target struct{ from, netns, addr string }
+	// listen starts a listener on port in the container for a while and
+	// returns where to dial it from.
+	listen := func(port string) []target {
+		sh(t, ct, "rm -f /tmp/listen.out; (/bypass -only listen-tcp -listen "+port+" -listen-for 10s > /tmp/listen.out 2>&1 &)")
+		eventually(t, "the container's listener", func() bool {
+			out, _ := sh(t, ct, "cat /tmp/listen.out")
+			return strings.Contains(out, "listening")
+		})
+		return []target{
+			{"host", "", net.JoinHostPort(ct.IPv4.String(), port)},
+			{"host", "", net.JoinHostPort(ct.IPv6.String(), port)},
+			{"upstream", up.Netns, net.JoinHostPort(ct.IPv4.String(), port)},
+			{"upstream", up.Netns, net.JoinHostPort(ct.IPv6.String(), port)},
+		}
+	}
+	// Control, before attach: the listener and the control socket answer.
+	for _, tg := range listen("7777") {
+		if got := reach(tg.netns, tg.addr); !strings.Contains(got, "bypass-listen-tcp") {
+			t.Fatalf("control: %s could not reach the container's listener at %s: %q", tg.from, tg.addr, got)
+		}
+	}
+	if r := runBypass(t, ct, "-only", "ctl-socket", "-ctl", "/clawd.sock")["ctl-socket"]; r.Result != "connected" {
+		t.Fatalf("control: before attach the container's root should reach the mounted socket: %+v", r)
+	}
+
+	cl.MustCLI("attach", ct.Name)
+	for _, tg := range listen("7778") {
+		if got := reach(tg.netns, tg.addr); got != "" {
+			t.Errorf("REVERSE CONNECTION: %s reached the attached container's listener at %s: %q", tg.from, tg.addr, got)
+		}
+	}
+	if r := runBypass(t, ct, "-only", "ctl-socket", "-ctl", "/clawd.sock")["ctl-socket"]; r.Result != "blocked" || !strings.Contains(r.Detail, "403") {
+		t.Errorf("the attached container's root used clawd's control socket: %+v", r)
+	}
+	// The daemon still serves the host, and the attachment is intact.
+	if l := cl.List(); len(l) != 1 || l[0].Container.Name != ct.Name {
+		t.Errorf("attachments after the attempts: %+v", l)
+	}
+}
