@@ -133,7 +133,7 @@ func New(cfg Config, log *zap.Logger) (*Daemon, error) {
 	}
 	if d.proxy, err = proxy.New(proxy.Config{
 		Decider: d.policy, Approver: d.approvals, Injector: injector{d.secrets}, Names: d.dns,
-		CA: d.ca, UpstreamRoots: roots, Forbidden: forbidden,
+		CA: d.ca, UpstreamRoots: roots, Forbidden: forbidden, ForbiddenPorts: forbiddenPorts(cfg.APIListen, cfg.MetricsListen),
 		Audit: d.audit, Log: log.Named("proxy"), Registerer: d.reg,
 		PeekTimeout: cfg.PeekTimeout,
 	}); err != nil {
@@ -250,6 +250,19 @@ func forbiddenAddrs(listens ...string) ([]netip.AddrPort, error) {
 		}
 	}
 	return out, nil
+}
+
+// forbiddenPorts are the ports of listens on a wildcard or loopback address:
+// the proxy denies them on every address the host has when it decides, so
+// addresses added after start (new containers' veths) are covered too.
+func forbiddenPorts(listens ...string) []uint16 {
+	var out []uint16
+	for _, l := range listens {
+		if ap, err := netip.ParseAddrPort(l); err == nil && (ap.Addr().IsUnspecified() || ap.Addr().IsLoopback()) {
+			out = append(out, ap.Port())
+		}
+	}
+	return out
 }
 
 func ipOf(a net.Addr) net.IP {

@@ -18,7 +18,7 @@ import (
 
 const secretsTLSPort = 8453
 
-var placeholderRE = regexp.MustCompile(`clawd-ph-[A-Za-z0-9_-]+`)
+var secPlaceholderRE = regexp.MustCompile(`clawd-ph-[A-Za-z0-9_-]+`)
 
 // TestSecretInjectionEndToEnd: an attached container holding only a
 // placeholder talks HTTPS to an intercepted upstream; the upstream gets the
@@ -28,7 +28,7 @@ var placeholderRE = regexp.MustCompile(`clawd-ph-[A-Za-z0-9_-]+`)
 func TestSecretInjectionEndToEnd(t *testing.T) {
 	ctd := harness.SharedContainerd(t)
 	up := harness.SharedUpstream(t)
-	echo := startTLSEcho(t, up, secretsTLSPort)
+	echo := secStartTLSEcho(t, up, secretsTLSPort)
 	policy := fmt.Sprintf(`version: 1
 default:
   default_action: deny
@@ -41,14 +41,14 @@ default:
 `, secretsTLSPort)
 	cl := StartClawd(t, ctd, ClawdOpts{Policy: policy, Extra: "upstream-ca-file: " + echo.CAFile + "\n"})
 
-	real1 := "s3cr3t-value-" + harnessRand(t)
-	real2 := "r0tated-value-" + harnessRand(t)
-	out, err := cliStdin(cl, real1, "secret", "set", "api", "--host", "api.upstream.test",
+	real1 := "s3cr3t-value-" + secRand(t)
+	real2 := "r0tated-value-" + secRand(t)
+	out, err := secCLIStdin(cl, real1, "secret", "set", "api", "--host", "api.upstream.test",
 		"--header", "Authorization", "--format", "Bearer {value}")
 	if err != nil {
 		t.Fatalf("secret set: %v\n%s", err, out)
 	}
-	ph := placeholderRE.FindString(out)
+	ph := secPlaceholderRE.FindString(out)
 	if ph == "" || strings.Contains(out, real1) {
 		t.Fatalf("secret set output has no placeholder or shows the value: %q", out)
 	}
@@ -65,7 +65,7 @@ default:
 		t.Fatal("secrets.json holds the plaintext value")
 	}
 
-	caFile := writeCA(t, cl)
+	caFile := secWriteCA(t, cl)
 	ct := ctd.Run(t, "secagent", harness.RunOpts{Files: map[string]string{agentBin(t): "/agent", caFile: "/clawd-ca.pem"}})
 	cl.MustCLI("attach", ct.Name)
 
@@ -87,7 +87,7 @@ default:
 			t.Fatalf("upstream saw %d requests for /v1/me, want 1", len(got))
 		}
 		if auth := strings.Join(got[0].Headers["Authorization"], ","); auth != "Bearer "+real1 {
-			t.Fatalf("upstream got Authorization %q, want the real value (redacted here)", redactIn(auth, real1))
+			t.Fatalf("upstream got Authorization %q, want the real value (redacted here)", secRedact(auth, real1))
 		}
 		if strings.Contains(a.Body, real1) || strings.Contains(fmt.Sprint(a.Headers), real1) {
 			t.Fatal("the agent's response contains the real secret")
@@ -96,7 +96,7 @@ default:
 			t.Fatalf("the echoed body should carry the placeholder: %.300s", a.Body)
 		}
 		if h := strings.Join(a.Headers["X-Echo-Authorization"], ","); h != "Bearer "+ph {
-			t.Fatalf("echoed header = %q, want the placeholder", redactIn(h, real1))
+			t.Fatalf("echoed header = %q, want the placeholder", secRedact(h, real1))
 		}
 		if a.Cert == "" || strings.Contains(a.Cert, "e2e upstream") {
 			t.Fatalf("the agent should see clawd's certificate, issuer %q", a.Cert)
@@ -128,9 +128,9 @@ default:
 	})
 
 	t.Run("rotation applies without restart", func(t *testing.T) {
-		out, err := cliStdin(cl, real2+"\n", "secret", "rotate", "api")
+		out, err := secCLIStdin(cl, real2+"\n", "secret", "rotate", "api")
 		if err != nil || strings.Contains(out, real2) {
-			t.Fatalf("rotate: %v %q", err, redactIn(out, real2))
+			t.Fatalf("rotate: %v %q", err, secRedact(out, real2))
 		}
 		if ls := cl.MustCLI("secret", "ls"); !strings.Contains(ls, ph) {
 			t.Fatalf("placeholder changed on rotation:\n%s", ls)
@@ -205,16 +205,16 @@ default:
 		if len(logB) == 0 || len(auditB) == 0 {
 			t.Fatalf("empty log (%d bytes) or audit (%d bytes)", len(logB), len(auditB))
 		}
-		noLeak(t, []string{real1, real2}, map[string]string{
-			"daemon log": string(logB), "audit log": string(auditB), "metrics": scrapeMetrics(t, cl),
+		secNoLeak(t, []string{real1, real2}, map[string]string{
+			"daemon log": string(logB), "audit log": string(auditB), "metrics": secScrapeMetrics(t, cl),
 		})
 	})
 }
 
-// redactIn hides v in s for failure messages.
-func redactIn(s, v string) string { return strings.ReplaceAll(s, v, "[REAL]") }
+// secRedact hides v in s for failure messages.
+func secRedact(s, v string) string { return strings.ReplaceAll(s, v, "[REAL]") }
 
-func harnessRand(t testing.TB) string {
+func secRand(t testing.TB) string {
 	b := make([]byte, 12)
 	if _, err := rand.Read(b); err != nil {
 		t.Fatal(err)

@@ -27,10 +27,10 @@ import (
 	"github.com/clawd-dev/clawd/e2e/harness"
 )
 
-// tlsEcho is an HTTPS server in the upstream netns that records every
+// secTLSEcho is an HTTPS server in the upstream netns that records every
 // request and echoes its Authorization header back in the body and in the
 // X-Echo-Authorization response header.
-type tlsEcho struct {
+type secTLSEcho struct {
 	CAFile string // PEM of the test CA that signed the server certificate
 	Port   int
 
@@ -38,7 +38,7 @@ type tlsEcho struct {
 	seen []harness.Seen
 }
 
-func startTLSEcho(t testing.TB, up *harness.Upstream, port int) *tlsEcho {
+func secStartTLSEcho(t testing.TB, up *harness.Upstream, port int) *secTLSEcho {
 	t.Helper()
 	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	caTmpl := &x509.Certificate{
@@ -64,11 +64,11 @@ func startTLSEcho(t testing.TB, up *harness.Upstream, port int) *tlsEcho {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	e := &tlsEcho{CAFile: filepath.Join(dir, "upstream-ca.pem"), Port: port}
+	e := &secTLSEcho{CAFile: filepath.Join(dir, "upstream-ca.pem"), Port: port}
 	if err := os.WriteFile(e.CAFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	l, err := up.Listen("tcp", net.JoinHostPort(harness.UpstreamIPv4.String(), itoa(port)))
+	l, err := up.Listen("tcp", net.JoinHostPort(harness.UpstreamIPv4.String(), secItoa(port)))
 	if err != nil {
 		t.Fatalf("TLS listener in the upstream: %v", err)
 	}
@@ -83,7 +83,7 @@ func startTLSEcho(t testing.TB, up *harness.Upstream, port int) *tlsEcho {
 	return e
 }
 
-func (e *tlsEcho) serve(w http.ResponseWriter, r *http.Request) {
+func (e *secTLSEcho) serve(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
 	s := harness.Seen{Method: r.Method, Path: r.RequestURI, Host: r.Host, Remote: r.RemoteAddr, Headers: r.Header.Clone(), Body: string(body)}
 	e.mu.Lock()
@@ -95,20 +95,20 @@ func (e *tlsEcho) serve(w http.ResponseWriter, r *http.Request) {
 }
 
 // Requests returns what the server received since the last Reset.
-func (e *tlsEcho) Requests() []harness.Seen {
+func (e *secTLSEcho) Requests() []harness.Seen {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return append([]harness.Seen(nil), e.seen...)
 }
 
-func (e *tlsEcho) Reset() {
+func (e *secTLSEcho) Reset() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.seen = nil
 }
 
 // seenPath returns the requests for path (ignoring the query).
-func (e *tlsEcho) seenPath(path string) []harness.Seen {
+func (e *secTLSEcho) seenPath(path string) []harness.Seen {
 	var out []harness.Seen
 	for _, s := range e.Requests() {
 		if p, _, _ := strings.Cut(s.Path, "?"); p == path {
@@ -118,14 +118,14 @@ func (e *tlsEcho) seenPath(path string) []harness.Seen {
 	return out
 }
 
-func itoa(i int) string {
+func secItoa(i int) string {
 	b, _ := json.Marshal(i)
 	return string(b)
 }
 
-// cliStdin runs the clawd CLI against c with stdin (secret values are only
+// secCLIStdin runs the clawd CLI against c with stdin (secret values are only
 // read from stdin).
-func cliStdin(c *Clawd, stdin string, args ...string) (string, error) {
+func secCLIStdin(c *Clawd, stdin string, args ...string) (string, error) {
 	full := append([]string{"--socket", c.Socket}, args...)
 	cmd := exec.Command(c.Bin, full...)
 	cmd.Env = append(os.Environ(),
@@ -136,8 +136,8 @@ func cliStdin(c *Clawd, stdin string, args ...string) (string, error) {
 	return string(out), err
 }
 
-// writeCA stores the daemon's interception CA in a file for containers.
-func writeCA(t testing.TB, c *Clawd) string {
+// secWriteCA stores the daemon's interception CA in a file for containers.
+func secWriteCA(t testing.TB, c *Clawd) string {
 	t.Helper()
 	pemOut := c.MustCLI("ca")
 	if !strings.Contains(pemOut, "BEGIN CERTIFICATE") {
@@ -151,8 +151,8 @@ func writeCA(t testing.TB, c *Clawd) string {
 	return p
 }
 
-// scrapeMetrics fetches the daemon's Prometheus metrics.
-func scrapeMetrics(t testing.TB, c *Clawd) string {
+// secScrapeMetrics fetches the daemon's Prometheus metrics.
+func secScrapeMetrics(t testing.TB, c *Clawd) string {
 	t.Helper()
 	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get("http://" + c.Metrics + "/metrics")
 	if err != nil {
@@ -166,8 +166,8 @@ func scrapeMetrics(t testing.TB, c *Clawd) string {
 	return string(b)
 }
 
-// noLeak fails when any of values occurs in any of the named texts.
-func noLeak(t testing.TB, values []string, texts map[string]string) {
+// secNoLeak fails when any of values occurs in any of the named texts.
+func secNoLeak(t testing.TB, values []string, texts map[string]string) {
 	t.Helper()
 	for name, text := range texts {
 		for _, v := range values {

@@ -110,6 +110,14 @@ type Config struct {
 	// own loopback, not the host's; it is therefore not denied by default
 	// (the daemon lists addresses that are reachable from containers).
 	Forbidden []netip.AddrPort
+	// ForbiddenPorts are ports clawd listens on at a wildcard (or loopback)
+	// address: on them every address the host has at decision time is
+	// denied, including addresses added after start (the host side of each
+	// new container's veth), which a snapshot in Forbidden would miss.
+	ForbiddenPorts []uint16
+	// HostAddr reports whether a is currently one of the host's addresses;
+	// nil scans net.InterfaceAddrs (failing closed). Tests replace it.
+	HostAddr func(a netip.Addr) bool
 
 	Audit      audit.Sink            // nil: audit.Discard
 	Log        *zap.Logger           // nil: zap.NewNop()
@@ -146,6 +154,7 @@ type Server struct {
 	audit     audit.Sink
 	m         *metrics
 	forbidden map[netip.AddrPort]bool
+	fbPorts   map[uint16]bool
 
 	mu      sync.Mutex
 	closing bool
@@ -199,10 +208,17 @@ func New(cfg Config) (*Server, error) {
 		audit:     cfg.Audit,
 		m:         m,
 		forbidden: make(map[netip.AddrPort]bool),
+		fbPorts:   make(map[uint16]bool),
 		conns:     make(map[*connState]struct{}),
 	}
 	for _, ap := range cfg.Forbidden {
 		s.forbidden[netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())] = true
+	}
+	for _, p := range cfg.ForbiddenPorts {
+		s.fbPorts[p] = true
+	}
+	if s.cfg.HostAddr == nil {
+		s.cfg.HostAddr = isHostAddr
 	}
 	return s, nil
 }
@@ -287,7 +303,33 @@ func (s *Server) internal(dst netip.AddrPort) bool {
 	if !a.IsValid() || a.IsUnspecified() {
 		return true
 	}
-	return s.forbidden[netip.AddrPortFrom(a.WithZone(""), dst.Port())]
+	a = a.WithZone("")
+	if s.forbidden[netip.AddrPortFrom(a, dst.Port())] {
+		return true
+	}
+	return s.fbPorts[dst.Port()] && s.cfg.HostAddr(a)
+}
+
+// isHostAddr reports whether a is one of the host's addresses now. An error
+// listing them counts as yes (fail closed).
+func isHostAddr(a netip.Addr) bool {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return true
+	}
+	for _, x := range addrs {
+		var ip net.IP
+		switch v := x.(type) {
+		case *net.IPNet:
+			ip = v.IP
+		case *net.IPAddr:
+			ip = v.IP
+		}
+		if p, ok := netip.AddrFromSlice(ip); ok && p.Unmap() == a {
+			return true
+		}
+	}
+	return false
 }
 
 // decide runs the policy, with clawd's own guards in front of it.
