@@ -201,6 +201,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		counter = &countingBody{rc: r.Body}
 		r.Body = counter
 	}
+	stripH2CUpgrade(r.Header)
 	ri := &reqInfo{host: host, e: &e, counter: counter}
 	if inj := s.cfg.Injector; inj != nil {
 		injection, err := inj.Inject(r, host)
@@ -465,3 +466,39 @@ func (b *countingBody) Read(p []byte) (int, error) {
 }
 
 func (b *countingBody) Close() error { return b.rc.Close() }
+
+// stripH2CUpgrade removes HTTP/2 from an Upgrade offer. An upstream that
+// accepted h2c would turn the connection into an HTTP/2 tunnel whose
+// requests clawd never decides (ReverseProxy splices any 101); without the
+// offer the request is answered as plain HTTP/1.1, as RFC 7540 allows.
+// Other upgrades (WebSocket) stay: they were decided as this request.
+func stripH2CUpgrade(h http.Header) {
+	vals := h.Values("Upgrade")
+	if len(vals) == 0 {
+		return
+	}
+	var keep []string
+	dropped := false
+	for _, v := range vals {
+		for _, tok := range strings.Split(v, ",") {
+			tok = strings.TrimSpace(tok)
+			name, ver, _ := strings.Cut(strings.ToLower(tok), "/")
+			switch {
+			case tok == "":
+			case name == "h2c" || name == "h2" || name == "http" && strings.HasPrefix(ver, "2"):
+				dropped = true
+			default:
+				keep = append(keep, tok)
+			}
+		}
+	}
+	if !dropped {
+		return
+	}
+	h.Del("HTTP2-Settings")
+	if len(keep) == 0 {
+		h.Del("Upgrade")
+		return
+	}
+	h.Set("Upgrade", strings.Join(keep, ", "))
+}
