@@ -163,6 +163,15 @@ func TestApprovalEndToEnd(t *testing.T) {
 		if u.Data.By != "slack:"+apprSlackApprover {
 			t.Errorf("decided by %q", u.Data.By)
 		}
+		// The Slack card is replaced through response_url, without buttons.
+		eventually(t, "the Slack card replaced through response_url", func() bool {
+			for _, r := range rcv.Responses() {
+				if strings.Contains(r, `"replace_original":true`) && strings.Contains(r, "slack:"+apprSlackApprover) && !strings.Contains(r, approval.SlackActionApprove15m) {
+					return true
+				}
+			}
+			return false
+		})
 		eventually(t, "the audit line of the approval", func() bool {
 			for _, e := range cl.AuditEntries() {
 				if e.ApprovalID == d.ID && e.By == "slack:"+apprSlackApprover {

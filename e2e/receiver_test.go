@@ -171,6 +171,12 @@ func (r *approvalReceiver) slackCardFor(id string) bool {
 	return false
 }
 
+func (r *approvalReceiver) Responses() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.responses...)
+}
+
 // AllText is everything the receiver got, for leak checks.
 func (r *approvalReceiver) AllText() string {
 	r.mu.Lock()

@@ -199,6 +199,22 @@ default:
 		}
 	})
 
+	t.Run("loopback-bound API and metrics unreachable", func(t *testing.T) {
+		_, apiPort, _ := strings.Cut(cl.API, ":")
+		_, metricsPort, _ := strings.Cut(cl.Metrics, ":")
+		for _, port := range []string{apiPort, metricsPort} {
+			for _, host := range []string{ct.HostIPv4.String(), "127.0.0.1", "198.51.100.1"} {
+				for _, path := range []string{"/healthz", "/metrics"} {
+					u := "http://" + host + ":" + port + path
+					a := agent(t, ct, "-timeout", "10s", u)
+					if a.Status == 200 || strings.Contains(a.Body, "# HELP") || strings.Contains(a.Body, `"ok":true`) {
+						t.Errorf("%s from the container: %d %.200s", u, a.Status, a.Body)
+					}
+				}
+			}
+		}
+	})
+
 	t.Run("no secret value in logs, audit or metrics", func(t *testing.T) {
 		logB, _ := os.ReadFile(cl.LogPath)
 		auditB, _ := os.ReadFile(cl.Audit)
