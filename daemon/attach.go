@@ -423,7 +423,20 @@ func (d *Daemon) onEvent(ev runtime.Event) {
 			return
 		}
 		labels := ev.Container.Labels
-		if !runtime.AutoAttach(labels) {
+		auto, podApp := runtime.AutoAttach(labels), runtime.IsPodApp(ev.Container)
+		if !auto && !podApp {
+			return
+		}
+		d.mu.Lock()
+		_, done := d.atts[id]
+		d.mu.Unlock()
+		if done {
+			return
+		}
+		// Hold the container's first process until it is attached.
+		thaw := freezeCgroupOf(ev.Container.PID)
+		defer thaw()
+		if !auto {
 			// Kubernetes puts pod labels only on the pod's sandbox: attach
 			// the app containers of a labelled pod too.
 			sb, ok := runtime.PodAutoAttach(d.ctx, ev.Container, d.rt.List)
@@ -431,12 +444,6 @@ func (d *Daemon) onEvent(ev runtime.Event) {
 				return
 			}
 			labels = sb
-		}
-		d.mu.Lock()
-		_, done := d.atts[id]
-		d.mu.Unlock()
-		if done {
-			return
 		}
 		trust := labels["clawd.trust-ca"] == "true" || labels["clawd.dev/trust-ca"] == "true"
 		if _, err := d.attach(ev.Container.Container, ev.Container.PID, trust, true); err != nil {

@@ -13,6 +13,12 @@ const (
 	kubePodUIDLabel = "io.kubernetes.pod.uid"
 )
 
+// IsPodApp reports whether c is an app container of a Kubernetes pod (a
+// candidate for PodAutoAttach).
+func IsPodApp(c Container) bool {
+	return c.Labels[criKindLabel] == criKindApp && c.Labels[kubePodUIDLabel] != ""
+}
+
 // PodAutoAttach decides auto-attach for a Kubernetes app container whose own
 // labels do not ask for it: it reports the labels of its pod's sandbox when
 // that sandbox (same containerd namespace, same pod UID) carries the attach
@@ -21,13 +27,12 @@ const (
 // labelled or not running.
 func PodAutoAttach(ctx context.Context, c Container, list func(context.Context) ([]Container, error)) (sandboxLabels map[string]string, ok bool) {
 	uid := c.Labels[kubePodUIDLabel]
-	if c.Labels[criKindLabel] != criKindApp || uid == "" || list == nil {
+	if !IsPodApp(c) || list == nil {
 		return nil, false
 	}
-	all, err := list(ctx)
-	if err != nil {
-		return nil, false
-	}
+	// Multi.List returns what the reachable runtimes listed together with
+	// the error of an unreachable one (e.g. no Docker on a Kubernetes node).
+	all, _ := list(ctx)
 	for _, s := range all {
 		if s.Namespace == c.Namespace && s.Runtime == c.Runtime && s.Labels[criKindLabel] == criKindSandbox &&
 			s.Labels[kubePodUIDLabel] == uid && AutoAttach(s.Labels) {

@@ -34,6 +34,9 @@ func TestPodAutoAttach(t *testing.T) {
 		{"no pod uid", podCtr("x", "k8s.io", map[string]string{criKindLabel: criKindApp}), list, false},
 		{"not CRI", podCtr("x", "default", map[string]string{kubePodUIDLabel: "uid-1"}), list, false},
 		{"list fails", app("k8s.io", "uid-1"), func(context.Context) ([]Container, error) { return nil, errors.New("down") }, false},
+		{"one runtime down", app("k8s.io", "uid-1"), func(context.Context) ([]Container, error) {
+			return []Container{sandbox}, errors.New("docker: down")
+		}, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
