@@ -93,8 +93,17 @@ func (l *Logger) Log(e Entry) {
 		return
 	}
 	// One write call per line keeps lines whole even with O_APPEND readers.
-	if _, err := l.f.Write(b); err != nil && l.OnError != nil {
-		l.OnError(err)
+	if n, err := l.f.Write(b); err != nil {
+		// A short write (disk full) leaves part of a line; cut it off so the
+		// next line does not get glued to it and the log stays parseable.
+		if n > 0 {
+			if fi, serr := l.f.Stat(); serr == nil && fi.Size() >= int64(n) {
+				l.f.Truncate(fi.Size() - int64(n))
+			}
+		}
+		if l.OnError != nil {
+			l.OnError(err)
+		}
 	}
 }
 

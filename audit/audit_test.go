@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 )
 
@@ -91,5 +93,46 @@ func TestWriteErrorsAreReported(t *testing.T) {
 	l.Log(Entry{Event: "decision"})
 	if got == nil {
 		t.Fatal("a failed write was not reported")
+	}
+}
+
+// A write cut short (disk full, file size limit) must not leave half a line
+// that the next entry gets glued to: the log stays one JSON object a line.
+func TestShortWriteLeavesNoPartialLine(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.log")
+	l, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	var errs []error
+	l.OnError = func(err error) { errs = append(errs, err) }
+	big := strings.Repeat("r", 1300)
+	l.Log(Entry{Event: "decision", Path: "/one", Reason: big})
+	l.Log(Entry{Event: "decision", Path: "/two", Reason: big})
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Only a few hundred more bytes fit: the next line is written in part.
+	var old syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_FSIZE, &old); err != nil {
+		t.Fatal(err)
+	}
+	lim := syscall.Rlimit{Cur: uint64(fi.Size()) + 300, Max: old.Max}
+	if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	l.Log(Entry{Event: "decision", Path: "/lost", Reason: big})
+	if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &old); err != nil {
+		t.Fatal(err)
+	}
+	if len(errs) != 1 {
+		t.Fatalf("write errors reported: %v", errs)
+	}
+	l.Log(Entry{Event: "decision", Path: "/three"})
+	got := readLines(t, path)
+	if len(got) != 3 || got[0].Path != "/one" || got[1].Path != "/two" || got[2].Path != "/three" {
+		t.Fatalf("log after a short write: %+v", got)
 	}
 }

@@ -8,8 +8,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -216,4 +220,316 @@ func TestFaultsAbuseKeepsClawdResponsive(t *testing.T) {
 	if err != nil || res[0].Status != 200 {
 		t.Fatalf("request after the abuse: %+v %v", res, err)
 	}
+}
+
+// fltGet runs n GETs of url (with {i}) in ct and fails on transport errors.
+func fltGet(t *testing.T, ct *harness.Container, n int, url string) map[int]ldResult {
+	t.Helper()
+	res, err := ldRun(t, ct, 2*time.Minute, "-n", strconv.Itoa(n), "-timeout", "30s", "-url", url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < n; i++ {
+		if res[i].Err != "" {
+			t.Fatalf("GET %s #%d: %s", url, i, res[i].Err)
+		}
+	}
+	return res
+}
+
+func fltWant(t *testing.T, ct *harness.Container, url string, status int, errField string) {
+	t.Helper()
+	r := fltGet(t, ct, 1, url)[0]
+	if r.Status != status || r.Error != errField {
+		t.Fatalf("GET %s: %d %q, want %d %q", url, r.Status, r.Error, status, errField)
+	}
+}
+
+func fltAudited(cl *Clawd) map[string]int {
+	out := map[string]int{}
+	for _, e := range cl.AuditEntries() {
+		if e.Event == "decision" {
+			out[e.Path]++
+		}
+	}
+	return out
+}
+
+// TestFaultsKillAndRestart: SIGKILL under load fails closed and loses
+// nothing that completed; a restarted daemon keeps its attachments and
+// grants; a containerd restart is survived.
+func TestFaultsKillAndRestart(t *testing.T) {
+	ctd := harness.SharedContainerd(t)
+	up := harness.SharedUpstream(t)
+	cl := StartClawd(t, ctd, ClawdOpts{Policy: faultPolicy})
+	api := ldAPI(t, cl)
+	files := map[string]string{loadgenBin(t): "/loadgen"}
+	ct := ctd.Run(t, "survivor", harness.RunOpts{Files: files})
+	cl.MustCLI("attach", ct.Name)
+	up.Reset()
+
+	// A grant, made before the crash.
+	held := ldAsync(t, ct, 2*time.Minute, "-n", "1", "-timeout", "60s", "-X", "POST", "-url", upURL("/approve/grant"))
+	var id string
+	ldPoll(t, 30*time.Second, "the held request", func() bool {
+		l, err := api.List(context.Background(), "")
+		if err == nil && len(l) == 1 {
+			id = l[0].ID
+		}
+		return id != ""
+	})
+	cl.MustCLI("approve", id, "--for", "15m")
+	if r := ldWait(t, held, "held request")[0]; r.Status != 200 {
+		t.Fatalf("approved request: %+v", r)
+	}
+	grants, err := api.Grants(context.Background())
+	if err != nil || len(grants) != 1 {
+		t.Fatalf("grants: %+v %v", grants, err)
+	}
+	grantID := grants[0].ID
+
+	// Requests that completed before the crash.
+	pre := fltGet(t, ct, 40, upURL("/allow/pre{i}"))
+	for i, r := range pre {
+		if r.Status != 200 {
+			t.Fatalf("request %d before the crash: %+v", i, r)
+		}
+	}
+
+	// SIGKILL while 200 requests are in flight: allowed ones and held ones.
+	load := ldAsync(t, ct, 2*time.Minute, "-n", "200", "-timeout", "30s", "-X", "POST",
+		"-url", upURL("/allow/kill{i}"), "-url", upURL("/approve/kill{i}"))
+	ldPoll(t, time.Minute, "load reaching the upstream and holds", func() bool {
+		l, err := api.List(context.Background(), "")
+		return err == nil && len(l) >= 20 && fltSeen(up, "/allow/kill") >= 20
+	})
+	cl.Kill()
+	res := ldWait(t, load, "load during the kill")
+	done := 0
+	for i, r := range res {
+		if r.Status == 200 && r.Err == "" {
+			done++
+		}
+		// A held request never got an answer, and certainly not a pass.
+		if i%2 == 1 && r.Err == "" {
+			t.Errorf("held request %d got an answer although clawd was killed: %+v", i, r)
+		}
+	}
+	t.Logf("%d of 100 allowed requests completed before the kill", done)
+	if n := fltSeen(up, "/approve/kill"); n != 0 {
+		t.Errorf("upstream saw %d held requests", n)
+	}
+	// Without a daemon the container is cut off: nothing reaches the upstream.
+	dead, err := ldRun(t, ct, time.Minute, "-n", "3", "-timeout", "10s", "-url", upURL("/allow/dead{i}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range dead {
+		if r.Err == "" {
+			t.Errorf("request %d with clawd dead got an answer: %+v", i, r)
+		}
+	}
+	if n := fltSeen(up, "/allow/dead"); n != 0 {
+		t.Errorf("upstream saw %d requests while clawd was dead", n)
+	}
+	// Nothing the agent saw complete is missing from the audit log.
+	audited := fltAudited(cl)
+	for i, r := range pre {
+		if p := fmt.Sprintf("/allow/pre%d", i); r.Status == 200 && audited[p] != 1 {
+			t.Errorf("completed request %s has %d audit lines", p, audited[p])
+		}
+	}
+	for i, r := range res {
+		if p := fmt.Sprintf("/allow/kill%d", i); r.Status == 200 && r.Err == "" && audited[p] != 1 {
+			t.Errorf("request %s completed before the kill but has %d audit lines", p, audited[p])
+		}
+	}
+
+	// Restart: attachment, grant and service are back.
+	cl.Start()
+	if l := cl.List(); len(l) != 1 || l[0].Container.Name != ct.Name {
+		t.Fatalf("attachments after restart: %+v", l)
+	}
+	if out := cl.MustCLI("grants"); !strings.Contains(out, grantID) {
+		t.Fatalf("grant %s lost in the crash:\n%s", grantID, out)
+	}
+	// The grant still answers for the same request, without a new hold
+	// (a hold would outlast the 15s client bound).
+	r := fltGet(t, ct, 1, upURL("/allow/back"))[0]
+	if r.Status != 200 {
+		t.Fatalf("allowed request after restart: %+v", r)
+	}
+	gr, err := ldRun(t, ct, time.Minute, "-n", "1", "-timeout", "15s", "-X", "POST", "-url", upURL("/approve/grant"))
+	if err != nil || gr[0].Status != 200 {
+		t.Fatalf("granted request after restart: %+v %v", gr, err)
+	}
+	// The holds the crash interrupted are no longer pending; the granted
+	// request was not held again.
+	if l, err := api.List(context.Background(), ""); err != nil || len(l) != 0 {
+		t.Fatalf("pending after restart: %+v %v", l, err)
+	}
+	fltWant(t, ct, upURL("/other/back"), 403, "blocked_by_policy")
+
+	// containerd restarts under the daemon: attachments stay, enforcement
+	// continues and labelled containers created afterwards are attached.
+	ctd.Restart(t)
+	fltWant(t, ct, upURL("/allow/after-ctd"), 200, "")
+	fltWant(t, ct, upURL("/other/after-ctd"), 403, "blocked_by_policy")
+	late := ctd.Run(t, "late", harness.RunOpts{Files: files, Labels: map[string]string{"clawd.attach": "true"}})
+	ldPoll(t, 60*time.Second, "the labelled container attached after the containerd restart", func() bool {
+		for _, a := range cl.List() {
+			if a.Container.Name == late.Name {
+				return true
+			}
+		}
+		return false
+	})
+	fltWant(t, late, upURL("/other/late"), 403, "blocked_by_policy")
+	if n := fltSeen(up, "/other/"); n != 0 {
+		t.Errorf("upstream saw %d denied requests", n)
+	}
+	if l := cl.List(); len(l) != 2 {
+		t.Errorf("attachments after the containerd restart: %+v", l)
+	}
+}
+
+const fltPolicyWider = `version: 1
+default:
+  default_action: deny
+  rules:
+    - name: flt-allow
+      cidrs: [198.51.100.10/32]
+      ports: 8080
+      paths: ["/allow/**", "/other/**"]
+      action: allow
+`
+
+// TestFaultsPolicyFileBroken: a deleted, truncated or emptied policy file
+// never replaces the running policy; status shows why; a good file recovers.
+func TestFaultsPolicyFileBroken(t *testing.T) {
+	ctd := harness.SharedContainerd(t)
+	up := harness.SharedUpstream(t)
+	cl := StartClawd(t, ctd, ClawdOpts{Policy: faultPolicy})
+	ct := ctd.Run(t, "policy-victim", harness.RunOpts{Files: map[string]string{loadgenBin(t): "/loadgen"}})
+	cl.MustCLI("attach", ct.Name)
+	up.Reset()
+	fltWant(t, ct, upURL("/allow/p0"), 200, "")
+	fltWant(t, ct, upURL("/other/p0"), 403, "blocked_by_policy")
+
+	status := func() string { out, _ := cl.CLI("status"); return out }
+	for i, breakIt := range []struct {
+		name string
+		do   func()
+	}{
+		{"deleted", func() { os.Remove(cl.Policy) }},
+		{"truncated", func() { os.WriteFile(cl.Policy, []byte(faultPolicy[:len(faultPolicy)/2]), 0o600) }},
+		{"emptied", func() { os.WriteFile(cl.Policy, nil, 0o600) }},
+	} {
+		t.Run(breakIt.name, func(t *testing.T) {
+			before := status()
+			breakIt.do()
+			// The watcher picks it up too; an explicit reload says so at once.
+			if out, err := cl.CLI("policy", "reload"); err == nil || !strings.Contains(out, "previous policy stays in force") {
+				t.Fatalf("policy reload of a %s file: %v %s", breakIt.name, err, out)
+			}
+			var st string
+			eventually(t, "clawd status showing the policy error", func() bool {
+				st = status()
+				return strings.Contains(st, "policy error:") && st != before
+			})
+			t.Logf("status:\n%s", st)
+			fltWant(t, ct, upURL(fmt.Sprintf("/allow/p%d", i+1)), 200, "")
+			fltWant(t, ct, upURL(fmt.Sprintf("/other/p%d", i+1)), 403, "blocked_by_policy")
+		})
+	}
+	// A good file recovers, and is the new policy.
+	cl.WritePolicy(fltPolicyWider)
+	eventually(t, "the restored policy in force", func() bool {
+		r, err := ldRun(t, ct, time.Minute, "-n", "1", "-timeout", "10s", "-url", upURL("/other/restored"))
+		return err == nil && r[0].Status == 200
+	})
+	if st := status(); strings.Contains(st, "policy error") {
+		t.Fatalf("status after restoring the policy:\n%s", st)
+	}
+	if n := fltSeen(up, "/other/p"); n != 0 {
+		t.Errorf("upstream saw %d requests the old policy denies", n)
+	}
+}
+
+// TestFaultsAuditDiskFull: with the audit log's file system full, requests
+// still get decisions and clawd logs the write errors; once space is freed,
+// new audit lines appear and every line in the log is whole.
+func TestFaultsAuditDiskFull(t *testing.T) {
+	ctd := harness.SharedContainerd(t)
+	up := harness.SharedUpstream(t)
+	cl := StartClawd(t, ctd, ClawdOpts{Policy: faultPolicy})
+	ct := ctd.Run(t, "audit-victim", harness.RunOpts{Files: map[string]string{loadgenBin(t): "/loadgen"}})
+	cl.MustCLI("attach", ct.Name)
+
+	fs := filepath.Join(cl.Dir, "auditfs")
+	if err := os.Mkdir(fs, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", fs).CombinedOutput(); err != nil {
+		t.Fatalf("mount tmpfs: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", "-l", fs).Run() })
+	// Move the audit log onto the small file system; SIGHUP reopens it.
+	os.Remove(cl.Audit)
+	if err := os.Symlink(filepath.Join(fs, "audit.log"), cl.Audit); err != nil {
+		t.Fatal(err)
+	}
+	cl.HUP()
+	eventually(t, "audit lines on the small file system", func() bool {
+		fltGet(t, ct, 1, upURL("/allow/probe"))
+		return fltAudited(cl)["/allow/probe"] > 0
+	})
+
+	// Fill it.
+	filler := filepath.Join(fs, "filler")
+	f, err := os.Create(filler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block := make([]byte, 4096)
+	for i := 0; i < 1024; i++ { // at most 4 MiB; the file system holds 256k
+		if _, err := f.Write(block); err != nil {
+			break
+		}
+	}
+	f.Close()
+	var sfs syscall.Statfs_t
+	if err := syscall.Statfs(fs, &sfs); err != nil || sfs.Bavail != 0 {
+		t.Fatalf("audit file system not full: %+v %v", sfs, err)
+	}
+	up.Reset()
+	res := fltGet(t, ct, 30, upURL("/allow/full{i}"))
+	for i, r := range res {
+		if r.Status != 200 {
+			t.Errorf("request %d with the audit disk full: %+v", i, r)
+		}
+	}
+	fltWant(t, ct, upURL("/other/full"), 403, "blocked_by_policy")
+	if n := fltSeen(up, "/allow/full"); n != 30 {
+		t.Errorf("upstream saw %d of 30 allowed requests", n)
+	}
+	eventually(t, "the daemon logging the audit write errors", func() bool {
+		for _, l := range cl.LogLines() {
+			if l["msg"] == "audit log write failed" {
+				return true
+			}
+		}
+		return false
+	})
+	// Free the space: new decisions are audited again, in whole lines.
+	os.Remove(filler)
+	eventually(t, "audit lines after freeing space", func() bool {
+		fltGet(t, ct, 3, upURL("/allow/after{i}"))
+		a := fltAudited(cl)
+		return a["/allow/after0"] > 0 && a["/allow/after1"] > 0 && a["/allow/after2"] > 0
+	})
+	fltWant(t, ct, upURL("/other/after"), 403, "blocked_by_policy")
+	eventually(t, "the denial audited", func() bool { return fltAudited(cl)["/other/after"] == 1 })
+	// AuditEntries fails the test on any line that is not whole JSON.
+	cl.AuditEntries()
 }
