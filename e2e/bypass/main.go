@@ -42,6 +42,8 @@ var (
 	lport   = flag.Int("listen", 0, "listen-tcp vector: port to listen on")
 	lfor    = flag.Duration("listen-for", 5*time.Second, "listen-tcp vector: how long to accept")
 	prefix  = flag.String("prefix", "", "prefix for every vector name (child processes)")
+	sendTo  = flag.String("send", "", "send mode: connect to this address, write the -data parts, print the answer")
+	data    dataList
 	timeout = 3 * time.Second
 )
 
@@ -56,8 +58,18 @@ func report(v, r, d string) {
 	fmt.Println(string(b))
 }
 
+type dataList []string
+
+func (d *dataList) String() string     { return strings.Join(*d, ",") }
+func (d *dataList) Set(v string) error { *d = append(*d, v); return nil }
+
 func main() {
+	flag.Var(&data, "data", "send mode: base64 bytes to write (repeat for parts written after each answer)")
 	flag.Parse()
+	if *sendTo != "" {
+		sendRaw(*sendTo, data)
+		return
+	}
 	up4 := netip.MustParseAddr(*v4)
 	up6 := netip.MustParseAddr(*v6)
 	vectors := []vector{
