@@ -68,16 +68,17 @@ cleanup() {
 		rm -rf "$D"
 	fi
 	[ "${OLD_FWD:-1}" = 0 ] && sysctl -qw net.ipv4.ip_forward=0
+	return 0
 }
 
-if [ "${1:-}" = --cleanup ]; then cleanup; exit 0; fi
+if [ "${1:-}" = --cleanup ]; then (cleanup); exit 0; fi
 
 step "Preparing: Debian packages, build"
 bash scripts/deps.sh
 if [ ! -x bin/clawd ] || [ -n "$(find cmd daemon proxy policy secrets approval audit bpf -name '*.go' -newer bin/clawd 2>/dev/null | head -1)" ]; then
 	make -s build
 fi
-cleanup # leftovers of an interrupted run
+(cleanup) # leftovers of an interrupted run (subshell: cleanup turns off set -e)
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 mkdir -p "$D" && chmod 0700 "$D"
@@ -191,7 +192,10 @@ audit-log: $D/audit.log
 dns-upstreams: ["$UP_IP:53"]
 log-format: json
 EOF
-"$BIN" daemon --config "$D/clawd.yaml" >"$D/clawd.log" 2>&1 &
+# CLAWD_DEMO_WRAP runs the daemon under a wrapper, e.g. setpriv with a
+# reduced capability bounding set (systemd/measure-caps.sh).
+# shellcheck disable=SC2086
+${CLAWD_DEMO_WRAP:-} "$BIN" daemon --config "$D/clawd.yaml" >"$D/clawd.log" 2>&1 &
 CLAWD_PID=$!
 echo "$CLAWD_PID" >"$D/clawd.pid"
 for _ in $(seq 100); do clawd status >/dev/null 2>&1 && break; sleep 0.2; done
@@ -206,7 +210,8 @@ step "1. Allowed read: GET http://api.demo.test/repos"
 out=$(inagent r1 'timeout 10 wget -q -O- http://api.demo.test/repos 2>&1') || fail "allowed read failed: $out"
 echo "$out" | show
 grep -q "got GET /repos" <<<"$out" || fail "unexpected answer"
-ok "rule demo-reads let it through"
+grep " /repos " "$D/upstream.log" | grep -q "^$UP_HOST:" || fail "the request did not come through clawd"
+ok "rule demo-reads let it through; the upstream saw clawd's host address $UP_HOST, not the agent's"
 
 step "2. Denied host: GET http://evil.demo.test/"
 if out=$(inagent r2 'timeout 10 wget -q -O- http://evil.demo.test/ 2>&1'); then fail "evil.demo.test was reachable: $out"; fi
