@@ -260,6 +260,16 @@ func TestPolicyEnforcedEndToEnd(t *testing.T) {
 		}
 	})
 
+	t.Run("hop-by-hop-response", func(t *testing.T) {
+		a := agent(t, web, fmt.Sprintf("http://stream.upstream.test:%d/hop-response", polPlainPort))
+		if a.Status != 200 || a.Headers["X-Resp-Keep"] == nil {
+			t.Fatalf("hop-response: %+v", a)
+		}
+		if a.Headers["X-Resp-Hop"] != nil {
+			t.Fatalf("hop-by-hop response header reached the agent: %v", a.Headers)
+		}
+	})
+
 	t.Run("hop-by-hop", func(t *testing.T) {
 		a := agent(t, web, "-H", "Connection: X-Hop-Secret", "-H", "X-Hop-Secret: 1",
 			"-H", "Proxy-Authorization: Basic Zm9vOmJhcg==", "-H", "X-Keep: kept", api+"/hop")
@@ -300,7 +310,7 @@ func TestPolicyEnforcedEndToEnd(t *testing.T) {
 		srv.Reset()
 		defer srv.Release()
 		req := fmt.Sprintf(`GET /sse HTTP/1.1\r\nHost: %s:%d\r\nAccept: text/event-stream\r\n\r\n`, stream, polPlainPort)
-		sh(t, web, fmt.Sprintf("(printf '%s'; sleep 20) | timeout 25 nc %s %d > /tmp/sse 2>&1 &", req, stream, polPlainPort))
+		sh(t, web, fmt.Sprintf("((printf '%s'; sleep 20) | timeout 25 nc %s %d > /tmp/sse) </dev/null >/dev/null 2>&1 &", req, stream, polPlainPort))
 		// The first event arrives while the upstream still holds the stream open.
 		eventually(t, "the first SSE event before the stream ends", func() bool {
 			out, _ := sh(t, web, "cat /tmp/sse")
@@ -322,8 +332,10 @@ func TestPolicyEnforcedEndToEnd(t *testing.T) {
 	t.Run("websocket", func(t *testing.T) {
 		ws := func(path string) string {
 			req := fmt.Sprintf(`GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`, path, stream, polPlainPort)
-			// Like a real client, send frames only after the 101.
-			out, _ := sh(t, web, fmt.Sprintf("(printf '%s'; sleep 1; printf ws-ping-marker; sleep 5) | timeout 10 nc %s %d", req, stream, polPlainPort))
+			// Like a real client (RFC 6455 4.1), send data only after the
+			// server's answer has arrived (bounded wait).
+			sh(t, web, fmt.Sprintf("rm -f /tmp/ws; (printf '%s'; i=0; while [ $i -lt 100 ] && ! grep -q 'HTTP/1.1 ' /tmp/ws 2>/dev/null; do sleep 0.1; i=$((i+1)); done; printf ws-ping-marker; i=0; while [ $i -lt 50 ] && ! grep -q 'ECHO:\\|blocked_by_policy' /tmp/ws; do sleep 0.1; i=$((i+1)); done) | timeout 15 nc %s %d > /tmp/ws 2>&1", req, stream, polPlainPort))
+			out, _ := sh(t, web, "cat /tmp/ws")
 			return out
 		}
 		out := ws("/ws")
@@ -432,6 +444,31 @@ func TestPolicyEnforcedEndToEnd(t *testing.T) {
 			}
 			return len(allow) > 0 && len(deny) > 0
 		})
+		// The TLS passthrough connection of an earlier subtest: SNI, bytes
+		// both ways, no method or path.
+		var tlsLines []audit.Entry
+		for _, e := range cl.AuditEntries() {
+			if e.Event == "decision" && e.SNI == "pass.upstream.test" && strings.HasSuffix(e.Dst, fmt.Sprintf(":%d", polTLSPort)) {
+				tlsLines = append(tlsLines, e)
+			}
+		}
+		if len(tlsLines) != 2 { // the passthrough and the spoofing attempt
+			t.Errorf("want 2 audit lines for pass.upstream.test, got %+v", tlsLines)
+		}
+		for _, e := range tlsLines {
+			switch {
+			case e.Rule == "pass":
+				if e.Action != "allow" || e.Method != "" || e.BytesIn <= 0 || e.BytesOut <= 0 || e.Container != web.Name {
+					t.Errorf("passthrough audit line %+v", e)
+				}
+			case e.Rule == "host-mismatch":
+				if e.Action != "deny" || !strings.HasPrefix(e.Dst, polOtherIP+":") || e.BytesIn != 0 {
+					t.Errorf("spoofing audit line %+v", e)
+				}
+			default:
+				t.Errorf("unexpected audit line %+v", e)
+			}
+		}
 		if len(allow) != 1 || len(deny) != 1 {
 			t.Fatalf("want one audit line per decision, got %d allow and %d deny lines: %+v %+v", len(allow), len(deny), allow, deny)
 		}

@@ -187,6 +187,11 @@ func (s *polServers) handler(addr string) http.Handler {
 		case r.URL.Path == "/redirect":
 			w.Header().Set("Location", "http://elsewhere.upstream.test/landed")
 			w.WriteHeader(http.StatusFound)
+		case r.URL.Path == "/hop-response":
+			w.Header().Set("Connection", "X-Resp-Hop")
+			w.Header().Set("X-Resp-Hop", "1")
+			w.Header().Set("X-Resp-Keep", "1")
+			w.WriteHeader(200)
 		case r.URL.Path == "/sse":
 			w.Header().Set("Content-Type", "text/event-stream")
 			w.Header().Set("Cache-Control", "no-cache")
