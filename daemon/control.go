@@ -88,11 +88,63 @@ func (l *rootOnly) Accept() (net.Conn, error) {
 			continue
 		}
 		cred, err := peerCred(uc)
-		if err == nil && cred.Uid == 0 && (l.confined == nil || !l.confined(cred.Pid)) {
+		if err == nil && cred.Uid == 0 && (l.confined == nil || !l.peerConfined(uc, cred.Pid)) {
 			return c, nil
 		}
 		go refuse(c)
 	}
+}
+
+// peerConfined asks confined about the peer process. With SO_PEERPIDFD
+// (Linux 6.5+) the peer is pinned by a pidfd, its pid is read from it, and
+// the process must still be alive after its cgroup was read: a peer that
+// exited (whose pid a host process could have reused) counts as confined.
+// Older kernels fall back to the SO_PEERCRED pid.
+func (l *rootOnly) peerConfined(c *net.UnixConn, credPID int32) bool {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return true
+	}
+	pidfd, perr := -1, error(nil)
+	if err := rc.Control(func(fd uintptr) {
+		pidfd, perr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PEERPIDFD)
+	}); err != nil {
+		return true
+	}
+	if perr != nil {
+		if errors.Is(perr, unix.ENOPROTOOPT) {
+			return l.confined(credPID)
+		}
+		return true
+	}
+	defer unix.Close(pidfd)
+	pid, err := pidOfPidfd(pidfd)
+	if err != nil || pid <= 0 {
+		return true
+	}
+	if l.confined(pid) {
+		return true
+	}
+	return unix.PidfdSendSignal(pidfd, 0, nil, 0) != nil
+}
+
+// pidOfPidfd reads the "Pid:" line of a pidfd's fdinfo (-1 once the
+// process has exited).
+func pidOfPidfd(pidfd int) (int32, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/self/fdinfo/%d", pidfd))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Pid:"); ok {
+			var pid int32
+			if _, err := fmt.Sscan(strings.TrimSpace(v), &pid); err != nil {
+				return 0, err
+			}
+			return pid, nil
+		}
+	}
+	return 0, fmt.Errorf("no Pid in pidfd fdinfo")
 }
 
 // confinedPID reports whether pid's cgroup is an attached cgroup or below

@@ -20,6 +20,14 @@ import (
 // cgroup) it dials the control socket named by CLAWD_TEST_DIAL and prints
 // the status line of the answer.
 func TestConfinedDialHelper(t *testing.T) {
+	if p := os.Getenv("CLAWD_TEST_DIAL_AND_EXIT"); p != "" {
+		c, err := net.Dial("unix", p)
+		if err != nil {
+			os.Exit(1)
+		}
+		c.Write([]byte("GET /v1/status HTTP/1.1\r\nHost: clawd\r\n\r\n"))
+		os.Exit(0) // before the server accepts
+	}
 	path := os.Getenv("CLAWD_TEST_DIAL")
 	if path == "" {
 		return
@@ -163,4 +171,46 @@ func TestUnderCgroup(t *testing.T) {
 			t.Errorf("underCgroup(%q, %q) = %v", tc.cg, tc.base, got)
 		}
 	}
+}
+
+// A peer that is gone by the time the daemon accepts (its pid may already
+// belong to another process) is refused; a live one is accepted.
+func TestControlSocketRefusesExitedPeer(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("needs root")
+	}
+	sock := filepath.Join(t.TempDir(), "c.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	d := &Daemon{atts: map[string]*attachment{}}
+	l := &rootOnly{Listener: ln, confined: d.confinedPID}
+
+	cmd := exec.Command(os.Args[0], "-test.run=^TestConfinedDialHelper$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "CLAWD_TEST_DIAL_AND_EXIT="+sock)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("helper: %v %s", err, out)
+	}
+	// The helper has exited and been reaped; its connection waits in the backlog.
+	ln.(*net.UnixListener).SetDeadline(time.Now().Add(time.Second))
+	if c, err := l.Accept(); err == nil {
+		c.Close()
+		t.Fatal("accepted a connection whose peer process had exited")
+	}
+
+	// Control: a live root peer (this process) is accepted.
+	ln.(*net.UnixListener).SetDeadline(time.Now().Add(5 * time.Second))
+	go func() {
+		if c, err := net.Dial("unix", sock); err == nil {
+			time.Sleep(2 * time.Second)
+			c.Close()
+		}
+	}()
+	c, err := l.Accept()
+	if err != nil {
+		t.Fatalf("live root peer refused: %v", err)
+	}
+	c.Close()
 }
