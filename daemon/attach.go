@@ -341,9 +341,17 @@ func (d *Daemon) acceptLoop(ctx context.Context, a *attachment, ln net.Listener)
 			time.Sleep(50 * time.Millisecond)
 			continue
 		}
+		if !a.conns.admit(d.cfg.MaxConnsPerContainer) {
+			c.Close()
+			if a.conns.shouldWarn(time.Now(), 10*time.Second) {
+				d.log.Warn("connection limit reached: refusing new connections", zap.String("container", a.Container.Name), zap.Int("max-conns-per-container", d.cfg.MaxConnsPerContainer))
+			}
+			continue
+		}
 		d.conns.Add(1)
 		go func() {
 			defer d.conns.Done()
+			defer a.conns.release()
 			d.handle(ctx, a, c)
 		}()
 	}

@@ -38,6 +38,9 @@ type Config struct {
 	APIToken          string         `mapstructure:"api-token"`  // bearer token of the host approval API; generated into the state dir if empty
 	PublicURL         string         `mapstructure:"public-url"` // base of signed approve/deny links
 	Approval          ApprovalConfig `mapstructure:"approval"`
+
+	// MaxConnsPerContainer bounds one attachment's open proxied connections (0 = unlimited).
+	MaxConnsPerContainer int `mapstructure:"max-conns-per-container"`
 }
 
 // ApprovalConfig configures notifiers for held requests.
@@ -100,6 +103,7 @@ func Flags(fs *pflag.FlagSet) {
 	fs.Duration("drain-timeout", 10*time.Second, "how long in-flight connections may finish on shutdown")
 	fs.Duration("sweep-interval", 30*time.Second, "how often attachments of vanished containers are cleaned up")
 	fs.Duration("peek-timeout", time.Second, "how long to wait for a client's first bytes before treating a connection as raw TCP")
+	fs.Int("max-conns-per-container", DefaultMaxConnsPerContainer, "open proxied connections one attached container may have at once (0 = unlimited)")
 	fs.String("api-token", "", "bearer token for the approval API (default: generated in STATE-DIR/api-token)")
 	fs.String("public-url", "", "base URL of signed approval links (default http://API-LISTEN)")
 }
@@ -146,6 +150,9 @@ func (c Config) validate() error {
 	}
 	if _, err := netip.ParseAddrPort(c.APIListen); err != nil {
 		return fmt.Errorf("config: api-listen %q: %w", c.APIListen, err)
+	}
+	if c.MaxConnsPerContainer < 0 {
+		return fmt.Errorf("config: max-conns-per-container must not be negative")
 	}
 	if c.MetricsListen != "" {
 		if _, err := netip.ParseAddrPort(c.MetricsListen); err != nil {

@@ -72,6 +72,7 @@ type attachment struct {
 	Record
 	ls     *listeners
 	cancel context.CancelFunc
+	conns  connLimit
 }
 
 // New builds a daemon from its settings; Run starts it.

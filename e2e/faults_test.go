@@ -533,3 +533,56 @@ func TestFaultsAuditDiskFull(t *testing.T) {
 	// AuditEntries fails the test on any line that is not whole JSON.
 	cl.AuditEntries()
 }
+
+// TestFaultsConnectionCapPerContainer: one container holding its whole
+// connection budget (max-conns-per-container) gets further connections
+// refused, while another container is served; freed slots are reusable.
+func TestFaultsConnectionCapPerContainer(t *testing.T) {
+	ctd := harness.SharedContainerd(t)
+	up := harness.SharedUpstream(t)
+	cl := StartClawd(t, ctd, ClawdOpts{Policy: faultPolicy, Extra: "max-conns-per-container: 50\n"})
+	files := map[string]string{loadgenBin(t): "/loadgen"}
+	hog := ctd.Run(t, "hog", harness.RunOpts{Files: files})
+	other := ctd.Run(t, "other", harness.RunOpts{Files: files})
+	cl.MustCLI("attach", hog.Name)
+	cl.MustCLI("attach", other.Name)
+	up.Reset()
+	hostPort := fmt.Sprintf("%s:%d", harness.UpstreamIPv4, harness.UpstreamHTTPPort)
+	slow := ldAsync(t, hog, 2*time.Minute, "-mode", "slowloris", "-n", "120", "-addr", hostPort,
+		"-line", "GET /allow/hog HTTP/1.1\r\nHost: "+hostPort+"\r\n", "-every", "1s", "-for", "20s")
+	eventually(t, "clawd logging the connection limit for the hog", func() bool {
+		for _, l := range cl.LogLines() {
+			if l["msg"] == "connection limit reached: refusing new connections" && l["container"] == hog.Name {
+				return true
+			}
+		}
+		return false
+	})
+	// The hog's next request is refused; the other container is served.
+	r, err := ldRun(t, hog, time.Minute, "-n", "1", "-timeout", "10s", "-url", upURL("/allow/hog-extra"))
+	if err != nil || r[0].Err == "" {
+		t.Errorf("request over the hog's connection budget: %+v %v", r, err)
+	}
+	fltGet(t, other, 20, upURL("/allow/other{i}"))
+	if n := fltSeen(up, "/allow/other"); n != 20 {
+		t.Errorf("upstream saw %d of the other container's 20 requests", n)
+	}
+	sl := ldWait(t, slow, "hog slowloris")
+	open := 0
+	for _, r := range sl {
+		if !r.Closed && r.Err == "" {
+			open++ // held until the client gave up
+		}
+	}
+	if open != 50 {
+		t.Errorf("%d of the hog's connections stayed open, want the limit 50", open)
+	}
+	// Its slots are free again.
+	eventually(t, "the hog served again", func() bool {
+		r, err := ldRun(t, hog, time.Minute, "-n", "1", "-timeout", "10s", "-url", upURL("/allow/hog-again"))
+		return err == nil && r[0].Status == 200
+	})
+	if n := fltSeen(up, "/allow/hog-extra"); n != 0 {
+		t.Errorf("the refused request reached the upstream %d times", n)
+	}
+}
