@@ -146,6 +146,22 @@ func TestPolicyEnforcedEndToEnd(t *testing.T) {
 	const api = "http://api.upstream.test:8080"
 
 	t.Run("dns", func(t *testing.T) {
+		// A name the web set refuses never reaches the upstream resolver
+		// (no way to leak data through queries).
+		defer func() {
+			raw := 0
+			for _, q := range up.DNSQueries() {
+				if strings.HasPrefix(q, "nope-web.") {
+					t.Errorf("the upstream DNS saw a refused name: %q", q)
+				}
+				if strings.HasPrefix(q, "nope-raw.") {
+					raw++
+				}
+			}
+			if raw == 0 {
+				t.Errorf("the upstream DNS saw none of the raw set's queries: %v", up.DNSQueries())
+			}
+		}()
 		for _, proto := range []string{"udp", "tcp"} {
 			flag := ""
 			if proto == "tcp" {
@@ -157,16 +173,18 @@ func TestPolicyEnforcedEndToEnd(t *testing.T) {
 			}
 			// A name no rule of the web set could allow: NXDOMAIN, though the
 			// upstream DNS knows it ...
-			if a := dnsq(t, web, flag, "nope.upstream.test"); a.Rcode != "NXDOMAIN" || len(a.Answers) != 0 {
-				t.Fatalf("%s: nope.upstream.test from the web set: %+v, want NXDOMAIN", proto, a)
+			for _, qt := range []string{"A", "AAAA"} {
+				if a := dnsq(t, web, flag, "-type", qt, "nope-web.upstream.test"); a.Rcode != "NXDOMAIN" || len(a.Answers) != 0 {
+					t.Fatalf("%s: nope-web.upstream.test %s from the web set: %+v, want NXDOMAIN", proto, qt, a)
+				}
 			}
 			// ... as the raw set (a CIDR rule: the address decides) shows.
-			if a := dnsq(t, raw, flag, "nope.upstream.test"); a.Rcode != "NOERROR" || len(a.Answers) != 1 {
-				t.Fatalf("%s: nope.upstream.test from the raw set: %+v, want an answer", proto, a)
+			if a := dnsq(t, raw, flag, "nope-raw.upstream.test"); a.Rcode != "NOERROR" || len(a.Answers) != 1 {
+				t.Fatalf("%s: nope-raw.upstream.test from the raw set: %+v, want an answer", proto, a)
 			}
 		}
 		// busybox's resolver (UDP) sees the same.
-		if out, code := sh(t, web, "nslookup nope.upstream.test"); code == 0 || strings.Contains(out, "198.51.100.10") {
+		if out, code := sh(t, web, "nslookup nope-web.upstream.test"); code == 0 || strings.Contains(out, "198.51.100.10") {
 			t.Fatalf("busybox nslookup of a denied name: %d %s", code, out)
 		}
 	})
@@ -387,8 +405,14 @@ func TestPolicyEnforcedEndToEnd(t *testing.T) {
 				polExpectDeny(t, a2, 403, "blocked_by_policy", "mitm-secret")
 			}
 			polExpectDeny(t, agent(t, web, append(args, "-X", "POST", "-d", "x", mitm+"/ok-"+tag)...), 403, "blocked_by_policy", "")
+			// Inside the intercepted connection, a Host other than the SNI
+			// (here an allowed host of another port) is refused.
+			polExpectDeny(t, agent(t, web, append(args, "-H", "Host: api.upstream.test:8080", mitm+"/v1/host-"+tag)...), 403, "host_mismatch", "")
 			if n := srv.Count(tlsAddr, "/ok-"+tag); n != 1 {
 				t.Fatalf("%s: upstream saw /ok-%s %d times, want 1 (the GET)", proto, tag, n)
+			}
+			if n := srv.Count("", "/v1/host-"+tag) + upCount(up, "/v1/host-"+tag); n != 0 {
+				t.Fatalf("%s: a request with a mismatched Host reached an upstream", proto)
 			}
 			if n := srv.Count("", "/secret/"+tag); n != 0 {
 				t.Fatalf("%s: upstream saw /secret %d times", proto, n)
