@@ -57,6 +57,17 @@ func TestPolicyHotReload(t *testing.T) {
 	}
 	polExpectDeny(t, agent(t, ct, api+"/toggle/0"), 403, "blocked_by_policy", "")
 
+	// A keep-alive connection: one request now, the next after the reload.
+	req := func(p string) string {
+		return fmt.Sprintf(`GET %s HTTP/1.1\r\nHost: api.upstream.test:8080\r\n\r\n`, p)
+	}
+	sh(t, ct, fmt.Sprintf("((printf '%s'; i=0; while [ $i -lt 300 ] && [ ! -f /tmp/go ]; do sleep 0.1; i=$((i+1)); done; printf '%s'; sleep 5) | timeout 40 nc api.upstream.test 8080 > /tmp/ka) </dev/null >/dev/null 2>&1 &",
+		req("/a/keepalive-1"), req("/toggle/keepalive-2")))
+	eventually(t, "the first answer on the keep-alive connection", func() bool {
+		out, _ := sh(t, ct, "cat /tmp/ka")
+		return strings.Contains(out, "/a/keepalive-1")
+	})
+
 	// Editing the file (atomic rename, as editors do) changes the next decision.
 	cl.WritePolicy(fmt.Sprintf(polReloadPolicy, "true"))
 	var tries, okPath = 0, ""
@@ -73,9 +84,18 @@ func TestPolicyHotReload(t *testing.T) {
 		}
 		return false
 	})
-	// The upstream saw only the request the new policy allowed.
+	// The open keep-alive connection gets the new decision too.
+	sh(t, ct, "touch /tmp/go")
+	eventually(t, "the second answer on the keep-alive connection", func() bool {
+		out, _ := sh(t, ct, "cat /tmp/ka")
+		return strings.Count(out, "HTTP/1.1 ") == 2
+	})
+	if out, _ := sh(t, ct, "cat /tmp/ka"); strings.Count(out, "HTTP/1.1 200") != 2 || !strings.Contains(out, `"/toggle/keepalive-2"`) {
+		t.Fatalf("keep-alive connection after the reload:\n%s", out)
+	}
+	// The upstream saw only the requests the new policy allowed.
 	for _, s := range up.Requests() {
-		if strings.HasPrefix(s.Path, "/toggle/") && s.Path != okPath {
+		if strings.HasPrefix(s.Path, "/toggle/") && s.Path != okPath && s.Path != "/toggle/keepalive-2" {
 			t.Fatalf("upstream saw %s, which was denied", s.Path)
 		}
 	}
