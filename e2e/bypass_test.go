@@ -351,3 +351,53 @@ func TestBypassListenersAndMountedControlSocket(t *testing.T) {
 		t.Errorf("attachments after the attempts: %+v", l)
 	}
 }
+
+// A thread started, a socket created and a connection established before
+// attach: the thread's and the socket's new connects are redirected (the
+// cgroup's programs apply to every socket of the cgroup), and the old
+// connection carries nothing more.
+func TestBypassPreparedBeforeAttach(t *testing.T) {
+	ctd := harness.SharedContainerd(t)
+	up := harness.SharedUpstream(t)
+	cl := StartClawd(t, ctd, ClawdOpts{})
+	ct := ctd.Run(t, "hostile-pre", harness.RunOpts{Files: map[string]string{bypassBin(t): "/bypass"}})
+	sh(t, ct, "(/bypass -pre-attach /tmp/go > /tmp/pre.out 2>/tmp/pre.err &)")
+	eventually(t, "the program to prepare", func() bool {
+		out, _ := sh(t, ct, "cat /tmp/pre.err")
+		return strings.Contains(out, "ready")
+	})
+	cl.MustCLI("attach", ct.Name)
+	up.Reset()
+	sh(t, ct, "touch /tmp/go")
+	res := map[string]vectorResult{}
+	eventually(t, "three results", func() bool {
+		out, _ := sh(t, ct, "cat /tmp/pre.out")
+		for _, l := range strings.Split(out, "\n") {
+			var r vectorResult
+			if json.Unmarshal([]byte(l), &r) == nil && r.Vector != "" {
+				res[r.Vector] = r
+			}
+		}
+		return len(res) == 3
+	})
+	for _, v := range []string{"pre-thread", "pre-socket"} {
+		if r := res[v]; r.Result != "connected" || !strings.Contains(r.Detail, "200") {
+			t.Errorf("%s: %+v, want a 200 through clawd", v, r)
+		}
+		if got := seenFrom(up, "/bypass-"+v); len(got) != 1 || !hostSide(got[0]) {
+			t.Errorf("%s seen from %v, want once from clawd", v, got)
+		}
+	}
+	if r := res["pre-connection"]; strings.Contains(r.Detail, "dial before attach") {
+		t.Fatalf("control: the connection before attach could not be opened: %+v", r)
+	}
+	if r := res["pre-connection"]; strings.Contains(r.Detail, "200") {
+		t.Errorf("the connection opened before attach still works: %+v", r)
+	}
+	if got := seenFrom(up, "/bypass-pre-connection"); len(got) != 0 {
+		t.Errorf("the request over the pre-attach connection reached the upstream from %v", got)
+	}
+	for _, e := range escaped(up) {
+		t.Errorf("ESCAPED: %s", e)
+	}
+}

@@ -42,6 +42,7 @@ var (
 	lport   = flag.Int("listen", 0, "listen-tcp vector: port to listen on")
 	lfor    = flag.Duration("listen-for", 5*time.Second, "listen-tcp vector: how long to accept")
 	prefix  = flag.String("prefix", "", "prefix for every vector name (child processes)")
+	waitF   = flag.String("pre-attach", "", "pre-attach mode: prepare, wait for this file to appear, then use what was prepared")
 	sendTo  = flag.String("send", "", "send mode: connect to this address, write the -data parts, print the answer")
 	data    dataList
 	timeout = 3 * time.Second
@@ -66,6 +67,10 @@ func (d *dataList) Set(v string) error { *d = append(*d, v); return nil }
 func main() {
 	flag.Var(&data, "data", "send mode: base64 bytes to write (repeat for parts written after each answer)")
 	flag.Parse()
+	if *waitF != "" {
+		preAttach(netip.MustParseAddr(*v4), *waitF)
+		return
+	}
 	if *sendTo != "" {
 		sendRaw(*sendTo, data)
 		return
