@@ -21,6 +21,12 @@ default:
       ports: 8080
       paths: /a/**
       action: allow
+    - name: limited
+      hosts: api.upstream.test
+      ports: 8080
+      paths: /limited
+      rate_limit: 2/hour
+      action: allow
     - name: toggle
       enabled: %s
       hosts: api.upstream.test
@@ -56,6 +62,12 @@ func TestPolicyHotReload(t *testing.T) {
 		t.Fatalf("allowed GET: %+v", a)
 	}
 	polExpectDeny(t, agent(t, ct, api+"/toggle/0"), 403, "blocked_by_policy", "")
+	// Use up the rate limit's budget before any reload.
+	for i := 0; i < 2; i++ {
+		if a := agent(t, ct, api+"/limited"); a.Status != 200 {
+			t.Fatalf("request %d under the rate limit: %+v", i, a)
+		}
+	}
 
 	// A keep-alive connection: one request now, the next after the reload.
 	req := func(p string) string {
@@ -84,6 +96,12 @@ func TestPolicyHotReload(t *testing.T) {
 		}
 		return false
 	})
+	// Rate-limit counters survive the reload.
+	polExpectDeny(t, agent(t, ct, api+"/limited"), 429, "rate_limited", "limited")
+	if n := upCount(up, "/limited"); n != 2 {
+		t.Fatalf("upstream saw /limited %d times, want 2", n)
+	}
+
 	// The open keep-alive connection gets the new decision too.
 	sh(t, ct, "touch /tmp/go")
 	eventually(t, "the second answer on the keep-alive connection", func() bool {

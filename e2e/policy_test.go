@@ -227,6 +227,11 @@ func TestPolicyEnforcedEndToEnd(t *testing.T) {
 		if out, _ := sh(t, web, "echo web-echo | timeout 5 nc 198.51.100.10 9000"); strings.Contains(out, "web-echo") {
 			t.Fatalf("web set reached the TCP echo: %q", out)
 		}
+		// Not HTTP to a host whose rules all have HTTP conditions: refused
+		// (the upstream HTTP server would answer 400).
+		if out, _ := sh(t, web, "echo not-http | timeout 5 nc api.upstream.test 8080"); strings.Contains(out, "HTTP/1.1") {
+			t.Fatalf("non-HTTP bytes reached the HTTP upstream: %q", out)
+		}
 		if n := upCount(up, "/by-ip"); n != 0 {
 			t.Fatalf("upstream saw /by-ip %d times", n)
 		}
