@@ -239,6 +239,19 @@ default:
 		}
 		return n >= 4
 	})
+	// Link-local and metadata destinations went to clawd too (its policy
+	// denied them), not onto the container's link.
+	for _, dst := range []string{"169.254.169.254:" + apiPort, "[fe80::1]:" + apiPort} {
+		found := false
+		for _, e := range cl.AuditEntries() {
+			if e.Dst == dst && e.Rule == "no-link-local" && e.Action == "deny" {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("no audit line denying %s by the link-local rule: the connect was not redirected", dst)
+		}
+	}
 
 	if r := res["tcp-io-uring"]; !(r.Result == "connected" && strings.Contains(r.Detail, "200")) && !strings.HasPrefix(r.Detail, "unavailable") {
 		t.Errorf("io_uring connect: %+v, want a 200 through clawd (or unavailable)", r)
