@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"net"
 	"net/http"
@@ -237,6 +239,17 @@ func TestPolicyEnforcedEndToEnd(t *testing.T) {
 		}
 	})
 
+	t.Run("raw-set-names", func(t *testing.T) {
+		// Every name resolves for the raw set, but only its CIDR rule allows.
+		d := polExpectDeny(t, agent(t, raw, api+"/v1/from-raw"), 403, "blocked_by_policy", "")
+		if !strings.Contains(d.Reason, `"raw"`) {
+			t.Fatalf("deny reason %q does not name the raw set", d.Reason)
+		}
+		if n := upCount(up, "/v1/from-raw"); n != 0 {
+			t.Fatalf("upstream saw /v1/from-raw %d times", n)
+		}
+	})
+
 	t.Run("raw-tcp-by-cidr", func(t *testing.T) {
 		if out, _ := sh(t, raw, "echo raw-echo-marker | timeout 5 nc 198.51.100.10 9000"); !strings.Contains(out, "raw-echo-marker") {
 			t.Fatalf("raw set: TCP echo through the CIDR rule: %q", out)
@@ -388,6 +401,24 @@ func TestPolicyEnforcedEndToEnd(t *testing.T) {
 		}
 		if srv.Count(tlsAddr, "/pt") != 1 || sni != "pass.upstream.test" {
 			t.Fatalf("upstream saw /pt %d times with SNI %q", srv.Count(tlsAddr, "/pt"), sni)
+		}
+	})
+
+	t.Run("trust-ca", func(t *testing.T) {
+		// attach --trust-ca put the CA `clawd ca` prints into the
+		// container's bundle.
+		caPEM := cl.MustCLI("ca")
+		block, _ := pem.Decode([]byte(caPEM))
+		if block == nil {
+			t.Fatalf("clawd ca printed no PEM: %q", caPEM)
+		}
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if err != nil || cert.Subject.CommonName != "clawd interception CA" || !cert.IsCA {
+			t.Fatalf("clawd ca: %v %+v", err, cert)
+		}
+		bundle, _ := sh(t, web, "cat /etc/ssl/certs/ca-certificates.crt")
+		if !strings.Contains(bundle, strings.TrimSpace(string(pem.EncodeToMemory(block)))) {
+			t.Fatalf("the container's bundle lacks clawd's CA:\n%s", bundle)
 		}
 	})
 
