@@ -102,6 +102,11 @@ func TestBypassProgramFindsNoWayOut(t *testing.T) {
 	for _, e := range escaped(up) {
 		t.Errorf("ESCAPED: %s", e)
 	}
+	for _, r := range res {
+		if r.Result == "escaped" {
+			t.Errorf("ESCAPED (the program says so): %+v", r)
+		}
+	}
 	// Every TCP vector reached the upstream exactly once, through clawd.
 	for _, v := range []string{"tcp4", "tcp6", "tcp-v4mapped", "tcp-bind-port", "tcp-fastopen", "tcp-nonblocking"} {
 		if got := seenFrom(up, "/bypass-"+v); len(got) != 1 || !hostSide(got[0]) {
@@ -182,6 +187,19 @@ default:
 			udpHits.Add(1)
 		}
 	}()
+	pc6, err := up.ListenPacket("udp6", "["+harness.UpstreamIPv6.String()+"]:53")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			if _, _, err := pc6.ReadFrom(buf); err != nil {
+				return
+			}
+			udpHits.Add(1)
+		}
+	}()
 	ln, err := up.Listen("tcp4", otherDNS+":53")
 	if err != nil {
 		t.Fatal(err)
@@ -201,9 +219,9 @@ default:
 		Files: map[string]string{bypassBin(t): "/bypass"},
 		Caps:  []string{"CAP_NET_RAW", "CAP_NET_ADMIN"},
 	})
-	// Control: before attach the other resolver is reached directly.
-	if r := runBypass(t, ct, "-only", "dns-other-udp", "-dns-other", otherDNS)["dns-other-udp"]; udpHits.Load() == 0 {
-		t.Fatalf("control: the direct query did not reach the other resolver: %+v", r)
+	// Control: before attach the other resolvers are reached directly.
+	if r := runBypass(t, ct, "-only", "dns-other-udp,dns-other-udp6", "-dns-other", otherDNS); udpHits.Load() != 2 {
+		t.Fatalf("control: the direct queries did not reach the other resolvers (%d): %+v", udpHits.Load(), r)
 	}
 	udpHits.Store(0)
 
@@ -261,11 +279,13 @@ default:
 			t.Errorf("io_uring request seen from %v, want once from clawd", got)
 		}
 	}
-	for _, v := range []string{"dns-other-udp", "dns-other-tcp"} {
+	for _, v := range []string{"dns-other-udp", "dns-other-tcp", "dns-other-udp6"} {
 		if r := res[v]; r.Result != "answered" || r.Detail != harness.UpstreamIPv4.String() {
 			t.Errorf("%s: %+v, want clawd's answer %s", v, r, harness.UpstreamIPv4)
 		}
 	}
+	// (udp53-not-dns is "sent": to clawd's DNS listener, which drops what
+	// is not a query; the other resolver must not see it either.)
 	if n, m := udpHits.Load(), tcpHits.Load(); n != 0 || m != 0 {
 		t.Errorf("the other resolver was reached: %d UDP queries, %d TCP connections", n, m)
 	}

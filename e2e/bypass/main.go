@@ -109,6 +109,8 @@ func main() {
 		{"tcp-io-uring", func(n string) { ioUringConnect(n, up4) }},
 		{"dns-other-udp", func(n string) { dnsQuery(n, "udp", netip.AddrPortFrom(netip.MustParseAddr(*dnsAt), 53)) }},
 		{"dns-other-tcp", func(n string) { dnsQuery(n, "tcp", netip.AddrPortFrom(netip.MustParseAddr(*dnsAt), 53)) }},
+		{"dns-other-udp6", func(n string) { dnsQuery(n, "udp", netip.AddrPortFrom(up6, 53)) }},
+		{"udp53-not-dns", func(n string) { udpTo(n, netip.AddrPortFrom(netip.MustParseAddr(*dnsAt), 53)) }},
 		{"af-vsock", vsock},
 		{"af-xdp", xdp},
 		{"dev-net-tun", tun},
