@@ -212,6 +212,40 @@ func TestPolicyEnforcedEndToEnd(t *testing.T) {
 		}
 	})
 
+	t.Run("path-tricks", func(t *testing.T) {
+		// Request targets an upstream could read as /admin/...: decided as
+		// such (or refused), never forwarded. Sent raw, as a client could.
+		up.Reset()
+		for _, target := range []string{
+			"/v1/../admin/users",
+			"/v1/%2e%2e/admin/users",
+			"/v1/..%2fadmin/users",
+			"/v1/%252e%252e/admin",
+			"/ADMIN/users",
+			"/v1//../admin/users",
+			"/v1/x/../../admin/users",
+			"http://api.upstream.test:8080/v1/../admin/users",
+			"//api.upstream.test:8080/admin/users",
+		} {
+			req := fmt.Sprintf(`GET %s HTTP/1.1\r\nHost: api.upstream.test:8080\r\nConnection: close\r\n\r\n`, target)
+			req = strings.ReplaceAll(req, "%", "%%") // printf format
+			out, _ := sh(t, web, fmt.Sprintf("printf -- '%s' | timeout 5 nc api.upstream.test 8080 | head -1", req))
+			if !strings.HasPrefix(out, "HTTP/1.1 403 ") && !strings.HasPrefix(out, "HTTP/1.1 400 ") {
+				t.Errorf("%s: %q, want 403 (or 400)", target, out)
+			}
+		}
+		// Control: the same way of sending reaches the upstream when allowed.
+		req := `GET /v1/raw-control HTTP/1.1\r\nHost: api.upstream.test:8080\r\nConnection: close\r\n\r\n`
+		if out, _ := sh(t, web, fmt.Sprintf("printf -- '%s' | timeout 5 nc api.upstream.test 8080 | head -1", req)); !strings.HasPrefix(out, "HTTP/1.1 200 ") {
+			t.Fatalf("control request: %q", out)
+		}
+		for _, s := range up.Requests() {
+			if s.Path != "/v1/raw-control" {
+				t.Errorf("upstream saw %s %s", s.Method, s.Path)
+			}
+		}
+	})
+
 	t.Run("disabled-rule", func(t *testing.T) {
 		d := polExpectDeny(t, agent(t, web, api+"/toggle/a"), 403, "blocked_by_policy", "")
 		if d.Rule == "toggle" {
