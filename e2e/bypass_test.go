@@ -224,6 +224,13 @@ default:
 		t.Fatalf("control: the direct queries did not reach the other resolvers (%d): %+v", udpHits.Load(), r)
 	}
 	udpHits.Store(0)
+	// Control: frames sent on a macvlan the container creates on eth0 get
+	// out without clawd.
+	up.Reset()
+	eventually(t, "the control macvlan frames to escape", func() bool {
+		runBypass(t, ct, "-only", "macvlan-packet")
+		return strings.Contains(strings.Join(escaped(up), "\n"), "bypass-macvlan-packet")
+	})
 
 	cl.MustCLI("attach", ct.Name)
 	up.Reset()
@@ -291,6 +298,13 @@ default:
 	}
 	if len(up.DNSQueries()) == 0 {
 		t.Errorf("the configured resolver saw no query: clawd did not answer through it")
+	}
+	for _, v := range []string{"macvlan-packet", "vlan-packet"} {
+		if r := res[v]; r.Result == "" {
+			t.Errorf("%s: no result", v)
+		} else {
+			t.Logf("%s after attach: %+v (nothing may reach the upstream)", v, r)
+		}
 	}
 	for _, v := range []string{"af-vsock", "af-xdp", "dev-net-tun", "cgroup-move"} {
 		if r := res[v]; r.Result != "blocked" {

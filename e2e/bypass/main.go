@@ -107,6 +107,8 @@ func main() {
 		{"packet-raw", func(n string) { packet(n, up4, false) }},
 		{"packet-qdisc-bypass", func(n string) { packet(n, up4, true) }},
 		{"tcp-io-uring", func(n string) { ioUringConnect(n, up4) }},
+		{"macvlan-packet", func(n string) { newLinkPacket(n, "macvlan", up4) }},
+		{"vlan-packet", func(n string) { newLinkPacket(n, "vlan", up4) }},
 		{"dns-other-udp", func(n string) { dnsQuery(n, "udp", netip.AddrPortFrom(netip.MustParseAddr(*dnsAt), 53)) }},
 		{"dns-other-tcp", func(n string) { dnsQuery(n, "tcp", netip.AddrPortFrom(netip.MustParseAddr(*dnsAt), 53)) }},
 		{"dns-other-udp6", func(n string) { dnsQuery(n, "udp", netip.AddrPortFrom(up6, 53)) }},
