@@ -17,9 +17,22 @@ while IFS= read -r file; do
 	while IFS= read -r name; do
 		targets=$((targets + 1))
 		echo "== $pkg $name ($fuzztime)"
-		if ! go test -run '^$' -fuzz "^${name}\$" -fuzztime "$fuzztime" -fuzzminimizetime "$minimize" "$pkg"; then
+		log=$(mktemp)
+		if go test -run '^$' -fuzz "^${name}\$" -fuzztime "$fuzztime" -fuzzminimizetime "$minimize" "$pkg" 2>&1 | tee "$log" | grep -v '^fuzz: elapsed'; then
+			:
+		fi
+		if grep -q '^ok' "$log"; then
+			:
+		elif grep -q 'context deadline exceeded' "$log" && ! grep -q 'Failing input written' "$log" &&
+			go test -count=1 -run "^${name}\$" "$pkg" >/dev/null; then
+			# Go 1.26's fuzz coordinator can report its own -fuzztime
+			# deadline as a failure (golang/go#75804): no input failed and
+			# the corpus passes, so this is not a crasher.
+			echo "note: $pkg $name stopped with the coordinator's deadline race (golang/go#75804); no failing input"
+		else
 			failed+=("$pkg $name")
 		fi
+		rm -f "$log"
 	done < <(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(f \*testing\.F).*/\1/p' "$file")
 done < <(git ls-files --cached --others --exclude-standard -- '*_test.go' | xargs grep -l '^func Fuzz[A-Za-z0-9_]*(f \*testing\.F)' | sort)
 if ((targets == 0)); then
