@@ -185,6 +185,15 @@ func TestPolicyEnforcedEndToEnd(t *testing.T) {
 				t.Fatalf("%s: nope-raw.upstream.test from the raw set: %+v, want an answer", proto, a)
 			}
 		}
+		// The refusals are audited, with the container.
+		eventually(t, "an audit line for the refused name", func() bool {
+			for _, e := range cl.AuditEntries() {
+				if e.Event == "dns" && e.Host == "nope-web.upstream.test" && e.Action == "deny" && e.Container == web.Name && e.Labels["team"] == "e2e-pol" {
+					return true
+				}
+			}
+			return false
+		})
 		// busybox's resolver (UDP) sees the same.
 		if out, code := sh(t, web, "nslookup nope-web.upstream.test"); code == 0 || strings.Contains(out, "198.51.100.10") {
 			t.Fatalf("busybox nslookup of a denied name: %d %s", code, out)
