@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -26,7 +27,7 @@ default:
   rules:
     - name: flt-allow
       cidrs: [198.51.100.10/32]
-      ports: [8080, 8090]
+      ports: [8080, 8090, 8091]
       paths: ["/allow/**"]
       action: allow
     - name: flt-approve
@@ -52,6 +53,35 @@ func fltSink(t *testing.T, up *harness.Upstream) string {
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	return fmt.Sprintf("http://%s:8090", harness.UpstreamIPv4)
+}
+
+// fltHangSink starts an HTTP server in the upstream netns on addr whose
+// answers announce 1000 bytes, send 10 and then wait until the test ends:
+// responses that are in flight for as long as the test wants. inflight
+// counts the requests it is sitting on.
+func fltHangSink(t *testing.T, up *harness.Upstream, port int) (string, *atomic.Int64) {
+	t.Helper()
+	ln, err := up.Listen("tcp", fmt.Sprintf("%s:%d", harness.UpstreamIPv4, port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	var inflight atomic.Int64
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "1000")
+		w.WriteHeader(200)
+		io.WriteString(w, "0123456789")
+		w.(http.Flusher).Flush()
+		inflight.Add(1)
+		defer inflight.Add(-1)
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { close(release); srv.Close() })
+	return fmt.Sprintf("http://%s:%d", harness.UpstreamIPv4, port), &inflight
 }
 
 func fltSeen(up *harness.Upstream, prefix string) int {
@@ -298,14 +328,24 @@ func TestFaultsKillAndRestart(t *testing.T) {
 		}
 	}
 
-	// SIGKILL while 200 requests are in flight: allowed ones and held ones.
+	// SIGKILL while 200 requests are in flight: allowed ones and held ones,
+	// and 20 allowed responses half relayed.
+	hang, inflight := fltHangSink(t, up, 8091)
+	streams := ldAsync(t, ct, 2*time.Minute, "-n", "20", "-timeout", "60s", "-url", hang+"/allow/stream{i}")
 	load := ldAsync(t, ct, 2*time.Minute, "-n", "200", "-timeout", "30s", "-X", "POST",
 		"-url", upURL("/allow/kill{i}"), "-url", upURL("/approve/kill{i}"))
 	ldPoll(t, time.Minute, "load reaching the upstream and holds", func() bool {
 		l, err := api.List(context.Background(), "")
-		return err == nil && len(l) >= 20 && fltSeen(up, "/allow/kill") >= 20
+		return err == nil && len(l) >= 20 && fltSeen(up, "/allow/kill") >= 20 && inflight.Load() == 20
 	})
 	cl.Kill()
+	// A response cut by the crash is an error for the agent, never a
+	// complete answer.
+	for i, r := range ldWait(t, streams, "half-relayed responses") {
+		if r.Err == "" {
+			t.Errorf("response %d cut by the kill looked complete to the agent: %+v", i, r)
+		}
+	}
 	res := ldWait(t, load, "load during the kill")
 	done := 0
 	for i, r := range res {
