@@ -572,6 +572,32 @@ func TestPolicyEnforcedEndToEnd(t *testing.T) {
 				t.Errorf("unexpected audit line %+v", e)
 			}
 		}
+		// One line per request: the rate-limited path three times, each
+		// intercepted HTTPS request on its own.
+		var limited []int
+		var h2 []audit.Entry
+		for _, e := range cl.AuditEntries() {
+			if e.Event != "decision" {
+				continue
+			}
+			if e.Path == "/limited" {
+				limited = append(limited, e.Status)
+			}
+			if e.Path == "/ok-http2.0" {
+				h2 = append(h2, e)
+			}
+		}
+		if fmt.Sprint(limited) != "[200 200 429]" {
+			t.Errorf("audit statuses for /limited: %v, want [200 200 429]", limited)
+		}
+		if len(h2) != 2 { // the GET and the refused POST
+			t.Errorf("audit lines for /ok-http2.0: %+v", h2)
+		}
+		for _, e := range h2 {
+			if e.Proto != "https" || e.SNI != "mitm.upstream.test" || (e.Method == "GET") != (e.Status == 200 && e.Rule == "mitm") {
+				t.Errorf("intercepted request's audit line %+v", e)
+			}
+		}
 		if len(allow) != 1 || len(deny) != 1 {
 			t.Fatalf("want one audit line per decision, got %d allow and %d deny lines: %+v %+v", len(allow), len(deny), allow, deny)
 		}
