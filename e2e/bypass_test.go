@@ -241,6 +241,7 @@ default:
 	res := runBypass(t, ct, "-host-addrs", strings.Join(addrs, ","),
 		"-ports", apiPort+"/healthz,"+metricsPort+"/metrics", "-dns-other", otherDNS)
 	t.Logf("af-scan (families/types the container could create): %s", res["af-scan"].Detail)
+	t.Logf("cgroup-move: %s", res["cgroup-move"].Detail)
 	for _, a := range addrs {
 		for _, p := range []string{apiPort, metricsPort} {
 			ap := net.JoinHostPort(a, p)
