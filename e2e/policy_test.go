@@ -268,6 +268,14 @@ func TestPolicyEnforcedEndToEnd(t *testing.T) {
 	t.Run("host-not-in-policy", func(t *testing.T) {
 		// By address: the web set names hosts only.
 		polExpectDeny(t, agent(t, web, upURL("/by-ip")), 403, "blocked_by_policy", "")
+		polExpectDeny(t, agent(t, web, upURL6("/by-ip")), 403, "blocked_by_policy", "")
+		// TLS by address (no SNI) is refused before any byte reaches the server.
+		if a := agent(t, web, "-cacert", "/testca.pem", fmt.Sprintf("https://%s:%d/by-ip-tls", harness.UpstreamIPv4, polTLSPort)); a.Error == "" {
+			t.Fatalf("TLS by address: %+v", a)
+		}
+		if n := srv.Count("", "/by-ip-tls"); n != 0 {
+			t.Fatalf("TLS upstream saw /by-ip-tls %d times", n)
+		}
 		// Raw TCP to the echo port is no rule of the web set either.
 		if out, _ := sh(t, web, "echo web-echo | timeout 5 nc 198.51.100.10 9000"); strings.Contains(out, "web-echo") {
 			t.Fatalf("web set reached the TCP echo: %q", out)
