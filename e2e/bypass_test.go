@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -386,9 +387,17 @@ func TestBypassListenersAndMountedControlSocket(t *testing.T) {
 	}
 
 	cl.MustCLI("attach", ct.Name)
-	for _, tg := range listen("7778") {
-		if got := reach(tg.netns, tg.addr); got != "" {
-			t.Errorf("REVERSE CONNECTION: %s reached the attached container's listener at %s: %q", tg.from, tg.addr, got)
+	tgs := listen("7778")
+	got := make([]string, len(tgs))
+	var wg sync.WaitGroup
+	for i, tg := range tgs { // in parallel: each blocked dial waits out its timeout
+		wg.Add(1)
+		go func() { defer wg.Done(); got[i] = reach(tg.netns, tg.addr) }()
+	}
+	wg.Wait()
+	for i, tg := range tgs {
+		if got[i] != "" {
+			t.Errorf("REVERSE CONNECTION: %s reached the attached container's listener at %s: %q", tg.from, tg.addr, got[i])
 		}
 	}
 	if r := runBypass(t, ct, "-only", "ctl-socket", "-ctl", "/clawd.sock")["ctl-socket"]; r.Result != "blocked" || !strings.Contains(r.Detail, "403") {
