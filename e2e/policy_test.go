@@ -133,6 +133,12 @@ func upCount(up *harness.Upstream, path string) int {
 	return n
 }
 
+// TestPolicyEnforcedEndToEnd runs the policy scenarios (and a port
+// of the OneCLI gateway's black-box cases) through one real daemon and two
+// attached busybox containers: each subtest asserts what the agent got, what
+// the upstream saw and, at the end, what the audit log says. The subtests
+// share the daemon and run in order (the audit subtest reads the lines the
+// earlier ones caused).
 func TestPolicyEnforcedEndToEnd(t *testing.T) {
 	ctd := harness.SharedContainerd(t)
 	up, srv := polUpstream(t)
