@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -39,20 +40,36 @@ default:
 
 // fltSink starts an HTTP server in the upstream netns on :8090 that reads
 // the whole request body and answers its length and SHA-256.
-func fltSink(t *testing.T, up *harness.Upstream) string {
+func fltSink(t *testing.T, up *harness.Upstream) (string, func(prefix string) int) {
 	t.Helper()
 	ln, err := up.Listen("tcp", fmt.Sprintf("%s:8090", harness.UpstreamIPv4))
 	if err != nil {
 		t.Fatal(err)
 	}
+	var mu sync.Mutex
+	var paths []string
+	seen := func(prefix string) int {
+		mu.Lock()
+		defer mu.Unlock()
+		n := 0
+		for _, p := range paths {
+			if strings.HasPrefix(p, prefix) {
+				n++
+			}
+		}
+		return n
+	}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		paths = append(paths, r.URL.Path)
+		mu.Unlock()
 		h := sha256.New()
 		n, err := io.Copy(h, r.Body)
 		json.NewEncoder(w).Encode(map[string]any{"path": r.URL.Path, "n": n, "sha256": hex.EncodeToString(h.Sum(nil)), "err": fmt.Sprint(err)})
 	})}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
-	return fmt.Sprintf("http://%s:8090", harness.UpstreamIPv4)
+	return fmt.Sprintf("http://%s:8090", harness.UpstreamIPv4), seen
 }
 
 // fltHangSink starts an HTTP server in the upstream netns on addr whose
@@ -102,8 +119,8 @@ func fltSeen(up *harness.Upstream, prefix string) int {
 func TestFaultsAbuseKeepsClawdResponsive(t *testing.T) {
 	ctd := harness.SharedContainerd(t)
 	up := harness.SharedUpstream(t)
-	sink := fltSink(t, up)
-	cl := StartClawd(t, ctd, ClawdOpts{Policy: faultPolicy, Extra: "approval:\n  max-pending-per-container: 20\n"})
+	sink, sinkSeen := fltSink(t, up)
+	cl := StartClawd(t, ctd, ClawdOpts{Policy: faultPolicy, Extra: "approval:\n  max-pending-per-container: 20\n  max-pending: 25\n"})
 	api := ldAPI(t, cl)
 	files := map[string]string{loadgenBin(t): "/loadgen"}
 	abuser := ctd.Run(t, "abuser", harness.RunOpts{Files: files})
@@ -120,8 +137,13 @@ func TestFaultsAbuseKeepsClawdResponsive(t *testing.T) {
 	flood := ldAsync(t, abuser, 3*time.Minute, "-n", "60", "-timeout", "120s", "-X", "POST", "-url", upURL("/approve/flood{i}"))
 	// 64 MiB upload to an allow rule: streamed through, every byte arrives.
 	upload := ldAsync(t, abuser, 3*time.Minute, "-n", "1", "-timeout", "120s", "-X", "POST", "-body-size", strconv.Itoa(64<<20), "-body", "-url", sink+"/allow/upload")
-	// 32 MiB body for an approve rule: over the hold buffer, refused.
-	bigHold := ldAsync(t, abuser, 3*time.Minute, "-n", "1", "-timeout", "120s", "-X", "POST", "-body-size", strconv.Itoa(32<<20), "-url", sink+"/approve/big")
+	// 32 MiB body for an approve rule: over the hold buffer, refused before
+	// the body is sent (the client asks with Expect: 100-continue, as curl
+	// does for large bodies).
+	bigHold := ldAsync(t, abuser, 3*time.Minute, "-n", "1", "-timeout", "120s", "-X", "POST", "-expect100", "-body-size", strconv.Itoa(32<<20), "-url", sink+"/approve/big")
+	// Without Expect the agent is writing when the 413 comes and may see
+	// the connection closed instead; either way nothing is held or sent.
+	bigHold2 := ldAsync(t, abuser, 3*time.Minute, "-n", "1", "-timeout", "120s", "-X", "POST", "-body-size", strconv.Itoa(32<<20), "-url", sink+"/approve/big2")
 	// A 1 MiB header.
 	bigHdr := ldAsync(t, abuser, 3*time.Minute, "-n", "1", "-timeout", "60s", "-header-size", strconv.Itoa(1<<20), "-url", upURL("/allow/bighdr"))
 	hugeHdr := ldAsync(t, abuser, 3*time.Minute, "-n", "1", "-timeout", "60s", "-header-size", strconv.Itoa(2<<20), "-url", upURL("/allow/hugehdr"))
@@ -163,6 +185,39 @@ func TestFaultsAbuseKeepsClawdResponsive(t *testing.T) {
 		}
 		time.Sleep(time.Second)
 	}
+	// The global limit (25) leaves the bystander 5 holds of its own.
+	byHold := ldAsync(t, bystander, 3*time.Minute, "-n", "10", "-timeout", "120s", "-X", "POST", "-url", upURL("/approve/by{i}"))
+	var byIDs []string
+	ldPoll(t, time.Minute, "5 held bystander requests", func() bool {
+		l, err := api.List(context.Background(), bystander.Name)
+		if err != nil {
+			return false
+		}
+		byIDs = byIDs[:0]
+		for _, a := range l {
+			byIDs = append(byIDs, a.ID)
+		}
+		return len(byIDs) == 5
+	})
+	for _, id := range byIDs {
+		if _, err := api.Approve(context.Background(), id, 0); err != nil {
+			t.Fatalf("approve %s: %v", id, err)
+		}
+	}
+	approved, limitedBy := 0, 0
+	for i, r := range ldWait(t, byHold, "bystander holds") {
+		switch {
+		case r.Status == 200:
+			approved++
+		case r.Status == 429 && r.Error == "approval_limit":
+			limitedBy++
+		default:
+			t.Errorf("bystander held request %d: %+v", i, r)
+		}
+	}
+	if approved != 5 || limitedBy != 5 || fltSeen(up, "/approve/by") != 5 {
+		t.Errorf("bystander holds under the global limit: %d approved, %d limited, upstream saw %d; want 5, 5, 5", approved, limitedBy, fltSeen(up, "/approve/by"))
+	}
 	if got := fltSeen(up, "/allow/bystander"); got != 15 {
 		t.Errorf("upstream saw %d bystander requests, want 15", got)
 	}
@@ -179,8 +234,11 @@ func TestFaultsAbuseKeepsClawdResponsive(t *testing.T) {
 			t.Errorf("upstream got %d bytes sha %s (%v), the agent sent %d sha %s", got.N, got.SHA256, err, r.Sent, r.SHA)
 		}
 	}
-	if r := ldWait(t, bigHold, "32 MiB body to approve")[0]; r.Status != 413 || r.Error != "body_too_large" {
-		t.Errorf("32 MiB body to an approve rule: %+v, want 413 body_too_large", r)
+	if r := ldWait(t, bigHold, "32 MiB body to approve")[0]; r.Status != 413 || r.Error != "body_too_large" || r.Sent != 0 {
+		t.Errorf("32 MiB body to an approve rule: %+v, want 413 body_too_large before any body byte", r)
+	}
+	if r := ldWait(t, bigHold2, "32 MiB body to approve, no Expect")[0]; !(r.Status == 413 && r.Error == "body_too_large") && !(r.Status == 0 && r.Err != "") {
+		t.Errorf("32 MiB body to an approve rule without Expect: %+v, want 413 body_too_large or a closed connection", r)
 	}
 	// net/http's 1 MiB header limit: a 1 MiB header is forwarded intact,
 	// a 2 MiB one is refused before anything goes upstream.
@@ -226,7 +284,7 @@ func TestFaultsAbuseKeepsClawdResponsive(t *testing.T) {
 	if limited != 40 || denied != 20 {
 		t.Errorf("flood: %d approval_limit, %d denied by approver; want 40 and 20", limited, denied)
 	}
-	if n := fltSeen(up, "/approve/"); n != 0 {
+	if n := fltSeen(up, "/approve/flood") + sinkSeen("/approve/big"); n != 0 {
 		t.Errorf("upstream saw %d held requests that were never approved", n)
 	}
 

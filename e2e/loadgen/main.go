@@ -64,6 +64,7 @@ func main() {
 	bodySize := flag.Int64("body-size", 0, "random request body of this many bytes")
 	headerSize := flag.Int("header-size", 0, "add an X-Big header of this many bytes")
 	keepBody := flag.Bool("body", false, "print the answer body")
+	expect := flag.Bool("expect100", false, "send Expect: 100-continue and wait for it before the body")
 	addr := flag.String("addr", "", "slowloris: host:port")
 	line := flag.String("line", "GET / HTTP/1.1\r\nHost: x\r\n", "slowloris: first bytes")
 	every := flag.Duration("every", time.Second, "slowloris: one byte per")
@@ -83,7 +84,7 @@ func main() {
 				return
 			}
 			u := strings.ReplaceAll(us[i%len(us)], "{i}", strconv.Itoa(i))
-			out <- do(i, *method, u, *timeout, *bodySize, *headerSize, *keepBody)
+			out <- do(i, *method, u, *timeout, *bodySize, *headerSize, *keepBody, *expect)
 		}(i)
 	}
 	go func() { wg.Wait(); close(out) }()
@@ -121,7 +122,7 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-func do(i int, method, u string, timeout time.Duration, bodySize int64, headerSize int, keepBody bool) result {
+func do(i int, method, u string, timeout time.Duration, bodySize int64, headerSize int, keepBody, expect bool) result {
 	r := result{I: i}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
@@ -145,6 +146,10 @@ func do(i int, method, u string, timeout time.Duration, bodySize int64, headerSi
 		req.Header.Set("X-Big", strings.Repeat("a", headerSize))
 	}
 	tr := &http.Transport{DisableKeepAlives: true, Proxy: nil}
+	if expect {
+		req.Header.Set("Expect", "100-continue")
+		tr.ExpectContinueTimeout = timeout
+	}
 	defer tr.CloseIdleConnections()
 	resp, err := (&http.Client{Transport: tr}).Do(req)
 	if cr != nil {
