@@ -149,6 +149,18 @@ func ldAPI(t testing.TB, cl *Clawd) *approval.Client {
 	return &approval.Client{Base: "http://" + cl.API, Token: strings.TrimSpace(string(tok)), HTTP: &http.Client{Timeout: 30 * time.Second}}
 }
 
+// ldTry polls cond until it holds or the bound passes.
+func ldTry(bound time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(bound)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return true
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return false
+}
+
 // ldPoll is eventually with a longer bound, for work that scales with load.
 func ldPoll(t testing.TB, bound time.Duration, what string, cond func() bool) {
 	t.Helper()
@@ -244,7 +256,7 @@ func TestLoadThousandConnections(t *testing.T) {
 	// Every approve request is held: wait for all of them.
 	var pending []approval.Approval
 	var peakRSS int64
-	ldPoll(t, 3*time.Minute, fmt.Sprintf("%d pending approvals", held*nct), func() bool {
+	ok := ldTry(2*time.Minute, func() bool {
 		if r := ldRSS(t, cl); r > peakRSS {
 			peakRSS = r
 		}
@@ -256,6 +268,24 @@ func TestLoadThousandConnections(t *testing.T) {
 		pending = l
 		return len(l) == held*nct
 	})
+	if !ok {
+		// Show what the clients got before failing.
+		t.Errorf("%d pending approvals, want %d", len(pending), held*nct)
+		for c := range cts {
+			for a := range pending {
+				api.Deny(context.Background(), pending[a].ID, "")
+			}
+			res := ldWait(t, runs[c], "load")
+			n := 0
+			for i, r := range res {
+				if kind(i) == "approve" && n < 5 {
+					t.Errorf("container %d approve request %d: %+v", c, i, r)
+					n++
+				}
+			}
+		}
+		t.FailNow()
+	}
 	t.Logf("under load: VmRSS %d KiB, %v goroutines", peakRSS, ldMetric(t, cl, "go_goroutines"))
 	// Approve the held requests of even index, deny the odd ones.
 	want := map[string]bool{} // path -> approved
