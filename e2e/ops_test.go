@@ -486,3 +486,124 @@ func TestOpsK8sManifests(t *testing.T) {
 		t.Errorf("policy in the ConfigMap: %v\n%s", err, out)
 	}
 }
+
+// TestOpsInstallIdempotentUninstall installs into a temporary root twice
+// (an operator's policy edit survives), runs the installed daemon with a
+// container attached, then uninstalls: the container is detached (it reaches
+// the upstream directly again, not cut off), the daemon stopped, every file
+// and pin removed.
+func TestOpsInstallIdempotentUninstall(t *testing.T) {
+	ctd := harness.SharedContainerd(t)
+	up := harness.SharedUpstream(t)
+	ct := ctd.Run(t, "ops-install", harness.RunOpts{})
+	root := t.TempDir()
+	os.Chmod(root, 0o755)
+	pins := "/sys/fs/bpf/clawd-ops-" + filepath.Base(root)
+	t.Cleanup(func() { os.RemoveAll(pins) })
+	install := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command("bash", append([]string{"../scripts/install.sh"}, args...)...)
+		cmd.Env = append(os.Environ(), "CLAWD_ROOT="+root, "CLAWD_PIN_ROOT="+pins, "CLAWD_BIN_SRC="+clawdBin(t))
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("install.sh %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	p := func(rel string) string { return filepath.Join(root, rel) }
+
+	out := install()
+	if !strings.Contains(out, "Next steps") {
+		t.Errorf("no next steps printed:\n%s", out)
+	}
+	for _, f := range []string{"usr/local/bin/clawd", "etc/systemd/system/clawd.service", "etc/clawd/clawd.yaml",
+		"etc/clawd/policy.yaml", "var/lib/clawd/secrets.key"} {
+		if _, err := os.Stat(p(f)); err != nil {
+			t.Errorf("not installed: %v", err)
+		}
+	}
+	edited := allowAll + "# edited by the operator\n"
+	if err := os.WriteFile(p("etc/clawd/policy.yaml"), []byte(edited), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	key1, _ := os.ReadFile(p("var/lib/clawd/secrets.key"))
+	install() // again: idempotent
+	if b, _ := os.ReadFile(p("etc/clawd/policy.yaml")); string(b) != edited {
+		t.Errorf("second install overwrote the operator's policy:\n%s", b)
+	}
+	if key2, _ := os.ReadFile(p("var/lib/clawd/secrets.key")); !bytes.Equal(key1, key2) || len(key1) == 0 {
+		t.Error("second install replaced the secret-store key")
+	}
+
+	// The installed daemon, with the installed layout under root.
+	sock := p("run/clawd/clawd.sock")
+	daemonCmd := exec.Command(p("usr/local/bin/clawd"), "daemon", "--config", p("etc/clawd/clawd.yaml"),
+		"--socket", sock, "--state-dir", p("var/lib/clawd"), "--policy", p("etc/clawd/policy.yaml"),
+		"--containerd-address", ctd.Address, "--namespaces", "default", "--docker-host", "unix://"+p("no-docker.sock"),
+		"--pin-root", pins, "--api-listen", freePort(t), "--metrics-listen", "", "--audit-log", p("var/log/clawd/audit.log"),
+		"--dns-upstreams", harness.UpstreamDNS.String()+":53")
+	logf, err := os.Create(filepath.Join(t.TempDir(), "daemon.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	daemonCmd.Stdout, daemonCmd.Stderr = logf, logf
+	if err := daemonCmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { daemonCmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		daemonCmd.Process.Kill()
+		<-exited
+		if t.Failed() {
+			b, _ := os.ReadFile(logf.Name())
+			t.Logf("daemon log:\n%s", tail(string(b), 4000))
+		}
+	})
+	cl := daemon.NewClient(sock)
+	eventually(t, "the installed daemon answers", func() bool {
+		_, err := cl.Status(context.Background())
+		return err == nil
+	})
+	cli := func(args ...string) string {
+		out, err := exec.Command(p("usr/local/bin/clawd"), append([]string{"--socket", sock}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("clawd %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	cli("attach", ct.Name)
+	up.Reset()
+	if out, code := wget(t, ct, upURL("/ops-installed")); code != 0 {
+		t.Fatalf("request through the installed daemon failed: %s", out)
+	}
+	if got := seenFrom(up, "/ops-installed"); len(got) != 1 || !hostSide(got[0]) {
+		t.Fatalf("upstream saw %v, want one request through clawd", got)
+	}
+
+	out = install("--uninstall")
+	if !strings.Contains(out, "detached") || !strings.Contains(out, "clawd uninstalled") {
+		t.Errorf("uninstall output:\n%s", out)
+	}
+	select {
+	case <-exited:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the installed daemon still runs after --uninstall")
+	}
+	for _, f := range []string{"usr/local/bin/clawd", "etc/systemd/system/clawd.service", "etc/clawd", "var/lib/clawd", "run/clawd", "var/log/clawd", pins} {
+		if !filepath.IsAbs(f) {
+			f = p(f)
+		}
+		if _, err := os.Stat(f); !os.IsNotExist(err) {
+			t.Errorf("%s left after uninstall (%v)", f, err)
+		}
+	}
+	// Detached, not cut off: the container reaches the upstream itself.
+	up.Reset()
+	if out, code := wget(t, ct, upURL("/ops-uninstalled")); code != 0 {
+		t.Fatalf("container cut off after uninstall: %s", out)
+	}
+	if got := seenFrom(up, "/ops-uninstalled"); len(got) != 1 || got[0] != ct.IPv4.String() {
+		t.Fatalf("after uninstall the upstream saw %v, want the container's own %s", got, ct.IPv4)
+	}
+}

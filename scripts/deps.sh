@@ -4,7 +4,8 @@
 set -euo pipefail
 need=()
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
-for p in containerd runc busybox-static docker.io iproute2 iptables ca-certificates curl; do
+# systemd: systemd-analyze (unit verification test); openssl: bench certificates.
+for p in containerd runc busybox-static docker.io iproute2 iptables ca-certificates curl systemd openssl; do
 	have "$p" || need+=("$p")
 done
 if ((${#need[@]})); then
