@@ -298,7 +298,11 @@ func (h *handler) modifyResponse(resp *http.Response) error {
 
 func (h *handler) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
 	if r.Context().Err() != nil {
-		return // the agent went away; nobody to answer
+		// The agent went away, or only closed its write side after
+		// sending (net/http cancels either way). Returning without a
+		// write would make net/http send an empty "200 OK" the upstream
+		// never gave: abort the connection instead.
+		panic(http.ErrAbortHandler)
 	}
 	s := h.cc.s
 	// A *url.Error would print the URL, whose query may now hold an
