@@ -139,6 +139,16 @@ func upCount(up *harness.Upstream, path string) int {
 // the upstream saw and, at the end, what the audit log says. The subtests
 // share the daemon and run in order (the audit subtest reads the lines the
 // earlier ones caused).
+// rawHTTP sends stream (printf format: %% for %) with busybox nc from ct to
+// host:port and returns what came back. It keeps its side open until n
+// status lines arrived (bounded), as a real client does: a half-closed
+// request is cancelled by the proxy.
+func rawHTTP(t *testing.T, ct *harness.Container, host string, port, n int, stream string) string {
+	t.Helper()
+	out, _ := sh(t, ct, fmt.Sprintf("rm -f /tmp/raw; (printf -- '%s'; i=0; while [ $i -lt 50 ] && [ \"$(grep -c 'HTTP/1.1 ' /tmp/raw 2>/dev/null)\" -lt %d ]; do sleep 0.1; i=$((i+1)); done) | timeout 10 nc %s %d > /tmp/raw; cat /tmp/raw", stream, n, host, port))
+	return out
+}
+
 func TestPolicyEnforcedEndToEnd(t *testing.T) {
 	ctd := harness.SharedContainerd(t)
 	up, srv := polUpstream(t)
@@ -244,20 +254,40 @@ func TestPolicyEnforcedEndToEnd(t *testing.T) {
 		} {
 			req := fmt.Sprintf(`GET %s HTTP/1.1\r\nHost: api.upstream.test:8080\r\nConnection: close\r\n\r\n`, target)
 			req = strings.ReplaceAll(req, "%", "%%") // printf format
-			out, _ := sh(t, web, fmt.Sprintf("printf -- '%s' | timeout 5 nc api.upstream.test 8080 | head -1", req))
+			out := rawHTTP(t, web, "api.upstream.test", 8080, 1, req)
 			if !strings.HasPrefix(out, "HTTP/1.1 403 ") && !strings.HasPrefix(out, "HTTP/1.1 400 ") {
 				t.Errorf("%s: %q, want 403 (or 400)", target, out)
 			}
 		}
 		// Control: the same way of sending reaches the upstream when allowed.
 		req := `GET /v1/raw-control HTTP/1.1\r\nHost: api.upstream.test:8080\r\nConnection: close\r\n\r\n`
-		if out, _ := sh(t, web, fmt.Sprintf("printf -- '%s' | timeout 5 nc api.upstream.test 8080 | head -1", req)); !strings.HasPrefix(out, "HTTP/1.1 200 ") {
+		if out := rawHTTP(t, web, "api.upstream.test", 8080, 1, req); !strings.HasPrefix(out, "HTTP/1.1 200 ") {
 			t.Fatalf("control request: %q", out)
 		}
-		for _, s := range up.Requests() {
-			if s.Path != "/v1/raw-control" {
-				t.Errorf("upstream saw %s %s", s.Method, s.Path)
+		// A client that half-closes after its request gets the real answer
+		// or none, never an empty 200 the upstream did not send.
+		half := `GET /v1/half-closed HTTP/1.1\r\nHost: api.upstream.test:8080\r\nConnection: close\r\n\r\n`
+		if out, _ := sh(t, web, fmt.Sprintf("printf -- '%s' | timeout 5 nc api.upstream.test 8080", half)); strings.HasPrefix(out, "HTTP/1.1 200 ") && !strings.Contains(out, `"/v1/half-closed"`) {
+			t.Errorf("half-closed request got a 200 without the upstream's body: %q", out)
+		}
+		// Pipelined requests and a CL.TE smuggling attempt: every request in
+		// the stream is decided on its own.
+		for _, c := range []struct{ name, stream string }{
+			{"pipelined", `GET /v1/pipelined HTTP/1.1\r\nHost: api.upstream.test:8080\r\n\r\nGET /admin/pipelined HTTP/1.1\r\nHost: api.upstream.test:8080\r\nConnection: close\r\n\r\n`},
+			{"smuggled", `POST /hop HTTP/1.1\r\nHost: api.upstream.test:8080\r\nContent-Length: 61\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /admin/smuggled HTTP/1.1\r\nHost: api.upstream.test:8080\r\n\r\n`},
+		} {
+			out := rawHTTP(t, web, "api.upstream.test", 8080, 2, c.stream)
+			if c.name == "pipelined" && (!strings.Contains(out, "HTTP/1.1 200 ") || !strings.Contains(out, "HTTP/1.1 403 ")) {
+				t.Errorf("%s: want a 200 and a 403:\n%s", c.name, out)
 			}
+		}
+		for _, s := range up.Requests() {
+			if strings.Contains(strings.ToLower(s.Path), "admin") || strings.Contains(strings.ToLower(s.Body), "admin") {
+				t.Errorf("upstream saw %s %s (body %q)", s.Method, s.Path, s.Body)
+			}
+		}
+		if upCount(up, "/v1/raw-control") != 1 || upCount(up, "/v1/pipelined") != 1 || upCount(up, "/v1/half-closed") > 1 {
+			t.Errorf("upstream saw the allowed requests %d and %d times, want once each", upCount(up, "/v1/raw-control"), upCount(up, "/v1/pipelined"))
 		}
 	})
 
