@@ -607,3 +607,58 @@ func TestOpsInstallIdempotentUninstall(t *testing.T) {
 		t.Fatalf("after uninstall the upstream saw %v, want the container's own %s", got, ct.IPv4)
 	}
 }
+
+// TestOpsConfigMapPolicySwap lays the policy out as the kubelet mounts a
+// ConfigMap (policy.yaml -> ..data/policy.yaml, ..data -> ..<timestamp>)
+// and updates it the kubelet's way (new timestamped dir, atomic rename of
+// the ..data symlink): the daemon reloads without a signal.
+func TestOpsConfigMapPolicySwap(t *testing.T) {
+	ctd := harness.SharedContainerd(t)
+	up := harness.SharedUpstream(t)
+	ct := ctd.Run(t, "ops-cm", harness.RunOpts{})
+	c := StartClawd(t, ctd, ClawdOpts{})
+	c.Stop()
+
+	dir := filepath.Dir(c.Policy)
+	write := func(stamp, policy string) {
+		t.Helper()
+		d := filepath.Join(dir, stamp)
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(d, "policy.yaml"), []byte(policy), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		tmp := filepath.Join(dir, "..data_tmp")
+		if err := os.Symlink(stamp, tmp); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, filepath.Join(dir, "..data")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.Remove(c.Policy)
+	write("..2026_11_25_01", allowAll)
+	if err := os.Symlink("..data/policy.yaml", c.Policy); err != nil {
+		t.Fatal(err)
+	}
+	c.Start()
+	c.MustCLI("attach", ct.Name)
+	up.Reset()
+	if out, code := wget(t, ct, upURL("/cm-allowed")); code != 0 {
+		t.Fatalf("allowed by the first ConfigMap version, but: %s", out)
+	}
+
+	denyAll := "version: 1\ndefault:\n  default_action: deny\n  rules: []\n"
+	write("..2026_11_25_02", denyAll)
+	os.RemoveAll(filepath.Join(dir, "..2026_11_25_01"))
+	n := 0
+	eventually(t, "the swapped ConfigMap policy denies", func() bool {
+		n++
+		out, code := wget(t, ct, upURL(fmt.Sprintf("/cm-denied-%d", n)))
+		return code != 0 && strings.Contains(out, "403")
+	})
+	if st, err := c.Client().Status(context.Background()); err != nil || st.PolicyError != "" {
+		t.Fatalf("status after swap: %+v %v", st, err)
+	}
+}
