@@ -43,7 +43,10 @@ cleanup() {
 		"${CTR[@]}" container rm bench >/dev/null 2>&1
 	fi
 	for f in "$D"/*.pid; do
-		[ -f "$f" ] && kill -TERM "$(cat "$f")" 2>/dev/null
+		[ -f "$f" ] || continue
+		pid=$(cat "$f")
+		# Only if it is still ours (the pid may have been reused since).
+		tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$D/" && kill -TERM "$pid" 2>/dev/null
 	done
 	sleep 0.5
 	ip link del "$UPV" 2>/dev/null

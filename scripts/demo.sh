@@ -50,7 +50,10 @@ cleanup() {
 	fi
 	# Processes of an earlier run (by pid file, never by name).
 	for f in "$D"/*.pid; do
-		[ -f "$f" ] && kill -TERM "$(cat "$f")" 2>/dev/null
+		[ -f "$f" ] || continue
+		pid=$(cat "$f")
+		# Only if it is still ours (the pid may have been reused since).
+		tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$D/" && kill -TERM "$pid" 2>/dev/null
 	done
 	[ -n "${CTD_PID:-}" ] && wait "$CTD_PID" 2>/dev/null
 	[ -n "${UP_PID:-}" ] && wait "$UP_PID" 2>/dev/null
