@@ -38,6 +38,11 @@ default:
       action: approve
 `
 
+// fltPeek is the daemon's peek-timeout in tests where many clients connect
+// at once: the suite's 300ms can pass before a starved client writes its
+// request line, and the connection is then decided as raw TCP.
+const fltPeek = "3s"
+
 // fltSink starts an HTTP server in the upstream netns on :8090 that reads
 // the whole request body and answers its length and SHA-256.
 func fltSink(t *testing.T, up *harness.Upstream) (string, func(prefix string) int) {
@@ -120,6 +125,7 @@ func TestFaultsAbuseKeepsClawdResponsive(t *testing.T) {
 	ctd := harness.SharedContainerd(t)
 	up := harness.SharedUpstream(t)
 	sink, sinkSeen := fltSink(t, up)
+	t.Setenv("CLAWD_PEEK_TIMEOUT", fltPeek) // many clients connect at once
 	cl := StartClawd(t, ctd, ClawdOpts{Policy: faultPolicy, Extra: "approval:\n  max-pending-per-container: 20\n  max-pending: 25\n"})
 	api := ldAPI(t, cl)
 	files := map[string]string{loadgenBin(t): "/loadgen"}
@@ -351,6 +357,7 @@ func fltAudited(cl *Clawd) map[string]int {
 func TestFaultsKillAndRestart(t *testing.T) {
 	ctd := harness.SharedContainerd(t)
 	up := harness.SharedUpstream(t)
+	t.Setenv("CLAWD_PEEK_TIMEOUT", fltPeek) // many clients connect at once
 	cl := StartClawd(t, ctd, ClawdOpts{Policy: faultPolicy})
 	api := ldAPI(t, cl)
 	files := map[string]string{loadgenBin(t): "/loadgen"}
@@ -640,6 +647,7 @@ func TestFaultsAuditDiskFull(t *testing.T) {
 func TestFaultsConnectionCapPerContainer(t *testing.T) {
 	ctd := harness.SharedContainerd(t)
 	up := harness.SharedUpstream(t)
+	t.Setenv("CLAWD_PEEK_TIMEOUT", fltPeek) // many clients connect at once
 	cl := StartClawd(t, ctd, ClawdOpts{Policy: faultPolicy, Extra: "max-conns-per-container: 50\n"})
 	files := map[string]string{loadgenBin(t): "/loadgen"}
 	hog := ctd.Run(t, "hog", harness.RunOpts{Files: files})
