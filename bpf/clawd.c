@@ -140,6 +140,21 @@ static __always_inline void remember(void *ctx, struct orig *o) {
 	bpf_map_update_elem(&clawd_ck_v1, &cookie, o, BPF_ANY);
 }
 
+// orig6 records a v6 destination; a v4-mapped one is recorded as IPv4.
+static __always_inline void orig6(struct orig *o, __u32 a0, __u32 a1, __u32 a2, __u32 a3, int mapped, __u32 port) {
+	if (mapped) {
+		__builtin_memcpy(o->addr, &a3, 4);
+		o->family = 4;
+	} else {
+		__builtin_memcpy(&o->addr[0], &a0, 4);
+		__builtin_memcpy(&o->addr[4], &a1, 4);
+		__builtin_memcpy(&o->addr[8], &a2, 4);
+		__builtin_memcpy(&o->addr[12], &a3, 4);
+		o->family = 6;
+	}
+	o->port = (__u16)port;
+}
+
 // Rewrites a v6 destination to the local listener on port. A v4-mapped
 // destination goes to the v4-mapped loopback so IPv4 listeners answer it;
 // without a v6 listener every v6 destination does (a dual-stack socket can).
@@ -204,17 +219,7 @@ int clawd_connect6(struct bpf_sock_addr *ctx) {
 		return 1;
 
 	struct orig o = {};
-	if (mapped) {
-		__builtin_memcpy(o.addr, &a3, 4);
-		o.family = 4;
-	} else {
-		__builtin_memcpy(&o.addr[0], &a0, 4);
-		__builtin_memcpy(&o.addr[4], &a1, 4);
-		__builtin_memcpy(&o.addr[8], &a2, 4);
-		__builtin_memcpy(&o.addr[12], &a3, 4);
-		o.family = 6;
-	}
-	o.port = (__u16)port;
+	orig6(&o, a0, a1, a2, a3, mapped, port);
 
 	if (ctx->type == SOCK_STREAM) {
 		remember(ctx, &o);
@@ -264,17 +269,7 @@ int clawd_sendmsg6(struct bpf_sock_addr *ctx) {
 
 	if (port == bpf_htons(53)) {
 		struct orig o = {};
-		if (mapped) {
-			__builtin_memcpy(o.addr, &a3, 4);
-			o.family = 4;
-		} else {
-			__builtin_memcpy(&o.addr[0], &a0, 4);
-			__builtin_memcpy(&o.addr[4], &a1, 4);
-			__builtin_memcpy(&o.addr[8], &a2, 4);
-			__builtin_memcpy(&o.addr[12], &a3, 4);
-			o.family = 6;
-		}
-		o.port = (__u16)port;
+		orig6(&o, a0, a1, a2, a3, mapped, port);
 		remember(ctx, &o);
 		to_local6(ctx, mapped, dns_port);
 		COUNT(dns);
@@ -288,9 +283,10 @@ int clawd_sendmsg6(struct bpf_sock_addr *ctx) {
 
 // recvmsg hooks make DNS answers appear to come from the resolver the agent
 // asked. They cannot refuse anything.
-SEC("cgroup/recvmsg4")
-int clawd_recvmsg4(struct bpf_sock_addr *ctx) {
-	if (ctx->user_port != bpf_htons(dns_port) || ctx->user_ip4 != bpf_htonl(0x7f000001))
+// restore4 rewrites 127.0.0.1:port back to the socket's original
+// destination, if it has one.
+static __always_inline int restore4(struct bpf_sock_addr *ctx, __u16 port) {
+	if (ctx->user_port != bpf_htons(port) || ctx->user_ip4 != bpf_htonl(0x7f000001))
 		return 1;
 	__u64 cookie = bpf_get_socket_cookie(ctx);
 	struct orig *o = bpf_map_lookup_elem(&clawd_ck_v1, &cookie);
@@ -301,6 +297,11 @@ int clawd_recvmsg4(struct bpf_sock_addr *ctx) {
 	ctx->user_ip4 = ip;
 	ctx->user_port = o->port;
 	return 1;
+}
+
+SEC("cgroup/recvmsg4")
+int clawd_recvmsg4(struct bpf_sock_addr *ctx) {
+	return restore4(ctx, dns_port);
 }
 
 static __always_inline int restore6(struct bpf_sock_addr *ctx, __u16 port) {
@@ -335,17 +336,7 @@ int clawd_recvmsg6(struct bpf_sock_addr *ctx) {
 // getpeername hooks: the agent sees the address it dialled, not the listener.
 SEC("cgroup/getpeername4")
 int clawd_getpeername4(struct bpf_sock_addr *ctx) {
-	if (ctx->user_port != bpf_htons(proxy_port) || ctx->user_ip4 != bpf_htonl(0x7f000001))
-		return 1;
-	__u64 cookie = bpf_get_socket_cookie(ctx);
-	struct orig *o = bpf_map_lookup_elem(&clawd_ck_v1, &cookie);
-	if (!o || o->family != 4)
-		return 1;
-	__u32 ip;
-	__builtin_memcpy(&ip, o->addr, 4);
-	ctx->user_ip4 = ip;
-	ctx->user_port = o->port;
-	return 1;
+	return restore4(ctx, proxy_port);
 }
 
 SEC("cgroup/getpeername6")
