@@ -2,7 +2,7 @@
 # clawd benchmarks (make bench), as root on Debian 12. Builds the load
 # generator scripts/bench/benchtool (static Go), starts a private containerd,
 # an upstream netns (198.51.100.64/26) running benchtool serve, and a busybox
-# container (192.0.2.196/30) running the generator; measures every row in the
+# container (203.0.113.244/30) running the generator; measures every row in the
 # same run with the same tool, prints a table with ratios to the direct path
 # and writes it to docs/benchmarks.md (BENCH_OUT to change). Goals are
 # reported, never asserted. Cleans up after itself, re-runnable.
@@ -24,13 +24,14 @@ CNS=clawd-bench
 UPNS=clawd-bench-up AGNS=clawd-bench-ag
 UPV=cbench-up AGV=cbench-ag
 UP_HOST=198.51.100.65 UP_IP=198.51.100.66
-AG_HOST=192.0.2.197 AG_IP=192.0.2.198
+AG_HOST=203.0.113.245 AG_IP=203.0.113.246
 PINS=/sys/fs/bpf/clawd-bench
 API=127.0.0.1:18797
 TAG=clawd-bench
 CTR=(ctr --address "$D/containerd.sock" --namespace "$CNS")
 
 log() { printf '%s\n' "$*" >&2; }
+. scripts/lib.sh
 
 cleanup() {
 	set +e
@@ -46,14 +47,14 @@ cleanup() {
 		[ -f "$f" ] || continue
 		pid=$(cat "$f")
 		# Only if it is still ours (the pid may have been reused since).
-		tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$D/" && kill -TERM "$pid" 2>/dev/null
+		{ tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null | grep -qF "$D/" && kill -TERM "$pid" 2>/dev/null
 	done
 	sleep 0.5
 	ip link del "$UPV" 2>/dev/null
 	ip link del "$AGV" 2>/dev/null
 	ip netns del "$UPNS" 2>/dev/null
 	ip netns del "$AGNS" 2>/dev/null
-	for a in "-s 192.0.2.196/30" "-d 192.0.2.196/30"; do
+	for a in "-s 203.0.113.244/30" "-d 203.0.113.244/30"; do
 		# shellcheck disable=SC2086
 		while iptables -w -D FORWARD $a -m comment --comment "$TAG" -j ACCEPT 2>/dev/null; do :; done
 	done
@@ -91,14 +92,7 @@ CGO_ENABLED=0 go build -o "$D/benchtool" ./scripts/bench/benchtool
 openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=bench.test \
 	-addext "subjectAltName=DNS:bench.test,IP:$UP_IP" -addext basicConstraints=critical,CA:TRUE \
 	-keyout "$D/up.key" -out "$D/up.crt" >/dev/null 2>&1
-ip netns add "$UPNS"
-ip link add "$UPV" type veth peer name eth0 netns "$UPNS"
-ip addr add "$UP_HOST/26" dev "$UPV"
-ip link set "$UPV" up
-ip -n "$UPNS" addr add "$UP_IP/26" dev eth0
-ip -n "$UPNS" link set lo up
-ip -n "$UPNS" link set eth0 up
-ip -n "$UPNS" route add default via "$UP_HOST"
+veth_ns "$UPNS" "$UPV" "$UP_HOST" "$UP_IP" 26
 ip netns exec "$UPNS" "$D/benchtool" serve -cert "$D/up.crt" -key "$D/up.key" >"$D/upstream.log" 2>&1 &
 echo $! >"$D/upstream.pid"
 # DNS for bench.test (clawd only lets a host name through to the addresses
@@ -108,40 +102,13 @@ ip netns exec "$UPNS" "$D/dnsd" -http 127.0.0.1:18080 -dns "$UP_IP:53" -a bench.
 echo $! >"$D/dnsd.pid"
 
 # Private containerd and the load-generator container.
-cat >"$D/containerd.toml" <<EOF
-version = 2
-root = "$D/containerd/root"
-state = "$D/containerd/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = "$D/containerd.sock"
-[ttrpc]
-  address = "$D/containerd.sock.ttrpc"
-[debug]
-  address = ""
-[metrics]
-  address = ""
-EOF
-containerd --config "$D/containerd.toml" >"$D/containerd.log" 2>&1 &
-echo $! >"$D/containerd.pid"
-for _ in $(seq 100); do "${CTR[@]}" version >/dev/null 2>&1 && break; sleep 0.2; done
+start_containerd "$D"
 RFS=$D/rootfs
-mkdir -p "$RFS"/{bin,etc,tmp,proc,sys,dev}
-cp /bin/busybox "$RFS/bin/busybox"
-for a in sh sleep cat; do ln -sf busybox "$RFS/bin/$a"; done
+busybox_rootfs "$RFS" "$UP_IP"
 cp "$D/benchtool" "$RFS/bin/benchtool"
-printf '127.0.0.1 localhost\n' >"$RFS/etc/hosts"
-printf 'nameserver %s\n' "$UP_IP" >"$RFS/etc/resolv.conf"
-ip netns add "$AGNS"
-ip link add "$AGV" type veth peer name eth0 netns "$AGNS"
-ip addr add "$AG_HOST/30" dev "$AGV"
-ip link set "$AGV" up
-ip -n "$AGNS" addr add "$AG_IP/30" dev eth0
-ip -n "$AGNS" link set lo up
-ip -n "$AGNS" link set eth0 up
-ip -n "$AGNS" route add default via "$AG_HOST"
+veth_ns "$AGNS" "$AGV" "$AG_HOST" "$AG_IP" 30
 sysctl -qw net.ipv4.ip_forward=1
-for a in -s -d; do iptables -w -I FORWARD "$a" 192.0.2.196/30 -m comment --comment "$TAG" -j ACCEPT; done
+for a in -s -d; do iptables -w -I FORWARD "$a" 203.0.113.244/30 -m comment --comment "$TAG" -j ACCEPT; done
 "${CTR[@]}" run -d --with-ns "network:/var/run/netns/$AGNS" --rootfs "$RFS" bench /bin/sleep 86400 >/dev/null
 
 EXN=0
@@ -226,7 +193,7 @@ Port 8888
 Listen $ip
 Timeout 60
 MaxClients 1024
-Allow 192.0.2.196/30
+Allow 203.0.113.244/30
 LogLevel Critical
 EOF
 		tinyproxy -d -c "$D/tinyproxy.conf" >"$D/tinyproxy.out" 2>&1 &

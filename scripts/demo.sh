@@ -5,7 +5,7 @@
 # an allowed read, a denied host, an injected credential, a held write
 # approved from the CLI, and bypass attempts that fail.
 #
-# Addresses: upstream 198.51.100.128/25 (TEST-NET-2), agent 192.0.2.200/30
+# Addresses: upstream 198.51.100.128/25 (TEST-NET-2), agent 203.0.113.248/30
 # (TEST-NET-1), clawd's API on 127.0.0.1. No other address is ever contacted.
 # Everything it creates is removed on exit (also on failure or Ctrl-C), and
 # leftovers of an interrupted earlier run are removed first: re-runnable.
@@ -20,7 +20,7 @@ CNS=clawd-demo                    # containerd namespace
 UPNS=clawd-demo-up AGNS=clawd-demo-agent
 UPV=cdemo-up AGV=cdemo-ag         # host sides of the veths
 UP_HOST=198.51.100.129 UP_IP=198.51.100.130 EVIL_IP=198.51.100.131
-AG_HOST=192.0.2.201 AG_IP=192.0.2.202
+AG_HOST=203.0.113.249 AG_IP=203.0.113.250
 PINS=/sys/fs/bpf/clawd-demo
 API=127.0.0.1:18787
 TAG=clawd-demo
@@ -36,6 +36,7 @@ fail() {
 	exit 1
 }
 show() { sed 's/^/    | /'; }
+. scripts/lib.sh
 
 cleanup() {
 	set +e
@@ -53,7 +54,7 @@ cleanup() {
 		[ -f "$f" ] || continue
 		pid=$(cat "$f")
 		# Only if it is still ours (the pid may have been reused since).
-		tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$D/" && kill -TERM "$pid" 2>/dev/null
+		{ tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null | grep -qF "$D/" && kill -TERM "$pid" 2>/dev/null
 	done
 	[ -n "${CTD_PID:-}" ] && wait "$CTD_PID" 2>/dev/null
 	[ -n "${UP_PID:-}" ] && wait "$UP_PID" 2>/dev/null
@@ -61,7 +62,7 @@ cleanup() {
 	ip link del "$AGV" 2>/dev/null
 	ip netns del "$UPNS" 2>/dev/null
 	ip netns del "$AGNS" 2>/dev/null
-	for cmd in "-s 192.0.2.200/30" "-d 192.0.2.200/30"; do
+	for cmd in "-s 203.0.113.248/30" "-d 203.0.113.248/30"; do
 		# shellcheck disable=SC2086
 		while iptables -w -D FORWARD $cmd -m comment --comment "$TAG" -j ACCEPT 2>/dev/null; do :; done
 	done
@@ -94,15 +95,8 @@ inagent() { # inagent N 'shell script': run in the agent container
 }
 
 step "Upstream \"internet\": netns $UPNS with api.demo.test ($UP_IP) and evil.demo.test ($EVIL_IP), DNS on $UP_IP"
-ip netns add "$UPNS"
-ip link add "$UPV" type veth peer name eth0 netns "$UPNS"
-ip addr add "$UP_HOST/25" dev "$UPV"
-ip link set "$UPV" up
-ip -n "$UPNS" addr add "$UP_IP/25" dev eth0
+veth_ns "$UPNS" "$UPV" "$UP_HOST" "$UP_IP" 25
 ip -n "$UPNS" addr add "$EVIL_IP/25" dev eth0
-ip -n "$UPNS" link set lo up
-ip -n "$UPNS" link set eth0 up
-ip -n "$UPNS" route add default via "$UP_HOST"
 ip netns exec "$UPNS" "$D/upstream" -http :80 -dns "$UP_IP:53" -log "$D/upstream.log" \
 	-a api.demo.test="$UP_IP" -a evil.demo.test="$EVIL_IP" >"$D/upstream.out" 2>&1 &
 UP_PID=$!
@@ -110,47 +104,17 @@ echo "$UP_PID" >"$D/upstream.pid"
 echo "    upstream pid $UP_PID: HTTP echo on :80 (logs what it receives to $D/upstream.log)"
 
 step "Private containerd (socket $D/containerd.sock)"
-cat >"$D/containerd.toml" <<EOF
-version = 2
-root = "$D/containerd/root"
-state = "$D/containerd/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = "$D/containerd.sock"
-[ttrpc]
-  address = "$D/containerd.sock.ttrpc"
-[debug]
-  address = ""
-[metrics]
-  address = ""
-EOF
-containerd --config "$D/containerd.toml" >"$D/containerd.log" 2>&1 &
-CTD_PID=$!
-echo "$CTD_PID" >"$D/containerd.pid"
-for _ in $(seq 100); do "${CTR[@]}" version >/dev/null 2>&1 && break; sleep 0.2; done
+start_containerd "$D" || true
 "${CTR[@]}" version >/dev/null 2>&1 || fail "containerd did not start (see $D/containerd.log)"
 echo "    containerd pid $CTD_PID"
 
 step "Agent container demo-agent: busybox, netns $AGNS, veth $AG_IP -> host $AG_HOST, host forwarding"
 RFS=$D/rootfs
-mkdir -p "$RFS"/{bin,etc,tmp,proc,sys,dev,root}
-cp /bin/busybox "$RFS/bin/busybox"
-for a in $("$RFS/bin/busybox" --list); do [ "$a" = busybox ] || ln -sf busybox "$RFS/bin/$a"; done
-printf 'root:x:0:0:root:/root:/bin/sh\n' >"$RFS/etc/passwd"
-printf 'root:x:0:\n' >"$RFS/etc/group"
-printf '127.0.0.1 localhost\n' >"$RFS/etc/hosts"
-printf 'nameserver %s\n' "$UP_IP" >"$RFS/etc/resolv.conf"
-ip netns add "$AGNS"
-ip link add "$AGV" type veth peer name eth0 netns "$AGNS"
-ip addr add "$AG_HOST/30" dev "$AGV"
-ip link set "$AGV" up
-ip -n "$AGNS" addr add "$AG_IP/30" dev eth0
-ip -n "$AGNS" link set lo up
-ip -n "$AGNS" link set eth0 up
-ip -n "$AGNS" route add default via "$AG_HOST"
+busybox_rootfs "$RFS" "$UP_IP"
+veth_ns "$AGNS" "$AGV" "$AG_HOST" "$AG_IP" 30
 OLD_FWD=$(sysctl -n net.ipv4.ip_forward)
 sysctl -qw net.ipv4.ip_forward=1
-for dir in -s -d; do iptables -w -I FORWARD "$dir" 192.0.2.200/30 -m comment --comment "$TAG" -j ACCEPT; done
+for dir in -s -d; do iptables -w -I FORWARD "$dir" 203.0.113.248/30 -m comment --comment "$TAG" -j ACCEPT; done
 "${CTR[@]}" run -d --with-ns "network:/var/run/netns/$AGNS" --rootfs "$RFS" demo-agent /bin/sleep 3600 >/dev/null || fail "ctr run failed"
 echo "    running: $("${CTR[@]}" task ls | grep demo-agent)"
 
