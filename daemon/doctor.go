@@ -124,17 +124,21 @@ func capsCheck() Check {
 }
 
 func lsmCheck() Check {
+	if err := enforce.ProbeLSM(); err == nil {
+		return Check{Name: "lsm layer", OK: true, Info: "lsm_cgroup/socket_create loads: non-inet socket families are refused at socket()"}
+	}
 	lsm, err := os.ReadFile("/sys/kernel/security/lsm")
 	lock, _ := os.ReadFile("/sys/kernel/security/lockdown")
-	info := "lsm_cgroup layer off; the tcx layer drops AF_PACKET/AF_XDP frames on the container's interfaces"
-	if err != nil {
-		info = "securityfs not mounted, BPF LSM state unknown: " + info
-	} else if !strings.Contains(string(lsm), "bpf") {
-		info = "BPF LSM not enabled (no 'bpf' in /sys/kernel/security/lsm): " + info
-	} else if l := string(lock); strings.Contains(l, "[integrity]") || strings.Contains(l, "[confidentiality]") {
-		info = "kernel lockdown forbids LSM programs: " + info
+	why := "the kernel refuses BPF LSM programs"
+	switch {
+	case err != nil:
+		why = "securityfs not mounted, BPF LSM state unknown, and the program does not load"
+	case !strings.Contains(string(lsm), "bpf"):
+		why = "BPF LSM not enabled (no 'bpf' in /sys/kernel/security/lsm; boot with lsm=...,bpf)"
+	case strings.Contains(string(lock), "[integrity]") || strings.Contains(string(lock), "[confidentiality]"):
+		why = "kernel lockdown forbids LSM programs"
 	}
-	return Check{Name: "lsm layer", OK: true, Warn: true, Info: info}
+	return Check{Name: "lsm layer", OK: true, Warn: true, Info: why + ": lsm_cgroup layer off; the tcx layer drops AF_PACKET/AF_XDP frames on the container's interfaces"}
 }
 
 func dialCheck(name, network, addr string) Check {

@@ -20,6 +20,9 @@ func FormatList(w io.Writer, list []AttachmentInfo, now time.Time) error {
 		if len(a.Layers.TCXPeers) > 0 {
 			layers += "+peer"
 		}
+		if a.Layers.LSM {
+			layers += "+lsm"
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s ago\t%d\t%d\t%d\t%d\t%d\t%s\n",
 			a.Container.Name, a.Container.Runtime, dash(a.Container.Namespace), a.Cgroup,
 			now.Sub(a.AttachedAt).Truncate(time.Second), a.Counters.Redirected, a.Counters.DNS,

@@ -62,6 +62,10 @@ type Enforcer struct {
 	ck   *ebpf.Map
 	tp   *ebpf.Map
 	st   *ebpf.Map
+	// lsm is the optional lsm_cgroup/socket_create program, shared by every
+	// attachment; nil with lsmErr set where the kernel refuses it.
+	lsm    *ebpf.Program
+	lsmErr error
 }
 
 // bpffs refuses file names that contain a dot.
@@ -91,8 +95,33 @@ func New(root string) (*Enforcer, error) {
 		return nil, fmt.Errorf("open pinned maps (an incompatible older layout must be removed from %s): %w", filepath.Join(root, "maps"), err)
 	}
 	e.ck, e.tp, e.st = maps.ClawdCkV1, maps.ClawdTpV1, maps.ClawdStV1
+	e.lsm, e.lsmErr = loadLSM()
 	return e, nil
 }
+
+// loadLSM loads the optional BPF LSM program. Under kernel lockdown, or
+// without "bpf" among the active LSMs, the kernel refuses it: clawd then
+// relies on the tcx layer alone for non-inet socket families.
+func loadLSM() (*ebpf.Program, error) {
+	var objs bpf.LsmObjects
+	if err := bpf.LoadLsmObjects(&objs, nil); err != nil {
+		return nil, fmt.Errorf("lsm_cgroup/socket_create unavailable: %w", err)
+	}
+	return objs.ClawdSocketCreate, nil
+}
+
+// ProbeLSM tries to load the optional LSM program, for clawd doctor.
+func ProbeLSM() error {
+	p, err := loadLSM()
+	if err != nil {
+		return err
+	}
+	return p.Close()
+}
+
+// LSMAvailable reports whether the lsm_cgroup layer can be used on this
+// host, and why not.
+func (e *Enforcer) LSMAvailable() (bool, error) { return e.lsm != nil, e.lsmErr }
 
 func (e *Enforcer) collOpts() *ebpf.CollectionOptions {
 	return &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: filepath.Join(e.root, "maps")}}
@@ -100,7 +129,11 @@ func (e *Enforcer) collOpts() *ebpf.CollectionOptions {
 
 // Close releases the daemon's handles. Pinned links stay in force.
 func (e *Enforcer) Close() error {
-	return errors.Join(e.ck.Close(), e.tp.Close(), e.st.Close())
+	errs := []error{e.ck.Close(), e.tp.Close(), e.st.Close()}
+	if e.lsm != nil {
+		errs = append(errs, e.lsm.Close())
+	}
+	return errors.Join(errs...)
 }
 
 // Root is the pin root directory.
@@ -134,6 +167,7 @@ var cgroupHooks = []hook{
 }
 
 const (
+	lsmPin          = "lsm_socket_create"
 	tcxEgressPrefix = "tcx-egress-" // + container-side ifindex
 	tcxPeerPrefix   = "tcx-peer-"   // + host-side ifindex
 )
@@ -249,7 +283,21 @@ func (e *Enforcer) Attach(p Params) (l Layers, err error) {
 			return l, err
 		}
 	}
-	l.Notes = append(l.Notes, "lsm_cgroup/socket_create not used: the tcx layer drops AF_PACKET/AF_XDP frames instead")
+	if e.lsm == nil {
+		l.Notes = append(l.Notes, fmt.Sprintf("%v: the tcx layer drops AF_PACKET/AF_XDP frames instead", e.lsmErr))
+		return l, nil
+	}
+	lk, err := link.AttachCgroup(link.CgroupOptions{Path: p.Cgroup, Attach: ebpf.AttachLSMCgroup, Program: e.lsm})
+	if err != nil {
+		// The program loaded, so the kernel supports the hook: a failure
+		// to attach it is a hole, not a missing feature.
+		return l, fmt.Errorf("attach lsm_cgroup/socket_create to %s: %w", p.Cgroup, err)
+	}
+	links = append(links, lk)
+	if err := lk.Pin(filepath.Join(dir, lsmPin)); err != nil {
+		return l, fmt.Errorf("pin %s: %w", lsmPin, err)
+	}
+	l.LSM = true
 	return l, nil
 }
 
@@ -436,6 +484,13 @@ func (e *Enforcer) Adopt(p Params) (Layers, error) {
 			prog = objs.ClawdTcxEgress
 		case strings.HasPrefix(name, tcxPeerPrefix):
 			prog = objs.ClawdTcxIngress
+		case name == lsmPin:
+			if e.lsm == nil {
+				// Leave the old program in place: still enforcing.
+				l.LSM = true
+				continue
+			}
+			prog = e.lsm
 		default:
 			continue
 		}
@@ -457,6 +512,8 @@ func (e *Enforcer) Adopt(p Params) (Layers, error) {
 			l.TCX = append(l.TCX, name)
 		case strings.HasPrefix(name, tcxPeerPrefix):
 			l.TCXPeers = append(l.TCXPeers, name)
+		case name == lsmPin:
+			l.LSM = true
 		default:
 			l.Cgroup = append(l.Cgroup, name)
 		}

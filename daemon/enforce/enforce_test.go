@@ -163,6 +163,11 @@ func TestAttachRedirectsTCPAndRecoversDestination(t *testing.T) {
 	if len(layers.Cgroup) != len(cgroupHooks) {
 		t.Errorf("layers = %+v", layers)
 	}
+	// The LSM layer is used exactly where the kernel accepts the program,
+	// and otherwise the attachment says why it is off.
+	if ok, why := e.LSMAvailable(); layers.LSM != ok || (!ok && (why == nil || !strings.Contains(strings.Join(layers.Notes, " "), "lsm_cgroup"))) {
+		t.Errorf("lsm available=%v (%v), layers %+v", ok, why, layers)
+	}
 	got := make(chan string, 4)
 	serve := func(ln net.Listener) {
 		for {
