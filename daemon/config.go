@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"github.com/clawd-dev/clawd/proxy/dns"
 	"github.com/spf13/viper"
 )
 
@@ -29,6 +31,7 @@ type Config struct {
 	LogLevel          string         `mapstructure:"log-level"`
 	LogFormat         string         `mapstructure:"log-format"` // "json", "console" or "" (json unless on a terminal)
 	DNSUpstreams      []string       `mapstructure:"dns-upstreams"`
+	DNSRefuse         string         `mapstructure:"dns-refuse"`       // "nxdomain" or "refused": the answer for names the policy never allows
 	UpstreamCAFile    string         `mapstructure:"upstream-ca-file"` // extra roots for upstream TLS (tests, private CAs)
 	SecretsFile       string         `mapstructure:"secrets-file"`
 	SecretsKey        string         `mapstructure:"secrets-key"`
@@ -97,6 +100,7 @@ func Flags(fs *pflag.FlagSet) {
 	fs.String("log-level", "info", "log level: debug, info, warn, error")
 	fs.String("log-format", "", "log format: json or console (default json unless stderr is a terminal)")
 	fs.StringSlice("dns-upstreams", nil, "resolvers for agents' DNS (default: the host's /etc/resolv.conf)")
+	fs.String("dns-refuse", "nxdomain", "answer for names the policy can never allow: nxdomain or refused")
 	fs.String("upstream-ca-file", "", "extra CA certificates trusted for upstream TLS")
 	fs.String("secrets-file", "", "encrypted secret store (default STATE-DIR/secrets.json)")
 	fs.String("secrets-key", "", "secret store key file (default STATE-DIR/secrets.key)")
@@ -148,6 +152,9 @@ func (c Config) validate() error {
 			return fmt.Errorf("config: %s must not be empty", name)
 		}
 	}
+	if _, err := c.dnsRcode(); err != nil {
+		return err
+	}
 	if _, err := netip.ParseAddrPort(c.APIListen); err != nil {
 		return fmt.Errorf("config: api-listen %q: %w", c.APIListen, err)
 	}
@@ -160,4 +167,15 @@ func (c Config) validate() error {
 		}
 	}
 	return nil
+}
+
+// dnsRcode maps dns-refuse to the DNS response code clawd answers with.
+func (c Config) dnsRcode() (int, error) {
+	switch strings.ToLower(c.DNSRefuse) {
+	case "", "nxdomain":
+		return dns.RcodeNameError, nil
+	case "refused":
+		return dns.RcodeRefused, nil
+	}
+	return 0, fmt.Errorf("config: dns-refuse %q: want nxdomain or refused", c.DNSRefuse)
 }

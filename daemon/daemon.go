@@ -25,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 
 	"github.com/clawd-dev/clawd/approval"
 	"github.com/clawd-dev/clawd/audit"
@@ -80,6 +81,10 @@ func New(cfg Config, log *zap.Logger) (*Daemon, error) {
 	if os.Geteuid() != 0 {
 		return nil, errors.New("clawd daemon must run as root (it loads eBPF programs and enters network namespaces)")
 	}
+	// Secret values live in this process's memory: no core dumps, and no
+	// ptrace or /proc/PID/mem access by anything but root.
+	unix.Setrlimit(unix.RLIMIT_CORE, &unix.Rlimit{})
+	unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
 	for _, dir := range []string{cfg.StateDir, filepath.Dir(cfg.Socket), filepath.Dir(cfg.AuditLog)} {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return nil, fmt.Errorf("create %s: %w", dir, err)
@@ -114,10 +119,15 @@ func New(cfg Config, log *zap.Logger) (*Daemon, error) {
 	if d.ca, err = ca.LoadOrCreate(filepath.Join(cfg.StateDir, "ca")); err != nil {
 		return nil, fmt.Errorf("ca: %w", err)
 	}
+	rcode, err := cfg.dnsRcode()
+	if err != nil {
+		return nil, err
+	}
 	if d.dns, err = dns.New(dns.Config{
-		Upstreams:  cfg.DNSUpstreams,
-		MayResolve: d.policy.MayResolve,
-		Audit:      d.audit, Log: log.Named("dns"), Registerer: d.reg,
+		Upstreams:   cfg.DNSUpstreams,
+		RefuseRcode: rcode,
+		MayResolve:  d.policy.MayResolve,
+		Audit:       d.audit, Log: log.Named("dns"), Registerer: d.reg,
 	}); err != nil {
 		return nil, fmt.Errorf("dns: %w", err)
 	}

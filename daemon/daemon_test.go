@@ -284,3 +284,16 @@ func TestDoctorOnThisHost(t *testing.T) {
 		t.Errorf("FormatChecks = %d:\n%s", bad, b.String())
 	}
 }
+
+func TestDNSRefuseSetting(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want int
+		ok   bool
+	}{{"", 3, true}, {"nxdomain", 3, true}, {"REFUSED", 5, true}, {"servfail", 0, false}} {
+		got, err := Config{DNSRefuse: tc.in}.dnsRcode()
+		if (err == nil) != tc.ok || got != tc.want {
+			t.Errorf("dns-refuse %q = %d, %v", tc.in, got, err)
+		}
+	}
+}
