@@ -47,8 +47,14 @@ func (cc *conn) serve() {
 			return // the agent closed before sending anything
 		}
 		// Server-speaks-first protocol: decide on the destination alone.
-		cc.serveRaw("tcp")
-		return
+		d, e, url := cc.decideRaw("tcp")
+		if d.Action != policy.Deny || !cc.waitFirstBytes() {
+			cc.act(d, &e, url, e.Host, func() { resetClose(cc.c) })
+			return
+		}
+		// A slow client (a loaded host, a busy agent) whose connection the
+		// destination alone would deny: it sent its first bytes late, so
+		// decide it on what it sent, like any other.
 	}
 	cc.c.SetReadDeadline(time.Now().Add(helloTimeout))
 	res := sniff(cc.br)
@@ -79,6 +85,21 @@ func (cc *conn) decideConn(in policy.Input) policy.Decision {
 // DNS gave this container for the IP: the first name not denied wins, else
 // the IP-only decision stands.
 func (cc *conn) serveRaw(proto string) {
+	d, e, url := cc.decideRaw(proto)
+	cc.act(d, &e, url, e.Host, func() { resetClose(cc.c) })
+}
+
+// waitFirstBytes waits (bounded) for the agent's first bytes after the peek
+// timeout passed; false if none came.
+func (cc *conn) waitFirstBytes() bool {
+	cc.c.SetReadDeadline(time.Now().Add(cc.s.cfg.SlowClientWait))
+	_, err := cc.br.Peek(1)
+	cc.c.SetReadDeadline(time.Time{})
+	return err == nil
+}
+
+// decideRaw is the connection-level decision for raw TCP.
+func (cc *conn) decideRaw(proto string) (policy.Decision, audit.Entry, string) {
 	s := cc.s
 	ip := cc.meta.OrigDst.Addr()
 	in := policy.Input{Container: cc.meta.Container, DstIP: ip, DstPort: cc.meta.OrigDst.Port()}
@@ -103,7 +124,7 @@ func (cc *conn) serveRaw(proto string) {
 	if e.Host != "" {
 		url = proto + "://" + net.JoinHostPort(e.Host, strconv.Itoa(int(cc.meta.OrigDst.Port())))
 	}
-	cc.act(d, &e, url, e.Host, func() { resetClose(cc.c) })
+	return d, e, url
 }
 
 // serveTLS handles a connection that opened with a TLS ClientHello.

@@ -127,6 +127,11 @@ type Config struct {
 	// treating the connection as raw TCP (server-speaks-first protocols
 	// such as SMTP or SSH). Default 1s.
 	PeekTimeout time.Duration
+	// SlowClientWait is how much longer a client that sent nothing within
+	// PeekTimeout may take to send its first bytes, when its destination
+	// alone would be denied (a loaded host must not turn an HTTP request
+	// into a refused raw connection). Default 30s.
+	SlowClientWait time.Duration
 	// MaxHoldBody bounds a request body buffered for approval or for a
 	// policy body condition; bigger bodies get 413. Default 16 MiB.
 	MaxHoldBody int64
@@ -175,6 +180,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.PeekTimeout < 0 || cfg.MaxHoldBody < 0 || cfg.PreviewLimit < 0 {
 		return nil, errors.New("proxy: PeekTimeout, MaxHoldBody and PreviewLimit must not be negative")
+	}
+	if cfg.SlowClientWait <= 0 {
+		cfg.SlowClientWait = 30 * time.Second
 	}
 	if cfg.PeekTimeout == 0 {
 		cfg.PeekTimeout = defaultPeekTimeout
