@@ -31,6 +31,7 @@ type Config struct {
 	LogLevel          string         `mapstructure:"log-level"`
 	LogFormat         string         `mapstructure:"log-format"` // "json", "console" or "" (json unless on a terminal)
 	DNSUpstreams      []string       `mapstructure:"dns-upstreams"`
+	Pprof             bool           `mapstructure:"pprof"`            // Go profiles on the metrics listener
 	DNSRefuse         string         `mapstructure:"dns-refuse"`       // "nxdomain" or "refused": the answer for names the policy never allows
 	UpstreamCAFile    string         `mapstructure:"upstream-ca-file"` // extra roots for upstream TLS (tests, private CAs)
 	SecretsFile       string         `mapstructure:"secrets-file"`
@@ -100,6 +101,7 @@ func Flags(fs *pflag.FlagSet) {
 	fs.String("log-level", "info", "log level: debug, info, warn, error")
 	fs.String("log-format", "", "log format: json or console (default json unless stderr is a terminal)")
 	fs.StringSlice("dns-upstreams", nil, "resolvers for agents' DNS (default: the host's /etc/resolv.conf)")
+	fs.Bool("pprof", false, "serve Go profiles under /debug/pprof/ on the metrics listener")
 	fs.String("dns-refuse", "nxdomain", "answer for names the policy can never allow: nxdomain or refused")
 	fs.String("upstream-ca-file", "", "extra CA certificates trusted for upstream TLS")
 	fs.String("secrets-file", "", "encrypted secret store (default STATE-DIR/secrets.json)")

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -342,7 +343,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 			apiLn.Close()
 			return fmt.Errorf("listen metrics %s: %w", d.cfg.MetricsListen, err)
 		}
-		servers = append(servers, &http.Server{Handler: promhttp.HandlerFor(d.reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 10 * time.Second})
+		servers = append(servers, &http.Server{Handler: d.metricsHandler(), ReadHeaderTimeout: 10 * time.Second})
 		listeners = append(listeners, mln)
 	}
 	for i, s := range servers {
@@ -408,6 +409,21 @@ func (d *Daemon) count() int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return len(d.atts)
+}
+
+// metricsHandler serves /metrics and, with --pprof, Go's profiles under
+// /debug/pprof/ (host-side only: containers can never reach this listener).
+func (d *Daemon) metricsHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(d.reg, promhttp.HandlerOpts{}))
+	if d.cfg.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	return mux
 }
 
 // Reload re-reads the policy and reopens the audit log (SIGHUP).
