@@ -412,9 +412,15 @@ func (s *Server) record(e audit.Entry, d policy.Decision, start time.Time) {
 	}
 	s.m.decisions.WithLabelValues(e.Action, e.Rule).Inc()
 	s.audit.Log(e)
-	// The operator's log names every connection or request too, with the
-	// same facts as the audit line (never header values or bodies).
-	s.log.Info("decision", zap.String("container", e.Container), zap.String("dst", e.Dst),
+	// The operator's log names every connection too, with the same facts as
+	// the audit line (never header values or bodies). Per-request HTTP
+	// decisions are at debug level: the audit log already holds each one,
+	// and a second write per request is a measurable share of the latency.
+	lvl := zap.InfoLevel
+	if e.Proto == "http" || e.Proto == "https" {
+		lvl = zap.DebugLevel
+	}
+	s.log.Log(lvl, "decision", zap.String("container", e.Container), zap.String("dst", e.Dst),
 		zap.String("proto", e.Proto), zap.String("host", e.Host), zap.String("method", e.Method),
 		zap.String("path", e.Path), zap.String("action", e.Action), zap.String("rule", e.Rule),
 		zap.Int("status", e.Status), zap.Int64("bytes_in", e.BytesIn), zap.Int64("bytes_out", e.BytesOut),

@@ -27,6 +27,7 @@ UP_HOST=198.51.100.65 UP_IP=198.51.100.66
 AG_HOST=203.0.113.245 AG_IP=203.0.113.246
 PINS=/sys/fs/bpf/clawd-bench
 API=127.0.0.1:18797
+METRICS=127.0.0.1:18798
 TAG=clawd-bench
 CTR=(ctr --address "$D/containerd.sock" --namespace "$CNS")
 
@@ -294,7 +295,8 @@ namespaces: [$CNS]
 docker-host: unix://$D/no-docker.sock
 pin-root: $PINS
 api-listen: $API
-metrics-listen: ""
+metrics-listen: $METRICS
+pprof: true
 audit-log: $D/audit.log
 log-level: warn
 log-format: json
@@ -336,7 +338,13 @@ done
 RELOAD_MS=$(printf '%s\n' "${RL[@]}" | sort -n | sed -n 2p)
 RULES=$(clawd status -o json 2>/dev/null | sed -n 's/.*"policy_rules": *\([0-9]*\).*/\1/p' | head -1)
 row "clawd HTTP, 10,000-rule policy"
+# A CPU profile of clawd while this row runs (c=1 then c=64): where the
+# added latency goes.
+curl -s -o "$D/http.pprof" "http://$METRICS/debug/pprof/profile?seconds=$((2 * SECS))" &
+PROF_PID=$!
 measure_http "clawd HTTP, 10,000-rule policy" "$HTTP_URL"
+wait "$PROF_PID" || true
+PROFILE=$(go tool pprof -top -nodecount=12 "$BIN" "$D/http.pprof" 2>/dev/null | sed -n '/flat%/,$p' || true)
 
 policy mitm >"$D/policy.new" && mv "$D/policy.new" "$D/policy.yaml"
 clawd policy reload >/dev/null
@@ -437,6 +445,13 @@ $TABLE
 | clawd RSS, ${IDLE_OPEN:-?} idle redirected connections | ${RSS_IDLE} MiB | |
 | clawd RSS, ${HELD} held approvals | ${RSS_HELD} MiB | |
 | policy evaluation (go test -bench) | ${GOB} | |
+
+CPU profile of clawd during the "clawd HTTP, 10,000-rule policy" row
+(\`go tool pprof -top\`, ${SECS}s at c=1 and c=64; the daemon runs with \`pprof: true\`):
+
+\`\`\`
+${PROFILE:-(no profile taken)}
+\`\`\`
 EOF
 )
 echo "$REPORT"
