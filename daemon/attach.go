@@ -370,6 +370,14 @@ func (d *Daemon) handle(ctx context.Context, a *attachment, c net.Conn) {
 	}
 	o, ok := d.enf.OrigDst(a.ls.netns, uint16(ra.Port), fam)
 	if !ok {
+		// Not redirected by clawd's programs: an iptables REDIRECT inside
+		// the container netns (the classic way, kept for comparison
+		// benchmarks) records the destination in conntrack instead.
+		if dst, nat := natOriginalDst(c); nat {
+			o, ok = enforce.Orig{Dst: dst, Cgroup: a.CgroupID}, true
+		}
+	}
+	if !ok {
 		// Someone in the container dialled the listener itself: there is
 		// nothing to forward to.
 		d.log.Debug("connection without original destination", zap.String("container", a.Container.Name), zap.Stringer("from", ra))

@@ -55,6 +55,7 @@ cleanup() {
 	ip link del "$AGV" 2>/dev/null
 	ip netns del "$UPNS" 2>/dev/null
 	ip netns del "$AGNS" 2>/dev/null
+	rm -rf "/etc/netns/$AGNS"
 	for a in "-s 203.0.113.244/30" "-d 203.0.113.244/30"; do
 		# shellcheck disable=SC2086
 		while iptables -w -D FORWARD $a -m comment --comment "$TAG" -j ACCEPT 2>/dev/null; do :; done
@@ -141,7 +142,7 @@ measure_http() { # row url [benchtool http flags]
 	local j c row=$1 url=$2
 	shift 2
 	for c in 1 64 512; do
-		j=$(gen http -url "$url" -c "$c" -d "${SECS}s" "$@")
+		j=$(${GEN:-gen} http -url "$url" -c "$c" -d "${SECS}s" "$@")
 		R[$row|rps$c]=$(jget rps "$j")
 		R[$row|p50_$c]=$(jget p50_us "$j")
 		R[$row|p99_$c]=$(jget p99_us "$j")
@@ -352,7 +353,22 @@ row "clawd intercepted HTTPS"
 measure_http "clawd intercepted HTTPS" "$HTTPS_URL"
 
 row "clawd via iptables REDIRECT (leash-style)"
-R["clawd via iptables REDIRECT (leash-style)|note"]="n/a (clawd learns the original destination only from its eBPF connect/sockops maps; it has no SO_ORIGINAL_DST path an iptables REDIRECT could feed)"
+# The same clawd listener reached the classic way: the generator runs in the
+# container's netns but outside its cgroup (so no eBPF redirect applies) and
+# an iptables nat REDIRECT sends its connects to clawd, which reads the
+# destination from conntrack (SO_ORIGINAL_DST). Same 10,000-rule policy.
+cp "$D/policy-big.yaml" "$D/policy.new" && mv "$D/policy.new" "$D/policy.yaml"
+clawd policy reload >/dev/null
+LPORT=$(ip netns exec "$AGNS" ss -Hltn | awk '$4 ~ /^127\.0\.0\.1:/ {sub(/.*:/, "", $4); print $4; exit}')
+mkdir -p "/etc/netns/$AGNS"
+printf '%s bench.test\n127.0.0.1 localhost\n' "$UP_IP" >"/etc/netns/$AGNS/hosts"
+if [ -n "$LPORT" ] && ip netns exec "$AGNS" iptables -w -t nat -A OUTPUT -p tcp -d "$UP_IP" --dport 8080 -j REDIRECT --to-ports "$LPORT"; then
+	hgen() { ip netns exec "$AGNS" "$D/benchtool" "$@" 2>&1 | tail -n 1 || true; }
+	GEN=hgen measure_http "clawd via iptables REDIRECT (leash-style)" "$HTTP_URL"
+	ip netns exec "$AGNS" iptables -w -t nat -F OUTPUT
+else
+	R["clawd via iptables REDIRECT (leash-style)|note"]="n/a (could not install the REDIRECT rule)"
+fi
 
 # RSS with 10,000 idle redirected connections.
 log "measuring: RSS with 10,000 idle connections"
