@@ -399,6 +399,13 @@ func (d *Daemon) handle(ctx context.Context, a *attachment, c net.Conn) {
 		d.dns.ServeConn(ctx, c, owner.Container)
 		return
 	}
+	if dst.Addr().IsLoopback() {
+		// The container's loopback is never redirected; a loopback
+		// destination here would be dialled on the host's loopback.
+		d.log.Warn("refused a loopback destination", zap.String("container", owner.Container.Name), zap.Stringer("dst", dst))
+		c.Close()
+		return
+	}
 	d.proxy.ServeConn(ctx, c, proxy.ConnMeta{Container: owner.Container, OrigDst: dst})
 }
 
