@@ -497,6 +497,25 @@ var ruleKeys = []string{
 	"intercept", "reason",
 }
 
+// parseList parses each item of the list under key with parse, reporting
+// every bad item with its line.
+func parseList[T any](ps *parser, f map[string]*yaml.Node, key, what string, parse func(string) (T, error)) []T {
+	v, ok := f[key]
+	if !ok {
+		return nil
+	}
+	var out []T
+	for _, it := range ps.list(v, what+": "+key) {
+		x, err := parse(it.Value)
+		if err != nil {
+			ps.errf(it, "%s: %s: %v", what, key, err)
+			continue
+		}
+		out = append(out, x)
+	}
+	return out
+}
+
 func (ps *parser) rule(n *yaml.Node, s *ruleSet, setWhat string) *rule {
 	label := setWhat + ": rule"
 	if name := peekName(n); name != "" {
@@ -529,36 +548,9 @@ func (ps *parser) rule(n *yaml.Node, s *ruleSet, setWhat string) *rule {
 	if v, ok := f["enabled"]; ok {
 		r.enabled, _ = ps.boolean(v, what+": enabled")
 	}
-	if v, ok := f["hosts"]; ok {
-		for _, it := range ps.list(v, what+": hosts") {
-			h, err := parseHostPattern(it.Value)
-			if err != nil {
-				ps.errf(it, "%s: hosts: %v", what, err)
-				continue
-			}
-			r.hosts = append(r.hosts, h)
-		}
-	}
-	if v, ok := f["ports"]; ok {
-		for _, it := range ps.list(v, what+": ports") {
-			pr, err := parsePortRange(it.Value)
-			if err != nil {
-				ps.errf(it, "%s: ports: %v", what, err)
-				continue
-			}
-			r.ports = append(r.ports, pr)
-		}
-	}
-	if v, ok := f["cidrs"]; ok {
-		for _, it := range ps.list(v, what+": cidrs") {
-			pf, err := parseCIDR(it.Value)
-			if err != nil {
-				ps.errf(it, "%s: cidrs: %v", what, err)
-				continue
-			}
-			r.cidrs = append(r.cidrs, pf)
-		}
-	}
+	r.hosts = parseList(ps, f, "hosts", what, parseHostPattern)
+	r.ports = parseList(ps, f, "ports", what, parsePortRange)
+	r.cidrs = parseList(ps, f, "cidrs", what, parseCIDR)
 	if v, ok := f["methods"]; ok {
 		for _, it := range ps.list(v, what+": methods") {
 			m := strings.ToUpper(strings.TrimSpace(it.Value))
