@@ -72,7 +72,7 @@ if [ "${1:-}" = --cleanup ]; then (cleanup); exit 0; fi
 bash scripts/deps.sh
 if [ "$PEERS" = 1 ]; then
 	need=()
-	for p in squid tinyproxy haproxy; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || need+=("$p"); done
+	for p in squid tinyproxy haproxy wrk iperf3; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || need+=("$p"); done
 	if ((${#need[@]})); then
 		log "installing benchmark peers: ${need[*]}"
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null 2>&1 || log "could not install ${need[*]}"
@@ -96,6 +96,9 @@ openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=bench.test \
 	-keyout "$D/up.key" -out "$D/up.crt" >/dev/null 2>&1
 veth_ns "$UPNS" "$UPV" "$UP_HOST" "$UP_IP" 26
 ip netns exec "$UPNS" "$D/benchtool" serve -cert "$D/up.crt" -key "$D/up.key" >"$D/upstream.log" 2>&1 &
+if command -v iperf3 >/dev/null; then
+	ip netns exec "$UPNS" iperf3 -s -p 5201 -D --logfile "$D/iperf3.log" --pidfile "$D/iperf3.pid"
+fi
 echo $! >"$D/upstream.pid"
 # DNS for bench.test (clawd only lets a host name through to the addresses
 # its own resolver answered for it).
@@ -112,6 +115,34 @@ veth_ns "$AGNS" "$AGV" "$AG_HOST" "$AG_IP" 30
 sysctl -qw net.ipv4.ip_forward=1
 for a in -s -d; do iptables -w -I FORWARD "$a" 203.0.113.244/30 -m comment --comment "$TAG" -j ACCEPT; done
 "${CTR[@]}" run -d --with-ns "network:/var/run/netns/$AGNS" --rootfs "$RFS" bench /bin/sleep 86400 >/dev/null
+
+# Standard tools (wrk, iperf3, from Debian) run inside the agent container:
+# in its netns and joined to its cgroup, so clawd's programs apply to them as
+# to the container's own processes. /etc/netns/AGNS/hosts names bench.test
+# (no DNS query leaves for the direct rows).
+AG_PID=$("${CTR[@]}" task ls | awk '$1 == "bench" {print $2}')
+AG_CG=$(findmnt -t cgroup2 -n -o TARGET | head -1)$(awk -F: '$1 == "0" {print $3}' "/proc/$AG_PID/cgroup")
+mkdir -p "/etc/netns/$AGNS"
+printf '%s bench.test\n127.0.0.1 localhost\n' "$UP_IP" >"/etc/netns/$AGNS/hosts"
+declare -A T
+TOOL_ROWS=()
+# (Join the cgroup first: ip netns exec remounts /sys without cgroupfs.)
+incg() { sh -c 'echo $$ >"$0/cgroup.procs" && exec ip netns exec "$@"' "$AG_CG" "$AGNS" "$@"; }
+tools() { # tools ROW: wrk (HTTP/1.1, c=64) and iperf3 (bulk) figures for ROW
+	TOOL_ROWS+=("$1")
+	local out
+	if command -v wrk >/dev/null; then
+		out=$(incg wrk -t2 -c64 -d"${SECS}s" --latency "http://bench.test:8080/" 2>&1 || true)
+		printf '%s\n' "$out" >>"$D/tools.log"
+		T[$1|wrk]=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+		T[$1|wrk50]=$(awk '$1 == "50%" {print $2}' <<<"$out")
+	fi
+	if command -v iperf3 >/dev/null; then
+		out=$(incg iperf3 -c "$UP_IP" -p 5201 -t "$SECS" -f m 2>&1 || true)
+		printf '%s\n' "$out" >>"$D/tools.log"
+		T[$1|iperf]=$(awk '/receiver/ {print $(NF-2)}' <<<"$out")
+	fi
+}
 
 EXN=0
 gen() { # gen ARGS...: run benchtool in the container, print its JSON
@@ -160,6 +191,7 @@ measure_tcp direct "$UP_IP:9100" "$UP_IP:9101"
 measure_http direct "$HTTP_URL"
 row "direct HTTPS"
 measure_http "direct HTTPS" "$HTTPS_URL"
+tools direct
 
 # --- peers: explicit forward proxies and SNI passthrough on the host ---
 peer_rows() {
@@ -254,7 +286,7 @@ base_rules() {
 	cat <<EOF
     - name: raw
       cidrs: [198.51.100.64/26]
-      ports: [9100, 9101, 9102]
+      ports: [9100, 9101, 9102, 5201]
       action: allow
     - name: held
       hosts: bench.test
@@ -327,6 +359,7 @@ RSS_IDLE0=$(rss)
 row "clawd TCP/SNI passthrough"
 measure_tcp "clawd TCP/SNI passthrough" "$UP_IP:9100" "$UP_IP:9101"
 measure_http "clawd TCP/SNI passthrough" "$HTTPS_URL"
+tools "clawd (HTTP per request, TCP passthrough)"
 
 policy big >"$D/policy-big.yaml"
 cp "$D/policy-big.yaml" "$D/policy.new" && mv "$D/policy.new" "$D/policy.yaml"
@@ -345,6 +378,7 @@ curl -s -o "$D/http.pprof" "http://$METRICS/debug/pprof/profile?seconds=$((2 * S
 PROF_PID=$!
 measure_http "clawd HTTP, 10,000-rule policy" "$HTTP_URL"
 wait "$PROF_PID" || true
+tools "clawd, 10,000-rule policy"
 PROFILE=$(go tool pprof -top -nodecount=12 "$BIN" "$D/http.pprof" 2>/dev/null | sed -n '/flat%/,$p' || true)
 
 policy mitm >"$D/policy.new" && mv "$D/policy.new" "$D/policy.yaml"
@@ -360,8 +394,6 @@ row "clawd via iptables REDIRECT (leash-style)"
 cp "$D/policy-big.yaml" "$D/policy.new" && mv "$D/policy.new" "$D/policy.yaml"
 clawd policy reload >/dev/null
 LPORT=$(ip netns exec "$AGNS" ss -Hltn | awk '$4 ~ /^127\.0\.0\.1:/ {sub(/.*:/, "", $4); print $4; exit}')
-mkdir -p "/etc/netns/$AGNS"
-printf '%s bench.test\n127.0.0.1 localhost\n' "$UP_IP" >"/etc/netns/$AGNS/hosts"
 if [ -n "$LPORT" ] && ip netns exec "$AGNS" iptables -w -t nat -A OUTPUT -p tcp -d "$UP_IP" --dport 8080 -j REDIRECT --to-ports "$LPORT"; then
 	hgen() { ip netns exec "$AGNS" "$D/benchtool" "$@" 2>&1 | tail -n 1 || true; }
 	GEN=hgen measure_http "clawd via iptables REDIRECT (leash-style)" "$HTTP_URL"
@@ -432,6 +464,13 @@ TABLE=$(
 		echo "| $r | $(fmt "${R[$r|bulk]:-}" "${R[direct|bulk]}") | $(fmt "${R[$r|conns]:-}" "${R[direct|conns]}") | $(fmt "${R[$r|rps1]:-}" "${R[$b|rps1]:-}") | $(fmt "${R[$r|rps64]:-}" "${R[$b|rps64]:-}") | $(fmt "${R[$r|rps512]:-}" "${R[$b|rps512]:-}") | $(lat "$r" "$b" 1) | $(lat "$r" "$b" 64) | $(lat "$r" "$b" 512) |"
 	done
 )
+TOOLS_TABLE=$(
+	echo "| path | wrk req/s c=64 | wrk p50 | iperf3 Mbit/s |"
+	echo "|---|---|---|---|"
+	for r in "${TOOL_ROWS[@]}"; do
+		echo "| $r | $(fmt "${T[$r|wrk]:-}" "${T[direct|wrk]:-}") | ${T[$r|wrk50]:--} | $(fmt "${T[$r|iperf]:-}" "${T[direct|iperf]:-}") |"
+	done
+)
 PASS_RATIO=$(awk -v v="${R[clawd TCP/SNI passthrough|bulk]:-0}" -v b="${R[direct|bulk]:-1}" 'BEGIN {printf "%.0f", 100*v/b}')
 ADDED_P50=$((${R[clawd HTTP, 10,000-rule policy|p50_1]:-0} - ${R[direct|p50_1]:-0}))
 MACHINE="$(nproc) CPUs, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1), kernel $(uname -r), $(. /etc/os-release; echo "$PRETTY_NAME")"
@@ -461,6 +500,13 @@ $TABLE
 | clawd RSS, ${IDLE_OPEN:-?} idle redirected connections | ${RSS_IDLE} MiB | |
 | clawd RSS, ${HELD} held approvals | ${RSS_HELD} MiB | |
 | policy evaluation (go test -bench) | ${GOB} | |
+
+Standard tools from Debian, run inside the same attached container (its
+netns and cgroup): wrk (HTTP/1.1 keep-alive, 64 connections) and iperf3
+(bulk TCP, passed through once allowed). h2load is not run: the HTTP/2 rows
+above use benchtool.
+
+$TOOLS_TABLE
 
 CPU profile of clawd during the "clawd HTTP, 10,000-rule policy" row
 (\`go tool pprof -top\`, ${SECS}s at c=1 and c=64; the daemon runs with \`pprof: true\`):
