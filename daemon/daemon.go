@@ -32,6 +32,7 @@ import (
 	"github.com/clawd-dev/clawd/audit"
 	"github.com/clawd-dev/clawd/daemon/enforce"
 	"github.com/clawd-dev/clawd/daemon/runtime"
+	"github.com/clawd-dev/clawd/internal/atomicfile"
 	"github.com/clawd-dev/clawd/policy"
 	"github.com/clawd-dev/clawd/proxy"
 	"github.com/clawd-dev/clawd/proxy/ca"
@@ -298,7 +299,7 @@ func loadOrCreateToken(path string) (string, error) {
 		return "", err
 	}
 	t := hex.EncodeToString(buf)
-	if err := writeFileAtomic(path, []byte(t+"\n"), 0o600); err != nil {
+	if err := atomicfile.WriteFile(path, []byte(t+"\n"), 0o600); err != nil {
 		return "", err
 	}
 	return t, nil

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/clawd-dev/clawd/daemon/enforce"
+	"github.com/clawd-dev/clawd/internal/atomicfile"
 	"github.com/clawd-dev/clawd/policy"
 )
 
@@ -46,7 +47,7 @@ func (s *stateStore) Save(r Record) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(s.path(r.ID), b, 0o600)
+	return atomicfile.WriteFile(s.path(r.ID), b, 0o600)
 }
 
 func (s *stateStore) Remove(id string) error {
@@ -83,41 +84,6 @@ func (s *stateStore) Load() ([]Record, []error) {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out, errs
-}
-
-// writeFileAtomic replaces path with data so that a crash leaves either the
-// old or the new content, never a torn file.
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("sync %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("replace %s: %w", path, err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
-	return nil
 }
 
 // procStartTime reads field 22 of /proc/PID/stat (start time in clock ticks).

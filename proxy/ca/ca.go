@@ -24,6 +24,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/clawd-dev/clawd/internal/atomicfile"
 )
 
 const (
@@ -157,10 +159,10 @@ func create(dir, certPath, keyPath string) (*CA, error) {
 	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 	// The key goes first: a crash in between leaves only a key, which
 	// LoadOrCreate reports instead of overwriting.
-	if err := writeFileAtomic(keyPath, keyPEM, 0o600); err != nil {
+	if err := atomicfile.WriteFile(keyPath, keyPEM, 0o600); err != nil {
 		return nil, fmt.Errorf("create CA: %w", err)
 	}
-	if err := writeFileAtomic(certPath, certPEM, 0o644); err != nil {
+	if err := atomicfile.WriteFile(certPath, certPEM, 0o644); err != nil {
 		return nil, fmt.Errorf("create CA: %w", err)
 	}
 	cert, err := x509.ParseCertificate(der)
@@ -168,30 +170,6 @@ func create(dir, certPath, keyPath string) (*CA, error) {
 		return nil, fmt.Errorf("create CA: %w", err)
 	}
 	return newCA(cert, certPEM, key)
-}
-
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }
 
 func newCA(cert *x509.Certificate, certPEM []byte, key crypto.Signer) (*CA, error) {
