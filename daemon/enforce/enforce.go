@@ -320,19 +320,13 @@ func (e *Enforcer) attachTCX(p Params, dir string, objs *bpf.ClawdObjects) (tcxR
 	}
 	var peers []peer
 	err := nsenter.Do(p.Netns, func() error {
-		ls, err := netlink.LinkList()
+		ls, err := linksWithoutPin(dir)
 		if err != nil {
-			return fmt.Errorf("list container interfaces: %w", err)
+			return err
 		}
 		for _, lnk := range ls {
 			a := lnk.Attrs()
-			if a.Flags&net.FlagLoopback != 0 {
-				continue
-			}
-			pin := filepath.Join(dir, fmt.Sprintf("%s%d", tcxEgressPrefix, a.Index))
-			if _, err := os.Stat(pin); err == nil {
-				continue // already covered (RefreshTCX)
-			}
+			pin := egressPin(dir, a.Index)
 			lk, err := link.AttachTCX(link.TCXOptions{Interface: a.Index, Program: objs.ClawdTcxEgress, Attach: ebpf.AttachTCXEgress})
 			if err != nil {
 				return fmt.Errorf("attach tcx egress to %s: %w", a.Name, err)
@@ -419,25 +413,40 @@ func (e *Enforcer) RefreshTCX(p Params) ([]string, error) {
 	return append(r.ifaces, r.peers...), err
 }
 
+// egressPin is the pin of the tcx egress link on container interface index.
+func egressPin(dir string, index int) string {
+	return filepath.Join(dir, fmt.Sprintf("%s%d", tcxEgressPrefix, index))
+}
+
+// linksWithoutPin lists the non-loopback interfaces of the current netns
+// (call it inside nsenter.Do) that have no pinned tcx egress program yet.
+func linksWithoutPin(dir string) ([]netlink.Link, error) {
+	ls, err := netlink.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("list container interfaces: %w", err)
+	}
+	var out []netlink.Link
+	for _, lnk := range ls {
+		a := lnk.Attrs()
+		if a.Flags&net.FlagLoopback != 0 {
+			continue
+		}
+		if _, err := os.Stat(egressPin(dir, a.Index)); err == nil {
+			continue // already covered
+		}
+		out = append(out, lnk)
+	}
+	return out, nil
+}
+
 // uncovered reports whether a non-loopback interface of the netns lacks its
 // pinned tcx egress program.
 func uncovered(netns, dir string) (bool, error) {
 	missing := false
 	err := nsenter.Do(netns, func() error {
-		ls, err := netlink.LinkList()
-		if err != nil {
-			return fmt.Errorf("list container interfaces: %w", err)
-		}
-		for _, lnk := range ls {
-			a := lnk.Attrs()
-			if a.Flags&net.FlagLoopback != 0 {
-				continue
-			}
-			if _, err := os.Stat(filepath.Join(dir, fmt.Sprintf("%s%d", tcxEgressPrefix, a.Index))); err != nil {
-				missing = true
-			}
-		}
-		return nil
+		ls, err := linksWithoutPin(dir)
+		missing = len(ls) > 0
+		return err
 	})
 	return missing, err
 }
