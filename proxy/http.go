@@ -27,6 +27,19 @@ import (
 
 var discardLog = log.New(io.Discard, "", 0)
 
+// flushInterval bounds how long a slowly arriving response body with a known
+// length may sit in the agent connection's write buffer.
+const flushInterval = 10 * time.Millisecond
+
+// copyBuffers recycles ReverseProxy's 32 KiB copy buffers: one allocation per
+// request otherwise, and the garbage collector's largest cost under load.
+var copyBuffers = &bufferPool{sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
+
+type bufferPool struct{ p sync.Pool }
+
+func (b *bufferPool) Get() []byte  { return *b.p.Get().(*[]byte) }
+func (b *bufferPool) Put(p []byte) { b.p.Put(&p) }
+
 // handler decides and forwards the HTTP requests of one agent connection
 // (plain HTTP/1.x, or HTTP inside intercepted TLS).
 type handler struct {
@@ -77,8 +90,13 @@ func newHandler(cc *conn, scheme, sni string) *handler {
 			}
 			pr.Out.Host = pr.In.Host
 		},
-		Transport:      tr,
-		FlushInterval:  -1, // stream: SSE and chunked responses are not buffered
+		Transport: tr,
+		// Responses of unknown length and event streams are flushed at once
+		// by ReverseProxy itself; a response with a Content-Length goes out
+		// in one write when it is complete (or every flushInterval while it
+		// trickles), instead of one write for the header and one per chunk.
+		FlushInterval:  flushInterval,
+		BufferPool:     copyBuffers,
 		ErrorLog:       discardLog,
 		ModifyResponse: h.modifyResponse,
 		ErrorHandler:   h.upstreamError,

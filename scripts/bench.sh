@@ -10,10 +10,14 @@
 #   BENCH_SECS=3        seconds per HTTP / connection-rate measurement
 #   BENCH_BULK=1073741824  bytes of the bulk transfer
 #   BENCH_PEERS=1       also install and measure squid, tinyproxy, haproxy
+#   BENCH_DAEMON_ENV=   environment for the daemon (e.g. GOMAXPROCS=1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH=/usr/local/go/bin:/usr/local/sbin:/usr/sbin:/sbin:$PATH
 [ "$(id -u)" = 0 ] || { echo "bench.sh: run as root" >&2; exit 1; }
+# One benchmark at a time: runs share fixed addresses, names and the CPUs.
+exec 9>/tmp/clawd-bench.lock
+flock 9
 
 SECS=${BENCH_SECS:-3}
 BULK=${BENCH_BULK:-1073741824}
@@ -339,7 +343,7 @@ approval:
   max-pending: 2000
   max-pending-per-container: 2000
 EOF
-(ulimit -n "$(ulimit -Hn)" 2>/dev/null || true; exec "$BIN" daemon --config "$D/clawd.yaml" >"$D/clawd.log" 2>&1) &
+(ulimit -n "$(ulimit -Hn)" 2>/dev/null || true; exec env ${BENCH_DAEMON_ENV:-} "$BIN" daemon --config "$D/clawd.yaml" >"$D/clawd.log" 2>&1) &
 echo $! >"$D/clawd.pid"
 for _ in $(seq 100); do clawd status >/dev/null 2>&1 && break; sleep 0.2; done
 CLAWD_PID=$(cat "$D/clawd.pid")
@@ -379,6 +383,7 @@ PROF_PID=$!
 measure_http "clawd HTTP, 10,000-rule policy" "$HTTP_URL"
 wait "$PROF_PID" || true
 tools "clawd, 10,000-rule policy"
+cp "$D/http.pprof" /tmp/clawd-bench-http.pprof 2>/dev/null || true
 PROFILE=$(go tool pprof -top -nodecount=12 "$BIN" "$D/http.pprof" 2>/dev/null | sed -n '/flat%/,$p' || true)
 
 policy mitm >"$D/policy.new" && mv "$D/policy.new" "$D/policy.yaml"
