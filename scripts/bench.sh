@@ -3,13 +3,17 @@
 # generator scripts/bench/benchtool (static Go), starts a private containerd,
 # an upstream netns (198.51.100.64/26) running benchtool serve, and a busybox
 # container (203.0.113.244/30) running the generator; measures every row in the
-# same run with the same tool, prints a table with ratios to the direct path
-# and writes it to docs/benchmarks.md (BENCH_OUT to change). Goals are
-# reported, never asserted. Cleans up after itself, re-runnable.
+# same run with the same tool, and again with the standard tools from Debian
+# (wrk, h2load, iperf3) inside the same container; each figure is the median
+# of BENCH_REPS runs. Prints the tables with ratios to the direct path and
+# writes them to docs/benchmarks.md (BENCH_OUT to change). Goals are reported,
+# never asserted. Cleans up after itself, re-runnable.
 #
-#   BENCH_SECS=3        seconds per HTTP / connection-rate measurement
+#   BENCH_SECS=3        seconds per HTTP / connection-rate / tool measurement
 #   BENCH_BULK=1073741824  bytes of the bulk transfer
-#   BENCH_PEERS=1       also install and measure squid, tinyproxy, haproxy
+#   BENCH_REPS=3        runs per figure; the median is reported
+#   BENCH_PEERS=1       also install and measure squid, tinyproxy, haproxy and
+#                       the standard tools (wrk, h2load, iperf3)
 #   BENCH_DAEMON_ENV=   environment for the daemon (e.g. GOMAXPROCS=1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +25,8 @@ flock 9
 
 SECS=${BENCH_SECS:-3}
 BULK=${BENCH_BULK:-1073741824}
+REPS=${BENCH_REPS:-3}
+[[ $REPS =~ ^[1-9][0-9]*$ ]] || { echo "bench.sh: BENCH_REPS must be a positive integer" >&2; exit 1; }
 PEERS=${BENCH_PEERS:-1}
 OUT=${BENCH_OUT:-docs/benchmarks.md}
 D=/tmp/clawd-bench
@@ -76,7 +82,7 @@ if [ "${1:-}" = --cleanup ]; then (cleanup); exit 0; fi
 bash scripts/deps.sh
 if [ "$PEERS" = 1 ]; then
 	need=()
-	for p in squid tinyproxy haproxy wrk iperf3; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || need+=("$p"); done
+	for p in squid tinyproxy haproxy wrk nghttp2-client iperf3; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || need+=("$p"); done
 	if ((${#need[@]})); then
 		log "installing benchmark peers: ${need[*]}"
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null 2>&1 || log "could not install ${need[*]}"
@@ -120,38 +126,28 @@ sysctl -qw net.ipv4.ip_forward=1
 for a in -s -d; do iptables -w -I FORWARD "$a" 203.0.113.244/30 -m comment --comment "$TAG" -j ACCEPT; done
 "${CTR[@]}" run -d --with-ns "network:/var/run/netns/$AGNS" --rootfs "$RFS" bench /bin/sleep 86400 >/dev/null
 
-# Standard tools (wrk, iperf3, from Debian) run inside the agent container:
-# in its netns and joined to its cgroup, so clawd's programs apply to them as
-# to the container's own processes. /etc/netns/AGNS/hosts names bench.test
-# (no DNS query leaves for the direct rows).
+# Standard tools from Debian (wrk, h2load, iperf3) run inside the agent
+# container: in its netns and joined to its cgroup, so clawd's programs apply
+# to them as to the container's own processes. /etc/netns/AGNS/hosts names
+# bench.test (no DNS query leaves for the direct rows).
 AG_PID=$("${CTR[@]}" task ls | awk '$1 == "bench" {print $2}')
 AG_CG=$(findmnt -t cgroup2 -n -o TARGET | head -1)$(awk -F: '$1 == "0" {print $3}' "/proc/$AG_PID/cgroup")
 mkdir -p "/etc/netns/$AGNS"
 printf '%s bench.test\n127.0.0.1 localhost\n' "$UP_IP" >"/etc/netns/$AGNS/hosts"
-declare -A T
-TOOL_ROWS=()
 # (Join the cgroup first: ip netns exec remounts /sys without cgroupfs.)
 incg() { sh -c 'echo $$ >"$0/cgroup.procs" && exec ip netns exec "$@"' "$AG_CG" "$AGNS" "$@"; }
-tools() { # tools ROW: wrk (HTTP/1.1, c=64) and iperf3 (bulk) figures for ROW
-	TOOL_ROWS+=("$1")
-	local out
-	if command -v wrk >/dev/null; then
-		out=$(incg wrk -t2 -c64 -d"${SECS}s" --latency "http://bench.test:8080/" 2>&1 || true)
-		printf '%s\n' "$out" >>"$D/tools.log"
-		T[$1|wrk]=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-		T[$1|wrk50]=$(awk '$1 == "50%" {print $2}' <<<"$out")
-	fi
-	if command -v iperf3 >/dev/null; then
-		out=$(incg iperf3 -c "$UP_IP" -p 5201 -t "$SECS" -f m 2>&1 || true)
-		printf '%s\n' "$out" >>"$D/tools.log"
-		T[$1|iperf]=$(awk '/receiver/ {print $(NF-2)}' <<<"$out")
-	fi
-}
+# In the container's netns only (outside its cgroup: no eBPF redirect).
+inns() { ip netns exec "$AGNS" "$@"; }
 
 EXN=0
 gen() { # gen ARGS...: run benchtool in the container, print its JSON
 	EXN=$((EXN + 1))
 	"${CTR[@]}" task exec --exec-id "g$EXN" bench /bin/benchtool "$@" 2>&1 | tail -n 1 || true
+}
+prime_dns() { # the container asks clawd's resolver for bench.test (clawd lets
+	# a name through only to addresses it answered for; the tools read hosts)
+	EXN=$((EXN + 1))
+	"${CTR[@]}" task exec --exec-id "g$EXN" bench nslookup bench.test >/dev/null 2>&1 || true
 }
 wait_port() { # wait_port PORT: until something listens on the host
 	for _ in $(seq 50); do ss -Hltn "sport = :$1" | grep -q . && return 0; sleep 0.1; done
@@ -161,48 +157,154 @@ jget() { sed -n 's/.*"'"$1"'":"\{0,1\}\([^,"}]*\).*/\1/p' <<<"$2"; }
 jerr() { sed -n 's/.*"error":"\(.\{1,100\}\).*/\1/p' <<<"$1" | tr -d '"\\|'; }
 ms_since() { echo $((($(date +%s%N) - $1) / 1000000)); }
 
-# Results: R[row|metric]
-declare -A R
+# Samples: S[row|metric] = "v1 v2 ..." (one per run); failed runs:
+# FAIL[row|metric] = the last error, FAILN[row|metric] = how many. After the
+# runs, R[row|metric] = the median of the samples, or "n/a (error)".
+declare -A S FAIL FAILN R NA PROTO
 ROWS=()
-measure_tcp() { # row addr_bulk addr_conns
-	local j
-	j=$(gen bulk -addr "$2" -bytes "$BULK")
-	R[$1|bulk]=$(jget mbps "$j")
-	[ -n "$(jget error "$j")" ] && R[$1|bulk]="n/a ($(jerr "$j"))"
-	j=$(gen conns -addr "$3" -c 8 -d "${SECS}s")
-	R[$1|conns]=$(jget per_sec "$j")
+add() { # add ROW METRIC VALUE: one sample (an empty value is none)
+	if [ -n "$3" ]; then S[$1|$2]+="$3 "; fi
 	return 0
 }
-measure_http() { # row url [benchtool http flags]
+fail() { # fail ROW METRIC ERROR: a run that gave no figure
+	FAIL[$1|$2]=$(printf '%s' "${3:-no result}" | tr -d '|\n' | cut -c1-100)
+	FAILN[$1|$2]=$((${FAILN[$1|$2]:-0} + 1))
+	log "  $1: $2 failed: ${FAIL[$1|$2]}"
+	return 0
+}
+na() { # na ROW TOOL REASON: TOOL (wrk|h2|iperf) does not apply to ROW
+	NA[$1|$2]=$3
+}
+median() { # median < "v1 v2 ...": the median (mean of the middle two if even)
+	tr ' ' '\n' | grep . | sort -g | awk '{a[NR] = $1} END {if (NR % 2) print a[(NR + 1) / 2]; else if (NR) print (a[NR / 2] + a[NR / 2 + 1]) / 2}'
+}
+measure_tcp() { # row addr_bulk addr_conns: one run of bulk and new conns/s
+	local j
+	j=$(gen bulk -addr "$2" -bytes "$BULK")
+	if [ -n "$(jget error "$j")" ] || [ -z "$(jget mbps "$j")" ]; then
+		fail "$1" bulk "$(jerr "$j")"
+	else
+		add "$1" bulk "$(jget mbps "$j")"
+	fi
+	j=$(gen conns -addr "$3" -c 8 -d "${SECS}s")
+	if [ -z "$(jget per_sec "$j")" ] || [ "$(jget conns "$j")" = 0 ]; then
+		fail "$1" conns "$(jerr "$j")"
+	else
+		add "$1" conns "$(jget per_sec "$j")"
+	fi
+}
+measure_http() { # row url [benchtool http flags]: one run at c=1, 64, 512
 	local j c row=$1 url=$2
 	shift 2
 	for c in 1 64 512; do
 		j=$(${GEN:-gen} http -url "$url" -c "$c" -d "${SECS}s" "$@")
-		R[$row|rps$c]=$(jget rps "$j")
-		R[$row|p50_$c]=$(jget p50_us "$j")
-		R[$row|p99_$c]=$(jget p99_us "$j")
-		if [ "$(jget requests "$j")" = 0 ] || [ -z "$j" ]; then R[$row|rps$c]="n/a ($(jerr "$j"))"; fi
+		if [ -z "$(jget rps "$j")" ] || [ "$(jget requests "$j")" = 0 ]; then
+			fail "$row" "rps$c" "$(jerr "$j")"
+			continue
+		fi
+		add "$row" "rps$c" "$(jget rps "$j")"
+		add "$row" "p50_$c" "$(jget p50_us "$j")"
+		add "$row" "p99_$c" "$(jget p99_us "$j")"
 	done
 }
+toollog() { printf '== %s: %s\n%s\n' "$1" "$2" "$3" >>"$D/tools.log"; }
+wrk_us() { # wrk_us 1.23ms: in µs
+	awk -v t="$1" 'BEGIN {
+		n = t + 0; u = t; sub(/^[0-9.]+/, "", u)
+		m = u == "ms" ? 1e3 : u == "s" ? 1e6 : u == "m" ? 6e7 : u == "h" ? 3.6e9 : 1
+		if (t != "") printf "%.0f", n * m
+	}'
+}
+wrk_run() { # wrk_run ROW C RUN URL [wrk args]: one wrk run (HTTP/1.1 keep-alive, C conns)
+	local row=$1 c=$2 run=$3 url=$4 out rps bad
+	shift 4
+	if ! command -v wrk >/dev/null; then na "$row" wrk "wrk not installed"; return 0; fi
+	out=$($run wrk -t"$((c > 1 ? 2 : 1))" -c"$c" -d"${SECS}s" --latency "$@" "$url" 2>&1 || true)
+	toollog "$row" "wrk c=$c" "$out"
+	rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
+	bad=$(awk '/Non-2xx or 3xx responses:/ {print $NF}' <<<"$out")
+	if [ -z "$rps" ] || [ "${rps%.*}" = 0 ] || [ -n "$bad" ]; then
+		fail "$row" "wrk$c" "$(if [ -n "$bad" ]; then echo "$bad non-2xx responses"; else tail -n 1 <<<"$out"; fi)"
+		return 0
+	fi
+	add "$row" "wrk$c" "$rps"
+	add "$row" "wrkp50_$c" "$(wrk_us "$(awk '$1 == "50%" {print $2}' <<<"$out")")"
+}
+h2_run() { # h2_run ROW URL [h2load args]: one h2load run (HTTP/2 over TLS, 64 clients, 1 stream each)
+	local row=$1 url=$2 out rps ok proto
+	shift 2
+	if ! command -v h2load >/dev/null; then na "$row" h2 "h2load not installed"; return 0; fi
+	rm -f "$D/h2.log"
+	out=$(incg h2load -t2 -c64 -m1 --warm-up-time=1s -D "$SECS" --log-file="$D/h2.log" "$@" "$url" 2>&1 || true)
+	toollog "$row" h2load "$out"
+	rps=$(sed -n 's/^finished in [^,]*, \([0-9.]*\) req\/s.*/\1/p' <<<"$out")
+	ok=$(sed -n 's/^requests: .* \([0-9]*\) succeeded.*/\1/p' <<<"$out")
+	proto=$(awk '/^Application protocol:/ {print $3}' <<<"$out")
+	if [ -z "$rps" ] || [ "${ok:-0}" = 0 ]; then
+		fail "$row" h2 "$(grep -v '^[[:space:]]*$' <<<"$out" | tail -n 1)"
+		return 0
+	fi
+	if [ -n "$proto" ] && [ "$proto" != h2 ]; then PROTO[$row]=$proto; fi
+	add "$row" h2 "$rps"
+	# The per-request log: start, status (-1: failed), µs to the response's end.
+	add "$row" h2p50 "$(awk '$2 != -1 {print $3}' "$D/h2.log" 2>/dev/null | median)"
+}
+iperf_run() { # iperf_run ROW RUN HOST: one iperf3 run (bulk TCP, 1 stream, upload)
+	local row=$1 run=$2 host=$3 out v
+	if ! command -v iperf3 >/dev/null; then na "$row" iperf "iperf3 not installed"; return 0; fi
+	out=$($run iperf3 -c "$host" -p 5201 -t "$SECS" -f m 2>&1 || true)
+	toollog "$row" iperf3 "$out"
+	v=$(awk '/receiver$/ {print $(NF-2)}' <<<"$out")
+	if [ -z "$v" ]; then fail "$row" iperf "$(tail -n 1 <<<"$out")"; else add "$row" iperf "$v"; fi
+}
 row() { ROWS+=("$1"); log "measuring: $1"; }
+run_log() { [ "$REPS" = 1 ] || log "  run $2/$REPS"; }
 
 HTTP_URL=http://bench.test:8080/
 HTTPS_URL=https://bench.test:8443/
 
 # --- direct (no clawd) ---
 row direct
-measure_tcp direct "$UP_IP:9100" "$UP_IP:9101"
-measure_http direct "$HTTP_URL"
+for i in $(seq "$REPS"); do
+	run_log direct "$i"
+	measure_tcp direct "$UP_IP:9100" "$UP_IP:9101"
+	measure_http direct "$HTTP_URL"
+	wrk_run direct 1 incg "$HTTP_URL"
+	wrk_run direct 64 incg "$HTTP_URL"
+	iperf_run direct incg "$UP_IP"
+done
+na direct h2 "HTTP/2 is over TLS: see direct HTTPS"
 row "direct HTTPS"
-measure_http "direct HTTPS" "$HTTPS_URL"
-tools direct
+for i in $(seq "$REPS"); do
+	run_log "direct HTTPS" "$i"
+	measure_http "direct HTTPS" "$HTTPS_URL"
+	h2_run "direct HTTPS" "$HTTPS_URL"
+done
+na "direct HTTPS" wrk "HTTPS rows: h2load"
+na "direct HTTPS" iperf "bulk TCP: see direct"
 
 # --- peers: explicit forward proxies and SNI passthrough on the host ---
+# wrk has no proxy option: a script sends absolute-form request targets
+# (GET http://198.51.100.66:8080/ HTTP/1.1) to the proxy's address.
+printf 'wrk.path = "http://%s:8080/"\nwrk.headers["Host"] = "%s:8080"\n' "$UP_IP" "$UP_IP" >"$D/proxy.lua"
+proxy_row() { # proxy_row ROW PROXY_URL: an explicit forward proxy
+	local i r=$1
+	for i in $(seq "$REPS"); do
+		run_log "$r" "$i"
+		# Explicit proxies resolve names themselves: by address.
+		measure_http "$r" "http://$UP_IP:8080/" -proxy "$2"
+		wrk_run "$r" 1 incg "$2/" -s "$D/proxy.lua"
+		wrk_run "$r" 64 incg "$2/" -s "$D/proxy.lua"
+	done
+	na "$r" h2 "h2load has no forward-proxy mode"
+	na "$r" iperf "an HTTP proxy: no raw TCP"
+}
 peer_rows() {
-	local ip=$AG_HOST
-	row "squid (forward proxy)"
+	local ip=$AG_HOST r
+	r="squid (forward proxy)"
+	row "$r"
 	if command -v squid >/dev/null; then
-		cat >"$D/squid.conf" <<EOF
+		cat >"$D/squid.conf" <<EOT
 http_port $ip:3128
 acl bench dst $UP_IP
 http_access allow bench
@@ -214,37 +316,40 @@ pid_filename none
 coredump_dir /tmp
 max_filedescriptors 65536
 workers 1
-EOF
+EOT
 		squid -f "$D/squid.conf" -N >"$D/squid.out" 2>&1 &
 		echo $! >"$D/squid.pid"
 		wait_port 3128 || sleep 2
-		# Explicit proxies resolve names themselves: by address.
-		measure_http "squid (forward proxy)" "http://$UP_IP:8080/" -proxy "http://$ip:3128"
+		proxy_row "$r" "http://$ip:3128"
 		kill "$(cat "$D/squid.pid")" 2>/dev/null; rm -f "$D/squid.pid"
 	else
-		R["squid (forward proxy)|note"]="n/a (squid not installed)"
+		R[$r|note]="n/a (squid not installed)"
 	fi
-	row "tinyproxy (forward proxy)"
+	r="tinyproxy (forward proxy)"
+	row "$r"
 	if command -v tinyproxy >/dev/null; then
-		cat >"$D/tinyproxy.conf" <<EOF
+		cat >"$D/tinyproxy.conf" <<EOT
 Port 8888
 Listen $ip
 Timeout 60
 MaxClients 1024
 Allow 203.0.113.244/30
 LogLevel Critical
-EOF
+EOT
 		tinyproxy -d -c "$D/tinyproxy.conf" >"$D/tinyproxy.out" 2>&1 &
 		echo $! >"$D/tinyproxy.pid"
 		wait_port 8888 || sleep 1
-		measure_http "tinyproxy (forward proxy)" "http://$UP_IP:8080/" -proxy "http://$ip:8888"
+		proxy_row "$r" "http://$ip:8888"
 		kill "$(cat "$D/tinyproxy.pid")" 2>/dev/null; rm -f "$D/tinyproxy.pid"
 	else
-		R["tinyproxy (forward proxy)|note"]="n/a (tinyproxy not installed)"
+		R[$r|note]="n/a (tinyproxy not installed)"
 	fi
-	row "haproxy (SNI passthrough)"
+	r="haproxy (SNI passthrough)"
+	row "$r"
 	if command -v haproxy >/dev/null; then
-		cat >"$D/haproxy.cfg" <<EOF
+		# Only ClientHellos for bench.test reach the upstream (no default
+		# backend on the TLS frontend); raw frontends for bulk, conns, iperf3.
+		cat >"$D/haproxy.cfg" <<EOT
 global
   maxconn 4000
 defaults
@@ -263,31 +368,51 @@ frontend raw
 frontend rawc
   bind $ip:9201
   default_backend conn
+frontend iperf
+  bind $ip:5201
+  default_backend iperf
 backend up
   server s $UP_IP:8443
 backend bulk
   server s $UP_IP:9100
 backend conn
   server s $UP_IP:9101
-EOF
+backend iperf
+  server s $UP_IP:5201
+EOT
 		haproxy -f "$D/haproxy.cfg" -db >"$D/haproxy.out" 2>&1 &
 		echo $! >"$D/haproxy.pid"
 		if ! wait_port 9443; then
-			R["haproxy (SNI passthrough)|note"]="n/a (haproxy did not start: $(tail -n 1 "$D/haproxy.out" | tr -d '|'))"
+			R[$r|note]="n/a (haproxy did not start: $(tail -n 1 "$D/haproxy.out" | tr -d '|'))"
 			return 0
 		fi
-		measure_tcp "haproxy (SNI passthrough)" "$ip:9200" "$ip:9201"
-		measure_http "haproxy (SNI passthrough)" "$HTTPS_URL" -connect "$ip:9443"
+		# h2load dials haproxy (--connect-to) with SNI and :authority
+		# bench.test; check that another name is refused (routing by SNI).
+		if command -v h2load >/dev/null; then
+			local o
+			o=$(incg h2load -n 1 -c 1 --connect-to="$ip:9443" https://other.test:8443/ 2>&1 || true)
+			toollog "$r" "h2load SNI other.test (must fail)" "$o"
+			if grep -q '1 succeeded' <<<"$o"; then HAPROXY_SNI="NOT verified: a ClientHello for other.test got through"; else HAPROXY_SNI="verified: a ClientHello for other.test is refused"; fi
+		fi
+		for i in $(seq "$REPS"); do
+			run_log "$r" "$i"
+			measure_tcp "$r" "$ip:9200" "$ip:9201"
+			measure_http "$r" "$HTTPS_URL" -connect "$ip:9443"
+			h2_run "$r" "$HTTPS_URL" --connect-to="$ip:9443"
+			iperf_run "$r" incg "$ip"
+		done
+		na "$r" wrk "TLS passthrough only: h2load"
 		kill "$(cat "$D/haproxy.pid")" 2>/dev/null; rm -f "$D/haproxy.pid"
 	else
-		R["haproxy (SNI passthrough)|note"]="n/a (haproxy not installed)"
+		R[$r|note]="n/a (haproxy not installed)"
 	fi
 }
+HAPROXY_SNI=
 [ "$PEERS" = 1 ] && peer_rows
 
 # --- clawd ---
 base_rules() {
-	cat <<EOF
+	cat <<EOT
     - name: raw
       cidrs: [198.51.100.64/26]
       ports: [9100, 9101, 9102, 5201]
@@ -302,7 +427,7 @@ base_rules() {
       hosts: bench.test
       ports: 8080
       action: allow
-EOF
+EOT
 }
 policy() { # policy KIND > file: pass | big | mitm
 	echo "version: 1"
@@ -323,7 +448,7 @@ policy() { # policy KIND > file: pass | big | mitm
 }
 policy pass >"$D/policy.yaml"
 mkdir -p "$D/state"
-cat >"$D/clawd.yaml" <<EOF
+cat >"$D/clawd.base.yaml" <<EOT
 socket: $D/clawd.sock
 state-dir: $D/state
 policy: $D/policy.yaml
@@ -342,11 +467,37 @@ upstream-ca-file: $D/up.crt
 approval:
   max-pending: 2000
   max-pending-per-container: 2000
-EOF
-(ulimit -n "$(ulimit -Hn)" 2>/dev/null || true; exec env ${BENCH_DAEMON_ENV:-} "$BIN" daemon --config "$D/clawd.yaml" >"$D/clawd.log" 2>&1) &
-echo $! >"$D/clawd.pid"
-for _ in $(seq 100); do clawd status >/dev/null 2>&1 && break; sleep 0.2; done
-CLAWD_PID=$(cat "$D/clawd.pid")
+EOT
+cp "$D/clawd.base.yaml" "$D/clawd.yaml"
+start_clawd() { # the daemon with $D/clawd.yaml, until it answers
+	# shellcheck disable=SC2086 # BENCH_DAEMON_ENV is a list of VAR=value
+	(ulimit -n "$(ulimit -Hn)" 2>/dev/null || true; exec env ${BENCH_DAEMON_ENV:-} "$BIN" daemon --config "$D/clawd.yaml" >>"$D/clawd.log" 2>&1) &
+	CLAWD_PID=$!
+	echo "$CLAWD_PID" >"$D/clawd.pid"
+	for _ in $(seq 100); do clawd status >/dev/null 2>&1 && return 0; sleep 0.2; done
+	log "clawd did not answer (log: $D/clawd.log)"
+	return 1
+}
+restart_clawd() { # restart_clawd [CLAWD_YAML_LINE]: SIGTERM, wait for the exit, start
+	# again with the base clawd.yaml (plus the line); the container is re-adopted
+	local n
+	log "restarting clawd${1:+ with \"$1\"}"
+	kill -TERM "$CLAWD_PID" 2>/dev/null || true
+	for _ in $(seq 150); do kill -0 "$CLAWD_PID" 2>/dev/null || break; sleep 0.1; done
+	kill -KILL "$CLAWD_PID" 2>/dev/null && log "clawd did not exit on SIGTERM in 15s: killed"
+	wait "$CLAWD_PID" 2>/dev/null || true
+	cp "$D/clawd.base.yaml" "$D/clawd.yaml"
+	if [ -n "${1:-}" ]; then printf '%s\n' "$1" >>"$D/clawd.yaml"; fi
+	start_clawd || return 1
+	for _ in $(seq 50); do
+		n=$(clawd status 2>/dev/null | awk '$1 == "attachments:" {print $2}')
+		[ "${n:-0}" -ge 1 ] && clawd ls 2>/dev/null | grep -q bench && return 0
+		sleep 0.2
+	done
+	log "clawd restarted but the container is not attached again: $(clawd status 2>&1 | grep attachments)"
+	return 1
+}
+start_clawd || exit 1
 rss() { awk '/VmRSS/ {printf "%.0f", $2/1024}' "/proc/$CLAWD_PID/status"; }
 
 # Attach time: median of 5 attach calls (CLI round trip included).
@@ -360,10 +511,37 @@ done
 ATTACH_MS=$(printf '%s\n' "${ATT[@]}" | sort -n | sed -n 3p)
 RSS_IDLE0=$(rss)
 
-row "clawd TCP/SNI passthrough"
-measure_tcp "clawd TCP/SNI passthrough" "$UP_IP:9100" "$UP_IP:9101"
-measure_http "clawd TCP/SNI passthrough" "$HTTPS_URL"
-tools "clawd (HTTP per request, TCP passthrough)"
+pass_row() { # pass_row ROW: TCP and TLS passed through by clawd
+	local i r=$1
+	prime_dns
+	for i in $(seq "$REPS"); do
+		run_log "$r" "$i"
+		measure_tcp "$r" "$UP_IP:9100" "$UP_IP:9101"
+		measure_http "$r" "$HTTPS_URL"
+		h2_run "$r" "$HTTPS_URL"
+		iperf_run "$r" incg "$UP_IP"
+	done
+	na "$r" wrk "plain HTTP is decided per request: see the HTTP row"
+}
+PASS="clawd TCP/SNI passthrough"
+SOCKMAP="clawd TCP/SNI passthrough, in-kernel (sockmap)"
+row "$PASS"
+pass_row "$PASS"
+
+# The same rows with the in-kernel passthrough (sk_skb redirect), where this
+# build has it: the daemon restarted with "passthrough: sockmap", then back
+# to the default (splice) for the rows after.
+row "$SOCKMAP"
+if "$BIN" daemon --help 2>&1 | grep -q -- --passthrough; then
+	if restart_clawd "passthrough: sockmap"; then
+		pass_row "$SOCKMAP"
+	else
+		R[$SOCKMAP|note]="n/a (clawd did not come back attached with passthrough: sockmap; see its log)"
+	fi
+	restart_clawd || { log "clawd did not come back (log: $D/clawd.log)"; exit 1; }
+else
+	R[$SOCKMAP|note]="n/a (this build has no sockmap mode)"
+fi
 
 policy big >"$D/policy-big.yaml"
 cp "$D/policy-big.yaml" "$D/policy.new" && mv "$D/policy.new" "$D/policy.yaml"
@@ -375,23 +553,42 @@ for i in 1 2 3; do
 done
 RELOAD_MS=$(printf '%s\n' "${RL[@]}" | sort -n | sed -n 2p)
 RULES=$(clawd status -o json 2>/dev/null | sed -n 's/.*"policy_rules": *\([0-9]*\).*/\1/p' | head -1)
-row "clawd HTTP, 10,000-rule policy"
-# A CPU profile of clawd while this row runs (c=1 then c=64): where the
-# added latency goes.
-curl -s -o "$D/http.pprof" "http://$METRICS/debug/pprof/profile?seconds=$((2 * SECS))" &
-PROF_PID=$!
-measure_http "clawd HTTP, 10,000-rule policy" "$HTTP_URL"
-wait "$PROF_PID" || true
-tools "clawd, 10,000-rule policy"
+HTTP10K="clawd HTTP, 10,000-rule policy"
+row "$HTTP10K"
+prime_dns
+for i in $(seq "$REPS"); do
+	run_log "$HTTP10K" "$i"
+	if [ "$i" = 1 ]; then
+		# A CPU profile of clawd while the first run goes (c=1 then c=64):
+		# where the added latency goes.
+		curl -s -o "$D/http.pprof" "http://$METRICS/debug/pprof/profile?seconds=$((2 * SECS))" &
+		PROF_PID=$!
+	fi
+	measure_http "$HTTP10K" "$HTTP_URL"
+	[ "$i" != 1 ] || wait "$PROF_PID" || true
+	wrk_run "$HTTP10K" 1 incg "$HTTP_URL"
+	wrk_run "$HTTP10K" 64 incg "$HTTP_URL"
+done
+na "$HTTP10K" h2 "HTTP/2 is over TLS: see intercepted HTTPS"
+na "$HTTP10K" iperf "bulk TCP is passed through: see passthrough"
 cp "$D/http.pprof" /tmp/clawd-bench-http.pprof 2>/dev/null || true
 PROFILE=$(go tool pprof -top -nodecount=12 "$BIN" "$D/http.pprof" 2>/dev/null | sed -n '/flat%/,$p' || true)
 
 policy mitm >"$D/policy.new" && mv "$D/policy.new" "$D/policy.yaml"
 clawd policy reload >/dev/null
-row "clawd intercepted HTTPS"
-measure_http "clawd intercepted HTTPS" "$HTTPS_URL"
+MITM="clawd intercepted HTTPS"
+row "$MITM"
+prime_dns
+for i in $(seq "$REPS"); do
+	run_log "$MITM" "$i"
+	measure_http "$MITM" "$HTTPS_URL"
+	h2_run "$MITM" "$HTTPS_URL"
+done
+na "$MITM" wrk "HTTPS rows: h2load"
+na "$MITM" iperf "bulk TCP: see passthrough"
 
-row "clawd via iptables REDIRECT (leash-style)"
+IPT="clawd via iptables REDIRECT (leash-style)"
+row "$IPT"
 # The same clawd listener reached the classic way: the generator runs in the
 # container's netns but outside its cgroup (so no eBPF redirect applies) and
 # an iptables nat REDIRECT sends its connects to clawd, which reads the
@@ -401,10 +598,18 @@ clawd policy reload >/dev/null
 LPORT=$(ip netns exec "$AGNS" ss -Hltn | awk '$4 ~ /^127\.0\.0\.1:/ {sub(/.*:/, "", $4); print $4; exit}')
 if [ -n "$LPORT" ] && ip netns exec "$AGNS" iptables -w -t nat -A OUTPUT -p tcp -d "$UP_IP" --dport 8080 -j REDIRECT --to-ports "$LPORT"; then
 	hgen() { ip netns exec "$AGNS" "$D/benchtool" "$@" 2>&1 | tail -n 1 || true; }
-	GEN=hgen measure_http "clawd via iptables REDIRECT (leash-style)" "$HTTP_URL"
+	prime_dns
+	for i in $(seq "$REPS"); do
+		run_log "$IPT" "$i"
+		GEN=hgen measure_http "$IPT" "$HTTP_URL"
+		wrk_run "$IPT" 1 inns "$HTTP_URL"
+		wrk_run "$IPT" 64 inns "$HTTP_URL"
+	done
 	ip netns exec "$AGNS" iptables -w -t nat -F OUTPUT
+	na "$IPT" h2 "an HTTP row: only port 8080 is REDIRECTed"
+	na "$IPT" iperf "an HTTP row: only port 8080 is REDIRECTed"
 else
-	R["clawd via iptables REDIRECT (leash-style)|note"]="n/a (could not install the REDIRECT rule)"
+	R[$IPT|note]="n/a (could not install the REDIRECT rule)"
 fi
 
 # RSS with 10,000 idle redirected connections.
@@ -440,8 +645,17 @@ RSS_HELD=$(rss)
 
 log "measuring: policy.BenchmarkDecide"
 GOB=$(go test -run '^$' -bench 'BenchmarkDecide(10|10000)$' -benchtime 200000x ./policy/ 2>/dev/null | awk '/^BenchmarkDecide/ {printf "%s %s ns/op; ", $1, $3}')
+cp "$D/tools.log" /tmp/clawd-bench-tools.log 2>/dev/null || true
 
-# --- table ---
+# --- medians ---
+for k in "${!S[@]}"; do R[$k]=$(median <<<"${S[$k]}"); done
+for k in "${!FAIL[@]}"; do [ -n "${S[$k]:-}" ] || R[$k]="n/a (${FAIL[$k]})"; done
+# Runs that failed while others of the same figure did not: named below the tables.
+PARTIAL=$(for k in "${!FAIL[@]}"; do
+	[ -n "${S[$k]:-}" ] && printf -- '- %s, %s: %s of %s runs failed (%s); the median is of the others.\n' "${k%%|*}" "${k#*|}" "${FAILN[$k]}" "$REPS" "${FAIL[$k]}"
+done | sort)
+
+# --- tables ---
 fmt() { # fmt VALUE BASE: "v (×r)"
 	local v=$1 b=${2:-}
 	case "$v" in "" | n/a*) echo "${v:--}"; return ;; esac
@@ -451,14 +665,19 @@ fmt() { # fmt VALUE BASE: "v (×r)"
 		awk -v v="$v" 'BEGIN {printf "%.0f", v}'
 	fi
 }
-lat() { # lat ROW BASE C: "p50/p99 µs (+added p50)"
-	local p50=${R[$1|p50_$3]:-} p99=${R[$1|p99_$3]:-} b50=${R[$2|p50_$3]:-}
+added() { # added V BASE: " (+N)" or " (−N)", nothing without both
+	case "$1|$2" in *"|" | "|"* | *n/a*) return 0 ;; esac
+	awk -v v="$1" -v b="$2" 'BEGIN {d = v - b; printf " (%s%.0f)", d < 0 ? "−" : "+", d < 0 ? -d : d}'
+}
+us() { [ -n "${1:-}" ] && awk -v v="$1" 'BEGIN {printf "%.0f", v}'; }
+lat() { # lat ROW BASE C: "p50 / p99 µs (+added p50)"
+	local p50=${R[$1|p50_$3]:-} p99=${R[$1|p99_$3]:-}
 	case "${R[$1|rps$3]:-}" in "" | n/a*) echo "-"; return ;; esac
-	if [ "$1" = "$2" ]; then echo "$p50 / $p99"; else echo "$p50 / $p99 (+$((p50 - b50)))"; fi
+	echo "$(us "$p50") / $(us "$p99")$([ "$1" = "$2" ] || added "$p50" "${R[$2|p50_$3]:-}")"
 }
 base_of() { case "$1" in *HTTPS* | *SNI*) echo "direct HTTPS" ;; *) echo direct ;; esac; }
 TABLE=$(
-	echo "| path | bulk MB/s (1 GiB, 1 conn) | new conns/s | req/s c=1 | req/s c=64 | req/s c=512 | p50 / p99 µs c=1 (+added p50) | c=64 | c=512 |"
+	echo "| path | bulk MB/s ($(awk -v b="$BULK" 'BEGIN {printf (b >= 2^30 ? "%g GiB" : "%g MiB"), (b >= 2^30 ? b / 2^30 : b / 2^20)}'), 1 conn) | new conns/s | req/s c=1 | req/s c=64 | req/s c=512 | p50 / p99 µs c=1 (+added p50) | c=64 | c=512 |"
 	echo "|---|---|---|---|---|---|---|---|---|"
 	for r in "${ROWS[@]}"; do
 		if [ -n "${R[$r|note]:-}" ]; then
@@ -466,18 +685,79 @@ TABLE=$(
 			continue
 		fi
 		b=$(base_of "$r")
-		echo "| $r | $(fmt "${R[$r|bulk]:-}" "${R[direct|bulk]}") | $(fmt "${R[$r|conns]:-}" "${R[direct|conns]}") | $(fmt "${R[$r|rps1]:-}" "${R[$b|rps1]:-}") | $(fmt "${R[$r|rps64]:-}" "${R[$b|rps64]:-}") | $(fmt "${R[$r|rps512]:-}" "${R[$b|rps512]:-}") | $(lat "$r" "$b" 1) | $(lat "$r" "$b" 64) | $(lat "$r" "$b" 512) |"
+		echo "| $r | $(fmt "${R[$r|bulk]:-}" "${R[direct|bulk]:-}") | $(fmt "${R[$r|conns]:-}" "${R[direct|conns]:-}") | $(fmt "${R[$r|rps1]:-}" "${R[$b|rps1]:-}") | $(fmt "${R[$r|rps64]:-}" "${R[$b|rps64]:-}") | $(fmt "${R[$r|rps512]:-}" "${R[$b|rps512]:-}") | $(lat "$r" "$b" 1) | $(lat "$r" "$b" 64) | $(lat "$r" "$b" 512) |"
 	done
 )
+tgroup() { # tgroup ROW TOOL N: "n/a (reason)" and N-1 "-" cells when TOOL does not apply
+	local i
+	printf 'n/a (%s)' "${NA[$1|$2]}"
+	for ((i = 1; i < $3; i++)); do printf ' | -'; done
+}
+wrk_cells() { # wrk req/s c=1 | c=64 | p50 c=1 / c=64
+	local r=$1 p1 p64
+	if [ -n "${NA[$r|wrk]:-}" ] && [ -z "${S[$r|wrk64]:-}${FAIL[$r|wrk64]:-}" ]; then tgroup "$r" wrk 3; return; fi
+	p1=${R[$r|wrkp50_1]:-} p64=${R[$r|wrkp50_64]:-}
+	printf '%s | %s | ' "$(fmt "${R[$r|wrk1]:-}" "${R[direct|wrk1]:-}")" "$(fmt "${R[$r|wrk64]:-}" "${R[direct|wrk64]:-}")"
+	if [ -z "$p1$p64" ]; then printf -- '-'; return; fi
+	if [ "$r" = direct ]; then
+		printf '%s / %s' "$(us "$p1")" "$(us "$p64")"
+	else
+		printf '%s%s / %s%s' "$(us "$p1")" "$(added "$p1" "${R[direct|wrkp50_1]:-}")" "$(us "$p64")" "$(added "$p64" "${R[direct|wrkp50_64]:-}")"
+	fi
+}
+h2_cells() { # h2load req/s | p50
+	local r=$1
+	if [ -n "${NA[$r|h2]:-}" ] && [ -z "${S[$r|h2]:-}${FAIL[$r|h2]:-}" ]; then tgroup "$r" h2 2; return; fi
+	printf '%s%s | ' "$(fmt "${R[$r|h2]:-}" "${R[direct HTTPS|h2]:-}")" "${PROTO[$r]:+ (${PROTO[$r]} negotiated)}"
+	if [ -z "${R[$r|h2p50]:-}" ]; then printf -- '-'; return; fi
+	printf '%s' "$(us "${R[$r|h2p50]}")"
+	[ "$r" = "direct HTTPS" ] || added "${R[$r|h2p50]}" "${R[direct HTTPS|h2p50]:-}"
+}
+iperf_cell() {
+	local r=$1
+	if [ -n "${NA[$r|iperf]:-}" ] && [ -z "${S[$r|iperf]:-}${FAIL[$r|iperf]:-}" ]; then tgroup "$r" iperf 1; return; fi
+	fmt "${R[$r|iperf]:-}" "${R[direct|iperf]:-}"
+}
 TOOLS_TABLE=$(
-	echo "| path | wrk req/s c=64 | wrk p50 | iperf3 Mbit/s |"
-	echo "|---|---|---|---|"
-	for r in "${TOOL_ROWS[@]}"; do
-		echo "| $r | $(fmt "${T[$r|wrk]:-}" "${T[direct|wrk]:-}") | ${T[$r|wrk50]:--} | $(fmt "${T[$r|iperf]:-}" "${T[direct|iperf]:-}") |"
+	echo "| path | wrk req/s c=1 | wrk req/s c=64 | wrk p50 µs c=1 / c=64 (+added) | h2load req/s c=64 | h2load p50 µs (+added) | iperf3 Mbit/s |"
+	echo "|---|---|---|---|---|---|---|"
+	for r in "${ROWS[@]}"; do
+		if [ -n "${R[$r|note]:-}" ]; then
+			echo "| $r | ${R[$r|note]} ||||||"
+			continue
+		fi
+		echo "| $r | $(wrk_cells "$r") | $(h2_cells "$r") | $(iperf_cell "$r") |"
 	done
 )
-PASS_RATIO=$(awk -v v="${R[clawd TCP/SNI passthrough|bulk]:-0}" -v b="${R[direct|bulk]:-1}" 'BEGIN {printf "%.0f", 100*v/b}')
-ADDED_P50=$((${R[clawd HTTP, 10,000-rule policy|p50_1]:-0} - ${R[direct|p50_1]:-0}))
+pct() { # pct V BASE: 100·V/BASE "%", or n/a
+	case "${1:-}|${2:-}" in *"|" | "|"* | *n/a* | *"|0") echo "n/a"; return ;; esac
+	awk -v v="$1" -v b="$2" 'BEGIN {printf "%.0f %%", 100 * v / b}'
+}
+ratio() { # ratio V BASE: "r×", or n/a
+	case "${1:-}|${2:-}" in *"|" | "|"* | *n/a* | *"|0") echo "n/a"; return ;; esac
+	awk -v v="$1" -v b="$2" 'BEGIN {printf "%.2f×", v / b}'
+}
+pass_goal() { # pass_goal ROW: "bulk X % / iperf3 Y %" of the direct path
+	if [ -n "${R[$1|note]:-}" ]; then echo "${R[$1|note]}"; return; fi
+	echo "$(pct "${R[$1|bulk]:-}" "${R[direct|bulk]:-}") (benchtool bulk) / $(pct "${R[$1|iperf]:-}" "${R[direct|iperf]:-}") (iperf3)"
+}
+ahead() { # ahead OTHER: clawd HTTP (10,000 rules) req/s over OTHER's, per column
+	local o=$1
+	if [ -n "${R[$o|note]:-}" ] || [[ " ${ROWS[*]} " != *" $o "* ]]; then echo "n/a (${R[$o|note]:-not measured})"; return; fi
+	echo "c=1 $(ratio "${R[$HTTP10K|rps1]:-}" "${R[$o|rps1]:-}"), c=64 $(ratio "${R[$HTTP10K|rps64]:-}" "${R[$o|rps64]:-}"), c=512 $(ratio "${R[$HTTP10K|rps512]:-}" "${R[$o|rps512]:-}"); wrk c=1 $(ratio "${R[$HTTP10K|wrk1]:-}" "${R[$o|wrk1]:-}"), c=64 $(ratio "${R[$HTTP10K|wrk64]:-}" "${R[$o|wrk64]:-}")"
+}
+subus() { # subus V BASE: V − BASE in µs, or n/a
+	case "${1:-}|${2:-}" in *"|" | "|"* | *n/a*) echo "n/a"; return ;; esac
+	awk -v v="$1" -v b="$2" 'BEGIN {printf "%.0f µs", v - b}'
+}
+PASS_GOAL=$(pass_goal "$PASS")
+SOCKMAP_GOAL=$(pass_goal "$SOCKMAP")
+ADDED_P50="$(subus "${R[$HTTP10K|p50_1]:-}" "${R[direct|p50_1]:-}") (benchtool) / $(subus "${R[$HTTP10K|wrkp50_1]:-}" "${R[direct|wrkp50_1]:-}") (wrk)"
+VS_IPT=$(ahead "$IPT")
+VS_SQUID=$(ahead "squid (forward proxy)")
+RUNS="median of $REPS runs"
+[ "$REPS" != 1 ] || RUNS="result of one run (no median)"
+# shellcheck disable=SC1091
 MACHINE="$(nproc) CPUs, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1), kernel $(uname -r), $(. /etc/os-release; echo "$PRETTY_NAME")"
 REPORT=$(
 	cat <<EOF
@@ -485,20 +765,48 @@ REPORT=$(
 
 \`make bench\` (scripts/bench.sh), $(date -u +%Y-%m-%d), on: $MACHINE.
 
-Every figure comes from the same run and the same load generator
-(scripts/bench/benchtool, static Go, inside an attached busybox container;
-upstream benchtool serve in a network namespace). Ratios are to the direct
-path (no clawd); HTTPS rows are compared with direct HTTPS. Latency is per
-keep-alive request; "+N" is the p50 added to the direct path, in µs. ${SECS}s
-per measurement. On 2 cores the generator, clawd and the upstream share the
-CPUs, so throughput rows measure CPU cost as much as latency.
+Every figure comes from the same run. Each is the **${RUNS}**
+(\`BENCH_REPS\`; the runs of a row follow one another, rows are not
+interleaved), each run ${SECS}s, because on this small VM a single run varies
+by up to ±40 %. Two sets of load generators measure the same paths:
+
+- the first table: the project's generator (scripts/bench/benchtool, static
+  Go) in an attached busybox container, against benchtool serve in an
+  upstream network namespace; HTTP/1.1 keep-alive, HTTPS as HTTP/1.1 over TLS;
+- the second table: standard tools from Debian, run inside the same
+  container (its netns and its cgroup, so clawd's eBPF programs apply to them
+  as to the container's own processes), against the same upstream:
+  **wrk** (HTTP/1.1 keep-alive, 1 and 64 connections), **h2load** from
+  nghttp2-client (HTTP/2 over TLS, ALPN h2, 64 clients with one stream each)
+  and **iperf3** (bulk TCP, one stream, upload). wrk reaches squid and
+  tinyproxy as explicit forward proxies through a Lua script that sends
+  absolute-form request targets (\`GET http://$UP_IP:8080/\`); h2load
+  reaches haproxy with \`--connect-to\` and SNI bench.test; the iptables
+  REDIRECT row runs in the container's netns but outside its cgroup.
+
+Ratios are to the direct path (no clawd); HTTPS and HTTP/2 rows are compared
+with direct HTTPS. Latency is per keep-alive request; "+N" is the p50 added
+to the direct path, in µs. On 2 cores the generator, clawd and the upstream
+share the CPUs, so throughput rows measure CPU cost as much as latency.
+squid, tinyproxy and haproxy are Debian's, run on the host end of the
+container's link; haproxy routes by SNI (${HAPROXY_SNI:-not checked}).
 
 $TABLE
 
+Standard tools (n/a: the tool does not fit the row, with the row that has
+the figure):
+
+$TOOLS_TABLE
+${PARTIAL:+
+$PARTIAL
+}
 | figure | value | goal |
 |---|---|---|
-| passthrough bulk throughput vs direct | ${PASS_RATIO} % | ≥ 90 % |
-| added p50, HTTP c=1 (10,000 rules) | ${ADDED_P50} µs | ≤ 50 µs |
+| passthrough throughput vs direct, splice (default) | ${PASS_GOAL} | ≥ 90 % |
+| passthrough throughput vs direct, in-kernel sockmap | ${SOCKMAP_GOAL} | ≥ 90 % |
+| added p50, keep-alive HTTP c=1 (10,000 rules) | ${ADDED_P50} | ≤ 50 µs |
+| clawd HTTP (10,000 rules) req/s over the iptables REDIRECT path | ${VS_IPT} | > 1× everywhere |
+| clawd HTTP (10,000 rules) req/s over squid | ${VS_SQUID} | > 1× everywhere |
 | attach (median of 5, CLI round trip included) | ${ATTACH_MS} ms | ≤ 50 ms |
 | policy reload, ${RULES:-10000} rules (median of 3, \`clawd policy reload\` round trip) | ${RELOAD_MS} ms | ≤ 100 ms |
 | clawd RSS, attached, idle | ${RSS_IDLE0} MiB | |
@@ -506,14 +814,7 @@ $TABLE
 | clawd RSS, ${HELD} held approvals | ${RSS_HELD} MiB | |
 | policy evaluation (go test -bench) | ${GOB} | |
 
-Standard tools from Debian, run inside the same attached container (its
-netns and cgroup): wrk (HTTP/1.1 keep-alive, 64 connections) and iperf3
-(bulk TCP, passed through once allowed). h2load is not run: the HTTP/2 rows
-above use benchtool.
-
-$TOOLS_TABLE
-
-CPU profile of clawd during the "clawd HTTP, 10,000-rule policy" row
+CPU profile of clawd during the first run of the "clawd HTTP, 10,000-rule policy" row
 (\`go tool pprof -top\`, ${SECS}s at c=1 and c=64; the daemon runs with \`pprof: true\`):
 
 \`\`\`
