@@ -22,7 +22,7 @@ import (
 // waitLimit only guards against a hung test; no assertion depends on it.
 const waitLimit = 10 * time.Second
 
-func newRelay(t *testing.T) *Relay {
+func newRelay(t testing.TB) *Relay {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("sockmap relay needs root (BPF)")
@@ -40,7 +40,7 @@ type pair struct {
 	client, server, a, b *net.TCPConn
 }
 
-func newPair(t *testing.T, onAccept func(*net.TCPConn)) pair {
+func newPair(t testing.TB, onAccept func(*net.TCPConn)) pair {
 	t.Helper()
 	up, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
