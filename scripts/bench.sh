@@ -22,6 +22,7 @@ export PATH=/usr/local/go/bin:/usr/local/sbin:/usr/sbin:/sbin:$PATH
 # One benchmark at a time: runs share fixed addresses, names and the CPUs.
 exec 9>/tmp/clawd-bench.lock
 flock 9
+LOAD0=$(cut -d' ' -f1 /proc/loadavg)
 
 SECS=${BENCH_SECS:-3}
 BULK=${BENCH_BULK:-1073741824}
@@ -532,9 +533,20 @@ pass_row "$PASS"
 # build has it: the daemon restarted with "passthrough: sockmap", then back
 # to the default (splice) for the rows after.
 row "$SOCKMAP"
+SOCKMAP_CHECK=
 if "$BIN" daemon --help 2>&1 | grep -q -- --passthrough; then
+	LOGOFF=$(stat -c %s "$D/clawd.log")
 	if restart_clawd "passthrough: sockmap"; then
 		pass_row "$SOCKMAP"
+		# Did the kernel carry the flows? The daemon's warning if it fell
+		# back to splice, and its kernel byte counter where it has one.
+		w=$(tail -c +"$((LOGOFF + 1))" "$D/clawd.log" | grep -i sockmap | grep -iE '"level":"(warn|error)"' | sed -n 's/.*"msg":"\([^"]*\)".*/\1/p' | head -n 1 || true)
+		kb=$(curl -s "http://$METRICS/metrics" | awk '$1 == "clawd_passthrough_kernel_bytes_total" {print $2}' || true)
+		if [ -n "$w" ]; then
+			SOCKMAP_CHECK="the daemon warned \"$w\": these figures may be splice's"
+		elif [ -n "$kb" ]; then
+			SOCKMAP_CHECK=$(awk -v b="$kb" 'BEGIN {printf "the kernel moved %.2f GB of its flows (clawd_passthrough_kernel_bytes_total)%s", b / 1e9, (b > 0 ? "" : ": none, these figures are splice'"'"'s")}')
+		fi
 	else
 		R[$SOCKMAP|note]="n/a (clawd did not come back attached with passthrough: sockmap; see its log)"
 	fi
@@ -649,6 +661,8 @@ cp "$D/tools.log" /tmp/clawd-bench-tools.log 2>/dev/null || true
 
 # --- medians ---
 for k in "${!S[@]}"; do R[$k]=$(median <<<"${S[$k]}"); done
+# Every run's figure, for a look at the spread.
+for k in "${!S[@]}"; do printf '%s: %s-> %s\n' "$k" "${S[$k]}" "${R[$k]}"; done | sort >/tmp/clawd-bench-samples.txt
 for k in "${!FAIL[@]}"; do [ -n "${S[$k]:-}" ] || R[$k]="n/a (${FAIL[$k]})"; done
 # Runs that failed while others of the same figure did not: named below the tables.
 PARTIAL=$(for k in "${!FAIL[@]}"; do
@@ -755,20 +769,27 @@ SOCKMAP_GOAL=$(pass_goal "$SOCKMAP")
 ADDED_P50="$(subus "${R[$HTTP10K|p50_1]:-}" "${R[direct|p50_1]:-}") (benchtool) / $(subus "${R[$HTTP10K|wrkp50_1]:-}" "${R[direct|wrkp50_1]:-}") (wrk)"
 VS_IPT=$(ahead "$IPT")
 VS_SQUID=$(ahead "squid (forward proxy)")
-RUNS="median of $REPS runs"
-[ "$REPS" != 1 ] || RUNS="result of one run (no median)"
+if [ "$REPS" = 1 ]; then
+	RUNS="Each comes from **one run** (\`BENCH_REPS=1\`) of ${SECS}s; on this
+small VM a single run varies by up to ±40 %."
+else
+	RUNS="Each is the **median of $REPS runs** (\`BENCH_REPS\`) of ${SECS}s
+each: on this small VM a single run varies by up to ±40 %. The runs of a row
+follow one another (rows are not interleaved), so the median takes out the
+odd slow or fast run, not a drift of the machine over minutes."
+fi
 # shellcheck disable=SC1091
 MACHINE="$(nproc) CPUs, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1), kernel $(uname -r), $(. /etc/os-release; echo "$PRETTY_NAME")"
 REPORT=$(
 	cat <<EOF
 # clawd benchmarks
 
-\`make bench\` (scripts/bench.sh), $(date -u +%Y-%m-%d), on: $MACHINE.
+\`make bench\` (scripts/bench.sh), $(date -u +%Y-%m-%d), on: $MACHINE
+(1-minute load average $LOAD0 when the run began: anything else running on
+the machine is in the figures).
 
-Every figure comes from the same run. Each is the **${RUNS}**
-(\`BENCH_REPS\`; the runs of a row follow one another, rows are not
-interleaved), each run ${SECS}s, because on this small VM a single run varies
-by up to ±40 %. Two sets of load generators measure the same paths:
+Every figure comes from the same run. ${RUNS} Two sets of load generators
+measure the same paths:
 
 - the first table: the project's generator (scripts/bench/benchtool, static
   Go) in an attached busybox container, against benchtool serve in an
@@ -799,6 +820,8 @@ the figure):
 $TOOLS_TABLE
 ${PARTIAL:+
 $PARTIAL
+}${SOCKMAP_CHECK:+
+In-kernel passthrough row: ${SOCKMAP_CHECK}.
 }
 | figure | value | goal |
 |---|---|---|
@@ -824,4 +847,4 @@ EOF
 )
 echo "$REPORT"
 echo "$REPORT" >"$OUT"
-log "written to $OUT"
+log "written to $OUT (every run's figure: /tmp/clawd-bench-samples.txt; tool output: /tmp/clawd-bench-tools.log)"
