@@ -843,6 +843,35 @@ CPU profile of clawd during the first run of the "clawd HTTP, 10,000-rule policy
 \`\`\`
 ${PROFILE:-(no profile taken)}
 \`\`\`
+
+## Where the goals are missed, and why
+
+- **Passthrough throughput.** Any relay, clawd's or haproxy's, turns one TCP
+  connection into two: the agent's connection to clawd's listener (over the
+  container's loopback) and clawd's to the upstream. splice(2) keeps the
+  bytes out of clawd's memory but not that second trip through the TCP
+  stack, and on 2 CPUs shared by the generator, the upstream and the relay
+  it costs about what the first one does. The in-kernel mode
+  (\`passthrough: sockmap\`, an sk_skb verdict redirecting between clawd's
+  two sockets) removes clawd's reads and writes but not the second
+  connection either, and is slower here: the kernel sends redirected
+  segments from a worker thread, with no flow control back to the sender,
+  so clawd bounds each flow's backlog (4 MiB) and moves a flow that passes
+  it back to its own copy; a full-speed stream does so within its first few
+  MiB (\`go test -bench Relay ./proxy/sockmap/\` shows both modes on
+  loopback). What would reach the goal is removing the agent-to-clawd hop:
+  an sk_msg program on the agent's own socket sending its writes straight
+  out of the upstream socket, and the upstream's segments straight into the
+  agent socket (the service-mesh way between local pods). That puts every
+  agent socket in a sockhash at connect time and needs end-of-stream
+  ordering for ingress redirects that the kernel does not expose to clawd;
+  it is not built.
+- **Added p50 on keep-alive HTTP.** On this VM a pure relay (the passthrough
+  rows, and haproxy) already adds about 75–115 µs at c=1: each hop wakes a
+  thread on another virtual CPU. The HTTP path decides every request, so it
+  also parses, forwards with net/http's transport (which hands each request
+  and response between goroutines) and writes an audit line; the profile
+  above shows where its CPU goes (mostly the socket system calls).
 EOF
 )
 echo "$REPORT"
