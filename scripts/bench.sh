@@ -859,13 +859,15 @@ ${PROFILE:-(no profile taken)}
   so clawd bounds each flow's backlog (4 MiB) and moves a flow that passes
   it back to its own copy; a full-speed stream does so within its first few
   MiB (\`go test -bench Relay ./proxy/sockmap/\` shows both modes on
-  loopback). What would reach the goal is removing the agent-to-clawd hop:
-  an sk_msg program on the agent's own socket sending its writes straight
-  out of the upstream socket, and the upstream's segments straight into the
-  agent socket (the service-mesh way between local pods). That puts every
-  agent socket in a sockhash at connect time and needs end-of-stream
-  ordering for ingress redirects that the kernel does not expose to clawd;
-  it is not built.
+  loopback). Removing the agent-to-clawd hop itself (the service-mesh way
+  between local pods: an sk_msg program on the agent's own socket sending
+  its writes straight out of the upstream socket, an sk_skb verdict putting
+  the upstream's segments straight into the agent's socket) was tried on
+  this kernel and is not usable for bulk: the agent's writes stall for good
+  once the upstream socket's send buffer fills (the writer waits for space
+  on its own socket, which the redirect target never signals), and the
+  ingress direction crawls at about 16 MB/s with stalls. So it is not
+  built; splice(2) stays the default.
 - **Added p50 on keep-alive HTTP.** On this VM a pure relay (the passthrough
   rows, and haproxy) already adds about 75–115 µs at c=1: each hop wakes a
   thread on another virtual CPU. The HTTP path decides every request, so it
