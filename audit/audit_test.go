@@ -3,6 +3,7 @@ package audit
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -134,5 +135,93 @@ func TestShortWriteLeavesNoPartialLine(t *testing.T) {
 	got := readLines(t, path)
 	if len(got) != 3 || got[0].Path != "/one" || got[1].Path != "/two" || got[2].Path != "/three" {
 		t.Fatalf("log after a short write: %+v", got)
+	}
+}
+
+// Group commit: however many callers write at once, each Log returns only
+// once its own line is in the file, and every line is whole.
+func TestLogReturnsAfterItsLineIsWritten(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.log")
+	l, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	var wg sync.WaitGroup
+	for g := 0; g < 16; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 20; i++ {
+				p := fmt.Sprintf("/g%d/i%d", g, i)
+				l.Log(Entry{Event: "decision", Path: p})
+				b, err := os.ReadFile(path)
+				if err != nil || !strings.Contains(string(b), `"path":"`+p+`"`) {
+					t.Errorf("Log(%s) returned before its line was written (%v)", p, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if got := readLines(t, path); len(got) != 16*20 {
+		t.Fatalf("got %d lines, want %d", len(got), 16*20)
+	}
+}
+
+// A batch cut short keeps its whole lines and counts the others as lost.
+func TestShortBatchWriteKeepsWholeLines(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.log")
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	line := func(c byte) string { return `{"x":"` + strings.Repeat(string(c), 100) + `"}` + "\n" }
+	batch := line('a') + line('b') + line('c')
+	var old syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_FSIZE, &old); err != nil {
+		t.Fatal(err)
+	}
+	lim := syscall.Rlimit{Cur: uint64(len(line('a')) + 50), Max: old.Max}
+	if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	lost, werr := writeLines(f, []byte(batch), 3)
+	if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &old); err != nil {
+		t.Fatal(err)
+	}
+	if werr == nil || lost != 2 {
+		t.Fatalf("lost %d (err %v), want 2 and an error", lost, werr)
+	}
+	if b, _ := os.ReadFile(path); string(b) != line('a') {
+		t.Fatalf("file holds %q, want only the first line", b)
+	}
+}
+
+// Lines logged while the log is being closed are written or dropped
+// quietly, never reported as write errors.
+func TestCloseWhileLogging(t *testing.T) {
+	l, err := Open(filepath.Join(t.TempDir(), "audit.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var errs []error
+	var mu sync.Mutex
+	l.OnError = func(err error) { mu.Lock(); errs = append(errs, err); mu.Unlock() }
+	var wg sync.WaitGroup
+	for g := 0; g < 32; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 200; i++ {
+				l.Log(Entry{Event: "decision", Path: "/x"})
+			}
+		}()
+	}
+	l.Close()
+	wg.Wait()
+	if len(errs) != 0 {
+		t.Errorf("write errors reported: %v", errs[0])
 	}
 }
