@@ -33,12 +33,20 @@ const flushInterval = 10 * time.Millisecond
 
 // copyBuffers recycles ReverseProxy's 32 KiB copy buffers: one allocation per
 // request otherwise, and the garbage collector's largest cost under load.
-var copyBuffers = &bufferPool{sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
+var copyBuffers = &bufferPool{sync.Pool{New: func() any { return new([copyBufSize]byte) }}}
 
+const copyBufSize = 32 << 10
+
+// bufferPool pools the buffers as array pointers: putting a pointer back
+// into the pool allocates nothing (a *[]byte made in Put would).
 type bufferPool struct{ p sync.Pool }
 
-func (b *bufferPool) Get() []byte  { return *b.p.Get().(*[]byte) }
-func (b *bufferPool) Put(p []byte) { b.p.Put(&p) }
+func (b *bufferPool) Get() []byte { return b.p.Get().(*[copyBufSize]byte)[:] }
+func (b *bufferPool) Put(p []byte) {
+	if cap(p) >= copyBufSize {
+		b.p.Put((*[copyBufSize]byte)(p[:copyBufSize]))
+	}
+}
 
 // handler decides and forwards the HTTP requests of one agent connection
 // (plain HTTP/1.x, or HTTP inside intercepted TLS).
@@ -48,6 +56,8 @@ type handler struct {
 	sni    string // intercepted server name; "" for plain HTTP
 	tr     *http.Transport
 	rp     *httputil.ReverseProxy
+	key    string      // the container's Key
+	base   audit.Entry // the connection's part of every request's entry
 }
 
 // reqInfo travels in the request context from ServeHTTP to the proxy hooks.
@@ -80,7 +90,7 @@ func newHandler(cc *conn, scheme, sni string) *handler {
 		IdleConnTimeout:     90 * time.Second,
 		TLSHandshakeTimeout: 15 * time.Second,
 	}
-	h := &handler{cc: cc, scheme: scheme, sni: sni, tr: tr}
+	h := &handler{cc: cc, scheme: scheme, sni: sni, tr: tr, key: cc.meta.Container.Key(), base: s.entry(cc.meta, scheme)}
 	h.rp = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL.Scheme = scheme
@@ -113,7 +123,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if host == "" {
 		host = meta.OrigDst.Addr().String()
 	}
-	e := s.entry(meta, h.scheme)
+	e := h.base
 	e.SNI, e.Host, e.Method, e.Path = h.sni, host, r.Method, r.URL.Path
 	var d policy.Decision
 	var counter *countingBody
@@ -133,7 +143,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	info := errInfo{Method: r.Method, Host: host, Path: r.URL.Path}
 
 	if !s.internal(meta.OrigDst) &&
-		((h.sni != "" && host != h.sni) || !s.consistent(meta.Container, host, meta.OrigDst.Addr())) {
+		((h.sni != "" && host != h.sni) || !s.consistentKey(h.key, host, meta.OrigDst.Addr())) {
 		d = policy.Decision{Action: policy.Deny, Rule: "host-mismatch", Reason: "host does not resolve to the destination the agent connected to"}
 		info.Error, info.Reason = "host_mismatch", d.Reason
 		writeJSON(rw, http.StatusForbidden, info)

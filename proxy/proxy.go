@@ -165,6 +165,7 @@ type Server struct {
 	m         *metrics
 	forbidden map[netip.AddrPort]bool
 	fbPorts   map[uint16]bool
+	decisions decisionCounters
 
 	mu      sync.Mutex
 	closing bool
@@ -370,7 +371,7 @@ func (s *Server) decide(in policy.Input) policy.Decision {
 // consistent reports whether host may be used with the destination IP: the
 // anti-domain-fronting check.
 func (s *Server) consistent(c policy.Container, host string, ip netip.Addr) bool {
-	if a, err := netip.ParseAddr(host); err == nil {
+	if a, ok := parseIP(host); ok {
 		return a.Unmap() == ip
 	}
 	if s.cfg.Names == nil {
@@ -379,15 +380,47 @@ func (s *Server) consistent(c policy.Container, host string, ip netip.Addr) bool
 	return s.cfg.Names.Consistent(c.Key(), host, ip)
 }
 
+// consistentKey is consistent for a container whose Key is key (the HTTP
+// handler computes it once per connection).
+func (s *Server) consistentKey(key, host string, ip netip.Addr) bool {
+	if a, ok := parseIP(host); ok {
+		return a.Unmap() == ip
+	}
+	if s.cfg.Names == nil {
+		return false
+	}
+	return s.cfg.Names.Consistent(key, host, ip)
+}
+
+// parseIP is netip.ParseAddr without the allocated error for names: only
+// a string with a colon (IPv6) or starting with a digit (IPv4) can parse.
+func parseIP(host string) (netip.Addr, bool) {
+	if host == "" || strings.IndexByte(host, ':') < 0 && (host[0] < '0' || host[0] > '9') {
+		return netip.Addr{}, false
+	}
+	a, err := netip.ParseAddr(host)
+	return a, err == nil
+}
+
 // normHost lower-cases a Host header or SNI and strips the port and brackets.
 func normHost(h string) string {
 	h = strings.ToLower(strings.TrimSpace(h))
-	if host, _, err := net.SplitHostPort(h); err == nil {
+	if host, ok := splitHost(h); ok {
 		h = host
 	} else if strings.HasPrefix(h, "[") && strings.HasSuffix(h, "]") {
 		h = h[1 : len(h)-1]
 	}
 	return strings.TrimSuffix(h, ".")
+}
+
+// splitHost is net.SplitHostPort's host, without the allocated error when
+// there is no colon (and so no port).
+func splitHost(h string) (string, bool) {
+	if strings.IndexByte(h, ':') < 0 {
+		return "", false
+	}
+	host, _, err := net.SplitHostPort(h)
+	return host, err == nil
 }
 
 func (s *Server) entry(m ConnMeta, proto string) audit.Entry {
@@ -415,7 +448,7 @@ func (s *Server) record(e audit.Entry, d policy.Decision, start time.Time) {
 	if e.Reason == "" && d.Action != policy.Allow {
 		e.Reason = d.Reason
 	}
-	s.m.decisions.WithLabelValues(e.Action, e.Rule).Inc()
+	s.decisions.get(s.m.decisions, e.Action, e.Rule).Inc()
 	s.audit.Log(e)
 	// The operator's log names every connection too, with the same facts as
 	// the audit line (never header values or bodies). Per-request HTTP
@@ -425,7 +458,13 @@ func (s *Server) record(e audit.Entry, d policy.Decision, start time.Time) {
 	if e.Proto == "http" || e.Proto == "https" {
 		lvl = zap.DebugLevel
 	}
-	s.log.Log(lvl, "decision", zap.String("container", e.Container), zap.String("dst", e.Dst),
+	// Check first: building the fields costs an allocation even when the
+	// level is off.
+	ce := s.log.Check(lvl, "decision")
+	if ce == nil {
+		return
+	}
+	ce.Write(zap.String("container", e.Container), zap.String("dst", e.Dst),
 		zap.String("proto", e.Proto), zap.String("host", e.Host), zap.String("method", e.Method),
 		zap.String("path", e.Path), zap.String("action", e.Action), zap.String("rule", e.Rule),
 		zap.Int("status", e.Status), zap.Int64("bytes_in", e.BytesIn), zap.Int64("bytes_out", e.BytesOut),
