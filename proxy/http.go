@@ -54,7 +54,7 @@ type handler struct {
 	cc     *conn
 	scheme string // "http" or "https"
 	sni    string // intercepted server name; "" for plain HTTP
-	tr     *http.Transport
+	tr     *upstreamTransport
 	rp     *httputil.ReverseProxy
 	key    string      // the container's Key
 	base   audit.Entry // the connection's part of every request's entry
@@ -73,12 +73,11 @@ type reqInfoKey struct{}
 func newHandler(cc *conn, scheme, sni string) *handler {
 	s := cc.s
 	dst := cc.meta.OrigDst.String()
-	tr := &http.Transport{
-		Proxy: nil, // never an environment proxy: we are the proxy
-		// Always OrigDst: the Host header is the agent's word, not an address.
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return s.cfg.Dial(ctx, "tcp", dst)
-		},
+	// Always OrigDst: the Host header is the agent's word, not an address.
+	dial := func(ctx context.Context) (net.Conn, error) { return s.cfg.Dial(ctx, "tcp", dst) }
+	fallback := &http.Transport{
+		Proxy:       nil, // never an environment proxy: we are the proxy
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) { return dial(ctx) },
 		TLSClientConfig: &tls.Config{
 			ServerName: sni,
 			RootCAs:    s.cfg.UpstreamRoots,
@@ -90,6 +89,7 @@ func newHandler(cc *conn, scheme, sni string) *handler {
 		IdleConnTimeout:     90 * time.Second,
 		TLSHandshakeTimeout: 15 * time.Second,
 	}
+	tr := newUpstreamTransport(fallback, scheme == "http" && directUpstream, dial)
 	h := &handler{cc: cc, scheme: scheme, sni: sni, tr: tr, key: cc.meta.Container.Key(), base: s.entry(cc.meta, scheme)}
 	h.rp = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
