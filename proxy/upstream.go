@@ -14,9 +14,9 @@ import (
 	"sync"
 	"syscall"
 	"time"
-	"unsafe"
 
 	"golang.org/x/net/http/httpguts"
+	"golang.org/x/sys/unix"
 )
 
 // upstreamTransport is the handler's RoundTripper. The common request of a
@@ -69,7 +69,7 @@ func newUpstreamTransport(fallback *http.Transport, direct bool, dial func(conte
 // upConn is one upstream connection of the direct path.
 type upConn struct {
 	c      net.Conn
-	fd     int // c's socket, for the liveness peek; -1 if unknown
+	rc     syscall.RawConn // c's socket, for the liveness peek; nil if unknown
 	r      limitedConn
 	br     *bufio.Reader
 	w      countingConn
@@ -346,11 +346,9 @@ func (t *upstreamTransport) get(ctx context.Context) (*upConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	uc := &upConn{c: c, fd: -1}
+	uc := &upConn{c: c}
 	if sc, ok := c.(syscall.Conn); ok {
-		if rc, err := sc.SyscallConn(); err == nil {
-			rc.Control(func(fd uintptr) { uc.fd = int(fd) })
-		}
+		uc.rc, _ = sc.SyscallConn()
 	}
 	uc.r = limitedConn{c: c, limit: -1}
 	uc.w = countingConn{c: c}
@@ -367,14 +365,17 @@ func (uc *upConn) quiet() bool {
 	if uc.br.Buffered() > 0 {
 		return false
 	}
-	if uc.fd < 0 {
+	if uc.rc == nil {
 		return true // unknown: a failure on use is retried
 	}
 	var b [1]byte
-	n, _, errno := syscall.Syscall6(syscall.SYS_RECVFROM, uintptr(uc.fd), uintptr(unsafe.Pointer(&b[0])), 1,
-		syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
-	_ = n
-	return errno == syscall.EAGAIN // not EOF, data or an error
+	var err error
+	if cerr := uc.rc.Control(func(fd uintptr) {
+		_, _, err = unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+	}); cerr != nil {
+		return false
+	}
+	return errors.Is(err, unix.EAGAIN) // not EOF, data or an error
 }
 
 // release returns uc to the idle list, or closes it.

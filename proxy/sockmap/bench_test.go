@@ -61,4 +61,3 @@ func BenchmarkRelay(b *testing.B) {
 		})
 	}
 }
-

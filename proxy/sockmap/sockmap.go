@@ -33,7 +33,7 @@ import (
 type Relay struct {
 	objs      bpf.SpliceObjects
 	active    sync.WaitGroup // Pipe calls in progress
-	testArmed func() // tests: called once a pair is set up
+	testArmed func()         // tests: called once a pair is set up
 }
 
 // New loads bpf/splice.c and attaches its verdict program to the sockhash.
