@@ -34,7 +34,6 @@ type Config struct {
 	Pprof             bool           `mapstructure:"pprof"`            // Go profiles on the metrics listener
 	DNSRefuse         string         `mapstructure:"dns-refuse"`       // "nxdomain" or "refused": the answer for names the policy never allows
 	UpstreamCAFile    string         `mapstructure:"upstream-ca-file"` // extra roots for upstream TLS (tests, private CAs)
-	Passthrough       string         `mapstructure:"passthrough"`      // "splice" or "sockmap": how allowed passthrough flows are carried
 	SecretsFile       string         `mapstructure:"secrets-file"`
 	SecretsKey        string         `mapstructure:"secrets-key"`
 	DrainTimeout      time.Duration  `mapstructure:"drain-timeout"`
@@ -105,7 +104,6 @@ func Flags(fs *pflag.FlagSet) {
 	fs.Bool("pprof", false, "serve Go profiles under /debug/pprof/ on the metrics listener")
 	fs.String("dns-refuse", "nxdomain", "answer for names the policy can never allow: nxdomain or refused")
 	fs.String("upstream-ca-file", "", "extra CA certificates trusted for upstream TLS")
-	fs.String("passthrough", PassthroughSplice, "how allowed raw TCP and SNI-passthrough flows are carried: splice (splice(2) in clawd) or sockmap (in the kernel, BPF sockhash)")
 	fs.String("secrets-file", "", "encrypted secret store (default STATE-DIR/secrets.json)")
 	fs.String("secrets-key", "", "secret store key file (default STATE-DIR/secrets.key)")
 	fs.Duration("drain-timeout", 10*time.Second, "how long in-flight connections may finish on shutdown")
@@ -159,9 +157,6 @@ func (c Config) validate() error {
 	if _, err := c.dnsRcode(); err != nil {
 		return err
 	}
-	if p := c.Passthrough; p != "" && p != PassthroughSplice && p != PassthroughSockmap {
-		return fmt.Errorf("config: passthrough %q: want %s or %s", p, PassthroughSplice, PassthroughSockmap)
-	}
 	if _, err := netip.ParseAddrPort(c.APIListen); err != nil {
 		return fmt.Errorf("config: api-listen %q: %w", c.APIListen, err)
 	}
@@ -175,15 +170,6 @@ func (c Config) validate() error {
 	}
 	return nil
 }
-
-// Passthrough modes: after the decision, an allowed raw TCP or SNI
-// passthrough flow is copied by clawd with splice(2), or handed to the
-// kernel's sockmap relay (proxy/sockmap) so its bytes never cross into
-// userspace.
-const (
-	PassthroughSplice  = "splice"
-	PassthroughSockmap = "sockmap"
-)
 
 // dnsRcode maps dns-refuse to the DNS response code clawd answers with.
 func (c Config) dnsRcode() (int, error) {

@@ -37,7 +37,6 @@ import (
 	"github.com/clawd-dev/clawd/proxy"
 	"github.com/clawd-dev/clawd/proxy/ca"
 	"github.com/clawd-dev/clawd/proxy/dns"
-	"github.com/clawd-dev/clawd/proxy/sockmap"
 	"github.com/clawd-dev/clawd/secrets"
 )
 
@@ -57,7 +56,6 @@ type Daemon struct {
 	secrets   *secrets.Store
 	approvals *approval.Manager
 	proxy     *proxy.Server
-	relay     *sockmap.Relay // passthrough: sockmap; nil copies with splice(2)
 	dns       *dns.Resolver
 	audit     *audit.Logger
 	ca        *ca.CA
@@ -146,15 +144,7 @@ func New(cfg Config, log *zap.Logger) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	if cfg.Passthrough == PassthroughSockmap {
-		if d.relay, err = sockmap.New(); err != nil {
-			// Flows still work, copied with splice(2): say so loudly.
-			log.Warn("passthrough: sockmap unavailable on this kernel, using splice", zap.Error(err))
-			d.relay = nil
-		}
-	}
 	if d.proxy, err = proxy.New(proxy.Config{
-		Sockmap: d.relay,
 		Decider: d.policy, Approver: d.approvals, Injector: injector{d.secrets}, Names: d.dns,
 		CA: d.ca, UpstreamRoots: roots, Forbidden: forbidden, ForbiddenPorts: forbiddenPorts(cfg.APIListen, cfg.MetricsListen),
 		Audit: d.audit, Log: log.Named("proxy"), Registerer: d.reg,
@@ -412,9 +402,6 @@ func (d *Daemon) shutdown(servers []*http.Server) error {
 		r.Close()
 	}
 	d.audit.Close()
-	if d.relay != nil {
-		d.relay.Close()
-	}
 	d.enf.Close()
 	return err
 }

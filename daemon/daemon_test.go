@@ -297,17 +297,3 @@ func TestDNSRefuseSetting(t *testing.T) {
 		}
 	}
 }
-
-func TestPassthroughSetting(t *testing.T) {
-	base := Config{Socket: "s", StateDir: "d", Policy: "p", PinRoot: "r", APIListen: "127.0.0.1:1"}
-	for _, tc := range []struct {
-		in string
-		ok bool
-	}{{"", true}, {"splice", true}, {"sockmap", true}, {"SOCKMAP", false}, {"kernel", false}} {
-		c := base
-		c.Passthrough = tc.in
-		if err := c.validate(); (err == nil) != tc.ok {
-			t.Errorf("passthrough %q: validate = %v, want ok=%v", tc.in, err, tc.ok)
-		}
-	}
-}

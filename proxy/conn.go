@@ -18,7 +18,6 @@ import (
 	"github.com/clawd-dev/clawd/approval"
 	"github.com/clawd-dev/clawd/audit"
 	"github.com/clawd-dev/clawd/policy"
-	"github.com/clawd-dev/clawd/proxy/sockmap"
 )
 
 // sniffBufSize holds a whole TLS record (at most 2^14 bytes plus header and
@@ -257,9 +256,6 @@ func (cc *conn) splice(e *audit.Entry) {
 	defer up.Close()
 	s.setHooks(cc.st, func() {}, func() { cc.c.Close(); up.Close() })
 
-	if done := cc.kernelSplice(e, up); done {
-		return
-	}
 	if n := cc.br.Buffered(); n > 0 {
 		b, _ := cc.br.Peek(n)
 		w, err := up.Write(b)
@@ -283,32 +279,6 @@ func (cc *conn) splice(e *audit.Entry) {
 	finish(cc.c, up, err)
 	wg.Wait()
 	e.BytesIn, e.BytesOut = in, e.BytesOut+out
-}
-
-// kernelSplice hands the flow to the sockmap relay when one is configured
-// and both ends are TCP sockets; false if the caller must copy it.
-func (cc *conn) kernelSplice(e *audit.Entry, up net.Conn) bool {
-	s := cc.s
-	a, okA := cc.c.(*net.TCPConn)
-	b, okB := up.(*net.TCPConn)
-	if s.cfg.Sockmap == nil || !okA || !okB {
-		return false
-	}
-	var pre []byte
-	if n := cc.br.Buffered(); n > 0 {
-		pre, _ = cc.br.Peek(n)
-	}
-	res, err := s.cfg.Sockmap.Pipe(cc.ctx, a, b, pre)
-	if errors.Is(err, sockmap.ErrNotRelayed) {
-		s.log.Debug("kernel relay unavailable, copying", zap.Error(err))
-		return false
-	}
-	if err != nil {
-		s.log.Debug("kernel relay ended", zap.String("dst", cc.meta.OrigDst.String()), zap.Error(err))
-	}
-	e.BytesOut, e.BytesIn = res.AToB, res.BToA
-	s.m.kernelBytes.Add(float64(res.InKernel))
-	return true
 }
 
 // finish ends one direction: a clean EOF is passed on as a half-close; an

@@ -11,7 +11,6 @@ type metrics struct {
 	active         prometheus.Gauge
 	held           prometheus.Gauge
 	upstreamErrors prometheus.Counter
-	kernelBytes    prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -32,10 +31,6 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "clawd_upstream_errors_total",
 			Help: "Upstream dials or exchanges that failed.",
 		}),
-		kernelBytes: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "clawd_passthrough_kernel_bytes_total",
-			Help: "Bytes of allowed passthrough flows moved by the kernel (passthrough: sockmap) without crossing into clawd.",
-		}),
 	}
 	if reg == nil {
 		return m, nil
@@ -45,7 +40,6 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.active = register(reg, m.active, &err)
 	m.held = register(reg, m.held, &err)
 	m.upstreamErrors = register(reg, m.upstreamErrors, &err)
-	m.kernelBytes = register(reg, m.kernelBytes, &err)
 	if err != nil {
 		return nil, err
 	}

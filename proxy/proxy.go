@@ -24,7 +24,6 @@ import (
 	"github.com/clawd-dev/clawd/audit"
 	"github.com/clawd-dev/clawd/policy"
 	"github.com/clawd-dev/clawd/proxy/ca"
-	"github.com/clawd-dev/clawd/proxy/sockmap"
 	"github.com/clawd-dev/clawd/secrets"
 )
 
@@ -138,10 +137,6 @@ type Config struct {
 	MaxHoldBody int64
 	// PreviewLimit bounds the body preview put on approval cards. Default 4 KiB.
 	PreviewLimit int
-	// Sockmap, if set, carries allowed passthrough flows (raw TCP, TLS
-	// passed by SNI) in the kernel once decided; nil copies them with
-	// splice(2). Flows it cannot take fall back to splice(2).
-	Sockmap *sockmap.Relay
 	// Dial dials upstreams (always OrigDst). Default: a net.Dialer.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// Now is the clock for decisions and durations. Default time.Now.

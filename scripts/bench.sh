@@ -552,7 +552,7 @@ if "$BIN" daemon --help 2>&1 | grep -q -- --passthrough; then
 	fi
 	restart_clawd || { log "clawd did not come back (log: $D/clawd.log)"; exit 1; }
 else
-	R[$SOCKMAP|note]="n/a (this build has no sockmap mode)"
+	R[$SOCKMAP|note]="n/a (not offered: see below, "Where the goals are missed")"
 fi
 
 policy big >"$D/policy-big.yaml"
@@ -851,29 +851,33 @@ ${PROFILE:-(no profile taken)}
   container's loopback) and clawd's to the upstream. splice(2) keeps the
   bytes out of clawd's memory but not that second trip through the TCP
   stack, and on 2 CPUs shared by the generator, the upstream and the relay
-  it costs about what the first one does. The in-kernel mode
-  (\`passthrough: sockmap\`, an sk_skb verdict redirecting between clawd's
-  two sockets) removes clawd's reads and writes but not the second
-  connection either, and is slower here: the kernel sends redirected
-  segments from a worker thread, with no flow control back to the sender,
-  so clawd bounds each flow's backlog (4 MiB) and moves a flow that passes
-  it back to its own copy; a full-speed stream does so within its first few
-  MiB (\`go test -bench Relay ./proxy/sockmap/\` shows both modes on
-  loopback). Removing the agent-to-clawd hop itself (the service-mesh way
-  between local pods: an sk_msg program on the agent's own socket sending
-  its writes straight out of the upstream socket, an sk_skb verdict putting
-  the upstream's segments straight into the agent's socket) was tried on
-  this kernel and is not usable for bulk: the agent's writes stall for good
-  once the upstream socket's send buffer fills (the writer waits for space
-  on its own socket, which the redirect target never signals), and the
-  ingress direction crawls at about 16 MB/s with stalls. So it is not
-  built; splice(2) stays the default.
+  it costs about what the first one does. An in-kernel mode was built,
+  measured and withdrawn (2026-11-26, kernel 6.18): an sk_skb verdict on a
+  sockhash redirecting between clawd's two sockets. It removes clawd's reads
+  and writes but not the second connection, and was slower than splice(2)
+  here (bulk 0.34× against 0.51× of direct, iperf3 0.57× against 0.88×):
+  the kernel sends redirected segments from a worker thread with no flow
+  control back to the sender, so a reader slower than its writer lets the
+  kernel queue without bound (an upstream pushed 1.5 GiB in 3 s into an
+  agent that read nothing), and handing such a flow back to userspace
+  (SK_PASS) delivered one 64 KiB segment twice in 1 of 6 runs of 512 MiB,
+  and in 1 of 3 bulk runs of that benchmark. A relay that can corrupt or
+  balloon an allowed flow has no place in clawd, so the row above is n/a.
+  The service-mesh variant, which removes the agent-to-clawd hop (an sk_msg
+  program on the agent's own socket sending its writes straight out of the
+  upstream socket, an sk_skb verdict putting the upstream's segments
+  straight into the agent's socket), was prototyped too: the agent's writes
+  stall for good once the upstream socket's send buffer fills (the writer
+  waits for space on its own socket, which the redirect target never
+  signals) and the ingress direction crawls at about 16 MB/s. splice(2)
+  stays the way passthrough flows are carried.
 - **Added p50 on keep-alive HTTP.** On this VM a pure relay (the passthrough
-  rows, and haproxy) already adds about 75–115 µs at c=1: each hop wakes a
+  rows, and haproxy) already adds about 50–115 µs at c=1: each hop wakes a
   thread on another virtual CPU. The HTTP path decides every request, so it
-  also parses, forwards with net/http's transport (which hands each request
-  and response between goroutines) and writes an audit line; the profile
-  above shows where its CPU goes (mostly the socket system calls).
+  also parses the request, forwards it (a plain bodyless request in the
+  handler's own goroutine, anything else through net/http's transport) and
+  writes an audit line; the profile above shows where its CPU goes (mostly
+  the socket system calls).
 EOF
 )
 echo "$REPORT"
