@@ -552,7 +552,7 @@ if "$BIN" daemon --help 2>&1 | grep -q -- --passthrough; then
 	fi
 	restart_clawd || { log "clawd did not come back (log: $D/clawd.log)"; exit 1; }
 else
-	R[$SOCKMAP|note]="n/a (not offered: see below, "Where the goals are missed")"
+	R[$SOCKMAP|note]='n/a (not offered: see "Where the goals are missed" below)'
 fi
 
 policy big >"$D/policy-big.yaml"
