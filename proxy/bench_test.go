@@ -188,22 +188,4 @@ func newBenchEnv(b *testing.B, cfg Config) *benchEnv {
 }
 
 // dial is env.dial for benchmarks.
-func (e *benchEnv) dial(dst netip.AddrPort) net.Conn {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		e.b.Fatal(err)
-	}
-	go func() {
-		c, err := l.Accept()
-		l.Close()
-		if err != nil {
-			return
-		}
-		e.srv.ServeConn(context.Background(), c, ConnMeta{Container: testContainer, OrigDst: dst})
-	}()
-	c, err := net.Dial("tcp", l.Addr().String())
-	if err != nil {
-		e.b.Fatal(err)
-	}
-	return c
-}
+func (e *benchEnv) dial(dst netip.AddrPort) net.Conn { return serveLoopback(e.b, e.srv, dst) }

@@ -176,9 +176,18 @@ func newEnv(t *testing.T, dec *fakeDecider, mod func(*Config)) *env {
 // is being served by the proxy as if the agent had dialled dst.
 func (e *env) dial(dst netip.AddrPort) net.Conn {
 	e.t.Helper()
+	c := serveLoopback(e.t, e.srv, dst)
+	e.t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// serveLoopback connects to a one-shot loopback listener whose accepted
+// connection srv serves as the test container's connection to dst.
+func serveLoopback(tb testing.TB, srv *Server, dst netip.AddrPort) net.Conn {
+	tb.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		e.t.Fatal(err)
+		tb.Fatal(err)
 	}
 	go func() {
 		c, err := l.Accept()
@@ -186,13 +195,12 @@ func (e *env) dial(dst netip.AddrPort) net.Conn {
 		if err != nil {
 			return
 		}
-		e.srv.ServeConn(context.Background(), c, ConnMeta{Container: testContainer, OrigDst: dst})
+		srv.ServeConn(context.Background(), c, ConnMeta{Container: testContainer, OrigDst: dst})
 	}()
 	c, err := net.Dial("tcp", l.Addr().String())
 	if err != nil {
-		e.t.Fatal(err)
+		tb.Fatal(err)
 	}
-	e.t.Cleanup(func() { c.Close() })
 	return c
 }
 
