@@ -145,7 +145,11 @@ func upCount(up *harness.Upstream, path string) int {
 // request is cancelled by the proxy.
 func rawHTTP(t *testing.T, ct *harness.Container, host string, port, n int, stream string) string {
 	t.Helper()
-	out, _ := sh(t, ct, fmt.Sprintf("rm -f /tmp/raw; (printf -- '%s'; i=0; while [ $i -lt 50 ] && [ \"$(grep -c 'HTTP/1.1 ' /tmp/raw 2>/dev/null)\" -lt %d ]; do sleep 0.1; i=$((i+1)); done) | timeout 10 nc %s %d > /tmp/raw; cat /tmp/raw", stream, n, host, port))
+	// The reader counts answers through cat, which prints nothing (and grep
+	// then 0) before nc's redirection has created the file: a bare
+	// `grep -c` on a missing file prints nothing, the test `[ "" -lt n ]`
+	// fails, and the request would be cut short.
+	out, _ := sh(t, ct, fmt.Sprintf("rm -f /tmp/raw; (printf -- '%s'; i=0; while [ $i -lt 50 ] && [ \"$(cat /tmp/raw 2>/dev/null | grep -c 'HTTP/1.1 ')\" -lt %d ]; do sleep 0.1; i=$((i+1)); done) | timeout 10 nc %s %d > /tmp/raw; cat /tmp/raw", stream, n, host, port))
 	return out
 }
 
