@@ -66,6 +66,7 @@ type reqInfo struct {
 	inj     Injection
 	e       *audit.Entry
 	counter *countingBody
+	out     http.Header // the agent's response header (rw.Header())
 }
 
 type reqInfoKey struct{}
@@ -230,7 +231,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r.Body = counter
 	}
 	stripH2CUpgrade(r.Header)
-	ri := &reqInfo{host: host, e: &e, counter: counter}
+	ri := &reqInfo{host: host, e: &e, counter: counter, out: rw.Header()}
 	if inj := s.cfg.Injector; inj != nil {
 		injection, err := inj.Inject(r, host)
 		if err != nil {
@@ -313,6 +314,13 @@ func (h *handler) modifyResponse(resp *http.Response) error {
 	}
 	if ri.inj != nil {
 		ri.inj.ScrubResponse(resp)
+	}
+	// The agent gets the upstream's Content-Type or none: net/http would
+	// otherwise sniff one from the first body bytes, or not, depending on
+	// whether ReverseProxy's periodic flush sends the header first (a
+	// race). A nil value suppresses the sniffing and writes nothing.
+	if _, ok := resp.Header["Content-Type"]; !ok {
+		ri.out["Content-Type"] = nil
 	}
 	if inj := h.cc.s.cfg.Injector; inj != nil &&
 		(resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden) &&

@@ -219,16 +219,16 @@ func TestDirectUpstreamAnswers(t *testing.T) {
 	answers := []string{
 		"HTTP/1.1 204 No Content\r\n\r\n",
 		"HTTP/1.1 304 Not Modified\r\nETag: x\r\n\r\n",
-		// (With a Content-Type: without one, whether net/http sniffs one
-		// for the agent depends on whether ReverseProxy's immediate flush
-		// of the header or the first body write comes first, on either
-		// path.)
 		"HTTP/1.1 200 OK\r\nContent-Type: text/x\r\nTransfer-Encoding: chunked\r\nTrailer: X-T\r\n\r\n3\r\nabc\r\n0\r\nX-T: done\r\n\r\n",
+		// No Content-Type, unknown length: none is sniffed for the agent
+		// (whichever of the header flush and the first body write wins).
+		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n<html\r\n0\r\n\r\n",
 		"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
 		"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 1\r\n\r\nc",
 		"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: foo\r\n\r\n",
 		"HTTP/1.1 500 Boom\r\nContent-Length: 4\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=1\r\n\r\nboom",
 		"HTTP/1.0 200 OK\r\nContent-Type: text/x\r\n\r\nuntil close",
+		"HTTP/1.0 200 OK\r\n\r\n<html>until close",
 		"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
 		"garbage\r\n\r\n",
 		"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nBad Header\r\n\r\nok",
@@ -241,7 +241,7 @@ func TestDirectUpstreamAnswers(t *testing.T) {
 		for k, a := range answers {
 			up := newRawUpstream(t, func(_ int, _ *http.Request, c net.Conn) bool {
 				io.WriteString(c, a)
-				return k < 5 // the rest close after answering
+				return k < 6 // the rest close after answering
 			})
 			e := newEnv(t, newDecider(policy.Allow), nil)
 			c := e.dial(up.addr())
@@ -254,6 +254,10 @@ func TestDirectUpstreamAnswers(t *testing.T) {
 	for j := range got[0] {
 		if got[0][j] != got[1][j] {
 			t.Errorf("answer %d differs:\ndirect:    %.600s\ntransport: %.600s", j, got[0][j], got[1][j])
+		}
+		// (clawd's own 502 answers carry theirs.)
+		if !strings.Contains(answers[j], "Content-Type") && strings.HasPrefix(got[0][j], "200 OK") && strings.Contains(got[0][j], "Content-Type") {
+			t.Errorf("answer %d: the agent got a Content-Type the upstream did not send: %.600s", j, got[0][j])
 		}
 	}
 	t.Logf("%q", got[0])
