@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"log"
 	"net"
@@ -308,6 +309,19 @@ func (h *handler) hold(r *http.Request, body []byte, host, target string, d poli
 }
 
 func (h *handler) modifyResponse(resp *http.Response) error {
+	// A 101 passes only as the answer to the upgrade the agent asked for.
+	// ReverseProxy refuses any other one too, but without closing the
+	// upstream connection the Transport handed over with it; refused
+	// here, ReverseProxy closes it (same errors, same 502).
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		asked, got := upgradeType(resp.Request.Header), upgradeType(resp.Header)
+		if strings.IndexFunc(got, func(r rune) bool { return r < ' ' || r > '~' }) >= 0 {
+			return fmt.Errorf("backend tried to switch to invalid protocol %q", got)
+		}
+		if asked == "" || !strings.EqualFold(asked, got) {
+			return fmt.Errorf("backend tried to switch protocol %q when %q was requested", got, asked)
+		}
+	}
 	ri, _ := resp.Request.Context().Value(reqInfoKey{}).(*reqInfo)
 	if ri == nil {
 		return nil

@@ -167,7 +167,7 @@ func (t *upstreamTransport) RoundTrip(req *http.Request) (*http.Response, error)
 			err = nw.err
 		}
 		if errors.As(err, &rf) {
-			err = rf
+			err = rf.err // the Transport, too, returns the cause alone
 		}
 		return nil, err
 	}
@@ -272,8 +272,14 @@ func (t *upstreamTransport) exchange(ctx context.Context, uc *upConn, req *http.
 	return resp, nil
 }
 
-func isProtocolSwitch(h http.Header) bool {
-	return h.Get("Upgrade") != "" && httpguts.HeaderValuesContainsToken(h["Connection"], "Upgrade")
+func isProtocolSwitch(h http.Header) bool { return upgradeType(h) != "" }
+
+// upgradeType is the protocol h upgrades to, or "" (as ReverseProxy reads it).
+func upgradeType(h http.Header) string {
+	if !httpguts.HeaderValuesContainsToken(h["Connection"], "Upgrade") {
+		return ""
+	}
+	return h.Get("Upgrade")
 }
 
 // upBody is a direct response body: at its end the connection goes back
