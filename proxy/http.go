@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
 
 	"github.com/clawd-dev/clawd/approval"
@@ -121,6 +122,8 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	meta := h.cc.meta
 	start := s.cfg.Now()
 	rw := &respWriter{ResponseWriter: w}
+	bodyRead := false // readBody was called (a 100 Continue went out if asked)
+	rw.before = func() { h.drainUnread(rw, r, bodyRead) }
 	host := normHost(r.Host)
 	if host == "" {
 		host = meta.OrigDst.Addr().String()
@@ -166,6 +169,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	buffered := false
 	if d.NeedBody {
 		var ok bool
+		bodyRead = true
 		if body, ok = h.readBody(rw, r, info); !ok {
 			e.Action = "deny"
 			return
@@ -187,6 +191,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		if !buffered {
 			var ok bool
+			bodyRead = true
 			if body, ok = h.readBody(rw, r, info); !ok {
 				e.Action = "deny"
 				return
@@ -251,7 +256,36 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		ri.inj = injection
 	}
+	rw.before = nil // from here the body goes upstream
 	h.rp.ServeHTTP(rw, r.WithContext(context.WithValue(r.Context(), reqInfoKey{}, ri)))
+}
+
+// Bounds of drainUnread: a bigger or slower body gets the connection closed.
+const (
+	drainLimit = 64 << 20
+	drainTime  = 30 * time.Second
+)
+
+// drainUnread reads what is left of an HTTP/1.x request body before clawd
+// answers the request itself (403, 413, 429, ...). net/http closes a
+// connection with unread body bytes, and a client still sending its body
+// then gets a reset, which on most TCP stacks discards the answer it had
+// been sent: the agent would see "connection reset", not why it was
+// refused. Drained to its end, the body leaves the connection usable. A
+// client that asked "Expect: 100-continue" and was not sent the 100 yet is
+// not read from (reading would invite the body); net/http closes instead.
+func (h *handler) drainUnread(w http.ResponseWriter, r *http.Request, bodyRead bool) {
+	if r.ProtoMajor != 1 || r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
+		return
+	}
+	if (!bodyRead || r.ContentLength > h.cc.s.cfg.MaxHoldBody) &&
+		httpguts.HeaderValuesContainsToken(r.Header["Expect"], "100-continue") {
+		return
+	}
+	rc := http.NewResponseController(w)
+	rc.SetReadDeadline(time.Now().Add(drainTime))
+	io.Copy(io.Discard, io.LimitReader(r.Body, drainLimit))
+	rc.SetReadDeadline(time.Time{})
 }
 
 // readBody buffers the request body up to MaxHoldBody. On failure it has
@@ -485,9 +519,14 @@ type respWriter struct {
 	http.ResponseWriter
 	status int
 	n      int64
+	before func() // runs once before clawd's own answer goes out; nil when upstream answers
 }
 
 func (w *respWriter) WriteHeader(code int) {
+	if f := w.before; f != nil {
+		w.before = nil
+		f()
+	}
 	if w.status == 0 && (code >= 200 || code == http.StatusSwitchingProtocols) {
 		w.status = code
 	}
@@ -496,7 +535,7 @@ func (w *respWriter) WriteHeader(code int) {
 
 func (w *respWriter) Write(b []byte) (int, error) {
 	if w.status == 0 {
-		w.status = http.StatusOK
+		w.WriteHeader(http.StatusOK)
 	}
 	n, err := w.ResponseWriter.Write(b)
 	w.n += int64(n)

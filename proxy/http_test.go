@@ -13,8 +13,10 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -594,4 +596,92 @@ func counterValue(c prometheus.Counter) float64 {
 	var m dto.Metric
 	c.Write(&m)
 	return m.GetCounter().GetValue()
+}
+
+// A client that sends its whole body before reading gets clawd's own answer
+// (403, 413) to a large body, not a reset that would discard it; a body
+// within the drain bound even leaves the connection usable. A client that
+// asked "Expect: 100-continue" is answered without being invited to send.
+func TestLocalAnswerToLargeBody(t *testing.T) {
+	const big = 8 << 20
+	for _, tc := range []struct {
+		name, method, path string
+		header             string
+		chunked, expect    bool
+		want               int
+		wantErr            string
+	}{
+		{name: "deny, Content-Length", path: "/deny/x", want: 403, wantErr: "blocked_by_policy"},
+		{name: "deny, chunked", path: "/deny/x", chunked: true, want: 403, wantErr: "blocked_by_policy"},
+		{name: "approve over the hold limit, Content-Length", path: "/approve/x", want: 413, wantErr: "body_too_large"},
+		{name: "approve over the hold limit, chunked", path: "/approve/x", chunked: true, want: 413, wantErr: "body_too_large"},
+		{name: "approve over the hold limit, Expect", path: "/approve/x", expect: true, want: 413, wantErr: "body_too_large"},
+		{name: "deny, Expect", path: "/deny/x", expect: true, want: 403, wantErr: "blocked_by_policy"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			up := newUpstream(t, false, false, nil)
+			ap := &fakeApprover{out: approval.Outcome{Approved: true, Status: "approved"}, holds: make(chan approval.Hold, 1)}
+			dec := newDecider(policy.Deny,
+				rule{name: "ok", pathPrefix: "/ok", action: policy.Allow},
+				rule{name: "hold", pathPrefix: "/approve", action: policy.Approve})
+			e := newEnv(t, dec, func(c *Config) { c.Approver = ap; c.MaxHoldBody = 1 << 20 })
+			c := e.dial(up.addr())
+			head := "POST " + tc.path + " HTTP/1.1\r\nHost: api.example.com\r\n"
+			if tc.chunked {
+				head += "Transfer-Encoding: chunked\r\n"
+			} else {
+				head += "Content-Length: " + strconv.Itoa(big) + "\r\n"
+			}
+			if tc.expect {
+				head += "Expect: 100-continue\r\n"
+			}
+			io.WriteString(c, head+"\r\n")
+			sent := make(chan error, 1)
+			if !tc.expect {
+				// As a naive client: the whole body, then read.
+				go func() {
+					chunk := bytes.Repeat([]byte("x"), 64<<10)
+					var err error
+					for n := 0; n < big && err == nil; n += len(chunk) {
+						if tc.chunked {
+							_, err = fmt.Fprintf(c, "%x\r\n%s\r\n", len(chunk), chunk)
+						} else {
+							_, err = c.Write(chunk)
+						}
+					}
+					if err == nil && tc.chunked {
+						_, err = io.WriteString(c, "0\r\n\r\n")
+					}
+					sent <- err
+				}()
+			}
+			c.SetReadDeadline(time.Now().Add(waitLimit))
+			br := bufio.NewReader(c)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("reading the answer: %v", err)
+			}
+			if m := jsonBody(t, resp); resp.StatusCode != tc.want || m["error"] != tc.wantErr {
+				t.Fatalf("got %d %v, want %d %s", resp.StatusCode, m, tc.want, tc.wantErr)
+			}
+			if tc.expect {
+				// Never invited: the connection closes, no body was read.
+				if !resp.Close {
+					t.Error("an uninvited body is pending, yet the connection stays open")
+				}
+				return
+			}
+			if err := <-sent; err != nil {
+				t.Fatalf("sending the body: %v", err)
+			}
+			// The body was read to its end: the connection serves on.
+			io.WriteString(c, "GET /ok/next HTTP/1.1\r\nHost: api.example.com\r\n\r\n")
+			if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 200 {
+				t.Fatalf("next request on the connection: %v %v", resp, err)
+			}
+			if len(ap.holds) != 0 || up.hits.Load() != 1 {
+				t.Errorf("held %d, upstream saw %d requests; want 0 and 1 (the GET)", len(ap.holds), up.hits.Load())
+			}
+		})
+	}
 }
