@@ -221,8 +221,8 @@ func TestHTTPTricks(t *testing.T) {
 		{"lower-case method", []string{"get /private HTTP/1.1\r\n" + H + "\r\n"}, nil, nil},
 		{"dots in the query", []string{"GET /public/a?x=/../../private HTTP/1.1\r\n" + H + "\r\n"}, nil, nil},
 		{"bare LF smuggling", []string{"GET /public/a HTTP/1.1\r\n" + H + "X: y\nGET /private HTTP/1.1\r\n\r\n"}, nil, nil},
-		// Answered by net/http inside clawd (200, no body), never forwarded.
-		{"OPTIONS star", []string{"OPTIONS * HTTP/1.1\r\n" + H + "\r\n"}, []string{"200"}, nil},
+		// Decided like any request: no rule allows "*" here.
+		{"OPTIONS star", []string{"OPTIONS * HTTP/1.1\r\n" + H + "\r\n"}, []string{"403"}, nil},
 		{"h2 prior knowledge", []string{"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"}, []string{"403"}, nil},
 		{"WebSocket to a denied host", []string{"GET /public/ws HTTP/1.1\r\nHost: evil.test:8080\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n", "GET /private HTTP/1.1\r\n" + H + "\r\n"}, []string{"403", "403"}, nil},
 	}

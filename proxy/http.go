@@ -437,8 +437,11 @@ func (cc *conn) serveHTTP(c net.Conn, h *handler) {
 			}
 		},
 		ReadHeaderTimeout: 30 * time.Second,
-		IdleTimeout:       5 * time.Minute,
-		ErrorLog:          discardLog,
+		// "OPTIONS *" is a request like any other: decided, audited and
+		// forwarded, not answered by net/http itself.
+		DisableGeneralOptionsHandler: true,
+		IdleTimeout:                  5 * time.Minute,
+		ErrorLog:                     discardLog,
 	}
 	l := newOneConnListener(c)
 	defer l.Close()

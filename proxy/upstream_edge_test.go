@@ -208,3 +208,28 @@ func TestUpstreamUnexpected101ClosedFallback(t *testing.T) {
 		t.Error("upstream connection left open after an unexpected 101 and the agent left")
 	}
 }
+
+// "OPTIONS *" is decided, audited and forwarded as it came (on both paths),
+// or refused, like any other request; net/http does not answer it itself.
+func TestOptionsStar(t *testing.T) {
+	withDirect(t, func(t *testing.T) {
+		up := newRawUpstream(t, okAnswer)
+		e := newEnv(t, newDecider(policy.Deny, rule{name: "host", host: "api.example.com", action: policy.Allow}), nil)
+		if a := exchangeRaw(t, e.dial(up.addr()), "OPTIONS * HTTP/1.1\r\n"+edgeHost+"\r\n")[0]; !strings.HasPrefix(a, "200 OK") || !strings.Contains(a, "X-Up") {
+			t.Fatalf("allowed OPTIONS *: %s", a)
+		}
+		if got := up.received(); len(got) != 1 || !strings.HasPrefix(got[0], "OPTIONS * HTTP/1.1\r\n") {
+			t.Fatalf("upstream received %q", got)
+		}
+		if en := e.audit.next(t); en.Method != "OPTIONS" || en.Path != "*" || en.Action != "allow" || en.Status != 200 {
+			t.Errorf("audit: %+v", en)
+		}
+		e.dec.set(policy.Deny, rule{name: "paths", host: "api.example.com", pathPrefix: "/", action: policy.Allow})
+		if a := exchangeRaw(t, e.dial(up.addr()), "OPTIONS * HTTP/1.1\r\n"+edgeHost+"\r\n")[0]; !strings.HasPrefix(a, "403") {
+			t.Errorf("OPTIONS * with no rule for it: %s", a)
+		}
+		if en := e.audit.next(t); en.Method != "OPTIONS" || en.Action != "deny" || en.Status != 403 {
+			t.Errorf("audit: %+v", en)
+		}
+	})
+}
