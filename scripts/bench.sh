@@ -622,7 +622,7 @@ na "$HTTP10K" iperf "bulk TCP is passed through: see passthrough"
 cp "$D/http.pprof" /tmp/clawd-bench-http.pprof 2>/dev/null || true
 cp "$D/pass.pprof" /tmp/clawd-bench-pass.pprof 2>/dev/null || true
 PROFILE=$(go tool pprof -top -nodecount=12 "$BIN" "$D/http.pprof" 2>/dev/null | sed -n '/flat%/,$p' || true)
-PASS_PROFILE=$(go tool pprof -top -cum -nodecount=14 "$BIN" "$D/pass.pprof" 2>/dev/null | sed -n '/flat%/,$p' || true)
+PASS_PROFILE=$(go tool pprof -top -cum -nodecount=24 "$BIN" "$D/pass.pprof" 2>/dev/null | sed -n '/flat%/,$p' || true)
 
 policy mitm >"$D/policy.new" && mv "$D/policy.new" "$D/policy.yaml"
 clawd policy reload >/dev/null
