@@ -93,14 +93,17 @@ func (d *Daemon) resolve(ctx context.Context, req AttachRequest) (policy.Contain
 
 // Attach resolves and attaches a container.
 func (d *Daemon) Attach(ctx context.Context, req AttachRequest) (Record, error) {
+	began := time.Now()
 	c, pid, err := d.resolve(ctx, req)
 	if err != nil {
 		return Record{}, err
 	}
-	return d.attach(c, pid, req.TrustCA, false)
+	return d.attach(began, c, pid, req.TrustCA, false)
 }
 
-func (d *Daemon) attach(c policy.Container, pid int, trustCA, auto bool) (Record, error) {
+// attach attaches a resolved container; began is when the request began
+// (logged as "took": what an operator waits for, runtime lookup included).
+func (d *Daemon) attach(began time.Time, c policy.Container, pid int, trustCA, auto bool) (Record, error) {
 	d.opMu.Lock()
 	defer d.opMu.Unlock()
 	id := attachmentID(c)
@@ -164,10 +167,12 @@ func (d *Daemon) attach(c policy.Container, pid int, trustCA, auto bool) (Record
 			d.log.Info("installed clawd CA in container", zap.String("container", c.Name), zap.Strings("bundles", paths))
 		}
 	}
-	d.audit.Log(audit.Entry{Event: "attach", Container: c.Name, ContainerID: c.ID, Runtime: c.Runtime, Labels: c.Labels, Action: "attach"})
+	took := time.Since(began)
+	d.audit.Log(audit.Entry{Event: "attach", Container: c.Name, ContainerID: c.ID, Runtime: c.Runtime, Labels: c.Labels, Action: "attach",
+		DurationMS: float64(took.Microseconds()) / 1000})
 	d.log.Info("attached", zap.String("container", c.Name), zap.String("runtime", c.Runtime), zap.String("namespace", c.Namespace),
 		zap.String("cgroup", cg), zap.Uint16("proxy_port", ls.tcpPort()), zap.Uint16("dns_port", ls.udpPort()),
-		zap.Strings("tcx", layers.TCX), zap.Strings("tcx_peers", layers.TCXPeers), zap.Bool("auto", auto))
+		zap.Strings("tcx", layers.TCX), zap.Strings("tcx_peers", layers.TCXPeers), zap.Bool("auto", auto), zap.Duration("took", took))
 	return rec, nil
 }
 
@@ -469,7 +474,7 @@ func (d *Daemon) onEvent(ev runtime.Event) {
 			labels = sb
 		}
 		trust := labels["clawd.trust-ca"] == "true" || labels["clawd.dev/trust-ca"] == "true"
-		if _, err := d.attach(ev.Container.Container, ev.Container.PID, trust, true); err != nil {
+		if _, err := d.attach(time.Now(), ev.Container.Container, ev.Container.PID, trust, true); err != nil {
 			d.log.Error("auto-attach failed", zap.String("container", ev.Container.Name), zap.Error(err))
 		}
 	case runtime.TaskExited:

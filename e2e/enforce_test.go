@@ -61,6 +61,16 @@ func TestAttachRedirectsEveryTCPConnect(t *testing.T) {
 	if !strings.Contains(out, "attached "+ct.Name) {
 		t.Fatalf("attach output: %s", out)
 	}
+	// The audit log records the attach and how long it took.
+	attached := false
+	for _, e := range cl.AuditEntries() {
+		if e.Event == "attach" && e.Container == ct.Name {
+			attached = e.DurationMS > 0
+		}
+	}
+	if !attached {
+		t.Errorf("no audit line for the attach of %s with its duration: %+v", ct.Name, cl.AuditEntries())
+	}
 	for _, tc := range []struct{ name, url, path string }{
 		{"ipv4", upURL("/v4"), "/v4"},
 		{"ipv6", upURL6("/v6"), "/v6"},
