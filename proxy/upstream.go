@@ -256,7 +256,7 @@ func (t *upstreamTransport) exchange(ctx context.Context, uc *upConn, req *http.
 		// Transport), so ReverseProxy refuses it; like the Transport, hand
 		// over the connection if it is a protocol switch, never reuse it.
 		// (The cancel hook stays: the end of the request closes it.)
-		if resp.StatusCode == http.StatusSwitchingProtocols && isProtocolSwitch(resp.Header) {
+		if resp.StatusCode == http.StatusSwitchingProtocols && upgradeType(resp.Header) != "" {
 			resp.Body = &switchedBody{br: uc.br, c: uc.c}
 		} else {
 			uc.c.Close()
@@ -271,8 +271,6 @@ func (t *upstreamTransport) exchange(ctx context.Context, uc *upConn, req *http.
 	resp.Body = &upBody{rc: resp.Body, t: t, uc: uc, stop: stop, keep: keep}
 	return resp, nil
 }
-
-func isProtocolSwitch(h http.Header) bool { return upgradeType(h) != "" }
 
 // upgradeType is the protocol h upgrades to, or "" (as ReverseProxy reads it).
 func upgradeType(h http.Header) string {
