@@ -953,7 +953,7 @@ ${PASS_PROFILE:-(no profile taken)}
   the same proxy, so per request the two cost the same, and the
   per-connection difference (cgroup connect hooks against a conntrack NAT
   entry) is small beside clawd's own work per connection: the ratios scatter
-  around 1× within this VM's run-to-run noise (about ±10 % between
+  around 1× within this VM's run-to-run noise (about ±15 % between
   interleaved runs) instead of falling on one side. Earlier reports, which
   ran the REDIRECT generator in the root CPU cgroup and after every other
   row, showed it up to 25 % ahead; that was placement and drift, not the
