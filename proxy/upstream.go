@@ -370,7 +370,9 @@ func (uc *upConn) quiet() bool {
 		return false
 	}
 	if uc.rc == nil {
-		return true // unknown: a failure on use is retried
+		// Unknown (a Dial whose conns have no socket): bytes the upstream
+		// sent unasked could be read as the next answer. Not reused.
+		return false
 	}
 	var b [1]byte
 	var err error

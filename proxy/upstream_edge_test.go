@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"io"
 	"net"
 	"net/http"
@@ -232,4 +233,29 @@ func TestOptionsStar(t *testing.T) {
 			t.Errorf("audit: %+v", en)
 		}
 	})
+}
+
+// An upstream connection whose socket the direct path cannot peek at (a
+// Dial returning a wrapped conn) is never reused: stray bytes on it could
+// not be told from the next answer.
+func TestUpstreamUnpeekableNotReused(t *testing.T) {
+	old := directUpstream
+	directUpstream = true
+	defer func() { directUpstream = old }()
+	up := newRawUpstream(t, okAnswer)
+	e := newEnv(t, newDecider(policy.Allow), func(c *Config) {
+		c.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			cn, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+			return struct{ net.Conn }{cn}, err
+		}
+	})
+	c := e.dial(up.addr())
+	for _, a := range exchangeRaw(t, c, "GET /a HTTP/1.1\r\n"+edgeHost+"\r\n", "GET /b HTTP/1.1\r\n"+edgeHost+"\r\n") {
+		if !strings.HasPrefix(a, "200 OK") {
+			t.Fatalf("answer: %s", a)
+		}
+	}
+	if n := len(up.received()); n != 2 {
+		t.Errorf("upstream saw %d connections for 2 requests, want 2 (no reuse)", n)
+	}
 }
