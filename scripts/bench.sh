@@ -72,7 +72,9 @@ cleanup() {
 		while iptables -w -D FORWARD $a -m comment --comment "$TAG" -j ACCEPT 2>/dev/null; do :; done
 	done
 	rm -rf "$PINS"
+	# The sibling cgroups, then the namespace-level ones runc made (empty by now).
 	for d in ${SIB_CGS:-}; do rmdir "$d" 2>/dev/null; done
+	for d in /sys/fs/cgroup/"$CNS" /sys/fs/cgroup/*/"$CNS"; do [ -d "$d" ] && rmdir "$d" 2>/dev/null; done
 	if [ -d "$D" ]; then
 		grep -o " $D/[^ ]*" /proc/self/mounts | sort -r | while read -r m; do umount -l "$m"; done
 		rm -rf "$D"

@@ -67,6 +67,8 @@ cleanup() {
 		while iptables -w -D FORWARD $cmd -m comment --comment "$TAG" -j ACCEPT 2>/dev/null; do :; done
 	done
 	rm -rf "$PINS"
+	# The namespace-level cgroups runc made for the agent (empty by now).
+	for d in /sys/fs/cgroup/"$CNS" /sys/fs/cgroup/*/"$CNS"; do [ -d "$d" ] && rmdir "$d" 2>/dev/null; done
 	if [ -d "$D" ]; then
 		grep -o " $D/[^ ]*" /proc/self/mounts | sort -r | while read -r m; do umount -l "$m"; done
 		rm -rf "$D"

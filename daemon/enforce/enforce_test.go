@@ -88,8 +88,27 @@ func newTestbed(t *testing.T) *testbed {
 	if err := os.Mkdir(tb.cgroup, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.Remove(tb.cgroup) })
+	t.Cleanup(func() { removeCgroup(t, tb.cgroup) })
 	return tb
+}
+
+// removeCgroup kills what a test left running in its cgroup and removes
+// it; the last processes take a moment to leave (rmdir fails with EBUSY
+// until they have).
+func removeCgroup(t *testing.T, dir string) {
+	os.WriteFile(filepath.Join(dir, "cgroup.kill"), []byte("1"), 0)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := os.Remove(dir)
+		if err == nil || os.IsNotExist(err) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("test cgroup %s left behind: %v", dir, err)
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // run runs busybox applet args inside the testbed's netns and cgroup.
