@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -30,19 +29,7 @@ func TestUpstreamDroppedAnswerSameError(t *testing.T) {
 
 		// Reused connection: the second request (a POST, not replayable)
 		// finds it dropped without an answer.
-		var mu sync.Mutex
-		served := map[net.Conn]int{}
-		up2 := newRawUpstream(t, func(_ int, _ *http.Request, c net.Conn) bool {
-			mu.Lock()
-			served[c]++
-			n := served[c]
-			mu.Unlock()
-			if n == 2 {
-				return false
-			}
-			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-			return true
-		})
+		up2 := newRawUpstream(t, dropsSecond())
 		got[i] = append(got[i], exchangeRaw(t, e.dial(up2.addr()),
 			"GET /first HTTP/1.1\r\n"+edgeHost+"\r\n",
 			"POST /second HTTP/1.1\r\n"+edgeHost+"\r\n")...)

@@ -324,27 +324,31 @@ func TestDirectUpstreamStaleConnection(t *testing.T) {
 	}
 }
 
+// dropsSecond answers the first request on each upstream connection; the
+// second finds the connection dropped without an answer.
+func dropsSecond() func(int, *http.Request, net.Conn) bool {
+	var mu sync.Mutex
+	served := map[net.Conn]int{}
+	return func(_ int, _ *http.Request, c net.Conn) bool {
+		mu.Lock()
+		served[c]++
+		n := served[c]
+		mu.Unlock()
+		if n == 2 {
+			return false
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		return true
+	}
+}
+
 // A reused connection that fails before the answer is retried for
 // replayable requests only, as http.Transport does.
 func TestDirectUpstreamRetry(t *testing.T) {
 	var got [2][]string
 	i := 0
 	withDirect(t, func(t *testing.T) {
-		var mu sync.Mutex
-		served := map[net.Conn]int{}
-		up := newRawUpstream(t, func(_ int, req *http.Request, c net.Conn) bool {
-			mu.Lock()
-			served[c]++
-			n := served[c]
-			mu.Unlock()
-			// The second request on a connection finds it dropped
-			// without an answer.
-			if n == 2 {
-				return false
-			}
-			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-			return true
-		})
+		up := newRawUpstream(t, dropsSecond())
 		e := newEnv(t, newDecider(policy.Allow), nil)
 		for _, m := range []string{"GET", "POST", "DELETE"} {
 			c := e.dial(up.addr())
