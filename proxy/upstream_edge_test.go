@@ -75,11 +75,7 @@ func TestUpstreamAgentLeavesBeforeAnswer(t *testing.T) {
 	io.WriteString(c, "GET /hang HTTP/1.1\r\n"+edgeHost+"\r\n")
 	<-got
 	c.Close()
-	select {
-	case <-up.closed:
-	case <-time.After(waitLimit):
-		t.Fatal("the upstream connection stayed open after the agent left")
-	}
+	up.waitClosed(t, "the upstream connection stayed open after the agent left")
 }
 
 // The idle upstream connection is closed when the agent connection ends.
@@ -91,11 +87,7 @@ func TestUpstreamIdleClosedWithAgent(t *testing.T) {
 		t.Fatal(a)
 	}
 	c.Close()
-	select {
-	case <-up.closed:
-	case <-time.After(waitLimit):
-		t.Fatal("the idle upstream connection stayed open after the agent left")
-	}
+	up.waitClosed(t, "the idle upstream connection stayed open after the agent left")
 }
 
 // Bytes an upstream sends after a bodyless answer (HEAD, 204, 304, or
@@ -166,11 +158,7 @@ func TestUpstreamUnexpected101Closed(t *testing.T) {
 	if !strings.HasPrefix(a, "502") {
 		t.Errorf("answer: %s", a)
 	}
-	select {
-	case <-up.closed:
-	case <-time.After(waitLimit):
-		t.Error("upstream connection left open after an unexpected 101")
-	}
+	up.waitClosed(t, "upstream connection left open after an unexpected 101")
 }
 
 // The same on the fallback (http.Transport) path, taken by any request
@@ -190,11 +178,7 @@ func TestUpstreamUnexpected101ClosedFallback(t *testing.T) {
 		t.Errorf("answer: %s", a)
 	}
 	c.Close()
-	select {
-	case <-up.closed:
-	case <-time.After(waitLimit):
-		t.Error("upstream connection left open after an unexpected 101 and the agent left")
-	}
+	up.waitClosed(t, "upstream connection left open after an unexpected 101 and the agent left")
 }
 
 // "OPTIONS *" is decided, audited and forwarded as it came (on both paths),

@@ -86,6 +86,17 @@ func (u *rawUpstream) serve(c net.Conn) {
 	}
 }
 
+// waitClosed fails the test with msg unless the proxy closes one of the
+// upstream's connections within waitLimit.
+func (u *rawUpstream) waitClosed(t *testing.T, msg string) {
+	t.Helper()
+	select {
+	case <-u.closed:
+	case <-time.After(waitLimit):
+		t.Fatal(msg)
+	}
+}
+
 func (u *rawUpstream) addr() netip.AddrPort { return netip.MustParseAddrPort(u.ln.Addr().String()) }
 
 func (u *rawUpstream) received() []string {
@@ -378,9 +389,5 @@ func TestDirectUpstreamAgentLeaves(t *testing.T) {
 	<-sent
 	time.Sleep(50 * time.Millisecond)
 	c.Close()
-	select {
-	case <-up.closed:
-	case <-time.After(waitLimit):
-		t.Fatal("the upstream connection stayed open after the agent left")
-	}
+	up.waitClosed(t, "the upstream connection stayed open after the agent left")
 }
