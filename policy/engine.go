@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -254,4 +255,14 @@ func (e *Engine) reloadIfChanged() {
 		return
 	}
 	_ = e.reloadLocked()
+}
+
+// HTTPLevel is Policy.HTTPLevel on the running policy.
+func (e *Engine) HTTPLevel(c Container, host string, ip netip.Addr, port uint16) bool {
+	return e.cur.Load().HTTPLevel(c, host, ip, port)
+}
+
+// CIDRCovers is Policy.CIDRCovers on the running policy.
+func (e *Engine) CIDRCovers(c Container, ip netip.Addr) bool {
+	return e.cur.Load().CIDRCovers(c, ip)
 }

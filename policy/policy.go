@@ -281,7 +281,7 @@ func (p *Policy) Decide(in Input) Decision {
 		}
 	}
 	if in.DstIP.IsValid() && len(s.cidr) > 0 {
-		ip := in.DstIP.Unmap()
+		ip := in.DstIP.WithZone("").Unmap()
 		lens := s.lens6
 		if ip.Is4() {
 			lens = s.lens4
@@ -387,6 +387,7 @@ func (p *Policy) Decide(in Input) Decision {
 func (p *Policy) finish(s *ruleSet, r *rule, in Input, d Decision, host string) Decision {
 	d.Rule = r.name
 	d.Action = r.action
+	d.ByCIDR = r.coversIP(in.DstIP)
 	if r.readonly {
 		if methodIn(readMethods, in.Method) {
 			d.Action = Allow
@@ -502,4 +503,91 @@ func bodyMatch(needles [][]byte, body []byte) bool {
 		}
 	}
 	return true
+}
+
+// HTTPLevel reports whether c's rule set treats a connection to host (the
+// SNI, or a name clawd's DNS gave c for ip; "" for none) at ip:port at the
+// HTTP level: some rule that could apply to it is marked `intercept` or has
+// an HTTP condition (method, path, header, body, readonly). Such a
+// connection must never be spliced raw: the proxy frames it (TLS
+// interception, HTTP parsing) or refuses it, whatever the timing or shape of
+// its first bytes. Rules whose ports exclude port do not count, so ssh to a
+// host whose HTTP rules name port 443 stays a connection-level decision.
+func (p *Policy) HTTPLevel(c Container, host string, ip netip.Addr, port uint16) bool {
+	s := p.setFor(c)
+	level := func(idx []int32) bool {
+		for _, i := range idx {
+			r := s.rules[i]
+			if (r.intercept || r.httpCond) && (len(r.ports) == 0 || portIn(r.ports, port)) {
+				return true
+			}
+		}
+		return false
+	}
+	if level(s.other) {
+		return true
+	}
+	if host = normHost(host); host != "" && len(host) <= maxHostLen {
+		if level(s.exact[host]) {
+			return true
+		}
+		for i := 0; i < len(host); i++ {
+			if host[i] == '.' && level(s.suffix[host[i+1:]]) {
+				return true
+			}
+		}
+	}
+	found := false
+	s.eachCIDR(ip, func(idx []int32) bool {
+		found = level(idx)
+		return !found
+	})
+	return found
+}
+
+// CIDRCovers reports whether some rule of c's set that can allow or approve
+// names ip in its `cidrs`. Special addresses (loopback, private, the
+// host's own, ...; see internal/addrclass) are dial targets only then.
+func (p *Policy) CIDRCovers(c Container, ip netip.Addr) bool {
+	s := p.setFor(c)
+	found := false
+	s.eachCIDR(ip, func(idx []int32) bool {
+		found = s.anyAllows(idx)
+		return !found
+	})
+	return found
+}
+
+// eachCIDR calls f with the rule list of every CIDR in use that contains ip,
+// until f returns false.
+func (s *ruleSet) eachCIDR(ip netip.Addr, f func([]int32) bool) {
+	if !ip.IsValid() || len(s.cidr) == 0 {
+		return
+	}
+	ip = ip.WithZone("").Unmap()
+	lens := s.lens6
+	if ip.Is4() {
+		lens = s.lens4
+	}
+	for _, bits := range lens {
+		if pfx, err := ip.Prefix(bits); err == nil {
+			if l := s.cidr[pfx]; len(l) > 0 && !f(l) {
+				return
+			}
+		}
+	}
+}
+
+// coversIP reports whether one of r's cidrs contains ip.
+func (r *rule) coversIP(ip netip.Addr) bool {
+	if !ip.IsValid() {
+		return false
+	}
+	ip = ip.WithZone("").Unmap()
+	for _, c := range r.cidrs {
+		if c.Contains(ip) {
+			return true
+		}
+	}
+	return false
 }

@@ -64,4 +64,8 @@ type Decision struct {
 	// NeedBody is set when a candidate rule has a body condition and
 	// Input.BodyKnown was false: buffer the body and decide again.
 	NeedBody bool
+	// ByCIDR is set when the deciding rule names the destination address in
+	// its `cidrs` (not only by host name): only such a decision may dial a
+	// special address (loopback, private, the host's own; internal/addrclass).
+	ByCIDR bool
 }
