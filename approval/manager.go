@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -207,6 +208,7 @@ type Manager struct {
 	holds     int
 	perCont   map[string]int
 	grants    map[string]*Grant
+	onRevoke  []func()
 	version   uint64
 	changed   chan struct{} // closed and replaced whenever the pending set changes
 	slackSeen map[string]time.Time
@@ -356,7 +358,7 @@ func (m *Manager) Request(ctx context.Context, h Hold) Outcome {
 		m.mu.Unlock()
 		m.met.requests.WithLabelValues(StatusGranted).Inc()
 		m.audit.Log(audit.Entry{
-			Time: now.UTC(), Event: "approval", Action: StatusGranted, By: "grant:" + g.ID,
+			Time: now.UTC(), Event: audit.EventApproval, Action: StatusGranted, By: "grant:" + g.ID,
 			Rule: h.Rule, Container: h.Container.Name, ContainerID: h.Container.ID, Runtime: h.Container.Runtime,
 			Dst: h.Dst, Method: h.Method, Host: h.Host, Path: m.sanitize(h.Path),
 		})
@@ -368,7 +370,7 @@ func (m *Manager) Request(ctx context.Context, h Hold) Outcome {
 		m.mu.Unlock()
 		m.met.requests.WithLabelValues(StatusLimit).Inc()
 		m.audit.Log(audit.Entry{
-			Time: now.UTC(), Event: "approval", Action: StatusLimit, Rule: h.Rule,
+			Time: now.UTC(), Event: audit.EventApproval, Action: StatusLimit, Rule: h.Rule,
 			Container: h.Container.Name, ContainerID: h.Container.ID, Runtime: h.Container.Runtime,
 			Dst: h.Dst, Method: h.Method, Host: h.Host, Path: m.sanitize(h.Path),
 			Reason: "too many pending approvals",
@@ -443,7 +445,7 @@ func (m *Manager) createLocked(h *Hold, dk string, now time.Time) *entry {
 	m.met.requests.WithLabelValues("held").Inc()
 	m.met.pending.Set(float64(len(m.pending)))
 	m.audit.Log(audit.Entry{
-		Time: now.UTC(), Event: "approval", Action: "requested", ApprovalID: a.ID, Rule: a.Rule,
+		Time: now.UTC(), Event: audit.EventApproval, Action: "requested", ApprovalID: a.ID, Rule: a.Rule,
 		Container: a.Container.Name, ContainerID: a.Container.ID, Runtime: a.Container.Runtime,
 		Dst: a.Dst, Method: a.Method, Host: a.Host, Path: a.Path,
 	})
@@ -527,7 +529,7 @@ func (m *Manager) finishLocked(e *entry, status string, out Outcome, by, reason 
 
 func (m *Manager) auditApproval(a *Approval, action string) {
 	m.audit.Log(audit.Entry{
-		Time: m.now().UTC(), Event: "approval", Action: action, By: a.By, Reason: a.Reason,
+		Time: m.now().UTC(), Event: audit.EventApproval, Action: action, By: a.By, Reason: a.Reason,
 		ApprovalID: a.ID, Rule: a.Rule, Container: a.Container.Name, ContainerID: a.Container.ID,
 		Runtime: a.Container.Runtime, Dst: a.Dst, Method: a.Method, Host: a.Host, Path: a.Path,
 	})
@@ -597,7 +599,7 @@ func (m *Manager) Decide(id string, approve bool, by, reason string, grantFor ti
 			reason = "approved for " + grantFor.String()
 		}
 		m.audit.Log(audit.Entry{
-			Time: now, Event: "grant", Action: "created", By: by, ApprovalID: id, Rule: g.Rule,
+			Time: now, Event: audit.EventGrant, Action: audit.ActionCreated, By: by, ApprovalID: id, Rule: g.Rule,
 			Container: g.Container, Method: g.Method, Host: g.Host, Path: e.a.Path,
 			Reason: "until " + g.Expires.Format(time.RFC3339),
 		})
@@ -684,27 +686,56 @@ func (m *Manager) ListGrants() []Grant {
 	return out
 }
 
-// RevokeGrant deletes a grant; requests matching it are asked again.
+// RevokeGrant deletes a grant; requests matching it are asked again, and
+// the OnRevoke hooks run (connections it let through are re-decided).
 func (m *Manager) RevokeGrant(id, by string) error {
 	if !validID(id) {
 		return ErrNotFound
 	}
+	hooks, err := m.revokeGrant(id, by)
+	if err != nil {
+		return err
+	}
+	for _, f := range hooks {
+		f()
+	}
+	return nil
+}
+
+func (m *Manager) revokeGrant(id, by string) ([]func(), error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	g := m.grants[id]
 	if g == nil {
-		return ErrNotFound
+		return nil, ErrNotFound
 	}
 	if err := deleteGrant(m.db, id); err != nil {
-		return fmt.Errorf("revoke grant: %w", err)
+		return nil, fmt.Errorf("revoke grant: %w", err)
 	}
 	delete(m.grants, id)
 	m.met.grants.Set(float64(len(m.grants)))
 	m.audit.Log(audit.Entry{
-		Time: m.now().UTC(), Event: "grant", Action: "revoked", By: by, ApprovalID: g.ApprovalID,
+		Time: m.now().UTC(), Event: audit.EventGrant, Action: audit.ActionRevoked, By: by, ApprovalID: g.ApprovalID,
 		Rule: g.Rule, Container: g.Container, Method: g.Method, Host: g.Host,
 	})
-	return nil
+	return slices.Clone(m.onRevoke), nil
+}
+
+// OnRevoke registers f to run after every grant revocation, outside the
+// Manager's lock (the proxy re-decides the connections grants let through).
+func (m *Manager) OnRevoke(f func()) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.onRevoke = append(m.onRevoke, f)
+}
+
+// GrantActive reports whether the grant id exists and has not expired.
+func (m *Manager) GrantActive(id string) bool {
+	now := m.now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	g := m.grants[id]
+	return g != nil && now.Before(g.Expires)
 }
 
 // Shutdown releases every pending hold with "restarting", marks their

@@ -168,7 +168,7 @@ func (d *Daemon) attach(began time.Time, c policy.Container, pid int, trustCA, a
 		}
 	}
 	took := time.Since(began)
-	d.audit.Log(audit.Entry{Event: "attach", Container: c.Name, ContainerID: c.ID, Runtime: c.Runtime, Labels: c.Labels, Action: "attach",
+	d.audit.Log(audit.Entry{Event: audit.EventAttach, Container: c.Name, ContainerID: c.ID, Runtime: c.Runtime, Labels: c.Labels, Action: audit.ActionAttach,
 		DurationMS: float64(took.Microseconds()) / 1000})
 	d.log.Info("attached", zap.String("container", c.Name), zap.String("runtime", c.Runtime), zap.String("namespace", c.Namespace),
 		zap.String("cgroup", cg), zap.Uint16("proxy_port", ls.tcpPort()), zap.Uint16("dns_port", ls.udpPort()),
@@ -250,7 +250,7 @@ func (d *Daemon) detach(id, reason string) error {
 		err = errors.Join(err, rerr)
 	}
 	if ok {
-		d.audit.Log(audit.Entry{Event: "detach", Container: a.Container.Name, ContainerID: a.Container.ID, Runtime: a.Container.Runtime, Action: "detach", Reason: reason})
+		d.audit.Log(audit.Entry{Event: audit.EventDetach, Container: a.Container.Name, ContainerID: a.Container.ID, Runtime: a.Container.Runtime, Action: audit.ActionDetach, Reason: reason})
 		d.log.Info("detached", zap.String("container", a.Container.Name), zap.String("reason", reason))
 	}
 	return err

@@ -152,6 +152,9 @@ func New(cfg Config, log *zap.Logger) (*Daemon, error) {
 	}); err != nil {
 		return nil, fmt.Errorf("proxy: %w", err)
 	}
+	// An open connection never outlives the rule or grant that allowed it.
+	d.policy.OnInstall(func() { d.proxy.Recheck("policy reloaded") })
+	d.approvals.OnRevoke(func() { d.proxy.Recheck("grant revoked") })
 	d.rt = d.newRuntimes()
 	d.reg.MustRegister(&bpfCollector{d: d})
 	return d, nil

@@ -40,6 +40,18 @@ type Engine struct {
 
 	reloads *prometheus.CounterVec
 	rules   prometheus.Gauge
+
+	onInstall []func() // after every install but the first; guarded by mu
+}
+
+// OnInstall registers f to run after every reload that installed a new
+// policy (the proxy re-decides open connections then). f runs inside the
+// serialised reload, after the new policy is in force: it must not call
+// Reload or OnInstall.
+func (e *Engine) OnInstall(f func()) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.onInstall = append(e.onInstall, f)
 }
 
 // NewEngine loads the policy at path. A first load that fails is an error:
@@ -161,6 +173,9 @@ func (e *Engine) reloadLocked() error {
 	old := e.cur.Load().Rules()
 	e.install(p, data)
 	e.log.Info("policy reloaded", zap.Int("rules", p.Rules()), zap.Int("previous_rules", old), zap.Strings("sets", p.Sets()))
+	for _, f := range e.onInstall {
+		f()
+	}
 	return nil
 }
 

@@ -34,59 +34,78 @@ type conn struct {
 	cancel context.CancelFunc
 	st     *connState
 	start  time.Time
+	cls    classCache // the destination's address class, computed once
 }
 
 func (cc *conn) serve() {
+	s := cc.s
 	cc.br = bufio.NewReaderSize(cc.c, sniffBufSize)
+	f := connFacts{meta: cc.meta, names: cc.names(), cls: &cc.cls}
 	// Deadlines are on the real clock: they bound real sockets.
-	cc.c.SetReadDeadline(time.Now().Add(cc.s.cfg.PeekTimeout))
+	cc.c.SetReadDeadline(time.Now().Add(s.cfg.PeekTimeout))
 	_, err := cc.br.Peek(1)
+	cc.c.SetReadDeadline(time.Time{})
 	if err != nil {
-		cc.c.SetReadDeadline(time.Time{})
 		if !errors.Is(err, os.ErrDeadlineExceeded) {
 			return // the agent closed before sending anything
 		}
-		// Server-speaks-first protocol: decide on the destination alone.
-		d, e, url := cc.decideRaw("tcp")
-		if d.Action != policy.Deny || !cc.waitFirstBytes() {
-			cc.act(d, &e, url, e.Host, func() { resetClose(cc.c) })
+		f.stage = stageLate
+		v := s.gateConn(f)
+		if v.act != actWait {
+			cc.carry(v, f, sniffed{}) // a server-speaks-first protocol
 			return
 		}
-		// A slow client (a loaded host, a busy agent) whose connection the
-		// destination alone would deny: it sent its first bytes late, so
-		// decide it on what it sent, like any other.
+		if !cc.waitFirstBytes() {
+			f.waited = true
+			cc.carry(s.gateConn(f), f, sniffed{})
+			return
+		}
+		// The client spoke late: decide on what it sent, like any other.
 	}
 	cc.c.SetReadDeadline(time.Now().Add(helloTimeout))
 	res := sniff(cc.br)
 	cc.c.SetReadDeadline(time.Time{})
-	switch res.kind {
-	case kindTLS:
-		cc.serveTLS(res)
-	case kindHTTP:
+	f.stage, f.sni = res.stage, res.sni
+	cc.carry(s.gateConn(f), f, res)
+}
+
+// names are the names clawd's DNS gave this container for the destination.
+func (cc *conn) names() []string {
+	if cc.s.cfg.Names == nil {
+		return nil
+	}
+	var out []string
+	for _, n := range cc.s.cfg.Names.NamesFor(cc.meta.Container.Key(), cc.meta.OrigDst.Addr()) {
+		if n = normHost(n); n != "" && !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// carry carries out a connection verdict of the gate.
+func (cc *conn) carry(v connVerdict, f connFacts, res sniffed) {
+	s := cc.s
+	deny := func() { resetClose(cc.c) }
+	if f.stage == stageTLS || f.stage == stageBadTLS {
+		deny = func() { tlsAlertClose(cc.c) }
+	}
+	switch v.act {
+	case actIntercept:
+		cc.serveIntercept(res, &v.e)
+	case actFrame:
 		cc.serveHTTP(&bufConn{Conn: cc.c, r: cc.br}, newHandler(cc, "http", ""))
+	case actSplice:
+		proto := f.stage.proto()
+		url := proto + "://" + cc.meta.OrigDst.String()
+		if v.host != "" {
+			url = proto + "://" + net.JoinHostPort(v.host, strconv.Itoa(int(cc.meta.OrigDst.Port())))
+		}
+		cc.act(v, f, url, deny)
 	default:
-		cc.serveRaw("tcp")
+		s.record(v.e, v.d, cc.start)
+		deny()
 	}
-}
-
-// decideConn decides a connection-level Input (no HTTP facts). A body
-// condition cannot match a connection, so NeedBody is answered with an empty
-// known body.
-func (cc *conn) decideConn(in policy.Input) policy.Decision {
-	d := cc.s.decide(in)
-	if d.NeedBody {
-		in.BodyKnown = true
-		d = cc.s.decide(in)
-	}
-	return d
-}
-
-// serveRaw decides on the destination IP and port, trying the names clawd's
-// DNS gave this container for the IP: the first name not denied wins, else
-// the IP-only decision stands.
-func (cc *conn) serveRaw(proto string) {
-	d, e, url := cc.decideRaw(proto)
-	cc.act(d, &e, url, e.Host, func() { resetClose(cc.c) })
 }
 
 // waitFirstBytes waits (bounded) for the agent's first bytes after the peek
@@ -98,72 +117,18 @@ func (cc *conn) waitFirstBytes() bool {
 	return err == nil
 }
 
-// decideRaw is the connection-level decision for raw TCP.
-func (cc *conn) decideRaw(proto string) (policy.Decision, audit.Entry, string) {
+// act carries out a connection-level allow or approve: hold when asked,
+// then splice, with the verdict re-decided on every reload and revocation
+// while the splice lasts.
+func (cc *conn) act(v connVerdict, f connFacts, url string, deny func()) {
 	s := cc.s
-	ip := cc.meta.OrigDst.Addr()
-	in := policy.Input{Container: cc.meta.Container, DstIP: ip, DstPort: cc.meta.OrigDst.Port()}
-	e := s.entry(cc.meta, proto)
-	var d policy.Decision
-	decided := false
-	if s.cfg.Names != nil && !s.internal(cc.meta.OrigDst) {
-		for _, name := range s.cfg.Names.NamesFor(cc.meta.Container.Key(), ip) {
-			in.Host = normHost(name)
-			if d = cc.decideConn(in); d.Action != policy.Deny {
-				e.Host = in.Host
-				decided = true
-				break
-			}
-		}
-	}
-	if !decided {
-		in.Host = ""
-		d = cc.decideConn(in)
-	}
-	url := proto + "://" + cc.meta.OrigDst.String()
-	if e.Host != "" {
-		url = proto + "://" + net.JoinHostPort(e.Host, strconv.Itoa(int(cc.meta.OrigDst.Port())))
-	}
-	return d, e, url
-}
-
-// serveTLS handles a connection that opened with a TLS ClientHello.
-func (cc *conn) serveTLS(res sniffed) {
-	s := cc.s
-	if res.sni == "" {
-		cc.serveRaw("tls")
-		return
-	}
-	e := s.entry(cc.meta, "tls")
-	e.SNI, e.Host = res.sni, res.sni
-	deny := func() { tlsAlertClose(cc.c) }
-	forbidden := s.internal(cc.meta.OrigDst)
-	if !forbidden && !s.consistent(cc.meta.Container, res.sni, cc.meta.OrigDst.Addr()) {
-		d := policy.Decision{Action: policy.Deny, Rule: "host-mismatch", Reason: "host_mismatch: server name does not resolve to the destination"}
-		s.record(e, d, cc.start)
-		deny()
-		return
-	}
-	if !forbidden && s.cfg.Decider.Intercepts(cc.meta.Container, res.sni) {
-		cc.serveIntercept(res, &e)
-		return
-	}
-	in := policy.Input{Container: cc.meta.Container, DstIP: cc.meta.OrigDst.Addr(), DstPort: cc.meta.OrigDst.Port(), Host: res.sni}
-	d := cc.decideConn(in)
-	url := "tls://" + net.JoinHostPort(res.sni, strconv.Itoa(int(cc.meta.OrigDst.Port())))
-	cc.act(d, &e, url, res.sni, deny)
-}
-
-// act carries out a connection-level decision: splice, hold then splice, or
-// refuse with deny.
-func (cc *conn) act(d policy.Decision, e *audit.Entry, url, host string, deny func()) {
-	s := cc.s
-	switch d.Action {
-	case policy.Allow:
-	case policy.Approve:
-		out, ok := cc.holdConn(d, url, host)
+	d, e := v.d, &v.e
+	var out approval.Outcome
+	if d.Action == policy.Approve {
+		var ok bool
+		out, ok = cc.holdConn(d, url, v.host)
 		if !ok {
-			e.Action = "deny"
+			e.Action = audit.ActionDeny
 			if out.Status != "" {
 				e.Action = out.Status
 			}
@@ -173,12 +138,18 @@ func (cc *conn) act(d policy.Decision, e *audit.Entry, url, host string, deny fu
 			return
 		}
 		e.Action, e.By, e.ApprovalID = out.Status, out.By, out.ID
-	default:
-		s.record(*e, d, cc.start)
-		deny()
-		return
 	}
-	cc.splice(e)
+	f.waited = true // a re-decision never waits
+	cc.splice(e, func() (policy.Decision, bool) {
+		nv := s.gateConn(f)
+		if nv.act != actSplice {
+			if nv.act != actRefuse {
+				nv.d = refuse(ruleUnframable, "the destination now has HTTP-level rules, which a spliced connection cannot follow")
+			}
+			return nv.d, false
+		}
+		return nv.d, s.stillAllowed(d, out, nv.d)
+	})
 	s.record(*e, d, cc.start)
 }
 
@@ -187,7 +158,7 @@ func (cc *conn) act(d policy.Decision, e *audit.Entry, url, host string, deny fu
 func (cc *conn) holdConn(d policy.Decision, url, host string) (approval.Outcome, bool) {
 	s := cc.s
 	if s.cfg.Approver == nil {
-		return approval.Outcome{Status: "deny", Reason: "approval not configured"}, false
+		return approval.Outcome{Status: audit.ActionDeny, Reason: "approval not configured"}, false
 	}
 	ctx, stop := cc.watchClient()
 	s.m.held.Inc()
@@ -243,7 +214,7 @@ func (cc *conn) watchClient() (context.Context, func()) {
 // splice connects the agent to OrigDst: the sniffed bytes are replayed, then
 // both directions are copied. The agent's conn is handed to io.Copy as is,
 // so between two *net.TCPConn the kernel splices (TCPConn.ReadFrom).
-func (cc *conn) splice(e *audit.Entry) {
+func (cc *conn) splice(e *audit.Entry, recheck func() (policy.Decision, bool)) {
 	s := cc.s
 	up, err := s.cfg.Dial(cc.ctx, "tcp", cc.meta.OrigDst.String())
 	if err != nil {
@@ -254,7 +225,9 @@ func (cc *conn) splice(e *audit.Entry) {
 		return
 	}
 	defer up.Close()
-	s.setHooks(cc.st, func() {}, func() { cc.c.Close(); up.Close() })
+	kill := func() { cc.c.Close(); up.Close() }
+	s.setHooks(cc.st, func() {}, kill)
+	defer s.track(&live{entry: *e, recheck: recheck, kill: kill})()
 
 	if n := cc.br.Buffered(); n > 0 {
 		b, _ := cc.br.Peek(n)
@@ -353,3 +326,6 @@ func resetClose(c net.Conn) {
 	}
 	c.Close()
 }
+
+// kill closes the agent's connection, ending whatever runs on it.
+func (cc *conn) kill() { cc.c.Close() }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/clawd-dev/clawd/audit"
+	"github.com/clawd-dev/clawd/internal/addrclass"
 	"github.com/clawd-dev/clawd/policy"
 	"github.com/clawd-dev/clawd/proxy/ca"
 )
@@ -37,6 +38,7 @@ type rule struct {
 	action       policy.Action
 	limit        int // requests allowed before rate limiting; 0 = none
 	timeout      time.Duration
+	byCIDR       bool // the rule names the destination in cidrs
 }
 
 type fakeDecider struct {
@@ -58,7 +60,7 @@ func (f *fakeDecider) set(def policy.Action, rules ...rule) {
 	f.rules, f.def = rules, def
 }
 
-func (f *fakeDecider) Intercepts(_ policy.Container, host string) bool {
+func (f *fakeDecider) HTTPLevel(_ policy.Container, host string, _ netip.Addr, _ uint16) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.intercept[host]
@@ -76,7 +78,7 @@ func (f *fakeDecider) Decide(in policy.Input) policy.Decision {
 	for _, r := range f.rules {
 		if r.disabled ||
 			(r.host != "" && r.host != in.Host) ||
-			(r.method != "" && r.method != in.Method) ||
+			(r.method != "" && !strings.EqualFold(r.method, in.Method)) || // as policy does
 			(r.pathPrefix != "" && !strings.HasPrefix(path, r.pathPrefix)) {
 			continue
 		}
@@ -94,7 +96,7 @@ func (f *fakeDecider) Decide(in policy.Input) policy.Decision {
 			}
 			f.used[r.name]++
 		}
-		return policy.Decision{Action: r.action, Rule: r.name, Reason: "rule " + r.name, ApprovalTimeout: r.timeout}
+		return policy.Decision{Action: r.action, Rule: r.name, Reason: "rule " + r.name, ApprovalTimeout: r.timeout, ByCIDR: r.byCIDR}
 	}
 	return policy.Decision{Action: f.def, Rule: "default", Reason: "default action"}
 }
@@ -156,6 +158,9 @@ func newEnv(t *testing.T, dec *fakeDecider, mod func(*Config)) *env {
 		Names:   fakeNames{"example.com": netip.MustParseAddr("127.0.0.1"), "api.example.com": netip.MustParseAddr("127.0.0.1")},
 		CA:      authority,
 		Audit:   rec,
+		// Upstreams in these tests live on loopback, which the gate
+		// refuses for name rules; the address guard has its own tests.
+		Classify: func(netip.Addr) addrclass.Class { return addrclass.Public },
 	}
 	if mod != nil {
 		mod(&cfg)

@@ -131,6 +131,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	e := h.base
 	e.SNI, e.Host, e.Method, e.Path = h.sni, host, r.Method, r.URL.Path
 	var d policy.Decision
+	var out approval.Outcome // of the hold, when d is Approve
 	var counter *countingBody
 	defer func() {
 		e.Status = rw.status
@@ -147,15 +148,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	info := errInfo{Method: r.Method, Host: host, Path: r.URL.Path}
 
-	if !s.internal(meta.OrigDst) &&
-		((h.sni != "" && host != h.sni) || !s.consistentKey(h.key, host, meta.OrigDst.Addr())) {
-		d = policy.Decision{Action: policy.Deny, Rule: "host-mismatch", Reason: "host does not resolve to the destination the agent connected to"}
-		info.Error, info.Reason = "host_mismatch", d.Reason
-		writeJSON(rw, http.StatusForbidden, info)
-		return
-	}
-
-	in := policy.Input{
+	f := reqFacts{key: h.key, sni: h.sni, cls: &h.cc.cls, in: policy.Input{
 		Container: meta.Container,
 		DstIP:     meta.OrigDst.Addr(),
 		DstPort:   meta.OrigDst.Port(),
@@ -163,20 +156,26 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Method:    r.Method,
 		Path:      target,
 		Header:    r.Header,
+	}}
+	d = s.gateRequest(f, meta.OrigDst)
+	if d.Rule == ruleHostMismatch {
+		info.Error, info.Reason = "host_mismatch", d.Reason
+		writeJSON(rw, http.StatusForbidden, info)
+		return
 	}
-	d = s.decide(in)
+	in := &f.in
 	var body []byte
 	buffered := false
 	if d.NeedBody {
 		var ok bool
 		bodyRead = true
 		if body, ok = h.readBody(rw, r, info); !ok {
-			e.Action = "deny"
+			e.Action = audit.ActionDeny
 			return
 		}
 		buffered = true
 		in.Body, in.BodyKnown = body, true
-		d = s.decide(in)
+		d = s.gateRequest(f, meta.OrigDst)
 	}
 	info.Rule, info.Reason = d.Rule, d.Reason
 
@@ -184,7 +183,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case policy.Allow:
 	case policy.Approve:
 		if s.cfg.Approver == nil {
-			e.Action, e.Reason = "deny", "approval not configured"
+			e.Action, e.Reason = audit.ActionDeny, "approval not configured"
 			info.Error, info.Reason = "blocked_by_policy", e.Reason
 			writeJSON(rw, http.StatusForbidden, info)
 			return
@@ -193,12 +192,12 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			var ok bool
 			bodyRead = true
 			if body, ok = h.readBody(rw, r, info); !ok {
-				e.Action = "deny"
+				e.Action = audit.ActionDeny
 				return
 			}
 			buffered = true
 		}
-		out := h.hold(r, body, host, target, d)
+		out = h.hold(r, body, host, target, d)
 		e.By, e.ApprovalID = out.By, out.ID
 		e.Action = out.Status
 		if e.Action == "" {
@@ -242,14 +241,14 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		injection, err := inj.Inject(r, host)
 		if err != nil {
 			if IsPlaceholderMisuse(err) {
-				e.Event, e.Action, e.Reason = "exfiltration", "deny", "placeholder sent to a host it is not bound to"
+				e.Event, e.Action, e.Reason = audit.EventExfiltration, audit.ActionDeny, "placeholder sent to a host it is not bound to"
 				info.Error, info.Rule, info.Reason = "placeholder_misuse", "", e.Reason
 				writeJSON(rw, http.StatusForbidden, info)
 				return
 			}
 			// The error text may come from secret handling: keep it out
 			// of logs and responses.
-			e.Action, e.Reason = "deny", "secret injection failed"
+			e.Action, e.Reason = audit.ActionDeny, "secret injection failed"
 			info.Error, info.Rule, info.Reason = "injection_failed", "", e.Reason
 			writeJSON(rw, http.StatusInternalServerError, info)
 			return
@@ -257,6 +256,17 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		ri.inj = injection
 	}
 	rw.before = nil // from here the body goes upstream
+	if upgradeType(r.Header) != "" {
+		// An upgraded stream (WebSocket) carries bytes no request decides:
+		// it is re-decided, as this request, on reload and revocation.
+		was, rf := d, f
+		rf.in.Header = r.Header.Clone()
+		rf.in.Body, rf.in.BodyKnown = nil, true
+		defer s.track(&live{entry: e, kill: h.cc.kill, recheck: func() (policy.Decision, bool) {
+			nd := s.gateRequest(rf, meta.OrigDst)
+			return nd, nd.Action != policy.Deny && s.stillAllowed(was, out, nd)
+		}})()
+	}
 	h.rp.ServeHTTP(rw, r.WithContext(context.WithValue(r.Context(), reqInfoKey{}, ri)))
 }
 
@@ -402,7 +412,7 @@ func (h *handler) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 		if m, ok := ri.inj.(interface{ Misuse() error }); ok && m.Misuse() != nil {
 			// The body carried a placeholder for another host; the
 			// injector cut the upstream request off before its bytes.
-			ri.e.Event, ri.e.Action, ri.e.Reason = "exfiltration", "deny", "placeholder sent to a host it is not bound to"
+			ri.e.Event, ri.e.Action, ri.e.Reason = audit.EventExfiltration, audit.ActionDeny, "placeholder sent to a host it is not bound to"
 			writeJSON(w, http.StatusForbidden, errInfo{Error: "placeholder_misuse", Method: r.Method, Host: host, Path: r.URL.Path, Reason: ri.e.Reason})
 			return
 		}

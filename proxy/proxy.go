@@ -22,6 +22,7 @@ import (
 
 	"github.com/clawd-dev/clawd/approval"
 	"github.com/clawd-dev/clawd/audit"
+	"github.com/clawd-dev/clawd/internal/addrclass"
 	"github.com/clawd-dev/clawd/policy"
 	"github.com/clawd-dev/clawd/proxy/ca"
 	"github.com/clawd-dev/clawd/secrets"
@@ -36,7 +37,10 @@ type ConnMeta struct {
 // Decider decides requests; *policy.Engine implements it.
 type Decider interface {
 	Decide(policy.Input) policy.Decision
-	Intercepts(c policy.Container, host string) bool
+	// HTTPLevel reports whether the rules that could apply to host (""
+	// for the address alone) at ip:port need HTTP facts: such a
+	// connection is framed or refused, never spliced (see gate.go).
+	HTTPLevel(c policy.Container, host string, ip netip.Addr, port uint16) bool
 }
 
 // Approver holds a request until a human decides; *approval.Manager implements it.
@@ -118,6 +122,15 @@ type Config struct {
 	// HostAddr reports whether a is currently one of the host's addresses;
 	// nil scans net.InterfaceAddrs (failing closed). Tests replace it.
 	HostAddr func(a netip.Addr) bool
+	// ContainerAddr reports whether a is an address of an attached
+	// container (another agent's listener is no dial target for a name
+	// rule); nil: none is known.
+	ContainerAddr func(a netip.Addr) bool
+	// Classify says whether a destination address is special (loopback,
+	// private, link-local, the host's or a container's own): such an
+	// address is dialled only for a rule naming it in cidrs. nil:
+	// addrclass.Extra{Host: HostAddr, Container: ContainerAddr}.Classify.
+	Classify func(a netip.Addr) addrclass.Class
 
 	Audit      audit.Sink            // nil: audit.Discard
 	Log        *zap.Logger           // nil: zap.NewNop()
@@ -161,6 +174,9 @@ type Server struct {
 	forbidden map[netip.AddrPort]bool
 	fbPorts   map[uint16]bool
 	decisions decisionCounters
+
+	liveMu sync.Mutex
+	live   map[*live]struct{} // open streams re-decided by Recheck
 
 	mu      sync.Mutex
 	closing bool
@@ -219,6 +235,7 @@ func New(cfg Config) (*Server, error) {
 		forbidden: make(map[netip.AddrPort]bool),
 		fbPorts:   make(map[uint16]bool),
 		conns:     make(map[*connState]struct{}),
+		live:      make(map[*live]struct{}),
 	}
 	for _, ap := range cfg.Forbidden {
 		s.forbidden[netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())] = true
@@ -228,6 +245,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if s.cfg.HostAddr == nil {
 		s.cfg.HostAddr = isHostAddr
+	}
+	if s.cfg.Classify == nil {
+		s.cfg.Classify = addrclass.Extra{Host: s.cfg.HostAddr, Container: s.cfg.ContainerAddr}.Classify
 	}
 	return s, nil
 }
@@ -420,7 +440,7 @@ func splitHost(h string) (string, bool) {
 
 func (s *Server) entry(m ConnMeta, proto string) audit.Entry {
 	return audit.Entry{
-		Event:       "decision",
+		Event:       audit.EventDecision,
 		Container:   m.Container.Name,
 		ContainerID: m.Container.ID,
 		Runtime:     m.Container.Runtime,

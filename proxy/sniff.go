@@ -7,25 +7,23 @@ import (
 	"errors"
 	"io"
 	"net"
+	"strings"
 	"time"
 )
 
-type kind int
-
-const (
-	kindRaw  kind = iota // anything else: decided on IP and port
-	kindTLS              // a TLS ClientHello
-	kindHTTP             // an HTTP/1.x request line
-)
-
 type sniffed struct {
-	kind kind
-	sni  string   // TLS server name, normalized; "" when absent
-	alpn []string // protocols the TLS client offers
+	stage stage
+	sni   string   // TLS server name, normalized; "" when absent
+	alpn  []string // protocols the TLS client offers
 }
 
 // maxMethodLen bounds how far we look for the space after an HTTP method.
 const maxMethodLen = 24
+
+// maxLeadingEmpty is how many empty lines (CRLF or LF) may precede an HTTP
+// request line: servers such as Node's llhttp skip them, so the sniffer
+// must not take such a request for something else.
+const maxLeadingEmpty = 8
 
 // sniff looks at the start of the stream without consuming it: everything it
 // reads stays buffered in br and is later replayed to whoever handles the
@@ -33,49 +31,120 @@ const maxMethodLen = 24
 func sniff(br *bufio.Reader) sniffed {
 	first, err := br.Peek(1)
 	if err != nil {
-		return sniffed{kind: kindRaw}
+		return sniffed{stage: stageOther}
 	}
 	if first[0] == 0x16 { // TLS handshake record
-		hdr, err := br.Peek(5)
-		if err != nil {
-			return sniffed{kind: kindRaw}
-		}
-		n := int(hdr[3])<<8 | int(hdr[4])
-		rec, err := br.Peek(5 + n)
-		if err != nil {
-			return sniffed{kind: kindRaw}
-		}
-		hello, ok := parseClientHello(rec)
+		hello, ok := peekClientHello(br)
 		if !ok {
-			return sniffed{kind: kindRaw}
+			return sniffed{stage: stageBadTLS}
 		}
-		return sniffed{kind: kindTLS, sni: normHost(hello.ServerName), alpn: hello.SupportedProtos}
+		return sniffed{stage: stageTLS, sni: normHost(hello.ServerName), alpn: hello.SupportedProtos}
 	}
 	if looksHTTP(br) {
-		return sniffed{kind: kindHTTP}
+		return sniffed{stage: stageHTTP}
 	}
-	return sniffed{kind: kindRaw}
+	return sniffed{stage: stageOther}
 }
 
-// looksHTTP reports whether the stream starts with an HTTP method token and a
+// peekClientHello peeks TLS handshake records until they hold a whole
+// ClientHello, however the client split it over records (and TCP
+// segments), and lets crypto/tls parse it. A hello larger than the sniff
+// buffer, or records that are not handshake records, fail.
+func peekClientHello(br *bufio.Reader) (*tls.ClientHelloInfo, bool) {
+	off, payload := 0, 0 // bytes of records peeked; handshake bytes in them
+	need := -1           // handshake bytes of the ClientHello (4 + length)
+	for need < 0 || payload < need {
+		hdr, err := br.Peek(off + 5)
+		if err != nil {
+			return nil, false
+		}
+		h := hdr[off:]
+		n := int(h[3])<<8 | int(h[4])
+		if h[0] != 0x16 || h[1] != 3 || n == 0 || n > 1<<14 {
+			return nil, false
+		}
+		rec, err := br.Peek(off + 5 + n)
+		if err != nil {
+			return nil, false
+		}
+		if need < 0 && payload+n >= 4 {
+			// The handshake header may itself straddle records.
+			var hs [4]byte
+			k := 0
+			for o := 0; k < 4; {
+				rl := int(rec[o+3])<<8 | int(rec[o+4])
+				for i := 0; i < rl && k < 4; i++ {
+					hs[k] = rec[o+5+i]
+					k++
+				}
+				o += 5 + rl
+			}
+			if hs[0] != 1 { // client_hello
+				return nil, false
+			}
+			need = 4 + (int(hs[1])<<16 | int(hs[2])<<8 | int(hs[3]))
+		}
+		off += 5 + n
+		payload += n
+	}
+	rec, _ := br.Peek(off)
+	return parseClientHello(rec)
+}
+
+// looksHTTP reports whether the stream starts (after at most
+// maxLeadingEmpty empty lines) with an HTTP method token of any case and a
 // space. It only waits for more bytes while the prefix still looks like a
-// method, so a short non-HTTP greeting is not held up.
+// request, so a short non-HTTP greeting is not held up.
 func looksHTTP(br *bufio.Reader) bool {
-	for i := 0; i <= maxMethodLen; i++ {
+	i := 0
+	for lines := 0; ; lines++ {
 		b, err := br.Peek(i + 1)
 		if err != nil {
 			return false
 		}
-		c := b[i]
+		switch {
+		case b[i] == '\n':
+			i++
+		case b[i] == '\r':
+			b, err = br.Peek(i + 2)
+			if err != nil || b[i+1] != '\n' {
+				return false
+			}
+			i += 2
+		default:
+			lines = -1
+		}
+		if lines < 0 {
+			break
+		}
+		if lines >= maxLeadingEmpty {
+			return false
+		}
+	}
+	for j := 0; j <= maxMethodLen; j++ {
+		b, err := br.Peek(i + j + 1)
+		if err != nil {
+			return false
+		}
+		c := b[i+j]
 		switch {
 		case c == ' ':
-			return i > 0
-		case c >= 'A' && c <= 'Z', c == '-' || c == '_':
+			return j > 0
+		case isTokenChar(c):
 		default:
 			return false
 		}
 	}
 	return false
+}
+
+// isTokenChar reports whether c may appear in an HTTP token (RFC 9110 tchar).
+func isTokenChar(c byte) bool {
+	switch {
+	case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		return true
+	}
+	return c < 0x80 && strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
 }
 
 var errHelloDone = errors.New("client hello captured")

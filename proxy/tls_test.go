@@ -342,7 +342,7 @@ func TestParseClientHello(t *testing.T) {
 	rec := captureHello(t, &tls.Config{ServerName: "Api.Example.COM", NextProtos: []string{"h2", "http/1.1"}})
 	br := bufio.NewReader(bytes.NewReader(rec))
 	got := sniff(br)
-	if got.kind != kindTLS || got.sni != "api.example.com" || len(got.alpn) != 2 {
+	if got.stage != stageTLS || got.sni != "api.example.com" || len(got.alpn) != 2 {
 		t.Errorf("sniff = %+v", got)
 	}
 	if br.Buffered() != len(rec) {
@@ -371,21 +371,26 @@ func captureHello(t testing.TB, cfg *tls.Config) []byte {
 func TestSniffKinds(t *testing.T) {
 	tests := []struct {
 		in   string
-		want kind
+		want stage
 	}{
-		{"GET / HTTP/1.1\r\n", kindHTTP},
-		{"POST /x HTTP/1.0\r\n", kindHTTP},
-		{"M-SEARCH * HTTP/1.1\r\n", kindHTTP},
-		{"SSH-2.0-OpenSSH\r\n", kindRaw},
-		{"HI\n", kindRaw},
-		{" GET /", kindRaw},
-		{"\x16\x03\x01\x00\x05hello", kindRaw}, // TLS-looking garbage
-		{"\x16\x03", kindRaw},
-		{"", kindRaw},
+		{"GET / HTTP/1.1\r\n", stageHTTP},
+		{"POST /x HTTP/1.0\r\n", stageHTTP},
+		{"M-SEARCH * HTTP/1.1\r\n", stageHTTP},
+		{"delete /x HTTP/1.1\r\n", stageHTTP}, // servers accept any token
+		{"DeLeTe /x HTTP/1.1\r\n", stageHTTP},
+		{"\r\n\r\nDELETE /x HTTP/1.1\r\n", stageHTTP}, // llhttp skips empty lines
+		{"\nGET / HTTP/1.1\r\n", stageHTTP},
+		{"SSH-2.0-OpenSSH\r\n", stageOther},
+		{"HI\n", stageOther},
+		{" GET /", stageOther},
+		{"\r\r\nGET /", stageOther},
+		{"\x16\x03\x01\x00\x05hello", stageBadTLS}, // TLS-looking garbage
+		{"\x16\x03", stageBadTLS},
+		{"", stageOther},
 	}
 	for _, tt := range tests {
-		if got := sniff(bufio.NewReaderSize(strings.NewReader(tt.in), sniffBufSize)); got.kind != tt.want {
-			t.Errorf("sniff(%q) = %v, want %v", tt.in, got.kind, tt.want)
+		if got := sniff(bufio.NewReaderSize(strings.NewReader(tt.in), sniffBufSize)); got.stage != tt.want {
+			t.Errorf("sniff(%q) = %v, want %v", tt.in, got.stage, tt.want)
 		}
 	}
 }
@@ -399,7 +404,7 @@ func FuzzSniff(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		br := bufio.NewReaderSize(bytes.NewReader(b), sniffBufSize)
 		got := sniff(br)
-		if got.kind == kindTLS && len(got.sni) > 255 {
+		if got.stage == stageTLS && len(got.sni) > 255 {
 			t.Errorf("implausible SNI length %d", len(got.sni))
 		}
 		// Sniffing never consumes: everything read stays replayable.

@@ -1,0 +1,291 @@
+package proxy
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"sync"
+
+	"github.com/clawd-dev/clawd/audit"
+	"github.com/clawd-dev/clawd/internal/addrclass"
+	"github.com/clawd-dev/clawd/policy"
+)
+
+// The gate is the one place where the proxy decides. conn.go and http.go
+// gather facts (the container, the destination it dialled, the names clawd's
+// DNS gave it for that address, the TLS server name, the framed HTTP
+// request) and carry out the verdict the gate returns; they never consult
+// the policy themselves. Its rules, each an invariant with tests:
+//
+//  1. A destination that the container's rule set treats at the HTTP level
+//     (the address, the SNI, or any name clawd's DNS gave the container for
+//     the address is covered by a rule marked intercept or with an HTTP
+//     condition) is never spliced raw: it is framed (TLS interception,
+//     HTTP parsing) or refused. How late or how oddly the client's first
+//     bytes arrive never changes that.
+//  2. A connection-level decision takes the most restrictive rule that
+//     applies to any of the destination's names (deny > approve > allow),
+//     so a co-hosted name cannot lend its rule to another.
+//  3. A special address (loopback, link-local, private, the host's or
+//     another container's own; internal/addrclass) is dialled only when the
+//     deciding rule names it in `cidrs`: a DNS answer cannot rebind a name
+//     rule onto it.
+//  4. clawd's own API and metrics, and unspecified addresses, are refused
+//     whatever the policy says.
+
+// stage is how far the sniffer got with a connection's first bytes.
+type stage int
+
+const (
+	stageLate   stage = iota // no byte arrived within the peek timeout
+	stageTLS                 // a whole TLS ClientHello (sni may be "")
+	stageBadTLS              // a TLS handshake record without a readable ClientHello
+	stageHTTP                // an HTTP/1.x request line
+	stageOther               // bytes that are neither
+)
+
+// connFacts are the facts known about a connection before any request.
+type connFacts struct {
+	meta   ConnMeta
+	stage  stage
+	waited bool     // stageLate after the bounded wait for a slow client, too
+	sni    string   // normalised; "" when absent
+	names  []string // names clawd's DNS gave the container for the address
+	cls    *classCache
+}
+
+// connAction is what conn.go does with a connection.
+type connAction int
+
+const (
+	actRefuse    connAction = iota // reset, or a TLS alert for TLS stages
+	actSplice                      // splice to OrigDst (Approve: hold first)
+	actIntercept                   // terminate TLS, then frame HTTP
+	actFrame                       // parse HTTP, each request decided by gateRequest
+	actWait                        // wait (bounded) for the first bytes, then ask again
+)
+
+// connVerdict carries its audit entry: conn.go adds outcome facts (bytes,
+// approval) and records it.
+type connVerdict struct {
+	act  connAction
+	d    policy.Decision // for actRefuse and actSplice
+	host string          // the name d was decided on; "" for the address alone
+	e    audit.Entry
+}
+
+// Rule names the gate itself decides with.
+const (
+	ruleInternal       = "clawd-internal"
+	ruleHostMismatch   = "host-mismatch"
+	ruleSpecialAddress = "special-address"
+	ruleUnframable     = "unframable"
+)
+
+// Audit protocols by stage.
+func (st stage) proto() string {
+	switch st {
+	case stageTLS, stageBadTLS:
+		return "tls"
+	case stageHTTP:
+		return "http"
+	}
+	return "tcp"
+}
+
+func refuse(rule, reason string) policy.Decision {
+	return policy.Decision{Action: policy.Deny, Rule: rule, Reason: reason}
+}
+
+// gateConn decides a connection from what its first bytes showed.
+func (s *Server) gateConn(f connFacts) connVerdict {
+	m := f.meta
+	ip := m.OrigDst.Addr()
+	v := connVerdict{e: s.entry(m, f.stage.proto())}
+	v.e.SNI = f.sni
+	if s.internal(m.OrigDst) {
+		if f.stage == stageHTTP {
+			v.act = actFrame // every request gets the 403 that says why
+			return v
+		}
+		v.d = refuse(ruleInternal, "destination is clawd itself or the host (unspecified address)")
+		return v
+	}
+	if f.stage == stageTLS && f.sni != "" && !s.consistent(m.Container, f.sni, ip) {
+		v.e.Host = f.sni
+		v.d = refuse(ruleHostMismatch, "host_mismatch: server name does not resolve to the destination")
+		return v
+	}
+	hosts := f.names
+	if f.sni != "" {
+		// The name the client claims first: a default decision is its.
+		hosts = append([]string{f.sni}, slices.DeleteFunc(slices.Clone(hosts), func(n string) bool { return n == f.sni })...)
+	}
+	if s.httpLevel(m, hosts) {
+		switch f.stage {
+		case stageLate:
+			if !f.waited {
+				v.act = actWait
+				return v
+			}
+			v.d = refuse(ruleUnframable, "the client sent nothing; this destination has HTTP-level rules, so clawd waits for a request and does not splice")
+		case stageTLS:
+			switch {
+			case f.sni == "":
+				v.d = refuse(ruleUnframable, "TLS without a server name to a destination with HTTP-level rules: clawd must see the name to intercept")
+			case s.cfg.CA == nil:
+				v.e.Host = f.sni
+				v.d = refuse("default", "interception not configured")
+			default:
+				v.e.Host = f.sni
+				v.act = actIntercept
+			}
+		case stageBadTLS:
+			v.d = refuse(ruleUnframable, "unreadable TLS ClientHello to a destination with HTTP-level rules")
+		default: // HTTP, or bytes that must be HTTP here: net/http refuses what is not
+			v.act = actFrame
+		}
+		return v
+	}
+	if f.stage == stageHTTP {
+		v.act = actFrame
+		return v
+	}
+	v.d, v.host = s.connDecision(m, hosts)
+	v.d = s.guardAddr(v.d, ip, f.cls)
+	v.e.Host = v.host
+	if v.d.Action == policy.Deny && f.stage == stageLate && !f.waited {
+		// A slow client (a loaded host, a busy agent) whose connection the
+		// destination alone would deny: decide it on what it sends.
+		v.act = actWait
+		return v
+	}
+	if v.d.Action != policy.Deny {
+		v.act = actSplice
+	}
+	return v
+}
+
+// httpLevel reports whether any of hosts, or the address alone, is treated
+// at the HTTP level on this destination.
+func (s *Server) httpLevel(m ConnMeta, hosts []string) bool {
+	ip, port := m.OrigDst.Addr(), m.OrigDst.Port()
+	if s.cfg.Decider.HTTPLevel(m.Container, "", ip, port) {
+		return true
+	}
+	for _, h := range hosts {
+		if s.cfg.Decider.HTTPLevel(m.Container, h, ip, port) {
+			return true
+		}
+	}
+	return false
+}
+
+// connDecision is the connection-level decision: the most restrictive rule
+// that applies to any of hosts (deny > approve > allow). Decisions by a
+// set's default action apply only when no rule does; with no names the
+// address alone decides.
+func (s *Server) connDecision(m ConnMeta, hosts []string) (policy.Decision, string) {
+	in := policy.Input{Container: m.Container, DstIP: m.OrigDst.Addr(), DstPort: m.OrigDst.Port()}
+	if len(hosts) == 0 {
+		return s.decideConn(in), ""
+	}
+	var best, dflt policy.Decision
+	bestHost, dfltHost := "", ""
+	have, haveDflt := false, false
+	for _, h := range hosts {
+		in.Host = h
+		d := s.decideConn(in)
+		if d.Rule == "default" {
+			if !haveDflt {
+				dflt, dfltHost, haveDflt = d, h, true
+			}
+			continue
+		}
+		if !have || severity(d.Action) > severity(best.Action) {
+			best, bestHost, have = d, h, true
+		}
+	}
+	if have {
+		return best, bestHost
+	}
+	return dflt, dfltHost
+}
+
+func severity(a policy.Action) int {
+	switch a {
+	case policy.Allow:
+		return 0
+	case policy.Approve:
+		return 1
+	}
+	return 2
+}
+
+// decideConn decides a connection-level Input (no HTTP facts). A body
+// condition cannot match a connection, so NeedBody is answered with an empty
+// known body.
+func (s *Server) decideConn(in policy.Input) policy.Decision {
+	d := s.decide(in)
+	if d.NeedBody {
+		in.BodyKnown = true
+		d = s.decide(in)
+	}
+	return d
+}
+
+// guardAddr refuses an allow or approve decision for a special address
+// unless the deciding rule names the address in its cidrs (invariant 3).
+func (s *Server) guardAddr(d policy.Decision, ip netip.Addr, cache *classCache) policy.Decision {
+	if d.Action == policy.Deny || d.ByCIDR {
+		return d
+	}
+	if cls := cache.get(s, ip); cls != addrclass.Public {
+		return refuse(ruleSpecialAddress, fmt.Sprintf(
+			"destination %s is a %s address; only a rule that names it in cidrs may reach it (a DNS answer pointing a name there is not enough)", ip, cls))
+	}
+	return d
+}
+
+// classify is the address class of ip (Config.Classify).
+func (s *Server) classify(ip netip.Addr) addrclass.Class { return s.cfg.Classify(ip) }
+
+// classCache classifies a connection's destination once: the host's
+// addresses are listed by a system call, too slow for every request.
+type classCache struct {
+	once sync.Once
+	c    addrclass.Class
+}
+
+func (cc *classCache) get(s *Server, ip netip.Addr) addrclass.Class {
+	if cc == nil {
+		return s.classify(ip)
+	}
+	cc.once.Do(func() { cc.c = s.classify(ip) })
+	return cc.c
+}
+
+// reqFacts are the facts of one framed HTTP request.
+type reqFacts struct {
+	key string // the container's Key
+	sni string // intercepted server name; "" for plain HTTP
+	in  policy.Input
+	cls *classCache // the connection's
+}
+
+// gateRequest decides one HTTP request. A NeedBody decision asks the caller
+// to buffer the body and call again with in.BodyKnown set.
+func (s *Server) gateRequest(f reqFacts, dst netip.AddrPort) policy.Decision {
+	if s.internal(dst) {
+		return refuse(ruleInternal, "destination is clawd itself or the host (unspecified address)")
+	}
+	host := f.in.Host
+	if (f.sni != "" && host != f.sni) || !s.consistentKey(f.key, host, dst.Addr()) {
+		return refuse(ruleHostMismatch, "host does not resolve to the destination the agent connected to")
+	}
+	d := s.decide(f.in)
+	if d.NeedBody {
+		return d
+	}
+	return s.guardAddr(d, dst.Addr(), f.cls)
+}
