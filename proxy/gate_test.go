@@ -2,16 +2,20 @@ package proxy
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/clawd-dev/clawd/approval"
 	"github.com/clawd-dev/clawd/audit"
 	"github.com/clawd-dev/clawd/internal/addrclass"
 	"github.com/clawd-dev/clawd/policy"
@@ -373,5 +377,95 @@ func TestGateRecheckClosesWhatTheNewPolicyDenies(t *testing.T) {
 			}
 			break
 		}
+	}
+}
+
+// wsUpstream grants every Upgrade with 101 and then echoes.
+func wsUpstream(t *testing.T) netip.AddrPort {
+	dst, _ := tcpUpstream(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		fmt.Fprintf(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: %s\r\n\r\n", req.Header.Get("Upgrade"))
+		io.Copy(c, br)
+	})
+	return dst
+}
+
+func TestGateRecheckUpgradedStreams(t *testing.T) {
+	dst := wsUpstream(t)
+	dec := newDecider(policy.Deny, rule{name: "ws", host: "example.com", pathPrefix: "/ws", action: policy.Allow})
+	e := newEnv(t, dec, func(c *Config) { c.Names = fakeNames{"example.com": dst.Addr()} })
+	open := func(path string) (*bufio.Reader, net.Conn) {
+		c := e.dial(dst)
+		fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: example.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", path)
+		br := bufio.NewReader(c)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil || resp.StatusCode != 101 {
+			t.Fatalf("upgrade %s: %v %v", path, resp, err)
+		}
+		io.WriteString(c, "ping\n")
+		if l, err := br.ReadString('\n'); err != nil || l != "ping\n" {
+			t.Fatalf("echo on %s: %q %v", path, l, err)
+		}
+		return br, c
+	}
+	brA, cA := open("/ws/a")
+	brB, cB := open("/ws/keep")
+	dec.set(policy.Deny,
+		rule{name: "ws-a-closed", host: "example.com", pathPrefix: "/ws/a", action: policy.Deny},
+		rule{name: "ws", host: "example.com", pathPrefix: "/ws", action: policy.Allow})
+	if n := e.srv.Recheck("policy reloaded"); n != 1 {
+		t.Fatalf("Recheck closed %d, want 1", n)
+	}
+	if _, err := brA.ReadString('\n'); err == nil {
+		t.Error("the upgraded stream the policy now denies is still open")
+	}
+	io.WriteString(cB, "still\n")
+	if l, err := brB.ReadString('\n'); err != nil || l != "still\n" {
+		t.Errorf("the allowed stream was disturbed: %q %v", l, err)
+	}
+	_ = cA
+}
+
+// grantApprover approves by a grant that can be revoked.
+type grantApprover struct {
+	mu     sync.Mutex
+	active bool
+}
+
+func (g *grantApprover) Request(context.Context, approval.Hold) approval.Outcome {
+	return approval.Outcome{Approved: true, Status: approval.StatusGranted, By: "grant:g1"}
+}
+
+func (g *grantApprover) GrantActive(id string) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return id == "g1" && g.active
+}
+
+func TestGateRecheckRevokedGrant(t *testing.T) {
+	dst, _ := tcpUpstream(t, func(c net.Conn) { io.Copy(c, c) })
+	ap := &grantApprover{active: true}
+	e := newEnv(t, newDecider(policy.Approve), func(c *Config) { c.Approver = ap; c.Names = nil })
+	c := e.dial(dst)
+	br := bufio.NewReader(c)
+	io.WriteString(c, "\x00x\n")
+	if l, err := br.ReadString('\n'); err != nil || l != "\x00x\n" {
+		t.Fatalf("granted splice: %q %v", l, err)
+	}
+	if n := e.srv.Recheck("policy reloaded"); n != 0 {
+		t.Fatalf("grant still active, Recheck closed %d", n)
+	}
+	ap.mu.Lock()
+	ap.active = false
+	ap.mu.Unlock()
+	if n := e.srv.Recheck("grant revoked"); n != 1 {
+		t.Fatalf("Recheck closed %d, want 1", n)
+	}
+	if _, err := br.ReadString('\n'); err == nil {
+		t.Error("the splice let through by a revoked grant is still open")
 	}
 }
