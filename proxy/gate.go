@@ -142,7 +142,9 @@ func (s *Server) gateConn(f connFacts) connVerdict {
 			}
 		case stageBadTLS:
 			v.d = refuse(ruleUnframable, "unreadable TLS ClientHello to a destination with HTTP-level rules")
-		default: // HTTP, or bytes that must be HTTP here: net/http refuses what is not
+		case stageOther:
+			v.d = refuse(ruleUnframable, "neither TLS nor an HTTP request to a destination with HTTP-level rules")
+		default:
 			v.act = actFrame
 		}
 		return v
