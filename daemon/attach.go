@@ -187,45 +187,55 @@ func sameNetns(a, b string) (bool, error) {
 	return sa.Dev == sb.Dev && sa.Ino == sb.Ino, nil
 }
 
-// Detach finds an attachment by ID, container name or ID prefix and removes it.
-func (d *Daemon) Detach(ref, reason string) (Record, error) {
-	a, err := d.find(ref)
+// Detach finds an attachment by ID, container name or ID prefix (within
+// containerd namespace ns when ns is not "") and removes it.
+func (d *Daemon) Detach(ref, ns, reason string) (Record, error) {
+	a, err := d.find(ref, ns)
 	if err != nil {
 		return Record{}, err
 	}
 	return a.Record, d.detach(a.ID, reason)
 }
 
-func (d *Daemon) find(ref string) (*attachment, error) {
+func (d *Daemon) find(ref, ns string) (*attachment, error) {
 	ref = strings.TrimPrefix(strings.TrimSpace(ref), "/")
 	if ref == "" {
 		return nil, userErr(400, "name an attached container")
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if a, ok := d.atts[ref]; ok {
+	if a, ok := d.atts[ref]; ok && (ns == "" || a.Container.Namespace == ns) {
 		return a, nil
 	}
-	var hits []*attachment
+	var exact, hits []*attachment
 	for _, a := range d.atts {
-		if a.Container.Name == ref || a.Container.ID == ref {
-			return a, nil
+		if ns != "" && a.Container.Namespace != ns {
+			continue
 		}
-		if strings.HasPrefix(a.Container.ID, ref) {
+		if a.Container.Name == ref || a.Container.ID == ref {
+			exact = append(exact, a)
+		} else if strings.HasPrefix(a.Container.ID, ref) {
 			hits = append(hits, a)
 		}
+	}
+	if len(exact) > 0 {
+		hits = exact
 	}
 	switch len(hits) {
 	case 1:
 		return hits[0], nil
 	case 0:
+		if ns != "" {
+			return nil, userErr(404, "container %q is not attached in namespace %q", ref, ns)
+		}
 		return nil, userErr(404, "container %q is not attached", ref)
 	}
 	var names []string
 	for _, h := range hits {
 		names = append(names, h.ID)
 	}
-	return nil, userErr(409, "%q is ambiguous: %s", ref, strings.Join(names, ", "))
+	slices.Sort(names)
+	return nil, userErr(409, "%q is ambiguous: %s (name the namespace with --namespace)", ref, strings.Join(names, ", "))
 }
 
 func (d *Daemon) detach(id, reason string) error {

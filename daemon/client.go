@@ -94,10 +94,10 @@ func (c *Client) Attach(ctx context.Context, req AttachRequest) (Record, error) 
 	return r, err
 }
 
-// Detach asks the daemon to detach a container.
-func (c *Client) Detach(ctx context.Context, ref string) (Record, error) {
+// Detach asks the daemon to detach a container; namespace "" matches any.
+func (c *Client) Detach(ctx context.Context, ref, namespace string) (Record, error) {
 	var r Record
-	err := c.Do(ctx, "POST", "/v1/detach", map[string]string{"container": ref}, &r)
+	err := c.Do(ctx, "POST", "/v1/detach", map[string]string{"container": ref, "namespace": namespace}, &r)
 	return r, err
 }
 

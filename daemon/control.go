@@ -245,12 +245,13 @@ func (d *Daemon) controlHandler() http.Handler {
 	mux.HandleFunc("POST /v1/detach", func(w http.ResponseWriter, r *http.Request) {
 		var req struct {
 			Container string `json:"container"`
+			Namespace string `json:"namespace,omitempty"`
 		}
 		if err := decodeJSON(r, &req); err != nil {
 			writeErr(w, err)
 			return
 		}
-		rec, err := d.Detach(req.Container, "detached by operator")
+		rec, err := d.Detach(req.Container, req.Namespace, "detached by operator")
 		if err != nil {
 			writeErr(w, err)
 			return

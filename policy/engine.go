@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -54,8 +55,10 @@ func (e *Engine) OnInstall(f func()) {
 	e.onInstall = append(e.onInstall, f)
 }
 
-// NewEngine loads the policy at path. A first load that fails is an error:
-// the daemon must not start without a policy. reg may be nil.
+// NewEngine loads the policy at path. A policy that fails to load is an
+// error: the daemon must not start on a broken policy. A missing file is
+// not: the Engine denies everything (and LastError says why) until the
+// file appears. reg may be nil.
 func NewEngine(path string, log *zap.Logger, reg prometheus.Registerer) (*Engine, error) {
 	if log == nil {
 		log = zap.NewNop()
@@ -87,6 +90,16 @@ func NewEngine(path string, log *zap.Logger, reg prometheus.Registerer) (*Engine
 		}
 	}
 	data, p, err := readPolicy(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		// A DaemonSet can start before its ConfigMap is mounted: enforce
+		// (deny everything) rather than leave attached containers cut off
+		// by a daemon that never starts, and load the file when it appears.
+		p, _ = Parse([]byte(denyAllPolicy), path+" (missing)")
+		e.install(p, nil)
+		e.lastErr = fmt.Errorf("no policy file at %s: denying everything until it appears", path)
+		e.log.Warn("no policy file: every connection is denied until it appears", zap.String("path", path))
+		return e, nil
+	}
 	if err != nil {
 		e.reloads.WithLabelValues("failure").Inc()
 		return nil, err
@@ -95,6 +108,9 @@ func NewEngine(path string, log *zap.Logger, reg prometheus.Registerer) (*Engine
 	e.log.Info("policy loaded", zap.Int("rules", p.Rules()), zap.Strings("sets", p.Sets()))
 	return e, nil
 }
+
+// denyAllPolicy is in force while the policy file does not exist.
+const denyAllPolicy = "default:\n  default_action: deny\n  rules: []\n"
 
 // register registers c, or reuses an identical collector already there (a
 // second Engine in tests, or a restart within one process).
@@ -129,7 +145,10 @@ func (e *Engine) install(p *Policy, data []byte) {
 	e.cur.Store(p)
 	e.lastErr = nil
 	e.lastReload = e.now()
-	e.lastSum = sha256.Sum256(data)
+	e.lastSum = [32]byte{}
+	if data != nil {
+		e.lastSum = sha256.Sum256(data)
+	}
 	e.rules.Set(float64(p.Rules()))
 	e.reloads.WithLabelValues("success").Inc()
 }
@@ -161,7 +180,10 @@ func (e *Engine) Reload() error {
 func (e *Engine) reloadLocked() error {
 	data, p, err := readPolicy(e.path)
 	if data != nil {
+		e.lastSum = [32]byte{}
+	if data != nil {
 		e.lastSum = sha256.Sum256(data)
+	}
 	}
 	if err != nil {
 		e.lastErr = err
@@ -209,8 +231,23 @@ func (e *Engine) Watch(ctx context.Context) error {
 	if dir == "" {
 		dir = "."
 	}
-	if err := w.Add(dir); err != nil {
-		return fmt.Errorf("watch policy directory %s: %w", dir, err)
+	for {
+		err := w.Add(dir)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("watch policy directory %s: %w", dir, err)
+		}
+		// Not mounted yet (a ConfigMap volume): look again shortly.
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
+	}
+	if _, err := os.Stat(e.path); err == nil {
+		e.reloadIfChanged() // it may have appeared while the watch was not there
 	}
 	e.log.Info("watching policy for changes", zap.String("dir", dir))
 	if e.onWatch != nil {

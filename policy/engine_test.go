@@ -2,6 +2,7 @@ package policy
 
 import (
 	"context"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -152,9 +153,7 @@ func TestNewEngineFailsOnBadPolicy(t *testing.T) {
 	if _, err := NewEngine(path, nil, nil); err == nil || !strings.Contains(err.Error(), ":2:") {
 		t.Fatalf("NewEngine(bad) = %v, want a line-numbered error", err)
 	}
-	if _, err := NewEngine(filepath.Join(t.TempDir(), "none.yaml"), nil, nil); err == nil {
-		t.Fatal("NewEngine(missing) succeeded")
-	}
+	// A missing file is not a broken one: see TestEngineMissingFileDeniesUntilItAppears.
 }
 
 // Rate-limit state survives a reload: a reload must not hand out a fresh burst.
@@ -310,4 +309,43 @@ func TestEngineConcurrentDecideAndReload(t *testing.T) {
 	}
 	close(stop)
 	<-done
+}
+
+func TestEngineMissingFileDeniesUntilItAppears(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "sub", "policy.yaml")
+	e, err := NewEngine(path, nil, nil)
+	if err != nil {
+		t.Fatalf("a missing policy file must not stop the daemon: %v", err)
+	}
+	if e.LastError() == nil || !strings.Contains(e.LastError().Error(), "denying everything") {
+		t.Errorf("LastError = %v", e.LastError())
+	}
+	in := Input{Container: Container{Name: "a"}, Host: "example.com", DstIP: netip.MustParseAddr("203.0.113.1"), DstPort: 443}
+	if d := e.Decide(in); d.Action != Deny {
+		t.Fatalf("no policy: %+v", d)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	e.Debounce = 10 * time.Millisecond
+	watching := make(chan struct{})
+	e.onWatch = func() { close(watching) }
+	go e.Watch(ctx)
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	<-watching
+	if err := os.WriteFile(path, []byte("default:\n  default_action: allow\n  rules: []\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second) // guards a hang only
+	for e.Decide(in).Action != Allow {
+		if time.Now().After(deadline) {
+			t.Fatal("the policy file appeared but was not loaded")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if e.LastError() != nil {
+		t.Errorf("LastError after load = %v", e.LastError())
+	}
 }

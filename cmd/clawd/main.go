@@ -140,12 +140,13 @@ func printEnv(file, key string) error {
 }
 
 func detachCmd() *cobra.Command {
-	return &cobra.Command{
+	var ns string
+	c := &cobra.Command{
 		Use:   "detach <container>",
 		Short: "Detach a container: its traffic is no longer redirected",
 		Args:  cobra.ExactArgs(1),
 		RunE: withCtx(func(ctx context.Context, args []string) error {
-			r, err := client().Detach(ctx, args[0])
+			r, err := client().Detach(ctx, args[0], ns)
 			if err != nil {
 				return err
 			}
@@ -153,6 +154,8 @@ func detachCmd() *cobra.Command {
 			return nil
 		}),
 	}
+	c.Flags().StringVar(&ns, "namespace", "", "containerd namespace (default: any)")
+	return c
 }
 
 func lsCmd() *cobra.Command {
