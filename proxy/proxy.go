@@ -417,27 +417,6 @@ func parseIP(host string) (netip.Addr, bool) {
 	return a, err == nil
 }
 
-// normHost lower-cases a Host header or SNI and strips the port and brackets.
-func normHost(h string) string {
-	h = strings.ToLower(strings.TrimSpace(h))
-	if host, ok := splitHost(h); ok {
-		h = host
-	} else if strings.HasPrefix(h, "[") && strings.HasSuffix(h, "]") {
-		h = h[1 : len(h)-1]
-	}
-	return strings.TrimSuffix(h, ".")
-}
-
-// splitHost is net.SplitHostPort's host, without the allocated error when
-// there is no colon (and so no port).
-func splitHost(h string) (string, bool) {
-	if strings.IndexByte(h, ':') < 0 {
-		return "", false
-	}
-	host, _, err := net.SplitHostPort(h)
-	return host, err == nil
-}
-
 func (s *Server) entry(m ConnMeta, proto string) audit.Entry {
 	return audit.Entry{
 		Event:       audit.EventDecision,
