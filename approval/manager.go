@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/clawd-dev/clawd/audit"
+	"github.com/clawd-dev/clawd/internal/hostname"
 	"github.com/clawd-dev/clawd/policy"
 )
 
@@ -163,7 +164,7 @@ type Grant struct {
 }
 
 func (g *Grant) matches(key string, h *Hold) bool {
-	return g.ContainerKey == key && g.Rule == h.Rule && g.Host == strings.ToLower(h.Host) &&
+	return g.ContainerKey == key && g.Rule == h.Rule && g.Host == hostname.Normalize(h.Host) &&
 		g.Method == strings.ToUpper(h.Method) && g.PathSHA256 == pathHash(h.Path)
 }
 
@@ -463,7 +464,7 @@ func (m *Manager) view(h *Hold) *Approval {
 		Container:  h.Container,
 		Method:     strings.ToUpper(h.Method),
 		URL:        truncate(m.sanitize(h.URL), maxShownURL),
-		Host:       truncate(strings.ToLower(h.Host), 255),
+		Host:       hostname.Normalize(h.Host), // at most 253 bytes
 		Path:       truncate(m.sanitize(h.Path), maxShownURL),
 		Dst:        h.Dst,
 		Header:     m.redactHeader(h.Header),

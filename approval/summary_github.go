@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+
+	"github.com/clawd-dev/clawd/internal/hostname"
 )
 
 // GitHub summarises GitHub REST API calls (api.github.com, or a GitHub
@@ -11,7 +13,7 @@ import (
 type GitHub struct{}
 
 func (GitHub) Summarize(h *Hold) (string, bool) {
-	host := strings.ToLower(h.Host)
+	host := hostname.Normalize(h.Host)
 	p := splitPath(h.Path)
 	method := strings.ToUpper(h.Method)
 	// git push: POST https://github.com/o/r.git/git-receive-pack

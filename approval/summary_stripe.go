@@ -5,6 +5,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+
+	"github.com/clawd-dev/clawd/internal/hostname"
 )
 
 // Stripe summarises money-moving Stripe API calls (form-encoded bodies).
@@ -36,7 +38,7 @@ func stripeAmount(f url.Values) string {
 }
 
 func (Stripe) Summarize(h *Hold) (string, bool) {
-	if strings.ToLower(h.Host) != "api.stripe.com" || strings.ToUpper(h.Method) != "POST" {
+	if hostname.Normalize(h.Host) != "api.stripe.com" || strings.ToUpper(h.Method) != "POST" {
 		return "", false
 	}
 	p := splitPath(h.Path)

@@ -21,6 +21,8 @@ func TestSummaries(t *testing.T) {
 		{"enterprise", "PUT", "ghe.corp", "/api/v3/repos/a/b/pulls/1/merge", "", "Merge pull request #1 in a/b"},
 		{"git push", "POST", "github.com", "/acme/api.git/git-receive-pack", "", "Push to acme/api on github.com"},
 		{"payout", "POST", "api.stripe.com", "/v1/payouts", "amount=1234&currency=eur&destination=ba_123", "Pay out 12.34 EUR to ba_123"},
+		{"stripe host in any form", "POST", "API.Stripe.com.:443", "/v1/payouts", "amount=5&currency=usd", "Pay out 0.05 USD to the default bank account"},
+		{"git push host with port", "POST", "GitHub.com:443", "/acme/api.git/git-receive-pack", "", "Push to acme/api on github.com"},
 		{"payout default", "POST", "api.stripe.com", "/v1/payouts", "amount=5&currency=usd", "Pay out 0.05 USD to the default bank account"},
 		{"zero decimal", "POST", "api.stripe.com", "/v1/transfers", "amount=500&currency=jpy&destination=acct_1", "Transfer 500 JPY to acct_1"},
 		{"charge", "POST", "api.stripe.com", "/v1/charges", "amount=2000&currency=usd&customer=cus_9", "Charge 20.00 USD to customer cus_9"},

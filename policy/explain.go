@@ -2,10 +2,11 @@ package policy
 
 import (
 	"fmt"
-	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
+
+	"github.com/clawd-dev/clawd/internal/hostname"
 )
 
 // Explain decides what the policy does with one request, for
@@ -38,9 +39,12 @@ func Explain(p *Policy, c Container, method, rawURL string) (Decision, error) {
 	default:
 		return Decision{}, fmt.Errorf("explain: URL %q: scheme must be http, https or tcp", rawURL)
 	}
-	hostname := u.Hostname()
-	if hostname == "" {
+	host := hostname.Normalize(u.Hostname())
+	if host == "" {
 		return Decision{}, fmt.Errorf("explain: URL %q has no host", rawURL)
+	}
+	if host == hostname.Invalid {
+		return Decision{}, fmt.Errorf("explain: URL %q: %q is not a host name or IP address", rawURL, u.Hostname())
 	}
 	in := Input{Container: c, DstPort: defPort}
 	if ps := u.Port(); ps != "" {
@@ -53,10 +57,10 @@ func Explain(p *Policy, c Container, method, rawURL string) (Decision, error) {
 	if in.DstPort == 0 {
 		return Decision{}, fmt.Errorf("explain: URL %q: tcp URLs need a port", rawURL)
 	}
-	if ip, err := netip.ParseAddr(hostname); err == nil {
-		in.DstIP = ip.Unmap()
+	if ip, ok := hostname.IP(host); ok {
+		in.DstIP = ip
 	} else {
-		in.Host = strings.ToLower(hostname)
+		in.Host = host
 	}
 	if scheme == "tcp" {
 		return p.Decide(in), nil

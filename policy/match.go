@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/clawd-dev/clawd/internal/hostname"
 )
 
 // hostPattern is an exact host name, or with glob a "*.name" pattern that
@@ -25,7 +27,7 @@ func (h hostPattern) match(host string) bool {
 	if !h.glob {
 		return host == h.name
 	}
-	return len(host) > len(h.name)+1 && strings.HasSuffix(host, h.name) && host[len(host)-len(h.name)-1] == '.'
+	return hostname.Below(host, h.name)
 }
 
 // covers reports whether every host matched by o is also matched by h.
@@ -37,18 +39,6 @@ func (h hostPattern) covers(o hostPattern) bool {
 		return o.name == h.name || h.match(o.name)
 	}
 	return h.match(o.name)
-}
-
-// normHost lower-cases a host and drops a trailing dot, so "API.GitHub.com."
-// and "api.github.com" are one host.
-func normHost(h string) string {
-	h = strings.TrimSuffix(h, ".")
-	for i := 0; i < len(h); i++ {
-		if c := h[i]; c >= 'A' && c <= 'Z' {
-			return strings.ToLower(h)
-		}
-	}
-	return h
 }
 
 type portRange struct{ lo, hi uint16 }

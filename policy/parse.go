@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/clawd-dev/clawd/internal/hostname"
 )
 
 // DefaultPath is where the daemon reads its policy unless told otherwise.
@@ -689,53 +691,18 @@ func (ps *parser) checkIntercept(s *ruleSet, setWhat string) {
 }
 
 func parseHostPattern(s string) (hostPattern, error) {
-	h := strings.TrimSuffix(strings.ToLower(strings.TrimSpace(s)), ".")
-	if h == "" {
-		return hostPattern{}, fmt.Errorf("empty host")
-	}
-	if _, err := netip.ParseAddr(strings.Trim(h, "[]")); err == nil {
-		return hostPattern{}, fmt.Errorf("%q is an IP address; put IP addresses under cidrs", s)
-	}
-	if strings.Contains(h, ":") || strings.Contains(h, "/") {
-		return hostPattern{}, fmt.Errorf("%q: write the host name only (ports go under ports, paths under paths)", s)
-	}
-	glob := false
-	name := h
-	if rest, ok := strings.CutPrefix(h, "*."); ok {
-		glob = true
-		name = rest
-	}
-	if h == "*" || h == "**" {
+	if t := strings.TrimSpace(s); t == "*" || t == "**" {
 		return hostPattern{}, fmt.Errorf("%q: to match every host, leave hosts out", s)
 	}
-	if strings.Contains(name, "*") {
-		return hostPattern{}, fmt.Errorf("%q: the only wildcard allowed is a leading \"*.\" (as in *.example.com)", s)
+	p, err := hostname.Pattern(s)
+	if err != nil {
+		return hostPattern{}, err
 	}
-	if !validHostname(name) {
-		return hostPattern{}, fmt.Errorf("%q is not a valid host name", s)
+	if hostname.IsIP(p) {
+		return hostPattern{}, fmt.Errorf("%q is an IP address; put IP addresses under cidrs", s)
 	}
-	if glob && !strings.Contains(name, ".") {
-		return hostPattern{}, fmt.Errorf("%q would match a whole top-level domain; use a more specific pattern", s)
-	}
+	name, glob := strings.CutPrefix(p, "*.")
 	return hostPattern{name: name, glob: glob}, nil
-}
-
-func validHostname(h string) bool {
-	if len(h) > 253 {
-		return false
-	}
-	for _, label := range strings.Split(h, ".") {
-		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
-			return false
-		}
-		for i := 0; i < len(label); i++ {
-			c := label[i]
-			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-				return false
-			}
-		}
-	}
-	return true
 }
 
 func parsePortRange(s string) (portRange, error) {

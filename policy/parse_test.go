@@ -85,6 +85,8 @@ func TestParseInline(t *testing.T) {
 		{"bad method", "default:\n  rules:\n    - name: a\n      methods: [\"GE T\"]\n      ports: 80\n      action: allow\n", "x.yaml:4: default: rule \"a\": methods: \"GE T\" is not an HTTP method"},
 		{"readonly with methods", "default:\n  rules:\n    - name: a\n      readonly: true\n      methods: GET\n      ports: 80\n", "readonly already decides by method"},
 		{"host with port", "default:\n  rules:\n    - name: a\n      hosts: a.example.com:443\n      action: allow\n", "write the host name only"},
+		{"host an IPv4 parser reads as 127.0.0.1", "default:\n  rules:\n    - name: a\n      hosts: \"127.1\"\n      action: allow\n", "\"127.1\" is not a valid host name"},
+		{"bracketed IP host", "default:\n  rules:\n    - name: a\n      hosts: \"[::1]\"\n      action: allow\n", "is an IP address"},
 		{"empty list", "default:\n  rules:\n    - name: a\n      hosts: []\n      action: allow\n", "x.yaml:4: default: rule \"a\": hosts must not be an empty list"},
 		{"path with query", "default:\n  rules:\n    - name: a\n      paths: /a?b=1\n      ports: 80\n      action: allow\n", "query string is ignored"},
 		{"path with escape", "default:\n  rules:\n    - name: a\n      paths: /a%2Fb\n      ports: 80\n      action: allow\n", "write paths decoded"},

@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"strings"
 	"time"
+
+	"github.com/clawd-dev/clawd/internal/hostname"
 )
 
 // Policy is a parsed, validated, indexed policy file. It is immutable after
@@ -215,7 +217,7 @@ func (p *Policy) SetFor(c Container) string { return p.setFor(c).name }
 // Intercepts reports whether TLS from c to host should be terminated by
 // clawd so that method, path, header and body rules can apply.
 func (p *Policy) Intercepts(c Container, host string) bool {
-	return p.setFor(c).intercepts(normHost(host))
+	return p.setFor(c).intercepts(hostname.Normalize(host))
 }
 
 // MayResolve reports whether some rule in c's set could allow or approve a
@@ -227,7 +229,7 @@ func (p *Policy) MayResolve(c Container, name string) bool {
 	if s.resolveAll || s.def != Deny {
 		return true
 	}
-	name = normHost(name)
+	name = hostname.Normalize(name)
 	if name == "" || len(name) > maxHostLen {
 		return false
 	}
@@ -260,7 +262,7 @@ const maxLists = 16
 // default action does. It only mutates rate-limit state.
 func (p *Policy) Decide(in Input) Decision {
 	s := p.setFor(in.Container)
-	host := normHost(in.Host)
+	host := hostname.Normalize(in.Host)
 	d := Decision{Intercept: s.intercepts(host)}
 
 	// Candidate lists: exact host, each "*.suffix" the host falls under,
@@ -527,7 +529,7 @@ func (p *Policy) HTTPLevel(c Container, host string, ip netip.Addr, port uint16)
 	if level(s.other) {
 		return true
 	}
-	if host = normHost(host); host != "" && len(host) <= maxHostLen {
+	if host = hostname.Normalize(host); host != "" && len(host) <= maxHostLen {
 		if level(s.exact[host]) {
 			return true
 		}

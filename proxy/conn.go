@@ -17,6 +17,7 @@ import (
 
 	"github.com/clawd-dev/clawd/approval"
 	"github.com/clawd-dev/clawd/audit"
+	"github.com/clawd-dev/clawd/internal/hostname"
 	"github.com/clawd-dev/clawd/policy"
 )
 
@@ -76,7 +77,7 @@ func (cc *conn) names() []string {
 	}
 	var out []string
 	for _, n := range cc.s.cfg.Names.NamesFor(cc.meta.Container.Key(), cc.meta.OrigDst.Addr()) {
-		if n = normHost(n); n != "" && !slices.Contains(out, n) {
+		if n = hostname.Normalize(n); n != "" && !slices.Contains(out, n) {
 			out = append(out, n)
 		}
 	}

@@ -24,6 +24,7 @@ import (
 
 	"github.com/clawd-dev/clawd/approval"
 	"github.com/clawd-dev/clawd/audit"
+	"github.com/clawd-dev/clawd/internal/hostname"
 	"github.com/clawd-dev/clawd/policy"
 )
 
@@ -124,7 +125,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rw := &respWriter{ResponseWriter: w}
 	bodyRead := false // readBody was called (a 100 Continue went out if asked)
 	rw.before = func() { h.drainUnread(rw, r, bodyRead) }
-	host := normHost(r.Host)
+	host := hostname.Normalize(r.Host)
 	if host == "" {
 		host = meta.OrigDst.Addr().String()
 	}
@@ -406,7 +407,7 @@ func (h *handler) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 		err = ue.Err
 	}
 	s.log.Debug("upstream request failed", zap.String("dst", h.cc.meta.OrigDst.String()), zap.Error(err))
-	host := normHost(r.Host)
+	host := hostname.Normalize(r.Host)
 	if ri, _ := r.Context().Value(reqInfoKey{}).(*reqInfo); ri != nil {
 		host = ri.host
 		if m, ok := ri.inj.(interface{ Misuse() error }); ok && m.Misuse() != nil {

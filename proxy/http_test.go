@@ -49,6 +49,10 @@ func TestHTTPDecisions(t *testing.T) {
 			url: "http://api.example.com/", wantStatus: 403, wantError: "blocked_by_policy", wantRule: "default"},
 		{name: "IP literal host needs no DNS", def: policy.Allow, url: "http://127.0.0.1/", wantStatus: 200, wantHits: 1},
 		{name: "host not resolved to destination", def: policy.Allow, url: "http://evil.example.net/", wantStatus: 403, wantError: "host_mismatch", wantRule: ""},
+		// 127.1 is hostname.Invalid, not an absent Host: it must not fall
+		// back to the destination address, which would make it consistent.
+		{name: "odd IPv4 form is no literal", def: policy.Allow, url: "http://127.1/", wantStatus: 403, wantError: "host_mismatch", wantRule: ""},
+		{name: "v4-mapped literal host", def: policy.Allow, url: "http://[::ffff:127.0.0.1]/", wantStatus: 200, wantHits: 1},
 		{name: "forbidden destination", def: policy.Allow, forbidden: true, url: "http://api.example.com/", wantStatus: 403, wantError: "blocked_by_policy", wantRule: "clawd-internal"},
 	}
 	for _, tt := range tests {

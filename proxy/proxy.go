@@ -13,7 +13,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"strings"
 	"sync"
 	"time"
 
@@ -23,6 +22,7 @@ import (
 	"github.com/clawd-dev/clawd/approval"
 	"github.com/clawd-dev/clawd/audit"
 	"github.com/clawd-dev/clawd/internal/addrclass"
+	"github.com/clawd-dev/clawd/internal/hostname"
 	"github.com/clawd-dev/clawd/policy"
 	"github.com/clawd-dev/clawd/proxy/ca"
 	"github.com/clawd-dev/clawd/secrets"
@@ -386,7 +386,7 @@ func (s *Server) decide(in policy.Input) policy.Decision {
 // consistent reports whether host may be used with the destination IP: the
 // anti-domain-fronting check.
 func (s *Server) consistent(c policy.Container, host string, ip netip.Addr) bool {
-	if a, ok := parseIP(host); ok {
+	if a, ok := hostname.IP(host); ok {
 		return a.Unmap() == ip
 	}
 	if s.cfg.Names == nil {
@@ -398,44 +398,13 @@ func (s *Server) consistent(c policy.Container, host string, ip netip.Addr) bool
 // consistentKey is consistent for a container whose Key is key (the HTTP
 // handler computes it once per connection).
 func (s *Server) consistentKey(key, host string, ip netip.Addr) bool {
-	if a, ok := parseIP(host); ok {
+	if a, ok := hostname.IP(host); ok {
 		return a.Unmap() == ip
 	}
 	if s.cfg.Names == nil {
 		return false
 	}
 	return s.cfg.Names.Consistent(key, host, ip)
-}
-
-// parseIP is netip.ParseAddr without the allocated error for names: only
-// a string with a colon (IPv6) or starting with a digit (IPv4) can parse.
-func parseIP(host string) (netip.Addr, bool) {
-	if host == "" || strings.IndexByte(host, ':') < 0 && (host[0] < '0' || host[0] > '9') {
-		return netip.Addr{}, false
-	}
-	a, err := netip.ParseAddr(host)
-	return a, err == nil
-}
-
-// normHost lower-cases a Host header or SNI and strips the port and brackets.
-func normHost(h string) string {
-	h = strings.ToLower(strings.TrimSpace(h))
-	if host, ok := splitHost(h); ok {
-		h = host
-	} else if strings.HasPrefix(h, "[") && strings.HasSuffix(h, "]") {
-		h = h[1 : len(h)-1]
-	}
-	return strings.TrimSuffix(h, ".")
-}
-
-// splitHost is net.SplitHostPort's host, without the allocated error when
-// there is no colon (and so no port).
-func splitHost(h string) (string, bool) {
-	if strings.IndexByte(h, ':') < 0 {
-		return "", false
-	}
-	host, _, err := net.SplitHostPort(h)
-	return host, err == nil
 }
 
 func (s *Server) entry(m ConnMeta, proto string) audit.Entry {

@@ -9,6 +9,8 @@ import (
 	"net"
 	"strings"
 	"time"
+
+	"github.com/clawd-dev/clawd/internal/hostname"
 )
 
 type sniffed struct {
@@ -38,7 +40,7 @@ func sniff(br *bufio.Reader) sniffed {
 		if !ok {
 			return sniffed{stage: stageBadTLS}
 		}
-		return sniffed{stage: stageTLS, sni: normHost(hello.ServerName), alpn: hello.SupportedProtos}
+		return sniffed{stage: stageTLS, sni: hostname.Normalize(hello.ServerName), alpn: hello.SupportedProtos}
 	}
 	if looksHTTP(br) {
 		return sniffed{stage: stageHTTP}

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/clawd-dev/clawd/internal/hostname"
 )
 
 // ErrPlaceholderMisuse is wrapped by the error Inject returns (and a body
@@ -133,7 +135,7 @@ func (s *Store) Inject(req *http.Request, host string) (*Injection, error) {
 	if len(st.entries) == 0 || req == nil || req.URL == nil {
 		return inj, nil
 	}
-	host = normalizeHost(host)
+	host = hostname.Normalize(host)
 
 	var active, forbidden []*entry
 	for _, e := range st.entries {
@@ -466,15 +468,15 @@ func (s *Store) RedactString(v string) string {
 }
 
 // Hint is the x-clawd-hint header value the proxy adds to a 401/403 from a
-// host no secret is bound to. host comes from the agent: anything that is
-// not a plain DNS name is replaced by "HOST".
+// host no secret is bound to. host comes from the agent: anything that
+// `clawd secret set --host` would not take is replaced by "HOST".
 func Hint(host string) string {
-	h := normalizeHost(host)
-	if !validDNSName(h) {
+	h := hostname.Normalize(host)
+	if _, err := hostname.Pattern(h); err != nil {
 		h = "HOST"
 	}
 	name := "NAME"
-	if labels := strings.Split(h, "."); len(labels) >= 2 {
+	if labels := strings.Split(h, "."); len(labels) >= 2 && !hostname.IsIP(h) {
 		if l := strings.ReplaceAll(labels[len(labels)-2], "_", "-"); nameRE.MatchString(l) {
 			name = l
 		}

@@ -565,6 +565,7 @@ func TestBoundToAndHint(t *testing.T) {
 	for host, want := range map[string]bool{
 		"api.github.com": true, "API.GITHUB.COM:443": true, "api.github.com.": true,
 		"a.body.example.com": true, "body.example.com": false, "github.com": false, "": false,
+		"[api.github.com]": false, "api.github.com..": false, "api.github.com\x00": false, "api.github.com:https": false,
 	} {
 		if got := f.s.BoundTo(host); got != want {
 			t.Errorf("BoundTo(%q) = %v, want %v", host, got, want)
@@ -574,6 +575,9 @@ func TestBoundToAndHint(t *testing.T) {
 		{"api.openai.com:443", "no secret is bound to api.openai.com; run: clawd secret set openai --host api.openai.com"},
 		{"localhost", "no secret is bound to localhost; run: clawd secret set NAME --host localhost"},
 		{"evil\r\nX-Injected: 1", "no secret is bound to HOST; run: clawd secret set NAME --host HOST"},
+		{"[2001:DB8::1]:443", "no secret is bound to 2001:db8::1; run: clawd secret set NAME --host 2001:db8::1"},
+		{"192.0.2.1", "no secret is bound to 192.0.2.1; run: clawd secret set NAME --host 192.0.2.1"},
+		{"-x.example.com", "no secret is bound to HOST; run: clawd secret set NAME --host HOST"},
 	}
 	for _, tt := range tests {
 		if got := Hint(tt.host); got != tt.want {

@@ -13,7 +13,6 @@ package secrets
 
 import (
 	"fmt"
-	"net"
 	"net/http"
 	"regexp"
 	"slices"
@@ -21,6 +20,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/clawd-dev/clawd/internal/hostname"
 )
 
 // Secret is the metadata of one secret. It never holds the value, so it is
@@ -28,8 +29,9 @@ import (
 type Secret struct {
 	// Name identifies the secret: [a-z0-9][a-z0-9_-]{0,62}.
 	Name string `json:"name"`
-	// Hosts the secret may be sent to: lower-case DNS names, or
-	// "*.example.com" for any subdomain (not example.com itself).
+	// Hosts the secret may be sent to, in hostname.Pattern form: lower-case
+	// DNS names, "*.example.com" for any subdomain (not example.com
+	// itself), or IP literals.
 	Hosts []string `json:"hosts"`
 	// Preset is "anthropic", "openai" or "github" when the secret was set
 	// with one; the preset's header settings are already filled in below.
@@ -131,9 +133,6 @@ const (
 var (
 	nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
 	envRE  = regexp.MustCompile(`^[A-Z_][A-Z0-9_]{0,127}$`)
-	// A DNS label: letters, digits, hyphens inside; underscores are accepted
-	// because real service names (_acme-challenge, s3 buckets) use them.
-	labelRE = regexp.MustCompile(`^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$`)
 )
 
 // ValidName reports whether name is an acceptable secret name.
@@ -144,55 +143,9 @@ func ValidName(name string) error {
 	return nil
 }
 
-// normalizeHost lower-cases h and strips a port and a trailing dot. It does
-// not validate.
-func normalizeHost(h string) string {
-	h = strings.ToLower(strings.TrimSpace(h))
-	if host, _, err := net.SplitHostPort(h); err == nil {
-		h = host
-	}
-	h = strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")
-	return strings.TrimSuffix(h, ".")
-}
-
-func validDNSName(h string) bool {
-	if h == "" || len(h) > 253 {
-		return false
-	}
-	for _, l := range strings.Split(h, ".") {
-		if !labelRE.MatchString(l) {
-			return false
-		}
-	}
-	return true
-}
-
-// validHostPattern checks one entry of Secret.Hosts (already lower-cased).
-func validHostPattern(h string) error {
-	name := h
-	if rest, ok := strings.CutPrefix(h, "*."); ok {
-		name = rest
-		if !strings.Contains(name, ".") {
-			return fmt.Errorf("invalid host %q: a wildcard needs at least two labels after \"*.\"", h)
-		}
-	}
-	if !validDNSName(name) {
-		return fmt.Errorf("invalid host %q: want a DNS name like api.example.com or *.example.com", h)
-	}
-	return nil
-}
-
-// hostMatches reports whether host (normalized) is covered by pattern.
-func hostMatches(pattern, host string) bool {
-	if suffix, ok := strings.CutPrefix(pattern, "*"); ok {
-		return strings.HasSuffix(host, suffix) && len(host) > len(suffix)
-	}
-	return pattern == host
-}
-
 func (s *Secret) boundTo(host string) bool {
 	for _, p := range s.Hosts {
-		if hostMatches(p, host) {
+		if hostname.Match(p, host) {
 			return true
 		}
 	}
@@ -227,10 +180,10 @@ func (s Secret) normalize() (Secret, error) {
 		return Secret{}, fmt.Errorf("secret %s: at least one host is required", s.Name)
 	}
 	var hosts []string
-	for _, h := range s.Hosts {
-		h = strings.ToLower(strings.TrimSpace(h))
-		if err := validHostPattern(h); err != nil {
-			return Secret{}, fmt.Errorf("secret %s: %w", s.Name, err)
+	for _, raw := range s.Hosts {
+		h, err := hostname.Pattern(raw)
+		if err != nil {
+			return Secret{}, fmt.Errorf("secret %s: invalid host: %w", s.Name, err)
 		}
 		if !slices.Contains(hosts, h) {
 			hosts = append(hosts, h)

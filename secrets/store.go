@@ -28,6 +28,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
+
+	"github.com/clawd-dev/clawd/internal/hostname"
 )
 
 var (
@@ -622,7 +624,7 @@ func cloneMeta(m Secret) Secret {
 // BoundTo reports whether some secret may be sent to host (port and case
 // ignored).
 func (s *Store) BoundTo(host string) bool {
-	host = normalizeHost(host)
+	host = hostname.Normalize(host)
 	for _, e := range s.snap.Load().entries {
 		if e.meta.boundTo(host) {
 			return true

@@ -158,6 +158,9 @@ func TestSetValidation(t *testing.T) {
 		{"bad host", Secret{Name: "x", Hosts: []string{"exa mple.com"}}, good, "invalid host"},
 		{"bare wildcard", Secret{Name: "x", Hosts: []string{"*.com"}}, good, "wildcard"},
 		{"host with path", Secret{Name: "x", Hosts: []string{"a.com/x"}}, good, "invalid host"},
+		{"host with port", Secret{Name: "x", Hosts: []string{"a.com:443"}}, good, "invalid host"},
+		{"host with two trailing dots", Secret{Name: "x", Hosts: []string{"a.com.."}}, good, "invalid host"},
+		{"numeric top-level label", Secret{Name: "x", Hosts: []string{"127.1"}}, good, "invalid host"},
 		{"unknown preset", Secret{Name: "x", Preset: "gitlab"}, good, "unknown preset"},
 		{"format without value", Secret{Name: "x", Hosts: []string{"a.com"}, Header: "Authorization", Format: "Bearer"}, good, "exactly once"},
 		{"bad header", Secret{Name: "x", Hosts: []string{"a.com"}, Header: "Bad Header"}, good, "invalid header name"},
@@ -191,7 +194,7 @@ func TestSetCreateReplaceRotateRemove(t *testing.T) {
 	s, dir := openTest(t)
 	clock := &fakeClock{t: t0}
 	s.now = clock.now
-	a := mustSet(t, s, Secret{Name: "api", Hosts: []string{"API.Example.com", "*.example.org"}}, "value-one-123456")
+	a := mustSet(t, s, Secret{Name: "api", Hosts: []string{"API.Example.com.", "*.example.org", "api.example.com"}}, "value-one-123456")
 	if !regexp.MustCompile(`^clawd-ph-api-[0-9a-f]{32}$`).MatchString(a.Placeholder) {
 		t.Fatalf("placeholder %q has the wrong shape", a.Placeholder)
 	}

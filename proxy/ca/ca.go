@@ -21,11 +21,11 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/clawd-dev/clawd/internal/atomicfile"
+	"github.com/clawd-dev/clawd/internal/hostname"
 )
 
 const (
@@ -247,8 +247,8 @@ func (c *CA) mint(host string, now time.Time) (*tls.Certificate, error) {
 	if tmpl.NotAfter.After(c.cert.NotAfter) {
 		tmpl.NotAfter = c.cert.NotAfter
 	}
-	if ip := net.ParseIP(host); ip != nil {
-		tmpl.IPAddresses = []net.IP{ip}
+	if ip, ok := hostname.IP(host); ok {
+		tmpl.IPAddresses = []net.IP{ip.AsSlice()}
 	} else {
 		tmpl.DNSNames = []string{host}
 	}
@@ -267,32 +267,17 @@ func (c *CA) mint(host string, now time.Time) (*tls.Certificate, error) {
 	}, nil
 }
 
-// normalizeHost lower-cases host and rejects anything that is not a plausible
-// DNS name or IP literal: the name comes from an agent's SNI.
+// normalizeHost is hostname.Normalize, refusing anything that is not a
+// name or an IP literal: the name comes from an agent's SNI.
 func normalizeHost(host string) (string, error) {
-	host = strings.TrimSuffix(strings.ToLower(host), ".")
-	if host == "" {
+	h := hostname.Normalize(host)
+	if h == "" {
 		return "", errors.New("empty host name")
 	}
-	if len(host) > 253 {
-		return "", errors.New("host name too long")
+	if !hostname.Valid(h) && !hostname.IsIP(h) {
+		return "", fmt.Errorf("invalid host name %q", host)
 	}
-	if net.ParseIP(host) != nil {
-		return host, nil
-	}
-	for _, label := range strings.Split(host, ".") {
-		if label == "" || len(label) > 63 {
-			return "", fmt.Errorf("invalid host name %q", host)
-		}
-		for i := 0; i < len(label); i++ {
-			ch := label[i]
-			ok := ch >= 'a' && ch <= 'z' || ch >= '0' && ch <= '9' || ch == '-' || ch == '_'
-			if !ok {
-				return "", fmt.Errorf("invalid host name %q", host)
-			}
-		}
-	}
-	return host, nil
+	return h, nil
 }
 
 func randSerial() *big.Int {

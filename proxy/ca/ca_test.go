@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/clawd-dev/clawd/internal/hostname"
 )
 
 func TestLoadOrCreateRoundTrip(t *testing.T) {
@@ -96,7 +98,19 @@ func TestLeaf(t *testing.T) {
 	if err != nil || len(ipLeaf.Leaf.IPAddresses) != 1 {
 		t.Errorf("IP leaf: %v %v", err, ipLeaf)
 	}
-	for _, bad := range []string{"", "a b", "x/y", "..", strings.Repeat("a", 300), "evil\x00.com"} {
+	for _, host := range []string{"API.Example.com.", "api.example.com:443"} {
+		if l, err := c.Leaf(host); err != nil || l != l3 {
+			t.Errorf("Leaf(%q) is not the api.example.com leaf: %v", host, err)
+		}
+	}
+	v6, err := c.Leaf("[2001:DB8::1]")
+	if err != nil || len(v6.Leaf.IPAddresses) != 1 || v6.Leaf.IPAddresses[0].String() != "2001:db8::1" {
+		t.Errorf("IPv6 leaf: %v %v", err, v6)
+	}
+	if mapped, err := c.Leaf("::ffff:10.1.2.3"); err != nil || mapped != ipLeaf {
+		t.Errorf("v4-mapped leaf is not the 10.1.2.3 leaf: %v", err)
+	}
+	for _, bad := range []string{"", "a b", "x/y", "..", "a.com..", strings.Repeat("a", 300), "evil\x00.com", "fe80::1%eth0", "127.1", hostname.Invalid} {
 		if _, err := c.Leaf(bad); err == nil {
 			t.Errorf("Leaf(%q) succeeded, want error", bad)
 		}

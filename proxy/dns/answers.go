@@ -10,6 +10,8 @@ import (
 	"time"
 
 	mdns "github.com/miekg/dns"
+
+	"github.com/clawd-dev/clawd/internal/hostname"
 )
 
 // maxChain bounds how many CNAMEs are followed in one answer.
@@ -60,7 +62,12 @@ func (s *answerSet) record(qname string, answer []mdns.RR, now time.Time, minTTL
 	cnames := map[string]target{}
 	for _, rr := range answer {
 		if cn, ok := rr.(*mdns.CNAME); ok {
-			cnames[normalize(cn.Hdr.Name)] = target{normalize(cn.Target), cn.Hdr.Ttl}
+			// A name that is not plain ends the chain: distinct odd
+			// names must not meet as one hostname.Invalid link.
+			owner, to := hostname.Normalize(cn.Hdr.Name), hostname.Normalize(cn.Target)
+			if hostname.Valid(owner) && hostname.Valid(to) {
+				cnames[owner] = target{to, cn.Hdr.Ttl}
+			}
 		}
 	}
 	chain := []string{qname}
@@ -87,7 +94,7 @@ func (s *answerSet) record(qname string, answer []mdns.RR, now time.Time, minTTL
 		default:
 			continue
 		}
-		owner := normalize(rr.Header().Name)
+		owner := hostname.Normalize(rr.Header().Name)
 		pos := slices.Index(chain, owner)
 		if pos < 0 || !ip.IsValid() {
 			continue

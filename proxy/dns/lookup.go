@@ -2,32 +2,30 @@ package dns
 
 import (
 	"net/netip"
-	"strings"
+
+	"github.com/clawd-dev/clawd/internal/hostname"
 )
 
 // Consistent reports whether a connection to ip may claim to be for host.
 // It is when host is ip written as a literal ("10.0.0.1", "::1", "[::1]"),
 // or when this resolver answered a query of this container for host with ip
 // (directly or through a CNAME chain) no longer ago than the answer is
-// remembered. host is compared case-insensitively, ignoring a trailing dot.
+// remembered. host is read by hostname.Normalize (case, one trailing dot,
+// a port and brackets ignored).
 func (r *Resolver) Consistent(containerKey, host string, ip netip.Addr) bool {
 	ip = ip.WithZone("").Unmap()
 	if !ip.IsValid() {
 		return false
 	}
-	lit := host
-	if strings.HasPrefix(lit, "[") && strings.HasSuffix(lit, "]") {
-		lit = lit[1 : len(lit)-1]
-	}
-	if a, err := netip.ParseAddr(lit); err == nil {
-		return a.WithZone("").Unmap() == ip
+	h := hostname.Normalize(host)
+	if a, ok := hostname.IP(h); ok {
+		return a == ip
 	}
 	s := r.lookupState(containerKey)
 	if s == nil {
 		return false
 	}
-	name := normalize(host)
-	return validName(name) && s.answers.has(name, ip, r.now())
+	return hostname.Valid(h) && s.answers.has(h, ip, r.now())
 }
 
 // NamesFor returns the names this resolver answered with ip for the

@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"strings"
 	"sync"
 	"time"
 
@@ -23,6 +22,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/clawd-dev/clawd/audit"
+	"github.com/clawd-dev/clawd/internal/hostname"
 	"github.com/clawd-dev/clawd/policy"
 )
 
@@ -266,8 +266,14 @@ func (r *Resolver) answer(ctx context.Context, c policy.Container, req *mdns.Msg
 		return new(mdns.Msg).SetRcodeFormatError(req)
 	}
 	q := req.Question[0]
-	name := normalize(q.Name)
-	if !validName(name) || !r.allowed(c, name) {
+	// Only plain names are asked upstream: anything else (escaped dots,
+	// binary bytes, IP literals) could make the policy's string match
+	// disagree with the labels the upstream resolves.
+	name := hostname.Normalize(q.Name)
+	if !hostname.Valid(name) || !r.allowed(c, name) {
+		if !hostname.Valid(name) {
+			name = q.Name // audit what was asked, not hostname.Invalid
+		}
 		r.queries.WithLabelValues(resultRefused).Inc()
 		r.audit.Log(audit.Entry{
 			Time:        r.now(),
@@ -345,32 +351,4 @@ func udpSize(req *mdns.Msg) int {
 		size = int(opt.UDPSize())
 	}
 	return min(size, mdns.MaxMsgSize)
-}
-
-// normalize turns a DNS or host name into the form names are compared in:
-// lower case without the trailing dot.
-func normalize(name string) string {
-	return strings.TrimSuffix(strings.ToLower(name), ".")
-}
-
-// validName reports whether a normalized name is made of letters, digits,
-// '-' and '_' in non-empty labels. Anything else (escaped dots, binary
-// bytes) could make the policy's string match disagree with the labels the
-// upstream resolves, so such names are refused outright.
-func validName(name string) bool {
-	if name == "" || len(name) > 253 {
-		return false
-	}
-	for _, label := range strings.Split(name, ".") {
-		if label == "" || len(label) > 63 {
-			return false
-		}
-		for i := 0; i < len(label); i++ {
-			ch := label[i]
-			if !('a' <= ch && ch <= 'z' || '0' <= ch && ch <= '9' || ch == '-' || ch == '_') {
-				return false
-			}
-		}
-	}
-	return true
 }

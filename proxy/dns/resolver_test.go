@@ -167,6 +167,8 @@ func TestOddNamesRefused(t *testing.T) {
 		`sp\032ace.example.test.`,
 		`x\..example.test.`,
 		".",
+		"192.0.2.1.",      // an IP literal is no name to resolve
+		"example.test.1.", // nor a name IPv4 parsers read as an address
 	} {
 		t.Run(qname, func(t *testing.T) {
 			asked := false
@@ -355,7 +357,13 @@ func TestConsistent(t *testing.T) {
 		{"bracketed mismatch", agent.Key(), "[2001:db8::5]", "2001:db8::6", false},
 		{"literal for unknown container", "docker/moby/nobody", "192.0.2.99", "192.0.2.99", true},
 		{"odd IPv4 form is a name", agent.Key(), "0xc0.0.2.99", "192.0.2.99", false},
-		{"literal with port", agent.Key(), "192.0.2.99:443", "192.0.2.99", false},
+		{"literal with port", agent.Key(), "192.0.2.99:443", "192.0.2.99", true}, // hostname.Normalize drops ports everywhere
+		{"bracketed literal with port", agent.Key(), "[2001:db8::5]:443", "2001:db8::5", true},
+		{"name with port", agent.Key(), "Example.test:443", "192.0.2.1", true},
+		{"v4-mapped literal", agent.Key(), "::ffff:192.0.2.99", "192.0.2.99", true},
+		{"zoned literal", agent.Key(), "fe80::1%eth0", "fe80::1", false},
+		{"literal with bad port", agent.Key(), "192.0.2.99:x", "192.0.2.99", false},
+		{"answered name with NUL", agent.Key(), "example.test\x00", "192.0.2.1", false},
 		{"empty host", agent.Key(), "", "192.0.2.1", false},
 		{"suffix of an answered name", agent.Key(), "test", "192.0.2.1", false},
 		{"answered name with junk", agent.Key(), "example.test..", "192.0.2.1", false},
