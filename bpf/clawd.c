@@ -5,9 +5,10 @@
 // clawd's kernel side. One copy of these programs is loaded per attached
 // container, with that container's listener ports and cgroup ID baked in as
 // constants, and attached to the container's cgroup v2 directory (and, for the
-// tcx programs, to its network interfaces). The maps are shared by every copy
-// and pinned under bpffs, so a restarted daemon finds what its predecessor
-// recorded.
+// tcx programs, to its network interfaces and to what lies behind them: a veth
+// peer in any netns, the lower device of a macvlan/ipvlan/vlan). The shared
+// maps are pinned under bpffs, so a restarted daemon finds what its
+// predecessor recorded; clawd_self_cg is per copy (see below).
 //
 // Return values: cgroup hooks return 1 to allow and 0 to refuse (EPERM).
 
@@ -31,7 +32,17 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 #define SO_BINDTODEVICE 25
 #define SO_MARK 36
 // Not in Debian 12's uapi headers (tcx arrived in 6.6).
+#define TCX_NEXT -1
 #define TCX_DROP 2
+#ifndef SOL_PACKET
+#define SOL_PACKET 263
+#endif
+#ifndef PACKET_QDISC_BYPASS
+#define PACKET_QDISC_BYPASS 20
+#endif
+#ifndef SOL_XDP
+#define SOL_XDP 283
+#endif
 #ifndef SO_BINDTOIFINDEX
 #define SO_BINDTOIFINDEX 62
 #endif
@@ -102,6 +113,16 @@ struct {
 	__type(value, struct orig);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } clawd_tp_v1 SEC(".maps");
+
+// The container's cgroup, one entry (index 0), filled by the daemon with the
+// cgroup directory's fd before any program of this copy is attached. Not
+// pinned: each loaded copy has its own, kept alive by its programs.
+struct {
+	__uint(type, BPF_MAP_TYPE_CGROUP_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} clawd_self_cg SEC(".maps");
 
 // Container cgroup ID -> counters. The daemon creates the entry on attach.
 struct {
@@ -401,6 +422,16 @@ int clawd_setsockopt(struct bpf_sockopt *ctx) {
 		bad = name == IP_TRANSPARENT;
 	else if (level == SOL_IPV6)
 		bad = name == IPV6_TRANSPARENT;
+#ifndef CLAWD_PREV
+	// Defence in depth only: the kernel skips this hook for 32-bit (compat)
+	// setsockopt calls, so the frame-level programs below stay the rule.
+	// PACKET_QDISC_BYPASS sends frames past tcx egress; AF_XDP sockets
+	// need SOL_XDP options (UMEM, rings) to send anything.
+	else if (level == SOL_PACKET)
+		bad = name == PACKET_QDISC_BYPASS;
+	else if (level == SOL_XDP)
+		bad = 1;
+#endif
 	if (bad) {
 		COUNT(opt_refused);
 		return 0;
@@ -432,9 +463,12 @@ int clawd_egress(struct __sk_buff *skb) {
 }
 
 // tcx programs on the container's interfaces (egress inside the container,
-// ingress on the host-side veth peer) drop every frame: with clawd attached no
-// legitimate packet of the container crosses them, since the proxy dials from
-// the host. This is what stops AF_PACKET, which no cgroup inet hook sees.
+// ingress on a veth peer, wherever it lives) drop every frame: with clawd
+// attached no legitimate packet of the container crosses them, since the
+// proxy dials from the host. This is what stops AF_PACKET, which no cgroup
+// inet hook sees. A packet socket with PACKET_QDISC_BYPASS (and AF_XDP in
+// copy mode) skips tcx egress and goes straight to the driver: for a veth that
+// is the peer's ingress, hence the second program.
 SEC("tcx/egress")
 int clawd_tcx_egress(struct __sk_buff *skb) {
 	COUNT(if_dropped);
@@ -445,4 +479,30 @@ SEC("tcx/ingress")
 int clawd_tcx_ingress(struct __sk_buff *skb) {
 	COUNT(if_dropped);
 	return TCX_DROP;
+}
+
+// A macvlan, ipvlan or vlan interface hands its frames to its lower device,
+// which other containers and the host share: there only the container's
+// frames may be dropped. A frame that reaches the lower device from the
+// container without crossing the container-side tcx egress program (which
+// drops everything) came from a packet or XDP socket, and carries that socket:
+// bpf_skb_under_cgroup matches it, in any child cgroup too. Source MAC or IP
+// would not do: a packet socket writes whatever it likes there. Egress covers
+// frames to the wire; ingress covers a macvlan in bridge mode handing a
+// unicast frame to a sibling macvlan on the same lower device.
+static __always_inline int lower(struct __sk_buff *skb) {
+	if (bpf_skb_under_cgroup(skb, &clawd_self_cg, 0) != 1)
+		return TCX_NEXT;
+	COUNT(if_dropped);
+	return TCX_DROP;
+}
+
+SEC("tcx/egress")
+int clawd_lower_egress(struct __sk_buff *skb) {
+	return lower(skb);
+}
+
+SEC("tcx/ingress")
+int clawd_lower_ingress(struct __sk_buff *skb) {
+	return lower(skb);
 }

@@ -47,6 +47,7 @@ type ClawdTupleKey struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	ClawdMapClawdCkV1          = "clawd_ck_v1"
+	ClawdMapClawdSelfCg        = "clawd_self_cg"
 	ClawdMapClawdStV1          = "clawd_st_v1"
 	ClawdMapClawdTpV1          = "clawd_tp_v1"
 	ClawdProgClawdConnect4     = "clawd_connect4"
@@ -54,6 +55,8 @@ const (
 	ClawdProgClawdEgress       = "clawd_egress"
 	ClawdProgClawdGetpeername4 = "clawd_getpeername4"
 	ClawdProgClawdGetpeername6 = "clawd_getpeername6"
+	ClawdProgClawdLowerEgress  = "clawd_lower_egress"
+	ClawdProgClawdLowerIngress = "clawd_lower_ingress"
 	ClawdProgClawdRecvmsg4     = "clawd_recvmsg4"
 	ClawdProgClawdRecvmsg6     = "clawd_recvmsg6"
 	ClawdProgClawdSendmsg4     = "clawd_sendmsg4"
@@ -116,6 +119,8 @@ type ClawdProgramSpecs struct {
 	ClawdEgress       *ebpf.ProgramSpec `ebpf:"clawd_egress"`
 	ClawdGetpeername4 *ebpf.ProgramSpec `ebpf:"clawd_getpeername4"`
 	ClawdGetpeername6 *ebpf.ProgramSpec `ebpf:"clawd_getpeername6"`
+	ClawdLowerEgress  *ebpf.ProgramSpec `ebpf:"clawd_lower_egress"`
+	ClawdLowerIngress *ebpf.ProgramSpec `ebpf:"clawd_lower_ingress"`
 	ClawdRecvmsg4     *ebpf.ProgramSpec `ebpf:"clawd_recvmsg4"`
 	ClawdRecvmsg6     *ebpf.ProgramSpec `ebpf:"clawd_recvmsg6"`
 	ClawdSendmsg4     *ebpf.ProgramSpec `ebpf:"clawd_sendmsg4"`
@@ -131,9 +136,10 @@ type ClawdProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type ClawdMapSpecs struct {
-	ClawdCkV1 *ebpf.MapSpec `ebpf:"clawd_ck_v1"`
-	ClawdStV1 *ebpf.MapSpec `ebpf:"clawd_st_v1"`
-	ClawdTpV1 *ebpf.MapSpec `ebpf:"clawd_tp_v1"`
+	ClawdCkV1   *ebpf.MapSpec `ebpf:"clawd_ck_v1"`
+	ClawdSelfCg *ebpf.MapSpec `ebpf:"clawd_self_cg"`
+	ClawdStV1   *ebpf.MapSpec `ebpf:"clawd_st_v1"`
+	ClawdTpV1   *ebpf.MapSpec `ebpf:"clawd_tp_v1"`
 }
 
 // ClawdVariableSpecs contains global variables before they are loaded into the kernel.
@@ -166,14 +172,16 @@ func (o *ClawdObjects) Close() error {
 //
 // It can be passed to LoadClawdObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ClawdMaps struct {
-	ClawdCkV1 *ebpf.Map `ebpf:"clawd_ck_v1"`
-	ClawdStV1 *ebpf.Map `ebpf:"clawd_st_v1"`
-	ClawdTpV1 *ebpf.Map `ebpf:"clawd_tp_v1"`
+	ClawdCkV1   *ebpf.Map `ebpf:"clawd_ck_v1"`
+	ClawdSelfCg *ebpf.Map `ebpf:"clawd_self_cg"`
+	ClawdStV1   *ebpf.Map `ebpf:"clawd_st_v1"`
+	ClawdTpV1   *ebpf.Map `ebpf:"clawd_tp_v1"`
 }
 
 func (m *ClawdMaps) Close() error {
 	return _ClawdClose(
 		m.ClawdCkV1,
+		m.ClawdSelfCg,
 		m.ClawdStV1,
 		m.ClawdTpV1,
 	)
@@ -198,6 +206,8 @@ type ClawdPrograms struct {
 	ClawdEgress       *ebpf.Program `ebpf:"clawd_egress"`
 	ClawdGetpeername4 *ebpf.Program `ebpf:"clawd_getpeername4"`
 	ClawdGetpeername6 *ebpf.Program `ebpf:"clawd_getpeername6"`
+	ClawdLowerEgress  *ebpf.Program `ebpf:"clawd_lower_egress"`
+	ClawdLowerIngress *ebpf.Program `ebpf:"clawd_lower_ingress"`
 	ClawdRecvmsg4     *ebpf.Program `ebpf:"clawd_recvmsg4"`
 	ClawdRecvmsg6     *ebpf.Program `ebpf:"clawd_recvmsg6"`
 	ClawdSendmsg4     *ebpf.Program `ebpf:"clawd_sendmsg4"`
@@ -216,6 +226,8 @@ func (p *ClawdPrograms) Close() error {
 		p.ClawdEgress,
 		p.ClawdGetpeername4,
 		p.ClawdGetpeername6,
+		p.ClawdLowerEgress,
+		p.ClawdLowerIngress,
 		p.ClawdRecvmsg4,
 		p.ClawdRecvmsg6,
 		p.ClawdSendmsg4,
