@@ -12,6 +12,9 @@ const (
 	EventAttach       = "attach"
 	EventDetach       = "detach"
 	EventDNS          = "dns"
+	EventCutOff       = "cut_off"     // an attached container was frozen (or thawed): it could send frames clawd does not see
+	EventReadopt      = "readopt"     // a restarted daemon adopted, kept (cut off, in doubt) or removed an attachment
+	EventOrphanPins   = "orphan_pins" // pins without a state record were adopted, kept or removed
 )
 
 // Actions that are not policy actions or approval statuses.
@@ -22,4 +25,9 @@ const (
 	ActionRevoked = "revoked"
 	ActionAttach  = "attach"
 	ActionDetach  = "detach"
+	ActionFreeze  = "freeze"
+	ActionThaw    = "thaw"
+	ActionAdopt   = "adopt"
+	ActionKeep    = "keep" // pins kept in place: the container stays cut off
+	ActionRemove  = "remove"
 )

@@ -107,6 +107,7 @@ func (d *Daemon) attach(began time.Time, c policy.Container, pid int, trustCA, a
 	d.opMu.Lock()
 	defer d.opMu.Unlock()
 	id := attachmentID(c)
+	d.reapIfGoneLocked(id)
 	d.mu.Lock()
 	_, dup := d.atts[id]
 	d.mu.Unlock()
@@ -127,31 +128,63 @@ func (d *Daemon) attach(began time.Time, c policy.Container, pid int, trustCA, a
 	if dupCg {
 		return Record{}, userErr(409, "cgroup %s is already attached (as %s)", cg, other.Container.Name)
 	}
-	nsPath := fmt.Sprintf("/proc/%d/ns/net", pid)
-	if same, err := sameNetns(nsPath, "/proc/self/ns/net"); err != nil {
-		return Record{}, err
-	} else if same {
+	// The netns is held open from here on: the process named may exit.
+	ns, err := netnsOfPID(pid, cg)
+	if err != nil {
+		return Record{}, userErr(409, "%v", err)
+	}
+	nsPath := fdPath(ns)
+	if same, err := sameNetns(nsPath, "/proc/self/ns/net"); err != nil || same {
+		ns.Close()
+		if err != nil {
+			return Record{}, err
+		}
 		return Record{}, userErr(409, "container %s shares the host network namespace: clawd cannot isolate a host-network container", c.Name)
 	}
-	start, err := procStartTime(pid)
+	nsIno, err := fdInode(ns)
 	if err != nil {
+		ns.Close()
+		return Record{}, err
+	}
+	params := enforce.Params{ID: id, Cgroup: cg, Netns: nsPath}
+	ifs, err := d.enf.Survey(params)
+	if err != nil {
+		ns.Close()
+		return Record{}, fmt.Errorf("inspect the interfaces of %s: %w", c.Name, err)
+	}
+	if err := d.checkCoverage(c.Name, cg, ifs); err != nil {
+		ns.Close()
 		return Record{}, err
 	}
 	ls, err := openListeners(nsPath)
 	if err != nil {
+		ns.Close()
 		return Record{}, err
 	}
-	rec := Record{ID: id, Container: c, PID: pid, StartTime: start, Cgroup: cg, CgroupID: cgid, AttachedAt: time.Now().UTC(), Auto: auto}
+	rec := Record{ID: id, Container: c, PID: pid, Cgroup: cg, CgroupID: cgid, Netns: nsIno, AttachedAt: time.Now().UTC(), Auto: auto}
 	// State first: a crash between here and the pins leaves a record the
 	// next start reconciles, never pins nobody knows about.
 	if err := d.state.Save(rec); err != nil {
 		ls.Close()
+		ns.Close()
 		return Record{}, err
 	}
-	layers, err := d.enf.Attach(enforce.Params{ID: id, Cgroup: cg, Netns: nsPath, ProxyPort: ls.tcpPort(), DNSPort: ls.udpPort(), HasV6: ls.hasV6()})
+	params.ProxyPort, params.DNSPort, params.HasV6 = ls.tcpPort(), ls.udpPort(), ls.hasV6()
+	layers, err := d.attachPins(c, params)
+	if err == nil {
+		// The layout may have changed since the survey.
+		if err = d.checkCoverage(c.Name, cg, layers.Interfaces); err != nil {
+			d.enf.Detach(id, cgid)
+		}
+	}
 	if err != nil {
 		ls.Close()
+		ns.Close()
 		d.state.Remove(id)
+		var ue *UserError
+		if errors.As(err, &ue) {
+			return Record{}, err
+		}
 		return Record{}, fmt.Errorf("attach %s: %w", c.Name, err)
 	}
 	rec.Layers = layers
@@ -159,6 +192,7 @@ func (d *Daemon) attach(began time.Time, c policy.Container, pid int, trustCA, a
 		d.log.Error("save attachment state", zap.Error(err))
 	}
 	d.serve(rec, ls)
+	d.track(id, ns)
 	if trustCA {
 		paths, err := ca.InstallTrust(fmt.Sprintf("/proc/%d/root", pid), d.ca.CertPEM())
 		if err != nil {
@@ -172,7 +206,7 @@ func (d *Daemon) attach(began time.Time, c policy.Container, pid int, trustCA, a
 		DurationMS: float64(took.Microseconds()) / 1000})
 	d.log.Info("attached", zap.String("container", c.Name), zap.String("runtime", c.Runtime), zap.String("namespace", c.Namespace),
 		zap.String("cgroup", cg), zap.Uint16("proxy_port", ls.tcpPort()), zap.Uint16("dns_port", ls.udpPort()),
-		zap.Strings("tcx", layers.TCX), zap.Strings("tcx_peers", layers.TCXPeers), zap.Bool("auto", auto), zap.Duration("took", took))
+		zap.Strings("tcx", layers.TCX), zap.Strings("tcx_peers", layers.TCXPeers), zap.Strings("tcx_lower", layers.TCXLower), zap.Bool("auto", auto), zap.Duration("took", took))
 	return rec, nil
 }
 
@@ -192,6 +226,9 @@ func sameNetns(a, b string) (bool, error) {
 func (d *Daemon) Detach(ref, ns, reason string) (Record, error) {
 	a, err := d.find(ref, ns)
 	if err != nil {
+		if r, ok := d.findDoubt(ref, ns); ok {
+			return r, d.detach(r.ID, reason)
+		}
 		return Record{}, err
 	}
 	return a.Record, d.detach(a.ID, reason)
@@ -241,6 +278,11 @@ func (d *Daemon) find(ref, ns string) (*attachment, error) {
 func (d *Daemon) detach(id, reason string) error {
 	d.opMu.Lock()
 	defer d.opMu.Unlock()
+	return d.detachLocked(id, reason)
+}
+
+// detachLocked is detach with opMu held.
+func (d *Daemon) detachLocked(id, reason string) error {
 	d.mu.Lock()
 	a, ok := d.atts[id]
 	if ok {
@@ -252,8 +294,11 @@ func (d *Daemon) detach(id, reason string) error {
 	if ok {
 		a.cancel()
 		a.ls.Close()
+		d.untrack(a)
 		cgid = a.CgroupID
 		d.dns.Forget(a.Container.Key())
+	} else if dbt := d.takeDoubt(id); dbt != nil {
+		cgid = dbt.CgroupID
 	}
 	err := d.enf.Detach(id, cgid)
 	if rerr := d.state.Remove(id); rerr != nil {
@@ -264,61 +309,6 @@ func (d *Daemon) detach(id, reason string) error {
 		d.log.Info("detached", zap.String("container", a.Container.Name), zap.String("reason", reason))
 	}
 	return err
-}
-
-// adoptAll re-adopts every attachment in the state dir after a (re)start.
-func (d *Daemon) adoptAll() {
-	recs, errs := d.state.Load()
-	for _, err := range errs {
-		d.log.Error("attachment state", zap.Error(err))
-	}
-	known := map[string]bool{}
-	for _, r := range recs {
-		known[r.ID] = true
-		if err := d.adopt(r); err != nil {
-			if errors.Is(err, enforce.ErrGone) {
-				d.log.Info("container gone while clawd was down: removing attachment", zap.String("container", r.Container.Name), zap.Error(err))
-				d.enf.Detach(r.ID, r.CgroupID)
-				d.state.Remove(r.ID)
-				continue
-			}
-			// Keep the pins: the container stays cut off rather than open.
-			d.log.Error("re-adopt failed: container stays cut off", zap.String("container", r.Container.Name), zap.Error(err))
-		}
-	}
-	pinned, err := d.enf.Pinned()
-	if err != nil {
-		d.log.Error("list pins", zap.Error(err))
-	}
-	for _, id := range pinned {
-		if !known[id] {
-			d.log.Warn("pins without state: left in place (fail closed); remove with `clawd detach`", zap.String("id", id))
-		}
-	}
-}
-
-func (d *Daemon) adopt(r Record) error {
-	start, err := procStartTime(r.PID)
-	if err != nil || start != r.StartTime {
-		return fmt.Errorf("process %d is gone: %w", r.PID, enforce.ErrGone)
-	}
-	if cg, err := enforce.CgroupOfPID(r.PID); err != nil || cg != r.Cgroup {
-		return fmt.Errorf("process %d left cgroup %s: %w", r.PID, r.Cgroup, enforce.ErrGone)
-	}
-	ls, err := openListeners(fmt.Sprintf("/proc/%d/ns/net", r.PID))
-	if err != nil {
-		return err
-	}
-	layers, err := d.enf.Adopt(enforce.Params{ID: r.ID, Cgroup: r.Cgroup, Netns: fmt.Sprintf("/proc/%d/ns/net", r.PID),
-		ProxyPort: ls.tcpPort(), DNSPort: ls.udpPort(), HasV6: ls.hasV6()})
-	if err != nil {
-		ls.Close()
-		return err
-	}
-	r.Layers.Cgroup = layers.Cgroup
-	d.serve(r, ls)
-	d.log.Info("re-adopted", zap.String("container", r.Container.Name), zap.Uint16("proxy_port", ls.tcpPort()))
-	return nil
 }
 
 // serve registers the attachment and starts its accept loops.
@@ -486,72 +476,11 @@ func (d *Daemon) onEvent(ev runtime.Event) {
 		trust := labels["clawd.trust-ca"] == "true" || labels["clawd.dev/trust-ca"] == "true"
 		if _, err := d.attach(time.Now(), ev.Container.Container, ev.Container.PID, trust, true); err != nil {
 			d.log.Error("auto-attach failed", zap.String("container", ev.Container.Name), zap.Error(err))
+			d.killRefused(ev.Container.Container, ev.Container.PID, err)
 		}
 	case runtime.TaskExited:
-		d.mu.Lock()
-		_, attached := d.atts[id]
-		d.mu.Unlock()
-		if attached {
-			if err := d.detach(id, "container exited"); err != nil {
-				d.log.Warn("detach exited container", zap.String("container", ev.Container.Name), zap.Error(err))
-			}
-		}
-	}
-}
-
-// sweepLoop is the backstop for missed exit events.
-func (d *Daemon) sweepLoop() {
-	if d.cfg.SweepInterval <= 0 {
-		return
-	}
-	t := time.NewTicker(d.cfg.SweepInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-d.ctx.Done():
-			return
-		case <-t.C:
-			d.Sweep()
-		}
-	}
-}
-
-// Sweep detaches attachments whose process or cgroup is gone.
-func (d *Daemon) Sweep() {
-	d.mu.Lock()
-	var gone []string
-	for id, a := range d.atts {
-		start, err := procStartTime(a.PID)
-		if err != nil || start != a.StartTime {
-			gone = append(gone, id)
-			continue
-		}
-		if _, err := os.Stat(a.Cgroup); err != nil {
-			gone = append(gone, id)
-		}
-	}
-	var live []*attachment
-	for id, a := range d.atts {
-		if !slices.Contains(gone, id) {
-			live = append(live, a)
-		}
-	}
-	d.mu.Unlock()
-	for _, id := range gone {
-		if err := d.detach(id, "container gone (sweep)"); err != nil {
-			d.log.Warn("sweep detach", zap.String("id", id), zap.Error(err))
-		}
-	}
-	// Interfaces added after attach get their drop-all programs too.
-	for _, a := range live {
-		added, err := d.enf.RefreshTCX(enforce.Params{ID: a.ID, Cgroup: a.Cgroup, Netns: fmt.Sprintf("/proc/%d/ns/net", a.PID),
-			ProxyPort: a.ls.tcpPort(), DNSPort: a.ls.udpPort(), HasV6: a.ls.hasV6()})
-		if err != nil {
-			d.log.Debug("refresh tcx", zap.String("container", a.Container.Name), zap.Error(err))
-			continue
-		}
-		if len(added) > 0 {
-			d.log.Info("new interfaces covered", zap.String("container", a.Container.Name), zap.Strings("interfaces", added))
-		}
+		// Only a cgroup that is gone ends an attachment: the sweep
+		// detaches it once the runtime has removed the cgroup.
+		d.reapIfGone(id)
 	}
 }

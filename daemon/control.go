@@ -24,7 +24,16 @@ import (
 type AttachmentInfo struct {
 	Record
 	Counters enforce.Counters `json:"counters"`
+	State    string           `json:"state"`            // StateEnforced, StateCutOff or StateInDoubt
+	Reason   string           `json:"reason,omitempty"` // why cut off or in doubt
 }
+
+// Attachment states in `clawd ls`.
+const (
+	StateEnforced = "enforced"
+	StateCutOff   = "cut-off"  // frozen by clawd: it could send frames clawd does not see
+	StateInDoubt  = "in-doubt" // pinned (cut off) but not re-adopted; retried at every sweep
+)
 
 // Status is the answer of GET /v1/status.
 type Status struct {
@@ -158,6 +167,11 @@ func (d *Daemon) confinedPID(pid int32) bool {
 	defer d.mu.Unlock()
 	for _, a := range d.atts {
 		if underCgroup(cg, a.Cgroup) {
+			return true
+		}
+	}
+	for _, x := range d.doubt {
+		if x.Cgroup != "" && underCgroup(cg, x.Cgroup) {
 			return true
 		}
 	}
@@ -312,9 +326,14 @@ func (d *Daemon) List() []AttachmentInfo {
 	d.mu.Lock()
 	out := make([]AttachmentInfo, 0, len(d.atts))
 	for _, a := range d.atts {
-		out = append(out, AttachmentInfo{Record: a.Record})
+		i := AttachmentInfo{Record: a.Record, State: StateEnforced}
+		if a.cutOff != "" {
+			i.State, i.Reason = StateCutOff, a.cutOff
+		}
+		out = append(out, i)
 	}
 	d.mu.Unlock()
+	out = append(out, d.doubtInfos()...)
 	for i := range out {
 		out[i].Counters, _ = d.enf.Counters(out[i].CgroupID)
 	}

@@ -65,10 +65,11 @@ type Daemon struct {
 	cancel context.CancelFunc
 	conns  sync.WaitGroup
 
-	mu       sync.Mutex // guards atts and byCgroup; attach/detach hold opMu
+	mu       sync.Mutex // guards atts, byCgroup, doubt and attachments' mutable fields; attach/detach hold opMu
 	opMu     sync.Mutex
 	atts     map[string]*attachment
 	byCgroup map[uint64]*attachment
+	doubt    map[string]*doubtful // pinned, not re-adopted: cut off until they are (reconcile.go)
 }
 
 type attachment struct {
@@ -76,6 +77,11 @@ type attachment struct {
 	ls     *listeners
 	cancel context.CancelFunc
 	conns  connLimit
+
+	netns     *os.File   // the container's network namespace, held open while attached
+	stopWatch func()     // stops the link watcher
+	covMu     sync.Mutex // serialises coverage refreshes
+	cutOff    string     // why clawd froze the container ("" if it did not)
 }
 
 // New builds a daemon from its settings; Run starts it.
@@ -94,7 +100,7 @@ func New(cfg Config, log *zap.Logger) (*Daemon, error) {
 	}
 	d := &Daemon{
 		cfg: cfg, log: log, reg: prometheus.NewRegistry(), started: time.Now(),
-		atts: map[string]*attachment{}, byCgroup: map[uint64]*attachment{},
+		atts: map[string]*attachment{}, byCgroup: map[uint64]*attachment{}, doubt: map[string]*doubtful{},
 	}
 	d.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	d.ctx, d.cancel = context.WithCancel(context.Background())

@@ -141,16 +141,6 @@ func TestStateStoreRoundTripAndCorruption(t *testing.T) {
 	}
 }
 
-func TestProcStartTime(t *testing.T) {
-	a, err := procStartTime(os.Getpid())
-	if err != nil || a == 0 {
-		t.Fatalf("procStartTime(self) = %d, %v", a, err)
-	}
-	if _, err := procStartTime(1 << 30); err == nil {
-		t.Fatal("no error for a missing process")
-	}
-}
-
 func TestForbiddenCoversEveryLocalAddressForWildcards(t *testing.T) {
 	got, err := forbiddenAddrs("0.0.0.0:8787", "127.0.0.1:9787", "")
 	if err != nil {

@@ -67,6 +67,9 @@ func Doctor(ctx context.Context, cfg Config) []Check {
 		c.Fix = "start it: systemctl start clawd (or clawd daemon)"
 	}
 	add(c)
+	if c.OK {
+		cs = append(cs, coverageChecks(ctx, cfg.Socket)...)
+	}
 	return cs
 }
 
@@ -138,7 +141,7 @@ func lsmCheck() Check {
 	case strings.Contains(string(lock), "[integrity]") || strings.Contains(string(lock), "[confidentiality]"):
 		why = "kernel lockdown forbids LSM programs"
 	}
-	return Check{Name: "lsm layer", OK: true, Warn: true, Info: why + ": lsm_cgroup layer off; the tcx layer drops AF_PACKET/AF_XDP frames on the container's interfaces"}
+	return Check{Name: "lsm layer", OK: true, Warn: true, Info: why + ": lsm_cgroup layer off; the tcx layer drops AF_PACKET/AF_XDP frames on the container's interfaces and behind them (veth peers, lower devices), and clawd refuses containers whose interfaces it cannot cover unless none of their processes can hold CAP_NET_RAW"}
 }
 
 func dialCheck(name, network, addr string) Check {

@@ -11,7 +11,8 @@ import (
 // FormatList prints `clawd ls` as a table.
 func FormatList(w io.Writer, list []AttachmentInfo, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "CONTAINER\tRUNTIME\tNAMESPACE\tCGROUP\tATTACHED\tREDIRECTED\tDNS\tUDP-REFUSED\tSOCK-REFUSED\tDROPPED\tLAYERS")
+	fmt.Fprintln(tw, "CONTAINER\tRUNTIME\tNAMESPACE\tCGROUP\tATTACHED\tREDIRECTED\tDNS\tUDP-REFUSED\tSOCK-REFUSED\tDROPPED\tLAYERS\tSTATE\tINTERFACES")
+	var notes []string
 	for _, a := range list {
 		layers := "cgroup"
 		if len(a.Layers.TCX) > 0 {
@@ -20,16 +21,39 @@ func FormatList(w io.Writer, list []AttachmentInfo, now time.Time) error {
 		if len(a.Layers.TCXPeers) > 0 {
 			layers += "+peer"
 		}
+		if len(a.Layers.TCXLower) > 0 {
+			layers += "+lower"
+		}
 		if a.Layers.LSM {
 			layers += "+lsm"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s ago\t%d\t%d\t%d\t%d\t%d\t%s\n",
+		var ifs []string
+		for _, i := range a.Layers.Interfaces {
+			via := i.Via
+			if !i.Covered {
+				via = "NOT-COVERED"
+				notes = append(notes, fmt.Sprintf("%s: %s is not covered: %s", a.Container.Name, i.Name, i.Why))
+			} else if i.Note != "" {
+				notes = append(notes, fmt.Sprintf("%s: %s: %s", a.Container.Name, i.Name, i.Note))
+			}
+			ifs = append(ifs, i.Name+":"+via)
+		}
+		if a.Reason != "" {
+			notes = append(notes, fmt.Sprintf("%s: %s: %s", a.Container.Name, a.State, a.Reason))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s ago\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\n",
 			a.Container.Name, a.Container.Runtime, dash(a.Container.Namespace), a.Cgroup,
 			now.Sub(a.AttachedAt).Truncate(time.Second), a.Counters.Redirected, a.Counters.DNS,
 			a.Counters.UDPRefused, a.Counters.SockRefused+a.Counters.OptRefused,
-			a.Counters.PktDropped+a.Counters.IfDropped, layers)
+			a.Counters.PktDropped+a.Counters.IfDropped, layers, dash(a.State), dash(strings.Join(ifs, " ")))
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, n := range notes {
+		fmt.Fprintln(w, n)
+	}
+	return nil
 }
 
 func dash(s string) string {

@@ -20,10 +20,10 @@ import (
 type Record struct {
 	ID         string           `json:"id"`
 	Container  policy.Container `json:"container"`
-	PID        int              `json:"pid"`
-	StartTime  uint64           `json:"start_time"` // of PID, so a reused PID is not mistaken for the container
-	Cgroup     string           `json:"cgroup"`
-	CgroupID   uint64           `json:"cgroup_id"`
+	PID        int              `json:"pid"`             // the process attach named; informational only
+	Cgroup     string           `json:"cgroup"`          // the attachment lives as long as this cgroup
+	CgroupID   uint64           `json:"cgroup_id"`       // its inode: a new cgroup at the same path is another one
+	Netns      uint64           `json:"netns,omitempty"` // inode of the container's network namespace
 	AttachedAt time.Time        `json:"attached_at"`
 	Layers     enforce.Layers   `json:"layers"`
 	Auto       bool             `json:"auto,omitempty"` // attached by label
@@ -84,25 +84,4 @@ func (s *stateStore) Load() ([]Record, []error) {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out, errs
-}
-
-// procStartTime reads field 22 of /proc/PID/stat (start time in clock ticks).
-func procStartTime(pid int) (uint64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	// The command name (field 2) may hold spaces and parentheses: split after
-	// the last ')'.
-	i := strings.LastIndexByte(string(b), ')')
-	if i < 0 {
-		return 0, fmt.Errorf("bad /proc/%d/stat", pid)
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 20 {
-		return 0, fmt.Errorf("bad /proc/%d/stat", pid)
-	}
-	var v uint64
-	_, err = fmt.Sscan(f[19], &v)
-	return v, err
 }

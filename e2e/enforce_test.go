@@ -311,7 +311,7 @@ func TestDaemonDownFailsClosedAndRestartReadopts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(ents) != len(before[0].Layers.Cgroup)+len(before[0].Layers.TCX)+len(before[0].Layers.TCXPeers) {
+	if len(ents) != len(before[0].Layers.Cgroup)+len(before[0].Layers.TCX)+len(before[0].Layers.TCXPeers)+len(before[0].Layers.TCXLower) {
 		t.Fatalf("pins after restart: %d, layers before %+v", len(ents), before[0].Layers)
 	}
 	// Graceful stop leaves the container cut off too.

@@ -112,7 +112,14 @@ func attachCmd() *cobra.Command {
 			if r.Container.Namespace != "" {
 				fmt.Printf(", namespace %s", r.Container.Namespace)
 			}
-			fmt.Printf(")\ncgroup: %s\nlayers: cgroup=%d hooks, tcx=%v, tcx-peers=%v\n", r.Cgroup, len(r.Layers.Cgroup), r.Layers.TCX, r.Layers.TCXPeers)
+			fmt.Printf(")\ncgroup: %s\nlayers: cgroup=%d hooks, tcx=%v, tcx-peers=%v, tcx-lower=%v\n", r.Cgroup, len(r.Layers.Cgroup), r.Layers.TCX, r.Layers.TCXPeers, r.Layers.TCXLower)
+			for _, i := range r.Layers.Interfaces {
+				if i.Covered {
+					fmt.Printf("interface %s (%s): covered (%s): %s\n", i.Name, i.Kind, i.Via, i.How)
+				} else {
+					fmt.Printf("interface %s (%s): NOT covered: %s (attached: no process of the container can hold CAP_NET_RAW)\n", i.Name, i.Kind, i.Why)
+				}
+			}
 			if env {
 				return printEnv(secretsFile, secretsKey)
 			}

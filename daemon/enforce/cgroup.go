@@ -3,6 +3,7 @@ package enforce
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -115,6 +116,18 @@ func NetClsActive() (string, bool) {
 // CgroupOfPID returns the cgroup v2 directory of a process (the "0::" line of
 // /proc/PID/cgroup joined to the cgroup2 mount).
 func CgroupOfPID(pid int) (string, error) {
+	cg, err := cgroupPath(pid)
+	if err != nil {
+		return "", err
+	}
+	if root, _ := Cgroup2Mount(); cg == root {
+		// Attaching to the root cgroup would redirect the whole host.
+		return "", fmt.Errorf("pid %d is in the root cgroup v2; clawd attaches only to a container's own cgroup", pid)
+	}
+	return cg, nil
+}
+
+func cgroupPath(pid int) (string, error) {
 	root, err := Cgroup2Mount()
 	if err != nil {
 		return "", err
@@ -127,12 +140,118 @@ func CgroupOfPID(pid int) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("pid %d: %w", pid, err)
 	}
-	if rel == "/" {
-		// Attaching to the root cgroup would redirect the whole host.
-		return "", fmt.Errorf("pid %d is in the root cgroup v2; clawd attaches only to a container's own cgroup", pid)
-	}
 	return filepath.Join(root, rel), nil
 }
+
+// PIDInCgroup reports whether pid is in cgroup dir or below it.
+func PIDInCgroup(pid int, dir string) (bool, error) {
+	cg, err := cgroupPath(pid)
+	if err != nil {
+		return false, err
+	}
+	return Under(cg, dir), nil
+}
+
+// Under reports whether cgroup directory cg is base or a descendant of it.
+func Under(cg, base string) bool {
+	cg, base = filepath.Clean(cg), filepath.Clean(base)
+	return cg == base || strings.HasPrefix(cg, base+"/")
+}
+
+// CgroupProcs lists the processes of cgroup dir and of every cgroup below
+// it. A child cgroup removed meanwhile is skipped; any other error is
+// returned (never read as "no processes").
+func CgroupProcs(dir string) ([]int, error) {
+	var pids []int
+	err := filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			if path != dir && errors.Is(err, os.ErrNotExist) {
+				return filepath.SkipDir
+			}
+			return err
+		}
+		if !d.IsDir() {
+			return nil
+		}
+		b, err := os.ReadFile(filepath.Join(path, "cgroup.procs"))
+		if err != nil {
+			if path != dir && errors.Is(err, os.ErrNotExist) {
+				return filepath.SkipDir
+			}
+			return fmt.Errorf("read %s: %w", filepath.Join(path, "cgroup.procs"), err)
+		}
+		for _, f := range strings.Fields(string(b)) {
+			var pid int
+			if _, err := fmt.Sscan(f, &pid); err == nil && pid > 0 {
+				pids = append(pids, pid)
+			}
+		}
+		return nil
+	})
+	return pids, err
+}
+
+// CgroupPathByID finds the cgroup v2 directory whose ID (inode) is id:
+// open_by_handle_at with the kernfs handle (the ID itself), else a walk of
+// the hierarchy. os.ErrNotExist when no such cgroup exists.
+func CgroupPathByID(id uint64) (string, error) {
+	root, err := Cgroup2Mount()
+	if err != nil {
+		return "", err
+	}
+	if p, err := cgroupByHandle(root, id); err == nil {
+		return p, nil
+	}
+	found := ""
+	err = filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
+		if err != nil || found != "" {
+			return filepath.SkipDir
+		}
+		if !d.IsDir() {
+			return nil
+		}
+		if cid, err := CgroupID(path); err == nil && cid == id {
+			found = path
+			return filepath.SkipAll
+		}
+		return nil
+	})
+	if err != nil {
+		return "", err
+	}
+	if found == "" {
+		return "", fmt.Errorf("cgroup id %d: %w", id, os.ErrNotExist)
+	}
+	return found, nil
+}
+
+func cgroupByHandle(root string, id uint64) (string, error) {
+	mfd, err := unix.Open(root, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return "", err
+	}
+	defer unix.Close(mfd)
+	var b [8]byte
+	binary.NativeEndian.PutUint64(b[:], id)
+	const fileidKernfs = 0xfe
+	fd, err := unix.OpenByHandleAt(mfd, unix.NewFileHandle(fileidKernfs, b[:]), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC)
+	if err != nil {
+		return "", err
+	}
+	defer unix.Close(fd)
+	p, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd))
+	if err != nil {
+		return "", err
+	}
+	if cid, err := CgroupID(p); err != nil || cid != id {
+		return "", fmt.Errorf("cgroup id %d resolved to %s, which is another cgroup", id, p)
+	}
+	return p, nil
+}
+
+// ParseCgroup returns the cgroup v2 path, relative to the hierarchy's root,
+// that the contents of a /proc/PID/cgroup file name.
+func ParseCgroup(b []byte) (string, error) { return parseCgroup2Line(b) }
 
 func parseCgroup2Line(b []byte) (string, error) {
 	sc := bufio.NewScanner(bytes.NewReader(b))

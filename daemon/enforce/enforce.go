@@ -12,28 +12,27 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
 	"sort"
-	"strings"
 	"sync"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
-	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/clawd-dev/clawd/bpf"
-	"github.com/clawd-dev/clawd/daemon/nsenter"
 )
 
 // ErrGone means the attachment's cgroup or interfaces no longer exist: the
 // container is gone and its pins should be removed.
 var ErrGone = errors.New("attachment target is gone")
+
+// ErrPinned means pins for the attachment ID exist already.
+var ErrPinned = errors.New("pins exist")
 
 // Params describe one attachment.
 type Params struct {
@@ -48,10 +47,14 @@ type Params struct {
 // Layers reports which enforcement layers are active for an attachment.
 type Layers struct {
 	Cgroup   []string `json:"cgroup"`              // attached cgroup hooks
-	TCX      []string `json:"tcx,omitempty"`       // container interfaces with a drop-all egress program
-	TCXPeers []string `json:"tcx_peers,omitempty"` // host-side veth peers with a drop-all ingress program
+	TCX      []string `json:"tcx,omitempty"`       // pins: drop-all egress on the container's interfaces
+	TCXPeers []string `json:"tcx_peers,omitempty"` // pins: drop-all ingress on their veth peers, in any netns
+	TCXLower []string `json:"tcx_lower,omitempty"` // pins: cgroup-matched programs on macvlan/ipvlan/vlan lower devices
 	LSM      bool     `json:"lsm"`
-	Notes    []string `json:"notes,omitempty"`
+	// Interfaces says, per interface of the container's netns, how a frame
+	// sent past tcx egress (PACKET_QDISC_BYPASS, AF_XDP) is caught.
+	Interfaces []Iface  `json:"interfaces,omitempty"`
+	Notes      []string `json:"notes,omitempty"`
 }
 
 // Enforcer owns the pin root and the shared maps.
@@ -66,6 +69,8 @@ type Enforcer struct {
 	// attachment; nil with lsmErr set where the kernel refuses it.
 	lsm    *ebpf.Program
 	lsmErr error
+	// live holds each attachment's tcx programs while the daemon runs.
+	live map[string]*tcxProgs
 }
 
 // bpffs refuses file names that contain a dot.
@@ -89,7 +94,7 @@ func New(root string) (*Enforcer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load bpf spec: %w", err)
 	}
-	e := &Enforcer{root: root, spec: spec}
+	e := &Enforcer{root: root, spec: spec, live: map[string]*tcxProgs{}}
 	var maps bpf.ClawdMaps
 	if err := spec.LoadAndAssign(&maps, e.collOpts()); err != nil {
 		return nil, fmt.Errorf("open pinned maps (an incompatible older layout must be removed from %s): %w", filepath.Join(root, "maps"), err)
@@ -129,6 +134,12 @@ func (e *Enforcer) collOpts() *ebpf.CollectionOptions {
 
 // Close releases the daemon's handles. Pinned links stay in force.
 func (e *Enforcer) Close() error {
+	e.mu.Lock()
+	for id, t := range e.live {
+		t.Close()
+		delete(e.live, id)
+	}
+	e.mu.Unlock()
 	errs := []error{e.ck.Close(), e.tp.Close(), e.st.Close()}
 	if e.lsm != nil {
 		errs = append(errs, e.lsm.Close())
@@ -166,11 +177,7 @@ var cgroupHooks = []hook{
 	{"egress", ebpf.AttachCGroupInetEgress, func(p *bpf.ClawdPrograms) *ebpf.Program { return p.ClawdEgress }},
 }
 
-const (
-	lsmPin          = "lsm_socket_create"
-	tcxEgressPrefix = "tcx-egress-" // + container-side ifindex
-	tcxPeerPrefix   = "tcx-peer-"   // + host-side ifindex
-)
+const lsmPin = "lsm_socket_create"
 
 // load loads a fresh copy of the programs with p's constants.
 func (e *Enforcer) load(p Params, cgid uint64) (*bpf.ClawdObjects, error) {
@@ -201,6 +208,18 @@ func (e *Enforcer) load(p Params, cgid uint64) (*bpf.ClawdObjects, error) {
 		}
 		return nil, fmt.Errorf("load bpf programs: %w", err)
 	}
+	// The lower-device programs match the container's sockets by this
+	// cgroup: set it before any of them can be attached.
+	cg, err := os.Open(p.Cgroup)
+	if err != nil {
+		objs.Close()
+		return nil, fmt.Errorf("open cgroup %s: %w", p.Cgroup, err)
+	}
+	defer cg.Close()
+	if err := objs.ClawdSelfCg.Update(uint32(0), uint32(cg.Fd()), ebpf.UpdateAny); err != nil {
+		objs.Close()
+		return nil, fmt.Errorf("set the container cgroup in clawd_self_cg: %w", err)
+	}
 	return &objs, nil
 }
 
@@ -229,22 +248,24 @@ func (e *Enforcer) Attach(p Params) (l Layers, err error) {
 	if err := e.validate(p); err != nil {
 		return l, err
 	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	dir := e.dir(p.ID)
-	if _, err := os.Stat(dir); err == nil {
-		return l, fmt.Errorf("attachment %s already exists", p.ID)
-	}
 	cgid, err := CgroupID(p.Cgroup)
 	if err != nil {
 		return l, err
 	}
+	// The verifier run is the slow part: outside the lock, so that covering
+	// a new interface of another attachment never waits for it.
 	objs, err := e.load(p, cgid)
 	if err != nil {
 		return l, err
 	}
 	defer objs.Close()
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	dir := e.dir(p.ID)
+	if _, err := os.Stat(dir); err == nil {
+		return l, fmt.Errorf("attachment %s already exists: %w", p.ID, ErrPinned)
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil {
 		return l, fmt.Errorf("create pin dir: %w", err)
 	}
 	var links []link.Link
@@ -276,12 +297,21 @@ func (e *Enforcer) Attach(p Params) (l Layers, err error) {
 		l.Cgroup = append(l.Cgroup, h.name)
 	}
 	if p.Netns != "" {
-		tl, err := e.attachTCX(p, dir, objs)
-		links = append(links, tl.links...)
-		l.TCX, l.TCXPeers, l.Notes = tl.ifaces, tl.peers, tl.notes
-		if err != nil {
+		var progs *tcxProgs
+		if progs, err = cloneTCX(objs); err != nil {
 			return l, err
 		}
+		if l.Interfaces, err = e.cover(p, dir, progs); err != nil {
+			progs.Close()
+			return l, err
+		}
+		e.keep(p.ID, progs)
+		defer func() {
+			if err != nil {
+				e.forget(p.ID)
+			}
+		}()
+		tcxLayers(dir, &l)
 	}
 	if e.lsm == nil {
 		l.Notes = append(l.Notes, fmt.Sprintf("%v: the tcx layer drops AF_PACKET/AF_XDP frames instead", e.lsmErr))
@@ -301,156 +331,6 @@ func (e *Enforcer) Attach(p Params) (l Layers, err error) {
 	return l, nil
 }
 
-type tcxResult struct {
-	links  []link.Link
-	ifaces []string
-	peers  []string
-	notes  []string
-}
-
-// attachTCX attaches drop-all programs to every non-loopback interface in the
-// container's netns (egress) and to the host-side peer of each veth (ingress:
-// a packet socket with PACKET_QDISC_BYPASS skips the egress hook).
-func (e *Enforcer) attachTCX(p Params, dir string, objs *bpf.ClawdObjects) (tcxResult, error) {
-	var r tcxResult
-	type peer struct {
-		name   string
-		index  int // ifindex of the peer in its own netns
-		inside int // ifindex of the container side
-	}
-	var peers []peer
-	err := nsenter.Do(p.Netns, func() error {
-		ls, err := linksWithoutPin(dir)
-		if err != nil {
-			return err
-		}
-		for _, lnk := range ls {
-			a := lnk.Attrs()
-			pin := egressPin(dir, a.Index)
-			lk, err := link.AttachTCX(link.TCXOptions{Interface: a.Index, Program: objs.ClawdTcxEgress, Attach: ebpf.AttachTCXEgress})
-			if err != nil {
-				return fmt.Errorf("attach tcx egress to %s: %w", a.Name, err)
-			}
-			r.links = append(r.links, lk)
-			if err := lk.Pin(pin); err != nil {
-				return fmt.Errorf("pin tcx egress %s: %w", a.Name, err)
-			}
-			r.ifaces = append(r.ifaces, a.Name)
-			if v, ok := lnk.(*netlink.Veth); ok {
-				idx, err := netlink.VethPeerIndex(v)
-				if err == nil {
-					peers = append(peers, peer{name: a.Name, index: idx, inside: a.Index})
-				}
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return r, err
-	}
-	for _, pr := range peers {
-		pin := filepath.Join(dir, fmt.Sprintf("%s%d", tcxPeerPrefix, pr.index))
-		if _, err := os.Stat(pin); err == nil {
-			continue
-		}
-		hl, err := netlink.LinkByIndex(pr.index)
-		if err != nil {
-			r.notes = append(r.notes, fmt.Sprintf("veth peer of %s is not in the host netns: its ingress is not covered", pr.name))
-			continue
-		}
-		hv, ok := hl.(*netlink.Veth)
-		if !ok {
-			r.notes = append(r.notes, fmt.Sprintf("peer of %s is not a veth in the host netns", pr.name))
-			continue
-		}
-		if back, err := netlink.VethPeerIndex(hv); err != nil || back != pr.inside {
-			r.notes = append(r.notes, fmt.Sprintf("host interface %d is not the peer of %s", pr.index, pr.name))
-			continue
-		}
-		lk, err := link.AttachTCX(link.TCXOptions{Interface: pr.index, Program: objs.ClawdTcxIngress, Attach: ebpf.AttachTCXIngress})
-		if err != nil {
-			return r, fmt.Errorf("attach tcx ingress to host peer %s: %w", hv.Attrs().Name, err)
-		}
-		r.links = append(r.links, lk)
-		if err := lk.Pin(pin); err != nil {
-			return r, fmt.Errorf("pin tcx peer %s: %w", hv.Attrs().Name, err)
-		}
-		r.peers = append(r.peers, hv.Attrs().Name)
-	}
-	return r, nil
-}
-
-// RefreshTCX covers interfaces that appeared in the container's netns after
-// attach (a CNI plugin or runtime adding the network late, or an agent with
-// CAP_NET_ADMIN creating one). It returns the interfaces newly covered.
-func (e *Enforcer) RefreshTCX(p Params) ([]string, error) {
-	if p.Netns == "" {
-		return nil, nil
-	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	dir := e.dir(p.ID)
-	if _, err := os.Stat(dir); err != nil {
-		return nil, fmt.Errorf("attachment %s: %w", p.ID, ErrGone)
-	}
-	cgid, err := CgroupID(p.Cgroup)
-	if err != nil {
-		return nil, fmt.Errorf("%v: %w", err, ErrGone)
-	}
-	// Loading programs costs a verifier run: only when something is uncovered.
-	if missing, err := uncovered(p.Netns, dir); err != nil || !missing {
-		return nil, err
-	}
-	objs, err := e.load(p, cgid)
-	if err != nil {
-		return nil, err
-	}
-	defer objs.Close()
-	r, err := e.attachTCX(p, dir, objs)
-	for _, lk := range r.links {
-		lk.Close()
-	}
-	return append(r.ifaces, r.peers...), err
-}
-
-// egressPin is the pin of the tcx egress link on container interface index.
-func egressPin(dir string, index int) string {
-	return filepath.Join(dir, fmt.Sprintf("%s%d", tcxEgressPrefix, index))
-}
-
-// linksWithoutPin lists the non-loopback interfaces of the current netns
-// (call it inside nsenter.Do) that have no pinned tcx egress program yet.
-func linksWithoutPin(dir string) ([]netlink.Link, error) {
-	ls, err := netlink.LinkList()
-	if err != nil {
-		return nil, fmt.Errorf("list container interfaces: %w", err)
-	}
-	var out []netlink.Link
-	for _, lnk := range ls {
-		a := lnk.Attrs()
-		if a.Flags&net.FlagLoopback != 0 {
-			continue
-		}
-		if _, err := os.Stat(egressPin(dir, a.Index)); err == nil {
-			continue // already covered
-		}
-		out = append(out, lnk)
-	}
-	return out, nil
-}
-
-// uncovered reports whether a non-loopback interface of the netns lacks its
-// pinned tcx egress program.
-func uncovered(netns, dir string) (bool, error) {
-	missing := false
-	err := nsenter.Do(netns, func() error {
-		ls, err := linksWithoutPin(dir)
-		missing = len(ls) > 0
-		return err
-	})
-	return missing, err
-}
-
 // Adopt swaps fresh programs (built with p's listener ports) into the pinned
 // links of an existing attachment. It returns ErrGone when the cgroup went
 // away while no daemon was running.
@@ -459,25 +339,34 @@ func (e *Enforcer) Adopt(p Params) (Layers, error) {
 	if err := e.validate(p); err != nil {
 		return l, err
 	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	dir := e.dir(p.ID)
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return l, fmt.Errorf("attachment %s: no pins: %w", p.ID, ErrGone)
-		}
-		return l, fmt.Errorf("read pins: %w", err)
-	}
 	cgid, err := CgroupID(p.Cgroup)
 	if err != nil {
-		return l, fmt.Errorf("%v: %w", err, ErrGone)
+		if errors.Is(err, os.ErrNotExist) {
+			return l, fmt.Errorf("%v: %w", err, ErrGone)
+		}
+		return l, err // in doubt: not "gone"
 	}
 	objs, err := e.load(p, cgid)
 	if err != nil {
 		return l, err
 	}
 	defer objs.Close()
+	progs, err := cloneTCX(objs)
+	if err != nil {
+		return l, err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	dir := e.dir(p.ID)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		progs.Close()
+		if errors.Is(err, os.ErrNotExist) {
+			return l, fmt.Errorf("attachment %s: no pins: %w", p.ID, ErrGone)
+		}
+		return l, fmt.Errorf("read pins: %w", err)
+	}
+	e.keep(p.ID, progs)
 	byName := map[string]*ebpf.Program{}
 	for _, h := range cgroupHooks {
 		byName[h.name] = h.prog(&objs.ClawdPrograms)
@@ -489,10 +378,8 @@ func (e *Enforcer) Adopt(p Params) (Layers, error) {
 		switch {
 		case byName[name] != nil:
 			prog = byName[name]
-		case strings.HasPrefix(name, tcxEgressPrefix):
-			prog = objs.ClawdTcxEgress
-		case strings.HasPrefix(name, tcxPeerPrefix):
-			prog = objs.ClawdTcxIngress
+		case progs.forPin(name) != nil:
+			prog = progs.forPin(name)
 		case name == lsmPin:
 			if e.lsm == nil {
 				// Leave the old program in place: still enforcing.
@@ -510,6 +397,14 @@ func (e *Enforcer) Adopt(p Params) (Layers, error) {
 		err = lk.Update(prog)
 		lk.Close()
 		if err != nil {
+			if errors.Is(err, unix.ENOLINK) && isTCXPin(name) {
+				// Its interface is gone; the cgroup and the other
+				// interfaces are not.
+				if err := unpin(filepath.Join(dir, name)); err != nil {
+					return l, err
+				}
+				continue
+			}
 			if errors.Is(err, unix.ENOLINK) {
 				return l, fmt.Errorf("link %s is severed: %w", name, ErrGone)
 			}
@@ -517,10 +412,7 @@ func (e *Enforcer) Adopt(p Params) (Layers, error) {
 		}
 		seen[name] = true
 		switch {
-		case strings.HasPrefix(name, tcxEgressPrefix):
-			l.TCX = append(l.TCX, name)
-		case strings.HasPrefix(name, tcxPeerPrefix):
-			l.TCXPeers = append(l.TCXPeers, name)
+		case isTCXPin(name):
 		case name == lsmPin:
 			l.LSM = true
 		default:
@@ -544,7 +436,87 @@ func (e *Enforcer) Adopt(p Params) (Layers, error) {
 		}
 	}
 	e.st.Update(cgid, bpf.ClawdCounters{}, ebpf.UpdateNoExist)
+	if p.Netns != "" {
+		// Interfaces that appeared while no daemon ran, and what lies
+		// behind them.
+		if l.Interfaces, err = e.cover(p, dir, progs); err != nil {
+			return l, err
+		}
+	}
+	tcxLayers(dir, &l)
 	return l, nil
+}
+
+// RefreshTCX covers interfaces that appeared in the container's netns
+// since the last look (a CNI plugin adding a network late, an agent with
+// CAP_NET_ADMIN creating one), removes the pins of vanished ones, and
+// reports every interface's coverage and the pins it added.
+func (e *Enforcer) RefreshTCX(p Params) (ifaces []Iface, added []string, err error) {
+	if p.Netns == "" {
+		return nil, nil, nil
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	dir := e.dir(p.ID)
+	before, err := os.ReadDir(dir)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, nil, fmt.Errorf("attachment %s: %w", p.ID, ErrGone)
+		}
+		return nil, nil, err
+	}
+	progs := e.live[p.ID]
+	if progs == nil {
+		cgid, err := CgroupID(p.Cgroup)
+		if err != nil {
+			return nil, nil, err
+		}
+		objs, err := e.load(p, cgid)
+		if err != nil {
+			return nil, nil, err
+		}
+		progs, err = cloneTCX(objs)
+		objs.Close()
+		if err != nil {
+			return nil, nil, err
+		}
+		e.keep(p.ID, progs)
+	}
+	ifaces, err = e.cover(p, dir, progs)
+	had := map[string]bool{}
+	for _, ent := range before {
+		had[ent.Name()] = true
+	}
+	after, _ := os.ReadDir(dir)
+	for _, ent := range after {
+		if !had[ent.Name()] {
+			added = append(added, ent.Name())
+		}
+	}
+	return ifaces, added, err
+}
+
+// Survey reports how each interface of p's netns would be covered, without
+// attaching anything.
+func (e *Enforcer) Survey(p Params) ([]Iface, error) {
+	if p.Netns == "" {
+		return nil, nil
+	}
+	return e.cover(p, e.dir(p.ID), nil)
+}
+
+// keep stores an attachment's live tcx programs (under e.mu).
+func (e *Enforcer) keep(id string, t *tcxProgs) {
+	if old := e.live[id]; old != nil && old != t {
+		old.Close()
+	}
+	e.live[id] = t
+}
+
+// forget closes an attachment's live tcx programs (under e.mu).
+func (e *Enforcer) forget(id string) {
+	e.live[id].Close()
+	delete(e.live, id)
 }
 
 // Detach removes every link of an attachment. Removing the pins of links
@@ -581,6 +553,7 @@ func (e *Enforcer) Detach(id string, cgroupID uint64) error {
 	if cgroupID != 0 {
 		e.st.Delete(cgroupID)
 	}
+	e.forget(id)
 	return errors.Join(errs...)
 }
 
@@ -674,4 +647,37 @@ func Probe() error {
 		return err
 	}
 	return objs.Close()
+}
+
+// PinnedCgroup returns the ID of the cgroup attachment id's pinned cgroup
+// links are attached to: 0 when every one of them is severed (the cgroup was
+// removed). It identifies pins that have no state record.
+func (e *Enforcer) PinnedCgroup(id string) (uint64, error) {
+	if !idRE.MatchString(id) {
+		return 0, fmt.Errorf("bad attachment id %q", id)
+	}
+	dir := e.dir(id)
+	n := 0
+	for _, h := range append(cgroupHooks, hook{name: lsmPin}) {
+		lk, err := link.LoadPinnedLink(filepath.Join(dir, h.name), nil)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return 0, fmt.Errorf("load pinned link %s: %w", h.name, err)
+		}
+		info, err := lk.Info()
+		lk.Close()
+		if err != nil {
+			return 0, fmt.Errorf("link info %s: %w", h.name, err)
+		}
+		n++
+		if c := info.Cgroup(); c != nil && c.CgroupId != 0 {
+			return c.CgroupId, nil
+		}
+	}
+	if n == 0 {
+		return 0, fmt.Errorf("attachment %s has no pinned cgroup link", id)
+	}
+	return 0, nil
 }

@@ -257,17 +257,20 @@ func TestAttachRedirectsTCPAndRecoversDestination(t *testing.T) {
 
 	// An interface that appears after attach is covered on refresh: the
 	// container side's egress and the host-side peer's ingress.
-	if got, err := e.RefreshTCX(Params{ID: "t1", Cgroup: tb.cgroup, Netns: tb.nsPath, ProxyPort: port, DNSPort: port + 1}); err != nil || len(got) != 0 {
-		t.Fatalf("refresh with nothing new = %v, %v", got, err)
+	if ifs, got, err := e.RefreshTCX(Params{ID: "t1", Cgroup: tb.cgroup, Netns: tb.nsPath, ProxyPort: port, DNSPort: port + 1}); err != nil || len(got) != 0 || len(ifs) != 0 {
+		t.Fatalf("refresh with nothing new = %v %v, %v", ifs, got, err)
 	}
 	host := "clh" + filepath.Base(tb.cgroup)[len("clawd-test-"):]
 	if out, err := exec.Command("ip", "link", "add", host, "type", "veth", "peer", "name", "late0", "netns", tb.ns).CombinedOutput(); err != nil {
 		t.Fatalf("add veth: %v %s", err, out)
 	}
 	t.Cleanup(func() { exec.Command("ip", "link", "del", host).Run() })
-	added, err := e.RefreshTCX(Params{ID: "t1", Cgroup: tb.cgroup, Netns: tb.nsPath, ProxyPort: port, DNSPort: port + 1})
-	if err != nil || strings.Join(added, ",") != "late0,"+host {
-		t.Fatalf("refresh after adding a veth = %v, %v; want late0 and %s", added, err, host)
+	ifs, added, err := e.RefreshTCX(Params{ID: "t1", Cgroup: tb.cgroup, Netns: tb.nsPath, ProxyPort: port, DNSPort: port + 1})
+	if err != nil || len(added) != 2 || !strings.HasPrefix(added[0], tcxEgressPrefix) || !strings.HasPrefix(added[1], tcxPeerOfPrefix) {
+		t.Fatalf("refresh after adding a veth = %v, %v; want its egress and its host-side peer's ingress", added, err)
+	}
+	if len(ifs) != 1 || ifs[0].Name != "late0" || !ifs[0].Covered || ifs[0].Via != ViaPeer || !strings.Contains(ifs[0].How, "host netns") {
+		t.Fatalf("coverage after adding a veth = %+v", ifs)
 	}
 
 	// Re-adopt with new ports (what a restarted daemon does).
