@@ -5,7 +5,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,15 +23,16 @@ type vectorResult struct {
 
 func runBypass(t *testing.T, ct *harness.Container, args ...string) map[string]vectorResult {
 	t.Helper()
-	mac, err := os.ReadFile("/sys/class/net/" + ct.HostVeth + "/address")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := "/bypass -gw-mac " + strings.TrimSpace(string(mac)) + " " + strings.Join(args, " ")
+	cmd := "/bypass -gw-mac " + ct.GatewayMAC + " " + strings.Join(args, " ")
 	out, code := sh(t, ct, cmd)
 	if code != 0 {
 		t.Fatalf("bypass program failed (%d): %s", code, out)
 	}
+	return parseVectors(out)
+}
+
+// parseVectors reads the bypass program's JSON lines.
+func parseVectors(out string) map[string]vectorResult {
 	res := map[string]vectorResult{}
 	for _, l := range strings.Split(out, "\n") {
 		var r vectorResult
@@ -429,12 +429,7 @@ func TestBypassPreparedBeforeAttach(t *testing.T) {
 	res := map[string]vectorResult{}
 	eventually(t, "three results", func() bool {
 		out, _ := sh(t, ct, "cat /tmp/pre.out")
-		for _, l := range strings.Split(out, "\n") {
-			var r vectorResult
-			if json.Unmarshal([]byte(l), &r) == nil && r.Vector != "" {
-				res[r.Vector] = r
-			}
-		}
+		res = parseVectors(out)
 		return len(res) == 3
 	})
 	for _, v := range []string{"pre-thread", "pre-socket"} {

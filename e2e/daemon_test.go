@@ -134,6 +134,7 @@ type ClawdOpts struct {
 	Policy     string // policy YAML; default allows everything
 	DockerHost string
 	Extra      string // more YAML for clawd.yaml
+	Bin        string // the clawd binary to run; default clawdBin
 }
 
 const allowAll = `version: 1
@@ -160,8 +161,11 @@ func StartClawd(t testing.TB, ctd *harness.Containerd, o ClawdOpts) *Clawd {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if o.Bin == "" {
+		o.Bin = clawdBin(t)
+	}
 	c := &Clawd{
-		t: t, Bin: clawdBin(t), Dir: dir,
+		t: t, Bin: o.Bin, Dir: dir,
 		Config: filepath.Join(dir, "clawd.yaml"), Policy: filepath.Join(dir, "policy.yaml"),
 		Socket: filepath.Join(dir, "clawd.sock"), StateDir: filepath.Join(dir, "state"),
 		PinRoot: "/sys/fs/bpf/" + filepath.Base(dir), LogPath: filepath.Join(dir, "daemon.log"),

@@ -77,6 +77,14 @@ func main() {
 	}
 	up4 := netip.MustParseAddr(*v4)
 	up6 := netip.MustParseAddr(*v6)
+	if *loopStop != "" {
+		packetLoop(up4, *loopStop)
+		return
+	}
+	if *waitRun != "" {
+		fmt.Fprintln(os.Stderr, "waiting")
+		waitFor(*waitRun)
+	}
 	vectors := []vector{
 		{"tcp4", func(n string) { httpVia(n, "tcp4", netip.AddrPortFrom(up4, uint16(*httpP)), nil) }},
 		{"tcp6", func(n string) { httpVia(n, "tcp6", netip.AddrPortFrom(up6, uint16(*httpP)), nil) }},
@@ -120,6 +128,10 @@ func main() {
 		{"cgroup-move", cgroupMove},
 		{"child-exec", func(n string) { child(n, false) }},
 		{"child-shell", func(n string) { child(n, true) }},
+		{"bpf-attach", bpfAttach},
+		{"macvlan-host", func(n string) { macvlanHost(n, up4) }},
+		{"veth-pair-packet", func(n string) { vethPair(n, up4) }},
+		{"tun-packet", func(n string) { tunPacket(n, up4) }},
 	}
 	if *ctl != "" {
 		vectors = append(vectors, vector{"ctl-socket", func(n string) { ctlSocket(n, *ctl) }})

@@ -29,6 +29,15 @@ type RunOpts struct {
 	Caps    []string          // extra capabilities, e.g. CAP_NET_RAW, CAP_NET_ADMIN
 	Files   map[string]string // host path -> path in the container (read-only bind mount)
 	Env     []string          // extra KEY=VALUE environment
+	CapDrop []string          // capabilities to drop, e.g. CAP_NET_RAW (--cap-drop)
+	Devices []string          // host device nodes to give the container, e.g. /dev/net/tun
+	// PeerNetns puts the far end of the container's veth into this network
+	// namespace (e.g. the upstream's) instead of the host's: the container
+	// then reaches that namespace directly, not through the host.
+	PeerNetns string
+	// DockerNetwork (Docker only) runs the container on this Docker
+	// network (see Docker.Network) instead of the harness veth.
+	DockerNetwork string
 }
 
 // Container is a running test container.
@@ -40,8 +49,10 @@ type Container struct {
 	IPv4, IPv6          netip.Addr
 	HostVeth            string // host side of the veth ("" for Network "none")
 	HostIPv4, HostIPv6  netip.Addr
+	GatewayMAC          string // MAC of the next hop on eth0, for packet-socket frames
 
 	short    string
+	peerNs   string // netns holding the far end of the veth (PeerNetns)
 	slotLock *os.File
 	exec     func(ctx context.Context, args ...string) (string, string, int, error)
 	remove   func() error
@@ -84,7 +95,7 @@ func (c *Containerd) run(name string, o RunOpts) (ct *Container, err error) {
 			ct.stop()
 		}
 	}()
-	if err := ct.setupNetwork(o.Network, ""); err != nil {
+	if err := ct.setupNetwork(o.Network, "", o.PeerNetns); err != nil {
 		return ct, err
 	}
 	rootfs, err := containerRootfs(filepath.Join(c.Dir, "rootfs", ct.ID))
@@ -108,7 +119,11 @@ func (c *Containerd) run(name string, o RunOpts) (ct *Container, err error) {
 		oci.WithHostname(name),
 		oci.WithMounts(mounts),
 		oci.WithAddedCapabilities(o.Caps),
+		oci.WithDroppedCapabilities(o.CapDrop),
 		oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: ct.Netns}),
+	}
+	for _, dev := range o.Devices {
+		specOpts = append(specOpts, oci.WithDevices(dev, dev, "rwm"))
 	}
 	ctx, cancel := context.WithTimeout(withNamespace(context.Background(), ctrNamespace), time.Minute)
 	defer cancel()

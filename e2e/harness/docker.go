@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -33,6 +34,9 @@ type Docker struct {
 	cmd    *exec.Cmd
 	exited chan struct{}
 	once   sync.Once
+
+	netMu         sync.Mutex
+	netGatewayMAC map[string]string // Docker network -> its gateway's MAC (Network)
 }
 
 // StartDocker starts dockerd on containerd c (so Docker tasks are visible in
@@ -156,6 +160,11 @@ func startDocker(c *Containerd, logDir string) (d *Docker, err error) {
 	return d, nil
 }
 
+// CLI runs the docker CLI against this daemon (e.g. "exec", "--privileged", ...).
+func (d *Docker) CLI(ctx context.Context, args ...string) (stdout, stderr string, err error) {
+	return d.docker(ctx, nil, args...)
+}
+
 // docker runs the docker CLI against this daemon.
 func (d *Docker) docker(ctx context.Context, stdin io.Reader, args ...string) (string, string, error) {
 	cmd := exec.CommandContext(ctx, "docker", append([]string{"--host", d.Host}, args...)...)
@@ -264,7 +273,11 @@ func (d *Docker) run(name string, o RunOpts) (ct *Container, err error) {
 			ct.stop()
 		}
 	}()
-	args := []string{"run", "-d", "--network", "none", "--name", ct.Name}
+	network := "none"
+	if o.DockerNetwork != "" {
+		network = o.DockerNetwork
+	}
+	args := []string{"run", "-d", "--network", network, "--name", ct.Name}
 	keys := make([]string, 0, len(o.Labels))
 	for k := range o.Labels {
 		keys = append(keys, k)
@@ -275,6 +288,12 @@ func (d *Docker) run(name string, o RunOpts) (ct *Container, err error) {
 	}
 	for _, c := range o.Caps {
 		args = append(args, "--cap-add", strings.TrimPrefix(c, "CAP_"))
+	}
+	for _, c := range o.CapDrop {
+		args = append(args, "--cap-drop", strings.TrimPrefix(c, "CAP_"))
+	}
+	for _, dev := range o.Devices {
+		args = append(args, "--device", dev)
 	}
 	for host, inside := range o.Files {
 		args = append(args, "-v", host+":"+inside+":ro")
@@ -309,8 +328,26 @@ func (d *Docker) run(name string, o RunOpts) (ct *Container, err error) {
 	if ct.PID, err = strconv.Atoi(strings.TrimSpace(out)); err != nil || ct.PID <= 0 {
 		return ct, fmt.Errorf("container %s has no PID (%q); did it exit?", ct.Name, out)
 	}
-	if err := ct.setupNetwork(o.Network, fmt.Sprintf("/proc/%d/ns/net", ct.PID)); err != nil {
+	mode := o.Network
+	if o.DockerNetwork != "" {
+		mode = "none" // Docker's network driver made eth0
+	}
+	if err := ct.setupNetwork(mode, fmt.Sprintf("/proc/%d/ns/net", ct.PID), o.PeerNetns); err != nil {
 		return ct, err
+	}
+	if o.DockerNetwork != "" {
+		out, stderr, err := d.docker(ctx, nil, "inspect", "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{.Gateway}}{{end}}", ct.ID)
+		if err != nil {
+			return ct, fmt.Errorf("inspect network: %v: %s", err, stderr)
+		}
+		f := strings.Fields(out)
+		if len(f) < 1 {
+			return ct, fmt.Errorf("container %s has no address on %s: %q", ct.Name, o.DockerNetwork, out)
+		}
+		if ct.IPv4, err = netip.ParseAddr(f[0]); err != nil {
+			return ct, err
+		}
+		ct.GatewayMAC = d.netGatewayMAC[o.DockerNetwork]
 	}
 	ct.exec = func(ctx context.Context, args ...string) (string, string, int, error) {
 		stdout, stderr, err := d.docker(ctx, nil, append([]string{"exec", ct.ID}, args...)...)

@@ -53,6 +53,9 @@ func inNetns(path string, f func() error) error {
 	return <-errc
 }
 
+// InNetns runs f on an OS thread inside the network namespace at path.
+func InNetns(path string, f func() error) error { return inNetns(path, f) }
+
 // ListenIn creates a stream listener inside the network namespace at
 // netnsPath (e.g. "tcp", "198.51.100.10:8080"). The socket stays in that
 // namespace; the caller serves it from any goroutine.

@@ -33,6 +33,7 @@ const (
 var namePrefixes = []struct{ netns, link string }{
 	{"clawd-c-", "cc"},
 	{"clawd-up-", "cup"},
+	{"clawd-k-", "cdm"}, // scratch netns (KernelHasLinkKind); Docker network parents (Network)
 }
 
 // markOwned records that this process owns resources named after id.

@@ -330,3 +330,7 @@ func (u *Upstream) stop() {
 		}
 	})
 }
+
+// MAC is the hardware address of the upstream's eth0, its end of the link
+// to the host.
+func (u *Upstream) MAC() (string, error) { return macIn(u.Netns, "eth0") }
