@@ -137,7 +137,7 @@ func classify(f linkFacts) plan {
 		return plan{far: farInside, text: dropsAll + "; it forwards to its ports, which are in the container netns"}
 	case sinkKinds[f.Kind]:
 		return plan{far: farInside, text: dropsAll + "; a " + f.Kind + " device sends nowhere"}
-	case f.Kind == "tun":
+	case f.Kind == "tun" || f.Kind == "tuntap": // the kernel's kind; vishvananda/netlink's name for it
 		return plan{far: farTun}
 	case f.Kind == "device":
 		return plan{far: farNone, text: "a hardware or driver device: frames that bypass tcx egress go straight to its driver and the wire"}

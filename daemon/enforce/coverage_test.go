@@ -48,6 +48,7 @@ func TestClassify(t *testing.T) {
 		{linkFacts{Kind: "bridge", NsID: -1}, farInside, false},
 		{linkFacts{Kind: "dummy", NsID: -1}, farInside, false},
 		{linkFacts{Kind: "tun", NsID: -1}, farTun, false},
+		{linkFacts{Kind: "tuntap", NsID: -1}, farTun, false},
 		{linkFacts{Kind: "device", NsID: -1}, farNone, false},
 		{linkFacts{Kind: "netkit", NsID: 0}, farNone, false},
 		{linkFacts{Kind: "wireguard", NsID: -1}, farNone, false},
