@@ -208,19 +208,23 @@ func (d *Daemon) identify(id, cg string) (policy.Container, error) {
 	}
 	ctx, cancel := context.WithTimeout(d.ctx, 10*time.Second)
 	defer cancel()
-	cs, err := d.rt.List(ctx)
-	if err != nil {
-		return policy.Container{}, err
-	}
-	for _, c := range cs {
-		if attachmentID(c.Container) != id || c.PID == 0 {
+	var errs []error
+	for _, r := range d.rt { // each runtime on its own: one down must not hide the others
+		cs, err := r.List(ctx)
+		if err != nil {
+			errs = append(errs, err)
 			continue
 		}
-		if in, err := enforce.PIDInCgroup(c.PID, cg); err == nil && in {
-			return c.Container, nil
+		for _, c := range cs {
+			if attachmentID(c.Container) != id || c.PID == 0 {
+				continue
+			}
+			if in, err := enforce.PIDInCgroup(c.PID, cg); err == nil && in {
+				return c.Container, nil
+			}
 		}
 	}
-	return policy.Container{}, errors.New("no running container of the runtimes has this attachment ID and cgroup")
+	return policy.Container{}, errors.Join(append([]error{errors.New("no running container of the runtimes has this attachment ID and cgroup")}, errs...)...)
 }
 
 // markDoubt records r as in doubt; it reports whether it was not before.
