@@ -35,14 +35,7 @@ func TestStatusCapsUnionsEverySet(t *testing.T) {
 // capabilities) in a child cgroup of it, and removes both at cleanup.
 func testCgroup(t *testing.T) (string, int) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Fatal("needs root")
-	}
-	root, err := enforce.Cgroup2Mount()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := filepath.Join(root, "clawd-live-test-"+strings.ReplaceAll(t.Name(), "/", "_"))
+	dir := testCgroupPath(t)
 	child := filepath.Join(dir, "init.scope")
 	if err := os.MkdirAll(child, 0o755); err != nil {
 		t.Fatal(err)
@@ -91,7 +84,9 @@ func TestProcessesOfChildCgroupsCount(t *testing.T) {
 	}
 }
 
-func TestCgroupGoneOnlyWhenRemovedOrReplaced(t *testing.T) {
+// testCgroupPath is a cgroup path of the test's own (not created yet).
+func testCgroupPath(t *testing.T) string {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Fatal("needs root")
 	}
@@ -99,7 +94,11 @@ func TestCgroupGoneOnlyWhenRemovedOrReplaced(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := filepath.Join(root, "clawd-live-test-"+strings.ReplaceAll(t.Name(), "/", "_"))
+	return filepath.Join(root, "clawd-live-test-"+strings.ReplaceAll(t.Name(), "/", "_"))
+}
+
+func TestCgroupGoneOnlyWhenRemovedOrReplaced(t *testing.T) {
+	dir := testCgroupPath(t)
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}

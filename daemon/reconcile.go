@@ -79,10 +79,10 @@ func (d *Daemon) tryAdopt(r Record, retry bool) {
 		d.takeDoubt(r.ID)
 		entry.Action = audit.ActionAdopt
 	case errors.Is(err, enforce.ErrGone):
-		d.takeDoubt(r.ID)
 		d.log.Info("container gone: removing attachment", zap.String("container", r.Container.Name), zap.Error(err))
 		d.enf.Detach(r.ID, r.CgroupID)
 		d.state.Remove(r.ID)
+		d.takeDoubt(r.ID) // last: listed until its pins are gone
 		entry.Action, entry.Reason = audit.ActionRemove, err.Error()
 	default:
 		first := d.markDoubt(r, err.Error())
@@ -151,9 +151,9 @@ func (d *Daemon) orphan(id string) {
 		d.audit.Log(entry)
 	}
 	remove := func(why string) {
-		d.takeDoubt(id)
 		d.log.Warn("pins without state removed", zap.String("id", id), zap.String("why", why))
 		d.enf.Detach(id, 0)
+		d.takeDoubt(id)
 		entry.Action, entry.Reason = audit.ActionRemove, why
 		d.audit.Log(entry)
 	}

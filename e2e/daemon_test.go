@@ -23,32 +23,41 @@ import (
 func TestMain(m *testing.M) { harness.Main(m) }
 
 var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
+	buildMu   sync.Mutex
+	binPaths  = map[string]string{}
+	buildErrs = map[string]error{}
 )
 
 // clawdBin builds the clawd binary once per test run.
-func clawdBin(t testing.TB) string {
+func clawdBin(t testing.TB) string { return clawdBinTags(t, "") }
+
+// clawdBinTags builds clawd with build tags once per test run.
+func clawdBinTags(t testing.TB, tags string) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "clawd-e2e-bin")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		os.Chmod(dir, 0o755) // tests also run the CLI as an unprivileged user
-		binPath = filepath.Join(dir, "clawd")
-		cmd := exec.Command("go", "build", "-o", binPath, "../cmd/clawd")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if _, done := binPaths[tags]; !done {
+		binPaths[tags], buildErrs[tags] = buildClawd(tags)
 	}
-	return binPath
+	if err := buildErrs[tags]; err != nil {
+		t.Fatal(err)
+	}
+	return binPaths[tags]
+}
+
+func buildClawd(tags string) (string, error) {
+	dir, err := os.MkdirTemp("", "clawd-e2e-bin")
+	if err != nil {
+		return "", err
+	}
+	os.Chmod(dir, 0o755) // tests also run the CLI as an unprivileged user
+	bin := filepath.Join(dir, "clawd")
+	cmd := exec.Command("go", "build", "-tags", tags, "-o", bin, "../cmd/clawd")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build -tags %q: %v\n%s", tags, err, out)
+	}
+	return bin, nil
 }
 
 var (

@@ -3,11 +3,15 @@ package e2e
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/clawd-dev/clawd/daemon"
 	"github.com/clawd-dev/clawd/daemon/enforce"
@@ -248,4 +252,66 @@ func TestOrphanPinsAreReconciled(t *testing.T) {
 		_, code := wget(t, unknown, upURL("/orphan-freed"))
 		return code == 0
 	})
+}
+
+// A cgroup that is empty but not removed keeps its attachment; after a
+// restart with no process to reach its netns through, re-adoption is in
+// doubt: the pins stay, `clawd ls` says so, and the sweep removes the
+// attachment once the cgroup is gone.
+func TestReadoptionInDoubtKeepsThePins(t *testing.T) {
+	ctd := harness.SharedContainerd(t)
+	cl := StartClawd(t, ctd, ClawdOpts{})
+	root, err := enforce.Cgroup2Mount()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cg, err := os.MkdirTemp(root, "clawd-doubt-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(cg) })
+	fd, err := unix.Open(cg, unix.O_DIRECTORY|unix.O_RDONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proc := exec.Command("unshare", "--net", "sh", "-c", "ip link set lo up; exec sleep 300")
+	proc.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
+	err = proc.Start()
+	unix.Close(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { proc.Process.Kill(); proc.Wait() })
+	sleeper := hostPIDOf(t, cg, "sleep 300")
+	cl.MustCLI("attach", "--pid", strconv.Itoa(sleeper))
+	id := cl.List()[0].ID
+	proc.Process.Kill()
+	proc.Wait()
+	time.Sleep(2500 * time.Millisecond) // sweeps: empty is not gone
+	if l := cl.List(); len(l) != 1 || l[0].State != daemon.StateEnforced {
+		t.Fatalf("an empty cgroup that still exists lost its attachment: %+v", l)
+	}
+	cl.Kill()
+	cl.Start()
+	l := cl.List()
+	if len(l) != 1 || l[0].State != daemon.StateInDoubt || !strings.Contains(l[0].Reason, "no live process") {
+		t.Fatalf("after a restart with no process in the cgroup: %+v, want in doubt", l)
+	}
+	if _, err := os.Stat(filepath.Join(cl.PinRoot, "att", id)); err != nil {
+		t.Fatalf("pins of an attachment in doubt are gone: %v", err)
+	}
+	keep := false
+	for _, e := range cl.AuditEntries() {
+		keep = keep || (e.Event == "readopt" && e.Action == "keep")
+	}
+	if !keep {
+		t.Errorf("no readopt/keep audit line")
+	}
+	if err := os.Remove(cg); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the sweep to remove the attachment of the removed cgroup", func() bool { return len(cl.List()) == 0 })
+	if _, err := os.Stat(filepath.Join(cl.PinRoot, "att", id)); !os.IsNotExist(err) {
+		t.Errorf("pins remain after the cgroup went: %v", err)
+	}
 }

@@ -3,7 +3,6 @@ package e2e
 import (
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -15,37 +14,10 @@ import (
 	"github.com/clawd-dev/clawd/e2e/harness"
 )
 
-var (
-	prevOnce sync.Once
-	prevPath string
-	prevErr  error
-)
-
-// clawdPrevBin builds clawd with the previous generation of its eBPF
-// programs (-tags clawd_prev: bpf/testdata/clawd_prev_bpfel.o, which lets
-// a socket set PACKET_QDISC_BYPASS), to upgrade from.
-func clawdPrevBin(t testing.TB) string {
-	t.Helper()
-	prevOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "clawd-e2e-prev")
-		if err != nil {
-			prevErr = err
-			return
-		}
-		os.Chmod(dir, 0o755)
-		prevPath = filepath.Join(dir, "clawd")
-		cmd := exec.Command("go", "build", "-tags", "clawd_prev", "-o", prevPath, "../cmd/clawd")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			prevErr = err
-			prevPath = string(out)
-		}
-	})
-	if prevErr != nil {
-		t.Fatalf("build clawd -tags clawd_prev: %v\n%s", prevErr, prevPath)
-	}
-	return prevPath
-}
+// clawdPrevBin is clawd with the previous generation of its eBPF programs
+// (-tags clawd_prev: bpf/testdata/clawd_prev_bpfel.o, which lets a socket
+// set PACKET_QDISC_BYPASS), to upgrade from.
+func clawdPrevBin(t testing.TB) string { return clawdBinTags(t, "clawd_prev") }
 
 // No instant in which an attached container's connect, datagram or frame
 // goes out unexamined: a probe loop (TCP, UDP, plain packet-socket frames,

@@ -173,11 +173,7 @@ func mac(t *testing.T, ns, dev string) string {
 // frames reach the far side before attach (so the test can fail).
 func TestCoverageBehindVethPeerAndLowerDevice(t *testing.T) {
 	tb := newTestbed(t)
-	e, err := New(filepath.Join("/sys/fs/bpf", "clawd-test-"+filepath.Base(tb.cgroup)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.Close(); os.RemoveAll(e.Root()) })
+	e := newEnforcer(t, tb)
 	id := filepath.Base(tb.cgroup)[len("clawd-test-"):]
 	far, wire := "clawd-tf-"+id, "clawd-tw-"+id
 	for _, n := range []string{far, wire} {

@@ -157,13 +157,20 @@ func netnsCookie(t *testing.T, ln net.Listener) uint64 {
 	return cookie
 }
 
-func TestAttachRedirectsTCPAndRecoversDestination(t *testing.T) {
-	tb := newTestbed(t)
+// newEnforcer makes an Enforcer with a pin root of its own for tb.
+func newEnforcer(t *testing.T, tb *testbed) *Enforcer {
+	t.Helper()
 	e, err := New(filepath.Join("/sys/fs/bpf", "clawd-test-"+filepath.Base(tb.cgroup)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { e.Close(); os.RemoveAll(e.Root()) })
+	return e
+}
+
+func TestAttachRedirectsTCPAndRecoversDestination(t *testing.T) {
+	tb := newTestbed(t)
+	e := newEnforcer(t, tb)
 
 	ln4 := listenIn(t, tb.nsPath, "tcp4", "127.0.0.1:0")
 	port := uint16(ln4.Addr().(*net.TCPAddr).Port)

@@ -3,7 +3,6 @@ package main
 import (
 	"flag"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"strings"
@@ -39,45 +38,11 @@ func waitFor(file string) {
 	os.Exit(3)
 }
 
-// bypassSocket opens a packet socket on ifname with PACKET_QDISC_BYPASS
-// (tcx egress never sees its frames) and returns a sender of UDP frames.
-func bypassSocket(ifname, dstMAC string, up netip.Addr) (func(payload string) error, error) {
-	ifc, err := net.InterfaceByName(ifname)
-	if err != nil {
-		return nil, err
-	}
-	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, int(htons(unix.ETH_P_ALL)))
-	if err != nil {
-		return nil, err
-	}
-	if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_QDISC_BYPASS, 1); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("PACKET_QDISC_BYPASS: %w", err)
-	}
-	dst, err := net.ParseMAC(dstMAC)
-	if err != nil {
-		dst = net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
-	}
-	src := netip.MustParseAddr("203.0.113.2")
-	if addrs, err := ifc.Addrs(); err == nil {
-		for _, a := range addrs {
-			if p, err := netip.ParsePrefix(a.String()); err == nil && p.Addr().Is4() {
-				src = p.Addr()
-			}
-		}
-	}
-	sa := &unix.SockaddrLinklayer{Ifindex: ifc.Index, Protocol: htons(unix.ETH_P_IP), Halen: 6}
-	copy(sa.Addr[:], dst)
-	return func(payload string) error {
-		return unix.Sendto(fd, ethUDP(ifc.HardwareAddr, dst, src, up, 40000, uint16(*udpP), []byte(payload)), 0, sa)
-	}, nil
-}
-
 // packetLoop prepares a bypass packet socket (before attach: after it,
 // setsockopt refuses the option) and sends numbered frames until stop
 // appears. Frames that reach the upstream say "bypass-packet-loop-N".
 func packetLoop(up netip.Addr, stop string) {
-	send, err := bypassSocket(*iface, *gwMAC, up)
+	send, _, err := rawSender(*iface, *gwMAC, up, true)
 	if err != nil {
 		report("packet-loop", "blocked", err.Error())
 		return
@@ -156,26 +121,17 @@ func macvlanHost(name string, up netip.Addr) {
 	}()
 	// Frames on the plain path (the bypass option is refused after attach):
 	// they cross the new interface's tcx egress once clawd attached it.
-	ifc, err := net.InterfaceByName("bpmh")
+	send, closeFn, err := rawSender("bpmh", *hostMAC, up, false)
 	if err != nil {
 		report(name, "blocked", err.Error())
 		return
 	}
-	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, int(htons(unix.ETH_P_ALL)))
-	if err != nil {
-		report(name, "blocked", err.Error())
-		return
-	}
-	defer unix.Close(fd)
-	dst, _ := net.ParseMAC(*hostMAC)
-	sa := &unix.SockaddrLinklayer{Ifindex: ifc.Index, Protocol: htons(unix.ETH_P_IP), Halen: 6}
-	copy(sa.Addr[:], dst)
+	defer closeFn()
 	start := time.Now()
 	n := 0
 	for time.Since(start) < *sendFor {
 		n++
-		payload := fmt.Sprintf("bypass-%s-%d-at-%dus", name, n, time.Since(start).Microseconds())
-		unix.Sendto(fd, ethUDP(ifc.HardwareAddr, dst, netip.MustParseAddr("203.0.113.250"), up, 40000, uint16(*udpP), []byte(payload)), 0, sa)
+		send(fmt.Sprintf("bypass-%s-%d-at-%dus", name, n, time.Since(start).Microseconds()))
 		time.Sleep(time.Millisecond)
 	}
 	report(name, "sent", fmt.Sprintf("%d frames in %v on a macvlan of host ifindex %d", n, *sendFor, *hostIdx))

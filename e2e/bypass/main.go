@@ -380,28 +380,45 @@ func socketOnly(name string, fam, typ, proto int) {
 // packet sends an Ethernet frame holding an IPv4/UDP datagram for the
 // upstream's UDP echo straight onto the interface.
 func packet(name string, up netip.Addr, bypassQdisc bool) {
-	ifc, err := net.InterfaceByName(*iface)
+	send, closeFn, err := rawSender(*iface, *gwMAC, up, bypassQdisc)
 	if err != nil {
 		report(name, "blocked", err.Error())
 		return
 	}
-	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, int(htons(unix.ETH_P_ALL)))
-	if err != nil {
-		report(name, "blocked", err.Error())
-		return
-	}
-	defer unix.Close(fd)
-	if bypassQdisc {
-		if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_QDISC_BYPASS, 1); err != nil {
-			report(name, "blocked", "PACKET_QDISC_BYPASS: "+err.Error())
+	defer closeFn()
+	for i := 0; i < 3; i++ {
+		if err := send("bypass-" + name); err != nil {
+			report(name, "blocked", err.Error())
 			return
 		}
 	}
-	dstMAC, err := net.ParseMAC(*gwMAC)
+	report(name, "sent", "3 frames sent")
+}
+
+// rawSender opens a packet socket on ifname (with PACKET_QDISC_BYPASS if
+// bypass: then tcx egress never sees its frames) and returns a function
+// that sends a UDP frame with a payload to up's UDP echo, to dstMAC
+// (broadcast when unparsable), from the interface's IPv4 address.
+func rawSender(ifname, dstMAC string, up netip.Addr, bypass bool) (send func(payload string) error, closeFn func(), err error) {
+	ifc, err := net.InterfaceByName(ifname)
 	if err != nil {
-		dstMAC = net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+		return nil, nil, err
 	}
-	var src netip.Addr
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, int(htons(unix.ETH_P_ALL)))
+	if err != nil {
+		return nil, nil, err
+	}
+	if bypass {
+		if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_QDISC_BYPASS, 1); err != nil {
+			unix.Close(fd)
+			return nil, nil, fmt.Errorf("PACKET_QDISC_BYPASS: %w", err)
+		}
+	}
+	dst, err := net.ParseMAC(dstMAC)
+	if err != nil {
+		dst = net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+	}
+	src := netip.MustParseAddr("203.0.113.2")
 	if addrs, err := ifc.Addrs(); err == nil {
 		for _, a := range addrs {
 			if p, err := netip.ParsePrefix(a.String()); err == nil && p.Addr().Is4() {
@@ -409,20 +426,12 @@ func packet(name string, up netip.Addr, bypassQdisc bool) {
 			}
 		}
 	}
-	if !src.IsValid() {
-		src = netip.MustParseAddr("203.0.113.2")
-	}
-	payload := []byte("bypass-" + name)
-	frame := ethUDP(ifc.HardwareAddr, dstMAC, src, up, 40000, uint16(*udpP), payload)
 	sa := &unix.SockaddrLinklayer{Ifindex: ifc.Index, Protocol: htons(unix.ETH_P_IP), Halen: 6}
-	copy(sa.Addr[:], dstMAC)
-	for i := 0; i < 3; i++ {
-		if err := unix.Sendto(fd, frame, 0, sa); err != nil {
-			report(name, "blocked", err.Error())
-			return
-		}
+	copy(sa.Addr[:], dst)
+	send = func(payload string) error {
+		return unix.Sendto(fd, ethUDP(ifc.HardwareAddr, dst, src, up, 40000, uint16(*udpP), []byte(payload)), 0, sa)
 	}
-	report(name, "sent", "3 frames sent")
+	return send, func() { unix.Close(fd) }, nil
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
