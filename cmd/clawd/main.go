@@ -117,7 +117,7 @@ func attachCmd() *cobra.Command {
 				if i.Covered {
 					fmt.Printf("interface %s (%s): covered (%s): %s\n", i.Name, i.Kind, i.Via, i.How)
 				} else {
-					fmt.Printf("interface %s (%s): NOT covered: %s (attached: no process of the container can hold CAP_NET_RAW)\n", i.Name, i.Kind, i.Why)
+					fmt.Printf("interface %s (%s): NOT covered: %s (attached all the same: no packet socket can use it, the BPF LSM layer refusing them or no process of the container able to hold CAP_NET_RAW)\n", i.Name, i.Kind, i.Why)
 				}
 			}
 			if env {

@@ -66,7 +66,7 @@ func (t *tcxProgs) Close() {
 	}
 }
 
-// tcxProgFor maps a tcx pin name to the program that belongs in it.
+// forPin is the program that belongs in the tcx pin called name.
 func (t *tcxProgs) forPin(name string) *ebpf.Program {
 	switch {
 	case strings.HasPrefix(name, tcxEgressPrefix):
