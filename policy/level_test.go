@@ -101,3 +101,22 @@ func TestCIDRCoversAndByCIDR(t *testing.T) {
 		t.Errorf("host rule must not count as naming the address: %+v", d)
 	}
 }
+
+func TestRecheckIsNotRateLimited(t *testing.T) {
+	p, err := Parse([]byte("default:\n  rules:\n    - name: l\n      hosts: l.example.com\n      action: allow\n      rate_limit: 1/hour\n"), "rl.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := Input{Container: Container{Name: "a"}, Host: "l.example.com", DstPort: 443}
+	if d := p.Decide(in); d.Action != Allow {
+		t.Fatal(d)
+	}
+	in.Recheck = true
+	if d := p.Decide(in); d.Action != Allow || d.RateLimited {
+		t.Fatalf("a re-decision of an open stream was rate limited: %+v", d)
+	}
+	in.Recheck = false
+	if d := p.Decide(in); !d.RateLimited {
+		t.Fatalf("the limit no longer applies to new requests: %+v", d)
+	}
+}

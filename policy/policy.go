@@ -397,7 +397,7 @@ func (p *Policy) finish(s *ruleSet, r *rule, in Input, d Decision, host string) 
 			d.Action = Approve
 		}
 	}
-	if r.rate != nil && d.Action != Deny && p.limits != nil {
+	if r.rate != nil && d.Action != Deny && p.limits != nil && !in.Recheck {
 		now := in.Now
 		if now.IsZero() {
 			now = time.Now()

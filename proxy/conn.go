@@ -140,7 +140,7 @@ func (cc *conn) act(v connVerdict, f connFacts, url string, deny func()) {
 		}
 		e.Action, e.By, e.ApprovalID = out.Status, out.By, out.ID
 	}
-	f.waited = true // a re-decision never waits
+	f.waited, f.again = true, true // a re-decision never waits
 	cc.splice(e, func() (policy.Decision, bool) {
 		nv := s.gateConn(f)
 		if nv.act != actSplice {

@@ -49,6 +49,7 @@ type connFacts struct {
 	meta   ConnMeta
 	stage  stage
 	waited bool     // stageLate after the bounded wait for a slow client, too
+	again  bool     // a re-decision of an open splice (rate limits do not apply)
 	sni    string   // normalised; "" when absent
 	names  []string // names clawd's DNS gave the container for the address
 	cls    *classCache
@@ -153,7 +154,7 @@ func (s *Server) gateConn(f connFacts) connVerdict {
 		v.act = actFrame
 		return v
 	}
-	v.d, v.host = s.connDecision(m, hosts)
+	v.d, v.host = s.connDecision(m, hosts, f.again)
 	v.d = s.guardAddr(v.d, ip, f.cls)
 	v.e.Host = v.host
 	if v.d.Action == policy.Deny && f.stage == stageLate && !f.waited {
@@ -187,8 +188,8 @@ func (s *Server) httpLevel(m ConnMeta, hosts []string) bool {
 // that applies to any of hosts (deny > approve > allow). Decisions by a
 // set's default action apply only when no rule does; with no names the
 // address alone decides.
-func (s *Server) connDecision(m ConnMeta, hosts []string) (policy.Decision, string) {
-	in := policy.Input{Container: m.Container, DstIP: m.OrigDst.Addr(), DstPort: m.OrigDst.Port()}
+func (s *Server) connDecision(m ConnMeta, hosts []string, again bool) (policy.Decision, string) {
+	in := policy.Input{Container: m.Container, DstIP: m.OrigDst.Addr(), DstPort: m.OrigDst.Port(), Recheck: again}
 	if len(hosts) == 0 {
 		return s.decideConn(in), ""
 	}

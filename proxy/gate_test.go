@@ -469,3 +469,41 @@ func TestGateRecheckRevokedGrant(t *testing.T) {
 		t.Error("the splice let through by a revoked grant is still open")
 	}
 }
+
+func TestGateRecheckStreamedResponses(t *testing.T) {
+	release := make(chan struct{})
+	up := newUpstream(t, false, false, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, "data: 1\n\n")
+		w.(http.Flusher).Flush()
+		<-release
+	})
+	defer close(release)
+	dec := newDecider(policy.Allow)
+	e := newEnv(t, dec, nil)
+	cl := e.client(up.addr(), nil, false)
+	open := func(path string) *bufio.Reader {
+		resp, err := cl.Get("http://example.com" + path)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("%s: %v %v", path, resp, err)
+		}
+		br := bufio.NewReader(resp.Body)
+		if l, err := br.ReadString('\n'); err != nil || l != "data: 1\n" {
+			t.Fatalf("%s first event: %q %v", path, l, err)
+		}
+		br.ReadString('\n')
+		return br
+	}
+	gone, kept := open("/events/gone"), open("/events/kept")
+	dec.set(policy.Allow, rule{name: "no-gone", pathPrefix: "/events/gone", action: policy.Deny})
+	if n := e.srv.Recheck("policy reloaded"); n != 1 {
+		t.Fatalf("Recheck closed %d, want 1", n)
+	}
+	if _, err := gone.ReadString('\n'); err == nil {
+		t.Error("the stream the policy now denies is still open")
+	}
+	_ = kept
+	if n := e.srv.Recheck("policy reloaded"); n != 0 {
+		t.Errorf("the allowed stream was closed (%d)", n)
+	}
+}

@@ -70,6 +70,12 @@ type reqInfo struct {
 	e       *audit.Entry
 	counter *countingBody
 	out     http.Header // the agent's response header (rw.Header())
+	// stream registers the request with Recheck until the returned func
+	// is called; kill ends it. untrack is set once a streamed response
+	// was registered; cancel ends the upstream exchange.
+	stream  func(kill func()) func()
+	untrack func()
+	cancel  context.CancelFunc
 }
 
 type reqInfoKey struct{}
@@ -257,18 +263,32 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		ri.inj = injection
 	}
 	rw.before = nil // from here the body goes upstream
-	if upgradeType(r.Header) != "" {
-		// An upgraded stream (WebSocket) carries bytes no request decides:
-		// it is re-decided, as this request, on reload and revocation.
-		was, rf := d, f
-		rf.in.Header = r.Header.Clone()
+	// Streams that outlive this decision (an upgrade, a response of unknown
+	// length such as SSE) are re-decided, as this request, on reload and
+	// revocation; a rate limit is not charged again for that.
+	rf, was := f, d
+	rf.in.Header, rf.in.Recheck = r.Header.Clone(), true
+	if !rf.in.BodyKnown {
 		rf.in.Body, rf.in.BodyKnown = nil, true
-		defer s.track(&live{entry: e, kill: h.cc.kill, recheck: func() (policy.Decision, bool) {
+	}
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	ri.stream = func(kill func()) func() {
+		return s.track(&live{entry: e, kill: kill, recheck: func() (policy.Decision, bool) {
 			nd := s.gateRequest(rf, meta.OrigDst)
 			return nd, nd.Action != policy.Deny && s.stillAllowed(was, out, nd)
-		}})()
+		}})
 	}
-	h.rp.ServeHTTP(rw, r.WithContext(context.WithValue(r.Context(), reqInfoKey{}, ri)))
+	ri.cancel = cancel
+	if upgradeType(r.Header) != "" {
+		defer ri.stream(h.cc.kill)()
+	}
+	defer func() {
+		if ri.untrack != nil {
+			ri.untrack()
+		}
+	}()
+	h.rp.ServeHTTP(rw, r.WithContext(context.WithValue(ctx, reqInfoKey{}, ri)))
 }
 
 // Bounds of drainUnread: a bigger or slower body gets the connection closed.
@@ -373,6 +393,9 @@ func (h *handler) modifyResponse(resp *http.Response) error {
 	}
 	if ri.inj != nil {
 		ri.inj.ScrubResponse(resp)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols && resp.ContentLength < 0 && ri.stream != nil {
+		ri.untrack = ri.stream(ri.cancel) // a stream: SSE, a long poll, a tail
 	}
 	// The agent gets the upstream's Content-Type or none: net/http would
 	// otherwise sniff one from the first body bytes, or not, depending on
