@@ -12,6 +12,7 @@ const (
 	EventAttach       = "attach"
 	EventDetach       = "detach"
 	EventDNS          = "dns"
+	EventTLSUntrusted = "tls_untrusted" // the agent refused clawd's certificate
 )
 
 // Actions that are not policy actions or approval statuses.
@@ -22,4 +23,5 @@ const (
 	ActionRevoked = "revoked"
 	ActionAttach  = "attach"
 	ActionDetach  = "detach"
+	ActionAborted = "aborted"
 )

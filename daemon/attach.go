@@ -254,6 +254,7 @@ func (d *Daemon) detach(id, reason string) error {
 		a.ls.Close()
 		cgid = a.CgroupID
 		d.dns.Forget(a.Container.Key())
+		d.proxy.Forget(a.Container.Key())
 	}
 	err := d.enf.Detach(id, cgid)
 	if rerr := d.state.Remove(id); rerr != nil {

@@ -24,6 +24,9 @@ import (
 type AttachmentInfo struct {
 	Record
 	Counters enforce.Counters `json:"counters"`
+	// TLSUntrusted counts intercepted handshakes the container aborted on
+	// clawd's certificate: some runtime in it does not trust clawd's CA.
+	TLSUntrusted uint64 `json:"tls_untrusted"`
 }
 
 // Status is the answer of GET /v1/status.
@@ -317,6 +320,7 @@ func (d *Daemon) List() []AttachmentInfo {
 	d.mu.Unlock()
 	for i := range out {
 		out[i].Counters, _ = d.enf.Counters(out[i].CgroupID)
+		out[i].TLSUntrusted = d.proxy.Untrusted(out[i].Container.Key())
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Container.Name < out[j].Container.Name })
 	return out

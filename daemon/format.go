@@ -11,7 +11,7 @@ import (
 // FormatList prints `clawd ls` as a table.
 func FormatList(w io.Writer, list []AttachmentInfo, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "CONTAINER\tRUNTIME\tNAMESPACE\tCGROUP\tATTACHED\tREDIRECTED\tDNS\tUDP-REFUSED\tSOCK-REFUSED\tDROPPED\tLAYERS")
+	fmt.Fprintln(tw, "CONTAINER\tRUNTIME\tNAMESPACE\tCGROUP\tATTACHED\tREDIRECTED\tDNS\tUDP-REFUSED\tSOCK-REFUSED\tDROPPED\tTLS-UNTRUSTED\tLAYERS")
 	for _, a := range list {
 		layers := "cgroup"
 		if len(a.Layers.TCX) > 0 {
@@ -23,11 +23,11 @@ func FormatList(w io.Writer, list []AttachmentInfo, now time.Time) error {
 		if a.Layers.LSM {
 			layers += "+lsm"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s ago\t%d\t%d\t%d\t%d\t%d\t%s\n",
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s ago\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n",
 			a.Container.Name, a.Container.Runtime, dash(a.Container.Namespace), a.Cgroup,
 			now.Sub(a.AttachedAt).Truncate(time.Second), a.Counters.Redirected, a.Counters.DNS,
 			a.Counters.UDPRefused, a.Counters.SockRefused+a.Counters.OptRefused,
-			a.Counters.PktDropped+a.Counters.IfDropped, layers)
+			a.Counters.PktDropped+a.Counters.IfDropped, a.TLSUntrusted, layers)
 	}
 	return tw.Flush()
 }

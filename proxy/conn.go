@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -283,15 +284,21 @@ func (cc *conn) serveIntercept(res sniffed, e *audit.Entry) {
 		protos = []string{"h2", "http/1.1"}
 	}
 	sni := res.sni
+	var sentCert atomic.Bool
 	tc := tls.Server(&bufConn{Conn: cc.c, r: cc.br}, &tls.Config{
 		MinVersion: tls.VersionTLS12,
 		NextProtos: protos,
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			sentCert.Store(true)
 			return s.cfg.CA.Leaf(sni)
 		},
 	})
 	cc.c.SetDeadline(time.Now().Add(helloTimeout))
 	if err := tc.HandshakeContext(cc.ctx); err != nil {
+		if how, ok := certRejection(err, sentCert.Load()); ok {
+			s.recordUntrusted(*e, how, cc.meta)
+			return
+		}
 		s.log.Debug("intercept handshake failed", zap.String("sni", sni), zap.Error(err))
 		return
 	}

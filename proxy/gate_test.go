@@ -507,3 +507,39 @@ func TestGateRecheckStreamedResponses(t *testing.T) {
 		t.Errorf("the allowed stream was closed (%d)", n)
 	}
 }
+
+func TestUntrustedCAIsAuditedWithTheFix(t *testing.T) {
+	up := newUpstream(t, true, false, nil)
+	e := strictEnv(t, up, nil)
+	// A client with its own root list (an official Node build, say).
+	tc := tls.Client(e.dial(up.addr()), &tls.Config{ServerName: "example.com"})
+	if err := tc.Handshake(); err == nil {
+		t.Fatal("a client without clawd's CA completed the handshake")
+	}
+	var ent audit.Entry
+	for ent = e.audit.next(t); ent.Event != audit.EventTLSUntrusted; ent = e.audit.next(t) {
+	}
+	if ent.Host != "example.com" || ent.Container != testContainer.Name || !strings.Contains(ent.Reason, "NODE_EXTRA_CA_CERTS="+CAFile) ||
+		!strings.Contains(ent.Reason, "clawd env") {
+		t.Errorf("audit = %+v", ent)
+	}
+	if n := e.srv.Untrusted(testContainer.Key()); n != 1 {
+		t.Errorf("Untrusted = %d", n)
+	}
+	// A client that trusts clawd is not counted.
+	ok := tls.Client(e.dial(up.addr()), clawdTLS(e, "example.com"))
+	if err := ok.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	ok.Close()
+	if n := e.srv.Untrusted(testContainer.Key()); n != 1 {
+		t.Errorf("Untrusted = %d after a trusting client", n)
+	}
+	// Nor is a client that hangs up before the certificate was chosen.
+	c := e.dial(up.addr())
+	c.Write(captureHello(t, &tls.Config{ServerName: "example.com"})[:20])
+	c.Close()
+	if n := e.srv.Untrusted(testContainer.Key()); n != 1 {
+		t.Errorf("Untrusted = %d after a hang-up", n)
+	}
+}

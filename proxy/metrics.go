@@ -11,6 +11,7 @@ type metrics struct {
 	active         prometheus.Gauge
 	held           prometheus.Gauge
 	upstreamErrors prometheus.Counter
+	untrusted      *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -31,6 +32,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "clawd_upstream_errors_total",
 			Help: "Upstream dials or exchanges that failed.",
 		}),
+		untrusted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "clawd_tls_untrusted_total",
+			Help: "Intercepted TLS handshakes the agent aborted on clawd's certificate (it does not trust clawd's CA), by container.",
+		}, []string{"container"}),
 	}
 	if reg == nil {
 		return m, nil
@@ -40,6 +45,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.active = register(reg, m.active, &err)
 	m.held = register(reg, m.held, &err)
 	m.upstreamErrors = register(reg, m.upstreamErrors, &err)
+	m.untrusted = register(reg, m.untrusted, &err)
 	if err != nil {
 		return nil, err
 	}

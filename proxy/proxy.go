@@ -174,6 +174,7 @@ type Server struct {
 	forbidden map[netip.AddrPort]bool
 	fbPorts   map[uint16]bool
 	decisions decisionCounters
+	untrusted untrustedCounts
 
 	liveMu sync.Mutex
 	live   map[*live]struct{} // open streams re-decided by Recheck
