@@ -24,6 +24,10 @@ import (
 type AttachmentInfo struct {
 	Record
 	Counters enforce.Counters `json:"counters"`
+	// The listeners in the container's network namespace, on 127.0.0.1
+	// (and ::1): TCP proxy and UDP DNS. They change when clawd restarts.
+	ProxyPort uint16 `json:"proxy_port,omitempty"`
+	DNSPort   uint16 `json:"dns_port,omitempty"`
 }
 
 // Status is the answer of GET /v1/status.
@@ -311,7 +315,7 @@ func (d *Daemon) List() []AttachmentInfo {
 	d.mu.Lock()
 	out := make([]AttachmentInfo, 0, len(d.atts))
 	for _, a := range d.atts {
-		out = append(out, AttachmentInfo{Record: a.Record})
+		out = append(out, AttachmentInfo{Record: a.Record, ProxyPort: a.ls.tcpPort(), DNSPort: a.ls.udpPort()})
 	}
 	d.mu.Unlock()
 	for i := range out {

@@ -118,6 +118,11 @@ type Config struct {
 	// HostAddr reports whether a is currently one of the host's addresses;
 	// nil scans net.InterfaceAddrs (failing closed). Tests replace it.
 	HostAddr func(a netip.Addr) bool
+	// ContainerAddr reports whether a is an address of an attached
+	// container's network namespace (the daemon's registry, refreshed at
+	// attach, re-adoption and sweep). nil: no address is known to be a
+	// container's.
+	ContainerAddr func(a netip.Addr) bool
 
 	Audit      audit.Sink            // nil: audit.Discard
 	Log        *zap.Logger           // nil: zap.NewNop()
