@@ -11,7 +11,6 @@ const (
 	EventGrant        = "grant"
 	EventAttach       = "attach"
 	EventDetach       = "detach"
-	EventDNS          = "dns"
 	EventTLSUntrusted = "tls_untrusted" // the agent refused clawd's certificate
 )
 

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -148,8 +150,17 @@ func (d *Daemon) attach(began time.Time, c policy.Container, pid int, trustCA, a
 		ls.Close()
 		return Record{}, err
 	}
+	// Listeners are registered before the programs run, so the first
+	// datagram to another pod container's listener is refused already.
+	if err := d.enf.RegisterListeners(cgid, ls.kernel()); err != nil {
+		d.enf.UnregisterListeners(ls.kernel())
+		ls.Close()
+		d.state.Remove(id)
+		return Record{}, fmt.Errorf("attach %s: %w", c.Name, err)
+	}
 	layers, err := d.enf.Attach(enforce.Params{ID: id, Cgroup: cg, Netns: nsPath, ProxyPort: ls.tcpPort(), DNSPort: ls.udpPort(), HasV6: ls.hasV6()})
 	if err != nil {
+		d.enf.UnregisterListeners(ls.kernel())
 		ls.Close()
 		d.state.Remove(id)
 		return Record{}, fmt.Errorf("attach %s: %w", c.Name, err)
@@ -252,6 +263,8 @@ func (d *Daemon) detach(id, reason string) error {
 	if ok {
 		a.cancel()
 		a.ls.Close()
+		d.enf.UnregisterListeners(a.ls.kernel())
+		d.addrs.remove(a.ID)
 		cgid = a.CgroupID
 		d.dns.Forget(a.Container.Key())
 		d.proxy.Forget(a.Container.Key())
@@ -310,9 +323,15 @@ func (d *Daemon) adopt(r Record) error {
 	if err != nil {
 		return err
 	}
+	if err := d.enf.RegisterListeners(r.CgroupID, ls.kernel()); err != nil {
+		d.enf.UnregisterListeners(ls.kernel())
+		ls.Close()
+		return err
+	}
 	layers, err := d.enf.Adopt(enforce.Params{ID: r.ID, Cgroup: r.Cgroup, Netns: fmt.Sprintf("/proc/%d/ns/net", r.PID),
 		ProxyPort: ls.tcpPort(), DNSPort: ls.udpPort(), HasV6: ls.hasV6()})
 	if err != nil {
+		d.enf.UnregisterListeners(ls.kernel())
 		ls.Close()
 		return err
 	}
@@ -330,6 +349,7 @@ func (d *Daemon) serve(r Record, ls *listeners) {
 	d.atts[r.ID] = a
 	d.byCgroup[r.CgroupID] = a
 	d.mu.Unlock()
+	d.refreshAddrs(a)
 	for _, ln := range []net.Listener{ls.tcp4, ls.tcp6} {
 		if ln != nil {
 			go d.acceptLoop(ctx, a, ln)
@@ -338,12 +358,76 @@ func (d *Daemon) serve(r Record, ls *listeners) {
 	for _, pc := range []net.PacketConn{ls.udp4, ls.udp6} {
 		if pc != nil {
 			go func(pc net.PacketConn) {
-				if err := d.dns.ServePacket(ctx, pc, r.Container); err != nil && ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
+				local := pc.LocalAddr().(*net.UDPAddr).AddrPort()
+				check := func(src netip.AddrPort) error { return d.checkSender(a, local, src) }
+				if err := d.dns.ServePacketChecked(ctx, pc, r.Container, check); err != nil && ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
 					d.log.Warn("dns listener stopped", zap.String("container", r.Container.Name), zap.Error(err))
 				}
 			}(pc)
 		}
 	}
+}
+
+// checkSender vouches that a datagram from src to a's DNS listener at
+// local was sent by a socket of a's cgroup (or of a cgroup below it). In a
+// network namespace shared by several containers (a pod) anyone there can
+// reach the listener on loopback: the kernel programs refuse other attached
+// containers, but processes of unattached containers (a pod's sandbox, a
+// sidecar) run no program. So the kernel is asked which socket sent the
+// datagram and which cgroup that socket belongs to; only a's own are
+// answered, by a's rules.
+//
+// A socket's cgroup is where it was created: a container handing its
+// socket to another one (SCM_RIGHTS) delegates its own rule set, which it
+// could as well do by relaying answers.
+func (d *Daemon) checkSender(a *attachment, local, src netip.AddrPort) error {
+	cg, err := a.ls.diag.udpSenderCgroup(local, src)
+	if err != nil {
+		return fmt.Errorf("cannot tell which socket sent it from %s: %v", src, err)
+	}
+	if cg == a.CgroupID {
+		return nil
+	}
+	d.mu.Lock()
+	other, known := d.byCgroup[cg]
+	d.mu.Unlock()
+	if known {
+		return fmt.Errorf("sent by container %s to the DNS listener of %s (shared network namespace)", other.Container.Name, a.Container.Name)
+	}
+	if cgroupBelow(a.Cgroup, cg) {
+		return nil
+	}
+	return fmt.Errorf("sent from cgroup %d, which is not container %s's (shared network namespace)", cg, a.Container.Name)
+}
+
+// cgroupBelow reports whether the cgroup with ID id is a descendant of the
+// cgroup directory dir (cgroup v2 IDs are directory inode numbers).
+func cgroupBelow(dir string, id uint64) bool {
+	found := false
+	filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
+		if err != nil || !e.IsDir() {
+			return nil
+		}
+		if p != dir {
+			if cid, err := enforce.CgroupID(p); err == nil && cid == id {
+				found = true
+				return fs.SkipAll
+			}
+		}
+		return nil
+	})
+	return found
+}
+
+// refreshAddrs re-reads the interface addresses of a's network namespace
+// for the container-address registry.
+func (d *Daemon) refreshAddrs(a *attachment) {
+	addrs, err := netnsAddrs(fmt.Sprintf("/proc/%d/ns/net", a.PID))
+	if err != nil {
+		d.log.Debug("container addresses", zap.String("container", a.Container.Name), zap.Error(err))
+		return
+	}
+	d.addrs.set(a.ID, addrs)
 }
 
 func (d *Daemon) acceptLoop(ctx context.Context, a *attachment, ln net.Listener) {
@@ -543,8 +627,10 @@ func (d *Daemon) Sweep() {
 			d.log.Warn("sweep detach", zap.String("id", id), zap.Error(err))
 		}
 	}
-	// Interfaces added after attach get their drop-all programs too.
+	// Interfaces added after attach get their drop-all programs too, and
+	// addresses added or removed since are known.
 	for _, a := range live {
+		d.refreshAddrs(a)
 		added, err := d.enf.RefreshTCX(enforce.Params{ID: a.ID, Cgroup: a.Cgroup, Netns: fmt.Sprintf("/proc/%d/ns/net", a.PID),
 			ProxyPort: a.ls.tcpPort(), DNSPort: a.ls.udpPort(), HasV6: a.ls.hasV6()})
 		if err != nil {

@@ -31,9 +31,10 @@ type Config struct {
 	LogLevel          string         `mapstructure:"log-level"`
 	LogFormat         string         `mapstructure:"log-format"` // "json", "console" or "" (json unless on a terminal)
 	DNSUpstreams      []string       `mapstructure:"dns-upstreams"`
-	Pprof             bool           `mapstructure:"pprof"`            // Go profiles on the metrics listener
-	DNSRefuse         string         `mapstructure:"dns-refuse"`       // "nxdomain" or "refused": the answer for names the policy never allows
-	UpstreamCAFile    string         `mapstructure:"upstream-ca-file"` // extra roots for upstream TLS (tests, private CAs)
+	Pprof             bool           `mapstructure:"pprof"`              // Go profiles on the metrics listener
+	DNSRefuse         string         `mapstructure:"dns-refuse"`         // "nxdomain" or "refused": the answer for names the policy never allows
+	DNSAuditInterval  time.Duration  `mapstructure:"dns-audit-interval"` // how often aggregated DNS audit lines are written
+	UpstreamCAFile    string         `mapstructure:"upstream-ca-file"`   // extra roots for upstream TLS (tests, private CAs)
 	SecretsFile       string         `mapstructure:"secrets-file"`
 	SecretsKey        string         `mapstructure:"secrets-key"`
 	DrainTimeout      time.Duration  `mapstructure:"drain-timeout"`
@@ -103,6 +104,7 @@ func Flags(fs *pflag.FlagSet) {
 	fs.StringSlice("dns-upstreams", nil, "resolvers for agents' DNS (default: the host's /etc/resolv.conf)")
 	fs.Bool("pprof", false, "serve Go profiles under /debug/pprof/ on the metrics listener")
 	fs.String("dns-refuse", "nxdomain", "answer for names the policy can never allow: nxdomain or refused")
+	fs.Duration("dns-audit-interval", time.Minute, "how often the aggregated audit lines of forwarded DNS queries and left-out answer addresses are written")
 	fs.String("upstream-ca-file", "", "extra CA certificates trusted for upstream TLS")
 	fs.String("secrets-file", "", "encrypted secret store (default STATE-DIR/secrets.json)")
 	fs.String("secrets-key", "", "secret store key file (default STATE-DIR/secrets.key)")
@@ -159,6 +161,9 @@ func (c Config) validate() error {
 	}
 	if _, err := netip.ParseAddrPort(c.APIListen); err != nil {
 		return fmt.Errorf("config: api-listen %q: %w", c.APIListen, err)
+	}
+	if c.DNSAuditInterval < 0 {
+		return fmt.Errorf("config: dns-audit-interval must not be negative")
 	}
 	if c.MaxConnsPerContainer < 0 {
 		return fmt.Errorf("config: max-conns-per-container must not be negative")

@@ -27,6 +27,10 @@ type AttachmentInfo struct {
 	// TLSUntrusted counts intercepted handshakes the container aborted on
 	// clawd's certificate: some runtime in it does not trust clawd's CA.
 	TLSUntrusted uint64 `json:"tls_untrusted"`
+	// The listeners in the container's network namespace, on 127.0.0.1
+	// (and ::1): TCP proxy and UDP DNS. They change when clawd restarts.
+	ProxyPort uint16 `json:"proxy_port,omitempty"`
+	DNSPort   uint16 `json:"dns_port,omitempty"`
 }
 
 // Status is the answer of GET /v1/status.
@@ -315,7 +319,7 @@ func (d *Daemon) List() []AttachmentInfo {
 	d.mu.Lock()
 	out := make([]AttachmentInfo, 0, len(d.atts))
 	for _, a := range d.atts {
-		out = append(out, AttachmentInfo{Record: a.Record})
+		out = append(out, AttachmentInfo{Record: a.Record, ProxyPort: a.ls.tcpPort(), DNSPort: a.ls.udpPort()})
 	}
 	d.mu.Unlock()
 	for i := range out {

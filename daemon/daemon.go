@@ -32,6 +32,7 @@ import (
 	"github.com/clawd-dev/clawd/audit"
 	"github.com/clawd-dev/clawd/daemon/enforce"
 	"github.com/clawd-dev/clawd/daemon/runtime"
+	"github.com/clawd-dev/clawd/internal/addrclass"
 	"github.com/clawd-dev/clawd/internal/atomicfile"
 	"github.com/clawd-dev/clawd/policy"
 	"github.com/clawd-dev/clawd/proxy"
@@ -69,6 +70,7 @@ type Daemon struct {
 	opMu     sync.Mutex
 	atts     map[string]*attachment
 	byCgroup map[uint64]*attachment
+	addrs    *ctrAddrs // interface addresses of attached containers' namespaces
 }
 
 type attachment struct {
@@ -94,7 +96,7 @@ func New(cfg Config, log *zap.Logger) (*Daemon, error) {
 	}
 	d := &Daemon{
 		cfg: cfg, log: log, reg: prometheus.NewRegistry(), started: time.Now(),
-		atts: map[string]*attachment{}, byCgroup: map[uint64]*attachment{},
+		atts: map[string]*attachment{}, byCgroup: map[uint64]*attachment{}, addrs: newCtrAddrs(),
 	}
 	d.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	d.ctx, d.cancel = context.WithCancel(context.Background())
@@ -129,7 +131,12 @@ func New(cfg Config, log *zap.Logger) (*Daemon, error) {
 		Upstreams:   cfg.DNSUpstreams,
 		RefuseRcode: rcode,
 		MayResolve:  d.policy.MayResolve,
-		Audit:       d.audit, Log: log.Named("dns"), Registerer: d.reg,
+		CIDRCovers:  d.policy.CIDRCovers,
+		// Answers pointing a name at the host or at an attached container
+		// are rebinding, as are the fixed special ranges.
+		Special:       addrclass.Extra{Host: proxy.IsHostAddr, Container: d.addrs.Has},
+		AuditInterval: cfg.DNSAuditInterval,
+		Audit:         d.audit, Log: log.Named("dns"), Registerer: d.reg,
 	}); err != nil {
 		return nil, fmt.Errorf("dns: %w", err)
 	}
@@ -147,7 +154,8 @@ func New(cfg Config, log *zap.Logger) (*Daemon, error) {
 	if d.proxy, err = proxy.New(proxy.Config{
 		Decider: d.policy, Approver: d.approvals, Injector: injector{d.secrets}, Names: d.dns,
 		CA: d.ca, UpstreamRoots: roots, Forbidden: forbidden, ForbiddenPorts: forbiddenPorts(cfg.APIListen, cfg.MetricsListen),
-		Audit: d.audit, Log: log.Named("proxy"), Registerer: d.reg,
+		ContainerAddr: d.addrs.Has,
+		Audit:         d.audit, Log: log.Named("proxy"), Registerer: d.reg,
 		PeekTimeout: cfg.PeekTimeout,
 	}); err != nil {
 		return nil, fmt.Errorf("proxy: %w", err)
@@ -366,6 +374,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}()
 	go d.watchEvents()
 	go d.sweepLoop()
+	go d.dns.RunAudit(d.ctx)
 
 	sddaemon.SdNotify(false, sddaemon.SdNotifyReady)
 	d.log.Info("clawd ready", zap.String("version", Version), zap.String("socket", d.cfg.Socket),
@@ -383,6 +392,7 @@ func (d *Daemon) shutdown(servers []*http.Server) error {
 	d.mu.Lock()
 	for _, a := range d.atts {
 		a.ls.Close()
+		d.enf.UnregisterListeners(a.ls.kernel())
 	}
 	d.mu.Unlock()
 	d.approvals.Shutdown()
@@ -404,6 +414,7 @@ func (d *Daemon) shutdown(servers []*http.Server) error {
 	for _, r := range d.rt {
 		r.Close()
 	}
+	d.dns.FlushAudit()
 	d.audit.Close()
 	d.enf.Close()
 	return err

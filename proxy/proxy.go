@@ -123,8 +123,9 @@ type Config struct {
 	// nil scans net.InterfaceAddrs (failing closed). Tests replace it.
 	HostAddr func(a netip.Addr) bool
 	// ContainerAddr reports whether a is an address of an attached
-	// container (another agent's listener is no dial target for a name
-	// rule); nil: none is known.
+	// container's network namespace (the daemon's registry, refreshed at
+	// attach, re-adoption and sweep): another agent is no dial target for
+	// a name rule. nil: no address is known to be a container's.
 	ContainerAddr func(a netip.Addr) bool
 	// Classify says whether a destination address is special (loopback,
 	// private, link-local, the host's or a container's own): such an

@@ -29,6 +29,11 @@ type RunOpts struct {
 	Caps    []string          // extra capabilities, e.g. CAP_NET_RAW, CAP_NET_ADMIN
 	Files   map[string]string // host path -> path in the container (read-only bind mount)
 	Env     []string          // extra KEY=VALUE environment
+	// NetnsOf joins another running container's network namespace, as the
+	// containers of a Kubernetes pod share theirs (Network is ignored). The
+	// container's addresses are that one's; its namespace outlives this one.
+	// containerd only.
+	NetnsOf *Container
 }
 
 // Container is a running test container.
@@ -42,6 +47,7 @@ type Container struct {
 	HostIPv4, HostIPv6  netip.Addr
 
 	short    string
+	joined   bool // in another container's network namespace (RunOpts.NetnsOf)
 	slotLock *os.File
 	exec     func(ctx context.Context, args ...string) (string, string, int, error)
 	remove   func() error
@@ -84,7 +90,9 @@ func (c *Containerd) run(name string, o RunOpts) (ct *Container, err error) {
 			ct.stop()
 		}
 	}()
-	if err := ct.setupNetwork(o.Network, ""); err != nil {
+	if o.NetnsOf != nil {
+		ct.joinNetwork(o.NetnsOf)
+	} else if err := ct.setupNetwork(o.Network, ""); err != nil {
 		return ct, err
 	}
 	rootfs, err := containerRootfs(filepath.Join(c.Dir, "rootfs", ct.ID))

@@ -264,6 +264,9 @@ func (d *Docker) run(name string, o RunOpts) (ct *Container, err error) {
 			ct.stop()
 		}
 	}()
+	if o.NetnsOf != nil {
+		return ct, errors.New("RunOpts.NetnsOf is supported for containerd containers only")
+	}
 	args := []string{"run", "-d", "--network", "none", "--name", ct.Name}
 	keys := make([]string, 0, len(o.Labels))
 	for k := range o.Labels {

@@ -6,6 +6,14 @@
 // answers are remembered per container, so the proxy can later check that a
 // connection to an IP claiming Host "x" really follows a lookup of "x"
 // (Consistent) and can name the destination of raw TCP connections (NamesFor).
+//
+// Answers are filtered before the agent sees them: an A or AAAA record (or
+// an SVCB/HTTPS address hint) whose address is special — loopback,
+// link-local, private, the host's own, another container's, or an IPv6 form
+// carrying one of those (see internal/addrclass) — is left out unless a
+// rule of the container's set names it in cidrs (Config.CIDRCovers), and is
+// never remembered. Forwarded queries and left-out records are audited in
+// aggregate (one line per container, name, type and outcome per interval).
 package dns
 
 import (
@@ -22,6 +30,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/clawd-dev/clawd/audit"
+	"github.com/clawd-dev/clawd/internal/addrclass"
 	"github.com/clawd-dev/clawd/internal/hostname"
 	"github.com/clawd-dev/clawd/policy"
 )
@@ -59,6 +68,23 @@ type Config struct {
 	// Timeout bounds each attempt at one upstream. Default 2s.
 	Timeout time.Duration
 
+	// CIDRCovers reports whether a rule of c's set names ip in its cidrs
+	// (policy.Engine.CIDRCovers). A special answer address (see Special) is
+	// handed to the agent only then. nil: no rule names any range, so every
+	// special address is left out.
+	CIDRCovers func(c policy.Container, ip netip.Addr) bool
+	// Special adds the host's own addresses and attached containers'
+	// addresses to the fixed special ranges of addrclass.Of. Nil funcs add
+	// nothing.
+	Special addrclass.Extra
+	// AuditInterval is how often aggregated audit lines (forwarded queries,
+	// left-out records) are written; FlushAudit and Forget write them too.
+	// Default 1m.
+	AuditInterval time.Duration
+	// MaxAuditKeys bounds the distinct aggregated lines kept between
+	// flushes; a new one beyond it flushes all at once. Default 4096.
+	MaxAuditKeys int
+
 	Audit      audit.Sink            // nil = audit.Discard
 	Log        *zap.Logger           // nil = zap.NewNop()
 	Registerer prometheus.Registerer // nil = no metrics registered
@@ -75,6 +101,10 @@ type Resolver struct {
 	maxEntries  int
 	maxInFlight int
 	timeout     time.Duration
+	cidrCovers  func(policy.Container, netip.Addr) bool
+	special     addrclass.Extra
+	auditEvery  time.Duration
+	agg         *aggregator
 	audit       audit.Sink
 	log         *zap.Logger
 	now         func() time.Time
@@ -111,6 +141,9 @@ func New(cfg Config) (*Resolver, error) {
 		maxEntries:  cfg.MaxEntries,
 		maxInFlight: cfg.MaxInFlight,
 		timeout:     cfg.Timeout,
+		cidrCovers:  cfg.CIDRCovers,
+		special:     cfg.Special,
+		auditEvery:  cfg.AuditInterval,
 		audit:       cfg.Audit,
 		log:         cfg.Log,
 		now:         cfg.Now,
@@ -122,8 +155,11 @@ func New(cfg Config) (*Resolver, error) {
 	if _, ok := mdns.RcodeToString[r.refuseRcode]; !ok || r.refuseRcode > 15 {
 		return nil, fmt.Errorf("dns: invalid refuse rcode %d", cfg.RefuseRcode)
 	}
-	if r.minTTL < 0 || r.maxEntries < 0 || r.maxInFlight < 0 || r.timeout < 0 {
-		return nil, errors.New("dns: negative MinTTL, MaxEntries, MaxInFlight or Timeout")
+	if r.minTTL < 0 || r.maxEntries < 0 || r.maxInFlight < 0 || r.timeout < 0 || r.auditEvery < 0 || cfg.MaxAuditKeys < 0 {
+		return nil, errors.New("dns: negative MinTTL, MaxEntries, MaxInFlight, Timeout, AuditInterval or MaxAuditKeys")
+	}
+	if r.auditEvery == 0 {
+		r.auditEvery = time.Minute
 	}
 	if r.minTTL == 0 {
 		r.minTTL = 5 * time.Minute
@@ -146,6 +182,11 @@ func New(cfg Config) (*Resolver, error) {
 	if r.now == nil {
 		r.now = time.Now
 	}
+	maxKeys := cfg.MaxAuditKeys
+	if maxKeys == 0 {
+		maxKeys = 4096
+	}
+	r.agg = newAggregator(r.audit, r.now, maxKeys)
 
 	ups := cfg.Upstreams
 	if len(ups) == 0 {
@@ -220,26 +261,55 @@ func (r *Resolver) lookupState(key string) *containerState {
 	return r.containers[key]
 }
 
-// Forget drops everything remembered for a detached container. Call it after
-// the container's ServePacket and ServeConn calls have returned, or answers
-// still in flight may be remembered again.
+// Forget drops everything remembered for a detached container and writes
+// its pending aggregated audit lines. Call it after the container's
+// ServePacket and ServeConn calls have returned, or answers still in flight
+// may be remembered again.
 func (r *Resolver) Forget(containerKey string) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	delete(r.containers, containerKey)
+	r.mu.Unlock()
+	r.agg.flush(containerKey)
+}
+
+// FlushAudit writes every pending aggregated audit line (call it on
+// shutdown, before the audit sink closes).
+func (r *Resolver) FlushAudit() { r.agg.flush("") }
+
+// RunAudit writes the aggregated audit lines every AuditInterval until ctx
+// is done, then once more.
+func (r *Resolver) RunAudit(ctx context.Context) {
+	t := time.NewTicker(r.auditEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			r.FlushAudit()
+			return
+		case <-t.C:
+			r.FlushAudit()
+		}
+	}
 }
 
 // handle answers one DNS message from container c. It returns nil when the
 // message must be dropped without an answer. UDP answers are truncated (TC
-// set) to the size the client accepts, so it retries over TCP.
-func (r *Resolver) handle(ctx context.Context, c policy.Container, packet []byte, udp bool) []byte {
+// set) to the size the client accepts, so it retries over TCP. A non-nil
+// refuse says the message is not c's to ask (see SenderCheck): it is
+// answered REFUSED and audited, nothing is forwarded.
+func (r *Resolver) handle(ctx context.Context, c policy.Container, packet []byte, udp bool, refuse error) []byte {
 	req := new(mdns.Msg)
 	if err := req.Unpack(packet); err != nil || req.Response {
 		// Garbage, or a response (answering it could start a loop).
 		r.queries.WithLabelValues(resultMalformed).Inc()
 		return nil
 	}
-	resp := r.answer(ctx, c, req)
+	var resp *mdns.Msg
+	if refuse != nil {
+		resp = r.refuseSender(c, req, refuse)
+	} else {
+		resp = r.answer(ctx, c, req)
+	}
 	resp.Compress = true
 	if udp {
 		resp.Truncate(udpSize(req))
@@ -277,14 +347,15 @@ func (r *Resolver) answer(ctx context.Context, c policy.Container, req *mdns.Msg
 		r.queries.WithLabelValues(resultRefused).Inc()
 		r.audit.Log(audit.Entry{
 			Time:        r.now(),
-			Event:       "dns",
+			Event:       audit.EventDNS,
 			Container:   c.Name,
 			ContainerID: c.ID,
 			Runtime:     c.Runtime,
 			Labels:      c.Labels,
 			Host:        name,
-			Proto:       "dns",
-			Action:      string(policy.Deny),
+			QType:       qtypeString(q.Qtype),
+			Proto:       audit.ProtoDNS,
+			Action:      audit.ActionDNSDeny,
 			Reason:      "name not allowed by policy",
 		})
 		return reply(req, r.refuseRcode)
@@ -312,6 +383,13 @@ func (r *Resolver) answer(ctx context.Context, c policy.Container, req *mdns.Msg
 		return reply(req, mdns.RcodeServerFailure)
 	}
 	r.queries.WithLabelValues(resultForwarded).Inc()
+	qtype := qtypeString(q.Qtype)
+	r.agg.add(c, aggKey{action: audit.ActionDNSForward, name: name, qtype: qtype, reason: "upstream " + rcodeString(resp.Rcode)})
+	// Leave special addresses out before anything is remembered: what the
+	// agent is not told, Consistent and NamesFor must not vouch for.
+	for _, d := range r.filter(c, resp) {
+		r.agg.add(c, aggKey{action: audit.ActionDNSDropRecord, name: name, qtype: qtype, dst: d.ip.String(), reason: d.reason()})
+	}
 	if resp.Rcode == mdns.RcodeSuccess {
 		r.state(c.Key()).answers.record(name, resp.Answer, r.now(), r.minTTL)
 	}
@@ -331,6 +409,46 @@ func (r *Resolver) answer(ctx context.Context, c policy.Container, req *mdns.Msg
 		resp.Extra = extra
 	}
 	return resp
+}
+
+// refuseSender answers a query that SenderCheck says is not c's: REFUSED,
+// audited, never forwarded.
+func (r *Resolver) refuseSender(c policy.Container, req *mdns.Msg, why error) *mdns.Msg {
+	r.queries.WithLabelValues(resultRefused).Inc()
+	e := audit.Entry{
+		Time:        r.now(),
+		Event:       audit.EventDNS,
+		Container:   c.Name,
+		ContainerID: c.ID,
+		Runtime:     c.Runtime,
+		Labels:      c.Labels,
+		Proto:       audit.ProtoDNS,
+		Action:      audit.ActionDNSDeny,
+		Reason:      "query refused: " + why.Error(),
+	}
+	if len(req.Question) == 1 {
+		e.Host = hostname.Normalize(req.Question[0].Name)
+		if !hostname.Valid(e.Host) {
+			e.Host = ""
+		}
+		e.QType = qtypeString(req.Question[0].Qtype)
+	}
+	r.audit.Log(e)
+	return reply(req, mdns.RcodeRefused)
+}
+
+func qtypeString(t uint16) string {
+	if s, ok := mdns.TypeToString[t]; ok {
+		return s
+	}
+	return fmt.Sprintf("TYPE%d", t)
+}
+
+func rcodeString(rc int) string {
+	if s, ok := mdns.RcodeToString[rc]; ok {
+		return s
+	}
+	return fmt.Sprintf("RCODE%d", rc)
 }
 
 func (r *Resolver) allowed(c policy.Container, name string) bool {
