@@ -122,7 +122,7 @@ func (s *Server) gateConn(f connFacts) connVerdict {
 		// The name the client claims first: a default decision is its.
 		hosts = append([]string{f.sni}, slices.DeleteFunc(slices.Clone(hosts), func(n string) bool { return n == f.sni })...)
 	}
-	if s.httpLevel(m, hosts) {
+	if s.httpLevel(m, hosts) || s.httpLevel(m, s.namesForAny(m)) {
 		switch f.stage {
 		case stageLate:
 			if !f.waited {
@@ -182,6 +182,15 @@ func (s *Server) httpLevel(m ConnMeta, hosts []string) bool {
 		}
 	}
 	return false
+}
+
+// namesForAny are the names clawd's DNS gave any container for the
+// destination address (Names may implement it; see proxy/dns).
+func (s *Server) namesForAny(m ConnMeta) []string {
+	if n, ok := s.cfg.Names.(interface{ NamesForAny(netip.Addr) []string }); ok {
+		return n.NamesForAny(m.OrigDst.Addr())
+	}
+	return nil
 }
 
 // connDecision is the connection-level decision: the most restrictive rule

@@ -543,3 +543,32 @@ func TestUntrustedCAIsAuditedWithTheFix(t *testing.T) {
 		t.Errorf("Untrusted = %d after a hang-up", n)
 	}
 }
+
+// anyNames are names other containers resolved (NamesForAny).
+type anyNames struct {
+	fakeNames
+	others fakeNames
+}
+
+func (n anyNames) NamesForAny(ip netip.Addr) []string { return n.others.NamesFor("", ip) }
+
+func TestGateHardCodedAddressOfAnHTTPLevelHost(t *testing.T) {
+	up := newUpstream(t, true, false, nil)
+	dec := newDecider(policy.Allow, rule{name: "no-delete", host: "strict.example", method: "DELETE", action: policy.Deny})
+	dec.intercept["strict.example"] = true
+	e := newEnv(t, dec, func(c *Config) {
+		c.UpstreamRoots = upstreamPool(up)
+		// This container never looked the name up; another one did.
+		c.Names = anyNames{fakeNames{}, fakeNames{"strict.example": up.addr().Addr()}}
+	})
+	tc := tls.Client(e.dial(up.addr()), &tls.Config{InsecureSkipVerify: true})
+	if err := tc.Handshake(); err == nil {
+		t.Fatal("TLS without SNI to the address of an intercepted host was spliced")
+	}
+	if ent := nextDecision(t, e); ent.Rule != ruleUnframable {
+		t.Errorf("audit = %+v", ent)
+	}
+	if up.hits.Load() != 0 {
+		t.Error("upstream reached")
+	}
+}
