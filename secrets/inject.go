@@ -445,6 +445,12 @@ func (inj *Injection) ScrubResponse(resp *http.Response) {
 	if resp.Request != nil && resp.Request.Method == http.MethodHead {
 		return
 	}
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		// The "body" of a 101 is the upgraded stream, which ReverseProxy
+		// must get as the upstream connection itself (a wrapped body makes
+		// it refuse the upgrade with 502). Its frames are not scrubbed.
+		return
+	}
 	if resp.ContentLength >= 0 && resp.ContentLength <= maxBufferedBody {
 		b, err := io.ReadAll(io.LimitReader(resp.Body, resp.ContentLength))
 		resp.Body.Close()
