@@ -29,6 +29,11 @@ type RunOpts struct {
 	Caps    []string          // extra capabilities, e.g. CAP_NET_RAW, CAP_NET_ADMIN
 	Files   map[string]string // host path -> path in the container (read-only bind mount)
 	Env     []string          // extra KEY=VALUE environment
+	// JoinNetns, when set, is the network namespace (a path such as
+	// another container's Netns) the container joins instead of getting
+	// its own: two containers in one netns, as in a Kubernetes pod.
+	// Network is then ignored (no veth of its own).
+	JoinNetns string
 }
 
 // Container is a running test container.
@@ -84,7 +89,11 @@ func (c *Containerd) run(name string, o RunOpts) (ct *Container, err error) {
 			ct.stop()
 		}
 	}()
-	if err := ct.setupNetwork(o.Network, ""); err != nil {
+	mode := o.Network
+	if o.JoinNetns != "" {
+		mode = "none"
+	}
+	if err := ct.setupNetwork(mode, o.JoinNetns); err != nil {
 		return ct, err
 	}
 	rootfs, err := containerRootfs(filepath.Join(c.Dir, "rootfs", ct.ID))

@@ -60,6 +60,7 @@ type Upstream struct {
 	mu       sync.Mutex
 	seen     []Seen
 	dnsSeen  []string
+	dnsRecs  map[string][]netip.Addr // SetDNS overrides, by lower-case FQDN
 	udpSeen  []string
 	closers  []io.Closer
 	wg       sync.WaitGroup
@@ -235,6 +236,25 @@ func (u *Upstream) UDPPackets() []string {
 	return append([]string(nil), u.udpSeen...)
 }
 
+// SetDNS makes the upstream DNS answer name (any case, with or without the
+// trailing dot) with addrs instead of its usual answer: A queries get the
+// IPv4 addresses, AAAA queries the IPv6 ones (an empty NOERROR answer when
+// there are none of that family). With no addrs the override is removed.
+// Overrides survive Reset; remove them when the test ends.
+func (u *Upstream) SetDNS(name string, addrs ...netip.Addr) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	key := strings.ToLower(strings.TrimSuffix(name, ".")) + "."
+	if len(addrs) == 0 {
+		delete(u.dnsRecs, key)
+		return
+	}
+	if u.dnsRecs == nil {
+		u.dnsRecs = map[string][]netip.Addr{}
+	}
+	u.dnsRecs[key] = append([]netip.Addr(nil), addrs...)
+}
+
 // Reset forgets the recorded requests and queries.
 func (u *Upstream) Reset() {
 	u.mu.Lock()
@@ -260,15 +280,27 @@ func (u *Upstream) serveDNS(w dns.ResponseWriter, req *dns.Msg) {
 	m.SetReply(req)
 	m.Authoritative = true
 	for _, q := range req.Question {
+		name := strings.ToLower(q.Name)
 		u.mu.Lock()
 		u.dnsSeen = append(u.dnsSeen, q.Name+" "+dns.TypeToString[q.Qtype])
+		recs, override := u.dnsRecs[name]
 		u.mu.Unlock()
-		name := strings.ToLower(q.Name)
+		hdr := dns.RR_Header{Name: q.Name, Class: dns.ClassINET, Ttl: 60, Rrtype: q.Qtype}
+		if override {
+			for _, a := range recs {
+				switch {
+				case q.Qtype == dns.TypeA && a.Is4():
+					m.Answer = append(m.Answer, &dns.A{Hdr: hdr, A: a.AsSlice()})
+				case q.Qtype == dns.TypeAAAA && !a.Is4():
+					m.Answer = append(m.Answer, &dns.AAAA{Hdr: hdr, AAAA: a.AsSlice()})
+				}
+			}
+			continue
+		}
 		if name != UpstreamDomain+"." && !strings.HasSuffix(name, "."+UpstreamDomain+".") {
 			m.Rcode = dns.RcodeNameError
 			continue
 		}
-		hdr := dns.RR_Header{Name: q.Name, Class: dns.ClassINET, Ttl: 60, Rrtype: q.Qtype}
 		switch q.Qtype {
 		case dns.TypeA:
 			m.Answer = append(m.Answer, &dns.A{Hdr: hdr, A: UpstreamIPv4.AsSlice()})
