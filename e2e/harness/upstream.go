@@ -261,6 +261,28 @@ func (u *Upstream) SetDNSRecords(name string, records ...string) error {
 	return nil
 }
 
+// SetDNS is SetDNSRecords for plain addresses: A queries get the IPv4
+// ones, AAAA queries the IPv6 ones. With no addrs the override is removed.
+func (u *Upstream) SetDNS(name string, addrs ...netip.Addr) {
+	if len(addrs) == 0 {
+		u.mu.Lock()
+		delete(u.dnsRRs, dns.Fqdn(strings.ToLower(name)))
+		u.mu.Unlock()
+		return
+	}
+	var recs []string
+	for _, a := range addrs {
+		typ := "AAAA"
+		if a.Is4() {
+			typ = "A"
+		}
+		recs = append(recs, fmt.Sprintf("%s 60 IN %s %s", dns.Fqdn(name), typ, a))
+	}
+	if err := u.SetDNSRecords(name, recs...); err != nil {
+		panic(err) // addresses always make valid records
+	}
+}
+
 // ClearDNSRecords forgets what SetDNSRecords set.
 func (u *Upstream) ClearDNSRecords() {
 	u.mu.Lock()
