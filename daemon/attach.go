@@ -545,6 +545,7 @@ func (d *Daemon) onEvent(ev runtime.Event) {
 		if ev.Container.PID == 0 {
 			return
 		}
+		d.notePeer(ev.Container)
 		labels := ev.Container.Labels
 		auto, podApp := runtime.AutoAttach(labels), runtime.IsPodApp(ev.Container)
 		if !auto && !podApp {
@@ -573,6 +574,7 @@ func (d *Daemon) onEvent(ev runtime.Event) {
 			d.log.Error("auto-attach failed", zap.String("container", ev.Container.Name), zap.Error(err))
 		}
 	case runtime.TaskExited:
+		d.forgetPeer(ev.Container)
 		d.mu.Lock()
 		_, attached := d.atts[id]
 		d.mu.Unlock()
@@ -603,6 +605,7 @@ func (d *Daemon) sweepLoop() {
 
 // Sweep detaches attachments whose process or cgroup is gone.
 func (d *Daemon) Sweep() {
+	d.refreshPeers()
 	d.mu.Lock()
 	var gone []string
 	for id, a := range d.atts {

@@ -92,3 +92,14 @@ func netnsAddrs(path string) ([]netip.Addr, error) {
 	}
 	return out, nil
 }
+
+// ids lists the keys of the registry.
+func (c *ctrAddrs) ids() []string {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	out := make([]string, 0, len(c.byID))
+	for id := range c.byID {
+		out = append(out, id)
+	}
+	return out
+}

@@ -131,7 +131,7 @@ func New(cfg Config, log *zap.Logger) (*Daemon, error) {
 		Upstreams:   cfg.DNSUpstreams,
 		RefuseRcode: rcode,
 		MayResolve:  d.policy.MayResolve,
-		CIDRCovers:  d.policy.CIDRCovers,
+		CIDRCovers:  func(c policy.Container, ip netip.Addr) bool { return d.policy.CIDRCovers(c, ip, 0) },
 		// Answers pointing a name at the host or at an attached container
 		// are rebinding, as are the fixed special ranges.
 		Special:       addrclass.Extra{Host: proxy.IsHostAddr, Container: d.addrs.Has},

@@ -315,6 +315,6 @@ func (e *Engine) HTTPLevel(c Container, host string, ip netip.Addr, port uint16)
 }
 
 // CIDRCovers is Policy.CIDRCovers on the running policy.
-func (e *Engine) CIDRCovers(c Container, ip netip.Addr) bool {
-	return e.cur.Load().CIDRCovers(c, ip)
+func (e *Engine) CIDRCovers(c Container, ip netip.Addr, port uint16) bool {
+	return e.cur.Load().CIDRCovers(c, ip, port)
 }

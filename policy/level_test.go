@@ -88,9 +88,12 @@ func TestCIDRCoversAndByCIDR(t *testing.T) {
 	}
 	c := Container{Name: "a"}
 	for ip, want := range map[string]bool{"10.9.0.1": true, "10.8.3.3": true, "10.7.0.1": false, "10.6.0.1": false, "::ffff:10.9.0.1": true} {
-		if got := p.CIDRCovers(c, netip.MustParseAddr(ip)); got != want {
+		if got := p.CIDRCovers(c, netip.MustParseAddr(ip), 0); got != want {
 			t.Errorf("CIDRCovers(%s) = %v, want %v", ip, got, want)
 		}
+	}
+	if !p.CIDRCovers(c, netip.MustParseAddr("10.8.0.5"), 5432) || p.CIDRCovers(c, netip.MustParseAddr("10.8.0.5"), 5433) {
+		t.Error("CIDRCovers must respect the rule's ports")
 	}
 	d := p.Decide(Input{Container: c, DstIP: netip.MustParseAddr("10.8.0.5"), DstPort: 5432})
 	if d.Action != Allow || !d.ByCIDR {

@@ -548,14 +548,21 @@ func (p *Policy) HTTPLevel(c Container, host string, ip netip.Addr, port uint16)
 }
 
 // CIDRCovers reports whether some rule of c's set that can allow or approve
-// names ip in its `cidrs`. Special addresses (loopback, private, the
-// host's own, ...; see internal/addrclass) are dial targets only then.
-func (p *Policy) CIDRCovers(c Container, ip netip.Addr) bool {
+// names ip in its `cidrs`, for port (0: any port; DNS answers know none).
+// Special addresses (loopback, private, the host's own, ...; see
+// internal/addrclass) are dial targets only then.
+func (p *Policy) CIDRCovers(c Container, ip netip.Addr, port uint16) bool {
 	s := p.setFor(c)
 	found := false
 	s.eachCIDR(ip, func(idx []int32) bool {
-		found = s.anyAllows(idx)
-		return !found
+		for _, i := range idx {
+			r := s.rules[i]
+			if (r.readonly || r.action != Deny) && (port == 0 || len(r.ports) == 0 || portIn(r.ports, port)) {
+				found = true
+				return false
+			}
+		}
+		return true
 	})
 	return found
 }

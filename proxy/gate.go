@@ -155,7 +155,7 @@ func (s *Server) gateConn(f connFacts) connVerdict {
 		return v
 	}
 	v.d, v.host = s.connDecision(m, hosts, f.again)
-	v.d = s.guardAddr(v.d, ip, f.cls)
+	v.d = s.guardAddr(v.d, m.Container, m.OrigDst, f.cls)
 	v.e.Host = v.host
 	if v.d.Action == policy.Deny && f.stage == stageLate && !f.waited {
 		// A slow client (a loaded host, a busy agent) whose connection the
@@ -247,12 +247,14 @@ func (s *Server) decideConn(in policy.Input) policy.Decision {
 }
 
 // guardAddr refuses an allow or approve decision for a special address
-// unless the deciding rule names the address in its cidrs (invariant 3).
-func (s *Server) guardAddr(d policy.Decision, ip netip.Addr, cache *classCache) policy.Decision {
+// unless a rule that allows it names the address (and port) in its cidrs
+// (invariant 3): the deciding rule, or another one of the set.
+func (s *Server) guardAddr(d policy.Decision, c policy.Container, dst netip.AddrPort, cache *classCache) policy.Decision {
 	if d.Action == policy.Deny || d.ByCIDR {
 		return d
 	}
-	if cls := cache.get(s, ip); cls != addrclass.Public {
+	ip := dst.Addr()
+	if cls := cache.get(s, ip); cls != addrclass.Public && !s.cfg.Decider.CIDRCovers(c, ip, dst.Port()) {
 		return refuse(ruleSpecialAddress, fmt.Sprintf(
 			"destination %s is a %s address; only a rule that names it in cidrs may reach it (a DNS answer pointing a name there is not enough)", ip, cls))
 	}
@@ -299,5 +301,5 @@ func (s *Server) gateRequest(f reqFacts, dst netip.AddrPort) policy.Decision {
 	if d.NeedBody {
 		return d
 	}
-	return s.guardAddr(d, dst.Addr(), f.cls)
+	return s.guardAddr(d, f.in.Container, dst, f.cls)
 }

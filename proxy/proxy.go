@@ -41,6 +41,9 @@ type Decider interface {
 	// for the address alone) at ip:port need HTTP facts: such a
 	// connection is framed or refused, never spliced (see gate.go).
 	HTTPLevel(c policy.Container, host string, ip netip.Addr, port uint16) bool
+	// CIDRCovers reports whether an allow or approve rule names ip in its
+	// cidrs for port: only then is a special address a dial target.
+	CIDRCovers(c policy.Container, ip netip.Addr, port uint16) bool
 }
 
 // Approver holds a request until a human decides; *approval.Manager implements it.
