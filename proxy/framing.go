@@ -161,10 +161,11 @@ const (
 )
 
 const (
-	// maxHeadBytes bounds a request head, empty lines before it included.
-	// net/http allows its MaxHeaderBytes (1 MiB) plus 4 KiB: the framer
-	// refuses first, with its own 431.
-	maxHeadBytes   = 1 << 20
+	// maxHeadBytes bounds a request head, empty lines before it included:
+	// a 1 MiB field fits with the rest of a head. net/http allows its
+	// MaxHeaderBytes (1 MiB) plus 4 KiB: the framer refuses first, with
+	// its own 431.
+	maxHeadBytes   = 1<<20 + 2<<10
 	frameMaxMethod = 32
 	maxAuthority   = 255
 	maxCLDigits    = 15

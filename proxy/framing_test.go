@@ -156,8 +156,9 @@ var framingCases = []struct {
 	{name: "CONNECT without port", in: "CONNECT example.com HTTP/1.1\r\n" + fh + "\r\n", refuse: true},
 	{name: "CONNECT with a path", in: "CONNECT /a HTTP/1.1\r\n" + fh + "\r\n", refuse: true},
 	{name: "target without slash", in: "GET a HTTP/1.1\r\n" + fh + "\r\n", refuse: true},
-	{name: "oversized head", in: "GET /a HTTP/1.1\r\n" + fh + "X-Long: " + strings.Repeat("a", 1<<20) + "\r\n\r\n", refuse: true, noSeed: true},
-	{name: "oversized target", in: "GET /" + strings.Repeat("a", 1<<20) + " HTTP/1.1\r\n" + fh + "\r\n", refuse: true, noSeed: true},
+	{name: "oversized head", in: "GET /a HTTP/1.1\r\n" + fh + "X-Long: " + strings.Repeat("a", maxHeadBytes) + "\r\n\r\n", refuse: true, noSeed: true},
+	{name: "1 MiB header (control)", in: "GET /a HTTP/1.1\r\n" + fh + "X-Long: " + strings.Repeat("a", 1<<20) + "\r\n\r\n", decided: []string{"GET /a"}, noSeed: true},
+	{name: "oversized target", in: "GET /" + strings.Repeat("a", maxHeadBytes) + " HTTP/1.1\r\n" + fh + "\r\n", refuse: true, noSeed: true},
 }
 
 func TestFramingCases(t *testing.T) {
