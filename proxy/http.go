@@ -477,7 +477,7 @@ func (cc *conn) serveHTTP(c net.Conn, h *handler) {
 		IdleTimeout:                  5 * time.Minute,
 		ErrorLog:                     discardLog,
 	}
-	l := newOneConnListener(c)
+	l := newOneConnListener(frame(c, srv, h)) // proxy/framing.go: every request head is vetted first
 	defer l.Close()
 	drain := func() { go srv.Shutdown(context.Background()) }
 	cc.s.setHooks(cc.st, drain, func() { srv.Close(); c.Close(); cc.c.Close() })
