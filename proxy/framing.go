@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/clawd-dev/clawd/internal/hostname"
 	"github.com/clawd-dev/clawd/policy"
 )
 
@@ -553,9 +554,9 @@ func (f *framer) known() (method, host, path string) {
 	}
 	switch {
 	case m.hlen > 0:
-		host = normHost(string(f.host[:m.hlen]))
+		host = hostname.Normalize(string(f.host[:m.hlen]))
 	case m.tdone && m.alen > 0:
-		host = normHost(string(f.auth[:m.alen]))
+		host = hostname.Normalize(string(f.auth[:m.alen]))
 	}
 	if m.tdone && m.plen <= len(f.path) {
 		path = string(f.path[:m.plen])

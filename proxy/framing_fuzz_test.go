@@ -24,6 +24,7 @@ import (
 	"golang.org/x/net/http/httpguts"
 
 	"github.com/clawd-dev/clawd/audit"
+	"github.com/clawd-dev/clawd/internal/hostname"
 	"github.com/clawd-dev/clawd/policy"
 )
 
@@ -90,7 +91,9 @@ func (d *recDecider) Decide(in policy.Input) policy.Decision {
 	return policy.Decision{Action: policy.Allow, Rule: "fuzz-allow"}
 }
 
-func (d *recDecider) Intercepts(policy.Container, string) bool { return false }
+func (d *recDecider) HTTPLevel(policy.Container, string, netip.Addr, uint16) bool { return false }
+
+func (d *recDecider) CIDRCovers(policy.Container, netip.Addr, uint16) bool { return false }
 
 // anyName is consistent with every name (IP literals must still be the
 // destination's).
@@ -503,7 +506,7 @@ func nodeView(n nodeReq) view {
 			target = "/" + target
 		}
 	}
-	hn := normHost(host)
+	hn := hostname.Normalize(host)
 	if hn == "" {
 		hn = frameDst.Addr().String()
 	}
@@ -515,7 +518,7 @@ func goView(r *http.Request) view {
 	if !strings.HasPrefix(target, "/") {
 		target = r.URL.RequestURI()
 	}
-	host := normHost(r.Host)
+	host := hostname.Normalize(r.Host)
 	if host == "" {
 		host = frameDst.Addr().String()
 	}
