@@ -326,8 +326,9 @@ func (i injector) Inject(r *http.Request, host string) (proxy.Injection, error) 
 	}
 	return inj, err
 }
-func (i injector) BoundTo(host string) bool { return i.s.BoundTo(host) }
-func (i injector) Hint(host string) string  { return secrets.Hint(host) }
+func (i injector) BoundTo(host string) bool   { return i.s.BoundTo(host) }
+func (i injector) ScansBody(host string) bool { return i.s.ScansBody(host) }
+func (i injector) Hint(host string) string    { return secrets.Hint(host) }
 
 // Run serves until ctx is cancelled, then drains and returns. Pins stay in
 // place: attached containers stay cut off while no daemon runs.
