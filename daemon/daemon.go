@@ -151,12 +151,16 @@ func New(cfg Config, log *zap.Logger) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
+	bufTotal, bufPerCtr, err := cfg.bufferBudgets()
+	if err != nil {
+		return nil, err
+	}
 	if d.proxy, err = proxy.New(proxy.Config{
 		Decider: d.policy, Approver: d.approvals, Injector: injector{d.secrets}, Names: d.dns,
 		CA: d.ca, UpstreamRoots: roots, Forbidden: forbidden, ForbiddenPorts: forbiddenPorts(cfg.APIListen, cfg.MetricsListen),
 		ContainerAddr: d.addrs.Has,
 		Audit:         d.audit, Log: log.Named("proxy"), Registerer: d.reg,
-		PeekTimeout: cfg.PeekTimeout,
+		PeekTimeout: cfg.PeekTimeout, MaxBufferedBytes: bufTotal, MaxBufferedBytesPerContainer: bufPerCtr,
 	}); err != nil {
 		return nil, fmt.Errorf("proxy: %w", err)
 	}
