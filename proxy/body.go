@@ -264,6 +264,14 @@ func readAll(r io.Reader, cl, first, limit int64, lease *bodyLease, errBig *body
 			return nil, errBig
 		}
 		if err == io.EOF {
+			if slack := cap(buf) - len(buf); slack > minGrowStep {
+				// Keep (and count) the bytes, not the room grown for them.
+				nb := make([]byte, len(buf)) // cap == len: what shrinks later
+				copy(nb, buf)
+				buf = nb
+				lease.shrink(int64(slack))
+				reserved -= int64(slack)
+			}
 			return buf, nil
 		}
 		if err != nil {

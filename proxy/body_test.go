@@ -659,9 +659,24 @@ func TestBodyBudgetChunked(t *testing.T) {
 	if peak > 2<<20 {
 		t.Errorf("high-water mark %d", peak)
 	}
+	// A held chunked body counts its bytes, not the room grown for them.
+	c := policy.Container{ID: "cc", Name: "c"}
+	third := make(chan int, 1)
+	go func() {
+		resp := chunked(clientAs(t, e.srv, c, up.addr()), 300<<10)
+		resp.Body.Close()
+		third <- resp.StatusCode
+	}()
+	<-ap.holds
+	if _, n := e.srv.budget.inUse(c.Key()); n != 300<<10 {
+		t.Errorf("held chunked body of %d bytes reserves %d", 300<<10, n)
+	}
 	close(ap.open)
 	if s := <-first; s != 200 {
 		t.Errorf("held upload: %d", s)
+	}
+	if s := <-third; s != 200 {
+		t.Errorf("held chunked upload: %d", s)
 	}
 	bufferedInUse(t, e.srv)
 }
