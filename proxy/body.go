@@ -57,6 +57,9 @@ type bodyError struct {
 func (e *bodyError) Error() string { return e.code + ": " + e.reason }
 
 func (e *bodyError) write(w http.ResponseWriter, info errInfo) {
+	if rw, ok := w.(*respWriter); ok {
+		rw.reason = e.reason
+	}
 	info.Error, info.Reason = e.code, e.reason
 	if e.retry > 0 {
 		info.RetryAfter = e.retry

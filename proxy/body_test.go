@@ -235,6 +235,15 @@ func TestBodyEncodedInjection(t *testing.T) {
 				t.Errorf("audit = %+v", ent)
 			}
 
+			// Past the injector's 1 MiB whole-body limit it streams; still replaced.
+			big := strings.Repeat("y", 2<<20) + ph
+			resp = postEncoded(t, cl, "http://api.example.com/v1", cc.ce, cc.enc([]byte(big)))
+			resp.Body.Close()
+			if r, b = up.last(); resp.StatusCode != 200 || string(b) != strings.Repeat("y", 2<<20)+real || r.Header.Get("Content-Encoding") != "" {
+				t.Errorf("large encoded body: %d, upstream got %d bytes (Content-Encoding %q)", resp.StatusCode, len(b), r.Header.Get("Content-Encoding"))
+			}
+			e.audit.next(t)
+
 			clean := cc.enc([]byte(`{"key":"none here"}`))
 			resp = postEncoded(t, cl, "http://api.example.com/v1", cc.ce, clean)
 			resp.Body.Close()
@@ -595,6 +604,12 @@ func TestBodyBudgetFlood(t *testing.T) {
 	}
 	if got := counterValue(e.srv.m.bufferRefused.WithLabelValues("global")) + counterValue(e.srv.m.bufferRefused.WithLabelValues("container")); int(got) != refused {
 		t.Errorf("refusal counter %v, want %d", got, refused)
+	}
+	// Each refusal is audited with its status and why.
+	for i := 0; i < refused; i++ {
+		if ent := e.audit.next(t); ent.Status != 503 || ent.Action != "deny" || !strings.Contains(ent.Reason, "budget") {
+			t.Errorf("audit of a refused upload: %+v", ent)
+		}
 	}
 	close(ap.open)
 	for i := 0; i < held; i++ {

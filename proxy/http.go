@@ -146,6 +146,9 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if counter != nil {
 			e.BytesOut = counter.n
 		}
+		if rw.reason != "" {
+			e.Reason = rw.reason
+		}
 		s.record(e, d, start)
 	}()
 
@@ -562,6 +565,7 @@ type respWriter struct {
 	status int
 	n      int64
 	before func() // runs once before clawd's own answer goes out; nil when upstream answers
+	reason string // why clawd refused the body (budget, size, encoding), for the audit line
 }
 
 func (w *respWriter) WriteHeader(code int) {
