@@ -151,12 +151,16 @@ func New(cfg Config, log *zap.Logger) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
+	bufTotal, bufPerCtr, err := cfg.bufferBudgets()
+	if err != nil {
+		return nil, err
+	}
 	if d.proxy, err = proxy.New(proxy.Config{
 		Decider: d.policy, Approver: d.approvals, Injector: injector{d.secrets}, Names: d.dns,
 		CA: d.ca, UpstreamRoots: roots, Forbidden: forbidden, ForbiddenPorts: forbiddenPorts(cfg.APIListen, cfg.MetricsListen),
 		ContainerAddr: d.addrs.Has,
 		Audit:         d.audit, Log: log.Named("proxy"), Registerer: d.reg,
-		PeekTimeout: cfg.PeekTimeout,
+		PeekTimeout: cfg.PeekTimeout, MaxBufferedBytes: bufTotal, MaxBufferedBytesPerContainer: bufPerCtr,
 	}); err != nil {
 		return nil, fmt.Errorf("proxy: %w", err)
 	}
@@ -326,8 +330,9 @@ func (i injector) Inject(r *http.Request, host string) (proxy.Injection, error) 
 	}
 	return inj, err
 }
-func (i injector) BoundTo(host string) bool { return i.s.BoundTo(host) }
-func (i injector) Hint(host string) string  { return secrets.Hint(host) }
+func (i injector) BoundTo(host string) bool   { return i.s.BoundTo(host) }
+func (i injector) ScansBody(host string) bool { return i.s.ScansBody(host) }
+func (i injector) Hint(host string) string    { return secrets.Hint(host) }
 
 // Run serves until ctx is cancelled, then drains and returns. Pins stay in
 // place: attached containers stay cut off while no daemon runs.

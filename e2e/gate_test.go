@@ -31,8 +31,8 @@ import (
 // ---- the fixes land with other names.
 const (
 	// clawd.yaml keys of the buffered-body budgets (class 7).
-	gateBudgetKeyGlobal       = "max-buffered-body-bytes"
-	gateBudgetKeyPerContainer = "max-buffered-body-bytes-per-container"
+	gateBudgetKeyGlobal       = "max-buffered-bytes"
+	gateBudgetKeyPerContainer = "max-buffered-bytes-per-container"
 	// The metric of the buffered bytes in use (read if present).
 	gateBufferedMetric = "clawd_buffered_body_bytes"
 	// The audit event of DNS queries (today only refusals have one).

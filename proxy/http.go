@@ -146,6 +146,9 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if counter != nil {
 			e.BytesOut = counter.n
 		}
+		if rw.reason != "" {
+			e.Reason = rw.reason
+		}
 		s.record(e, d, start)
 	}()
 
@@ -232,12 +235,18 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	if buffered {
-		// Exactly the bytes that were decided on (and approved) go upstream.
-		r.Body = io.NopCloser(bytes.NewReader(body))
-		r.ContentLength = int64(len(body))
-		r.TransferEncoding = nil
+	// A compressed body the injector must see (placeholders, misuse) is
+	// buffered and decoded like a held one.
+	if !buffered && hasEncodedBody(r) && s.injectorScans(host) {
+		bodyRead = true
+		if _, ok := h.readBody(rw, r, info); !ok {
+			e.Action = audit.ActionDeny
+			return
+		}
+		buffered = true
 	}
+	// Exactly the bytes that were decided on (and approved) go upstream.
+	bb := forwardBuffered(r)
 	if r.Body != nil && r.Body != http.NoBody {
 		counter = &countingBody{rc: r.Body}
 		r.Body = counter
@@ -245,8 +254,24 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	stripH2CUpgrade(r.Header)
 	ri := &reqInfo{host: host, e: &e, counter: counter, out: rw.Header()}
 	if inj := s.cfg.Injector; inj != nil {
-		injection, err := inj.Inject(r, host)
+		var injection Injection
+		var err error
+		if bb.encoded() {
+			if injection, err = h.injectDecoded(inj, r, host, bb); err == nil && r.Body != nil && r.Body != http.NoBody {
+				counter = &countingBody{rc: r.Body}
+				r.Body, ri.counter = counter, counter
+			}
+		} else {
+			injection, err = inj.Inject(r, host)
+		}
 		if err != nil {
+			var be *bodyError
+			if errors.As(err, &be) {
+				e.Action, e.Reason = audit.ActionDeny, be.reason
+				info.Rule = ""
+				be.write(rw, info)
+				return
+			}
 			if IsPlaceholderMisuse(err) {
 				e.Event, e.Action, e.Reason = audit.EventExfiltration, audit.ActionDeny, "placeholder sent to a host it is not bound to"
 				info.Error, info.Rule, info.Reason = "placeholder_misuse", "", e.Reason
@@ -319,29 +344,6 @@ func (h *handler) drainUnread(w http.ResponseWriter, r *http.Request, bodyRead b
 	rc.SetReadDeadline(time.Time{})
 }
 
-// readBody buffers the request body up to MaxHoldBody. On failure it has
-// answered the agent and returns false.
-func (h *handler) readBody(w http.ResponseWriter, r *http.Request, info errInfo) ([]byte, bool) {
-	max := h.cc.s.cfg.MaxHoldBody
-	if r.ContentLength > max {
-		info.Error, info.Reason = "body_too_large", "request body exceeds the limit for inspected requests"
-		writeJSON(w, http.StatusRequestEntityTooLarge, info)
-		return nil, false
-	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, max+1))
-	if err != nil {
-		info.Error, info.Reason = "bad_request", "could not read request body"
-		writeJSON(w, http.StatusBadRequest, info)
-		return nil, false
-	}
-	if int64(len(body)) > max {
-		info.Error, info.Reason = "body_too_large", "request body exceeds the limit for inspected requests"
-		writeJSON(w, http.StatusRequestEntityTooLarge, info)
-		return nil, false
-	}
-	return body, true
-}
-
 // hold asks the approver. The request context ends when the agent goes away
 // (net/http cancels it on client close once the body has been read).
 func (h *handler) hold(r *http.Request, body []byte, host, target string, d policy.Decision) approval.Outcome {
@@ -350,11 +352,17 @@ func (h *handler) hold(r *http.Request, body []byte, host, target string, d poli
 	if strings.HasPrefix(target, "/") {
 		u = h.scheme + "://" + r.Host + target
 	}
+	// body is the decoded content: the card shows what the upstream will
+	// read; the hash is of the bytes as sent (and as they will be forwarded).
 	preview := body
 	if len(preview) > s.cfg.PreviewLimit {
 		preview = preview[:s.cfg.PreviewLimit]
 	}
-	sum := sha256.Sum256(body)
+	raw := body
+	if bb, ok := r.Body.(*bufferedBody); ok {
+		raw = bb.raw
+	}
+	sum := sha256.Sum256(raw)
 	s.m.held.Inc()
 	defer s.m.held.Dec()
 	return s.cfg.Approver.Request(r.Context(), approval.Hold{
@@ -557,6 +565,7 @@ type respWriter struct {
 	status int
 	n      int64
 	before func() // runs once before clawd's own answer goes out; nil when upstream answers
+	reason string // why clawd refused the body (budget, size, encoding), for the audit line
 }
 
 func (w *respWriter) WriteHeader(code int) {

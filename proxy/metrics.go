@@ -12,6 +12,8 @@ type metrics struct {
 	held           prometheus.Gauge
 	upstreamErrors prometheus.Counter
 	untrusted      *prometheus.CounterVec
+	buffered       prometheus.Gauge
+	bufferRefused  *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -36,6 +38,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "clawd_tls_untrusted_total",
 			Help: "Intercepted TLS handshakes the agent aborted on clawd's certificate (it does not trust clawd's CA), by container.",
 		}, []string{"container"}),
+		buffered: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "clawd_buffered_body_bytes",
+			Help: "Request-body bytes held in memory (approval holds, body conditions, decoding), counted against max-buffered-bytes.",
+		}),
+		bufferRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "clawd_buffered_body_refused_total",
+			Help: "Requests refused because buffering their body would pass a memory budget, by the bound that was hit (container, global, request).",
+		}, []string{"scope"}),
 	}
 	if reg == nil {
 		return m, nil
@@ -46,6 +56,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.held = register(reg, m.held, &err)
 	m.upstreamErrors = register(reg, m.upstreamErrors, &err)
 	m.untrusted = register(reg, m.untrusted, &err)
+	m.buffered = register(reg, m.buffered, &err)
+	m.bufferRefused = register(reg, m.bufferRefused, &err)
 	if err != nil {
 		return nil, err
 	}

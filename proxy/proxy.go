@@ -154,6 +154,16 @@ type Config struct {
 	MaxHoldBody int64
 	// PreviewLimit bounds the body preview put on approval cards. Default 4 KiB.
 	PreviewLimit int
+	// MaxBufferedBytes bounds the request-body bytes held in memory at once
+	// for all containers together: bodies held for approval, read for a
+	// body condition, or decoded for secret injection, raw and decoded
+	// bytes both counted. A body that would pass it is refused with 503
+	// and Retry-After (413 when it alone is bigger than the bound). 0 means
+	// the default, 256 MiB; negative means no bound.
+	MaxBufferedBytes int64
+	// MaxBufferedBytesPerContainer is the same bound for each container on
+	// its own. 0 means the default, 64 MiB; negative means no bound.
+	MaxBufferedBytesPerContainer int64
 	// Dial dials upstreams (always OrigDst). Default: a net.Dialer.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// Now is the clock for decisions and durations. Default time.Now.
@@ -179,6 +189,7 @@ type Server struct {
 	fbPorts   map[uint16]bool
 	decisions decisionCounters
 	untrusted untrustedCounts
+	budget    *bodyBudget // memory of buffered request bodies (body.go)
 
 	liveMu sync.Mutex
 	live   map[*live]struct{} // open streams re-decided by Recheck
@@ -215,6 +226,12 @@ func New(cfg Config) (*Server, error) {
 	if cfg.PreviewLimit == 0 {
 		cfg.PreviewLimit = defaultPreviewLimit
 	}
+	if cfg.MaxBufferedBytes == 0 {
+		cfg.MaxBufferedBytes = defaultMaxBufferedBytes
+	}
+	if cfg.MaxBufferedBytesPerContainer == 0 {
+		cfg.MaxBufferedBytesPerContainer = defaultMaxBufferedBytesPerContainer
+	}
 	if cfg.Dial == nil {
 		d := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}
 		cfg.Dial = d.DialContext
@@ -242,6 +259,7 @@ func New(cfg Config) (*Server, error) {
 		conns:     make(map[*connState]struct{}),
 		live:      make(map[*live]struct{}),
 	}
+	s.budget = newBodyBudget(cfg.MaxBufferedBytes, cfg.MaxBufferedBytesPerContainer, m)
 	for _, ap := range cfg.Forbidden {
 		s.forbidden[netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())] = true
 	}
