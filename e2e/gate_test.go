@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os/exec"
 	"strconv"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -529,7 +530,7 @@ func TestGate(t *testing.T) {
 	}
 	ctlHost := newHitListener(t, ctlLn)
 	pol := gatePolicyOpts{ctlPort: ctlHost.port()}
-	extra := "upstream-ca-file: " + gu.CAFile + "\n" +
+	extra := "upstream-ca-file: " + gu.CAFile + "\n" + gateDNSAudit +
 		fmt.Sprintf("%s: %d\n%s: %d\n", gateBudgetKeyGlobal, gateBudget, gateBudgetKeyPerContainer, gateBudgetContainer)
 	cl := StartClawd(t, ctd, ClawdOpts{Policy: gatePolicy(pol), Extra: extra})
 	env := &gateEnv{cl: cl, up: up, gu: gu, ctd: ctd}
@@ -597,7 +598,11 @@ func TestGate(t *testing.T) {
 			case "c3-ctl-strict-intercepted":
 				return kCtlDeny
 			case "c3-ctl-loose-passthrough":
-				return kCtlPass
+				// Intercepted, not passed through: another container resolved
+				// the strict name at the same address, and a hard-coded
+				// address must not make a co-hosted HTTP-level host
+				// reachable raw (proxy TestGateHardCodedAddressOfAnHTTPLevelHost).
+				return kCtlAllow
 			case "c3-ctl-loose-echo":
 				return kCtlConn
 			case "c3-echo-most-restrictive":
@@ -607,8 +612,9 @@ func TestGate(t *testing.T) {
 			}
 			return kDeny
 		}
-		// Controls from a container that resolved only the loose name: it
-		// is a plain passthrough (and echo) destination there.
+		// Controls from a container that resolved only the loose name: the
+		// request works (intercepted, since the strict name lives at the
+		// same address) and the echo is a connection-level destination.
 		env.judge(t, lo, runHostile(t, lo, 2*time.Minute, "-only", "c3-ctl-loose-passthrough,c3-ctl-loose-echo"), kind)
 		var vs []string
 		for _, v := range strings.Fields("c3-ctl-strict-intercepted c3-sni-loose-host-strict c3-sni-loose-host-strict-admin c3-sni-loose-pipelined c3-sni-loose-upper c3-sni-loose-v6 c3-no-sni-shared-ip c3-late-plain-shared-ip c3-garbage-shared-ip c3-echo-most-restrictive") {
@@ -672,7 +678,10 @@ func gateRebinding(t *testing.T, env *gateEnv, run func(*testing.T, string, harn
 		{"ctl-public", P("pub"), harness.UpstreamIPv4.String(), gatePlainPort, "http", nil, nil, "upstream"},
 		{"ctl-host-cidr", P("hostctl"), "198.51.100.1", ctlHost.port(), "http", nil, ctlHost, "reach"},
 		{"ctl-private-cidr", P("tenctl"), "10.254.0.20", 80, "http", nil, nil, "allow"},
-		{"loop", P("loop"), "127.0.0.1", loHits.port(), "http", []string{"127.0.0.1"}, loHits, ""},
+		// With the answer filtered the agent can only dial 127.0.0.1 itself,
+		// which is its own loopback (never redirected): no audit line to
+		// expect, but the host's loopback listener must see nothing.
+		{"loop", P("loop"), "127.0.0.1", loHits.port(), "http", []string{"127.0.0.1"}, loHits, "own-loopback"},
 		{"meta", P("meta"), "169.254.169.254", 80, "http", []string{"169.254.169.254"}, nil, ""},
 		{"meta-tls", P("meta"), "169.254.169.254", 443, "tls", []string{"169.254.169.254"}, nil, ""},
 		{"meta-raw", P("meta"), "169.254.169.254", 22, "raw", []string{"169.254.169.254"}, nil, ""},
@@ -680,7 +689,10 @@ func gateRebinding(t *testing.T, env *gateEnv, run func(*testing.T, string, harn
 		{"cgnat", P("cgnat"), "100.64.0.1", 80, "http", []string{"100.64.0.1"}, nil, ""},
 		{"gw", P("gw"), ct.HostIPv4.String(), gwHits.port(), "http", []string{ct.HostIPv4.String()}, gwHits, ""},
 		{"gw-raw", P("gw"), ct.HostIPv4.String(), gwHits.port(), "raw", []string{ct.HostIPv4.String()}, gwHits, ""},
-		{"hostlink", P("hostlink"), "198.51.100.1", linkHits.port(), "http", []string{"198.51.100.1"}, linkHits, ""},
+		// The address stays in the DNS answer: the ctl-host-cidr rule names
+		// it in cidrs (for another port), and DNS knows no port. The dial to
+		// this port must still be refused.
+		{"hostlink", P("hostlink"), "198.51.100.1", linkHits.port(), "http", nil, linkHits, ""},
 		{"peer", P("peer"), peer.IPv4.String(), peerHits.port(), "http", []string{peer.IPv4.String()}, peerHits, ""},
 		{"nat64", P("nat64"), "64:ff9b::a9fe:a9fe", 80, "http", []string{"64:ff9b::a9fe:a9fe"}, nil, ""},
 		{"mapped", P("mapped"), "169.254.169.254", 80, "http", []string{"169.254.169.254", "::ffff:169.254.169.254", "::ffff:a9fe:a9fe"}, nil, ""},
@@ -742,6 +754,21 @@ func gateRebinding(t *testing.T, env *gateEnv, run func(*testing.T, string, harn
 			case "reach":
 				if !dialR.has2xx() || len(v.hits.Hits()) == 0 {
 					t.Errorf("control: a cidrs rule naming the host address should allow it: %s (hits %v)", ctx, v.hits.Hits())
+				}
+				return
+			case "own-loopback":
+				for _, h := range v.hits.Hits() {
+					if gateMarker("rb-" + v.tag).MatchString(h) {
+						t.Errorf("ESCAPE: the host's loopback was reached: %s", h)
+					}
+				}
+				if dialled || dialR.has2xx() {
+					t.Errorf("the agent reached a loopback service: %s", ctx)
+				}
+				for _, a := range strings.Split(dnsR.Detail, ",") {
+					if slices.Contains(v.special, a) {
+						t.Errorf("the agent's DNS answer holds the special address %s", a)
+					}
 				}
 				return
 			case "allow":
@@ -897,10 +924,14 @@ func gatePodDNS(t *testing.T, env *gateEnv, files map[string]string) {
 		}
 	}
 	t.Run("forwarded-queries-audited", func(t *testing.T) {
+		// Forwarded queries are audited in aggregate, every
+		// dns-audit-interval (200ms here): wait for the flush (bounded).
 		found := false
-		for _, e := range cl.AuditEntries() {
-			if e.Event == gateDNSEvent && e.Container == b.Name && strings.Contains(e.Host, "ctl.podb.upstream.test") && !isDeny(e.Action) {
-				found = true
+		for deadline := time.Now().Add(10 * time.Second); !found && time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+			for _, e := range cl.AuditEntries() {
+				if e.Event == gateDNSEvent && e.Container == b.Name && strings.Contains(e.Host, "ctl.podb.upstream.test") && !isDeny(e.Action) {
+					found = true
+				}
 			}
 		}
 		if !found {
