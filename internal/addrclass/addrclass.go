@@ -53,36 +53,8 @@ func Of(a netip.Addr) Class {
 	if !a.IsValid() {
 		return Reserved
 	}
-	a = a.WithZone("")
-	if a.Is4In6() {
-		return Of(a.Unmap())
-	}
-	if a.Is4() {
-		return of4(a)
-	}
-	switch {
-	case a.IsUnspecified():
-		return Unspecified
-	case a.IsLoopback():
-		return Loopback
-	case a.IsLinkLocalUnicast(), a.IsLinkLocalMulticast():
-		return LinkLocal
-	case a.IsMulticast():
-		return Multicast
-	case a.IsPrivate(): // fc00::/7
-		return Private
-	case discard6.Contains(a):
-		return Reserved
-	}
-	if v4, ok := Embedded(a); ok {
-		if c := of4(v4); c != Public {
-			return c
-		}
-	}
-	return Public
-}
-
-func of4(a netip.Addr) Class {
+	a = a.WithZone("").Unmap()
+	// netip's predicates cover both families (fc00::/7 is Private).
 	switch {
 	case a.IsUnspecified():
 		return Unspecified
@@ -94,13 +66,23 @@ func of4(a netip.Addr) Class {
 		return Multicast
 	case a.IsPrivate():
 		return Private
-	case shared4.Contains(a):
-		return Shared
 	}
-	for _, p := range reserved4 {
-		if p.Contains(a) {
-			return Reserved
+	if a.Is4() {
+		if shared4.Contains(a) {
+			return Shared
 		}
+		for _, p := range reserved4 {
+			if p.Contains(a) {
+				return Reserved
+			}
+		}
+		return Public
+	}
+	if discard6.Contains(a) {
+		return Reserved
+	}
+	if v4, ok := Embedded(a); ok {
+		return Of(v4)
 	}
 	return Public
 }
