@@ -19,20 +19,20 @@ import (
 )
 
 // The policy for the HTTP tricks: GET /public/** on upstream.test (ports
-// 8080 and 8081), nothing else.
+// 8080 and 8082; 8081 is the policy tests' shared server), nothing else.
 const tricksPolicy = `version: 1
 default:
   default_action: deny
   rules:
     - name: public
       hosts: [upstream.test]
-      ports: [8080, 8081]
+      ports: [8080, 8082]
       methods: [GET]
       paths: ["/public/**"]
       action: allow
 `
 
-// upgradeUpstream listens on 198.51.100.10:8081 in the upstream netns and
+// upgradeUpstream listens on 198.51.100.10:8082 in the upstream netns and
 // agrees to every protocol upgrade (101), as an h2c or WebSocket server
 // would; everything it receives on each connection is recorded.
 type upgradeUpstream struct {
@@ -42,7 +42,7 @@ type upgradeUpstream struct {
 
 func startUpgradeUpstream(t *testing.T, up *harness.Upstream) *upgradeUpstream {
 	t.Helper()
-	ln, err := up.Listen("tcp4", net.JoinHostPort(harness.UpstreamIPv4.String(), "8081"))
+	ln, err := up.Listen("tcp4", net.JoinHostPort(harness.UpstreamIPv4.String(), "8082"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -259,10 +259,10 @@ func TestHTTPTricks(t *testing.T) {
 	// follows on the same connection must never reach the upstream.
 	t.Run("h2c upgrade", func(t *testing.T) {
 		upg.reset()
-		dst81 := net.JoinHostPort(harness.UpstreamIPv4.String(), "8081")
-		ans := sendRaw(t, ct, dst81,
-			"GET /public/a HTTP/1.1\r\nHost: upstream.test:8081\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
-			"GET /private HTTP/1.1\r\nHost: upstream.test:8081\r\n\r\n")
+		dstUpg := net.JoinHostPort(harness.UpstreamIPv4.String(), "8082")
+		ans := sendRaw(t, ct, dstUpg,
+			"GET /public/a HTTP/1.1\r\nHost: upstream.test:8082\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+			"GET /private HTTP/1.1\r\nHost: upstream.test:8082\r\n\r\n")
 		got := statuses(ans)
 		if strings.Join(got, ",") != "200,403" {
 			t.Errorf("responses %v, want 200 then 403; answer:\n%s", got, tail(ans, 800))
@@ -280,10 +280,10 @@ func TestHTTPTricks(t *testing.T) {
 	})
 	t.Run("WebSocket to a denied path on an upgrading upstream", func(t *testing.T) {
 		upg.reset()
-		dst81 := net.JoinHostPort(harness.UpstreamIPv4.String(), "8081")
-		ans := sendRaw(t, ct, dst81,
-			"GET /private/ws HTTP/1.1\r\nHost: upstream.test:8081\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-			"GET /private HTTP/1.1\r\nHost: upstream.test:8081\r\n\r\n")
+		dstUpg := net.JoinHostPort(harness.UpstreamIPv4.String(), "8082")
+		ans := sendRaw(t, ct, dstUpg,
+			"GET /private/ws HTTP/1.1\r\nHost: upstream.test:8082\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+			"GET /private HTTP/1.1\r\nHost: upstream.test:8082\r\n\r\n")
 		if got := statuses(ans); len(got) == 0 || got[0] != "403" {
 			t.Errorf("responses %v, want 403 first; answer:\n%s", got, tail(ans, 800))
 		}
