@@ -102,6 +102,31 @@ default:
       action: allow
 `
 
+// atkPolicyCIDR is the same with a deny default: the address is allowed
+// by a cidrs rule for the service subnet the host lives in (here loopback,
+// where the test upstreams are).
+const atkPolicyCIDR = `
+version: 1
+default:
+  default_action: deny
+  rules:
+    - name: no-delete
+      hosts: strict.example
+      methods: DELETE
+      action: deny
+    - name: no-admin
+      hosts: strict.example
+      paths: /admin/**
+      action: deny
+    - name: strict
+      hosts: strict.example
+      intercept: true
+      action: allow
+    - name: service-subnet
+      cidrs: [127.0.0.0/8]
+      action: allow
+`
+
 // DNS memory is the only thing that ties an address to the name whose
 // rules are HTTP-level. It forgets: after MinTTL (or after the agent looks
 // up MaxEntries other names, which evicts the pair), a TLS connection
@@ -109,12 +134,16 @@ default:
 // spliced raw. The agent then speaks TLS to strict.example's server itself
 // and sends what the rules deny.
 func TestAttackDNSMemoryExpiryDowngradesToSplice(t *testing.T) {
-	for _, how := range []string{"expiry", "eviction"} {
+	for _, how := range []string{"expiry", "eviction", "expiry-cidr"} {
 		t.Run(how, func(t *testing.T) {
+			pol := atkPolicy
+			if how == "expiry-cidr" {
+				pol = atkPolicyCIDR
+			}
 			up := newUpstream(t, true, false, nil)
 			ip := up.addr().Addr()
 			r, lookup, clk := atkResolver(t, ip, func(c *pdns.Config) { c.MaxEntries = 64 })
-			p, err := policy.Parse([]byte(atkPolicy), "attack.yaml")
+			p, err := policy.Parse([]byte(pol), "attack.yaml")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -142,7 +171,7 @@ func TestAttackDNSMemoryExpiryDowngradesToSplice(t *testing.T) {
 			if code, err := del(); err == nil {
 				t.Fatalf("control: TLS without SNI to strict.example's address got %d", code)
 			}
-			if how == "expiry" {
+			if how != "eviction" {
 				clk.add(6 * time.Minute)
 			} else {
 				for i := range 64 {

@@ -19,9 +19,15 @@ import (
 // address's) rule passes a destination that is a name with HTTP-level
 // rules.
 func TestAttackHostAsAddressLiteral(t *testing.T) {
+	for _, pol := range []string{atkPolicy, atkPolicyCIDR} {
+		t.Run(map[string]string{atkPolicy: "default-allow", atkPolicyCIDR: "cidr-allow"}[pol], func(t *testing.T) { attackHostAsAddress(t, pol) })
+	}
+}
+
+func attackHostAsAddress(t *testing.T, pol string) {
 	up := newUpstream(t, false, false, nil)
 	ip := up.addr().Addr()
-	p, err := policy.Parse([]byte(atkPolicy), "attack.yaml")
+	p, err := policy.Parse([]byte(pol), "attack.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
