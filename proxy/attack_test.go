@@ -125,3 +125,49 @@ func TestAttackReloadDuringRequestHold(t *testing.T) {
 		t.Errorf("upgraded stream opened and kept after a reload denied it: %q %v", l, err)
 	}
 }
+
+// A request whose body streams (chunked, of unknown length) is an
+// open-ended channel to the upstream, like a WebSocket: the agent can keep
+// writing for hours. It is registered with Recheck only when its response
+// is a stream, so a reload that denies the request leaves the upload open
+// and the upstream keeps receiving the agent's bytes.
+func TestAttackReloadLeavesStreamingUploadOpen(t *testing.T) {
+	got := make(chan string, 100)
+	dst, _ := tcpUpstream(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		buf := make([]byte, 64)
+		for {
+			n, err := req.Body.Read(buf)
+			if n > 0 {
+				got <- string(buf[:n])
+			}
+			if err != nil {
+				return
+			}
+		}
+	})
+	dec := newDecider(policy.Deny, rule{name: "upload", host: "example.com", pathPrefix: "/upload", action: policy.Allow})
+	e := newEnv(t, dec, func(c *Config) { c.Names = fakeNames{"example.com": dst.Addr()} })
+	c := e.dial(dst)
+	io.WriteString(c, "POST /upload HTTP/1.1\r\nHost: example.com\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n")
+	select {
+	case s := <-got:
+		if s != "first" {
+			t.Fatalf("got %q", s)
+		}
+	case <-time.After(waitLimit):
+		t.Fatal("first chunk not forwarded")
+	}
+	dec.set(policy.Deny, rule{name: "upload-closed", host: "example.com", pathPrefix: "/upload", action: policy.Deny})
+	n := e.srv.Recheck("policy reloaded")
+	io.WriteString(c, "6\r\nsecond\r\n")
+	select {
+	case s := <-got:
+		t.Errorf("after a reload denying POST /upload (Recheck closed %d), the streaming upload still delivers %q upstream", n, s)
+	case <-time.After(time.Second):
+	}
+}
