@@ -23,4 +23,5 @@ const (
 	ActionAttach  = "attach"
 	ActionDetach  = "detach"
 	ActionAborted = "aborted"
+	ActionExpired = "expired"
 )
