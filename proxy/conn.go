@@ -37,10 +37,12 @@ type conn struct {
 	st     *connState
 	start  time.Time
 	cls    classCache // the destination's address class, computed once
+	gen    uint64     // the Server's Recheck generation when serving began
 }
 
 func (cc *conn) serve() {
 	s := cc.s
+	cc.gen = s.gen.Load() // before any decision: see trackChecked
 	cc.br = bufio.NewReaderSize(cc.c, sniffBufSize)
 	f := connFacts{meta: cc.meta, names: cc.names(), cls: &cc.cls}
 	// Deadlines are on the real clock: they bound real sockets.
@@ -218,7 +220,31 @@ func (cc *conn) watchClient() (context.Context, func()) {
 // so between two *net.TCPConn the kernel splices (TCPConn.ReadFrom).
 func (cc *conn) splice(e *audit.Entry, recheck func() (policy.Decision, bool)) {
 	s := cc.s
-	up, err := s.cfg.Dial(cc.ctx, "tcp", cc.meta.OrigDst.String())
+	// Tracked before the upstream is dialled, and decided again first if
+	// the policy changed while the connection was being decided or held: a
+	// reload that lands now closes it, one that landed before refuses it.
+	ctx, cancel := context.WithCancel(cc.ctx)
+	defer cancel()
+	var mu sync.Mutex
+	var up net.Conn
+	kill := func() {
+		cancel()
+		cc.c.Close()
+		mu.Lock()
+		if up != nil {
+			up.Close()
+		}
+		mu.Unlock()
+	}
+	s.setHooks(cc.st, func() {}, kill)
+	untrack, ok := s.trackChecked(&live{entry: *e, recheck: recheck, kill: kill}, cc.gen)
+	defer untrack()
+	if !ok {
+		e.Action, e.Reason = audit.ActionDeny, "the policy changed before the connection opened"
+		resetClose(cc.c)
+		return
+	}
+	c, err := s.cfg.Dial(ctx, "tcp", cc.meta.OrigDst.String())
 	if err != nil {
 		s.m.upstreamErrors.Inc()
 		s.log.Debug("upstream dial failed", zap.String("dst", cc.meta.OrigDst.String()), zap.Error(err))
@@ -226,10 +252,13 @@ func (cc *conn) splice(e *audit.Entry, recheck func() (policy.Decision, bool)) {
 		resetClose(cc.c)
 		return
 	}
+	mu.Lock()
+	up = c
+	mu.Unlock()
 	defer up.Close()
-	kill := func() { cc.c.Close(); up.Close() }
-	s.setHooks(cc.st, func() {}, kill)
-	defer s.track(&live{entry: *e, recheck: recheck, kill: kill})()
+	if ctx.Err() != nil { // killed while dialling
+		return
+	}
 
 	if n := cc.br.Buffered(); n > 0 {
 		b, _ := cc.br.Peek(n)

@@ -155,7 +155,7 @@ func (s *Server) gateConn(f connFacts) connVerdict {
 		return v
 	}
 	v.d, v.host = s.connDecision(m, hosts, f.again)
-	v.d = s.guardAddr(v.d, m.Container, m.OrigDst, f.cls)
+	v.d = s.guardAddr(v.d, policy.Input{Container: m.Container, DstIP: ip, DstPort: m.OrigDst.Port(), Recheck: f.again}, f.cls)
 	v.e.Host = v.host
 	if v.d.Action == policy.Deny && f.stage == stageLate && !f.waited {
 		// A slow client (a loaded host, a busy agent) whose connection the
@@ -248,15 +248,30 @@ func (s *Server) decideConn(in policy.Input) policy.Decision {
 
 // guardAddr refuses an allow or approve decision for a special address
 // unless a rule that allows it names the address (and port) in its cidrs
-// (invariant 3): the deciding rule, or another one of the set.
-func (s *Server) guardAddr(d policy.Decision, c policy.Container, dst netip.AddrPort, cache *classCache) policy.Decision {
+// (invariant 3); and then the address's own decision (in without the host
+// name, so the cidrs rules decide) applies too, the stricter of the two:
+// a name rule cannot lend its allow to an address whose cidrs rule asks
+// for approval.
+func (s *Server) guardAddr(d policy.Decision, in policy.Input, cache *classCache) policy.Decision {
 	if d.Action == policy.Deny || d.ByCIDR {
 		return d
 	}
-	ip := dst.Addr()
-	if cls := cache.get(s, ip); cls != addrclass.Public && !s.cfg.Decider.CIDRCovers(c, ip, dst.Port()) {
+	ip := in.DstIP
+	cls := cache.get(s, ip)
+	if cls == addrclass.Public {
+		return d
+	}
+	if !s.cfg.Decider.CIDRCovers(in.Container, ip, in.DstPort) {
 		return refuse(ruleSpecialAddress, fmt.Sprintf(
 			"destination %s is a %s address; only a rule that names it in cidrs may reach it (a DNS answer pointing a name there is not enough)", ip, cls))
+	}
+	in.Host = ""
+	byAddr := s.decide(in)
+	if byAddr.NeedBody {
+		return byAddr // the request's caller buffers the body and asks again
+	}
+	if severity(byAddr.Action) > severity(d.Action) {
+		return byAddr
 	}
 	return d
 }
@@ -301,5 +316,5 @@ func (s *Server) gateRequest(f reqFacts, dst netip.AddrPort) policy.Decision {
 	if d.NeedBody {
 		return d
 	}
-	return s.guardAddr(d, f.in.Container, dst, f.cls)
+	return s.guardAddr(d, f.in, f.cls)
 }

@@ -70,12 +70,6 @@ type reqInfo struct {
 	e       *audit.Entry
 	counter *countingBody
 	out     http.Header // the agent's response header (rw.Header())
-	// stream registers the request with Recheck until the returned func
-	// is called; kill ends it. untrack is set once a streamed response
-	// was registered; cancel ends the upstream exchange.
-	stream  func(kill func()) func()
-	untrack func()
-	cancel  context.CancelFunc
 }
 
 type reqInfoKey struct{}
@@ -126,6 +120,7 @@ func newHandler(cc *conn, scheme, sni string) *handler {
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s := h.cc.s
+	g0 := s.gen.Load() // before the decision: see trackChecked
 	meta := h.cc.meta
 	start := s.cfg.Now()
 	rw := &respWriter{ResponseWriter: w}
@@ -287,10 +282,11 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		ri.inj = injection
 	}
-	rw.before = nil // from here the body goes upstream
-	// Streams that outlive this decision (an upgrade, a response of unknown
-	// length such as SSE) are re-decided, as this request, on reload and
-	// revocation; a rate limit is not charged again for that.
+	// Every forwarded request is tracked while it lasts (its body and its
+	// response may stream for hours, an upgrade turns it into a tunnel):
+	// re-decided as this request on reload and revocation, with no rate
+	// limit charged again; decided again at once if the policy changed
+	// while it was held.
 	rf, was := f, d
 	rf.in.Header, rf.in.Recheck = r.Header.Clone(), true
 	if !rf.in.BodyKnown {
@@ -298,21 +294,22 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
-	ri.stream = func(kill func()) func() {
-		return s.track(&live{entry: e, kill: kill, recheck: func() (policy.Decision, bool) {
-			nd := s.gateRequest(rf, meta.OrigDst)
-			return nd, nd.Action != policy.Deny && s.stillAllowed(was, out, nd)
-		}})
+	kill := cancel // HTTP/2: this stream only
+	if r.ProtoMajor == 1 {
+		kill = func() { cancel(); h.cc.kill() }
 	}
-	ri.cancel = cancel
-	if upgradeType(r.Header) != "" {
-		defer ri.stream(h.cc.kill)()
+	untrack, ok := s.trackChecked(&live{entry: e, kill: kill, recheck: func() (policy.Decision, bool) {
+		nd := s.gateRequest(rf, meta.OrigDst)
+		return nd, nd.Action != policy.Deny && s.stillAllowed(was, out, nd)
+	}}, g0)
+	defer untrack()
+	if !ok {
+		e.Action, e.Reason = audit.ActionDeny, "the policy or approvals changed before the request was forwarded"
+		info.Error, info.Reason = "blocked_by_policy", e.Reason
+		writeJSON(rw, http.StatusForbidden, info)
+		return
 	}
-	defer func() {
-		if ri.untrack != nil {
-			ri.untrack()
-		}
-	}()
+	rw.before = nil // from here the body goes upstream
 	h.rp.ServeHTTP(rw, r.WithContext(context.WithValue(ctx, reqInfoKey{}, ri)))
 }
 
@@ -401,9 +398,6 @@ func (h *handler) modifyResponse(resp *http.Response) error {
 	}
 	if ri.inj != nil {
 		ri.inj.ScrubResponse(resp)
-	}
-	if resp.StatusCode != http.StatusSwitchingProtocols && resp.ContentLength < 0 && ri.stream != nil {
-		ri.untrack = ri.stream(ri.cancel) // a stream: SSE, a long poll, a tail
 	}
 	// The agent gets the upstream's Content-Type or none: net/http would
 	// otherwise sniff one from the first body bytes, or not, depending on

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -193,6 +194,7 @@ type Server struct {
 
 	liveMu sync.Mutex
 	live   map[*live]struct{} // open streams re-decided by Recheck
+	gen    atomic.Uint64      // Recheck calls so far
 
 	mu      sync.Mutex
 	closing bool
