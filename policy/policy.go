@@ -514,13 +514,14 @@ func bodyMatch(needles [][]byte, body []byte) bool {
 // connection must never be spliced raw: the proxy frames it (TLS
 // interception, HTTP parsing) or refuses it, whatever the timing or shape of
 // its first bytes. Rules whose ports exclude port do not count, so ssh to a
-// host whose HTTP rules name port 443 stays a connection-level decision.
+// host whose HTTP rules name port 443 stays a connection-level decision;
+// port 0 means any port (the DNS resolver, which knows none).
 func (p *Policy) HTTPLevel(c Container, host string, ip netip.Addr, port uint16) bool {
 	s := p.setFor(c)
 	level := func(idx []int32) bool {
 		for _, i := range idx {
 			r := s.rules[i]
-			if (r.intercept || r.httpCond) && (len(r.ports) == 0 || portIn(r.ports, port)) {
+			if (r.intercept || r.httpCond) && (len(r.ports) == 0 || port == 0 || portIn(r.ports, port)) {
 				return true
 			}
 		}

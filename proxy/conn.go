@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"slices"
 	"strconv"
@@ -81,6 +82,18 @@ func (cc *conn) names() []string {
 	var out []string
 	for _, n := range cc.s.cfg.Names.NamesFor(cc.meta.Container.Key(), cc.meta.OrigDst.Addr()) {
 		if n = hostname.Normalize(n); n != "" && !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// allNames are the names clawd's DNS gave this container or any other for
+// the destination.
+func (cc *conn) allNames(netip.AddrPort) []string {
+	out := cc.names()
+	for _, n := range cc.s.namesForAny(cc.meta) {
+		if n = hostname.Normalize(n); hostname.Valid(n) && !slices.Contains(out, n) {
 			out = append(out, n)
 		}
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/clawd-dev/clawd/audit"
 	"github.com/clawd-dev/clawd/internal/addrclass"
+	"github.com/clawd-dev/clawd/internal/hostname"
 	"github.com/clawd-dev/clawd/policy"
 )
 
@@ -156,6 +157,13 @@ func (s *Server) gateConn(f connFacts) connVerdict {
 	}
 	v.d, v.host = s.connDecision(m, hosts, f.again)
 	v.d = s.guardAddr(v.d, policy.Input{Container: m.Container, DstIP: ip, DstPort: m.OrigDst.Port(), Recheck: f.again}, f.cls)
+	if f.stage == stageBadTLS && v.d.Action != policy.Deny && !v.d.ByCIDR {
+		// A ClientHello crypto/tls cannot read (a trailing-dot or otherwise
+		// invalid name, SSLv2 framing, larger than the sniff buffer) names
+		// no host clawd could check: only a rule naming the address may
+		// let it through unread.
+		v.d = refuse(ruleUnframable, "unreadable TLS ClientHello: only a rule that names the address in cidrs can allow TLS whose server name clawd cannot read")
+	}
 	v.e.Host = v.host
 	if v.d.Action == policy.Deny && f.stage == stageLate && !f.waited {
 		// A slow client (a loaded host, a busy agent) whose connection the
@@ -300,6 +308,9 @@ type reqFacts struct {
 	sni string // intercepted server name; "" for plain HTTP
 	in  policy.Input
 	cls *classCache // the connection's
+	// names lists the names clawd's DNS gave this container or any other
+	// for the destination (asked only when Host is an address).
+	names func(netip.AddrPort) []string
 }
 
 // gateRequest decides one HTTP request. A NeedBody decision asks the caller
@@ -315,6 +326,22 @@ func (s *Server) gateRequest(f reqFacts, dst netip.AddrPort) policy.Decision {
 	d := s.decide(f.in)
 	if d.NeedBody {
 		return d
+	}
+	if hostname.IsIP(host) && f.names != nil {
+		// Host is the address itself (or absent): the server behind it is
+		// whatever name lives there, so each name's rules apply too, the
+		// most restrictive winning, as for a connection (invariant 2).
+		in := f.in
+		for _, n := range f.names(dst) {
+			in.Host = n
+			nd := s.decide(in)
+			if nd.NeedBody || nd.Rule != "default" && severity(nd.Action) > severity(d.Action) {
+				d = nd
+			}
+			if d.NeedBody {
+				return d
+			}
+		}
 	}
 	return s.guardAddr(d, f.in, f.cls)
 }

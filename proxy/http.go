@@ -153,7 +153,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	info := errInfo{Method: r.Method, Host: host, Path: r.URL.Path}
 
-	f := reqFacts{key: h.key, sni: h.sni, cls: &h.cc.cls, in: policy.Input{
+	f := reqFacts{key: h.key, sni: h.sni, cls: &h.cc.cls, names: h.cc.allNames, in: policy.Input{
 		Container: meta.Container,
 		DstIP:     meta.OrigDst.Addr(),
 		DstPort:   meta.OrigDst.Port(),
@@ -201,6 +201,16 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 			buffered = true
+		}
+		// A held request's head stays in memory too (and a copy on the
+		// card): it counts against the same budget as held bodies.
+		headLease := s.budget.lease(h.key)
+		defer headLease.release()
+		if err := headLease.grow(2 * headBytes(r)); err != nil {
+			be := err.(*bodyError)
+			e.Action, e.Reason = audit.ActionDeny, be.reason
+			be.write(rw, info)
+			return
 		}
 		out = h.hold(r, body, host, target, d)
 		e.By, e.ApprovalID = out.By, out.ID
@@ -339,6 +349,17 @@ func (h *handler) drainUnread(w http.ResponseWriter, r *http.Request, bodyRead b
 	rc.SetReadDeadline(time.Now().Add(drainTime))
 	io.Copy(io.Discard, io.LimitReader(r.Body, drainLimit))
 	rc.SetReadDeadline(time.Time{})
+}
+
+// headBytes is about what a request's head takes in memory.
+func headBytes(r *http.Request) int64 {
+	n := int64(len(r.Method) + len(r.RequestURI) + len(r.Host) + 16)
+	for k, vs := range r.Header {
+		for _, v := range vs {
+			n += int64(len(k) + len(v) + 4)
+		}
+	}
+	return n
 }
 
 // hold asks the approver. The request context ends when the agent goes away

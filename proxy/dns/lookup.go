@@ -58,7 +58,7 @@ func (r *Resolver) NamesForAny(ip netip.Addr) []string {
 	r.mu.Unlock()
 	ip = ip.WithZone("").Unmap()
 	now := r.now()
-	var out []string
+	out := r.sticky.names(ip, now)
 	for _, s := range states {
 		for _, n := range s.answers.names(ip, now) {
 			if !slices.Contains(out, n) {

@@ -73,6 +73,15 @@ type Config struct {
 	// handed to the agent only then. nil: no rule names any range, so every
 	// special address is left out.
 	CIDRCovers func(c policy.Container, ip netip.Addr) bool
+	// HTTPLevel reports whether some rule of c's set treats name at the
+	// HTTP level (policy.Engine.HTTPLevel with no address and any port).
+	// Addresses answered for such names are remembered for StickyTTL,
+	// across containers and beyond the per-container memory, so that
+	// NamesForAny still ties them to the name when the agent dials them
+	// later by address (the DNS memory expired or was evicted). nil: none.
+	HTTPLevel func(c policy.Container, name string) bool
+	// StickyTTL is how long those addresses are remembered. Default 24h.
+	StickyTTL time.Duration
 	// Special adds the host's own addresses and attached containers'
 	// addresses to the fixed special ranges of addrclass.Of. Nil funcs add
 	// nothing.
@@ -115,6 +124,10 @@ type Resolver struct {
 
 	mu         sync.Mutex
 	containers map[string]*containerState
+
+	httpLevel func(policy.Container, string) bool
+	stickyTTL time.Duration
+	sticky    *answerSet // addresses of HTTP-level names, all containers
 }
 
 // containerState is everything the resolver keeps for one container.
@@ -122,6 +135,11 @@ type containerState struct {
 	sem     chan struct{} // in-flight query slots
 	answers *answerSet
 }
+
+// maxSticky bounds the remembered addresses of HTTP-level names. Only
+// names some rule treats at the HTTP level get in (API hosts, a handful),
+// so an agent cannot flush it by looking up arbitrary names.
+const maxSticky = 65536
 
 // Query results, the values of the "result" metric label.
 const (
@@ -149,6 +167,11 @@ func New(cfg Config) (*Resolver, error) {
 		now:         cfg.Now,
 		containers:  map[string]*containerState{},
 	}
+	r.httpLevel, r.stickyTTL = cfg.HTTPLevel, cfg.StickyTTL
+	if r.stickyTTL <= 0 {
+		r.stickyTTL = 24 * time.Hour
+	}
+	r.sticky = newAnswerSet(maxSticky)
 	if r.refuseRcode == 0 {
 		r.refuseRcode = mdns.RcodeNameError
 	}
@@ -392,6 +415,9 @@ func (r *Resolver) answer(ctx context.Context, c policy.Container, req *mdns.Msg
 	}
 	if resp.Rcode == mdns.RcodeSuccess {
 		r.state(c.Key()).answers.record(name, resp.Answer, r.now(), r.minTTL)
+		if r.httpLevel != nil && r.httpLevel(c, name) {
+			r.sticky.record(name, resp.Answer, r.now(), r.stickyTTL)
+		}
 	}
 
 	// Hand the upstream answer back as the reply to the client's query: its
