@@ -132,7 +132,7 @@ func New(cfg Config, log *zap.Logger) (*Daemon, error) {
 		RefuseRcode: rcode,
 		MayResolve:  d.policy.MayResolve,
 		CIDRCovers:  func(c policy.Container, ip netip.Addr) bool { return d.policy.CIDRCovers(c, ip, 0) },
-		HTTPLevel:   func(c policy.Container, name string) bool { return d.policy.HTTPLevel(c, name, netip.Addr{}, 0) },
+		HTTPLevel:   d.policy.HTTPLevelInAnySet,
 		// Answers pointing a name at the host or at an attached container
 		// are rebinding, as are the fixed special ranges.
 		Special:       addrclass.Extra{Host: proxy.IsHostAddr, Container: d.addrs.Has},

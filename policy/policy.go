@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -517,7 +518,10 @@ func bodyMatch(needles [][]byte, body []byte) bool {
 // host whose HTTP rules name port 443 stays a connection-level decision;
 // port 0 means any port (the DNS resolver, which knows none).
 func (p *Policy) HTTPLevel(c Container, host string, ip netip.Addr, port uint16) bool {
-	s := p.setFor(c)
+	return p.setFor(c).httpLevel(host, ip, port)
+}
+
+func (s *ruleSet) httpLevel(host string, ip netip.Addr, port uint16) bool {
 	level := func(idx []int32) bool {
 		for _, i := range idx {
 			r := s.rules[i]
@@ -596,6 +600,18 @@ func (r *rule) coversIP(ip netip.Addr) bool {
 	ip = ip.WithZone("").Unmap()
 	for _, c := range r.cidrs {
 		if c.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// HTTPLevelInAnySet is HTTPLevel(c, host, no address, any port) for every
+// container at once: true when some set treats host at the HTTP level.
+// The DNS resolver remembers addresses of such names for every container.
+func (p *Policy) HTTPLevelInAnySet(host string) bool {
+	for _, s := range append(slices.Clone(p.sets), p.def) {
+		if s.httpLevel(host, netip.Addr{}, 0) {
 			return true
 		}
 	}

@@ -54,7 +54,7 @@ func TestAttack2HTTPSRecordHintNotRemembered(t *testing.T) {
 		Upstreams:  []string{upPC.LocalAddr().String()},
 		Now:        clk.Now,
 		CIDRCovers: func(policy.Container, netip.Addr) bool { return true },
-		HTTPLevel:  func(c policy.Container, name string) bool { return p.HTTPLevel(c, name, netip.Addr{}, 0) },
+		HTTPLevel:  func(name string) bool { return p.HTTPLevelInAnySet(name) },
 		Timeout:    2 * time.Second,
 	})
 	if err != nil {

@@ -55,7 +55,7 @@ func TestAttack2ReloadToHTTPLevelNotRemembered(t *testing.T) {
 	sw := &atk2Swap{}
 	sw.p.Store(before)
 	r, lookup, clk := atkResolver(t, ip, func(c *pdns.Config) {
-		c.HTTPLevel = func(c policy.Container, name string) bool { return sw.HTTPLevel(c, name, netip.Addr{}, 0) }
+		c.HTTPLevel = func(name string) bool { return sw.p.Load().HTTPLevelInAnySet(name) }
 	})
 	e := newEnv(t, nil, func(c *Config) {
 		c.Decider = sw

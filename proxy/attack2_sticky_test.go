@@ -66,7 +66,7 @@ func TestAttack2StickyMemoryOnlyForQueryingContainersRules(t *testing.T) {
 	}
 	r, lookup, clk := atkResolver(t, ip, func(c *pdns.Config) {
 		// As the daemon wires it (daemon/daemon.go).
-		c.HTTPLevel = func(c policy.Container, name string) bool { return p.HTTPLevel(c, name, netip.Addr{}, 0) }
+		c.HTTPLevel = func(name string) bool { return p.HTTPLevelInAnySet(name) }
 	})
 	e := newEnv(t, nil, func(c *Config) {
 		c.Decider = p

@@ -56,8 +56,8 @@ func atkResolver(t *testing.T, ip netip.Addr, mod func(*pdns.Config)) (*pdns.Res
 	cfg := pdns.Config{
 		Upstreams:  []string{upPC.LocalAddr().String()},
 		Now:        clk.Now,
-		CIDRCovers: func(policy.Container, netip.Addr) bool { return true },                        // loopback test upstreams
-		HTTPLevel:  func(_ policy.Container, name string) bool { return name == "strict.example" }, // as the daemon wires policy.Engine.HTTPLevel
+		CIDRCovers: func(policy.Container, netip.Addr) bool { return true },    // loopback test upstreams
+		HTTPLevel:  func(name string) bool { return name == "strict.example" }, // the daemon wires policy.Engine.HTTPLevelInAnySet
 		Timeout:    2 * time.Second,
 	}
 	if mod != nil {

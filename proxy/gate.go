@@ -118,12 +118,19 @@ func (s *Server) gateConn(f connFacts) connVerdict {
 		v.d = refuse(ruleHostMismatch, "host_mismatch: server name does not resolve to the destination")
 		return v
 	}
-	hosts := f.names
+	hosts := slices.Clone(f.names)
 	if f.sni != "" {
 		// The name the client claims first: a default decision is its.
 		hosts = append([]string{f.sni}, slices.DeleteFunc(slices.Clone(hosts), func(n string) bool { return n == f.sni })...)
 	}
-	if s.httpLevel(m, hosts) || s.httpLevel(m, s.namesForAny(m)) {
+	// Names other containers were given for the address count too: the
+	// server is the same whoever looked it up.
+	for _, n := range s.namesForAny(m) {
+		if n = hostname.Normalize(n); hostname.Valid(n) && !slices.Contains(hosts, n) {
+			hosts = append(hosts, n)
+		}
+	}
+	if s.httpLevel(m, hosts) {
 		switch f.stage {
 		case stageLate:
 			if !f.waited {

@@ -42,6 +42,9 @@ func (s *Server) track(l *live) func() {
 // closed. Streams being set up meanwhile (held, dialling) see the
 // generation change in trackChecked and decide themselves again.
 func (s *Server) Recheck(why string) int {
+	if n, ok := s.cfg.Names.(interface{ PolicyChanged() }); ok {
+		n.PolicyChanged() // names that became HTTP-level are remembered first
+	}
 	s.gen.Add(1)
 	s.liveMu.Lock()
 	ls := make([]*live, 0, len(s.live))

@@ -73,13 +73,15 @@ type Config struct {
 	// handed to the agent only then. nil: no rule names any range, so every
 	// special address is left out.
 	CIDRCovers func(c policy.Container, ip netip.Addr) bool
-	// HTTPLevel reports whether some rule of c's set treats name at the
-	// HTTP level (policy.Engine.HTTPLevel with no address and any port).
-	// Addresses answered for such names are remembered for StickyTTL,
-	// across containers and beyond the per-container memory, so that
-	// NamesForAny still ties them to the name when the agent dials them
-	// later by address (the DNS memory expired or was evicted). nil: none.
-	HTTPLevel func(c policy.Container, name string) bool
+	// HTTPLevel reports whether some rule of any set treats name at the
+	// HTTP level (policy.Engine.HTTPLevelInAnySet). Addresses answered for
+	// such names (the query name or any name of its CNAME chain) are
+	// remembered for StickyTTL, for every container and beyond the
+	// per-container memory, so that NamesForAny still ties them to the
+	// name when an agent dials them later by address (the DNS memory
+	// expired or was evicted). PolicyChanged re-reads the memories after a
+	// reload. nil: none.
+	HTTPLevel func(name string) bool
 	// StickyTTL is how long those addresses are remembered. Default 24h.
 	StickyTTL time.Duration
 	// Special adds the host's own addresses and attached containers'
@@ -125,7 +127,7 @@ type Resolver struct {
 	mu         sync.Mutex
 	containers map[string]*containerState
 
-	httpLevel func(policy.Container, string) bool
+	httpLevel func(string) bool
 	stickyTTL time.Duration
 	sticky    *answerSet // addresses of HTTP-level names, all containers
 }
@@ -415,7 +417,7 @@ func (r *Resolver) answer(ctx context.Context, c policy.Container, req *mdns.Msg
 	}
 	if resp.Rcode == mdns.RcodeSuccess {
 		r.state(c.Key()).answers.record(name, resp.Answer, r.now(), r.minTTL)
-		if r.httpLevel != nil && r.httpLevel(c, name) {
+		if r.httpLevel != nil && r.chainHTTPLevel(name, resp.Answer) {
 			r.sticky.record(name, resp.Answer, r.now(), r.stickyTTL)
 		}
 	}
@@ -495,4 +497,47 @@ func udpSize(req *mdns.Msg) int {
 		size = int(opt.UDPSize())
 	}
 	return min(size, mdns.MaxMsgSize)
+}
+
+// chainHTTPLevel reports whether qname or a name its answer's CNAMEs lead
+// through is treated at the HTTP level: an alias anyone can create must not
+// keep the target's addresses out of the sticky memory.
+func (r *Resolver) chainHTTPLevel(qname string, answer []mdns.RR) bool {
+	if r.httpLevel(qname) {
+		return true
+	}
+	for _, rr := range answer {
+		if cn, ok := rr.(*mdns.CNAME); ok {
+			for _, n := range []string{cn.Hdr.Name, cn.Target} {
+				if h := hostname.Normalize(n); hostname.Valid(h) && r.httpLevel(h) {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// PolicyChanged moves what the per-container memories know of names the
+// running policy now treats at the HTTP level into the sticky memory, so a
+// reload that makes a resolved name HTTP-level protects its addresses too
+// (the proxy calls it from Recheck).
+func (r *Resolver) PolicyChanged() {
+	if r.httpLevel == nil {
+		return
+	}
+	r.mu.Lock()
+	states := make([]*containerState, 0, len(r.containers))
+	for _, s := range r.containers {
+		states = append(states, s)
+	}
+	r.mu.Unlock()
+	now := r.now()
+	for _, st := range states {
+		for _, p := range st.answers.snapshot(now) {
+			if r.httpLevel(p.name) {
+				r.sticky.remember(p.pairKey, now.Add(r.stickyTTL))
+			}
+		}
+	}
 }
