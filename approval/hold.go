@@ -19,9 +19,9 @@ type Hold struct {
 	Path       string
 	Dst        string      // original destination ip:port
 	Header     http.Header // raw request headers; redacted before being shown anywhere
-	Body       []byte      // body preview, up to the configured limit
-	BodySize   int64       // full size, -1 when unknown
-	BodySHA256 string      // hex SHA-256 of the full body
+	Body       []byte      // body preview, up to the configured limit; decoded when the request has a Content-Encoding
+	BodySize   int64       // full size (decoded), -1 when unknown
+	BodySHA256 string      // hex SHA-256 of the full body as the agent sent it (and as it is forwarded)
 	Rule       string
 	Timeout    time.Duration // per rule; 0 means the default (10m)
 }

@@ -301,7 +301,62 @@ func New(cfg Config) (*Manager, error) {
 		m.updateCards(a)
 	}
 	m.met.grants.Set(float64(len(m.grants)))
+	go m.expireLoop()
 	return m, nil
+}
+
+// grantSweep is how often expired grants are looked for: an expired grant
+// is a revocation, so what it let through (open connections, streams) is
+// re-decided by the OnRevoke hooks within this time of its expiry.
+const grantSweep = time.Second
+
+func (m *Manager) expireLoop() {
+	t := time.NewTicker(grantSweep)
+	defer t.Stop()
+	for {
+		select {
+		case <-m.bgCtx.Done():
+			return
+		case <-t.C:
+			m.expireGrants()
+		}
+	}
+}
+
+// expireGrants removes the grants whose time is up, audits each and runs
+// the OnRevoke hooks once if any expired.
+func (m *Manager) expireGrants() {
+	now := m.now()
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return
+	}
+	n := 0
+	for id, g := range m.grants {
+		if now.Before(g.Expires) {
+			continue
+		}
+		delete(m.grants, id)
+		if err := deleteGrant(m.db, id); err != nil {
+			m.log.Warn("delete expired grant", zap.String("id", id), zap.Error(err))
+		}
+		m.audit.Log(audit.Entry{
+			Time: now.UTC(), Event: audit.EventGrant, Action: audit.ActionExpired, ApprovalID: g.ApprovalID,
+			Rule: g.Rule, Container: g.Container, Method: g.Method, Host: g.Host,
+		})
+		n++
+	}
+	hooks := slices.Clone(m.onRevoke)
+	if n > 0 {
+		m.met.grants.Set(float64(len(m.grants)))
+	}
+	m.mu.Unlock()
+	if n > 0 {
+		for _, f := range hooks {
+			f()
+		}
+	}
 }
 
 func newID() string {
@@ -610,14 +665,9 @@ func (m *Manager) Decide(id string, approve bool, by, reason string, grantFor ti
 }
 
 func (m *Manager) matchGrantLocked(key string, h *Hold, now time.Time) *Grant {
-	for id, g := range m.grants {
+	for _, g := range m.grants {
 		if !now.Before(g.Expires) {
-			delete(m.grants, id)
-			if err := deleteGrant(m.db, id); err != nil {
-				m.log.Warn("delete expired grant", zap.String("id", id), zap.Error(err))
-			}
-			m.met.grants.Set(float64(len(m.grants)))
-			continue
+			continue // expireGrants removes it and runs the revocation hooks
 		}
 		if g.matches(key, h) {
 			return g

@@ -32,8 +32,10 @@ type Entry struct {
 	Reason      string            `json:"reason,omitempty"`
 	By          string            `json:"by,omitempty"` // who decided an approval
 	ApprovalID  string            `json:"approval_id,omitempty"`
-	BytesIn     int64             `json:"bytes_in"`  // from upstream to agent
-	BytesOut    int64             `json:"bytes_out"` // from agent to upstream
+	QType       string            `json:"qtype,omitempty"` // DNS query type ("A", "AAAA", ...)
+	Count       int64             `json:"count,omitempty"` // events an aggregated line stands for (0: one)
+	BytesIn     int64             `json:"bytes_in"`        // from upstream to agent
+	BytesOut    int64             `json:"bytes_out"`       // from agent to upstream
 	DurationMS  float64           `json:"duration_ms"`
 }
 

@@ -47,6 +47,11 @@ func appendEntry(b []byte, e *Entry) (_ []byte, ok bool) {
 	b = appendField(b, `,"reason":`, e.Reason)
 	b = appendField(b, `,"by":`, e.By)
 	b = appendField(b, `,"approval_id":`, e.ApprovalID)
+	b = appendField(b, `,"qtype":`, e.QType)
+	if e.Count != 0 {
+		b = append(b, `,"count":`...)
+		b = strconv.AppendInt(b, e.Count, 10)
+	}
 	b = append(b, `,"bytes_in":`...)
 	b = strconv.AppendInt(b, e.BytesIn, 10)
 	b = append(b, `,"bytes_out":`...)

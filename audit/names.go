@@ -11,10 +11,10 @@ const (
 	EventGrant        = "grant"
 	EventAttach       = "attach"
 	EventDetach       = "detach"
-	EventDNS          = "dns"
-	EventCutOff       = "cut_off"     // an attached container was frozen (or thawed): it could send frames clawd does not see
-	EventReadopt      = "readopt"     // a restarted daemon adopted, kept (cut off, in doubt) or removed an attachment
-	EventOrphanPins   = "orphan_pins" // pins without a state record were adopted, kept or removed
+	EventTLSUntrusted = "tls_untrusted" // the agent refused clawd's certificate
+	EventCutOff       = "cut_off"       // an attached container was frozen (or thawed): it could send frames clawd does not see
+	EventReadopt      = "readopt"       // a restarted daemon adopted, kept (cut off, in doubt) or removed an attachment
+	EventOrphanPins   = "orphan_pins"   // pins without a state record were adopted, kept or removed
 )
 
 // Actions that are not policy actions or approval statuses.
@@ -25,6 +25,8 @@ const (
 	ActionRevoked = "revoked"
 	ActionAttach  = "attach"
 	ActionDetach  = "detach"
+	ActionAborted = "aborted"
+	ActionExpired = "expired"
 	ActionFreeze  = "freeze"
 	ActionThaw    = "thaw"
 	ActionAdopt   = "adopt"

@@ -85,6 +85,16 @@ struct tuple_key {
 	__u32 pad;
 };
 
+// listener_key names one of clawd's listeners: the network namespace it is
+// in, its port and its socket type (SOCK_STREAM or SOCK_DGRAM). Layout is
+// part of the pinned map ABI, like struct orig.
+struct listener_key {
+	__u64 netns;
+	__u16 port; // host byte order
+	__u8 type;
+	__u8 pad[5];
+};
+
 struct counters {
 	__u64 redirected; // TCP connects sent to the proxy
 	__u64 dns;        // DNS datagrams sent to the DNS listener
@@ -133,6 +143,20 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } clawd_st_v1 SEC(".maps");
 
+// (netns, port, type) of every clawd listener -> cgroup ID of the container
+// it serves, written by the daemon when it opens and closes listeners.
+// Containers sharing a network namespace (a pod) can reach each other's
+// listeners on loopback; the connect and sendmsg hooks refuse a loopback
+// destination that is another container's listener, so a container's DNS
+// is always decided by its own rule set.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 131072);
+	__type(key, struct listener_key);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} clawd_ls_v1 SEC(".maps");
+
 #define COUNT(field)                                                      \
 	do {                                                              \
 		__u64 key = container_cgroup;                             \
@@ -153,6 +177,17 @@ static __always_inline int is_v6_loopback(__u32 a0, __u32 a1, __u32 a2, __u32 a3
 	if (a0 == 0 && a1 == 0 && a2 == 0 && a3 == bpf_htonl(1))
 		return 1;
 	return is_v4mapped(a0, a1, a2) && is_v4_loopback(a3);
+}
+
+// foreign_listener reports whether port (network byte order) on loopback in
+// the socket's network namespace is a clawd listener of another container.
+static __always_inline int foreign_listener(struct bpf_sock_addr *ctx, __u32 port) {
+	struct listener_key k = {};
+	k.netns = bpf_get_netns_cookie(ctx);
+	k.port = bpf_ntohs((__u16)port);
+	k.type = (__u8)ctx->type;
+	__u64 *owner = bpf_map_lookup_elem(&clawd_ls_v1, &k);
+	return owner && *owner != container_cgroup;
 }
 
 static __always_inline void remember(void *ctx, struct orig *o) {
@@ -200,10 +235,17 @@ int clawd_connect4(struct bpf_sock_addr *ctx) {
 	__u32 port = ctx->user_port;
 	int dns = port == bpf_htons(53);
 
-	// The container's own loopback stays inside its network namespace;
-	// DNS is always ours, wherever the agent sends it.
-	if (is_v4_loopback(ip) && !dns)
+	// The container's own loopback stays inside its network namespace
+	// (but not another container's listener in a shared one); DNS is
+	// always ours, wherever the agent sends it.
+	if (is_v4_loopback(ip) && !dns) {
+		if (foreign_listener(ctx, port)) {
+			if (ctx->type == SOCK_DGRAM)
+				COUNT(udp_refused);
+			return 0;
+		}
 		return 1;
+	}
 
 	struct orig o = {};
 	__builtin_memcpy(o.addr, &ip, 4);
@@ -236,8 +278,14 @@ int clawd_connect6(struct bpf_sock_addr *ctx) {
 	int dns = port == bpf_htons(53);
 	int mapped = is_v4mapped(a0, a1, a2);
 
-	if (is_v6_loopback(a0, a1, a2, a3) && !dns)
+	if (is_v6_loopback(a0, a1, a2, a3) && !dns) {
+		if (foreign_listener(ctx, port)) {
+			if (ctx->type == SOCK_DGRAM)
+				COUNT(udp_refused);
+			return 0;
+		}
 		return 1;
+	}
 
 	struct orig o = {};
 	orig6(&o, a0, a1, a2, a3, mapped, port);
@@ -275,7 +323,7 @@ int clawd_sendmsg4(struct bpf_sock_addr *ctx) {
 		COUNT(dns);
 		return 1;
 	}
-	if (is_v4_loopback(ip))
+	if (is_v4_loopback(ip) && !foreign_listener(ctx, port))
 		return 1;
 	COUNT(udp_refused);
 	return 0;
@@ -296,7 +344,7 @@ int clawd_sendmsg6(struct bpf_sock_addr *ctx) {
 		COUNT(dns);
 		return 1;
 	}
-	if (is_v6_loopback(a0, a1, a2, a3))
+	if (is_v6_loopback(a0, a1, a2, a3) && !foreign_listener(ctx, port))
 		return 1;
 	COUNT(udp_refused);
 	return 0;

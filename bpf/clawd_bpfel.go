@@ -24,6 +24,14 @@ type ClawdCounters struct {
 	IfDropped   uint64
 }
 
+type ClawdListenerKey struct {
+	_     structs.HostLayout
+	Netns uint64
+	Port  uint16
+	Type  uint8
+	Pad   [5]uint8
+}
+
 type ClawdOrig struct {
 	_      structs.HostLayout
 	Addr   [16]uint8
@@ -47,6 +55,7 @@ type ClawdTupleKey struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	ClawdMapClawdCkV1          = "clawd_ck_v1"
+	ClawdMapClawdLsV1          = "clawd_ls_v1"
 	ClawdMapClawdSelfCg        = "clawd_self_cg"
 	ClawdMapClawdStV1          = "clawd_st_v1"
 	ClawdMapClawdTpV1          = "clawd_tp_v1"
@@ -137,6 +146,7 @@ type ClawdProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type ClawdMapSpecs struct {
 	ClawdCkV1   *ebpf.MapSpec `ebpf:"clawd_ck_v1"`
+	ClawdLsV1   *ebpf.MapSpec `ebpf:"clawd_ls_v1"`
 	ClawdSelfCg *ebpf.MapSpec `ebpf:"clawd_self_cg"`
 	ClawdStV1   *ebpf.MapSpec `ebpf:"clawd_st_v1"`
 	ClawdTpV1   *ebpf.MapSpec `ebpf:"clawd_tp_v1"`
@@ -173,6 +183,7 @@ func (o *ClawdObjects) Close() error {
 // It can be passed to LoadClawdObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ClawdMaps struct {
 	ClawdCkV1   *ebpf.Map `ebpf:"clawd_ck_v1"`
+	ClawdLsV1   *ebpf.Map `ebpf:"clawd_ls_v1"`
 	ClawdSelfCg *ebpf.Map `ebpf:"clawd_self_cg"`
 	ClawdStV1   *ebpf.Map `ebpf:"clawd_st_v1"`
 	ClawdTpV1   *ebpf.Map `ebpf:"clawd_tp_v1"`
@@ -181,6 +192,7 @@ type ClawdMaps struct {
 func (m *ClawdMaps) Close() error {
 	return _ClawdClose(
 		m.ClawdCkV1,
+		m.ClawdLsV1,
 		m.ClawdSelfCg,
 		m.ClawdStV1,
 		m.ClawdTpV1,

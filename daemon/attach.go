@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -169,6 +171,15 @@ func (d *Daemon) attach(began time.Time, c policy.Container, pid int, trustCA, a
 		ns.Close()
 		return Record{}, err
 	}
+	// Listeners are registered before the programs run, so the first
+	// datagram to another pod container's listener is refused already.
+	if err := d.enf.RegisterListeners(cgid, ls.kernel()); err != nil {
+		d.enf.UnregisterListeners(ls.kernel())
+		ls.Close()
+		ns.Close()
+		d.state.Remove(id)
+		return Record{}, fmt.Errorf("attach %s: %w", c.Name, err)
+	}
 	params.ProxyPort, params.DNSPort, params.HasV6 = ls.tcpPort(), ls.udpPort(), ls.hasV6()
 	layers, err := d.attachPins(c, params)
 	if err == nil {
@@ -178,6 +189,7 @@ func (d *Daemon) attach(began time.Time, c policy.Container, pid int, trustCA, a
 		}
 	}
 	if err != nil {
+		d.enf.UnregisterListeners(ls.kernel())
 		ls.Close()
 		ns.Close()
 		d.state.Remove(id)
@@ -294,9 +306,12 @@ func (d *Daemon) detachLocked(id, reason string) error {
 	if ok {
 		a.cancel()
 		a.ls.Close()
+		d.enf.UnregisterListeners(a.ls.kernel())
 		d.untrack(a)
+		d.addrs.remove(a.ID)
 		cgid = a.CgroupID
 		d.dns.Forget(a.Container.Key())
+		d.proxy.Forget(a.Container.Key())
 	} else if dbt := d.takeDoubt(id); dbt != nil {
 		cgid = dbt.CgroupID
 	}
@@ -327,12 +342,98 @@ func (d *Daemon) serve(r Record, ls *listeners) {
 	for _, pc := range []net.PacketConn{ls.udp4, ls.udp6} {
 		if pc != nil {
 			go func(pc net.PacketConn) {
-				if err := d.dns.ServePacket(ctx, pc, r.Container); err != nil && ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
+				local := pc.LocalAddr().(*net.UDPAddr).AddrPort()
+				check := func(src netip.AddrPort) error { return d.checkSender(a, local, src) }
+				if err := d.dns.ServePacketChecked(ctx, pc, r.Container, check); err != nil && ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
 					d.log.Warn("dns listener stopped", zap.String("container", r.Container.Name), zap.Error(err))
 				}
 			}(pc)
 		}
 	}
+}
+
+// checkSender vouches that a datagram from src to a's DNS listener at
+// local was sent by a socket of a's cgroup (or of a cgroup below it). In a
+// network namespace shared by several containers (a pod) anyone there can
+// reach the listener on loopback: the kernel programs refuse other attached
+// containers, but processes of unattached containers (a pod's sandbox, a
+// sidecar) run no program. So the kernel is asked which socket sent the
+// datagram and which cgroup that socket belongs to; only a's own are
+// answered, by a's rules.
+//
+// A socket's cgroup is where it was created: a container handing its
+// socket to another one (SCM_RIGHTS) delegates its own rule set, which it
+// could as well do by relaying answers.
+func (d *Daemon) checkSender(a *attachment, local, src netip.AddrPort) error {
+	cg, err := a.ls.diag.udpSenderCgroup(local, src)
+	if err != nil {
+		return fmt.Errorf("cannot tell which socket sent it from %s: %v", src, err)
+	}
+	if cg == a.CgroupID {
+		return nil
+	}
+	d.mu.Lock()
+	other, known := d.byCgroup[cg]
+	d.mu.Unlock()
+	if known {
+		return fmt.Errorf("sent by container %s to the DNS listener of %s (shared network namespace)", other.Container.Name, a.Container.Name)
+	}
+	if cgroupBelow(a.Cgroup, cg) {
+		return nil
+	}
+	return fmt.Errorf("sent from cgroup %d, which is not container %s's (shared network namespace)", cg, a.Container.Name)
+}
+
+// cgroupBelow reports whether the cgroup with ID id is a descendant of the
+// cgroup directory dir (cgroup v2 IDs are directory inode numbers).
+func cgroupBelow(dir string, id uint64) bool {
+	found := false
+	filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
+		if err != nil || !e.IsDir() {
+			return nil
+		}
+		if p != dir {
+			if cid, err := enforce.CgroupID(p); err == nil && cid == id {
+				found = true
+				return fs.SkipAll
+			}
+		}
+		return nil
+	})
+	return found
+}
+
+// refreshAddrs re-reads the interface addresses of a's network namespace
+// (the one clawd holds open: the process named at attach may be gone) for
+// the container-address registry.
+func (d *Daemon) refreshAddrs(a *attachment) {
+	d.mu.Lock()
+	if a.netns == nil {
+		d.mu.Unlock()
+		return // not tracked yet, or detached
+	}
+	// A duplicate, so that a detach closing the held one cannot pull the
+	// fd number from under the lookup.
+	fd, err := unix.Dup(int(a.netns.Fd()))
+	d.mu.Unlock()
+	if err != nil {
+		d.log.Debug("container addresses", zap.String("container", a.Container.Name), zap.Error(err))
+		return
+	}
+	ns := os.NewFile(uintptr(fd), "netns")
+	defer ns.Close()
+	addrs, err := netnsAddrs(fdPath(ns))
+	if err != nil {
+		d.log.Debug("container addresses", zap.String("container", a.Container.Name), zap.Error(err))
+		return
+	}
+	// Under mu: a detach either removed a already (nothing is set) or
+	// removes the entry after this.
+	d.mu.Lock()
+	if d.atts[a.ID] == a {
+		d.addrs.set(a.ID, addrs)
+	}
+	d.mu.Unlock()
 }
 
 func (d *Daemon) acceptLoop(ctx context.Context, a *attachment, ln net.Listener) {
@@ -450,6 +551,7 @@ func (d *Daemon) onEvent(ev runtime.Event) {
 		if ev.Container.PID == 0 {
 			return
 		}
+		d.notePeer(ev.Container)
 		labels := ev.Container.Labels
 		auto, podApp := runtime.AutoAttach(labels), runtime.IsPodApp(ev.Container)
 		if !auto && !podApp {
@@ -481,6 +583,7 @@ func (d *Daemon) onEvent(ev runtime.Event) {
 	case runtime.TaskExited:
 		// Only a cgroup that is gone ends an attachment: the sweep
 		// detaches it once the runtime has removed the cgroup.
+		d.forgetPeer(ev.Container)
 		d.reapIfGone(id)
 	}
 }

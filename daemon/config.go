@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -31,9 +32,10 @@ type Config struct {
 	LogLevel          string         `mapstructure:"log-level"`
 	LogFormat         string         `mapstructure:"log-format"` // "json", "console" or "" (json unless on a terminal)
 	DNSUpstreams      []string       `mapstructure:"dns-upstreams"`
-	Pprof             bool           `mapstructure:"pprof"`            // Go profiles on the metrics listener
-	DNSRefuse         string         `mapstructure:"dns-refuse"`       // "nxdomain" or "refused": the answer for names the policy never allows
-	UpstreamCAFile    string         `mapstructure:"upstream-ca-file"` // extra roots for upstream TLS (tests, private CAs)
+	Pprof             bool           `mapstructure:"pprof"`              // Go profiles on the metrics listener
+	DNSRefuse         string         `mapstructure:"dns-refuse"`         // "nxdomain" or "refused": the answer for names the policy never allows
+	DNSAuditInterval  time.Duration  `mapstructure:"dns-audit-interval"` // how often aggregated DNS audit lines are written
+	UpstreamCAFile    string         `mapstructure:"upstream-ca-file"`   // extra roots for upstream TLS (tests, private CAs)
 	SecretsFile       string         `mapstructure:"secrets-file"`
 	SecretsKey        string         `mapstructure:"secrets-key"`
 	DrainTimeout      time.Duration  `mapstructure:"drain-timeout"`
@@ -45,6 +47,12 @@ type Config struct {
 
 	// MaxConnsPerContainer bounds one attachment's open proxied connections (0 = unlimited).
 	MaxConnsPerContainer int `mapstructure:"max-conns-per-container"`
+	// MaxBufferedBytes and MaxBufferedBytesPerContainer bound the request
+	// bodies held in memory (approval holds, body conditions, decoding), in
+	// total and per container: sizes such as "256MiB" or plain bytes, 0 =
+	// unlimited. See Config.bufferBudgets.
+	MaxBufferedBytes             string `mapstructure:"max-buffered-bytes"`
+	MaxBufferedBytesPerContainer string `mapstructure:"max-buffered-bytes-per-container"`
 }
 
 // ApprovalConfig configures notifiers for held requests.
@@ -83,6 +91,10 @@ const (
 	DefaultPinRoot    = "/sys/fs/bpf/clawd"
 	DefaultAPIListen  = "127.0.0.1:8787"
 	DefaultMetrics    = "127.0.0.1:9787"
+	// Memory budgets of buffered request bodies: 16 held bodies of the
+	// largest size (MaxHoldBody, 16 MiB) in total, 4 per container.
+	DefaultMaxBufferedBytes             = "256MiB"
+	DefaultMaxBufferedBytesPerContainer = "64MiB"
 )
 
 // Flags registers the daemon's flags on fs.
@@ -103,6 +115,7 @@ func Flags(fs *pflag.FlagSet) {
 	fs.StringSlice("dns-upstreams", nil, "resolvers for agents' DNS (default: the host's /etc/resolv.conf)")
 	fs.Bool("pprof", false, "serve Go profiles under /debug/pprof/ on the metrics listener")
 	fs.String("dns-refuse", "nxdomain", "answer for names the policy can never allow: nxdomain or refused")
+	fs.Duration("dns-audit-interval", time.Minute, "how often the aggregated audit lines of forwarded DNS queries and left-out answer addresses are written")
 	fs.String("upstream-ca-file", "", "extra CA certificates trusted for upstream TLS")
 	fs.String("secrets-file", "", "encrypted secret store (default STATE-DIR/secrets.json)")
 	fs.String("secrets-key", "", "secret store key file (default STATE-DIR/secrets.key)")
@@ -110,6 +123,8 @@ func Flags(fs *pflag.FlagSet) {
 	fs.Duration("sweep-interval", 30*time.Second, "how often attachments of vanished containers are cleaned up")
 	fs.Duration("peek-timeout", time.Second, "how long to wait for a client's first bytes before treating a connection as raw TCP")
 	fs.Int("max-conns-per-container", DefaultMaxConnsPerContainer, "open proxied connections one attached container may have at once (0 = unlimited)")
+	fs.String("max-buffered-bytes", DefaultMaxBufferedBytes, "request-body bytes all containers together may have buffered in memory (held for approval, read for body rules, decoded); past it 503 + Retry-After (0 = unlimited)")
+	fs.String("max-buffered-bytes-per-container", DefaultMaxBufferedBytesPerContainer, "the same bound for each container (0 = unlimited)")
 	fs.String("api-token", "", "bearer token for the approval API (default: generated in STATE-DIR/api-token)")
 	fs.String("public-url", "", "base URL of signed approval links (default http://API-LISTEN)")
 }
@@ -160,8 +175,14 @@ func (c Config) validate() error {
 	if _, err := netip.ParseAddrPort(c.APIListen); err != nil {
 		return fmt.Errorf("config: api-listen %q: %w", c.APIListen, err)
 	}
+	if c.DNSAuditInterval < 0 {
+		return fmt.Errorf("config: dns-audit-interval must not be negative")
+	}
 	if c.MaxConnsPerContainer < 0 {
 		return fmt.Errorf("config: max-conns-per-container must not be negative")
+	}
+	if _, _, err := c.bufferBudgets(); err != nil {
+		return err
 	}
 	if c.MetricsListen != "" {
 		if _, err := netip.ParseAddrPort(c.MetricsListen); err != nil {
@@ -180,4 +201,63 @@ func (c Config) dnsRcode() (int, error) {
 		return dns.RcodeRefused, nil
 	}
 	return 0, fmt.Errorf("config: dns-refuse %q: want nxdomain or refused", c.DNSRefuse)
+}
+
+// bufferBudgets returns max-buffered-bytes and
+// max-buffered-bytes-per-container as proxy.Config takes them: bytes, with
+// -1 for unlimited (0 in the config) and the defaults for unset values.
+func (c Config) bufferBudgets() (total, perContainer int64, err error) {
+	parse := func(key, v, def string) (int64, error) {
+		if strings.TrimSpace(v) == "" {
+			v = def
+		}
+		n, err := parseSize(v)
+		if err != nil {
+			return 0, fmt.Errorf("config: %s %q: %w", key, v, err)
+		}
+		if n == 0 {
+			return -1, nil
+		}
+		return n, nil
+	}
+	if total, err = parse("max-buffered-bytes", c.MaxBufferedBytes, DefaultMaxBufferedBytes); err != nil {
+		return 0, 0, err
+	}
+	if perContainer, err = parse("max-buffered-bytes-per-container", c.MaxBufferedBytesPerContainer, DefaultMaxBufferedBytesPerContainer); err != nil {
+		return 0, 0, err
+	}
+	return total, perContainer, nil
+}
+
+// parseSize parses a byte size: plain bytes ("1048576") or a number with a
+// binary unit (KiB, MiB, GiB; K/KB, M/MB, G/GB are read as the same).
+func parseSize(s string) (int64, error) {
+	s = strings.TrimSpace(s)
+	i := 0
+	for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+		i++
+	}
+	if i == 0 {
+		return 0, errors.New("want a size such as 256MiB or a number of bytes")
+	}
+	n, err := strconv.ParseInt(s[:i], 10, 64)
+	if err != nil {
+		return 0, err
+	}
+	var shift uint
+	switch strings.ToLower(strings.TrimSpace(s[i:])) {
+	case "", "b":
+	case "k", "kb", "kib":
+		shift = 10
+	case "m", "mb", "mib":
+		shift = 20
+	case "g", "gb", "gib":
+		shift = 30
+	default:
+		return 0, fmt.Errorf("unknown unit %q (KiB, MiB, GiB)", s[i:])
+	}
+	if n > (1<<62)>>shift {
+		return 0, errors.New("too large")
+	}
+	return n << shift, nil
 }

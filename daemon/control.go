@@ -26,6 +26,13 @@ type AttachmentInfo struct {
 	Counters enforce.Counters `json:"counters"`
 	State    string           `json:"state"`            // StateEnforced, StateCutOff or StateInDoubt
 	Reason   string           `json:"reason,omitempty"` // why cut off or in doubt
+	// TLSUntrusted counts intercepted handshakes the container aborted on
+	// clawd's certificate: some runtime in it does not trust clawd's CA.
+	TLSUntrusted uint64 `json:"tls_untrusted"`
+	// The listeners in the container's network namespace, on 127.0.0.1
+	// (and ::1): TCP proxy and UDP DNS. They change when clawd restarts.
+	ProxyPort uint16 `json:"proxy_port,omitempty"`
+	DNSPort   uint16 `json:"dns_port,omitempty"`
 }
 
 // Attachment states in `clawd ls`.
@@ -326,7 +333,7 @@ func (d *Daemon) List() []AttachmentInfo {
 	d.mu.Lock()
 	out := make([]AttachmentInfo, 0, len(d.atts))
 	for _, a := range d.atts {
-		i := AttachmentInfo{Record: a.Record, State: StateEnforced}
+		i := AttachmentInfo{Record: a.Record, State: StateEnforced, ProxyPort: a.ls.tcpPort(), DNSPort: a.ls.udpPort()}
 		if a.cutOff != "" {
 			i.State, i.Reason = StateCutOff, a.cutOff
 		}
@@ -336,6 +343,7 @@ func (d *Daemon) List() []AttachmentInfo {
 	out = append(out, d.doubtInfos()...)
 	for i := range out {
 		out[i].Counters, _ = d.enf.Counters(out[i].CgroupID)
+		out[i].TLSUntrusted = d.proxy.Untrusted(out[i].Container.Key())
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Container.Name < out[j].Container.Name })
 	return out

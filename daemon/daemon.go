@@ -32,6 +32,7 @@ import (
 	"github.com/clawd-dev/clawd/audit"
 	"github.com/clawd-dev/clawd/daemon/enforce"
 	"github.com/clawd-dev/clawd/daemon/runtime"
+	"github.com/clawd-dev/clawd/internal/addrclass"
 	"github.com/clawd-dev/clawd/internal/atomicfile"
 	"github.com/clawd-dev/clawd/policy"
 	"github.com/clawd-dev/clawd/proxy"
@@ -70,6 +71,7 @@ type Daemon struct {
 	atts     map[string]*attachment
 	byCgroup map[uint64]*attachment
 	doubt    map[string]*doubtful // pinned, not re-adopted: cut off until they are (reconcile.go)
+	addrs    *ctrAddrs            // interface addresses of attached containers' namespaces
 }
 
 type attachment struct {
@@ -100,7 +102,7 @@ func New(cfg Config, log *zap.Logger) (*Daemon, error) {
 	}
 	d := &Daemon{
 		cfg: cfg, log: log, reg: prometheus.NewRegistry(), started: time.Now(),
-		atts: map[string]*attachment{}, byCgroup: map[uint64]*attachment{}, doubt: map[string]*doubtful{},
+		atts: map[string]*attachment{}, byCgroup: map[uint64]*attachment{}, doubt: map[string]*doubtful{}, addrs: newCtrAddrs(),
 	}
 	d.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	d.ctx, d.cancel = context.WithCancel(context.Background())
@@ -135,7 +137,13 @@ func New(cfg Config, log *zap.Logger) (*Daemon, error) {
 		Upstreams:   cfg.DNSUpstreams,
 		RefuseRcode: rcode,
 		MayResolve:  d.policy.MayResolve,
-		Audit:       d.audit, Log: log.Named("dns"), Registerer: d.reg,
+		CIDRCovers:  func(c policy.Container, ip netip.Addr) bool { return d.policy.CIDRCovers(c, ip, 0) },
+		HTTPLevel:   d.policy.HTTPLevelInAnySet,
+		// Answers pointing a name at the host or at an attached container
+		// are rebinding, as are the fixed special ranges.
+		Special:       addrclass.Extra{Host: proxy.IsHostAddr, Container: d.addrs.Has},
+		AuditInterval: cfg.DNSAuditInterval,
+		Audit:         d.audit, Log: log.Named("dns"), Registerer: d.reg,
 	}); err != nil {
 		return nil, fmt.Errorf("dns: %w", err)
 	}
@@ -150,11 +158,16 @@ func New(cfg Config, log *zap.Logger) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
+	bufTotal, bufPerCtr, err := cfg.bufferBudgets()
+	if err != nil {
+		return nil, err
+	}
 	if d.proxy, err = proxy.New(proxy.Config{
 		Decider: d.policy, Approver: d.approvals, Injector: injector{d.secrets}, Names: d.dns,
 		CA: d.ca, UpstreamRoots: roots, Forbidden: forbidden, ForbiddenPorts: forbiddenPorts(cfg.APIListen, cfg.MetricsListen),
-		Audit: d.audit, Log: log.Named("proxy"), Registerer: d.reg,
-		PeekTimeout: cfg.PeekTimeout,
+		ContainerAddr: d.addrs.Has,
+		Audit:         d.audit, Log: log.Named("proxy"), Registerer: d.reg,
+		PeekTimeout: cfg.PeekTimeout, MaxBufferedBytes: bufTotal, MaxBufferedBytesPerContainer: bufPerCtr,
 	}); err != nil {
 		return nil, fmt.Errorf("proxy: %w", err)
 	}
@@ -324,8 +337,9 @@ func (i injector) Inject(r *http.Request, host string) (proxy.Injection, error) 
 	}
 	return inj, err
 }
-func (i injector) BoundTo(host string) bool { return i.s.BoundTo(host) }
-func (i injector) Hint(host string) string  { return secrets.Hint(host) }
+func (i injector) BoundTo(host string) bool   { return i.s.BoundTo(host) }
+func (i injector) ScansBody(host string) bool { return i.s.ScansBody(host) }
+func (i injector) Hint(host string) string    { return secrets.Hint(host) }
 
 // Run serves until ctx is cancelled, then drains and returns. Pins stay in
 // place: attached containers stay cut off while no daemon runs.
@@ -372,6 +386,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}()
 	go d.watchEvents()
 	go d.sweepLoop()
+	go d.dns.RunAudit(d.ctx)
 
 	sddaemon.SdNotify(false, sddaemon.SdNotifyReady)
 	d.log.Info("clawd ready", zap.String("version", Version), zap.String("socket", d.cfg.Socket),
@@ -389,6 +404,7 @@ func (d *Daemon) shutdown(servers []*http.Server) error {
 	d.mu.Lock()
 	for _, a := range d.atts {
 		a.ls.Close()
+		d.enf.UnregisterListeners(a.ls.kernel())
 	}
 	d.mu.Unlock()
 	d.approvals.Shutdown()
@@ -410,6 +426,7 @@ func (d *Daemon) shutdown(servers []*http.Server) error {
 	for _, r := range d.rt {
 		r.Close()
 	}
+	d.dns.FlushAudit()
 	d.audit.Close()
 	d.enf.Close()
 	return err

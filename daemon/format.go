@@ -11,7 +11,7 @@ import (
 // FormatList prints `clawd ls` as a table.
 func FormatList(w io.Writer, list []AttachmentInfo, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "CONTAINER\tRUNTIME\tNAMESPACE\tCGROUP\tATTACHED\tREDIRECTED\tDNS\tUDP-REFUSED\tSOCK-REFUSED\tDROPPED\tLAYERS\tSTATE\tINTERFACES")
+	fmt.Fprintln(tw, "CONTAINER\tRUNTIME\tNAMESPACE\tCGROUP\tATTACHED\tREDIRECTED\tDNS\tUDP-REFUSED\tSOCK-REFUSED\tDROPPED\tTLS-UNTRUSTED\tLAYERS\tSTATE\tINTERFACES")
 	var notes []string
 	for _, a := range list {
 		layers := "cgroup"
@@ -41,11 +41,11 @@ func FormatList(w io.Writer, list []AttachmentInfo, now time.Time) error {
 		if a.Reason != "" {
 			notes = append(notes, fmt.Sprintf("%s: %s: %s", a.Container.Name, a.State, a.Reason))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s ago\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\n",
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s ago\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\n",
 			a.Container.Name, a.Container.Runtime, dash(a.Container.Namespace), a.Cgroup,
 			now.Sub(a.AttachedAt).Truncate(time.Second), a.Counters.Redirected, a.Counters.DNS,
 			a.Counters.UDPRefused, a.Counters.SockRefused+a.Counters.OptRefused,
-			a.Counters.PktDropped+a.Counters.IfDropped, layers, dash(a.State), dash(strings.Join(ifs, " ")))
+			a.Counters.PktDropped+a.Counters.IfDropped, a.TLSUntrusted, layers, dash(a.State), dash(strings.Join(ifs, " ")))
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -23,7 +23,8 @@ import (
 // agent builds on eth0) has no window at all: what it sends leaves through
 // an interface that already drops everything.
 
-// track records the attachment's open netns and starts watching its links.
+// track records the attachment's open netns, registers its addresses and
+// starts watching its links.
 func (d *Daemon) track(id string, ns *os.File) {
 	d.mu.Lock()
 	a := d.atts[id]
@@ -36,6 +37,7 @@ func (d *Daemon) track(id string, ns *os.File) {
 	stop := make(chan struct{})
 	a.stopWatch = func() { close(stop) }
 	d.mu.Unlock()
+	d.refreshAddrs(a)
 	go d.watchLinks(a, stop)
 }
 

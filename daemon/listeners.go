@@ -8,6 +8,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/clawd-dev/clawd/daemon/enforce"
 	"github.com/clawd-dev/clawd/daemon/nsenter"
 )
 
@@ -17,12 +18,22 @@ import (
 type listeners struct {
 	tcp4, tcp6 net.Listener
 	udp4, udp6 net.PacketConn
-	netns      uint64 // netns cookie, the key half of the original destination map
+	netns      uint64    // netns cookie, the key half of the original destination map
+	diag       *sockDiag // in the same netns: who sent a datagram
 }
 
 func (l *listeners) tcpPort() uint16 { return uint16(l.tcp4.Addr().(*net.TCPAddr).Port) }
 func (l *listeners) udpPort() uint16 { return uint16(l.udp4.LocalAddr().(*net.UDPAddr).Port) }
 func (l *listeners) hasV6() bool     { return l.tcp6 != nil && l.udp6 != nil }
+
+// kernel names the listeners for the kernel's other-container check
+// (v4 and v6 share each port).
+func (l *listeners) kernel() []enforce.Listener {
+	return []enforce.Listener{
+		{Netns: l.netns, Port: l.tcpPort(), Stream: true},
+		{Netns: l.netns, Port: l.udpPort()},
+	}
+}
 
 func (l *listeners) Close() error {
 	var errs []error
@@ -37,6 +48,9 @@ func (l *listeners) Close() error {
 	}
 	if l.udp6 != nil {
 		errs = append(errs, l.udp6.Close())
+	}
+	if l.diag != nil {
+		errs = append(errs, l.diag.Close())
 	}
 	return errors.Join(errs...)
 }
@@ -94,6 +108,9 @@ func tryListeners() (*listeners, error) {
 		}
 	}
 	if l.netns, err = netnsCookie(l.tcp4); err != nil {
+		return nil, err
+	}
+	if l.diag, err = openSockDiag(); err != nil {
 		return nil, err
 	}
 	ok = true

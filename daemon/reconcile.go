@@ -114,9 +114,16 @@ func (d *Daemon) adopt(r Record) error {
 		ns.Close()
 		return err
 	}
+	if err := d.enf.RegisterListeners(r.CgroupID, ls.kernel()); err != nil {
+		d.enf.UnregisterListeners(ls.kernel())
+		ls.Close()
+		ns.Close()
+		return err
+	}
 	layers, err := d.enf.Adopt(enforce.Params{ID: r.ID, Cgroup: r.Cgroup, Netns: fdPath(ns),
 		ProxyPort: ls.tcpPort(), DNSPort: ls.udpPort(), HasV6: ls.hasV6()})
 	if err != nil {
+		d.enf.UnregisterListeners(ls.kernel())
 		ls.Close()
 		ns.Close()
 		return err

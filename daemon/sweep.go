@@ -23,12 +23,14 @@ func (d *Daemon) sweepLoop() {
 	}
 }
 
-// Sweep detaches attachments whose cgroup is gone (never because a process
-// exited: the cgroup is the container), covers interfaces the link watcher
-// missed, re-checks what cannot be covered, and retries re-adoptions in
-// doubt. An error reading a cgroup is doubt, not "gone": the attachment
-// stays.
+// Sweep refreshes the runtime containers' addresses, detaches attachments
+// whose cgroup is gone (never because a process exited: the cgroup is the
+// container), re-reads the attachments' addresses, covers interfaces the
+// link watcher missed, re-checks what cannot be covered, and retries
+// re-adoptions in doubt. An error reading a cgroup is doubt, not "gone":
+// the attachment stays.
 func (d *Daemon) Sweep() {
+	d.refreshPeers()
 	d.mu.Lock()
 	var all []*attachment
 	for _, a := range d.atts {
@@ -47,6 +49,8 @@ func (d *Daemon) Sweep() {
 			}
 			continue
 		}
+		// Addresses added or removed since are known.
+		d.refreshAddrs(a)
 		d.refreshCoverage(a, "sweep")
 	}
 	d.retryDoubt()

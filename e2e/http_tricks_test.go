@@ -19,20 +19,20 @@ import (
 )
 
 // The policy for the HTTP tricks: GET /public/** on upstream.test (ports
-// 8080 and 8081), nothing else.
+// 8080 and 8082; 8081 is the policy tests' shared server), nothing else.
 const tricksPolicy = `version: 1
 default:
   default_action: deny
   rules:
     - name: public
       hosts: [upstream.test]
-      ports: [8080, 8081]
+      ports: [8080, 8082]
       methods: [GET]
       paths: ["/public/**"]
       action: allow
 `
 
-// upgradeUpstream listens on 198.51.100.10:8081 in the upstream netns and
+// upgradeUpstream listens on 198.51.100.10:8082 in the upstream netns and
 // agrees to every protocol upgrade (101), as an h2c or WebSocket server
 // would; everything it receives on each connection is recorded.
 type upgradeUpstream struct {
@@ -42,7 +42,7 @@ type upgradeUpstream struct {
 
 func startUpgradeUpstream(t *testing.T, up *harness.Upstream) *upgradeUpstream {
 	t.Helper()
-	ln, err := up.Listen("tcp4", net.JoinHostPort(harness.UpstreamIPv4.String(), "8081"))
+	ln, err := up.Listen("tcp4", net.JoinHostPort(harness.UpstreamIPv4.String(), "8082"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,14 +190,14 @@ func TestHTTPTricks(t *testing.T) {
 		{"POST denied", []string{"POST /public/a HTTP/1.1\r\n" + H + "Content-Length: 2\r\n\r\nhi"}, []string{"403"}, nil},
 		{"Host of another name", []string{"GET /public/a HTTP/1.1\r\nHost: evil.test:8080\r\n\r\n"}, []string{"403"}, nil},
 		{"Host is the IP", []string{"GET /public/a HTTP/1.1\r\nHost: 198.51.100.10:8080\r\n\r\n"}, []string{"403"}, nil},
-		{"absolute-form to another host", []string{"GET http://other.upstream.test:8080/public/a HTTP/1.1\r\n" + H + "\r\n"}, []string{"403"}, nil},
-		{"absolute-form to another port", []string{"GET http://upstream.test:9000/public/a HTTP/1.1\r\n" + H + "\r\n"}, nil, nil},
+		{"absolute-form to another host", []string{"GET http://other.upstream.test:8080/public/a HTTP/1.1\r\n" + H + "\r\n"}, []string{"400"}, nil},
+		{"absolute-form to another port", []string{"GET http://upstream.test:9000/public/a HTTP/1.1\r\n" + H + "\r\n"}, []string{"400"}, nil},
 		{"CONNECT", []string{"CONNECT upstream.test:9000 HTTP/1.1\r\nHost: upstream.test:9000\r\n\r\n", "GET /private HTTP/1.1\r\n" + H + "\r\n"}, []string{"403", "403"}, nil},
 		{"CONNECT to the allowed host", []string{"CONNECT upstream.test:8080 HTTP/1.1\r\n" + H + "\r\n", "GET /private HTTP/1.1\r\n" + H + "\r\n"}, []string{"403", "403"}, nil},
 		{"HTTP/1.0 without Host", []string{"GET /private HTTP/1.0\r\n\r\n"}, []string{"403"}, nil},
-		{"CL and TE smuggling", []string{"GET /public/a HTTP/1.1\r\n" + H + "Content-Length: 48\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /private HTTP/1.1\r\nHost: upstream.test:8080\r\n\r\n"}, []string{"200", "403"}, []string{"/public/a"}},
-		{"TE and CL smuggling", []string{"GET /public/a HTTP/1.1\r\n" + H + "Transfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n30\r\nGET /private HTTP/1.1\r\nHost: upstream.test:8080\r\n\r\n\r\n0\r\n\r\n"}, nil, nil},
-		{"obfuscated TE", []string{"GET /public/a HTTP/1.1\r\n" + H + "Content-Length: 48\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\nGET /private HTTP/1.1\r\nHost: upstream.test:8080\r\n\r\n"}, []string{"501"}, nil},
+		{"CL and TE smuggling", []string{"GET /public/a HTTP/1.1\r\n" + H + "Content-Length: 48\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /private HTTP/1.1\r\nHost: upstream.test:8080\r\n\r\n"}, []string{"400"}, nil},
+		{"TE and CL smuggling", []string{"GET /public/a HTTP/1.1\r\n" + H + "Transfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n30\r\nGET /private HTTP/1.1\r\nHost: upstream.test:8080\r\n\r\n\r\n0\r\n\r\n"}, []string{"400"}, nil},
+		{"obfuscated TE", []string{"GET /public/a HTTP/1.1\r\n" + H + "Content-Length: 48\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\nGET /private HTTP/1.1\r\nHost: upstream.test:8080\r\n\r\n"}, []string{"400"}, nil},
 		{"duplicate Content-Length", []string{"GET /public/a HTTP/1.1\r\n" + H + "Content-Length: 0\r\nContent-Length: 44\r\n\r\nGET /private HTTP/1.1\r\nHost: upstream.test\r\n\r\n"}, []string{"400"}, nil},
 		{"duplicate Host", []string{"GET /public/a HTTP/1.1\r\n" + H + "Host: evil.test\r\n\r\n"}, []string{"400"}, nil},
 		{"Host header case", []string{"GET /public/a HTTP/1.1\r\nhOsT:   UPSTREAM.TEST:8080  \r\n\r\n"}, []string{"200"}, []string{"/public/a"}},
@@ -209,21 +209,21 @@ func TestHTTPTricks(t *testing.T) {
 		{"encoded dots", []string{"GET /public/%2e%2e/private HTTP/1.1\r\n" + H + "\r\n"}, []string{"403"}, nil},
 		{"raw dots", []string{"GET /public/../private HTTP/1.1\r\n" + H + "\r\n"}, []string{"403"}, nil},
 		{"double encoding", []string{"GET /public/%252e%252e/private HTTP/1.1\r\n" + H + "\r\n"}, []string{"403"}, nil},
-		{"backslash", []string{"GET /public/..\\private HTTP/1.1\r\n" + H + "\r\n"}, []string{"403"}, nil},
+		{"backslash", []string{"GET /public/..\\private HTTP/1.1\r\n" + H + "\r\n"}, []string{"400"}, nil},
 		{"dots above root", []string{"GET /../../public/a HTTP/1.1\r\n" + H + "\r\n"}, []string{"403"}, nil},
 		{"NUL in path", []string{"GET /public/a%00/../../private HTTP/1.1\r\n" + H + "\r\n"}, []string{"403"}, nil},
 		{"very long header", []string{"GET /public/a HTTP/1.1\r\n" + H + "X-Long: " + long + "\r\n\r\n"}, []string{"431"}, nil},
 		{"very long path", []string{"GET /public/" + long + " HTTP/1.1\r\n" + H + "\r\n"}, []string{"431"}, nil},
 		{"pipelined: second denied", []string{"GET /public/a HTTP/1.1\r\n" + H + "\r\nGET /private HTTP/1.1\r\n" + H + "\r\n"}, []string{"200", "403"}, []string{"/public/a"}},
 		{"keep-alive: second denied", []string{"GET /public/b HTTP/1.1\r\n" + H + "\r\n", "GET /private HTTP/1.1\r\n" + H + "\r\n"}, []string{"200", "403"}, []string{"/public/b"}},
-		{"Host with userinfo", []string{"GET /public/a HTTP/1.1\r\nHost: upstream.test@evil.test:8080\r\n\r\n"}, nil, nil},
+		{"Host with userinfo", []string{"GET /public/a HTTP/1.1\r\nHost: upstream.test@evil.test:8080\r\n\r\n"}, []string{"400"}, nil},
 		{"Host with trailing dot", []string{"GET /public/a HTTP/1.1\r\nHost: upstream.test.:8080\r\n\r\n"}, nil, nil},
 		{"lower-case method", []string{"get /private HTTP/1.1\r\n" + H + "\r\n"}, nil, nil},
 		{"dots in the query", []string{"GET /public/a?x=/../../private HTTP/1.1\r\n" + H + "\r\n"}, nil, nil},
-		{"bare LF smuggling", []string{"GET /public/a HTTP/1.1\r\n" + H + "X: y\nGET /private HTTP/1.1\r\n\r\n"}, nil, nil},
+		{"bare LF smuggling", []string{"GET /public/a HTTP/1.1\r\n" + H + "X: y\nGET /private HTTP/1.1\r\n\r\n"}, []string{"400"}, nil},
 		// Decided like any request: no rule allows "*" here.
 		{"OPTIONS star", []string{"OPTIONS * HTTP/1.1\r\n" + H + "\r\n"}, []string{"403"}, nil},
-		{"h2 prior knowledge", []string{"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"}, []string{"403"}, nil},
+		{"h2 prior knowledge", []string{"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"}, []string{"400"}, nil},
 		{"WebSocket to a denied host", []string{"GET /public/ws HTTP/1.1\r\nHost: evil.test:8080\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n", "GET /private HTTP/1.1\r\n" + H + "\r\n"}, []string{"403", "403"}, nil},
 	}
 	for _, tc := range cases {
@@ -259,10 +259,10 @@ func TestHTTPTricks(t *testing.T) {
 	// follows on the same connection must never reach the upstream.
 	t.Run("h2c upgrade", func(t *testing.T) {
 		upg.reset()
-		dst81 := net.JoinHostPort(harness.UpstreamIPv4.String(), "8081")
-		ans := sendRaw(t, ct, dst81,
-			"GET /public/a HTTP/1.1\r\nHost: upstream.test:8081\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
-			"GET /private HTTP/1.1\r\nHost: upstream.test:8081\r\n\r\n")
+		dstUpg := net.JoinHostPort(harness.UpstreamIPv4.String(), "8082")
+		ans := sendRaw(t, ct, dstUpg,
+			"GET /public/a HTTP/1.1\r\nHost: upstream.test:8082\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+			"GET /private HTTP/1.1\r\nHost: upstream.test:8082\r\n\r\n")
 		got := statuses(ans)
 		if strings.Join(got, ",") != "200,403" {
 			t.Errorf("responses %v, want 200 then 403; answer:\n%s", got, tail(ans, 800))
@@ -280,10 +280,10 @@ func TestHTTPTricks(t *testing.T) {
 	})
 	t.Run("WebSocket to a denied path on an upgrading upstream", func(t *testing.T) {
 		upg.reset()
-		dst81 := net.JoinHostPort(harness.UpstreamIPv4.String(), "8081")
-		ans := sendRaw(t, ct, dst81,
-			"GET /private/ws HTTP/1.1\r\nHost: upstream.test:8081\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-			"GET /private HTTP/1.1\r\nHost: upstream.test:8081\r\n\r\n")
+		dstUpg := net.JoinHostPort(harness.UpstreamIPv4.String(), "8082")
+		ans := sendRaw(t, ct, dstUpg,
+			"GET /private/ws HTTP/1.1\r\nHost: upstream.test:8082\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+			"GET /private HTTP/1.1\r\nHost: upstream.test:8082\r\n\r\n")
 		if got := statuses(ans); len(got) == 0 || got[0] != "403" {
 			t.Errorf("responses %v, want 403 first; answer:\n%s", got, tail(ans, 800))
 		}

@@ -181,9 +181,9 @@ func (e *Engine) reloadLocked() error {
 	data, p, err := readPolicy(e.path)
 	if data != nil {
 		e.lastSum = [32]byte{}
-	if data != nil {
-		e.lastSum = sha256.Sum256(data)
-	}
+		if data != nil {
+			e.lastSum = sha256.Sum256(data)
+		}
 	}
 	if err != nil {
 		e.lastErr = err
@@ -315,6 +315,11 @@ func (e *Engine) HTTPLevel(c Container, host string, ip netip.Addr, port uint16)
 }
 
 // CIDRCovers is Policy.CIDRCovers on the running policy.
-func (e *Engine) CIDRCovers(c Container, ip netip.Addr) bool {
-	return e.cur.Load().CIDRCovers(c, ip)
+func (e *Engine) CIDRCovers(c Container, ip netip.Addr, port uint16) bool {
+	return e.cur.Load().CIDRCovers(c, ip, port)
+}
+
+// HTTPLevelInAnySet is Policy.HTTPLevelInAnySet on the running policy.
+func (e *Engine) HTTPLevelInAnySet(host string) bool {
+	return e.cur.Load().HTTPLevelInAnySet(host)
 }

@@ -88,9 +88,12 @@ func TestCIDRCoversAndByCIDR(t *testing.T) {
 	}
 	c := Container{Name: "a"}
 	for ip, want := range map[string]bool{"10.9.0.1": true, "10.8.3.3": true, "10.7.0.1": false, "10.6.0.1": false, "::ffff:10.9.0.1": true} {
-		if got := p.CIDRCovers(c, netip.MustParseAddr(ip)); got != want {
+		if got := p.CIDRCovers(c, netip.MustParseAddr(ip), 0); got != want {
 			t.Errorf("CIDRCovers(%s) = %v, want %v", ip, got, want)
 		}
+	}
+	if !p.CIDRCovers(c, netip.MustParseAddr("10.8.0.5"), 5432) || p.CIDRCovers(c, netip.MustParseAddr("10.8.0.5"), 5433) {
+		t.Error("CIDRCovers must respect the rule's ports")
 	}
 	d := p.Decide(Input{Container: c, DstIP: netip.MustParseAddr("10.8.0.5"), DstPort: 5432})
 	if d.Action != Allow || !d.ByCIDR {
@@ -99,5 +102,24 @@ func TestCIDRCoversAndByCIDR(t *testing.T) {
 	d = p.Decide(Input{Container: c, DstIP: netip.MustParseAddr("10.8.0.5"), DstPort: 443, Host: "pypi.org"})
 	if d.Action != Allow || d.ByCIDR {
 		t.Errorf("host rule must not count as naming the address: %+v", d)
+	}
+}
+
+func TestRecheckIsNotRateLimited(t *testing.T) {
+	p, err := Parse([]byte("default:\n  rules:\n    - name: l\n      hosts: l.example.com\n      action: allow\n      rate_limit: 1/hour\n"), "rl.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := Input{Container: Container{Name: "a"}, Host: "l.example.com", DstPort: 443}
+	if d := p.Decide(in); d.Action != Allow {
+		t.Fatal(d)
+	}
+	in.Recheck = true
+	if d := p.Decide(in); d.Action != Allow || d.RateLimited {
+		t.Fatalf("a re-decision of an open stream was rate limited: %+v", d)
+	}
+	in.Recheck = false
+	if d := p.Decide(in); !d.RateLimited {
+		t.Fatalf("the limit no longer applies to new requests: %+v", d)
 	}
 }

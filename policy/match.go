@@ -115,6 +115,7 @@ var (
 	errPathBadEscape   = errors.New("the request path contains an invalid percent escape")
 	errPathDoubleEnc   = errors.New("the request path is double percent-encoded (%25XX)")
 	errPathEscapesRoot = errors.New("the request path uses .. to climb above /")
+	errPathParams      = errors.New("the request path contains ';' (path parameters, which servlet containers strip and others keep)")
 )
 
 // normalizePath turns a request target into decoded segments with "." and
@@ -163,6 +164,9 @@ func normalizePath(raw string) ([]string, error) {
 		path = string(dec)
 	} else {
 		path = raw
+	}
+	if strings.IndexByte(path, ';') >= 0 {
+		return nil, errPathParams
 	}
 	segs := make([]string, 0, 8)
 	for _, seg := range strings.Split(path[1:], "/") {

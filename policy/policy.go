@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -397,7 +398,7 @@ func (p *Policy) finish(s *ruleSet, r *rule, in Input, d Decision, host string) 
 			d.Action = Approve
 		}
 	}
-	if r.rate != nil && d.Action != Deny && p.limits != nil {
+	if r.rate != nil && d.Action != Deny && p.limits != nil && !in.Recheck {
 		now := in.Now
 		if now.IsZero() {
 			now = time.Now()
@@ -514,13 +515,17 @@ func bodyMatch(needles [][]byte, body []byte) bool {
 // connection must never be spliced raw: the proxy frames it (TLS
 // interception, HTTP parsing) or refuses it, whatever the timing or shape of
 // its first bytes. Rules whose ports exclude port do not count, so ssh to a
-// host whose HTTP rules name port 443 stays a connection-level decision.
+// host whose HTTP rules name port 443 stays a connection-level decision;
+// port 0 means any port (the DNS resolver, which knows none).
 func (p *Policy) HTTPLevel(c Container, host string, ip netip.Addr, port uint16) bool {
-	s := p.setFor(c)
+	return p.setFor(c).httpLevel(host, ip, port)
+}
+
+func (s *ruleSet) httpLevel(host string, ip netip.Addr, port uint16) bool {
 	level := func(idx []int32) bool {
 		for _, i := range idx {
 			r := s.rules[i]
-			if (r.intercept || r.httpCond) && (len(r.ports) == 0 || portIn(r.ports, port)) {
+			if (r.intercept || r.httpCond) && (len(r.ports) == 0 || port == 0 || portIn(r.ports, port)) {
 				return true
 			}
 		}
@@ -548,14 +553,21 @@ func (p *Policy) HTTPLevel(c Container, host string, ip netip.Addr, port uint16)
 }
 
 // CIDRCovers reports whether some rule of c's set that can allow or approve
-// names ip in its `cidrs`. Special addresses (loopback, private, the
-// host's own, ...; see internal/addrclass) are dial targets only then.
-func (p *Policy) CIDRCovers(c Container, ip netip.Addr) bool {
+// names ip in its `cidrs`, for port (0: any port; DNS answers know none).
+// Special addresses (loopback, private, the host's own, ...; see
+// internal/addrclass) are dial targets only then.
+func (p *Policy) CIDRCovers(c Container, ip netip.Addr, port uint16) bool {
 	s := p.setFor(c)
 	found := false
 	s.eachCIDR(ip, func(idx []int32) bool {
-		found = s.anyAllows(idx)
-		return !found
+		for _, i := range idx {
+			r := s.rules[i]
+			if (r.readonly || r.action != Deny) && (port == 0 || len(r.ports) == 0 || portIn(r.ports, port)) {
+				found = true
+				return false
+			}
+		}
+		return true
 	})
 	return found
 }
@@ -588,6 +600,18 @@ func (r *rule) coversIP(ip netip.Addr) bool {
 	ip = ip.WithZone("").Unmap()
 	for _, c := range r.cidrs {
 		if c.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// HTTPLevelInAnySet is HTTPLevel(c, host, no address, any port) for every
+// container at once: true when some set treats host at the HTTP level.
+// The DNS resolver remembers addresses of such names for every container.
+func (p *Policy) HTTPLevelInAnySet(host string) bool {
+	for _, s := range append(slices.Clone(p.sets), p.def) {
+		if s.httpLevel(host, netip.Addr{}, 0) {
 			return true
 		}
 	}

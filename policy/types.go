@@ -43,6 +43,10 @@ type Input struct {
 	Body      []byte      // request body when the proxy buffered it (see Decision.NeedBody)
 	BodyKnown bool        // Body holds the whole body (possibly empty)
 	Now       time.Time   // for rate limits; zero means time.Now()
+	// Recheck marks the re-decision of a stream that is already open (on
+	// reload or revocation): rate limits, which admit new requests, do not
+	// apply to it.
+	Recheck bool
 }
 
 // Decision is the outcome of evaluating an Input.

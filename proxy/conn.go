@@ -7,10 +7,12 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -36,10 +38,12 @@ type conn struct {
 	st     *connState
 	start  time.Time
 	cls    classCache // the destination's address class, computed once
+	gen    uint64     // the Server's Recheck generation when serving began
 }
 
 func (cc *conn) serve() {
 	s := cc.s
+	cc.gen = s.gen.Load() // before any decision: see trackChecked
 	cc.br = bufio.NewReaderSize(cc.c, sniffBufSize)
 	f := connFacts{meta: cc.meta, names: cc.names(), cls: &cc.cls}
 	// Deadlines are on the real clock: they bound real sockets.
@@ -78,6 +82,18 @@ func (cc *conn) names() []string {
 	var out []string
 	for _, n := range cc.s.cfg.Names.NamesFor(cc.meta.Container.Key(), cc.meta.OrigDst.Addr()) {
 		if n = hostname.Normalize(n); n != "" && !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// allNames are the names clawd's DNS gave this container or any other for
+// the destination.
+func (cc *conn) allNames(netip.AddrPort) []string {
+	out := cc.names()
+	for _, n := range cc.s.namesForAny(cc.meta) {
+		if n = hostname.Normalize(n); hostname.Valid(n) && !slices.Contains(out, n) {
 			out = append(out, n)
 		}
 	}
@@ -140,7 +156,7 @@ func (cc *conn) act(v connVerdict, f connFacts, url string, deny func()) {
 		}
 		e.Action, e.By, e.ApprovalID = out.Status, out.By, out.ID
 	}
-	f.waited = true // a re-decision never waits
+	f.waited, f.again = true, true // a re-decision never waits
 	cc.splice(e, func() (policy.Decision, bool) {
 		nv := s.gateConn(f)
 		if nv.act != actSplice {
@@ -217,7 +233,31 @@ func (cc *conn) watchClient() (context.Context, func()) {
 // so between two *net.TCPConn the kernel splices (TCPConn.ReadFrom).
 func (cc *conn) splice(e *audit.Entry, recheck func() (policy.Decision, bool)) {
 	s := cc.s
-	up, err := s.cfg.Dial(cc.ctx, "tcp", cc.meta.OrigDst.String())
+	// Tracked before the upstream is dialled, and decided again first if
+	// the policy changed while the connection was being decided or held: a
+	// reload that lands now closes it, one that landed before refuses it.
+	ctx, cancel := context.WithCancel(cc.ctx)
+	defer cancel()
+	var mu sync.Mutex
+	var up net.Conn
+	kill := func() {
+		cancel()
+		cc.c.Close()
+		mu.Lock()
+		if up != nil {
+			up.Close()
+		}
+		mu.Unlock()
+	}
+	s.setHooks(cc.st, func() {}, kill)
+	untrack, ok := s.trackChecked(&live{entry: *e, recheck: recheck, kill: kill}, cc.gen)
+	defer untrack()
+	if !ok {
+		e.Action, e.Reason = audit.ActionDeny, "the policy changed before the connection opened"
+		resetClose(cc.c)
+		return
+	}
+	c, err := s.cfg.Dial(ctx, "tcp", cc.meta.OrigDst.String())
 	if err != nil {
 		s.m.upstreamErrors.Inc()
 		s.log.Debug("upstream dial failed", zap.String("dst", cc.meta.OrigDst.String()), zap.Error(err))
@@ -225,10 +265,13 @@ func (cc *conn) splice(e *audit.Entry, recheck func() (policy.Decision, bool)) {
 		resetClose(cc.c)
 		return
 	}
+	mu.Lock()
+	up = c
+	mu.Unlock()
 	defer up.Close()
-	kill := func() { cc.c.Close(); up.Close() }
-	s.setHooks(cc.st, func() {}, kill)
-	defer s.track(&live{entry: *e, recheck: recheck, kill: kill})()
+	if ctx.Err() != nil { // killed while dialling
+		return
+	}
 
 	if n := cc.br.Buffered(); n > 0 {
 		b, _ := cc.br.Peek(n)
@@ -283,15 +326,21 @@ func (cc *conn) serveIntercept(res sniffed, e *audit.Entry) {
 		protos = []string{"h2", "http/1.1"}
 	}
 	sni := res.sni
+	var sentCert atomic.Bool
 	tc := tls.Server(&bufConn{Conn: cc.c, r: cc.br}, &tls.Config{
 		MinVersion: tls.VersionTLS12,
 		NextProtos: protos,
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			sentCert.Store(true)
 			return s.cfg.CA.Leaf(sni)
 		},
 	})
 	cc.c.SetDeadline(time.Now().Add(helloTimeout))
 	if err := tc.HandshakeContext(cc.ctx); err != nil {
+		if how, ok := certRejection(err, sentCert.Load()); ok {
+			s.recordUntrusted(*e, how, cc.meta)
+			return
+		}
 		s.log.Debug("intercept handshake failed", zap.String("sni", sni), zap.Error(err))
 		return
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/clawd-dev/clawd/audit"
 	"github.com/clawd-dev/clawd/internal/addrclass"
+	"github.com/clawd-dev/clawd/internal/hostname"
 	"github.com/clawd-dev/clawd/policy"
 )
 
@@ -49,6 +50,7 @@ type connFacts struct {
 	meta   ConnMeta
 	stage  stage
 	waited bool     // stageLate after the bounded wait for a slow client, too
+	again  bool     // a re-decision of an open splice (rate limits do not apply)
 	sni    string   // normalised; "" when absent
 	names  []string // names clawd's DNS gave the container for the address
 	cls    *classCache
@@ -116,10 +118,17 @@ func (s *Server) gateConn(f connFacts) connVerdict {
 		v.d = refuse(ruleHostMismatch, "host_mismatch: server name does not resolve to the destination")
 		return v
 	}
-	hosts := f.names
+	hosts := slices.Clone(f.names)
 	if f.sni != "" {
 		// The name the client claims first: a default decision is its.
 		hosts = append([]string{f.sni}, slices.DeleteFunc(slices.Clone(hosts), func(n string) bool { return n == f.sni })...)
+	}
+	// Names other containers were given for the address count too: the
+	// server is the same whoever looked it up.
+	for _, n := range s.namesForAny(m) {
+		if n = hostname.Normalize(n); hostname.Valid(n) && !slices.Contains(hosts, n) {
+			hosts = append(hosts, n)
+		}
 	}
 	if s.httpLevel(m, hosts) {
 		switch f.stage {
@@ -153,8 +162,15 @@ func (s *Server) gateConn(f connFacts) connVerdict {
 		v.act = actFrame
 		return v
 	}
-	v.d, v.host = s.connDecision(m, hosts)
-	v.d = s.guardAddr(v.d, ip, f.cls)
+	v.d, v.host = s.connDecision(m, hosts, f.again)
+	v.d = s.guardAddr(v.d, policy.Input{Container: m.Container, DstIP: ip, DstPort: m.OrigDst.Port(), Recheck: f.again}, f.cls)
+	if f.stage == stageBadTLS && v.d.Action != policy.Deny && !v.d.ByCIDR {
+		// A ClientHello crypto/tls cannot read (a trailing-dot or otherwise
+		// invalid name, SSLv2 framing, larger than the sniff buffer) names
+		// no host clawd could check: only a rule naming the address may
+		// let it through unread.
+		v.d = refuse(ruleUnframable, "unreadable TLS ClientHello: only a rule that names the address in cidrs can allow TLS whose server name clawd cannot read")
+	}
 	v.e.Host = v.host
 	if v.d.Action == policy.Deny && f.stage == stageLate && !f.waited {
 		// A slow client (a loaded host, a busy agent) whose connection the
@@ -183,12 +199,21 @@ func (s *Server) httpLevel(m ConnMeta, hosts []string) bool {
 	return false
 }
 
+// namesForAny are the names clawd's DNS gave any container for the
+// destination address (Names may implement it; see proxy/dns).
+func (s *Server) namesForAny(m ConnMeta) []string {
+	if n, ok := s.cfg.Names.(interface{ NamesForAny(netip.Addr) []string }); ok {
+		return n.NamesForAny(m.OrigDst.Addr())
+	}
+	return nil
+}
+
 // connDecision is the connection-level decision: the most restrictive rule
 // that applies to any of hosts (deny > approve > allow). Decisions by a
 // set's default action apply only when no rule does; with no names the
 // address alone decides.
-func (s *Server) connDecision(m ConnMeta, hosts []string) (policy.Decision, string) {
-	in := policy.Input{Container: m.Container, DstIP: m.OrigDst.Addr(), DstPort: m.OrigDst.Port()}
+func (s *Server) connDecision(m ConnMeta, hosts []string, again bool) (policy.Decision, string) {
+	in := policy.Input{Container: m.Container, DstIP: m.OrigDst.Addr(), DstPort: m.OrigDst.Port(), Recheck: again}
 	if len(hosts) == 0 {
 		return s.decideConn(in), ""
 	}
@@ -237,14 +262,31 @@ func (s *Server) decideConn(in policy.Input) policy.Decision {
 }
 
 // guardAddr refuses an allow or approve decision for a special address
-// unless the deciding rule names the address in its cidrs (invariant 3).
-func (s *Server) guardAddr(d policy.Decision, ip netip.Addr, cache *classCache) policy.Decision {
+// unless a rule that allows it names the address (and port) in its cidrs
+// (invariant 3); and then the address's own decision (in without the host
+// name, so the cidrs rules decide) applies too, the stricter of the two:
+// a name rule cannot lend its allow to an address whose cidrs rule asks
+// for approval.
+func (s *Server) guardAddr(d policy.Decision, in policy.Input, cache *classCache) policy.Decision {
 	if d.Action == policy.Deny || d.ByCIDR {
 		return d
 	}
-	if cls := cache.get(s, ip); cls != addrclass.Public {
+	ip := in.DstIP
+	cls := cache.get(s, ip)
+	if cls == addrclass.Public {
+		return d
+	}
+	if !s.cfg.Decider.CIDRCovers(in.Container, ip, in.DstPort) {
 		return refuse(ruleSpecialAddress, fmt.Sprintf(
 			"destination %s is a %s address; only a rule that names it in cidrs may reach it (a DNS answer pointing a name there is not enough)", ip, cls))
+	}
+	in.Host = ""
+	byAddr := s.decide(in)
+	if byAddr.NeedBody {
+		return byAddr // the request's caller buffers the body and asks again
+	}
+	if severity(byAddr.Action) > severity(d.Action) {
+		return byAddr
 	}
 	return d
 }
@@ -273,6 +315,9 @@ type reqFacts struct {
 	sni string // intercepted server name; "" for plain HTTP
 	in  policy.Input
 	cls *classCache // the connection's
+	// names lists the names clawd's DNS gave this container or any other
+	// for the destination (asked only when Host is an address).
+	names func(netip.AddrPort) []string
 }
 
 // gateRequest decides one HTTP request. A NeedBody decision asks the caller
@@ -289,5 +334,21 @@ func (s *Server) gateRequest(f reqFacts, dst netip.AddrPort) policy.Decision {
 	if d.NeedBody {
 		return d
 	}
-	return s.guardAddr(d, dst.Addr(), f.cls)
+	if hostname.IsIP(host) && f.names != nil {
+		// Host is the address itself (or absent): the server behind it is
+		// whatever name lives there, so each name's rules apply too, the
+		// most restrictive winning, as for a connection (invariant 2).
+		in := f.in
+		for _, n := range f.names(dst) {
+			in.Host = n
+			nd := s.decide(in)
+			if nd.NeedBody || nd.Rule != "default" && severity(nd.Action) > severity(d.Action) {
+				d = nd
+			}
+			if d.NeedBody {
+				return d
+			}
+		}
+	}
+	return s.guardAddr(d, f.in, f.cls)
 }

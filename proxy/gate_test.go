@@ -469,3 +469,106 @@ func TestGateRecheckRevokedGrant(t *testing.T) {
 		t.Error("the splice let through by a revoked grant is still open")
 	}
 }
+
+func TestGateRecheckStreamedResponses(t *testing.T) {
+	release := make(chan struct{})
+	up := newUpstream(t, false, false, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, "data: 1\n\n")
+		w.(http.Flusher).Flush()
+		<-release
+	})
+	defer close(release)
+	dec := newDecider(policy.Allow)
+	e := newEnv(t, dec, nil)
+	cl := e.client(up.addr(), nil, false)
+	open := func(path string) *bufio.Reader {
+		resp, err := cl.Get("http://example.com" + path)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("%s: %v %v", path, resp, err)
+		}
+		br := bufio.NewReader(resp.Body)
+		if l, err := br.ReadString('\n'); err != nil || l != "data: 1\n" {
+			t.Fatalf("%s first event: %q %v", path, l, err)
+		}
+		br.ReadString('\n')
+		return br
+	}
+	gone, kept := open("/events/gone"), open("/events/kept")
+	dec.set(policy.Allow, rule{name: "no-gone", pathPrefix: "/events/gone", action: policy.Deny})
+	if n := e.srv.Recheck("policy reloaded"); n != 1 {
+		t.Fatalf("Recheck closed %d, want 1", n)
+	}
+	if _, err := gone.ReadString('\n'); err == nil {
+		t.Error("the stream the policy now denies is still open")
+	}
+	_ = kept
+	if n := e.srv.Recheck("policy reloaded"); n != 0 {
+		t.Errorf("the allowed stream was closed (%d)", n)
+	}
+}
+
+func TestUntrustedCAIsAuditedWithTheFix(t *testing.T) {
+	up := newUpstream(t, true, false, nil)
+	e := strictEnv(t, up, nil)
+	// A client with its own root list (an official Node build, say).
+	tc := tls.Client(e.dial(up.addr()), &tls.Config{ServerName: "example.com"})
+	if err := tc.Handshake(); err == nil {
+		t.Fatal("a client without clawd's CA completed the handshake")
+	}
+	var ent audit.Entry
+	for ent = e.audit.next(t); ent.Event != audit.EventTLSUntrusted; ent = e.audit.next(t) {
+	}
+	if ent.Host != "example.com" || ent.Container != testContainer.Name || !strings.Contains(ent.Reason, "NODE_EXTRA_CA_CERTS="+CAFile) ||
+		!strings.Contains(ent.Reason, "clawd env") {
+		t.Errorf("audit = %+v", ent)
+	}
+	if n := e.srv.Untrusted(testContainer.Key()); n != 1 {
+		t.Errorf("Untrusted = %d", n)
+	}
+	// A client that trusts clawd is not counted.
+	ok := tls.Client(e.dial(up.addr()), clawdTLS(e, "example.com"))
+	if err := ok.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	ok.Close()
+	if n := e.srv.Untrusted(testContainer.Key()); n != 1 {
+		t.Errorf("Untrusted = %d after a trusting client", n)
+	}
+	// Nor is a client that hangs up before the certificate was chosen.
+	c := e.dial(up.addr())
+	c.Write(captureHello(t, &tls.Config{ServerName: "example.com"})[:20])
+	c.Close()
+	if n := e.srv.Untrusted(testContainer.Key()); n != 1 {
+		t.Errorf("Untrusted = %d after a hang-up", n)
+	}
+}
+
+// anyNames are names other containers resolved (NamesForAny).
+type anyNames struct {
+	fakeNames
+	others fakeNames
+}
+
+func (n anyNames) NamesForAny(ip netip.Addr) []string { return n.others.NamesFor("", ip) }
+
+func TestGateHardCodedAddressOfAnHTTPLevelHost(t *testing.T) {
+	up := newUpstream(t, true, false, nil)
+	dec := newDecider(policy.Allow, rule{name: "no-delete", host: "strict.example", method: "DELETE", action: policy.Deny})
+	dec.intercept["strict.example"] = true
+	e := newEnv(t, dec, func(c *Config) {
+		c.UpstreamRoots = upstreamPool(up)
+		// This container never looked the name up; another one did.
+		c.Names = anyNames{fakeNames{}, fakeNames{"strict.example": up.addr().Addr()}}
+	})
+	tc := tls.Client(e.dial(up.addr()), &tls.Config{InsecureSkipVerify: true})
+	if err := tc.Handshake(); err == nil {
+		t.Fatal("TLS without SNI to the address of an intercepted host was spliced")
+	}
+	if ent := nextDecision(t, e); ent.Rule != ruleUnframable {
+		t.Errorf("audit = %+v", ent)
+	}
+	if up.hits.Load() != 0 {
+		t.Error("upstream reached")
+	}
+}

@@ -66,6 +66,17 @@ func (f *fakeDecider) HTTPLevel(_ policy.Container, host string, _ netip.Addr, _
 	return f.intercept[host]
 }
 
+func (f *fakeDecider) CIDRCovers(_ policy.Container, _ netip.Addr, _ uint16) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, r := range f.rules {
+		if r.byCIDR && r.action != policy.Deny {
+			return true
+		}
+	}
+	return false
+}
+
 func (f *fakeDecider) Decide(in policy.Input) policy.Decision {
 	f.mu.Lock()
 	defer f.mu.Unlock()

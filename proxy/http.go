@@ -120,6 +120,7 @@ func newHandler(cc *conn, scheme, sni string) *handler {
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s := h.cc.s
+	g0 := s.gen.Load() // before the decision: see trackChecked
 	meta := h.cc.meta
 	start := s.cfg.Now()
 	rw := &respWriter{ResponseWriter: w}
@@ -140,6 +141,9 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if counter != nil {
 			e.BytesOut = counter.n
 		}
+		if rw.reason != "" {
+			e.Reason = rw.reason
+		}
 		s.record(e, d, start)
 	}()
 
@@ -149,7 +153,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	info := errInfo{Method: r.Method, Host: host, Path: r.URL.Path}
 
-	f := reqFacts{key: h.key, sni: h.sni, cls: &h.cc.cls, in: policy.Input{
+	f := reqFacts{key: h.key, sni: h.sni, cls: &h.cc.cls, names: h.cc.allNames, in: policy.Input{
 		Container: meta.Container,
 		DstIP:     meta.OrigDst.Addr(),
 		DstPort:   meta.OrigDst.Port(),
@@ -198,6 +202,16 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 			buffered = true
 		}
+		// A held request's head stays in memory too (and a copy on the
+		// card): it counts against the same budget as held bodies.
+		headLease := s.budget.lease(h.key)
+		defer headLease.release()
+		if err := headLease.grow(2 * headBytes(r)); err != nil {
+			be := err.(*bodyError)
+			e.Action, e.Reason = audit.ActionDeny, be.reason
+			be.write(rw, info)
+			return
+		}
 		out = h.hold(r, body, host, target, d)
 		e.By, e.ApprovalID = out.By, out.ID
 		e.Action = out.Status
@@ -226,12 +240,18 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	if buffered {
-		// Exactly the bytes that were decided on (and approved) go upstream.
-		r.Body = io.NopCloser(bytes.NewReader(body))
-		r.ContentLength = int64(len(body))
-		r.TransferEncoding = nil
+	// A compressed body the injector must see (placeholders, misuse) is
+	// buffered and decoded like a held one.
+	if !buffered && hasEncodedBody(r) && s.injectorScans(host) {
+		bodyRead = true
+		if _, ok := h.readBody(rw, r, info); !ok {
+			e.Action = audit.ActionDeny
+			return
+		}
+		buffered = true
 	}
+	// Exactly the bytes that were decided on (and approved) go upstream.
+	bb := forwardBuffered(r)
 	if r.Body != nil && r.Body != http.NoBody {
 		counter = &countingBody{rc: r.Body}
 		r.Body = counter
@@ -239,8 +259,24 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	stripH2CUpgrade(r.Header)
 	ri := &reqInfo{host: host, e: &e, counter: counter, out: rw.Header()}
 	if inj := s.cfg.Injector; inj != nil {
-		injection, err := inj.Inject(r, host)
+		var injection Injection
+		var err error
+		if bb.encoded() {
+			if injection, err = h.injectDecoded(inj, r, host, bb); err == nil && r.Body != nil && r.Body != http.NoBody {
+				counter = &countingBody{rc: r.Body}
+				r.Body, ri.counter = counter, counter
+			}
+		} else {
+			injection, err = inj.Inject(r, host)
+		}
 		if err != nil {
+			var be *bodyError
+			if errors.As(err, &be) {
+				e.Action, e.Reason = audit.ActionDeny, be.reason
+				info.Rule = ""
+				be.write(rw, info)
+				return
+			}
 			if IsPlaceholderMisuse(err) {
 				e.Event, e.Action, e.Reason = audit.EventExfiltration, audit.ActionDeny, "placeholder sent to a host it is not bound to"
 				info.Error, info.Rule, info.Reason = "placeholder_misuse", "", e.Reason
@@ -256,19 +292,35 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		ri.inj = injection
 	}
-	rw.before = nil // from here the body goes upstream
-	if upgradeType(r.Header) != "" {
-		// An upgraded stream (WebSocket) carries bytes no request decides:
-		// it is re-decided, as this request, on reload and revocation.
-		was, rf := d, f
-		rf.in.Header = r.Header.Clone()
+	// Every forwarded request is tracked while it lasts (its body and its
+	// response may stream for hours, an upgrade turns it into a tunnel):
+	// re-decided as this request on reload and revocation, with no rate
+	// limit charged again; decided again at once if the policy changed
+	// while it was held.
+	rf, was := f, d
+	rf.in.Header, rf.in.Recheck = r.Header.Clone(), true
+	if !rf.in.BodyKnown {
 		rf.in.Body, rf.in.BodyKnown = nil, true
-		defer s.track(&live{entry: e, kill: h.cc.kill, recheck: func() (policy.Decision, bool) {
-			nd := s.gateRequest(rf, meta.OrigDst)
-			return nd, nd.Action != policy.Deny && s.stillAllowed(was, out, nd)
-		}})()
 	}
-	h.rp.ServeHTTP(rw, r.WithContext(context.WithValue(r.Context(), reqInfoKey{}, ri)))
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	kill := cancel // HTTP/2: this stream only
+	if r.ProtoMajor == 1 {
+		kill = func() { cancel(); h.cc.kill() }
+	}
+	untrack, ok := s.trackChecked(&live{entry: e, kill: kill, recheck: func() (policy.Decision, bool) {
+		nd := s.gateRequest(rf, meta.OrigDst)
+		return nd, nd.Action != policy.Deny && s.stillAllowed(was, out, nd)
+	}}, g0)
+	defer untrack()
+	if !ok {
+		e.Action, e.Reason = audit.ActionDeny, "the policy or approvals changed before the request was forwarded"
+		info.Error, info.Reason = "blocked_by_policy", e.Reason
+		writeJSON(rw, http.StatusForbidden, info)
+		return
+	}
+	rw.before = nil // from here the body goes upstream
+	h.rp.ServeHTTP(rw, r.WithContext(context.WithValue(ctx, reqInfoKey{}, ri)))
 }
 
 // Bounds of drainUnread: a bigger or slower body gets the connection closed.
@@ -299,27 +351,15 @@ func (h *handler) drainUnread(w http.ResponseWriter, r *http.Request, bodyRead b
 	rc.SetReadDeadline(time.Time{})
 }
 
-// readBody buffers the request body up to MaxHoldBody. On failure it has
-// answered the agent and returns false.
-func (h *handler) readBody(w http.ResponseWriter, r *http.Request, info errInfo) ([]byte, bool) {
-	max := h.cc.s.cfg.MaxHoldBody
-	if r.ContentLength > max {
-		info.Error, info.Reason = "body_too_large", "request body exceeds the limit for inspected requests"
-		writeJSON(w, http.StatusRequestEntityTooLarge, info)
-		return nil, false
+// headBytes is about what a request's head takes in memory.
+func headBytes(r *http.Request) int64 {
+	n := int64(len(r.Method) + len(r.RequestURI) + len(r.Host) + 16)
+	for k, vs := range r.Header {
+		for _, v := range vs {
+			n += int64(len(k) + len(v) + 4)
+		}
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, max+1))
-	if err != nil {
-		info.Error, info.Reason = "bad_request", "could not read request body"
-		writeJSON(w, http.StatusBadRequest, info)
-		return nil, false
-	}
-	if int64(len(body)) > max {
-		info.Error, info.Reason = "body_too_large", "request body exceeds the limit for inspected requests"
-		writeJSON(w, http.StatusRequestEntityTooLarge, info)
-		return nil, false
-	}
-	return body, true
+	return n
 }
 
 // hold asks the approver. The request context ends when the agent goes away
@@ -330,11 +370,17 @@ func (h *handler) hold(r *http.Request, body []byte, host, target string, d poli
 	if strings.HasPrefix(target, "/") {
 		u = h.scheme + "://" + r.Host + target
 	}
+	// body is the decoded content: the card shows what the upstream will
+	// read; the hash is of the bytes as sent (and as they will be forwarded).
 	preview := body
 	if len(preview) > s.cfg.PreviewLimit {
 		preview = preview[:s.cfg.PreviewLimit]
 	}
-	sum := sha256.Sum256(body)
+	raw := body
+	if bb, ok := r.Body.(*bufferedBody); ok {
+		raw = bb.raw
+	}
+	sum := sha256.Sum256(raw)
 	s.m.held.Inc()
 	defer s.m.held.Dec()
 	return s.cfg.Approver.Request(r.Context(), approval.Hold{
@@ -454,7 +500,7 @@ func (cc *conn) serveHTTP(c net.Conn, h *handler) {
 		IdleTimeout:                  5 * time.Minute,
 		ErrorLog:                     discardLog,
 	}
-	l := newOneConnListener(c)
+	l := newOneConnListener(frame(c, srv, h)) // proxy/framing.go: every request head is vetted first
 	defer l.Close()
 	drain := func() { go srv.Shutdown(context.Background()) }
 	cc.s.setHooks(cc.st, drain, func() { srv.Close(); c.Close(); cc.c.Close() })
@@ -534,6 +580,7 @@ type respWriter struct {
 	status int
 	n      int64
 	before func() // runs once before clawd's own answer goes out; nil when upstream answers
+	reason string // why clawd refused the body (budget, size, encoding), for the audit line
 }
 
 func (w *respWriter) WriteHeader(code int) {

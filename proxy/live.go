@@ -11,8 +11,9 @@ import (
 )
 
 // live is an open stream whose verdict was given once and which carries
-// bytes without further decisions: a splice, an upgraded (WebSocket)
-// request. Recheck re-decides it on every policy reload and grant
+// bytes without further decisions: a splice, a forwarded request (its body
+// and response may stream for hours), an upgraded (WebSocket) stream.
+// Recheck re-decides it on every policy reload and grant
 // revocation, so an open connection never outlives the rule that allowed it.
 type live struct {
 	entry audit.Entry // identifies the stream in the revocation line
@@ -38,8 +39,13 @@ func (s *Server) track(l *live) func() {
 // the policy (or the approvals) no longer allow, each with an audit line
 // (event "revoked") saying why. The others are left untouched. why says what
 // changed ("policy reloaded", "grant revoked"). It returns how many were
-// closed.
+// closed. Streams being set up meanwhile (held, dialling) see the
+// generation change in trackChecked and decide themselves again.
 func (s *Server) Recheck(why string) int {
+	if n, ok := s.cfg.Names.(interface{ PolicyChanged() }); ok {
+		n.PolicyChanged() // names that became HTTP-level are remembered first
+	}
+	s.gen.Add(1)
 	s.liveMu.Lock()
 	ls := make([]*live, 0, len(s.live))
 	for l := range s.live {
@@ -61,20 +67,42 @@ func (s *Server) Recheck(why string) int {
 		}
 		l.kill()
 		closed++
-		e := l.entry
-		e.Time = s.cfg.Now().UTC()
-		e.Event, e.Action, e.Rule = audit.EventRevoked, string(policy.Deny), d.Rule
-		e.Status, e.BytesIn, e.BytesOut, e.DurationMS = 0, 0, 0, 0
-		e.By, e.ApprovalID = "", ""
-		e.Reason = why + ": the open connection is no longer allowed"
-		if d.Reason != "" {
-			e.Reason += " (" + d.Reason + ")"
-		}
-		s.audit.Log(e)
-		s.log.Info("closed a connection the policy no longer allows", zap.String("container", e.Container),
-			zap.String("dst", e.Dst), zap.String("host", e.Host), zap.String("rule", e.Rule), zap.String("why", why))
+		s.revoked(l.entry, d, why)
 	}
 	return closed
+}
+
+// trackChecked is track for a stream decided at generation g0 (read before
+// its decision): when a Recheck ran since, Recheck may have missed it, so
+// it is decided again here. false: it is no longer allowed (untracked,
+// audited; the caller refuses it).
+func (s *Server) trackChecked(l *live, g0 uint64) (func(), bool) {
+	untrack := s.track(l)
+	if s.gen.Load() == g0 {
+		return untrack, true
+	}
+	if d, keep := l.recheck(); !keep {
+		untrack()
+		s.revoked(l.entry, d, "the policy or approvals changed while it was being set up")
+		return func() {}, false
+	}
+	return untrack, true
+}
+
+// revoked audits and logs a stream closed (or refused at set-up) because
+// its verdict no longer holds.
+func (s *Server) revoked(e audit.Entry, d policy.Decision, why string) {
+	e.Time = s.cfg.Now().UTC()
+	e.Event, e.Action, e.Rule = audit.EventRevoked, string(policy.Deny), d.Rule
+	e.Status, e.BytesIn, e.BytesOut, e.DurationMS = 0, 0, 0, 0
+	e.By, e.ApprovalID = "", ""
+	e.Reason = why + ": the open connection is no longer allowed"
+	if d.Reason != "" {
+		e.Reason += " (" + d.Reason + ")"
+	}
+	s.audit.Log(e)
+	s.log.Info("closed a connection the policy no longer allows", zap.String("container", e.Container),
+		zap.String("dst", e.Dst), zap.String("host", e.Host), zap.String("rule", e.Rule), zap.String("why", why))
 }
 
 // GrantChecker is implemented by an Approver (*approval.Manager) that can

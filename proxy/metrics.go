@@ -11,6 +11,9 @@ type metrics struct {
 	active         prometheus.Gauge
 	held           prometheus.Gauge
 	upstreamErrors prometheus.Counter
+	untrusted      *prometheus.CounterVec
+	buffered       prometheus.Gauge
+	bufferRefused  *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -31,6 +34,18 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "clawd_upstream_errors_total",
 			Help: "Upstream dials or exchanges that failed.",
 		}),
+		untrusted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "clawd_tls_untrusted_total",
+			Help: "Intercepted TLS handshakes the agent aborted on clawd's certificate (it does not trust clawd's CA), by container.",
+		}, []string{"container"}),
+		buffered: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "clawd_buffered_body_bytes",
+			Help: "Request-body bytes held in memory (approval holds, body conditions, decoding), counted against max-buffered-bytes.",
+		}),
+		bufferRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "clawd_buffered_body_refused_total",
+			Help: "Requests refused because buffering their body would pass a memory budget, by the bound that was hit (container, global, request).",
+		}, []string{"scope"}),
 	}
 	if reg == nil {
 		return m, nil
@@ -40,6 +55,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.active = register(reg, m.active, &err)
 	m.held = register(reg, m.held, &err)
 	m.upstreamErrors = register(reg, m.upstreamErrors, &err)
+	m.untrusted = register(reg, m.untrusted, &err)
+	m.buffered = register(reg, m.buffered, &err)
+	m.bufferRefused = register(reg, m.bufferRefused, &err)
 	if err != nil {
 		return nil, err
 	}

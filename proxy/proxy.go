@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -41,6 +42,9 @@ type Decider interface {
 	// for the address alone) at ip:port need HTTP facts: such a
 	// connection is framed or refused, never spliced (see gate.go).
 	HTTPLevel(c policy.Container, host string, ip netip.Addr, port uint16) bool
+	// CIDRCovers reports whether an allow or approve rule names ip in its
+	// cidrs for port: only then is a special address a dial target.
+	CIDRCovers(c policy.Container, ip netip.Addr, port uint16) bool
 }
 
 // Approver holds a request until a human decides; *approval.Manager implements it.
@@ -123,8 +127,9 @@ type Config struct {
 	// nil scans net.InterfaceAddrs (failing closed). Tests replace it.
 	HostAddr func(a netip.Addr) bool
 	// ContainerAddr reports whether a is an address of an attached
-	// container (another agent's listener is no dial target for a name
-	// rule); nil: none is known.
+	// container's network namespace (the daemon's registry, refreshed at
+	// attach, re-adoption and sweep): another agent is no dial target for
+	// a name rule. nil: no address is known to be a container's.
 	ContainerAddr func(a netip.Addr) bool
 	// Classify says whether a destination address is special (loopback,
 	// private, link-local, the host's or a container's own): such an
@@ -150,6 +155,16 @@ type Config struct {
 	MaxHoldBody int64
 	// PreviewLimit bounds the body preview put on approval cards. Default 4 KiB.
 	PreviewLimit int
+	// MaxBufferedBytes bounds the request-body bytes held in memory at once
+	// for all containers together: bodies held for approval, read for a
+	// body condition, or decoded for secret injection, raw and decoded
+	// bytes both counted. A body that would pass it is refused with 503
+	// and Retry-After (413 when it alone is bigger than the bound). 0 means
+	// the default, 256 MiB; negative means no bound.
+	MaxBufferedBytes int64
+	// MaxBufferedBytesPerContainer is the same bound for each container on
+	// its own. 0 means the default, 64 MiB; negative means no bound.
+	MaxBufferedBytesPerContainer int64
 	// Dial dials upstreams (always OrigDst). Default: a net.Dialer.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// Now is the clock for decisions and durations. Default time.Now.
@@ -174,9 +189,12 @@ type Server struct {
 	forbidden map[netip.AddrPort]bool
 	fbPorts   map[uint16]bool
 	decisions decisionCounters
+	untrusted untrustedCounts
+	budget    *bodyBudget // memory of buffered request bodies (body.go)
 
 	liveMu sync.Mutex
 	live   map[*live]struct{} // open streams re-decided by Recheck
+	gen    atomic.Uint64      // Recheck calls so far
 
 	mu      sync.Mutex
 	closing bool
@@ -210,6 +228,12 @@ func New(cfg Config) (*Server, error) {
 	if cfg.PreviewLimit == 0 {
 		cfg.PreviewLimit = defaultPreviewLimit
 	}
+	if cfg.MaxBufferedBytes == 0 {
+		cfg.MaxBufferedBytes = defaultMaxBufferedBytes
+	}
+	if cfg.MaxBufferedBytesPerContainer == 0 {
+		cfg.MaxBufferedBytesPerContainer = defaultMaxBufferedBytesPerContainer
+	}
 	if cfg.Dial == nil {
 		d := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}
 		cfg.Dial = d.DialContext
@@ -237,6 +261,7 @@ func New(cfg Config) (*Server, error) {
 		conns:     make(map[*connState]struct{}),
 		live:      make(map[*live]struct{}),
 	}
+	s.budget = newBodyBudget(cfg.MaxBufferedBytes, cfg.MaxBufferedBytesPerContainer, m)
 	for _, ap := range cfg.Forbidden {
 		s.forbidden[netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())] = true
 	}

@@ -21,8 +21,9 @@ func (i storeInjector) Inject(r *http.Request, host string) (Injection, error) {
 	}
 	return inj, err
 }
-func (i storeInjector) BoundTo(host string) bool { return i.s.BoundTo(host) }
-func (i storeInjector) Hint(host string) string  { return secrets.Hint(host) }
+func (i storeInjector) BoundTo(host string) bool   { return i.s.BoundTo(host) }
+func (i storeInjector) ScansBody(host string) bool { return i.s.ScansBody(host) }
+func (i storeInjector) Hint(host string) string    { return secrets.Hint(host) }
 
 // TestRealSecretStore runs the proxy with the real secret store: injection
 // on the bound host, misuse in a header and in a large streamed body.

@@ -130,7 +130,7 @@ func looksHTTP(br *bufio.Reader) bool {
 		}
 		c := b[i+j]
 		switch {
-		case c == ' ':
+		case c == ' ' || c == '\t': // a tab too: lenient servers split on it, the framer refuses it
 			return j > 0
 		case isTokenChar(c):
 		default:

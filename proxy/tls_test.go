@@ -380,6 +380,7 @@ func TestSniffKinds(t *testing.T) {
 		{"DeLeTe /x HTTP/1.1\r\n", stageHTTP},
 		{"\r\n\r\nDELETE /x HTTP/1.1\r\n", stageHTTP}, // llhttp skips empty lines
 		{"\nGET / HTTP/1.1\r\n", stageHTTP},
+		{"DELETE\t/x HTTP/1.1\r\n", stageHTTP}, // the framer refuses it with 400
 		{"SSH-2.0-OpenSSH\r\n", stageOther},
 		{"HI\n", stageOther},
 		{" GET /", stageOther},

@@ -8,6 +8,9 @@ have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok ins
 for p in containerd runc busybox-static docker.io iproute2 iptables ca-certificates curl systemd openssl; do
 	have "$p" || need+=("$p")
 done
+# node: the real-server side (llhttp) of proxy's differential fuzz test
+# (FuzzFraming), which fails without it.
+command -v node >/dev/null || need+=(nodejs)
 if ((${#need[@]})); then
 	echo "installing: ${need[*]}"
 	export DEBIAN_FRONTEND=noninteractive

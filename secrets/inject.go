@@ -55,6 +55,10 @@ type Injection struct {
 	store *Store
 	st    *state
 	extra []pair // request-specific scrub rules (Basic credentials we built)
+	// streamed are the secrets a streamed request body may still inject
+	// when the response arrives (HTTP/2 and HTTP/1 servers may answer
+	// before the body is done): scrubbed as if injected.
+	streamed []*entry
 
 	mu     sync.Mutex
 	names  []string
@@ -380,6 +384,11 @@ func (inj *Injection) body(req *http.Request, host string, active, forbidden []*
 	}
 	req.Body = newReplaceReader(req.Body, m, inj.setMisuse)
 	req.GetBody = nil // a retry would resend the original body
+	for _, e := range active {
+		if e.meta.Body {
+			inj.streamed = append(inj.streamed, e)
+		}
+	}
 	if replacing {
 		req.ContentLength = -1
 		req.Header.Del("Content-Length")
@@ -387,10 +396,28 @@ func (inj *Injection) body(req *http.Request, host string, active, forbidden []*
 	return nil
 }
 
-// scrubMatcher maps every real value (and credentials built for this
-// request) back to placeholders.
+// scrubMatcher maps the values of the secrets injected into this request
+// (and credentials built for it) back to placeholders. Other secrets
+// cannot be in the answer, since this request never carried them: the
+// response is not scanned, nor held back, for them.
 func (inj *Injection) scrubMatcher() *matcher {
-	pairs := slices.Clone(inj.st.scrub.pairs)
+	var pairs []pair
+	add := func(e *entry) {
+		for _, p := range pairs {
+			if bytes.Equal(p.old, e.value) {
+				return
+			}
+		}
+		pairs = append(pairs, pair{old: e.value, new: []byte(e.meta.Placeholder)})
+	}
+	for _, name := range inj.Names() {
+		if e := inj.st.byName[name]; e != nil {
+			add(e)
+		}
+	}
+	for _, e := range inj.streamed {
+		add(e)
+	}
 	pairs = append(pairs, inj.extra...)
 	return newMatcher(pairs)
 }
@@ -416,6 +443,12 @@ func (inj *Injection) ScrubResponse(resp *http.Response) {
 		return
 	}
 	if resp.Request != nil && resp.Request.Method == http.MethodHead {
+		return
+	}
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		// The "body" of a 101 is the upgraded stream, which ReverseProxy
+		// must get as the upstream connection itself (a wrapped body makes
+		// it refuse the upgrade with 502). Its frames are not scrubbed.
 		return
 	}
 	if resp.ContentLength >= 0 && resp.ContentLength <= maxBufferedBody {

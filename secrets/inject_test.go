@@ -487,12 +487,16 @@ func TestEndToEndStreamedMisuseAbortsUpstream(t *testing.T) {
 func TestScrubResponse(t *testing.T) {
 	f := newFixture(t)
 	req, _ := http.NewRequest("GET", "https://api.github.com/user", nil)
+	req.Header.Set("Authorization", "Bearer "+f.ph["github"])
 	inj, err := f.s.Inject(req, "api.github.com")
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Only the secret injected into this request is scrubbed: the custom
+	// secret was never sent to this host, so its value cannot come back
+	// from it (and the stream is not held back for it).
 	body := "a " + vGitHub + " b " + vCustom + " c"
-	want := "a " + f.ph["github"] + " b " + f.ph["custom"] + " c"
+	want := "a " + f.ph["github"] + " b " + vCustom + " c"
 	for _, tc := range []struct {
 		name string
 		len  int64
@@ -512,7 +516,7 @@ func TestScrubResponse(t *testing.T) {
 			if h := resp.Header.Get("X-Token"); h != "echo "+f.ph["github"] {
 				t.Errorf("X-Token = %q", h)
 			}
-			if h := resp.Header.Get("Set-Cookie"); h != "t="+f.ph["custom"] {
+			if h := resp.Header.Get("Set-Cookie"); h != "t="+vCustom {
 				t.Errorf("Set-Cookie = %q", h)
 			}
 			got, err := io.ReadAll(resp.Body)
@@ -531,7 +535,7 @@ func TestScrubResponse(t *testing.T) {
 
 func TestScrubSplitAtEveryOffset(t *testing.T) {
 	f := newFixture(t)
-	inj, err := f.s.Inject(&http.Request{URL: &url.URL{Path: "/"}, Header: http.Header{}}, "api.example.com")
+	inj, err := f.s.Inject(&http.Request{URL: &url.URL{Path: "/"}, Header: http.Header{"X-Key": {f.ph["custom"]}}}, "api.example.com")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -662,4 +666,39 @@ func FuzzInjectMisuse(f *testing.F) {
 			t.Fatalf("placeholder left after injection: %+v", req.URL)
 		}
 	})
+}
+
+// A stream is not held back: every event is delivered as soon as it
+// arrives, unless its last bytes could begin an injected secret. Causal:
+// the second chunk is written only after the first was read.
+func TestScrubDoesNotHoldStreamsBack(t *testing.T) {
+	f := newFixture(t)
+	req := &http.Request{URL: &url.URL{Path: "/"}, Header: http.Header{"X-Key": {f.ph["custom"]}}}
+	inj, err := f.s.Inject(req, "api.example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr, pw := io.Pipe()
+	resp := &http.Response{Header: http.Header{}, ContentLength: -1, Body: pr}
+	inj.ScrubResponse(resp)
+	buf := make([]byte, 256)
+	for i, ev := range []string{"data: 1\n\n", "data: two\n\n", "data: " + vCustom + "\n\n"} {
+		go pw.Write([]byte(ev))
+		n, err := resp.Body.Read(buf)
+		want := strings.ReplaceAll(ev, vCustom, f.ph["custom"])
+		if err != nil || string(buf[:n]) != want {
+			t.Fatalf("event %d: got %q (%v), want %q at once", i, buf[:n], err, want)
+		}
+	}
+	// A tail that could begin the secret waits for more bytes, and only it.
+	go pw.Write([]byte("x " + vCustom[:3]))
+	n, _ := resp.Body.Read(buf)
+	if string(buf[:n]) != "x " {
+		t.Fatalf("partial secret: got %q, want only the bytes before it", buf[:n])
+	}
+	go func() { pw.Write([]byte(vCustom[3:] + "!")); pw.Close() }()
+	rest, _ := io.ReadAll(resp.Body)
+	if string(rest) != f.ph["custom"]+"!" {
+		t.Fatalf("rest = %q", rest)
+	}
 }

@@ -41,18 +41,21 @@ func newMatcher(pairs []pair) *matcher {
 func (m *matcher) empty() bool { return m == nil || len(m.pairs) == 0 }
 
 // process appends to dst the output for as much of src as can be decided.
-// Unless eof, a position is only decided once maxLen bytes from it are
-// visible, so the undecided tail (at most maxLen-1 bytes) is left for the
-// next call. It returns how many bytes of src were consumed. When a
-// detection pair matches, dst holds the bytes before the match and err is
-// that pair's error.
+// Unless eof, only the tail that could still begin a pattern is left
+// undecided for the next call: the first position from which the rest of
+// src is a proper prefix of some pattern. Any other position is decided at
+// once, so a stream is held back only while its last bytes could be the
+// start of a secret (usually never: an SSE event ends in "\n\n"). It
+// returns how many bytes of src were consumed. When a detection pair
+// matches, dst holds the bytes before the match and err is that pair's
+// error.
 func (m *matcher) process(dst, src []byte, eof bool) (out []byte, consumed int, err error) {
 	if m.empty() {
 		return append(dst, src...), len(src), nil
 	}
-	limit := len(src) - m.maxLen + 1 // positions below limit are decided
-	if eof {
-		limit = len(src)
+	limit := len(src) // positions below limit are decided
+	if !eof {
+		limit = m.undecided(src)
 	}
 	// next[i] caches where pairs[i].old next occurs at or after pos
 	// (-1: nowhere in src), so a body with many matches stays linear.
@@ -99,6 +102,22 @@ func (m *matcher) process(dst, src []byte, eof bool) (out []byte, consumed int, 
 		}
 		return dst, pos, nil
 	}
+}
+
+// undecided is where the tail of src that could begin a pattern starts
+// (len(src) when none could). A position before it either starts no
+// pattern or has every pattern that could start there fully visible, so
+// leftmost-longest matching decides it the same as with more input.
+func (m *matcher) undecided(src []byte) int {
+	for i := max(0, len(src)-m.maxLen+1); i < len(src); i++ {
+		tail := src[i:]
+		for _, p := range m.pairs {
+			if len(tail) < len(p.old) && bytes.HasPrefix(p.old, tail) {
+				return i
+			}
+		}
+	}
+	return len(src)
 }
 
 // replace is the one-shot form: the whole input is known.

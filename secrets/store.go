@@ -633,6 +633,15 @@ func (s *Store) BoundTo(host string) bool {
 	return false
 }
 
+// ScansBody reports whether Inject reads the body of a request to host:
+// whenever any secret is stored, since a placeholder of a secret not bound
+// to host is misuse wherever it appears (and bound secrets with Body set
+// are replaced there). The proxy decodes compressed bodies for Inject only
+// then.
+func (s *Store) ScansBody(host string) bool {
+	return len(s.snap.Load().entries) > 0
+}
+
 // Reload re-reads the store file. If the file is unreadable or fails its
 // integrity checks, the last good secrets stay in use and the error is
 // returned. The daemon calls it on SIGHUP or from Watch.

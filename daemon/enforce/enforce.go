@@ -65,6 +65,7 @@ type Enforcer struct {
 	ck   *ebpf.Map
 	tp   *ebpf.Map
 	st   *ebpf.Map
+	ls   *ebpf.Map // clawd listeners -> owning cgroup
 	// lsm is the optional lsm_cgroup/socket_create program, shared by every
 	// attachment; nil with lsmErr set where the kernel refuses it.
 	lsm    *ebpf.Program
@@ -99,7 +100,14 @@ func New(root string) (*Enforcer, error) {
 	if err := spec.LoadAndAssign(&maps, e.collOpts()); err != nil {
 		return nil, fmt.Errorf("open pinned maps (an incompatible older layout must be removed from %s): %w", filepath.Join(root, "maps"), err)
 	}
-	e.ck, e.tp, e.st = maps.ClawdCkV1, maps.ClawdTpV1, maps.ClawdStV1
+	e.ck, e.tp, e.st, e.ls = maps.ClawdCkV1, maps.ClawdTpV1, maps.ClawdStV1, maps.ClawdLsV1
+	// Listeners die with the daemon that opened them: what a predecessor
+	// registered names ports nobody serves now (and that anything may
+	// bind). The re-adopted attachments register their new ones.
+	if err := e.clearListeners(); err != nil {
+		e.Close()
+		return nil, err
+	}
 	e.lsm, e.lsmErr = loadLSM()
 	return e, nil
 }
@@ -140,7 +148,7 @@ func (e *Enforcer) Close() error {
 		delete(e.live, id)
 	}
 	e.mu.Unlock()
-	errs := []error{e.ck.Close(), e.tp.Close(), e.st.Close()}
+	errs := []error{e.ck.Close(), e.tp.Close(), e.st.Close(), e.ls.Close()}
 	if e.lsm != nil {
 		errs = append(errs, e.lsm.Close())
 	}
@@ -604,6 +612,65 @@ func origAddr(v bpf.ClawdOrig) netip.AddrPort {
 	binary.NativeEndian.PutUint16(b[:], v.Port)
 	port := binary.BigEndian.Uint16(b[:])
 	return netip.AddrPortFrom(a, port)
+}
+
+// Listener is one of clawd's listener sockets, as the kernel's
+// other-container check knows it.
+type Listener struct {
+	Netns  uint64 // netns cookie
+	Port   uint16
+	Stream bool // TCP; false: UDP
+}
+
+func (l Listener) key() bpf.ClawdListenerKey {
+	k := bpf.ClawdListenerKey{Netns: l.Netns, Port: l.Port, Type: unix.SOCK_DGRAM}
+	if l.Stream {
+		k.Type = unix.SOCK_STREAM
+	}
+	return k
+}
+
+// RegisterListeners records ls as the listeners of the container with
+// cgroupID. In a network namespace shared by several attached containers
+// (a pod), the connect and sendmsg programs then refuse every other
+// container's connects and datagrams to them: each container's DNS goes to
+// its own listener, decided by its own rule set.
+func (e *Enforcer) RegisterListeners(cgroupID uint64, ls []Listener) error {
+	var errs []error
+	for _, l := range ls {
+		if err := e.ls.Put(l.key(), cgroupID); err != nil {
+			errs = append(errs, fmt.Errorf("register listener port %d: %w", l.Port, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// UnregisterListeners forgets listeners that were closed.
+func (e *Enforcer) UnregisterListeners(ls []Listener) {
+	for _, l := range ls {
+		e.ls.Delete(l.key())
+	}
+}
+
+func (e *Enforcer) clearListeners() error {
+	var (
+		k    bpf.ClawdListenerKey
+		v    uint64
+		keys []bpf.ClawdListenerKey
+	)
+	it := e.ls.Iterate()
+	for it.Next(&k, &v) {
+		keys = append(keys, k)
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("list stale listeners: %w", err)
+	}
+	for _, k := range keys {
+		if err := e.ls.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("remove stale listener: %w", err)
+		}
+	}
+	return nil
 }
 
 // Counters are the per-container BPF counters.

@@ -114,7 +114,14 @@ func removeCgroup(t *testing.T, dir string) {
 // run runs busybox applet args inside the testbed's netns and cgroup.
 func (tb *testbed) run(t *testing.T, args ...string) (string, error) {
 	t.Helper()
-	fd, err := unix.Open(tb.cgroup, unix.O_DIRECTORY|unix.O_RDONLY, 0)
+	return tb.runIn(t, tb.cgroup, args...)
+}
+
+// runIn runs busybox applet args inside the testbed's netns and cgroup dir
+// (another container's cgroup in a namespace shared like a pod's).
+func (tb *testbed) runIn(t *testing.T, cgroup string, args ...string) (string, error) {
+	t.Helper()
+	fd, err := unix.Open(cgroup, unix.O_DIRECTORY|unix.O_RDONLY, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

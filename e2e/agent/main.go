@@ -9,6 +9,7 @@ package main
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -50,6 +51,7 @@ func main() {
 		sni       = flag.String("sni", "", "TLS server name to send (default: the URL's host)")
 		timeout   = flag.Duration("timeout", 20*time.Second, "overall timeout")
 		count     = flag.Int("n", 1, "send the request this many times on one connection (keep-alive)")
+		gzipBody  = flag.Bool("gzip", false, "gzip the request body and send Content-Encoding: gzip (as Claude Code does)")
 		headers   headerFlags
 	)
 	flag.Var(&headers, "H", "header 'Name: value' (repeatable)")
@@ -103,6 +105,14 @@ func main() {
 		for i := range body {
 			body[i] = byte('a' + i%26)
 		}
+	}
+	if *gzipBody {
+		var buf bytes.Buffer
+		zw := gzip.NewWriter(&buf)
+		zw.Write(body)
+		zw.Close()
+		body = buf.Bytes()
+		headers = append(headers, "Content-Encoding: gzip")
 	}
 	var out []answer
 	for i := 0; i < *count; i++ {

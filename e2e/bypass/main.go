@@ -44,6 +44,7 @@ var (
 	prefix  = flag.String("prefix", "", "prefix for every vector name (child processes)")
 	waitF   = flag.String("pre-attach", "", "pre-attach mode: prepare, wait for this file to appear, then use what was prepared")
 	sendTo  = flag.String("send", "", "send mode: connect to this address, write the -data parts, print the answer")
+	sendTLS = flag.String("send-tls", "", "send mode: speak TLS (http/1.1, unverified) with this server name")
 	data    dataList
 	timeout = 3 * time.Second
 )

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"net"
@@ -14,12 +15,25 @@ import (
 // connection has been quiet for a moment (3s before the first byte, 0.5s
 // after) or closes. It reports the whole
 // answer as the detail of vector "send" (result "closed" if the peer
-// closed, else "open").
+// closed, else "open"). With -send-tls the parts go inside TLS.
 func sendRaw(addr string, parts []string) {
 	c, err := net.DialTimeout("tcp", addr, timeout)
 	if err != nil {
 		report("send", "blocked", err.Error())
 		return
+	}
+	if *sendTLS != "" {
+		// The bytes inside are what is being tested, not the
+		// certificate: clawd's interception leaf is not verified.
+		tc := tls.Client(c, &tls.Config{ServerName: *sendTLS, InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
+		tc.SetDeadline(time.Now().Add(timeout))
+		if err := tc.Handshake(); err != nil {
+			c.Close()
+			report("send", "blocked", "TLS: "+err.Error())
+			return
+		}
+		tc.SetDeadline(time.Time{})
+		c = tc
 	}
 	defer c.Close()
 	var got strings.Builder

@@ -38,6 +38,11 @@ type RunOpts struct {
 	// DockerNetwork (Docker only) runs the container on this Docker
 	// network (see Docker.Network) instead of the harness veth.
 	DockerNetwork string
+	// NetnsOf joins another running container's network namespace, as the
+	// containers of a Kubernetes pod share theirs (Network is ignored). The
+	// container's addresses are that one's; its namespace outlives this one.
+	// containerd only.
+	NetnsOf *Container
 }
 
 // Container is a running test container.
@@ -53,6 +58,7 @@ type Container struct {
 
 	short    string
 	peerNs   string // netns holding the far end of the veth (PeerNetns)
+	joined   bool   // in another container's network namespace (RunOpts.NetnsOf)
 	slotLock *os.File
 	exec     func(ctx context.Context, args ...string) (string, string, int, error)
 	remove   func() error
@@ -95,7 +101,9 @@ func (c *Containerd) run(name string, o RunOpts) (ct *Container, err error) {
 			ct.stop()
 		}
 	}()
-	if err := ct.setupNetwork(o.Network, "", o.PeerNetns); err != nil {
+	if o.NetnsOf != nil {
+		ct.joinNetwork(o.NetnsOf)
+	} else if err := ct.setupNetwork(o.Network, "", o.PeerNetns); err != nil {
 		return ct, err
 	}
 	rootfs, err := containerRootfs(filepath.Join(c.Dir, "rootfs", ct.ID))

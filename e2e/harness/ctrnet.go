@@ -129,8 +129,17 @@ func macIn(ns, name string) (string, error) {
 	return mac, err
 }
 
+// joinNetwork puts the container into other's network namespace.
+func (ct *Container) joinNetwork(other *Container) {
+	ct.joined = true
+	ct.Netns = other.Netns
+	ct.IPv4, ct.IPv6 = other.IPv4, other.IPv6
+	ct.HostVeth, ct.HostIPv4, ct.HostIPv6 = other.HostVeth, other.HostIPv4, other.HostIPv6
+	ct.GatewayMAC = other.GatewayMAC
+}
+
 func (ct *Container) teardownNetwork() {
-	if ct.short == "" {
+	if ct.short == "" || ct.joined {
 		return
 	}
 	if ct.HostVeth != "" {

@@ -273,6 +273,9 @@ func (d *Docker) run(name string, o RunOpts) (ct *Container, err error) {
 			ct.stop()
 		}
 	}()
+	if o.NetnsOf != nil {
+		return ct, errors.New("RunOpts.NetnsOf is supported for containerd containers only")
+	}
 	network := "none"
 	if o.DockerNetwork != "" {
 		network = o.DockerNetwork

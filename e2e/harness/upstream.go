@@ -60,6 +60,7 @@ type Upstream struct {
 	mu       sync.Mutex
 	seen     []Seen
 	dnsSeen  []string
+	dnsRRs   map[string][]dns.RR // SetDNSRecords: lower-case FQDN -> answer
 	udpSeen  []string
 	closers  []io.Closer
 	wg       sync.WaitGroup
@@ -235,6 +236,60 @@ func (u *Upstream) UDPPackets() []string {
 	return append([]string(nil), u.udpSeen...)
 }
 
+// SetDNSRecords makes the upstream DNS answer queries for name (any case,
+// with or without the trailing dot) with records, given in zone-file form
+// ("evil.upstream.test. 60 IN A 127.0.0.1"); of those, the records of the
+// query's type and CNAMEs are answered, the others are not. It overrides
+// the built-in answers, also for names outside upstream.test; no records
+// means NOERROR with an empty answer. ClearDNSRecords undoes every
+// SetDNSRecords.
+func (u *Upstream) SetDNSRecords(name string, records ...string) error {
+	rrs := make([]dns.RR, 0, len(records))
+	for _, r := range records {
+		rr, err := dns.NewRR(r)
+		if err != nil {
+			return fmt.Errorf("record %q: %w", r, err)
+		}
+		rrs = append(rrs, rr)
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.dnsRRs == nil {
+		u.dnsRRs = map[string][]dns.RR{}
+	}
+	u.dnsRRs[dns.Fqdn(strings.ToLower(name))] = rrs
+	return nil
+}
+
+// SetDNS is SetDNSRecords for plain addresses: A queries get the IPv4
+// ones, AAAA queries the IPv6 ones. With no addrs the override is removed.
+func (u *Upstream) SetDNS(name string, addrs ...netip.Addr) {
+	if len(addrs) == 0 {
+		u.mu.Lock()
+		delete(u.dnsRRs, dns.Fqdn(strings.ToLower(name)))
+		u.mu.Unlock()
+		return
+	}
+	var recs []string
+	for _, a := range addrs {
+		typ := "AAAA"
+		if a.Is4() {
+			typ = "A"
+		}
+		recs = append(recs, fmt.Sprintf("%s 60 IN %s %s", dns.Fqdn(name), typ, a))
+	}
+	if err := u.SetDNSRecords(name, recs...); err != nil {
+		panic(err) // addresses always make valid records
+	}
+}
+
+// ClearDNSRecords forgets what SetDNSRecords set.
+func (u *Upstream) ClearDNSRecords() {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.dnsRRs = nil
+}
+
 // Reset forgets the recorded requests and queries.
 func (u *Upstream) Reset() {
 	u.mu.Lock()
@@ -260,10 +315,19 @@ func (u *Upstream) serveDNS(w dns.ResponseWriter, req *dns.Msg) {
 	m.SetReply(req)
 	m.Authoritative = true
 	for _, q := range req.Question {
+		name := strings.ToLower(q.Name)
 		u.mu.Lock()
 		u.dnsSeen = append(u.dnsSeen, q.Name+" "+dns.TypeToString[q.Qtype])
+		set, override := u.dnsRRs[name]
 		u.mu.Unlock()
-		name := strings.ToLower(q.Name)
+		if override {
+			for _, rr := range set {
+				if t := rr.Header().Rrtype; t == q.Qtype || t == dns.TypeCNAME {
+					m.Answer = append(m.Answer, dns.Copy(rr))
+				}
+			}
+			continue
+		}
 		if name != UpstreamDomain+"." && !strings.HasSuffix(name, "."+UpstreamDomain+".") {
 			m.Rcode = dns.RcodeNameError
 			continue

@@ -3,8 +3,8 @@
 // (cloud metadata included), private and unique-local ranges, shared
 // (CGNAT) space, multicast, unspecified and reserved addresses are; so are
 // IPv6 forms that carry one of those IPv4 addresses (v4-mapped, the
-// deprecated v4-compatible ::a.b.c.d, NAT64 64:ff9b::/96 and
-// 64:ff9b:1::/48, 6to4 2002::/16, Teredo 2001::/32). A DNS answer that
+// deprecated v4-compatible ::a.b.c.d, SIIT ::ffff:0:a.b.c.d, NAT64
+// 64:ff9b::/96 and 64:ff9b:1::/48 at any RFC 6052 prefix length, 6to4 2002::/16, Teredo 2001::/32). A DNS answer that
 // points a name at such an address is the classic rebinding attack; clawd
 // dials it only when a rule names the range in `cidrs`.
 //
@@ -45,6 +45,7 @@ var (
 	sixToFour = netip.MustParsePrefix("2002::/16")
 	teredo    = netip.MustParsePrefix("2001::/32")
 	v4compat  = netip.MustParsePrefix("::/96")
+	siit      = netip.MustParsePrefix("::ffff:0:0:0/96") // RFC 2765 IPv4-translated
 	discard6  = netip.MustParsePrefix("100::/64")
 )
 
@@ -53,36 +54,8 @@ func Of(a netip.Addr) Class {
 	if !a.IsValid() {
 		return Reserved
 	}
-	a = a.WithZone("")
-	if a.Is4In6() {
-		return Of(a.Unmap())
-	}
-	if a.Is4() {
-		return of4(a)
-	}
-	switch {
-	case a.IsUnspecified():
-		return Unspecified
-	case a.IsLoopback():
-		return Loopback
-	case a.IsLinkLocalUnicast(), a.IsLinkLocalMulticast():
-		return LinkLocal
-	case a.IsMulticast():
-		return Multicast
-	case a.IsPrivate(): // fc00::/7
-		return Private
-	case discard6.Contains(a):
-		return Reserved
-	}
-	if v4, ok := Embedded(a); ok {
-		if c := of4(v4); c != Public {
-			return c
-		}
-	}
-	return Public
-}
-
-func of4(a netip.Addr) Class {
+	a = a.WithZone("").Unmap()
+	// netip's predicates cover both families (fc00::/7 is Private).
 	switch {
 	case a.IsUnspecified():
 		return Unspecified
@@ -94,13 +67,43 @@ func of4(a netip.Addr) Class {
 		return Multicast
 	case a.IsPrivate():
 		return Private
-	case shared4.Contains(a):
-		return Shared
 	}
-	for _, p := range reserved4 {
-		if p.Contains(a) {
-			return Reserved
+	if a.Is4() {
+		if shared4.Contains(a) {
+			return Shared
 		}
+		for _, p := range reserved4 {
+			if p.Contains(a) {
+				return Reserved
+			}
+		}
+		return Public
+	}
+	if discard6.Contains(a) {
+		return Reserved
+	}
+	if nat64loc.Contains(a) {
+		// A local-use NAT64 prefix can be any RFC 6052 length: fail
+		// closed on whichever placement carries a special address.
+		// (/48, /56, /64, /96 layouts; a zero placement is no evidence).
+		b := a.As16()
+		found := Public
+		for _, v4 := range [][4]byte{{b[6], b[7], b[9], b[10]}, {b[7], b[9], b[10], b[11]},
+			{b[9], b[10], b[11], b[12]}, {b[12], b[13], b[14], b[15]}} {
+			switch c := Of(netip.AddrFrom4(v4)); c {
+			case Public:
+			case Unspecified, Reserved:
+				if found == Public {
+					found = c
+				}
+			default:
+				return c
+			}
+		}
+		return found
+	}
+	if v4, ok := Embedded(a); ok {
+		return Of(v4)
 	}
 	return Public
 }
@@ -116,7 +119,7 @@ func Embedded(a netip.Addr) (netip.Addr, bool) {
 	switch {
 	case a.Is4In6():
 		return a.Unmap(), true
-	case nat64.Contains(a), v4compat.Contains(a):
+	case nat64.Contains(a), v4compat.Contains(a), siit.Contains(a):
 		return netip.AddrFrom4([4]byte{b[12], b[13], b[14], b[15]}), true
 	case nat64loc.Contains(a):
 		// RFC 8215 local-use prefix, /48 with the RFC 6052 layout for /48:

@@ -3,6 +3,7 @@ package dns
 import (
 	"container/list"
 	"math"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -85,23 +86,19 @@ func (s *answerSet) record(qname string, answer []mdns.RR, now time.Time, minTTL
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, rr := range answer {
-		var ip netip.Addr
-		switch rr := rr.(type) {
-		case *mdns.A:
-			ip, _ = netip.AddrFromSlice(rr.A.To4())
-		case *mdns.AAAA:
-			ip, _ = netip.AddrFromSlice(rr.AAAA.To16())
-		default:
-			continue
-		}
 		owner := hostname.Normalize(rr.Header().Name)
 		pos := slices.Index(chain, owner)
-		if pos < 0 || !ip.IsValid() {
+		if pos < 0 {
 			continue
 		}
 		keep := max(time.Duration(min(ttlTo[owner], rr.Header().Ttl))*time.Second, minTTL)
-		for i, name := range chain[:pos+1] {
-			s.add(pairKey{name, ip.Unmap()}, now.Add(keep), i == 0)
+		for _, ip := range answerAddrs(rr) {
+			if !ip.IsValid() {
+				continue
+			}
+			for i, name := range chain[:pos+1] {
+				s.add(pairKey{name, ip.Unmap()}, now.Add(keep), i == 0)
+			}
 		}
 	}
 	s.prune(now)
@@ -178,6 +175,63 @@ func (s *answerSet) names(ip netip.Addr, now time.Time) []string {
 	out := make([]string, len(ps))
 	for i, p := range ps {
 		out[i] = p.name
+	}
+	return out
+}
+
+// snapshot returns the unexpired pairs.
+func (s *answerSet) snapshot(now time.Time) []pair {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]pair, 0, len(s.pairs))
+	for _, el := range s.pairs {
+		if p := el.Value.(*pair); now.Before(p.expires) {
+			out = append(out, *p)
+		}
+	}
+	return out
+}
+
+// remember adds one pair until expires.
+func (s *answerSet) remember(k pairKey, expires time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.add(k, expires, true)
+}
+
+// answerAddrs are the addresses a record gives a client to dial: A, AAAA,
+// and the ipv4hint/ipv6hint values of SVCB and HTTPS records (clients
+// dial those too).
+func answerAddrs(rr mdns.RR) []netip.Addr {
+	var svcb *mdns.SVCB
+	switch rr := rr.(type) {
+	case *mdns.A:
+		a, _ := netip.AddrFromSlice(rr.A.To4())
+		return []netip.Addr{a}
+	case *mdns.AAAA:
+		a, _ := netip.AddrFromSlice(rr.AAAA.To16())
+		return []netip.Addr{a}
+	case *mdns.SVCB:
+		svcb = rr
+	case *mdns.HTTPS:
+		svcb = &rr.SVCB
+	default:
+		return nil
+	}
+	var out []netip.Addr
+	for _, kv := range svcb.Value {
+		var hint []net.IP
+		switch v := kv.(type) {
+		case *mdns.SVCBIPv4Hint:
+			hint = v.Hint
+		case *mdns.SVCBIPv6Hint:
+			hint = v.Hint
+		}
+		for _, h := range hint {
+			if a, ok := netip.AddrFromSlice(h); ok {
+				out = append(out, a)
+			}
+		}
 	}
 	return out
 }

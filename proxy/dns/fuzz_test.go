@@ -28,7 +28,7 @@ func FuzzHandle(f *testing.F) {
 	r.exchange = stubExchange
 
 	f.Fuzz(func(t *testing.T, packet []byte) {
-		out := r.handle(context.Background(), agent, packet, true)
+		out := r.handle(context.Background(), agent, packet, true, nil)
 		if out == nil {
 			return
 		}

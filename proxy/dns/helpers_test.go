@@ -263,7 +263,7 @@ func (f *fixture) ask(t *testing.T, c policy.Container, name string, qtype uint1
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := f.r.handle(context.Background(), c, b, false)
+	out := f.r.handle(context.Background(), c, b, false, nil)
 	if out == nil {
 		t.Fatalf("no answer for %s", name)
 	}

@@ -2,6 +2,7 @@ package dns
 
 import (
 	"net/netip"
+	"slices"
 
 	"github.com/clawd-dev/clawd/internal/hostname"
 )
@@ -41,4 +42,29 @@ func (r *Resolver) NamesFor(containerKey string, ip netip.Addr) []string {
 		return nil
 	}
 	return names
+}
+
+// NamesForAny returns the names this resolver answered with ip for any
+// container, deduplicated. The proxy uses them only to tell whether an
+// address belongs to a host some rule treats at the HTTP level: an agent
+// that dials a hard-coded address it never looked up must not get a raw
+// splice to a host another container (or it, earlier) resolved there.
+func (r *Resolver) NamesForAny(ip netip.Addr) []string {
+	r.mu.Lock()
+	states := make([]*containerState, 0, len(r.containers))
+	for _, s := range r.containers {
+		states = append(states, s)
+	}
+	r.mu.Unlock()
+	ip = ip.WithZone("").Unmap()
+	now := r.now()
+	out := r.sticky.names(ip, now)
+	for _, s := range states {
+		for _, n := range s.answers.names(ip, now) {
+			if !slices.Contains(out, n) {
+				out = append(out, n)
+			}
+		}
+	}
+	return out
 }

@@ -497,7 +497,7 @@ func TestMalformed(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f := newFixture(t, nil)
-			out := f.r.handle(context.Background(), agent, tt.packet, true)
+			out := f.r.handle(context.Background(), agent, tt.packet, true, nil)
 			if tt.wantRcode < 0 {
 				if out != nil {
 					t.Errorf("answered %x, want dropped", out)

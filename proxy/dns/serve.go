@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -19,12 +20,26 @@ import (
 // (RFC 7766 suggests seconds; agents reconnect cheaply).
 const tcpIdle = 30 * time.Second
 
+// SenderCheck tells whether the datagram that came from src was sent by the
+// container whose listener received it. A non-nil error refuses the query:
+// it is answered REFUSED and audited with the error as the reason, and
+// nothing is forwarded. It is called once per datagram, concurrently.
+type SenderCheck func(src netip.AddrPort) error
+
 // ServePacket answers DNS queries arriving on pc, all from container c,
 // until ctx is done or pc is closed; both end it with a nil error. pc stays
-// the caller's to close (ctx ending sets a past read deadline on it). Queries beyond the container's in-flight limit are
-// dropped (the client retries). ServePacket returns only after every answer
-// it started has been sent or abandoned.
+// the caller's to close (ctx ending sets a past read deadline on it).
+// Queries beyond the container's in-flight limit are dropped (the client
+// retries). ServePacket returns only after every answer it started has been
+// sent or abandoned.
 func (r *Resolver) ServePacket(ctx context.Context, pc net.PacketConn, c policy.Container) error {
+	return r.ServePacketChecked(ctx, pc, c, nil)
+}
+
+// ServePacketChecked is ServePacket for a listener that others can reach
+// too (several containers sharing a network namespace): check decides, for
+// every datagram, whether it is c's. A nil check trusts every sender.
+func (r *Resolver) ServePacketChecked(ctx context.Context, pc net.PacketConn, c policy.Container, check SenderCheck) error {
 	st := r.state(c.Key())
 	// Unblock ReadFrom when ctx ends without closing the caller's socket.
 	stop := context.AfterFunc(ctx, func() { pc.SetReadDeadline(time.Unix(1, 0)) })
@@ -52,7 +67,11 @@ func (r *Resolver) ServePacket(ctx context.Context, pc net.PacketConn, c policy.
 		go func() {
 			defer wg.Done()
 			defer func() { <-st.sem }()
-			if out := r.handle(ctx, c, packet, true); out != nil {
+			var refuse error
+			if check != nil {
+				refuse = check(addrPortOf(addr))
+			}
+			if out := r.handle(ctx, c, packet, true, refuse); out != nil {
 				if _, err := pc.WriteTo(out, addr); err != nil {
 					r.log.Debug("dns: write answer", zap.Error(err))
 				}
@@ -86,7 +105,7 @@ func (r *Resolver) ServeConn(ctx context.Context, conn net.Conn, c policy.Contai
 		case <-ctx.Done():
 			return
 		}
-		out := r.handle(ctx, c, buf[:n], false)
+		out := r.handle(ctx, c, buf[:n], false, nil)
 		<-st.sem
 		if out == nil || len(out) > 65535 {
 			return
@@ -99,4 +118,13 @@ func (r *Resolver) ServeConn(ctx context.Context, conn net.Conn, c policy.Contai
 			return
 		}
 	}
+}
+
+// addrPortOf is the address of a datagram's sender; an address of another
+// kind is the zero AddrPort (which a SenderCheck must refuse).
+func addrPortOf(a net.Addr) netip.AddrPort {
+	if u, ok := a.(*net.UDPAddr); ok {
+		return u.AddrPort()
+	}
+	return netip.AddrPort{}
 }
