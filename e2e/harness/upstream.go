@@ -61,6 +61,7 @@ type Upstream struct {
 	seen     []Seen
 	dnsSeen  []string
 	udpSeen  []string
+	names    map[string]int // extra names answered with the upstream's addresses (AddName), with a count
 	closers  []io.Closer
 	wg       sync.WaitGroup
 	stopOnce sync.Once
@@ -235,6 +236,29 @@ func (u *Upstream) UDPPackets() []string {
 	return append([]string(nil), u.udpSeen...)
 }
 
+// AddName makes the upstream's DNS answer name (a real API host such as
+// api.anthropic.com) with the upstream's addresses, as it answers
+// upstream.test, until the returned function is called. Only names added
+// here and *.upstream.test resolve: nothing in a test can reach a real
+// host by name.
+func (u *Upstream) AddName(name string) (remove func()) {
+	name = strings.TrimSuffix(strings.ToLower(name), ".")
+	u.mu.Lock()
+	if u.names == nil {
+		u.names = map[string]int{}
+	}
+	u.names[name]++
+	u.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			u.mu.Lock()
+			u.names[name]--
+			u.mu.Unlock()
+		})
+	}
+}
+
 // Reset forgets the recorded requests and queries.
 func (u *Upstream) Reset() {
 	u.mu.Lock()
@@ -264,7 +288,10 @@ func (u *Upstream) serveDNS(w dns.ResponseWriter, req *dns.Msg) {
 		u.dnsSeen = append(u.dnsSeen, q.Name+" "+dns.TypeToString[q.Qtype])
 		u.mu.Unlock()
 		name := strings.ToLower(q.Name)
-		if name != UpstreamDomain+"." && !strings.HasSuffix(name, "."+UpstreamDomain+".") {
+		u.mu.Lock()
+		extra := u.names[strings.TrimSuffix(name, ".")] > 0
+		u.mu.Unlock()
+		if !extra && name != UpstreamDomain+"." && !strings.HasSuffix(name, "."+UpstreamDomain+".") {
 			m.Rcode = dns.RcodeNameError
 			continue
 		}
