@@ -172,7 +172,7 @@ func TestRealClients(t *testing.T) {
 		t.Fatalf("clawd env:\n%s\n%s\n%s", envFile, shellOut, k8sOut)
 	}
 
-	var seq atomic.Int64 // stream ids are unique across modes
+	var seq atomic.Int64                           // stream ids are unique across modes
 	base := []string{"HOME=/root", "LANG=C.UTF-8"} // Claude Code as a user starts it: telemetry, updates and all
 	for _, mode := range []struct {
 		name string
@@ -332,7 +332,7 @@ func realClientScenario(t *testing.T, cl *Clawd, api *fakeAPI, ct *harness.Conta
 		if o.Status != 403 || !strings.Contains(o.Error, "blocked_by_policy") {
 			t.Fatalf("got %+v", o)
 		}
-		if n := len(api.Matching("DENY-ME "+id)); n != 0 {
+		if n := len(api.Matching("DENY-ME " + id)); n != 0 {
 			t.Fatalf("the upstream saw %d denied requests", n)
 		}
 		// Exactly one attempt: clawd's 403 says x-should-retry: false.
@@ -366,7 +366,7 @@ func realClientScenario(t *testing.T, cl *Clawd, api *fakeAPI, ct *harness.Conta
 			}
 			return false
 		})
-		if n := len(api.Matching("HOLD-ME "+id)); n != 0 {
+		if n := len(api.Matching("HOLD-ME " + id)); n != 0 {
 			t.Fatalf("the upstream saw the held request before approval (%d)", n)
 		}
 		secNoLeak(t, []string{api.realAnthropic}, map[string]string{"the approval": fmt.Sprintf("%+v", held)})
@@ -384,7 +384,7 @@ func realClientScenario(t *testing.T, cl *Clawd, api *fakeAPI, ct *harness.Conta
 		if o.Status != 200 || !strings.HasPrefix(o.Text, "pong ") {
 			t.Fatalf("got %+v", o)
 		}
-		reqs := api.Matching("HOLD-ME "+id)
+		reqs := api.Matching("HOLD-ME " + id)
 		if len(reqs) != 1 {
 			t.Fatalf("the upstream saw %d approved requests, want exactly 1", len(reqs))
 		}

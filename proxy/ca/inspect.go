@@ -154,13 +154,17 @@ func (in *inspector) run() []RuntimeTrust {
 	sysInfo := "system bundle " + sys
 	switch {
 	case sys == "":
-		sysInfo = "no system trust bundle"
+		sysInfo = "system bundle, and there is none"
 	case sysOK:
-		sysInfo += " holds clawd's CA"
+		sysInfo += " (it holds clawd's CA)"
 	default:
-		sysInfo += " lacks clawd's CA"
+		sysInfo += " (it lacks clawd's CA)"
 	}
-	in.add(RuntimeTrust{Runtime: "system trust bundle (OpenSSL, GnuTLS)", Path: sys, Trusts: sysOK, Info: sysInfo, Fix: fixTrustCA})
+	sysLine := "holds clawd's CA"
+	if !sysOK {
+		sysLine = "lacks clawd's CA"
+	}
+	in.add(RuntimeTrust{Runtime: "system trust bundle (OpenSSL, GnuTLS)", Path: sys, Trusts: sysOK, Info: sysLine, Fix: fixTrustCA})
 	for _, f := range []string{CAFile, BundleFile} {
 		ok := in.fileTrusts(f)
 		info := "present"
@@ -201,7 +205,7 @@ func (in *inspector) run() []RuntimeTrust {
 		if why == "" {
 			why = "Deno uses its own Mozilla root list"
 			if strings.Contains(in.env["DENO_TLS_CA_STORE"], "system") && sysOK {
-				ok, why = true, "DENO_TLS_CA_STORE="+in.env["DENO_TLS_CA_STORE"]+" and the "+sysInfo
+				ok, why = true, "DENO_TLS_CA_STORE="+in.env["DENO_TLS_CA_STORE"]+" reads the "+sysInfo
 			}
 		}
 		in.add(RuntimeTrust{Runtime: "deno", Path: p, Trusts: ok, Info: why, Fix: "DENO_CERT=" + CAFile + " (`clawd env`)"})
@@ -220,7 +224,7 @@ func (in *inspector) run() []RuntimeTrust {
 			in.add(RuntimeTrust{Runtime: "claude (Claude Code)", Path: p, Trusts: true, Info: why})
 			continue
 		}
-		in.add(RuntimeTrust{Runtime: "claude (Claude Code)", Path: p, Trusts: sysOK, Info: "reads the " + sysInfo + " and NODE_EXTRA_CA_CERTS", Fix: fixTrustCA})
+		in.add(RuntimeTrust{Runtime: "claude (Claude Code)", Path: p, Trusts: sysOK, Info: "reads NODE_EXTRA_CA_CERTS and the " + sysInfo, Fix: fixTrustCA})
 	}
 	for _, p := range in.dedupe(found.bins["aws"]) {
 		ok, why := in.envTrusts("AWS_CA_BUNDLE")
@@ -294,7 +298,7 @@ func (in *inspector) node(p string, sysOK bool, sysInfo string) {
 	case extra:
 		in.add(RuntimeTrust{Runtime: rt, Path: p, Trusts: true, Info: extraWhy})
 	case useSystem && sysOK:
-		in.add(RuntimeTrust{Runtime: rt, Path: p, Trusts: true, Info: "told to use the system store, and the " + sysInfo})
+		in.add(RuntimeTrust{Runtime: rt, Path: p, Trusts: true, Info: "told to use the " + sysInfo})
 	default:
 		why := "ignores the system bundle: it trusts only its compiled-in roots"
 		if extraWhy != "" {
