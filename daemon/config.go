@@ -43,6 +43,12 @@ type Config struct {
 	PublicURL         string         `mapstructure:"public-url"` // base of signed approve/deny links
 	Approval          ApprovalConfig `mapstructure:"approval"`
 
+	// WebhookListen, when set, serves the Kubernetes mutating admission
+	// webhook (daemon/admission) over TLS with WebhookCert/WebhookKey.
+	WebhookListen string `mapstructure:"webhook-listen"`
+	WebhookCert   string `mapstructure:"webhook-cert"`
+	WebhookKey    string `mapstructure:"webhook-key"`
+
 	// MaxConnsPerContainer bounds one attachment's open proxied connections (0 = unlimited).
 	MaxConnsPerContainer int `mapstructure:"max-conns-per-container"`
 }
@@ -74,15 +80,17 @@ type SlackConfig struct {
 
 // Defaults, also shown in --help.
 const (
-	DefaultConfig     = "/etc/clawd/clawd.yaml"
-	DefaultSocket     = "/run/clawd/clawd.sock"
-	DefaultStateDir   = "/var/lib/clawd"
-	DefaultPolicy     = "/etc/clawd/policy.yaml"
-	DefaultContainerd = "/run/containerd/containerd.sock"
-	DefaultDockerHost = "unix:///var/run/docker.sock"
-	DefaultPinRoot    = "/sys/fs/bpf/clawd"
-	DefaultAPIListen  = "127.0.0.1:8787"
-	DefaultMetrics    = "127.0.0.1:9787"
+	DefaultConfig      = "/etc/clawd/clawd.yaml"
+	DefaultSocket      = "/run/clawd/clawd.sock"
+	DefaultStateDir    = "/var/lib/clawd"
+	DefaultPolicy      = "/etc/clawd/policy.yaml"
+	DefaultContainerd  = "/run/containerd/containerd.sock"
+	DefaultDockerHost  = "unix:///var/run/docker.sock"
+	DefaultPinRoot     = "/sys/fs/bpf/clawd"
+	DefaultAPIListen   = "127.0.0.1:8787"
+	DefaultMetrics     = "127.0.0.1:9787"
+	DefaultWebhookCert = "/etc/clawd/webhook-tls/tls.crt"
+	DefaultWebhookKey  = "/etc/clawd/webhook-tls/tls.key"
 )
 
 // Flags registers the daemon's flags on fs.
@@ -112,6 +120,9 @@ func Flags(fs *pflag.FlagSet) {
 	fs.Int("max-conns-per-container", DefaultMaxConnsPerContainer, "open proxied connections one attached container may have at once (0 = unlimited)")
 	fs.String("api-token", "", "bearer token for the approval API (default: generated in STATE-DIR/api-token)")
 	fs.String("public-url", "", "base URL of signed approval links (default http://API-LISTEN)")
+	fs.String("webhook-listen", "", "host address of the Kubernetes admission webhook (HTTPS), e.g. 0.0.0.0:9443 (empty disables)")
+	fs.String("webhook-cert", DefaultWebhookCert, "the webhook's TLS certificate (re-read when it changes)")
+	fs.String("webhook-key", DefaultWebhookKey, "the webhook's TLS key")
 }
 
 // LoadConfig reads the settings from fs, the config file and the environment.
@@ -166,6 +177,11 @@ func (c Config) validate() error {
 	if c.MetricsListen != "" {
 		if _, err := netip.ParseAddrPort(c.MetricsListen); err != nil {
 			return fmt.Errorf("config: metrics-listen %q: %w", c.MetricsListen, err)
+		}
+	}
+	if c.WebhookListen != "" {
+		if _, err := netip.ParseAddrPort(c.WebhookListen); err != nil {
+			return fmt.Errorf("config: webhook-listen %q: %w (want ADDRESS:PORT, e.g. 0.0.0.0:9443)", c.WebhookListen, err)
 		}
 	}
 	return nil

@@ -9,11 +9,17 @@ package e2e
 // --trust-ca alone achieves) and once with `clawd env`'s variables.
 
 import (
+	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -136,7 +142,15 @@ func TestRealClients(t *testing.T) {
 	realA := "sk-ant-api03-real-" + secRand(t)
 	realO := "sk-proj-real-" + secRand(t)
 	api := startFakeAPI(t, up, realA, realO)
-	cl := StartClawd(t, ctd, ClawdOpts{Policy: realClientsPolicy, Extra: "upstream-ca-file: " + api.CAFile + "\n"})
+	// The daemon also serves the Kubernetes admission webhook, with the
+	// files `clawd webhook-cert` makes.
+	whDir := t.TempDir()
+	if out, err := exec.Command(clawdBin(t), "webhook-cert", "--dir", whDir).CombinedOutput(); err != nil {
+		t.Fatalf("clawd webhook-cert: %v\n%s", err, out)
+	}
+	whAddr := freePort(t)
+	cl := StartClawd(t, ctd, ClawdOpts{Policy: realClientsPolicy, Extra: "upstream-ca-file: " + api.CAFile + "\n" +
+		"webhook-listen: " + whAddr + "\nwebhook-cert: " + whDir + "/tls.crt\nwebhook-key: " + whDir + "/tls.key\n"})
 	for name, v := range map[string]string{"anthropic": realA, "openai": realO} {
 		if out, err := secCLIStdin(cl, v, "secret", "set", name, "--preset", name); err != nil {
 			t.Fatalf("secret set %s: %v\n%s", name, err, out)
@@ -172,8 +186,12 @@ func TestRealClients(t *testing.T) {
 		t.Fatalf("clawd env:\n%s\n%s\n%s", envFile, shellOut, k8sOut)
 	}
 
-	var seq atomic.Int64                           // stream ids are unique across modes
-	base := []string{"HOME=/root", "LANG=C.UTF-8"} // Claude Code as a user starts it: telemetry, updates and all
+	t.Run("admission webhook", func(t *testing.T) { realClientsWebhook(t, whDir, whAddr, env, []string{realA, realO}) })
+
+	// Stream ids are unique across modes.
+	var seq atomic.Int64
+	// Claude Code as a user starts it: telemetry, updates and all.
+	base := []string{"HOME=/root", "LANG=C.UTF-8"}
 	for _, mode := range []struct {
 		name string
 		env  []string
@@ -520,5 +538,87 @@ func realClientsNoRealInternet(t *testing.T, cl *Clawd, up *harness.Upstream, ct
 		}
 		slices.Sort(l)
 		t.Logf("names the container tried and clawd's DNS refused: %v", l)
+	}
+}
+
+// realClientsWebhook sends the daemon's webhook an AdmissionReview as the
+// API server does (HTTPS to the Service name, trusting caBundle) and checks
+// that the patch gives each container exactly what `clawd env` prints.
+func realClientsWebhook(t *testing.T, dir, addr string, env map[string]string, values []string) {
+	caPEM, err := os.ReadFile(filepath.Join(dir, "ca.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "clawd-webhook.clawd-system.svc"}}}
+	review, err := os.ReadFile("../daemon/admission/testdata/pod-create.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := c.Post("https://"+addr+"/mutate", "application/json", bytes.NewReader(review))
+	if err != nil {
+		t.Fatalf("POST /mutate: %v", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	secNoLeak(t, values, map[string]string{"the webhook's answer": string(body)})
+	var rev struct {
+		APIVersion string `json:"apiVersion"`
+		Response   struct {
+			UID       string `json:"uid"`
+			Allowed   bool   `json:"allowed"`
+			PatchType string `json:"patchType"`
+			Patch     []byte `json:"patch"`
+		} `json:"response"`
+	}
+	if err := json.Unmarshal(body, &rev); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("%d %s: %v", resp.StatusCode, body, err)
+	}
+	if rev.APIVersion != "admission.k8s.io/v1" || !rev.Response.Allowed || rev.Response.PatchType != "JSONPatch" || rev.Response.UID == "" {
+		t.Fatalf("response %s", body)
+	}
+	var ops []struct {
+		Op    string          `json:"op"`
+		Path  string          `json:"path"`
+		Value json.RawMessage `json:"value"`
+	}
+	json.Unmarshal(rev.Response.Patch, &ops)
+	got := map[string]map[string]string{} // container path -> name -> value
+	trust := false
+	for _, op := range ops {
+		if op.Path == "/metadata/labels/clawd.dev~1trust-ca" {
+			trust = true
+		}
+		i := strings.Index(op.Path, "/env")
+		if !strings.HasPrefix(op.Path, "/spec/") || i < 0 {
+			continue
+		}
+		ctr := op.Path[:i]
+		if got[ctr] == nil {
+			got[ctr] = map[string]string{}
+		}
+		var one struct{ Name, Value string }
+		var many []struct{ Name, Value string }
+		if json.Unmarshal(op.Value, &many) == nil {
+			for _, e := range many {
+				got[ctr][e.Name] = e.Value
+			}
+		} else if json.Unmarshal(op.Value, &one) == nil {
+			got[ctr][one.Name] = one.Value
+		}
+	}
+	if !trust || len(got) != 3 {
+		t.Fatalf("patch %s", rev.Response.Patch)
+	}
+	for ctr, vars := range got {
+		for k, v := range env {
+			if ctr == "/spec/containers/0" && k == "NODE_EXTRA_CA_CERTS" {
+				continue // the fixture's agent sets its own
+			}
+			if vars[k] != v {
+				t.Errorf("%s: %s = %q, want %q (as clawd env prints)", ctr, k, vars[k], v)
+			}
+		}
 	}
 }

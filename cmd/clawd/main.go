@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -47,7 +48,7 @@ func root() *cobra.Command {
 	}
 	c.PersistentFlags().StringVar(&socket, "socket", envOr("CLAWD_SOCKET", daemon.DefaultSocket), "control socket of the daemon")
 	c.AddCommand(daemonCmd(), attachCmd(), detachCmd(), envCmd(), lsCmd(), statusCmd(), doctorCmd(), versionCmd(),
-		policyCmd(), caCmd(), secretCmd(), approvalsCmd(), approveCmd(), denyCmd(), grantsCmd())
+		policyCmd(), caCmd(), webhookCertCmd(), secretCmd(), approvalsCmd(), approveCmd(), denyCmd(), grantsCmd())
 	return c
 }
 
@@ -376,6 +377,47 @@ func caCmd() *cobra.Command {
 			return nil
 		}),
 	}
+}
+
+func webhookCertCmd() *cobra.Command {
+	var dir, service, namespace string
+	var validity time.Duration
+	c := &cobra.Command{
+		Use:   "webhook-cert --dir DIR",
+		Short: "Make the TLS files of the Kubernetes admission webhook (for deploy/kubernetes/webhook)",
+		Long: `Write a CA and a serving certificate for the webhook Service into DIR:
+tls.crt and tls.key (the Secret clawd-webhook-tls the DaemonSet mounts),
+ca.crt, and ca-bundle.yaml (the kustomize patch that puts the CA into the
+MutatingWebhookConfiguration's caBundle). Then: kubectl apply -k deploy/kubernetes/webhook`,
+		Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			certs, err := daemon.WebhookCerts(service, namespace, validity)
+			if err != nil {
+				return err
+			}
+			if err := os.MkdirAll(dir, 0o700); err != nil {
+				return err
+			}
+			for name, f := range map[string]struct {
+				data []byte
+				mode os.FileMode
+			}{
+				"tls.crt": {certs.Cert, 0o644}, "tls.key": {certs.Key, 0o600}, "ca.crt": {certs.CA, 0o644},
+				"ca-bundle.yaml": {daemon.WebhookCABundlePatch(certs.CA), 0o644},
+			} {
+				if err := os.WriteFile(filepath.Join(dir, name), f.data, f.mode); err != nil {
+					return err
+				}
+			}
+			fmt.Printf("wrote %s/{tls.crt,tls.key,ca.crt,ca-bundle.yaml} for %s.%s.svc, valid %s\n", dir, service, namespace, validity)
+			return nil
+		},
+	}
+	c.Flags().StringVar(&dir, "dir", "deploy/kubernetes/webhook/tls", "output directory")
+	c.Flags().StringVar(&service, "service", "clawd-webhook", "the webhook's Service")
+	c.Flags().StringVar(&namespace, "namespace", "clawd-system", "the Service's namespace")
+	c.Flags().DurationVar(&validity, "valid", 2*365*24*time.Hour, "how long the certificates are valid")
+	return c
 }
 
 func secretFlags(c *cobra.Command, file, key *string) {
