@@ -59,6 +59,13 @@ func AgentRoot(t testing.TB) string {
 	return agentRootDir
 }
 
+// PrepareAgentRoot builds (or finds in the cache) the agent root outside a
+// test, so `make test` can build it before the suite's timeout starts
+// (e2e/mkagentroot). It returns the directory and how it came to be.
+func PrepareAgentRoot(logf func(string, ...any)) (string, string, error) {
+	return ensureAgentRoot(logf)
+}
+
 // AgentRootInfo says whether the agent root came from the cache or was
 // built now, and how long that took.
 func AgentRootInfo() string { return agentRootInfo }
