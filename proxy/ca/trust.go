@@ -272,11 +272,11 @@ func writeIn(root *os.Root, p string, data []byte, mode os.FileMode) error {
 		return err
 	}
 	_, werr := f.Write(data)
+	if werr == nil {
+		werr = f.Chmod(mode) // on the descriptor: a name swapped meanwhile is not followed
+	}
 	if cerr := f.Close(); werr == nil {
 		werr = cerr
-	}
-	if werr == nil {
-		werr = root.Chmod(tmp, mode)
 	}
 	if werr == nil {
 		werr = root.Rename(tmp, path.Join(rdir, base))
