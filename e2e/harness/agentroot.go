@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -97,10 +98,16 @@ func ensureAgentRoot(logf func(string, ...any)) (string, string, error) {
 	if err := os.MkdirAll(cache, 0o755); err != nil {
 		return "", "", fmt.Errorf("agent root: %w", err)
 	}
-	// Roots of older recipes and interrupted builds go.
+	// Interrupted builds go (builds hold the lock, so none is running), and
+	// so do roots of other recipes unused for a day: a test process of
+	// another checkout may still be running containers on a fresher one.
 	old, _ := filepath.Glob(filepath.Join(cache, "agent-root-*"))
 	for _, o := range old {
-		if o != dir {
+		fi, err := os.Stat(o)
+		if o == dir || err != nil {
+			continue
+		}
+		if strings.HasSuffix(o, ".build") || time.Since(fi.ModTime()) > 24*time.Hour {
 			os.RemoveAll(o)
 		}
 	}
