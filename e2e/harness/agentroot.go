@@ -79,6 +79,8 @@ func ensureAgentRoot(logf func(string, ...any)) (string, string, error) {
 	dir := filepath.Join(cache, "agent-root-"+AgentRootKey())
 	done := func() bool { _, err := os.Stat(filepath.Join(dir, ".clawd-e2e-complete")); return err == nil }
 	if done() {
+		now := time.Now()
+		os.Chtimes(dir, now, now) // in use: see the clean-up below
 		return dir, "agent root " + dir + " (cached)", nil
 	}
 	for _, tool := range []string{"mmdebstrap", "npm"} {
