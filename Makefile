@@ -28,14 +28,18 @@ vet:
 	$(GO) vet ./...
 
 # The whole suite: unit tests, fuzz seeds, kernel and containerd integration.
+# The real-client agent root (e2e/harness/agentroot.sh) is built, or found
+# in /var/cache/clawd-e2e, before the suite's timeout starts.
 test: deps build
 	$(GO) vet ./...
+	$(GO) run ./e2e/mkagentroot
 	$(GO) test $(TESTFLAGS) -p 2 ./...
 
 unit:
 	$(GO) test $(TESTFLAGS) $$($(GO) list ./... | grep -v /e2e)
 
 e2e: deps build
+	$(GO) run ./e2e/mkagentroot
 	$(GO) test $(TESTFLAGS) -v ./e2e/...
 
 fuzz:

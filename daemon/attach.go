@@ -206,11 +206,15 @@ func (d *Daemon) attach(began time.Time, c policy.Container, pid int, trustCA, a
 	d.serve(rec, ls)
 	d.track(id, ns)
 	if trustCA {
-		paths, err := ca.InstallTrust(fmt.Sprintf("/proc/%d/root", pid), d.ca.CertPEM())
+		in, err := ca.InstallTrust(fmt.Sprintf("/proc/%d/root", pid), d.ca.CertPEM())
 		if err != nil {
 			d.log.Warn("install CA in container", zap.String("container", c.Name), zap.Error(err))
 		} else {
-			d.log.Info("installed clawd CA in container", zap.String("container", c.Name), zap.Strings("bundles", paths))
+			d.log.Info("installed clawd CA in container", zap.String("container", c.Name), zap.Strings("bundles", in.Bundles),
+				zap.Strings("files", in.Files), zap.Strings("certifi", in.Certifi), zap.Strings("java", in.Java))
+			for _, s := range in.Skipped {
+				d.log.Warn("trust store left alone: see clawd doctor --container", zap.String("container", c.Name), zap.String("path", s.Path), zap.String("why", s.Why))
+			}
 		}
 	}
 	took := time.Since(began)

@@ -101,6 +101,14 @@ func (c *Client) Detach(ctx context.Context, ref, namespace string) (Record, err
 	return r, err
 }
 
+// Inspect asks the daemon which runtimes a container holds and whether
+// each trusts clawd's CA.
+func (c *Client) Inspect(ctx context.Context, req InspectRequest) (InspectReport, error) {
+	var r InspectReport
+	err := c.Do(ctx, "POST", "/v1/inspect", req, &r)
+	return r, err
+}
+
 // List returns the attachments.
 func (c *Client) List(ctx context.Context) ([]AttachmentInfo, error) {
 	var out []AttachmentInfo

@@ -45,6 +45,12 @@ type Config struct {
 	PublicURL         string         `mapstructure:"public-url"` // base of signed approve/deny links
 	Approval          ApprovalConfig `mapstructure:"approval"`
 
+	// WebhookListen, when set, serves the Kubernetes mutating admission
+	// webhook (daemon/admission) over TLS with WebhookCert/WebhookKey.
+	WebhookListen string `mapstructure:"webhook-listen"`
+	WebhookCert   string `mapstructure:"webhook-cert"`
+	WebhookKey    string `mapstructure:"webhook-key"`
+
 	// MaxConnsPerContainer bounds one attachment's open proxied connections (0 = unlimited).
 	MaxConnsPerContainer int `mapstructure:"max-conns-per-container"`
 	// MaxBufferedBytes and MaxBufferedBytesPerContainer bound the request
@@ -82,15 +88,17 @@ type SlackConfig struct {
 
 // Defaults, also shown in --help.
 const (
-	DefaultConfig     = "/etc/clawd/clawd.yaml"
-	DefaultSocket     = "/run/clawd/clawd.sock"
-	DefaultStateDir   = "/var/lib/clawd"
-	DefaultPolicy     = "/etc/clawd/policy.yaml"
-	DefaultContainerd = "/run/containerd/containerd.sock"
-	DefaultDockerHost = "unix:///var/run/docker.sock"
-	DefaultPinRoot    = "/sys/fs/bpf/clawd"
-	DefaultAPIListen  = "127.0.0.1:8787"
-	DefaultMetrics    = "127.0.0.1:9787"
+	DefaultConfig      = "/etc/clawd/clawd.yaml"
+	DefaultSocket      = "/run/clawd/clawd.sock"
+	DefaultStateDir    = "/var/lib/clawd"
+	DefaultPolicy      = "/etc/clawd/policy.yaml"
+	DefaultContainerd  = "/run/containerd/containerd.sock"
+	DefaultDockerHost  = "unix:///var/run/docker.sock"
+	DefaultPinRoot     = "/sys/fs/bpf/clawd"
+	DefaultAPIListen   = "127.0.0.1:8787"
+	DefaultMetrics     = "127.0.0.1:9787"
+	DefaultWebhookCert = "/etc/clawd/webhook-tls/tls.crt"
+	DefaultWebhookKey  = "/etc/clawd/webhook-tls/tls.key"
 	// Memory budgets of buffered request bodies: 16 held bodies of the
 	// largest size (MaxHoldBody, 16 MiB) in total, 4 per container.
 	DefaultMaxBufferedBytes             = "256MiB"
@@ -127,6 +135,9 @@ func Flags(fs *pflag.FlagSet) {
 	fs.String("max-buffered-bytes-per-container", DefaultMaxBufferedBytesPerContainer, "the same bound for each container (0 = unlimited)")
 	fs.String("api-token", "", "bearer token for the approval API (default: generated in STATE-DIR/api-token)")
 	fs.String("public-url", "", "base URL of signed approval links (default http://API-LISTEN)")
+	fs.String("webhook-listen", "", "host address of the Kubernetes admission webhook (HTTPS), e.g. 0.0.0.0:9443 (empty disables)")
+	fs.String("webhook-cert", DefaultWebhookCert, "the webhook's TLS certificate (re-read when it changes)")
+	fs.String("webhook-key", DefaultWebhookKey, "the webhook's TLS key")
 }
 
 // LoadConfig reads the settings from fs, the config file and the environment.
@@ -187,6 +198,11 @@ func (c Config) validate() error {
 	if c.MetricsListen != "" {
 		if _, err := netip.ParseAddrPort(c.MetricsListen); err != nil {
 			return fmt.Errorf("config: metrics-listen %q: %w", c.MetricsListen, err)
+		}
+	}
+	if c.WebhookListen != "" {
+		if _, err := netip.ParseAddrPort(c.WebhookListen); err != nil {
+			return fmt.Errorf("config: webhook-listen %q: %w (want ADDRESS:PORT, e.g. 0.0.0.0:9443)", c.WebhookListen, err)
 		}
 	}
 	return nil

@@ -263,6 +263,19 @@ func (d *Daemon) controlHandler() http.Handler {
 		}
 		writeJSON(w, 200, rec)
 	})
+	mux.HandleFunc("POST /v1/inspect", func(w http.ResponseWriter, r *http.Request) {
+		var req InspectRequest
+		if err := decodeJSON(r, &req); err != nil {
+			writeErr(w, err)
+			return
+		}
+		rep, err := d.Inspect(r.Context(), req)
+		if err != nil {
+			writeErr(w, err)
+			return
+		}
+		writeJSON(w, 200, rep)
+	})
 	mux.HandleFunc("POST /v1/detach", func(w http.ResponseWriter, r *http.Request) {
 		var req struct {
 			Container string `json:"container"`

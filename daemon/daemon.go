@@ -154,7 +154,7 @@ func New(cfg Config, log *zap.Logger) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	forbidden, err := forbiddenAddrs(cfg.APIListen, cfg.MetricsListen)
+	forbidden, err := forbiddenAddrs(cfg.APIListen, cfg.MetricsListen, cfg.WebhookListen)
 	if err != nil {
 		return nil, err
 	}
@@ -164,7 +164,7 @@ func New(cfg Config, log *zap.Logger) (*Daemon, error) {
 	}
 	if d.proxy, err = proxy.New(proxy.Config{
 		Decider: d.policy, Approver: d.approvals, Injector: injector{d.secrets}, Names: d.dns,
-		CA: d.ca, UpstreamRoots: roots, Forbidden: forbidden, ForbiddenPorts: forbiddenPorts(cfg.APIListen, cfg.MetricsListen),
+		CA: d.ca, UpstreamRoots: roots, Forbidden: forbidden, ForbiddenPorts: forbiddenPorts(cfg.APIListen, cfg.MetricsListen, cfg.WebhookListen),
 		ContainerAddr: d.addrs.Has,
 		Audit:         d.audit, Log: log.Named("proxy"), Registerer: d.reg,
 		PeekTimeout: cfg.PeekTimeout, MaxBufferedBytes: bufTotal, MaxBufferedBytesPerContainer: bufPerCtr,
@@ -372,6 +372,19 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	for i, s := range servers {
 		go s.Serve(listeners[i])
+	}
+	if d.cfg.WebhookListen != "" {
+		wln, err := net.Listen("tcp", d.cfg.WebhookListen)
+		if err != nil {
+			for _, l := range listeners {
+				l.Close()
+			}
+			return fmt.Errorf("listen webhook %s: %w", d.cfg.WebhookListen, err)
+		}
+		ws := d.webhookServer()
+		servers = append(servers, ws)
+		go ws.ServeTLS(wln, "", "")
+		d.log.Info("admission webhook listening", zap.String("addr", d.cfg.WebhookListen), zap.String("cert", d.cfg.WebhookCert))
 	}
 
 	go func() {

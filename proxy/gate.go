@@ -123,14 +123,13 @@ func (s *Server) gateConn(f connFacts) connVerdict {
 		// The name the client claims first: a default decision is its.
 		hosts = append([]string{f.sni}, slices.DeleteFunc(slices.Clone(hosts), func(n string) bool { return n == f.sni })...)
 	}
-	// Names other containers were given for the address count too: the
-	// server is the same whoever looked it up.
-	for _, n := range s.namesForAny(m) {
-		if n = hostname.Normalize(n); hostname.Valid(n) && !slices.Contains(hosts, n) {
-			hosts = append(hosts, n)
-		}
-	}
-	if s.httpLevel(m, hosts) {
+	// Names other containers were given for the address (and the sticky
+	// memory of HTTP-level names) decide whether it is HTTP-level: the
+	// server is the same whoever looked it up. The connection-level
+	// decision below weighs this container's own names, as the issue's
+	// invariant 3 states; a hard-coded address whose only names are
+	// other containers' is decided by the address.
+	if s.httpLevel(m, hosts) || s.httpLevel(m, s.namesForAny(m)) {
 		switch f.stage {
 		case stageLate:
 			if !f.waited {

@@ -5,12 +5,15 @@ set -euo pipefail
 need=()
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 # systemd: systemd-analyze (unit verification test); openssl: bench certificates.
-for p in containerd runc busybox-static docker.io iproute2 iptables ca-certificates curl systemd openssl; do
+# mmdebstrap: the real-client agent root (e2e/harness/agentroot.sh), whose npm
+# packages the host's npm fetches (Debian's npm unless one is installed).
+for p in containerd runc busybox-static docker.io iproute2 iptables ca-certificates curl systemd openssl mmdebstrap; do
 	have "$p" || need+=("$p")
 done
 # node: the real-server side (llhttp) of proxy's differential fuzz test
 # (FuzzFraming), which fails without it.
 command -v node >/dev/null || need+=(nodejs)
+command -v npm >/dev/null || need+=(npm)
 if ((${#need[@]})); then
 	echo "installing: ${need[*]}"
 	export DEBIAN_FRONTEND=noninteractive

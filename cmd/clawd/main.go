@@ -7,8 +7,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -45,8 +47,8 @@ func root() *cobra.Command {
 		SilenceErrors: true,
 	}
 	c.PersistentFlags().StringVar(&socket, "socket", envOr("CLAWD_SOCKET", daemon.DefaultSocket), "control socket of the daemon")
-	c.AddCommand(daemonCmd(), attachCmd(), detachCmd(), lsCmd(), statusCmd(), doctorCmd(), versionCmd(),
-		policyCmd(), caCmd(), secretCmd(), approvalsCmd(), approveCmd(), denyCmd(), grantsCmd())
+	c.AddCommand(daemonCmd(), attachCmd(), detachCmd(), envCmd(), lsCmd(), statusCmd(), doctorCmd(), versionCmd(),
+		policyCmd(), caCmd(), webhookCertCmd(), secretCmd(), approvalsCmd(), approveCmd(), denyCmd(), grantsCmd())
 	return c
 }
 
@@ -90,7 +92,7 @@ func daemonCmd() *cobra.Command {
 func attachCmd() *cobra.Command {
 	var req daemon.AttachRequest
 	var env bool
-	var secretsFile, secretsKey string
+	var secretsFile, secretsKey, format string
 	c := &cobra.Command{
 		Use:   "attach <container>",
 		Short: "Attach a containerd or Docker container (by name, ID or unique ID prefix) or a process (--pid)",
@@ -121,29 +123,70 @@ func attachCmd() *cobra.Command {
 				}
 			}
 			if env {
-				return printEnv(secretsFile, secretsKey)
+				return printEnv(os.Stdout, secretsFile, secretsKey, format)
 			}
 			return nil
 		},
 	}
 	c.Flags().StringVar(&req.Namespace, "namespace", "", "containerd namespace (default: search default, moby, k8s.io)")
 	c.Flags().IntVar(&req.PID, "pid", 0, "attach the cgroup of this process instead of a named container")
-	c.Flags().BoolVar(&req.TrustCA, "trust-ca", false, "add clawd's CA to the container's trust bundles")
-	c.Flags().BoolVar(&env, "env", false, "print the placeholder environment variables to give the agent")
+	c.Flags().BoolVar(&req.TrustCA, "trust-ca", false, "make the container's runtimes trust clawd's CA (system bundles, clawd-ca.pem, certifi, Java)")
+	c.Flags().BoolVar(&env, "env", false, "print the agent's environment (placeholders and CA variables), as `clawd env` does")
+	c.Flags().StringVar(&format, "format", "env-file", "with --env: "+strings.Join(daemon.EnvFormats, ", "))
 	secretFlags(c, &secretsFile, &secretsKey)
 	return c
 }
 
-func printEnv(file, key string) error {
+func printEnv(w io.Writer, file, key, format string) error {
 	st, err := secrets.Open(file, key)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	for _, l := range secrets.EnvLines(st.List()) {
-		fmt.Println(l)
+	return daemon.FormatEnv(w, daemon.AgentEnv(st.List()), format)
+}
+
+func envCmd() *cobra.Command {
+	var secretsFile, secretsKey, format, ns string
+	c := &cobra.Command{
+		Use:   "env [container]",
+		Short: "Print the agent's environment: secret placeholders and the variables that make every runtime trust clawd's CA",
+		Long: `Print everything an agent's environment needs: the placeholders of the stored
+secrets (never their values) and NODE_EXTRA_CA_CERTS, SSL_CERT_FILE,
+REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE, AWS_CA_BUNDLE, DENO_CERT and GIT_SSL_CAINFO
+pointing at the files --trust-ca writes into the container.
+
+The output is the same for every container, so it can be given before the
+container exists: docker run --env-file <(clawd env) ... With a container
+name, clawd also checks that container and warns (on stderr) about what
+would still not trust the CA.`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var buf strings.Builder
+			if err := printEnv(&buf, secretsFile, secretsKey, format); err != nil {
+				return err
+			}
+			if len(args) == 1 {
+				ctx, cancel := ctx()
+				defer cancel()
+				rep, err := client().Inspect(ctx, daemon.InspectRequest{Container: args[0], Namespace: ns})
+				if err != nil {
+					return err
+				}
+				for _, r := range rep.Runtimes {
+					if !r.Trusts && r.Fix != "" {
+						fmt.Fprintf(os.Stderr, "clawd env: %s: %s %s: %s (fix: %s)\n", rep.Container, r.Runtime, r.Path, r.Info, r.Fix)
+					}
+				}
+			}
+			fmt.Print(buf.String())
+			return nil
+		},
 	}
-	return nil
+	c.Flags().StringVar(&format, "format", "env-file", "output format: "+strings.Join(daemon.EnvFormats, ", ")+" (docker run --env-file lines, shell exports, Kubernetes env list)")
+	c.Flags().StringVar(&ns, "namespace", "", "containerd namespace of the container")
+	secretFlags(c, &secretsFile, &secretsKey)
+	return c
 }
 
 func detachCmd() *cobra.Command {
@@ -212,6 +255,7 @@ func statusCmd() *cobra.Command {
 }
 
 func doctorCmd() *cobra.Command {
+	var container, ns string
 	var cfgFlags = &cobra.Command{}
 	daemon.Flags(cfgFlags.Flags())
 	c := &cobra.Command{
@@ -226,13 +270,28 @@ func doctorCmd() *cobra.Command {
 			ctx, cancel := ctx()
 			defer cancel()
 			checks := daemon.Doctor(ctx, cfg)
-			if bad := daemon.FormatChecks(os.Stdout, checks); bad > 0 {
+			bad := daemon.FormatChecks(os.Stdout, checks)
+			if container != "" {
+				rep, err := daemon.NewClient(cfg.Socket).Inspect(ctx, daemon.InspectRequest{Container: container, Namespace: ns})
+				if err != nil {
+					return fmt.Errorf("--container %s: %w", container, err)
+				}
+				state := "not attached"
+				if rep.Attached {
+					state = "attached"
+				}
+				fmt.Printf("\ncontainer %s (%s, pid %d, %s): does each runtime trust clawd's CA?\n", rep.Container, rep.Runtime, rep.PID, state)
+				bad += daemon.FormatChecks(os.Stdout, daemon.RuntimeChecks(rep))
+			}
+			if bad > 0 {
 				return fmt.Errorf("%d check(s) failed", bad)
 			}
 			return nil
 		},
 	}
 	c.Flags().AddFlagSet(cfgFlags.Flags())
+	c.Flags().StringVar(&container, "container", "", "also report which runtimes this container holds and whether each will trust clawd's CA")
+	c.Flags().StringVar(&ns, "namespace", "", "with --container: its containerd namespace")
 	return c
 }
 
@@ -325,6 +384,47 @@ func caCmd() *cobra.Command {
 			return nil
 		}),
 	}
+}
+
+func webhookCertCmd() *cobra.Command {
+	var dir, service, namespace string
+	var validity time.Duration
+	c := &cobra.Command{
+		Use:   "webhook-cert --dir DIR",
+		Short: "Make the TLS files of the Kubernetes admission webhook (for deploy/kubernetes/webhook)",
+		Long: `Write a CA and a serving certificate for the webhook Service into DIR:
+tls.crt and tls.key (the Secret clawd-webhook-tls the DaemonSet mounts),
+ca.crt, and ca-bundle.yaml (the kustomize patch that puts the CA into the
+MutatingWebhookConfiguration's caBundle). Then: kubectl apply -k deploy/kubernetes/webhook`,
+		Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			certs, err := daemon.WebhookCerts(service, namespace, validity)
+			if err != nil {
+				return err
+			}
+			if err := os.MkdirAll(dir, 0o700); err != nil {
+				return err
+			}
+			for name, f := range map[string]struct {
+				data []byte
+				mode os.FileMode
+			}{
+				"tls.crt": {certs.Cert, 0o644}, "tls.key": {certs.Key, 0o600}, "ca.crt": {certs.CA, 0o644},
+				"ca-bundle.yaml": {daemon.WebhookCABundlePatch(certs.CA), 0o644},
+			} {
+				if err := os.WriteFile(filepath.Join(dir, name), f.data, f.mode); err != nil {
+					return err
+				}
+			}
+			fmt.Printf("wrote %s/{tls.crt,tls.key,ca.crt,ca-bundle.yaml} for %s.%s.svc, valid %s\n", dir, service, namespace, validity)
+			return nil
+		},
+	}
+	c.Flags().StringVar(&dir, "dir", "deploy/kubernetes/webhook/tls", "output directory")
+	c.Flags().StringVar(&service, "service", "clawd-webhook", "the webhook's Service")
+	c.Flags().StringVar(&namespace, "namespace", "clawd-system", "the Service's namespace")
+	c.Flags().DurationVar(&validity, "valid", 2*365*24*time.Hour, "how long the certificates are valid")
+	return c
 }
 
 func secretFlags(c *cobra.Command, file, key *string) {

@@ -43,6 +43,10 @@ type RunOpts struct {
 	// container's addresses are that one's; its namespace outlives this one.
 	// containerd only.
 	NetnsOf *Container
+	// Rootfs, when set, is a read-only root (AgentRoot) the container gets
+	// a private overlay of, instead of a copy of the busybox root. Writes
+	// (clawd's --trust-ca among them) land in the overlay's upper layer.
+	Rootfs string
 }
 
 // Container is a running test container.
@@ -106,10 +110,17 @@ func (c *Containerd) run(name string, o RunOpts) (ct *Container, err error) {
 	} else if err := ct.setupNetwork(o.Network, "", o.PeerNetns); err != nil {
 		return ct, err
 	}
-	rootfs, err := containerRootfs(filepath.Join(c.Dir, "rootfs", ct.ID))
+	var rootfs string
+	unmount := func() {}
+	if o.Rootfs != "" {
+		rootfs, unmount, err = overlayRootfs(o.Rootfs, filepath.Join(c.Dir, "rootfs", ct.ID+".ovl"))
+	} else {
+		rootfs, err = containerRootfs(filepath.Join(c.Dir, "rootfs", ct.ID))
+	}
 	if err != nil {
 		return ct, err
 	}
+	ct.remove = func() error { unmount(); return nil }
 	args := o.Args
 	if len(args) == 0 {
 		args = []string{"sleep", "3600"}
@@ -158,6 +169,7 @@ func (c *Containerd) run(name string, o RunOpts) (ct *Container, err error) {
 		} else if errdefs.IsNotFound(err) {
 			err = nil
 		}
+		unmount()
 		os.RemoveAll(rootfs)
 		os.Remove(logPath)
 		return err
@@ -305,6 +317,44 @@ func (ct *Container) stop() error {
 		ct.teardownNetwork()
 	})
 	return ct.stopErr
+}
+
+// overlayRootfs mounts an overlay of the read-only lower root at
+// dir/merged (upper and work beside it), with the harness's resolv.conf
+// and hosts, and returns it with the function that unmounts and removes it.
+func overlayRootfs(lower, dir string) (string, func(), error) {
+	merged := filepath.Join(dir, "merged")
+	upper := filepath.Join(dir, "upper")
+	work := filepath.Join(dir, "work")
+	for _, d := range []string{merged, upper, work} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return "", nil, err
+		}
+	}
+	opts := "lowerdir=" + lower + ",upperdir=" + upper + ",workdir=" + work
+	if err := syscall.Mount("overlay", merged, "overlay", 0, opts); err != nil {
+		os.RemoveAll(dir)
+		return "", nil, fmt.Errorf("mount overlay of %s: %w", lower, err)
+	}
+	var once sync.Once
+	unmount := func() {
+		once.Do(func() {
+			syscall.Unmount(merged, syscall.MNT_DETACH)
+			os.RemoveAll(dir)
+		})
+	}
+	for name, content := range map[string]string{
+		"etc/resolv.conf": "nameserver " + UpstreamDNS.String() + "\n",
+		"etc/hosts":       "127.0.0.1 localhost\n::1 localhost\n",
+	} {
+		p := filepath.Join(merged, name)
+		os.Remove(p) // it may be a link into the host's /run
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			unmount()
+			return "", nil, err
+		}
+	}
+	return merged, unmount, nil
 }
 
 // lockedBuffer is written by the IO copier while Exec may already read it.

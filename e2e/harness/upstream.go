@@ -62,6 +62,7 @@ type Upstream struct {
 	dnsSeen  []string
 	dnsRRs   map[string][]dns.RR // SetDNSRecords: lower-case FQDN -> answer
 	udpSeen  []string
+	names    map[string]int // extra names answered with the upstream's addresses (AddName), with a count
 	closers  []io.Closer
 	wg       sync.WaitGroup
 	stopOnce sync.Once
@@ -290,6 +291,29 @@ func (u *Upstream) ClearDNSRecords() {
 	u.dnsRRs = nil
 }
 
+// AddName makes the upstream's DNS answer name (a real API host such as
+// api.anthropic.com) with the upstream's addresses, as it answers
+// upstream.test, until the returned function is called. Only names added
+// here and *.upstream.test resolve: nothing in a test can reach a real
+// host by name.
+func (u *Upstream) AddName(name string) (remove func()) {
+	name = strings.TrimSuffix(strings.ToLower(name), ".")
+	u.mu.Lock()
+	if u.names == nil {
+		u.names = map[string]int{}
+	}
+	u.names[name]++
+	u.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			u.mu.Lock()
+			u.names[name]--
+			u.mu.Unlock()
+		})
+	}
+}
+
 // Reset forgets the recorded requests and queries.
 func (u *Upstream) Reset() {
 	u.mu.Lock()
@@ -328,7 +352,10 @@ func (u *Upstream) serveDNS(w dns.ResponseWriter, req *dns.Msg) {
 			}
 			continue
 		}
-		if name != UpstreamDomain+"." && !strings.HasSuffix(name, "."+UpstreamDomain+".") {
+		u.mu.Lock()
+		extra := u.names[strings.TrimSuffix(name, ".")] > 0
+		u.mu.Unlock()
+		if !extra && name != UpstreamDomain+"." && !strings.HasSuffix(name, "."+UpstreamDomain+".") {
 			m.Rcode = dns.RcodeNameError
 			continue
 		}

@@ -150,20 +150,29 @@ func TestInstallTrust(t *testing.T) {
 		if err := os.Symlink("/etc/ssl/certs/ca-certificates.crt", filepath.Join(root, "etc/pki/tls/certs/ca-bundle.crt")); err != nil {
 			t.Fatal(err)
 		}
-		changed, err := InstallTrust(root, caPEM)
+		in, err := InstallTrust(root, caPEM)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !slices.Equal(changed, []string{"/etc/ssl/certs/ca-certificates.crt"}) {
-			t.Errorf("changed = %v", changed)
+		if !slices.Equal(in.Bundles, []string{"/etc/ssl/certs/ca-certificates.crt"}) {
+			t.Errorf("bundles = %v", in.Bundles)
+		}
+		if !slices.Equal(in.Files, []string{CAFile, BundleFile}) {
+			t.Errorf("files = %v", in.Files)
 		}
 		got := mustRead(t, root, "/etc/ssl/certs/ca-certificates.crt")
 		if !strings.HasPrefix(got, "EXISTING\n# clawd CA sha256:") || !strings.HasSuffix(got, string(caPEM)) {
 			t.Errorf("bundle = %q", got)
 		}
+		if mustRead(t, root, CAFile) != mustRead(t, root, "/etc/ssl/certs/ca-certificates.crt")[len("EXISTING\n"):] {
+			t.Errorf("%s = %q", CAFile, mustRead(t, root, CAFile))
+		}
+		if mustRead(t, root, BundleFile) != got {
+			t.Errorf("%s is not the system bundle with the CA", BundleFile)
+		}
 		again, err := InstallTrust(root, caPEM)
-		if err != nil || len(again) != 0 {
-			t.Errorf("second install changed %v (err %v), want nothing", again, err)
+		if err != nil || len(again.Changed()) != 0 || len(again.Skipped) != 0 {
+			t.Errorf("second install changed %+v (err %v), want nothing", again, err)
 		}
 		if mustRead(t, root, "/etc/ssl/certs/ca-certificates.crt") != got {
 			t.Error("second install modified the bundle")
@@ -172,12 +181,15 @@ func TestInstallTrust(t *testing.T) {
 
 	t.Run("none exists creates debian bundle", func(t *testing.T) {
 		root := t.TempDir()
-		changed, err := InstallTrust(root, caPEM)
+		in, err := InstallTrust(root, caPEM)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !slices.Equal(changed, []string{"/etc/ssl/certs/ca-certificates.crt"}) {
-			t.Errorf("changed = %v", changed)
+		if !slices.Equal(in.Bundles, []string{"/etc/ssl/certs/ca-certificates.crt"}) {
+			t.Errorf("bundles = %v", in.Bundles)
+		}
+		if !strings.Contains(mustRead(t, root, BundleFile), string(caPEM)) {
+			t.Error("clawd-bundle.pem lacks the CA")
 		}
 		if !strings.Contains(mustRead(t, root, "/etc/ssl/certs/ca-certificates.crt"), string(caPEM)) {
 			t.Error("created bundle lacks the CA")
