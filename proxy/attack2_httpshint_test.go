@@ -1,13 +1,9 @@
 package proxy
 
 import (
-	"bufio"
 	"context"
-	"crypto/tls"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"net/netip"
 	"testing"
 	"time"
@@ -78,19 +74,7 @@ func TestAttack2HTTPSRecordHintNotRemembered(t *testing.T) {
 		c.UpstreamRoots = upstreamPool(up)
 		c.PeekTimeout = 50 * time.Millisecond
 	})
-	del := func() (int, error) {
-		tc := tls.Client(e.dial(up.addr()), &tls.Config{InsecureSkipVerify: true})
-		tc.SetDeadline(time.Now().Add(5 * time.Second))
-		if err := tc.Handshake(); err != nil {
-			return 0, err
-		}
-		io.WriteString(tc, "DELETE /admin/everything HTTP/1.1\r\nHost: strict.example\r\nConnection: close\r\n\r\n")
-		resp, err := http.ReadResponse(bufio.NewReader(tc), nil)
-		if err != nil {
-			return 0, err
-		}
-		return resp.StatusCode, nil
-	}
+	del := func() (int, error) { return atkNoSNIDelete(e.dial(up.addr())) }
 	_ = clk
 	t.Logf("agent was given %v", in.Answer)
 	code, err := del()

@@ -1,10 +1,6 @@
 package proxy
 
 import (
-	"bufio"
-	"crypto/tls"
-	"io"
-	"net/http"
 	"net/netip"
 	"sync/atomic"
 	"testing"
@@ -66,19 +62,7 @@ func TestAttack2ReloadToHTTPLevelNotRemembered(t *testing.T) {
 	lookup("strict.example")
 	sw.p.Store(after)
 	e.srv.Recheck("policy reloaded")
-	del := func() (int, error) {
-		tc := tls.Client(e.dial(up.addr()), &tls.Config{InsecureSkipVerify: true})
-		tc.SetDeadline(time.Now().Add(5 * time.Second))
-		if err := tc.Handshake(); err != nil {
-			return 0, err
-		}
-		io.WriteString(tc, "DELETE /admin/everything HTTP/1.1\r\nHost: strict.example\r\nConnection: close\r\n\r\n")
-		resp, err := http.ReadResponse(bufio.NewReader(tc), nil)
-		if err != nil {
-			return 0, err
-		}
-		return resp.StatusCode, nil
-	}
+	del := func() (int, error) { return atkNoSNIDelete(e.dial(up.addr())) }
 	if code, err := del(); err == nil {
 		t.Fatalf("control: right after the reload, TLS without SNI got %d", code)
 	}

@@ -1,12 +1,8 @@
 package proxy
 
 import (
-	"bufio"
 	"context"
-	"crypto/tls"
-	"io"
 	"net"
-	"net/http"
 	"net/netip"
 	"testing"
 	"time"
@@ -97,20 +93,8 @@ func TestAttack2StickyMemoryOnlyForQueryingContainersRules(t *testing.T) {
 		t.Cleanup(func() { c.Close() })
 		return c
 	}
-	del := func() (int, error) {
-		tc := tls.Client(dialB(), &tls.Config{InsecureSkipVerify: true}) // no SNI: an IP
-		tc.SetDeadline(time.Now().Add(5 * time.Second))
-		if err := tc.Handshake(); err != nil {
-			return 0, err
-		}
-		io.WriteString(tc, "DELETE /admin/everything HTTP/1.1\r\nHost: strict.example\r\nConnection: close\r\n\r\n")
-		resp, err := http.ReadResponse(bufio.NewReader(tc), nil)
-		if err != nil {
-			return 0, err
-		}
-		return resp.StatusCode, nil
-	}
-	lookup("strict.example") // container a
+	del := func() (int, error) { return atkNoSNIDelete(dialB()) } // no SNI: an IP
+	lookup("strict.example")                                      // container a
 	if code, err := del(); err == nil {
 		t.Fatalf("control: b's TLS without SNI to strict.example's address got %d", code)
 	}

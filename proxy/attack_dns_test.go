@@ -155,19 +155,7 @@ func TestAttackDNSMemoryExpiryDowngradesToSplice(t *testing.T) {
 				c.PeekTimeout = 50 * time.Millisecond
 			})
 			lookup("strict.example")
-			del := func() (int, error) {
-				tc := tls.Client(e.dial(up.addr()), &tls.Config{InsecureSkipVerify: true})
-				tc.SetDeadline(time.Now().Add(5 * time.Second))
-				if err := tc.Handshake(); err != nil {
-					return 0, err
-				}
-				io.WriteString(tc, "DELETE /admin/everything HTTP/1.1\r\nHost: strict.example\r\nConnection: close\r\n\r\n")
-				resp, err := http.ReadResponse(bufio.NewReader(tc), nil)
-				if err != nil {
-					return 0, err
-				}
-				return resp.StatusCode, nil
-			}
+			del := func() (int, error) { return atkNoSNIDelete(e.dial(up.addr())) }
 			// Control: while clawd remembers the name, this is refused.
 			if code, err := del(); err == nil {
 				t.Fatalf("control: TLS without SNI to strict.example's address got %d", code)
@@ -191,4 +179,22 @@ func TestAttackDNSMemoryExpiryDowngradesToSplice(t *testing.T) {
 			}
 		})
 	}
+}
+
+// atkNoSNIDelete speaks TLS without SNI (and without checking the
+// certificate) on c, an agent's connection the proxy serves, and sends
+// DELETE /admin/everything for strict.example: the status it got, or the
+// error that refused it.
+func atkNoSNIDelete(c net.Conn) (int, error) {
+	tc := tls.Client(c, &tls.Config{InsecureSkipVerify: true})
+	tc.SetDeadline(time.Now().Add(5 * time.Second))
+	if err := tc.Handshake(); err != nil {
+		return 0, err
+	}
+	io.WriteString(tc, "DELETE /admin/everything HTTP/1.1\r\nHost: strict.example\r\nConnection: close\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(tc), nil)
+	if err != nil {
+		return 0, err
+	}
+	return resp.StatusCode, nil
 }
