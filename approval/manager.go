@@ -131,6 +131,21 @@ type Approval struct {
 	Waiters       int              `json:"waiters,omitempty"`
 	ApproveURL    string           `json:"approve_url,omitempty"`
 	DenyURL       string           `json:"deny_url,omitempty"`
+	// Digest is the hex SHA-256 binding a decision to this exact request:
+	// container, method, URL, body, rule and policy generation. Buttons
+	// carry its first 16 digits (see ButtonValue).
+	Digest           string `json:"digest"`
+	PolicyGeneration uint64 `json:"policy_generation,omitempty"`
+	// GrantsAllowed: the rule lets an approval also grant "for 15 min".
+	GrantsAllowed bool `json:"grants_allowed"`
+	// Required is how many different people must approve (1 or more).
+	Required int `json:"required"`
+	// Votes are the approvals given so far (two-person rules).
+	Votes []Vote `json:"votes,omitempty"`
+	// Asked lists who is asked, per channel, including escalations so far.
+	Asked []Audience `json:"asked,omitempty"`
+	// EscalateAt is when the escalation route is asked too (zero = none or done).
+	EscalateAt time.Time `json:"escalate_at,omitzero"`
 	// Refs maps notifier name to the ref its Notify returned (Slack ts, ...).
 	Refs map[string]string `json:"-"`
 }
@@ -138,6 +153,11 @@ type Approval struct {
 func (a *Approval) clone() *Approval {
 	c := *a
 	c.Header = a.Header.Clone()
+	c.Votes = slices.Clone(a.Votes)
+	c.Asked = make([]Audience, len(a.Asked))
+	for i, au := range a.Asked {
+		c.Asked[i] = Audience{Channel: au.Channel, People: slices.Clone(au.People)}
+	}
 	if a.Refs != nil {
 		c.Refs = make(map[string]string, len(a.Refs))
 		for k, v := range a.Refs {
@@ -145,6 +165,20 @@ func (a *Approval) clone() *Approval {
 		}
 	}
 	return &c
+}
+
+// Vote is one approval given toward Required.
+type Vote struct {
+	By      string    `json:"by"` // identity, "channel:user"
+	Display string    `json:"display,omitempty"`
+	At      time.Time `json:"at"`
+}
+
+// Audience is who is asked on one channel. People empty means anyone the
+// channel's own approvers list allows.
+type Audience struct {
+	Channel string   `json:"channel"`
+	People  []string `json:"people,omitempty"`
 }
 
 // Grant lets requests matching its scope through without asking until Expires.
