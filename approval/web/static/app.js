@@ -114,7 +114,7 @@
     if (v.body) {
       let label = 'Body (' + v.body_size + ' bytes';
       if (v.body_truncated) label += ', preview truncated';
-      c.append(details(label + ')', v.body, true));
+      c.append(details(label + ')', v.body, v.status === 'pending'));
     } else if (v.body_size > 0) {
       c.append(el('p', 'meta', 'Body: ' + v.body_size + ' bytes (no preview)'));
     }
