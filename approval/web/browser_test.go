@@ -426,6 +426,7 @@ func TestBrowserLink(t *testing.T) {
 
 	// The deny link denies with a reason.
 	b.do(chromedp.Navigate(srv.URL + LinkPath("ap2", "deny") + "?exp=1900000000&sig=denysig"))
+	b.waitJS(`document.querySelector('#link .card button') !== null`)
 	if got := b.eval(`(b => b ? b.textContent : '')(document.querySelector('#link .card button'))`); got != "Deny" {
 		t.Fatalf("deny link button %q", got)
 	}
