@@ -111,6 +111,7 @@ type Server struct {
 	acks       map[string]chan struct{}
 	responses  map[string]*pendingResponse // response_url id → click waiting for an ephemeral
 	lastHTTP   *SignedRequest
+	failOpen   []string
 	Ephemerals []string
 }
 
@@ -308,6 +309,14 @@ func (s *Server) Connections() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.opened
+}
+
+// FailOpen makes the next apps.connections.open calls fail with these
+// Slack errors, in order ("invalid_auth", "internal_error", …).
+func (s *Server) FailOpen(errs ...string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.failOpen = append(s.failOpen, errs...)
 }
 
 // Disconnect drops every live socket without a close frame, as a network
@@ -568,6 +577,13 @@ func (s *Server) connectionsOpen(w http.ResponseWriter, r *http.Request) {
 	}
 	t := randomID("t")
 	s.mu.Lock()
+	if len(s.failOpen) > 0 {
+		e := s.failOpen[0]
+		s.failOpen = s.failOpen[1:]
+		s.mu.Unlock()
+		writeJSON(w, map[string]any{"ok": false, "error": e})
+		return
+	}
 	s.tickets[t] = true
 	s.mu.Unlock()
 	u := "ws" + strings.TrimPrefix(s.srv.URL, "http") + "/link/?ticket=" + t + "&app_id=" + AppID
