@@ -255,6 +255,7 @@ func (p *Policy) CheckRoutes(dir Directory, def *Route) error {
 			return // no default route given: nothing to check against
 		}
 		people := map[string]bool{}
+		before := len(probs)
 		count := func(list []Audience, label string) {
 			for _, a := range list {
 				info, ok := dir[a.Channel]
@@ -279,7 +280,7 @@ func (p *Policy) CheckRoutes(dir Directory, def *Route) error {
 		}
 		count(rt.Approvers, "approvers")
 		count(rt.Escalate, "escalate")
-		if len(people) < rt.Required {
+		if len(probs) == before && len(people) < rt.Required {
 			add(rt.line, "%s: approvals_required is %d but only %d different people can answer", what, rt.Required, len(people))
 		}
 	}
