@@ -96,8 +96,8 @@ type Config struct {
 	BodyPreviewLimit       int // bytes of body shown on cards; default 4096
 	DefaultTimeout         time.Duration
 	MaxGrant               time.Duration // longest "approve for"; default 24h
-	// Summarizers are tried in order before the generic fallback; nil means
-	// DefaultSummarizers().
+	// Summarizers are tried in order before the generic fallback "METHOD
+	// URL" (the daemon passes summary.Default()).
 	Summarizers []Summarizer
 	Now         func() time.Time // nil = time.Now
 	// AfterFunc runs f after d and returns a stop function; nil uses
@@ -295,9 +295,6 @@ func New(cfg Config) (*Manager, error) {
 	}
 	if cfg.MaxGrant <= 0 {
 		cfg.MaxGrant = DefaultMaxGrant
-	}
-	if cfg.Summarizers == nil {
-		cfg.Summarizers = DefaultSummarizers()
 	}
 	cfg.PublicURL = strings.TrimRight(cfg.PublicURL, "/")
 	seen := map[string]bool{ChannelCLI: true, ChannelAPI: true, ChannelLink: true}
@@ -579,7 +576,7 @@ func (m *Manager) view(h *Hold) *Approval {
 		a.BodyTruncated = true
 	}
 	a.Body = m.bodyPreview(body)
-	a.Summary = m.summarize(h)
+	a.Summary = m.Summary(h)
 	return a
 }
 
@@ -689,9 +686,9 @@ func (m *Manager) List(container string) ([]*Approval, uint64) {
 	return out, m.version
 }
 
-// changedSince returns a channel closed at the next change of the pending
+// ChangedSince returns a channel closed at the next change of the pending
 // set, or nil if the set is already at a version other than since.
-func (m *Manager) changedSince(since uint64, haveSince bool) <-chan struct{} {
+func (m *Manager) ChangedSince(since uint64, haveSince bool) <-chan struct{} {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if haveSince && since != m.version {
