@@ -157,7 +157,7 @@ func (a *Approval) clone() *Approval {
 	c.Votes = slices.Clone(a.Votes)
 	c.Asked = make([]Audience, len(a.Asked))
 	for i, au := range a.Asked {
-		c.Asked[i] = Audience{Channel: au.Channel, People: slices.Clone(au.People)}
+		c.Asked[i] = Audience{Channel: au.Channel, People: slices.Clone(au.People), Target: au.Target}
 	}
 	if a.Refs != nil {
 		c.Refs = make(map[string]string, len(a.Refs))
@@ -180,6 +180,7 @@ type Vote struct {
 type Audience struct {
 	Channel string   `json:"channel"`
 	People  []string `json:"people,omitempty"`
+	Target  string   `json:"target,omitempty"` // where on the channel (policy.Audience.Target)
 }
 
 // Grant lets requests matching its scope through without asking until Expires.
@@ -873,6 +874,7 @@ func (m *Manager) cardFor(channel string, a *Approval) *Card {
 	for _, au := range a.Asked {
 		if au.Channel == channel {
 			c.People = slices.Clone(au.People)
+			c.Target = au.Target
 		}
 	}
 	return c
