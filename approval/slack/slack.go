@@ -177,6 +177,15 @@ func New(name string, settings map[string]any, env approval.Env) (*Channel, erro
 	return c, nil
 }
 
+// Build is New for the channel registry (approval/channels).
+func Build(name string, settings map[string]any, env approval.Env) (approval.Channel, error) {
+	c, err := New(name, settings, env)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
 // okScheme accepts https, and http only to a loopback address (a local
 // fake or relay); a token never travels in clear over a network.
 func okScheme(u *url.URL) bool {
