@@ -173,7 +173,9 @@ func (s *Server) URL() string { return s.srv.URL }
 func (s *Server) APIBase() string { return s.srv.URL + "/api/" }
 
 // WebhookURL is an incoming-webhook URL on the fake.
-func (s *Server) WebhookURL() string { return s.srv.URL + "/services/" + TeamID + "/B0FAKE/fakewebhooksecret" }
+func (s *Server) WebhookURL() string {
+	return s.srv.URL + "/services/" + TeamID + "/B0FAKE/fakewebhooksecret"
+}
 
 // Settings are clawd.yaml settings for a bot-token channel with Socket Mode
 // and HTTP interactivity pointing at this fake.
