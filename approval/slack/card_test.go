@@ -62,6 +62,17 @@ func TestCardShape(t *testing.T) {
 		t.Errorf("approve value %q", m.Buttons[0].Value)
 	}
 
+	// A route may send the card to another channel.
+	c.Target = "C0OTHER"
+	if ref := r.post(t, c); !strings.HasPrefix(ref, "C0OTHER|") {
+		t.Errorf("ref for a target: %q", ref)
+	}
+	c.Target = "C0 ; x"
+	if _, err := r.ch.Post(tctx(t), c); err == nil {
+		t.Error("posted to a malformed target")
+	}
+	c.Target = ""
+
 	// No grants: no "Approve 15 min".
 	c.GrantsAllowed = false
 	_, blocks := Message(c)

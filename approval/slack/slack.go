@@ -206,8 +206,9 @@ func okScheme(u *url.URL) bool {
 // Name is the channel's name in clawd.yaml.
 func (c *Channel) Name() string { return c.name }
 
-// Post posts the card; with a bot token the ref is "channel|ts" for
-// Update, with an incoming webhook it is "".
+// Post posts the card, to the route's target channel when it names one
+// (bot token only) or the configured channel; with a bot token the ref is
+// "channel|ts" for Update, with an incoming webhook it is "".
 func (c *Channel) Post(ctx context.Context, card *approval.Card) (string, error) {
 	text, blocks := Message(card)
 	if !c.bot {
@@ -219,7 +220,15 @@ func (c *Channel) Post(ctx context.Context, card *approval.Card) (string, error)
 		}
 		return "", nil
 	}
-	ch, ts, err := c.api.PostMessageContext(ctx, c.channel,
+	channel := c.channel
+	if card.Target != "" {
+		// The route names another Slack channel (a channel ID or #name).
+		if !channelRE.MatchString(card.Target) {
+			return "", fmt.Errorf("slack: route target %q is not a Slack channel", card.Target)
+		}
+		channel = card.Target
+	}
+	ch, ts, err := c.api.PostMessageContext(ctx, channel,
 		slack.MsgOptionText(text, false), slack.MsgOptionBlocks(blocks...))
 	if err != nil {
 		return "", fmt.Errorf("slack chat.postMessage: %w", scrub(err))
