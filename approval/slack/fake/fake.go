@@ -112,7 +112,7 @@ type Server struct {
 	responses  map[string]*pendingResponse // response_url id → click waiting for an ephemeral
 	lastHTTP   *SignedRequest
 	failOpen   []string
-	Ephemerals []string
+	ephemerals []string
 }
 
 type pendingResponse struct {
@@ -219,6 +219,13 @@ func (s *Server) violation(f string, a ...any) {
 func (s *Server) bump() {
 	close(s.changed)
 	s.changed = make(chan struct{})
+}
+
+// Ephemerals are the ephemeral answers clawd gave clickers, in order.
+func (s *Server) Ephemerals() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.ephemerals...)
 }
 
 // Messages are all cards, in posting order.
@@ -551,7 +558,7 @@ func (s *Server) responseURL(w http.ResponseWriter, r *http.Request) {
 			m.Updates++
 		}
 	case msg.responseType == "ephemeral":
-		s.Ephemerals = append(s.Ephemerals, msg.text)
+		s.ephemerals = append(s.ephemerals, msg.text)
 		select {
 		case p.reply <- msg.text:
 		default:
@@ -904,7 +911,7 @@ func (s *Server) ClickHTTP(ctx context.Context, callbackURL, approvalID, act, us
 		s.violation("interactivity answer: replace_original not false")
 	}
 	s.mu.Lock()
-	s.Ephemerals = append(s.Ephemerals, m.Text)
+	s.ephemerals = append(s.ephemerals, m.Text)
 	s.mu.Unlock()
 	return m.Text, nil
 }
