@@ -202,3 +202,36 @@ func TestRunWithoutAppToken(t *testing.T) {
 		t.Error("connected without an app-token")
 	}
 }
+
+// gate is a Decider that blocks until released.
+type gate struct {
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (g *gate) Decide(ctx context.Context, _ approval.Decision) approval.Result {
+	close(g.entered)
+	<-g.release
+	return approval.Result{Outcome: approval.ResultDecided, Message: "done"}
+}
+
+// Slack wants the ack within 3 seconds whatever the decision takes: clawd
+// acks before it decides.
+func TestSocketModeAcksBeforeDeciding(t *testing.T) {
+	r := newRig(t, nil)
+	g := &gate{entered: make(chan struct{}), release: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.ch.Run(ctx, g) }()
+	defer func() { cancel(); <-done }()
+	r.post(t, testCard())
+	p, err := r.fk.ClickPayload(testID, approval.ActApprove, "U0ALICE")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.fk.Envelope(tctx(t), map[string]any{"type": "interactive", "payload": p}); err != nil {
+		t.Fatal(err) // not acked while the decision is still running
+	}
+	<-g.entered
+	close(g.release)
+}
