@@ -160,9 +160,9 @@ func (b *browser) login(base, token string) {
 
 func TestBrowserLoginApprove(t *testing.T) {
 	b := newBrowser(t)
-	f := newFake(testToken)
+	f := newFake()
 	a := f.add(pending("ap1", "Open a pull request on acme/site", "agent-1"))
-	srv := httptest.NewServer(Handler(f, Options{}))
+	srv := httptest.NewServer(Handler(f, Options{Token: testToken}))
 	defer srv.Close()
 
 	// A wrong token shows an error and nothing of the approvals.
@@ -210,14 +210,14 @@ func TestBrowserLoginApprove(t *testing.T) {
 
 	b.do(chromedp.Click(chromedp.CSS(`#pending .card button[data-act="a"]`)))
 	b.waitJS(`document.querySelector('#recent .card .by') !== null`)
-	want := approval.Decision{ID: "ap1", Digest: a.Digest, Approve: true, Channel: "web", User: "api"}
+	want := approval.Decision{ID: "ap1", Digest: a.Digest, Approve: true, Channel: "api", Display: "web page"}
 	if got := f.calls(); len(got) != 1 || got[0] != want {
 		t.Fatalf("decisions %+v, want %+v", got, want)
 	}
 	if got := b.text("#message"); got != "Approved." {
 		t.Errorf("message %q", got)
 	}
-	if got := b.text("#recent .card .by"); got != "web:api" {
+	if got := b.text("#recent .card .by"); got != "api" {
 		t.Errorf("decided by %q", got)
 	}
 	if got := b.text("#recent .card .status"); !strings.EqualFold(got, "approved") {
@@ -237,12 +237,12 @@ func TestBrowserLoginApprove(t *testing.T) {
 
 func TestBrowserDenyWithReasonAndGrant(t *testing.T) {
 	b := newBrowser(t)
-	f := newFake(testToken)
+	f := newFake()
 	a1 := f.add(pending("ap1", "First", "agent-1"))
 	a2 := pending("ap2", "Second", "agent-2")
 	a2.GrantsAllowed = true
 	f.add(a2)
-	srv := httptest.NewServer(Handler(f, Options{}))
+	srv := httptest.NewServer(Handler(f, Options{Token: testToken}))
 	defer srv.Close()
 
 	b.login(srv.URL, testToken)
@@ -267,8 +267,8 @@ func TestBrowserDenyWithReasonAndGrant(t *testing.T) {
 		t.Errorf("message %q", got)
 	}
 	want := []approval.Decision{
-		{ID: "ap1", Digest: a1.Digest, Channel: "web", User: "api", Reason: "not on a Friday"},
-		{ID: "ap2", Digest: a2.Digest, Approve: true, GrantFor: 15 * time.Minute, Channel: "web", User: "api"},
+		{ID: "ap1", Digest: a1.Digest, Channel: "api", Display: "web page", Reason: "not on a Friday"},
+		{ID: "ap2", Digest: a2.Digest, Approve: true, GrantFor: 15 * time.Minute, Channel: "api", Display: "web page"},
 	}
 	if got := f.calls(); len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
 		t.Errorf("decisions %+v, want %+v", got, want)
@@ -282,10 +282,10 @@ func TestBrowserDenyWithReasonAndGrant(t *testing.T) {
 
 func TestBrowserRefusalShowsMessage(t *testing.T) {
 	b := newBrowser(t)
-	f := newFake(testToken)
+	f := newFake()
 	f.add(pending("ap1", "First", "agent-1"))
 	f.result = &approval.Result{Outcome: approval.ResultNotApprover, Message: "You are not asked to decide this request."}
-	srv := httptest.NewServer(Handler(f, Options{}))
+	srv := httptest.NewServer(Handler(f, Options{Token: testToken}))
 	defer srv.Close()
 	b.login(srv.URL, testToken)
 	b.do(chromedp.Click(chromedp.CSS(`#pending .card button[data-act="a"]`)))
@@ -315,7 +315,7 @@ var xss = []string{
 
 func TestBrowserXSSIsText(t *testing.T) {
 	b := newBrowser(t)
-	f := newFake(testToken)
+	f := newFake()
 	a := pending("ap1", xss[0], xss[4])
 	a.URL = "https://evil.example/" + xss[1] + "?q=" + xss[1]
 	a.Method = `GET<b id=xss7>`
@@ -329,7 +329,7 @@ func TestBrowserXSSIsText(t *testing.T) {
 	d := pending("ap0", xss[0], xss[4])
 	d.Status, d.By, d.Reason, d.Decided = approval.Denied, "slack:"+xss[3], xss[2], time.Now()
 	f.recent = append(f.recent, d)
-	srv := httptest.NewServer(Handler(f, Options{}))
+	srv := httptest.NewServer(Handler(f, Options{Token: testToken}))
 	defer srv.Close()
 
 	b.login(srv.URL, testToken)
@@ -378,13 +378,13 @@ func TestBrowserXSSIsText(t *testing.T) {
 
 func TestBrowserLink(t *testing.T) {
 	b := newBrowser(t)
-	f := newFake(testToken)
+	f := newFake()
 	a1 := f.add(pending("ap1", "Open a pull request", "agent-1"))
 	a1.GrantsAllowed = true
 	f.add(pending("ap2", "Delete the repository", "agent-2"))
 	f.addLink("ap1", "approve", "1900000000", "goodsig")
 	f.addLink("ap2", "deny", "1900000000", "denysig")
-	srv := httptest.NewServer(Handler(f, Options{}))
+	srv := httptest.NewServer(Handler(f, Options{Token: testToken}))
 	defer srv.Close()
 
 	// A forged link shows an error and no approval.
@@ -420,7 +420,7 @@ func TestBrowserLink(t *testing.T) {
 	if got := b.text("#message"); got != "Approved." {
 		t.Errorf("message %q", got)
 	}
-	if got := b.text("#link .card .by"); got != "web:link" {
+	if got := b.text("#link .card .by"); got != "link" {
 		t.Errorf("by %q", got)
 	}
 
@@ -436,8 +436,8 @@ func TestBrowserLink(t *testing.T) {
 	)
 	b.waitJS(`document.querySelector('#link .card .why') !== null`)
 	want := []approval.Decision{
-		{ID: "ap1", Digest: a1.Digest, Approve: true, Channel: "web", User: "link"},
-		{ID: "ap2", Digest: digestOf("ap2"), Channel: "web", User: "link", Reason: "no"},
+		{ID: "ap1", Digest: a1.Digest, Approve: true, Channel: "link", Display: "web page"},
+		{ID: "ap2", Digest: digestOf("ap2"), Channel: "link", Display: "web page", Reason: "no"},
 	}
 	if got := f.calls(); len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
 		t.Errorf("decisions %+v, want %+v", got, want)
@@ -453,7 +453,7 @@ func TestBrowserLink(t *testing.T) {
 // decided; CLAWD_SCREENSHOT=path writes it (docs/approvals-page.png).
 func TestBrowserScreenshot(t *testing.T) {
 	b := newBrowser(t)
-	f := newFake(testToken)
+	f := newFake()
 	a1 := pending("ap1", "Open a pull request on acme/site: \"Bump deps\" (bump → main)", "agent-1")
 	a1.GrantsAllowed = true
 	f.add(a1)
@@ -466,9 +466,9 @@ func TestBrowserScreenshot(t *testing.T) {
 	d := pending("ap0", "Delete a branch of acme/site: old-release", "agent-1")
 	d.Method, d.URL = "DELETE", "https://api.github.com/repos/acme/site/git/refs/heads/old-release"
 	d.Body, d.BodySize = "", 0
-	d.Status, d.By, d.Reason, d.Decided = approval.Denied, "web:api", "keep it until the audit", time.Now().Add(-2*time.Minute)
+	d.Status, d.By, d.Reason, d.Decided = approval.Denied, "api", "keep it until the audit", time.Now().Add(-2*time.Minute)
 	f.recent = append(f.recent, d)
-	srv := httptest.NewServer(Handler(f, Options{}))
+	srv := httptest.NewServer(Handler(f, Options{Token: testToken}))
 	defer srv.Close()
 
 	b.login(srv.URL, testToken)

@@ -15,8 +15,6 @@ import (
 // fakeSource is an approval core in memory: it records every Decision and
 // moves a decided approval to the recent list, as the Manager does.
 type fakeSource struct {
-	token string
-
 	mu        sync.Mutex
 	pending   []*approval.Approval
 	recent    []*approval.Approval
@@ -26,8 +24,8 @@ type fakeSource struct {
 	result *approval.Result
 }
 
-func newFake(token string) *fakeSource {
-	return &fakeSource{token: token, links: map[string]bool{}}
+func newFake() *fakeSource {
+	return &fakeSource{links: map[string]bool{}}
 }
 
 func (f *fakeSource) add(a *approval.Approval) *approval.Approval {
@@ -105,12 +103,20 @@ func (f *fakeSource) Decide(ctx context.Context, d approval.Decision) approval.R
 	return approval.Result{Outcome: approval.ResultDecided, Message: msg, Approval: &a}
 }
 
-func (f *fakeSource) CheckToken(token string) bool { return token == f.token }
-
-func (f *fakeSource) CheckLink(id, action, exp, sig string) bool {
+// CheckLink accepts the links added with addLink and, like the Manager,
+// answers the digest of the approval.
+func (f *fakeSource) CheckLink(id, action, exp, sig string) (string, bool) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.links[id+" "+action+" "+exp+" "+sig]
+	ok := f.links[id+" "+action+" "+exp+" "+sig]
+	f.mu.Unlock()
+	if !ok {
+		return "", false
+	}
+	a, err := f.Get(id)
+	if err != nil {
+		return "", false
+	}
+	return a.Digest, true
 }
 
 var _ Source = (*fakeSource)(nil)

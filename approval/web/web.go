@@ -12,6 +12,7 @@ package web
 import (
 	"bytes"
 	"context"
+	"crypto/subtle"
 	"embed"
 	"encoding/json"
 	"errors"
@@ -28,7 +29,8 @@ import (
 	"github.com/clawd-dev/clawd/approval"
 )
 
-// Source is what the page needs from the approval core.
+// Source is what the page needs from the approval core; *approval.Manager
+// is one.
 type Source interface {
 	// List returns the pending approvals (container "" = all) and a version.
 	List(container string) ([]*approval.Approval, uint64)
@@ -38,16 +40,17 @@ type Source interface {
 	Get(id string) (*approval.Approval, error)
 	// Decide records a human's decision.
 	Decide(ctx context.Context, d approval.Decision) approval.Result
-	// CheckToken reports whether token is the API token (constant time).
-	CheckToken(token string) bool
-	// CheckLink reports whether sig and exp (the query of an approval's
-	// ApproveURL or DenyURL) sign action ("approve" or "deny") on id and the
-	// link has not expired.
-	CheckLink(id, action, exp, sig string) bool
+	// CheckLink verifies sig and exp (the query of an approval's ApproveURL
+	// or DenyURL) for action ("approve" or "deny") on id and returns the
+	// digest of the request the link was made for.
+	CheckLink(id, action, exp, sig string) (digest string, ok bool)
 }
 
 // Options tune the page.
 type Options struct {
+	// Token is the API token the login form asks for ("" = only signed
+	// links work; the token calls answer 403).
+	Token string
 	// Recent is how many decided approvals the page shows; default 20.
 	Recent int
 	// Now is the clock for "time left"; nil = time.Now.
@@ -55,13 +58,11 @@ type Options struct {
 	Log *zap.Logger
 }
 
-// Channel is the Decision.Channel of decisions made on the page; User is
-// UserToken or UserLink.
-const (
-	Channel   = "web"
-	UserToken = "api"
-	UserLink  = "link"
-)
+// Decisions from the page are the core's built-in identities, the same as
+// the approval API's: with the token, Channel approval.ChannelAPI (the host
+// operator); with a signed link, approval.ChannelLink. Display says they
+// came from this page.
+const Display = "web page"
 
 // Paths the handler serves. Prefix is where the lead mounts it; LinkPath is
 // where an approve/deny link should land (with the link's ?exp=&sig=).
@@ -87,6 +88,7 @@ const csp = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 's
 
 type handler struct {
 	src    Source
+	token  string
 	recent int
 	now    func() time.Time
 	log    *zap.Logger
@@ -96,7 +98,7 @@ type handler struct {
 // Handler serves the page at /ui/ and its JSON calls at /ui/api/. Mount it
 // at Prefix on the listener that serves the approval API.
 func Handler(src Source, opts Options) http.Handler {
-	h := &handler{src: src, recent: opts.Recent, now: opts.Now, log: opts.Log}
+	h := &handler{src: src, token: opts.Token, recent: opts.Recent, now: opts.Now, log: opts.Log}
 	if h.recent <= 0 {
 		h.recent = 20
 	}
@@ -112,8 +114,8 @@ func Handler(src Source, opts Options) http.Handler {
 	mux.HandleFunc("GET /ui/link/{id}/{action}", h.page)
 	mux.HandleFunc("GET /ui/app.js", h.file("app.js", "text/javascript; charset=utf-8"))
 	mux.HandleFunc("GET /ui/app.css", h.file("app.css", "text/css; charset=utf-8"))
-	mux.HandleFunc("GET /ui/api/approvals", h.token(h.list))
-	mux.HandleFunc("POST /ui/api/approvals/{id}/decide", h.token(h.decide))
+	mux.HandleFunc("GET /ui/api/approvals", h.bearer(h.list))
+	mux.HandleFunc("POST /ui/api/approvals/{id}/decide", h.bearer(h.decide))
 	mux.HandleFunc("POST /ui/api/link", h.linkView)
 	mux.HandleFunc("POST /ui/api/link/decide", h.linkDecide)
 	return secure(mux)
@@ -253,12 +255,15 @@ func writeErr(w http.ResponseWriter, code int, msg string) {
 	writeJSON(w, code, errorBody{Error: msg})
 }
 
-// token lets a request through only with "Authorization: Bearer <API token>".
-func (h *handler) token(next http.HandlerFunc) http.HandlerFunc {
+// bearer lets a request through only with "Authorization: Bearer <API token>".
+func (h *handler) bearer(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		auth := r.Header.Get("Authorization")
-		tok, ok := strings.CutPrefix(auth, "Bearer ")
-		if !ok || tok == "" || !h.src.CheckToken(tok) {
+		if h.token == "" {
+			writeErr(w, http.StatusForbidden, "the page is off on this listener (no api token configured); use a signed link")
+			return
+		}
+		got := r.Header.Get("Authorization")
+		if subtle.ConstantTimeCompare([]byte(got), []byte("Bearer "+h.token)) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="clawd"`)
 			writeErr(w, http.StatusUnauthorized, "wrong or missing token")
 			return
@@ -307,8 +312,8 @@ func readRequest(w http.ResponseWriter, r *http.Request) (DecideRequest, error) 
 
 // decision builds the Decision for act; grants only where the rule allows
 // them is left to the core, which refuses it.
-func decision(id, act, digest, reason, user string) (approval.Decision, error) {
-	d := approval.Decision{ID: id, Digest: digest, Channel: Channel, User: user}
+func decision(id, act, digest, reason, channel string) (approval.Decision, error) {
+	d := approval.Decision{ID: id, Digest: digest, Channel: channel, Display: Display}
 	if digest == "" {
 		// The page always has the digest; "" would mean "whatever the
 		// request is now", which only the local CLI may ask for.
@@ -339,7 +344,7 @@ func (h *handler) decide(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	d, err := decision(r.PathValue("id"), req.Act, req.Digest, req.Reason, UserToken)
+	d, err := decision(r.PathValue("id"), req.Act, req.Digest, req.Reason, approval.ChannelAPI)
 	if err != nil {
 		writeErr(w, http.StatusBadRequest, err.Error())
 		return
@@ -367,15 +372,20 @@ func (h *handler) answer(w http.ResponseWriter, r *http.Request, d approval.Deci
 	writeJSON(w, code, DecideResponse{Outcome: res.Outcome, Message: res.Message, Approval: view(res.Approval)})
 }
 
-// link checks a signed link's fields; the error is all the clicker learns.
-func (h *handler) link(req DecideRequest) error {
+// link checks a signed link's fields and returns the digest it signs; the
+// error is all the clicker learns.
+func (h *handler) link(req DecideRequest) (string, error) {
 	if req.Action != "approve" && req.Action != "deny" {
-		return errors.New(`action: want "approve" or "deny"`)
+		return "", errors.New(`action: want "approve" or "deny"`)
 	}
-	if req.ID == "" || len(req.ID) > 64 || len(req.Exp) > 20 || len(req.Sig) > 128 || !h.src.CheckLink(req.ID, req.Action, req.Exp, req.Sig) {
-		return errors.New("invalid or expired link")
+	if req.ID == "" || len(req.ID) > 64 || len(req.Exp) > 20 || len(req.Sig) > 128 {
+		return "", errors.New("invalid or expired link")
 	}
-	return nil
+	digest, ok := h.src.CheckLink(req.ID, req.Action, req.Exp, req.Sig)
+	if !ok || digest == "" {
+		return "", errors.New("invalid or expired link")
+	}
+	return digest, nil
 }
 
 func (h *handler) linkView(w http.ResponseWriter, r *http.Request) {
@@ -384,7 +394,7 @@ func (h *handler) linkView(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	if err := h.link(req); err != nil {
+	if _, err := h.link(req); err != nil {
 		writeErr(w, http.StatusForbidden, err.Error())
 		return
 	}
@@ -402,8 +412,15 @@ func (h *handler) linkDecide(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	if err := h.link(req); err != nil {
+	digest, err := h.link(req)
+	if err != nil {
 		writeErr(w, http.StatusForbidden, err.Error())
+		return
+	}
+	// The link signs one request: the page must have shown that one.
+	if req.Digest != digest {
+		writeJSON(w, http.StatusConflict, DecideResponse{Outcome: approval.ResultStale,
+			Message: "This page is not for the request the link was made for; nothing changed."})
 		return
 	}
 	// A link signs one action: approve once, or deny. It cannot grant.
@@ -412,7 +429,7 @@ func (h *handler) linkDecide(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusForbidden, "this link allows only "+req.Action)
 		return
 	}
-	d, err := decision(req.ID, req.Act, req.Digest, req.Reason, UserLink)
+	d, err := decision(req.ID, req.Act, digest, req.Reason, approval.ChannelLink)
 	if err != nil {
 		writeErr(w, http.StatusBadRequest, err.Error())
 		return

@@ -17,7 +17,7 @@ const testToken = "tok-s3cret-0123456789"
 
 func serve(t *testing.T, f *fakeSource) *httptest.Server {
 	t.Helper()
-	srv := httptest.NewServer(Handler(f, Options{}))
+	srv := httptest.NewServer(Handler(f, Options{Token: testToken}))
 	t.Cleanup(srv.Close)
 	return srv
 }
@@ -50,7 +50,7 @@ func do(t *testing.T, method, url, auth, ctype, body string) resp {
 }
 
 func TestPageHeadersAndNoInlineCode(t *testing.T) {
-	srv := serve(t, newFake(testToken))
+	srv := serve(t, newFake())
 	for _, p := range []string{"/ui/", "/ui/link/abc/approve?exp=1&sig=x", "/ui/app.js", "/ui/app.css", "/ui/api/approvals"} {
 		r := do(t, "GET", srv.URL+p, "", "", "")
 		if got := r.hdr.Get("Content-Security-Policy"); !strings.Contains(got, "default-src 'self'") || strings.Contains(got, "unsafe") {
@@ -91,7 +91,7 @@ func TestPageHeadersAndNoInlineCode(t *testing.T) {
 }
 
 func TestAPINeedsToken(t *testing.T) {
-	f := newFake(testToken)
+	f := newFake()
 	f.add(pending("ap1", "Open a pull request", "agent-1"))
 	srv := serve(t, f)
 	for _, auth := range []string{"", "Bearer", "Bearer ", "Bearer wrong", "Basic " + testToken, "bearer " + testToken, "Bearer " + testToken + "x"} {
@@ -108,13 +108,21 @@ func TestAPINeedsToken(t *testing.T) {
 	if r := do(t, "GET", srv.URL+"/ui/api/approvals?token="+testToken, "", "", ""); r.code != 401 {
 		t.Errorf("token in query: %d", r.code)
 	}
+	// No token configured: the token calls are off, whatever is sent.
+	off := httptest.NewServer(Handler(f, Options{}))
+	defer off.Close()
+	for _, auth := range []string{"", "Bearer ", "Bearer " + testToken} {
+		if r := do(t, "GET", off.URL+"/ui/api/approvals", auth, "", ""); r.code != 403 || strings.Contains(r.body, "ap1") {
+			t.Errorf("no token configured, auth %q: %d %s", auth, r.code, r.body)
+		}
+	}
 	if n := len(f.calls()); n != 0 {
 		t.Fatalf("Decide called %d times without a token", n)
 	}
 }
 
 func TestListHidesLinks(t *testing.T) {
-	f := newFake(testToken)
+	f := newFake()
 	a := pending("ap1", "Open a pull request", "agent-1")
 	a.ApproveURL = "https://clawd.example/v1/links/ap1/approve?exp=1&sig=SIGNEDLINK"
 	a.DenyURL = "https://clawd.example/v1/links/ap1/deny?exp=1&sig=SIGNEDLINK"
@@ -137,7 +145,7 @@ func TestListHidesLinks(t *testing.T) {
 }
 
 func TestDecideValidation(t *testing.T) {
-	f := newFake(testToken)
+	f := newFake()
 	f.add(pending("ap1", "Open a pull request", "agent-1"))
 	srv := serve(t, f)
 	url := srv.URL + "/ui/api/approvals/ap1/decide"
@@ -180,17 +188,17 @@ func TestDecideValidation(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.body), &dr); err != nil {
 		t.Fatal(err)
 	}
-	if dr.Outcome != approval.ResultDecided || dr.Message != "Denied." || dr.Approval.Status != approval.Denied || dr.Approval.By != "web:api" {
+	if dr.Outcome != approval.ResultDecided || dr.Message != "Denied." || dr.Approval.Status != approval.Denied || dr.Approval.By != "api" {
 		t.Errorf("deny answer: %+v", dr)
 	}
-	want := approval.Decision{ID: "ap1", Digest: dg, Approve: false, Channel: "web", User: "api", Reason: "not today"}
+	want := approval.Decision{ID: "ap1", Digest: dg, Approve: false, Channel: "api", Display: "web page", Reason: "not today"}
 	if got := f.calls(); len(got) != 1 || got[0] != want {
 		t.Errorf("decisions %+v, want %+v", got, want)
 	}
 }
 
 func TestDecideOutcomes(t *testing.T) {
-	f := newFake(testToken)
+	f := newFake()
 	f.add(pending("ap1", "Open a pull request", "agent-1"))
 	srv := serve(t, f)
 	url := srv.URL + "/ui/api/approvals/ap1/decide"
@@ -221,7 +229,7 @@ func TestDecideOutcomes(t *testing.T) {
 }
 
 func TestLinkAPI(t *testing.T) {
-	f := newFake(testToken)
+	f := newFake()
 	f.add(pending("ap1", "Open a pull request", "agent-1"))
 	f.add(pending("ap2", "Another", "agent-2"))
 	f.addLink("ap1", "approve", "1900000000", "goodsig")
@@ -256,6 +264,10 @@ func TestLinkAPI(t *testing.T) {
 			t.Errorf("approve link with act %s: %d %s", act, r.code, r.body)
 		}
 	}
+	// The page must have shown the request the link signs.
+	if r := post("/ui/api/link/decide", `{"id":"ap1","action":"approve","exp":"1900000000","sig":"goodsig","act":"a","digest":"`+digestOf("other")+`"}`); r.code != 409 || !strings.Contains(r.body, "nothing changed") {
+		t.Errorf("link with another digest: %d %s", r.code, r.body)
+	}
 	if r := do(t, "POST", srv.URL+"/ui/api/link/decide", "", "text/plain", `{"id":"ap1","action":"approve","exp":"1900000000","sig":"goodsig","act":"a","digest":"`+dg+`"}`); r.code != 400 {
 		t.Errorf("text/plain link decide: %d", r.code)
 	}
@@ -273,15 +285,15 @@ func TestLinkAPI(t *testing.T) {
 		t.Fatalf("link deny: %d %s", r.code, r.body)
 	}
 	want := []approval.Decision{
-		{ID: "ap1", Digest: dg, Approve: true, Channel: "web", User: "link"},
-		{ID: "ap2", Digest: digestOf("ap2"), Channel: "web", User: "link", Reason: "no"},
+		{ID: "ap1", Digest: dg, Approve: true, Channel: "link", Display: "web page"},
+		{ID: "ap2", Digest: digestOf("ap2"), Channel: "link", Display: "web page", Reason: "no"},
 	}
 	if got := f.calls(); len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
 		t.Errorf("decisions %+v, want %+v", got, want)
 	}
 	// A decided approval still shows on its link, with the outcome.
 	r = post("/ui/api/link", `{"id":"ap1","action":"approve","exp":"1900000000","sig":"goodsig"}`)
-	if r.code != 200 || !strings.Contains(r.body, `"status":"approved"`) || !strings.Contains(r.body, `"by":"web:link"`) {
+	if r.code != 200 || !strings.Contains(r.body, `"status":"approved"`) || !strings.Contains(r.body, `"by":"link"`) {
 		t.Errorf("decided link view: %d %s", r.code, r.body)
 	}
 }
