@@ -436,3 +436,5 @@ func (h *handler) linkDecide(w http.ResponseWriter, r *http.Request) {
 	}
 	h.answer(w, r, d)
 }
+
+var _ Source = (*approval.Manager)(nil)
