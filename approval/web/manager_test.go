@@ -11,6 +11,7 @@ import (
 
 	"github.com/clawd-dev/clawd/approval"
 	"github.com/clawd-dev/clawd/approval/approvaltest"
+	"github.com/clawd-dev/clawd/policy"
 )
 
 // TestBrowserRealManager: a held request is released by a click on the
@@ -78,6 +79,54 @@ func TestBrowserRealManager(t *testing.T) {
 	}
 	if got := b.text("#message"); got != "Denied: the request was refused." {
 		t.Errorf("message %q", got)
+	}
+	b.clean()
+}
+
+// TestBrowserRealManagerTwoPeople: on a two-person rule the page records the
+// first approval, shows the vote and keeps the card; the second approver
+// (here the holder of the approve link) releases the request.
+func TestBrowserRealManagerTwoPeople(t *testing.T) {
+	b := newBrowser(t)
+	env := approvaltest.New(t, func(c *approval.Config) { c.DefaultRoute = &policy.Route{Required: 2, NoGrants: true} })
+	srv := httptest.NewServer(Handler(env.M, Options{Token: testToken, Now: env.Clock.Now}))
+	defer srv.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	out := approvaltest.Async(env.M, ctx, approvaltest.Hold("agent-1", "PUT", "/repos/acme/site/pulls/7/merge"))
+	a := approvaltest.WaitPending(t, env.M, 1)[0]
+	b.login(srv.URL, testToken)
+	if got := b.text("#pending .card .votes"); got != "0 of 2 approvals" {
+		t.Errorf("votes %q", got)
+	}
+	if got := b.eval(`Array.from(document.querySelectorAll('#pending .card button')).map(b => b.textContent).join('|')`); got != "Approve once|Deny" {
+		t.Errorf("buttons on a no-grants rule: %q", got)
+	}
+	b.do(chromedp.Click(chromedp.CSS(`#pending .card button[data-act="a"]`)))
+	b.waitJS(`(v => v && v.textContent.startsWith('1 of 2'))(document.querySelector('#pending .card .votes'))`)
+	if got := b.text("#pending .card .votes"); got != "1 of 2 approvals: web page (api)" {
+		t.Errorf("votes %q", got)
+	}
+	if got := b.text("#message"); got != "Approval 1 of 2 recorded; waiting for someone else." {
+		t.Errorf("message %q", got)
+	}
+	select {
+	case o := <-out:
+		t.Fatalf("released after one approval: %+v", o)
+	default:
+	}
+
+	u, err := url.Parse(a.ApproveURL)
+	if err != nil || a.ApproveURL == "" {
+		t.Fatalf("approve URL %q: %v", a.ApproveURL, err)
+	}
+	b.do(chromedp.Navigate(srv.URL + LinkPath(a.ID, "approve") + "?" + u.RawQuery))
+	b.waitJS(`document.querySelector('#link .card button') !== null`)
+	b.do(chromedp.Click(chromedp.CSS(`#link .card button[data-act="a"]`)))
+	o := approvaltest.Recv(t, out)
+	if !o.Approved || o.By != "api,link" {
+		t.Fatalf("outcome %+v", o)
 	}
 	b.clean()
 }
