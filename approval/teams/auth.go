@@ -50,10 +50,11 @@ type verifier struct {
 	// (keyfunc's default: one per 5 minutes); tests may raise it.
 	unknownKID *rate.Limiter
 
-	mu   sync.Mutex
-	kf   keyfunc.Keyfunc
-	ends *endorsements
-	stop context.CancelFunc // ends the key refresh goroutine
+	mu     sync.Mutex
+	kf     keyfunc.Keyfunc
+	ends   *endorsements
+	stop   context.CancelFunc // ends the key refresh goroutine
+	failed time.Time          // last failure to load the keys
 }
 
 func newVerifier(metadata, appID string, client *http.Client, now func() time.Time, log *zap.Logger) *verifier {
@@ -106,6 +107,27 @@ func (v *verifier) keys(ctx context.Context) (keyfunc.Keyfunc, *endorsements, er
 	if v.kf != nil {
 		return v.kf, v.ends, nil
 	}
+	// After a failure, wait before asking again: unauthenticated requests
+	// must not turn into a stream of requests to the metadata endpoint.
+	if !v.failed.IsZero() && v.now().Sub(v.failed) < retryMetadata {
+		return nil, nil, fmt.Errorf("%w: signing keys unavailable (last attempt failed)", errAuth)
+	}
+	kf, ends, err := v.load(ctx)
+	if err != nil {
+		v.failed = v.now()
+		v.log.Warn("teams: cannot load the Bot Framework signing keys", zap.Error(err))
+		return nil, nil, err
+	}
+	v.kf, v.ends, v.failed = kf, ends, time.Time{}
+	return kf, ends, nil
+}
+
+// retryMetadata is how long after a failure the keys are not fetched.
+const retryMetadata = 30 * time.Second
+
+// load reads the OpenID metadata, then starts the key set from its
+// jwks_uri.
+func (v *verifier) load(ctx context.Context) (keyfunc.Keyfunc, *endorsements, error) {
 	jwks, err := v.jwksURI(ctx)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: openid metadata: %v", errAuth, err)
@@ -140,7 +162,6 @@ func (v *verifier) keys(ctx context.Context) (keyfunc.Keyfunc, *endorsements, er
 		v.stop = nil
 		return nil, nil, fmt.Errorf("%w: signing keys: %v", errAuth, err)
 	}
-	v.kf, v.ends = kf, ends
 	return kf, ends, nil
 }
 

@@ -20,7 +20,7 @@ const (
 	maxMentions    = 20
 	maxFieldText   = 300
 	ContentTypeAC  = "application/vnd.microsoft.card.adaptive"
-	CardVersion    = "1.4"
+	CardVersion    = "1.5"
 	Verb           = "clawd"
 	ResultBlockID  = "clawd-result"
 	schemaURL      = "http://adaptivecards.io/schemas/adaptive-card.json"

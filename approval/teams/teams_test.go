@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -397,4 +398,45 @@ func TestWithCore(t *testing.T) {
 func mustJSON(v any) string {
 	b, _ := json.Marshal(v)
 	return string(b)
+}
+
+// TestMetadataOutage: while the keys cannot be loaded every click is
+// refused; after the retry pause the keys load and clicks work.
+func TestMetadataOutage(t *testing.T) {
+	fk := fake.New()
+	defer fk.Close()
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	ch, err := New("teams", fk.Settings(), approval.Env{Now: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ch.Close()
+	d := &decider{res: approval.Result{Outcome: approval.ResultDecided, Message: "ok"}}
+	fk.SetEndpoint(newServer(t, ch.Callbacks(d)) + approval.CallbackPath("teams"))
+	a := newApproval()
+	if _, err := ch.Post(ctxT(t), cardFor(a)); err != nil {
+		t.Fatal(err)
+	}
+	fk.SetMetadataDown(true)
+	if st, _ := fk.Forge(ctxT(t), a.ID, approval.ActApprove, alice, fake.Genuine); st != 401 {
+		t.Fatalf("keys unavailable: %d", st)
+	}
+	fk.SetMetadataDown(false)
+	if st, _ := fk.Forge(ctxT(t), a.ID, approval.ActApprove, alice, fake.Genuine); st != 401 {
+		t.Fatalf("within the retry pause: %d", st)
+	}
+	mu.Lock()
+	now = now.Add(retryMetadata + time.Second)
+	mu.Unlock()
+	if _, err := fk.Click(ctxT(t), a.ID, approval.ActApprove, alice); err != nil {
+		t.Fatalf("after the pause: %v", err)
+	}
+	if n := len(d.Calls()); n != 1 {
+		t.Fatalf("decider called %d times", n)
+	}
+	if v := fk.Violations(); len(v) > 0 {
+		t.Fatal(v)
+	}
 }

@@ -103,6 +103,7 @@ type Server struct {
 	last       *captured
 	changed    chan struct{}
 	invoked    map[string]any // last invoke response card by approval id
+	down       bool           // metadata answers 503
 }
 
 type captured struct {
@@ -276,9 +277,24 @@ func (s *Server) notify() {
 
 // --- OpenID metadata, keys, token endpoint ---
 
+// SetMetadataDown makes the OpenID metadata document answer 503 (down)
+// or work again.
+func (s *Server) SetMetadataDown(down bool) {
+	s.mu.Lock()
+	s.down = down
+	s.mu.Unlock()
+}
+
 func (s *Server) metadata(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet {
 		s.violate("openid metadata: method %s", r.Method)
+	}
+	s.mu.Lock()
+	down := s.down
+	s.mu.Unlock()
+	if down {
+		http.Error(w, "unavailable", http.StatusServiceUnavailable)
+		return
 	}
 	writeJSON(w, 200, map[string]any{
 		"issuer":                                "https://api.botframework.com",
