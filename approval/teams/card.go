@@ -38,9 +38,9 @@ var outcomes = map[string]string{
 	approval.Expired:   "🔄 Expired (clawd restarted)",
 }
 
-// activity wraps an Adaptive Card in a message activity.
-func activity(card obj, people []string) obj {
-	_ = people // mentions live in the card's msteams.entities
+// activity wraps an Adaptive Card in a message activity (mentions live in
+// the card's msteams.entities).
+func activity(card obj) obj {
 	return obj{
 		"type": "message",
 		"attachments": []obj{{
@@ -58,7 +58,7 @@ func cardContent(card *approval.Card, result string) obj {
 		{maxBody, maxSummary, maxURL}, {1000, maxSummary, maxURL}, {0, 300, 500}, {0, 100, 200},
 	} {
 		c := buildCard(card, result, lim.body, lim.summary, lim.url)
-		b, _ := json.Marshal(activity(c, nil))
+		b, _ := json.Marshal(activity(c))
 		if len(b) <= MaxActivity {
 			return c
 		}

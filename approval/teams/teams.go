@@ -113,7 +113,7 @@ func (c *Channel) Name() string { return c.name }
 // Post sends the card to the conversation; the ref is
 // "conversationId|activityId".
 func (c *Channel) Post(ctx context.Context, card *approval.Card) (string, error) {
-	act := activity(cardContent(card, ""), card.People)
+	act := activity(cardContent(card, ""))
 	var out struct {
 		ID string `json:"id"`
 	}
@@ -133,7 +133,7 @@ func (c *Channel) Update(ctx context.Context, card *approval.Card, ref string) e
 	if !ok || conv != c.cfg.ConversationID || id == "" {
 		return fmt.Errorf("teams: ref %q is not a message of this channel's conversation", ref)
 	}
-	act := activity(cardContent(card, ""), card.People)
+	act := activity(cardContent(card, ""))
 	act["id"] = id
 	return c.call(ctx, http.MethodPut, c.activitiesURL(conv, id), act, nil)
 }
