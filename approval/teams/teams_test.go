@@ -393,6 +393,11 @@ func TestWithCore(t *testing.T) {
 	if !strings.Contains(m.Text, "Approved") {
 		t.Errorf("decided card:\n%s", m.Text)
 	}
+	for _, msg := range fk.Messages() {
+		if raw := mustJSON(msg.Card); strings.Contains(raw, "SECRET-VALUE-123") {
+			t.Errorf("a card shows the request's secret: %s", raw)
+		}
+	}
 }
 
 func mustJSON(v any) string {
