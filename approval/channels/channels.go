@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/clawd-dev/clawd/approval"
+	"github.com/clawd-dev/clawd/approval/slack"
 	"github.com/clawd-dev/clawd/approval/webhook"
 	"github.com/clawd-dev/clawd/policy"
 )
@@ -23,6 +24,7 @@ type Builder func(name string, settings map[string]any, env approval.Env) (appro
 // builders by type; a new channel package adds one line here.
 var builders = map[string]Builder{
 	webhook.Type: webhook.Build,
+	slack.Type:   slack.Build,
 }
 
 // Types lists the channel types this clawd can build.
@@ -117,7 +119,9 @@ func validName(s string) bool {
 
 // legacyPaths are callback paths kept for configurations written before
 // channels had their own (by type).
-var legacyPaths = map[string][]string{}
+var legacyPaths = map[string][]string{
+	slack.Type: {slack.LegacyPath},
+}
 
 // Mounts are the callback handlers of the channels that take HTTP
 // callbacks, by path pattern, for the public listener. Each verifies its
@@ -130,6 +134,9 @@ func (b *Built) Mounts(d approval.Decider) map[string]http.Handler {
 			continue
 		}
 		h := cb.Callbacks(d)
+		if h == nil {
+			continue // callbacks not configured for this channel (no signing secret, …)
+		}
 		out[approval.CallbackPath(c.Name())] = h
 		for _, p := range legacyPaths[b.types[i]] {
 			if _, taken := out[p]; !taken {
