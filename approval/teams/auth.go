@@ -188,8 +188,8 @@ func (v *verifier) jwksURI(ctx context.Context) (string, error) {
 		return "", err
 	}
 	u, err := url.Parse(m.JWKSURI)
-	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil {
-		return "", errors.New("jwks_uri is not an http(s) URL")
+	if err != nil || !okScheme(u) || u.User != nil {
+		return "", errors.New("jwks_uri is not an https URL")
 	}
 	return m.JWKSURI, nil
 }

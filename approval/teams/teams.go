@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -104,6 +105,18 @@ func New(name string, settings map[string]any, env approval.Env) (*Channel, erro
 		public: env.PublicURL, replay: newSeen(),
 	}
 	c.auth = newVerifier(cfg.OpenIDMetadata, cfg.AppID, c.http, c.now, c.log)
+	if env.PublicURL == "" {
+		c.log.Warn("teams: clawd has no public URL: Teams buttons cannot reach clawd; decide from the web page or the CLI")
+	}
+	return c, nil
+}
+
+// Build is New for the channel registry (approval/channels).
+func Build(name string, settings map[string]any, env approval.Env) (approval.Channel, error) {
+	c, err := New(name, settings, env)
+	if err != nil {
+		return nil, err
+	}
 	return c, nil
 }
 
@@ -278,14 +291,35 @@ func (c *Channel) dropToken(tok string) {
 // slash.
 func baseURL(key, v string) (*url.URL, error) {
 	u, err := url.Parse(v)
-	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
-		return nil, fmt.Errorf("%s must be an http(s) URL without credentials, query or fragment", key)
+	if err != nil || !okScheme(u) || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return nil, fmt.Errorf("%s must be an https URL (http only to a loopback address) without credentials, query or fragment", key)
 	}
 	if !strings.HasSuffix(u.Path, "/") {
 		u.Path += "/"
 	}
 	u.RawPath = ""
 	return u, nil
+}
+
+// okScheme accepts https, and http only to a loopback address (a local
+// fake or relay): tokens, the app password and the signing keys never
+// travel in clear over a network.
+func okScheme(u *url.URL) bool {
+	if u.Host == "" {
+		return false
+	}
+	if u.Scheme == "https" {
+		return true
+	}
+	if u.Scheme != "http" {
+		return false
+	}
+	h := u.Hostname()
+	if h == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
 }
 
 func validAppID(s string) bool {
@@ -321,3 +355,8 @@ func validConversation(s string) bool {
 
 // Close stops the background refresh of the Bot Framework signing keys.
 func (c *Channel) Close() { c.auth.close() }
+
+var (
+	_ approval.Channel   = (*Channel)(nil)
+	_ approval.Callbacks = (*Channel)(nil)
+)

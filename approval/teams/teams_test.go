@@ -296,18 +296,20 @@ func TestSettings(t *testing.T) {
 	fk := fake.New()
 	defer fk.Close()
 	for name, mod := range map[string]func(map[string]any){
-		"unknown key":      func(m map[string]any) { m["bot-token"] = "x" },
-		"no app id":        func(m map[string]any) { delete(m, "app-id") },
-		"bad app id":       func(m map[string]any) { m["app-id"] = "clawd" },
-		"no password":      func(m map[string]any) { delete(m, "app-password") },
-		"missing env":      func(m map[string]any) { m["app-password"] = "env:CLAWD_TEAMS_NOPE_NOT_SET" },
-		"no service url":   func(m map[string]any) { delete(m, "service-url") },
-		"ftp service url":  func(m map[string]any) { m["service-url"] = "ftp://x/" },
-		"userinfo":         func(m map[string]any) { m["token-url"] = "https://u:p@login.example/" },
-		"no conversation":  func(m map[string]any) { delete(m, "conversation-id") },
-		"ref separator":    func(m map[string]any) { m["conversation-id"] = "19:a|b" },
-		"bad openid":       func(m map[string]any) { m["openid-metadata"] = "not a url" },
-		"conversation ctl": func(m map[string]any) { m["conversation-id"] = "19:a\nb" },
+		"unknown key":       func(m map[string]any) { m["bot-token"] = "x" },
+		"no app id":         func(m map[string]any) { delete(m, "app-id") },
+		"bad app id":        func(m map[string]any) { m["app-id"] = "clawd" },
+		"no password":       func(m map[string]any) { delete(m, "app-password") },
+		"missing env":       func(m map[string]any) { m["app-password"] = "env:CLAWD_TEAMS_NOPE_NOT_SET" },
+		"no service url":    func(m map[string]any) { delete(m, "service-url") },
+		"ftp service url":   func(m map[string]any) { m["service-url"] = "ftp://x/" },
+		"userinfo":          func(m map[string]any) { m["token-url"] = "https://u:p@login.example/" },
+		"no conversation":   func(m map[string]any) { delete(m, "conversation-id") },
+		"ref separator":     func(m map[string]any) { m["conversation-id"] = "19:a|b" },
+		"bad openid":        func(m map[string]any) { m["openid-metadata"] = "not a url" },
+		"conversation ctl":  func(m map[string]any) { m["conversation-id"] = "19:a\nb" },
+		"http over network": func(m map[string]any) { m["token-url"] = "http://login.example.com/token" },
+		"http openid":       func(m map[string]any) { m["openid-metadata"] = "http://10.0.0.1/meta" },
 	} {
 		set := fk.Settings()
 		mod(set)
