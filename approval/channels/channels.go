@@ -14,6 +14,7 @@ import (
 
 	"github.com/clawd-dev/clawd/approval"
 	"github.com/clawd-dev/clawd/approval/slack"
+	"github.com/clawd-dev/clawd/approval/teams"
 	"github.com/clawd-dev/clawd/approval/webhook"
 	"github.com/clawd-dev/clawd/policy"
 )
@@ -25,6 +26,7 @@ type Builder func(name string, settings map[string]any, env approval.Env) (appro
 var builders = map[string]Builder{
 	webhook.Type: webhook.Build,
 	slack.Type:   slack.Build,
+	teams.Type:   teams.Build,
 }
 
 // Types lists the channel types this clawd can build.
