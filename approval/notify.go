@@ -2,7 +2,6 @@ package approval
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -10,20 +9,6 @@ import (
 	"strings"
 	"unicode/utf8"
 )
-
-// Notifier tells humans about approvals. A new chat system is one small file
-// implementing it (see slack.go and webhook.go).
-//
-// Notify is called once per new approval, from its own goroutine; the
-// returned ref (a message ID, "" if the channel has none) is persisted and
-// handed back to Update when the approval ends (approved, denied, timeout,
-// cancelled, expired by restart), so the card can be changed in place.
-// The *Approval is a copy the notifier may keep; it holds no secrets.
-type Notifier interface {
-	Name() string
-	Notify(ctx context.Context, a *Approval) (ref string, err error)
-	Update(ctx context.Context, a *Approval, ref string) error
-}
 
 // sensitiveHeaders carry credentials; their values are never shown, whatever
 // the redactor thinks of them.
@@ -172,7 +157,9 @@ func (m *Manager) bodyPreview(b []byte) string {
 	return redactSecretShapes(string(b))
 }
 
-func (m *Manager) summarize(h *Hold) string {
+// Summary is the line a card shows first for h: the first summariser that
+// knows the request, else "METHOD URL"; redacted and cut to 300 characters.
+func (m *Manager) Summary(h *Hold) string {
 	for _, s := range m.sums {
 		if sum, ok := s.Summarize(h); ok {
 			return truncate(m.sanitize(sum), 300)

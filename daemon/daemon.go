@@ -29,6 +29,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/clawd-dev/clawd/approval"
+	"github.com/clawd-dev/clawd/approval/channels"
+	"github.com/clawd-dev/clawd/approval/summary"
 	"github.com/clawd-dev/clawd/audit"
 	"github.com/clawd-dev/clawd/daemon/enforce"
 	"github.com/clawd-dev/clawd/daemon/runtime"
@@ -46,8 +48,13 @@ var Version = "dev"
 
 // Daemon is one running clawd.
 type Daemon struct {
-	cfg     Config
-	log     *zap.Logger
+	cfg Config
+	log *zap.Logger
+
+	apiToken  string                  // of the host approval API
+	mounts    map[string]http.Handler // channels' callback handlers on the public listener
+	listeners []approval.Listener     // channels that open their own connection for clicks
+
 	reg     *prometheus.Registry
 	started time.Time
 
@@ -192,29 +199,41 @@ func (d *Daemon) newApprovals() (*approval.Manager, error) {
 	if public == "" {
 		public = "http://" + c.APIListen
 	}
-	var notifiers []approval.Notifier
-	for i, w := range c.Approval.Webhooks {
-		n, err := approval.NewWebhook(approval.WebhookConfig{Name: fmt.Sprintf("webhook-%d", i+1), URL: w.URL, Secret: w.Secret})
-		if err != nil {
-			return nil, fmt.Errorf("webhook %d: %w", i+1, err)
+	specs := c.Approval.ChannelSpecs()
+	built, err := channels.Build(specs, func(name string) (approval.Env, error) {
+		dir := filepath.Join(c.StateDir, "channels", name)
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return approval.Env{}, err
 		}
-		notifiers = append(notifiers, n)
-	}
-	if s := c.Approval.Slack; s.WebhookURL != "" || s.BotToken != "" {
-		n, err := approval.NewSlack(approval.SlackConfig{WebhookURL: s.WebhookURL, BotToken: s.BotToken, Channel: s.Channel, APIBase: s.APIBase})
-		if err != nil {
-			return nil, fmt.Errorf("slack: %w", err)
-		}
-		notifiers = append(notifiers, n)
-	}
-	return approval.New(approval.Config{
-		DBPath:    filepath.Join(c.StateDir, "approvals.db"),
-		Notifiers: notifiers, Redactor: d.secrets, Audit: d.audit,
-		Log: d.log.Named("approval"), Registerer: d.reg,
-		PublicURL: public, APIToken: token,
-		MaxPending: c.Approval.MaxPending, MaxPendingPerContainer: c.Approval.MaxPendingPerContainer,
-		SlackSigningSecret: c.Approval.Slack.SigningSecret, SlackApprovers: c.Approval.Slack.Approvers, SlackGroups: c.Approval.Slack.Groups,
+		// Only an explicitly configured public URL is one a platform can
+		// call back; the default API address is the host's own.
+		return approval.Env{Log: d.log.Named("approval." + name), PublicURL: c.PublicURL, StateDir: dir, Secret: d.credential}, nil
 	})
+	if err != nil {
+		return nil, err
+	}
+	m, err := approval.New(approval.Config{
+		DBPath:   filepath.Join(c.StateDir, "approvals.db"),
+		Channels: built.Channels, Approvers: built.Approvers, Summarizers: summary.Default(),
+		Redactor: d.secrets, Audit: d.audit,
+		Log: d.log.Named("approval"), Registerer: d.reg,
+		PublicURL:  public,
+		MaxPending: c.Approval.MaxPending, MaxPendingPerContainer: c.Approval.MaxPendingPerContainer,
+	})
+	if err != nil {
+		return nil, err
+	}
+	// Policies whose approve rules nobody configured can answer are
+	// refused like broken files (the running one stays).
+	dir := channels.Directory(specs)
+	if err := d.policy.SetCheck(func(p *policy.Policy) error { return p.CheckRoutes(dir, nil) }); err != nil {
+		m.Shutdown()
+		return nil, err
+	}
+	d.apiToken = token
+	d.mounts = built.Mounts(m)
+	d.listeners = built.Listeners()
+	return m, nil
 }
 
 func (d *Daemon) newRuntimes() runtime.Multi {
@@ -399,6 +418,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}()
 	go d.watchEvents()
 	go d.sweepLoop()
+	for _, l := range d.listeners {
+		go func() {
+			if err := l.Run(d.ctx, d.approvals); err != nil && d.ctx.Err() == nil {
+				d.log.Error("approval channel stopped", zap.Error(err))
+			}
+		}()
+	}
 	go d.dns.RunAudit(d.ctx)
 
 	sddaemon.SdNotify(false, sddaemon.SdNotifyReady)
