@@ -160,6 +160,15 @@ func New(name string, settings map[string]any, env approval.Env) (*Channel, erro
 	}, nil
 }
 
+// Build is New for the channel registry (approval/channels).
+func Build(name string, settings map[string]any, env approval.Env) (approval.Channel, error) {
+	c, err := New(name, settings, env)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
 func parseServer(s string) (string, error) {
 	if s == "" {
 		s = DefaultServer
