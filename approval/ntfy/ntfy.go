@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -215,6 +216,10 @@ func parsePriority(s string) (int, error) {
 
 // Name is the channel's name in clawd.yaml.
 func (c *Channel) Name() string { return c.name }
+
+// DefaultApprovers are the approvers with a topic: who is asked on this
+// channel when clawd.yaml lists no approvers for it.
+func (c *Channel) DefaultApprovers() []string { return slices.Clone(c.approver) }
 
 // ReplyTopic is the topic clawd reads button presses from.
 func (c *Channel) ReplyTopic() string { return c.reply }
