@@ -13,7 +13,9 @@ import (
 	"strings"
 
 	"github.com/clawd-dev/clawd/approval"
+	"github.com/clawd-dev/clawd/approval/ntfy"
 	"github.com/clawd-dev/clawd/approval/slack"
+	"github.com/clawd-dev/clawd/approval/teams"
 	"github.com/clawd-dev/clawd/approval/webhook"
 	"github.com/clawd-dev/clawd/policy"
 )
@@ -25,6 +27,8 @@ type Builder func(name string, settings map[string]any, env approval.Env) (appro
 var builders = map[string]Builder{
 	webhook.Type: webhook.Build,
 	slack.Type:   slack.Build,
+	teams.Type:   teams.Build,
+	ntfy.Type:    ntfy.Build,
 }
 
 // Types lists the channel types this clawd can build.
@@ -96,6 +100,10 @@ func Build(specs []map[string]any, envFor func(name string) (approval.Env, error
 		ch, err := build(name, settings, env)
 		if err != nil {
 			return nil, fmt.Errorf("approval channel %s (%s): %w", name, typ, err)
+		}
+		if d, ok := ch.(interface{ DefaultApprovers() []string }); ok && people == nil {
+			// Channels whose settings name their people (ntfy topics).
+			people = d.DefaultApprovers()
 		}
 		slices.Sort(people)
 		b.Channels = append(b.Channels, ch)
@@ -171,6 +179,10 @@ func Directory(specs []map[string]any) policy.Directory {
 		if list, ok := raw["approvers"].([]any); ok {
 			for _, p := range list {
 				people = append(people, fmt.Sprint(p))
+			}
+		} else if topics, ok := raw["topics"].(map[string]any); ok {
+			for who := range topics { // ntfy: one topic per approver
+				people = append(people, who)
 			}
 		}
 		dir[name] = policy.ChannelInfo{People: people}
