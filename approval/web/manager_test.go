@@ -84,11 +84,12 @@ func TestBrowserRealManager(t *testing.T) {
 }
 
 // TestBrowserRealManagerTwoPeople: on a two-person rule the page records the
-// first approval, shows the vote and keeps the card; the second approver
-// (here the holder of the approve link) releases the request.
+// first approval, shows the vote and keeps the card; a signed link cannot
+// be the second person; a named second approver releases the request.
 func TestBrowserRealManagerTwoPeople(t *testing.T) {
 	b := newBrowser(t)
-	env := approvaltest.New(t, func(c *approval.Config) { c.DefaultRoute = &policy.Route{Required: 2, NoGrants: true} })
+	env := approvaltest.New(t, func(c *approval.Config) { c.DefaultRoute = &policy.Route{Required: 2, NoGrants: true, Approvers: []policy.Audience{
+			{Channel: approval.ChannelCLI}, {Channel: approval.ChannelLink}, {Channel: "rec", People: []string{"U2"}}}} })
 	srv := httptest.NewServer(Handler(env.M, Options{Token: testToken, Now: env.Clock.Now}))
 	defer srv.Close()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -105,7 +106,7 @@ func TestBrowserRealManagerTwoPeople(t *testing.T) {
 	}
 	b.do(chromedp.Click(chromedp.CSS(`#pending .card button[data-act="a"]`)))
 	b.waitJS(`(v => v && v.textContent.startsWith('1 of 2'))(document.querySelector('#pending .card .votes'))`)
-	if got := b.text("#pending .card .votes"); got != "1 of 2 approvals: web page (api)" {
+	if got := b.text("#pending .card .votes"); got != "1 of 2 approvals: web page (cli)" {
 		t.Errorf("votes %q", got)
 	}
 	if got := b.text("#message"); got != "Approval 1 of 2 recorded; waiting for someone else." {
@@ -124,8 +125,19 @@ func TestBrowserRealManagerTwoPeople(t *testing.T) {
 	b.do(chromedp.Navigate(srv.URL + LinkPath(a.ID, "approve") + "?" + u.RawQuery))
 	b.waitJS(`document.querySelector('#link .card button') !== null`)
 	b.do(chromedp.Click(chromedp.CSS(`#link .card button[data-act="a"]`)))
+	b.waitJS(`(m => m && m.textContent.includes('signed link cannot count'))(document.querySelector('#message'))`)
+	select {
+	case o := <-out:
+		t.Fatalf("a signed link counted as the second person: %+v", o)
+	default:
+	}
+	d, _ := approval.ParseButton(approval.ButtonValue(approval.ActApprove, a))
+	d.Channel, d.User = "rec", "U2"
+	if r := env.M.Decide(context.Background(), d); r.Outcome != approval.ResultDecided {
+		t.Fatalf("second approver: %+v", r)
+	}
 	o := approvaltest.Recv(t, out)
-	if !o.Approved || o.By != "api,link" {
+	if !o.Approved || o.By != "cli,rec:U2" {
 		t.Fatalf("outcome %+v", o)
 	}
 	b.clean()
