@@ -118,10 +118,16 @@ func TestDecideTwoPersonRule(t *testing.T) {
 	default:
 	}
 	// The card was updated with the first vote while pending.
-	waitFor(t, e.m, func([]*Approval) bool {
+	// (Card updates do not change the pending set, so poll the channel.)
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(5 * time.Millisecond) {
 		_, ups, _ := e.note.snapshot()
-		return len(ups) > 0 && len(ups[len(ups)-1].Votes) == 1 && ups[len(ups)-1].Status == Pending
-	})
+		if len(ups) > 0 && len(ups[len(ups)-1].Votes) == 1 && ups[len(ups)-1].Status == Pending {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the card never showed the first vote")
+		}
+	}
 	r = click(e.m, a, ActApprove, "U2")
 	if r.Outcome != ResultDecided || r.Approval.By != "rec:U1,rec:U2" {
 		t.Fatalf("second: %+v", r)
@@ -186,7 +192,7 @@ func TestDecideEscalation(t *testing.T) {
 		t.Fatal("escalation channel asked before the delay")
 	}
 	e.clock.Add(5 * time.Minute)
-	waitFor(t, e.m, func([]*Approval) bool { n, _, _ := esc.snapshot(); return len(n) == 1 })
+	eventually(t, "the escalation card", func() bool { n, _, _ := esc.snapshot(); return len(n) == 1 })
 	if len(e.audit.find("escalated")) != 1 {
 		t.Fatal("no escalated audit line")
 	}

@@ -272,3 +272,14 @@ func decideCompat(m *Manager, id string, approve bool, by, reason string, grantF
 	}
 	return res.Approval, errors.New(res.Outcome + ": " + res.Message)
 }
+
+// eventually polls cond (for effects outside the pending set, such as a
+// channel's cards); the deadline only turns a hang into a failure.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("never: %s", what)
+		}
+	}
+}
