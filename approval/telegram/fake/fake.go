@@ -77,7 +77,6 @@ type Server struct {
 	queue      []json.RawMessage // pending updates (poll mode), with ids
 	queueIDs   []int64
 	pollers    map[int]chan struct{} // in-flight getUpdates: closed = 409
-	pollSeq    int
 	drops      map[int]chan struct{} // in-flight getUpdates: closed = drop the connection
 	polls      []Poll
 	conflicts  int
@@ -87,6 +86,7 @@ type Server struct {
 	queries    map[string]bool // callback query ids not yet answered
 	answers    map[string]chan Answer
 	lastHook   []byte
+	answered   []Answer
 	violations []string
 }
 
@@ -153,6 +153,21 @@ func (s *Server) Webhook() (url, secret string, calls int) {
 	return s.webhookURL, s.secret, s.hookSets
 }
 
+// Answers are the answerCallbackQuery calls so far.
+func (s *Server) Answers() []Answer {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Answer(nil), s.answered...)
+}
+
+// WaitWebhook waits until setWebhook was called and returns its URL and
+// secret token.
+func (s *Server) WaitWebhook(ctx context.Context) (url, secret string, err error) {
+	_, err = s.wait(ctx, func() (any, bool) { return nil, s.webhookURL != "" })
+	url, secret, _ = s.Webhook()
+	return url, secret, err
+}
+
 // Conflict answers the next n getUpdates calls 409, as when another bot
 // instance polls.
 func (s *Server) Conflict(n int) {
@@ -176,7 +191,7 @@ func (s *Server) DropPolls() int {
 }
 
 // WaitPolling waits until a getUpdates call is in flight whose number (from
-// 1, in arrival order) is at least n.
+// 1, in arrival order among all getUpdates calls, see Polls) is at least n.
 func (s *Server) WaitPolling(ctx context.Context, n int) error {
 	_, err := s.wait(ctx, func() (any, bool) {
 		for id := range s.drops {
@@ -770,6 +785,7 @@ func (s *Server) answerCallbackQuery(p map[string]any) apiReply {
 		return bad("show_alert must be a boolean")
 	}
 	delete(s.queries, id)
+	s.answered = append(s.answered, Answer{QueryID: id, Text: text, ShowAlert: alert})
 	if ch := s.answers[id]; ch != nil {
 		ch <- Answer{QueryID: id, Text: text, ShowAlert: alert}
 		delete(s.answers, id)
@@ -853,8 +869,7 @@ func (s *Server) getUpdates(w http.ResponseWriter, r *http.Request, p map[string
 		close(ch)
 		delete(s.pollers, id)
 	}
-	s.pollSeq++
-	me := s.pollSeq
+	me := len(s.polls) // its number: arrival order among all getUpdates calls
 	kicked, drop := make(chan struct{}), make(chan struct{})
 	s.pollers[me], s.drops[me] = kicked, drop
 	// Updates below the offset are confirmed: forgotten.
