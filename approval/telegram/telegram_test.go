@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/clawd-dev/clawd/approval"
+	"github.com/clawd-dev/clawd/approval/approvaltest"
 	"github.com/clawd-dev/clawd/approval/telegram/fake"
 	"github.com/clawd-dev/clawd/policy"
 )
@@ -669,4 +670,46 @@ func TestErrorsHideToken(t *testing.T) {
 	if err != nil || ch.seen.offset(now) != 0 {
 		t.Errorf("garbage state: %v", err)
 	}
+}
+
+func TestWithTheCore(t *testing.T) {
+	s := newSetup(t, nil)
+	ctx := ctxT(t)
+	e := approvaltest.New(t, func(c *approval.Config) {
+		c.Channels = []approval.Channel{s.ch}
+		c.Approvers = map[string][]string{"telegram": {"111"}}
+	})
+	run(t, s.ch, e.M)
+	out := approvaltest.Async(e.M, ctx, approvaltest.Hold("agent-1", "PUT", "/repos/acme/app/pulls/7/merge"))
+	id := approvaltest.WaitPending(t, e.M, 1)[0].ID
+	m, err := s.f.WaitCard(ctx, id, func(m fake.Message) bool { return len(m.Keyboard) == 1 })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(m.Text, "SECRET-VALUE-123") || !strings.Contains(m.HTML, "tg://user?id=111") {
+		t.Errorf("card: %s", m.HTML)
+	}
+	// Someone not asked is refused; the approver decides.
+	reply, err := s.f.Click(ctx, id, approval.ActApprove, "222")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(reply, "not asked") {
+		t.Errorf("stranger saw %q", reply)
+	}
+	reply, err = s.f.Click(ctx, id, approval.ActApprove, "111")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o := approvaltest.Recv(t, out); !o.Approved {
+		t.Fatalf("outcome %+v (clicker saw %q)", o, reply)
+	}
+	m, err = s.f.WaitCard(ctx, id, func(m fake.Message) bool { return len(m.Keyboard) == 0 })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(m.Text, "Approved by") || !strings.HasPrefix(m.Text, "✅") {
+		t.Errorf("decided card: %q", m.Text)
+	}
+	noViolations(t, s.f)
 }
