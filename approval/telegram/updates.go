@@ -285,13 +285,17 @@ func cut16(s string, n int) string {
 // maxWebhookBody bounds one webhook update.
 const maxWebhookBody = 1 << 20
 
-// Callbacks is the webhook endpoint (webhook mode; 404 in poll mode).
+// Callbacks is the webhook endpoint in webhook mode; nil in poll mode, so
+// nothing is mounted.
 // Telegram authenticates each delivery only by the secret_token clawd set,
 // sent back in X-Telegram-Bot-Api-Secret-Token; it is compared in constant
 // time, and an update_id seen before is not decided again.
 func (c *Channel) Callbacks(d approval.Decider) http.Handler {
+	if c.mode != ModeWebhook {
+		return nil
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if c.mode != ModeWebhook || r.URL.Path != approval.CallbackPath(c.name) {
+		if r.URL.Path != approval.CallbackPath(c.name) {
 			http.NotFound(w, r)
 			return
 		}
