@@ -418,3 +418,46 @@ func TestRealCore(t *testing.T) {
 		t.Errorf("final card: %q", done.Texts)
 	}
 }
+
+// Tokens naming unknown keys do not make clawd fetch Google's keys again
+// and again.
+func TestUnknownKeysNotRefetched(t *testing.T) {
+	r := newRig(t, gchat.AudienceProjectNumber)
+	if _, err := r.ch.Post(ctx(t), testCard(time.Now())); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.f.Click(ctx(t), testID, approval.ActApprove, "users/111"); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 5; i++ {
+		if code, err := r.f.Forge(ctx(t), testID, approval.ActApprove, "users/111", fake.ForgeOtherMode); err != nil || code != http.StatusUnauthorized {
+			t.Fatalf("forgery: %d %v", code, err)
+		}
+	}
+	if n := r.f.KeyFetches(); n != 1 {
+		t.Errorf("keys fetched %d times, want 1", n)
+	}
+}
+
+// A token endpoint that refuses gives an error that names the failure and
+// never the key or the assertion.
+func TestTokenErrorHidesKey(t *testing.T) {
+	f := fake.New()
+	defer f.Close()
+	m := f.Settings()
+	m["token-url"] = f.URL() + "/v1/nowhere"
+	ch, err := gchat.New("gchat", m, approval.Env{PublicURL: "https://clawd.example"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = ch.Post(ctx(t), testCard(time.Now()))
+	if err == nil {
+		t.Fatal("post without a token succeeded")
+	}
+	if s := err.Error(); !strings.Contains(s, "token") || strings.Contains(s, "PRIVATE") || strings.Contains(s, "eyJ") {
+		t.Errorf("error %q", s)
+	}
+	if f.Messages() != 0 {
+		t.Error("a message was posted")
+	}
+}

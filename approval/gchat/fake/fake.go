@@ -104,6 +104,7 @@ type Server struct {
 	callbackURL string
 	tokens      map[string]time.Time // access token → expiry
 	issued      int
+	keyFetches  int
 	revoked     map[string]bool
 	msgs        map[string]*Message
 	order       []string
@@ -254,6 +255,19 @@ func (s *Server) cardLocked(id string) (Message, bool) {
 	return Message{}, false
 }
 
+func (s *Server) countFetch() {
+	s.mu.Lock()
+	s.keyFetches++
+	s.mu.Unlock()
+}
+
+// KeyFetches is how often the certificates and the JWKS were fetched.
+func (s *Server) KeyFetches() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.keyFetches
+}
+
 // TokensIssued is how many access tokens the token endpoint gave out.
 func (s *Server) TokensIssued() int {
 	s.mu.Lock()
@@ -362,12 +376,14 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 
 // certs is Google's x509 metadata of chat@system.gserviceaccount.com.
 func (s *Server) certs(w http.ResponseWriter, r *http.Request) {
+	s.countFetch()
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(map[string]string{chatKeyID: string(fakeKeys().chatCert)})
 }
 
 // jwks is Google's OAuth2 v3 certs (ID token keys).
 func (s *Server) jwks(w http.ResponseWriter, r *http.Request) {
+	s.countFetch()
 	k := fakeKeys().google.PublicKey
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(map[string]any{"keys": []map[string]string{{
