@@ -5,6 +5,7 @@
 package gchat
 
 import (
+	"bytes"
 	"context"
 	"crypto/rsa"
 	"encoding/json"
@@ -240,7 +241,7 @@ func (c *Channel) call(ctx context.Context, method, u string, in, out any) error
 		if err != nil {
 			return err
 		}
-		req, err := http.NewRequestWithContext(ctx, method, u, strings.NewReader(string(body)))
+		req, err := http.NewRequestWithContext(ctx, method, u, bytes.NewReader(body))
 		if err != nil {
 			return err
 		}
