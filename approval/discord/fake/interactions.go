@@ -151,19 +151,21 @@ type StatusError struct {
 	Body   string
 }
 
-func (e *StatusError) Error() string { return fmt.Sprintf("interactions endpoint: HTTP %d: %s", e.Status, e.Body) }
+func (e *StatusError) Error() string {
+	return fmt.Sprintf("interactions endpoint: HTTP %d: %s", e.Status, e.Body)
+}
 
 // Forgery is a way a request to the interactions endpoint is not what
 // Discord signed.
 type Forgery int
 
 const (
-	BadSignature   Forgery = iota // a valid signature with one bit flipped
-	NoSignature                   // no X-Signature-* headers
-	OtherKey                      // signed with a key that is not the application's
-	StaleTimestamp                // correctly signed, timestamp 10 minutes old
-	FutureTimestamp               // correctly signed, timestamp 10 minutes ahead
-	TamperedBody                  // signed, then the clicker's user ID changed
+	BadSignature    Forgery = iota // a valid signature with one bit flipped
+	NoSignature                    // no X-Signature-* headers
+	OtherKey                       // signed with a key that is not the application's
+	StaleTimestamp                 // correctly signed, timestamp 10 minutes old
+	FutureTimestamp                // correctly signed, timestamp 10 minutes ahead
+	TamperedBody                   // signed, then the clicker's user ID changed
 )
 
 // ClickForged sends the click for act as userID to the interactions
