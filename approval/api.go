@@ -11,8 +11,6 @@ import (
 	"net/http"
 	"strconv"
 	"time"
-
-	"go.uber.org/zap"
 )
 
 // maxAPIBody bounds request bodies on every endpoint.
@@ -37,6 +35,7 @@ type DecideRequest struct {
 
 type errorBody struct {
 	Error    string    `json:"error"`
+	Outcome  string    `json:"outcome,omitempty"`
 	Approval *Approval `json:"approval,omitempty"`
 }
 
@@ -86,7 +85,6 @@ func (m *Manager) PublicHandler() http.Handler {
 	mux.Handle("/v1/", m.requireToken(api))
 	mux.HandleFunc("GET /v1/links/{id}/{action}", m.handleLink)
 	mux.HandleFunc("POST /v1/links/{id}/{action}", m.handleLink)
-	mux.HandleFunc("POST /v1/slack/interactions", m.handleSlack)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		io.WriteString(w, "ok\n")
@@ -204,16 +202,41 @@ func (m *Manager) handleDecide(w http.ResponseWriter, r *http.Request, approve b
 			return
 		}
 	}
-	a, err := m.Decide(r.PathValue("id"), approve, by, req.Reason, d)
-	if err != nil {
-		code := decisionStatus(err)
-		if code == http.StatusInternalServerError {
-			m.log.Error("decide approval", zap.Error(err))
-		}
-		writeJSON(w, code, errorBody{Error: err.Error(), Approval: a})
+	res := m.Decide(r.Context(), Decision{ID: r.PathValue("id"), Approve: approve, GrantFor: d, Channel: by, Reason: req.Reason})
+	writeResult(w, res)
+}
+
+// ResultStatus is the HTTP status of a decision's Result.
+func ResultStatus(res Result) int {
+	switch res.Outcome {
+	case ResultDecided, ResultAlready:
+		return http.StatusOK
+	case ResultRecorded:
+		return http.StatusAccepted
+	case ResultConflict, ResultStale:
+		return http.StatusConflict
+	case ResultExpired:
+		return http.StatusGone
+	case ResultNotFound:
+		return http.StatusNotFound
+	case ResultNotApprover, ResultSelf:
+		return http.StatusForbidden
+	case ResultInvalid:
+		return http.StatusBadRequest
+	}
+	return http.StatusInternalServerError
+}
+
+// writeResult answers a decision: the approval on success (200, or 202
+// when more approvals are needed), {"error", "outcome", "approval"} otherwise.
+func writeResult(w http.ResponseWriter, res Result) {
+	code := ResultStatus(res)
+	w.Header().Set("Clawd-Outcome", res.Outcome)
+	if code < 300 {
+		writeJSON(w, code, res.Approval)
 		return
 	}
-	writeJSON(w, http.StatusOK, a)
+	writeJSON(w, code, errorBody{Error: res.Message, Outcome: res.Outcome, Approval: res.Approval})
 }
 
 var linkPage = template.Must(template.New("link").Parse(`<!doctype html>
@@ -234,7 +257,11 @@ var linkPage = template.Must(template.New("link").Parse(`<!doctype html>
 func (m *Manager) handleLink(w http.ResponseWriter, r *http.Request) {
 	id, action := r.PathValue("id"), r.PathValue("action")
 	q := r.URL.Query()
-	if (action != "approve" && action != "deny") || !validID(id) || !m.checkLink(id, action, q.Get("exp"), q.Get("sig")) {
+	digest, ok := "", false
+	if action == "approve" || action == "deny" {
+		digest, ok = m.CheckLink(id, action, q.Get("exp"), q.Get("sig"))
+	}
+	if !ok {
 		http.Error(w, "invalid or expired link", http.StatusForbidden)
 		return
 	}
@@ -244,12 +271,12 @@ func (m *Manager) handleLink(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.Method == http.MethodPost {
-		a, err = m.Decide(id, action == "approve", "link", "", 0)
-		if err != nil {
-			code := decisionStatus(err)
-			http.Error(w, err.Error(), code)
+		res := m.Decide(r.Context(), Decision{ID: id, Digest: digest, Approve: action == "approve", Channel: ChannelLink})
+		if !res.OK() {
+			http.Error(w, res.Message, ResultStatus(res))
 			return
 		}
+		a = res.Approval
 	}
 	verb := map[string]string{"approve": "Approve", "deny": "Deny"}[action]
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")

@@ -263,7 +263,7 @@ func TestSignedLinks(t *testing.T) {
 	if resp, _ := doReq(t, pub, "POST", path(a2.DenyURL), "", ""); resp.StatusCode != 403 {
 		t.Fatalf("expired link: %d", resp.StatusCode)
 	}
-	e.m.Decide(a2.ID, false, "cli", "", 0)
+	decideCompat(e.m, a2.ID, false, "cli", "", 0)
 	outs := map[string]Outcome{}
 	for _, ch := range []<-chan Outcome{ch1, ch2} {
 		o := recv(t, ch)

@@ -18,7 +18,7 @@ func TestAttackGrantExpiryIsNotARevocation(t *testing.T) {
 	e.m.OnRevoke(func() { hooks.Add(1) })
 	ch := async(e.m, context.Background(), hold("a", "PUT", "/repos/o/r/pulls/1/merge"))
 	id := waitPending(t, e.m, 1)[0].ID
-	if _, err := e.m.Decide(id, true, "cli", "", time.Minute); err != nil {
+	if _, err := decideCompat(e.m, id, true, "cli", "", time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	out := recv(t, ch)

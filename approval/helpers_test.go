@@ -3,6 +3,7 @@ package approval
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -107,7 +108,8 @@ type recNotifier struct {
 
 func (n *recNotifier) Name() string { return n.name }
 
-func (n *recNotifier) Notify(_ context.Context, a *Approval) (string, error) {
+func (n *recNotifier) Post(_ context.Context, c *Card) (string, error) {
+	a := c.Approval
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.failing {
@@ -117,7 +119,8 @@ func (n *recNotifier) Notify(_ context.Context, a *Approval) (string, error) {
 	return "ref-" + a.ID, nil
 }
 
-func (n *recNotifier) Update(_ context.Context, a *Approval, ref string) error {
+func (n *recNotifier) Update(_ context.Context, c *Card, ref string) error {
+	a := c.Approval
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.updates = append(n.updates, a)
@@ -144,7 +147,7 @@ func newEnv(t *testing.T, mod func(*Config)) *env {
 	e := &env{clock: newClock(), audit: &auditRec{}, note: &recNotifier{name: "rec"}}
 	cfg := Config{
 		DBPath:    filepath.Join(t.TempDir(), "approvals.db"),
-		Notifiers: []Notifier{e.note},
+		Channels:  []Channel{e.note},
 		Audit:     e.audit,
 		Now:       e.clock.Now,
 		AfterFunc: e.clock.AfterFunc,
@@ -245,4 +248,27 @@ func recv(t *testing.T, ch <-chan Outcome) Outcome {
 		t.Fatal("request never returned")
 	}
 	return Outcome{}
+}
+
+// decideCompat decides as the local operator and maps the Result to the
+// errors the older API returned, for the table tests written against it.
+func decideCompat(m *Manager, id string, approve bool, by, reason string, grantFor time.Duration) (*Approval, error) {
+	ch := ChannelCLI
+	if by == ChannelAPI {
+		ch = ChannelAPI
+	}
+	res := m.Decide(context.Background(), Decision{ID: id, Approve: approve, Channel: ch, Reason: reason, GrantFor: grantFor})
+	switch res.Outcome {
+	case ResultDecided, ResultAlready, ResultRecorded:
+		return res.Approval, nil
+	case ResultNotFound:
+		return nil, ErrNotFound
+	case ResultConflict:
+		return res.Approval, ErrConflict
+	case ResultExpired:
+		return res.Approval, ErrGone
+	case ResultInvalid:
+		return res.Approval, ErrInvalid
+	}
+	return res.Approval, errors.New(res.Outcome + ": " + res.Message)
 }

@@ -24,6 +24,10 @@ type Hold struct {
 	BodySHA256 string      // hex SHA-256 of the full body as the agent sent it (and as it is forwarded)
 	Rule       string
 	Timeout    time.Duration // per rule; 0 means the default (10m)
+	// Route is who is asked (policy.Decision.Route); nil = the default route.
+	Route *policy.Route
+	// Generation is the policy generation that decided (policy.Decision.Generation).
+	Generation uint64
 }
 
 // Outcome is how a hold ended.

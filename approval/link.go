@@ -10,29 +10,35 @@ import (
 )
 
 // Signed links let someone with the card approve or deny without a token.
-// The signature covers id, action and expiry, so a link cannot be reused for
-// another approval or turned from deny into approve.
-func linkSig(key []byte, id, action string, exp int64) string {
+// The signature covers id, the request digest, action and expiry, so a link
+// cannot be reused for another approval or request, or turned from deny
+// into approve.
+func linkSig(key []byte, id, digest, action string, exp int64) string {
 	mac := hmac.New(sha256.New, key)
-	mac.Write([]byte("clawd-link\x00" + id + "\x00" + action + "\x00" + strconv.FormatInt(exp, 10)))
+	mac.Write([]byte("clawd-link-v2\x00" + id + "\x00" + digest + "\x00" + action + "\x00" + strconv.FormatInt(exp, 10)))
 	return base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
 }
 
-func (m *Manager) linkURL(id, action string, exp time.Time) string {
+func (m *Manager) linkURL(id, digest, action string, exp time.Time) string {
 	e := exp.Unix()
-	q := url.Values{"exp": {strconv.FormatInt(e, 10)}, "sig": {linkSig(m.linkKey, id, action, e)}}
+	q := url.Values{"exp": {strconv.FormatInt(e, 10)}, "sig": {linkSig(m.linkKey, id, digest, action, e)}}
 	return m.cfg.PublicURL + "/v1/links/" + id + "/" + action + "?" + q.Encode()
 }
 
-// checkLink verifies a link's signature and expiry.
-func (m *Manager) checkLink(id, action, exp, sig string) bool {
+// CheckLink verifies a signed link's signature and expiry and returns the
+// digest of the request it was made for ("", false when it is not valid).
+func (m *Manager) CheckLink(id, action, exp, sig string) (string, bool) {
 	e, err := strconv.ParseInt(exp, 10, 64)
+	if err != nil || !validID(id) {
+		return "", false
+	}
+	a, err := m.Get(id)
 	if err != nil {
-		return false
+		return "", false
 	}
-	want := linkSig(m.linkKey, id, action, e)
-	if !hmac.Equal([]byte(want), []byte(sig)) {
-		return false
+	want := linkSig(m.linkKey, id, a.Digest, action, e)
+	if !hmac.Equal([]byte(want), []byte(sig)) || m.now().Unix() > e {
+		return "", false
 	}
-	return m.now().Unix() <= e
+	return a.Digest, true
 }

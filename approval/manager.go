@@ -68,11 +68,19 @@ func (identity) Redact(b []byte) []byte       { return b }
 
 // Config configures a Manager. Only DBPath is required.
 type Config struct {
-	DBPath    string     // bbolt file, e.g. /var/lib/clawd/approvals.db
-	Notifiers []Notifier // told about every new approval and its outcome
-	Redactor  Redactor   // nil = identity
-	Audit     audit.Sink // nil = discard
-	Log       *zap.Logger
+	DBPath string // bbolt file, e.g. /var/lib/clawd/approvals.db
+	// Channels are where people are asked (approval/<channel> packages);
+	// names must be unique and differ from "cli" and "link".
+	Channels []Channel
+	// Approvers are each channel's own approvers (user IDs on it): who is
+	// asked there when a route names the channel without people.
+	Approvers map[string][]string
+	// DefaultRoute is who is asked when neither rule nor set has
+	// approvers; nil = every channel with its approvers, the CLI and links.
+	DefaultRoute *policy.Route
+	Redactor     Redactor   // nil = identity
+	Audit        audit.Sink // nil = discard
+	Log          *zap.Logger
 	// Registerer receives the approval metrics; nil = not registered.
 	Registerer prometheus.Registerer
 	// PublicURL is the externally reachable base of PublicHandler, used for
@@ -88,13 +96,6 @@ type Config struct {
 	BodyPreviewLimit       int // bytes of body shown on cards; default 4096
 	DefaultTimeout         time.Duration
 	MaxGrant               time.Duration // longest "approve for"; default 24h
-	// SlackSigningSecret verifies /v1/slack/interactions ("" = endpoint off).
-	SlackSigningSecret string
-	// SlackApprovers are the Slack user IDs (U…/W…) or group IDs (S…) allowed
-	// to decide. Empty means nobody can decide from Slack.
-	SlackApprovers []string
-	// SlackGroups maps a group ID to its member user IDs (static; no lookup).
-	SlackGroups map[string][]string
 	// Summarizers are tried in order before the generic fallback; nil means
 	// DefaultSummarizers().
 	Summarizers []Summarizer
@@ -211,13 +212,24 @@ func pathHash(p string) string {
 
 // entry is a pending approval and the holds waiting on it.
 type entry struct {
-	a       *Approval
-	dedup   string
-	rawPath string // Hold.Path as sent, for the grant scope; never shown
-	waiters int
-	done    chan struct{} // closed when decided
-	outcome Outcome
-	stop    func() bool // stops the timeout timer
+	a          *Approval
+	dedup      string
+	rawPath    string   // Hold.Path as sent, for the grant scope; never shown
+	requesters []string // identities the agent acts for; they never decide
+	grantFor   time.Duration
+	waiters    int
+	done       chan struct{} // closed when decided
+	changed    chan struct{} // closed and replaced when a card must be updated
+	outcome    Outcome
+	stop       func() bool // stops the timeout timer
+	stopEsc    func() bool // stops the escalation timer
+}
+
+// cardsChanged wakes the card goroutines to update their cards. Callers
+// hold the Manager's lock.
+func (e *entry) cardsChanged() {
+	close(e.changed)
+	e.changed = make(chan struct{})
 }
 
 // Manager holds requests for approval. It is safe for concurrent use.
@@ -236,17 +248,16 @@ type Manager struct {
 	bgCancel context.CancelFunc
 	wg       sync.WaitGroup
 
-	mu        sync.Mutex
-	closed    bool
-	pending   map[string]*entry // by approval ID
-	byDedup   map[string]*entry
-	holds     int
-	perCont   map[string]int
-	grants    map[string]*Grant
-	onRevoke  []func()
-	version   uint64
-	changed   chan struct{} // closed and replaced whenever the pending set changes
-	slackSeen map[string]time.Time
+	mu       sync.Mutex
+	closed   bool
+	pending  map[string]*entry // by approval ID
+	byDedup  map[string]*entry
+	holds    int
+	perCont  map[string]int
+	grants   map[string]*Grant
+	onRevoke []func()
+	version  uint64
+	changed  chan struct{} // closed and replaced whenever the pending set changes
 }
 
 // New opens the approval DB, expires approvals left pending by a previous
@@ -289,10 +300,10 @@ func New(cfg Config) (*Manager, error) {
 		cfg.Summarizers = DefaultSummarizers()
 	}
 	cfg.PublicURL = strings.TrimRight(cfg.PublicURL, "/")
-	seen := map[string]bool{}
-	for _, n := range cfg.Notifiers {
+	seen := map[string]bool{ChannelCLI: true, ChannelAPI: true, ChannelLink: true}
+	for _, n := range cfg.Channels {
 		if seen[n.Name()] {
-			return nil, fmt.Errorf("approval: two notifiers named %q", n.Name())
+			return nil, fmt.Errorf("approval: channel name %q is used twice or reserved", n.Name())
 		}
 		seen[n.Name()] = true
 	}
@@ -305,7 +316,7 @@ func New(cfg Config) (*Manager, error) {
 		cfg: cfg, log: cfg.Log, red: cfg.Redactor, audit: cfg.Audit, now: cfg.Now,
 		db: db, sums: cfg.Summarizers, met: met,
 		pending: map[string]*entry{}, byDedup: map[string]*entry{}, perCont: map[string]int{},
-		grants: map[string]*Grant{}, changed: make(chan struct{}), slackSeen: map[string]time.Time{},
+		grants: map[string]*Grant{}, changed: make(chan struct{}),
 	}
 	m.bgCtx, m.bgCancel = context.WithCancel(context.Background())
 	m.linkKey = cfg.LinkKey
@@ -415,20 +426,6 @@ func validID(s string) bool {
 	return true
 }
 
-func dedupKey(h *Hold) string {
-	s := sha256.New()
-	body := h.BodySHA256
-	if body == "" {
-		sum := sha256.Sum256(h.Body)
-		body = hex.EncodeToString(sum[:])
-	}
-	for _, p := range []string{h.Container.Key(), strings.ToUpper(h.Method), h.URL, body, fmt.Sprint(h.BodySize), h.Rule} {
-		s.Write([]byte(p))
-		s.Write([]byte{0})
-	}
-	return hex.EncodeToString(s.Sum(nil))
-}
-
 // Request holds h until a human decides, the timeout passes, ctx is cancelled
 // (the agent went away) or the manager shuts down. It never returns an
 // approved outcome unless a human or a grant approved this exact request.
@@ -454,7 +451,7 @@ func (m *Manager) Request(ctx context.Context, h Hold) Outcome {
 		})
 		return Outcome{Approved: true, Status: StatusGranted, By: "grant:" + g.ID, Reason: "approved until " + g.Expires.UTC().Format(time.RFC3339)}
 	}
-	dk := dedupKey(&h)
+	dk := requestDigest(&h)
 	e := m.byDedup[dk]
 	if m.holds >= m.cfg.MaxPending || m.perCont[key] >= m.cfg.MaxPendingPerContainer {
 		m.mu.Unlock()
@@ -520,11 +517,17 @@ func (m *Manager) createLocked(h *Hold, dk string, now time.Time) *entry {
 	a.Created = now.UTC()
 	a.Expires = now.Add(timeout).UTC()
 	a.Refs = map[string]string{}
-	if m.cfg.PublicURL != "" {
-		a.ApproveURL = m.linkURL(a.ID, "approve", a.Expires)
-		a.DenyURL = m.linkURL(a.ID, "deny", a.Expires)
+	a.Digest = dk
+	a.PolicyGeneration = h.Generation
+	escalate, after := m.route(a, h)
+	if after > 0 {
+		a.EscalateAt = now.Add(after).UTC()
 	}
-	e := &entry{a: a, dedup: dk, rawPath: h.Path, done: make(chan struct{})}
+	if m.cfg.PublicURL != "" && slices.ContainsFunc(a.Asked, func(au Audience) bool { return au.Channel == ChannelLink }) {
+		a.ApproveURL = m.linkURL(a.ID, a.Digest, "approve", a.Expires)
+		a.DenyURL = m.linkURL(a.ID, a.Digest, "deny", a.Expires)
+	}
+	e := &entry{a: a, dedup: dk, rawPath: h.Path, requesters: requesters(h), done: make(chan struct{}), changed: make(chan struct{})}
 	m.pending[a.ID] = e
 	m.byDedup[dk] = e
 	if err := putApproval(m.db, a); err != nil {
@@ -532,6 +535,9 @@ func (m *Manager) createLocked(h *Hold, dk string, now time.Time) *entry {
 		m.log.Error("persist approval", zap.String("id", a.ID), zap.Error(err))
 	}
 	e.stop = m.cfg.AfterFunc(timeout, func() { m.expire(e, timeout) })
+	if after > 0 && after < timeout {
+		e.stopEsc = m.cfg.AfterFunc(after, func() { m.escalate(e, escalate) })
+	}
 	m.met.requests.WithLabelValues("held").Inc()
 	m.met.pending.Set(float64(len(m.pending)))
 	m.audit.Log(audit.Entry{
@@ -539,10 +545,11 @@ func (m *Manager) createLocked(h *Hold, dk string, now time.Time) *entry {
 		Container: a.Container.Name, ContainerID: a.Container.ID, Runtime: a.Container.Runtime,
 		Dst: a.Dst, Method: a.Method, Host: a.Host, Path: a.Path,
 	})
-	snap := a.clone()
-	for _, n := range m.cfg.Notifiers {
-		m.wg.Add(1)
-		go m.notify(n, e, snap)
+	for _, au := range a.Asked {
+		if c := m.channel(au.Channel); c != nil {
+			m.wg.Add(1)
+			m.postLocked(c, e)
+		}
 	}
 	return e
 }
@@ -597,6 +604,10 @@ func (m *Manager) finishLocked(e *entry, status string, out Outcome, by, reason 
 	if e.stop != nil {
 		e.stop()
 	}
+	if e.stopEsc != nil {
+		e.stopEsc()
+	}
+	e.a.EscalateAt = time.Time{}
 	m.holds -= e.waiters
 	m.decContLocked(e.a.Container.Key(), e.waiters)
 	e.waiters = 0
@@ -629,73 +640,6 @@ func (m *Manager) bumpLocked() {
 	m.version++
 	close(m.changed)
 	m.changed = make(chan struct{})
-}
-
-// Decide approves or denies a pending approval. by says who ("cli", "api",
-// "link", "slack:U123"). grantFor > 0 (approve only) also creates a grant for
-// matching requests. Repeating the decision already made returns the approval
-// and nil; a contrary one ErrConflict; a timed-out, cancelled or expired one
-// ErrGone; an unknown ID ErrNotFound.
-func (m *Manager) Decide(id string, approve bool, by, reason string, grantFor time.Duration) (*Approval, error) {
-	if !validID(id) {
-		return nil, ErrNotFound
-	}
-	if grantFor < 0 || grantFor > m.cfg.MaxGrant || (grantFor > 0 && !approve) {
-		return nil, fmt.Errorf("%w: grant duration must be between 0 and %s, approve only", ErrInvalid, m.cfg.MaxGrant)
-	}
-	reason = truncate(strings.TrimSpace(reason), 500)
-	want := Denied
-	if approve {
-		want = Approved
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	e := m.pending[id]
-	if e == nil {
-		a, err := getApproval(m.db, id)
-		if err != nil {
-			return nil, err
-		}
-		switch {
-		case a.Status == want:
-			return a, nil
-		case a.Status == Approved || a.Status == Denied:
-			return a, fmt.Errorf("%w: %s by %s", ErrConflict, a.Status, a.By)
-		default:
-			return a, fmt.Errorf("%w: %s", ErrGone, a.Status)
-		}
-	}
-	if !approve {
-		if reason == "" {
-			reason = "denied by " + by
-		}
-		m.finishLocked(e, Denied, Outcome{Status: StatusDenied, ID: id, By: by, Reason: reason}, by, reason)
-		return e.a.clone(), nil
-	}
-	if grantFor > 0 {
-		now := m.now().UTC()
-		g := &Grant{
-			ID: newID(), ContainerKey: e.a.Container.Key(), Container: e.a.Container.Name,
-			Rule: e.a.Rule, Host: e.a.Host, Method: e.a.Method, Path: e.a.Path, PathSHA256: pathHash(e.rawPath),
-			Created: now, Expires: now.Add(grantFor), By: by, ApprovalID: id,
-		}
-		if err := putGrant(m.db, g); err != nil {
-			return nil, fmt.Errorf("store grant: %w", err)
-		}
-		m.grants[g.ID] = g
-		m.met.grants.Set(float64(len(m.grants)))
-		e.a.GrantID = g.ID
-		if reason == "" {
-			reason = "approved for " + grantFor.String()
-		}
-		m.audit.Log(audit.Entry{
-			Time: now, Event: audit.EventGrant, Action: audit.ActionCreated, By: by, ApprovalID: id, Rule: g.Rule,
-			Container: g.Container, Method: g.Method, Host: g.Host, Path: e.a.Path,
-			Reason: "until " + g.Expires.Format(time.RFC3339),
-		})
-	}
-	m.finishLocked(e, Approved, Outcome{Approved: true, Status: StatusApproved, ID: id, By: by, Reason: reason}, by, reason)
-	return e.a.clone(), nil
 }
 
 func (m *Manager) matchGrantLocked(key string, h *Hold, now time.Time) *Grant {
@@ -854,55 +798,78 @@ func (m *Manager) Shutdown() {
 	}
 }
 
-// notify tells one notifier about a new approval, then waits for its end and
-// updates the card.
-func (m *Manager) notify(n Notifier, e *entry, snap *Approval) {
+// card posts e's card on channel c, then updates it after every change
+// until the approval ends (and once more for the end).
+//
+// The caller holds m.mu (the first card shows the approval as it was when
+// the channel was asked) and has done m.wg.Add(1).
+func (m *Manager) postLocked(c Channel, e *entry) {
+	go m.card(c, e, m.cardFor(c.Name(), e.a), e.changed)
+}
+
+func (m *Manager) card(c Channel, e *entry, snap *Card, changed <-chan struct{}) {
 	defer m.wg.Done()
 	ctx, cancel := context.WithTimeout(m.bgCtx, 2*time.Minute)
-	ref, err := n.Notify(ctx, snap)
+	ref, err := c.Post(ctx, snap)
 	cancel()
 	if err != nil {
-		m.met.notifyErrors.WithLabelValues(n.Name()).Inc()
-		m.log.Warn("notify approval", zap.String("notifier", n.Name()), zap.String("id", snap.ID), zap.Error(err))
-	} else {
-		m.mu.Lock()
-		e.a.Refs[n.Name()] = ref
-		// The DB is open: Shutdown closes it only after wg is done.
-		if perr := putApproval(m.db, e.a); perr != nil {
-			m.log.Warn("persist notifier ref", zap.Error(perr))
-		}
-		if m.pending[e.a.ID] == e {
-			m.bumpLocked() // lets tests (and watchers) see the card was sent
-		}
-		m.mu.Unlock()
-	}
-	select {
-	case <-e.done:
-	case <-m.bgCtx.Done():
-		return
-	}
-	if err != nil {
+		m.met.notifyErrors.WithLabelValues(c.Name()).Inc()
+		m.log.Warn("post approval card", zap.String("channel", c.Name()), zap.String("id", snap.ID), zap.Error(err))
 		return // never delivered, nothing to update
 	}
 	m.mu.Lock()
-	final := e.a.clone()
+	e.a.Refs[c.Name()] = ref
+	// The DB is open: Shutdown closes it only after wg is done.
+	if perr := putApproval(m.db, e.a); perr != nil {
+		m.log.Warn("persist card ref", zap.Error(perr))
+	}
+	if m.pending[e.a.ID] == e {
+		m.bumpLocked() // lets tests (and watchers) see the card was sent
+	}
 	m.mu.Unlock()
-	m.update(n, final, ref)
+	for {
+		select {
+		case <-e.done:
+		case <-changed:
+		case <-m.bgCtx.Done():
+			return
+		}
+		m.mu.Lock()
+		final := m.pending[e.a.ID] != e
+		snap := m.cardFor(c.Name(), e.a)
+		changed = e.changed
+		m.mu.Unlock()
+		m.update(c, snap, ref)
+		if final {
+			return
+		}
+	}
 }
 
-func (m *Manager) update(n Notifier, a *Approval, ref string) {
+// cardFor builds the card of a for one channel. Callers hold m.mu.
+func (m *Manager) cardFor(channel string, a *Approval) *Card {
+	c := &Card{Approval: a.clone(), Channel: channel, Now: m.now()}
+	for _, au := range a.Asked {
+		if au.Channel == channel {
+			c.People = slices.Clone(au.People)
+		}
+	}
+	return c
+}
+
+func (m *Manager) update(c Channel, card *Card, ref string) {
 	ctx, cancel := context.WithTimeout(m.bgCtx, 2*time.Minute)
 	defer cancel()
-	if err := n.Update(ctx, a, ref); err != nil {
-		m.met.notifyErrors.WithLabelValues(n.Name()).Inc()
-		m.log.Warn("update approval card", zap.String("notifier", n.Name()), zap.String("id", a.ID), zap.Error(err))
+	if err := c.Update(ctx, card, ref); err != nil {
+		m.met.notifyErrors.WithLabelValues(c.Name()).Inc()
+		m.log.Warn("update approval card", zap.String("channel", c.Name()), zap.String("id", card.ID), zap.Error(err))
 	}
 }
 
 // updateCards updates the cards of an approval decided outside the normal
 // flow (expired by restart), using the refs stored with it.
 func (m *Manager) updateCards(a *Approval) {
-	for _, n := range m.cfg.Notifiers {
+	for _, n := range m.cfg.Channels {
 		ref, ok := a.Refs[n.Name()]
 		if !ok {
 			continue
@@ -910,7 +877,7 @@ func (m *Manager) updateCards(a *Approval) {
 		m.wg.Add(1)
 		go func() {
 			defer m.wg.Done()
-			m.update(n, a.clone(), ref)
+			m.update(n, m.cardFor(n.Name(), a), ref)
 		}()
 	}
 }

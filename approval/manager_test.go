@@ -21,17 +21,17 @@ func TestRequestOutcomes(t *testing.T) {
 	}{
 		{
 			name:   "approve",
-			decide: func(m *Manager, id string) error { _, err := m.Decide(id, true, "cli", "", 0); return err },
+			decide: func(m *Manager, id string) error { _, err := decideCompat(m, id, true, "cli", "", 0); return err },
 			want:   Outcome{Approved: true, Status: StatusApproved, By: "cli"},
 			status: Approved,
 		},
 		{
 			name: "deny with reason",
 			decide: func(m *Manager, id string) error {
-				_, err := m.Decide(id, false, "slack:U1", "not today", 0)
+				_, err := decideCompat(m, id, false, "cli", "not today", 0)
 				return err
 			},
-			want:   Outcome{Status: StatusDenied, By: "slack:U1", Reason: "not today"},
+			want:   Outcome{Status: StatusDenied, By: "cli", Reason: "not today"},
 			status: Denied,
 		},
 		{
@@ -113,7 +113,7 @@ func TestRedactedEverywhere(t *testing.T) {
 	h.Body = []byte(`{"title":"hi","token":"SECRET-VALUE-123","stripe":"sk_live_abcdefghijklmnop1234","gh":"ghp_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"}`)
 	ch := async(e.m, context.Background(), h)
 	a := waitPending(t, e.m, 1)[0]
-	if _, err := e.m.Decide(a.ID, false, "cli", "", 0); err != nil {
+	if _, err := decideCompat(e.m, a.ID, false, "cli", "", 0); err != nil {
 		t.Fatal(err)
 	}
 	recv(t, ch)
@@ -194,7 +194,7 @@ func TestDedupSharesOneApproval(t *testing.T) {
 	if a, _ := e.m.Get(id); a.Status != Pending {
 		t.Fatalf("shared approval %s after one cancel", a.Status)
 	}
-	if _, err := e.m.Decide(id, true, "cli", "", 0); err != nil {
+	if _, err := decideCompat(e.m, id, true, "cli", "", 0); err != nil {
 		t.Fatal(err)
 	}
 	for _, ch := range chs[1:] {
@@ -202,7 +202,7 @@ func TestDedupSharesOneApproval(t *testing.T) {
 			t.Fatalf("waiter got %+v", got)
 		}
 	}
-	if _, err := e.m.Decide(otherID, false, "cli", "", 0); err != nil {
+	if _, err := decideCompat(e.m, otherID, false, "cli", "", 0); err != nil {
 		t.Fatal(err)
 	}
 	if got := recv(t, chOther); got.Approved {
@@ -219,14 +219,14 @@ func TestGrants(t *testing.T) {
 	h := hold("agent1", "PUT", "/repos/acme/api/pulls/7/merge")
 	ch := async(e.m, context.Background(), h)
 	a := waitPending(t, e.m, 1)[0]
-	if _, err := e.m.Decide(a.ID, true, "slack:U1", "", 15*time.Minute); err != nil {
+	if _, err := decideCompat(e.m, a.ID, true, "cli", "", 15*time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	if got := recv(t, ch); !got.Approved || got.Status != StatusApproved {
 		t.Fatalf("first: %+v", got)
 	}
 	gs := e.m.ListGrants()
-	if len(gs) != 1 || gs[0].ApprovalID != a.ID || gs[0].Path != h.Path || gs[0].By != "slack:U1" {
+	if len(gs) != 1 || gs[0].ApprovalID != a.ID || gs[0].Path != h.Path || gs[0].By != "cli" {
 		t.Fatalf("grants = %+v", gs)
 	}
 	if got := e.m.Request(context.Background(), h); got.Status != StatusGranted || !got.Approved || got.By != "grant:"+gs[0].ID || got.ID != "" {
@@ -275,7 +275,7 @@ func TestRevokeGrant(t *testing.T) {
 	h := hold("agent1", "PUT", "/repos/acme/api/pulls/7/merge")
 	ch := async(e.m, context.Background(), h)
 	a := waitPending(t, e.m, 1)[0]
-	e.m.Decide(a.ID, true, "cli", "", time.Hour)
+	decideCompat(e.m, a.ID, true, "cli", "", time.Hour)
 	recv(t, ch)
 	g := e.m.ListGrants()[0]
 	if err := e.m.RevokeGrant(g.ID, "cli"); err != nil {
@@ -319,7 +319,7 @@ func TestDecideIdempotency(t *testing.T) {
 			switch tt.first {
 			case "approve", "deny":
 				id = waitPending(t, e.m, 1)[0].ID
-				e.m.Decide(id, tt.first == "approve", "cli", "", 0)
+				decideCompat(e.m, id, tt.first == "approve", "cli", "", 0)
 				id = recv(t, ch).ID
 			case "timeout":
 				waitPending(t, e.m, 1)
@@ -332,7 +332,7 @@ func TestDecideIdempotency(t *testing.T) {
 			default:
 				id = waitPending(t, e.m, 1)[0].ID
 			}
-			_, err := e.m.Decide(id, tt.second, "api", "", tt.grantFor)
+			_, err := decideCompat(e.m, id, tt.second, "api", "", tt.grantFor)
 			if !errors.Is(err, tt.want) {
 				t.Fatalf("err = %v, want %v", err, tt.want)
 			}
@@ -345,7 +345,7 @@ func TestDecideIdempotency(t *testing.T) {
 	}
 	e := newEnv(t, nil)
 	for _, id := range []string{"nope", strings.Repeat("a", 26), "../../etc"} {
-		if _, err := e.m.Decide(id, true, "cli", "", 0); !errors.Is(err, ErrNotFound) {
+		if _, err := decideCompat(e.m, id, true, "cli", "", 0); !errors.Is(err, ErrNotFound) {
 			t.Errorf("Decide(%q) = %v", id, err)
 		}
 	}
@@ -357,7 +357,7 @@ func TestRestart(t *testing.T) {
 	h := hold("agent1", "PUT", "/repos/acme/api/pulls/7/merge")
 	ch := async(e.m, context.Background(), h)
 	a := waitPending(t, e.m, 1)[0]
-	e.m.Decide(a.ID, true, "cli", "", time.Hour)
+	decideCompat(e.m, a.ID, true, "cli", "", time.Hour)
 	recv(t, ch)
 	// A request left pending when the process dies.
 	ch = async(e.m, context.Background(), hold("agent1", "DELETE", "/repos/acme/api"))
@@ -366,7 +366,7 @@ func TestRestart(t *testing.T) {
 
 	note := &recNotifier{name: "rec"}
 	cfg := e.cfg
-	cfg.Notifiers = []Notifier{note}
+	cfg.Channels = []Channel{note}
 	m2, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -379,7 +379,7 @@ func TestRestart(t *testing.T) {
 	if l, _ := m2.List(""); len(l) != 0 {
 		t.Fatalf("pending after restart: %d", len(l))
 	}
-	if _, err := m2.Decide(p.ID, true, "cli", "", 0); !errors.Is(err, ErrGone) {
+	if _, err := decideCompat(m2, p.ID, true, "cli", "", 0); !errors.Is(err, ErrGone) {
 		t.Fatalf("deciding expired: %v", err)
 	}
 	m2.wait()
@@ -460,7 +460,7 @@ func TestConcurrentHolds(t *testing.T) {
 		dwg.Add(1)
 		go func() {
 			defer dwg.Done()
-			if _, err := e.m.Decide(a.ID, approve, "api", "", 0); err != nil {
+			if _, err := decideCompat(e.m, a.ID, approve, "api", "", 0); err != nil {
 				t.Error(err)
 			}
 		}()
@@ -482,7 +482,7 @@ func TestNotifierFailureDoesNotBlock(t *testing.T) {
 	e.note.failing = true
 	ch := async(e.m, context.Background(), hold("a", "PUT", "/repos/o/r/pulls/1/merge"))
 	a := waitPending(t, e.m, 1)[0]
-	e.m.Decide(a.ID, true, "cli", "", 0)
+	decideCompat(e.m, a.ID, true, "cli", "", 0)
 	if got := recv(t, ch); !got.Approved {
 		t.Fatalf("%+v", got)
 	}
@@ -510,7 +510,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		t.Fatal("no DBPath accepted")
 	}
 	dup := &recNotifier{name: "x"}
-	if _, err := New(Config{DBPath: t.TempDir() + "/db", Notifiers: []Notifier{dup, dup}}); err == nil {
+	if _, err := New(Config{DBPath: t.TempDir() + "/db", Channels: []Channel{dup, dup}}); err == nil {
 		t.Fatal("duplicate notifier names accepted")
 	}
 }

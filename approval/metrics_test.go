@@ -15,7 +15,7 @@ func TestMetrics(t *testing.T) {
 	ch := async(e.m, ctx, hold("a", "PUT", "/repos/o/r/pulls/1/merge"))
 	id := waitPending(t, e.m, 1)[0].ID
 	e.m.Request(ctx, hold("a", "PUT", "/repos/o/r/pulls/2/merge")) // limit
-	e.m.Decide(id, true, "cli", "", 0)
+	decideCompat(e.m, id, true, "cli", "", 0)
 	recv(t, ch)
 
 	want := map[string]float64{

@@ -2,7 +2,6 @@ package approval
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -10,20 +9,6 @@ import (
 	"strings"
 	"unicode/utf8"
 )
-
-// Notifier tells humans about approvals. A new chat system is one small file
-// implementing it (see slack.go and webhook.go).
-//
-// Notify is called once per new approval, from its own goroutine; the
-// returned ref (a message ID, "" if the channel has none) is persisted and
-// handed back to Update when the approval ends (approved, denied, timeout,
-// cancelled, expired by restart), so the card can be changed in place.
-// The *Approval is a copy the notifier may keep; it holds no secrets.
-type Notifier interface {
-	Name() string
-	Notify(ctx context.Context, a *Approval) (ref string, err error)
-	Update(ctx context.Context, a *Approval, ref string) error
-}
 
 // sensitiveHeaders carry credentials; their values are never shown, whatever
 // the redactor thinks of them.

@@ -24,6 +24,7 @@ const (
 	EventRequested = "approval.requested"
 	EventDecided   = "approval.decided" // approved or denied
 	EventExpired   = "approval.expired" // timeout, cancelled, expired by restart
+	EventUpdated   = "approval.updated" // still pending: a first approval of two, an escalation
 )
 
 // WebhookConfig configures the generic webhook notifier.
@@ -138,14 +139,19 @@ func NewWebhook(cfg WebhookConfig) (*Webhook, error) {
 
 func (w *Webhook) Name() string { return w.cfg.Name }
 
-func (w *Webhook) Notify(ctx context.Context, a *Approval) (string, error) {
+func (w *Webhook) Post(ctx context.Context, c *Card) (string, error) {
+	a := c.Approval
 	return a.ID, w.send(ctx, EventRequested, a)
 }
 
-func (w *Webhook) Update(ctx context.Context, a *Approval, _ string) error {
+func (w *Webhook) Update(ctx context.Context, c *Card, _ string) error {
+	a := c.Approval
 	typ := EventExpired
-	if a.Status == Approved || a.Status == Denied {
+	switch a.Status {
+	case Approved, Denied:
 		typ = EventDecided
+	case Pending:
+		typ = EventUpdated // a first approval of two, an escalation
 	}
 	return w.send(ctx, typ, a)
 }

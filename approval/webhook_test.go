@@ -87,13 +87,13 @@ func TestWebhookPayloadAndSignature(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := newEnv(t, func(c *Config) { c.Notifiers = []Notifier{wh} })
+	e := newEnv(t, func(c *Config) { c.Channels = []Channel{wh} })
 	h := hold("agent1", "PUT", "/repos/acme/api/pulls/7/merge")
 	h.Header.Set("X-Api-Key", "k-123456")
 	h.Header.Set("Cookie", "sid=1")
 	ch := async(e.m, context.Background(), h)
 	a := waitPending(t, e.m, 1)[0]
-	e.m.Decide(a.ID, false, "cli", "too risky", 0)
+	decideCompat(e.m, a.ID, false, "cli", "too risky", 0)
 	recv(t, ch)
 	e.m.wait()
 	msgs := recv_.msgs()
@@ -117,7 +117,10 @@ func TestWebhookPayloadAndSignature(t *testing.T) {
 		t.Error("two events share a webhook-id")
 	}
 	ev := msgs[0].Event
-	data := ev["data"].(map[string]any)
+	data, _ := ev["data"].(map[string]any)
+	if data == nil {
+		t.Fatalf("no data: %s", msgs[0].Body)
+	}
 	if ev["type"] != EventRequested || data["id"] != a.ID || data["method"] != "PUT" || data["rule"] != "github-writes" ||
 		data["summary"] != "Merge pull request #7 in acme/api (squash)" || data["url"] != h.URL {
 		t.Fatalf("requested event: %s", msgs[0].Body)
@@ -170,7 +173,7 @@ func TestWebhookRetries(t *testing.T) {
 				t.Fatal(err)
 			}
 			a := &Approval{ID: "x", Status: Pending}
-			_, err = wh.Notify(context.Background(), a)
+			_, err = wh.Post(context.Background(), &Card{Approval: a})
 			if (err == nil) != tt.ok {
 				t.Fatalf("err = %v", err)
 			}

@@ -192,7 +192,7 @@ func (d *Daemon) newApprovals() (*approval.Manager, error) {
 	if public == "" {
 		public = "http://" + c.APIListen
 	}
-	var notifiers []approval.Notifier
+	var notifiers []approval.Channel
 	for i, w := range c.Approval.Webhooks {
 		n, err := approval.NewWebhook(approval.WebhookConfig{Name: fmt.Sprintf("webhook-%d", i+1), URL: w.URL, Secret: w.Secret})
 		if err != nil {
@@ -200,20 +200,13 @@ func (d *Daemon) newApprovals() (*approval.Manager, error) {
 		}
 		notifiers = append(notifiers, n)
 	}
-	if s := c.Approval.Slack; s.WebhookURL != "" || s.BotToken != "" {
-		n, err := approval.NewSlack(approval.SlackConfig{WebhookURL: s.WebhookURL, BotToken: s.BotToken, Channel: s.Channel, APIBase: s.APIBase})
-		if err != nil {
-			return nil, fmt.Errorf("slack: %w", err)
-		}
-		notifiers = append(notifiers, n)
-	}
+
 	return approval.New(approval.Config{
-		DBPath:    filepath.Join(c.StateDir, "approvals.db"),
-		Notifiers: notifiers, Redactor: d.secrets, Audit: d.audit,
+		DBPath:   filepath.Join(c.StateDir, "approvals.db"),
+		Channels: notifiers, Redactor: d.secrets, Audit: d.audit,
 		Log: d.log.Named("approval"), Registerer: d.reg,
 		PublicURL: public, APIToken: token,
 		MaxPending: c.Approval.MaxPending, MaxPendingPerContainer: c.Approval.MaxPendingPerContainer,
-		SlackSigningSecret: c.Approval.Slack.SigningSecret, SlackApprovers: c.Approval.Slack.Approvers, SlackGroups: c.Approval.Slack.Groups,
 	})
 }
 

@@ -43,6 +43,26 @@ type Engine struct {
 	rules   prometheus.Gauge
 
 	onInstall []func() // after every install but the first; guarded by mu
+	gens      uint64   // policies installed so far; guarded by mu
+	check     func(*Policy) error
+}
+
+// SetCheck makes every later reload also run check (the daemon checks
+// approval routes against the channels it configured); a policy that fails
+// it is refused like a broken file and the running one kept. The running
+// policy is checked at once: its error is returned and kept as LastError.
+func (e *Engine) SetCheck(check func(*Policy) error) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.check = check
+	if check == nil {
+		return nil
+	}
+	if err := check(e.cur.Load()); err != nil {
+		e.lastErr = err
+		return err
+	}
+	return nil
 }
 
 // OnInstall registers f to run after every reload that installed a new
@@ -142,6 +162,8 @@ func readPolicy(path string) ([]byte, *Policy, error) {
 // install makes p the running policy. Callers hold e.mu (or own e).
 func (e *Engine) install(p *Policy, data []byte) {
 	p.limits = e.limits
+	e.gens++
+	p.gen = e.gens
 	e.cur.Store(p)
 	e.lastErr = nil
 	e.lastReload = e.now()
@@ -184,6 +206,9 @@ func (e *Engine) reloadLocked() error {
 		if data != nil {
 			e.lastSum = sha256.Sum256(data)
 		}
+	}
+	if err == nil && e.check != nil {
+		err = e.check(p)
 	}
 	if err != nil {
 		e.lastErr = err

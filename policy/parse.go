@@ -117,8 +117,9 @@ func Parse(data []byte, filename string) (*Policy, error) {
 }
 
 type parser struct {
-	file  string
-	probs []Problem
+	file   string
+	probs  []Problem
+	groups map[string][]string // approver_groups, for routes
 }
 
 func (ps *parser) add(line int, format string, args ...any) {
@@ -293,8 +294,12 @@ func (ps *parser) timeout(n *yaml.Node, what string) (time.Duration, bool) {
 }
 
 func (ps *parser) policy(root *yaml.Node) *Policy {
-	f := ps.fields(root, "policy", "version", "default", "sets")
+	f := ps.fields(root, "policy", "version", "approver_groups", "default", "sets")
 	p := &Policy{}
+	ps.groups = map[string][]string{}
+	if v, ok := f["approver_groups"]; ok {
+		ps.groups = ps.approverGroups(v)
+	}
 	if v, ok := f["version"]; ok {
 		if s, ok := ps.str(v, "version"); ok && s != "1" {
 			ps.errf(v, "version: unsupported policy version %q (this clawd understands version 1)", s)
@@ -342,13 +347,13 @@ func (ps *parser) set(n *yaml.Node, isDefault bool) *ruleSet {
 	what := "default"
 	var f map[string]*yaml.Node
 	if isDefault {
-		f = ps.fields(n, what, "description", "default_action", "approval_timeout", "rules")
+		f = ps.fields(n, what, append([]string{"description", "default_action", "approval_timeout", "rules"}, routeKeys...)...)
 	} else {
 		what = "set"
 		if name := peekName(n); name != "" {
 			what = fmt.Sprintf("set %q", name)
 		}
-		f = ps.fields(n, what, "name", "description", "match", "default_action", "approval_timeout", "rules")
+		f = ps.fields(n, what, append([]string{"name", "description", "match", "default_action", "approval_timeout", "rules"}, routeKeys...)...)
 	}
 	if f == nil {
 		return nil
@@ -389,6 +394,7 @@ func (ps *parser) set(n *yaml.Node, isDefault bool) *ruleSet {
 			s.defTimeout = d
 		}
 	}
+	s.route = ps.route(f, what, nil, ps.groups)
 	if v, ok := f["rules"]; ok && ps.noAlias(v) {
 		if v.Kind != yaml.SequenceNode {
 			ps.errf(v, "%s: rules must be a list (each rule starting with \"- name:\")", what)
@@ -496,7 +502,7 @@ func (ps *parser) selector(n *yaml.Node, what string) *selector {
 var ruleKeys = []string{
 	"name", "description", "enabled", "hosts", "ports", "cidrs", "methods", "paths",
 	"headers", "body_contains", "readonly", "action", "approval_timeout", "rate_limit",
-	"intercept", "reason",
+	"intercept", "reason", "approvers", "approvals_required", "escalate", "grants",
 }
 
 // parseList parses each item of the list under key with parse, reporting
@@ -626,6 +632,14 @@ func (ps *parser) rule(n *yaml.Node, s *ruleSet, setWhat string) *rule {
 		ps.errf(n, "%s: action is required (allow, deny or approve), or set readonly: true", what)
 	}
 	r.timeout = s.defTimeout
+	r.route = ps.route(f, what, s.route, ps.groups)
+	if r.route != s.route && r.action != Approve && !r.readonly {
+		for _, k := range routeKeys {
+			if v, ok := f[k]; ok {
+				ps.errf(v, "%s: %s only applies to action approve or readonly rules", what, k)
+			}
+		}
+	}
 	if v, ok := f["approval_timeout"]; ok {
 		if r.action != Approve && !r.readonly {
 			ps.errf(v, "%s: approval_timeout only applies to action approve or readonly rules", what)

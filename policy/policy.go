@@ -18,6 +18,7 @@ type Policy struct {
 	sets   []*ruleSet // in file order; the first whose match selects a container wins
 	nrules int        // enabled rules
 	limits *limiter
+	gen    uint64 // set by Engine.install
 }
 
 // ruleSet is one set of rules plus the index that makes Decide cost about
@@ -33,6 +34,7 @@ type ruleSet struct {
 	sel        *selector
 	def        Action
 	defTimeout time.Duration
+	route      *Route  // who is asked for the set's approve rules; nil = the daemon's default
 	rules      []*rule // enabled rules, file order
 
 	exact  map[string][]int32       // host -> rule indexes, ascending
@@ -64,6 +66,7 @@ type rule struct {
 	readonly  bool
 	action    Action
 	timeout   time.Duration
+	route     *Route // who is asked; nil = the daemon's default route
 	rate      *rateSpec
 	intercept bool
 	reason    string
@@ -262,6 +265,16 @@ const maxLists = 16
 // file order whose conditions all hold decides; when none does, the set's
 // default action does. It only mutates rate-limit state.
 func (p *Policy) Decide(in Input) Decision {
+	d := p.decide(in)
+	d.Generation = p.gen
+	return d
+}
+
+// Generation numbers the policies an Engine installed (1, 2, …); 0 for a
+// Policy no Engine installed.
+func (p *Policy) Generation() uint64 { return p.gen }
+
+func (p *Policy) decide(in Input) Decision {
 	s := p.setFor(in.Container)
 	host := hostname.Normalize(in.Host)
 	d := Decision{Intercept: s.intercepts(host)}
@@ -380,6 +393,7 @@ func (p *Policy) Decide(in Input) Decision {
 		d.Reason = fmt.Sprintf("allowed by the default action of set %q", s.name)
 	case Approve:
 		d.ApprovalTimeout = s.defTimeout
+		d.Route = s.route
 		d.Reason = fmt.Sprintf("no rule matched %s; set %q holds it for approval by default", describeDst(host, in), s.name)
 	default:
 		d.Reason = fmt.Sprintf("no rule allows %s for container %q (set %q); add a rule to the policy to allow it", describeDst(host, in), containerName(in.Container), s.name)
@@ -416,6 +430,7 @@ func (p *Policy) finish(s *ruleSet, r *rule, in Input, d Decision, host string) 
 		d.Reason = r.allowReason
 	case Approve:
 		d.ApprovalTimeout = r.timeout
+		d.Route = r.route
 		if r.readonly {
 			d.Reason = fmt.Sprintf("rule %q is read-only: %s needs human approval", r.name, in.Method)
 		} else {

@@ -61,6 +61,12 @@ type Decision struct {
 	Intercept bool
 	// ApprovalTimeout is the rule's hold timeout for Approve decisions.
 	ApprovalTimeout time.Duration
+	// Route is who is asked for Approve decisions (nil = the daemon's
+	// default route). Shared and read-only.
+	Route *Route
+	// Generation identifies the policy that decided (it changes on every
+	// install); an approval is bound to it.
+	Generation uint64
 	// RateLimited is set (with Action Deny) when the rule matched but its
 	// per-container rate limit is exhausted: answer 429 with Retry-After.
 	RateLimited bool

@@ -180,13 +180,15 @@ func (cc *conn) holdConn(d policy.Decision, url, host string) (approval.Outcome,
 	ctx, stop := cc.watchClient()
 	s.m.held.Inc()
 	out := s.cfg.Approver.Request(ctx, approval.Hold{
-		Container: cc.meta.Container,
-		URL:       url,
-		Host:      host,
-		Dst:       cc.meta.OrigDst.String(),
-		BodySize:  -1,
-		Rule:      d.Rule,
-		Timeout:   d.ApprovalTimeout,
+		Container:  cc.meta.Container,
+		URL:        url,
+		Host:       host,
+		Dst:        cc.meta.OrigDst.String(),
+		BodySize:   -1,
+		Rule:       d.Rule,
+		Timeout:    d.ApprovalTimeout,
+		Route:      d.Route,
+		Generation: d.Generation,
 	})
 	s.m.held.Dec()
 	stop()

@@ -396,6 +396,8 @@ func (h *handler) hold(r *http.Request, body []byte, host, target string, d poli
 		BodySHA256: hex.EncodeToString(sum[:]),
 		Rule:       d.Rule,
 		Timeout:    d.ApprovalTimeout,
+		Route:      d.Route,
+		Generation: d.Generation,
 	})
 }
 
