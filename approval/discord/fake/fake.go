@@ -33,6 +33,9 @@ type Message struct {
 	Components      []Component      `json:"components"`
 	AllowedMentions *AllowedMentions `json:"allowed_mentions,omitempty"`
 	Edits           int              `json:"-"`
+	// ApprovalID is the approval the message's buttons carry (kept after
+	// an edit removes them).
+	ApprovalID string `json:"-"`
 }
 
 // Embed is a rich embed (the fields clawd may use).
@@ -280,10 +283,31 @@ func (s *Server) snowflakeLocked() string {
 }
 
 func copyMessage(m *Message) Message {
-	c := *m
+	var c Message
 	b, _ := json.Marshal(m)
 	json.Unmarshal(b, &c)
+	c.Edits, c.ApprovalID = m.Edits, m.ApprovalID
 	return c
+}
+
+// WaitMessage waits for a message (the latest state of any) for which cond
+// holds.
+func (s *Server) WaitMessage(ctx context.Context, cond func(Message) bool) (Message, error) {
+	for {
+		s.mu.Lock()
+		ch := s.changed
+		s.mu.Unlock()
+		for _, m := range s.Messages() {
+			if cond(m) {
+				return m, nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return Message{}, fmt.Errorf("no such message: %w", ctx.Err())
+		case <-ch:
+		}
+	}
 }
 
 func apiErr(w http.ResponseWriter, status, code int, msg string) {
@@ -420,6 +444,7 @@ func (s *Server) applyLocked(m *Message, b *messageBody) {
 	for _, btn := range m.Buttons() {
 		if parts := strings.Split(btn.CustomID, ":"); len(parts) == 3 {
 			s.byApproval[parts[1]] = m.ID
+			m.ApprovalID = parts[1]
 		}
 	}
 }
