@@ -39,6 +39,18 @@ func (d *decider) Calls() []approval.Decision {
 	return append([]approval.Decision(nil), d.calls...)
 }
 
+func (d *decider) say(msg string) {
+	d.mu.Lock()
+	d.res.Message = msg
+	d.mu.Unlock()
+}
+
+func (d *decider) message() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.res.Message
+}
+
 func newDecider() *decider {
 	return &decider{res: approval.Result{Outcome: approval.ResultDecided, Message: "Approved: POST api.github.com."}}
 }
