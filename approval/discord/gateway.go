@@ -115,7 +115,7 @@ func (c *Channel) Run(ctx context.Context, d approval.Decider) error {
 			c.log.Error("discord gateway refused the connection; check the application", zap.Int("close_code", int(code)))
 			s.reset()
 			wait = max(wait, time.Minute)
-		case code == 4007 || code == 4009 || code == websocket.StatusNormalClosure || code == websocket.StatusGoingAway:
+		case code == 4007 || code == 4009:
 			s.reset() // the session cannot be resumed: identify anew
 		}
 		c.log.Info("discord gateway disconnected", zap.Error(err), zap.Bool("resume", s.id != ""), zap.Duration("retry_in", wait))
