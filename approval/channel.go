@@ -59,6 +59,10 @@ type Card struct {
 	// people, groups expanded, plus escalations). A channel that can address
 	// people (mentions, direct messages) should; it must not widen it.
 	People []string `json:"people,omitempty"`
+	// Target is where on the channel the route wants the card (a GitHub
+	// "owner/repo#N", a Linear issue key, a chat ID); "" = the channel's
+	// configured default. Channels without places ignore it.
+	Target string `json:"target,omitempty"`
 	// Now is when the card was built, for "time left".
 	Now time.Time `json:"now"`
 }

@@ -67,7 +67,7 @@ func (m *Manager) audiences(list []policy.Audience) []Audience {
 		if len(people) == 0 {
 			people = slices.Clone(m.cfg.Approvers[a.Channel])
 		}
-		out = append(out, Audience{Channel: a.Channel, People: people})
+		out = append(out, Audience{Channel: a.Channel, People: people, Target: a.Target})
 	}
 	return out
 }
@@ -103,7 +103,7 @@ func mergeAudiences(asked []Audience, more []Audience) ([]Audience, []string) {
 	for _, x := range more {
 		i := slices.IndexFunc(asked, func(a Audience) bool { return a.Channel == x.Channel })
 		if i < 0 {
-			asked = append(asked, Audience{Channel: x.Channel, People: slices.Clone(x.People)})
+			asked = append(asked, Audience{Channel: x.Channel, People: slices.Clone(x.People), Target: x.Target})
 			added = append(added, x.Channel)
 			continue
 		}

@@ -228,3 +228,28 @@ func TestButtonValues(t *testing.T) {
 		t.Fatal("decided card has buttons")
 	}
 }
+
+func TestRecent(t *testing.T) {
+	e := newEnv(t, nil)
+	for i := 0; i < 3; i++ {
+		ch := async(e.m, context.Background(), hold("a", "PUT", "/repos/o/r/pulls/"+string(rune('1'+i))+"/merge"))
+		a := waitPending(t, e.m, 1)[0]
+		e.clock.Add(time.Second)
+		e.m.Decide(context.Background(), Decision{ID: a.ID, Approve: i != 1, Channel: ChannelCLI})
+		recv(t, ch)
+	}
+	r := e.m.Recent(10)
+	if len(r) != 3 || r[0].Status != Approved || r[1].Status != Denied || r[0].By != "cli" || !r[0].Decided.After(r[2].Decided) {
+		t.Fatalf("recent %+v", r)
+	}
+	// Kept across a restart.
+	e.m.Shutdown()
+	m2, err := New(e.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m2.Shutdown()
+	if r := m2.Recent(2); len(r) != 2 || r[0].ID != e.m.Recent(1)[0].ID {
+		t.Fatalf("after restart %+v", r)
+	}
+}

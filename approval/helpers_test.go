@@ -204,7 +204,7 @@ func waitFor(t *testing.T, m *Manager, cond func([]*Approval) bool) []*Approval 
 		if cond(list) {
 			return list
 		}
-		ch := m.changedSince(v, true)
+		ch := m.ChangedSince(v, true)
 		if ch == nil {
 			continue
 		}

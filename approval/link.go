@@ -13,7 +13,8 @@ import (
 // The signature covers id, the request digest, action and expiry, so a link
 // cannot be reused for another approval or request, or turned from deny
 // into approve.
-func linkSig(key []byte, id, digest, action string, exp int64) string {
+// SignLink is the signature of a link: HMAC-SHA256 under key (Config.LinkKey).
+func SignLink(key []byte, id, digest, action string, exp int64) string {
 	mac := hmac.New(sha256.New, key)
 	mac.Write([]byte("clawd-link-v2\x00" + id + "\x00" + digest + "\x00" + action + "\x00" + strconv.FormatInt(exp, 10)))
 	return base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
@@ -21,7 +22,7 @@ func linkSig(key []byte, id, digest, action string, exp int64) string {
 
 func (m *Manager) linkURL(id, digest, action string, exp time.Time) string {
 	e := exp.Unix()
-	q := url.Values{"exp": {strconv.FormatInt(e, 10)}, "sig": {linkSig(m.linkKey, id, digest, action, e)}}
+	q := url.Values{"exp": {strconv.FormatInt(e, 10)}, "sig": {SignLink(m.linkKey, id, digest, action, e)}}
 	return m.cfg.PublicURL + "/v1/links/" + id + "/" + action + "?" + q.Encode()
 }
 
@@ -36,7 +37,7 @@ func (m *Manager) CheckLink(id, action, exp, sig string) (string, bool) {
 	if err != nil {
 		return "", false
 	}
-	want := linkSig(m.linkKey, id, a.Digest, action, e)
+	want := SignLink(m.linkKey, id, a.Digest, action, e)
 	if !hmac.Equal([]byte(want), []byte(sig)) || m.now().Unix() > e {
 		return "", false
 	}

@@ -96,8 +96,8 @@ type Config struct {
 	BodyPreviewLimit       int // bytes of body shown on cards; default 4096
 	DefaultTimeout         time.Duration
 	MaxGrant               time.Duration // longest "approve for"; default 24h
-	// Summarizers are tried in order before the generic fallback; nil means
-	// DefaultSummarizers().
+	// Summarizers are tried in order before the generic fallback "METHOD
+	// URL" (the daemon passes summary.Default()).
 	Summarizers []Summarizer
 	Now         func() time.Time // nil = time.Now
 	// AfterFunc runs f after d and returns a stop function; nil uses
@@ -157,7 +157,7 @@ func (a *Approval) clone() *Approval {
 	c.Votes = slices.Clone(a.Votes)
 	c.Asked = make([]Audience, len(a.Asked))
 	for i, au := range a.Asked {
-		c.Asked[i] = Audience{Channel: au.Channel, People: slices.Clone(au.People)}
+		c.Asked[i] = Audience{Channel: au.Channel, People: slices.Clone(au.People), Target: au.Target}
 	}
 	if a.Refs != nil {
 		c.Refs = make(map[string]string, len(a.Refs))
@@ -180,6 +180,7 @@ type Vote struct {
 type Audience struct {
 	Channel string   `json:"channel"`
 	People  []string `json:"people,omitempty"`
+	Target  string   `json:"target,omitempty"` // where on the channel (policy.Audience.Target)
 }
 
 // Grant lets requests matching its scope through without asking until Expires.
@@ -256,6 +257,7 @@ type Manager struct {
 	perCont  map[string]int
 	grants   map[string]*Grant
 	onRevoke []func()
+	recent   []*Approval // ended approvals, newest first, at most keepRecent
 	version  uint64
 	changed  chan struct{} // closed and replaced whenever the pending set changes
 }
@@ -296,9 +298,6 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.MaxGrant <= 0 {
 		cfg.MaxGrant = DefaultMaxGrant
 	}
-	if cfg.Summarizers == nil {
-		cfg.Summarizers = DefaultSummarizers()
-	}
 	cfg.PublicURL = strings.TrimRight(cfg.PublicURL, "/")
 	seen := map[string]bool{ChannelCLI: true, ChannelAPI: true, ChannelLink: true}
 	for _, n := range cfg.Channels {
@@ -338,6 +337,9 @@ func New(cfg Config) (*Manager, error) {
 	}
 	for _, g := range grants {
 		m.grants[g.ID] = g
+	}
+	if m.recent, err = recentDecided(db, keepRecent); err != nil {
+		m.log.Warn("read recent approvals", zap.Error(err))
 	}
 	for _, a := range stale {
 		m.log.Info("approval expired by restart", zap.String("id", a.ID))
@@ -579,7 +581,7 @@ func (m *Manager) view(h *Hold) *Approval {
 		a.BodyTruncated = true
 	}
 	a.Body = m.bodyPreview(body)
-	a.Summary = m.summarize(h)
+	a.Summary = m.Summary(h)
 	return a
 }
 
@@ -621,6 +623,10 @@ func (m *Manager) finishLocked(e *entry, status string, out Outcome, by, reason 
 	}
 	e.outcome = out
 	close(e.done)
+	m.recent = append([]*Approval{e.a.clone()}, m.recent...)
+	if len(m.recent) > keepRecent {
+		m.recent = m.recent[:keepRecent]
+	}
 	m.met.holds.Set(float64(m.holds))
 	m.met.pending.Set(float64(len(m.pending)))
 	m.met.decided.WithLabelValues(status).Inc()
@@ -689,15 +695,31 @@ func (m *Manager) List(container string) ([]*Approval, uint64) {
 	return out, m.version
 }
 
-// changedSince returns a channel closed at the next change of the pending
+// ChangedSince returns a channel closed at the next change of the pending
 // set, or nil if the set is already at a version other than since.
-func (m *Manager) changedSince(since uint64, haveSince bool) <-chan struct{} {
+func (m *Manager) ChangedSince(since uint64, haveSince bool) <-chan struct{} {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if haveSince && since != m.version {
 		return nil
 	}
 	return m.changed
+}
+
+// keepRecent is how many ended approvals Recent can show.
+const keepRecent = 100
+
+// Recent returns up to n ended approvals (decided, timed out, cancelled,
+// expired), newest first, with who decided and why.
+func (m *Manager) Recent(n int) []*Approval {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n = min(max(n, 0), len(m.recent))
+	out := make([]*Approval, n)
+	for i := range out {
+		out[i] = m.recent[i].clone()
+	}
+	return out
 }
 
 // ListGrants returns the unexpired grants, soonest expiry first.
@@ -852,6 +874,7 @@ func (m *Manager) cardFor(channel string, a *Approval) *Card {
 	for _, au := range a.Asked {
 		if au.Channel == channel {
 			c.People = slices.Clone(au.People)
+			c.Target = au.Target
 		}
 	}
 	return c

@@ -157,7 +157,9 @@ func (m *Manager) bodyPreview(b []byte) string {
 	return redactSecretShapes(string(b))
 }
 
-func (m *Manager) summarize(h *Hold) string {
+// Summary is the line a card shows first for h: the first summariser that
+// knows the request, else "METHOD URL"; redacted and cut to 300 characters.
+func (m *Manager) Summary(h *Hold) string {
 	for _, s := range m.sums {
 		if sum, ok := s.Summarize(h); ok {
 			return truncate(m.sanitize(sum), 300)

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
+	"sort"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -196,4 +197,24 @@ func recoverStore(db *bolt.DB, now time.Time) (stale []*Approval, grants []*Gran
 		return nil, nil, fmt.Errorf("recover approval db: %w", err)
 	}
 	return stale, grants, nil
+}
+
+// recentDecided returns up to n approvals that ended, newest first.
+func recentDecided(db *bolt.DB, n int) ([]*Approval, error) {
+	var out []*Approval
+	err := db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketApprovals).ForEach(func(_, v []byte) error {
+			a, err := decodeApproval(v)
+			if err != nil || a.Status == Pending {
+				return nil
+			}
+			out = append(out, a)
+			return nil
+		})
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].Decided.After(out[j].Decided) })
+	if len(out) > n {
+		out = out[:n]
+	}
+	return out, err
 }

@@ -7,16 +7,12 @@ import (
 // Summarizer turns a held request into one line saying what it does
 // ("Merge pull request #12 in acme/api"), shown first on every card. It
 // returns false when it does not recognise the request. A new API is one
-// small file implementing it; add it to DefaultSummarizers or Config.
+// small file in approval/summary implementing it; add it to summary.Default
+// or Config.Summarizers.
 // Output is passed through the redactors afterwards, but summarisers should
 // still quote only what a human needs.
 type Summarizer interface {
 	Summarize(h *Hold) (string, bool)
-}
-
-// DefaultSummarizers are the built-in API summarisers, tried in order.
-func DefaultSummarizers() []Summarizer {
-	return []Summarizer{GitHub{}, Stripe{}}
 }
 
 // Generic is the fallback: method and URL.
@@ -28,14 +24,4 @@ func (Generic) Summarize(h *Hold) (string, bool) {
 		u = h.Host + h.Path
 	}
 	return strings.ToUpper(h.Method) + " " + u, true
-}
-
-// splitPath splits "/a/b/c?x" into ["a","b","c"], dropping the query.
-func splitPath(p string) []string {
-	p, _, _ = strings.Cut(p, "?")
-	p = strings.Trim(p, "/")
-	if p == "" {
-		return nil
-	}
-	return strings.Split(p, "/")
 }

@@ -61,8 +61,14 @@ type Config struct {
 	MaxBufferedBytesPerContainer string `mapstructure:"max-buffered-bytes-per-container"`
 }
 
-// ApprovalConfig configures notifiers for held requests.
+// ApprovalConfig configures where held requests are shown and decided.
 type ApprovalConfig struct {
+	// Channels are the approval channels, each a map with type, name
+	// (default: the type), approvers (its own user IDs) and the settings
+	// of its type (approval/<type>/README.md); see approval/channels.
+	Channels []map[string]any `mapstructure:"channels"`
+	// Webhooks and Slack are the settings of clawd before channels; each
+	// becomes a channel (webhook-1, …; slack).
 	Webhooks               []WebhookConfig `mapstructure:"webhooks"`
 	Slack                  SlackConfig     `mapstructure:"slack"`
 	MaxPending             int             `mapstructure:"max-pending"`
@@ -276,4 +282,37 @@ func parseSize(s string) (int64, error) {
 		return 0, errors.New("too large")
 	}
 	return n << shift, nil
+}
+
+// ChannelSpecs are the approval channels of the configuration: the
+// channels list plus the older webhooks and slack settings as channels.
+func (a ApprovalConfig) ChannelSpecs() []map[string]any {
+	specs := append([]map[string]any(nil), a.Channels...)
+	for i, w := range a.Webhooks {
+		specs = append(specs, map[string]any{"type": "webhook", "name": fmt.Sprintf("webhook-%d", i+1), "url": w.URL, "secret": w.Secret})
+	}
+	if s := a.Slack; s.WebhookURL != "" || s.BotToken != "" {
+		m := map[string]any{"type": "slack"}
+		for k, v := range map[string]string{"webhook-url": s.WebhookURL, "bot-token": s.BotToken, "channel": s.Channel, "api-base": s.APIBase, "signing-secret": s.SigningSecret} {
+			if v != "" {
+				m[k] = v
+			}
+		}
+		// Group IDs (S…) were expanded from the static map; channels list people.
+		var people []any
+		for _, id := range s.Approvers {
+			if members, ok := s.Groups[id]; ok {
+				for _, u := range members {
+					people = append(people, u)
+				}
+				continue
+			}
+			people = append(people, id)
+		}
+		if len(people) > 0 {
+			m["approvers"] = people
+		}
+		specs = append(specs, m)
+	}
+	return specs
 }

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	approvalapi "github.com/clawd-dev/clawd/approval/api"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 
@@ -303,7 +305,7 @@ func (d *Daemon) controlHandler() http.Handler {
 		w.Header().Set("Content-Type", "application/x-pem-file")
 		w.Write(d.ca.CertPEM())
 	})
-	api := d.approvals.APIHandler()
+	api := approvalapi.Local(d.approvals)
 	mux.Handle("/v1/approvals", api)
 	mux.Handle("/v1/approvals/", api)
 	mux.Handle("/v1/grants", api)
@@ -316,7 +318,7 @@ func (d *Daemon) publicHandler() http.Handler {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, 200, map[string]any{"ok": true, "attachments": d.count()})
 	})
-	mux.Handle("/", d.approvals.PublicHandler())
+	mux.Handle("/", approvalapi.Public(d.approvals, approvalapi.Options{Token: d.apiToken, Mount: d.mounts}))
 	return mux
 }
 

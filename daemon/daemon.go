@@ -29,6 +29,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/clawd-dev/clawd/approval"
+	"github.com/clawd-dev/clawd/approval/channels"
+	"github.com/clawd-dev/clawd/approval/summary"
 	"github.com/clawd-dev/clawd/audit"
 	"github.com/clawd-dev/clawd/daemon/enforce"
 	"github.com/clawd-dev/clawd/daemon/runtime"
@@ -46,8 +48,13 @@ var Version = "dev"
 
 // Daemon is one running clawd.
 type Daemon struct {
-	cfg     Config
-	log     *zap.Logger
+	cfg Config
+	log *zap.Logger
+
+	apiToken  string                  // of the host approval API
+	mounts    map[string]http.Handler // channels' callback handlers on the public listener
+	listeners []approval.Listener     // channels that open their own connection for clicks
+
 	reg     *prometheus.Registry
 	started time.Time
 
@@ -192,22 +199,41 @@ func (d *Daemon) newApprovals() (*approval.Manager, error) {
 	if public == "" {
 		public = "http://" + c.APIListen
 	}
-	var notifiers []approval.Channel
-	for i, w := range c.Approval.Webhooks {
-		n, err := approval.NewWebhook(approval.WebhookConfig{Name: fmt.Sprintf("webhook-%d", i+1), URL: w.URL, Secret: w.Secret})
-		if err != nil {
-			return nil, fmt.Errorf("webhook %d: %w", i+1, err)
+	specs := c.Approval.ChannelSpecs()
+	built, err := channels.Build(specs, func(name string) (approval.Env, error) {
+		dir := filepath.Join(c.StateDir, "channels", name)
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return approval.Env{}, err
 		}
-		notifiers = append(notifiers, n)
+		// Only an explicitly configured public URL is one a platform can
+		// call back; the default API address is the host's own.
+		return approval.Env{Log: d.log.Named("approval." + name), PublicURL: c.PublicURL, StateDir: dir, Secret: d.credential}, nil
+	})
+	if err != nil {
+		return nil, err
 	}
-
-	return approval.New(approval.Config{
+	m, err := approval.New(approval.Config{
 		DBPath:   filepath.Join(c.StateDir, "approvals.db"),
-		Channels: notifiers, Redactor: d.secrets, Audit: d.audit,
+		Channels: built.Channels, Approvers: built.Approvers, Summarizers: summary.Default(),
+		Redactor: d.secrets, Audit: d.audit,
 		Log: d.log.Named("approval"), Registerer: d.reg,
-		PublicURL: public, APIToken: token,
+		PublicURL:  public,
 		MaxPending: c.Approval.MaxPending, MaxPendingPerContainer: c.Approval.MaxPendingPerContainer,
 	})
+	if err != nil {
+		return nil, err
+	}
+	// Policies whose approve rules nobody configured can answer are
+	// refused like broken files (the running one stays).
+	dir := channels.Directory(specs)
+	if err := d.policy.SetCheck(func(p *policy.Policy) error { return p.CheckRoutes(dir, nil) }); err != nil {
+		m.Shutdown()
+		return nil, err
+	}
+	d.apiToken = token
+	d.mounts = built.Mounts(m)
+	d.listeners = built.Listeners()
+	return m, nil
 }
 
 func (d *Daemon) newRuntimes() runtime.Multi {
@@ -392,6 +418,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}()
 	go d.watchEvents()
 	go d.sweepLoop()
+	for _, l := range d.listeners {
+		go func() {
+			if err := l.Run(d.ctx, d.approvals); err != nil && d.ctx.Err() == nil {
+				d.log.Error("approval channel stopped", zap.Error(err))
+			}
+		}()
+	}
 	go d.dns.RunAudit(d.ctx)
 
 	sddaemon.SdNotify(false, sddaemon.SdNotifyReady)

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/clawd-dev/clawd/approval"
+	approvalapi "github.com/clawd-dev/clawd/approval/api"
+	"github.com/clawd-dev/clawd/approval/webhook"
 	"github.com/clawd-dev/clawd/e2e/harness"
 )
 
@@ -91,7 +93,7 @@ func TestApprovalEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	api := &approval.Client{Base: "http://" + cl.API, Token: strings.TrimSpace(string(tokB)), HTTP: &http.Client{Timeout: 30 * time.Second}}
+	api := &approvalapi.Client{Base: "http://" + cl.API, Token: strings.TrimSpace(string(tokB)), HTTP: &http.Client{Timeout: 30 * time.Second}}
 	ctx := context.Background()
 
 	// A secret whose value must never reach a card.
@@ -159,7 +161,7 @@ func TestApprovalEndToEnd(t *testing.T) {
 		if n := apprUpCount(up, p); n != 1 {
 			t.Fatalf("upstream saw %d requests, want exactly 1", n)
 		}
-		u := rcv.waitUpdate(t, d.ID, approval.EventDecided, "approved")
+		u := rcv.waitUpdate(t, d.ID, webhook.EventDecided, "approved")
 		if u.Data.By != "slack:"+apprSlackApprover {
 			t.Errorf("decided by %q", u.Data.By)
 		}
@@ -204,7 +206,7 @@ func TestApprovalEndToEnd(t *testing.T) {
 		if n := apprUpCount(up, p); n != 0 {
 			t.Fatalf("upstream saw %d requests for a denied hold", n)
 		}
-		rcv.waitUpdate(t, id, approval.EventDecided, "denied")
+		rcv.waitUpdate(t, id, webhook.EventDecided, "denied")
 	})
 
 	t.Run("timeout", func(t *testing.T) {
@@ -218,7 +220,7 @@ func TestApprovalEndToEnd(t *testing.T) {
 		if n := apprUpCount(up, p); n != 0 {
 			t.Fatalf("upstream saw %d requests for a timed-out hold", n)
 		}
-		rcv.waitUpdate(t, id, approval.EventExpired, approval.TimedOut)
+		rcv.waitUpdate(t, id, webhook.EventExpired, approval.TimedOut)
 		if s := status(id); s != approval.TimedOut {
 			t.Fatalf("status %q", s)
 		}
@@ -233,7 +235,7 @@ func TestApprovalEndToEnd(t *testing.T) {
 			t.Fatalf("agent with a short timeout got %+v (%s)", r.A, r.Out)
 		}
 		eventually(t, "the approval to be cancelled", func() bool { return status(id) == approval.Cancelled })
-		rcv.waitUpdate(t, id, approval.EventExpired, approval.Cancelled)
+		rcv.waitUpdate(t, id, webhook.EventExpired, approval.Cancelled)
 		out := cl.MustCLI("approvals")
 		if strings.Contains(out, id) {
 			t.Fatalf("cancelled approval still listed:\n%s", out)
@@ -283,7 +285,7 @@ func TestApprovalEndToEnd(t *testing.T) {
 		if out, err := cl.CLI("deny", id); err == nil {
 			t.Fatalf("deny after approve succeeded: %s", out)
 		}
-		rcv.waitUpdate(t, id, approval.EventDecided, "approved")
+		rcv.waitUpdate(t, id, webhook.EventDecided, "approved")
 	})
 
 	t.Run("grant for 15 minutes", func(t *testing.T) {
@@ -605,7 +607,7 @@ func TestApprovalEndToEnd(t *testing.T) {
 		if n := apprUpCount(up, p); n != 0 {
 			t.Fatalf("upstream saw %d requests", n)
 		}
-		rcv.waitUpdate(t, id, approval.EventExpired, approval.Expired)
+		rcv.waitUpdate(t, id, webhook.EventExpired, approval.Expired)
 		cl.Start()
 		if s := status(id); s != approval.Expired {
 			t.Fatalf("after restart the approval is %q", s)

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/clawd-dev/clawd/approval"
+	approvalapi "github.com/clawd-dev/clawd/approval/api"
 	"github.com/clawd-dev/clawd/e2e/harness"
 )
 
@@ -140,13 +141,13 @@ func ldMetric(t testing.TB, cl *Clawd, name string) float64 {
 }
 
 // ldAPI is an approval API client with the daemon's bearer token.
-func ldAPI(t testing.TB, cl *Clawd) *approval.Client {
+func ldAPI(t testing.TB, cl *Clawd) *approvalapi.Client {
 	t.Helper()
 	tok, err := os.ReadFile(filepath.Join(cl.StateDir, "api-token"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &approval.Client{Base: "http://" + cl.API, Token: strings.TrimSpace(string(tok)), HTTP: &http.Client{Timeout: 30 * time.Second}}
+	return &approvalapi.Client{Base: "http://" + cl.API, Token: strings.TrimSpace(string(tok)), HTTP: &http.Client{Timeout: 30 * time.Second}}
 }
 
 // ldTry polls cond until it holds or the bound passes.

@@ -21,12 +21,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/clawd-dev/clawd/approval"
+	"github.com/clawd-dev/clawd/approval/webhook"
 	"github.com/clawd-dev/clawd/e2e/harness"
 )
 
 type apprRecvEvent struct {
-	approval.WebhookEvent
+	webhook.Event
 	Raw   string
 	SigOK bool
 }
@@ -110,7 +110,7 @@ func (r *approvalReceiver) Events() []apprRecvEvent {
 func (r *approvalReceiver) requested(path string) []apprRecvEvent {
 	var out []apprRecvEvent
 	for _, e := range r.Events() {
-		if e.Type == approval.EventRequested && strings.HasSuffix(e.Data.URL, path) {
+		if e.Type == webhook.EventRequested && strings.HasSuffix(e.Data.URL, path) {
 			out = append(out, e)
 		}
 	}
@@ -135,7 +135,7 @@ func (r *approvalReceiver) waitRequested(t testing.TB, path string) apprRecvEven
 func (r *approvalReceiver) updates(id string) []apprRecvEvent {
 	var out []apprRecvEvent
 	for _, e := range r.Events() {
-		if e.Type != approval.EventRequested && e.Data.ID == id {
+		if e.Type != webhook.EventRequested && e.Data.ID == id {
 			out = append(out, e)
 		}
 	}

@@ -16,6 +16,7 @@ import (
 //	  - channel: slack
 //	    people: [U0123ABCD]     # the platform's user IDs
 //	    groups: [ops]           # names from the top-level approver_groups:
+//	    target: acme/api#12     # where on the channel, for channels with places (optional)
 //	approvals_required: 2      # two different people (the requester never counts)
 //	escalate:
 //	  after: 10m               # nobody decided: ask these too
@@ -43,7 +44,12 @@ type Route struct {
 type Audience struct {
 	Channel string
 	People  []string
-	line    int
+	// Target is where on the channel the card goes, when the channel has
+	// places of its own: "acme/api#12" (a GitHub issue or pull request),
+	// "ENG-123" (a Linear issue), a chat or room ID. "" = the channel's
+	// configured default.
+	Target string
+	line   int
 }
 
 // Directory is what the daemon knows about approval channels: for each
@@ -130,7 +136,7 @@ func (ps *parser) audiences(n *yaml.Node, what string, groups map[string][]strin
 	var out []Audience
 	seen := map[string]int{}
 	for _, it := range n.Content {
-		f := ps.fields(it, what, "channel", "people", "groups")
+		f := ps.fields(it, what, "channel", "people", "groups", "target")
 		if f == nil {
 			continue
 		}
@@ -153,6 +159,9 @@ func (ps *parser) audiences(n *yaml.Node, what string, groups map[string][]strin
 		}
 		seen[ch] = cn.Line
 		a := Audience{Channel: ch, line: cn.Line}
+		if v, ok := f["target"]; ok {
+			a.Target, _ = ps.str(v, what+": target")
+		}
 		if v, ok := f["people"]; ok {
 			for _, p := range ps.list(v, what+": people") {
 				if strings.ContainsAny(p.Value, " \t,") {

@@ -16,9 +16,12 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"golang.org/x/term"
 
 	"github.com/clawd-dev/clawd/approval"
+	approvalapi "github.com/clawd-dev/clawd/approval/api"
+	"github.com/clawd-dev/clawd/approval/channels"
 	"github.com/clawd-dev/clawd/daemon"
 	"github.com/clawd-dev/clawd/policy"
 	"github.com/clawd-dev/clawd/secrets"
@@ -306,18 +309,7 @@ func versionCmd() *cobra.Command {
 
 func policyCmd() *cobra.Command {
 	c := &cobra.Command{Use: "policy", Short: "Validate, test and reload policies"}
-	c.AddCommand(&cobra.Command{
-		Use:   "check FILE",
-		Short: "Validate a policy file (errors carry line numbers)",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := policy.Check(args[0]); err != nil {
-				return err
-			}
-			fmt.Printf("%s: ok\n", args[0])
-			return nil
-		},
-	})
+	c.AddCommand(policyCheckCmd())
 	var ctr policy.Container
 	var labels []string
 	test := &cobra.Command{
@@ -521,8 +513,8 @@ func secretCmd() *cobra.Command {
 	return c
 }
 
-func approvalClient() *approval.Client {
-	return &approval.Client{HTTP: client().HTTP, Base: daemon.BaseURL}
+func approvalClient() *approvalapi.Client {
+	return &approvalapi.Client{HTTP: client().HTTP, Base: daemon.BaseURL}
 }
 
 func approvalsCmd() *cobra.Command {
@@ -539,7 +531,7 @@ func approvalsCmd() *cobra.Command {
 			if out == "json" {
 				return printJSON(list)
 			}
-			return approval.FormatTable(os.Stdout, list, time.Now())
+			return approvalapi.FormatTable(os.Stdout, list, time.Now())
 		}),
 	}
 	c.PersistentFlags().StringVar(&container, "container", "", "only this container")
@@ -551,7 +543,7 @@ func approvalsCmd() *cobra.Command {
 		RunE: withCtx(func(ctx context.Context, _ []string) error {
 			return approvalClient().WatchContainer(ctx, container, func(list []approval.Approval) {
 				fmt.Printf("--- %s\n", time.Now().Format(time.TimeOnly))
-				approval.FormatTable(os.Stdout, list, time.Now())
+				approvalapi.FormatTable(os.Stdout, list, time.Now())
 			})
 		}),
 	})
@@ -568,6 +560,10 @@ func approveCmd() *cobra.Command {
 			a, err := approvalClient().Approve(ctx, args[0], dur)
 			if err != nil {
 				return err
+			}
+			if a.Status == approval.Pending {
+				fmt.Printf("approval recorded for %s (%d of %d): %s %s\n", a.ID, len(a.Votes), a.Required, a.Method, a.URL)
+				return nil
 			}
 			fmt.Printf("approved %s: %s %s\n", a.ID, a.Method, a.URL)
 			return nil
@@ -606,7 +602,7 @@ func grantsCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return approval.FormatGrants(os.Stdout, gs, time.Now())
+			return approvalapi.FormatGrants(os.Stdout, gs, time.Now())
 		}),
 	}
 	c.AddCommand(&cobra.Command{
@@ -649,4 +645,39 @@ func printJSON(v any) error {
 	enc := json.NewEncoder(os.Stdout)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// policyCheckCmd validates a policy file, and its approval routes against
+// the channels the daemon config (--config) lists.
+func policyCheckCmd() *cobra.Command {
+	var config string
+	c := &cobra.Command{
+		Use:   "check FILE",
+		Short: "Validate a policy file (errors carry line numbers), and its approval routes against the channels of --config",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			p, err := policy.Load(args[0])
+			if err != nil {
+				return err
+			}
+			fs := pflag.NewFlagSet("daemon", pflag.ContinueOnError)
+			daemon.Flags(fs)
+			if cmd.Flags().Changed("config") {
+				if err := fs.Set("config", config); err != nil {
+					return err
+				}
+			}
+			cfg, err := daemon.LoadConfig(fs)
+			if err != nil {
+				return err
+			}
+			if err := p.CheckRoutes(channels.Directory(cfg.Approval.ChannelSpecs()), nil); err != nil {
+				return err
+			}
+			fmt.Printf("%s: ok\n", args[0])
+			return nil
+		},
+	}
+	c.Flags().StringVar(&config, "config", daemon.DefaultConfig, "daemon config whose approval channels the routes are checked against (missing is fine unless set explicitly)")
+	return c
 }

@@ -19,24 +19,25 @@ const module = "github.com/clawd-dev/clawd/"
 // may import. A name ending in "/" stands for every package below it
 // ("internal/": every internal package); an exact name wins over a prefix.
 var allowed = map[string][]string{
-	"internal/":         {},                                     // plumbing: imports nothing of clawd
-	"bpf":               {},                                     // programs and their loaders only
-	"audit":             {},                                     // the sink knows no decision logic
-	"policy":            {"internal/"},                          // pure decisions
-	"secrets":           {"internal/"},                          // the store knows no proxy
-	"approval":          {"audit", "policy", "internal/"},       // the core knows no proxy, no daemon, no platform
-	"approval/":         {"approval", "internal/"},              // one package per channel (and the API, summarisers): the core's types only, never each other
-	"approval/channels": {"approval", "approval/", "internal/"}, // the registry: builds channels by type from clawd.yaml
-	"proxy/ca":          {"internal/"},
-	"proxy/dns":         {"audit", "policy", "internal/"},
-	"proxy":             {"approval", "audit", "policy", "secrets", "proxy/ca", "internal/"}, // knows no daemon, no YAML loading, no platform
-	"daemon/nsenter":    {},
-	"daemon/enforce":    {"bpf", "daemon/nsenter", "internal/"},
-	"daemon/runtime":    {"policy", "internal/"},
-	"daemon/admission":  {"proxy/ca"}, // the Kubernetes webhook: env and CA paths only, no daemon state
-	"daemon":            {"approval", "approval/", "audit", "bpf", "daemon/", "internal/", "policy", "proxy", "proxy/", "secrets"},
-	"cmd/":              {"approval", "approval/", "daemon", "policy", "secrets", "internal/", "audit"},
-	"scripts/":          {},
+	"internal/":             {},                                               // plumbing: imports nothing of clawd
+	"bpf":                   {},                                               // programs and their loaders only
+	"audit":                 {},                                               // the sink knows no decision logic
+	"policy":                {"internal/"},                                    // pure decisions
+	"secrets":               {"internal/"},                                    // the store knows no proxy
+	"approval":              {"audit", "policy", "internal/"},                 // the core knows no proxy, no daemon, no platform
+	"approval/":             {"approval", "internal/"},                        // one package per channel (and the API, summarisers): the core's types only, never each other
+	"approval/approvaltest": {"approval", "audit", "policy"},                  // shared test helpers (fake clock, recording channel)
+	"approval/channels":     {"approval", "approval/", "policy", "internal/"}, // the registry: builds channels by type from clawd.yaml
+	"proxy/ca":              {"internal/"},
+	"proxy/dns":             {"audit", "policy", "internal/"},
+	"proxy":                 {"approval", "audit", "policy", "secrets", "proxy/ca", "internal/"}, // knows no daemon, no YAML loading, no platform
+	"daemon/nsenter":        {},
+	"daemon/enforce":        {"bpf", "daemon/nsenter", "internal/"},
+	"daemon/runtime":        {"policy", "internal/"},
+	"daemon/admission":      {"proxy/ca"}, // the Kubernetes webhook: env and CA paths only, no daemon state
+	"daemon":                {"approval", "approval/", "audit", "bpf", "daemon/", "internal/", "policy", "proxy", "proxy/", "secrets"},
+	"cmd/":                  {"approval", "approval/", "daemon", "policy", "secrets", "internal/", "audit"},
+	"scripts/":              {},
 }
 
 func TestImportRules(t *testing.T) {

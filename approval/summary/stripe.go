@@ -1,10 +1,12 @@
-package approval
+package summary
 
 import (
 	"fmt"
 	"net/url"
 	"strconv"
 	"strings"
+
+	"github.com/clawd-dev/clawd/approval"
 
 	"github.com/clawd-dev/clawd/internal/hostname"
 )
@@ -37,7 +39,7 @@ func stripeAmount(f url.Values) string {
 	return fmt.Sprintf("%d.%02d %s", n/100, n%100, strings.ToUpper(cur))
 }
 
-func (Stripe) Summarize(h *Hold) (string, bool) {
+func (Stripe) Summarize(h *approval.Hold) (string, bool) {
 	if hostname.Normalize(h.Host) != "api.stripe.com" || strings.ToUpper(h.Method) != "POST" {
 		return "", false
 	}

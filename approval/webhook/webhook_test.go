@@ -1,4 +1,4 @@
-package approval
+package webhook
 
 import (
 	"context"
@@ -14,6 +14,10 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/clawd-dev/clawd/approval"
+	"github.com/clawd-dev/clawd/approval/approvaltest"
+	"github.com/clawd-dev/clawd/approval/summary"
 )
 
 var testKey = []byte("0123456789abcdef0123456789abcdef")
@@ -83,20 +87,26 @@ func (h *hookRecv) msgs() []hookMsg {
 
 func TestWebhookPayloadAndSignature(t *testing.T) {
 	recv_ := newHookRecv(t)
-	wh, err := NewWebhook(WebhookConfig{URL: recv_.URL, Secret: testSecret, HTTP: recv_.Client()})
+	wh, err := New(Config{URL: recv_.URL, Secret: testSecret, HTTP: recv_.Client()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := newEnv(t, func(c *Config) { c.Channels = []Channel{wh} })
-	h := hold("agent1", "PUT", "/repos/acme/api/pulls/7/merge")
+	e := approvaltest.New(t, func(c *approval.Config) {
+		c.Channels = []approval.Channel{wh}
+		c.Summarizers = summary.Default()
+		c.Redactor = redactor{}
+	})
+	h := approvaltest.Hold("agent1", "PUT", "/repos/acme/api/pulls/7/merge")
 	h.Header.Set("X-Api-Key", "k-123456")
 	h.Header.Set("Cookie", "sid=1")
-	ch := async(e.m, context.Background(), h)
-	a := waitPending(t, e.m, 1)[0]
-	decideCompat(e.m, a.ID, false, "cli", "too risky", 0)
-	recv(t, ch)
-	e.m.wait()
+	ch := approvaltest.Async(e.M, context.Background(), h)
+	a := approvaltest.WaitPending(t, e.M, 1)[0]
+	e.M.Decide(context.Background(), approval.Decision{ID: a.ID, Channel: approval.ChannelCLI, Reason: "too risky"})
+	approvaltest.Recv(t, ch)
 	msgs := recv_.msgs()
+	for deadline := time.Now().Add(20 * time.Second); len(msgs) < 2 && time.Now().Before(deadline); msgs = recv_.msgs() {
+		time.Sleep(10 * time.Millisecond)
+	}
 	if len(msgs) != 2 {
 		t.Fatalf("%d deliveries, want requested + decided", len(msgs))
 	}
@@ -142,7 +152,7 @@ func TestWebhookPayloadAndSignature(t *testing.T) {
 	}
 	up := msgs[1].Event
 	ud := up["data"].(map[string]any)
-	if up["type"] != EventDecided || ud["status"] != Denied || ud["by"] != "cli" || ud["reason"] != "too risky" || ud["links"] != nil {
+	if up["type"] != EventDecided || ud["status"] != approval.Denied || ud["by"] != "cli" || ud["reason"] != "too risky" || ud["links"] != nil {
 		t.Fatalf("decided event: %s", msgs[1].Body)
 	}
 }
@@ -165,15 +175,15 @@ func TestWebhookRetries(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			r := newHookRecv(t, tt.replies...)
 			var sleeps []time.Duration
-			wh, err := NewWebhook(WebhookConfig{
+			wh, err := New(Config{
 				URL: r.URL, Secret: testSecret, HTTP: r.Client(), MaxAttempts: 4,
 				Sleep: func(_ context.Context, d time.Duration) error { sleeps = append(sleeps, d); return nil },
 			})
 			if err != nil {
 				t.Fatal(err)
 			}
-			a := &Approval{ID: "x", Status: Pending}
-			_, err = wh.Post(context.Background(), &Card{Approval: a})
+			a := &approval.Approval{ID: "x", Status: approval.Pending}
+			_, err = wh.Post(context.Background(), &approval.Card{Approval: a})
 			if (err == nil) != tt.ok {
 				t.Fatalf("err = %v", err)
 			}
@@ -198,16 +208,24 @@ func TestWebhookRetries(t *testing.T) {
 	}
 }
 
-func TestWebhookConfigErrors(t *testing.T) {
-	for _, cfg := range []WebhookConfig{
+func TestConfigErrors(t *testing.T) {
+	for _, cfg := range []Config{
 		{URL: "http://127.0.0.1/x", Secret: "plain"},
 		{URL: "http://127.0.0.1/x", Secret: "whsec_!!!"},
 		{URL: "http://127.0.0.1/x", Secret: "whsec_" + base64.StdEncoding.EncodeToString([]byte("short"))},
 		{URL: "ftp://127.0.0.1/x", Secret: testSecret},
 		{URL: "/relative", Secret: testSecret},
 	} {
-		if _, err := NewWebhook(cfg); err == nil {
+		if _, err := New(cfg); err == nil {
 			t.Errorf("accepted %+v", cfg)
 		}
 	}
 }
+
+// redactor stands for the secret store: it knows one secret value.
+type redactor struct{}
+
+func (redactor) RedactString(s string) string {
+	return strings.ReplaceAll(s, "SECRET-VALUE-123", "[secret:github]")
+}
+func (r redactor) Redact(b []byte) []byte { return []byte(r.RedactString(string(b))) }

@@ -1,8 +1,10 @@
-package approval
+package summary
 
 import (
-	"strings"
 	"testing"
+
+	"github.com/clawd-dev/clawd/approval"
+	"github.com/clawd-dev/clawd/approval/approvaltest"
 )
 
 func TestSummaries(t *testing.T) {
@@ -31,48 +33,13 @@ func TestSummaries(t *testing.T) {
 		{"stripe read falls back", "GET", "api.stripe.com", "/v1/payouts", "", "GET https://api.stripe.com/v1/payouts"},
 		{"generic", "POST", "example.com", "/things?token=sk_live_abcdefgh12345678", "", "POST https://example.com/things?token=[redacted]"},
 	}
-	e := newEnv(t, nil)
+	e := approvaltest.New(t, func(c *approval.Config) { c.Summarizers = Default() })
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h := &Hold{Method: tt.method, Host: tt.host, Path: tt.path, URL: "https://" + tt.host + tt.path, Body: []byte(tt.body)}
-			if got := e.m.summarize(h); got != tt.want {
+			h := &approval.Hold{Method: tt.method, Host: tt.host, Path: tt.path, URL: "https://" + tt.host + tt.path, Body: []byte(tt.body)}
+			if got := e.M.Summary(h); got != tt.want {
 				t.Fatalf("summary = %q, want %q", got, tt.want)
 			}
 		})
-	}
-}
-
-func TestSecretShapes(t *testing.T) {
-	for _, tc := range []struct{ in, want string }{
-		{"key sk_live_51HxYzAbCdEfGh", "key [redacted]"},
-		{"ghp_0123456789abcdefghijABCDEFGHIJ012345", "[redacted]"},
-		{"Authorization: Bearer abc.def.ghi12345", "Authorization: Bearer [redacted]"},
-		{"tok=Zk9QmX3vB7nR2pL8sT4wY6cJ1hD5fG0a", "tok=[redacted]"},
-		{"/repos/some-long-organisation-name/another-long-repository-name", "/repos/some-long-organisation-name/another-long-repository-name"},
-		{"plain words stay", "plain words stay"},
-	} {
-		if got := redactSecretShapes(tc.in); got != tc.want {
-			t.Errorf("redactSecretShapes(%q) = %q, want %q", tc.in, got, tc.want)
-		}
-	}
-}
-
-func TestBodyPreview(t *testing.T) {
-	e := newEnv(t, func(c *Config) { c.BodyPreviewLimit = 8 })
-	h := hold("a", "POST", "/x")
-	h.Body = []byte("0123456789abcdef")
-	h.BodySize = 16
-	a := e.m.view(&h)
-	if a.Body != "01234567" || !a.BodyTruncated {
-		t.Fatalf("preview %q truncated=%v", a.Body, a.BodyTruncated)
-	}
-	// A secret across the preview limit is redacted before the cut.
-	h.Body = []byte("abcdSECRET-VALUE-123")
-	if a := e.m.view(&h); strings.Contains(a.Body, "SECR") {
-		t.Fatalf("cut secret leaked: %q", a.Body)
-	}
-	h.Body = []byte{0xff, 0xfe, 0x00, 0x01}
-	if a := e.m.view(&h); !strings.Contains(a.Body, "binary") {
-		t.Fatalf("binary preview %q", a.Body)
 	}
 }

@@ -1,4 +1,4 @@
-package approval
+package api
 
 import (
 	"bytes"
@@ -13,6 +13,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/clawd-dev/clawd/approval"
 )
 
 // Client talks to the approval API, over the unix control socket (give HTTP
@@ -28,7 +30,7 @@ type Client struct {
 type APIError struct {
 	Status   int
 	Message  string
-	Approval *Approval
+	Approval *approval.Approval
 }
 
 func (e *APIError) Error() string { return fmt.Sprintf("clawd: %s (HTTP %d)", e.Message, e.Status) }
@@ -81,14 +83,14 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 }
 
 // List returns pending approvals, of one container if container != "".
-func (c *Client) List(ctx context.Context, container string) ([]Approval, error) {
+func (c *Client) List(ctx context.Context, container string) ([]approval.Approval, error) {
 	r, err := c.list(ctx, container, 0, 0)
 	return r.Approvals, err
 }
 
 type listResp struct {
-	Approvals []Approval `json:"approvals"`
-	Version   uint64     `json:"version"`
+	Approvals []approval.Approval `json:"approvals"`
+	Version   uint64              `json:"version"`
 }
 
 func (c *Client) list(ctx context.Context, container string, wait time.Duration, since uint64) (listResp, error) {
@@ -110,8 +112,8 @@ func (c *Client) list(ctx context.Context, container string, wait time.Duration,
 }
 
 // Get returns one approval, pending or decided.
-func (c *Client) Get(ctx context.Context, id string) (*Approval, error) {
-	var a Approval
+func (c *Client) Get(ctx context.Context, id string) (*approval.Approval, error) {
+	var a approval.Approval
 	if err := c.do(ctx, "GET", "/v1/approvals/"+url.PathEscape(id), nil, &a); err != nil {
 		return nil, err
 	}
@@ -119,12 +121,12 @@ func (c *Client) Get(ctx context.Context, id string) (*Approval, error) {
 }
 
 // Approve approves id; d > 0 also grants matching requests for d.
-func (c *Client) Approve(ctx context.Context, id string, d time.Duration) (*Approval, error) {
+func (c *Client) Approve(ctx context.Context, id string, d time.Duration) (*approval.Approval, error) {
 	var in DecideRequest
 	if d > 0 {
 		in.For = d.String()
 	}
-	var a Approval
+	var a approval.Approval
 	if err := c.do(ctx, "POST", "/v1/approvals/"+url.PathEscape(id)+"/approve", in, &a); err != nil {
 		return nil, err
 	}
@@ -132,8 +134,8 @@ func (c *Client) Approve(ctx context.Context, id string, d time.Duration) (*Appr
 }
 
 // Deny denies id; reason is shown to the agent.
-func (c *Client) Deny(ctx context.Context, id, reason string) (*Approval, error) {
-	var a Approval
+func (c *Client) Deny(ctx context.Context, id, reason string) (*approval.Approval, error) {
+	var a approval.Approval
 	if err := c.do(ctx, "POST", "/v1/approvals/"+url.PathEscape(id)+"/deny", DecideRequest{Reason: reason}, &a); err != nil {
 		return nil, err
 	}
@@ -142,12 +144,12 @@ func (c *Client) Deny(ctx context.Context, id, reason string) (*Approval, error)
 
 // Watch calls fn with the pending set now and after every change until ctx
 // is done (returning nil) or the API fails.
-func (c *Client) Watch(ctx context.Context, fn func([]Approval)) error {
+func (c *Client) Watch(ctx context.Context, fn func([]approval.Approval)) error {
 	return c.WatchContainer(ctx, "", fn)
 }
 
 // WatchContainer is Watch for one container's approvals.
-func (c *Client) WatchContainer(ctx context.Context, container string, fn func([]Approval)) error {
+func (c *Client) WatchContainer(ctx context.Context, container string, fn func([]approval.Approval)) error {
 	r, err := c.list(ctx, container, 0, 0)
 	if err != nil {
 		return err
@@ -172,7 +174,7 @@ func (c *Client) WatchContainer(ctx context.Context, container string, fn func([
 	}
 }
 
-func watchKey(as []Approval) string {
+func watchKey(as []approval.Approval) string {
 	var b strings.Builder
 	for _, a := range as {
 		fmt.Fprintf(&b, "%s/%s/%d,", a.ID, a.Status, a.Waiters)
@@ -181,8 +183,8 @@ func watchKey(as []Approval) string {
 }
 
 // Grants lists active grants.
-func (c *Client) Grants(ctx context.Context) ([]Grant, error) {
-	var gs []Grant
+func (c *Client) Grants(ctx context.Context) ([]approval.Grant, error) {
+	var gs []approval.Grant
 	err := c.do(ctx, "GET", "/v1/grants", nil, &gs)
 	return gs, err
 }
@@ -200,7 +202,7 @@ func IsStatus(err error, code int) bool {
 
 // FormatTable writes pending approvals as a table: ID, age, container,
 // method, URL (cut to keep lines readable), summary.
-func FormatTable(w io.Writer, as []Approval, now time.Time) error {
+func FormatTable(w io.Writer, as []approval.Approval, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tAGE\tCONTAINER\tMETHOD\tURL\tSUMMARY")
 	for _, a := range as {
@@ -211,7 +213,7 @@ func FormatTable(w io.Writer, as []Approval, now time.Time) error {
 }
 
 // FormatGrants writes grants as a table with the time left.
-func FormatGrants(w io.Writer, gs []Grant, now time.Time) error {
+func FormatGrants(w io.Writer, gs []approval.Grant, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tLEFT\tCONTAINER\tRULE\tMETHOD\tHOST\tPATH\tBY")
 	for _, g := range gs {

@@ -1,4 +1,4 @@
-package approval
+package api
 
 import (
 	"context"
@@ -10,6 +10,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/clawd-dev/clawd/approval"
+	"github.com/clawd-dev/clawd/approval/approvaltest"
 )
 
 func doReq(t *testing.T, h http.Handler, method, target, token, body string) (*http.Response, string) {
@@ -37,28 +40,28 @@ func TestAPIDecisions(t *testing.T) {
 		wantCode   int
 		wantStatus string // approval status afterwards
 	}{
-		{"approve", "", "", "approve", "", 200, Approved},
-		{"approve empty json", "", "", "approve", "{}", 200, Approved},
-		{"deny with reason", "", "", "deny", `{"reason":"no"}`, 200, Denied},
-		{"approve twice is a no-op", "approve", "", "approve", "", 200, Approved},
-		{"deny twice is a no-op", "deny", "", "deny", "", 200, Denied},
-		{"deny after approve", "approve", "", "deny", "", 409, Approved},
-		{"approve after deny", "deny", "", "approve", "", 409, Denied},
-		{"bad json", "", "", "approve", `{"for":`, 400, Pending},
-		{"unknown field", "", "", "approve", `{"fro":"1m"}`, 400, Pending},
-		{"bad duration", "", "", "approve", `{"for":"forever"}`, 400, Pending},
-		{"negative duration", "", "", "approve", `{"for":"-1m"}`, 400, Pending},
-		{"too long grant", "", "", "approve", `{"for":"1000h"}`, 400, Pending},
-		{"for on deny", "", "", "deny", `{"for":"1m"}`, 400, Pending},
+		{"approve", "", "", "approve", "", 200, approval.Approved},
+		{"approve empty json", "", "", "approve", "{}", 200, approval.Approved},
+		{"deny with reason", "", "", "deny", `{"reason":"no"}`, 200, approval.Denied},
+		{"approve twice is a no-op", "approve", "", "approve", "", 200, approval.Approved},
+		{"deny twice is a no-op", "deny", "", "deny", "", 200, approval.Denied},
+		{"deny after approve", "approve", "", "deny", "", 409, approval.Approved},
+		{"approve after deny", "deny", "", "approve", "", 409, approval.Denied},
+		{"bad json", "", "", "approve", `{"for":`, 400, approval.Pending},
+		{"unknown field", "", "", "approve", `{"fro":"1m"}`, 400, approval.Pending},
+		{"bad duration", "", "", "approve", `{"for":"forever"}`, 400, approval.Pending},
+		{"negative duration", "", "", "approve", `{"for":"-1m"}`, 400, approval.Pending},
+		{"too long grant", "", "", "approve", `{"for":"1000h"}`, 400, approval.Pending},
+		{"for on deny", "", "", "deny", `{"for":"1m"}`, 400, approval.Pending},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			e := newEnv(t, nil)
+			e := newEnv(t, "tok-test")
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
-			ch := async(e.m, ctx, hold("a", "PUT", "/repos/o/r/pulls/1/merge"))
-			id := waitPending(t, e.m, 1)[0].ID
-			api := e.m.APIHandler()
+			ch := approvaltest.Async(e.M, ctx, approvaltest.Hold("a", "PUT", "/repos/o/r/pulls/1/merge"))
+			id := approvaltest.WaitPending(t, e.M, 1)[0].ID
+			api := Local(e.M)
 			if tt.first != "" {
 				if resp, body := doReq(t, api, "POST", "/v1/approvals/"+id+"/"+tt.first, "", tt.firstBody); resp.StatusCode != 200 {
 					t.Fatalf("first: %d %s", resp.StatusCode, body)
@@ -68,15 +71,15 @@ func TestAPIDecisions(t *testing.T) {
 			if resp.StatusCode != tt.wantCode {
 				t.Fatalf("code = %d (%s), want %d", resp.StatusCode, body, tt.wantCode)
 			}
-			a, _ := e.m.Get(id)
+			a, _ := e.M.Get(id)
 			if a.Status != tt.wantStatus {
 				t.Fatalf("status = %s, want %s", a.Status, tt.wantStatus)
 			}
-			if tt.wantStatus == Pending {
+			if tt.wantStatus == approval.Pending {
 				cancel()
 			}
-			o := recv(t, ch)
-			if tt.wantStatus != Pending && o.By != "cli" {
+			o := approvaltest.Recv(t, ch)
+			if tt.wantStatus != approval.Pending && o.By != "cli" {
 				t.Fatalf("by = %q, want cli", o.By)
 			}
 		})
@@ -84,14 +87,14 @@ func TestAPIDecisions(t *testing.T) {
 }
 
 func TestAPIGoneAndNotFound(t *testing.T) {
-	e := newEnv(t, nil)
-	api := e.m.APIHandler()
-	h := hold("a", "PUT", "/repos/o/r/pulls/1/merge")
+	e := newEnv(t, "tok-test")
+	api := Local(e.M)
+	h := approvaltest.Hold("a", "PUT", "/repos/o/r/pulls/1/merge")
 	h.Timeout = time.Minute
-	ch := async(e.m, context.Background(), h)
-	waitPending(t, e.m, 1)
-	e.clock.Add(time.Minute)
-	o := recv(t, ch)
+	ch := approvaltest.Async(e.M, context.Background(), h)
+	approvaltest.WaitPending(t, e.M, 1)
+	e.Clock.Add(time.Minute)
+	o := approvaltest.Recv(t, ch)
 	for _, tc := range []struct {
 		method, path string
 		want         int
@@ -99,10 +102,10 @@ func TestAPIGoneAndNotFound(t *testing.T) {
 		{"POST", "/v1/approvals/" + o.ID + "/approve", 410},
 		{"POST", "/v1/approvals/" + o.ID + "/deny", 410},
 		{"GET", "/v1/approvals/" + o.ID, 200},
-		{"POST", "/v1/approvals/" + newID() + "/approve", 404},
-		{"GET", "/v1/approvals/" + newID(), 404},
+		{"POST", "/v1/approvals/" + "aaaaaaaaaaaaaaaaaaaaaaaaaa" + "/approve", 404},
+		{"GET", "/v1/approvals/" + "aaaaaaaaaaaaaaaaaaaaaaaaaa", 404},
 		{"GET", "/v1/approvals/..%2f..%2fetc", 404},
-		{"DELETE", "/v1/grants/" + newID(), 404},
+		{"DELETE", "/v1/grants/" + "aaaaaaaaaaaaaaaaaaaaaaaaaa", 404},
 		{"POST", "/v1/grants/nope/revoke", 404},
 		{"GET", "/v1/approvals?wait=soon", 400},
 	} {
@@ -113,8 +116,8 @@ func TestAPIGoneAndNotFound(t *testing.T) {
 }
 
 func TestAPIListGrantsAndLongPoll(t *testing.T) {
-	e := newEnv(t, nil)
-	api := e.m.APIHandler()
+	e := newEnv(t, "tok-test")
+	api := Local(e.M)
 	resp, body := doReq(t, api, "GET", "/v1/approvals", "", "")
 	var lr ListResponse
 	if err := json.Unmarshal([]byte(body), &lr); err != nil || resp.StatusCode != 200 || len(lr.Approvals) != 0 {
@@ -128,7 +131,7 @@ func TestAPIListGrantsAndLongPoll(t *testing.T) {
 		json.Unmarshal([]byte(b), &r)
 		polled <- r
 	}()
-	ch := async(e.m, context.Background(), hold("a", "PUT", "/repos/o/r/pulls/1/merge"))
+	ch := approvaltest.Async(e.M, context.Background(), approvaltest.Hold("a", "PUT", "/repos/o/r/pulls/1/merge"))
 	var got ListResponse
 	select {
 	case got = <-polled:
@@ -138,9 +141,9 @@ func TestAPIListGrantsAndLongPoll(t *testing.T) {
 	if got.Version == lr.Version || len(got.Approvals) > 1 {
 		t.Fatalf("long-poll answer %+v", got)
 	}
-	a := waitPending(t, e.m, 1)[0]
-	async(e.m, context.Background(), hold("b", "PUT", "/repos/o/r/pulls/1/merge"))
-	waitPending(t, e.m, 2)
+	a := approvaltest.WaitPending(t, e.M, 1)[0]
+	approvaltest.Async(e.M, context.Background(), approvaltest.Hold("b", "PUT", "/repos/o/r/pulls/1/merge"))
+	approvaltest.WaitPending(t, e.M, 2)
 	_, body = doReq(t, api, "GET", "/v1/approvals?container=a", "", "")
 	json.Unmarshal([]byte(body), &lr)
 	if len(lr.Approvals) != 1 || lr.Approvals[0].Container.Name != "a" {
@@ -153,8 +156,8 @@ func TestAPIListGrantsAndLongPoll(t *testing.T) {
 	if resp, body := doReq(t, api, "POST", "/v1/approvals/"+a.ID+"/approve", "", `{"for":"15m"}`); resp.StatusCode != 200 {
 		t.Fatalf("approve for: %d %s", resp.StatusCode, body)
 	}
-	recv(t, ch)
-	var gs []Grant
+	approvaltest.Recv(t, ch)
+	var gs []approval.Grant
 	_, body = doReq(t, api, "GET", "/v1/grants", "", "")
 	if err := json.Unmarshal([]byte(body), &gs); err != nil || len(gs) != 1 || gs[0].Method != "PUT" {
 		t.Fatalf("grants: %s", body)
@@ -170,8 +173,8 @@ func TestAPIListGrantsAndLongPoll(t *testing.T) {
 func jsonNum(v uint64) string { b, _ := json.Marshal(v); return string(b) }
 
 func TestPublicAuth(t *testing.T) {
-	e := newEnv(t, nil)
-	pub := e.m.PublicHandler()
+	e := newEnv(t, "tok-test")
+	pub := Public(e.M, Options{Token: e.token})
 	for _, tc := range []struct {
 		name, token string
 		want        int
@@ -188,30 +191,30 @@ func TestPublicAuth(t *testing.T) {
 		t.Errorf("healthz: %d %q", resp.StatusCode, body)
 	}
 	// Without a configured token the API is off on the public listener.
-	e2 := newEnv(t, func(c *Config) { c.APIToken = "" })
-	if resp, _ := doReq(t, e2.m.PublicHandler(), "GET", "/v1/approvals", "", ""); resp.StatusCode != 403 {
+	e2 := newEnv(t, "")
+	if resp, _ := doReq(t, Public(e2.M, Options{Token: e2.token}), "GET", "/v1/approvals", "", ""); resp.StatusCode != 403 {
 		t.Errorf("no configured token: %d", resp.StatusCode)
 	}
 	// Decisions through the public API are attributed to "api".
-	ch := async(e.m, context.Background(), hold("a", "PUT", "/repos/o/r/pulls/1/merge"))
-	id := waitPending(t, e.m, 1)[0].ID
+	ch := approvaltest.Async(e.M, context.Background(), approvaltest.Hold("a", "PUT", "/repos/o/r/pulls/1/merge"))
+	id := approvaltest.WaitPending(t, e.M, 1)[0].ID
 	if resp, _ := doReq(t, pub, "POST", "/v1/approvals/"+id+"/deny", "", ""); resp.StatusCode != 401 {
 		t.Fatalf("unauthenticated deny: %d", resp.StatusCode)
 	}
 	if resp, _ := doReq(t, pub, "POST", "/v1/approvals/"+id+"/deny", "tok-test", ""); resp.StatusCode != 200 {
 		t.Fatalf("deny: %d", resp.StatusCode)
 	}
-	if o := recv(t, ch); o.By != "api" || o.Approved {
+	if o := approvaltest.Recv(t, ch); o.By != "api" || o.Approved {
 		t.Fatalf("outcome %+v", o)
 	}
 }
 
 func TestSignedLinks(t *testing.T) {
-	e := newEnv(t, nil)
-	pub := e.m.PublicHandler()
-	ch1 := async(e.m, context.Background(), hold("a", "PUT", "/repos/o/r/pulls/1/merge"))
-	ch2 := async(e.m, context.Background(), hold("a", "PUT", "/repos/o/r/pulls/2/merge"))
-	list := waitPending(t, e.m, 2)
+	e := newEnv(t, "tok-test")
+	pub := Public(e.M, Options{Token: e.token})
+	ch1 := approvaltest.Async(e.M, context.Background(), approvaltest.Hold("a", "PUT", "/repos/o/r/pulls/1/merge"))
+	ch2 := approvaltest.Async(e.M, context.Background(), approvaltest.Hold("a", "PUT", "/repos/o/r/pulls/2/merge"))
+	list := approvaltest.WaitPending(t, e.M, 2)
 	a1, a2 := list[0], list[1]
 	path := func(link string) string {
 		u, err := url.Parse(link)
@@ -240,8 +243,8 @@ func TestSignedLinks(t *testing.T) {
 		if resp.StatusCode != tc.want {
 			t.Errorf("%s: %d %s", tc.name, resp.StatusCode, body)
 		}
-		for _, a := range []*Approval{a1, a2} {
-			if got, _ := e.m.Get(a.ID); got.Status != Pending {
+		for _, a := range []*approval.Approval{a1, a2} {
+			if got, _ := e.M.Get(a.ID); got.Status != approval.Pending {
 				t.Fatalf("%s changed %s to %s", tc.name, a.ID, got.Status)
 			}
 		}
@@ -252,21 +255,21 @@ func TestSignedLinks(t *testing.T) {
 	if resp, body := doReq(t, pub, "POST", path(a1.ApproveURL), "", ""); resp.StatusCode != 200 {
 		t.Fatalf("POST link: %d %s", resp.StatusCode, body)
 	}
-	if a, _ := e.m.Get(a1.ID); a.Status != Approved || a.By != "link" {
+	if a, _ := e.M.Get(a1.ID); a.Status != approval.Approved || a.By != "link" {
 		t.Fatalf("after link: %+v", a)
 	}
 	if resp, _ := doReq(t, pub, "POST", path(a1.DenyURL), "", ""); resp.StatusCode != 409 {
 		t.Fatalf("contrary link after approve: %d", resp.StatusCode)
 	}
 	// Links stop working after they expire.
-	e.clock.Add(11 * time.Minute)
+	e.Clock.Add(11 * time.Minute)
 	if resp, _ := doReq(t, pub, "POST", path(a2.DenyURL), "", ""); resp.StatusCode != 403 {
 		t.Fatalf("expired link: %d", resp.StatusCode)
 	}
-	decideCompat(e.m, a2.ID, false, "cli", "", 0)
-	outs := map[string]Outcome{}
-	for _, ch := range []<-chan Outcome{ch1, ch2} {
-		o := recv(t, ch)
+	e.M.Decide(context.Background(), approval.Decision{ID: a2.ID, Channel: approval.ChannelCLI})
+	outs := map[string]approval.Outcome{}
+	for _, ch := range []<-chan approval.Outcome{ch1, ch2} {
+		o := approvaltest.Recv(t, ch)
 		outs[o.ID] = o
 	}
 	if o := outs[a1.ID]; !o.Approved || o.By != "link" {
@@ -275,4 +278,14 @@ func TestSignedLinks(t *testing.T) {
 	if o := outs[a2.ID]; o.Approved {
 		t.Fatalf("other approval released: %+v", o)
 	}
+}
+
+type apiEnv struct {
+	*approvaltest.Env
+	token string
+}
+
+func newEnv(t *testing.T, token string) *apiEnv {
+	t.Helper()
+	return &apiEnv{Env: approvaltest.New(t, nil), token: token}
 }

@@ -1,4 +1,9 @@
-package approval
+// Package api serves the approval API: JSON over HTTP for the CLI (on the
+// root-only control socket) and for tools with the bearer token (on the
+// host listener), signed approve/deny links, and the mount points of the
+// channels' callbacks and the web page. Every decision goes to
+// approval.Manager.Decide.
+package api
 
 import (
 	"bytes"
@@ -11,6 +16,8 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/clawd-dev/clawd/approval"
 )
 
 // maxAPIBody bounds request bodies on every endpoint.
@@ -21,7 +28,7 @@ const maxWait = 5 * time.Minute
 
 // ListResponse is the body of GET /v1/approvals.
 type ListResponse struct {
-	Approvals []*Approval `json:"approvals"`
+	Approvals []*approval.Approval `json:"approvals"`
 	// Version changes whenever the pending set does; pass it back as
 	// ?since= with ?wait= to long-poll without missing a change.
 	Version uint64 `json:"version"`
@@ -34,9 +41,9 @@ type DecideRequest struct {
 }
 
 type errorBody struct {
-	Error    string    `json:"error"`
-	Outcome  string    `json:"outcome,omitempty"`
-	Approval *Approval `json:"approval,omitempty"`
+	Error    string             `json:"error"`
+	Outcome  string             `json:"outcome,omitempty"`
+	Approval *approval.Approval `json:"approval,omitempty"`
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
@@ -55,36 +62,55 @@ func decisionStatus(err error) int {
 	switch {
 	case err == nil:
 		return http.StatusOK
-	case errors.Is(err, ErrNotFound):
+	case errors.Is(err, approval.ErrNotFound):
 		return http.StatusNotFound
-	case errors.Is(err, ErrConflict):
+	case errors.Is(err, approval.ErrConflict):
 		return http.StatusConflict
-	case errors.Is(err, ErrGone):
+	case errors.Is(err, approval.ErrGone):
 		return http.StatusGone
-	case errors.Is(err, ErrInvalid):
+	case errors.Is(err, approval.ErrInvalid):
 		return http.StatusBadRequest
 	}
 	return http.StatusInternalServerError
 }
 
-// APIHandler serves the approval API without authentication, for the
-// root-only unix control socket. Decisions made here are attributed to "cli".
-func (m *Manager) APIHandler() http.Handler {
+type server struct {
+	m     *approval.Manager
+	token string
+}
+
+// Local serves the approval API without authentication, for the root-only
+// unix control socket. Decisions made here are attributed to "cli".
+func Local(m *approval.Manager) http.Handler {
+	s := &server{m: m}
 	mux := http.NewServeMux()
-	m.routes(mux, "cli")
+	s.routes(mux, approval.ChannelCLI)
 	return mux
+}
+
+// Options configure Public.
+type Options struct {
+	// Token guards /v1/* ("" turns that API off: 403).
+	Token string
+	// Mount maps path patterns (http.ServeMux syntax) to handlers that do
+	// their own authentication: channel callbacks, the web page.
+	Mount map[string]http.Handler
 }
 
 // PublicHandler serves the host TCP listener: the same API behind
 // "Authorization: Bearer <APIToken>" (attributed to "api"), signed links,
 // Slack interactions and /healthz.
-func (m *Manager) PublicHandler() http.Handler {
+func Public(m *approval.Manager, o Options) http.Handler {
+	s := &server{m: m, token: o.Token}
 	api := http.NewServeMux()
-	m.routes(api, "api")
+	s.routes(api, approval.ChannelAPI)
 	mux := http.NewServeMux()
-	mux.Handle("/v1/", m.requireToken(api))
-	mux.HandleFunc("GET /v1/links/{id}/{action}", m.handleLink)
-	mux.HandleFunc("POST /v1/links/{id}/{action}", m.handleLink)
+	mux.Handle("/v1/", s.requireToken(api))
+	mux.HandleFunc("GET /v1/links/{id}/{action}", s.handleLink)
+	mux.HandleFunc("POST /v1/links/{id}/{action}", s.handleLink)
+	for p, h := range o.Mount {
+		mux.Handle(p, h)
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		io.WriteString(w, "ok\n")
@@ -92,14 +118,14 @@ func (m *Manager) PublicHandler() http.Handler {
 	return mux
 }
 
-func (m *Manager) requireToken(next http.Handler) http.Handler {
+func (s *server) requireToken(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if m.cfg.APIToken == "" {
+		if s.token == "" {
 			writeErr(w, http.StatusForbidden, "the API is disabled on this listener (no api token configured)")
 			return
 		}
 		got := r.Header.Get("Authorization")
-		want := "Bearer " + m.cfg.APIToken
+		want := "Bearer " + s.token
 		if subtle.ConstantTimeCompare([]byte(got), []byte(want)) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="clawd"`)
 			writeErr(w, http.StatusUnauthorized, "missing or wrong bearer token")
@@ -109,10 +135,10 @@ func (m *Manager) requireToken(next http.Handler) http.Handler {
 	})
 }
 
-func (m *Manager) routes(mux *http.ServeMux, by string) {
-	mux.HandleFunc("GET /v1/approvals", m.handleList)
+func (s *server) routes(mux *http.ServeMux, by string) {
+	mux.HandleFunc("GET /v1/approvals", s.handleList)
 	mux.HandleFunc("GET /v1/approvals/{id}", func(w http.ResponseWriter, r *http.Request) {
-		a, err := m.Get(r.PathValue("id"))
+		a, err := s.m.Get(r.PathValue("id"))
 		if err != nil {
 			writeErr(w, decisionStatus(err), err.Error())
 			return
@@ -120,18 +146,18 @@ func (m *Manager) routes(mux *http.ServeMux, by string) {
 		writeJSON(w, http.StatusOK, a)
 	})
 	mux.HandleFunc("POST /v1/approvals/{id}/approve", func(w http.ResponseWriter, r *http.Request) {
-		m.handleDecide(w, r, true, by)
+		s.handleDecide(w, r, true, by)
 	})
 	mux.HandleFunc("POST /v1/approvals/{id}/deny", func(w http.ResponseWriter, r *http.Request) {
-		m.handleDecide(w, r, false, by)
+		s.handleDecide(w, r, false, by)
 	})
 	mux.HandleFunc("GET /v1/grants", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, m.ListGrants())
+		writeJSON(w, http.StatusOK, s.m.ListGrants())
 	})
 	revoke := func(w http.ResponseWriter, r *http.Request) {
-		if err := m.RevokeGrant(r.PathValue("id"), by); err != nil {
+		if err := s.m.RevokeGrant(r.PathValue("id"), by); err != nil {
 			code := http.StatusInternalServerError
-			if errors.Is(err, ErrNotFound) {
+			if errors.Is(err, approval.ErrNotFound) {
 				code = http.StatusNotFound
 				err = errors.New("grant not found")
 			}
@@ -144,7 +170,7 @@ func (m *Manager) routes(mux *http.ServeMux, by string) {
 	mux.HandleFunc("POST /v1/grants/{id}/revoke", revoke)
 }
 
-func (m *Manager) handleList(w http.ResponseWriter, r *http.Request) {
+func (s *server) handleList(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	container := q.Get("container")
 	if ws := q.Get("wait"); ws != "" {
@@ -162,7 +188,7 @@ func (m *Manager) handleList(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		}
-		if ch := m.changedSince(since, sinceStr != ""); ch != nil {
+		if ch := s.m.ChangedSince(since, sinceStr != ""); ch != nil {
 			t := time.NewTimer(d)
 			select {
 			case <-ch:
@@ -172,11 +198,11 @@ func (m *Manager) handleList(w http.ResponseWriter, r *http.Request) {
 			t.Stop()
 		}
 	}
-	list, v := m.List(container)
+	list, v := s.m.List(container)
 	writeJSON(w, http.StatusOK, ListResponse{Approvals: list, Version: v})
 }
 
-func (m *Manager) handleDecide(w http.ResponseWriter, r *http.Request, approve bool, by string) {
+func (s *server) handleDecide(w http.ResponseWriter, r *http.Request, approve bool, by string) {
 	var req DecideRequest
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxAPIBody))
 	if err != nil {
@@ -202,26 +228,26 @@ func (m *Manager) handleDecide(w http.ResponseWriter, r *http.Request, approve b
 			return
 		}
 	}
-	res := m.Decide(r.Context(), Decision{ID: r.PathValue("id"), Approve: approve, GrantFor: d, Channel: by, Reason: req.Reason})
+	res := s.m.Decide(r.Context(), approval.Decision{ID: r.PathValue("id"), Approve: approve, GrantFor: d, Channel: by, Reason: req.Reason})
 	writeResult(w, res)
 }
 
 // ResultStatus is the HTTP status of a decision's Result.
-func ResultStatus(res Result) int {
+func ResultStatus(res approval.Result) int {
 	switch res.Outcome {
-	case ResultDecided, ResultAlready:
+	case approval.ResultDecided, approval.ResultAlready:
 		return http.StatusOK
-	case ResultRecorded:
+	case approval.ResultRecorded:
 		return http.StatusAccepted
-	case ResultConflict, ResultStale:
+	case approval.ResultConflict, approval.ResultStale:
 		return http.StatusConflict
-	case ResultExpired:
+	case approval.ResultExpired:
 		return http.StatusGone
-	case ResultNotFound:
+	case approval.ResultNotFound:
 		return http.StatusNotFound
-	case ResultNotApprover, ResultSelf:
+	case approval.ResultNotApprover, approval.ResultSelf:
 		return http.StatusForbidden
-	case ResultInvalid:
+	case approval.ResultInvalid:
 		return http.StatusBadRequest
 	}
 	return http.StatusInternalServerError
@@ -229,7 +255,7 @@ func ResultStatus(res Result) int {
 
 // writeResult answers a decision: the approval on success (200, or 202
 // when more approvals are needed), {"error", "outcome", "approval"} otherwise.
-func writeResult(w http.ResponseWriter, res Result) {
+func writeResult(w http.ResponseWriter, res approval.Result) {
 	code := ResultStatus(res)
 	w.Header().Set("Clawd-Outcome", res.Outcome)
 	if code < 300 {
@@ -254,24 +280,24 @@ var linkPage = template.Must(template.New("link").Parse(`<!doctype html>
 
 // handleLink serves signed approve/deny links. GET only shows a page with a
 // button, so chat and mail link previewers cannot decide; POST decides.
-func (m *Manager) handleLink(w http.ResponseWriter, r *http.Request) {
+func (s *server) handleLink(w http.ResponseWriter, r *http.Request) {
 	id, action := r.PathValue("id"), r.PathValue("action")
 	q := r.URL.Query()
 	digest, ok := "", false
 	if action == "approve" || action == "deny" {
-		digest, ok = m.CheckLink(id, action, q.Get("exp"), q.Get("sig"))
+		digest, ok = s.m.CheckLink(id, action, q.Get("exp"), q.Get("sig"))
 	}
 	if !ok {
 		http.Error(w, "invalid or expired link", http.StatusForbidden)
 		return
 	}
-	a, err := m.Get(id)
+	a, err := s.m.Get(id)
 	if err != nil {
 		http.Error(w, "approval not found", decisionStatus(err))
 		return
 	}
 	if r.Method == http.MethodPost {
-		res := m.Decide(r.Context(), Decision{ID: id, Digest: digest, Approve: action == "approve", Channel: ChannelLink})
+		res := s.m.Decide(r.Context(), approval.Decision{ID: id, Digest: digest, Approve: action == "approve", Channel: approval.ChannelLink})
 		if !res.OK() {
 			http.Error(w, res.Message, ResultStatus(res))
 			return
@@ -283,7 +309,7 @@ func (m *Manager) handleLink(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Referrer-Policy", "no-referrer")
 	w.Header().Set("X-Frame-Options", "DENY")
-	_ = linkPage.Execute(w, map[string]any{"Verb": verb, "A": a, "Pending": a.Status == Pending, "Done": r.Method == http.MethodPost})
+	_ = linkPage.Execute(w, map[string]any{"Verb": verb, "A": a, "Pending": a.Status == approval.Pending, "Done": r.Method == http.MethodPost})
 }
 
 func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }

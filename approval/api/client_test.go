@@ -1,4 +1,4 @@
-package approval
+package api
 
 import (
 	"bytes"
@@ -7,11 +7,14 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/clawd-dev/clawd/approval"
+	"github.com/clawd-dev/clawd/approval/approvaltest"
 )
 
 func TestClient(t *testing.T) {
-	e := newEnv(t, nil)
-	srv := httptest.NewServer(e.m.PublicHandler())
+	e := newEnv(t, "tok-test")
+	srv := httptest.NewServer(Public(e.M, Options{Token: e.token}))
 	defer srv.Close()
 	c := &Client{HTTP: srv.Client(), Base: srv.URL, Token: "tok-test"}
 	ctx := context.Background()
@@ -20,16 +23,16 @@ func TestClient(t *testing.T) {
 		t.Fatalf("no token: %v", err)
 	}
 	ctxW, cancelW := context.WithCancel(ctx)
-	seen := make(chan []Approval, 10)
+	seen := make(chan []approval.Approval, 10)
 	watchDone := make(chan error, 1)
-	go func() { watchDone <- c.Watch(ctxW, func(as []Approval) { seen <- as }) }()
+	go func() { watchDone <- c.Watch(ctxW, func(as []approval.Approval) { seen <- as }) }()
 	if first := <-seen; len(first) != 0 {
 		t.Fatalf("first watch call: %v", first)
 	}
 
-	ch1 := async(e.m, ctx, hold("agent1", "PUT", "/repos/o/r/pulls/1/merge"))
-	ch2 := async(e.m, ctx, hold("agent2", "DELETE", "/repos/o/r"))
-	waitPending(t, e.m, 2)
+	ch1 := approvaltest.Async(e.M, ctx, approvaltest.Hold("agent1", "PUT", "/repos/o/r/pulls/1/merge"))
+	ch2 := approvaltest.Async(e.M, ctx, approvaltest.Hold("agent2", "DELETE", "/repos/o/r"))
+	approvaltest.WaitPending(t, e.M, 2)
 	for as := range seen {
 		if len(as) == 2 {
 			break
@@ -50,10 +53,10 @@ func TestClient(t *testing.T) {
 	if id1 == id2 {
 		id1 = all[1].ID
 	}
-	if a, err := c.Get(ctx, id1); err != nil || a.Status != Pending {
+	if a, err := c.Get(ctx, id1); err != nil || a.Status != approval.Pending {
 		t.Fatalf("Get: %+v %v", a, err)
 	}
-	if a, err := c.Approve(ctx, id1, 15*time.Minute); err != nil || a.Status != Approved || a.By != "api" || a.GrantID == "" {
+	if a, err := c.Approve(ctx, id1, 15*time.Minute); err != nil || a.Status != approval.Approved || a.By != "api" || a.GrantID == "" {
 		t.Fatalf("Approve: %+v %v", a, err)
 	}
 	if a, err := c.Deny(ctx, id2, "dangerous"); err != nil || a.Reason != "dangerous" {
@@ -62,11 +65,11 @@ func TestClient(t *testing.T) {
 	if _, err := c.Deny(ctx, id1, ""); !IsStatus(err, 409) {
 		t.Fatalf("contrary decision: %v", err)
 	}
-	if _, err := c.Get(ctx, newID()); !IsStatus(err, 404) {
+	if _, err := c.Get(ctx, "aaaaaaaaaaaaaaaaaaaaaaaaaa"); !IsStatus(err, 404) {
 		t.Fatalf("unknown: %v", err)
 	}
-	recv(t, ch1)
-	recv(t, ch2)
+	approvaltest.Recv(t, ch1)
+	approvaltest.Recv(t, ch2)
 	gs, err := c.Grants(ctx)
 	if err != nil || len(gs) != 1 {
 		t.Fatalf("Grants: %+v %v", gs, err)
@@ -82,8 +85,8 @@ func TestClient(t *testing.T) {
 func TestFormatTable(t *testing.T) {
 	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	var b bytes.Buffer
-	FormatTable(&b, []Approval{{
-		ID: "abc", Created: now.Add(-90 * time.Second), Container: ctr("agent1"), Method: "PUT",
+	FormatTable(&b, []approval.Approval{{
+		ID: "abc", Created: now.Add(-90 * time.Second), Container: approvaltest.Container("agent1"), Method: "PUT",
 		URL: "https://api.github.com/x\x1b[2J", Summary: "Merge pull request #7 in acme/api",
 	}}, now)
 	out := b.String()
@@ -96,7 +99,7 @@ func TestFormatTable(t *testing.T) {
 		t.Error("escape sequence reached the terminal")
 	}
 	b.Reset()
-	FormatGrants(&b, []Grant{{ID: "g1", Expires: now.Add(15 * time.Minute), Container: "agent1", Rule: "gh", Method: "PUT", Host: "api.github.com", Path: "/x", By: "cli"}}, now)
+	FormatGrants(&b, []approval.Grant{{ID: "g1", Expires: now.Add(15 * time.Minute), Container: "agent1", Rule: "gh", Method: "PUT", Host: "api.github.com", Path: "/x", By: "cli"}}, now)
 	if !strings.Contains(b.String(), "15m00s") || !strings.Contains(b.String(), "api.github.com") {
 		t.Errorf("grants table:\n%s", b.String())
 	}

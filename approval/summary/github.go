@@ -1,9 +1,11 @@
-package approval
+package summary
 
 import (
 	"encoding/json"
 	"fmt"
 	"strings"
+
+	"github.com/clawd-dev/clawd/approval"
 
 	"github.com/clawd-dev/clawd/internal/hostname"
 )
@@ -12,7 +14,7 @@ import (
 // Enterprise host with the /api/v3 prefix) and git pushes over HTTPS.
 type GitHub struct{}
 
-func (GitHub) Summarize(h *Hold) (string, bool) {
+func (GitHub) Summarize(h *approval.Hold) (string, bool) {
 	host := hostname.Normalize(h.Host)
 	p := splitPath(h.Path)
 	method := strings.ToUpper(h.Method)

@@ -1,4 +1,8 @@
-package approval
+// Package webhook is the approval channel that POSTs JSON events signed per
+// Standard Webhooks to a URL the operator runs (a chat bridge, a ticket
+// system, an automation). It receives no clicks: its events carry signed
+// approve/deny links when the route lets links decide.
+package webhook
 
 import (
 	"bytes"
@@ -17,6 +21,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/clawd-dev/clawd/approval"
 )
 
 // Webhook event types.
@@ -27,8 +33,8 @@ const (
 	EventUpdated   = "approval.updated" // still pending: a first approval of two, an escalation
 )
 
-// WebhookConfig configures the generic webhook notifier.
-type WebhookConfig struct {
+// Config configures the generic webhook notifier.
+type Config struct {
 	Name string // notifier name, default "webhook"; must be unique per Manager
 	URL  string
 	// Secret is the Standard Webhooks signing secret, "whsec_<base64>".
@@ -47,23 +53,23 @@ type WebhookConfig struct {
 // Webhook POSTs approval events as JSON signed per Standard Webhooks
 // (webhook-id, webhook-timestamp, webhook-signature: v1,<base64>).
 type Webhook struct {
-	cfg WebhookConfig
+	cfg Config
 	key []byte
 }
 
-// WebhookEvent is the body of every delivery.
-type WebhookEvent struct {
-	Type      string          `json:"type"`
-	Timestamp time.Time       `json:"timestamp"`
-	Data      WebhookApproval `json:"data"`
+// Event is the body of every delivery.
+type Event struct {
+	Type      string    `json:"type"`
+	Timestamp time.Time `json:"timestamp"`
+	Data      Payload   `json:"data"`
 }
 
-// WebhookApproval is the approval as sent to webhooks.
-type WebhookApproval struct {
+// Payload is the approval as sent to webhooks.
+type Payload struct {
 	ID            string            `json:"id"`
 	Status        string            `json:"status"`
 	Summary       string            `json:"summary"`
-	Container     WebhookContainer  `json:"container"`
+	Container     Container         `json:"container"`
 	Method        string            `json:"method"`
 	URL           string            `json:"url"`
 	Headers       map[string]string `json:"headers,omitempty"`
@@ -76,23 +82,23 @@ type WebhookApproval struct {
 	Decided       *time.Time        `json:"decided,omitempty"`
 	By            string            `json:"by,omitempty"`
 	Reason        string            `json:"reason,omitempty"`
-	Links         *WebhookLinks     `json:"links,omitempty"`
+	Links         *Links            `json:"links,omitempty"`
 }
 
-type WebhookContainer struct {
+type Container struct {
 	Name    string            `json:"name"`
 	ID      string            `json:"id"`
 	Runtime string            `json:"runtime"`
 	Labels  map[string]string `json:"labels,omitempty"`
 }
 
-type WebhookLinks struct {
+type Links struct {
 	Approve string `json:"approve"`
 	Deny    string `json:"deny"`
 }
 
 // NewWebhook validates cfg.
-func NewWebhook(cfg WebhookConfig) (*Webhook, error) {
+func New(cfg Config) (*Webhook, error) {
 	u, err := url.Parse(cfg.URL)
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 		return nil, errors.New("webhook: URL must be an absolute http(s) URL")
@@ -139,27 +145,27 @@ func NewWebhook(cfg WebhookConfig) (*Webhook, error) {
 
 func (w *Webhook) Name() string { return w.cfg.Name }
 
-func (w *Webhook) Post(ctx context.Context, c *Card) (string, error) {
+func (w *Webhook) Post(ctx context.Context, c *approval.Card) (string, error) {
 	a := c.Approval
 	return a.ID, w.send(ctx, EventRequested, a)
 }
 
-func (w *Webhook) Update(ctx context.Context, c *Card, _ string) error {
+func (w *Webhook) Update(ctx context.Context, c *approval.Card, _ string) error {
 	a := c.Approval
 	typ := EventExpired
 	switch a.Status {
-	case Approved, Denied:
+	case approval.Approved, approval.Denied:
 		typ = EventDecided
-	case Pending:
+	case approval.Pending:
 		typ = EventUpdated // a first approval of two, an escalation
 	}
 	return w.send(ctx, typ, a)
 }
 
-func webhookView(a *Approval) WebhookApproval {
-	v := WebhookApproval{
+func payload(a *approval.Approval) Payload {
+	v := Payload{
 		ID: a.ID, Status: a.Status, Summary: a.Summary,
-		Container: WebhookContainer{Name: a.Container.Name, ID: a.Container.ID, Runtime: a.Container.Runtime, Labels: a.Container.Labels},
+		Container: Container{Name: a.Container.Name, ID: a.Container.ID, Runtime: a.Container.Runtime, Labels: a.Container.Labels},
 		Method:    a.Method, URL: a.URL, Body: a.Body, BodySize: a.BodySize, BodyTruncated: a.BodyTruncated,
 		Rule: a.Rule, Created: a.Created, Expires: a.Expires, By: a.By, Reason: a.Reason,
 	}
@@ -173,14 +179,14 @@ func webhookView(a *Approval) WebhookApproval {
 		d := a.Decided
 		v.Decided = &d
 	}
-	if a.ApproveURL != "" && a.Status == Pending {
-		v.Links = &WebhookLinks{Approve: a.ApproveURL, Deny: a.DenyURL}
+	if a.ApproveURL != "" && a.Status == approval.Pending {
+		v.Links = &Links{Approve: a.ApproveURL, Deny: a.DenyURL}
 	}
 	return v
 }
 
-func (w *Webhook) send(ctx context.Context, typ string, a *Approval) error {
-	body, err := json.Marshal(WebhookEvent{Type: typ, Timestamp: w.cfg.Now().UTC(), Data: webhookView(a)})
+func (w *Webhook) send(ctx context.Context, typ string, a *approval.Approval) error {
+	body, err := json.Marshal(Event{Type: typ, Timestamp: w.cfg.Now().UTC(), Data: payload(a)})
 	if err != nil {
 		return fmt.Errorf("webhook: encode: %w", err)
 	}
@@ -241,4 +247,27 @@ func SignWebhook(key []byte, id, ts string, body []byte) string {
 	mac.Write([]byte(id + "." + ts + "."))
 	mac.Write(body)
 	return base64.StdEncoding.EncodeToString(mac.Sum(nil))
+}
+
+// Type is the channel type in clawd.yaml.
+const Type = "webhook"
+
+// Settings are the clawd.yaml keys of a webhook channel.
+type Settings struct {
+	URL         string `mapstructure:"url"`
+	Secret      string `mapstructure:"secret"` // whsec_…; a credential reference ("secret:NAME", "file:PATH")
+	MaxAttempts int    `mapstructure:"max-attempts"`
+}
+
+// Build makes a webhook channel from its clawd.yaml settings.
+func Build(name string, settings map[string]any, env approval.Env) (approval.Channel, error) {
+	var st Settings
+	if err := approval.DecodeSettings(settings, &st); err != nil {
+		return nil, fmt.Errorf("webhook %s: %w", name, err)
+	}
+	secret, err := env.Credential(st.Secret)
+	if err != nil {
+		return nil, fmt.Errorf("webhook %s: secret: %w", name, err)
+	}
+	return New(Config{Name: name, URL: st.URL, Secret: secret, MaxAttempts: st.MaxAttempts, HTTP: env.HTTP, Now: env.Now})
 }

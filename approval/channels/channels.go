@@ -1,0 +1,172 @@
+// Package channels builds the approval channels clawd.yaml lists, by type:
+// the one place that knows every channel package. Each entry is a map with
+// the common keys type, name (default: the type) and approvers (the
+// channel's own approvers: user IDs on it), plus the channel's settings,
+// which its package decodes strictly.
+package channels
+
+import (
+	"fmt"
+	"net/http"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/clawd-dev/clawd/approval"
+	"github.com/clawd-dev/clawd/approval/webhook"
+	"github.com/clawd-dev/clawd/policy"
+)
+
+// Builder makes one channel from its settings (without the common keys).
+type Builder func(name string, settings map[string]any, env approval.Env) (approval.Channel, error)
+
+// builders by type; a new channel package adds one line here.
+var builders = map[string]Builder{
+	webhook.Type: webhook.Build,
+}
+
+// Types lists the channel types this clawd can build.
+func Types() []string {
+	out := make([]string, 0, len(builders))
+	for t := range builders {
+		out = append(out, t)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Built is the result of Build: the channels and each one's own approvers.
+type Built struct {
+	Channels  []approval.Channel
+	Approvers map[string][]string
+	types     []string // of each channel
+}
+
+// Build makes every channel of specs. envFor gives each channel its Env
+// (a state directory of its own). Errors name the entry and never contain
+// a credential.
+func Build(specs []map[string]any, envFor func(name string) (approval.Env, error)) (*Built, error) {
+	b := &Built{Approvers: map[string][]string{}}
+	seen := map[string]bool{approval.ChannelCLI: true, approval.ChannelAPI: true, approval.ChannelLink: true}
+	for i, raw := range specs {
+		settings := make(map[string]any, len(raw))
+		for k, v := range raw {
+			settings[strings.ToLower(k)] = v
+		}
+		typ, _ := settings["type"].(string)
+		delete(settings, "type")
+		build, ok := builders[typ]
+		if !ok {
+			return nil, fmt.Errorf("approval.channels[%d]: type %q is not a channel type (known: %s)", i, typ, strings.Join(Types(), ", "))
+		}
+		name := typ
+		if v, ok := settings["name"]; ok {
+			s, _ := v.(string)
+			if !validName(s) {
+				return nil, fmt.Errorf("approval.channels[%d]: name %v: use letters, digits, '-', '_' and '.' only", i, v)
+			}
+			name = s
+		}
+		delete(settings, "name")
+		if seen[name] {
+			return nil, fmt.Errorf("approval.channels[%d]: channel name %q is used twice or reserved (cli, api, link); give it another name:", i, name)
+		}
+		seen[name] = true
+		var people []string
+		if v, ok := settings["approvers"]; ok {
+			list, ok := v.([]any)
+			if !ok {
+				return nil, fmt.Errorf("approval.channels[%d] (%s): approvers must be a list of user IDs", i, name)
+			}
+			for _, p := range list {
+				s := strings.TrimSpace(fmt.Sprint(p))
+				if s == "" || strings.ContainsAny(s, " \t,") {
+					return nil, fmt.Errorf("approval.channels[%d] (%s): approvers: %q is not a user ID", i, name, s)
+				}
+				people = append(people, s)
+			}
+		}
+		delete(settings, "approvers")
+		env, err := envFor(name)
+		if err != nil {
+			return nil, fmt.Errorf("approval channel %s: %w", name, err)
+		}
+		ch, err := build(name, settings, env)
+		if err != nil {
+			return nil, fmt.Errorf("approval channel %s (%s): %w", name, typ, err)
+		}
+		slices.Sort(people)
+		b.Channels = append(b.Channels, ch)
+		b.types = append(b.types, typ)
+		b.Approvers[name] = slices.Compact(people)
+	}
+	return b, nil
+}
+
+func validName(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+// legacyPaths are callback paths kept for configurations written before
+// channels had their own (by type).
+var legacyPaths = map[string][]string{}
+
+// Mounts are the callback handlers of the channels that take HTTP
+// callbacks, by path pattern, for the public listener. Each verifies its
+// platform's authentication itself before calling d.
+func (b *Built) Mounts(d approval.Decider) map[string]http.Handler {
+	out := map[string]http.Handler{}
+	for i, c := range b.Channels {
+		cb, ok := c.(approval.Callbacks)
+		if !ok {
+			continue
+		}
+		h := cb.Callbacks(d)
+		out[approval.CallbackPath(c.Name())] = h
+		for _, p := range legacyPaths[b.types[i]] {
+			if _, taken := out[p]; !taken {
+				out[p] = h
+			}
+		}
+	}
+	return out
+}
+
+// Listeners are the channels that open their own connection for clicks.
+func (b *Built) Listeners() []approval.Listener {
+	var out []approval.Listener
+	for _, c := range b.Channels {
+		if l, ok := c.(approval.Listener); ok {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// Directory is what policy.CheckRoutes needs to know about the channels:
+// their names and own approvers, plus the built-in cli and link.
+func Directory(specs []map[string]any) policy.Directory {
+	dir := policy.Directory{approval.ChannelCLI: {Open: true}, approval.ChannelLink: {Open: true}}
+	for _, raw := range specs {
+		name, _ := raw["name"].(string)
+		if name == "" {
+			name, _ = raw["type"].(string)
+		}
+		var people []string
+		if list, ok := raw["approvers"].([]any); ok {
+			for _, p := range list {
+				people = append(people, fmt.Sprint(p))
+			}
+		}
+		dir[name] = policy.ChannelInfo{People: people}
+	}
+	return dir
+}
