@@ -13,8 +13,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -63,8 +67,11 @@ type Channel struct {
 	now    func() time.Time
 	log    *zap.Logger
 
-	mu   sync.Mutex
-	seen map[string]time.Time // interaction IDs answered, for replays
+	state string // file of the route-target channels cards went to ("" = memory only)
+
+	mu      sync.Mutex
+	seen    map[string]time.Time // interaction IDs answered, for replays
+	targets map[string]bool      // channels other than chanID that cards were posted to
 }
 
 // New builds the channel from its settings.
@@ -118,15 +125,89 @@ func New(name string, settings map[string]any, env approval.Env) (*Channel, erro
 		cfg.APIBase = DefaultAPIBase
 	}
 	u, err := url.Parse(cfg.APIBase)
-	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil {
-		return fail("api-base must be an http(s) URL")
+	if err != nil || !okScheme(u, "https", "http") || u.User != nil || u.RawQuery != "" {
+		return fail("api-base must be an https URL (http only to a loopback address)")
 	}
-	return &Channel{
+	c := &Channel{
 		name: name, token: token, appID: cfg.ApplicationID, chanID: cfg.ChannelID, pub: pub,
 		api: strings.TrimRight(cfg.APIBase, "/"), mode: cfg.Mode,
 		http: env.Client(), now: env.Clock(), log: env.Logger().With(zap.String("channel", name)),
-		seen: map[string]time.Time{},
-	}, nil
+		seen: map[string]time.Time{}, targets: map[string]bool{},
+	}
+	if env.StateDir != "" {
+		c.state = filepath.Join(env.StateDir, "target-channels")
+		if b, err := os.ReadFile(c.state); err == nil {
+			for _, id := range strings.Fields(string(b)) {
+				if snowflake(id) {
+					c.targets[id] = true
+				}
+			}
+		}
+	}
+	return c, nil
+}
+
+// Build is New for the channel registry (approval/channels).
+func Build(name string, settings map[string]any, env approval.Env) (approval.Channel, error) {
+	c, err := New(name, settings, env)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// okScheme accepts the secure scheme, and the plain one only to a loopback
+// address (a local fake or relay): the token never travels in clear over
+// a network.
+func okScheme(u *url.URL, secure, plain string) bool {
+	if u.Host == "" {
+		return false
+	}
+	if u.Scheme == secure {
+		return true
+	}
+	if u.Scheme != plain {
+		return false
+	}
+	ip := net.ParseIP(u.Hostname())
+	return u.Hostname() == "localhost" || ip != nil && ip.IsLoopback()
+}
+
+// clickable reports whether clicks from channel id are accepted: the
+// configured channel and the route targets cards were posted to.
+func (c *Channel) clickable(id string) bool {
+	if id == c.chanID {
+		return true
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.targets[id]
+}
+
+// remember adds a route-target channel (persisted in the state directory,
+// so clicks there are accepted after a restart).
+func (c *Channel) remember(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if id == c.chanID || c.targets[id] {
+		return
+	}
+	c.targets[id] = true
+	if c.state == "" {
+		return
+	}
+	ids := make([]string, 0, len(c.targets))
+	for t := range c.targets {
+		ids = append(ids, t)
+	}
+	sort.Strings(ids)
+	tmp := c.state + ".tmp"
+	if err := os.WriteFile(tmp, []byte(strings.Join(ids, "\n")+"\n"), 0o600); err == nil {
+		err = os.Rename(tmp, c.state)
+		if err != nil {
+			c.log.Warn("discord: cannot save the target channels", zap.Error(err))
+		}
+	}
 }
 
 // Name is the channel's name.
@@ -135,28 +216,39 @@ func (c *Channel) Name() string { return c.name }
 // Mode is ModeGateway or ModeInteractions.
 func (c *Channel) Mode() string { return c.mode }
 
-// Post sends the card; ref is "channel_id|message_id".
+// Post sends the card to the configured channel, or to the route's target
+// (a channel ID); ref is "channel_id|message_id".
 func (c *Channel) Post(ctx context.Context, card *approval.Card) (string, error) {
+	if card == nil || card.Approval == nil {
+		return "", fmt.Errorf("discord %s: no approval on the card", c.name)
+	}
+	channel := c.chanID
+	if card.Target != "" {
+		if !snowflake(card.Target) {
+			return "", fmt.Errorf("discord %s: route target %q is not a Discord channel ID", c.name, cut(card.Target, 40))
+		}
+		channel = card.Target
+		c.remember(channel) // before the post: a click may come at once
+	}
 	var m struct {
 		ID        string `json:"id"`
 		ChannelID string `json:"channel_id"`
 	}
-	if err := c.call(ctx, "POST", "/channels/"+c.chanID+"/messages", message(card), &m); err != nil {
+	if err := c.call(ctx, "POST", "/channels/"+channel+"/messages", message(card), &m); err != nil {
 		return "", err
 	}
 	if !snowflake(m.ID) {
 		return "", fmt.Errorf("discord %s: post: no message ID in the answer", c.name)
 	}
-	ch := m.ChannelID
-	if ch == "" {
-		ch = c.chanID
-	}
-	return ch + "|" + m.ID, nil
+	return channel + "|" + m.ID, nil
 }
 
 // Update edits the card in place: the outcome, votes, and no buttons once
 // it is decided.
 func (c *Channel) Update(ctx context.Context, card *approval.Card, ref string) error {
+	if card == nil || card.Approval == nil {
+		return fmt.Errorf("discord %s: no approval on the card", c.name)
+	}
 	ch, id, ok := strings.Cut(ref, "|")
 	if !ok || !snowflake(ch) || !snowflake(id) {
 		return fmt.Errorf("discord %s: bad message ref", c.name)

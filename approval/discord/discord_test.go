@@ -257,6 +257,7 @@ func TestNewSettings(t *testing.T) {
 		"short key":             with("public-key", "abcd"),
 		"unknown setting":       with("guild-id", "1"),
 		"api-base not http":     with("api-base", "ftp://discord.com"),
+		"api-base plain http":   with("api-base", "http://discord.com/api/v10"),
 		"interactions, no URL":  with("mode", "interactions"),
 		"interactions, no key":  with("mode", "interactions", "public-key", nil),
 		"missing env variable":  with("bot-token", "env:CLAWD_DISCORD_TEST_UNSET"),
@@ -355,5 +356,28 @@ func TestRateLimitIsWaitedOutOnce(t *testing.T) {
 	ref, err := ch.Post(context.Background(), cardFor(newApproval()))
 	if err != nil || ref != "1200000000000000002|1400000000000000001" || n != 2 {
 		t.Errorf("ref %q err %v after %d requests", ref, err, n)
+	}
+}
+
+func TestGatewayURLMustBeSecure(t *testing.T) {
+	ch, err := New("discord", map[string]any{"bot-token": "t", "application-id": "1", "channel-id": "2"}, approval.Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for u, ok := range map[string]bool{
+		"wss://gateway.discord.gg":         true,
+		"ws://gateway.discord.gg":          false,
+		"ws://127.0.0.1:8080/gateway":      true,
+		"https://gateway.discord.gg":       false,
+		"wss://user:pw@gateway.discord.gg": false,
+		"":                                 false,
+	} {
+		got, err := ch.wsURL(u)
+		if (err == nil) != ok {
+			t.Errorf("wsURL(%q) = %q, %v", u, got, err)
+		}
+		if err == nil && !strings.HasSuffix(got, "?encoding=json&v=10") {
+			t.Errorf("wsURL(%q) = %q", u, got)
+		}
 	}
 }

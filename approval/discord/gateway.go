@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/url"
 	"runtime"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -339,8 +338,8 @@ func (c *Channel) wsURL(base string) (string, error) {
 	if err != nil || u.Host == "" || u.User != nil {
 		return "", errors.New("gateway: bad gateway URL")
 	}
-	if u.Scheme != "wss" && !(u.Scheme == "ws" && strings.HasPrefix(c.api, "http://")) {
-		return "", errors.New("gateway: gateway URL must be wss")
+	if !okScheme(u, "wss", "ws") {
+		return "", errors.New("gateway: gateway URL must be wss (ws only to a loopback address)")
 	}
 	q := u.Query()
 	q.Set("v", "10")

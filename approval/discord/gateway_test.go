@@ -238,3 +238,42 @@ func TestRunInInteractionsModeWaits(t *testing.T) {
 		t.Errorf("interactions mode connected to the gateway: %+v", st)
 	}
 }
+
+func TestRouteTargetChannel(t *testing.T) {
+	state := t.TempDir()
+	s := newSetup(t, nil, approval.Env{StateDir: state})
+	s.gateway(t)
+	a := newApproval()
+	c := cardFor(a)
+	c.Target = s.fk.OtherChannelID
+	ref, err := s.ch.Post(ctxT(t), c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ := s.fk.Card(a.ID)
+	if m.ChannelID != s.fk.OtherChannelID || ref != s.fk.OtherChannelID+"|"+m.ID {
+		t.Errorf("card in %s (ref %q), want the route's target %s", m.ChannelID, ref, s.fk.OtherChannelID)
+	}
+	if _, err := s.fk.Click(ctxT(t), a.ID, approval.ActApprove, "111111111111111111"); err != nil {
+		t.Fatal(err)
+	}
+	if len(s.d.Calls()) != 1 {
+		t.Fatalf("a click in the target channel was not decided: %+v", s.d.Calls())
+	}
+	a.Status = approval.Approved
+	if err := s.ch.Update(ctxT(t), cardFor(a), ref); err != nil {
+		t.Fatal(err)
+	}
+	// After a restart clicks there are still accepted.
+	again, err := New("discord", s.fk.Settings(), approval.Env{StateDir: state})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !again.clickable(s.fk.OtherChannelID) || again.clickable("1999999999999999999") {
+		t.Error("target channels not remembered across a restart (or too many)")
+	}
+	c.Target = "#general"
+	if _, err := s.ch.Post(ctxT(t), c); err == nil {
+		t.Error("a non-ID target was accepted")
+	}
+}

@@ -99,7 +99,7 @@ func (c *Channel) answer(ctx context.Context, in *interaction, d approval.Decide
 	default:
 		return nil, errUnknown
 	}
-	if in.ChannelID != c.chanID {
+	if !c.clickable(in.ChannelID) {
 		return ephemeral("This card is not in clawd's approval channel; nothing was decided."), nil
 	}
 	var u *user

@@ -118,12 +118,16 @@ type Server struct {
 
 	// Token, AppID, ChannelID, GuildID and BotID are the fake's identities.
 	Token, AppID, ChannelID, GuildID, BotID string
+	// OtherChannelID is a second channel the bot may post to (a route
+	// target).
+	OtherChannelID string
 	// Now is the clock the fake signs with (default time.Now).
 	Now func() time.Time
 
 	pub  ed25519.PublicKey
 	priv ed25519.PrivateKey
 
+	gwWrite    sync.Mutex // orders Gateway writes: handshakes, dispatches, ops
 	mu         sync.Mutex
 	next       uint64
 	msgs       map[string]*Message
@@ -152,7 +156,8 @@ func New() *Server {
 	}
 	s := &Server{
 		Token: "fake-bot-token." + randHex(12), AppID: "1100000000000000001", ChannelID: "1200000000000000002",
-		GuildID: "1300000000000000003", BotID: "1100000000000000001", Now: time.Now,
+		OtherChannelID: "1200000000000000009",
+		GuildID:        "1300000000000000003", BotID: "1100000000000000001", Now: time.Now,
 		pub: pub, priv: priv, next: 1400000000000000000,
 		msgs: map[string]*Message{}, byApproval: map[string]string{}, changed: make(chan struct{}),
 		pending: map[string]*pendingInteraction{},
@@ -364,7 +369,7 @@ func (s *Server) readMessage(w http.ResponseWriter, r *http.Request) (*messageBo
 	if !s.auth(w, r) {
 		return nil, false
 	}
-	if r.PathValue("channel") != s.ChannelID {
+	if ch := r.PathValue("channel"); ch != s.ChannelID && ch != s.OtherChannelID {
 		s.violation("%s: unknown channel %s", r.Method, r.PathValue("channel"))
 		apiErr(w, http.StatusNotFound, 10003, "Unknown Channel")
 		return nil, false
@@ -398,7 +403,7 @@ func (s *Server) createMessage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.mu.Lock()
-	m := &Message{ID: s.snowflakeLocked(), ChannelID: s.ChannelID}
+	m := &Message{ID: s.snowflakeLocked(), ChannelID: r.PathValue("channel")}
 	s.applyLocked(m, b)
 	s.notifyLocked()
 	out := copyMessage(m)
@@ -413,7 +418,7 @@ func (s *Server) editMessage(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Lock()
 	m, found := s.msgs[r.PathValue("message")]
-	if !found {
+	if !found || m.ChannelID != r.PathValue("channel") {
 		s.mu.Unlock()
 		s.violation("PATCH: unknown message %s", r.PathValue("message"))
 		apiErr(w, http.StatusNotFound, 10008, "Unknown Message")

@@ -117,6 +117,8 @@ func (s *Server) InvalidateSession(ctx context.Context, resumable bool) error {
 }
 
 func (s *Server) sendCurrent(ctx context.Context, v any) error {
+	s.gwWrite.Lock()
+	defer s.gwWrite.Unlock()
 	s.mu.Lock()
 	c := s.gw.conn
 	s.mu.Unlock()
@@ -136,20 +138,33 @@ func writeWS(ctx context.Context, c *websocket.Conn, v any) error {
 // dispatch sends an op 0 event in the current session (queued for a
 // resume when no connection is live).
 func (s *Server) dispatch(t string, d any) error {
+	s.gwWrite.Lock()
+	defer s.gwWrite.Unlock()
 	s.mu.Lock()
-	if s.gw.session == "" {
-		s.mu.Unlock()
+	ev, ok := s.logLocked(t, d)
+	c := s.gw.conn
+	s.mu.Unlock()
+	if !ok {
 		return errNoSession
+	}
+	if c != nil {
+		writeEvent(context.Background(), c, ev)
+	}
+	return nil
+}
+
+func (s *Server) logLocked(t string, d any) (gwEvent, bool) {
+	if s.gw.session == "" {
+		return gwEvent{}, false
 	}
 	s.gw.seq++
 	ev := gwEvent{seq: s.gw.seq, t: t, d: d}
 	s.gw.log = append(s.gw.log, ev)
-	c := s.gw.conn
-	s.mu.Unlock()
-	if c != nil {
-		writeWS(context.Background(), c, map[string]any{"op": 0, "s": ev.seq, "t": ev.t, "d": ev.d})
-	}
-	return nil
+	return ev, true
+}
+
+func writeEvent(ctx context.Context, c *websocket.Conn, ev gwEvent) error {
+	return writeWS(ctx, c, map[string]any{"op": 0, "s": ev.seq, "t": ev.t, "d": ev.d})
 }
 
 type gwIn struct {
@@ -254,24 +269,32 @@ func (s *Server) gateway(w http.ResponseWriter, r *http.Request) {
 				s.violation("gateway: Identify on %s, not on the URL from GET /gateway/bot", r.URL.Path)
 			}
 			authed = true
+			// READY goes out before the connection counts as live, and no
+			// dispatch can come between.
+			s.gwWrite.Lock()
 			s.mu.Lock()
 			old := s.gw.conn
 			s.gw.session, s.gw.seq, s.gw.log = randHex(16), 0, nil
-			s.gw.conn, s.gw.noACK = c, false
 			s.gw.identifies++
-			s.gwChangedLocked()
+			ready, _ := s.logLocked("READY", map[string]any{
+				"v":                  10,
+				"user":               map[string]any{"id": s.BotID, "username": "clawd-fake", "bot": true},
+				"guilds":             []any{map[string]any{"id": s.GuildID, "unavailable": true}},
+				"session_id":         s.gw.session,
+				"resume_gateway_url": "ws" + strings.TrimPrefix(s.srv.URL, "http") + "/resume",
+				"application":        map[string]any{"id": s.AppID, "flags": 0},
+			})
+			s.gw.conn = nil
 			s.mu.Unlock()
 			if old != nil && old != c {
 				old.CloseNow()
 			}
-			s.dispatch("READY", map[string]any{
-				"v":                  10,
-				"user":               map[string]any{"id": s.BotID, "username": "clawd-fake", "bot": true},
-				"guilds":             []any{map[string]any{"id": s.GuildID, "unavailable": true}},
-				"session_id":         s.Gateway().Session,
-				"resume_gateway_url": "ws" + strings.TrimPrefix(s.srv.URL, "http") + "/resume",
-				"application":        map[string]any{"id": s.AppID, "flags": 0},
-			})
+			writeEvent(ctx, c, ready)
+			s.mu.Lock()
+			s.gw.conn, s.gw.noACK = c, false
+			s.gwChangedLocked()
+			s.mu.Unlock()
+			s.gwWrite.Unlock()
 		case 6:
 			if authed {
 				c.Close(4005, "Already authenticated")
@@ -302,8 +325,11 @@ func (s *Server) gateway(w http.ResponseWriter, r *http.Request) {
 				continue
 			}
 			authed = true
+			s.mu.Unlock()
+			s.gwWrite.Lock()
+			s.mu.Lock()
 			old := s.gw.conn
-			s.gw.conn, s.gw.noACK = c, false
+			s.gw.conn = nil
 			s.gw.resumes++
 			var replay []gwEvent
 			for _, ev := range s.gw.log {
@@ -311,17 +337,19 @@ func (s *Server) gateway(w http.ResponseWriter, r *http.Request) {
 					replay = append(replay, ev)
 				}
 			}
+			resumed, _ := s.logLocked("RESUMED", nil)
 			s.mu.Unlock()
 			if old != nil && old != c {
 				old.CloseNow()
 			}
-			for _, ev := range replay {
-				writeWS(ctx, c, map[string]any{"op": 0, "s": ev.seq, "t": ev.t, "d": ev.d})
+			for _, ev := range append(replay, resumed) {
+				writeEvent(ctx, c, ev)
 			}
-			s.dispatch("RESUMED", nil)
 			s.mu.Lock()
+			s.gw.conn, s.gw.noACK = c, false
 			s.gwChangedLocked()
 			s.mu.Unlock()
+			s.gwWrite.Unlock()
 		default:
 			s.violation("gateway: unknown opcode %d", *p.Op)
 			c.Close(4001, "Unknown opcode")
