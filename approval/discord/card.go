@@ -251,55 +251,52 @@ const mdSpecial = "\\*_~`|><#-[]()@!:"
 // escaped, control characters dropped (newlines become spaces when oneLine),
 // and the result is at most max characters, ending in "…" when cut.
 func escape(s string, max int, oneLine bool) string {
-	var b strings.Builder
-	n := 0
-	for i, r := range s {
-		var piece string
+	return transform(s, max, func(r rune) string {
 		switch {
 		case r == '\n' && !oneLine:
-			piece = "\n"
+			return "\n"
 		case r == utf8.RuneError || unicode.IsControl(r) || unicode.Is(unicode.Cf, r):
-			piece = " "
+			return " "
 		case strings.ContainsRune(mdSpecial, r):
-			piece = "\\" + string(r)
-		default:
-			piece = string(r)
+			return "\\" + string(r)
 		}
-		k := utf8.RuneCountInString(piece)
-		if n+k > max-1 && i+len(string(r)) < len(s) || n+k > max {
-			b.WriteString("…")
-			return b.String()
-		}
-		b.WriteString(piece)
-		n += k
-	}
-	return b.String()
+		return string(r)
+	})
 }
 
 // codeSafe is s inside a ``` block: no run of backticks can close it, and at
 // most max characters.
 func codeSafe(s string, max int) string {
-	var b strings.Builder
-	n := 0
-	for i, r := range s {
-		var piece string
+	return transform(s, max, func(r rune) string {
 		switch {
 		case r == '`':
-			piece = "`\u200b"
+			return "`\u200b"
 		case r == '\n' || r == '\t':
-			piece = string(r)
+			return string(r)
 		case r == utf8.RuneError || unicode.IsControl(r) || unicode.Is(unicode.Cf, r):
-			piece = " "
-		default:
-			piece = string(r)
+			return " "
 		}
+		return string(r)
+	})
+}
+
+// transform maps each rune of s and stops at max characters, ending in
+// "…" when input was left out.
+func transform(s string, max int, f func(rune) string) string {
+	var b strings.Builder
+	n := 0
+	for i := 0; i < len(s); {
+		r, w := utf8.DecodeRuneInString(s[i:])
+		piece := f(r)
 		k := utf8.RuneCountInString(piece)
-		if n+k > max-1 && i+len(string(r)) < len(s) || n+k > max {
+		more := i+w < len(s)
+		if n+k > max || more && n+k > max-1 {
 			b.WriteString("…")
 			return b.String()
 		}
 		b.WriteString(piece)
 		n += k
+		i += w
 	}
 	return b.String()
 }
