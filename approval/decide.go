@@ -212,6 +212,13 @@ func (m *Manager) Decide(ctx context.Context, d Decision) Result {
 		return Result{Outcome: ResultInvalid, Message: fmt.Sprintf("Rule %q is judged request by request: approve once or deny.", a.Rule), Approval: a.clone()}
 	}
 	id := d.Identity()
+	if d.Channel == ChannelAPI {
+		id = ChannelCLI // the token and the socket are the same host operator: one person
+	}
+	if a.Required > 1 && d.Channel == ChannelLink {
+		m.refused(a, d, ResultNotApprover)
+		return Result{Outcome: ResultNotApprover, Message: fmt.Sprintf("Rule %q needs %d named approvers; a signed link cannot count as one.", a.Rule, a.Required), Approval: a.clone()}
+	}
 	if slices.ContainsFunc(a.Votes, func(v Vote) bool { return v.By == id }) {
 		return Result{Outcome: ResultAlready, Message: fmt.Sprintf("You already approved; %d of %d approvals so far.", len(a.Votes), a.Required), Approval: a.clone()}
 	}

@@ -253,3 +253,29 @@ func TestRecent(t *testing.T) {
 		t.Fatalf("after restart %+v", r)
 	}
 }
+
+// The host operator is one person however they decide (socket or token),
+// and a signed link is nobody in particular: neither makes a second
+// approval of a two-person rule.
+func TestDecideOperatorIsOnePerson(t *testing.T) {
+	e := newEnv(t, nil)
+	h := hold("a", "DELETE", "/repos/o/r")
+	h.Route = &policy.Route{Required: 2, Approvers: []policy.Audience{{Channel: ChannelCLI}, {Channel: ChannelLink}, {Channel: "rec", People: []string{"U1"}}}}
+	ch := async(e.m, context.Background(), h)
+	a := waitPending(t, e.m, 1)[0]
+	if r := e.m.Decide(context.Background(), Decision{ID: a.ID, Approve: true, Channel: ChannelCLI}); r.Outcome != ResultRecorded {
+		t.Fatalf("cli: %+v", r)
+	}
+	if r := e.m.Decide(context.Background(), Decision{ID: a.ID, Approve: true, Channel: ChannelAPI}); r.Outcome != ResultAlready {
+		t.Fatalf("api after cli: %+v", r)
+	}
+	if r := e.m.Decide(context.Background(), Decision{ID: a.ID, Digest: a.Digest, Approve: true, Channel: ChannelLink}); r.Outcome != ResultNotApprover {
+		t.Fatalf("link as second person: %+v", r)
+	}
+	if r := click(e.m, a, ActApprove, "U1"); r.Outcome != ResultDecided {
+		t.Fatalf("U1: %+v", r)
+	}
+	if out := recv(t, ch); !out.Approved || out.By != "cli,rec:U1" {
+		t.Fatalf("outcome %+v", out)
+	}
+}

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/clawd-dev/clawd/approval/web"
+
 	approvalapi "github.com/clawd-dev/clawd/approval/api"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -318,7 +320,11 @@ func (d *Daemon) publicHandler() http.Handler {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, 200, map[string]any{"ok": true, "attachments": d.count()})
 	})
-	mux.Handle("/", approvalapi.Public(d.approvals, approvalapi.Options{Token: d.apiToken, Mount: d.mounts}))
+	mounts := map[string]http.Handler{web.Prefix: web.Handler(d.approvals, web.Options{Token: d.apiToken, Log: d.log.Named("web")})}
+	for p, h := range d.mounts {
+		mounts[p] = h
+	}
+	mux.Handle("/", approvalapi.Public(d.approvals, approvalapi.Options{Token: d.apiToken, Mount: mounts}))
 	return mux
 }
 

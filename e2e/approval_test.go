@@ -16,14 +16,12 @@ import (
 
 	"github.com/clawd-dev/clawd/approval"
 	approvalapi "github.com/clawd-dev/clawd/approval/api"
+	slackfake "github.com/clawd-dev/clawd/approval/slack/fake"
 	"github.com/clawd-dev/clawd/approval/webhook"
 	"github.com/clawd-dev/clawd/e2e/harness"
 )
 
-const (
-	apprSlackSecret   = "e2e-slack-signing-secret-9f8e7d"
-	apprSlackApprover = "U0APPROVER"
-)
+const apprSlackApprover = "U0APPROVER"
 
 const apprPolicy = `version: 1
 default:
@@ -62,15 +60,20 @@ func TestApprovalEndToEnd(t *testing.T) {
 	ctd := harness.SharedContainerd(t)
 	up := harness.SharedUpstream(t)
 	rcv := apprStartReceiver(t)
+	// Slack as configured before channels (approval.slack), against the
+	// fake Slack: an incoming webhook for cards, signed HTTP interactivity.
+	sf := slackfake.New()
+	t.Cleanup(sf.Close)
 	extra := fmt.Sprintf(`approval:
   webhooks:
     - url: %s
       secret: %s
   slack:
     webhook-url: %s
+    api-base: %s
     signing-secret: %s
     approvers: [%s]
-`, rcv.URL("/webhook"), rcv.WHSecret, rcv.URL("/slack"), apprSlackSecret, apprSlackApprover)
+`, rcv.URL("/webhook"), rcv.WHSecret, sf.WebhookURL(), sf.APIBase(), slackfake.SigningSecret, apprSlackApprover)
 	cl := StartClawd(t, ctd, ClawdOpts{Policy: apprPolicy, Extra: extra})
 	// Listen on every address, so the only thing between an attached
 	// container and the API/metrics is clawd's forbidden list.
@@ -110,11 +113,13 @@ func TestApprovalEndToEnd(t *testing.T) {
 		args := append([]string{"-timeout", "90s", "-X", "POST"}, extra...)
 		return apprAgentAsync(ct, append(args, upURLp(p))...)
 	}
-	slackClick := func(action, id string) (int, string) {
+	slackURL := "http://" + cl.API + "/v1/slack/interactions" // the path Slack apps were configured with before channels
+	slackClick := func(act, id string) (string, error) {
 		t.Helper()
-		body := apprSlackInteraction(apprSlackApprover, action, id, rcv.URL("/slack-response"))
-		ts := strconv.FormatInt(time.Now().Unix(), 10)
-		return apprPostSlack(t, cl.API, ts, apprSlackSign(apprSlackSecret, ts, body), body)
+		if _, err := sf.WaitCard(ctx, id, nil); err != nil {
+			return "", err
+		}
+		return sf.ClickHTTP(ctx, slackURL, id, act, apprSlackApprover)
 	}
 	status := func(id string) string {
 		t.Helper()
@@ -146,13 +151,14 @@ func TestApprovalEndToEnd(t *testing.T) {
 		if d.Links == nil || !strings.Contains(d.Links.Approve, "/v1/links/"+d.ID+"/approve") {
 			t.Errorf("card links: %+v", d.Links)
 		}
-		eventually(t, "the Slack card", func() bool { return rcv.slackCardFor(d.ID) })
+		if _, err := sf.WaitCard(ctx, d.ID, nil); err != nil {
+			t.Fatalf("the Slack card: %v", err)
+		}
 		if n := apprUpCount(up, p); n != 0 {
 			t.Fatalf("upstream saw %d requests before the decision", n)
 		}
-		code, body := slackClick(approval.SlackActionApprove, d.ID)
-		if code != 200 {
-			t.Fatalf("slack approve: %d %s", code, body)
+		if reply, err := slackClick(approval.ActApprove, d.ID); err != nil || !strings.Contains(reply, "Approved") {
+			t.Fatalf("slack approve: %q %v", reply, err)
 		}
 		a := apprAwait(t, ch)
 		if a.Status != 200 || !strings.Contains(a.Body, p) {
@@ -166,14 +172,14 @@ func TestApprovalEndToEnd(t *testing.T) {
 			t.Errorf("decided by %q", u.Data.By)
 		}
 		// The Slack card is replaced through response_url, without buttons.
-		eventually(t, "the Slack card replaced through response_url", func() bool {
-			for _, r := range rcv.Responses() {
-				if strings.Contains(r, `"replace_original":true`) && strings.Contains(r, "slack:"+apprSlackApprover) && !strings.Contains(r, approval.SlackActionApprove15m) {
-					return true
-				}
-			}
-			return false
-		})
+		if _, err := sf.WaitCard(ctx, d.ID, func(m slackfake.Message) bool {
+			return len(m.Buttons) == 0 && strings.Contains(m.AllText(), apprSlackApprover)
+		}); err != nil {
+			t.Fatalf("the Slack card replaced through response_url: %v", err)
+		}
+		if v := sf.Violations(); len(v) > 0 {
+			t.Errorf("payloads Slack would refuse: %v", v)
+		}
 		eventually(t, "the audit line of the approval", func() bool {
 			for _, e := range cl.AuditEntries() {
 				if e.ApprovalID == d.ID && e.By == "slack:"+apprSlackApprover {
@@ -192,8 +198,8 @@ func TestApprovalEndToEnd(t *testing.T) {
 		const p = "/approve/deny"
 		ch := held(p, "-d", "drop table")
 		id := rcv.waitRequested(t, p).Data.ID
-		if code, body := slackClick(approval.SlackActionDeny, id); code != 200 {
-			t.Fatalf("slack deny: %d %s", code, body)
+		if reply, err := slackClick(approval.ActDeny, id); err != nil {
+			t.Fatalf("slack deny: %q %v", reply, err)
 		}
 		a := apprAwait(t, ch)
 		if a.Status != 403 || !strings.Contains(a.Body, `"error"`) || !strings.Contains(a.Body, "denied") {
@@ -241,7 +247,7 @@ func TestApprovalEndToEnd(t *testing.T) {
 			t.Fatalf("cancelled approval still listed:\n%s", out)
 		}
 		// A late approval is refused and releases nothing.
-		if _, err := api.Approve(ctx, id, 0); !approval.IsStatus(err, 410) {
+		if _, err := api.Approve(ctx, id, 0); !approvalapi.IsStatus(err, 410) {
 			t.Fatalf("approving a cancelled approval: %v", err)
 		}
 		if n := apprUpCount(up, p); n != 0 {
@@ -340,36 +346,35 @@ func TestApprovalEndToEnd(t *testing.T) {
 		pend := rcv.waitRequested(t, p).Data
 		id := pend.ID
 		now := time.Now().Unix()
-		ts := strconv.FormatInt(now, 10)
-		approveBody := apprSlackInteraction(apprSlackApprover, approval.SlackActionApprove, id, rcv.URL("/slack-response"))
-
+		if _, err := sf.WaitCard(ctx, id, nil); err != nil {
+			t.Fatal(err)
+		}
+		genuine, err := sf.SignedClick(id, approval.ActApprove, apprSlackApprover, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
 		// Bad signature.
-		if code, _ := apprPostSlack(t, cl.API, ts, apprSlackSign("wrong-secret", ts, approveBody), approveBody); code == 200 {
+		if code, _, _ := sf.Send(ctx, slackURL, genuine.WithBadSignature()); code == 200 {
 			t.Errorf("bad signature accepted")
 		}
 		// Stale timestamp, correctly signed.
-		old := strconv.FormatInt(now-600, 10)
-		if code, _ := apprPostSlack(t, cl.API, old, apprSlackSign(apprSlackSecret, old, approveBody), approveBody); code == 200 {
+		stale, _ := sf.SignedClick(id, approval.ActApprove, apprSlackApprover, time.Now().Add(-10*time.Minute))
+		if code, _, _ := sf.Send(ctx, slackURL, stale); code == 200 {
 			t.Errorf("stale timestamp accepted")
 		}
 		// A user who is not an approver.
-		other := apprSlackInteraction("U0INTRUDER", approval.SlackActionApprove, id, "")
-		if _, body := apprPostSlack(t, cl.API, ts, apprSlackSign(apprSlackSecret, ts, other), other); !strings.Contains(body, "not allowed") {
-			t.Errorf("non-approver: %s", body)
+		if reply, err := sf.ClickHTTP(ctx, slackURL, id, approval.ActApprove, "U0INTRUDER"); err != nil || !strings.Contains(reply, "not asked") {
+			t.Errorf("non-approver: %q %v", reply, err)
 		}
 		// Replaying that exact signed request is refused before anything else.
-		if code, body := apprPostSlack(t, cl.API, ts, apprSlackSign(apprSlackSecret, ts, other), other); code == 200 || !strings.Contains(body, "replay") {
+		if last, ok := sf.LastHTTP(); !ok {
+			t.Fatal("no request to replay")
+		} else if code, body, _ := sf.Send(ctx, slackURL, last); code == 200 {
 			t.Errorf("replay: %d %s", code, body)
 		}
-		// Unknown ID.
-		unk := apprSlackInteraction(apprSlackApprover, approval.SlackActionApprove, "abcdefghijklmnopqrstuvwxyz", "")
-		if _, body := apprPostSlack(t, cl.API, ts, apprSlackSign(apprSlackSecret, ts, unk), unk); !strings.Contains(body, "does not exist") {
-			t.Errorf("unknown id: %s", body)
-		}
-		// Already decided: nothing changes.
-		dec := apprSlackInteraction(apprSlackApprover, approval.SlackActionDeny, decided.ID, "")
-		if _, body := apprPostSlack(t, cl.API, ts, apprSlackSign(apprSlackSecret, ts, dec), dec); !strings.Contains(body, "already") {
-			t.Errorf("already decided: %s", body)
+		// Already decided: nothing changes, and the clicker is told.
+		if reply, err := sf.ClickHTTP(ctx, slackURL, decided.ID, approval.ActDeny, apprSlackApprover); err != nil || !strings.Contains(reply, "Already approved") {
+			t.Errorf("already decided: %q %v", reply, err)
 		}
 		if s := status(decided.ID); s != "approved" {
 			t.Errorf("decided approval changed to %q", s)
@@ -589,8 +594,8 @@ func TestApprovalEndToEnd(t *testing.T) {
 		const gp = "/approve/keep"
 		ch := held(gp, "-d", "k")
 		gid := rcv.waitRequested(t, gp).Data.ID
-		if code, body := slackClick(approval.SlackActionApprove15m, gid); code != 200 {
-			t.Fatalf("slack approve 15m: %d %s", code, body)
+		if reply, err := slackClick(approval.ActApproveFor, gid); err != nil {
+			t.Fatalf("slack approve 15m: %q %v", reply, err)
 		}
 		if a := apprAwait(t, ch); a.Status != 200 {
 			t.Fatalf("answered %+v", a)
@@ -631,6 +636,9 @@ func TestApprovalEndToEnd(t *testing.T) {
 		logB, _ := os.ReadFile(cl.LogPath)
 		auditB, _ := os.ReadFile(cl.Audit)
 		cards := rcv.AllText()
+		for _, m := range sf.Messages() {
+			cards += m.AllText()
+		}
 		if !strings.Contains(cards, "REDACTED") {
 			t.Errorf("no redaction marker in any card")
 		}

@@ -143,6 +143,9 @@ type ClawdOpts struct {
 	Policy     string // policy YAML; default allows everything
 	DockerHost string
 	Extra      string // more YAML for clawd.yaml
+	// ExtraFunc, when set, gives more YAML once the daemon's addresses are
+	// chosen (public-url: http://c.API, channel settings naming it).
+	ExtraFunc func(c *Clawd) string
 	Bin        string // the clawd binary to run; default clawdBin
 }
 
@@ -187,6 +190,9 @@ func StartClawd(t testing.TB, ctd *harness.Containerd, o ClawdOpts) *Clawd {
 		o.DockerHost = "unix://" + filepath.Join(dir, "no-docker.sock")
 	}
 	c.WritePolicy(o.Policy)
+	if o.ExtraFunc != nil {
+		o.Extra += o.ExtraFunc(c)
+	}
 	cfg := fmt.Sprintf(`socket: %s
 state-dir: %s
 policy: %s

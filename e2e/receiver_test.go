@@ -1,20 +1,18 @@
 package e2e
 
-// A local receiver for approval notifications (Standard Webhooks and Slack
-// incoming webhooks) and helpers to answer as Slack does.
+// A local receiver for approval webhook events (Standard Webhooks). Slack
+// is approval/slack/fake.
 
 import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -31,16 +29,13 @@ type apprRecvEvent struct {
 	SigOK bool
 }
 
-// approvalReceiver records webhook events (checking their signatures),
-// Slack cards and Slack response_url updates.
+// approvalReceiver records webhook events, checking their signatures.
 type approvalReceiver struct {
-	srv       *httptest.Server
-	whKey     []byte
-	WHSecret  string // whsec_...
-	mu        sync.Mutex
-	events    []apprRecvEvent
-	cards     []string // Slack incoming-webhook bodies
-	responses []string // response_url bodies
+	srv      *httptest.Server
+	whKey    []byte
+	WHSecret string // whsec_...
+	mu       sync.Mutex
+	events   []apprRecvEvent
 }
 
 func apprStartReceiver(t testing.TB) *approvalReceiver {
@@ -51,24 +46,11 @@ func apprStartReceiver(t testing.TB) *approvalReceiver {
 	mux.HandleFunc("POST /webhook", func(w http.ResponseWriter, req *http.Request) {
 		body, _ := io.ReadAll(req.Body)
 		ev := apprRecvEvent{Raw: string(body), SigOK: r.verify(req.Header, body)}
-		if err := json.Unmarshal(body, &ev.WebhookEvent); err != nil {
+		if err := json.Unmarshal(body, &ev.Event); err != nil {
 			ev.SigOK = false
 		}
 		r.mu.Lock()
 		r.events = append(r.events, ev)
-		r.mu.Unlock()
-	})
-	mux.HandleFunc("POST /slack", func(w http.ResponseWriter, req *http.Request) {
-		body, _ := io.ReadAll(req.Body)
-		r.mu.Lock()
-		r.cards = append(r.cards, string(body))
-		r.mu.Unlock()
-		io.WriteString(w, "ok")
-	})
-	mux.HandleFunc("POST /slack-response", func(w http.ResponseWriter, req *http.Request) {
-		body, _ := io.ReadAll(req.Body)
-		r.mu.Lock()
-		r.responses = append(r.responses, string(body))
 		r.mu.Unlock()
 	})
 	r.srv = httptest.NewServer(mux)
@@ -160,23 +142,6 @@ func (r *approvalReceiver) waitUpdate(t testing.TB, id, typ, status string) appr
 	return got
 }
 
-func (r *approvalReceiver) slackCardFor(id string) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for _, c := range r.cards {
-		if strings.Contains(c, `"value":"`+id+`"`) {
-			return true
-		}
-	}
-	return false
-}
-
-func (r *approvalReceiver) Responses() []string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]string(nil), r.responses...)
-}
-
 // AllText is everything the receiver got, for leak checks.
 func (r *approvalReceiver) AllText() string {
 	r.mu.Lock()
@@ -185,55 +150,7 @@ func (r *approvalReceiver) AllText() string {
 	for _, e := range r.events {
 		b.WriteString(e.Raw)
 	}
-	for _, c := range r.cards {
-		b.WriteString(c)
-	}
-	for _, c := range r.responses {
-		b.WriteString(c)
-	}
 	return b.String()
-}
-
-// apprSlackInteraction builds the form body Slack POSTs for a button click.
-func apprSlackInteraction(user, actionID, id, responseURL string) string {
-	p := map[string]any{
-		"type":       "block_actions",
-		"user":       map[string]any{"id": user, "username": "approver", "name": "approver", "team_id": "T0E2E"},
-		"api_app_id": "A0E2E", "token": "legacy-verification-token", "trigger_id": "123.456.abc",
-		"team":         map[string]any{"id": "T0E2E", "domain": "e2e"},
-		"container":    map[string]any{"type": "message", "message_ts": "1700000000.000100", "channel_id": "C0E2E", "is_ephemeral": false},
-		"channel":      map[string]any{"id": "C0E2E", "name": "approvals"},
-		"message":      map[string]any{"type": "message", "ts": "1700000000.000100", "text": "Approval needed"},
-		"response_url": responseURL,
-		"actions": []any{map[string]any{
-			"type": "button", "action_id": actionID, "block_id": "clawd_" + id, "value": id,
-			"text": map[string]any{"type": "plain_text", "text": "button"}, "action_ts": "1700000001.000200",
-		}},
-	}
-	b, _ := json.Marshal(p)
-	return "payload=" + url.QueryEscape(string(b))
-}
-
-func apprSlackSign(secret, ts, body string) string {
-	mac := hmac.New(sha256.New, []byte(secret))
-	fmt.Fprintf(mac, "v0:%s:%s", ts, body)
-	return "v0=" + hex.EncodeToString(mac.Sum(nil))
-}
-
-// apprPostSlack POSTs a Slack interaction to the daemon's API listener.
-func apprPostSlack(t testing.TB, api, ts, sig, body string) (int, string) {
-	t.Helper()
-	req, _ := http.NewRequest("POST", "http://"+api+"/v1/slack/interactions", strings.NewReader(body))
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("X-Slack-Request-Timestamp", ts)
-	req.Header.Set("X-Slack-Signature", sig)
-	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
-	if err != nil {
-		t.Fatalf("slack callback: %v", err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
 }
 
 type apprAgentResult struct {

@@ -13,6 +13,9 @@ import (
 	"strings"
 
 	"github.com/clawd-dev/clawd/approval"
+	"github.com/clawd-dev/clawd/approval/ntfy"
+	"github.com/clawd-dev/clawd/approval/slack"
+	"github.com/clawd-dev/clawd/approval/teams"
 	"github.com/clawd-dev/clawd/approval/webhook"
 	"github.com/clawd-dev/clawd/policy"
 )
@@ -23,6 +26,9 @@ type Builder func(name string, settings map[string]any, env approval.Env) (appro
 // builders by type; a new channel package adds one line here.
 var builders = map[string]Builder{
 	webhook.Type: webhook.Build,
+	slack.Type:   slack.Build,
+	teams.Type:   teams.Build,
+	ntfy.Type:    ntfy.Build,
 }
 
 // Types lists the channel types this clawd can build.
@@ -95,6 +101,10 @@ func Build(specs []map[string]any, envFor func(name string) (approval.Env, error
 		if err != nil {
 			return nil, fmt.Errorf("approval channel %s (%s): %w", name, typ, err)
 		}
+		if d, ok := ch.(interface{ DefaultApprovers() []string }); ok && people == nil {
+			// Channels whose settings name their people (ntfy topics).
+			people = d.DefaultApprovers()
+		}
 		slices.Sort(people)
 		b.Channels = append(b.Channels, ch)
 		b.types = append(b.types, typ)
@@ -117,7 +127,9 @@ func validName(s string) bool {
 
 // legacyPaths are callback paths kept for configurations written before
 // channels had their own (by type).
-var legacyPaths = map[string][]string{}
+var legacyPaths = map[string][]string{
+	slack.Type: {slack.LegacyPath},
+}
 
 // Mounts are the callback handlers of the channels that take HTTP
 // callbacks, by path pattern, for the public listener. Each verifies its
@@ -130,6 +142,9 @@ func (b *Built) Mounts(d approval.Decider) map[string]http.Handler {
 			continue
 		}
 		h := cb.Callbacks(d)
+		if h == nil {
+			continue // callbacks not configured for this channel (no signing secret, …)
+		}
 		out[approval.CallbackPath(c.Name())] = h
 		for _, p := range legacyPaths[b.types[i]] {
 			if _, taken := out[p]; !taken {
@@ -164,6 +179,10 @@ func Directory(specs []map[string]any) policy.Directory {
 		if list, ok := raw["approvers"].([]any); ok {
 			for _, p := range list {
 				people = append(people, fmt.Sprint(p))
+			}
+		} else if topics, ok := raw["topics"].(map[string]any); ok {
+			for who := range topics { // ntfy: one topic per approver
+				people = append(people, who)
 			}
 		}
 		dir[name] = policy.ChannelInfo{People: people}

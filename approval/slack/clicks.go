@@ -251,6 +251,13 @@ func (c *Channel) Callbacks(dec approval.Decider) http.Handler {
 			w.WriteHeader(http.StatusOK) // nothing for us; Slack wants a 200
 			return
 		}
+		// Slack may ignore the body of a block_actions answer; the same text
+		// also goes to the clicker through response_url, as in Socket Mode.
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			c.ephemeral(ctx, cb.ResponseURL, reply)
+		}()
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(map[string]any{
 			"response_type": slack.ResponseTypeEphemeral, "replace_original": false, "text": escape(reply),

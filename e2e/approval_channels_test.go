@@ -1,0 +1,239 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/clawd-dev/clawd/approval"
+	approvalapi "github.com/clawd-dev/clawd/approval/api"
+	ntfyfake "github.com/clawd-dev/clawd/approval/ntfy/fake"
+	slackfake "github.com/clawd-dev/clawd/approval/slack/fake"
+	teamsfake "github.com/clawd-dev/clawd/approval/teams/fake"
+	"github.com/clawd-dev/clawd/e2e/harness"
+)
+
+// chanUnderTest is one approval channel and its fake platform, seen the
+// way the e2e test needs: the settings for clawd.yaml, the card of an
+// approval (pending with buttons, or decided without), and a click as a
+// person of the platform, authenticated as the platform does.
+type chanUnderTest struct {
+	name, typ  string
+	approver   string            // the platform user ID of the approver
+	settings   map[string]any    // without type/name/approvers
+	endpoint   func(url string)  // tells the fake clawd's callback URL (nil: no callbacks)
+	card       func(ctx context.Context, id string, decided bool) error
+	click      func(ctx context.Context, id, act, user string) (string, error)
+	violations func() []string
+}
+
+func slackChannel(t *testing.T) chanUnderTest {
+	f := slackfake.New()
+	t.Cleanup(f.Close)
+	return chanUnderTest{
+		name: "slack", typ: "slack", approver: "U0CHANAPPROVER", settings: f.Settings(),
+		card: func(ctx context.Context, id string, decided bool) error {
+			_, err := f.WaitCard(ctx, id, func(m slackfake.Message) bool { return (len(m.Buttons) == 0) == decided })
+			return err
+		},
+		click: f.Click, // over Socket Mode: clawd opened the connection, no inbound URL
+		violations: f.Violations,
+	}
+}
+
+func teamsChannel(t *testing.T) chanUnderTest {
+	f := teamsfake.New()
+	t.Cleanup(f.Close)
+	return chanUnderTest{
+		name: "teams", typ: "teams", approver: "8f2c6f0a-1b2c-4d5e-9f00-0000000000aa", settings: f.Settings(),
+		endpoint: f.SetEndpoint,
+		card: func(ctx context.Context, id string, decided bool) error {
+			_, err := f.WaitCard(ctx, id, func(m teamsfake.Message) bool { return (len(m.Actions) == 0) == decided })
+			return err
+		},
+		click: f.Click, violations: f.Violations,
+	}
+}
+
+func ntfyChannel(t *testing.T) chanUnderTest {
+	f := ntfyfake.New()
+	t.Cleanup(f.Close)
+	return chanUnderTest{
+		name: "phones", typ: "ntfy", approver: "alice", settings: f.Settings(),
+		card: func(ctx context.Context, id string, decided bool) error {
+			_, err := f.WaitCard(ctx, id, func(m ntfyfake.Message) bool { return (len(m.Actions) == 0) == decided })
+			return err
+		},
+		click: f.Click, violations: f.Violations,
+	}
+}
+
+// TestApprovalChannels holds a real agent request and approves it from
+// each channel in turn, through each platform's fake as the platform would
+// deliver the click; the upstream sees each request exactly once, after
+// the click. A stranger's click on every channel releases nothing; a deny
+// and a timeout update the card on every channel.
+func TestApprovalChannels(t *testing.T) {
+	ctd := harness.SharedContainerd(t)
+	up := harness.SharedUpstream(t)
+	chans := []chanUnderTest{slackChannel(t), teamsChannel(t), ntfyChannel(t)}
+	const policy = `version: 1
+default:
+  default_action: deny
+  rules:
+    - name: short
+      cidrs: [198.51.100.10/32]
+      ports: 8080
+      paths: ["/chan-timeout/**"]
+      action: approve
+      approval_timeout: 3s
+    - name: via-channels
+      cidrs: [198.51.100.10/32]
+      ports: 8080
+      paths: ["/chan/**"]
+      action: approve
+`
+	cl := StartClawd(t, ctd, ClawdOpts{Policy: policy, ExtraFunc: func(c *Clawd) string {
+		var list []map[string]any
+		for _, ch := range chans {
+			m := map[string]any{"type": ch.typ, "name": ch.name, "approvers": []string{ch.approver}}
+			for k, v := range ch.settings {
+				m[k] = v
+			}
+			list = append(list, m)
+			if ch.endpoint != nil {
+				ch.endpoint("http://" + c.API + approval.CallbackPath(ch.name))
+			}
+		}
+		b, err := yaml.Marshal(map[string]any{"public-url": "http://" + c.API, "approval": map[string]any{"channels": list}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}})
+	tok, err := os.ReadFile(filepath.Join(cl.StateDir, "api-token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	api := &approvalapi.Client{Base: "http://" + cl.API, Token: strings.TrimSpace(string(tok)), HTTP: &http.Client{Timeout: 30 * time.Second}}
+	ct := ctd.Run(t, "chan-agent", harness.RunOpts{Files: map[string]string{agentBin(t): "/agent"}})
+	cl.MustCLI("attach", ct.Name)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+
+	// held sends POST path from the agent and returns its pending approval.
+	held := func(t *testing.T, path string) (<-chan apprAgentResult, string) {
+		t.Helper()
+		ch := apprAgentAsync(ct, "-timeout", "90s", "-X", "POST", "-d", "payload of "+path, upURL(path))
+		for {
+			list, err := api.List(ctx, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, a := range list {
+				if strings.HasSuffix(a.URL, path) {
+					return ch, a.ID
+				}
+			}
+			select {
+			case <-ctx.Done():
+				t.Fatalf("no approval for %s", path)
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}
+	everyCard := func(t *testing.T, id string, decided bool) {
+		t.Helper()
+		for _, ch := range chans {
+			if err := ch.card(ctx, id, decided); err != nil {
+				t.Fatalf("%s: card of %s (decided %v): %v", ch.name, id, decided, err)
+			}
+		}
+	}
+
+	for _, ch := range chans {
+		t.Run("approve from "+ch.name, func(t *testing.T) {
+			path := "/chan/" + ch.name
+			res, id := held(t, path)
+			everyCard(t, id, false)
+			// Someone the route does not ask, on every channel: nothing moves.
+			for _, other := range chans {
+				reply, err := other.click(ctx, id, approval.ActApprove, "intruder-"+other.approver)
+				if err != nil || !strings.Contains(reply, "not asked") {
+					t.Errorf("%s: a stranger's click answered %q, %v", other.name, reply, err)
+				}
+			}
+			if n := apprUpCount(up, path); n != 0 {
+				t.Fatalf("upstream saw %d requests before the decision", n)
+			}
+			reply, err := ch.click(ctx, id, approval.ActApprove, ch.approver)
+			if err != nil || !strings.Contains(reply, "Approved") {
+				t.Fatalf("approve on %s: %q %v", ch.name, reply, err)
+			}
+			if a := apprAwait(t, res); a.Status != 200 {
+				t.Fatalf("the held request got %+v", a)
+			}
+			if n := apprUpCount(up, path); n != 1 {
+				t.Fatalf("upstream saw %d requests, want exactly 1", n)
+			}
+			a, err := api.Get(ctx, id)
+			if err != nil || a.Status != approval.Approved || a.By != ch.name+":"+ch.approver {
+				t.Fatalf("approval %+v %v", a, err)
+			}
+			everyCard(t, id, true)
+			// The same click again is idempotent; nothing is sent twice.
+			if reply, err := ch.click(ctx, id, approval.ActApprove, ch.approver); err == nil && !strings.Contains(reply, "Already approved") {
+				t.Errorf("second click answered %q", reply)
+			}
+			if n := apprUpCount(up, path); n != 1 {
+				t.Fatalf("upstream saw %d requests after a second click, want exactly 1", n)
+			}
+		})
+	}
+
+	t.Run("deny updates every card", func(t *testing.T) {
+		res, id := held(t, "/chan/deny")
+		everyCard(t, id, false)
+		cl.MustCLI("deny", id, "--reason", "not now")
+		if a := apprAwait(t, res); a.Status != 403 {
+			t.Fatalf("the denied request got %+v", a)
+		}
+		everyCard(t, id, true)
+		for _, ch := range chans {
+			if reply, err := ch.click(ctx, id, approval.ActApprove, ch.approver); err == nil && !strings.Contains(reply, "Already denied") {
+				t.Errorf("%s: click after deny answered %q", ch.name, reply)
+			}
+		}
+		if n := apprUpCount(up, "/chan/deny"); n != 0 {
+			t.Fatalf("upstream saw %d denied requests", n)
+		}
+	})
+
+	t.Run("timeout updates every card", func(t *testing.T) {
+		res, id := held(t, "/chan-timeout/x")
+		everyCard(t, id, false)
+		if a := apprAwait(t, res); a.Status != 403 {
+			t.Fatalf("the timed-out request got %+v", a)
+		}
+		everyCard(t, id, true)
+		for _, ch := range chans {
+			if reply, err := ch.click(ctx, id, approval.ActApprove, ch.approver); err == nil && !strings.Contains(reply, "timed out") {
+				t.Errorf("%s: click after the timeout answered %q", ch.name, reply)
+			}
+		}
+	})
+
+	for _, ch := range chans {
+		if v := ch.violations(); len(v) > 0 {
+			t.Errorf("%s: payloads the platform would refuse: %s", ch.name, strings.Join(v, "; "))
+		}
+	}
+	_ = fmt.Sprint
+}
