@@ -342,13 +342,13 @@ func (ps *parser) set(n *yaml.Node, isDefault bool) *ruleSet {
 	what := "default"
 	var f map[string]*yaml.Node
 	if isDefault {
-		f = ps.fields(n, what, "description", "default_action", "approval_timeout", "rules")
+		f = ps.fields(n, what, "description", "default_action", "approval_timeout", "upstream_proxy", "rules")
 	} else {
 		what = "set"
 		if name := peekName(n); name != "" {
 			what = fmt.Sprintf("set %q", name)
 		}
-		f = ps.fields(n, what, "name", "description", "match", "default_action", "approval_timeout", "rules")
+		f = ps.fields(n, what, "name", "description", "match", "default_action", "approval_timeout", "upstream_proxy", "rules")
 	}
 	if f == nil {
 		return nil
@@ -388,6 +388,9 @@ func (ps *parser) set(n *yaml.Node, isDefault bool) *ruleSet {
 		if d, ok := ps.timeout(v, what+": approval_timeout"); ok {
 			s.defTimeout = d
 		}
+	}
+	if v, ok := f["upstream_proxy"]; ok {
+		s.upstream, _ = ps.upstreamProxy(v, what, false)
 	}
 	if v, ok := f["rules"]; ok && ps.noAlias(v) {
 		if v.Kind != yaml.SequenceNode {
@@ -496,7 +499,7 @@ func (ps *parser) selector(n *yaml.Node, what string) *selector {
 var ruleKeys = []string{
 	"name", "description", "enabled", "hosts", "ports", "cidrs", "methods", "paths",
 	"headers", "body_contains", "readonly", "action", "approval_timeout", "rate_limit",
-	"intercept", "reason",
+	"intercept", "reason", "upstream_proxy",
 }
 
 // parseList parses each item of the list under key with parse, reporting
@@ -647,6 +650,11 @@ func (ps *parser) rule(n *yaml.Node, s *ruleSet, setWhat string) *rule {
 	}
 	if v, ok := f["reason"]; ok {
 		r.reason, _ = ps.str(v, what+": reason")
+	}
+	if v, ok := f["upstream_proxy"]; ok {
+		if up, ok := ps.upstreamProxy(v, what, true); ok {
+			r.upstream = &up
+		}
 	}
 	r.httpCond = len(r.methods) > 0 || len(r.paths) > 0 || len(r.headers) > 0 || len(r.body) > 0 || r.readonly
 	if r.intercept && len(r.cidrs) > 0 && len(r.hosts) == 0 {
