@@ -55,8 +55,8 @@ func (b *bufferPool) Put(p []byte) {
 // (plain HTTP/1.x, or HTTP inside intercepted TLS).
 type handler struct {
 	cc     *conn
-	scheme string // "http" or "https"
-	sni    string // intercepted server name; "" for plain HTTP
+	scheme string             // "http" or "https"
+	sni    string             // intercepted server name; "" for plain HTTP
 	tr     *upstreamTransport // the direct route's
 	// routes are the transports through upstream proxies, one per route
 	// the connection's requests were decided to take (created on first
@@ -64,9 +64,9 @@ type handler struct {
 	// route.
 	routesMu sync.Mutex
 	routes   map[policy.UpstreamProxy]*upstreamTransport
-	rp     *httputil.ReverseProxy
-	key    string      // the container's Key
-	base   audit.Entry // the connection's part of every request's entry
+	rp       *httputil.ReverseProxy
+	key      string      // the container's Key
+	base     audit.Entry // the connection's part of every request's entry
 }
 
 // reqInfo travels in the request context from ServeHTTP to the proxy hooks.
