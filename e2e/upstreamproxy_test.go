@@ -127,7 +127,11 @@ default:
       hosts: ["upstream.test"]
       ports: %d
       action: allow
-`, proxyURL, upProxyTLSUp, harness.UpstreamHTTPPort)
+    - name: upstream-echo
+      cidrs: ["%s"]
+      ports: %d
+      action: allow
+`, proxyURL, upProxyTLSUp, harness.UpstreamHTTPPort, harness.UpstreamIPv4, harness.UpstreamEchoPort)
 	cl := StartClawd(t, ctd, ClawdOpts{Policy: policy, Extra: "upstream-ca-file: " + echo.CAFile + "\n"})
 	if out, err := secCLIStdin(cl, cred, "secret", "set", "corp-proxy", "--clawd"); err != nil || strings.Contains(out, cred) {
 		t.Fatalf("secret set --clawd: %v %q", err, secRedact(out, cred))
@@ -175,6 +179,19 @@ default:
 		}
 		if n := len(up.Requests()); n != 1 {
 			t.Fatalf("upstream saw %d requests", n)
+		}
+	})
+
+	t.Run("raw TCP spliced through the proxy", func(t *testing.T) {
+		px.reset()
+		out, _ := sh(t, ct, fmt.Sprintf("printf 'hello-splice\\n' | timeout 10 nc -w 3 %s %d", harness.UpstreamIPv4, harness.UpstreamEchoPort))
+		if !strings.Contains(out, "hello-splice") {
+			t.Fatalf("echo through the tunnel: %q", out)
+		}
+		echoTarget := net.JoinHostPort(harness.UpstreamIPv4.String(), secItoa(harness.UpstreamEchoPort))
+		cs := px.connects()
+		if len(cs) != 1 || cs[0].Target != echoTarget || cs[0].Status != 200 {
+			t.Fatalf("proxy saw %+v, want CONNECT %s", cs, echoTarget)
 		}
 	})
 
