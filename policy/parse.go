@@ -653,7 +653,11 @@ func (ps *parser) rule(n *yaml.Node, s *ruleSet, setWhat string) *rule {
 	}
 	if v, ok := f["upstream_proxy"]; ok {
 		if up, ok := ps.upstreamProxy(v, what, true); ok {
-			r.upstream = &up
+			if r.action == Deny && !r.readonly {
+				ps.errf(v, "%s: upstream_proxy on a deny rule has no effect (nothing it denies is dialled); remove it", what)
+			} else {
+				r.upstream = &up
+			}
 		}
 	}
 	r.httpCond = len(r.methods) > 0 || len(r.paths) > 0 || len(r.headers) > 0 || len(r.body) > 0 || r.readonly

@@ -80,6 +80,10 @@ func TestUpstreamProxyParseErrors(t *testing.T) {
 		{"[http://p:3128]", "must be a URL", false},
 		{"none", "test.yaml:3: default: upstream_proxy: none only applies to a rule", true},
 	}
+	if _, err := Parse([]byte("default:\n  rules:\n    - name: r\n      action: deny\n      upstream_proxy: none\n"), "test.yaml"); err == nil ||
+		!strings.Contains(err.Error(), "test.yaml:5: default: rule \"r\": upstream_proxy on a deny rule has no effect") {
+		t.Errorf("upstream_proxy on a deny rule: %v", err)
+	}
 	for _, tt := range tests {
 		y := "default:\n  default_action: deny\n  upstream_proxy: http://ok:1\n  rules:\n    - name: r\n      upstream_proxy: " + tt.val + "\n      action: allow\n"
 		if tt.set {
