@@ -173,7 +173,10 @@ func New(cfg Config, log *zap.Logger) (*Daemon, error) {
 		Decider: d.policy, Approver: d.approvals, Injector: injector{d.secrets}, Names: d.dns,
 		CA: d.ca, UpstreamRoots: roots, Forbidden: forbidden, ForbiddenPorts: forbiddenPorts(cfg.APIListen, cfg.MetricsListen, cfg.WebhookListen),
 		ContainerAddr: d.addrs.Has,
-		Audit:         d.audit, Log: log.Named("proxy"), Registerer: d.reg,
+		// upstream_proxy credentials are clawd-owned secrets, never an
+		// agent's (Store.Credential refuses those).
+		ProxyCredential: d.secrets.Credential,
+		Audit:           d.audit, Log: log.Named("proxy"), Registerer: d.reg,
 		PeekTimeout: cfg.PeekTimeout, MaxBufferedBytes: bufTotal, MaxBufferedBytesPerContainer: bufPerCtr,
 	}); err != nil {
 		return nil, fmt.Errorf("proxy: %w", err)

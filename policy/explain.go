@@ -110,6 +110,9 @@ func FormatDecision(d Decision) string {
 	if d.Intercept {
 		attrs = append(attrs, "TLS intercepted")
 	}
+	if !d.UpstreamProxy.IsZero() && d.Action != Deny {
+		attrs = append(attrs, "via upstream proxy "+d.UpstreamProxy.String())
+	}
 	if len(attrs) > 0 {
 		b.WriteString(" (" + strings.Join(attrs, ", ") + ")")
 	}

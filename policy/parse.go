@@ -347,13 +347,13 @@ func (ps *parser) set(n *yaml.Node, isDefault bool) *ruleSet {
 	what := "default"
 	var f map[string]*yaml.Node
 	if isDefault {
-		f = ps.fields(n, what, append([]string{"description", "default_action", "approval_timeout", "rules"}, routeKeys...)...)
+		f = ps.fields(n, what, append([]string{"description", "default_action", "approval_timeout", "upstream_proxy", "rules"}, routeKeys...)...)
 	} else {
 		what = "set"
 		if name := peekName(n); name != "" {
 			what = fmt.Sprintf("set %q", name)
 		}
-		f = ps.fields(n, what, append([]string{"name", "description", "match", "default_action", "approval_timeout", "rules"}, routeKeys...)...)
+		f = ps.fields(n, what, append([]string{"name", "description", "match", "default_action", "approval_timeout", "upstream_proxy", "rules"}, routeKeys...)...)
 	}
 	if f == nil {
 		return nil
@@ -395,6 +395,9 @@ func (ps *parser) set(n *yaml.Node, isDefault bool) *ruleSet {
 		}
 	}
 	s.route = ps.route(f, what, nil, ps.groups)
+	if v, ok := f["upstream_proxy"]; ok {
+		s.upstream, _ = ps.upstreamProxy(v, what, false)
+	}
 	if v, ok := f["rules"]; ok && ps.noAlias(v) {
 		if v.Kind != yaml.SequenceNode {
 			ps.errf(v, "%s: rules must be a list (each rule starting with \"- name:\")", what)
@@ -502,7 +505,7 @@ func (ps *parser) selector(n *yaml.Node, what string) *selector {
 var ruleKeys = []string{
 	"name", "description", "enabled", "hosts", "ports", "cidrs", "methods", "paths",
 	"headers", "body_contains", "readonly", "action", "approval_timeout", "rate_limit",
-	"intercept", "reason", "approvers", "approvals_required", "escalate", "grants",
+	"intercept", "reason", "upstream_proxy", "approvers", "approvals_required", "escalate", "grants",
 }
 
 // parseList parses each item of the list under key with parse, reporting
@@ -661,6 +664,15 @@ func (ps *parser) rule(n *yaml.Node, s *ruleSet, setWhat string) *rule {
 	}
 	if v, ok := f["reason"]; ok {
 		r.reason, _ = ps.str(v, what+": reason")
+	}
+	if v, ok := f["upstream_proxy"]; ok {
+		if up, ok := ps.upstreamProxy(v, what, true); ok {
+			if r.action == Deny && !r.readonly {
+				ps.errf(v, "%s: upstream_proxy on a deny rule has no effect (nothing it denies is dialled); remove it", what)
+			} else {
+				r.upstream = &up
+			}
+		}
 	}
 	r.httpCond = len(r.methods) > 0 || len(r.paths) > 0 || len(r.headers) > 0 || len(r.body) > 0 || r.readonly
 	if r.intercept && len(r.cidrs) > 0 && len(r.hosts) == 0 {

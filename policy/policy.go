@@ -48,6 +48,8 @@ type ruleSet struct {
 	interceptExact  map[string]bool
 	interceptSuffix map[string]bool
 	resolveAll      bool // some allow/approve rule does not need a host name
+
+	upstream UpstreamProxy // the set's upstream_proxy; zero: none
 }
 
 type rule struct {
@@ -71,6 +73,9 @@ type rule struct {
 	intercept bool
 	reason    string
 	httpCond  bool // needs HTTP facts (method/path/header/body/readonly)
+	// upstream is the rule's upstream_proxy: nil inherits the set's, a
+	// zero value is "none".
+	upstream *UpstreamProxy
 
 	// Reasons built once at parse time: formatting them per decision would
 	// cost more than the whole indexed lookup.
@@ -277,7 +282,7 @@ func (p *Policy) Generation() uint64 { return p.gen }
 func (p *Policy) decide(in Input) Decision {
 	s := p.setFor(in.Container)
 	host := hostname.Normalize(in.Host)
-	d := Decision{Intercept: s.intercepts(host)}
+	d := Decision{Intercept: s.intercepts(host), UpstreamProxy: s.upstream}
 
 	// Candidate lists: exact host, each "*.suffix" the host falls under,
 	// each CIDR containing the address, and the any-destination rules.
@@ -405,6 +410,9 @@ func (p *Policy) finish(s *ruleSet, r *rule, in Input, d Decision, host string) 
 	d.Rule = r.name
 	d.Action = r.action
 	d.ByCIDR = r.coversIP(in.DstIP)
+	if r.upstream != nil {
+		d.UpstreamProxy = *r.upstream
+	}
 	if r.readonly {
 		if methodIn(readMethods, in.Method) {
 			d.Action = Allow

@@ -78,4 +78,8 @@ type Decision struct {
 	// its `cidrs` (not only by host name): only such a decision may dial a
 	// special address (loopback, private, the host's own; internal/addrclass).
 	ByCIDR bool
+	// UpstreamProxy is the proxy an allowed (or approved) connection or
+	// request goes through (the rule's `upstream_proxy`, else its set's);
+	// zero: clawd dials the destination itself.
+	UpstreamProxy UpstreamProxy
 }

@@ -157,7 +157,7 @@ func (cc *conn) act(v connVerdict, f connFacts, url string, deny func()) {
 		e.Action, e.By, e.ApprovalID = out.Status, out.By, out.ID
 	}
 	f.waited, f.again = true, true // a re-decision never waits
-	cc.splice(e, func() (policy.Decision, bool) {
+	cc.splice(e, d.UpstreamProxy, func() (policy.Decision, bool) {
 		nv := s.gateConn(f)
 		if nv.act != actSplice {
 			if nv.act != actRefuse {
@@ -165,7 +165,10 @@ func (cc *conn) act(v connVerdict, f connFacts, url string, deny func()) {
 			}
 			return nv.d, false
 		}
-		return nv.d, s.stillAllowed(d, out, nv.d)
+		if !s.stillAllowed(d, out, nv.d) {
+			return nv.d, false
+		}
+		return routeKept(d, nv.d)
 	})
 	s.record(*e, d, cc.start)
 }
@@ -233,7 +236,7 @@ func (cc *conn) watchClient() (context.Context, func()) {
 // splice connects the agent to OrigDst: the sniffed bytes are replayed, then
 // both directions are copied. The agent's conn is handed to io.Copy as is,
 // so between two *net.TCPConn the kernel splices (TCPConn.ReadFrom).
-func (cc *conn) splice(e *audit.Entry, recheck func() (policy.Decision, bool)) {
+func (cc *conn) splice(e *audit.Entry, route policy.UpstreamProxy, recheck func() (policy.Decision, bool)) {
 	s := cc.s
 	// Tracked before the upstream is dialled, and decided again first if
 	// the policy changed while the connection was being decided or held: a
@@ -259,11 +262,14 @@ func (cc *conn) splice(e *audit.Entry, recheck func() (policy.Decision, bool)) {
 		resetClose(cc.c)
 		return
 	}
-	c, err := s.cfg.Dial(ctx, "tcp", cc.meta.OrigDst.String())
+	c, err := s.dialRoute(ctx, route, cc.meta.OrigDst)
 	if err != nil {
 		s.m.upstreamErrors.Inc()
 		s.log.Debug("upstream dial failed", zap.String("dst", cc.meta.OrigDst.String()), zap.Error(err))
 		e.Reason = "upstream unreachable"
+		if r, ok := proxyReason(err); ok {
+			e.Reason = r
+		}
 		resetClose(cc.c)
 		return
 	}

@@ -55,17 +55,24 @@ func (b *bufferPool) Put(p []byte) {
 // (plain HTTP/1.x, or HTTP inside intercepted TLS).
 type handler struct {
 	cc     *conn
-	scheme string // "http" or "https"
-	sni    string // intercepted server name; "" for plain HTTP
-	tr     *upstreamTransport
-	rp     *httputil.ReverseProxy
-	key    string      // the container's Key
-	base   audit.Entry // the connection's part of every request's entry
+	scheme string             // "http" or "https"
+	sni    string             // intercepted server name; "" for plain HTTP
+	tr     *upstreamTransport // the direct route's
+	// routes are the transports through upstream proxies, one per route
+	// the connection's requests were decided to take (created on first
+	// use): a connection to one upstream is never reused for another
+	// route.
+	routesMu sync.Mutex
+	routes   map[policy.UpstreamProxy]*upstreamTransport
+	rp       *httputil.ReverseProxy
+	key      string      // the container's Key
+	base     audit.Entry // the connection's part of every request's entry
 }
 
 // reqInfo travels in the request context from ServeHTTP to the proxy hooks.
 type reqInfo struct {
 	host    string
+	route   policy.UpstreamProxy // the decision's upstream proxy; zero: direct
 	inj     Injection
 	e       *audit.Entry
 	counter *countingBody
@@ -77,24 +84,8 @@ type reqInfoKey struct{}
 func newHandler(cc *conn, scheme, sni string) *handler {
 	s := cc.s
 	dst := cc.meta.OrigDst.String()
-	// Always OrigDst: the Host header is the agent's word, not an address.
-	dial := func(ctx context.Context) (net.Conn, error) { return s.cfg.Dial(ctx, "tcp", dst) }
-	fallback := &http.Transport{
-		Proxy:       nil, // never an environment proxy: we are the proxy
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) { return dial(ctx) },
-		TLSClientConfig: &tls.Config{
-			ServerName: sni,
-			RootCAs:    s.cfg.UpstreamRoots,
-			MinVersion: tls.VersionTLS12,
-		},
-		ForceAttemptHTTP2:   scheme == "https",
-		DisableCompression:  true, // pass bodies as they are
-		MaxIdleConnsPerHost: 4,
-		IdleConnTimeout:     90 * time.Second,
-		TLSHandshakeTimeout: 15 * time.Second,
-	}
-	tr := newUpstreamTransport(fallback, scheme == "http" && directUpstream, dial)
-	h := &handler{cc: cc, scheme: scheme, sni: sni, tr: tr, key: cc.meta.Container.Key(), base: s.entry(cc.meta, scheme)}
+	h := &handler{cc: cc, scheme: scheme, sni: sni, key: cc.meta.Container.Key(), base: s.entry(cc.meta, scheme)}
+	h.tr = h.newTransport(policy.UpstreamProxy{})
 	h.rp = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL.Scheme = scheme
@@ -104,7 +95,7 @@ func newHandler(cc *conn, scheme, sni string) *handler {
 			}
 			pr.Out.Host = pr.In.Host
 		},
-		Transport: tr,
+		Transport: h,
 		// Responses of unknown length and event streams are flushed at once
 		// by ReverseProxy itself; a response with a Content-Length goes out
 		// in one write when it is complete (or every flushInterval while it
@@ -116,6 +107,71 @@ func newHandler(cc *conn, scheme, sni string) *handler {
 		ErrorHandler:   h.upstreamError,
 	}
 	return h
+}
+
+// newTransport is the upstream transport of one route. Every dial goes to
+// OrigDst, directly or by CONNECT through the route's proxy: the Host
+// header is the agent's word, not an address.
+func (h *handler) newTransport(route policy.UpstreamProxy) *upstreamTransport {
+	s := h.cc.s
+	orig := h.cc.meta.OrigDst
+	dial := func(ctx context.Context) (net.Conn, error) { return s.dialRoute(ctx, route, orig) }
+	fallback := &http.Transport{
+		Proxy:       nil, // never an environment proxy: the route says
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) { return dial(ctx) },
+		TLSClientConfig: &tls.Config{
+			ServerName: h.sni,
+			RootCAs:    s.cfg.UpstreamRoots,
+			MinVersion: tls.VersionTLS12,
+		},
+		ForceAttemptHTTP2:   h.scheme == "https",
+		DisableCompression:  true, // pass bodies as they are
+		MaxIdleConnsPerHost: 4,
+		IdleConnTimeout:     90 * time.Second,
+		TLSHandshakeTimeout: 15 * time.Second,
+	}
+	// The direct path checks idle connections on their socket; a tunnel
+	// inside TLS to an https proxy has none it could peek at, so such
+	// routes keep http.Transport's pooling.
+	direct := h.scheme == "http" && directUpstream && route.Scheme != "https"
+	return newUpstreamTransport(fallback, direct, dial)
+}
+
+// transport returns the route's transport.
+func (h *handler) transport(route policy.UpstreamProxy) *upstreamTransport {
+	if route.IsZero() {
+		return h.tr
+	}
+	h.routesMu.Lock()
+	defer h.routesMu.Unlock()
+	t := h.routes[route]
+	if t == nil {
+		if h.routes == nil {
+			h.routes = make(map[policy.UpstreamProxy]*upstreamTransport)
+		}
+		t = h.newTransport(route)
+		h.routes[route] = t
+	}
+	return t
+}
+
+// RoundTrip sends req on the transport of the route it was decided to take.
+func (h *handler) RoundTrip(req *http.Request) (*http.Response, error) {
+	var route policy.UpstreamProxy
+	if ri, _ := req.Context().Value(reqInfoKey{}).(*reqInfo); ri != nil {
+		route = ri.route
+	}
+	return h.transport(route).RoundTrip(req)
+}
+
+// closeIdle closes the idle upstream connections of every route.
+func (h *handler) closeIdle() {
+	h.tr.CloseIdleConnections()
+	h.routesMu.Lock()
+	defer h.routesMu.Unlock()
+	for _, t := range h.routes {
+		t.CloseIdleConnections()
+	}
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -257,7 +313,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r.Body = counter
 	}
 	stripH2CUpgrade(r.Header)
-	ri := &reqInfo{host: host, e: &e, counter: counter, out: rw.Header()}
+	ri := &reqInfo{host: host, route: d.UpstreamProxy, e: &e, counter: counter, out: rw.Header()}
 	if inj := s.cfg.Injector; inj != nil {
 		var injection Injection
 		var err error
@@ -310,7 +366,10 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	untrack, ok := s.trackChecked(&live{entry: e, kill: kill, recheck: func() (policy.Decision, bool) {
 		nd := s.gateRequest(rf, meta.OrigDst)
-		return nd, nd.Action != policy.Deny && s.stillAllowed(was, out, nd)
+		if nd.Action == policy.Deny || !s.stillAllowed(was, out, nd) {
+			return nd, false
+		}
+		return routeKept(was, nd)
 	}}, g0)
 	defer untrack()
 	if !ok {
@@ -466,6 +525,9 @@ func (h *handler) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 			return
 		}
 		ri.e.Reason = "upstream unreachable"
+		if pr, ok := proxyReason(err); ok {
+			ri.e.Reason = pr
+		}
 	}
 	s.m.upstreamErrors.Inc()
 	writeJSON(w, http.StatusBadGateway, errInfo{
@@ -480,7 +542,7 @@ func (h *handler) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 // serveHTTP serves HTTP/1.x on c (plain, or TLS-terminated) with net/http on
 // a one-connection listener, and returns when the connection is done.
 func (cc *conn) serveHTTP(c net.Conn, h *handler) {
-	defer h.tr.CloseIdleConnections()
+	defer h.closeIdle()
 	done := make(chan struct{})
 	var once sync.Once
 	var handlers sync.WaitGroup
@@ -519,7 +581,7 @@ func (cc *conn) serveHTTP(c net.Conn, h *handler) {
 
 // serveH2 serves HTTP/2 on an intercepted TLS connection.
 func (cc *conn) serveH2(c net.Conn, h *handler) {
-	defer h.tr.CloseIdleConnections()
+	defer h.closeIdle()
 	h2 := &http2.Server{IdleTimeout: 5 * time.Minute}
 	base := &http.Server{ErrorLog: discardLog}
 	// Registers h2's graceful GOAWAY on base.Shutdown.

@@ -165,8 +165,17 @@ type Config struct {
 	// MaxBufferedBytesPerContainer is the same bound for each container on
 	// its own. 0 means the default, 64 MiB; negative means no bound.
 	MaxBufferedBytesPerContainer int64
-	// Dial dials upstreams (always OrigDst). Default: a net.Dialer.
+	// Dial dials upstreams (always OrigDst) and upstream proxies (the
+	// policy's upstream_proxy address), from the host. Default: a
+	// net.Dialer.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// ProxyCredential resolves the `credential:` of an upstream proxy (a
+	// clawd-owned secret, *secrets.Store.Credential) to "user:password"
+	// for Proxy-Authorization Basic. Its errors must never hold the value.
+	// nil: a route that names a credential fails (the agent gets a 502,
+	// the audit line "upstream proxy credential NAME unavailable"); it is
+	// never sent without one.
+	ProxyCredential func(name string) (string, error)
 	// Now is the clock for decisions and durations. Default time.Now.
 	Now func() time.Time
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -44,7 +45,11 @@ func FormatTable(w io.Writer, list []Secret) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tHOSTS\tPLACEHOLDER\tCREATED\tROTATED")
 	for _, s := range list {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.Name, strings.Join(s.Hosts, ","), s.Placeholder, fmtTime(s.Created), fmtTime(s.Rotated))
+		hosts, ph := strings.Join(s.Hosts, ","), s.Placeholder
+		if s.Clawd {
+			hosts, ph = "(clawd-owned)", "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.Name, hosts, ph, fmtTime(s.Created), fmtTime(s.Rotated))
 	}
 	return tw.Flush()
 }
@@ -69,6 +74,7 @@ func EnvLines(list []Secret) []string {
 			out = append(out, k+"="+v)
 		}
 	}
+	list = slices.DeleteFunc(slices.Clone(list), func(s Secret) bool { return s.Clawd }) // agents never hold these
 	for _, s := range list {
 		add("CLAWD_SECRET_"+strings.ToUpper(strings.ReplaceAll(s.Name, "-", "_")), s.Placeholder)
 	}

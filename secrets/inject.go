@@ -136,13 +136,13 @@ func (inj *Injection) setMisuse(err error) {
 func (s *Store) Inject(req *http.Request, host string) (*Injection, error) {
 	st := s.snap.Load()
 	inj := &Injection{store: s, st: st}
-	if len(st.entries) == 0 || req == nil || req.URL == nil {
+	if len(st.inject) == 0 || req == nil || req.URL == nil {
 		return inj, nil
 	}
 	host = hostname.Normalize(host)
 
 	var active, forbidden []*entry
-	for _, e := range st.entries {
+	for _, e := range st.inject { // never a Clawd secret
 		if e.meta.boundTo(host) && e.meta.pathAllowed(req.URL.Path) {
 			active = append(active, e)
 		} else {

@@ -71,8 +71,14 @@ type Secret struct {
 	// Env lists extra environment variable names `clawd attach --env`
 	// suggests for the placeholder (GITHUB_TOKEN for the github preset).
 	Env []string `json:"env,omitempty"`
+	// Clawd marks a credential for clawd itself (an upstream proxy's
+	// password, an approval channel's token): it has no hosts and no
+	// placeholder, is never injected into an agent's request, and only
+	// Store.Credential reads it.
+	Clawd bool `json:"clawd,omitempty"`
 	// Placeholder is what the agent holds instead of the value. It is set
-	// on create and kept by Rotate and by replacing Set.
+	// on create and kept by Rotate and by replacing Set ("" for Clawd
+	// secrets).
 	Placeholder string `json:"placeholder"`
 	// Created is when the secret was first set; Rotated when its value was
 	// last changed (zero if never).
@@ -82,6 +88,9 @@ type Secret struct {
 
 // String shows the name and hosts only; a Secret has no value to show.
 func (s Secret) String() string {
+	if s.Clawd {
+		return fmt.Sprintf("secret %s (clawd-owned)", s.Name)
+	}
 	return fmt.Sprintf("secret %s (hosts %s)", s.Name, strings.Join(s.Hosts, ","))
 }
 
@@ -157,6 +166,14 @@ func (s *Secret) boundTo(host string) bool {
 func (s Secret) normalize() (Secret, error) {
 	if err := ValidName(s.Name); err != nil {
 		return Secret{}, err
+	}
+	if s.Clawd {
+		if len(s.Hosts) > 0 || s.Preset != "" || s.Header != "" || s.Format != "" || s.HeaderMode ||
+			len(s.RemoveHeaders) > 0 || len(s.Paths) > 0 || s.PathTemplate != "" || s.PathRegex != "" ||
+			s.Query || s.Body || len(s.Env) > 0 {
+			return Secret{}, fmt.Errorf("secret %s: a clawd secret is for clawd itself and is never injected: it takes no hosts, preset, header, paths, query, body or env settings", s.Name)
+		}
+		return Secret{Name: s.Name, Clawd: true}, nil
 	}
 	if s.Preset != "" {
 		p, ok := presets[s.Preset]

@@ -76,6 +76,7 @@ type Store struct {
 // state is one immutable decrypted generation of the store.
 type state struct {
 	entries []*entry // sorted by name
+	inject  []*entry // the entries that are not Clawd: the only ones Inject sees
 	byName  map[string]*entry
 	scrub   *matcher // every value -> its placeholder
 	redact  *matcher // every value and placeholder -> [REDACTED:name]
@@ -326,7 +327,12 @@ func newEntry(meta Secret, value []byte) (*entry, error) {
 	if err := ValidName(meta.Name); err != nil {
 		return nil, err
 	}
-	if !validPlaceholder(meta.Name, meta.Placeholder) {
+	if meta.Clawd {
+		if meta.Placeholder != "" || len(meta.Hosts) > 0 || meta.Header != "" || meta.HeaderMode ||
+			len(meta.Paths) > 0 || meta.PathRegex != "" || meta.Query || meta.Body || len(meta.Env) > 0 {
+			return nil, fmt.Errorf("secret %s: a clawd secret with injection settings", meta.Name)
+		}
+	} else if !validPlaceholder(meta.Name, meta.Placeholder) {
 		return nil, fmt.Errorf("secret %s: malformed placeholder", meta.Name)
 	}
 	e := &entry{meta: meta, value: value}
@@ -349,13 +355,20 @@ func newState(entries []*entry) (*state, error) {
 		if st.byName[e.meta.Name] != nil {
 			return nil, fmt.Errorf("secret %s appears twice", e.meta.Name)
 		}
+		st.byName[e.meta.Name] = e
+		tag := []byte("[REDACTED:" + e.meta.Name + "]")
+		if e.meta.Clawd {
+			// Never in an agent's request, so never in a response to
+			// scrub; redacted wherever clawd writes text.
+			redact = append(redact, pair{old: e.value, new: tag})
+			continue
+		}
+		st.inject = append(st.inject, e)
 		if phs[e.meta.Placeholder] {
 			return nil, fmt.Errorf("secret %s: placeholder reused", e.meta.Name)
 		}
-		st.byName[e.meta.Name] = e
 		phs[e.meta.Placeholder] = true
 		ph := []byte(e.meta.Placeholder)
-		tag := []byte("[REDACTED:" + e.meta.Name + "]")
 		scrub = append(scrub, pair{old: e.value, new: ph})
 		redact = append(redact, pair{old: e.value, new: tag}, pair{old: ph, new: tag})
 	}
@@ -501,9 +514,16 @@ func (s *Store) Set(spec Secret, value []byte) (Secret, error) {
 	err = s.update(func(cur *state) ([]*entry, error) {
 		now := s.now().UTC()
 		meta.Created, meta.Rotated = now, time.Time{}
-		if old := cur.byName[meta.Name]; old != nil {
-			meta.Placeholder, meta.Created, meta.Rotated = old.meta.Placeholder, old.meta.Created, now
-		} else {
+		old := cur.byName[meta.Name]
+		if old != nil {
+			meta.Created, meta.Rotated = old.meta.Created, now
+		}
+		switch {
+		case meta.Clawd:
+			// No placeholder: nothing an agent holds names it.
+		case old != nil && old.meta.Placeholder != "":
+			meta.Placeholder = old.meta.Placeholder
+		default:
 			ph, err := newPlaceholder(meta.Name)
 			if err != nil {
 				return nil, err
@@ -621,11 +641,30 @@ func cloneMeta(m Secret) Secret {
 	return m
 }
 
+// Credential returns the value of a clawd-owned secret (Secret.Clawd), for
+// clawd's own use: an upstream proxy's "user:password", an approval
+// channel's token. A secret meant for agents' requests is refused, so a
+// policy or settings file cannot make clawd send an agent's key anywhere
+// else. The error names the secret, never its value.
+func (s *Store) Credential(name string) (string, error) {
+	if err := ValidName(name); err != nil {
+		return "", fmt.Errorf("credential: %w", err)
+	}
+	e := s.snap.Load().byName[name]
+	if e == nil {
+		return "", fmt.Errorf("credential %s: %w (set it with `clawd secret set %s --clawd`)", name, ErrNotFound, name)
+	}
+	if !e.meta.Clawd {
+		return "", fmt.Errorf("credential %s: the secret is injected into agents' requests, not a clawd secret; store clawd's credential with `clawd secret set NAME --clawd`", name)
+	}
+	return string(e.value), nil
+}
+
 // BoundTo reports whether some secret may be sent to host (port and case
 // ignored).
 func (s *Store) BoundTo(host string) bool {
 	host = hostname.Normalize(host)
-	for _, e := range s.snap.Load().entries {
+	for _, e := range s.snap.Load().inject {
 		if e.meta.boundTo(host) {
 			return true
 		}
@@ -639,7 +678,7 @@ func (s *Store) BoundTo(host string) bool {
 // are replaced there). The proxy decodes compressed bodies for Inject only
 // then.
 func (s *Store) ScansBody(host string) bool {
-	return len(s.snap.Load().entries) > 0
+	return len(s.snap.Load().inject) > 0
 }
 
 // Reload re-reads the store file. If the file is unreadable or fails its

@@ -432,12 +432,12 @@ func secretCmd() *cobra.Command {
 
 	var spec secrets.Secret
 	set := &cobra.Command{
-		Use:   "set NAME (--host HOST [--host ...] | --preset P)",
+		Use:   "set NAME (--host HOST [--host ...] | --preset P | --clawd)",
 		Short: "Create or replace a secret; the value is read from stdin, never from arguments",
 		Args:  cobra.ExactArgs(1),
 		PreRunE: func(*cobra.Command, []string) error {
-			if len(spec.Hosts) == 0 && spec.Preset == "" {
-				return fmt.Errorf("--host is required (or --preset, which brings its own host)")
+			if len(spec.Hosts) == 0 && spec.Preset == "" && !spec.Clawd {
+				return fmt.Errorf("--host is required (or --preset, which brings its own host, or --clawd for a credential of clawd itself)")
 			}
 			return nil
 		},
@@ -456,6 +456,10 @@ func secretCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if out.Clawd {
+				fmt.Printf("secret %s set for clawd itself (never injected into agents' requests)\n", out.Name)
+				return nil
+			}
 			fmt.Printf("secret %s set for %s\nplaceholder: %s\n", out.Name, strings.Join(out.Hosts, ", "), out.Placeholder)
 			return nil
 		}),
@@ -472,6 +476,7 @@ func secretCmd() *cobra.Command {
 	set.Flags().BoolVar(&spec.Query, "query", false, "also replace the placeholder in the query string")
 	set.Flags().StringSliceVar(&spec.RemoveHeaders, "remove-header", nil, "headers to delete from requests in header mode (repeatable)")
 	set.Flags().StringSliceVar(&spec.Env, "env", nil, "extra environment variable names for `clawd attach --env` (repeatable)")
+	set.Flags().BoolVar(&spec.Clawd, "clawd", false, "a credential for clawd itself (upstream proxy user:password, approval channel token): never injected, no hosts or placeholder")
 	c.AddCommand(set)
 	c.AddCommand(&cobra.Command{
 		Use:   "ls",
