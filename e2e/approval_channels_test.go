@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -14,9 +13,12 @@ import (
 
 	"github.com/clawd-dev/clawd/approval"
 	approvalapi "github.com/clawd-dev/clawd/approval/api"
+	discordfake "github.com/clawd-dev/clawd/approval/discord/fake"
+	gchatfake "github.com/clawd-dev/clawd/approval/gchat/fake"
 	ntfyfake "github.com/clawd-dev/clawd/approval/ntfy/fake"
 	slackfake "github.com/clawd-dev/clawd/approval/slack/fake"
 	teamsfake "github.com/clawd-dev/clawd/approval/teams/fake"
+	telegramfake "github.com/clawd-dev/clawd/approval/telegram/fake"
 	"github.com/clawd-dev/clawd/e2e/harness"
 )
 
@@ -26,9 +28,11 @@ import (
 // person of the platform, authenticated as the platform does.
 type chanUnderTest struct {
 	name, typ  string
-	approver   string            // the platform user ID of the approver
-	settings   map[string]any    // without type/name/approvers
-	endpoint   func(url string)  // tells the fake clawd's callback URL (nil: no callbacks)
+	approver   string           // the platform user ID of the approver
+	intruder   string           // a user of the platform the route does not ask ("": nobody else can press)
+	silent     bool             // the platform shows the clicker nothing from clawd (ntfy: only the HTTP status)
+	settings   map[string]any   // without type/name/approvers
+	endpoint   func(url string) // tells the fake clawd's callback URL (nil: no callbacks)
 	card       func(ctx context.Context, id string, decided bool) error
 	click      func(ctx context.Context, id, act, user string) (string, error)
 	violations func() []string
@@ -38,12 +42,12 @@ func slackChannel(t *testing.T) chanUnderTest {
 	f := slackfake.New()
 	t.Cleanup(f.Close)
 	return chanUnderTest{
-		name: "slack", typ: "slack", approver: "U0CHANAPPROVER", settings: f.Settings(),
+		name: "slack", typ: "slack", approver: "U0CHANAPPROVER", intruder: "U0INTRUDER", settings: f.Settings(),
 		card: func(ctx context.Context, id string, decided bool) error {
 			_, err := f.WaitCard(ctx, id, func(m slackfake.Message) bool { return (len(m.Buttons) == 0) == decided })
 			return err
 		},
-		click: f.Click, // over Socket Mode: clawd opened the connection, no inbound URL
+		click:      f.Click, // over Socket Mode: clawd opened the connection, no inbound URL
 		violations: f.Violations,
 	}
 }
@@ -52,10 +56,50 @@ func teamsChannel(t *testing.T) chanUnderTest {
 	f := teamsfake.New()
 	t.Cleanup(f.Close)
 	return chanUnderTest{
-		name: "teams", typ: "teams", approver: "8f2c6f0a-1b2c-4d5e-9f00-0000000000aa", settings: f.Settings(),
+		name: "teams", typ: "teams", approver: "8f2c6f0a-1b2c-4d5e-9f00-0000000000aa", intruder: "8f2c6f0a-1b2c-4d5e-9f00-0000000000bb", settings: f.Settings(),
 		endpoint: f.SetEndpoint,
 		card: func(ctx context.Context, id string, decided bool) error {
 			_, err := f.WaitCard(ctx, id, func(m teamsfake.Message) bool { return (len(m.Actions) == 0) == decided })
+			return err
+		},
+		click: f.Click, violations: f.Violations,
+	}
+}
+
+func telegramChannel(t *testing.T) chanUnderTest {
+	f := telegramfake.New()
+	t.Cleanup(f.Close)
+	return chanUnderTest{
+		name: "telegram", typ: "telegram", approver: "424242", intruder: "666", settings: f.Settings(),
+		card: func(ctx context.Context, id string, decided bool) error {
+			_, err := f.WaitCard(ctx, id, func(m telegramfake.Message) bool { return (len(m.Keyboard) == 0) == decided })
+			return err
+		},
+		click: f.Click, violations: f.Violations, // getUpdates long polling: no inbound URL
+	}
+}
+
+func discordChannel(t *testing.T) chanUnderTest {
+	f := discordfake.New()
+	t.Cleanup(f.Close)
+	return chanUnderTest{
+		name: "discord", typ: "discord", approver: "112233445566778899", intruder: "998877665544332211", settings: f.Settings(),
+		card: func(ctx context.Context, id string, decided bool) error {
+			_, err := f.WaitCard(ctx, id, func(m discordfake.Message) bool { return (len(m.Components) == 0) == decided })
+			return err
+		},
+		click: f.Click, violations: f.Violations, // over the Gateway: no inbound URL
+	}
+}
+
+func gchatChannel(t *testing.T) chanUnderTest {
+	f := gchatfake.New()
+	t.Cleanup(f.Close)
+	return chanUnderTest{
+		name: "gchat", typ: "gchat", approver: "users/1111", intruder: "users/6666", settings: f.Settings(),
+		endpoint: f.SetCallbackURL,
+		card: func(ctx context.Context, id string, decided bool) error {
+			_, err := f.WaitCard(ctx, id, func(m gchatfake.Message) bool { return (len(m.Buttons) == 0) == decided })
 			return err
 		},
 		click: f.Click, violations: f.Violations,
@@ -66,7 +110,8 @@ func ntfyChannel(t *testing.T) chanUnderTest {
 	f := ntfyfake.New()
 	t.Cleanup(f.Close)
 	return chanUnderTest{
-		name: "phones", typ: "ntfy", approver: "alice", settings: f.Settings(),
+		// Only the asked approver's topic gets buttons: no stranger can press.
+		name: "phones", typ: "ntfy", approver: "alice", silent: true, settings: f.Settings(),
 		card: func(ctx context.Context, id string, decided bool) error {
 			_, err := f.WaitCard(ctx, id, func(m ntfyfake.Message) bool { return (len(m.Actions) == 0) == decided })
 			return err
@@ -83,7 +128,7 @@ func ntfyChannel(t *testing.T) chanUnderTest {
 func TestApprovalChannels(t *testing.T) {
 	ctd := harness.SharedContainerd(t)
 	up := harness.SharedUpstream(t)
-	chans := []chanUnderTest{slackChannel(t), teamsChannel(t), ntfyChannel(t)}
+	chans := []chanUnderTest{slackChannel(t), teamsChannel(t), ntfyChannel(t), telegramChannel(t), discordChannel(t), gchatChannel(t)}
 	const policy = `version: 1
 default:
   default_action: deny
@@ -165,7 +210,10 @@ default:
 			everyCard(t, id, false)
 			// Someone the route does not ask, on every channel: nothing moves.
 			for _, other := range chans {
-				reply, err := other.click(ctx, id, approval.ActApprove, "intruder-"+other.approver)
+				if other.intruder == "" {
+					continue
+				}
+				reply, err := other.click(ctx, id, approval.ActApprove, other.intruder)
 				if err != nil || !strings.Contains(reply, "not asked") {
 					t.Errorf("%s: a stranger's click answered %q, %v", other.name, reply, err)
 				}
@@ -174,7 +222,7 @@ default:
 				t.Fatalf("upstream saw %d requests before the decision", n)
 			}
 			reply, err := ch.click(ctx, id, approval.ActApprove, ch.approver)
-			if err != nil || !strings.Contains(reply, "Approved") {
+			if err != nil || (!ch.silent && !strings.Contains(reply, "Approved")) {
 				t.Fatalf("approve on %s: %q %v", ch.name, reply, err)
 			}
 			if a := apprAwait(t, res); a.Status != 200 {
@@ -189,7 +237,7 @@ default:
 			}
 			everyCard(t, id, true)
 			// The same click again is idempotent; nothing is sent twice.
-			if reply, err := ch.click(ctx, id, approval.ActApprove, ch.approver); err == nil && !strings.Contains(reply, "Already approved") {
+			if reply, err := ch.click(ctx, id, approval.ActApprove, ch.approver); err == nil && !ch.silent && !strings.Contains(reply, "Already approved") {
 				t.Errorf("second click answered %q", reply)
 			}
 			if n := apprUpCount(up, path); n != 1 {
@@ -207,7 +255,7 @@ default:
 		}
 		everyCard(t, id, true)
 		for _, ch := range chans {
-			if reply, err := ch.click(ctx, id, approval.ActApprove, ch.approver); err == nil && !strings.Contains(reply, "Already denied") {
+			if reply, err := ch.click(ctx, id, approval.ActApprove, ch.approver); err == nil && !ch.silent && !strings.Contains(reply, "Already denied") {
 				t.Errorf("%s: click after deny answered %q", ch.name, reply)
 			}
 		}
@@ -224,7 +272,7 @@ default:
 		}
 		everyCard(t, id, true)
 		for _, ch := range chans {
-			if reply, err := ch.click(ctx, id, approval.ActApprove, ch.approver); err == nil && !strings.Contains(reply, "timed out") {
+			if reply, err := ch.click(ctx, id, approval.ActApprove, ch.approver); err == nil && !ch.silent && !strings.Contains(reply, "timed out") {
 				t.Errorf("%s: click after the timeout answered %q", ch.name, reply)
 			}
 		}
@@ -235,5 +283,4 @@ default:
 			t.Errorf("%s: payloads the platform would refuse: %s", ch.name, strings.Join(v, "; "))
 		}
 	}
-	_ = fmt.Sprint
 }

@@ -13,9 +13,12 @@ import (
 	"strings"
 
 	"github.com/clawd-dev/clawd/approval"
+	"github.com/clawd-dev/clawd/approval/discord"
+	"github.com/clawd-dev/clawd/approval/gchat"
 	"github.com/clawd-dev/clawd/approval/ntfy"
 	"github.com/clawd-dev/clawd/approval/slack"
 	"github.com/clawd-dev/clawd/approval/teams"
+	"github.com/clawd-dev/clawd/approval/telegram"
 	"github.com/clawd-dev/clawd/approval/webhook"
 	"github.com/clawd-dev/clawd/policy"
 )
@@ -25,10 +28,13 @@ type Builder func(name string, settings map[string]any, env approval.Env) (appro
 
 // builders by type; a new channel package adds one line here.
 var builders = map[string]Builder{
-	webhook.Type: webhook.Build,
-	slack.Type:   slack.Build,
-	teams.Type:   teams.Build,
-	ntfy.Type:    ntfy.Build,
+	webhook.Type:  webhook.Build,
+	slack.Type:    slack.Build,
+	teams.Type:    teams.Build,
+	ntfy.Type:     ntfy.Build,
+	telegram.Type: telegram.Build,
+	discord.Type:  discord.Build,
+	gchat.Type:    gchat.Build,
 }
 
 // Types lists the channel types this clawd can build.
