@@ -129,6 +129,17 @@ func TestApprovalChannels(t *testing.T) {
 	ctd := harness.SharedContainerd(t)
 	up := harness.SharedUpstream(t)
 	chans := []chanUnderTest{slackChannel(t), teamsChannel(t), ntfyChannel(t), telegramChannel(t), discordChannel(t), gchatChannel(t)}
+	var creds []string // every credential value, which no log or audit line may hold
+	for _, ch := range chans {
+		for k, v := range ch.settings {
+			if str, ok := v.(string); ok && len(str) >= 12 && (strings.Contains(k, "token") || strings.Contains(k, "secret") || strings.Contains(k, "password") || k == "credentials") {
+				creds = append(creds, str)
+			}
+		}
+	}
+	if len(creds) < 6 {
+		t.Fatalf("only %d credentials found in the fakes' settings", len(creds))
+	}
 	const policy = `version: 1
 default:
   default_action: deny
@@ -146,6 +157,24 @@ default:
       action: approve
 `
 	cl := StartClawd(t, ctd, ClawdOpts{Policy: policy, ExtraFunc: func(c *Clawd) string {
+		// Credentials as operators keep them: a clawd-owned secret in the
+		// store (Telegram's bot token) and a file (Teams' app password).
+		for i := range chans {
+			switch chans[i].typ {
+			case "telegram":
+				tok := chans[i].settings["bot-token"].(string)
+				if out, err := secCLIStdin(c, tok, "secret", "set", "telegram-bot", "--clawd"); err != nil {
+					t.Fatalf("secret set: %v %s", err, out)
+				}
+				chans[i].settings["bot-token"] = "secret:telegram-bot"
+			case "teams":
+				f := filepath.Join(c.Dir, "teams-password")
+				if err := os.WriteFile(f, []byte(chans[i].settings["app-password"].(string)+"\n"), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				chans[i].settings["app-password"] = "file:" + f
+			}
+		}
 		var list []map[string]any
 		for _, ch := range chans {
 			m := map[string]any{"type": ch.typ, "name": ch.name, "approvers": []string{ch.approver}}
@@ -278,6 +307,17 @@ default:
 		}
 	})
 
+	logs, _ := os.ReadFile(cl.LogPath)
+	audit, _ := os.ReadFile(cl.Audit)
+	for _, c := range creds {
+		probe := c
+		if len(probe) > 40 {
+			probe = probe[len(probe)/2 : len(probe)/2+24] // a piece of a key file
+		}
+		if strings.Contains(string(logs), probe) || strings.Contains(string(audit), probe) {
+			t.Errorf("a channel credential appears in the daemon log or the audit log")
+		}
+	}
 	for _, ch := range chans {
 		if v := ch.violations(); len(v) > 0 {
 			t.Errorf("%s: payloads the platform would refuse: %s", ch.name, strings.Join(v, "; "))
