@@ -52,13 +52,10 @@ type webhook struct {
 }
 
 type inMessage struct {
-	From      string `json:"from"`
-	ID        string `json:"id"`
-	Timestamp string `json:"timestamp"`
-	Type      string `json:"type"`
-	Context   *struct {
-		ID string `json:"id"`
-	} `json:"context"`
+	From        string `json:"from"`
+	ID          string `json:"id"`
+	Timestamp   string `json:"timestamp"`
+	Type        string `json:"type"`
 	Interactive *struct {
 		Type        string `json:"type"`
 		ButtonReply *struct {
@@ -74,7 +71,7 @@ type inMessage struct {
 
 // press is one verified button press to decide.
 type press struct {
-	from, display, value, msgID, cardID string
+	from, display, value, msgID string
 }
 
 // Callbacks serves the WhatsApp webhook (the app's Callback URL,
@@ -161,9 +158,9 @@ func (c *Channel) event(w http.ResponseWriter, r *http.Request, dec approval.Dec
 	w.WriteHeader(http.StatusOK)
 }
 
-// replyTo is the message the answer replies to: the card pressed on
-// ("" = none, a plain message).
-func (p press) replyTo() string { return p.cardID }
+// replyTo is the message the answer replies to: the press itself (so the
+// answer shows under the button the approver pressed).
+func (p press) replyTo() string { return p.msgID }
 
 // signed checks "sha256=<hex>" against the HMAC of body, in constant time.
 func (c *Channel) signed(h string, body []byte) bool {
@@ -226,9 +223,6 @@ func (c *Channel) read(ev *webhook) []press {
 					p.value = m.Button.Payload
 				default:
 					continue // a text or other message: it only opened the window
-				}
-				if m.Context != nil && messageIDRe.MatchString(m.Context.ID) {
-					p.cardID = m.Context.ID
 				}
 				for _, ct := range v.Contacts {
 					if ct.WaID == m.From {

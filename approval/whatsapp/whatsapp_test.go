@@ -132,9 +132,12 @@ func TestClickDecides(t *testing.T) {
 				d.Channel != "whatsapp" || d.User != alice || d.Display != "User "+alice {
 				t.Errorf("decision %+v", d)
 			}
-			// The answer is a reply to the card.
-			card, _ := s.fk.CardFor(a.ID, alice)
-			if len(card.Replies) != 1 || card.Replies[0] != reply {
+			// The answer is a reply to the press, not to the card.
+			msgs := s.fk.To(alice)
+			if last := msgs[len(msgs)-1]; last.Kind != "text" || last.ContextID != s.fk.LastPress() || last.Body != reply {
+				t.Errorf("answer %+v", last)
+			}
+			if card, _ := s.fk.CardFor(a.ID, alice); len(card.Replies) != 0 {
 				t.Errorf("card replies %q", card.Replies)
 			}
 		})

@@ -100,14 +100,16 @@ const (
 type Server struct {
 	srv *httptest.Server
 
-	mu       sync.Mutex
-	changed  chan struct{}
-	seq      int
-	msgs     []*Message
-	window   map[string]time.Time // user → window opened
-	endpoint string
-	bad      []string
-	last     *delivery
+	mu        sync.Mutex
+	changed   chan struct{}
+	seq       int
+	msgs      []*Message
+	window    map[string]time.Time // user → window opened
+	endpoint  string
+	bad       []string
+	last      *delivery
+	lastPress string
+	inbound   map[string]string // message IDs of delivered user messages → sender
 }
 
 type delivery struct {
@@ -117,7 +119,7 @@ type delivery struct {
 
 // New starts the fake on 127.0.0.1.
 func New() *Server {
-	s := &Server{changed: make(chan struct{}), window: map[string]time.Time{}}
+	s := &Server{changed: make(chan struct{}), window: map[string]time.Time{}, inbound: map[string]string{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/", s.messages)
 	s.srv = httptest.NewServer(mux)
@@ -444,6 +446,7 @@ func (s *Server) check(in *wire) (*Message, []string) {
 		for _, o := range s.msgs {
 			found = found || o.ID == m.ContextID && o.To == in.To
 		}
+		found = found || s.inbound[m.ContextID] == in.To
 		s.mu.Unlock()
 		if !found {
 			fail("context.message_id %q is not a message in this chat", m.ContextID)
@@ -607,21 +610,23 @@ func (s *Server) Text(ctx context.Context, user, text string) (int, error) {
 // for the approval sent to userID, as Meta delivers it (an interactive
 // button_reply for a reply-button card, a "button" message for a template
 // quick reply), signed with the app secret; it returns the text clawd
-// answers the clicker with.
+// answers the press with (a reply to the press).
 func (s *Server) Click(ctx context.Context, approvalID, act, userID string) (string, error) {
 	s.mu.Lock()
 	after := s.seq
 	s.mu.Unlock()
-	status, err := s.Forge(ctx, approvalID, act, userID, Genuine)
+	status, id, err := s.press(ctx, approvalID, act, userID, Genuine)
 	if err != nil {
 		return "", err
 	}
 	if status != http.StatusOK {
 		return "", fmt.Errorf("click: clawd answered HTTP %d", status)
 	}
-	m, err := s.waitMessage(ctx, after, func(m *Message) bool { return m.Kind == "text" && m.To == userID })
+	m, err := s.waitMessage(ctx, after, func(m *Message) bool {
+		return m.Kind == "text" && m.To == userID && m.ContextID == id
+	})
 	if err != nil {
-		return "", fmt.Errorf("click: no answer to the clicker: %w", err)
+		return "", fmt.Errorf("click: no answer to the press: %w", err)
 	}
 	return m.Body, nil
 }
@@ -629,9 +634,21 @@ func (s *Server) Click(ctx context.Context, approvalID, act, userID string) (str
 // Forge delivers a press like Click, forged or spoiled as f says, and
 // returns clawd's HTTP status.
 func (s *Server) Forge(ctx context.Context, approvalID, act, userID string, f Forgery) (int, error) {
+	st, _, err := s.press(ctx, approvalID, act, userID, f)
+	return st, err
+}
+
+// LastPress is the message ID of the last press delivered.
+func (s *Server) LastPress() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastPress
+}
+
+func (s *Server) press(ctx context.Context, approvalID, act, userID string, f Forgery) (int, string, error) {
 	card, ok := s.CardFor(approvalID, userID)
 	if !ok {
-		return 0, fmt.Errorf("no card for %s sent to %s", approvalID, userID)
+		return 0, "", fmt.Errorf("no card for %s sent to %s", approvalID, userID)
 	}
 	var b *Button
 	for i := range card.Buttons {
@@ -640,14 +657,18 @@ func (s *Server) Forge(ctx context.Context, approvalID, act, userID string, f Fo
 		}
 	}
 	if b == nil {
-		return 0, fmt.Errorf("card for %s has no %q button", approvalID, act)
+		return 0, "", fmt.Errorf("card for %s has no %q button", approvalID, act)
 	}
 	s.SetWindow(userID, true) // a press is a message from the user
 	ts := time.Now()
 	if f == ForgeStale {
 		ts = ts.Add(-time.Hour)
 	}
-	msg := map[string]any{"from": userID, "id": newWamid(), "timestamp": fmt.Sprint(ts.Unix()),
+	id := newWamid()
+	s.mu.Lock()
+	s.lastPress = id
+	s.mu.Unlock()
+	msg := map[string]any{"from": userID, "id": id, "timestamp": fmt.Sprint(ts.Unix()),
 		"context": map[string]any{"from": DisplayNumber, "id": card.ID}}
 	if card.Kind == "template" {
 		msg["type"] = "button"
@@ -660,7 +681,8 @@ func (s *Server) Forge(ctx context.Context, approvalID, act, userID string, f Fo
 	if f == ForgeOtherPhone {
 		phone = "999999999999999"
 	}
-	return s.deliver(ctx, s.event(userID, msg, phone), f)
+	st, err := s.deliver(ctx, s.event(userID, msg, phone), f)
+	return st, id, err
 }
 
 // Deliver POSTs raw as a genuine signed webhook and returns the status.
@@ -702,6 +724,7 @@ func Sign(secret string, body []byte) string {
 }
 
 func (s *Server) deliver(ctx context.Context, body []byte, f Forgery) (int, error) {
+	s.noteInbound(body)
 	if f == ForgeMalformed {
 		body = append([]byte("{not json "), body...)
 	}
@@ -778,6 +801,32 @@ func (s *Server) Handshake(ctx context.Context, mode, token, challenge string) (
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	return resp.StatusCode, string(b), nil
+}
+
+// noteInbound remembers the user messages in a delivery: clawd may reply
+// to them.
+func (s *Server) noteInbound(body []byte) {
+	var ev struct {
+		Entry []struct {
+			Changes []struct {
+				Value struct {
+					Messages []struct{ From, ID string } `json:"messages"`
+				} `json:"value"`
+			} `json:"changes"`
+		} `json:"entry"`
+	}
+	if json.Unmarshal(body, &ev) != nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, e := range ev.Entry {
+		for _, c := range e.Changes {
+			for _, m := range c.Value.Messages {
+				s.inbound[m.ID] = m.From
+			}
+		}
+	}
 }
 
 func newWamid() string {
