@@ -46,6 +46,14 @@ type webhook struct {
 					} `json:"profile"`
 				} `json:"contacts"`
 				Messages []inMessage `json:"messages"`
+				Statuses []struct {
+					Status      string `json:"status"`
+					RecipientID string `json:"recipient_id"`
+					Errors      []struct {
+						Code  int    `json:"code"`
+						Title string `json:"title"`
+					} `json:"errors"`
+				} `json:"statuses"`
 			} `json:"value"`
 		} `json:"changes"`
 	} `json:"entry"`
@@ -187,7 +195,20 @@ func (c *Channel) read(ev *webhook) []press {
 	for _, e := range ev.Entry {
 		for _, ch := range e.Changes {
 			v := ch.Value
-			if ch.Field != "messages" || len(v.Messages) == 0 {
+			if ch.Field != "messages" {
+				continue
+			}
+			for _, st := range v.Statuses {
+				// A card WhatsApp accepted but could not deliver (template
+				// paused, number not on WhatsApp, window closed, …).
+				if st.Status == "failed" && v.Metadata.PhoneNumberID == c.phoneID {
+					for _, e := range st.Errors {
+						c.log.Warn("whatsapp could not deliver a message", zap.String("to", oneLine(st.RecipientID, 20)),
+							zap.Int("code", e.Code), zap.String("error", oneLine(e.Title, 200)))
+					}
+				}
+			}
+			if len(v.Messages) == 0 {
 				continue
 			}
 			if v.Metadata.PhoneNumberID != c.phoneID {
