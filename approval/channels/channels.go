@@ -20,6 +20,7 @@ import (
 	"github.com/clawd-dev/clawd/approval/teams"
 	"github.com/clawd-dev/clawd/approval/telegram"
 	"github.com/clawd-dev/clawd/approval/webhook"
+	"github.com/clawd-dev/clawd/approval/whatsapp"
 	"github.com/clawd-dev/clawd/policy"
 )
 
@@ -35,6 +36,7 @@ var builders = map[string]Builder{
 	telegram.Type: telegram.Build,
 	discord.Type:  discord.Build,
 	gchat.Type:    gchat.Build,
+	whatsapp.Type: whatsapp.Build,
 }
 
 // Types lists the channel types this clawd can build.
