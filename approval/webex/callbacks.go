@@ -123,7 +123,9 @@ func (c *Channel) refuse(w http.ResponseWriter, code int, msg, why string) {
 // replies to the clicker in the card's thread. Actions on other messages
 // or in other rooms, stale actions and non-clawd inputs are ignored.
 func (c *Channel) handle(ctx context.Context, d approval.Decider, act *Action) {
-	ref, ok := c.card(act.MessageID)
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	ref, ok := c.cardWait(wctx, act.MessageID)
+	cancel()
 	switch {
 	case act.ID == "" || act.Type != "submit":
 		c.log.Warn("webex: ignored an action that is not a submit")

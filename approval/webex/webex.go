@@ -57,9 +57,11 @@ type Channel struct {
 	now     func() time.Time
 	log     *zap.Logger
 
-	mu    sync.Mutex
-	cards map[string]cardRef // card message id -> where it is
-	order []string           // card ids, oldest first (bounds cards)
+	mu       sync.Mutex
+	cards    map[string]cardRef // card message id -> where it is
+	order    []string           // card ids, oldest first (bounds cards)
+	inflight int                // Posts under way
+	posted   chan struct{}      // closed (and replaced) when a Post ends
 
 	replay *seen
 }
@@ -98,7 +100,7 @@ func New(name string, settings map[string]any, env approval.Env) (*Channel, erro
 	c := &Channel{
 		name: name, cfg: cfg, token: tok, base: base,
 		http: env.Client(), now: env.Clock(), log: env.Logger().With(zap.String("channel", name)),
-		cards: map[string]cardRef{}, replay: newSeen(),
+		cards: map[string]cardRef{}, replay: newSeen(), posted: make(chan struct{}),
 	}
 	if cfg.WebhookSecret != "" {
 		sec, err := env.Credential(cfg.WebhookSecret)
@@ -147,6 +149,18 @@ func (c *Channel) Name() string { return c.name }
 // Post sends the head message to the room (card.Target, or room-id) and
 // the card in its thread. The ref is "roomId|headId|cardId".
 func (c *Channel) Post(ctx context.Context, card *approval.Card) (string, error) {
+	// A click can arrive before Webex's answer to the post does; clicks
+	// on unknown cards wait for the posts under way (see cardWait).
+	c.mu.Lock()
+	c.inflight++
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.inflight--
+		close(c.posted)
+		c.posted = make(chan struct{})
+		c.mu.Unlock()
+	}()
 	room := c.cfg.RoomID
 	if card.Target != "" {
 		if !validID(card.Target) {
@@ -221,11 +235,23 @@ func (c *Channel) forget(id string) {
 	delete(c.cards, id)
 }
 
-func (c *Channel) card(id string) (cardRef, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	r, ok := c.cards[id]
-	return r, ok
+// cardWait is the card with message id id; while Posts are under way it
+// waits for them (a click can overtake the answer to its card's post).
+func (c *Channel) cardWait(ctx context.Context, id string) (cardRef, bool) {
+	for {
+		c.mu.Lock()
+		r, ok := c.cards[id]
+		busy, ch := c.inflight > 0, c.posted
+		c.mu.Unlock()
+		if ok || !busy {
+			return r, ok
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return r, false
+		}
+	}
 }
 
 // message is a Webex message as clawd sends it.

@@ -119,6 +119,7 @@ type Server struct {
 	last       *captured
 	changed    chan struct{}
 	hookCalls  int
+	hookFail   int // webhook calls still to fail with 503
 }
 
 type captured struct {
@@ -308,6 +309,13 @@ func (s *Server) AddWebhook(h Webhook) string {
 	s.hooks[h.ID] = &h
 	s.notify()
 	return h.ID
+}
+
+// FailWebhooks makes the next n webhook API calls answer 503.
+func (s *Server) FailWebhooks(n int) {
+	s.mu.Lock()
+	s.hookFail = n
+	s.mu.Unlock()
 }
 
 // WebhookCalls counts the webhook API requests clawd made.
@@ -650,7 +658,15 @@ var (
 func (s *Server) webhooks(w http.ResponseWriter, r *http.Request, seg []string, body map[string]any) {
 	s.mu.Lock()
 	s.hookCalls++
+	fail := s.hookFail > 0
+	if fail {
+		s.hookFail--
+	}
 	s.mu.Unlock()
+	if fail {
+		apiError(w, 503, "Service Unavailable.")
+		return
+	}
 	checkURL := func(what string) (string, bool) {
 		t, _ := str(body, "targetUrl")
 		u, err := url.Parse(t)
