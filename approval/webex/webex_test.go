@@ -174,6 +174,25 @@ func TestForgeriesRefused(t *testing.T) {
 	}
 }
 
+// TestButtonBoundToItsCard: an action whose inputs name another approval
+// than the card's is answered and not decided.
+func TestButtonBoundToItsCard(t *testing.T) {
+	s := newSetup(t)
+	a := newApproval()
+	s.post(t, a, fake.Alice)
+	st, err := s.fk.Forge(ctxT(t), a.ID, approval.ActApprove, fake.Alice, fake.ForgeOtherApproval)
+	if err != nil || st != http.StatusOK {
+		t.Fatalf("status %d, %v", st, err)
+	}
+	if n := len(s.d.Calls()); n != 0 {
+		t.Fatalf("decider called %d times", n)
+	}
+	m, _ := s.fk.Card(a.ID)
+	if len(m.Replies) != 1 || !strings.Contains(m.Replies[0], "not a button of this clawd card") {
+		t.Errorf("replies %q", m.Replies)
+	}
+}
+
 func TestSignatureOverRawBody(t *testing.T) {
 	s := newSetup(t)
 	a := newApproval()

@@ -30,6 +30,7 @@ const (
 	ForgeMalformed              // genuinely signed, not JSON
 	ForgeWrongResource          // genuinely signed, a "messages" notification
 	ForgeStale                  // a real action created two hours ago
+	ForgeOtherApproval          // a real action on the card whose inputs are another approval's button
 )
 
 // Click presses the card's button with that Act ("a", "g", "d") as the
@@ -165,6 +166,9 @@ func (s *Server) click(ctx context.Context, approvalID, act, personID string, f 
 		a.RoomID = OtherRoomID
 	case ForgeStale:
 		a.Created = now.Add(-2 * time.Hour).Format(time.RFC3339Nano)
+	case ForgeOtherApproval:
+		p := strings.Split(button.Value, ":")
+		a.Inputs = map[string]any{"v": p[0] + ":zzzzzzzzzzzzzzzzzzzzzzzzzz:" + p[2]}
 	}
 	if f != ForgeUnknownAction {
 		s.mu.Lock()
