@@ -231,14 +231,14 @@ func timeLeft(exp, now time.Time) string {
 }
 
 // esc makes agent-controlled text inert in Webex markdown (and card
-// markdown): backslash escapes for emphasis, links, code, headings,
-// quotes and lists; '<' is replaced so no <@all> mention or HTML tag can
+// markdown): backslash escapes for emphasis, links, code, headings and
+// quotes; '<' is replaced so no <@all> mention or HTML tag can
 // be formed.
 func esc(s string) string {
 	var b strings.Builder
 	for _, r := range s {
 		switch r {
-		case '\\', '*', '_', '[', ']', '(', ')', '`', '~', '#', '>', '|', '!':
+		case '\\', '*', '_', '[', ']', '`', '~', '#', '>':
 			b.WriteByte('\\')
 			b.WriteRune(r)
 		case '<':

@@ -176,7 +176,9 @@ func (c *Channel) Post(ctx context.Context, card *approval.Card) (string, error)
 	if err != nil {
 		// Without its card the head would ask for a decision nobody
 		// can make here; take it back.
-		if _, derr := c.call(context.WithoutCancel(ctx), http.MethodDelete, "/v1/messages/"+url.PathEscape(head), nil, nil); derr != nil {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+		defer cancel()
+		if _, derr := c.call(dctx, http.MethodDelete, "/v1/messages/"+url.PathEscape(head), nil, nil); derr != nil {
 			c.log.Warn("webex: could not delete the head of a card that failed", zap.Error(derr))
 		}
 		return "", err
