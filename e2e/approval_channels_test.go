@@ -20,6 +20,7 @@ import (
 	slackfake "github.com/clawd-dev/clawd/approval/slack/fake"
 	teamsfake "github.com/clawd-dev/clawd/approval/teams/fake"
 	telegramfake "github.com/clawd-dev/clawd/approval/telegram/fake"
+	webexfake "github.com/clawd-dev/clawd/approval/webex/fake"
 	whatsappfake "github.com/clawd-dev/clawd/approval/whatsapp/fake"
 	"github.com/clawd-dev/clawd/e2e/harness"
 )
@@ -142,6 +143,21 @@ func whatsappChannel(t *testing.T) chanUnderTest {
 	}
 }
 
+func webexChannel(t *testing.T) chanUnderTest {
+	f := webexfake.New()
+	t.Cleanup(f.Close)
+	st := f.Settings()
+	st["register-webhook"] = true // clawd registers its attachmentActions webhook itself
+	return chanUnderTest{
+		name: "webex", typ: "webex", approver: "Y2lzY29zcGFyazovL3VzL1BFT1BMRS9hcHByb3Zlcg", intruder: "Y2lzY29zcGFyazovL3VzL1BFT1BMRS9pbnRydWRlcg", settings: st,
+		card: func(ctx context.Context, id string, decided bool) error {
+			_, err := f.WaitCard(ctx, id, func(m webexfake.Message) bool { return (len(m.Actions) == 0) == decided })
+			return err
+		},
+		click: f.Click, violations: f.Violations,
+	}
+}
+
 func ntfyChannel(t *testing.T) chanUnderTest {
 	f := ntfyfake.New()
 	t.Cleanup(f.Close)
@@ -164,7 +180,7 @@ func ntfyChannel(t *testing.T) chanUnderTest {
 func TestApprovalChannels(t *testing.T) {
 	ctd := harness.SharedContainerd(t)
 	up := harness.SharedUpstream(t)
-	chans := []chanUnderTest{slackChannel(t), teamsChannel(t), ntfyChannel(t), telegramChannel(t), discordChannel(t), gchatChannel(t), whatsappChannel(t)}
+	chans := []chanUnderTest{slackChannel(t), teamsChannel(t), ntfyChannel(t), telegramChannel(t), discordChannel(t), gchatChannel(t), whatsappChannel(t), webexChannel(t)}
 	var creds []string // every credential value, which no log or audit line may hold
 	for _, ch := range chans {
 		for k, v := range ch.settings {

@@ -19,6 +19,7 @@ import (
 	"github.com/clawd-dev/clawd/approval/slack"
 	"github.com/clawd-dev/clawd/approval/teams"
 	"github.com/clawd-dev/clawd/approval/telegram"
+	"github.com/clawd-dev/clawd/approval/webex"
 	"github.com/clawd-dev/clawd/approval/webhook"
 	"github.com/clawd-dev/clawd/approval/whatsapp"
 	"github.com/clawd-dev/clawd/policy"
@@ -37,6 +38,7 @@ var builders = map[string]Builder{
 	discord.Type:  discord.Build,
 	gchat.Type:    gchat.Build,
 	whatsapp.Type: whatsapp.Build,
+	webex.Type:    webex.Build,
 }
 
 // Types lists the channel types this clawd can build.
