@@ -212,14 +212,11 @@ func (m *Manager) Decide(ctx context.Context, d Decision) Result {
 		return Result{Outcome: ResultInvalid, Message: fmt.Sprintf("Rule %q is judged request by request: approve once or deny.", a.Rule), Approval: a.clone()}
 	}
 	id := d.Identity()
-	if d.Channel == ChannelAPI {
-		id = ChannelCLI // the token and the socket are the same host operator: one person
-	}
 	if a.Required > 1 && d.Channel == ChannelLink {
 		m.refused(a, d, ResultNotApprover)
 		return Result{Outcome: ResultNotApprover, Message: fmt.Sprintf("Rule %q needs %d named approvers; a signed link cannot count as one.", a.Rule, a.Required), Approval: a.clone()}
 	}
-	if slices.ContainsFunc(a.Votes, func(v Vote) bool { return v.By == id }) {
+	if slices.ContainsFunc(a.Votes, func(v Vote) bool { return person(v.By) == person(id) }) {
 		return Result{Outcome: ResultAlready, Message: fmt.Sprintf("You already approved; %d of %d approvals so far.", len(a.Votes), a.Required), Approval: a.clone()}
 	}
 	now := m.now().UTC()
@@ -282,6 +279,15 @@ func digestMatches(full, got, channel string) bool {
 		return channel == ChannelCLI || channel == ChannelAPI
 	}
 	return len(got) >= digestShown && strings.HasPrefix(full, got)
+}
+
+// person is who an identity is: the socket and the token are the same host
+// operator, one person however they decide.
+func person(id string) string {
+	if id == ChannelAPI {
+		return ChannelCLI
+	}
+	return id
 }
 
 func voters(vs []Vote) string {
