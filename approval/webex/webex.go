@@ -18,7 +18,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -362,31 +361,11 @@ func scrubErr(err error) error {
 // slash.
 func baseURL(key, v string) (string, error) {
 	u, err := url.Parse(v)
-	if err != nil || !okScheme(u) || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+	if err != nil || !approval.SecureScheme(u, "https", "http") || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
 		return "", fmt.Errorf("%s must be an https URL (http only to a loopback address) without credentials, query or fragment", key)
 	}
 	u.RawPath = ""
 	return strings.TrimSuffix(u.String(), "/"), nil
-}
-
-// okScheme accepts https, and http only to a loopback address (a local
-// fake or relay): the bot token never travels in clear over a network.
-func okScheme(u *url.URL) bool {
-	if u.Host == "" {
-		return false
-	}
-	if u.Scheme == "https" {
-		return true
-	}
-	if u.Scheme != "http" {
-		return false
-	}
-	h := u.Hostname()
-	if h == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(h)
-	return ip != nil && ip.IsLoopback()
 }
 
 // validID: a Webex API id (rooms, messages, people, actions, webhooks):

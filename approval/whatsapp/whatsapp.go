@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -138,7 +137,7 @@ func New(name string, settings map[string]any, env approval.Env) (*Channel, erro
 		base = DefaultAPIBase
 	}
 	bu, err := url.Parse(base)
-	if err != nil || !okScheme(bu) || bu.RawQuery != "" || bu.Fragment != "" || bu.User != nil {
+	if err != nil || !approval.SecureScheme(bu, "https", "http") || bu.RawQuery != "" || bu.Fragment != "" || bu.User != nil {
 		return nil, fmt.Errorf("whatsapp channel %s: api-base %q must be an https URL", name, base)
 	}
 	version := cfg.APIVersion
@@ -182,23 +181,6 @@ func Build(name string, settings map[string]any, env approval.Env) (approval.Cha
 		return nil, err
 	}
 	return c, nil
-}
-
-// okScheme accepts https, and http only to a loopback address (a local fake
-// or relay): the access token never travels in clear over a network.
-func okScheme(u *url.URL) bool {
-	if u.Host == "" {
-		return false
-	}
-	if u.Scheme == "https" {
-		return true
-	}
-	if u.Scheme != "http" {
-		return false
-	}
-	h := u.Hostname()
-	ip := net.ParseIP(h)
-	return h == "localhost" || ip != nil && ip.IsLoopback()
 }
 
 // Name is the channel's name in clawd.yaml.
