@@ -621,7 +621,7 @@ func (s *Server) checkPage(p Page) {
 	if !strings.HasPrefix(p.Header.Get("Content-Type"), "text/html") {
 		s.violation("page Content-Type %q", p.Header.Get("Content-Type"))
 	}
-	if regexp.MustCompile(`(?i)<(script|img|link|iframe)|\ssrc=`).MatchString(p.HTML) {
+	if regexp.MustCompile(`(?i)<(script|img|link|iframe|object|embed)|<[a-z][^>]*\s(src|href)=`).MatchString(p.HTML) {
 		s.violation("page loads or runs something")
 	}
 }
