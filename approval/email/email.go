@@ -109,7 +109,7 @@ func New(name string, settings map[string]any, env approval.Env) (*Channel, erro
 	}
 	c := &Channel{
 		name: name, host: cfg.SMTPHost, addr: net.JoinHostPort(cfg.SMTPHost, strconv.Itoa(cfg.SMTPPort)),
-		serverName: cfg.SMTPHost, public: strings.TrimRight(env.PublicURL, "/"), helo: pu.Hostname(),
+		serverName: cfg.SMTPHost, public: strings.TrimRight(env.PublicURL, "/"), helo: heloName(pu.Hostname()),
 		now: env.Clock(), log: env.Logger().With(zap.String("channel", name)),
 	}
 	if cfg.TLSServerName != "" {
@@ -354,4 +354,17 @@ func loopbackHost(h string) bool {
 	}
 	ip := net.ParseIP(h)
 	return ip != nil && ip.IsLoopback()
+}
+
+// heloName is the EHLO argument for the public host: a domain, or an
+// address literal (RFC 5321 4.1.3).
+func heloName(h string) string {
+	ip := net.ParseIP(h)
+	switch {
+	case ip == nil:
+		return h
+	case ip.To4() != nil:
+		return "[" + ip.String() + "]"
+	}
+	return "[IPv6:" + ip.String() + "]"
 }
