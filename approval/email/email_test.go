@@ -523,3 +523,31 @@ func TestFakeRefusesAuthBeforeTLS(t *testing.T) {
 		t.Errorf("AUTH before STARTTLS: %d, violations %v", code, fk.Violations())
 	}
 }
+
+// Concurrent presses of one link decide once.
+func TestConcurrentPresses(t *testing.T) {
+	r := newRig(t, nil)
+	a := newApproval()
+	r.post(t, a, alice)
+	link := r.fk.Link(a.ID, approval.ActApprove, alice)
+	done := make(chan int, 8)
+	for range 8 {
+		go func() {
+			p, err := r.fk.Open(ctxT(t), http.MethodPost, link)
+			if err != nil {
+				done <- 0
+				return
+			}
+			done <- p.Status
+		}()
+	}
+	ok := 0
+	for range 8 {
+		if <-done == http.StatusOK {
+			ok++
+		}
+	}
+	if n := len(r.d.Calls()); n != 1 || ok != 1 {
+		t.Errorf("%d decisions, %d pages OK; want 1 and 1", n, ok)
+	}
+}

@@ -146,6 +146,7 @@ var (
 	errUsed    = errors.New("link already used")
 	errExpired = errors.New("link expired")
 	errClosed  = errors.New("approval no longer pending")
+	errPersist = errors.New("state not persisted")
 )
 
 // peek returns the token's entry and its record if the link may still
@@ -189,7 +190,7 @@ func (s *state) take(hash string, now time.Time) (token, record, error) {
 	if err := s.saveLocked(now); err != nil {
 		t.Used = false
 		s.tokens[hash] = t
-		return t, r, fmt.Errorf("state: %w", err)
+		return t, r, fmt.Errorf("%w: %v", errPersist, err)
 	}
 	return t, r, nil
 }

@@ -94,13 +94,12 @@ func (c *Channel) decide(w http.ResponseWriter, r *http.Request, d approval.Deci
 	}
 	now := c.now()
 	t, rec, err := c.state.take(hash, now)
+	if errors.Is(err, errPersist) {
+		c.log.Error("email: could not persist a used link", zap.String("approval", t.Approval), zap.Error(err))
+		c.page(w, http.StatusServiceUnavailable, page{Title: "Try again", Message: "clawd could not record the click. Nothing was changed; try again."})
+		return
+	}
 	if err != nil {
-		if t.Approval != "" && !errors.Is(err, errUnknown) && !errors.Is(err, errUsed) &&
-			!errors.Is(err, errExpired) && !errors.Is(err, errClosed) {
-			c.log.Error("email: could not persist a used link", zap.String("approval", t.Approval), zap.Error(err))
-			c.page(w, http.StatusServiceUnavailable, page{Title: "Try again", Message: "clawd could not record the click. Nothing was changed; try again."})
-			return
-		}
 		c.log.Info("email: refused a link", zap.String("why", err.Error()), zap.String("approval", t.Approval))
 		c.refused(w, err, t)
 		return
