@@ -302,6 +302,18 @@ func TestHeaderInjection(t *testing.T) {
 	if raw := m.Header.Get("Subject"); !strings.Contains(raw, "=?utf-8?q?") {
 		t.Errorf("raw subject %q is not encoded", raw)
 	}
+	// Many multi-byte runes: the encoded Subject is folded (the fake
+	// checks 998 per line) and decodes to the cut summary.
+	e := newApproval()
+	e.Summary = strings.Repeat("😀", 300)
+	r.post(t, e, alice)
+	m, _ = r.fk.Card(e.ID)
+	if m.Subject != "clawd: approve? "+strings.Repeat("😀", 79)+"…" {
+		t.Errorf("subject %q", m.Subject)
+	}
+	if !strings.Contains(string(m.Raw), "?=\r\n =?utf-8?q?") {
+		t.Error("long encoded subject not folded")
+	}
 	// A long body line is wrapped by quoted-printable (the fake checks
 	// 998), and the text keeps it whole.
 	c := newApproval()

@@ -189,7 +189,7 @@ func (c *Channel) compose(to, subject, id, parent, approvalID string, now time.T
 	hdr := func(k, v string) { b.WriteString(k + ": " + v + "\r\n") }
 	hdr("From", c.from.String())
 	hdr("To", (&mail.Address{Address: to}).String())
-	hdr("Subject", mime.QEncoding.Encode("utf-8", headerSafe(subject)))
+	hdr("Subject", encodeHeader(subject))
 	hdr("Date", now.Format(time.RFC1123Z))
 	hdr("Message-ID", id)
 	if parent != "" {
@@ -214,6 +214,19 @@ func (c *Channel) compose(to, subject, id, parent, approvalID string, now time.T
 	}
 	_ = mw.Close()
 	return b.Bytes()
+}
+
+// encodeHeader makes unstructured header text: control characters
+// dropped, RFC 2047 Q-encoded when not ASCII, one encoded-word per folded
+// line (each at most 75 characters, so no header line nears 998).
+func encodeHeader(s string) string {
+	e := mime.QEncoding.Encode("utf-8", headerSafe(s))
+	if !strings.HasPrefix(e, "=?") {
+		return e
+	}
+	// Encoded words are separated by single spaces (spaces inside them
+	// are "_"); whitespace between encoded words is not part of the text.
+	return strings.ReplaceAll(e, " ", "\r\n ")
 }
 
 // headerSafe drops every control character (CR and LF included) and
