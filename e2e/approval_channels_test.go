@@ -15,6 +15,7 @@ import (
 	"github.com/clawd-dev/clawd/approval"
 	approvalapi "github.com/clawd-dev/clawd/approval/api"
 	discordfake "github.com/clawd-dev/clawd/approval/discord/fake"
+	emailfake "github.com/clawd-dev/clawd/approval/email/fake"
 	gchatfake "github.com/clawd-dev/clawd/approval/gchat/fake"
 	ntfyfake "github.com/clawd-dev/clawd/approval/ntfy/fake"
 	slackfake "github.com/clawd-dev/clawd/approval/slack/fake"
@@ -158,6 +159,26 @@ func webexChannel(t *testing.T) chanUnderTest {
 	}
 }
 
+func emailChannel(t *testing.T) chanUnderTest {
+	f := emailfake.New()
+	t.Cleanup(f.Close)
+	return chanUnderTest{
+		// Each recipient gets links of their own: no stranger can press.
+		name: "mail", typ: "email", approver: strings.ToLower(emailfake.Recipients[0]), silent: false, settings: f.Settings(),
+		// A message cannot be edited: a decided card is a follow-up in its thread.
+		card: func(ctx context.Context, id string, decided bool) error {
+			_, err := f.WaitCard(ctx, id, func(m emailfake.Message) bool {
+				if decided {
+					return m.InReplyTo != ""
+				}
+				return len(m.Links) > 0
+			})
+			return err
+		},
+		click: f.Click, violations: f.Violations,
+	}
+}
+
 func ntfyChannel(t *testing.T) chanUnderTest {
 	f := ntfyfake.New()
 	t.Cleanup(f.Close)
@@ -180,7 +201,7 @@ func ntfyChannel(t *testing.T) chanUnderTest {
 func TestApprovalChannels(t *testing.T) {
 	ctd := harness.SharedContainerd(t)
 	up := harness.SharedUpstream(t)
-	chans := []chanUnderTest{slackChannel(t), teamsChannel(t), ntfyChannel(t), telegramChannel(t), discordChannel(t), gchatChannel(t), whatsappChannel(t), webexChannel(t)}
+	chans := []chanUnderTest{slackChannel(t), teamsChannel(t), ntfyChannel(t), telegramChannel(t), discordChannel(t), gchatChannel(t), whatsappChannel(t), webexChannel(t), emailChannel(t)}
 	var creds []string // every credential value, which no log or audit line may hold
 	for _, ch := range chans {
 		for k, v := range ch.settings {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/clawd-dev/clawd/approval"
 	"github.com/clawd-dev/clawd/approval/discord"
+	"github.com/clawd-dev/clawd/approval/email"
 	"github.com/clawd-dev/clawd/approval/gchat"
 	"github.com/clawd-dev/clawd/approval/ntfy"
 	"github.com/clawd-dev/clawd/approval/slack"
@@ -39,6 +40,7 @@ var builders = map[string]Builder{
 	gchat.Type:    gchat.Build,
 	whatsapp.Type: whatsapp.Build,
 	webex.Type:    webex.Build,
+	email.Type:    email.Build,
 }
 
 // Types lists the channel types this clawd can build.
@@ -98,6 +100,9 @@ func Build(specs []map[string]any, envFor func(name string) (approval.Env, error
 				s := strings.TrimSpace(fmt.Sprint(p))
 				if s == "" || strings.ContainsAny(s, " \t,") {
 					return nil, fmt.Errorf("approval.channels[%d] (%s): approvers: %q is not a user ID", i, name, s)
+				}
+				if typ == email.Type {
+					s = strings.ToLower(s) // addresses compare case-insensitively
 				}
 				people = append(people, s)
 			}
@@ -189,6 +194,10 @@ func Directory(specs []map[string]any) policy.Directory {
 		if list, ok := raw["approvers"].([]any); ok {
 			for _, p := range list {
 				people = append(people, fmt.Sprint(p))
+			}
+		} else if rcpts, ok := raw["recipients"].([]any); ok {
+			for _, r := range rcpts { // e-mail: the recipients are the approvers
+				people = append(people, strings.ToLower(fmt.Sprint(r)))
 			}
 		} else if topics, ok := raw["topics"].(map[string]any); ok {
 			for who := range topics { // ntfy: one topic per approver
