@@ -47,6 +47,13 @@ type Callbacks interface {
 	Callbacks(d Decider) http.Handler
 }
 
+// Personal is a Channel that sends each asked person a message of their
+// own (e-mail, ntfy, WhatsApp): when an escalation adds people to it, the
+// core posts them a card of their own rather than updating the first.
+type Personal interface {
+	Personal() bool
+}
+
 // CallbackPath is where a channel's callback handler is mounted on the
 // public listener: "/v1/channels/NAME/" (the handler sees the full path).
 func CallbackPath(name string) string { return "/v1/channels/" + name + "/" }

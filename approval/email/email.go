@@ -189,6 +189,9 @@ func Build(name string, settings map[string]any, env approval.Env) (approval.Cha
 // Name is the channel's name.
 func (c *Channel) Name() string { return c.name }
 
+// Personal: each asked person gets a message of their own.
+func (c *Channel) Personal() bool { return true }
+
 // DefaultApprovers are the recipients setting: who is asked when
 // clawd.yaml lists no approvers for this channel.
 func (c *Channel) DefaultApprovers() []string { return slices.Clone(c.recipients) }

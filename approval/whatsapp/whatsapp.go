@@ -186,6 +186,9 @@ func Build(name string, settings map[string]any, env approval.Env) (approval.Cha
 // Name is the channel's name in clawd.yaml.
 func (c *Channel) Name() string { return c.name }
 
+// Personal: each asked person gets a message of their own.
+func (c *Channel) Personal() bool { return true }
+
 // Close waits for the replies still being sent.
 func (c *Channel) Close() { c.wg.Wait() }
 
