@@ -167,4 +167,3 @@ func (c *Channel) refuse(w http.ResponseWriter, code int, msg string, err error)
 	c.log.Warn("mattermost: action request refused", zap.String("why", err.Error()))
 	http.Error(w, msg, code)
 }
-
