@@ -6,6 +6,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"time"
 
 	"github.com/clawd-dev/clawd/approval"
 	"go.uber.org/zap"
@@ -13,6 +14,10 @@ import (
 
 // maxCallback bounds an incoming action request.
 const maxCallback = 64 << 10
+
+// postWait is how long a click waits for the create call of its post to
+// return (Mattermost waits up to 30 s for the integration's answer).
+const postWait = 10 * time.Second
 
 // ActionRequest is what the Mattermost server POSTs to an action's
 // integration URL when a button is clicked.
@@ -100,8 +105,27 @@ func (c *Channel) Callbacks(d approval.Decider) http.Handler {
 			return
 		}
 		if b.Post == "" {
-			c.answer(w, ActionResponse{EphemeralText: msgNotReady})
-			return
+			// Mattermost can deliver a click before the create call that
+			// made the post has returned: wait for it (or its failure).
+			t := time.NewTimer(postWait)
+			select {
+			case <-c.secrets.waitPost(b.Issue):
+			case <-t.C:
+			case <-r.Context().Done():
+			}
+			t.Stop()
+			if b, ok = c.secrets.lookup(secret, now); !ok {
+				c.answer(w, ActionResponse{EphemeralText: msgUsed})
+				return
+			}
+			if b.Post == "" {
+				c.answer(w, ActionResponse{EphemeralText: msgNotReady})
+				return
+			}
+			if req.PostID != b.Post {
+				c.refuse(w, http.StatusForbidden, "forbidden", errors.New("button secret presented for another post"))
+				return
+			}
 		}
 		b, ok, err = c.secrets.take(secret, now)
 		if err != nil {

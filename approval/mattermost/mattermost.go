@@ -217,13 +217,7 @@ func (c *Channel) drop(r rendered) {
 	if r.Issue == "" {
 		return
 	}
-	c.secrets.mu.Lock()
-	for h := range r.Secrets {
-		delete(c.secrets.m, h)
-	}
-	err := c.secrets.saveLocked(c.now())
-	c.secrets.mu.Unlock()
-	if err != nil {
+	if err := c.secrets.drop(r.Issue, c.now()); err != nil {
 		c.log.Warn("mattermost: button secrets not persisted", zap.Error(err))
 	}
 }

@@ -39,6 +39,9 @@ type secrets struct {
 
 	mu sync.Mutex
 	m  map[string]binding // hex sha256 → binding
+	// ready is closed when the post of an issue is known (or the post
+	// failed): a click can arrive before the create call has returned.
+	ready map[string]chan struct{}
 }
 
 type secretsFile struct {
@@ -53,7 +56,7 @@ var safeName = strings.NewReplacer("/", "_", "\\", "_", "..", "_")
 // openSecrets loads the persisted secrets of the channel name in dir ("" =
 // keep them in memory only), dropping those expired at now.
 func openSecrets(dir, name string, now time.Time) (*secrets, error) {
-	s := &secrets{m: map[string]binding{}}
+	s := &secrets{m: map[string]binding{}, ready: map[string]chan struct{}{}}
 	if dir == "" {
 		return s, nil
 	}
@@ -109,6 +112,9 @@ func (s *secrets) add(bs map[string]binding, now time.Time) error {
 	defer s.mu.Unlock()
 	for h, b := range bs {
 		s.m[h] = b
+		if b.Post == "" && s.ready[b.Issue] == nil {
+			s.ready[b.Issue] = make(chan struct{})
+		}
 	}
 	return s.saveLocked(now)
 }
@@ -123,7 +129,42 @@ func (s *secrets) setPost(issue, post string, now time.Time) error {
 			s.m[h] = b
 		}
 	}
+	s.settleLocked(issue)
 	return s.saveLocked(now)
+}
+
+// settleLocked wakes the clicks waiting for the post of issue.
+func (s *secrets) settleLocked(issue string) {
+	if ch := s.ready[issue]; ch != nil {
+		close(ch)
+		delete(s.ready, issue)
+	}
+}
+
+// drop forgets the secrets of an issue whose post never reached the server.
+func (s *secrets) drop(issue string, now time.Time) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for h, b := range s.m {
+		if b.Issue == issue {
+			delete(s.m, h)
+		}
+	}
+	s.settleLocked(issue)
+	return s.saveLocked(now)
+}
+
+// waitPost waits until the post of issue is known or failed (nil: it is
+// already settled).
+func (s *secrets) waitPost(issue string) <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ch := s.ready[issue]; ch != nil {
+		return ch
+	}
+	done := make(chan struct{})
+	close(done)
+	return done
 }
 
 // lookup finds the binding of a presented secret without using it up.

@@ -87,6 +87,7 @@ type Server struct {
 	lastURL    string
 	changed    chan struct{}
 	client     *http.Client
+	hold       chan struct{} // create answers wait for it (nil = answer at once)
 }
 
 // New starts the fake on 127.0.0.1.
@@ -296,8 +297,31 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request) {
 	}
 	s.notifyLocked()
 	out := clientPost(m)
+	hold := s.hold
 	s.mu.Unlock()
+	if hold != nil {
+		<-hold
+	}
 	writeJSON(w, 201, out)
+}
+
+// HoldCreates makes create calls store (and show) the post but hold their
+// answer until release is called, as a slow server or network would: a
+// click can then arrive before clawd knows the post's ID.
+func (s *Server) HoldCreates() (release func()) {
+	ch := make(chan struct{})
+	s.mu.Lock()
+	s.hold = ch
+	s.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.mu.Lock()
+			s.hold = nil
+			s.mu.Unlock()
+			close(ch)
+		})
+	}
 }
 
 func (s *Server) postByID(w http.ResponseWriter, r *http.Request) {
