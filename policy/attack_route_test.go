@@ -105,3 +105,26 @@ default:
 		t.Errorf("approvals_required 2 satisfied in CheckRoutes by the same Slack ID in two cases (U1, u1): Slack IDs are upper case, only one person can answer")
 	}
 }
+
+// An empty or null person parses and counts as a person in CheckRoutes
+// ("slack:"), though no click ever carries an empty user ID.
+func TestAttackRouteEmptyPersonCounts(t *testing.T) {
+	for name, people := range map[string]string{"empty": `["", U1]`, "null": `[~, U1]`} {
+		y := `
+default:
+  rules:
+    - name: two
+      hosts: a.example.com
+      action: approve
+      approvers: [{channel: slack, people: ` + people + `}]
+      approvals_required: 2
+`
+		p, err := Parse([]byte(y), "attack.yaml")
+		if err != nil {
+			continue // refused by the parser: held
+		}
+		if err := p.CheckRoutes(routeDir(), nil); err == nil {
+			t.Errorf("%s: people %s parses and passes CheckRoutes with approvals_required 2: only U1 can ever answer", name, people)
+		}
+	}
+}
