@@ -56,3 +56,26 @@ default:
 		t.Errorf("route asks only the webhook channel (which has no way to receive a decision, and no link is on the route): passes CheckRoutes, nobody can answer")
 	}
 }
+
+// A Slack channel with neither app-token nor signing-secret posts cards
+// whose buttons nobody can answer (slack.New only warns). A route asking
+// only its people passes CheckRoutes: silent timeout.
+func TestAttackSlackWithoutClickPathPassesCheck(t *testing.T) {
+	dir := Directory([]map[string]any{{
+		"type": "slack", "name": "slack", "bot-token": "xoxb-1", "channel": "C0123456789", "approvers": []any{"U1"},
+	}})
+	p, err := policy.Parse([]byte(`
+default:
+  rules:
+    - name: r
+      hosts: a.example.com
+      action: approve
+      approvers: [{channel: slack}]
+`), "attack.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.CheckRoutes(dir, nil); err == nil {
+		t.Errorf("route asks only a Slack channel configured without app-token or signing-secret (no way to receive a click): passes CheckRoutes, nobody can answer")
+	}
+}
