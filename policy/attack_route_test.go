@@ -128,3 +128,31 @@ default:
 		}
 	}
 }
+
+// The README's own example: escalate after 10m with no approval_timeout
+// (the default is 10m). The core schedules an escalation only when
+// after < timeout, so this escalation never happens, and the two-person
+// rule that needs the escalated person passes CheckRoutes.
+func TestAttackRouteReadmeEscalationEqualsDefaultTimeout(t *testing.T) {
+	y := `
+default:
+  rules:
+    - name: two
+      hosts: a.example.com
+      action: approve
+      approvers: [{channel: slack, people: [U1]}]
+      approvals_required: 2
+      escalate: {after: 10m, approvers: [{channel: cli}]}
+`
+	p, err := Parse([]byte(y), "attack.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := p.Decide(Input{Host: "a.example.com", DstPort: 443})
+	if d.ApprovalTimeout != 0 && d.ApprovalTimeout > d.Route.EscalateAfter {
+		t.Skipf("timeout %s > escalate after", d.ApprovalTimeout)
+	}
+	if err := p.CheckRoutes(routeDir(), nil); err == nil {
+		t.Errorf("escalate.after 10m with the default 10m approval timeout (decision timeout %s): the escalation can never fire, yet the second approver it provides lets approvals_required 2 pass CheckRoutes", d.ApprovalTimeout)
+	}
+}
