@@ -83,3 +83,27 @@ func TestAttackHeldCore(t *testing.T) {
 		t.Errorf("after timeout: %s", r.Outcome)
 	}
 }
+
+// Approve once, then "approve 15 min" on the decided card: no grant.
+func TestAttackHeldNoGrantAfterApproval(t *testing.T) {
+	bg := context.Background()
+	e := newEnv(t, nil)
+	h := hold("a", "POST", "/x")
+	h.Route = &policy.Route{Required: 1, Approvers: []policy.Audience{{Channel: "rec", People: []string{"U1", "U2"}}}}
+	ch := async(e.m, bg, h)
+	a := waitPending(t, e.m, 1)[0]
+	dg := a.Digest[:16]
+	if r := e.m.Decide(bg, Decision{ID: a.ID, Digest: dg, Approve: true, Channel: "rec", User: "U1"}); r.Outcome != ResultDecided {
+		t.Fatal(r.Outcome)
+	}
+	recv(t, ch)
+	for _, u := range []string{"U1", "U2"} {
+		if r := e.m.Decide(bg, Decision{ID: a.ID, Digest: dg, Approve: true, GrantFor: GrantFor, Channel: "rec", User: u}); r.Outcome != ResultAlready {
+			t.Errorf("%s grant after approval: %s", u, r.Outcome)
+		}
+	}
+	if g := e.m.ListGrants(); len(g) != 0 {
+		t.Errorf("grant created after the approval ended: %+v", g)
+	}
+}
+
