@@ -16,6 +16,7 @@ import (
 	"github.com/clawd-dev/clawd/approval/discord"
 	"github.com/clawd-dev/clawd/approval/email"
 	"github.com/clawd-dev/clawd/approval/gchat"
+	"github.com/clawd-dev/clawd/approval/mattermost"
 	"github.com/clawd-dev/clawd/approval/ntfy"
 	"github.com/clawd-dev/clawd/approval/slack"
 	"github.com/clawd-dev/clawd/approval/teams"
@@ -31,16 +32,17 @@ type Builder func(name string, settings map[string]any, env approval.Env) (appro
 
 // builders by type; a new channel package adds one line here.
 var builders = map[string]Builder{
-	webhook.Type:  webhook.Build,
-	slack.Type:    slack.Build,
-	teams.Type:    teams.Build,
-	ntfy.Type:     ntfy.Build,
-	telegram.Type: telegram.Build,
-	discord.Type:  discord.Build,
-	gchat.Type:    gchat.Build,
-	whatsapp.Type: whatsapp.Build,
-	webex.Type:    webex.Build,
-	email.Type:    email.Build,
+	webhook.Type:    webhook.Build,
+	slack.Type:      slack.Build,
+	teams.Type:      teams.Build,
+	ntfy.Type:       ntfy.Build,
+	telegram.Type:   telegram.Build,
+	discord.Type:    discord.Build,
+	gchat.Type:      gchat.Build,
+	whatsapp.Type:   whatsapp.Build,
+	webex.Type:      webex.Build,
+	email.Type:      email.Build,
+	mattermost.Type: mattermost.Build,
 }
 
 // Types lists the channel types this clawd can build.
