@@ -1,6 +1,7 @@
 package approval
 
 import (
+	"net/http"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -31,16 +32,38 @@ const RequesterLabel = "clawd.dev/requester"
 // requestDigest binds a decision to one exact request: container, method,
 // URL, body (hash and size), rule and the policy generation that decided.
 func requestDigest(h *Hold) string {
+	// (headers included: see headerDigest)
 	s := sha256.New()
 	body := h.BodySHA256
 	if body == "" {
 		sum := sha256.Sum256(h.Body)
 		body = hex.EncodeToString(sum[:])
 	}
-	for _, p := range []string{"clawd-approval-v1", h.Container.Key(), strings.ToUpper(h.Method), h.URL, body,
+	for _, p := range []string{"clawd-approval-v2", h.Container.Key(), strings.ToUpper(h.Method), h.URL, headerDigest(h.Header), body,
 		strconv.FormatInt(h.BodySize, 10), h.Rule, strconv.FormatUint(h.Generation, 10)} {
 		s.Write([]byte(p))
 		s.Write([]byte{0})
+	}
+	return hex.EncodeToString(s.Sum(nil))
+}
+
+// headerDigest hashes the request's headers (canonical names, sorted, all
+// values in order): two requests that differ only in a header are two
+// requests to decide.
+func headerDigest(hd http.Header) string {
+	keys := make([]string, 0, len(hd))
+	for k := range hd {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	s := sha256.New()
+	for _, k := range keys {
+		for _, v := range hd[k] {
+			s.Write([]byte(http.CanonicalHeaderKey(k)))
+			s.Write([]byte{0})
+			s.Write([]byte(v))
+			s.Write([]byte{0})
+		}
 	}
 	return hex.EncodeToString(s.Sum(nil))
 }
@@ -99,10 +122,11 @@ func (m *Manager) route(a *Approval, h *Hold) (escalate []Audience, after time.D
 // mergeAudiences adds more to asked, channel by channel, and returns the
 // channels that were not asked before.
 // mergeAudiences adds more to asked, channel by channel, and returns the
-// channels that were not asked before and, for the others, the people
-// newly asked on them.
-func mergeAudiences(asked []Audience, more []Audience) ([]Audience, []string, map[string][]string) {
+// channels that were not asked before, for the others the people newly
+// asked on them, and the audiences on asked channels at another target.
+func mergeAudiences(asked []Audience, more []Audience) ([]Audience, []string, map[string][]string, []Audience) {
 	var added []string
+	var extra []Audience
 	newPeople := map[string][]string{}
 	for _, x := range more {
 		i := slices.IndexFunc(asked, func(a Audience) bool { return a.Channel == x.Channel })
@@ -111,16 +135,55 @@ func mergeAudiences(asked []Audience, more []Audience) ([]Audience, []string, ma
 			added = append(added, x.Channel)
 			continue
 		}
-		for _, p := range x.People {
-			if !slices.Contains(asked[i].People, p) {
-				newPeople[x.Channel] = append(newPeople[x.Channel], p)
+		if x.Target != asked[i].Target {
+			// Another place on an asked channel: its own card there.
+			extra = append(extra, Audience{Channel: x.Channel, People: slices.Clone(x.People), Target: x.Target})
+		} else {
+			for _, p := range x.People {
+				if !slices.Contains(asked[i].People, p) {
+					newPeople[x.Channel] = append(newPeople[x.Channel], p)
+				}
 			}
 		}
 		p := append(asked[i].People, x.People...)
 		slices.Sort(p)
 		asked[i].People = slices.Compact(p)
 	}
-	return asked, added, newPeople
+	return asked, added, newPeople, extra
+}
+
+// eligible counts the different people who could still approve a: asked
+// people (the escalation's too), minus the requesters; the host operator
+// counts once, a signed link never for a two-person rule.
+func (m *Manager) eligible(a *Approval, more []Audience, requesters []string) int {
+	seen := map[string]bool{}
+	for _, r := range requesters {
+		seen[m.person(r)] = false
+	}
+	n := 0
+	for _, au := range append(slices.Clone(a.Asked), more...) {
+		var ids []string
+		switch au.Channel {
+		case ChannelCLI, ChannelAPI:
+			ids = []string{ChannelCLI}
+		case ChannelLink:
+			if a.Required == 1 {
+				ids = []string{ChannelLink}
+			}
+		default:
+			for _, u := range au.People {
+				ids = append(ids, Identity(au.Channel, u))
+			}
+		}
+		for _, id := range ids {
+			p := m.person(id)
+			if _, done := seen[p]; !done {
+				seen[p] = true
+				n++
+			}
+		}
+	}
+	return n
 }
 
 // mayDecide reports whether d's person is asked for a.
@@ -205,7 +268,7 @@ func (m *Manager) Decide(ctx context.Context, d Decision) Result {
 		m.refused(a, d, ResultNotApprover)
 		return Result{Outcome: ResultNotApprover, Message: "You are not asked to decide this request; nothing changed.", Approval: a.clone()}
 	}
-	if slices.Contains(e.requesters, d.Identity()) {
+	if slices.ContainsFunc(e.requesters, func(r string) bool { return m.person(r) == m.person(d.Identity()) }) {
 		m.refused(a, d, ResultSelf)
 		return Result{Outcome: ResultSelf, Message: "This request was made on your behalf: someone else must decide it.", Approval: a.clone()}
 	}
@@ -225,11 +288,12 @@ func (m *Manager) Decide(ctx context.Context, d Decision) Result {
 		m.refused(a, d, ResultNotApprover)
 		return Result{Outcome: ResultNotApprover, Message: fmt.Sprintf("Rule %q needs %d named approvers; a signed link cannot count as one.", a.Rule, a.Required), Approval: a.clone()}
 	}
-	if slices.ContainsFunc(a.Votes, func(v Vote) bool { return person(v.By) == person(id) }) {
+	if slices.ContainsFunc(a.Votes, func(v Vote) bool { return m.person(v.By) == m.person(id) }) {
 		return Result{Outcome: ResultAlready, Message: fmt.Sprintf("You already approved; %d of %d approvals so far.", len(a.Votes), a.Required), Approval: a.clone()}
 	}
 	now := m.now().UTC()
-	a.Votes = append(a.Votes, Vote{By: id, Display: d.Display, At: now})
+	// Cards show who voted by identity, never by a name the voter chose.
+	a.Votes = append(a.Votes, Vote{By: id, Display: who(d), At: now})
 	if len(a.Votes) == 1 || d.GrantFor < e.grantFor {
 		e.grantFor = d.GrantFor // a grant needs every approver to ask for one
 	}
@@ -290,11 +354,16 @@ func digestMatches(full, got, channel string) bool {
 	return len(got) >= digestShown && strings.HasPrefix(full, got)
 }
 
-// person is who an identity is: the socket and the token are the same host
-// operator, one person however they decide.
-func person(id string) string {
+// person is who an identity ("channel:user") is: the socket and the token
+// are the same host operator, and one user ID on two channels of one
+// platform is one person.
+func (m *Manager) person(id string) string {
 	if id == ChannelAPI {
 		return ChannelCLI
+	}
+	ch, user, ok := strings.Cut(id, ":")
+	if p, known := m.cfg.Platforms[ch]; known && ok {
+		return "platform:" + p + ":" + user
 	}
 	return id
 }
@@ -345,7 +414,8 @@ func (m *Manager) escalate(e *entry, more []Audience) {
 	}
 	var added []string
 	var newPeople map[string][]string
-	e.a.Asked, added, newPeople = mergeAudiences(e.a.Asked, more)
+	var extra []Audience
+	e.a.Asked, added, newPeople, extra = mergeAudiences(e.a.Asked, more)
 	e.a.EscalateAt = time.Time{}
 	if err := putApproval(m.db, e.a); err != nil {
 		m.log.Warn("persist escalation: " + err.Error())
@@ -366,6 +436,14 @@ func (m *Manager) escalate(e *entry, more []Audience) {
 	// Channels that message each person (e-mail, ntfy, WhatsApp) post a
 	// card of its own to the people the escalation added; the others
 	// show them on the card they already have (the Update above).
+	for _, au := range extra {
+		if c := m.channel(au.Channel); c != nil {
+			snap := m.cardFor(au.Channel, e.a)
+			snap.People, snap.Target = au.People, au.Target
+			m.wg.Add(1)
+			go m.card(c, e, snap, e.changed, fmt.Sprintf("%s#%d", au.Channel, len(e.a.Refs)+len(extra)))
+		}
+	}
 	for name, people := range newPeople {
 		if c := m.channel(name); c != nil {
 			if p, ok := c.(Personal); ok && p.Personal() {

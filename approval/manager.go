@@ -75,6 +75,10 @@ type Config struct {
 	// Approvers are each channel's own approvers (user IDs on it): who is
 	// asked there when a route names the channel without people.
 	Approvers map[string][]string
+	// Platforms maps a channel name to its platform (type): channels of one
+	// platform share user IDs, so one person on two of them is one person.
+	// A channel not listed is a platform of its own.
+	Platforms map[string]string
 	// DefaultRoute is who is asked when neither rule nor set has
 	// approvers; nil = every channel with its approvers, the CLI and links.
 	DefaultRoute *policy.Route
@@ -175,6 +179,18 @@ type Vote struct {
 	At      time.Time `json:"at"`
 }
 
+// Label is how cards name a voter: always the identity that voted, with
+// the name they go by on the platform (which they chose) after it.
+func (v Vote) Label() string {
+	switch {
+	case v.Display == "" || v.Display == v.By:
+		return v.By
+	case strings.HasPrefix(v.Display, v.By+" ("):
+		return v.Display
+	}
+	return v.By + " (" + v.Display + ")"
+}
+
 // Audience is who is asked on one channel. People empty means anyone the
 // channel's own approvers list allows.
 type Audience struct {
@@ -200,12 +216,25 @@ type Grant struct {
 }
 
 func (g *Grant) matches(key string, h *Hold) bool {
+	if rt := h.Route; rt != nil && (rt.NoGrants || rt.Required > 1) {
+		return false // the rule as it is now wants each request judged, or two people
+	}
 	return g.ContainerKey == key && g.Rule == h.Rule && g.Host == hostname.Normalize(h.Host) &&
-		g.Method == strings.ToUpper(h.Method) && g.PathSHA256 == pathHash(h.Path)
+		g.Method == strings.ToUpper(h.Method) && g.PathSHA256 == pathHash(grantScope(h))
 }
 
-// pathHash: grants match the exact path sent, but a path can carry a
-// placeholder or token in its query, so only its hash is kept.
+// grantScope is what a grant covers of a request's target: the path with
+// its query, exactly as sent (the URL when the proxy gave one).
+func grantScope(h *Hold) string {
+	if _, q, ok := strings.Cut(h.URL, "?"); ok {
+		p, _, _ := strings.Cut(h.Path, "?")
+		return p + "?" + q
+	}
+	return h.Path
+}
+
+// pathHash: grants match the exact path and query sent, but they can carry
+// a placeholder or token, so only their hash is kept.
 func pathHash(p string) string {
 	sum := sha256.Sum256([]byte(p))
 	return hex.EncodeToString(sum[:])
@@ -467,7 +496,17 @@ func (m *Manager) Request(ctx context.Context, h Hold) Outcome {
 		return Outcome{Status: StatusLimit, Reason: "too many pending approvals"}
 	}
 	if e == nil {
-		e = m.createLocked(&h, dk, now)
+		var why string
+		if e, why = m.createLocked(&h, dk, now); e == nil {
+			m.mu.Unlock()
+			m.met.requests.WithLabelValues(StatusDenied).Inc()
+			m.audit.Log(audit.Entry{
+				Time: now.UTC(), Event: audit.EventApproval, Action: StatusDenied, Rule: h.Rule,
+				Container: h.Container.Name, ContainerID: h.Container.ID, Runtime: h.Container.Runtime,
+				Dst: h.Dst, Method: h.Method, Host: h.Host, Path: m.sanitize(h.Path), Reason: why,
+			})
+			return Outcome{Status: StatusDenied, Reason: why}
+		}
 	}
 	e.waiters++
 	e.a.Waiters = e.waiters
@@ -508,7 +547,10 @@ func (m *Manager) decContLocked(key string, n int) {
 	}
 }
 
-func (m *Manager) createLocked(h *Hold, dk string, now time.Time) *entry {
+// createLocked makes a new pending approval for h and asks its route; it
+// returns nil and why when too few people could ever approve it (a route
+// nobody can answer is refused at once, not left to time out).
+func (m *Manager) createLocked(h *Hold, dk string, now time.Time) (*entry, string) {
 	timeout := h.Timeout
 	if timeout <= 0 {
 		timeout = m.cfg.DefaultTimeout
@@ -522,14 +564,20 @@ func (m *Manager) createLocked(h *Hold, dk string, now time.Time) *entry {
 	a.Digest = dk
 	a.PolicyGeneration = h.Generation
 	escalate, after := m.route(a, h)
+	if after >= timeout {
+		escalate, after = nil, 0 // it would come after the request ended
+	}
 	if after > 0 {
 		a.EscalateAt = now.Add(after).UTC()
+	}
+	if n := m.eligible(a, escalate, requesters(h)); n < a.Required {
+		return nil, fmt.Sprintf("rule %q needs %d different approvers but only %d can answer (the requester never counts)", h.Rule, a.Required, n)
 	}
 	if m.cfg.PublicURL != "" && slices.ContainsFunc(a.Asked, func(au Audience) bool { return au.Channel == ChannelLink }) {
 		a.ApproveURL = m.linkURL(a.ID, a.Digest, "approve", a.Expires)
 		a.DenyURL = m.linkURL(a.ID, a.Digest, "deny", a.Expires)
 	}
-	e := &entry{a: a, dedup: dk, rawPath: h.Path, requesters: requesters(h), done: make(chan struct{}), changed: make(chan struct{})}
+	e := &entry{a: a, dedup: dk, rawPath: grantScope(h), requesters: requesters(h), done: make(chan struct{}), changed: make(chan struct{})}
 	m.pending[a.ID] = e
 	m.byDedup[dk] = e
 	if err := putApproval(m.db, a); err != nil {
@@ -537,7 +585,7 @@ func (m *Manager) createLocked(h *Hold, dk string, now time.Time) *entry {
 		m.log.Error("persist approval", zap.String("id", a.ID), zap.Error(err))
 	}
 	e.stop = m.cfg.AfterFunc(timeout, func() { m.expire(e, timeout) })
-	if after > 0 && after < timeout {
+	if after > 0 {
 		e.stopEsc = m.cfg.AfterFunc(after, func() { m.escalate(e, escalate) })
 	}
 	m.met.requests.WithLabelValues("held").Inc()
@@ -553,7 +601,7 @@ func (m *Manager) createLocked(h *Hold, dk string, now time.Time) *entry {
 			m.postLocked(c, e)
 		}
 	}
-	return e
+	return e, ""
 }
 
 // view builds the human-facing, redacted form of a hold.
@@ -833,7 +881,7 @@ func (m *Manager) postLocked(c Channel, e *entry) {
 // (the channel's name, or name#N for a second card on a Personal channel);
 // its updates show the people it was posted to.
 func (m *Manager) card(c Channel, e *entry, snap *Card, changed <-chan struct{}, refKey string) {
-	people := snap.People
+	people, target := snap.People, snap.Target
 	defer m.wg.Done()
 	ctx, cancel := context.WithTimeout(m.bgCtx, 2*time.Minute)
 	ref, err := c.Post(ctx, snap)
@@ -864,7 +912,7 @@ func (m *Manager) card(c Channel, e *entry, snap *Card, changed <-chan struct{},
 		final := m.pending[e.a.ID] != e
 		snap := m.cardFor(c.Name(), e.a)
 		if refKey != c.Name() {
-			snap.People = people
+			snap.People, snap.Target = people, target
 		}
 		changed = e.changed
 		m.mu.Unlock()

@@ -127,12 +127,43 @@ func sanitizeWith(r Redactor, s string) string {
 	if r == nil {
 		r = identity{}
 	}
-	return redactSecretShapes(r.RedactString(s))
+	return stripControls(redactSecretShapes(r.RedactString(s)))
+}
+
+// stripControls removes what could make a card lie about the request:
+// control characters (line breaks that forge extra lines) and Unicode
+// bidirectional overrides and isolates (text shown in another order).
+// Bodies keep their line breaks; they are shown as code.
+func stripControls(s string) string {
+	return strings.Map(func(r rune) rune {
+		switch {
+		case r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0):
+			return -1
+		case r >= 0x202a && r <= 0x202e, r >= 0x2066 && r <= 0x2069, r == 0x200e, r == 0x200f, r == 0x061c:
+			return -1
+		}
+		return r
+	}, s)
 }
 
 // bodyPreview renders a (redacted) body prefix for a card: pretty JSON when it parses,
 // text when it is UTF-8, a size note when binary.
 func (m *Manager) bodyPreview(b []byte) string {
+	return stripBidi(m.bodyPreviewText(b))
+}
+
+// stripBidi removes Unicode bidirectional overrides and isolates, keeping
+// line breaks (bodies are shown as code blocks).
+func stripBidi(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r >= 0x202a && r <= 0x202e || r >= 0x2066 && r <= 0x2069 || r == 0x200e || r == 0x200f || r == 0x061c {
+			return -1
+		}
+		return r
+	}, s)
+}
+
+func (m *Manager) bodyPreviewText(b []byte) string {
 	if len(b) == 0 {
 		return ""
 	}

@@ -169,7 +169,7 @@ func cardEmbed(card *approval.Card) embed {
 			} else {
 				v.WriteString(", ")
 			}
-			v.WriteString(who(card, vt.By, vt.Display))
+			v.WriteString(who(card, vt.By, vt.Label()))
 		}
 		e.Fields = append(e.Fields, field{Name: "Approvals", Value: cutEscaped(v.String(), maxFieldValue)})
 	}
@@ -223,10 +223,7 @@ func who(card *approval.Card, identity, display string) string {
 	if u, ok := strings.CutPrefix(identity, card.Channel+":"); ok && snowflake(u) {
 		return "<@" + u + ">"
 	}
-	if display != "" {
-		return escape(display, 100, true)
-	}
-	return escape(identity, 100, true)
+	return escape(display, 100, true) // Vote.Label: the identity, then the chosen name
 }
 
 func digest16(d string) string {

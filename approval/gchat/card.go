@@ -211,10 +211,7 @@ func buildCard(card *approval.Card, body string, bodyLimit int) Card {
 	if card.Required > 1 {
 		var by []string
 		for _, v := range card.Votes {
-			n := v.Display
-			if n == "" {
-				n = v.By
-			}
+			n := v.Label()
 			by = append(by, cut(n, 100))
 		}
 		s := fmt.Sprintf("%d of %d approvals", len(card.Votes), card.Required)

@@ -217,10 +217,7 @@ func (c *Channel) texts(card *approval.Card, bodyLim, summaryLim, urlLim int) (s
 	if a.Required > 1 {
 		var who []string
 		for _, v := range a.Votes {
-			n := v.Display
-			if n == "" {
-				n = v.By
-			}
+			n := v.Label()
 			who = append(who, clip(oneLine(n), 60))
 		}
 		s := fmt.Sprintf("%d of %d", len(a.Votes), a.Required)

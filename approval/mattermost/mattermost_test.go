@@ -265,7 +265,7 @@ func TestUpdateReplacesButtons(t *testing.T) {
 		t.Fatal(err)
 	}
 	m, _ := r.fk.Card(a.ID)
-	if len(m.Actions) != 3 || !strings.Contains(m.Text, "**Approvals:** 1 of 2 (alice)") || m.Updates != 1 {
+	if len(m.Actions) != 3 || !strings.Contains(m.Text, "**Approvals:** 1 of 2 (mattermost:") || !strings.Contains(m.Text, `\(alice\)`) || m.Updates != 1 {
 		t.Fatalf("after one vote: %d actions, %d updates\n%s", len(m.Actions), m.Updates, m.Text)
 	}
 	a.Status, a.By, a.Reason = approval.Denied, "mattermost:"+bob, "not today"

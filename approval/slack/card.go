@@ -220,10 +220,7 @@ func votes(a *approval.Approval) string {
 			who = append(who, "…")
 			break
 		}
-		n := v.Display
-		if n == "" {
-			n = v.By
-		}
+		n := v.Label()
 		who = append(who, short(n, 80, escape))
 	}
 	line := fmt.Sprintf("%d of %d approvals", len(a.Votes), max(a.Required, len(a.Votes)))

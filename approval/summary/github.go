@@ -64,8 +64,12 @@ func (GitHub) Summarize(h *approval.Hold) (string, bool) {
 		return "Change settings of repository " + repo, true
 	case method == "PUT" && at(0) == "pulls" && at(2) == "merge" && len(rest) == 3:
 		s := fmt.Sprintf("Merge pull request #%s in %s", at(1), repo)
-		if mm := str("merge_method"); mm != "" {
+		switch mm := str("merge_method"); mm {
+		case "merge", "squash", "rebase":
 			s += " (" + mm + ")"
+		case "":
+		default:
+			s += " (unknown merge method)" // agent text never shapes the summary
 		}
 		return s, true
 	case method == "POST" && at(0) == "pulls" && len(rest) == 1:

@@ -127,10 +127,7 @@ func buildCard(card *approval.Card, result string, bodyLim, summaryLim, urlLim i
 	if a.Required > 1 {
 		var who []string
 		for _, v := range a.Votes {
-			n := v.Display
-			if n == "" {
-				n = v.By
-			}
+			n := v.Label()
 			who = append(who, clip(n, 60))
 		}
 		s := fmt.Sprintf("%d of %d", len(a.Votes), a.Required)

@@ -240,7 +240,7 @@ func TestUpdateReplacesButtons(t *testing.T) {
 		t.Fatal(err)
 	}
 	m, _ := s.fk.Card(a.ID)
-	if len(m.Actions) != 3 || !strings.Contains(m.Text, "Approvals: 1 of 2 (Alice)") {
+	if len(m.Actions) != 3 || !strings.Contains(m.Text, "Approvals: 1 of 2 (teams:"+alice+" (Alice))") {
 		t.Fatalf("after one vote: actions %d, text:\n%s", len(m.Actions), m.Text)
 	}
 	a.Status, a.By, a.Reason = approval.Denied, "teams:"+bob, "not today"

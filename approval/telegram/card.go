@@ -172,10 +172,7 @@ func outcome(c *approval.Card) string {
 				names = append(names, "…")
 				break
 			}
-			n := v.Display
-			if n == "" {
-				n = v.By
-			}
+			n := v.Label()
 			names = append(names, field(n, maxShort))
 		}
 		s += fmt.Sprintf("Approvals: %d of %d", len(a.Votes), a.Required)

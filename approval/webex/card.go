@@ -105,10 +105,7 @@ func mentions(people []string) string {
 func votes(a *approval.Approval) string {
 	var who []string
 	for _, v := range a.Votes {
-		n := v.Display
-		if n == "" {
-			n = v.By
-		}
+		n := v.Label()
 		who = append(who, clip(oneLine(n), 60))
 	}
 	s := fmt.Sprintf("Approvals: %d of %d", len(a.Votes), a.Required)
