@@ -33,9 +33,10 @@ var loginRE = regexp.MustCompile(`^[A-Za-z0-9](?:-?[A-Za-z0-9]){0,38}$`)
 const wordJoiner = "\u2060"
 
 // defang makes agent text inert wherever it lands: no @mention, no #123
-// or owner/repo#123 reference, no "/clawd" command.
+// or owner/repo#123 reference, no "/clawd" command, no HTML comment that
+// could pass for clawd's marker.
 func defang(s string) string {
-	s = strings.NewReplacer("@", "@"+wordJoiner, "#", "#"+wordJoiner).Replace(s)
+	s = strings.NewReplacer("@", "@"+wordJoiner, "#", "#"+wordJoiner, "<!--", "<!"+wordJoiner+"--").Replace(s)
 	return replaceFold(s, "/clawd", "/"+wordJoiner+"clawd")
 }
 

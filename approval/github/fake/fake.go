@@ -426,15 +426,15 @@ type Forgery int
 
 // Forgeries.
 const (
-	Genuine         Forgery = iota
-	ForgeSignature          // signed with another secret
-	ForgeNoSignature        // no X-Hub-Signature-256 (only the SHA-1 X-Hub-Signature)
-	ForgeTampered           // signed, then the body changed
-	ForgeEdited             // genuine, but an "edited" event: an old comment changed into a command
-	ForgeOtherIssue         // genuine comment on another issue of the repository
-	ForgeBot                // genuine comment by a bot account
-	ForgeSelf               // genuine comment by clawd's own token user
-	ForgeSender             // genuine signature, sender differs from the comment's author
+	Genuine          Forgery = iota
+	ForgeSignature           // signed with another secret
+	ForgeNoSignature         // no X-Hub-Signature-256 (only the SHA-1 X-Hub-Signature)
+	ForgeTampered            // signed, then the body changed
+	ForgeEdited              // genuine, but an "edited" event: an old comment changed into a command
+	ForgeOtherIssue          // genuine comment on another issue of the repository
+	ForgeBot                 // genuine comment by a bot account
+	ForgeSelf                // genuine comment by clawd's own token user
+	ForgeSender              // genuine signature, sender differs from the comment's author
 )
 
 // Click comments the command for act ("a", "g", "d") on the card's issue as
