@@ -3,8 +3,8 @@ package github
 import (
 	"bytes"
 	"context"
-	gohtml "html"
 	"errors"
+	gohtml "html"
 	"net/http"
 	"regexp"
 	"strconv"
