@@ -181,7 +181,7 @@ func Body(c *approval.Card) string {
 		d = d[:16]
 	}
 	b.WriteString("- Approval: `" + a.ID + "` · digest `" + code16(d) + "`\n")
-	if a.Required > 1 || len(a.Votes) > 0 {
+	if a.Required > 1 || len(a.Votes) > 1 {
 		b.WriteString("- " + votes(a) + "\n")
 	}
 

@@ -93,14 +93,20 @@ func (r *rig) channel(t *testing.T) *Channel {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mux := http.NewServeMux()
-	mux.Handle(approval.CallbackPath(ch.Name()), ch.Callbacks(approval.Decider(deciderFunc(func(ctx context.Context, d approval.Decision) approval.Result {
+	srv := newServer(t, ch.Callbacks(deciderFunc(func(ctx context.Context, d approval.Decision) approval.Result {
 		return r.dec.Decide(ctx, d)
-	}))))
+	})))
+	r.fk.SetEndpoint(srv + approval.CallbackPath(ch.Name()))
+	return ch
+}
+
+// newServer serves h at the channel's callback path on loopback.
+func newServer(t *testing.T, h http.Handler) string {
+	mux := http.NewServeMux()
+	mux.Handle(approval.CallbackPath("github"), h)
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
-	r.fk.SetEndpoint(srv.URL + approval.CallbackPath(ch.Name()))
-	return ch
+	return srv.URL
 }
 
 type deciderFunc func(context.Context, approval.Decision) approval.Result
