@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -209,26 +210,45 @@ func (c *Channel) Post(ctx context.Context, card *approval.Card) (string, error)
 	if err != nil {
 		return "", fmt.Errorf("github: route target: %w", err)
 	}
-	var cm comment
-	path := fmt.Sprintf("/repos/%s/%s/issues/%d/comments", t.Owner, t.Repo, t.Number)
-	if err := c.call(ctx, http.MethodPost, path, Body(card), http.StatusCreated, &cm); err != nil {
-		return "", err
-	}
-	if cm.ID <= 0 {
-		return "", errors.New("github: the new comment has no id")
-	}
+	// Remember the card before GitHub has it: a command may arrive (and its
+	// webhook be handled) before the POST's answer does.
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if l := strings.ToLower(cm.User.Login); l != "" {
-		c.st.Self = l
-	}
 	r := c.st.Cards[card.ID]
 	if r == nil {
 		r = &record{}
 		c.st.Cards[card.ID] = r
 	}
 	r.Digest, r.Grants, r.Expires = card.Digest, card.GrantsAllowed, card.Expires
-	r.At = append(r.At, location{Repo: t.full(), Issue: t.Number, Comment: cm.ID})
+	pending := location{Repo: t.full(), Issue: t.Number}
+	r.At = append(r.At, pending)
+	c.mu.Unlock()
+
+	var cm comment
+	path := fmt.Sprintf("/repos/%s/%s/issues/%d/comments", t.Owner, t.Repo, t.Number)
+	err = c.call(ctx, http.MethodPost, path, Body(card), http.StatusCreated, &cm)
+	if err == nil && cm.ID <= 0 {
+		err = errors.New("github: the new comment has no id")
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	loc := slices.Index(r.At, pending) // this post's, or an identical one's
+	if err != nil {
+		if loc >= 0 {
+			r.At = slices.Delete(r.At, loc, loc+1)
+		}
+		if len(r.At) == 0 && c.st.Cards[card.ID] == r {
+			delete(c.st.Cards, card.ID)
+		}
+		return "", err
+	}
+	if l := strings.ToLower(cm.User.Login); l != "" {
+		c.st.Self = l
+	}
+	if loc >= 0 {
+		r.At[loc].Comment = cm.ID
+	} else {
+		r.At = append(r.At, location{Repo: t.full(), Issue: t.Number, Comment: cm.ID})
+	}
 	c.st.prune(c.now())
 	if err := c.st.save(c.path); err != nil {
 		c.log.Warn("github: could not save state; commands for this card work until clawd restarts", zap.Error(err))

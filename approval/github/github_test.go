@@ -6,6 +6,8 @@ import (
 	"errors"
 	gohtml "html"
 	"net/http"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -252,14 +254,16 @@ func TestMalformedWebhooks(t *testing.T) {
 	for _, tc := range []struct {
 		name, method, event, delivery, body, sig string
 		code                                     int
+		form                                     bool
 	}{
-		{"GET", "GET", "issue_comment", "d1", "{}", "", http.StatusMethodNotAllowed},
-		{"no signature", "POST", "issue_comment", "d2", "{}", "-", http.StatusUnauthorized},
-		{"short signature", "POST", "issue_comment", "d3", "{}", "sha256=abcd", http.StatusUnauthorized},
-		{"sha1 prefix", "POST", "issue_comment", "d4", "{}", "sha1=" + fake.Sign(fake.WebhookSecret, []byte("{}")), http.StatusUnauthorized},
-		{"no delivery", "POST", "issue_comment", "", "{}", "", http.StatusBadRequest},
-		{"not JSON", "POST", "issue_comment", "d5", "{not json", "", http.StatusBadRequest},
-		{"other event", "POST", "push", "d6", "{}", "", http.StatusOK},
+		{"form body", "POST", "issue_comment", "d0", "payload=%7B%7D", "", http.StatusUnsupportedMediaType, true},
+		{"GET", "GET", "issue_comment", "d1", "{}", "", http.StatusMethodNotAllowed, false},
+		{"no signature", "POST", "issue_comment", "d2", "{}", "-", http.StatusUnauthorized, false},
+		{"short signature", "POST", "issue_comment", "d3", "{}", "sha256=abcd", http.StatusUnauthorized, false},
+		{"sha1 prefix", "POST", "issue_comment", "d4", "{}", "sha1=" + fake.Sign(fake.WebhookSecret, []byte("{}")), http.StatusUnauthorized, false},
+		{"no delivery", "POST", "issue_comment", "", "{}", "", http.StatusBadRequest, false},
+		{"not JSON", "POST", "issue_comment", "d5", "{not json", "", http.StatusBadRequest, false},
+		{"other event", "POST", "push", "d6", "{}", "", http.StatusOK, false},
 	} {
 		sig := tc.sig
 		if sig == "" {
@@ -269,6 +273,9 @@ func TestMalformedWebhooks(t *testing.T) {
 		}
 		req, _ := http.NewRequest(tc.method, "http://x"+approval.CallbackPath("github"), strings.NewReader(tc.body))
 		req.Header.Set("Content-Type", "application/json")
+		if tc.form {
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		}
 		req.Header.Set("X-GitHub-Event", tc.event)
 		req.Header.Set("X-GitHub-Delivery", tc.delivery)
 		if sig != "" {
@@ -307,6 +314,10 @@ func TestStateSurvivesRestart(t *testing.T) {
 	}
 	if got := r.dec.got(); len(got) != 1 || got[0].Digest != testDigest {
 		t.Fatalf("decisions %+v", got)
+	}
+	b, err := os.ReadFile(filepath.Join(r.dir, "github-github.json"))
+	if err != nil || !strings.Contains(string(b), testDigest) || strings.Contains(string(b), fake.Token) || strings.Contains(string(b), fake.WebhookSecret) {
+		t.Errorf("state file (%v):\n%s", err, b)
 	}
 }
 
@@ -478,5 +489,8 @@ func TestAPIErrorHidesToken(t *testing.T) {
 	_, err = ch.Post(tctx(t), testCard())
 	if err == nil || !strings.Contains(err.Error(), "401") || strings.Contains(err.Error(), "WRONG") {
 		t.Errorf("err %v", err)
+	}
+	if len(ch.st.Cards) != 0 {
+		t.Errorf("a card that was never posted is remembered: %+v", ch.st.Cards)
 	}
 }

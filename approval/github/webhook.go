@@ -118,6 +118,10 @@ func (c *Channel) Callbacks(dec approval.Decider) http.Handler {
 			http.Error(w, "invalid signature", http.StatusUnauthorized)
 			return
 		}
+		if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" {
+			http.Error(w, "set the webhook's content type to application/json", http.StatusUnsupportedMediaType)
+			return
+		}
 		delivery := r.Header.Get("X-GitHub-Delivery")
 		if delivery == "" || len(delivery) > 100 {
 			http.Error(w, "no X-GitHub-Delivery", http.StatusBadRequest)
@@ -135,10 +139,6 @@ func (c *Channel) Callbacks(dec approval.Decider) http.Handler {
 		case "issue_comment":
 		default:
 			fmt.Fprintln(w, "ignored: not an issue_comment event")
-			return
-		}
-		if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" {
-			http.Error(w, "set the webhook's content type to application/json", http.StatusUnsupportedMediaType)
 			return
 		}
 		var ev event
