@@ -57,16 +57,17 @@ type Config struct {
 
 // Channel is one GitHub approval channel.
 type Channel struct {
-	name   string
-	token  string
-	secret string
-	issue  string // default target, "" = routes must name one
-	base   string
-	env    approval.Env
-	http   *http.Client
-	log    *zap.Logger
-	now    func() time.Time
-	path   string // state file, "" = memory only
+	name     string
+	tokenRef string // resolved again for every call: an installation token is refreshed by whoever writes the file or secret
+	token    string // as resolved at start (and used when a later resolution fails)
+	secret   string
+	issue    string // default target, "" = routes must name one
+	base     string
+	env      approval.Env
+	http     *http.Client
+	log      *zap.Logger
+	now      func() time.Time
+	path     string // state file, "" = memory only
 
 	mu sync.Mutex
 	st *state
@@ -125,6 +126,7 @@ func New(name string, settings map[string]any, env approval.Env) (*Channel, erro
 	if c.token, err = cred("token", cfg.Token); err != nil {
 		return nil, err
 	}
+	c.tokenRef = cfg.Token
 	if c.token == "" {
 		return nil, fmt.Errorf("github channel %s: token is required (a fine-grained token or app installation token with Issues: write)", name)
 	}
@@ -317,7 +319,8 @@ func (c *Channel) call(ctx context.Context, method, path, body string, want int,
 	if err != nil {
 		return fmt.Errorf("github %s %s: %w", method, path, err)
 	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
+	token := c.currentToken()
+	req.Header.Set("Authorization", "Bearer "+token)
 	req.Header.Set("Accept", "application/vnd.github+json")
 	req.Header.Set("X-GitHub-Api-Version", APIVersion)
 	req.Header.Set("Content-Type", "application/json")
@@ -340,7 +343,7 @@ func (c *Channel) call(ctx context.Context, method, path, body string, want int,
 			Message string `json:"message"`
 		}
 		_ = json.Unmarshal(raw, &e)
-		msg := strings.ReplaceAll(cut(e.Message, 300), c.token, "[token]")
+		msg := strings.ReplaceAll(cut(e.Message, 300), token, "[token]")
 		return fmt.Errorf("github %s %s: HTTP %d %s", method, path, resp.StatusCode, strconv.Quote(msg))
 	}
 	if out != nil {
@@ -349,6 +352,23 @@ func (c *Channel) call(ctx context.Context, method, path, body string, want int,
 		}
 	}
 	return nil
+}
+
+// currentToken resolves the token setting again ("file:" and "secret:"
+// credentials may be rotated underneath clawd), keeping the last good value
+// when that fails.
+func (c *Channel) currentToken() string {
+	v, err := c.env.Credential(c.tokenRef)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err != nil || v == "" || strings.ContainsAny(v, " \t\r\n") {
+		if err != nil {
+			c.log.Warn("github: could not resolve the token again; using the last one", zap.Error(err))
+		}
+		return c.token
+	}
+	c.token = v
+	return v
 }
 
 // Interface checks.

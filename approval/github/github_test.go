@@ -494,3 +494,25 @@ func TestAPIErrorHidesToken(t *testing.T) {
 		t.Errorf("a card that was never posted is remembered: %+v", ch.st.Cards)
 	}
 }
+
+// A token in a file is read again for each call, so a refreshed GitHub App
+// installation token is picked up without a restart.
+func TestTokenFileRotation(t *testing.T) {
+	fk := fake.New()
+	defer fk.Close()
+	f := filepath.Join(t.TempDir(), "token")
+	os.WriteFile(f, []byte("github_pat_OLD\n"), 0o600)
+	s := fk.Settings()
+	s["token"] = "file:" + f
+	ch, err := New("github", s, approval.Env{HTTP: fk.HTTP})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ch.Post(tctx(t), testCard()); err == nil {
+		t.Fatal("the old token was accepted")
+	}
+	os.WriteFile(f, []byte(fake.Token+"\n"), 0o600)
+	if _, err := ch.Post(tctx(t), testCard()); err != nil {
+		t.Fatalf("rotated token: %v", err)
+	}
+}
