@@ -166,7 +166,8 @@ func (c *Channel) signed(header string, body []byte) bool {
 	return hmac.Equal(got, m.Sum(nil))
 }
 
-// firstDelivery records a delivery ID and reports whether it is new.
+// firstDelivery records a delivery ID (in memory) and reports whether it
+// is new.
 func (c *Channel) firstDelivery(id string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -178,10 +179,18 @@ func (c *Channel) firstDelivery(id string) bool {
 		c.st.prune(now)
 	}
 	c.st.Deliveries[id] = now
-	if err := c.st.save(c.path); err != nil {
-		c.log.Warn("github: could not save state", zap.Error(err))
-	}
 	return true
+}
+
+// saveDeliveries persists the deliveries seen so far; handle calls it for
+// a delivery that carries a command (only those matter after a restart, and
+// an org-wide webhook sends every comment).
+func (c *Channel) saveDeliveries() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.st.save(c.path); err != nil {
+		c.log.Warn("github: could not save state; a replay of this delivery after a restart would not be recognised", zap.Error(err))
+	}
 }
 
 // handle reads a verified issue_comment event, decides the command in it
@@ -213,6 +222,7 @@ func (c *Channel) handle(ctx context.Context, dec approval.Decider, ev *event) s
 	if len(cmds) == 0 {
 		return "ignored: no clawd command"
 	}
+	c.saveDeliveries()
 	t, err := parseTarget(ev.Repository.FullName + "#" + fmt.Sprint(ev.Issue.Number))
 	if err != nil {
 		return "ignored: no issue"
