@@ -32,10 +32,25 @@ var loginRE = regexp.MustCompile(`^[A-Za-z0-9](?:-?[A-Za-z0-9]){0,38}$`)
 // no copied line becomes a command.
 const wordJoiner = "\u2060"
 
+// visible replaces control, invisible and bidi-override characters (which
+// could hide or reorder what the human reads) with U+FFFD.
+func visible(r rune) rune {
+	switch {
+	case r == '\n' || r == '\t':
+		return r
+	case r < 0x20 || r == 0x7f || r >= 0x80 && r < 0xa0,
+		r >= 0x200b && r <= 0x200f, r >= 0x202a && r <= 0x202e, r >= 0x2066 && r <= 0x2069,
+		r == 0x2028 || r == 0x2029 || r == 0xfeff || r == 0x061c:
+		return '\uFFFD'
+	}
+	return r
+}
+
 // defang makes agent text inert wherever it lands: no @mention, no #123
 // or owner/repo#123 reference, no "/clawd" command, no HTML comment that
-// could pass for clawd's marker.
+// could pass for clawd's marker, nothing invisible.
 func defang(s string) string {
+	s = strings.Map(visible, s)
 	s = strings.NewReplacer("@", "@"+wordJoiner, "#", "#"+wordJoiner, "<!--", "<!"+wordJoiner+"--").Replace(s)
 	return replaceFold(s, "/clawd", "/"+wordJoiner+"clawd")
 }
@@ -255,11 +270,8 @@ func votes(a *approval.Approval) string {
 			who = append(who, "…")
 			break
 		}
-		n := v.Display
-		if n == "" {
-			n = v.By
-		}
-		who = append(who, code(n, 80))
+		// The identity that voted, never only a name.
+		who = append(who, code(v.By, 120))
 	}
 	line := fmt.Sprintf("%d of %d approvals", len(a.Votes), max(a.Required, len(a.Votes)))
 	if len(who) > 0 {
