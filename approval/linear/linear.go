@@ -80,15 +80,15 @@ func New(name string, settings map[string]any, env approval.Env) (*Channel, erro
 	if err != nil {
 		return nil, fmt.Errorf("api-key: %w", err)
 	}
+	if cfg.Auth == AuthAPIKey && strings.HasPrefix(strings.ToLower(key), "bearer") {
+		return nil, errors.New(`api-key: a personal API key has no "Bearer" prefix; for an OAuth token set auth: oauth (and give the token alone)`)
+	}
 	if key == "" || !headerSafe(key) {
 		return nil, errors.New("api-key: the credential is empty or has spaces or control characters")
 	}
 	var authz string
 	switch cfg.Auth {
 	case AuthAPIKey:
-		if strings.HasPrefix(strings.ToLower(key), "bearer") {
-			return nil, errors.New(`api-key: a personal API key has no "Bearer" prefix; for an OAuth token set auth: oauth`)
-		}
 		authz = key
 	case AuthOAuth:
 		authz = "Bearer " + key
