@@ -156,6 +156,9 @@ func (c *Channel) Post(ctx context.Context, card *approval.Card) (string, error)
 	if err != nil {
 		return "", err
 	}
+	// Remember the digest and the issue before the comment exists: a
+	// command can arrive before Linear has answered commentCreate.
+	c.state.posted(card.Approval, issue, "")
 	id, err := c.createComment(ctx, issue, "", render(card))
 	if err != nil {
 		return "", err

@@ -16,9 +16,11 @@ import (
 // the card showed and where the cards are. A command comment is bound to
 // this digest, never to anything the comment says.
 type record struct {
-	Digest  string    `json:"digest"`
-	Expires time.Time `json:"expires"`
-	Cards   []post    `json:"cards"`
+	Digest string `json:"digest"`
+	// Until is when the record may be forgotten: a day after the later of
+	// the approval's expiry and the last post or update.
+	Until time.Time `json:"until"`
+	Cards []post    `json:"cards"`
 }
 
 type post struct {
@@ -27,7 +29,8 @@ type post struct {
 }
 
 // keep is how long a record outlives its approval's expiry, so a late
-// command still gets the core's answer ("already decided").
+// command still gets the core's answer ("already decided"); at most
+// maxRecords are kept, of at most maxCards cards each.
 const (
 	keep       = 24 * time.Hour
 	maxRecords = 10000
@@ -65,7 +68,8 @@ func openStore(dir, name string, now func() time.Time, log *zap.Logger) *store {
 	return s
 }
 
-// posted remembers that a card for a is the comment id on issue.
+// posted remembers that a card for a is the comment id on issue ("" =
+// being posted).
 func (s *store) posted(a *approval.Approval, issue, id string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -77,10 +81,19 @@ func (s *store) posted(a *approval.Approval, issue, id string) {
 	if a.Digest != "" {
 		r.Digest = a.Digest
 	}
-	r.Expires = a.Expires
+	r.Until = s.now()
+	if a.Expires.After(r.Until) {
+		r.Until = a.Expires
+	}
+	r.Until = r.Until.Add(keep)
 	p := post{Issue: issue, Comment: id}
 	found := false
-	for _, c := range r.Cards {
+	for i, c := range r.Cards {
+		if c.Issue == issue && c.Comment == "" {
+			r.Cards[i].Comment = id // the pending entry gets its comment
+			found = true
+			break
+		}
 		found = found || c == p
 	}
 	if !found {
@@ -112,14 +125,14 @@ func (s *store) lookup(id, issue string) (digest string, ok bool) {
 func (s *store) pruneLocked() {
 	now := s.now()
 	for id, r := range s.recs {
-		if !r.Expires.IsZero() && now.Sub(r.Expires) > keep {
+		if now.After(r.Until) {
 			delete(s.recs, id)
 		}
 	}
 	for len(s.recs) > maxRecords { // drop the oldest
 		var oldest string
 		for id, r := range s.recs {
-			if oldest == "" || r.Expires.Before(s.recs[oldest].Expires) {
+			if oldest == "" || r.Until.Before(s.recs[oldest].Until) {
 				oldest = id
 			}
 		}

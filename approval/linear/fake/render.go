@@ -51,9 +51,9 @@ func Render(md string) (text string, blocks []string, hazards []string) {
 			if strings.Contains(p, "<") {
 				hazards = append(hazards, "html: "+p)
 			}
-		}
-		if strings.Contains(ln, "](") && !strings.Contains(ln, `\]`) {
-			hazards = append(hazards, "markdown link: "+ln)
+			if strings.Contains(p, "](") {
+				hazards = append(hazards, "markdown link: "+p)
+			}
 		}
 		if strings.HasPrefix(strings.TrimSpace(t), "/clawd") {
 			hazards = append(hazards, "command line: "+ln)
