@@ -2,6 +2,8 @@ package linear
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -214,6 +216,9 @@ func TestReplayRefused(t *testing.T) {
 	if status != 401 {
 		t.Errorf("replay answered %d", status)
 	}
+	if status, err = s.fk.ReplayNewDelivery(ctxT(t)); err != nil || status != 401 {
+		t.Errorf("replay under a new delivery id answered %d (%v)", status, err)
+	}
 	if n := len(s.d.Calls()); n != 1 {
 		t.Errorf("decider called %d times, want 1", n)
 	}
@@ -386,4 +391,46 @@ func TestParseCommand(t *testing.T) {
 			t.Errorf("parseCommand(%q) = %+v, %v; want %+v, %v", tc.in, got, ok, tc.want, tc.ok)
 		}
 	}
+}
+
+// While clawd cannot learn its own Linear user it decides nothing (503, so
+// Linear retries); the retry of the same delivery then decides.
+func TestViewerOutage(t *testing.T) {
+	s := newSetup(t)
+	a := newApproval()
+	s.post(t, a, "")
+	s.fk.SetViewerDown(true)
+	d, err := s.fk.Deliver(ctxT(t), a.ID, alice, "/clawd approve "+a.ID, false, fake.Genuine)
+	if err != nil || d.Status != 503 || len(s.d.Calls()) != 0 {
+		t.Fatalf("outage: status %d, calls %d, %v", d.Status, len(s.d.Calls()), err)
+	}
+	s.fk.SetViewerDown(false)
+	if st, err := s.fk.Replay(ctxT(t)); err != nil || st != 200 {
+		t.Fatalf("retry: %d %v", st, err)
+	}
+	if n := len(s.d.Calls()); n != 1 {
+		t.Fatalf("decider called %d times after the retry", n)
+	}
+}
+
+func TestStateFile(t *testing.T) {
+	dir := t.TempDir()
+	s := newSetup(t, func(_ map[string]any, e *approval.Env) { e.StateDir = dir })
+	s.post(t, newApproval(), "")
+	fi, err := os.Stat(filepath.Join(dir, "linear-linear.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("state file mode %v", fi.Mode().Perm())
+	}
+	b, _ := os.ReadFile(filepath.Join(dir, "linear-linear.json"))
+	if strings.Contains(string(b), fake.APIKey) || strings.Contains(string(b), fake.WebhookSecret) || !strings.Contains(string(b), "0123456789abcdef") {
+		t.Errorf("state file: %s", b)
+	}
+	// A corrupt state file does not stop the channel.
+	if err := os.WriteFile(filepath.Join(dir, "linear-linear.json"), []byte("{not json"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	newSetup(t, func(_ map[string]any, e *approval.Env) { e.StateDir = dir }).post(t, newApproval(), "")
 }

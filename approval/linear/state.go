@@ -167,8 +167,9 @@ type seen struct {
 
 func newSeen() *seen { return &seen{ids: map[string]time.Time{}} }
 
-// add reports whether id is new (and remembers it until until).
-func (s *seen) add(id string, now, until time.Time) bool {
+// add reports whether none of keys was seen (and then remembers them all
+// until until).
+func (s *seen) add(keys []string, now, until time.Time) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for k, t := range s.ids {
@@ -176,9 +177,22 @@ func (s *seen) add(id string, now, until time.Time) bool {
 			delete(s.ids, k)
 		}
 	}
-	if _, ok := s.ids[id]; ok {
-		return false
+	for _, k := range keys {
+		if _, ok := s.ids[k]; ok {
+			return false
+		}
 	}
-	s.ids[id] = until
+	for _, k := range keys {
+		s.ids[k] = until
+	}
 	return true
+}
+
+// forget drops keys again.
+func (s *seen) forget(keys []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, k := range keys {
+		delete(s.ids, k)
+	}
 }

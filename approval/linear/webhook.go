@@ -90,8 +90,12 @@ func (c *Channel) Callbacks(d approval.Decider) http.Handler {
 			c.refuse(w, http.StatusBadRequest, "no delivery id", "missing Linear-Delivery")
 			return
 		}
-		if !c.replay.add(delivery, now, now.Add(3*Window)) {
-			c.refuse(w, http.StatusUnauthorized, "replayed delivery", "Linear-Delivery seen before")
+		// Linear-Delivery is not signed: the signature (of a body that
+		// holds the timestamp) is remembered too, so a captured delivery
+		// cannot be resent under a new delivery id.
+		keys := []string{"d:" + delivery, "s:" + strings.ToLower(strings.TrimSpace(r.Header.Get("Linear-Signature")))}
+		if !c.replay.add(keys, now, now.Add(3*Window)) {
+			c.refuse(w, http.StatusUnauthorized, "replayed delivery", "delivery id or signature seen before")
 			return
 		}
 		if p.Type != "Comment" || p.Action != "create" {
@@ -99,6 +103,9 @@ func (c *Channel) Callbacks(d approval.Decider) http.Handler {
 			return
 		}
 		status := c.comment(r.Context(), d, &p)
+		if status != http.StatusOK {
+			c.replay.forget(keys) // nothing was decided: Linear's retry may come in
+		}
 		w.WriteHeader(status)
 	})
 }

@@ -111,6 +111,7 @@ type Server struct {
 	last       *captured
 	changed    chan struct{}
 	calls      map[string]int
+	viewerDown bool
 }
 
 type captured struct {
@@ -168,6 +169,13 @@ func (s *Server) DeliverOwn(on bool) {
 func (s *Server) SetName(userID, name string) {
 	s.mu.Lock()
 	s.names[userID] = name
+	s.mu.Unlock()
+}
+
+// SetViewerDown makes the viewer query fail (an API outage) or work again.
+func (s *Server) SetViewerDown(down bool) {
+	s.mu.Lock()
+	s.viewerDown = down
 	s.mu.Unlock()
 }
 
@@ -359,6 +367,13 @@ func (s *Server) graphql(w http.ResponseWriter, r *http.Request) {
 	s.mu.Unlock()
 	switch field {
 	case "viewer":
+		s.mu.Lock()
+		down := s.viewerDown
+		s.mu.Unlock()
+		if down {
+			gqlFail(w, 503, "service unavailable", "internal error")
+			return
+		}
 		if len(req.Variables) != 0 {
 			s.violate("viewer: unexpected variables %v", req.Variables)
 		}
@@ -695,6 +710,20 @@ func (s *Server) Replay(ctx context.Context) (int, error) {
 		return 0, fmt.Errorf("fake: nothing delivered yet")
 	}
 	return s.post(ctx, endpoint, last.body, last.header)
+}
+
+// ReplayNewDelivery resends the last delivery's body and signature under a
+// fresh Linear-Delivery id (the header is not signed).
+func (s *Server) ReplayNewDelivery(ctx context.Context) (int, error) {
+	s.mu.Lock()
+	last, endpoint := s.last, s.endpoint
+	s.mu.Unlock()
+	if last == nil {
+		return 0, fmt.Errorf("fake: nothing delivered yet")
+	}
+	h := last.header.Clone()
+	h.Set("Linear-Delivery", newUUID())
+	return s.post(ctx, endpoint, last.body, h)
 }
 
 // Sign is Linear's webhook signature: hex HMAC-SHA256 of the body.
