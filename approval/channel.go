@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -43,6 +45,13 @@ type Listener interface {
 // platform signs it before calling d.
 type Callbacks interface {
 	Callbacks(d Decider) http.Handler
+}
+
+// Personal is a Channel that sends each asked person a message of their
+// own (e-mail, ntfy, WhatsApp): when an escalation adds people to it, the
+// core posts them a card of their own rather than updating the first.
+type Personal interface {
+	Personal() bool
 }
 
 // CallbackPath is where a channel's callback handler is mounted on the
@@ -297,4 +306,24 @@ func DecodeSettings(in map[string]any, out any) error {
 		return err
 	}
 	return dec.Decode(in)
+}
+
+// SecureScheme reports whether a platform URL may carry a channel's
+// credentials: the secure scheme ("https", "wss"), or the plain one ("http",
+// "ws") only to a loopback address (a local fake or relay). Tokens, secrets
+// and signing keys never travel in clear over a network. Every channel
+// checks its base URLs with it.
+func SecureScheme(u *url.URL, secure, plain string) bool {
+	if u == nil || u.Host == "" {
+		return false
+	}
+	switch u.Scheme {
+	case secure:
+		return true
+	case plain:
+		h := u.Hostname()
+		ip := net.ParseIP(h)
+		return h == "localhost" || ip != nil && ip.IsLoopback()
+	}
+	return false
 }

@@ -98,8 +98,12 @@ func (m *Manager) route(a *Approval, h *Hold) (escalate []Audience, after time.D
 
 // mergeAudiences adds more to asked, channel by channel, and returns the
 // channels that were not asked before.
-func mergeAudiences(asked []Audience, more []Audience) ([]Audience, []string) {
+// mergeAudiences adds more to asked, channel by channel, and returns the
+// channels that were not asked before and, for the others, the people
+// newly asked on them.
+func mergeAudiences(asked []Audience, more []Audience) ([]Audience, []string, map[string][]string) {
 	var added []string
+	newPeople := map[string][]string{}
 	for _, x := range more {
 		i := slices.IndexFunc(asked, func(a Audience) bool { return a.Channel == x.Channel })
 		if i < 0 {
@@ -107,11 +111,16 @@ func mergeAudiences(asked []Audience, more []Audience) ([]Audience, []string) {
 			added = append(added, x.Channel)
 			continue
 		}
+		for _, p := range x.People {
+			if !slices.Contains(asked[i].People, p) {
+				newPeople[x.Channel] = append(newPeople[x.Channel], p)
+			}
+		}
 		p := append(asked[i].People, x.People...)
 		slices.Sort(p)
 		asked[i].People = slices.Compact(p)
 	}
-	return asked, added
+	return asked, added, newPeople
 }
 
 // mayDecide reports whether d's person is asked for a.
@@ -212,14 +221,11 @@ func (m *Manager) Decide(ctx context.Context, d Decision) Result {
 		return Result{Outcome: ResultInvalid, Message: fmt.Sprintf("Rule %q is judged request by request: approve once or deny.", a.Rule), Approval: a.clone()}
 	}
 	id := d.Identity()
-	if d.Channel == ChannelAPI {
-		id = ChannelCLI // the token and the socket are the same host operator: one person
-	}
 	if a.Required > 1 && d.Channel == ChannelLink {
 		m.refused(a, d, ResultNotApprover)
 		return Result{Outcome: ResultNotApprover, Message: fmt.Sprintf("Rule %q needs %d named approvers; a signed link cannot count as one.", a.Rule, a.Required), Approval: a.clone()}
 	}
-	if slices.ContainsFunc(a.Votes, func(v Vote) bool { return v.By == id }) {
+	if slices.ContainsFunc(a.Votes, func(v Vote) bool { return person(v.By) == person(id) }) {
 		return Result{Outcome: ResultAlready, Message: fmt.Sprintf("You already approved; %d of %d approvals so far.", len(a.Votes), a.Required), Approval: a.clone()}
 	}
 	now := m.now().UTC()
@@ -284,6 +290,15 @@ func digestMatches(full, got, channel string) bool {
 	return len(got) >= digestShown && strings.HasPrefix(full, got)
 }
 
+// person is who an identity is: the socket and the token are the same host
+// operator, one person however they decide.
+func person(id string) string {
+	if id == ChannelAPI {
+		return ChannelCLI
+	}
+	return id
+}
+
 func voters(vs []Vote) string {
 	ids := make([]string, len(vs))
 	for i, v := range vs {
@@ -329,7 +344,8 @@ func (m *Manager) escalate(e *entry, more []Audience) {
 		return
 	}
 	var added []string
-	e.a.Asked, added = mergeAudiences(e.a.Asked, more)
+	var newPeople map[string][]string
+	e.a.Asked, added, newPeople = mergeAudiences(e.a.Asked, more)
 	e.a.EscalateAt = time.Time{}
 	if err := putApproval(m.db, e.a); err != nil {
 		m.log.Warn("persist escalation: " + err.Error())
@@ -345,6 +361,19 @@ func (m *Manager) escalate(e *entry, more []Audience) {
 		if c := m.channel(name); c != nil {
 			m.wg.Add(1)
 			m.postLocked(c, e)
+		}
+	}
+	// Channels that message each person (e-mail, ntfy, WhatsApp) post a
+	// card of its own to the people the escalation added; the others
+	// show them on the card they already have (the Update above).
+	for name, people := range newPeople {
+		if c := m.channel(name); c != nil {
+			if p, ok := c.(Personal); ok && p.Personal() {
+				snap := m.cardFor(name, e.a)
+				snap.People = people
+				m.wg.Add(1)
+				go m.card(c, e, snap, e.changed, fmt.Sprintf("%s#%d", name, len(e.a.Refs)))
+			}
 		}
 	}
 }

@@ -826,10 +826,14 @@ func (m *Manager) Shutdown() {
 // The caller holds m.mu (the first card shows the approval as it was when
 // the channel was asked) and has done m.wg.Add(1).
 func (m *Manager) postLocked(c Channel, e *entry) {
-	go m.card(c, e, m.cardFor(c.Name(), e.a), e.changed)
+	go m.card(c, e, m.cardFor(c.Name(), e.a), e.changed, c.Name())
 }
 
-func (m *Manager) card(c Channel, e *entry, snap *Card, changed <-chan struct{}) {
+// card keeps one card: refKey is where its ref is kept in Approval.Refs
+// (the channel's name, or name#N for a second card on a Personal channel);
+// its updates show the people it was posted to.
+func (m *Manager) card(c Channel, e *entry, snap *Card, changed <-chan struct{}, refKey string) {
+	people := snap.People
 	defer m.wg.Done()
 	ctx, cancel := context.WithTimeout(m.bgCtx, 2*time.Minute)
 	ref, err := c.Post(ctx, snap)
@@ -840,7 +844,7 @@ func (m *Manager) card(c Channel, e *entry, snap *Card, changed <-chan struct{})
 		return // never delivered, nothing to update
 	}
 	m.mu.Lock()
-	e.a.Refs[c.Name()] = ref
+	e.a.Refs[refKey] = ref
 	// The DB is open: Shutdown closes it only after wg is done.
 	if perr := putApproval(m.db, e.a); perr != nil {
 		m.log.Warn("persist card ref", zap.Error(perr))
@@ -859,6 +863,9 @@ func (m *Manager) card(c Channel, e *entry, snap *Card, changed <-chan struct{})
 		m.mu.Lock()
 		final := m.pending[e.a.ID] != e
 		snap := m.cardFor(c.Name(), e.a)
+		if refKey != c.Name() {
+			snap.People = people
+		}
 		changed = e.changed
 		m.mu.Unlock()
 		m.update(c, snap, ref)
@@ -892,9 +899,10 @@ func (m *Manager) update(c Channel, card *Card, ref string) {
 // updateCards updates the cards of an approval decided outside the normal
 // flow (expired by restart), using the refs stored with it.
 func (m *Manager) updateCards(a *Approval) {
-	for _, n := range m.cfg.Channels {
-		ref, ok := a.Refs[n.Name()]
-		if !ok {
+	for key, ref := range a.Refs {
+		name, _, _ := strings.Cut(key, "#")
+		n := m.channel(name)
+		if n == nil {
 			continue
 		}
 		m.wg.Add(1)

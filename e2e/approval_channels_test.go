@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -14,11 +15,14 @@ import (
 	"github.com/clawd-dev/clawd/approval"
 	approvalapi "github.com/clawd-dev/clawd/approval/api"
 	discordfake "github.com/clawd-dev/clawd/approval/discord/fake"
+	emailfake "github.com/clawd-dev/clawd/approval/email/fake"
 	gchatfake "github.com/clawd-dev/clawd/approval/gchat/fake"
 	ntfyfake "github.com/clawd-dev/clawd/approval/ntfy/fake"
 	slackfake "github.com/clawd-dev/clawd/approval/slack/fake"
 	teamsfake "github.com/clawd-dev/clawd/approval/teams/fake"
 	telegramfake "github.com/clawd-dev/clawd/approval/telegram/fake"
+	webexfake "github.com/clawd-dev/clawd/approval/webex/fake"
+	whatsappfake "github.com/clawd-dev/clawd/approval/whatsapp/fake"
 	"github.com/clawd-dev/clawd/e2e/harness"
 )
 
@@ -36,6 +40,7 @@ type chanUnderTest struct {
 	card       func(ctx context.Context, id string, decided bool) error
 	click      func(ctx context.Context, id, act, user string) (string, error)
 	violations func() []string
+	started    func(ctx context.Context) error // after the daemon started (nil: nothing)
 }
 
 func slackChannel(t *testing.T) chanUnderTest {
@@ -106,6 +111,74 @@ func gchatChannel(t *testing.T) chanUnderTest {
 	}
 }
 
+func whatsappChannel(t *testing.T) chanUnderTest {
+	f := whatsappfake.New()
+	t.Cleanup(f.Close)
+	const approver = "15550001234"
+	return chanUnderTest{
+		// Only asked approvers get a message: no stranger can press.
+		name: "whatsapp", typ: "whatsapp", approver: approver, settings: f.Settings(),
+		// The approver writes first: clawd may then send reply buttons and
+		// follow-ups (the 24-hour customer-service window).
+		started: func(ctx context.Context) error {
+			code, err := f.Text(ctx, approver, "hello clawd")
+			if err == nil && code != http.StatusOK {
+				err = fmt.Errorf("webhook answered %d", code)
+			}
+			return err
+		},
+		endpoint: f.SetEndpoint,
+		// WhatsApp messages cannot be edited: a decided card is one with a
+		// follow-up saying it no longer does anything.
+		card: func(ctx context.Context, id string, decided bool) error {
+			_, err := f.WaitCard(ctx, id, func(m whatsappfake.Message) bool {
+				done := false
+				for _, r := range m.Replies {
+					done = done || strings.Contains(r, "no longer do anything")
+				}
+				return done == decided
+			})
+			return err
+		},
+		click: f.Click, violations: f.Violations,
+	}
+}
+
+func webexChannel(t *testing.T) chanUnderTest {
+	f := webexfake.New()
+	t.Cleanup(f.Close)
+	st := f.Settings()
+	st["register-webhook"] = true // clawd registers its attachmentActions webhook itself
+	return chanUnderTest{
+		name: "webex", typ: "webex", approver: "Y2lzY29zcGFyazovL3VzL1BFT1BMRS9hcHByb3Zlcg", intruder: "Y2lzY29zcGFyazovL3VzL1BFT1BMRS9pbnRydWRlcg", settings: st,
+		card: func(ctx context.Context, id string, decided bool) error {
+			_, err := f.WaitCard(ctx, id, func(m webexfake.Message) bool { return (len(m.Actions) == 0) == decided })
+			return err
+		},
+		click: f.Click, violations: f.Violations,
+	}
+}
+
+func emailChannel(t *testing.T) chanUnderTest {
+	f := emailfake.New()
+	t.Cleanup(f.Close)
+	return chanUnderTest{
+		// Each recipient gets links of their own: no stranger can press.
+		name: "mail", typ: "email", approver: strings.ToLower(emailfake.Recipients[0]), silent: false, settings: f.Settings(),
+		// A message cannot be edited: a decided card is a follow-up in its thread.
+		card: func(ctx context.Context, id string, decided bool) error {
+			_, err := f.WaitCard(ctx, id, func(m emailfake.Message) bool {
+				if decided {
+					return m.InReplyTo != ""
+				}
+				return len(m.Links) > 0
+			})
+			return err
+		},
+		click: f.Click, violations: f.Violations,
+	}
+}
+
 func ntfyChannel(t *testing.T) chanUnderTest {
 	f := ntfyfake.New()
 	t.Cleanup(f.Close)
@@ -128,7 +201,7 @@ func ntfyChannel(t *testing.T) chanUnderTest {
 func TestApprovalChannels(t *testing.T) {
 	ctd := harness.SharedContainerd(t)
 	up := harness.SharedUpstream(t)
-	chans := []chanUnderTest{slackChannel(t), teamsChannel(t), ntfyChannel(t), telegramChannel(t), discordChannel(t), gchatChannel(t)}
+	chans := []chanUnderTest{slackChannel(t), teamsChannel(t), ntfyChannel(t), telegramChannel(t), discordChannel(t), gchatChannel(t), whatsappChannel(t), webexChannel(t), emailChannel(t)}
 	var creds []string // every credential value, which no log or audit line may hold
 	for _, ch := range chans {
 		for k, v := range ch.settings {
@@ -197,9 +270,16 @@ default:
 		t.Fatal(err)
 	}
 	api := &approvalapi.Client{Base: "http://" + cl.API, Token: strings.TrimSpace(string(tok)), HTTP: &http.Client{Timeout: 30 * time.Second}}
+	for _, ch := range chans {
+		if ch.started != nil {
+			if err := ch.started(context.Background()); err != nil {
+				t.Fatalf("%s: %v", ch.name, err)
+			}
+		}
+	}
 	ct := ctd.Run(t, "chan-agent", harness.RunOpts{Files: map[string]string{agentBin(t): "/agent"}})
 	cl.MustCLI("attach", ct.Name)
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 
 	// held sends POST path from the agent and returns its pending approval.

@@ -14,12 +14,16 @@ import (
 
 	"github.com/clawd-dev/clawd/approval"
 	"github.com/clawd-dev/clawd/approval/discord"
+	"github.com/clawd-dev/clawd/approval/email"
 	"github.com/clawd-dev/clawd/approval/gchat"
+	"github.com/clawd-dev/clawd/approval/mattermost"
 	"github.com/clawd-dev/clawd/approval/ntfy"
 	"github.com/clawd-dev/clawd/approval/slack"
 	"github.com/clawd-dev/clawd/approval/teams"
 	"github.com/clawd-dev/clawd/approval/telegram"
+	"github.com/clawd-dev/clawd/approval/webex"
 	"github.com/clawd-dev/clawd/approval/webhook"
+	"github.com/clawd-dev/clawd/approval/whatsapp"
 	"github.com/clawd-dev/clawd/policy"
 )
 
@@ -28,13 +32,17 @@ type Builder func(name string, settings map[string]any, env approval.Env) (appro
 
 // builders by type; a new channel package adds one line here.
 var builders = map[string]Builder{
-	webhook.Type:  webhook.Build,
-	slack.Type:    slack.Build,
-	teams.Type:    teams.Build,
-	ntfy.Type:     ntfy.Build,
-	telegram.Type: telegram.Build,
-	discord.Type:  discord.Build,
-	gchat.Type:    gchat.Build,
+	webhook.Type:    webhook.Build,
+	slack.Type:      slack.Build,
+	teams.Type:      teams.Build,
+	ntfy.Type:       ntfy.Build,
+	telegram.Type:   telegram.Build,
+	discord.Type:    discord.Build,
+	gchat.Type:      gchat.Build,
+	whatsapp.Type:   whatsapp.Build,
+	webex.Type:      webex.Build,
+	email.Type:      email.Build,
+	mattermost.Type: mattermost.Build,
 }
 
 // Types lists the channel types this clawd can build.
@@ -94,6 +102,9 @@ func Build(specs []map[string]any, envFor func(name string) (approval.Env, error
 				s := strings.TrimSpace(fmt.Sprint(p))
 				if s == "" || strings.ContainsAny(s, " \t,") {
 					return nil, fmt.Errorf("approval.channels[%d] (%s): approvers: %q is not a user ID", i, name, s)
+				}
+				if typ == email.Type {
+					s = strings.ToLower(s) // addresses compare case-insensitively
 				}
 				people = append(people, s)
 			}
@@ -185,6 +196,10 @@ func Directory(specs []map[string]any) policy.Directory {
 		if list, ok := raw["approvers"].([]any); ok {
 			for _, p := range list {
 				people = append(people, fmt.Sprint(p))
+			}
+		} else if rcpts, ok := raw["recipients"].([]any); ok {
+			for _, r := range rcpts { // e-mail: the recipients are the approvers
+				people = append(people, strings.ToLower(fmt.Sprint(r)))
 			}
 		} else if topics, ok := raw["topics"].(map[string]any); ok {
 			for who := range topics { // ntfy: one topic per approver

@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -125,7 +124,7 @@ func New(name string, settings map[string]any, env approval.Env) (*Channel, erro
 		cfg.APIBase = DefaultAPIBase
 	}
 	u, err := url.Parse(cfg.APIBase)
-	if err != nil || !okScheme(u, "https", "http") || u.User != nil || u.RawQuery != "" {
+	if err != nil || !approval.SecureScheme(u, "https", "http") || u.User != nil || u.RawQuery != "" {
 		return fail("api-base must be an https URL (http only to a loopback address)")
 	}
 	c := &Channel{
@@ -154,23 +153,6 @@ func Build(name string, settings map[string]any, env approval.Env) (approval.Cha
 		return nil, err
 	}
 	return c, nil
-}
-
-// okScheme accepts the secure scheme, and the plain one only to a loopback
-// address (a local fake or relay): the token never travels in clear over
-// a network.
-func okScheme(u *url.URL, secure, plain string) bool {
-	if u.Host == "" {
-		return false
-	}
-	if u.Scheme == secure {
-		return true
-	}
-	if u.Scheme != plain {
-		return false
-	}
-	ip := net.ParseIP(u.Hostname())
-	return u.Hostname() == "localhost" || ip != nil && ip.IsLoopback()
 }
 
 // clickable reports whether clicks from channel id are accepted: the

@@ -338,7 +338,7 @@ func (c *Channel) wsURL(base string) (string, error) {
 	if err != nil || u.Host == "" || u.User != nil {
 		return "", errors.New("gateway: bad gateway URL")
 	}
-	if !okScheme(u, "wss", "ws") {
+	if !approval.SecureScheme(u, "wss", "ws") {
 		return "", errors.New("gateway: gateway URL must be wss (ws only to a loopback address)")
 	}
 	q := u.Query()

@@ -217,6 +217,9 @@ func parsePriority(s string) (int, error) {
 // Name is the channel's name in clawd.yaml.
 func (c *Channel) Name() string { return c.name }
 
+// Personal: each asked person gets a message of their own.
+func (c *Channel) Personal() bool { return true }
+
 // DefaultApprovers are the approvers with a topic: who is asked on this
 // channel when clawd.yaml lists no approvers for it.
 func (c *Channel) DefaultApprovers() []string { return slices.Clone(c.approver) }

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"log"
-	"net"
 	"net/url"
 	"regexp"
 	"strings"
@@ -144,7 +143,7 @@ func New(name string, settings map[string]any, env approval.Env) (*Channel, erro
 	}
 	if c.webhook != "" {
 		u, err := url.Parse(c.webhook)
-		if err != nil || !okScheme(u) {
+		if err != nil || !approval.SecureScheme(u, "https", "http") {
 			// The URL is a credential: do not echo it.
 			return nil, fmt.Errorf("slack channel %s: webhook-url must be an https URL", name)
 		}
@@ -154,7 +153,7 @@ func New(name string, settings map[string]any, env approval.Env) (*Channel, erro
 		base = DefaultAPIBase
 	}
 	bu, err := url.Parse(base)
-	if err != nil || !okScheme(bu) || bu.RawQuery != "" || bu.Fragment != "" {
+	if err != nil || !approval.SecureScheme(bu, "https", "http") || bu.RawQuery != "" || bu.Fragment != "" {
 		return nil, fmt.Errorf("slack channel %s: api-base %q must be an https URL", name, base)
 	}
 	if !strings.HasSuffix(base, "/") {
@@ -184,23 +183,6 @@ func Build(name string, settings map[string]any, env approval.Env) (approval.Cha
 		return nil, err
 	}
 	return c, nil
-}
-
-// okScheme accepts https, and http only to a loopback address (a local
-// fake or relay); a token never travels in clear over a network.
-func okScheme(u *url.URL) bool {
-	if u.Host == "" {
-		return false
-	}
-	if u.Scheme == "https" {
-		return true
-	}
-	if u.Scheme != "http" {
-		return false
-	}
-	h := u.Hostname()
-	ip := net.ParseIP(h)
-	return h == "localhost" || ip != nil && ip.IsLoopback()
 }
 
 // Name is the channel's name in clawd.yaml.

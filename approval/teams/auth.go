@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/MicahParks/keyfunc/v3"
+	"github.com/clawd-dev/clawd/approval"
 	"github.com/golang-jwt/jwt/v5"
 	"go.uber.org/zap"
 	"golang.org/x/time/rate"
@@ -188,7 +189,7 @@ func (v *verifier) jwksURI(ctx context.Context) (string, error) {
 		return "", err
 	}
 	u, err := url.Parse(m.JWKSURI)
-	if err != nil || !okScheme(u) || u.User != nil {
+	if err != nil || !approval.SecureScheme(u, "https", "http") || u.User != nil {
 		return "", errors.New("jwks_uri is not an https URL")
 	}
 	return m.JWKSURI, nil

@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -291,7 +290,7 @@ func (c *Channel) dropToken(tok string) {
 // slash.
 func baseURL(key, v string) (*url.URL, error) {
 	u, err := url.Parse(v)
-	if err != nil || !okScheme(u) || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+	if err != nil || !approval.SecureScheme(u, "https", "http") || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
 		return nil, fmt.Errorf("%s must be an https URL (http only to a loopback address) without credentials, query or fragment", key)
 	}
 	if !strings.HasSuffix(u.Path, "/") {
@@ -299,27 +298,6 @@ func baseURL(key, v string) (*url.URL, error) {
 	}
 	u.RawPath = ""
 	return u, nil
-}
-
-// okScheme accepts https, and http only to a loopback address (a local
-// fake or relay): tokens, the app password and the signing keys never
-// travel in clear over a network.
-func okScheme(u *url.URL) bool {
-	if u.Host == "" {
-		return false
-	}
-	if u.Scheme == "https" {
-		return true
-	}
-	if u.Scheme != "http" {
-		return false
-	}
-	h := u.Hostname()
-	if h == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(h)
-	return ip != nil && ip.IsLoopback()
 }
 
 func validAppID(s string) bool {

@@ -106,7 +106,7 @@ func TestBrowserRealManagerTwoPeople(t *testing.T) {
 	}
 	b.do(chromedp.Click(chromedp.CSS(`#pending .card button[data-act="a"]`)))
 	b.waitJS(`(v => v && v.textContent.startsWith('1 of 2'))(document.querySelector('#pending .card .votes'))`)
-	if got := b.text("#pending .card .votes"); got != "1 of 2 approvals: web page (cli)" {
+	if got := b.text("#pending .card .votes"); got != "1 of 2 approvals: web page (api)" {
 		t.Errorf("votes %q", got)
 	}
 	if got := b.text("#message"); got != "Approval 1 of 2 recorded; waiting for someone else." {
@@ -137,7 +137,7 @@ func TestBrowserRealManagerTwoPeople(t *testing.T) {
 		t.Fatalf("second approver: %+v", r)
 	}
 	o := approvaltest.Recv(t, out)
-	if !o.Approved || o.By != "cli,rec:U2" {
+	if !o.Approved || o.By != "api,rec:U2" {
 		t.Fatalf("outcome %+v", o)
 	}
 	b.clean()
