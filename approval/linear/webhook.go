@@ -102,7 +102,10 @@ func (c *Channel) Callbacks(d approval.Decider) http.Handler {
 			w.WriteHeader(http.StatusOK) // other events need no answer
 			return
 		}
-		status := c.comment(r.Context(), d, &p)
+		// A decision once started is finished even if Linear hangs up.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 30*time.Second)
+		defer cancel()
+		status := c.comment(ctx, d, &p)
 		if status != http.StatusOK {
 			c.replay.forget(keys) // nothing was decided: Linear's retry may come in
 		}
@@ -164,7 +167,7 @@ func (c *Channel) comment(ctx context.Context, d approval.Decider, p *Payload) i
 	if !ours {
 		msg = inert(clip(msg, maxReason)) // the core's sentence may quote request text
 	}
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if _, err := c.createComment(rctx, cm.IssueID, parent, msg); err != nil {
 		c.log.Warn("linear: reply to a command failed", zap.Error(err))
