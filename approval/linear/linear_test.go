@@ -434,3 +434,22 @@ func TestStateFile(t *testing.T) {
 	}
 	newSetup(t, func(_ map[string]any, e *approval.Env) { e.StateDir = dir }).post(t, newApproval(), "")
 }
+
+// A command that arrives before Linear has answered clawd's commentCreate
+// is still bound to the card.
+func TestCommandBeforePostReturns(t *testing.T) {
+	s := newSetup(t)
+	a := newApproval()
+	var reply string
+	var err error
+	s.fk.OnCreate(func(c fake.Comment) {
+		if c.ParentID == "" {
+			s.fk.OnCreate(nil)
+			reply, err = s.fk.Click(ctxT(t), a.ID, approval.ActApprove, alice)
+		}
+	})
+	s.post(t, a, "")
+	if err != nil || reply != s.d.res.Message || len(s.d.Calls()) != 1 {
+		t.Fatalf("early command: reply %q, err %v, calls %d", reply, err, len(s.d.Calls()))
+	}
+}

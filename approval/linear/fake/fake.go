@@ -112,6 +112,7 @@ type Server struct {
 	changed    chan struct{}
 	calls      map[string]int
 	viewerDown bool
+	onCreate   func(Comment)
 }
 
 type captured struct {
@@ -169,6 +170,14 @@ func (s *Server) DeliverOwn(on bool) {
 func (s *Server) SetName(userID, name string) {
 	s.mu.Lock()
 	s.names[userID] = name
+	s.mu.Unlock()
+}
+
+// OnCreate runs f with each comment clawd creates, before the fake answers
+// commentCreate (to act "while Linear is still answering").
+func (s *Server) OnCreate(f func(Comment)) {
+	s.mu.Lock()
+	s.onCreate = f
 	s.mu.Unlock()
 }
 
@@ -464,10 +473,13 @@ func (s *Server) commentCreate(w http.ResponseWriter, vars map[string]any) {
 		}
 	}
 	c := s.addLocked(issue, ViewerID, parent, body)
-	own := s.deliverOwn
+	own, hook := s.deliverOwn, s.onCreate
 	s.mu.Unlock()
 	if own {
 		_, _ = s.deliver(context.Background(), c, Genuine)
+	}
+	if hook != nil {
+		hook(*c)
 	}
 	writeJSON(w, 200, map[string]any{"data": map[string]any{"commentCreate": map[string]any{
 		"success": true, "comment": map[string]any{"id": c.ID}}}})
