@@ -1,0 +1,110 @@
+package linear
+
+import (
+	"context"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/clawd-dev/clawd/approval"
+	"github.com/clawd-dev/clawd/approval/linear/fake"
+	"github.com/clawd-dev/clawd/policy"
+)
+
+// Approvers as Linear user ids.
+const (
+	alice = "a11ce000-0000-4000-8000-0000000000a1"
+	bob   = "b0b00000-0000-4000-8000-0000000000b0"
+)
+
+// decider records decisions and answers with a chosen Result.
+type decider struct {
+	mu    sync.Mutex
+	calls []approval.Decision
+	res   approval.Result
+}
+
+func (d *decider) Decide(_ context.Context, dec approval.Decision) approval.Result {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.calls = append(d.calls, dec)
+	return d.res
+}
+
+func (d *decider) Calls() []approval.Decision {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]approval.Decision(nil), d.calls...)
+}
+
+var seq int
+
+func newApproval() *approval.Approval {
+	seq++
+	id := []byte(strings.Repeat("a", 26))
+	for i, n := 25, seq; n > 0; i, n = i-1, n/32 {
+		id[i] = "abcdefghijklmnopqrstuvwxyz234567"[n%32]
+	}
+	return &approval.Approval{
+		ID: string(id), Status: approval.Pending, Summary: "Create an issue in clawd-dev/clawd",
+		Method: "POST", URL: "https://api.github.com/repos/clawd-dev/clawd/issues", Host: "api.github.com",
+		Container: policy.Container{Name: "agent-1", Runtime: "docker"},
+		Rule:      "github-writes", Body: `{"title":"hello"}`, BodySize: 17,
+		Expires: time.Now().Add(10 * time.Minute), Digest: strings.Repeat("0123456789abcdef", 4),
+		GrantsAllowed: true, Required: 1,
+	}
+}
+
+func cardFor(a *approval.Approval, target string) *approval.Card {
+	return &approval.Card{Approval: a, Channel: "linear", Target: target, Now: time.Now()}
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+type setup struct {
+	fk *fake.Server
+	ch *Channel
+	d  *decider
+}
+
+// newSetup builds the channel against a fresh fake and mounts its webhook
+// receiver where the fake delivers.
+func newSetup(t *testing.T, mod ...func(map[string]any, *approval.Env)) *setup {
+	t.Helper()
+	fk := fake.New()
+	t.Cleanup(fk.Close)
+	settings := fk.Settings()
+	env := approval.Env{PublicURL: "https://clawd.example.com", StateDir: t.TempDir()}
+	for _, m := range mod {
+		m(settings, &env)
+	}
+	ch, err := New("linear", settings, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &decider{res: approval.Result{Outcome: approval.ResultDecided, Message: "Approved: POST api.github.com."}}
+	srv := httptest.NewServer(ch.Callbacks(d))
+	t.Cleanup(srv.Close)
+	fk.SetEndpoint(srv.URL + approval.CallbackPath("linear"))
+	t.Cleanup(func() {
+		if v := fk.Violations(); len(v) > 0 {
+			t.Errorf("fake saw violations:\n%s", strings.Join(v, "\n"))
+		}
+	})
+	return &setup{fk: fk, ch: ch, d: d}
+}
+
+func (s *setup) post(t *testing.T, a *approval.Approval, target string) string {
+	t.Helper()
+	ref, err := s.ch.Post(ctxT(t), cardFor(a, target))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ref
+}
