@@ -292,8 +292,9 @@ func (m *Manager) Decide(ctx context.Context, d Decision) Result {
 		return Result{Outcome: ResultAlready, Message: fmt.Sprintf("You already approved; %d of %d approvals so far.", len(a.Votes), a.Required), Approval: a.clone()}
 	}
 	now := m.now().UTC()
-	// Cards show who voted by identity, never by a name the voter chose.
-	a.Votes = append(a.Votes, Vote{By: id, Display: who(d), At: now})
+	// Cards show who voted by identity (Vote.Label), never only by the
+	// name the voter chose on their platform.
+	a.Votes = append(a.Votes, Vote{By: id, Display: d.Display, At: now})
 	if len(a.Votes) == 1 || d.GrantFor < e.grantFor {
 		e.grantFor = d.GrantFor // a grant needs every approver to ask for one
 	}

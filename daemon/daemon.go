@@ -217,7 +217,7 @@ func (d *Daemon) newApprovals() (*approval.Manager, error) {
 	}
 	m, err := approval.New(approval.Config{
 		DBPath:   filepath.Join(c.StateDir, "approvals.db"),
-		Channels: built.Channels, Approvers: built.Approvers, Summarizers: summary.Default(),
+		Channels: built.Channels, Approvers: built.Approvers, Platforms: built.Platforms, Summarizers: summary.Default(),
 		Redactor: d.secrets, Audit: d.audit,
 		Log: d.log.Named("approval"), Registerer: d.reg,
 		PublicURL:  public,

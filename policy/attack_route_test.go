@@ -12,7 +12,7 @@ func checkRoute(t *testing.T, y string) error {
 	t.Helper()
 	p, err := Parse([]byte(y), "attack.yaml")
 	if err != nil {
-		t.Fatalf("parse: %v", err)
+		return err // refused by the parser (fixed there): held
 	}
 	return p.CheckRoutes(routeDir(), nil) // the daemon passes def == nil
 }
@@ -146,7 +146,7 @@ default:
 `
 	p, err := Parse([]byte(y), "attack.yaml")
 	if err != nil {
-		t.Fatal(err)
+		return // refused by the parser (fixed there): held
 	}
 	d := p.Decide(Input{Host: "a.example.com", DstPort: 443})
 	if d.ApprovalTimeout != 0 && d.ApprovalTimeout > d.Route.EscalateAfter {

@@ -395,6 +395,9 @@ func (ps *parser) set(n *yaml.Node, isDefault bool) *ruleSet {
 		}
 	}
 	s.route = ps.route(f, what, nil, ps.groups)
+	if s.def == Approve {
+		ps.checkEscalation(s.route, s.defTimeout, what)
+	}
 	if v, ok := f["upstream_proxy"]; ok {
 		s.upstream, _ = ps.upstreamProxy(v, what, false)
 	}
@@ -649,6 +652,9 @@ func (ps *parser) rule(n *yaml.Node, s *ruleSet, setWhat string) *rule {
 		} else if d, ok := ps.timeout(v, what+": approval_timeout"); ok {
 			r.timeout = d
 		}
+	}
+	if r.route != s.route || f["approval_timeout"] != nil {
+		ps.checkEscalation(r.route, r.timeout, what)
 	}
 	if v, ok := f["rate_limit"]; ok {
 		if s, ok := ps.str(v, what+": rate_limit"); ok {

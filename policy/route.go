@@ -19,7 +19,7 @@ import (
 //	    target: acme/api#12     # where on the channel, for channels with places (optional)
 //	approvals_required: 2      # two different people (the requester never counts)
 //	escalate:
-//	  after: 10m               # nobody decided: ask these too
+//	  after: 5m                # nobody decided: ask these too (before the timeout)
 //	  approvers: [{channel: ntfy, people: [alice]}]
 //	grants: false              # no "approve for 15 min": judge each request
 //
@@ -37,6 +37,15 @@ type Route struct {
 	// NoGrants turns off "approve for …" for the rule.
 	NoGrants bool
 	line     int
+	escLine  int
+}
+
+// checkEscalation: an escalation must come before the hold times out, or
+// it never happens.
+func (ps *parser) checkEscalation(rt *Route, timeout time.Duration, what string) {
+	if rt != nil && rt.EscalateAfter > 0 && rt.EscalateAfter >= timeout {
+		ps.add(rt.escLine, "%s: escalate: after %s is not before the approval timeout (%s): the escalation would never happen", what, rt.EscalateAfter, timeout)
+	}
 }
 
 // Audience is who is asked on one channel: People are user IDs on that
@@ -62,6 +71,12 @@ type Directory map[string]ChannelInfo
 type ChannelInfo struct {
 	People []string
 	Open   bool // anyone who can reach it decides (cli: root on the host)
+	// NoClicks: the channel shows cards but cannot take a decision (a
+	// webhook, a Slack channel without Socket Mode or a signing secret).
+	NoClicks bool
+	// Listed: only People can be asked there (ntfy topics, e-mail
+	// recipients); a route naming anyone else names nobody.
+	Listed bool
 }
 
 // routeKeys are the keys a rule or set may carry about its route.
@@ -112,6 +127,7 @@ func (ps *parser) route(f map[string]*yaml.Node, what string, inherit *Route, gr
 			} else {
 				if d, ok := ps.timeout(a, what+": escalate: after"); ok {
 					r.EscalateAfter = d
+					r.escLine = a.Line
 				}
 				r.Escalate = ps.audiences(ap, what+": escalate: approvers", groups)
 			}
@@ -164,6 +180,10 @@ func (ps *parser) audiences(n *yaml.Node, what string, groups map[string][]strin
 		}
 		if v, ok := f["people"]; ok {
 			for _, p := range ps.list(v, what+": people") {
+				if strings.TrimSpace(p.Value) == "" {
+					ps.errf(p, "%s: people: an empty user ID names nobody", what)
+					continue
+				}
 				if strings.ContainsAny(p.Value, " \t,") {
 					ps.errf(p, "%s: people: %q: one user ID per entry", what, p.Value)
 					continue
@@ -248,6 +268,14 @@ func (p *Policy) CheckRoutes(dir Directory, def *Route) error {
 		names = append(names, n)
 	}
 	slices.Sort(names)
+	if def == nil {
+		// The daemon's default route: every configured channel with its
+		// own approvers (approval.Manager's default).
+		def = &Route{Required: 1}
+		for _, n := range names {
+			def.Approvers = append(def.Approvers, Audience{Channel: n})
+		}
+	}
 	check := func(what string, rt *Route) {
 		if rt == nil {
 			rt = def
@@ -276,20 +304,30 @@ func (p *Policy) CheckRoutes(dir Directory, def *Route) error {
 				if len(who) == 0 {
 					who = info.People
 				}
-				if len(who) == 0 && !info.Open {
+				if info.Listed {
+					for _, u := range a.People {
+						if !slices.Contains(info.People, u) {
+							add(a.line, "%s: %s: %q cannot be asked on channel %q (it can reach only %s)", what, label, u, a.Channel, strings.Join(info.People, ", "))
+						}
+					}
+				}
+				switch {
+				case info.NoClicks:
+					continue // shows the card; decisions come from elsewhere (links, the CLI)
+				case len(who) == 0 && !info.Open:
 					add(a.line, "%s: %s: nobody on channel %q can answer: name people: here or approvers: in the channel's settings", what, label, a.Channel)
 				}
 				for _, u := range who {
-					people[a.Channel+":"+u] = true
+					people[a.Channel+":"+strings.ToLower(u)] = true // IDs differing only in case are one person at most
 				}
-				if info.Open && len(who) == 0 {
-					people[a.Channel] = true
+				if info.Open && len(who) == 0 && !(a.Channel == "link" && rt.Required > 1) {
+					people[a.Channel] = true // a signed link is nobody in particular: never one of two
 				}
 			}
 		}
 		count(rt.Approvers, "approvers")
 		count(rt.Escalate, "escalate")
-		if len(probs) == before && len(people) < rt.Required {
+		if len(probs) == before && len(people) < max(rt.Required, 1) {
 			add(rt.line, "%s: approvals_required is %d but only %d different people can answer", what, rt.Required, len(people))
 		}
 	}

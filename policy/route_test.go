@@ -27,7 +27,7 @@ default:
         - channel: cli
       approvals_required: 2
       escalate:
-        after: 10m
+        after: 5m
         approvers: [{channel: ntfy, people: [alice]}]
       grants: false
     - name: channel-default
@@ -51,7 +51,7 @@ func TestRoutes(t *testing.T) {
 	d = p.Decide(Input{Host: "b.example.com", DstPort: 443})
 	r := d.Route
 	if r == nil || len(r.Approvers) != 2 || r.Approvers[0].Channel != "telegram" || strings.Join(r.Approvers[0].People, ",") != "42,7" ||
-		r.Required != 2 || !r.NoGrants || r.EscalateAfter != 10*time.Minute || r.Escalate[0].Channel != "ntfy" {
+		r.Required != 2 || !r.NoGrants || r.EscalateAfter != 5*time.Minute || r.Escalate[0].Channel != "ntfy" {
 		t.Fatalf("own route %+v", r)
 	}
 	if d := p.Decide(Input{Host: "d.example.com", DstPort: 443}); d.Route != nil {

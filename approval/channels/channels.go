@@ -16,6 +16,8 @@ import (
 	"github.com/clawd-dev/clawd/approval/discord"
 	"github.com/clawd-dev/clawd/approval/email"
 	"github.com/clawd-dev/clawd/approval/gchat"
+	"github.com/clawd-dev/clawd/approval/github"
+	"github.com/clawd-dev/clawd/approval/linear"
 	"github.com/clawd-dev/clawd/approval/mattermost"
 	"github.com/clawd-dev/clawd/approval/ntfy"
 	"github.com/clawd-dev/clawd/approval/slack"
@@ -43,7 +45,13 @@ var builders = map[string]Builder{
 	webex.Type:      webex.Build,
 	email.Type:      email.Build,
 	mattermost.Type: mattermost.Build,
+	github.Type:     github.Build,
+	linear.Type:     linear.Build,
 }
+
+// caseless are the types whose user IDs compare without case (e-mail
+// addresses, GitHub logins): approvers are written lowercased.
+var caseless = map[string]bool{email.Type: true, github.Type: true}
 
 // Types lists the channel types this clawd can build.
 func Types() []string {
@@ -59,6 +67,8 @@ func Types() []string {
 type Built struct {
 	Channels  []approval.Channel
 	Approvers map[string][]string
+	// Platforms maps each channel's name to its type (approval.Config.Platforms).
+	Platforms map[string]string
 	types     []string // of each channel
 }
 
@@ -66,7 +76,7 @@ type Built struct {
 // (a state directory of its own). Errors name the entry and never contain
 // a credential.
 func Build(specs []map[string]any, envFor func(name string) (approval.Env, error)) (*Built, error) {
-	b := &Built{Approvers: map[string][]string{}}
+	b := &Built{Approvers: map[string][]string{}, Platforms: map[string]string{}}
 	seen := map[string]bool{approval.ChannelCLI: true, approval.ChannelAPI: true, approval.ChannelLink: true}
 	for i, raw := range specs {
 		settings := make(map[string]any, len(raw))
@@ -103,8 +113,8 @@ func Build(specs []map[string]any, envFor func(name string) (approval.Env, error
 				if s == "" || strings.ContainsAny(s, " \t,") {
 					return nil, fmt.Errorf("approval.channels[%d] (%s): approvers: %q is not a user ID", i, name, s)
 				}
-				if typ == email.Type {
-					s = strings.ToLower(s) // addresses compare case-insensitively
+				if caseless[typ] {
+					s = strings.ToLower(s)
 				}
 				people = append(people, s)
 			}
@@ -125,6 +135,7 @@ func Build(specs []map[string]any, envFor func(name string) (approval.Env, error
 		slices.Sort(people)
 		b.Channels = append(b.Channels, ch)
 		b.types = append(b.types, typ)
+		b.Platforms[name] = typ
 		b.Approvers[name] = slices.Compact(people)
 	}
 	return b, nil
@@ -206,7 +217,29 @@ func Directory(specs []map[string]any) policy.Directory {
 				people = append(people, who)
 			}
 		}
-		dir[name] = policy.ChannelInfo{People: people}
+		typ, _ := raw["type"].(string)
+		info := policy.ChannelInfo{People: people}
+		switch typ {
+		case webhook.Type:
+			info.NoClicks = true // decisions come back through signed links
+		case slack.Type:
+			_, socket := raw["app-token"]
+			_, signed := raw["signing-secret"]
+			info.NoClicks = !socket && !signed
+		case ntfy.Type, email.Type:
+			// Only people with a topic (ntfy) or an address on the list
+			// (e-mail) can ever be reached.
+			info.Listed = true
+			if _, ok := raw["approvers"]; !ok {
+				info.People = people
+			}
+		}
+		if caseless[typ] {
+			for i, p := range info.People {
+				info.People[i] = strings.ToLower(p)
+			}
+		}
+		dir[name] = info
 	}
 	return dir
 }

@@ -103,7 +103,9 @@ func Message(c *approval.Card) (fallback string, blocks []slack.Block) {
 
 	// Summary first: a header (plain text, so nothing in it is a mention),
 	// and the whole summary below when the header had to cut it.
-	summary := a.Summary
+	// One line: the core strips control characters, and the card never
+	// lets a summary draw lines of its own either.
+	summary := strings.Join(strings.Fields(a.Summary), " ")
 	if summary == "" {
 		summary = a.Method + " " + a.Host
 	}

@@ -159,7 +159,7 @@ func TestUpdateRemovesButtons(t *testing.T) {
 		t.Fatal(err)
 	}
 	m, _ = r.fk.Card(testID)
-	if m.Updates != 1 || len(m.Buttons) != 3 || !strings.Contains(m.AllText(), "1 of 2 approvals: alice") {
+	if m.Updates != 1 || len(m.Buttons) != 3 || !strings.Contains(m.AllText(), "1 of 2 approvals: slack:U0ALICE (alice)") {
 		t.Errorf("after one vote: %d updates, %d buttons:\n%s", m.Updates, len(m.Buttons), m.AllText())
 	}
 
@@ -174,7 +174,7 @@ func TestUpdateRemovesButtons(t *testing.T) {
 	if len(m.Buttons) != 0 {
 		t.Errorf("decided card still has buttons: %+v", m.Buttons)
 	}
-	for _, want := range []string{":white_check_mark: Approved by slack:U0BOB: approved for 15m", "2 of 2 approvals: alice, bob"} {
+	for _, want := range []string{":white_check_mark: Approved by slack:U0BOB: approved for 15m", "2 of 2 approvals: slack:U0ALICE (alice), slack:U0BOB (bob)"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("decided card lacks %q:\n%s", want, text)
 		}

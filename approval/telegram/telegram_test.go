@@ -283,7 +283,7 @@ func TestUpdateReplacesButtons(t *testing.T) {
 		t.Fatal(err)
 	}
 	m, _ := s.f.Card(testID)
-	if !strings.Contains(m.Text, "Approvals: 1 of 2 (alice)") || len(m.Keyboard) != 1 {
+	if !strings.Contains(m.Text, "Approvals: 1 of 2 (telegram:111 (alice))") || len(m.Keyboard) != 1 {
 		t.Errorf("pending update: %q %+v", m.Text, m.Keyboard)
 	}
 	// The decision: outcome shown, buttons gone.

@@ -244,7 +244,7 @@ func TestUpdateShowsOutcome(t *testing.T) {
 		t.Fatal(err)
 	}
 	m, _ := s.fk.Card(a.ID)
-	if m.ID != first.ID || len(m.Actions) != 3 || !strings.Contains(m.Head, "Approvals: 1 of 2 (Alice)") {
+	if m.ID != first.ID || len(m.Actions) != 3 || !strings.Contains(m.Head, "Approvals: 1 of 2 (webex:"+fake.Alice+" (Alice))") {
 		t.Fatalf("after one vote: card %s actions %d, head:\n%s", m.ID, len(m.Actions), m.Head)
 	}
 	a.Status, a.By, a.Reason = approval.Denied, "webex:bob", "not today"
