@@ -17,6 +17,9 @@ import (
 	discordfake "github.com/clawd-dev/clawd/approval/discord/fake"
 	emailfake "github.com/clawd-dev/clawd/approval/email/fake"
 	gchatfake "github.com/clawd-dev/clawd/approval/gchat/fake"
+	githubfake "github.com/clawd-dev/clawd/approval/github/fake"
+	linearfake "github.com/clawd-dev/clawd/approval/linear/fake"
+	mattermostfake "github.com/clawd-dev/clawd/approval/mattermost/fake"
 	ntfyfake "github.com/clawd-dev/clawd/approval/ntfy/fake"
 	slackfake "github.com/clawd-dev/clawd/approval/slack/fake"
 	teamsfake "github.com/clawd-dev/clawd/approval/teams/fake"
@@ -179,6 +182,49 @@ func emailChannel(t *testing.T) chanUnderTest {
 	}
 }
 
+func githubChannel(t *testing.T) chanUnderTest {
+	f := githubfake.New()
+	t.Cleanup(f.Close)
+	return chanUnderTest{
+		name: "github", typ: "github", approver: "alice", intruder: "mallory", settings: f.Settings(),
+		endpoint: f.SetEndpoint,
+		// The card is a comment; once decided its commands are gone.
+		card: func(ctx context.Context, id string, decided bool) error {
+			_, err := f.WaitCard(ctx, id, func(m githubfake.Message) bool { return !strings.Contains(m.Body, "/clawd approve ") == decided })
+			return err
+		},
+		click: f.Click, violations: f.Violations,
+	}
+}
+
+func linearChannel(t *testing.T) chanUnderTest {
+	f := linearfake.New()
+	t.Cleanup(f.Close)
+	return chanUnderTest{
+		name: "linear", typ: "linear", approver: "5f1c2e0a-0000-4000-8000-00000000a11c", intruder: "5f1c2e0a-0000-4000-8000-0000000bad00", settings: f.Settings(),
+		endpoint: f.SetEndpoint,
+		card: func(ctx context.Context, id string, decided bool) error {
+			_, err := f.WaitCard(ctx, id, func(m linearfake.Message) bool { return (len(m.Commands) == 0) == decided })
+			return err
+		},
+		click: f.Click, violations: f.Violations,
+	}
+}
+
+func mattermostChannel(t *testing.T) chanUnderTest {
+	f := mattermostfake.New()
+	t.Cleanup(f.Close)
+	return chanUnderTest{
+		name: "mattermost", typ: "mattermost", approver: "a11ceuser00000000000000000", intruder: "ma11oryuser000000000000000", settings: f.Settings(),
+		endpoint: f.SetCallbackURL,
+		card: func(ctx context.Context, id string, decided bool) error {
+			_, err := f.WaitCard(ctx, id, func(m mattermostfake.Message) bool { return (len(m.Actions) == 0) == decided })
+			return err
+		},
+		click: f.Click, violations: f.Violations,
+	}
+}
+
 func ntfyChannel(t *testing.T) chanUnderTest {
 	f := ntfyfake.New()
 	t.Cleanup(f.Close)
@@ -201,7 +247,7 @@ func ntfyChannel(t *testing.T) chanUnderTest {
 func TestApprovalChannels(t *testing.T) {
 	ctd := harness.SharedContainerd(t)
 	up := harness.SharedUpstream(t)
-	chans := []chanUnderTest{slackChannel(t), teamsChannel(t), ntfyChannel(t), telegramChannel(t), discordChannel(t), gchatChannel(t), whatsappChannel(t), webexChannel(t), emailChannel(t)}
+	chans := []chanUnderTest{slackChannel(t), teamsChannel(t), ntfyChannel(t), telegramChannel(t), discordChannel(t), gchatChannel(t), whatsappChannel(t), webexChannel(t), emailChannel(t), githubChannel(t), linearChannel(t), mattermostChannel(t)}
 	var creds []string // every credential value, which no log or audit line may hold
 	for _, ch := range chans {
 		for k, v := range ch.settings {
