@@ -182,7 +182,11 @@ func New(cfg Config, log *zap.Logger) (*Daemon, error) {
 		return nil, fmt.Errorf("proxy: %w", err)
 	}
 	// An open connection never outlives the rule or grant that allowed it.
-	d.policy.OnInstall(func() { d.proxy.Recheck("policy reloaded") })
+	d.proxy.SetUpstreamProxies(d.policy.Current().UpstreamProxies())
+	d.policy.OnInstall(func() {
+		d.proxy.SetUpstreamProxies(d.policy.Current().UpstreamProxies())
+		d.proxy.Recheck("policy reloaded")
+	})
 	d.approvals.OnRevoke(func() { d.proxy.Recheck("grant revoked") })
 	d.rt = d.newRuntimes()
 	d.reg.MustRegister(&bpfCollector{d: d})

@@ -175,6 +175,9 @@ func (e *Engine) install(p *Policy, data []byte) {
 	e.reloads.WithLabelValues("success").Inc()
 }
 
+// UpstreamProxyAddrs are the running policy's upstream proxies named by address.
+func (e *Engine) UpstreamProxyAddrs() []netip.AddrPort { return e.cur.Load().UpstreamProxyAddrs() }
+
 // Current is the running policy.
 func (e *Engine) Current() *Policy { return e.cur.Load() }
 

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/clawd-dev/clawd/internal/hostname"
@@ -19,6 +20,10 @@ type Policy struct {
 	nrules int        // enabled rules
 	limits *limiter
 	gen    uint64 // set by Engine.install
+
+	proxiesOnce sync.Once // UpstreamProxies, computed on first use
+	proxies     []string
+	proxyAddrs  []netip.AddrPort
 }
 
 // ruleSet is one set of rules plus the index that makes Decide cost about

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"regexp"
 	"strconv"
@@ -157,10 +158,57 @@ func (ps *parser) upstreamProxy(n *yaml.Node, what string, allowNone bool) (Upst
 			return UpstreamProxy{}, false
 		}
 		if !credentialRE.MatchString(c) {
-			ps.errf(cred, "%s: credential %q is not a secret name ([a-z0-9][a-z0-9_-]{0,62}); it names a clawd secret (`clawd secret set NAME --clawd`), never the password itself", what, c)
+			// Not echoed: what was written may be the password itself.
+			ps.errf(cred, "%s: credential is not a secret name ([a-z0-9][a-z0-9_-]{0,62}); it names a clawd secret (`clawd secret set NAME --clawd`), never the password itself", what)
 			return UpstreamProxy{}, false
 		}
 		up.Credential = c
 	}
 	return up, true
+}
+
+// UpstreamProxies lists the addresses ("host:port") of every upstream
+// proxy the policy names: clawd's own next hops, which no agent may dial.
+func (p *Policy) UpstreamProxies() []string {
+	p.proxiesOnce.Do(p.listProxies)
+	return p.proxies
+}
+
+// UpstreamProxyAddrs are the upstream proxies named by address (not by
+// host name), computed once per policy.
+func (p *Policy) UpstreamProxyAddrs() []netip.AddrPort {
+	p.proxiesOnce.Do(p.listProxies)
+	return p.proxyAddrs
+}
+
+func (p *Policy) listProxies() {
+	p.proxies = p.collectProxies()
+	for _, a := range p.proxies {
+		if ap, err := netip.ParseAddrPort(a); err == nil {
+			p.proxyAddrs = append(p.proxyAddrs, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
+		}
+	}
+}
+
+func (p *Policy) collectProxies() []string {
+	seen := map[string]bool{}
+	var out []string
+	add := func(u UpstreamProxy) {
+		if !u.IsZero() && !seen[u.Addr] {
+			seen[u.Addr] = true
+			out = append(out, u.Addr)
+		}
+	}
+	for _, s := range append([]*ruleSet{p.def}, p.sets...) {
+		if s == nil {
+			continue
+		}
+		add(s.upstream)
+		for _, r := range s.rules {
+			if r.upstream != nil {
+				add(*r.upstream)
+			}
+		}
+	}
+	return out
 }

@@ -71,3 +71,5 @@ func TestAttack2ReloadToHTTPLevelNotRemembered(t *testing.T) {
 		t.Errorf("6 min after a reload made strict.example HTTP-level, TLS without SNI to its address was spliced raw: DELETE /admin/everything got %d", code)
 	}
 }
+
+func (s *atk2Swap) UpstreamProxyAddrs() []netip.AddrPort { return s.p.Load().UpstreamProxyAddrs() }

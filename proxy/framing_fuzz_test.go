@@ -700,3 +700,5 @@ func (r *frameRun) check(t *testing.T, node nodeResult, ref []goReq) {
 		}
 	}
 }
+
+func (d *recDecider) UpstreamProxyAddrs() []netip.AddrPort { return nil }

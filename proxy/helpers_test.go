@@ -320,3 +320,5 @@ func freeAddr(t *testing.T) netip.AddrPort {
 	l.Close()
 	return a
 }
+
+func (f *fakeDecider) UpstreamProxyAddrs() []netip.AddrPort { return nil }

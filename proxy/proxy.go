@@ -45,6 +45,9 @@ type Decider interface {
 	// CIDRCovers reports whether an allow or approve rule names ip in its
 	// cidrs for port: only then is a special address a dial target.
 	CIDRCovers(c policy.Container, ip netip.Addr, port uint16) bool
+	// UpstreamProxyAddrs are the upstream proxies the policy names by
+	// address: clawd's next hops, never an agent's destination.
+	UpstreamProxyAddrs() []netip.AddrPort
 }
 
 // Approver holds a request until a human decides; *approval.Manager implements it.
@@ -196,10 +199,13 @@ type Server struct {
 	audit     audit.Sink
 	m         *metrics
 	forbidden map[netip.AddrPort]bool
-	fbPorts   map[uint16]bool
-	decisions decisionCounters
-	untrusted untrustedCounts
-	budget    *bodyBudget // memory of buffered request bodies (body.go)
+	// proxyAddrs are the upstream proxies' addresses (netip.AddrPort →
+	// true): clawd's next hops, refused as agent destinations.
+	proxyAddrs sync.Map
+	fbPorts    map[uint16]bool
+	decisions  decisionCounters
+	untrusted  untrustedCounts
+	budget     *bodyBudget // memory of buffered request bodies (body.go)
 
 	liveMu sync.Mutex
 	live   map[*live]struct{} // open streams re-decided by Recheck
@@ -367,7 +373,7 @@ func (s *Server) internal(dst netip.AddrPort) bool {
 		return true
 	}
 	a = a.WithZone("")
-	if s.forbidden[netip.AddrPortFrom(a, dst.Port())] {
+	if s.forbidden[netip.AddrPortFrom(a, dst.Port())] || s.isProxyAddr(dst) {
 		return true
 	}
 	return s.fbPorts[dst.Port()] && s.cfg.HostAddr(a)

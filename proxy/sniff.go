@@ -189,3 +189,13 @@ type bufConn struct {
 }
 
 func (c *bufConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// CloseWrite half-closes the connection under the buffer, so an agent's
+// half-close still reaches a server that spoke first (its last reply then
+// comes back).
+func (c *bufConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.New("connection cannot half-close")
+}

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 
@@ -91,6 +92,9 @@ func (s *Server) dialViaProxy(ctx context.Context, up policy.UpstreamProxy, dst 
 	c, err := s.cfg.Dial(ctx, "tcp", up.Addr)
 	if err != nil {
 		return nil, &proxyError{reason: "upstream proxy unreachable", err: err}
+	}
+	if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
+		s.noteProxyAddr(ap) // the address it resolved to: never an agent destination
 	}
 	// The exchange below blocks on the socket: cancelling (the agent went
 	// away, a reload ended the stream) or the timeout closes it.
@@ -189,4 +193,51 @@ func routeKept(was, now policy.Decision) (policy.Decision, bool) {
 	}
 	now.Reason = fmt.Sprintf("the upstream proxy changed from %s to %s", was.UpstreamProxy, now.UpstreamProxy)
 	return now, false
+}
+
+// SetUpstreamProxies tells the proxy the upstream proxies the policy names
+// (host:port): they are clawd's next hops and never an agent's destination,
+// or an agent could open its own CONNECT through them to anywhere. Literal
+// addresses count at once; names count as they resolve (here, in the
+// background, and at every dial).
+func (s *Server) SetUpstreamProxies(addrs []string) {
+	for _, a := range addrs {
+		if ap, err := netip.ParseAddrPort(a); err == nil {
+			s.noteProxyAddr(ap)
+			continue
+		}
+		host, port, err := net.SplitHostPort(a)
+		if err != nil {
+			continue
+		}
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+			if err != nil {
+				return
+			}
+			p, _ := strconv.ParseUint(port, 10, 16)
+			for _, ip := range ips {
+				s.noteProxyAddr(netip.AddrPortFrom(ip.Unmap(), uint16(p)))
+			}
+		}()
+	}
+}
+
+func (s *Server) noteProxyAddr(ap netip.AddrPort) {
+	s.proxyAddrs.Store(netip.AddrPortFrom(ap.Addr().Unmap().WithZone(""), ap.Port()), true)
+}
+
+// isProxyAddr reports whether dst is an upstream proxy's address: one the
+// running policy names literally, or one a proxy name resolved to.
+func (s *Server) isProxyAddr(dst netip.AddrPort) bool {
+	dst = netip.AddrPortFrom(dst.Addr().Unmap().WithZone(""), dst.Port())
+	for _, a := range s.cfg.Decider.UpstreamProxyAddrs() {
+		if a == dst {
+			return true
+		}
+	}
+	_, ok := s.proxyAddrs.Load(dst)
+	return ok
 }

@@ -507,3 +507,5 @@ func TestUpstreamProxyReloadSplice(t *testing.T) {
 		t.Error("splice still open")
 	}
 }
+
+func (l *livePolicy) UpstreamProxyAddrs() []netip.AddrPort { return l.p.Load().UpstreamProxyAddrs() }
