@@ -123,7 +123,18 @@ func (c *Channel) Callbacks(d approval.Decider) http.Handler {
 			c.refuse(w, http.StatusBadRequest, err.Error())
 			return
 		}
-		sum := sha256.Sum256([]byte(ev.Message.Name + "\x00" + ev.User.Name + "\x00" + ev.EventTime + "\x00" + fn + "\x00" + value))
+		// Google's token does not sign the body: the replay key holds the
+		// token, so a captured request sent again with its eventTime nudged
+		// is still the same click.
+		sum := sha256.Sum256([]byte(tok + "\x00" + ev.Message.Name + "\x00" + ev.User.Name + "\x00" + ev.EventTime + "\x00" + fn + "\x00" + value))
+		// Google may hand several events the same token (it is not per
+		// event), so a token is not single use; the user is in the unsigned
+		// body: see README "Limits".
+		tokSum := sha256.Sum256([]byte(tok + "\x00" + ev.Message.Name + "\x00" + ev.User.Name + "\x00" + fn + "\x00" + value))
+		if !c.replays.first(hex.EncodeToString(tokSum[:]), now, now.Add(time.Hour+skew)) {
+			c.refuse(w, http.StatusUnauthorized, "replayed event")
+			return
+		}
 		if !c.replays.first(hex.EncodeToString(sum[:]), now, at.Add(replayWindow+skew)) {
 			c.refuse(w, http.StatusUnauthorized, "replayed event")
 			return
@@ -135,6 +146,11 @@ func (c *Channel) Callbacks(d approval.Decider) http.Handler {
 		dec, err := approval.ParseButton(value)
 		if err != nil {
 			c.reply(w, ev.User.Name, "This button is not a valid clawd approval button.")
+			return
+		}
+		if card, ok := c.cards.Load(dec.ID); !ok || card.(string) != ev.Message.Name {
+			// A button counts only on the card clawd posted for its approval.
+			c.reply(w, ev.User.Name, "This button is not on this approval's card; nothing changed.")
 			return
 		}
 		dec.Channel, dec.User = c.name, ev.User.Name

@@ -76,6 +76,7 @@ type Channel struct {
 	tokens   *tokenSource
 	verifier *verifier
 	replays  *replayCache
+	cards    sync.Map // approval ID → the message name of its card: clicks count only there
 }
 
 var (
@@ -215,6 +216,7 @@ func (c *Channel) Post(ctx context.Context, card *approval.Card) (string, error)
 	if !messageRe.MatchString(out.Name) || !strings.HasPrefix(out.Name, c.space+"/messages/") {
 		return "", errors.New("post card: Chat answered without a message name in the space")
 	}
+	c.cards.Store(card.ID, out.Name)
 	return out.Name, nil
 }
 

@@ -11,6 +11,7 @@ import (
 	"mime"
 	"net/http"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -144,6 +145,13 @@ func (c *Channel) Callbacks(dec approval.Decider) http.Handler {
 		var ev event
 		if err := json.Unmarshal(body, &ev); err != nil {
 			http.Error(w, "bad payload", http.StatusBadRequest)
+			return
+		}
+		// The delivery ID is not signed; the comment ID is: a comment is
+		// acted on once, whatever delivery carries it.
+		if ev.Action == "created" && ev.Comment.ID != 0 && !c.firstDelivery("comment:"+strconv.FormatInt(ev.Comment.ID, 10)) {
+			c.log.Warn("refused github webhook: comment already handled", zap.Int64("comment", ev.Comment.ID))
+			http.Error(w, "comment already handled", http.StatusConflict)
 			return
 		}
 		msg := c.handle(r.Context(), dec, &ev)

@@ -35,7 +35,9 @@ func TestAttackReplayAfterRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := len(d2.Calls()); n != 0 || st != 401 {
+	// (Fixed: each comment is acted on once, kept in the state file; the
+	// replay is answered 200 so Linear does not retry, and decides nothing.)
+	if n := len(d2.Calls()); n != 0 {
 		t.Errorf("invariant replays refused after a restart with the same StateDir: a byte-for-byte replay reached the Decider %d time(s) (HTTP %d); the replay set (webhook.go:97, linear.go:118 newSeen) is not persisted", n, st)
 	}
 }

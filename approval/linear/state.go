@@ -21,6 +21,29 @@ type record struct {
 	// the approval's expiry and the last post or update.
 	Until time.Time `json:"until"`
 	Cards []post    `json:"cards"`
+	// Comments are the comments that already carried a command for this
+	// approval: each is acted on once, also after a restart (the delivery
+	// id is not signed, and the replay memory is not kept).
+	Comments []string `json:"comments,omitempty"`
+}
+
+// firstComment records that comment carried a command for approval id and
+// reports whether it is the first time; unknown approvals are not ours.
+func (s *store) firstComment(id, comment string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.recs[id]
+	if r == nil {
+		return true // not one of our cards: decide refuses it anyway
+	}
+	for _, c := range r.Comments {
+		if c == comment {
+			return false
+		}
+	}
+	r.Comments = append(r.Comments, comment)
+	s.saveLocked()
+	return true
 }
 
 type post struct {

@@ -186,6 +186,9 @@ func (c *Channel) decide(ctx context.Context, d approval.Decider, p *Payload, cm
 	if !ok {
 		return "clawd: there is no approval " + code(clip(cmd.id, 40)) + " on this issue; nothing changed.", true
 	}
+	if !c.state.firstComment(cmd.id, p.Data.ID) {
+		return "clawd: this comment was already acted on; nothing changed.", true
+	}
 	act := approval.ActDeny
 	if cmd.approve {
 		act = approval.ActApprove
