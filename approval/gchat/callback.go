@@ -148,7 +148,7 @@ func (c *Channel) Callbacks(d approval.Decider) http.Handler {
 			c.reply(w, ev.User.Name, "This button is not a valid clawd approval button.")
 			return
 		}
-		if card, ok := c.cards.Load(dec.ID); !ok || card.(string) != ev.Message.Name {
+		if card, ok := c.cardOf(r.Context(), dec.ID); !ok || card != ev.Message.Name {
 			// A button counts only on the card clawd posted for its approval.
 			c.reply(w, ev.User.Name, "This button is not on this approval's card; nothing changed.")
 			return

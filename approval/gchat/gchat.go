@@ -77,6 +77,7 @@ type Channel struct {
 	verifier *verifier
 	replays  *replayCache
 	cards    sync.Map // approval ID → the message name of its card: clicks count only there
+	posting  sync.Map // approval ID → chan closed when its Post returned (a click can beat the answer)
 }
 
 var (
@@ -206,6 +207,9 @@ func (c *Channel) Name() string { return c.name }
 
 // Post creates the card message in the space; ref is the message name.
 func (c *Channel) Post(ctx context.Context, card *approval.Card) (string, error) {
+	done := make(chan struct{})
+	c.posting.Store(card.ID, done)
+	defer func() { close(done); c.posting.Delete(card.ID) }()
 	msg := c.message(card)
 	var out struct {
 		Name string `json:"name"`
@@ -324,4 +328,27 @@ func (r *replayCache) first(key string, now, forget time.Time) bool {
 	}
 	r.seen[key] = forget
 	return true
+}
+
+// cardOf is the message name of the card posted for approval id, waiting
+// (bounded) for a Post still in flight: Chat can deliver a click on the
+// new message before it answered the post.
+func (c *Channel) cardOf(ctx context.Context, id string) (string, bool) {
+	if v, ok := c.cards.Load(id); ok {
+		return v.(string), true
+	}
+	if ch, ok := c.posting.Load(id); ok {
+		t := time.NewTimer(10 * time.Second)
+		defer t.Stop()
+		select {
+		case <-ch.(chan struct{}):
+		case <-t.C:
+		case <-ctx.Done():
+		}
+	}
+	v, ok := c.cards.Load(id)
+	if !ok {
+		return "", false
+	}
+	return v.(string), true
 }
