@@ -1,6 +1,9 @@
 package policy
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 // routeDir is a clawd.yaml with one Slack channel whose own approver is U1,
 // plus the built-in cli and link (as approval/channels.Directory builds it).
@@ -144,15 +147,8 @@ default:
       approvals_required: 2
       escalate: {after: 10m, approvers: [{channel: cli}]}
 `
-	p, err := Parse([]byte(y), "attack.yaml")
-	if err != nil {
-		return // refused by the parser (fixed there): held
-	}
-	d := p.Decide(Input{Host: "a.example.com", DstPort: 443})
-	if d.ApprovalTimeout != 0 && d.ApprovalTimeout > d.Route.EscalateAfter {
-		t.Skipf("timeout %s > escalate after", d.ApprovalTimeout)
-	}
-	if err := p.CheckRoutes(routeDir(), nil); err == nil {
-		t.Errorf("escalate.after 10m with the default 10m approval timeout (decision timeout %s): the escalation can never fire, yet the second approver it provides lets approvals_required 2 pass CheckRoutes", d.ApprovalTimeout)
+	// Fixed in the parser: an escalation not before the timeout is refused.
+	if _, err := Parse([]byte(y), "attack.yaml"); err == nil || !strings.Contains(err.Error(), "the escalation would never happen") {
+		t.Errorf("escalate.after 10m with the default 10m approval timeout: the escalation can never fire, yet the policy loads (%v)", err)
 	}
 }

@@ -37,7 +37,7 @@ type browser struct {
 func newBrowser(t *testing.T) *browser {
 	t.Helper()
 	if _, err := os.Stat(chromiumPath); err != nil {
-		t.Skipf("no browser: %s is absent (Debian package chromium)", chromiumPath)
+		t.Fatalf("no browser: %s is absent (install the Debian package chromium; scripts/deps.sh does)", chromiumPath)
 	}
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(chromiumPath),
