@@ -221,3 +221,26 @@ func WaitPending(t testing.TB, m *approval.Manager, n int) []*approval.Approval 
 	t.Helper()
 	return WaitFor(t, m, func(l []*approval.Approval) bool { return len(l) == n })
 }
+
+// Decider stands for the core in a channel's tests: it records every
+// decision the channel passes on and answers each with Res.
+type Decider struct {
+	mu    sync.Mutex
+	calls []approval.Decision
+	Res   approval.Result
+}
+
+// Decide records d and returns Res.
+func (d *Decider) Decide(_ context.Context, dec approval.Decision) approval.Result {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.calls = append(d.calls, dec)
+	return d.Res
+}
+
+// Calls are the decisions so far.
+func (d *Decider) Calls() []approval.Decision {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]approval.Decision(nil), d.calls...)
+}

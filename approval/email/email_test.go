@@ -102,12 +102,12 @@ func TestClickDecides(t *testing.T) {
 		r := newRig(t, nil)
 		a := newApproval()
 		r.post(t, a, alice, bob)
-		r.d.res = approval.Result{Outcome: approval.ResultDecided, Message: "Done <" + tc.act + "> & recorded."}
+		r.d.Res = approval.Result{Outcome: approval.ResultDecided, Message: "Done <" + tc.act + "> & recorded."}
 		reply, err := r.fk.Click(ctxT(t), a.ID, tc.act, bob)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if reply != r.d.res.Message {
+		if reply != r.d.Res.Message {
 			t.Errorf("%s: clicker saw %q", tc.act, reply)
 		}
 		calls := r.d.Calls()
@@ -212,12 +212,12 @@ func TestCoreAnswers(t *testing.T) {
 	r := newRig(t, nil)
 	a := newApproval()
 	r.post(t, a, alice)
-	r.d.res = approval.Result{Outcome: approval.ResultError, Message: "clawd could not record the decision; try again."}
-	if reply, _ := r.fk.Click(ctxT(t), a.ID, approval.ActApprove, alice); reply != r.d.res.Message {
+	r.d.Res = approval.Result{Outcome: approval.ResultError, Message: "clawd could not record the decision; try again."}
+	if reply, _ := r.fk.Click(ctxT(t), a.ID, approval.ActApprove, alice); reply != r.d.Res.Message {
 		t.Errorf("reply %q", reply)
 	}
-	r.d.res = approval.Result{Outcome: approval.ResultNotApprover, Message: "You are not an approver for this request; nothing changed."}
-	if reply, err := r.fk.Click(ctxT(t), a.ID, approval.ActApprove, alice); err != nil || reply != r.d.res.Message {
+	r.d.Res = approval.Result{Outcome: approval.ResultNotApprover, Message: "You are not an approver for this request; nothing changed."}
+	if reply, err := r.fk.Click(ctxT(t), a.ID, approval.ActApprove, alice); err != nil || reply != r.d.Res.Message {
 		t.Errorf("reply %q, %v", reply, err)
 	}
 	if n := len(r.d.Calls()); n != 2 {

@@ -5,12 +5,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/clawd-dev/clawd/approval"
+	"github.com/clawd-dev/clawd/approval/approvaltest"
 	"github.com/clawd-dev/clawd/approval/email/fake"
 	"github.com/clawd-dev/clawd/policy"
 )
@@ -20,25 +20,8 @@ const (
 	bob   = "bob@example.com"
 )
 
-// decider records decisions and answers with a chosen Result.
-type decider struct {
-	mu    sync.Mutex
-	calls []approval.Decision
-	res   approval.Result
-}
-
-func (d *decider) Decide(_ context.Context, dec approval.Decision) approval.Result {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.calls = append(d.calls, dec)
-	return d.res
-}
-
-func (d *decider) Calls() []approval.Decision {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return append([]approval.Decision(nil), d.calls...)
-}
+// decider stands for the core (approvaltest.Decider).
+type decider = approvaltest.Decider
 
 var seq int
 
@@ -107,7 +90,7 @@ func newRig(t *testing.T, mod func(map[string]any)) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.d = &decider{res: approval.Result{Outcome: approval.ResultDecided, Message: "Approved: POST api.github.com."}}
+	r.d = &decider{Res: approval.Result{Outcome: approval.ResultDecided, Message: "Approved: POST api.github.com."}}
 	r.mount(ch, r.d)
 	t.Cleanup(func() {
 		if v := r.fk.Violations(); len(v) > 0 {

@@ -6,7 +6,6 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -18,25 +17,8 @@ import (
 	"github.com/clawd-dev/clawd/policy"
 )
 
-// decider records decisions and answers with a chosen result.
-type decider struct {
-	mu    sync.Mutex
-	calls []approval.Decision
-	res   approval.Result
-}
-
-func (d *decider) Decide(_ context.Context, dec approval.Decision) approval.Result {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.calls = append(d.calls, dec)
-	return d.res
-}
-
-func (d *decider) Calls() []approval.Decision {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return slices.Clone(d.calls)
-}
+// decider stands for the core (approvaltest.Decider).
+type decider = approvaltest.Decider
 
 type rig struct {
 	f   *fake.Server
@@ -54,7 +36,7 @@ func (r *rig) use(d approval.Decider) {
 
 func newRig(t *testing.T, audType string) *rig {
 	t.Helper()
-	r := &rig{f: fake.New(), dec: &decider{res: approval.Result{Outcome: approval.ResultDecided, Message: "Approved. The request goes through."}}}
+	r := &rig{f: fake.New(), dec: &decider{Res: approval.Result{Outcome: approval.ResultDecided, Message: "Approved. The request goes through."}}}
 	t.Cleanup(r.f.Close)
 	r.ts = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) { (*r.h.Load()).ServeHTTP(w, req) }))
 	t.Cleanup(r.ts.Close)
@@ -210,7 +192,7 @@ func TestClick(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if reply != r.dec.res.Message {
+			if reply != r.dec.Res.Message {
 				t.Errorf("clicker saw %q", reply)
 			}
 			calls := r.dec.Calls()

@@ -27,7 +27,7 @@ func TestAttackReplayAfterRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d2 := &decider{res: approval.Result{Outcome: approval.ResultDecided, Message: "ok"}}
+	d2 := &decider{Res: approval.Result{Outcome: approval.ResultDecided, Message: "ok"}}
 	srv := httptest.NewServer(ch2.Callbacks(d2))
 	t.Cleanup(srv.Close)
 	s.fk.SetEndpoint(srv.URL + approval.CallbackPath("linear"))

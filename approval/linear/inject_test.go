@@ -59,7 +59,7 @@ func TestInjection(t *testing.T) {
 	// The core's answer in a reply is made inert too.
 	b := newApproval()
 	s.post(t, b, "")
-	s.d.res.Message = "Denied: see @eve https://evil.example [x](https://e) ENG-2"
+	s.d.Res.Message = "Denied: see @eve https://evil.example [x](https://e) ENG-2"
 	if _, err := s.fk.Click(ctxT(t), b.ID, approval.ActDeny, alice); err != nil {
 		t.Fatal(err)
 	}

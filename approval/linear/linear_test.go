@@ -98,8 +98,8 @@ func TestCommandDecides(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if reply != s.d.res.Message {
-				t.Errorf("commenter sees %q, want %q", reply, s.d.res.Message)
+			if reply != s.d.Res.Message {
+				t.Errorf("commenter sees %q, want %q", reply, s.d.Res.Message)
 			}
 			calls := s.d.Calls()
 			if len(calls) != 1 {
@@ -127,7 +127,7 @@ func TestThreadedCommand(t *testing.T) {
 		t.Fatalf("calls %+v", calls)
 	}
 	m, _ := s.fk.Card(a.ID)
-	if len(m.Replies) != 1 || m.Replies[0] != reply || reply != s.d.res.Message {
+	if len(m.Replies) != 1 || m.Replies[0] != reply || reply != s.d.Res.Message {
 		t.Errorf("reply %q, thread replies %q", reply, m.Replies)
 	}
 }
@@ -227,7 +227,7 @@ func TestReplayRefused(t *testing.T) {
 func TestOwnCommentsIgnored(t *testing.T) {
 	s := newSetup(t)
 	s.fk.DeliverOwn(true) // Linear sends webhooks for clawd's own comments too
-	s.d.res.Message = "/clawd approve " + strings.Repeat("b", 26)
+	s.d.Res.Message = "/clawd approve " + strings.Repeat("b", 26)
 	a := newApproval()
 	s.post(t, a, "")
 	// A command written as clawd's own user is clawd's text, not a person's.
@@ -449,7 +449,7 @@ func TestCommandBeforePostReturns(t *testing.T) {
 		}
 	})
 	s.post(t, a, "")
-	if err != nil || reply != s.d.res.Message || len(s.d.Calls()) != 1 {
+	if err != nil || reply != s.d.Res.Message || len(s.d.Calls()) != 1 {
 		t.Fatalf("early command: reply %q, err %v, calls %d", reply, err, len(s.d.Calls()))
 	}
 }

@@ -5,11 +5,11 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/clawd-dev/clawd/approval"
+	"github.com/clawd-dev/clawd/approval/approvaltest"
 	"github.com/clawd-dev/clawd/approval/teams/fake"
 	"github.com/clawd-dev/clawd/policy"
 )
@@ -20,25 +20,8 @@ const (
 	bob   = "bbbbbbbb-2222-4222-8222-bbbbbbbbbbbb"
 )
 
-// decider records decisions and answers with a chosen Result.
-type decider struct {
-	mu    sync.Mutex
-	calls []approval.Decision
-	res   approval.Result
-}
-
-func (d *decider) Decide(_ context.Context, dec approval.Decision) approval.Result {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.calls = append(d.calls, dec)
-	return d.res
-}
-
-func (d *decider) Calls() []approval.Decision {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return append([]approval.Decision(nil), d.calls...)
-}
+// decider stands for the core (approvaltest.Decider).
+type decider = approvaltest.Decider
 
 var seq int
 
@@ -85,7 +68,7 @@ func newSetup(t *testing.T) *setup {
 		t.Fatal(err)
 	}
 	t.Cleanup(ch.Close)
-	d := &decider{res: approval.Result{Outcome: approval.ResultDecided, Message: "Approved: POST api.github.com."}}
+	d := &decider{Res: approval.Result{Outcome: approval.ResultDecided, Message: "Approved: POST api.github.com."}}
 	srv := httptest.NewServer(ch.Callbacks(d))
 	t.Cleanup(srv.Close)
 	fk.SetEndpoint(srv.URL + approval.CallbackPath("teams"))

@@ -64,13 +64,13 @@ func TestClickDecides(t *testing.T) {
 			s.post(t, a, alice)
 			decided := *a
 			decided.Status, decided.By = approval.Approved, "teams:"+alice
-			s.d.res.Approval = &decided
+			s.d.Res.Approval = &decided
 			reply, err := s.fk.Click(ctxT(t), a.ID, tc.act, alice)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if reply != s.d.res.Message {
-				t.Errorf("clicker sees %q, want %q", reply, s.d.res.Message)
+			if reply != s.d.Res.Message {
+				t.Errorf("clicker sees %q, want %q", reply, s.d.Res.Message)
 			}
 			calls := s.d.Calls()
 			if len(calls) != 1 {
@@ -94,7 +94,7 @@ func TestClickWithoutApprovalAnswersMessage(t *testing.T) {
 	s := newSetup(t)
 	a := newApproval()
 	s.post(t, a)
-	s.d.res = approval.Result{Outcome: approval.ResultNotFound, Message: "No such approval."}
+	s.d.Res = approval.Result{Outcome: approval.ResultNotFound, Message: "No such approval."}
 	reply, err := s.fk.Click(ctxT(t), a.ID, approval.ActApprove, bob)
 	if err != nil || reply != "No such approval." {
 		t.Fatalf("reply %q, %v", reply, err)
@@ -105,12 +105,12 @@ func TestSubmitFallbackRepliesInThread(t *testing.T) {
 	s := newSetup(t)
 	a := newApproval()
 	s.post(t, a, alice)
-	s.d.res = approval.Result{Outcome: approval.ResultNotApprover, Message: "You are not asked to decide this request; nothing changed."}
+	s.d.Res = approval.Result{Outcome: approval.ResultNotApprover, Message: "You are not asked to decide this request; nothing changed."}
 	reply, err := s.fk.ClickSubmit(ctxT(t), a.ID, approval.ActDeny, bob)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if reply != s.d.res.Message {
+	if reply != s.d.Res.Message {
 		t.Errorf("thread reply %q", reply)
 	}
 	if c := s.d.Calls(); len(c) != 1 || c[0].User != bob || c[0].Approve {
@@ -420,7 +420,7 @@ func TestMetadataOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ch.Close()
-	d := &decider{res: approval.Result{Outcome: approval.ResultDecided, Message: "ok"}}
+	d := &decider{Res: approval.Result{Outcome: approval.ResultDecided, Message: "ok"}}
 	fk.SetEndpoint(newServer(t, ch.Callbacks(d)) + approval.CallbackPath("teams"))
 	a := newApproval()
 	if _, err := ch.Post(ctxT(t), cardFor(a)); err != nil {

@@ -4,35 +4,18 @@ import (
 	"context"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/clawd-dev/clawd/approval"
+	"github.com/clawd-dev/clawd/approval/approvaltest"
 	"github.com/clawd-dev/clawd/approval/webex/fake"
 	"github.com/clawd-dev/clawd/policy"
 	"go.uber.org/zap/zaptest"
 )
 
-// decider records decisions and answers with a chosen Result.
-type decider struct {
-	mu    sync.Mutex
-	calls []approval.Decision
-	res   approval.Result
-}
-
-func (d *decider) Decide(_ context.Context, dec approval.Decision) approval.Result {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.calls = append(d.calls, dec)
-	return d.res
-}
-
-func (d *decider) Calls() []approval.Decision {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return append([]approval.Decision(nil), d.calls...)
-}
+// decider stands for the core (approvaltest.Decider).
+type decider = approvaltest.Decider
 
 var seq int
 
@@ -79,7 +62,7 @@ func newSetup(t *testing.T) *setup {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &decider{res: approval.Result{Outcome: approval.ResultDecided, Message: "Approved: POST api.github.com."}}
+	d := &decider{Res: approval.Result{Outcome: approval.ResultDecided, Message: "Approved: POST api.github.com."}}
 	srv := httptest.NewServer(ch.Callbacks(d))
 	t.Cleanup(srv.Close)
 	fk.SetEndpoint(srv.URL + approval.CallbackPath("webex"))

@@ -81,7 +81,7 @@ func TestClickDecides(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if want := "@Alice Example " + s.d.res.Message; reply != want {
+			if want := "@Alice Example " + s.d.Res.Message; reply != want {
 				t.Errorf("clicker sees %q, want %q", reply, want)
 			}
 			calls := s.d.Calls()
@@ -326,7 +326,7 @@ func TestTargetRoom(t *testing.T) {
 		t.Fatalf("card in %q, ref %q", m.RoomID, ref)
 	}
 	reply, err := s.fk.Click(ctxT(t), a.ID, approval.ActApprove, fake.Alice)
-	if err != nil || !strings.Contains(reply, s.d.res.Message) {
+	if err != nil || !strings.Contains(reply, s.d.Res.Message) {
 		t.Fatalf("click in the target room: %q, %v", reply, err)
 	}
 	c.Target = "not a room/../x y"
@@ -417,7 +417,7 @@ func TestSettings(t *testing.T) {
 
 func registering(t *testing.T, fk *fake.Server) (*Channel, *decider, string) {
 	t.Helper()
-	d := &decider{res: approval.Result{Outcome: approval.ResultDecided, Message: "Approved."}}
+	d := &decider{Res: approval.Result{Outcome: approval.ResultDecided, Message: "Approved."}}
 	var ch *Channel
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { ch.Callbacks(d).ServeHTTP(w, r) }))
 	t.Cleanup(srv.Close)

@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/clawd-dev/clawd/approval"
+	"github.com/clawd-dev/clawd/approval/approvaltest"
 	"github.com/clawd-dev/clawd/approval/whatsapp/fake"
 	"github.com/clawd-dev/clawd/policy"
 )
@@ -21,25 +22,8 @@ const (
 	bob   = "15551230002"
 )
 
-// decider records decisions and answers with a chosen Result.
-type decider struct {
-	mu    sync.Mutex
-	calls []approval.Decision
-	res   approval.Result
-}
-
-func (d *decider) Decide(_ context.Context, dec approval.Decision) approval.Result {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.calls = append(d.calls, dec)
-	return d.res
-}
-
-func (d *decider) Calls() []approval.Decision {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return append([]approval.Decision(nil), d.calls...)
-}
+// decider stands for the core (approvaltest.Decider).
+type decider = approvaltest.Decider
 
 // clock is a settable clock for the channel (the fake uses real time).
 type clock struct {
@@ -102,7 +86,7 @@ func newSetup(t *testing.T) *setup {
 	fk := fake.New()
 	t.Cleanup(fk.Close)
 	s := &setup{fk: fk, clock: &clock{}, dir: t.TempDir(),
-		d: &decider{res: approval.Result{Outcome: approval.ResultDecided, Message: "Approved: the request is released."}}}
+		d: &decider{Res: approval.Result{Outcome: approval.ResultDecided, Message: "Approved: the request is released."}}}
 	s.ch = s.build(t)
 	t.Cleanup(func() {
 		if v := fk.Violations(); len(v) > 0 {

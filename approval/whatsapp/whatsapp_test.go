@@ -148,7 +148,7 @@ func TestDenyAndNotAClawdButton(t *testing.T) {
 	s := newSetup(t)
 	a := newApproval()
 	s.post(t, a, alice)
-	s.d.res = approval.Result{Outcome: approval.ResultDecided, Message: "Denied."}
+	s.d.Res = approval.Result{Outcome: approval.ResultDecided, Message: "Denied."}
 	if r, err := s.fk.Click(ctxT(t), a.ID, approval.ActDeny, alice); err != nil || r != "Denied." {
 		t.Fatalf("deny: %q %v", r, err)
 	}
