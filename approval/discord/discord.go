@@ -23,6 +23,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/clawd-dev/clawd/internal/atomicfile"
+
 	"go.uber.org/zap"
 
 	"github.com/clawd-dev/clawd/approval"
@@ -183,12 +185,8 @@ func (c *Channel) remember(id string) {
 		ids = append(ids, t)
 	}
 	sort.Strings(ids)
-	tmp := c.state + ".tmp"
-	if err := os.WriteFile(tmp, []byte(strings.Join(ids, "\n")+"\n"), 0o600); err == nil {
-		err = os.Rename(tmp, c.state)
-		if err != nil {
-			c.log.Warn("discord: cannot save the target channels", zap.Error(err))
-		}
+	if err := atomicfile.WriteFile(c.state, []byte(strings.Join(ids, "\n")+"\n"), 0o600); err != nil {
+		c.log.Warn("discord: cannot save the target channels", zap.Error(err))
 	}
 }
 

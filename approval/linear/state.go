@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/clawd-dev/clawd/internal/atomicfile"
+
 	"go.uber.org/zap"
 
 	"github.com/clawd-dev/clawd/approval"
@@ -171,13 +173,8 @@ func (s *store) saveLocked() {
 	if err != nil {
 		return
 	}
-	tmp := s.path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+	if err := atomicfile.WriteFile(s.path, data, 0o600); err != nil {
 		s.log.Warn("linear: cannot write the state file", zap.Error(err))
-		return
-	}
-	if err := os.Rename(tmp, s.path); err != nil {
-		s.log.Warn("linear: cannot replace the state file", zap.Error(err))
 	}
 }
 

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/clawd-dev/clawd/internal/atomicfile"
 )
 
 // Mattermost does not sign the requests it sends to an action's
@@ -249,29 +251,7 @@ func (s *secrets) saveLocked(now time.Time) error {
 }
 
 // writeFile replaces p atomically with mode 0600.
-func writeFile(p string, b []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(p), filepath.Base(p)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	if _, err = f.Write(b); err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(tmp, 0o600)
-	}
-	if err == nil {
-		err = os.Rename(tmp, p)
-	}
-	if err != nil {
-		os.Remove(tmp)
-	}
-	return err
-}
+func writeFile(p string, b []byte) error { return atomicfile.WriteFile(p, b, 0o600) }
 
 func isLowerHex(s string) bool {
 	for _, c := range s {

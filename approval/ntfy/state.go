@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/clawd-dev/clawd/internal/atomicfile"
 )
 
 // entry is what a one-time token stands for. Only its SHA-256 is kept (in
@@ -172,29 +174,7 @@ func (s *state) setLastID(id string) error {
 }
 
 // writeFile replaces p atomically with mode 0600.
-func writeFile(p string, b []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(p), filepath.Base(p)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	if _, err = f.Write(b); err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(tmp, 0o600)
-	}
-	if err == nil {
-		err = os.Rename(tmp, p)
-	}
-	if err != nil {
-		os.Remove(tmp)
-	}
-	return err
-}
+func writeFile(p string, b []byte) error { return atomicfile.WriteFile(p, b, 0o600) }
 
 // newToken returns a 256-bit random token (64 hex digits) and its hash.
 func newToken() (tok, hash string, err error) {

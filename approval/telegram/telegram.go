@@ -24,6 +24,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/clawd-dev/clawd/internal/atomicfile"
+
 	"go.uber.org/zap"
 
 	"github.com/clawd-dev/clawd/approval"
@@ -245,10 +247,4 @@ func (c *Channel) loadSecret() (string, error) {
 	return s, nil
 }
 
-func writeFile(path string, b []byte) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
-}
+func writeFile(path string, b []byte) error { return atomicfile.WriteFile(path, b, 0o600) }
