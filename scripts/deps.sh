@@ -8,7 +8,8 @@ have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok ins
 # mmdebstrap: the real-client agent root (e2e/harness/agentroot.sh), whose npm
 # packages the host's npm fetches (Debian's npm unless one is installed).
 # chromium: the approvals web page test (approval/web, headless).
-for p in containerd runc busybox-static docker.io iproute2 iptables ca-certificates curl systemd openssl mmdebstrap chromium; do
+# postgresql: the fleet store's tests start a throwaway server (internal/pgtest).
+for p in containerd runc busybox-static docker.io iproute2 iptables ca-certificates curl systemd openssl mmdebstrap chromium postgresql; do
 	have "$p" || need+=("$p")
 done
 # node: the real-server side (llhttp) of proxy's differential fuzz test
