@@ -59,6 +59,10 @@ type Config struct {
 	// unlimited. See Config.bufferBudgets.
 	MaxBufferedBytes             string `mapstructure:"max-buffered-bytes"`
 	MaxBufferedBytesPerContainer string `mapstructure:"max-buffered-bytes-per-container"`
+
+	// Fleet joins this host to other clawd hosts through PostgreSQL
+	// (issue 17, docs/fleet.md); unset = single host, as before.
+	Fleet FleetConfig `mapstructure:"fleet"`
 }
 
 // ApprovalConfig configures where held requests are shown and decided.
@@ -155,6 +159,9 @@ func LoadConfig(fs *pflag.FlagSet) (Config, error) {
 	if err := v.BindPFlags(fs); err != nil {
 		return Config{}, fmt.Errorf("bind flags: %w", err)
 	}
+	for _, k := range fleetKeys {
+		v.BindEnv("fleet." + k)
+	}
 	path := v.GetString("config")
 	v.SetConfigFile(path)
 	v.SetConfigType("yaml")
@@ -187,6 +194,9 @@ func (c Config) validate() error {
 		}
 	}
 	if _, err := c.dnsRcode(); err != nil {
+		return err
+	}
+	if err := c.Fleet.validate(); err != nil {
 		return err
 	}
 	if _, err := netip.ParseAddrPort(c.APIListen); err != nil {

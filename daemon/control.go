@@ -308,6 +308,7 @@ func (d *Daemon) controlHandler() http.Handler {
 		w.Write(d.ca.CertPEM())
 	})
 	api := approvalapi.Local(d.approvals)
+	mux.HandleFunc("GET /v1/fleet/hosts", d.handleFleetHosts)
 	mux.Handle("/v1/approvals", api)
 	mux.Handle("/v1/approvals/", api)
 	mux.Handle("/v1/grants", api)

@@ -36,6 +36,7 @@ import (
 	"github.com/clawd-dev/clawd/daemon/runtime"
 	"github.com/clawd-dev/clawd/internal/addrclass"
 	"github.com/clawd-dev/clawd/internal/atomicfile"
+	"github.com/clawd-dev/clawd/fleet"
 	"github.com/clawd-dev/clawd/policy"
 	"github.com/clawd-dev/clawd/proxy"
 	"github.com/clawd-dev/clawd/proxy/ca"
@@ -63,6 +64,7 @@ type Daemon struct {
 	policy    *policy.Engine
 	secrets   *secrets.Store
 	approvals *approval.Manager
+	fleet     *fleet.Fleet // nil unless fleet.database is set
 	proxy     *proxy.Server
 	dns       *dns.Resolver
 	audit     *audit.Logger
@@ -153,6 +155,9 @@ func New(cfg Config, log *zap.Logger) (*Daemon, error) {
 		Audit:         d.audit, Log: log.Named("dns"), Registerer: d.reg,
 	}); err != nil {
 		return nil, fmt.Errorf("dns: %w", err)
+	}
+	if d.fleet, err = d.newFleet(); err != nil {
+		return nil, err
 	}
 	if d.approvals, err = d.newApprovals(); err != nil {
 		return nil, fmt.Errorf("approvals: %w", err)
@@ -433,6 +438,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}()
 	}
 	go d.dns.RunAudit(d.ctx)
+	if d.fleet != nil {
+		go d.fleet.Run(d.ctx)
+	}
 
 	sddaemon.SdNotify(false, sddaemon.SdNotifyReady)
 	d.log.Info("clawd ready", zap.String("version", Version), zap.String("socket", d.cfg.Socket),
@@ -471,6 +479,9 @@ func (d *Daemon) shutdown(servers []*http.Server) error {
 	os.Remove(d.cfg.Socket)
 	for _, r := range d.rt {
 		r.Close()
+	}
+	if d.fleet != nil {
+		d.fleet.Close()
 	}
 	d.dns.FlushAudit()
 	d.audit.Close()

@@ -52,6 +52,7 @@ func root() *cobra.Command {
 	c.PersistentFlags().StringVar(&socket, "socket", envOr("CLAWD_SOCKET", daemon.DefaultSocket), "control socket of the daemon")
 	c.AddCommand(daemonCmd(), attachCmd(), detachCmd(), envCmd(), lsCmd(), statusCmd(), doctorCmd(), versionCmd(),
 		policyCmd(), caCmd(), webhookCertCmd(), secretCmd(), approvalsCmd(), approveCmd(), denyCmd(), grantsCmd())
+	c.AddCommand(fleetCmd()) // issue 17
 	return c
 }
 

@@ -35,8 +35,9 @@ var allowed = map[string][]string{
 	"daemon/enforce":        {"bpf", "daemon/nsenter", "internal/"},
 	"daemon/runtime":        {"policy", "internal/"},
 	"daemon/admission":      {"proxy/ca"}, // the Kubernetes webhook: env and CA paths only, no daemon state
-	"daemon":                {"approval", "approval/", "audit", "bpf", "daemon/", "internal/", "policy", "proxy", "proxy/", "secrets"},
+	"daemon":                {"approval", "approval/", "audit", "bpf", "daemon/", "fleet", "internal/", "policy", "proxy", "proxy/", "secrets"},
 	"cmd/":                  {"approval", "approval/", "daemon", "policy", "secrets", "internal/", "audit"},
+	"fleet":                 {"approval", "audit", "internal/"}, // the shared PostgreSQL store: implements approval's store, knows no daemon or proxy
 	"scripts/":              {},
 }
 

@@ -1,0 +1,162 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+	"unicode"
+
+	"go.uber.org/zap"
+
+	"github.com/clawd-dev/clawd/fleet"
+)
+
+// FleetConfig joins this host to a fleet (docs/fleet.md); an empty
+// Database leaves clawd on its own, as before.
+type FleetConfig struct {
+	// Database is postgres://USER@HOST[:PORT]/DB[?sslmode=...], without
+	// a password: that comes from PasswordFile or PasswordSecret.
+	Database       string `mapstructure:"database"`
+	PasswordFile   string `mapstructure:"password-file"`   // a file holding the password (a mounted Kubernetes Secret)
+	PasswordSecret string `mapstructure:"password-secret"` // a clawd-owned secret (`clawd secret set NAME --clawd`)
+	// Host is this host's name in the fleet; "" = the machine's hostname.
+	Host string `mapstructure:"host"`
+	// Heartbeat is how often the host says it is alive (0 = 5s); it is
+	// shown as down after three missed beats.
+	Heartbeat time.Duration `mapstructure:"heartbeat"`
+}
+
+// fleetKeys are bound to CLAWD_FLEET_* environment variables (viper only
+// reads the environment for keys it knows of).
+var fleetKeys = []string{"database", "password-file", "password-secret", "host", "heartbeat"}
+
+func (f FleetConfig) validate() error {
+	if f.Database == "" {
+		if f.PasswordFile != "" || f.PasswordSecret != "" || f.Host != "" || f.Heartbeat != 0 {
+			return errors.New("config: fleet settings without fleet.database")
+		}
+		return nil
+	}
+	if f.PasswordFile != "" && f.PasswordSecret != "" {
+		return errors.New("config: fleet: set password-file or password-secret, not both")
+	}
+	if f.Heartbeat < 0 {
+		return errors.New("config: fleet.heartbeat must not be negative")
+	}
+	if f.Host != "" {
+		if err := fleet.ValidHostName(f.Host); err != nil {
+			return fmt.Errorf("config: %w", err)
+		}
+	}
+	return nil
+}
+
+// newFleet opens this host's fleet membership (nil without fleet.database).
+// Only configuration errors fail the start: the database itself is
+// reached in the background (fleet.Fleet.Run).
+func (d *Daemon) newFleet() (*fleet.Fleet, error) {
+	c := d.cfg.Fleet
+	if c.Database == "" {
+		return nil, nil
+	}
+	var password string
+	switch {
+	case c.PasswordFile != "":
+		b, err := readSmall(c.PasswordFile)
+		if err != nil {
+			return nil, fmt.Errorf("fleet.password-file: %w", err)
+		}
+		password = strings.TrimRight(string(b), "\r\n")
+		if password == "" || strings.ContainsAny(password, "\r\n\x00") {
+			return nil, fmt.Errorf("fleet.password-file %s: want one line, the password", c.PasswordFile)
+		}
+	case c.PasswordSecret != "":
+		var err error
+		if password, err = d.credential(c.PasswordSecret); err != nil {
+			return nil, fmt.Errorf("fleet.password-secret: %w", err)
+		}
+	}
+	host := c.Host
+	if host == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return nil, fmt.Errorf("fleet: hostname: %w (set fleet.host)", err)
+		}
+		host = h
+	}
+	return fleet.Open(fleet.Config{
+		Database: c.Database, Password: password, Host: host, Version: Version,
+		Heartbeat: c.Heartbeat, Attachments: d.count, Log: d.log.Named("fleet"),
+	})
+}
+
+func readSmall(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, 4096))
+}
+
+// FleetHosts is the answer of GET /v1/fleet/hosts.
+type FleetHosts struct {
+	Self  string       `json:"self"`
+	Hosts []fleet.Host `json:"hosts"`
+}
+
+func (d *Daemon) handleFleetHosts(w http.ResponseWriter, r *http.Request) {
+	if d.fleet == nil {
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": "this clawd is not in a fleet (fleet.database is not set)"})
+		return
+	}
+	hs, err := d.fleet.Hosts(r.Context())
+	if err != nil {
+		d.log.Debug("fleet hosts", zap.Error(err))
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "fleet database: " + err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, FleetHosts{Self: d.fleet.Name(), Hosts: hs})
+}
+
+// FleetHosts lists the hosts of the daemon's fleet.
+func (c *Client) FleetHosts(ctx context.Context) (FleetHosts, error) {
+	var out FleetHosts
+	err := c.Do(ctx, http.MethodGet, "/v1/fleet/hosts", nil, &out)
+	return out, err
+}
+
+// FormatFleetHosts prints `clawd fleet ls` as a table. Names and versions
+// come from the database, which other hosts write: control characters are
+// shown as '?', never sent to the terminal.
+func FormatFleetHosts(w io.Writer, fh FleetHosts, now time.Time) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "HOST\tSTATE\tVERSION\tATTACHMENTS\tLAST SEEN\tSTARTED")
+	for _, h := range fh.Hosts {
+		name := printable(h.Name)
+		if h.Self {
+			name += " (this host)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s ago\t%s\n", name, printable(h.State), printable(h.Version), h.Attachments,
+			now.Sub(h.LastSeen).Round(time.Second), h.Started.UTC().Format(time.RFC3339))
+	}
+	return tw.Flush()
+}
+
+func printable(s string) string {
+	if len(s) > 128 {
+		s = s[:128] + "…"
+	}
+	return strings.Map(func(r rune) rune {
+		if !unicode.IsPrint(r) {
+			return '?'
+		}
+		return r
+	}, s)
+}

@@ -1,0 +1,80 @@
+package fleet
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// migrations are the schema, in order: migration i brings the schema to
+// version i+1. Never edit one that has shipped; append a new one.
+var migrations = []string{
+	// 1: the host registry.
+	`CREATE TABLE clawd_hosts (
+		name         text PRIMARY KEY,
+		instance     text NOT NULL,
+		version      text NOT NULL,
+		attachments  integer NOT NULL DEFAULT 0,
+		heartbeat_ms bigint NOT NULL,
+		started      timestamptz NOT NULL,
+		last_seen    timestamptz NOT NULL,
+		stopped      timestamptz
+	)`,
+}
+
+// SchemaVersion is the schema version this clawd creates and expects.
+var SchemaVersion = len(migrations)
+
+// migrateLock is the advisory lock key under which the schema is changed
+// (any constant unique to clawd: "clawd.mig" in ASCII).
+const migrateLock int64 = 0x636c6177642e6d69
+
+// Migrate brings the schema to len(list) and returns the version found
+// before. Each migration runs in its own transaction with its version row,
+// under a transaction-scoped advisory lock, so daemons migrating at once
+// apply each step exactly once and a failed step leaves the previous
+// version whole. A schema newer than list is refused: this clawd is older
+// than one that already ran against the database.
+func Migrate(ctx context.Context, pool *pgxpool.Pool, list []string) (int, error) {
+	before := -1
+	for {
+		done, cur, err := migrateStep(ctx, pool, list)
+		if before < 0 {
+			before = cur
+		}
+		if err != nil || done {
+			return before, err
+		}
+	}
+}
+
+func migrateStep(ctx context.Context, pool *pgxpool.Pool, list []string) (done bool, cur int, err error) {
+	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, migrateLock); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS clawd_schema_version (
+			version integer PRIMARY KEY,
+			applied timestamptz NOT NULL DEFAULT now())`); err != nil {
+			return err
+		}
+		if err := tx.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM clawd_schema_version`).Scan(&cur); err != nil {
+			return err
+		}
+		switch {
+		case cur > len(list):
+			return fmt.Errorf("fleet: database schema is version %d, newer than this clawd's %d: upgrade clawd on this host", cur, len(list))
+		case cur == len(list):
+			done = true
+			return nil
+		}
+		if _, err := tx.Exec(ctx, list[cur]); err != nil {
+			return fmt.Errorf("fleet: schema migration %d: %w", cur+1, err)
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO clawd_schema_version (version) VALUES ($1)`, cur+1)
+		return err
+	})
+	return done, cur, err
+}
