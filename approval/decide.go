@@ -246,11 +246,14 @@ func (m *Manager) Decide(ctx context.Context, d Decision) Result {
 	if d.Approve {
 		want = Approved
 	}
+	if r, ok := m.forward(ctx, d); ok {
+		return r
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	e := m.pending[d.ID]
 	if e == nil {
-		a, err := getApproval(m.db, d.ID)
+		a, err := m.store.GetApproval(d.ID)
 		if err != nil {
 			if err == ErrNotFound {
 				return Result{Outcome: ResultNotFound, Message: "No such approval."}
@@ -299,7 +302,7 @@ func (m *Manager) Decide(ctx context.Context, d Decision) Result {
 		e.grantFor = d.GrantFor // a grant needs every approver to ask for one
 	}
 	if len(a.Votes) < a.Required {
-		if err := putApproval(m.db, a); err != nil {
+		if err := m.store.PutApproval(a); err != nil {
 			a.Votes = a.Votes[:len(a.Votes)-1]
 			return Result{Outcome: ResultError, Message: "clawd could not record the approval; try again.", Approval: a.clone()}
 		}
@@ -321,7 +324,7 @@ func (m *Manager) Decide(ctx context.Context, d Decision) Result {
 			Rule: a.Rule, Host: a.Host, Method: a.Method, Path: a.Path, PathSHA256: pathHash(e.rawPath),
 			Created: now, Expires: now.Add(e.grantFor), By: by, ApprovalID: a.ID,
 		}
-		if err := putGrant(m.db, g); err != nil {
+		if err := m.store.PutGrant(g); err != nil {
 			a.Votes = a.Votes[:len(a.Votes)-1]
 			return Result{Outcome: ResultError, Message: "clawd could not store the grant; try again.", Approval: a.clone()}
 		}
@@ -343,6 +346,22 @@ func (m *Manager) Decide(ctx context.Context, d Decision) Result {
 		msg = fmt.Sprintf("Approved: the request is released, and matching requests for %s.", e.grantFor)
 	}
 	return Result{Outcome: ResultDecided, Message: msg, Approval: e.a.clone()}
+}
+
+// forward passes d to the host holding its approval when that is not this
+// one and the store is shared (Forwarder); that host's Decide judges it.
+func (m *Manager) forward(ctx context.Context, d Decision) (Result, bool) {
+	f, shared := m.store.(Forwarder)
+	if !shared {
+		return Result{}, false
+	}
+	m.mu.Lock()
+	_, here := m.pending[d.ID]
+	m.mu.Unlock()
+	if here {
+		return Result{}, false
+	}
+	return f.Forward(ctx, d)
 }
 
 // digestMatches: a click must carry (a prefix of at least 16 digits of) the
@@ -418,7 +437,7 @@ func (m *Manager) escalate(e *entry, more []Audience) {
 	var extra []Audience
 	e.a.Asked, added, newPeople, extra = mergeAudiences(e.a.Asked, more)
 	e.a.EscalateAt = time.Time{}
-	if err := putApproval(m.db, e.a); err != nil {
+	if err := m.store.PutApproval(e.a); err != nil {
 		m.log.Warn("persist escalation: " + err.Error())
 	}
 	m.audit.Log(audit.Entry{

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	bolt "go.etcd.io/bbolt"
 	"go.uber.org/zap"
 
 	"github.com/clawd-dev/clawd/audit"
@@ -66,9 +65,12 @@ type identity struct{}
 func (identity) RedactString(s string) string { return s }
 func (identity) Redact(b []byte) []byte       { return b }
 
-// Config configures a Manager. Only DBPath is required.
+// Config configures a Manager. Only DBPath (or Store) is required.
 type Config struct {
 	DBPath string // bbolt file, e.g. /var/lib/clawd/approvals.db
+	// Store, when set, is used instead of the bbolt file at DBPath: the
+	// fleet's shared store (issue 17). The Manager closes it at Shutdown.
+	Store Store
 	// Channels are where people are asked (approval/<channel> packages);
 	// names must be unique and differ from "cli" and "link".
 	Channels []Channel
@@ -269,7 +271,7 @@ type Manager struct {
 	red     Redactor
 	audit   audit.Sink
 	now     func() time.Time
-	db      *bolt.DB
+	store   Store
 	linkKey []byte
 	sums    []Summarizer
 	met     *metrics
@@ -294,7 +296,7 @@ type Manager struct {
 // New opens the approval DB, expires approvals left pending by a previous
 // run (updating their cards in the background) and loads grants.
 func New(cfg Config) (*Manager, error) {
-	if cfg.DBPath == "" {
+	if cfg.DBPath == "" && cfg.Store == nil {
 		return nil, fmt.Errorf("approval: DBPath is required")
 	}
 	if cfg.Log == nil {
@@ -336,25 +338,29 @@ func New(cfg Config) (*Manager, error) {
 		seen[n.Name()] = true
 	}
 	met := newMetrics()
-	db, err := openStore(cfg.DBPath)
-	if err != nil {
-		return nil, err
+	db := cfg.Store
+	if db == nil {
+		var err error
+		if db, err = OpenBoltStore(cfg.DBPath); err != nil {
+			return nil, err
+		}
 	}
 	m := &Manager{
 		cfg: cfg, log: cfg.Log, red: cfg.Redactor, audit: cfg.Audit, now: cfg.Now,
-		db: db, sums: cfg.Summarizers, met: met,
+		store: db, sums: cfg.Summarizers, met: met,
 		pending: map[string]*entry{}, byDedup: map[string]*entry{}, perCont: map[string]int{},
 		grants: map[string]*Grant{}, changed: make(chan struct{}),
 	}
 	m.bgCtx, m.bgCancel = context.WithCancel(context.Background())
 	m.linkKey = cfg.LinkKey
 	if m.linkKey == nil {
-		if m.linkKey, err = loadOrCreateLinkKey(db); err != nil {
+		var err error
+		if m.linkKey, err = db.LinkKey(); err != nil {
 			db.Close()
 			return nil, err
 		}
 	}
-	stale, grants, err := recoverStore(db, m.now())
+	stale, grants, err := db.Recover(m.now())
 	if err != nil {
 		db.Close()
 		return nil, err
@@ -367,7 +373,7 @@ func New(cfg Config) (*Manager, error) {
 	for _, g := range grants {
 		m.grants[g.ID] = g
 	}
-	if m.recent, err = recentDecided(db, keepRecent); err != nil {
+	if m.recent, err = db.RecentDecided(keepRecent); err != nil {
 		m.log.Warn("read recent approvals", zap.Error(err))
 	}
 	for _, a := range stale {
@@ -414,7 +420,7 @@ func (m *Manager) expireGrants() {
 			continue
 		}
 		delete(m.grants, id)
-		if err := deleteGrant(m.db, id); err != nil {
+		if err := m.store.DeleteGrant(id); err != nil {
 			m.log.Warn("delete expired grant", zap.String("id", id), zap.Error(err))
 		}
 		m.audit.Log(audit.Entry{
@@ -580,7 +586,7 @@ func (m *Manager) createLocked(h *Hold, dk string, now time.Time) (*entry, strin
 	e := &entry{a: a, dedup: dk, rawPath: grantScope(h), requesters: requesters(h), done: make(chan struct{}), changed: make(chan struct{})}
 	m.pending[a.ID] = e
 	m.byDedup[dk] = e
-	if err := putApproval(m.db, a); err != nil {
+	if err := m.store.PutApproval(a); err != nil {
 		// Holding still works; only crash recovery of this card is lost.
 		m.log.Error("persist approval", zap.String("id", a.ID), zap.Error(err))
 	}
@@ -666,7 +672,7 @@ func (m *Manager) finishLocked(e *entry, status string, out Outcome, by, reason 
 	e.a.Decided = m.now().UTC()
 	e.a.By = by
 	e.a.Reason = reason
-	if err := putApproval(m.db, e.a); err != nil {
+	if err := m.store.PutApproval(e.a); err != nil {
 		m.log.Error("persist approval decision", zap.String("id", e.a.ID), zap.Error(err))
 	}
 	e.outcome = out
@@ -718,7 +724,7 @@ func (m *Manager) Get(id string) (*Approval, error) {
 	if e := m.pending[id]; e != nil {
 		return e.a.clone(), nil
 	}
-	return getApproval(m.db, id)
+	return m.store.GetApproval(id)
 }
 
 // List returns the pending approvals, oldest first, optionally only those of
@@ -808,7 +814,7 @@ func (m *Manager) revokeGrant(id, by string) ([]func(), error) {
 	if g == nil {
 		return nil, ErrNotFound
 	}
-	if err := deleteGrant(m.db, id); err != nil {
+	if err := m.store.DeleteGrant(id); err != nil {
 		return nil, fmt.Errorf("revoke grant: %w", err)
 	}
 	delete(m.grants, id)
@@ -863,7 +869,7 @@ func (m *Manager) Shutdown() {
 	m.bgCancel()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if err := m.db.Close(); err != nil {
+	if err := m.store.Close(); err != nil {
 		m.log.Warn("close approval db", zap.Error(err))
 	}
 }
@@ -894,7 +900,7 @@ func (m *Manager) card(c Channel, e *entry, snap *Card, changed <-chan struct{},
 	m.mu.Lock()
 	e.a.Refs[refKey] = ref
 	// The DB is open: Shutdown closes it only after wg is done.
-	if perr := putApproval(m.db, e.a); perr != nil {
+	if perr := m.store.PutApproval(e.a); perr != nil {
 		m.log.Warn("persist card ref", zap.Error(perr))
 	}
 	if m.pending[e.a.ID] == e {

@@ -402,7 +402,7 @@ func crash(t *testing.T, m *Manager) {
 		e.stop()
 	}
 	m.mu.Unlock()
-	if err := m.db.Close(); err != nil {
+	if err := m.store.Close(); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -1,6 +1,7 @@
 package approval
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
@@ -18,6 +19,58 @@ var (
 	bucketMeta      = []byte("meta")
 	keyLinkKey      = []byte("link_key")
 )
+
+// Store keeps approvals (pending and decided), grants and the link key
+// across restarts: the bbolt file of Config.DBPath, or a store that other
+// hosts share (Config.Store, the fleet package's). The Manager calls it
+// under its lock, so an implementation must answer quickly or fail.
+type Store interface {
+	// LinkKey returns the HMAC key of signed links, creating it once.
+	LinkKey() ([]byte, error)
+	PutApproval(a *Approval) error // insert or replace by ID, with a.Refs
+	// GetApproval returns an approval by ID, or ErrNotFound.
+	GetApproval(id string) (*Approval, error)
+	PutGrant(g *Grant) error
+	DeleteGrant(id string) error
+	// Recover, at start, marks the approvals this host left pending as
+	// expired, drops old decided approvals and expired grants, and returns
+	// the expired approvals and the live grants.
+	Recover(now time.Time) (stale []*Approval, grants []*Grant, err error)
+	// RecentDecided returns up to n ended approvals, newest first.
+	RecentDecided(n int) ([]*Approval, error)
+	Close() error
+}
+
+// Forwarder is a Store shared with other hosts: Forward passes a decision
+// on an approval that another host holds to that host and returns its
+// answer; ok is false when no other host holds it (the decision is then
+// made here, on what the store says).
+type Forwarder interface {
+	Forward(ctx context.Context, d Decision) (r Result, ok bool)
+}
+
+// boltStore is the single-host Store: one bbolt file.
+type boltStore struct{ db *bolt.DB }
+
+// OpenBoltStore opens (creating) the bbolt store at path.
+func OpenBoltStore(path string) (Store, error) {
+	db, err := openStore(path)
+	if err != nil {
+		return nil, err
+	}
+	return boltStore{db}, nil
+}
+
+func (s boltStore) LinkKey() ([]byte, error)                 { return loadOrCreateLinkKey(s.db) }
+func (s boltStore) PutApproval(a *Approval) error            { return putApproval(s.db, a) }
+func (s boltStore) GetApproval(id string) (*Approval, error) { return getApproval(s.db, id) }
+func (s boltStore) PutGrant(g *Grant) error                  { return putGrant(s.db, g) }
+func (s boltStore) DeleteGrant(id string) error              { return deleteGrant(s.db, id) }
+func (s boltStore) Recover(now time.Time) ([]*Approval, []*Grant, error) {
+	return recoverStore(s.db, now)
+}
+func (s boltStore) RecentDecided(n int) ([]*Approval, error) { return recentDecided(s.db, n) }
+func (s boltStore) Close() error                             { return s.db.Close() }
 
 // keepDecided is how long decided approvals stay queryable in the DB.
 const keepDecided = 7 * 24 * time.Hour
