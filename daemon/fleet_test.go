@@ -38,8 +38,8 @@ func TestFleetConfig(t *testing.T) {
 	for yaml, want := range map[string]string{
 		"fleet:\n  host: a\n": "without fleet.database",
 		"fleet:\n  database: postgres://x@h/d\n  password-file: f\n  password-secret: s\n": "not both",
-		"fleet:\n  database: postgres://x@h/d\n  host: \"a b\"\n":                            "host name",
-		"fleet:\n  database: postgres://x@h/d\n  heartbeat: -1s\n":                          "negative",
+		"fleet:\n  database: postgres://x@h/d\n  host: \"a b\"\n":                          "host name",
+		"fleet:\n  database: postgres://x@h/d\n  heartbeat: -1s\n":                         "negative",
 	} {
 		if _, err := load(yaml); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%q: err = %v, want %q", yaml, err, want)

@@ -20,6 +20,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -65,9 +66,14 @@ type Fleet struct {
 	pool     *pgxpool.Pool
 	instance string // random per start: tells two daemons claiming one name apart
 
+	up    atomic.Bool   // the last beat worked and no operation failed since (Store's breaker)
+	kickC chan struct{} // wakes serveDecisions
+
 	mu      sync.Mutex
 	ready   bool  // migrated and registered
 	lastErr error // of the last attempt, for status and fleet ls
+	decider Decider
+	waiters map[string]chan struct{} // forwarded decisions awaiting an answer, by key
 }
 
 // Open checks the configuration and prepares the connection pool; it does
@@ -101,7 +107,8 @@ func Open(cfg Config) (*Fleet, error) {
 	}
 	var b [12]byte
 	rand.Read(b[:])
-	return &Fleet{cfg: cfg, log: cfg.Log, pool: pool, instance: hex.EncodeToString(b[:])}, nil
+	return &Fleet{cfg: cfg, log: cfg.Log, pool: pool, instance: hex.EncodeToString(b[:]),
+		kickC: make(chan struct{}, 1), waiters: map[string]chan struct{}{}}, nil
 }
 
 // poolConfig parses the DSN; a password in it is refused (config files and
@@ -165,11 +172,14 @@ func (f *Fleet) Name() string { return f.cfg.Host }
 // ends. Until the first success it retries every heartbeat; errors are
 // logged when they change, never fatal.
 func (f *Fleet) Run(ctx context.Context) {
+	go f.listen(ctx)
+	go f.serveDecisions(ctx)
 	t := time.NewTicker(f.cfg.Heartbeat)
 	defer t.Stop()
 	for {
 		err := f.Beat(ctx)
 		f.note(err)
+		f.kick() // the poll backstop: decisions whose notification was lost
 		select {
 		case <-ctx.Done():
 			return
@@ -194,6 +204,14 @@ func (f *Fleet) note(err error) {
 // Beat does one step of Run: migrate and register until that succeeded
 // once, then update this host's heartbeat.
 func (f *Fleet) Beat(ctx context.Context) error {
+	err := f.beat(ctx)
+	if ctx.Err() == nil { // a beat cut short by shutdown says nothing of the database
+		f.up.Store(err == nil)
+	}
+	return err
+}
+
+func (f *Fleet) beat(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, max(f.cfg.Heartbeat, 5*time.Second))
 	defer cancel()
 	f.mu.Lock()

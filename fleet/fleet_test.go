@@ -26,6 +26,11 @@ func TestFleet(t *testing.T) {
 	t.Run("Hosts", func(t *testing.T) { testHosts(t, s) })
 	t.Run("NameInUse", func(t *testing.T) { testNameInUse(t, s) })
 	t.Run("PasswordNeverShown", func(t *testing.T) { testPasswordNeverShown(t, s) })
+	t.Run("DecideOnAnotherHost", func(t *testing.T) { testDecideOnAnotherHost(t, s) })
+	t.Run("HolderDown", func(t *testing.T) { testHolderDown(t, s) })
+	t.Run("WithdrawnNeverApplied", func(t *testing.T) { testWithdrawnNeverApplied(t, s) })
+	t.Run("GrantSurvivesRestart", func(t *testing.T) { testGrantSurvivesRestart(t, s) })
+	t.Run("DatabaseDownHolds", func(t *testing.T) { testDatabaseDownHolds(t, s) })
 	t.Run("DatabaseOutage", func(t *testing.T) { testDatabaseOutage(t, s) }) // last: stops the server
 }
 

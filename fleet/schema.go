@@ -22,6 +22,40 @@ var migrations = []string{
 		last_seen    timestamptz NOT NULL,
 		stopped      timestamptz
 	)`,
+	// 2: approvals, grants, the link key, and decisions passed between
+	// hosts (id is the forwarding host's idempotency key).
+	`CREATE TABLE clawd_approvals (
+		id      text PRIMARY KEY,
+		host    text NOT NULL,
+		status  text NOT NULL,
+		created timestamptz NOT NULL,
+		decided timestamptz,
+		data    jsonb NOT NULL
+	);
+	CREATE INDEX clawd_approvals_host_status ON clawd_approvals (host, status);
+	CREATE INDEX clawd_approvals_decided ON clawd_approvals (decided);
+	CREATE TABLE clawd_grants (
+		id      text PRIMARY KEY,
+		host    text NOT NULL,
+		expires timestamptz NOT NULL,
+		data    jsonb NOT NULL
+	);
+	CREATE TABLE clawd_meta (
+		key   text PRIMARY KEY,
+		value bytea NOT NULL
+	);
+	CREATE TABLE clawd_decisions (
+		id          text PRIMARY KEY,
+		approval_id text NOT NULL,
+		host        text NOT NULL,
+		from_host   text NOT NULL,
+		decision    jsonb NOT NULL,
+		created     timestamptz NOT NULL DEFAULT now(),
+		claimed     timestamptz,
+		result      jsonb,
+		answered    timestamptz
+	);
+	CREATE INDEX clawd_decisions_open ON clawd_decisions (host) WHERE result IS NULL`,
 }
 
 // SchemaVersion is the schema version this clawd creates and expects.
