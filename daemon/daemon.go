@@ -225,7 +225,7 @@ func (d *Daemon) newApprovals() (*approval.Manager, error) {
 		return nil, err
 	}
 	m, err := approval.New(approval.Config{
-		DBPath:   filepath.Join(c.StateDir, "approvals.db"),
+		DBPath: filepath.Join(c.StateDir, "approvals.db"), Store: d.fleetStore(), // fleet: issue 17
 		Channels: built.Channels, Approvers: built.Approvers, Platforms: built.Platforms, Summarizers: summary.Default(),
 		Redactor: d.secrets, Audit: d.audit,
 		Log: d.log.Named("approval"), Registerer: d.reg,
@@ -242,6 +242,7 @@ func (d *Daemon) newApprovals() (*approval.Manager, error) {
 		m.Shutdown()
 		return nil, err
 	}
+	d.serveFleet(m)
 	d.apiToken = token
 	d.mounts = built.Mounts(m)
 	d.listeners = built.Listeners()

@@ -14,6 +14,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/clawd-dev/clawd/approval"
 	"github.com/clawd-dev/clawd/fleet"
 )
 
@@ -103,6 +104,29 @@ func readSmall(path string) ([]byte, error) {
 	}
 	defer f.Close()
 	return io.ReadAll(io.LimitReader(f, 4096))
+}
+
+// fleetStore is the approval store of the fleet (nil = the bbolt file).
+// The database is tried once, bounded, so a host starting while it is up
+// recovers its approvals and the fleet's grants; while it is down the
+// host starts anyway (fleet.Store.Recover says what that costs).
+func (d *Daemon) fleetStore() approval.Store {
+	if d.fleet == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(d.ctx, 5*time.Second)
+	defer cancel()
+	if err := d.fleet.Beat(ctx); err != nil {
+		d.log.Warn("fleet database not reachable at start; retrying in the background", zap.Error(err))
+	}
+	return d.fleet.Store()
+}
+
+// serveFleet lets decisions made on other hosts reach m.
+func (d *Daemon) serveFleet(m *approval.Manager) {
+	if d.fleet != nil {
+		d.fleet.Store().Serve(m)
+	}
 }
 
 // FleetHosts is the answer of GET /v1/fleet/hosts.

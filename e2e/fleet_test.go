@@ -2,12 +2,15 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/clawd-dev/clawd/approval"
+	"github.com/clawd-dev/clawd/audit"
 	"github.com/clawd-dev/clawd/daemon"
 	"github.com/clawd-dev/clawd/e2e/harness"
 	"github.com/clawd-dev/clawd/internal/pgtest"
@@ -16,17 +19,17 @@ import (
 // startFleetHost starts a daemon as fleet host name against db: its own
 // state dir, pin root, socket, API port and containerd namespace; the
 // password from a file, as a mounted Secret gives it.
-func startFleetHost(t *testing.T, ctd *harness.Containerd, pg *pgtest.Server, db, name string) *Clawd {
+func startFleetHost(t *testing.T, ctd *harness.Containerd, pg *pgtest.Server, db, name, ns, pol string) *Clawd {
 	t.Helper()
 	pwDir := t.TempDir()
 	pw := pg.PasswordFile(pwDir)
-	return StartClawd(t, ctd, ClawdOpts{Extra: fmt.Sprintf(`namespaces: [fleet-%s]
+	return StartClawd(t, ctd, ClawdOpts{Policy: pol, Extra: fmt.Sprintf(`namespaces: [%s]
 fleet:
   database: %s
   password-file: %s
   host: %s
   heartbeat: 300ms
-`, name, pg.DSN(db), pw, name)})
+`, ns, pg.DSN(db), pw, name)})
 }
 
 // fleetStates is host:state for each host one daemon lists, or the error.
@@ -51,9 +54,9 @@ func TestFleetHosts(t *testing.T) {
 	pg := pgtest.Start(t)
 	db := pg.CreateDB(t)
 	ctd := harness.SharedContainerd(t)
-	a := startFleetHost(t, ctd, pg, db, "host-a")
-	b := startFleetHost(t, ctd, pg, db, "host-b")
-	c := startFleetHost(t, ctd, pg, db, "host-c")
+	a := startFleetHost(t, ctd, pg, db, "host-a", "fleet-a", "")
+	b := startFleetHost(t, ctd, pg, db, "host-b", "fleet-b", "")
+	c := startFleetHost(t, ctd, pg, db, "host-c", "fleet-c", "")
 	all := "host-a:up host-b:up host-c:up"
 	for _, h := range []*Clawd{a, b, c} {
 		eventually(t, "every host sees three hosts up", func() bool { return fleetStates(h) == all })
@@ -102,5 +105,116 @@ func TestFleetHosts(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(solo.StateDir, "approvals.db")); err != nil {
 		t.Errorf("single host does not keep its bbolt store: %v", err)
+	}
+}
+
+const fleetPolicy = `version: 1
+default:
+  default_action: deny
+  rules:
+    - name: fleet-approve
+      cidrs: [198.51.100.10/32]
+      ports: 8080
+      paths: ["/approve/**"]
+      action: approve
+    - name: allow-rest
+      action: allow
+`
+
+// fleetPendingID waits until c holds a request for path and returns its ID.
+func fleetPendingID(t *testing.T, c *Clawd, path string) string {
+	t.Helper()
+	var id string
+	eventually(t, "the request held on "+c.Dir, func() bool {
+		out, err := c.CLI("approvals", "-o", "json")
+		if err != nil {
+			return false
+		}
+		var list []approval.Approval
+		json.Unmarshal([]byte(out), &list)
+		for _, a := range list {
+			if strings.HasSuffix(a.URL, path) {
+				id = a.ID
+				return true
+			}
+		}
+		return false
+	})
+	return id
+}
+
+// TestFleetApproveOnAnotherHost: a request held on host A is released by
+// `clawd approve ID` on host B; a grant given from B applies on A, also
+// after A restarts; B cannot decide what A no longer holds.
+func TestFleetApproveOnAnotherHost(t *testing.T) {
+	harness.RequireRoot(t)
+	pg := pgtest.Start(t)
+	db := pg.CreateDB(t)
+	ctd := harness.SharedContainerd(t)
+	up := harness.SharedUpstream(t)
+	a := startFleetHost(t, ctd, pg, db, "host-a", "default", fleetPolicy)
+	b := startFleetHost(t, ctd, pg, db, "host-b", "fleet-b", fleetPolicy)
+	eventually(t, "both hosts up", func() bool { return fleetStates(b) == "host-a:up host-b:up" })
+	ct := ctd.Run(t, "fleet-agent", harness.RunOpts{Files: map[string]string{agentBin(t): "/agent"}})
+	a.MustCLI("attach", ct.Name)
+	held := func(p string) <-chan apprAgentResult {
+		return apprAgentAsync(ct, "-timeout", "90s", "-X", "POST", "-d", "x", upURL(p))
+	}
+
+	// Held on A, approved on B.
+	const p1 = "/approve/one"
+	ch := held(p1)
+	id := fleetPendingID(t, a, p1)
+	if n := apprUpCount(up, p1); n != 0 {
+		t.Fatalf("upstream saw %d requests before the decision", n)
+	}
+	out := b.MustCLI("approve", id)
+	if !strings.Contains(out, "approved "+id) {
+		t.Fatalf("approve on B: %s", out)
+	}
+	if r := apprAwait(t, ch); r.Status != 200 || !strings.Contains(r.Body, p1) {
+		t.Fatalf("the agent on A got %+v", r)
+	}
+	if n := apprUpCount(up, p1); n != 1 {
+		t.Fatalf("upstream saw %d requests, want 1", n)
+	}
+	// A audited it; B's audit has no approval of its own.
+	eventually(t, "A's audit line of the approval", func() bool {
+		for _, e := range a.AuditEntries() {
+			if e.Event == audit.EventApproval && e.Action == approval.Approved && e.ApprovalID == id && e.By == "cli" {
+				return true
+			}
+		}
+		return false
+	})
+	for _, e := range b.AuditEntries() {
+		if e.Event == audit.EventApproval && e.ApprovalID == id {
+			t.Errorf("B audited %s of A's approval", e.Action)
+		}
+	}
+	// Deny from B after the approval: refused, nothing changes.
+	if out, err := b.CLI("deny", id); err == nil {
+		t.Fatalf("deny after approve succeeded on B: %s", out)
+	}
+
+	// A grant given from B for 15 minutes applies on A, and after A restarts.
+	const p2 = "/approve/grant"
+	ch = held(p2)
+	id = fleetPendingID(t, a, p2)
+	b.MustCLI("approve", id, "--for", "15m")
+	if r := apprAwait(t, ch); r.Status != 200 {
+		t.Fatalf("the agent got %+v", r)
+	}
+	a.Stop()
+	a.Start()
+	eventually(t, "the container re-adopted after A's restart", func() bool { return len(a.List()) == 1 })
+	if r := apprAwait(t, held(p2)); r.Status != 200 {
+		t.Fatalf("after A's restart the granted request got %+v, want 200 without a hold", r)
+	}
+	if n := apprUpCount(up, p2); n != 2 {
+		t.Fatalf("upstream saw %d requests for the granted path, want 2", n)
+	}
+	if got := a.MustCLI("grants"); !strings.Contains(got, p2) || !strings.Contains(got, ct.Name) {
+		t.Fatalf("A's grants after restart lack the grant of approval %s:\n%s", id, got)
 	}
 }

@@ -98,7 +98,12 @@ func decode(b []byte) (*approval.Approval, error) {
 func (s *Store) LinkKey() ([]byte, error) {
 	ctx, cancel, err := s.f.op()
 	if err != nil {
-		return nil, err
+		// Started during an outage: a key of this run only (its links
+		// verify on this host alone) rather than no start at all.
+		s.f.log.Warn("fleet database unreachable at start: signed links of this run work on this host only")
+		key := make([]byte, 32)
+		rand.Read(key)
+		return key, nil
 	}
 	defer cancel()
 	key := make([]byte, 32)
@@ -192,10 +197,16 @@ func (s *Store) DeleteGrant(id string) error {
 // approvals stay theirs), drops old decided approvals and expired grants,
 // and returns the fleet's live grants: a grant applies wherever its
 // container runs.
+//
+// Started during an outage, it recovers nothing: the fleet's grants do
+// not apply until a restart with the database up (their requests are
+// asked again: closed, not open), and what a previous run left pending
+// stays so in the database until then.
 func (s *Store) Recover(now time.Time) (stale []*approval.Approval, grants []*approval.Grant, err error) {
 	ctx, cancel, err := s.f.op()
 	if err != nil {
-		return nil, nil, err
+		s.f.log.Warn("fleet database unreachable at start: fleet grants are not loaded until clawd restarts with it up")
+		return nil, nil, nil
 	}
 	defer cancel()
 	err = pgx.BeginFunc(ctx, s.f.pool, func(tx pgx.Tx) error {
