@@ -39,7 +39,8 @@ var fleetKeys = []string{"database", "password-file", "password-secret", "host",
 
 func (f FleetConfig) validate() error {
 	if f.Database == "" {
-		if f.PasswordFile != "" || f.PasswordSecret != "" || f.Host != "" || f.Heartbeat != 0 {
+		// host alone is allowed: the DaemonSet sets it on every node.
+		if f.PasswordFile != "" || f.PasswordSecret != "" || f.Heartbeat != 0 {
 			return errors.New("config: fleet settings without fleet.database")
 		}
 		return nil

@@ -36,7 +36,7 @@ func TestFleetConfig(t *testing.T) {
 		t.Fatalf("fleet = %+v, want %+v", c.Fleet, want)
 	}
 	for yaml, want := range map[string]string{
-		"fleet:\n  host: a\n": "without fleet.database",
+		"fleet:\n  password-file: /f\n": "without fleet.database",
 		"fleet:\n  database: postgres://x@h/d\n  password-file: f\n  password-secret: s\n": "not both",
 		"fleet:\n  database: postgres://x@h/d\n  host: \"a b\"\n":                          "host name",
 		"fleet:\n  database: postgres://x@h/d\n  heartbeat: -1s\n":                         "negative",
