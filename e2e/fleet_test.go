@@ -117,6 +117,12 @@ default:
       ports: 8080
       paths: ["/approve/**"]
       action: approve
+    - name: fleet-short
+      cidrs: [198.51.100.10/32]
+      ports: 8080
+      paths: ["/timeout/**"]
+      action: approve
+      approval_timeout: 3s
     - name: allow-rest
       action: allow
 `
@@ -216,5 +222,60 @@ func TestFleetApproveOnAnotherHost(t *testing.T) {
 	}
 	if got := a.MustCLI("grants"); !strings.Contains(got, p2) || !strings.Contains(got, ct.Name) {
 		t.Fatalf("A's grants after restart lack the grant of approval %s:\n%s", id, got)
+	}
+}
+
+// TestFleetDatabaseOutage: with PostgreSQL stopped, allowed traffic flows
+// by local policy, a new approve-rule hold cannot be decided from another
+// host and ends by its timeout (denied, audited once, never sent), and
+// after PostgreSQL returns the hosts decide across again without restarts.
+func TestFleetDatabaseOutage(t *testing.T) {
+	harness.RequireRoot(t)
+	pg := pgtest.Start(t)
+	db := pg.CreateDB(t)
+	ctd := harness.SharedContainerd(t)
+	up := harness.SharedUpstream(t)
+	a := startFleetHost(t, ctd, pg, db, "host-a", "default", fleetPolicy)
+	b := startFleetHost(t, ctd, pg, db, "host-b", "fleet-b", fleetPolicy)
+	eventually(t, "both hosts up", func() bool { return fleetStates(b) == "host-a:up host-b:up" })
+	ct := ctd.Run(t, "fleet-outage", harness.RunOpts{Files: map[string]string{agentBin(t): "/agent"}})
+	a.MustCLI("attach", ct.Name)
+
+	pg.Stop()
+	eventually(t, "B sees the outage", func() bool { return strings.HasPrefix(fleetStates(b), "error: ") })
+	if r := agent(t, ct, upURL("/allowed/during-outage")); r.Status != 200 {
+		t.Fatalf("allowed request during the outage got %+v", r)
+	}
+	const p = "/timeout/during-outage"
+	ch := apprAgentAsync(ct, "-timeout", "60s", "-X", "POST", "-d", "x", upURL(p))
+	id := fleetPendingID(t, a, p)
+	if out, err := b.CLI("approve", id); err == nil {
+		t.Fatalf("B approved with the database down: %s", out)
+	}
+	r := apprAwait(t, ch)
+	if r.Status == 200 {
+		t.Fatalf("the held request was let through: %+v", r)
+	}
+	if n := apprUpCount(up, p); n != 0 {
+		t.Fatalf("upstream saw %d requests of the timed-out hold", n)
+	}
+	n := 0
+	for _, e := range a.AuditEntries() {
+		if e.Event == audit.EventApproval && e.ApprovalID == id && e.Action == approval.TimedOut {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Fatalf("A audited the timeout %d times, want once", n)
+	}
+
+	pg.Restart()
+	eventually(t, "both hosts up again", func() bool { return fleetStates(b) == "host-a:up host-b:up" })
+	const p2 = "/approve/after-outage"
+	ch = apprAgentAsync(ct, "-timeout", "60s", "-X", "POST", "-d", "x", upURL(p2))
+	id = fleetPendingID(t, a, p2)
+	b.MustCLI("approve", id)
+	if r := apprAwait(t, ch); r.Status != 200 {
+		t.Fatalf("after the outage, approve on B: the agent got %+v", r)
 	}
 }

@@ -255,4 +255,26 @@ func testDatabaseDownHolds(t *testing.T, s *pgtest.Server) {
 	if o.Approved || o.Status != approval.StatusTimeout {
 		t.Fatalf("held request during the outage ended %+v, want timeout (denied)", o)
 	}
+	// A host starting during the outage starts (no grants loaded, a link
+	// key of its own) and holds; its own operator can still decide.
+	c := open(t, s, db, "c", 0)
+	if err := c.Beat(context.Background()); err == nil {
+		t.Fatal("beat worked with the database stopped")
+	}
+	mc, err := approval.New(approval.Config{Store: c.Store(), Now: clock.Now, AfterFunc: clock.AfterFunc})
+	if err != nil {
+		t.Fatalf("approval manager on a fleet store started during an outage: %v", err)
+	}
+	defer mc.Shutdown()
+	if gs := mc.ListGrants(); len(gs) != 0 {
+		t.Fatalf("grants from nowhere: %+v", gs)
+	}
+	hc := &fleetHost{f: c, m: mc}
+	apc, outc := hold(t, hc, testHold("/started-in-outage"))
+	if r := mc.Decide(context.Background(), approval.Decision{ID: apc.ID, Approve: true, Channel: approval.ChannelCLI}); r.Outcome != approval.ResultDecided {
+		t.Fatalf("local decision during the outage = %+v", r)
+	}
+	if o := <-outc; !o.Approved {
+		t.Fatalf("outcome %+v", o)
+	}
 }
