@@ -309,6 +309,7 @@ func (d *Daemon) controlHandler() http.Handler {
 	})
 	api := approvalapi.Local(d.approvals)
 	mux.HandleFunc("GET /v1/fleet/hosts", d.handleFleetHosts)
+	mux.HandleFunc("GET /v1/fleet/approvals", d.handleFleetApprovals)
 	mux.Handle("/v1/approvals", api)
 	mux.Handle("/v1/approvals/", api)
 	mux.Handle("/v1/grants", api)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/clawd-dev/clawd/approval"
+	approvalapi "github.com/clawd-dev/clawd/approval/api"
 	"github.com/clawd-dev/clawd/fleet"
 )
 
@@ -150,6 +152,26 @@ func (d *Daemon) handleFleetHosts(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, FleetHosts{Self: d.fleet.Name(), Hosts: hs})
 }
 
+func (d *Daemon) handleFleetApprovals(w http.ResponseWriter, r *http.Request) {
+	if d.fleet == nil {
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": "this clawd is not in a fleet (fleet.database is not set)"})
+		return
+	}
+	list, err := d.fleet.Pending(r.Context())
+	if err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "fleet database: " + err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, list)
+}
+
+// FleetApprovals lists the pending approvals of every host of the fleet.
+func (c *Client) FleetApprovals(ctx context.Context) ([]fleet.Held, error) {
+	var out []fleet.Held
+	err := c.Do(ctx, http.MethodGet, "/v1/fleet/approvals", nil, &out)
+	return out, err
+}
+
 // FleetHosts lists the hosts of the daemon's fleet.
 func (c *Client) FleetHosts(ctx context.Context) (FleetHosts, error) {
 	var out FleetHosts
@@ -184,4 +206,34 @@ func printable(s string) string {
 		}
 		return r
 	}, s)
+}
+
+// FormatFleetApprovals prints `clawd approvals --fleet`: the held requests
+// grouped by the host holding them (hosts by name), with its state.
+func FormatFleetApprovals(w io.Writer, list []fleet.Held, now time.Time) error {
+	if len(list) == 0 {
+		_, err := fmt.Fprintln(w, "no held requests on any host")
+		return err
+	}
+	groups := map[string][]approval.Approval{}
+	states := map[string]string{}
+	for _, h := range list {
+		groups[h.HeldOn] = append(groups[h.HeldOn], *h.Approval)
+		states[h.HeldOn] = h.HostState
+	}
+	hosts := make([]string, 0, len(groups))
+	for h := range groups {
+		hosts = append(hosts, h)
+	}
+	sort.Strings(hosts)
+	for i, h := range hosts {
+		if i > 0 {
+			fmt.Fprintln(w)
+		}
+		fmt.Fprintf(w, "%s (%s):\n", printable(h), printable(states[h]))
+		if err := approvalapi.FormatTable(w, groups[h], now); err != nil {
+			return err
+		}
+	}
+	return nil
 }

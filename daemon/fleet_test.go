@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/clawd-dev/clawd/approval"
 	"github.com/clawd-dev/clawd/fleet"
 )
 
@@ -91,5 +92,30 @@ func TestFormatFleetHosts(t *testing.T) {
 	}
 	if strings.ContainsAny(out, "\x1b") {
 		t.Errorf("a control character reached the terminal:\n%q", out)
+	}
+}
+
+func TestFormatFleetApprovals(t *testing.T) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	mk := func(id, host, state string) fleet.Held {
+		return fleet.Held{HeldOn: host, HostState: state, Approval: &approval.Approval{ID: id, Method: "POST", URL: "http://x/" + id, Created: now}}
+	}
+	var b bytes.Buffer
+	FormatFleetApprovals(&b, []fleet.Held{mk("one", "zeta", "down"), mk("two", "alpha\x1b]0;x\a", "up"), mk("three", "zeta", "down")}, now)
+	out := b.String()
+	ia, iz := strings.Index(out, "alpha?]0;x? (up):"), strings.Index(out, "zeta (down):")
+	if ia < 0 || iz < 0 || ia > iz || strings.Count(out, "zeta (down):") != 1 {
+		t.Fatalf("hosts not grouped by name:\n%s", out)
+	}
+	if !strings.Contains(out[iz:], "one") || !strings.Contains(out[iz:], "three") || strings.Contains(out[iz:], "two") {
+		t.Fatalf("approvals under the wrong host:\n%s", out)
+	}
+	if strings.ContainsAny(out, "\x1b\a") {
+		t.Fatalf("control characters reached the terminal: %q", out)
+	}
+	b.Reset()
+	FormatFleetApprovals(&b, nil, now)
+	if !strings.Contains(b.String(), "no held requests") {
+		t.Fatalf("empty: %q", b.String())
 	}
 }

@@ -174,6 +174,10 @@ func TestFleetApproveOnAnotherHost(t *testing.T) {
 	if n := apprUpCount(up, p1); n != 0 {
 		t.Fatalf("upstream saw %d requests before the decision", n)
 	}
+	// B lists it, as held on A.
+	if out := b.MustCLI("approvals", "--fleet"); !strings.Contains(out, "host-a (up):") || !strings.Contains(out, id) || !strings.Contains(out, p1) {
+		t.Fatalf("clawd approvals --fleet on B:\n%s", out)
+	}
 	out := b.MustCLI("approve", id)
 	if !strings.Contains(out, "approved "+id) {
 		t.Fatalf("approve on B: %s", out)

@@ -26,6 +26,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
+
+	"github.com/clawd-dev/clawd/approval"
 )
 
 // DefaultHeartbeat is how often a host says it is alive; a host is shown
@@ -341,4 +343,43 @@ func (f *Fleet) Close() {
 		cancel()
 	}
 	f.pool.Close()
+}
+
+// Held is a pending approval of some host of the fleet.
+type Held struct {
+	HeldOn    string `json:"held_on"`    // the host holding the request: only it can release it
+	HostState string `json:"host_state"` // that host's State
+	*approval.Approval
+}
+
+// Pending lists the fleet's pending approvals, oldest first. Those of a
+// down host stay listed (its holds are its own) with its state.
+func (f *Fleet) Pending(ctx context.Context) ([]Held, error) {
+	if !f.up.Load() {
+		return nil, ErrDown
+	}
+	rows, err := f.pool.Query(ctx, `SELECT a.host, a.data,
+			CASE WHEN h.name IS NULL OR h.stopped IS NOT NULL THEN 'stopped'
+			     WHEN h.last_seen < now() - make_interval(secs => h.heartbeat_ms * $2 / 1000.0) THEN 'down'
+			     ELSE 'up' END
+		FROM clawd_approvals a LEFT JOIN clawd_hosts h ON h.name = a.host
+		WHERE a.status = $1 ORDER BY a.created, a.id LIMIT 10000`, approval.Pending, MissedBeats)
+	if err != nil {
+		return nil, f.failed(err)
+	}
+	out := []Held{}
+	var host, state string
+	var data []byte
+	_, err = pgx.ForEachRow(rows, []any{&host, &data, &state}, func() error {
+		a, err := decode(data)
+		if err != nil {
+			return nil // an unreadable row is not shown, not fatal
+		}
+		out = append(out, Held{HeldOn: host, HostState: state, Approval: a})
+		return nil
+	})
+	if err != nil {
+		return nil, f.failed(err)
+	}
+	return out, nil
 }

@@ -30,6 +30,7 @@ func TestFleet(t *testing.T) {
 	t.Run("HolderDown", func(t *testing.T) { testHolderDown(t, s) })
 	t.Run("WithdrawnNeverApplied", func(t *testing.T) { testWithdrawnNeverApplied(t, s) })
 	t.Run("GrantSurvivesRestart", func(t *testing.T) { testGrantSurvivesRestart(t, s) })
+	t.Run("PendingFleetWide", func(t *testing.T) { testPendingFleetWide(t, s) })
 	t.Run("DatabaseDownHolds", func(t *testing.T) { testDatabaseDownHolds(t, s) })
 	t.Run("DatabaseOutage", func(t *testing.T) { testDatabaseOutage(t, s) }) // last: stops the server
 }

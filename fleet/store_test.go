@@ -278,3 +278,36 @@ func testDatabaseDownHolds(t *testing.T, s *pgtest.Server) {
 		t.Fatalf("outcome %+v", o)
 	}
 }
+
+func testPendingFleetWide(t *testing.T, s *pgtest.Server) {
+	db := s.CreateDB(t)
+	clock := approvaltest.NewClock()
+	a, b := startHost(t, s, db, "a", clock), startHost(t, s, db, "b", clock)
+	apA, outA := hold(t, a, testHold("/on-a"))
+	clock.Add(time.Second)
+	apB, outB := hold(t, b, testHold("/on-b"))
+	list, err := b.f.Pending(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 2 || list[0].ID != apA.ID || list[0].HeldOn != "a" || list[0].HostState != StateUp ||
+		list[1].ID != apB.ID || list[1].HeldOn != "b" {
+		t.Fatalf("pending = %+v", list)
+	}
+	// a goes down: its hold is still listed, as a's, with a down.
+	a.stop()
+	s.SQL(t, db, "UPDATE clawd_hosts SET last_seen = now() - interval '1 hour' WHERE name = 'a'")
+	list, err = b.f.Pending(context.Background())
+	if err != nil || len(list) != 2 || list[0].HeldOn != "a" || list[0].HostState != StateDown {
+		t.Fatalf("pending with a down = %+v, %v", list, err)
+	}
+	// Decided ones leave the list.
+	b.m.Decide(context.Background(), approval.Decision{ID: apB.ID, Approve: false, Channel: approval.ChannelCLI})
+	<-outB
+	list, _ = b.f.Pending(context.Background())
+	if len(list) != 1 || list[0].ID != apA.ID {
+		t.Fatalf("pending after deciding b's = %+v", list)
+	}
+	a.m.Decide(context.Background(), approval.Decision{ID: apA.ID, Approve: false, Channel: approval.ChannelCLI})
+	<-outA
+}

@@ -37,3 +37,28 @@ func fleetCmd() *cobra.Command {
 	c.AddCommand(ls)
 	return c
 }
+
+// fleetApprovals is `clawd approvals --fleet`: one table per holding host.
+func fleetApprovals(ctx context.Context, container, out string) error {
+	list, err := client().FleetApprovals(ctx)
+	if err != nil {
+		return err
+	}
+	if container != "" {
+		kept := list[:0]
+		for _, h := range list {
+			c := h.Container
+			if container == c.Name || container == c.ID || container == c.Key() {
+				kept = append(kept, h)
+			}
+		}
+		list = kept
+	}
+	if out == "json" {
+		return printJSON(list)
+	}
+	if out != "" && out != "table" {
+		return fmt.Errorf("unknown output format %q (table or json)", out)
+	}
+	return daemon.FormatFleetApprovals(os.Stdout, list, time.Now())
+}

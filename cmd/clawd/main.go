@@ -525,11 +525,15 @@ func approvalClient() *approvalapi.Client {
 
 func approvalsCmd() *cobra.Command {
 	var container, out string
+	var fleetWide bool
 	c := &cobra.Command{
 		Use:   "approvals",
 		Short: "List held requests waiting for a decision",
 		Args:  cobra.NoArgs,
 		RunE: withCtx(func(ctx context.Context, _ []string) error {
+			if fleetWide { // issue 17
+				return fleetApprovals(ctx, container, out)
+			}
 			list, err := approvalClient().List(ctx, container)
 			if err != nil {
 				return err
@@ -542,6 +546,7 @@ func approvalsCmd() *cobra.Command {
 	}
 	c.PersistentFlags().StringVar(&container, "container", "", "only this container")
 	c.Flags().StringVarP(&out, "output", "o", "table", "output format: table or json")
+	c.Flags().BoolVar(&fleetWide, "fleet", false, "every host's held requests (fleet database), by holding host")
 	c.AddCommand(&cobra.Command{
 		Use:   "watch",
 		Short: "Show held requests as they come and go",
