@@ -509,6 +509,7 @@ var ruleKeys = []string{
 	"name", "description", "enabled", "hosts", "ports", "cidrs", "methods", "paths",
 	"headers", "body_contains", "readonly", "action", "approval_timeout", "rate_limit",
 	"intercept", "reason", "upstream_proxy", "approvers", "approvals_required", "escalate", "grants",
+	"binaries",
 }
 
 // parseList parses each item of the list under key with parse, reporting
@@ -678,6 +679,12 @@ func (ps *parser) rule(n *yaml.Node, s *ruleSet, setWhat string) *rule {
 			} else {
 				r.upstream = &up
 			}
+		}
+	}
+	if v, ok := f["binaries"]; ok {
+		r.binaries = parseList(ps, f, "binaries", what, parseBinaryPattern)
+		if err := checkBinaries(r.binaries); err != nil {
+			ps.errf(v, "%s: binaries: %v", what, err)
 		}
 	}
 	r.httpCond = len(r.methods) > 0 || len(r.paths) > 0 || len(r.headers) > 0 || len(r.body) > 0 || r.readonly

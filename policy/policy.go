@@ -82,6 +82,9 @@ type rule struct {
 	// zero value is "none".
 	upstream *UpstreamProxy
 
+	// binaries (issue 16): which programs the rule is for; nil: any.
+	binaries []binaryPattern
+
 	// Reasons built once at parse time: formatting them per decision would
 	// cost more than the whole indexed lookup.
 	allowReason, approveReason string
@@ -348,6 +351,9 @@ func (p *Policy) decide(in Input) Decision {
 
 		// The indexes matched the destination; the rest is checked here.
 		if len(r.ports) > 0 && !portIn(r.ports, in.DstPort) {
+			continue
+		}
+		if !r.binariesMatch(in.Program) {
 			continue
 		}
 		if r.httpCond {

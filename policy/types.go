@@ -47,6 +47,10 @@ type Input struct {
 	// reload or revocation): rate limits, which admit new requests, do not
 	// apply to it.
 	Recheck bool
+
+	// Program is the process that made the connection (issue 16,
+	// `binaries:`); the zero value is an unknown program.
+	Program Program
 }
 
 // Decision is the outcome of evaluating an Input.
