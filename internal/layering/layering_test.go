@@ -32,6 +32,7 @@ var allowed = map[string][]string{
 	"proxy/dns":             {"audit", "policy", "internal/"},
 	"proxy":                 {"approval", "audit", "policy", "secrets", "proxy/ca", "internal/"}, // knows no daemon, no YAML loading, no platform
 	"daemon/nsenter":        {},
+	"daemon/procid":         {"policy"}, // which program a PID runs: /proc only, policy.Program the result
 	"daemon/enforce":        {"bpf", "daemon/nsenter", "internal/"},
 	"daemon/runtime":        {"policy", "internal/"},
 	"daemon/admission":      {"proxy/ca"}, // the Kubernetes webhook: env and CA paths only, no daemon state
