@@ -153,6 +153,14 @@ type Approval struct {
 	EscalateAt time.Time `json:"escalate_at,omitzero"`
 	// Refs maps notifier name to the ref its Notify returned (Slack ts, ...).
 	Refs map[string]string `json:"-"`
+
+	// The program that connected (ident, issue 16). Program is its path,
+	// "unknown" or "(deleted)"; all shown on the card (Summary ends with
+	// it) and bound into Digest.
+	Program       string `json:"program,omitempty"`
+	ProgramSHA256 string `json:"program_sha256,omitempty"`
+	Cmdline       string `json:"cmdline,omitempty"`
+	PID           uint32 `json:"pid,omitempty"`
 }
 
 func (a *Approval) clone() *Approval {
@@ -213,6 +221,9 @@ type Grant struct {
 	Expires      time.Time `json:"expires"`
 	By           string    `json:"by"`
 	ApprovalID   string    `json:"approval_id"`
+	// Program (ident, issue 16) is the program the approval was for
+	// (path@sha256:digest, "unknown"); a grant covers only it.
+	Program string `json:"program,omitempty"`
 }
 
 func (g *Grant) matches(key string, h *Hold) bool {
@@ -220,7 +231,8 @@ func (g *Grant) matches(key string, h *Hold) bool {
 		return false // the rule as it is now wants each request judged, or two people
 	}
 	return g.ContainerKey == key && g.Rule == h.Rule && g.Host == hostname.Normalize(h.Host) &&
-		g.Method == strings.ToUpper(h.Method) && g.PathSHA256 == pathHash(grantScope(h))
+		g.Method == strings.ToUpper(h.Method) && g.PathSHA256 == pathHash(grantScope(h)) &&
+		g.Program == programKey(h.Program) && g.Program != "unknown"
 }
 
 // grantScope is what a grant covers of a request's target: the path with
@@ -245,6 +257,7 @@ type entry struct {
 	a          *Approval
 	dedup      string
 	rawPath    string   // Hold.Path as sent, for the grant scope; never shown
+	program    string   // programKey of the hold, for the grant scope (ident)
 	requesters []string // identities the agent acts for; they never decide
 	grantFor   time.Duration
 	waiters    int
@@ -577,7 +590,7 @@ func (m *Manager) createLocked(h *Hold, dk string, now time.Time) (*entry, strin
 		a.ApproveURL = m.linkURL(a.ID, a.Digest, "approve", a.Expires)
 		a.DenyURL = m.linkURL(a.ID, a.Digest, "deny", a.Expires)
 	}
-	e := &entry{a: a, dedup: dk, rawPath: grantScope(h), requesters: requesters(h), done: make(chan struct{}), changed: make(chan struct{})}
+	e := &entry{a: a, dedup: dk, rawPath: grantScope(h), program: programKey(h.Program), requesters: requesters(h), done: make(chan struct{}), changed: make(chan struct{})}
 	m.pending[a.ID] = e
 	m.byDedup[dk] = e
 	if err := putApproval(m.db, a); err != nil {
@@ -630,6 +643,23 @@ func (m *Manager) view(h *Hold) *Approval {
 	}
 	a.Body = m.bodyPreview(body)
 	a.Summary = m.Summary(h)
+	if k := programKey(h.Program); k != "" {
+		a.Program = "unknown"
+		if h.Program.Known {
+			a.Program = "(deleted)"
+			if h.Program.Path != "" {
+				a.Program = truncate(m.sanitize(h.Program.Path), maxShownURL)
+			}
+			a.ProgramSHA256 = h.Program.SHA256
+		}
+		a.Cmdline = truncate(m.sanitize(h.Program.Cmdline), maxShownURL)
+		a.PID = h.Program.PID
+		// Every channel shows the summary: the program goes there.
+		a.Summary += " · by " + truncate(a.Program, 200)
+		if a.ProgramSHA256 != "" {
+			a.Summary += " (sha256 " + a.ProgramSHA256[:min(12, len(a.ProgramSHA256))] + "…)"
+		}
+	}
 	return a
 }
 

@@ -34,9 +34,16 @@ type Entry struct {
 	ApprovalID  string            `json:"approval_id,omitempty"`
 	QType       string            `json:"qtype,omitempty"` // DNS query type ("A", "AAAA", ...)
 	Count       int64             `json:"count,omitempty"` // events an aggregated line stands for (0: one)
-	BytesIn     int64             `json:"bytes_in"`        // from upstream to agent
-	BytesOut    int64             `json:"bytes_out"`       // from agent to upstream
-	DurationMS  float64           `json:"duration_ms"`
+	// Which program made the connection (issue 16, policy binaries:):
+	// the executable's path as the container sees it, or "unknown" when
+	// clawd could not tell (its digest is then empty too).
+	Program       string  `json:"program,omitempty"`
+	ProgramSHA256 string  `json:"program_sha256,omitempty"`
+	Cmdline       string  `json:"cmdline,omitempty"` // sanitised, bounded, credentials redacted
+	PID           uint32  `json:"pid,omitempty"`     // host PID
+	BytesIn       int64   `json:"bytes_in"`          // from upstream to agent
+	BytesOut      int64   `json:"bytes_out"`         // from agent to upstream
+	DurationMS    float64 `json:"duration_ms"`
 }
 
 // Sink receives audit entries; *Logger implements it and tests can too.

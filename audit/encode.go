@@ -52,6 +52,13 @@ func appendEntry(b []byte, e *Entry) (_ []byte, ok bool) {
 		b = append(b, `,"count":`...)
 		b = strconv.AppendInt(b, e.Count, 10)
 	}
+	b = appendField(b, `,"program":`, e.Program)
+	b = appendField(b, `,"program_sha256":`, e.ProgramSHA256)
+	b = appendField(b, `,"cmdline":`, e.Cmdline)
+	if e.PID != 0 {
+		b = append(b, `,"pid":`...)
+		b = strconv.AppendUint(b, uint64(e.PID), 10)
+	}
 	b = append(b, `,"bytes_in":`...)
 	b = strconv.AppendInt(b, e.BytesIn, 10)
 	b = append(b, `,"bytes_out":`...)

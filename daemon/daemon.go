@@ -33,6 +33,7 @@ import (
 	"github.com/clawd-dev/clawd/approval/summary"
 	"github.com/clawd-dev/clawd/audit"
 	"github.com/clawd-dev/clawd/daemon/enforce"
+	"github.com/clawd-dev/clawd/daemon/procid"
 	"github.com/clawd-dev/clawd/daemon/runtime"
 	"github.com/clawd-dev/clawd/internal/addrclass"
 	"github.com/clawd-dev/clawd/internal/atomicfile"
@@ -59,6 +60,7 @@ type Daemon struct {
 	started time.Time
 
 	enf       *enforce.Enforcer
+	progs     *procid.Resolver // which program made a connection (policy binaries:)
 	state     *stateStore
 	policy    *policy.Engine
 	secrets   *secrets.Store
@@ -117,6 +119,11 @@ func New(cfg Config, log *zap.Logger) (*Daemon, error) {
 	if d.enf, err = enforce.New(cfg.PinRoot); err != nil {
 		return nil, err
 	}
+	cgRoot, err := enforce.Cgroup2Mount()
+	if err != nil {
+		return nil, err
+	}
+	d.progs = procid.New("/proc", func(pid int) (uint64, error) { return enforce.CgroupIDOfPID(cgRoot, pid) })
 	if d.state, err = newStateStore(cfg.StateDir); err != nil {
 		return nil, err
 	}

@@ -162,7 +162,7 @@ func (s *Server) gateConn(f connFacts) connVerdict {
 		return v
 	}
 	v.d, v.host = s.connDecision(m, hosts, f.again)
-	v.d = s.guardAddr(v.d, policy.Input{Container: m.Container, DstIP: ip, DstPort: m.OrigDst.Port(), Recheck: f.again}, f.cls)
+	v.d = s.guardAddr(v.d, policy.Input{Container: m.Container, DstIP: ip, DstPort: m.OrigDst.Port(), Recheck: f.again, Program: m.Program}, f.cls)
 	if f.stage == stageBadTLS && v.d.Action != policy.Deny && !v.d.ByCIDR {
 		// A ClientHello crypto/tls cannot read (a trailing-dot or otherwise
 		// invalid name, SSLv2 framing, larger than the sniff buffer) names
@@ -212,7 +212,7 @@ func (s *Server) namesForAny(m ConnMeta) []string {
 // set's default action apply only when no rule does; with no names the
 // address alone decides.
 func (s *Server) connDecision(m ConnMeta, hosts []string, again bool) (policy.Decision, string) {
-	in := policy.Input{Container: m.Container, DstIP: m.OrigDst.Addr(), DstPort: m.OrigDst.Port(), Recheck: again}
+	in := policy.Input{Container: m.Container, DstIP: m.OrigDst.Addr(), DstPort: m.OrigDst.Port(), Recheck: again, Program: m.Program}
 	if len(hosts) == 0 {
 		return s.decideConn(in), ""
 	}

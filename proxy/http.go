@@ -217,6 +217,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Method:    r.Method,
 		Path:      target,
 		Header:    r.Header,
+		Program:   meta.Program,
 	}}
 	d = s.gateRequest(f, meta.OrigDst)
 	if d.Rule == ruleHostMismatch {
@@ -457,6 +458,7 @@ func (h *handler) hold(r *http.Request, body []byte, host, target string, d poli
 		Timeout:    d.ApprovalTimeout,
 		Route:      d.Route,
 		Generation: d.Generation,
+		Program:    h.cc.meta.Program,
 	})
 }
 

@@ -33,6 +33,11 @@ import (
 type ConnMeta struct {
 	Container policy.Container
 	OrigDst   netip.AddrPort // what the agent dialled (v4-mapped already unmapped)
+
+	// Program is the process that connected (issue 16, policy binaries:);
+	// the zero value is an unknown program, which no allow rule with
+	// binaries matches.
+	Program policy.Program
 }
 
 // Decider decides requests; *policy.Engine implements it.
@@ -456,7 +461,24 @@ func (s *Server) entry(m ConnMeta, proto string) audit.Entry {
 		Labels:      m.Container.Labels,
 		Dst:         m.OrigDst.String(),
 		Proto:       proto,
+		// ident (issue 16)
+		Program:       programName(m.Program),
+		ProgramSHA256: m.Program.SHA256,
+		Cmdline:       m.Program.Cmdline,
+		PID:           m.Program.PID,
 	}
+}
+
+// programName is the audit line's program: its path, "unknown" when clawd
+// could not tell, "(deleted)" for a known program whose file is gone.
+func programName(p policy.Program) string {
+	switch {
+	case !p.Known:
+		return "unknown"
+	case p.Path == "":
+		return "(deleted)"
+	}
+	return p.Path
 }
 
 func (s *Server) record(e audit.Entry, d policy.Decision, start time.Time) {
