@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/clawd-dev/clawd/audit"
 	approvalapi "github.com/clawd-dev/clawd/approval/api"
+	"github.com/clawd-dev/clawd/audit"
 	"github.com/clawd-dev/clawd/e2e/harness"
 )
 
