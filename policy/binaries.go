@@ -169,3 +169,22 @@ func checkBinaries(bs []binaryPattern) error {
 	}
 	return nil
 }
+
+// ProgramFor builds the Program `clawd policy test --program PATH
+// [--program-sha256 HEX]` asks about; an empty path is an unknown program.
+func ProgramFor(path, sum string) (Program, error) {
+	if path == "" {
+		if sum != "" {
+			return Program{}, fmt.Errorf("--program-sha256 needs --program (the path as the container sees it)")
+		}
+		return Program{}, nil
+	}
+	if !strings.HasPrefix(path, "/") || strings.ContainsAny(path, "\x00\n\r") {
+		return Program{}, fmt.Errorf("--program %q: an absolute path, as the container sees it", path)
+	}
+	sum = strings.ToLower(sum)
+	if sum != "" && (len(sum) != 64 || strings.Trim(sum, "0123456789abcdef") != "") {
+		return Program{}, fmt.Errorf("--program-sha256: 64 hex digits (sha256sum prints them)")
+	}
+	return Program{Known: true, Path: path, SHA256: sum}, nil
+}

@@ -112,3 +112,34 @@ func FuzzBinaryPattern(f *testing.F) {
 		}
 	})
 }
+
+func TestExplainProgram(t *testing.T) {
+	p, err := Parse([]byte(binariesYAML), "b.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		path, sum, rule string
+		bad             bool
+	}{
+		{"", "", "default", false},
+		{"/usr/bin/git", gitSum, "git-push", false},
+		{"/usr/bin/git", strings.ToUpper(gitSum), "git-push", false},
+		{"/usr/bin/git", "", "default", false},
+		{"", gitSum, "", true},
+		{"git", "", "", true},
+		{"/usr/bin/git", "abc", "", true},
+	} {
+		prog, err := ProgramFor(tc.path, tc.sum)
+		if (err != nil) != tc.bad {
+			t.Fatalf("ProgramFor(%q, %q) = %v", tc.path, tc.sum, err)
+		}
+		if tc.bad {
+			continue
+		}
+		d, err := ExplainProgram(p, Container{}, prog, "GET", "tcp://github.com:443")
+		if err != nil || d.Rule != tc.rule {
+			t.Errorf("%q %q: %s %v, want rule %q", tc.path, tc.sum, FormatDecision(d), err, tc.rule)
+		}
+	}
+}

@@ -312,8 +312,9 @@ func policyCmd() *cobra.Command {
 	c.AddCommand(policyCheckCmd())
 	var ctr policy.Container
 	var labels []string
+	var progPath, progSum string
 	test := &cobra.Command{
-		Use:   "test FILE --container NAME METHOD URL",
+		Use:   "test FILE --container NAME [--program PATH [--program-sha256 HEX]] METHOD URL",
 		Short: "Print the decision a policy makes for one request, and the rule that made it",
 		Args:  cobra.ExactArgs(3),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -333,7 +334,11 @@ func policyCmd() *cobra.Command {
 				}
 				c.Labels[k] = v
 			}
-			d, err := policy.Explain(p, c, strings.ToUpper(args[1]), args[2])
+			prog, err := policy.ProgramFor(progPath, progSum)
+			if err != nil {
+				return err
+			}
+			d, err := policy.ExplainProgram(p, c, prog, strings.ToUpper(args[1]), args[2])
 			if err != nil {
 				return err
 			}
@@ -345,6 +350,8 @@ func policyCmd() *cobra.Command {
 	test.Flags().StringVar(&ctr.Runtime, "runtime", "containerd", "container runtime")
 	test.Flags().StringVar(&ctr.Namespace, "namespace", "default", "containerd namespace")
 	test.Flags().StringSliceVar(&labels, "label", nil, "container label KEY=VALUE (repeatable)")
+	test.Flags().StringVar(&progPath, "program", "", "the program making the request, as the container sees it (default: unknown, which no allow rule with binaries matches)")
+	test.Flags().StringVar(&progSum, "program-sha256", "", "the program's SHA-256 (sha256sum)")
 	test.MarkFlagRequired("container")
 	c.AddCommand(test)
 	c.AddCommand(&cobra.Command{
