@@ -105,3 +105,23 @@ func TestDecisionBoundToProgram(t *testing.T) {
 		waitPending(t, e.m, 0)
 	}
 }
+
+// TestCardProgramSurvivesLongSummary: a long URL (the agent chooses it)
+// cannot push the program off the title of any channel.
+func TestCardProgramSurvivesLongSummary(t *testing.T) {
+	e := newEnv(t, nil)
+	h := hold("agent", "POST", "/"+strings.Repeat("a", 1000))
+	h.URL = "https://api.github.com" + h.Path
+	h.Program = gitProg
+	h.Program.Path = "/" + strings.Repeat("p", 300)
+	ch := async(e.m, context.Background(), h)
+	a := waitPending(t, e.m, 1)[0]
+	if len(a.Summary) > maxSummaryWithProgram+2*len("…") || !strings.Contains(a.Summary, " · by /ppp") || !strings.HasSuffix(a.Summary, "(sha256 abababababab…)") {
+		t.Fatalf("summary (%d bytes) %q", len(a.Summary), a.Summary)
+	}
+	if a.Program != h.Program.Path {
+		t.Fatalf("program field cut: %d bytes", len(a.Program))
+	}
+	decideCompat(e.m, a.ID, false, "cli", "", 0)
+	recv(t, ch)
+}

@@ -654,14 +654,20 @@ func (m *Manager) view(h *Hold) *Approval {
 		}
 		a.Cmdline = truncate(m.sanitize(h.Program.Cmdline), maxShownURL)
 		a.PID = h.Program.PID
-		// Every channel shows the summary: the program goes there.
-		a.Summary += " · by " + truncate(a.Program, 200)
+		// Every channel shows the summary: the program goes there, within
+		// the shortest title a channel shows whole (Google Chat's 200).
+		by := " · by " + truncate(a.Program, 80)
 		if a.ProgramSHA256 != "" {
-			a.Summary += " (sha256 " + a.ProgramSHA256[:min(12, len(a.ProgramSHA256))] + "…)"
+			by += " (sha256 " + a.ProgramSHA256[:min(12, len(a.ProgramSHA256))] + "…)"
 		}
+		a.Summary = truncate(a.Summary, maxSummaryWithProgram-len(by)) + by
 	}
 	return a
 }
+
+// maxSummaryWithProgram bounds a summary that names the program: every
+// channel's title shows that many bytes (ident, issue 16).
+const maxSummaryWithProgram = 190
 
 // maxShownURL bounds URLs on cards and in the API; the agent chooses them.
 const maxShownURL = 4096
