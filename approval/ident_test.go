@@ -30,6 +30,9 @@ func TestCardShowsProgram(t *testing.T) {
 	if !strings.HasSuffix(a.Summary, " · by /usr/bin/git (sha256 abababababab…)") {
 		t.Fatalf("summary %q does not name the program", a.Summary)
 	}
+	if r := e.audit.find("requested"); len(r) != 1 || r[0].Program != "/usr/bin/git" || r[0].ProgramSHA256 != gitProg.SHA256 || r[0].PID != 4242 || strings.Contains(r[0].Cmdline, "SECRET-VALUE-123") {
+		t.Fatalf("requested audit line: %+v", r)
+	}
 	if strings.Contains(a.Cmdline, "SECRET-VALUE-123") || !strings.Contains(a.Cmdline, "[secret:github]") {
 		t.Fatalf("cmdline %q", a.Cmdline)
 	}

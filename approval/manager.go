@@ -607,6 +607,7 @@ func (m *Manager) createLocked(h *Hold, dk string, now time.Time) (*entry, strin
 		Time: now.UTC(), Event: audit.EventApproval, Action: "requested", ApprovalID: a.ID, Rule: a.Rule,
 		Container: a.Container.Name, ContainerID: a.Container.ID, Runtime: a.Container.Runtime,
 		Dst: a.Dst, Method: a.Method, Host: a.Host, Path: a.Path,
+		Program: a.Program, ProgramSHA256: a.ProgramSHA256, Cmdline: a.Cmdline, PID: a.PID,
 	})
 	for _, au := range a.Asked {
 		if c := m.channel(au.Channel); c != nil {
