@@ -119,11 +119,14 @@ func New(cfg Config, log *zap.Logger) (*Daemon, error) {
 	if d.enf, err = enforce.New(cfg.PinRoot); err != nil {
 		return nil, err
 	}
-	cgRoot, err := enforce.Cgroup2Mount()
-	if err != nil {
-		return nil, err
-	}
-	d.progs = procid.New("/proc", func(pid int) (uint64, error) { return enforce.CgroupIDOfPID(cgRoot, pid) })
+	// Without cgroup v2 nothing can be attached; programs are then unknown.
+	cgRoot, cgErr := enforce.Cgroup2Mount()
+	d.progs = procid.New("/proc", func(pid int) (uint64, error) {
+		if cgErr != nil {
+			return 0, cgErr
+		}
+		return enforce.CgroupIDOfPID(cgRoot, pid)
+	})
 	if d.state, err = newStateStore(cfg.StateDir); err != nil {
 		return nil, err
 	}
