@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -193,7 +194,14 @@ func (r *Resolver) hash(f *os.File, st *unix.Stat_t) (string, error) {
 	return e.sum, e.err
 }
 
+// hashing bounds the CPU new executables cost: an agent that writes and
+// runs a fresh large file per connection makes clawd hash each one, and
+// no more than this many at once.
+var hashing = make(chan struct{}, max(1, runtime.GOMAXPROCS(0)/2))
+
 func hashFile(f *os.File, size int64) (string, error) {
+	hashing <- struct{}{}
+	defer func() { <-hashing }()
 	h := sha256.New()
 	n, err := io.Copy(h, io.NewSectionReader(f, 0, MaxHashSize+1))
 	switch {
