@@ -1,11 +1,11 @@
 package approval
 
 import (
-	"net/http"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"net/http"
 	"slices"
 	"strconv"
 	"strings"
