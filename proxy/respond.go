@@ -49,7 +49,6 @@ var defaultNextSteps = map[string]string{
 	"headers_too_large":       "Send smaller request headers.",
 }
 
-
 func writeJSON(w http.ResponseWriter, status int, info errInfo) {
 	if info.NextSteps == "" {
 		info.NextSteps = defaultNextSteps[info.Error]
