@@ -183,9 +183,10 @@ func (s *Server) gateConn(f connFacts) connVerdict {
 		v.d = refuse(ruleUnframable, "unreadable TLS ClientHello: only a rule that names the address in cidrs can allow TLS whose server name clawd cannot read")
 	}
 	v.e.Host = v.host
-	if v.d.Action == policy.Deny && f.stage == stageLate && !f.waited {
+	if severity(v.d) == severity(refuse("", "")) && f.stage == stageLate && !f.waited {
 		// A slow client (a loaded host, a busy agent) whose connection the
-		// destination alone would deny: decide it on what it sends.
+		// destination alone would deny (or would, in audit mode): decide it
+		// on what it sends.
 		v.act = actWait
 		return v
 	}
