@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/clawd-dev/clawd/approval"
 	"github.com/clawd-dev/clawd/audit"
@@ -89,6 +90,11 @@ func TestLearnThenEnforce(t *testing.T) {
 			t.Fatalf("audit mode %s %s: upstream saw it %d times", s.method, s.path, n)
 		}
 	}
+	// A raw TCP connection the set would refuse goes through too.
+	const echo = "echo learn-echo-1 | timeout 5 nc api.upstream.test 9000"
+	if out, _ := sh(t, ct, echo); !strings.Contains(out, "learn-echo-1") {
+		t.Fatalf("audit mode raw TCP: %q", out)
+	}
 	if l := approvals(); len(l) != 0 {
 		t.Fatalf("audit mode: the approver was asked: %+v", l)
 	}
@@ -102,6 +108,28 @@ func TestLearnThenEnforce(t *testing.T) {
 		}
 		return len(lines) >= len(seen)
 	})
+	var tcpLines []audit.Entry
+	found := false
+	for deadline := time.Now().Add(20 * time.Second); !found && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		tcpLines = tcpLines[:0]
+		for _, e := range cl.AuditEntries() {
+			if e.Event == audit.EventDecision && e.Container == ct.Name && e.Method == "" {
+				tcpLines = append(tcpLines, e)
+				found = found || e.Proto == "tcp" && strings.HasSuffix(e.Dst, ":9000")
+			}
+		}
+	}
+	for _, e := range tcpLines {
+		// Host is one of the names clawd's DNS gave the container for the
+		// address (here api.upstream.test, the only one it looked up).
+		if e.Proto == "tcp" && strings.HasSuffix(e.Dst, ":9000") &&
+			(e.Action != "allow" || e.Mode != "audit" || e.Would != "deny" || e.Rule != "default" || e.BytesIn == 0) {
+			t.Errorf("raw TCP audit line %+v", e)
+		}
+	}
+	if !found {
+		t.Fatalf("no audit line for the raw TCP connection; connection lines: %+v", tcpLines)
+	}
 	for i, s := range seen {
 		e := lines[i]
 		if e.Method != s.method || e.Path != s.path || e.Action != "allow" || e.Mode != "audit" || e.Would != s.would || e.Rule != s.rule || e.Status != 200 {
@@ -128,6 +156,9 @@ func TestLearnThenEnforce(t *testing.T) {
 	}
 	if n := len(up.Requests()); n != 0 {
 		t.Fatalf("upstream saw %d requests under enforce", n)
+	}
+	if out, _ := sh(t, ct, "echo learn-echo-2 | timeout 5 nc api.upstream.test 9000"); strings.Contains(out, "learn-echo-2") {
+		t.Fatalf("enforced raw TCP went through: %q", out)
 	}
 
 	// 3. clawd policy suggest reads that audit log (found through clawd.yaml).
@@ -161,6 +192,12 @@ func TestLearnThenEnforce(t *testing.T) {
 	}
 	if d := learnParse(t, agent(t, ct, api+"/admin"), 403); d.Error != "blocked_by_policy" || d.NextSteps == "" {
 		t.Errorf("suggested policy: GET /admin: %+v", d)
+	}
+	if out, _ := sh(t, ct, "echo learn-echo-3 | timeout 5 nc api.upstream.test 9000"); !strings.Contains(out, "learn-echo-3") {
+		t.Errorf("suggested policy: the raw TCP connection that was seen: %q", out)
+	}
+	if out, _ := sh(t, ct, "echo learn-echo-4 | timeout 5 nc other.upstream.test 9000"); strings.Contains(out, "learn-echo-4") {
+		t.Errorf("suggested policy: a raw TCP connection never seen went through: %q", out)
 	}
 	if d := learnParse(t, agent(t, ct, "-X", "PUT", api+"/v1/models"), 403); d.Error != "blocked_by_policy" {
 		t.Errorf("suggested policy: PUT (never seen): %+v", d)

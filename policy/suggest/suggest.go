@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -49,8 +50,9 @@ type Options struct {
 	// whole policy for everything seen.
 	Current *policy.Policy
 	// Classify says whether an audited destination address is special.
-	// nil: addrclass.Of (fixed ranges; the host's own addresses show up as
-	// rule special-address lines, which count too).
+	// nil: addrclass's fixed ranges plus the addresses of the host this
+	// runs on (lines clawd refused as special-address count too, whichever
+	// host wrote them).
 	Classify func(netip.Addr) addrclass.Class
 }
 
@@ -111,7 +113,7 @@ type obsVal struct {
 // New returns an empty Collector.
 func New(o Options) *Collector {
 	if o.Classify == nil {
-		o.Classify = addrclass.Of
+		o.Classify = addrclass.Extra{Host: hostAddrs()}.Classify
 	}
 	return &Collector{o: o, obs: map[obsKey]*obsVal{}, special: map[string]bool{}}
 }
@@ -360,4 +362,22 @@ func FromLog(path string, o Options) (Result, *Collector, error) {
 	}
 	res, err := c.Propose()
 	return res, c, err
+}
+
+// hostAddrs lists this host's addresses once; an error listing them makes
+// every address the host's (fail closed: nothing is proposed).
+func hostAddrs() func(netip.Addr) bool {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return func(netip.Addr) bool { return true }
+	}
+	own := map[netip.Addr]bool{}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(n.IP); ok {
+				own[ip.Unmap()] = true
+			}
+		}
+	}
+	return func(a netip.Addr) bool { return own[a.Unmap()] }
 }

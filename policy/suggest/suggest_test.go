@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/clawd-dev/clawd/audit"
+	"github.com/clawd-dev/clawd/internal/addrclass"
 	"github.com/clawd-dev/clawd/policy"
 )
 
@@ -61,7 +62,7 @@ func hostileLog(t *testing.T) string {
 		req("GET", "rebind.example.com", "/", "https", "10.0.0.5:443"),
 		{Proto: "tcp", Dst: "127.0.0.1:6379", Action: "allow", Mode: "audit", Would: "deny", Rule: "default"},
 		{Proto: "https", Method: "GET", Host: "hostaddr.example.com", Path: "/", Dst: "203.0.113.15:443", Action: "deny", Rule: "special-address"},
-		{Proto: "tcp", Dst: "[2001:db8::1]:5432", Action: "allow", Rule: "default", Mode: "audit", Would: "deny"},
+		{Proto: "tcp", Dst: "[2001:db8:ffff::1]:5432", Action: "allow", Rule: "default", Mode: "audit", Would: "deny"},
 		{Proto: "tcp", Dst: "[fe80::1]:5432", Action: "allow", Rule: "default", Mode: "audit", Would: "deny"},
 		// A human refused it: not proposed.
 		{Proto: "https", Method: "POST", Host: "pay.example.com", Path: "/charge", Dst: "203.0.113.16:443", Action: "denied", Rule: "pay"},
@@ -174,7 +175,7 @@ func TestSuggestFromHostileLog(t *testing.T) {
 		{"agent-1", "", "git.example.com", "", "203.0.113.12:443", policy.Allow},
 		{"agent-1", "", "git.example.com", "", "203.0.113.12:22", policy.Deny},
 		{"agent-1", "", "", "", "203.0.113.13:22", policy.Allow},
-		{"agent-1", "", "", "", "[2001:db8::1]:5432", policy.Allow},
+		{"agent-1", "", "", "", "[2001:db8:ffff::1]:5432", policy.Allow},
 		{"agent-1", "GET", "last.example.com", "/x", "203.0.113.22:443", policy.Allow},
 		// Other containers get their own set; unseen ones nothing.
 		{"agent-2", "GET", "other.example.com", "/", "203.0.113.21:443", policy.Allow},
@@ -190,6 +191,24 @@ func TestSuggestFromHostileLog(t *testing.T) {
 	if strings.Contains(y, `"connect-api.example.com"`) {
 		t.Error("connection-level rule proposed for a host with HTTP rules")
 	}
+}
+
+// The host's own addresses are special too (Options.Classify; by default
+// the addresses of the host suggest runs on).
+func TestSuggestNeverTheHost(t *testing.T) {
+	log := line(t, req("GET", "self.example.com", "/", "https", "203.0.113.99:443")) +
+		line(t, audit.Entry{Proto: "tcp", Dst: "203.0.113.99:22", Action: "allow"}) +
+		line(t, req("GET", "ok.example.com", "/", "https", "203.0.113.98:443"))
+	host := netip.MustParseAddr("203.0.113.99")
+	_, res, p := collect(t, Options{Classify: addrclass.Extra{Host: func(a netip.Addr) bool { return a == host }}.Classify}, log)
+	if strings.Contains(string(res.YAML), "203.0.113.99") || len(res.Refused) != 1 || res.Refused[0] != "self.example.com" {
+		t.Errorf("refused %v; proposal:\n%s", res.Refused, res.YAML)
+	}
+	checkProbes(t, p, []probe{
+		{"agent-1", "GET", "ok.example.com", "/", "203.0.113.98:443", policy.Allow},
+		{"agent-1", "GET", "self.example.com", "/", "203.0.113.99:443", policy.Deny},
+		{"agent-1", "", "", "", "203.0.113.99:22", policy.Deny},
+	})
 }
 
 func TestSuggestContainerFilter(t *testing.T) {
