@@ -2,6 +2,7 @@ package policy
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 )
 
@@ -74,5 +75,33 @@ sets:
 	}
 	if p.MayResolve(other, "unknown.example.net") {
 		t.Error("MayResolve(other, unknown) = true")
+	}
+}
+
+// clawd policy test says what audit mode does and what the agent is told.
+func TestExplainAuditModeAndNextSteps(t *testing.T) {
+	p, err := Parse([]byte(`
+default:
+  mode: audit
+  rules:
+    - name: no-deletes
+      hosts: api.example.com
+      intercept: true
+      methods: DELETE
+      action: deny
+      next_steps: open a ticket instead
+`), "p.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := Explain(p, Container{Name: "a"}, "DELETE", "https://api.example.com/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := FormatDecision(d)
+	for _, want := range []string{"deny", `rule "no-deletes"`, "mode audit: let through and audited as would deny", "next steps: open a ticket instead"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("FormatDecision = %q, want %q in it", got, want)
+		}
 	}
 }

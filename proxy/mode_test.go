@@ -290,3 +290,43 @@ func TestAuditModeSpliceCutOnSwitchToEnforce(t *testing.T) {
 		}
 	}
 }
+
+// A forwarded request still streaming its response when a reload switches
+// its audit set to enforce is cut, like a splice.
+func TestAuditModeStreamCutOnSwitchToEnforce(t *testing.T) {
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	up := newUpstream(t, false, false, func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "first chunk\n")
+		w.(http.Flusher).Flush()
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+	})
+	dec := &swapDecider{}
+	dec.p.Store(mustPolicy(t, modePolicy("audit")))
+	e := newEnv(t, nil, func(c *Config) { c.Decider = dec })
+	resp := do(t, e.client(up.addr(), nil, false), "DELETE", "http://api.example.com/v1/stream")
+	defer resp.Body.Close()
+	br := bufio.NewReader(resp.Body)
+	if l, err := br.ReadString('\n'); resp.StatusCode != 200 || l != "first chunk\n" {
+		t.Fatalf("audit mode stream: %d %q %v", resp.StatusCode, l, err)
+	}
+	dec.p.Store(mustPolicy(t, modePolicy("enforce")))
+	if n := e.srv.Recheck("policy reloaded"); n != 1 {
+		t.Fatalf("Recheck closed %d, want 1", n)
+	}
+	if _, err := io.ReadAll(br); err == nil {
+		t.Fatal("the stream ended cleanly: it was not cut")
+	}
+	for {
+		a := e.audit.next(t)
+		if a.Event == audit.EventRevoked {
+			if a.Rule != "no-deletes" || a.Action != "deny" || a.Path != "/v1/stream" {
+				t.Fatalf("revoked line %+v", a)
+			}
+			break
+		}
+	}
+}
