@@ -44,6 +44,12 @@ type Entry struct {
 	BytesIn       int64   `json:"bytes_in"`          // from upstream to agent
 	BytesOut      int64   `json:"bytes_out"`         // from agent to upstream
 	DurationMS    float64 `json:"duration_ms"`
+
+	// Learn, then enforce (issue 16 C): Mode is "audit" on every decision
+	// of a rule set in mode audit, Would the action enforcement would have
+	// taken (allow, deny, approve) while Action says what clawd did.
+	Mode  string `json:"mode,omitempty"`
+	Would string `json:"would,omitempty"`
 }
 
 // Sink receives audit entries; *Logger implements it and tests can too.

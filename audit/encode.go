@@ -65,6 +65,8 @@ func appendEntry(b []byte, e *Entry) (_ []byte, ok bool) {
 	b = strconv.AppendInt(b, e.BytesOut, 10)
 	b = append(b, `,"duration_ms":`...)
 	b = appendFloat(b, e.DurationMS)
+	b = appendField(b, `,"mode":`, e.Mode)
+	b = appendField(b, `,"would":`, e.Would)
 	return append(b, '}'), true
 }
 

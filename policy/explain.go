@@ -116,6 +116,9 @@ func FormatDecision(d Decision) string {
 	if d.Intercept {
 		attrs = append(attrs, "TLS intercepted")
 	}
+	if d.Audit && d.Action != Allow {
+		attrs = append(attrs, "mode audit: let through and audited as would "+string(d.Action))
+	}
 	if !d.UpstreamProxy.IsZero() && d.Action != Deny {
 		attrs = append(attrs, "via upstream proxy "+d.UpstreamProxy.String())
 	}
@@ -124,6 +127,9 @@ func FormatDecision(d Decision) string {
 	}
 	if d.Reason != "" {
 		b.WriteString(": " + d.Reason)
+	}
+	if d.NextSteps != "" && d.Action != Allow {
+		b.WriteString("; next steps: " + d.NextSteps)
 	}
 	return b.String()
 }

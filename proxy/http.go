@@ -240,6 +240,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		d = s.gateRequest(f, meta.OrigDst)
 	}
 	info.Rule, info.Reason = d.Rule, d.Reason
+	ruleSteps := d.NextSteps // the author's text, for refusals by this rule
 
 	switch d.Action {
 	case policy.Allow:
@@ -277,10 +278,14 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		if !out.Approved {
 			e.Reason = out.Reason
+			if out.Status != approval.StatusRestarting && out.Status != approval.StatusLimit {
+				info.NextSteps = ruleSteps
+			}
 			writeOutcome(rw, out, info)
 			return
 		}
 	default:
+		info.NextSteps = ruleSteps
 		if d.RateLimited {
 			info.Error = "rate_limited"
 			secs := int((d.RetryAfter + time.Second - 1) / time.Second)

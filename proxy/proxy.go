@@ -425,7 +425,7 @@ func (s *Server) decide(in policy.Input) policy.Decision {
 		// An engine bug must fail closed.
 		return policy.Decision{Action: policy.Deny, Rule: d.Rule, Reason: "invalid policy action"}
 	}
-	return d
+	return applyMode(d)
 }
 
 // consistent reports whether host may be used with the destination IP: the
@@ -491,8 +491,11 @@ func (s *Server) record(e audit.Entry, d policy.Decision, start time.Time) {
 	if e.Action == "" {
 		e.Action = string(d.Action)
 	}
-	if e.Reason == "" && d.Action != policy.Allow {
+	if e.Reason == "" && (d.Action != policy.Allow || d.Would != "" && d.Would != policy.Allow) {
 		e.Reason = d.Reason
+	}
+	if d.Audit && d.Would != "" {
+		e.Mode, e.Would = string(policy.AuditMode), string(d.Would)
 	}
 	s.decisions.get(s.m.decisions, e.Action, e.Rule).Inc()
 	s.audit.Log(e)

@@ -24,6 +24,7 @@ import (
 	"github.com/clawd-dev/clawd/approval/channels"
 	"github.com/clawd-dev/clawd/daemon"
 	"github.com/clawd-dev/clawd/policy"
+	"github.com/clawd-dev/clawd/policy/suggest"
 	"github.com/clawd-dev/clawd/secrets"
 )
 
@@ -308,8 +309,8 @@ func versionCmd() *cobra.Command {
 }
 
 func policyCmd() *cobra.Command {
-	c := &cobra.Command{Use: "policy", Short: "Validate, test and reload policies"}
-	c.AddCommand(policyCheckCmd())
+	c := &cobra.Command{Use: "policy", Short: "Validate, test, reload and suggest policies"}
+	c.AddCommand(policyCheckCmd(), policySuggestCmd())
 	var ctr policy.Container
 	var labels []string
 	var progPath, progSum string
@@ -657,6 +658,72 @@ func printJSON(v any) error {
 	enc := json.NewEncoder(os.Stdout)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// policySuggestCmd proposes a policy from the audit log (policy/suggest).
+func policySuggestCmd() *cobra.Command {
+	var config, auditFile, since, container, current string
+	var diff bool
+	c := &cobra.Command{
+		Use:   "suggest [--since 24h] [--container NAME] [--diff]",
+		Short: "Propose a policy that allows what the audit log saw (reads allowed, writes held for approval)",
+		Long: "Reads the audit log (the daemon config's audit-log and its rotated copies, or --audit FILE) and prints a\n" +
+			"policy that would allow what was seen: reads (GET, HEAD, OPTIONS) grouped per host, writes as approve\n" +
+			"rules. Names and addresses that are special (loopback, link-local and metadata, private, the host's) are\n" +
+			"never proposed. With --diff only the rules the current policy lacks are printed. The output passes\n" +
+			"`clawd policy check`.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			d, err := suggest.ParseSince(since)
+			if err != nil {
+				return err
+			}
+			fs := pflag.NewFlagSet("daemon", pflag.ContinueOnError)
+			daemon.Flags(fs)
+			if cmd.Flags().Changed("config") {
+				if err := fs.Set("config", config); err != nil {
+					return err
+				}
+			}
+			cfg, err := daemon.LoadConfig(fs)
+			if err != nil {
+				return err
+			}
+			if auditFile == "" {
+				auditFile = cfg.AuditLog
+			}
+			o := suggest.Options{Since: time.Now().Add(-d), Container: container}
+			if diff {
+				if current == "" {
+					current = cfg.Policy
+				}
+				if o.Current, err = policy.Load(current); err != nil {
+					return err
+				}
+			}
+			res, col, err := suggest.FromLog(auditFile, o)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(os.Stderr, "clawd: %d audit lines read, %d decisions used, %d unreadable, %d rules proposed\n", col.Lines, col.Used, col.Bad, res.Rules)
+			for _, s := range res.Skipped {
+				fmt.Fprintln(os.Stderr, "clawd: not proposed:", s)
+			}
+			if res.YAML == nil {
+				fmt.Fprintln(os.Stderr, "clawd: nothing to propose")
+				return nil
+			}
+			_, err = os.Stdout.Write(res.YAML)
+			return err
+		},
+	}
+	c.Flags().StringVar(&config, "config", daemon.DefaultConfig, "daemon config that names the audit log and the policy")
+	c.Flags().StringVar(&auditFile, "audit", "", "audit log to read (default: the config's audit-log), with its rotated copies")
+	c.Flags().StringVar(&since, "since", "24h", "how far back to read: a duration (24h, 90m) or days (7d)")
+	c.Flags().StringVar(&container, "container", "", "only this container's requests")
+	c.Flags().BoolVar(&diff, "diff", false, "print only the rules the current policy lacks")
+	c.Flags().StringVar(&current, "policy", "", "the current policy for --diff (default: the config's policy)")
+	return c
 }
 
 // policyCheckCmd validates a policy file, and its approval routes against

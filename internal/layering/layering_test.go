@@ -23,6 +23,7 @@ var allowed = map[string][]string{
 	"bpf":                   {},                                               // programs and their loaders only
 	"audit":                 {},                                               // the sink knows no decision logic
 	"policy":                {"internal/"},                                    // pure decisions
+	"policy/suggest":        {"audit", "policy", "internal/"},                 // audit lines in, a proposed policy out
 	"secrets":               {"internal/"},                                    // the store knows no proxy
 	"approval":              {"audit", "policy", "internal/"},                 // the core knows no proxy, no daemon, no platform
 	"approval/":             {"approval", "internal/"},                        // one package per channel (and the API, summarisers): the core's types only, never each other
@@ -37,7 +38,7 @@ var allowed = map[string][]string{
 	"daemon/runtime":        {"policy", "internal/"},
 	"daemon/admission":      {"proxy/ca"}, // the Kubernetes webhook: env and CA paths only, no daemon state
 	"daemon":                {"approval", "approval/", "audit", "bpf", "daemon/", "internal/", "policy", "proxy", "proxy/", "secrets"},
-	"cmd/":                  {"approval", "approval/", "daemon", "policy", "secrets", "internal/", "audit"},
+	"cmd/":                  {"approval", "approval/", "daemon", "policy", "policy/suggest", "secrets", "internal/", "audit"},
 	"scripts/":              {},
 }
 
