@@ -82,6 +82,9 @@ type rule struct {
 	// zero value is "none".
 	upstream *UpstreamProxy
 
+	// LLM budgets (issue 16, budget): the rule's `budget:`; nil: none.
+	budget *Budget
+
 	// Reasons built once at parse time: formatting them per decision would
 	// cost more than the whole indexed lookup.
 	allowReason, approveReason string
@@ -437,6 +440,9 @@ func (p *Policy) finish(s *ruleSet, r *rule, in Input, d Decision, host string) 
 			d.Reason = fmt.Sprintf("rate limit of rule %q (%d per %s) exceeded; retry after %s", r.name, r.rate.n, unitName(r.rate.per), retry)
 			return d
 		}
+	}
+	if d.Action != Deny {
+		d.Budget = r.budget // the gate charges it (LLM budgets, issue 16)
 	}
 	switch d.Action {
 	case Allow:

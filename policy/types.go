@@ -82,4 +82,12 @@ type Decision struct {
 	// request goes through (the rule's `upstream_proxy`, else its set's);
 	// zero: clawd dials the destination itself.
 	UpstreamProxy UpstreamProxy
+
+	// LLM budgets (issue 16, budget). Budget is the deciding rule's
+	// `budget:` on an allow or approve decision (nil: none; shared,
+	// read-only). BudgetSpent is set by the proxy's gate, with Action Deny
+	// and RetryAfter (when the window ends), when the container has spent
+	// it: answer 429 budget_exhausted, which SDKs must not retry.
+	Budget      *Budget
+	BudgetSpent bool
 }
