@@ -37,6 +37,9 @@ type Entry struct {
 	BytesIn     int64             `json:"bytes_in"`        // from upstream to agent
 	BytesOut    int64             `json:"bytes_out"`       // from agent to upstream
 	DurationMS  float64           `json:"duration_ms"`
+
+	// LLM budgets (issue 16, budget): tokens a request was charged.
+	Tokens int64 `json:"tokens,omitempty"`
 }
 
 // Sink receives audit entries; *Logger implements it and tests can too.

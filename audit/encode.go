@@ -58,6 +58,10 @@ func appendEntry(b []byte, e *Entry) (_ []byte, ok bool) {
 	b = strconv.AppendInt(b, e.BytesOut, 10)
 	b = append(b, `,"duration_ms":`...)
 	b = appendFloat(b, e.DurationMS)
+	if e.Tokens != 0 {
+		b = append(b, `,"tokens":`...)
+		b = strconv.AppendInt(b, e.Tokens, 10)
+	}
 	return append(b, '}'), true
 }
 

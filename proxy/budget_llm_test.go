@@ -1,0 +1,162 @@
+package proxy
+
+import (
+	"bufio"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/clawd-dev/clawd/policy"
+)
+
+// LLM budgets (issue 16): what the agent gets, what the upstream saw, what
+// the audit says, with the real policy engine.
+
+const budgetPolicy = `
+default:
+  rules:
+    - name: llm
+      hosts: api.example.com
+      intercept: true
+      action: allow
+      budget: {tokens: 100, per: 1h, unmetered: 1000}
+`
+
+func anthropicJSON(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	io.WriteString(w, `{"type":"message","content":[{"type":"text","text":"hi"}],"usage":{"input_tokens":40,"cache_read_input_tokens":5,"output_tokens":15}}`)
+}
+
+func TestBudgetJSONExhaustsAnd429(t *testing.T) {
+	p, err := policy.Parse([]byte(budgetPolicy), "budget.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := newUpstream(t, false, false, anthropicJSON)
+	e := newEnv(t, nil, func(c *Config) { c.Decider = p })
+	cl := e.client(up.addr(), nil, false)
+	for i := 0; i < 2; i++ {
+		req, _ := http.NewRequest("POST", "http://api.example.com/v1/messages", strings.NewReader(`{"model":"m"}`))
+		req.Header.Set("Accept-Encoding", "gzip, br")
+		resp, err := cl.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(string(b), `"output_tokens":15`) {
+			t.Fatalf("request %d: %d %s", i, resp.StatusCode, b)
+		}
+		if got := e.audit.next(t); got.Tokens != 60 || got.Rule != "llm" {
+			t.Fatalf("audit %d: %+v, want tokens 60", i, got)
+		}
+		// The upstream was asked for an answer clawd can read.
+		if r, _ := up.last(); r.Header.Get("Accept-Encoding") != "identity" {
+			t.Fatalf("upstream saw Accept-Encoding %q, want identity", r.Header.Get("Accept-Encoding"))
+		}
+	}
+	// 120 of 100 spent (the second request overshot: it was admitted with
+	// 40 left). The third is refused before the upstream sees it.
+	resp, err := cl.Post("http://api.example.com/v1/messages", "application/json", strings.NewReader(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("x-should-retry") != "false" || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("status %d, headers %v", resp.StatusCode, resp.Header)
+	}
+	m := jsonBody(t, resp)
+	if m["error"] != "budget_exhausted" || m["rule"] != "llm" || m["retry_after"] == nil || !strings.Contains(m["reason"].(string), "120 of 100 tokens") {
+		t.Fatalf("body %v", m)
+	}
+	if up.hits.Load() != 2 {
+		t.Fatalf("upstream saw %d requests, want 2", up.hits.Load())
+	}
+	if got := e.audit.next(t); got.Action != "deny" || got.Status != 429 || !strings.Contains(got.Reason, "token budget") {
+		t.Fatalf("denial audit %+v", got)
+	}
+	if u := e.srv.usage.Usage(testContainer.Key(), e.srv.cfg.Now()); len(u) != 1 || u[0].Tokens != 120 || u[0].Requests != 2 || !u[0].Spent {
+		t.Fatalf("ledger %+v", u)
+	}
+}
+
+// The agent aborts a stream after message_start to dodge the final usage:
+// it is charged the input it saw plus the unmetered cost.
+func TestBudgetAbortedStreamIsCharged(t *testing.T) {
+	p, err := policy.Parse([]byte(budgetPolicy), "budget.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	up := newUpstream(t, false, false, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":30,\"output_tokens\":1}}}\n\n")
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	})
+	defer close(release)
+	e := newEnv(t, nil, func(c *Config) { c.Decider = p })
+	cl := e.client(up.addr(), nil, false)
+	resp, err := cl.Post("http://api.example.com/v1/messages", "application/json", strings.NewReader(`{"stream":true}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The event reaches the agent while the stream is open: the tap holds
+	// no bytes back.
+	line, err := bufio.NewReader(resp.Body).ReadString('\n')
+	if err != nil || line != "event: message_start\n" {
+		t.Fatalf("first line %q, %v", line, err)
+	}
+	resp.Body.Close()
+	cl.CloseIdleConnections()
+	if got := e.audit.next(t); got.Tokens != 31+1000 {
+		t.Fatalf("audit %+v, want tokens 1031 (30 input + 1 output + 1000 unmetered)", got)
+	}
+}
+
+// An OpenAI chat stream without include_usage reports nothing: the request
+// costs the unmetered charge; an error answer costs nothing.
+func TestBudgetUnmeteredAndErrors(t *testing.T) {
+	p, err := policy.Parse([]byte(strings.Replace(budgetPolicy, "tokens: 100,", "tokens: 100000,", 1)), "budget.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := newUpstream(t, false, false, func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/v1/chat/completions":
+			w.Header().Set("Content-Type", "text/event-stream")
+			io.WriteString(w, "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\ndata: [DONE]\n\n")
+		case "/gzip":
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("Content-Encoding", "gzip")
+			io.WriteString(w, "\x1f\x8b not really")
+		default:
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(529)
+			io.WriteString(w, `{"type":"error","error":{"type":"overloaded_error"}}`)
+		}
+	})
+	e := newEnv(t, nil, func(c *Config) { c.Decider = p })
+	cl := e.client(up.addr(), nil, false)
+	for _, tc := range []struct {
+		path   string
+		status int
+		tokens int64
+	}{{"/v1/messages", 529, 0}, {"/gzip", 200, 1000}, {"/v1/chat/completions", 200, 1000}} {
+		resp, err := cl.Post("http://api.example.com"+tc.path, "application/json", strings.NewReader(`{}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.status {
+			t.Fatalf("%s: status %d", tc.path, resp.StatusCode)
+		}
+		if got := e.audit.next(t); got.Tokens != tc.tokens {
+			t.Fatalf("%s: audit tokens %d, want %d", tc.path, got.Tokens, tc.tokens)
+		}
+	}
+}
