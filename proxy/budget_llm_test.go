@@ -118,7 +118,9 @@ func TestBudgetAbortedStreamIsCharged(t *testing.T) {
 }
 
 // An OpenAI chat stream without include_usage reports nothing: the request
-// costs the unmetered charge; an error answer costs nothing.
+// costs the unmetered charge, as does an answer encoded against clawd's
+// ask; an error answer, or a whole JSON answer without usage (a token
+// count: no generation), costs nothing.
 func TestBudgetUnmeteredAndErrors(t *testing.T) {
 	p, err := policy.Parse([]byte(strings.Replace(budgetPolicy, "tokens: 100,", "tokens: 100000,", 1)), "budget.yaml")
 	if err != nil {
@@ -129,6 +131,9 @@ func TestBudgetUnmeteredAndErrors(t *testing.T) {
 		case "/v1/chat/completions":
 			w.Header().Set("Content-Type", "text/event-stream")
 			io.WriteString(w, "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\ndata: [DONE]\n\n")
+		case "/v1/messages/count_tokens":
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, `{"input_tokens":5000}`)
 		case "/gzip":
 			w.Header().Set("Content-Type", "application/json")
 			w.Header().Set("Content-Encoding", "gzip")
@@ -145,7 +150,7 @@ func TestBudgetUnmeteredAndErrors(t *testing.T) {
 		path   string
 		status int
 		tokens int64
-	}{{"/v1/messages", 529, 0}, {"/gzip", 200, 1000}, {"/v1/chat/completions", 200, 1000}} {
+	}{{"/v1/messages", 529, 0}, {"/v1/messages/count_tokens", 200, 0}, {"/gzip", 200, 1000}, {"/v1/chat/completions", 200, 1000}} {
 		resp, err := cl.Post("http://api.example.com"+tc.path, "application/json", strings.NewReader(`{}`))
 		if err != nil {
 			t.Fatal(err)

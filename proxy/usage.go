@@ -26,7 +26,8 @@ type budgetCharge struct {
 	forwarded bool         // the request went to the upstream
 	status    int          // the upstream's status; 0: no answer
 	meter     *usage.Meter // nil: no body was read
-	upgraded  bool         // a 101: bytes clawd does not read
+	body      *tapBody
+	upgraded  bool // a 101: bytes clawd does not read
 	done      bool
 }
 
@@ -52,25 +53,27 @@ func (c *budgetCharge) tap(resp *http.Response) {
 		return
 	}
 	c.meter = usage.NewMeter(resp.Header.Get("Content-Type"), resp.Header.Get("Content-Encoding"))
-	resp.Body = &tapBody{rc: resp.Body, m: c.meter}
+	c.body = &tapBody{rc: resp.Body, m: c.meter}
+	resp.Body = c.body
 }
 
 // finish settles the request (once) and writes its tokens to the audit
-// entry. An answered request (1xx/2xx) whose final usage was not read
-// costs what was read plus the budget's unmetered charge; an error answer
-// (3xx and up), or none, costs only what it reported (usually nothing):
-// the provider generated nothing the agent got.
+// entry. An answered request (1xx/2xx) that usage.Meter.Result calls
+// unmetered (and an upgrade, whose bytes clawd does not read) costs what
+// was read plus the budget's unmetered charge; an error answer (3xx and
+// up), or none, costs only what it reported (usually nothing): the
+// provider generated nothing the agent got.
 func (c *budgetCharge) finish() {
 	if c == nil || c.done {
 		return
 	}
 	c.done = true
 	var tokens int64
-	final := false
+	unmetered := c.upgraded
 	if c.meter != nil {
-		tokens, final = c.meter.Result()
+		tokens, unmetered = c.meter.Result(c.body.eof)
 	}
-	if (c.upgraded || c.status >= 100 && c.status < 300) && !final {
+	if unmetered && c.status >= 100 && c.status < 300 {
 		tokens += c.b.Charge()
 	}
 	c.s.usage.Settle(c.key, c.b, c.forwarded, tokens, c.s.cfg.Now())
@@ -83,14 +86,18 @@ func (c *budgetCharge) finish() {
 // tapBody passes the upstream's bytes on unchanged and lets the meter see
 // each chunk as it goes.
 type tapBody struct {
-	rc io.ReadCloser
-	m  *usage.Meter
+	rc  io.ReadCloser
+	m   *usage.Meter
+	eof bool // the upstream ended the body
 }
 
 func (t *tapBody) Read(p []byte) (int, error) {
 	n, err := t.rc.Read(p)
 	if n > 0 {
 		t.m.Write(p[:n])
+	}
+	if err == io.EOF {
+		t.eof = true
 	}
 	return n, err
 }

@@ -13,11 +13,13 @@
 //   - OpenAI Responses: JSON `usage.total_tokens`; SSE `response.completed`
 //     (also response.incomplete and response.failed) `response.usage`.
 //
-// An answer whose final usage was not read (a stream the agent aborted, a
-// chat stream without include_usage, an encoding or content type clawd
-// does not read, an oversized body) costs what was read plus the budget's
-// unmetered charge (policy.Budget.Charge), which by default is the whole
-// token budget: dodging the accounting spends the budget.
+// An answer that may have been a generation whose final usage was not read
+// (a stream the agent aborted, a chat stream without include_usage, a JSON
+// answer cut off, an encoding clawd does not read, an oversized body) costs
+// what was read plus the budget's unmetered charge (policy.Budget.Charge),
+// which by default is the whole token budget: dodging the accounting
+// spends the budget. A whole JSON answer without usage (a model list, a
+// token count, telemetry) costs nothing. See Meter.Result.
 package usage
 
 import (
@@ -40,9 +42,11 @@ const (
 // Meter reads usage from the bytes of one answer as they stream past. It
 // never holds bytes back from anyone: Write copies what it needs.
 type Meter struct {
-	sse    bool
-	json   bool
-	broken bool // over a bound, or not a format it reads
+	sse     bool
+	json    bool
+	broken  bool // encoded, or over a bound
+	other   bool // a content type that is no generation
+	wasJSON bool // the JSON body was read (Result ran)
 
 	buf bytes.Buffer // the current SSE line, or the JSON body so far
 
@@ -66,7 +70,7 @@ func NewMeter(contentType, contentEncoding string) *Meter {
 	case mt == "application/json" || strings.HasSuffix(mt, "+json"):
 		m.json = true
 	default:
-		m.broken = true
+		m.other = true
 	}
 	return m
 }
@@ -74,7 +78,7 @@ func NewMeter(contentType, contentEncoding string) *Meter {
 // Write feeds answer bytes; it always succeeds.
 func (m *Meter) Write(p []byte) (int, error) {
 	n := len(p)
-	if m.broken {
+	if m.broken || m.other {
 		return n, nil
 	}
 	if m.json {
@@ -184,13 +188,33 @@ func (m *Meter) event(data []byte) {
 	}
 }
 
-// Result is the tokens read so far and whether the answer's final usage
-// was among them. Call it when the answer ended (or was cut off).
-func (m *Meter) Result() (tokens int64, final bool) {
+// Result is the tokens read and whether the answer is unmetered: it may
+// have been a generation whose final usage clawd did not read, so the
+// caller adds the budget's unmetered charge. complete says the answer's
+// body arrived whole (the upstream ended it, not the agent or an error).
+//
+//   - an event stream is unmetered unless its final usage was read (an
+//     aborted stream, a chat stream without include_usage);
+//   - a JSON answer that arrived whole is what its usage says; one without
+//     usage is no generation (model lists, token counts, telemetry) and
+//     costs nothing; a JSON answer cut off before its end is unmetered;
+//   - an encoded or oversized answer is unmetered; another content type
+//     (text, HTML) is no generation of these APIs and costs nothing.
+func (m *Meter) Result(complete bool) (tokens int64, unmetered bool) {
 	if m.json && !m.broken {
 		m.event(m.buf.Bytes())
 		m.buf = bytes.Buffer{}
 		m.json = false
+		m.wasJSON = true
 	}
-	return max(m.in+m.out, m.total), m.final && !m.broken
+	tokens = max(m.in+m.out, m.total)
+	switch {
+	case m.broken:
+		return tokens, true
+	case m.sse:
+		return tokens, !m.final
+	case m.wasJSON:
+		return tokens, !complete && !m.final
+	}
+	return tokens, false
 }

@@ -13,7 +13,8 @@ func meter(t *testing.T, ct, ce string, chunks ...string) (int64, bool) {
 			t.Fatalf("Write = %d, %v", n, err)
 		}
 	}
-	return m.Result()
+	tokens, unmetered := m.Result(true)
+	return tokens, !unmetered
 }
 
 const anthropicSSE = "event: message_start\n" +
@@ -36,15 +37,17 @@ func TestMeterDialects(t *testing.T) {
 		{"openai chat json", "application/json", `{"object":"chat.completion","usage":{"prompt_tokens":9,"completion_tokens":12,"total_tokens":21}}`, 21, true},
 		{"openai chat stream with usage", "text/event-stream", "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}],\"usage\":null}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":4,\"completion_tokens\":6,\"total_tokens\":10}}\n\ndata: [DONE]\n\n", 10, true},
 		{"openai chat stream without usage", "text/event-stream", "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\ndata: [DONE]\n\n", 0, false},
+		// Whole answers that are no generation cost nothing (metered).
+		{"count_tokens", "application/json", `{"input_tokens":1234}`, 0, true},
+		{"no usage", "application/json", `{"type":"error","error":{"type":"overloaded_error"}}`, 0, true},
+		{"not json", "application/json", `<html>`, 0, true},
+		{"html", "text/html", `{"usage":{"total_tokens":5}}`, 0, true},
 		{"openai responses json", "application/json", `{"object":"response","usage":{"input_tokens":30,"output_tokens":8,"total_tokens":38}}`, 38, true},
 		{"openai responses sse", "text/event-stream", "event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"usage\":null}}\n\nevent: response.completed\r\ndata: {\"type\":\"response.completed\",\"response\":{\"usage\":{\"input_tokens\":30,\"output_tokens\":8,\"total_tokens\":38}}}\r\n\r\n", 38, true},
 		// Hostile or broken numbers never subtract or overflow.
 		{"negative counts", "application/json", `{"usage":{"input_tokens":-500,"output_tokens":3}}`, 3, true},
 		{"huge counts", "application/json", `{"usage":{"total_tokens":99999999999999999}}`, maxTokens, true},
 		{"a smaller later report does not undo", "text/event-stream", "data: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":50}}\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":2}}\n", 50, true},
-		{"not json", "application/json", `<html>`, 0, false},
-		{"no usage", "application/json", `{"type":"error","error":{"type":"overloaded_error"}}`, 0, false},
-		{"html", "text/html", `{"usage":{"total_tokens":5}}`, 0, false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -86,6 +89,23 @@ func TestMeterRefusesWhatItCannotRead(t *testing.T) {
 	}
 }
 
+// A JSON answer the agent cut off before its end is unmetered, whatever
+// it held; the same answer whole is metered.
+func TestMeterCutJSON(t *testing.T) {
+	body := `{"type":"message","content":[{"type":"text","text":"long answer"}],"usage":{"input_tokens":10,"output_tokens":900}}`
+	m := NewMeter("application/json", "")
+	m.Write([]byte(body[:40]))
+	if _, unmetered := m.Result(false); !unmetered {
+		t.Fatal("cut JSON answer metered")
+	}
+	m = NewMeter("application/json", "")
+	m.Write([]byte(body))
+	if n, unmetered := m.Result(false); unmetered || n != 910 {
+		// The usage was read even though the agent closed before EOF.
+		t.Fatalf("whole JSON answer read before EOF: %d, %v", n, unmetered)
+	}
+}
+
 func FuzzMeter(f *testing.F) {
 	f.Add("text/event-stream", anthropicSSE)
 	f.Add("application/json", `{"usage":{"input_tokens":1,"output_tokens":2}}`)
@@ -93,7 +113,7 @@ func FuzzMeter(f *testing.F) {
 	f.Fuzz(func(t *testing.T, ct, body string) {
 		m := NewMeter(ct, "")
 		m.Write([]byte(body))
-		n, _ := m.Result()
+		n, _ := m.Result(len(body)%2 == 0)
 		if n < 0 || n > 2*maxTokens {
 			t.Fatalf("tokens %d out of range", n)
 		}
