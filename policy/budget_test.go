@@ -2,6 +2,7 @@ package policy
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 )
@@ -23,6 +24,9 @@ func TestBudgetOnDecision(t *testing.T) {
 	}
 	if got := b.String(); got != "500000 tokens and 1000 requests per 7d" {
 		t.Errorf("String() = %q", got)
+	}
+	if got := FormatDecision(d); !strings.Contains(got, "budget 500000 tokens and 1000 requests per 7d") {
+		t.Errorf("FormatDecision = %q, want the budget shown", got)
 	}
 	in.Host = "api.anthropic.com"
 	if b := p.Decide(in).Budget; b == nil || b.Charge() != 2000000 || b.String() != "2000000 tokens per 24h" {

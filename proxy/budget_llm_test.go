@@ -4,8 +4,11 @@ import (
 	"bufio"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/clawd-dev/clawd/policy"
 )
@@ -162,6 +165,79 @@ func TestBudgetUnmeteredAndErrors(t *testing.T) {
 		}
 		if got := e.audit.next(t); got.Tokens != tc.tokens {
 			t.Fatalf("%s: audit tokens %d, want %d", tc.path, got.Tokens, tc.tokens)
+		}
+	}
+}
+
+// A policy reload re-decides an open stream (Recheck) without admitting it
+// again: the request is settled once, nothing stays in flight, and the
+// metrics show the container's usage.
+func TestBudgetRecheckSettlesOnceAndMetrics(t *testing.T) {
+	p, err := policy.Parse([]byte(strings.Replace(budgetPolicy, "tokens: 100,", "tokens: 100, requests: 5,", 1)), "budget.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	up := newUpstream(t, false, false, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, "data: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":7,\"output_tokens\":1}}}\n\n")
+		w.(http.Flusher).Flush()
+		<-release
+		io.WriteString(w, "data: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":4}}\n\n")
+	})
+	reg := prometheus.NewRegistry()
+	e := newEnv(t, nil, func(c *Config) { c.Decider = p; c.Registerer = reg })
+	cl := e.client(up.addr(), nil, false)
+	resp, err := cl.Post("http://api.example.com/v1/messages", "application/json", strings.NewReader(`{"stream":true}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(resp.Body)
+	if _, err := br.ReadString('\n'); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		e.srv.Recheck("policy reloaded")
+	}
+	if u := e.srv.usage.Usage(testContainer.Key(), e.srv.cfg.Now()); len(u) != 1 || u[0].InFlight != 1 {
+		t.Fatalf("while streaming: %+v, want one request in flight", u)
+	}
+	close(release)
+	io.Copy(io.Discard, br)
+	resp.Body.Close()
+	if got := e.audit.next(t); got.Tokens != 11 {
+		t.Fatalf("audit %+v, want tokens 11", got)
+	}
+	u := e.srv.usage.Usage(testContainer.Key(), e.srv.cfg.Now())
+	if len(u) != 1 || u[0].InFlight != 0 || u[0].Requests != 1 || u[0].Tokens != 11 {
+		t.Fatalf("after the stream: %+v, want 1 request, 11 tokens, none in flight", u)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, mf := range mfs {
+		if !strings.HasPrefix(mf.GetName(), "clawd_budget_") {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			var labels []string
+			for _, l := range m.GetLabel() {
+				labels = append(labels, l.GetName()+"="+l.GetValue())
+			}
+			v := m.GetGauge().GetValue() + m.GetCounter().GetValue()
+			got[mf.GetName()+"{"+strings.Join(labels, ",")+"}"] = strconv.FormatFloat(v, 'f', -1, 64)
+		}
+	}
+	for k, v := range map[string]string{
+		"clawd_budget_tokens_used{budget=default/llm,container=agent-1}":   "11",
+		"clawd_budget_tokens_limit{budget=default/llm,container=agent-1}":  "100",
+		"clawd_budget_requests_used{budget=default/llm,container=agent-1}": "1",
+		"clawd_budget_tokens_total{budget=default/llm}":                    "11",
+	} {
+		if got[k] != v {
+			t.Errorf("%s = %q, want %s (all: %v)", k, got[k], v, got)
 		}
 	}
 }

@@ -93,3 +93,23 @@ func TestLedgerSurvivesRestart(t *testing.T) {
 		}
 	}
 }
+
+// Editing a budget's numbers (a reload) keeps what was spent in the window.
+func TestLedgerLimitEditKeepsUsage(t *testing.T) {
+	l, _ := Open("", nil)
+	b := &policy.Budget{ID: "default/llm", Tokens: 10, Per: time.Hour}
+	k := Key{"c", b.ID}
+	l.Admit(k, "", b, t0)
+	l.Settle(k, b, true, 10, t0)
+	if ok, _, _ := l.Admit(k, "", b, t0); ok {
+		t.Fatal("spent budget admitted")
+	}
+	raised := &policy.Budget{ID: b.ID, Tokens: 15, Per: time.Hour}
+	if ok, _, _ := l.Admit(k, "", raised, t0); !ok {
+		t.Fatal("raised budget refused")
+	}
+	l.Settle(k, raised, true, 5, t0)
+	if u := l.Usage("", t0); len(u) != 1 || u[0].Tokens != 15 || u[0].TokenLimit != 15 || !u[0].Spent {
+		t.Fatalf("Usage = %+v", u)
+	}
+}
