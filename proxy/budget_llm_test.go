@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"bufio"
+	"crypto/tls"
+	"crypto/x509"
 	"io"
 	"net/http"
 	"strconv"
@@ -239,5 +241,52 @@ func TestBudgetRecheckSettlesOnceAndMetrics(t *testing.T) {
 		if got[k] != v {
 			t.Errorf("%s = %q, want %s (all: %v)", k, got[k], v, got)
 		}
+	}
+}
+
+// The same over intercepted HTTPS and HTTP/2: the agent resets its stream
+// after message_start (RST_STREAM, the connection stays) and is charged;
+// the next request gets the 429 with its headers.
+func TestBudgetH2AbortedStreamAnd429(t *testing.T) {
+	p, err := policy.Parse([]byte(strings.Replace(budgetPolicy, "hosts: api.example.com", "hosts: example.com", 1)), "budget.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := newUpstream(t, true, true, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, "data: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":30,\"output_tokens\":1}}}\n\n")
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	})
+	e := newEnv(t, nil, func(c *Config) { c.Decider = p; c.UpstreamRoots = upstreamPool(up) })
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(e.ca.CertPEM())
+	cl := e.client(up.addr(), &tls.Config{RootCAs: pool}, true)
+	resp, err := cl.Post("https://example.com/v1/messages", "application/json", strings.NewReader(`{"stream":true}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.ProtoMajor != 2 {
+		t.Fatalf("agent spoke %s, want HTTP/2", resp.Proto)
+	}
+	if _, err := bufio.NewReader(resp.Body).ReadString('\n'); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close() // RST_STREAM
+	if got := e.audit.next(t); got.Tokens != 1031 {
+		t.Fatalf("audit %+v, want tokens 1031", got)
+	}
+	resp, err = cl.Post("https://example.com/v1/messages", "application/json", strings.NewReader(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 429 || resp.Header.Get("x-should-retry") != "false" || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("status %d headers %v", resp.StatusCode, resp.Header)
+	}
+	if m := jsonBody(t, resp); m["error"] != "budget_exhausted" {
+		t.Fatalf("body %v", m)
+	}
+	if up.hits.Load() != 1 {
+		t.Fatalf("upstream saw %d, want 1", up.hits.Load())
 	}
 }
