@@ -50,6 +50,9 @@ type Entry struct {
 	// taken (allow, deny, approve) while Action says what clawd did.
 	Mode  string `json:"mode,omitempty"`
 	Would string `json:"would,omitempty"`
+
+	// LLM budgets (issue 16, budget): tokens a request was charged.
+	Tokens int64 `json:"tokens,omitempty"`
 }
 
 // Sink receives audit entries; *Logger implements it and tests can too.

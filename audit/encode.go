@@ -67,6 +67,10 @@ func appendEntry(b []byte, e *Entry) (_ []byte, ok bool) {
 	b = appendFloat(b, e.DurationMS)
 	b = appendField(b, `,"mode":`, e.Mode)
 	b = appendField(b, `,"would":`, e.Would)
+	if e.Tokens != 0 {
+		b = append(b, `,"tokens":`...)
+		b = strconv.AppendInt(b, e.Tokens, 10)
+	}
 	return append(b, '}'), true
 }
 

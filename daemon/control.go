@@ -16,12 +16,13 @@ import (
 
 	"github.com/clawd-dev/clawd/approval/web"
 
-	approvalapi "github.com/clawd-dev/clawd/approval/api"
+	"github.com/clawd-dev/clawd/daemon/enforce"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 
-	"github.com/clawd-dev/clawd/daemon/enforce"
+	approvalapi "github.com/clawd-dev/clawd/approval/api"
+	"github.com/clawd-dev/clawd/proxy/usage"
 )
 
 // AttachmentInfo is one row of `clawd ls`.
@@ -37,6 +38,9 @@ type AttachmentInfo struct {
 	// (and ::1): TCP proxy and UDP DNS. They change when clawd restarts.
 	ProxyPort uint16 `json:"proxy_port,omitempty"`
 	DNSPort   uint16 `json:"dns_port,omitempty"`
+	// Budgets is what the container spent of the policy's LLM budgets in
+	// their current windows (issue 16, budget).
+	Budgets []usage.Usage `json:"budgets,omitempty"`
 }
 
 // Attachment states in `clawd ls`.
@@ -365,6 +369,7 @@ func (d *Daemon) List() []AttachmentInfo {
 	for i := range out {
 		out[i].Counters, _ = d.enf.Counters(out[i].CgroupID)
 		out[i].TLSUntrusted = d.proxy.Untrusted(out[i].Container.Key())
+		out[i].Budgets = d.usage.Usage(out[i].Container.Key(), time.Now())
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Container.Name < out[j].Container.Name })
 	return out

@@ -41,6 +41,7 @@ import (
 	"github.com/clawd-dev/clawd/proxy"
 	"github.com/clawd-dev/clawd/proxy/ca"
 	"github.com/clawd-dev/clawd/proxy/dns"
+	"github.com/clawd-dev/clawd/proxy/usage"
 	"github.com/clawd-dev/clawd/secrets"
 )
 
@@ -66,6 +67,7 @@ type Daemon struct {
 	secrets   *secrets.Store
 	approvals *approval.Manager
 	proxy     *proxy.Server
+	usage     *usage.Ledger // LLM budgets (issue 16): budgets.json in the state dir
 	dns       *dns.Resolver
 	audit     *audit.Logger
 	ca        *ca.CA
@@ -179,6 +181,14 @@ func New(cfg Config, log *zap.Logger) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
+	// LLM budgets (issue 16): what containers spent survives restarts; a
+	// ledger clawd cannot read stops it (forgetting spent budgets would
+	// fail open).
+	if d.usage, err = usage.Open(filepath.Join(cfg.StateDir, "budgets.json"), func(err error) {
+		log.Warn("budget ledger not saved", zap.Error(err))
+	}); err != nil {
+		return nil, err
+	}
 	if d.proxy, err = proxy.New(proxy.Config{
 		Decider: d.policy, Approver: d.approvals, Injector: injector{d.secrets}, Names: d.dns,
 		CA: d.ca, UpstreamRoots: roots, Forbidden: forbidden, ForbiddenPorts: forbiddenPorts(cfg.APIListen, cfg.MetricsListen, cfg.WebhookListen),
@@ -188,6 +198,7 @@ func New(cfg Config, log *zap.Logger) (*Daemon, error) {
 		ProxyCredential: d.secrets.Credential,
 		Audit:           d.audit, Log: log.Named("proxy"), Registerer: d.reg,
 		PeekTimeout: cfg.PeekTimeout, MaxBufferedBytes: bufTotal, MaxBufferedBytesPerContainer: bufPerCtr,
+		Usage: d.usage,
 	}); err != nil {
 		return nil, fmt.Errorf("proxy: %w", err)
 	}
@@ -483,6 +494,7 @@ func (d *Daemon) shutdown(servers []*http.Server) error {
 		r.Close()
 	}
 	d.dns.FlushAudit()
+	d.usage.Close()
 	d.audit.Close()
 	d.enf.Close()
 	return err

@@ -113,6 +113,9 @@ func FormatDecision(d Decision) string {
 	if d.RateLimited {
 		attrs = append(attrs, "rate limited, retry after "+d.RetryAfter.String())
 	}
+	if d.Budget != nil && d.Action != Deny {
+		attrs = append(attrs, "budget "+d.Budget.String()) // LLM budgets (issue 16)
+	}
 	if d.Intercept {
 		attrs = append(attrs, "TLS intercepted")
 	}

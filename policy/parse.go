@@ -565,6 +565,7 @@ var ruleKeys = []string{
 	"intercept", "reason", "upstream_proxy", "approvers", "approvals_required", "escalate", "grants",
 	"binaries",
 	"next_steps", // issue 16 C
+	"budget",     // LLM budgets (issue 16, budget)
 }
 
 // parseList parses each item of the list under key with parse, reporting
@@ -748,7 +749,20 @@ func (ps *parser) rule(n *yaml.Node, s *ruleSet, setWhat string) *rule {
 			ps.errf(v, "%s: binaries: %v", what, err)
 		}
 	}
-	r.httpCond = len(r.methods) > 0 || len(r.paths) > 0 || len(r.headers) > 0 || len(r.body) > 0 || r.readonly
+	// LLM budgets (issue 16, budget): usage is read from HTTP answers, so a
+	// budget rule applies to HTTP requests only, like a method condition:
+	// never to a raw connection clawd could not meter.
+	if v, ok := f["budget"]; ok {
+		if b := ps.budget(v, what); b != nil {
+			if r.action == Deny && !r.readonly {
+				ps.errf(v, "%s: budget on a deny rule has no effect; remove it", what)
+			} else {
+				b.ID = s.name + "/" + r.name
+				r.budget = b
+			}
+		}
+	}
+	r.httpCond = r.budget != nil || len(r.methods) > 0 || len(r.paths) > 0 || len(r.headers) > 0 || len(r.body) > 0 || r.readonly
 	if r.intercept && len(r.cidrs) > 0 && len(r.hosts) == 0 {
 		ps.errf(f["intercept"], "%s: intercept works by host name (TLS SNI); add hosts or remove intercept", what)
 	}
@@ -773,17 +787,21 @@ func (ps *parser) checkIntercept(s *ruleSet, setWhat string) {
 		if !tls {
 			continue
 		}
+		conds := "method/path/header/body conditions"
+		if r.budget != nil && !(len(r.methods) > 0 || len(r.paths) > 0 || len(r.headers) > 0 || len(r.body) > 0 || r.readonly) {
+			conds = "a budget (usage is read from the HTTP answers)"
+		}
 		if len(r.hosts) == 0 && len(r.cidrs) == 0 && !s.interceptAll {
-			ps.add(r.line, "%s: rule %q: method/path/header/body conditions on every host need intercept: true, or ports limited to plain HTTP (e.g. ports: [80])", setWhat, r.name)
+			ps.add(r.line, "%s: rule %q: %s on every host need intercept: true, or ports limited to plain HTTP (e.g. ports: [80])", setWhat, r.name, conds)
 			continue
 		}
 		if len(r.hosts) == 0 && len(r.cidrs) > 0 {
-			ps.add(r.line, "%s: rule %q: method/path/header/body conditions on cidrs only work over plain HTTP; set ports (e.g. ports: [80]) or match by hosts with intercept: true", setWhat, r.name)
+			ps.add(r.line, "%s: rule %q: %s on cidrs only work over plain HTTP; set ports (e.g. ports: [80]) or match by hosts with intercept: true", setWhat, r.name, conds)
 			continue
 		}
 		for _, h := range r.hosts {
 			if !s.interceptsPattern(h) {
-				ps.add(r.line, "%s: rule %q: method/path/header/body conditions on host %q need intercept: true (TLS on port 443 hides them otherwise), or ports limited to plain HTTP (e.g. ports: [80])", setWhat, r.name, h.String())
+				ps.add(r.line, "%s: rule %q: %s on host %q need intercept: true (TLS on port 443 hides them otherwise), or ports limited to plain HTTP (e.g. ports: [80])", setWhat, r.name, conds, h.String())
 				break
 			}
 		}

@@ -91,6 +91,9 @@ type rule struct {
 	// binaries (issue 16): which programs the rule is for; nil: any.
 	binaries []binaryPattern
 
+	// LLM budgets (issue 16, budget): the rule's `budget:`; nil: none.
+	budget *Budget
+
 	// Reasons built once at parse time: formatting them per decision would
 	// cost more than the whole indexed lookup.
 	allowReason, approveReason string
@@ -462,6 +465,9 @@ func (p *Policy) finish(s *ruleSet, r *rule, in Input, d Decision, host string) 
 			d.Reason = fmt.Sprintf("rate limit of rule %q (%d per %s) exceeded; retry after %s", r.name, r.rate.n, unitName(r.rate.per), retry)
 			return d
 		}
+	}
+	if d.Action != Deny {
+		d.Budget = r.budget // the gate charges it (LLM budgets, issue 16)
 	}
 	switch d.Action {
 	case Allow:

@@ -101,6 +101,13 @@ type Decision struct {
 	// default decisions), written by the policy author for the agent; ""
 	// lets the proxy give its generic hint.
 	NextSteps string
+	// LLM budgets (issue 16, budget). Budget is the deciding rule's
+	// `budget:` on an allow or approve decision (nil: none; shared,
+	// read-only). BudgetSpent is set by the proxy's gate, with Action Deny
+	// and RetryAfter (when the window ends), when the container has spent
+	// it: answer 429 budget_exhausted, which SDKs must not retry.
+	Budget      *Budget
+	BudgetSpent bool
 }
 
 // Mode is how a rule set's decisions are carried out.

@@ -10,6 +10,7 @@ import (
 	"github.com/clawd-dev/clawd/internal/addrclass"
 	"github.com/clawd-dev/clawd/internal/hostname"
 	"github.com/clawd-dev/clawd/policy"
+	"github.com/clawd-dev/clawd/proxy/usage"
 )
 
 // The gate is the one place where the proxy decides. conn.go and http.go
@@ -340,7 +341,9 @@ type reqFacts struct {
 }
 
 // gateRequest decides one HTTP request. A NeedBody decision asks the caller
-// to buffer the body and call again with in.BodyKnown set.
+// to buffer the body and call again with in.BodyKnown set. A decision with
+// a Budget that is not Deny was admitted by the budget ledger (unless
+// in.Recheck): the caller settles it exactly once (see usage.go).
 func (s *Server) gateRequest(f reqFacts, dst netip.AddrPort) policy.Decision {
 	if s.internal(dst) {
 		return refuse(ruleInternal, "destination is clawd itself or the host (unspecified address)")
@@ -369,7 +372,26 @@ func (s *Server) gateRequest(f reqFacts, dst netip.AddrPort) policy.Decision {
 			}
 		}
 	}
-	return s.guardAddr(d, f.in, f.cls)
+	d = s.guardAddr(d, f.in, f.cls)
+	if d.Budget != nil && d.Action != policy.Deny && !d.NeedBody && !f.in.Recheck {
+		// LLM budgets (issue 16): the container's window of the deciding
+		// rule's budget admits the request (it is then settled by
+		// http.go, once) or it is spent: deny, answered 429.
+		k := usage.Key{Container: f.key, Budget: d.Budget.ID}
+		ok, retry, reason := s.usage.Admit(k, f.in.Container.Name, d.Budget, s.cfg.Now())
+		switch {
+		case ok:
+		case d.Audit:
+			// Mode audit (invariant 5): a spent budget is a policy
+			// verdict, so the request goes through, recorded as
+			// would deny, and its usage still counts.
+			s.usage.Enter(k, f.in.Container.Name, d.Budget, s.cfg.Now())
+			d.Would, d.Reason = policy.Deny, reason
+		default:
+			d.Action, d.BudgetSpent, d.RetryAfter, d.Reason = policy.Deny, true, retry, reason
+		}
+	}
+	return d
 }
 
 // applyMode carries out a rule set's mode on a policy decision (invariant

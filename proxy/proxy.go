@@ -26,6 +26,7 @@ import (
 	"github.com/clawd-dev/clawd/internal/hostname"
 	"github.com/clawd-dev/clawd/policy"
 	"github.com/clawd-dev/clawd/proxy/ca"
+	"github.com/clawd-dev/clawd/proxy/usage"
 	"github.com/clawd-dev/clawd/secrets"
 )
 
@@ -186,6 +187,11 @@ type Config struct {
 	ProxyCredential func(name string) (string, error)
 	// Now is the clock for decisions and durations. Default time.Now.
 	Now func() time.Time
+
+	// LLM budgets (issue 16, budget): Usage keeps what each container spent
+	// of the rules' `budget:` (the daemon's is persisted in its state
+	// directory). nil: a ledger in memory, lost when the Server goes.
+	Usage *usage.Ledger
 }
 
 const (
@@ -210,7 +216,8 @@ type Server struct {
 	fbPorts    map[uint16]bool
 	decisions  decisionCounters
 	untrusted  untrustedCounts
-	budget     *bodyBudget // memory of buffered request bodies (body.go)
+	budget     *bodyBudget   // memory of buffered request bodies (body.go)
+	usage      *usage.Ledger // LLM budgets (usage.go)
 
 	liveMu sync.Mutex
 	live   map[*live]struct{} // open streams re-decided by Recheck
@@ -282,6 +289,12 @@ func New(cfg Config) (*Server, error) {
 		live:      make(map[*live]struct{}),
 	}
 	s.budget = newBodyBudget(cfg.MaxBufferedBytes, cfg.MaxBufferedBytesPerContainer, m)
+	if s.usage = cfg.Usage; s.usage == nil {
+		s.usage, _ = usage.Open("", nil)
+	}
+	if err := registerUsage(cfg.Registerer, s.usage, cfg.Now); err != nil {
+		return nil, fmt.Errorf("proxy: %w", err)
+	}
 	for _, ap := range cfg.Forbidden {
 		s.forbidden[netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())] = true
 	}

@@ -31,7 +31,8 @@ var allowed = map[string][]string{
 	"approval/channels":     {"approval", "approval/", "policy", "internal/"}, // the registry: builds channels by type from clawd.yaml
 	"proxy/ca":              {"internal/"},
 	"proxy/dns":             {"audit", "policy", "internal/"},
-	"proxy":                 {"approval", "audit", "policy", "secrets", "proxy/ca", "internal/"}, // knows no daemon, no YAML loading, no platform
+	"proxy/usage":           {"policy", "internal/"},                                                            // LLM usage: meter and budget ledger
+	"proxy":                 {"approval", "audit", "policy", "secrets", "proxy/ca", "proxy/usage", "internal/"}, // knows no daemon, no YAML loading, no platform
 	"daemon/nsenter":        {},
 	"daemon/procid":         {"policy"}, // which program a PID runs: /proc only, policy.Program the result
 	"daemon/enforce":        {"bpf", "daemon/nsenter", "internal/"},
