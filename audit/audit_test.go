@@ -133,8 +133,16 @@ func TestShortWriteLeavesNoPartialLine(t *testing.T) {
 	}
 	l.Log(Entry{Event: "decision", Path: "/three"})
 	got := readLines(t, path)
-	if len(got) != 3 || got[0].Path != "/one" || got[1].Path != "/two" || got[2].Path != "/three" {
+	// The lost line is recorded, chained to the last line written, so the
+	// chain has no hole and the reader learns what is missing.
+	if len(got) != 4 || got[0].Path != "/one" || got[1].Path != "/two" || got[3].Path != "/three" {
 		t.Fatalf("log after a short write: %+v", got)
+	}
+	if lost := got[2]; lost.Event != EventLost || lost.Count != 1 || !strings.Contains(lost.Reason, "file too large") {
+		t.Fatalf("lost line recorded as %+v", lost)
+	}
+	if rep := verifyFile(t, path, nil); rep.Problem != nil || rep.Lost != 1 {
+		t.Fatalf("verify after a short write: %+v", rep)
 	}
 }
 
