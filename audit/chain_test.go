@@ -428,3 +428,27 @@ func TestKeyFile(t *testing.T) {
 }
 
 func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
+
+// What `clawd audit verify` prints: OK with counts and the honest caveats,
+// or the first altered line.
+func TestReportWrite(t *testing.T) {
+	key, pub := testKey(t)
+	lines := chainedLog(t, key, 12, 5)
+	var out strings.Builder
+	verifyBytes(t, join(lines[:9]), pub).Write(&out, "audit.log", true)
+	for _, want := range []string{"audit.log: OK: 9 line(s), seq 1..9, 1 checkpoint(s), 1 signature(s) verified", "unsigned tail of 3 line(s) after the last signed checkpoint (seq 6)", "lines cut off the end leave no trace"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+	out.Reset()
+	verifyBytes(t, join(edit(lines, 2, `"method":"GET"`, `"method":"PUT"`)), pub).Write(&out, "audit.log", true)
+	if !strings.HasPrefix(out.String(), "audit.log: FAILED at line 3: altered") {
+		t.Errorf("output:\n%s", out.String())
+	}
+	out.Reset()
+	verifyBytes(t, join(lines), nil).Write(&out, "audit.log", false)
+	if !strings.Contains(out.String(), "signatures NOT checked (no --key)") {
+		t.Errorf("output:\n%s", out.String())
+	}
+}

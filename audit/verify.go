@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 )
 
 // Report is what Verify found in an audit log.
@@ -210,5 +211,70 @@ func readLine(br *bufio.Reader) (line []byte, complete bool, err error) {
 			return line, false, nil
 		}
 		return nil, false, err
+	}
+}
+
+// VerifyFile verifies the audit log at path ("-": standard input) with the
+// public key in keyPath ("": the chain only).
+func VerifyFile(path, keyPath string) (Report, error) {
+	var pub ed25519.PublicKey
+	if keyPath != "" {
+		var err error
+		if pub, err = LoadPublicKey(keyPath); err != nil {
+			return Report{}, fmt.Errorf("--key: %w", err)
+		}
+	}
+	r := io.Reader(os.Stdin)
+	if path != "-" {
+		f, err := os.Open(path)
+		if err != nil {
+			return Report{}, err
+		}
+		defer f.Close()
+		r = f
+	}
+	return Verify(r, pub)
+}
+
+// Write prints the report for a person: OK with counts, or the first
+// altered line and why; and what the file cannot show.
+func (rep Report) Write(w io.Writer, name string, signed bool) {
+	chainLines := rep.Lines - rep.Legacy - len(rep.Torn)
+	if p := rep.Problem; p != nil {
+		fmt.Fprintf(w, "%s: FAILED at line %d: %s\n", name, p.Line, p.Why)
+		if p.Line > 1 {
+			fmt.Fprintf(w, "  lines before it: chain intact up to seq %d, %d signed checkpoint(s)\n", rep.LastSeq, rep.Signed)
+		}
+		return
+	}
+	if chainLines == 0 {
+		fmt.Fprintf(w, "%s: OK but no chain: %d line(s), none chained (written by a clawd without the audit chain)\n", name, rep.Lines)
+		return
+	}
+	fmt.Fprintf(w, "%s: OK: %d line(s), seq %d..%d, %d checkpoint(s)", name, rep.Lines, rep.FirstSeq, rep.LastSeq, rep.Checkpoints)
+	if signed {
+		fmt.Fprintf(w, ", %d signature(s) verified", rep.Signed)
+	} else {
+		fmt.Fprint(w, ", signatures NOT checked (no --key)")
+	}
+	fmt.Fprintln(w)
+	switch {
+	case signed && rep.Signed == 0:
+		fmt.Fprintf(w, "warning: no signed checkpoint: all %d chain line(s) are vouched for by the chain only\n", rep.UnsignedTail)
+	case signed && rep.UnsignedTail > 0:
+		fmt.Fprintf(w, "warning: unsigned tail of %d line(s) after the last signed checkpoint (seq %d): vouched for by the chain only\n", rep.UnsignedTail, rep.SignedSeq)
+	}
+	fmt.Fprintln(w, "note: lines cut off the end leave no trace in the file: compare the last seq with the daemon's (or an off-host copy)")
+	if rep.LinkedBefore {
+		fmt.Fprintf(w, "note: line 1 (seq %d) links to a line before this file (a rotated log): verify it after its predecessor, e.g. cat audit.log.1 audit.log | clawd audit verify -\n", rep.FirstSeq)
+	}
+	if rep.Legacy > 0 {
+		fmt.Fprintf(w, "note: the first %d line(s) are not chained (an older clawd's); the chain links to the last of them\n", rep.Legacy)
+	}
+	for _, n := range rep.Torn {
+		fmt.Fprintf(w, "note: line %d is torn (a crash during its write), recorded by line %d\n", n, n+1)
+	}
+	if rep.Lost > 0 {
+		fmt.Fprintf(w, "note: %d line(s) could not be written (disk full?), recorded by audit_lost lines\n", rep.Lost)
 	}
 }

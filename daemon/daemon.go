@@ -32,6 +32,7 @@ import (
 	"github.com/clawd-dev/clawd/approval/channels"
 	"github.com/clawd-dev/clawd/approval/summary"
 	"github.com/clawd-dev/clawd/audit"
+	"github.com/clawd-dev/clawd/audit/otlp"
 	"github.com/clawd-dev/clawd/daemon/enforce"
 	"github.com/clawd-dev/clawd/daemon/runtime"
 	"github.com/clawd-dev/clawd/internal/addrclass"
@@ -66,6 +67,7 @@ type Daemon struct {
 	proxy     *proxy.Server
 	dns       *dns.Resolver
 	audit     *audit.Logger
+	auditExp  *otlp.Exporter // nil without audit-otlp (auditx)
 	ca        *ca.CA
 	rt        runtime.Multi
 
@@ -120,7 +122,7 @@ func New(cfg Config, log *zap.Logger) (*Daemon, error) {
 	if d.state, err = newStateStore(cfg.StateDir); err != nil {
 		return nil, err
 	}
-	if d.audit, err = audit.Open(cfg.AuditLog); err != nil {
+	if err := d.openAudit(); err != nil {
 		return nil, err
 	}
 	d.audit.OnError = func(err error) { log.Error("audit log write failed", zap.Error(err)) }
@@ -474,6 +476,7 @@ func (d *Daemon) shutdown(servers []*http.Server) error {
 	}
 	d.dns.FlushAudit()
 	d.audit.Close()
+	d.closeAuditExport()
 	d.enf.Close()
 	return err
 }
