@@ -12,14 +12,16 @@ import (
 	"sync"
 
 	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/confmap"
+	"go.opentelemetry.io/collector/confmap/provider/fileprovider"
 	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/exporter"
 	"go.opentelemetry.io/collector/otelcol"
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/receiver"
 	"go.opentelemetry.io/collector/receiver/otlpreceiver"
+	"go.opentelemetry.io/collector/service/telemetry/otelconftelemetry"
 )
-
 
 type jsonConfig struct {
 	Path string `mapstructure:"path"`
@@ -76,12 +78,15 @@ func components() (otelcol.Factories, error) {
 		return f, err
 	}
 	f.Exporters, err = otelcol.MakeFactoryMap[exporter.Factory](jsonFactory())
+	f.Telemetry = otelconftelemetry.NewFactory()
 	return f, err
 }
 
 func main() {
 	info := component.BuildInfo{Command: "otelcol", Description: "clawd e2e collector", Version: "e2e"}
-	set := otelcol.CollectorSettings{BuildInfo: info, Factories: components}
+	set := otelcol.CollectorSettings{BuildInfo: info, Factories: components,
+		ConfigProviderSettings: otelcol.ConfigProviderSettings{ResolverSettings: confmap.ResolverSettings{
+			ProviderFactories: []confmap.ProviderFactory{fileprovider.NewFactory()}, DefaultScheme: "file"}}}
 	if err := otelcol.NewCommand(set).Execute(); err != nil {
 		os.Exit(1)
 	}
