@@ -116,6 +116,7 @@ type chain struct {
 	// What the batch's first lines record (lost, torn), to clear once written.
 	sealedLost int64
 	sealedTorn bool
+	records    int // of the batch's first lines, how many are such records
 }
 
 type mark struct {
@@ -141,6 +142,7 @@ func (c *chain) seal(bodies []byte, ckpt bool, o *Options) ([]byte, int) {
 		c.sealEntry(Entry{Event: EventLost, Count: c.lost, Reason: "lines could not be written: " + c.lostErr})
 		c.sealedLost = c.lost
 	}
+	c.records = len(c.marks)
 	for len(bodies) > 0 {
 		i := bytes.IndexByte(bodies, '\n')
 		c.sealLine(bodies[:i], nil)
@@ -218,9 +220,19 @@ func (c *chain) lostAfter(ok, lost int, err error) {
 	m := c.before
 	if ok > 0 {
 		m = c.marks[ok-1]
-		c.written()
+	}
+	if c.sealedTorn && ok >= 1 { // the torn record comes first
+		c.torn = ""
+	}
+	if ok >= c.records {
+		c.lost -= c.sealedLost
 	}
 	c.seq, c.last, c.hasLast, c.since = m.seq, m.last, m.hasLast, m.since
+	// The records themselves are written again with the next batch: not
+	// audit lines lost.
+	if ok < c.records {
+		lost -= c.records - ok
+	}
 	c.lost += int64(lost)
 	c.lostErr = err.Error()
 }
