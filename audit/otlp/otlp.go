@@ -80,17 +80,18 @@ const (
 
 // Exporter is a running export. Tee is its audit.Options.Tee.
 type Exporter struct {
-	queue    chan []byte
-	provider *sdklog.LoggerProvider
-	logger   log.Logger
-	done     chan struct{}
-	mu       sync.RWMutex // Close against Tee
-	closed   bool
-	dropped  atomic.Uint64 // lines the queue had no room for
-	exported atomic.Uint64
-	failed   atomic.Uint64
-	log      *zap.Logger
-	limit    *rate.Limiter // of failure log lines
+	queue     chan []byte
+	provider  *sdklog.LoggerProvider
+	logger    log.Logger
+	done      chan struct{}
+	mu        sync.RWMutex // Close against Tee
+	closed    bool
+	dropped   atomic.Uint64 // lines the queue had no room for
+	exported  atomic.Uint64
+	failed    atomic.Uint64
+	log       *zap.Logger
+	limit     *rate.Limiter // of failure log lines
+	dropLimit *rate.Limiter // of drop log lines
 }
 
 // New starts an exporter; it does not contact the collector (a down
@@ -118,7 +119,7 @@ func newStopped(cfg Config, reg prometheus.Registerer, lg *zap.Logger) (*Exporte
 	if cfg.BatchInterval <= 0 {
 		cfg.BatchInterval = time.Second
 	}
-	e := &Exporter{queue: make(chan []byte, cfg.QueueSize), done: make(chan struct{}), log: lg, limit: rate.NewLimiter(rate.Every(time.Minute), 3)}
+	e := &Exporter{queue: make(chan []byte, cfg.QueueSize), done: make(chan struct{}), log: lg, limit: rate.NewLimiter(rate.Every(time.Minute), 3), dropLimit: rate.NewLimiter(rate.Every(time.Minute), 1)}
 	exp, err := newExporter(cfg)
 	if err != nil {
 		return nil, err
@@ -210,6 +211,9 @@ func (e *Exporter) Tee(line []byte) {
 	case e.queue <- bytes.Clone(line):
 	default:
 		e.dropped.Add(1)
+		if e.dropLimit.Allow() {
+			e.log.Warn("audit export queue full: lines dropped from export (the JSONL file has them)", zap.Uint64("dropped_total", e.dropped.Load()))
+		}
 	}
 }
 
