@@ -110,7 +110,7 @@ func OpenWith(path string, o Options) (*Logger, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := l.chain.resume(f); err != nil {
+	if err := l.chain.resume(f, l.opt.HeadFile); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("audit log %s: %w", path, err)
 	}
@@ -146,6 +146,7 @@ func (l *Logger) Reopen() error {
 		return nil
 	}
 	l.flushLocked(true)
+	l.saveHead()
 	// A file that does not end in a newline (someone else's torn line) must
 	// not glue it to ours.
 	if fi, err := f.Stat(); err == nil && fi.Size() > 0 {
@@ -291,6 +292,14 @@ func (l *Logger) flushLocked(ckpt bool) {
 	}
 }
 
+// saveHead, with mu held and no write in progress, records the chain's
+// head in Options.HeadFile.
+func (l *Logger) saveHead() {
+	if err := l.chain.saveHead(l.opt.HeadFile); err != nil && l.OnError != nil {
+		l.OnError(err)
+	}
+}
+
 // Checkpoint writes a signed checkpoint now if lines were written since the
 // last one (and the Logger has a key).
 func (l *Logger) Checkpoint() {
@@ -345,6 +354,7 @@ func (l *Logger) Close() error {
 		return nil
 	}
 	l.flushLocked(true)
+	l.saveHead()
 	err := l.f.Close()
 	l.f = nil
 	l.mu.Unlock()

@@ -7,11 +7,14 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"strconv"
 	"time"
+
+	"github.com/clawd-dev/clawd/internal/atomicfile"
 )
 
 // The audit log is a hash chain. Every line ends with
@@ -56,6 +59,11 @@ type Options struct {
 	// CheckpointInterval: a checkpoint this often while lines arrive (0:
 	// DefaultCheckpointInterval, negative: none by time).
 	CheckpointInterval time.Duration
+	// HeadFile, if set, keeps the chain's head (seq and hash of the last
+	// line) across a rotation the daemon did not see (logrotate while it
+	// was stopped): written on Reopen and Close, read when the log file
+	// is empty at open, so the new file still links to the old one.
+	HeadFile string
 	// Tee receives every line written (without its newline) once it is in
 	// the file, on the writing goroutine, in chain order: it must not block
 	// and must copy the line to keep it (OTLP export).
@@ -237,20 +245,50 @@ func (c *chain) lostAfter(ok, lost int, err error) {
 	c.lostErr = err.Error()
 }
 
+// saveHead writes the chain's head to path.
+func (c *chain) saveHead(path string) error {
+	if path == "" || !c.hasLast {
+		return nil
+	}
+	return atomicfile.WriteFile(path, fmt.Appendf(nil, "%d %x\n", c.seq, c.last[:]), 0o600)
+}
+
+// loadHead continues an empty log's chain from the head in path.
+func (c *chain) loadHead(path string) error {
+	if path == "" {
+		return nil
+	}
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var seq int64
+	var sum []byte
+	if _, err := fmt.Sscanf(string(b), "%d %x\n", &seq, &sum); err != nil || seq < 0 || len(sum) != sha256.Size {
+		return fmt.Errorf("chain head %s: not \"SEQ HEX-SHA256\" (remove it to start a new chain)", path)
+	}
+	c.seq, c.hasLast = seq, true
+	copy(c.last[:], sum)
+	return nil
+}
+
 // maxTail bounds how far back resume looks for the last complete line.
 const maxTail = 64 << 20
 
 // resume continues the chain from f's last complete line. A last line
 // without a newline (torn by a crash) is ended with one and recorded by the
 // next line written; the chain skips it.
-func (c *chain) resume(f *os.File) error {
+func (c *chain) resume(f *os.File, headFile string) error {
 	fi, err := f.Stat()
 	if err != nil {
 		return err
 	}
 	size := fi.Size()
 	if size == 0 {
-		return nil
+		return c.loadHead(headFile)
 	}
 	n := min(size, 64<<10)
 	var tail []byte

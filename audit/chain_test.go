@@ -452,3 +452,35 @@ func TestReportWrite(t *testing.T) {
 		t.Errorf("output:\n%s", out.String())
 	}
 }
+
+// Rotated while the daemon was stopped: the new, empty file still links to
+// the old one's end through the head file.
+func TestChainHeadFileAcrossOfflineRotation(t *testing.T) {
+	dir := t.TempDir()
+	path, head := filepath.Join(dir, "audit.log"), filepath.Join(dir, "audit.head")
+	key, pub := testKey(t)
+	opt := Options{Key: key, CheckpointInterval: -1, HeadFile: head}
+	l, _ := OpenWith(path, opt)
+	l.Log(Entry{Event: EventDecision, Path: "/old"})
+	l.Close()
+	if fi, err := os.Stat(head); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("head file: %v", err)
+	}
+	os.Rename(path, path+".1")
+	l, err := OpenWith(path, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Log(Entry{Event: EventDecision, Path: "/new"})
+	l.Close()
+	a, _ := os.ReadFile(path + ".1")
+	b, _ := os.ReadFile(path)
+	if rep := verifyBytes(t, append(a, b...), pub); rep.Problem != nil || rep.LastSeq != 4 || rep.UnsignedTail != 0 {
+		t.Fatalf("both files: %+v %v", rep, rep.Problem)
+	}
+	os.WriteFile(head, []byte("garbage"), 0o600)
+	os.Remove(path)
+	if _, err := OpenWith(path, opt); err == nil || !strings.Contains(err.Error(), "chain head") {
+		t.Fatalf("a broken head file accepted: %v", err)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"time"
 
 	"go.uber.org/zap"
@@ -19,7 +20,8 @@ func (d *Daemon) openAudit() error {
 	if err != nil {
 		return err
 	}
-	opt := audit.Options{Key: key, CheckpointEvery: d.cfg.AuditCheckpointEvery, CheckpointInterval: d.cfg.AuditCheckpointInterval}
+	opt := audit.Options{Key: key, CheckpointEvery: d.cfg.AuditCheckpointEvery, CheckpointInterval: d.cfg.AuditCheckpointInterval,
+		HeadFile: filepath.Join(d.cfg.StateDir, "audit.head")}
 	if opt.CheckpointInterval == 0 {
 		opt.CheckpointInterval = -1
 	}
