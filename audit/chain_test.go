@@ -197,6 +197,7 @@ func TestVerifyFindsTampering(t *testing.T) {
 		{"fake torn record", ins(lines, 4, "{garbage"), pub, 5, "not a JSON line"},
 		{"cut inside the last line", nil, pub, 15, "ends inside this line"},
 		{"another key", lines, otherPub, 6, "signature does not verify"},
+		{"replay a signature", rechain(edit(lines, 11, regexp.MustCompile(`"sig":"[^"]*"`).FindString(lines[11]), regexp.MustCompile(`"sig":"[^"]*"`).FindString(lines[5])), 12), pub, 12, "signature does not verify"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := join(tc.log)
@@ -482,5 +483,23 @@ func TestChainHeadFileAcrossOfflineRotation(t *testing.T) {
 	os.Remove(path)
 	if _, err := OpenWith(path, opt); err == nil || !strings.Contains(err.Error(), "chain head") {
 		t.Fatalf("a broken head file accepted: %v", err)
+	}
+}
+
+// An agent controls paths, hosts and reasons: whatever they hold, a line
+// keeps the chain fields the Logger gave it.
+func TestAgentTextCannotForgeChainFields(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.log")
+	l, _ := Open(path)
+	evil := `/x"},"seq":999,"prev":"` + strings.Repeat("0", 64) + `","sig":"AAAA"}` + "\n" + `{"seq":1000`
+	l.Log(Entry{Event: EventDecision, Path: evil, Host: evil, Reason: evil})
+	l.Log(Entry{Event: EventDecision, Path: evil})
+	l.Close()
+	got := readLines(t, path)
+	if len(got) != 2 || got[0].Seq != 1 || got[1].Seq != 2 || got[0].Path != evil || got[0].Sig != "" {
+		t.Fatalf("lines %+v", got)
+	}
+	if rep := verifyFile(t, path, nil); rep.Problem != nil || rep.Lines != 2 {
+		t.Fatalf("verify %+v", rep)
 	}
 }
