@@ -503,3 +503,20 @@ func TestAgentTextCannotForgeChainFields(t *testing.T) {
 		t.Fatalf("verify %+v", rep)
 	}
 }
+
+// A file without chain lines proves nothing: not OK.
+func TestVerifyEmptyIsNotOK(t *testing.T) {
+	legacy := `{"time":"2026-01-01T00:00:00Z","event":"decision","bytes_in":0,"bytes_out":0,"duration_ms":0}` + "\n"
+	for _, in := range []string{"", legacy} {
+		rep := verifyBytes(t, []byte(in), nil)
+		var out strings.Builder
+		rep.Write(&out, "f", false)
+		if rep.OK() || !strings.Contains(out.String(), "NOTHING VERIFIED") {
+			t.Errorf("%q: OK=%v %s", in, rep.OK(), out.String())
+		}
+	}
+	key, pub := testKey(t)
+	if rep := verifyBytes(t, join(chainedLog(t, key, 2, 5)), pub); !rep.OK() {
+		t.Errorf("a good log is not OK: %+v", rep)
+	}
+}

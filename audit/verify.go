@@ -36,6 +36,10 @@ type Report struct {
 	Problem *Problem
 }
 
+// OK reports whether the file verified and holds a chain to verify (a
+// file without chain lines, empty or an older clawd's, proves nothing).
+func (rep Report) OK() bool { return rep.Problem == nil && rep.LastSeq > 0 }
+
 // Problem names the first altered line and why Verify thinks so.
 type Problem struct {
 	Line int
@@ -248,7 +252,7 @@ func (rep Report) Write(w io.Writer, name string, signed bool) {
 		return
 	}
 	if chainLines == 0 {
-		fmt.Fprintf(w, "%s: OK but no chain: %d line(s), none chained (written by a clawd without the audit chain)\n", name, rep.Lines)
+		fmt.Fprintf(w, "%s: NOTHING VERIFIED: %d line(s), none of them chained (empty, or written by a clawd without the audit chain)\n", name, rep.Lines)
 		return
 	}
 	fmt.Fprintf(w, "%s: OK: %d line(s), seq %d..%d, %d checkpoint(s)", name, rep.Lines, rep.FirstSeq, rep.LastSeq, rep.Checkpoints)

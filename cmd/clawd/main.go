@@ -323,7 +323,7 @@ func auditCmd() *cobra.Command {
 				return err
 			}
 			rep.Write(os.Stdout, args[0], key != "")
-			if rep.Problem != nil {
+			if !rep.OK() {
 				return errors.New("audit log verification failed")
 			}
 			return nil
