@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -387,6 +388,39 @@ func TestAuditChainAcrossRestartAndRotation(t *testing.T) {
 		b, _ := os.ReadFile(cl.Audit + ".1")
 		if !strings.Contains(string(b), p) {
 			t.Errorf("rotated file lacks %s", p)
+		}
+	}
+}
+
+// A collector that is not there costs the agent nothing and the audit file
+// nothing: requests are served, every decision is in the verified file,
+// and the failed export is counted in the metrics.
+func TestAuditExportToAnAbsentCollector(t *testing.T) {
+	ctd := harness.SharedContainerd(t)
+	harness.SharedUpstream(t)
+	cl := StartClawd(t, ctd, ClawdOpts{Policy: auditxPolicy, Extra: fmt.Sprintf("audit-otlp:\n  endpoint: http://%s\n  timeout: 1s\n", freePort(t))})
+	ct := ctd.Run(t, "auditd", harness.RunOpts{})
+	cl.MustCLI("attach", ct.Name)
+	const api = "http://api.upstream.test:8080"
+	for i := range 5 {
+		if out, code := wget(t, ct, fmt.Sprintf("%s/ok/down%d", api, i)); code != 0 {
+			t.Fatalf("request %d with the collector down: %s", i, out)
+		}
+	}
+	metric := regexp.MustCompile(`(?m)^clawd_audit_export_records_total\{result="failed"\} (\d+)`)
+	eventually(t, "the failed export counted", func() bool {
+		m := metric.FindStringSubmatch(httpGetBody("http://" + cl.Metrics + "/metrics"))
+		return m != nil && m[1] != "0"
+	})
+	cl.Stop()
+	out, err := exec.Command(cl.Bin, "audit", "verify", "--key", filepath.Join(cl.StateDir, "audit-key.pub"), cl.Audit).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), ": OK: ") {
+		t.Fatalf("verify: %v\n%s", err, out)
+	}
+	b, _ := os.ReadFile(cl.Audit)
+	for i := range 5 {
+		if !strings.Contains(string(b), fmt.Sprintf(`"path":"/ok/down%d"`, i)) {
+			t.Errorf("the audit file lacks request %d", i)
 		}
 	}
 }
