@@ -85,16 +85,23 @@ type collector struct {
 	cmd      *exec.Cmd
 }
 
-func startCollector(t *testing.T) *collector {
+func startCollector(t *testing.T) *collector { return startCollectorProto(t, "http") }
+
+// startCollectorProto starts a collector receiving OTLP over proto ("http"
+// or "grpc"); Endpoint is what clawd.yaml's audit-otlp endpoint takes.
+func startCollectorProto(t *testing.T, proto string) *collector {
 	t.Helper()
 	bin := otelcolBin(t)
 	dir := t.TempDir()
 	addr := freePort(t)
 	c := &collector{Endpoint: "http://" + addr, Out: filepath.Join(dir, "received.jsonl")}
+	if proto == "grpc" {
+		c.Endpoint = addr
+	}
 	cfg := fmt.Sprintf(`receivers:
   otlp:
     protocols:
-      http:
+      `+proto+`:
         endpoint: %s
 exporters:
   jsonlines:
@@ -422,5 +429,37 @@ func TestAuditExportToAnAbsentCollector(t *testing.T) {
 		if !strings.Contains(string(b), fmt.Sprintf(`"path":"/ok/down%d"`, i)) {
 			t.Errorf("the audit file lacks request %d", i)
 		}
+	}
+}
+
+// The same over OTLP/gRPC (no TLS, on loopback).
+func TestAuditExportOverGRPC(t *testing.T) {
+	ctd := harness.SharedContainerd(t)
+	harness.SharedUpstream(t)
+	col := startCollectorProto(t, "grpc")
+	cl := StartClawd(t, ctd, ClawdOpts{Policy: auditxPolicy, Extra: fmt.Sprintf("audit-otlp:\n  endpoint: %s\n  protocol: grpc\n  insecure: true\n", col.Endpoint)})
+	ct := ctd.Run(t, "auditg", harness.RunOpts{})
+	cl.MustCLI("attach", ct.Name)
+	if out, code := wget(t, ct, "http://api.upstream.test:8080/blocked/grpc"); code == 0 {
+		t.Fatalf("denied request got through: %s", out)
+	}
+	cl.Stop()
+	file, _ := os.ReadFile(cl.Audit)
+	lines := strings.Split(strings.TrimSuffix(string(file), "\n"), "\n")
+	got := col.Received(t)
+	if len(got) != len(lines) {
+		t.Fatalf("collector received %d records for %d audit lines", len(got), len(lines))
+	}
+	found := false
+	for i, r := range got {
+		if r.Body != lines[i] {
+			t.Fatalf("record %d body %q, want %q", i, r.Body, lines[i])
+		}
+		if r.Attrs["clawd.path"] == "/blocked/grpc" {
+			found = r.Attrs["clawd.container"] == ct.Name && r.Attrs["clawd.rule"] == "up-block" && r.Attrs["clawd.action"] == "deny"
+		}
+	}
+	if !found {
+		t.Fatalf("no record of the denial with its container, rule and action: %+v", got)
 	}
 }
