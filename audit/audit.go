@@ -5,6 +5,7 @@ package audit
 
 import (
 	"bytes"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"sync"
@@ -298,6 +299,19 @@ func (l *Logger) saveHead() {
 	if err := l.chain.saveHead(l.opt.HeadFile); err != nil && l.OnError != nil {
 		l.OnError(err)
 	}
+}
+
+// Head returns the seq and hex SHA-256 of the chain's last line written
+// (0, "" before the first): what a verifier of a copy compares its end
+// with, to see lines cut off.
+func (l *Logger) Head() (seq int64, hash string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.idle()
+	if !l.chain.hasLast {
+		return 0, ""
+	}
+	return l.chain.seq, hex.EncodeToString(l.chain.last[:])
 }
 
 // Checkpoint writes a signed checkpoint now if lines were written since the

@@ -520,3 +520,21 @@ func TestVerifyEmptyIsNotOK(t *testing.T) {
 		t.Errorf("a good log is not OK: %+v", rep)
 	}
 }
+
+func TestHeadIsTheLastLine(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.log")
+	l, _ := Open(path)
+	if seq, h := l.Head(); seq != 0 || h != "" {
+		t.Fatalf("head of an empty log: %d %q", seq, h)
+	}
+	l.Log(Entry{Event: EventDecision})
+	l.Log(Entry{Event: EventDecision})
+	seq, h := l.Head()
+	l.Close()
+	b, _ := os.ReadFile(path)
+	lines := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+	sum := sha256.Sum256([]byte(lines[len(lines)-1]))
+	if seq != 2 || h != hex.EncodeToString(sum[:]) {
+		t.Fatalf("head %d %s", seq, h)
+	}
+}

@@ -268,7 +268,7 @@ func (rep Report) Write(w io.Writer, name string, signed bool) {
 	case signed && rep.UnsignedTail > 0:
 		fmt.Fprintf(w, "warning: unsigned tail of %d line(s) after the last signed checkpoint (seq %d): vouched for by the chain only\n", rep.UnsignedTail, rep.SignedSeq)
 	}
-	fmt.Fprintln(w, "note: lines cut off the end leave no trace in the file: compare the last seq with the daemon's (or an off-host copy)")
+	fmt.Fprintln(w, "note: lines cut off the end leave no trace in the file: compare the last seq with the daemon's (clawd status: audit chain head) or an off-host copy")
 	if rep.LinkedBefore {
 		fmt.Fprintf(w, "note: line 1 (seq %d) links to a line before this file (a rotated log): verify it after its predecessor, e.g. cat audit.log.1 audit.log | clawd audit verify -\n", rep.FirstSeq)
 	}

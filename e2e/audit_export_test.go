@@ -270,6 +270,13 @@ audit-otlp:
 		return nil
 	}
 	eventually(t, "both decisions audited", func() bool { return find("/ok/1") != nil && find("/blocked/1") != nil })
+	// clawd status names the chain's head: the seq a copy should reach.
+	m := regexp.MustCompile(`audit chain head:  seq (\d+), sha256 [0-9a-f]{64}`).FindStringSubmatch(cl.MustCLI("status"))
+	if m == nil {
+		t.Fatalf("clawd status shows no audit chain head")
+	}
+	var headSeq int
+	fmt.Sscan(m[1], &headSeq)
 	// A clean shutdown ends the log with a signed checkpoint and sends
 	// what is queued to the collector.
 	cl.Stop()
@@ -281,6 +288,13 @@ audit-otlp:
 	out, err := exec.Command(cl.Bin, "audit", "verify", "--key", pub, cl.Audit).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), ": OK: ") || strings.Contains(string(out), "unsigned tail") || !strings.Contains(string(out), "signature(s) verified") {
 		t.Fatalf("verify of the daemon's log: %v\n%s", err, out)
+	}
+	var lastSeq int
+	if m := regexp.MustCompile(`seq 1\.\.(\d+)`).FindStringSubmatch(string(out)); m != nil {
+		fmt.Sscan(m[1], &lastSeq)
+	}
+	if lastSeq <= headSeq {
+		t.Fatalf("verify ends at seq %d, the head before shutdown was %d (the shutdown checkpoint follows it):\n%s", lastSeq, headSeq, out)
 	}
 
 	// What the collector received is the audit file, line for line, with
