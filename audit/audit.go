@@ -232,6 +232,14 @@ func (l *Logger) commit() {
 	l.pending, l.npend, l.wantCkpt = l.spare[:0], 0, false
 	l.spare = nil
 	l.filling++
+	if f == nil {
+		// Closed meanwhile: dropped, as a Log after Close is.
+		l.written = mine
+		l.spare = buf[:0]
+		l.cond.Broadcast()
+		l.mu.Unlock()
+		return
+	}
 	l.writing = true
 	l.mu.Unlock()
 
