@@ -71,6 +71,13 @@ func appendEntry(b []byte, e *Entry) (_ []byte, ok bool) {
 		b = append(b, `,"tokens":`...)
 		b = strconv.AppendInt(b, e.Tokens, 10)
 	}
+	// The chain's fields, last (the Logger's chain.sealLine writes them).
+	if e.Seq != 0 {
+		b = append(b, `,"seq":`...)
+		b = strconv.AppendInt(b, e.Seq, 10)
+	}
+	b = appendField(b, `,"prev":`, e.Prev)
+	b = appendField(b, `,"sig":`, e.Sig)
 	return append(b, '}'), true
 }
 

@@ -65,6 +65,11 @@ type Status struct {
 	MetricsListen   string    `json:"metrics_listen,omitempty"`
 	AuditLog        string    `json:"audit_log"`
 	PendingApproval int       `json:"pending_approvals"`
+
+	// The audit chain's head (auditx): `clawd audit verify` of the file
+	// should end at this seq; fewer lines were cut off.
+	AuditSeq  int64  `json:"audit_seq,omitempty"`
+	AuditHead string `json:"audit_head,omitempty"`
 }
 
 // listenControl opens the root-only control socket.
@@ -339,6 +344,7 @@ func (d *Daemon) Status() Status {
 		PolicyReloaded: d.policy.LastReload(), PinRoot: d.cfg.PinRoot, APIListen: d.cfg.APIListen,
 		MetricsListen: d.cfg.MetricsListen, AuditLog: d.cfg.AuditLog,
 	}
+	s.AuditSeq, s.AuditHead = d.audit.Head()
 	if p := d.policy.Current(); p != nil {
 		s.PolicyRules = p.Rules()
 	}

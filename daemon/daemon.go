@@ -32,6 +32,7 @@ import (
 	"github.com/clawd-dev/clawd/approval/channels"
 	"github.com/clawd-dev/clawd/approval/summary"
 	"github.com/clawd-dev/clawd/audit"
+	"github.com/clawd-dev/clawd/audit/otlp"
 	"github.com/clawd-dev/clawd/daemon/enforce"
 	"github.com/clawd-dev/clawd/daemon/procid"
 	"github.com/clawd-dev/clawd/daemon/runtime"
@@ -70,6 +71,7 @@ type Daemon struct {
 	usage     *usage.Ledger // LLM budgets (issue 16): budgets.json in the state dir
 	dns       *dns.Resolver
 	audit     *audit.Logger
+	auditExp  *otlp.Exporter // nil without audit-otlp (auditx)
 	ca        *ca.CA
 	rt        runtime.Multi
 
@@ -132,7 +134,7 @@ func New(cfg Config, log *zap.Logger) (*Daemon, error) {
 	if d.state, err = newStateStore(cfg.StateDir); err != nil {
 		return nil, err
 	}
-	if d.audit, err = audit.Open(cfg.AuditLog); err != nil {
+	if err := d.openAudit(); err != nil {
 		return nil, err
 	}
 	d.audit.OnError = func(err error) { log.Error("audit log write failed", zap.Error(err)) }
@@ -496,6 +498,7 @@ func (d *Daemon) shutdown(servers []*http.Server) error {
 	d.dns.FlushAudit()
 	d.usage.Close()
 	d.audit.Close()
+	d.closeAuditExport()
 	d.enf.Close()
 	return err
 }

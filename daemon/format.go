@@ -83,6 +83,9 @@ func FormatStatus(w io.Writer, s Status) {
 		fmt.Fprintf(w, "metrics:           %s\n", s.MetricsListen)
 	}
 	fmt.Fprintf(w, "audit log:         %s\n", s.AuditLog)
+	if s.AuditSeq > 0 {
+		fmt.Fprintf(w, "audit chain head:  seq %d, sha256 %s\n", s.AuditSeq, s.AuditHead)
+	}
 	fmt.Fprintf(w, "pins:              %s\n", s.PinRoot)
 }
 

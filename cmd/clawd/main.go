@@ -6,6 +6,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -22,6 +23,7 @@ import (
 	"github.com/clawd-dev/clawd/approval"
 	approvalapi "github.com/clawd-dev/clawd/approval/api"
 	"github.com/clawd-dev/clawd/approval/channels"
+	"github.com/clawd-dev/clawd/audit"
 	"github.com/clawd-dev/clawd/daemon"
 	"github.com/clawd-dev/clawd/policy"
 	"github.com/clawd-dev/clawd/policy/suggest"
@@ -51,7 +53,7 @@ func root() *cobra.Command {
 		SilenceErrors: true,
 	}
 	c.PersistentFlags().StringVar(&socket, "socket", envOr("CLAWD_SOCKET", daemon.DefaultSocket), "control socket of the daemon")
-	c.AddCommand(daemonCmd(), attachCmd(), detachCmd(), envCmd(), lsCmd(), statusCmd(), doctorCmd(), versionCmd(),
+	c.AddCommand(daemonCmd(), attachCmd(), detachCmd(), envCmd(), lsCmd(), statusCmd(), doctorCmd(), versionCmd(), auditCmd(),
 		policyCmd(), caCmd(), webhookCertCmd(), secretCmd(), approvalsCmd(), approveCmd(), denyCmd(), grantsCmd())
 	return c
 }
@@ -296,6 +298,40 @@ func doctorCmd() *cobra.Command {
 	c.Flags().AddFlagSet(cfgFlags.Flags())
 	c.Flags().StringVar(&container, "container", "", "also report which runtimes this container holds and whether each will trust clawd's CA")
 	c.Flags().StringVar(&ns, "namespace", "", "with --container: its containerd namespace")
+	return c
+}
+
+func auditCmd() *cobra.Command {
+	c := &cobra.Command{Use: "audit", Short: "Check the tamper-evident audit log"}
+	var key string
+	verify := &cobra.Command{
+		Use:   "verify FILE",
+		Short: "Verify an audit log's hash chain and signed checkpoints; point at the first altered line",
+		Long: "Verify checks that every line of FILE (\"-\": standard input) follows the one before it in the hash chain and, with\n" +
+			"--key, that every checkpoint is signed by that key. It exits non-zero at the first altered, deleted, inserted or moved\n" +
+			"line, and says how many lines after the last signed checkpoint only the chain vouches for.",
+		Args:          cobra.ExactArgs(1),
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if !cmd.Flags().Changed("key") {
+				if _, err := os.Stat(key); err != nil {
+					key = ""
+				}
+			}
+			rep, err := audit.VerifyFile(args[0], key)
+			if err != nil {
+				return err
+			}
+			rep.Write(os.Stdout, args[0], key != "")
+			if !rep.OK() {
+				return errors.New("audit log verification failed")
+			}
+			return nil
+		},
+	}
+	verify.Flags().StringVar(&key, "key", daemon.DefaultStateDir+"/audit-key.pub", "public key of the checkpoints (the daemon's AUDIT-KEY.pub); empty: check the chain only")
+	c.AddCommand(verify)
 	return c
 }
 

@@ -21,7 +21,8 @@ const module = "github.com/clawd-dev/clawd/"
 var allowed = map[string][]string{
 	"internal/":             {},                                               // plumbing: imports nothing of clawd
 	"bpf":                   {},                                               // programs and their loaders only
-	"audit":                 {},                                               // the sink knows no decision logic
+	"audit":                 {"internal/"},                                    // the sink knows no decision logic
+	"audit/otlp":            {},                                               // OTLP export of audit lines (the OpenTelemetry SDK): lines in, records out
 	"policy":                {"internal/"},                                    // pure decisions
 	"policy/suggest":        {"audit", "policy", "internal/"},                 // audit lines in, a proposed policy out
 	"secrets":               {"internal/"},                                    // the store knows no proxy
@@ -38,7 +39,7 @@ var allowed = map[string][]string{
 	"daemon/enforce":        {"bpf", "daemon/nsenter", "internal/"},
 	"daemon/runtime":        {"policy", "internal/"},
 	"daemon/admission":      {"proxy/ca"}, // the Kubernetes webhook: env and CA paths only, no daemon state
-	"daemon":                {"approval", "approval/", "audit", "bpf", "daemon/", "internal/", "policy", "proxy", "proxy/", "secrets"},
+	"daemon":                {"approval", "approval/", "audit", "audit/", "bpf", "daemon/", "internal/", "policy", "proxy", "proxy/", "secrets"},
 	"cmd/":                  {"approval", "approval/", "daemon", "policy", "policy/suggest", "secrets", "internal/", "audit"},
 	"scripts/":              {},
 }
