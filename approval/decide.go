@@ -1,11 +1,11 @@
 package approval
 
 import (
-	"net/http"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"net/http"
 	"slices"
 	"strconv"
 	"strings"
@@ -30,7 +30,8 @@ const (
 const RequesterLabel = "clawd.dev/requester"
 
 // requestDigest binds a decision to one exact request: container, method,
-// URL, body (hash and size), rule and the policy generation that decided.
+// URL, body (hash and size), rule, the policy generation that decided and
+// the program that connected.
 func requestDigest(h *Hold) string {
 	// (headers included: see headerDigest)
 	s := sha256.New()
@@ -43,6 +44,10 @@ func requestDigest(h *Hold) string {
 		strconv.FormatInt(h.BodySize, 10), h.Rule, strconv.FormatUint(h.Generation, 10)} {
 		s.Write([]byte(p))
 		s.Write([]byte{0})
+	}
+	if k := programKey(h.Program); k != "" {
+		// ident: the same request from another program is another request.
+		s.Write([]byte("program\x00" + k + "\x00"))
 	}
 	return hex.EncodeToString(s.Sum(nil))
 }
@@ -323,6 +328,7 @@ func (m *Manager) Decide(ctx context.Context, d Decision) Result {
 			ID: newID(), ContainerKey: a.Container.Key(), Container: a.Container.Name,
 			Rule: a.Rule, Host: a.Host, Method: a.Method, Path: a.Path, PathSHA256: pathHash(e.rawPath),
 			Created: now, Expires: now.Add(e.grantFor), By: by, ApprovalID: a.ID,
+			Program: e.program,
 		}
 		if err := m.store.PutGrant(g); err != nil {
 			a.Votes = a.Votes[:len(a.Votes)-1]

@@ -28,6 +28,23 @@ type Hold struct {
 	Route *policy.Route
 	// Generation is the policy generation that decided (policy.Decision.Generation).
 	Generation uint64
+
+	// Program is the process that made the connection (issue 16): shown
+	// on the card, bound into the digest and grants. Zero: unknown.
+	Program policy.Program
+}
+
+// programKey binds a decision to a program: its path and digest, "" for a
+// hold the proxy gave no program (older callers, tests), "unknown" when
+// clawd could not tell.
+func programKey(p policy.Program) string {
+	if !p.Known {
+		if p.PID == 0 && p.Path == "" {
+			return ""
+		}
+		return "unknown"
+	}
+	return p.Path + "@sha256:" + p.SHA256
 }
 
 // Outcome is how a hold ended.

@@ -155,6 +155,14 @@ type Approval struct {
 	EscalateAt time.Time `json:"escalate_at,omitzero"`
 	// Refs maps notifier name to the ref its Notify returned (Slack ts, ...).
 	Refs map[string]string `json:"-"`
+
+	// The program that connected (ident, issue 16). Program is its path,
+	// "unknown" or "(deleted)"; all shown on the card (Summary ends with
+	// it) and bound into Digest.
+	Program       string `json:"program,omitempty"`
+	ProgramSHA256 string `json:"program_sha256,omitempty"`
+	Cmdline       string `json:"cmdline,omitempty"`
+	PID           uint32 `json:"pid,omitempty"`
 }
 
 func (a *Approval) clone() *Approval {
@@ -215,6 +223,9 @@ type Grant struct {
 	Expires      time.Time `json:"expires"`
 	By           string    `json:"by"`
 	ApprovalID   string    `json:"approval_id"`
+	// Program (ident, issue 16) is the program the approval was for
+	// (path@sha256:digest, "unknown"); a grant covers only it.
+	Program string `json:"program,omitempty"`
 }
 
 func (g *Grant) matches(key string, h *Hold) bool {
@@ -222,7 +233,8 @@ func (g *Grant) matches(key string, h *Hold) bool {
 		return false // the rule as it is now wants each request judged, or two people
 	}
 	return g.ContainerKey == key && g.Rule == h.Rule && g.Host == hostname.Normalize(h.Host) &&
-		g.Method == strings.ToUpper(h.Method) && g.PathSHA256 == pathHash(grantScope(h))
+		g.Method == strings.ToUpper(h.Method) && g.PathSHA256 == pathHash(grantScope(h)) &&
+		g.Program == programKey(h.Program) && g.Program != "unknown"
 }
 
 // grantScope is what a grant covers of a request's target: the path with
@@ -247,6 +259,7 @@ type entry struct {
 	a          *Approval
 	dedup      string
 	rawPath    string   // Hold.Path as sent, for the grant scope; never shown
+	program    string   // programKey of the hold, for the grant scope (ident)
 	requesters []string // identities the agent acts for; they never decide
 	grantFor   time.Duration
 	waiters    int
@@ -583,7 +596,7 @@ func (m *Manager) createLocked(h *Hold, dk string, now time.Time) (*entry, strin
 		a.ApproveURL = m.linkURL(a.ID, a.Digest, "approve", a.Expires)
 		a.DenyURL = m.linkURL(a.ID, a.Digest, "deny", a.Expires)
 	}
-	e := &entry{a: a, dedup: dk, rawPath: grantScope(h), requesters: requesters(h), done: make(chan struct{}), changed: make(chan struct{})}
+	e := &entry{a: a, dedup: dk, rawPath: grantScope(h), program: programKey(h.Program), requesters: requesters(h), done: make(chan struct{}), changed: make(chan struct{})}
 	m.pending[a.ID] = e
 	m.byDedup[dk] = e
 	if err := m.store.PutApproval(a); err != nil {
@@ -600,6 +613,7 @@ func (m *Manager) createLocked(h *Hold, dk string, now time.Time) (*entry, strin
 		Time: now.UTC(), Event: audit.EventApproval, Action: "requested", ApprovalID: a.ID, Rule: a.Rule,
 		Container: a.Container.Name, ContainerID: a.Container.ID, Runtime: a.Container.Runtime,
 		Dst: a.Dst, Method: a.Method, Host: a.Host, Path: a.Path,
+		Program: a.Program, ProgramSHA256: a.ProgramSHA256, Cmdline: a.Cmdline, PID: a.PID,
 	})
 	for _, au := range a.Asked {
 		if c := m.channel(au.Channel); c != nil {
@@ -636,8 +650,31 @@ func (m *Manager) view(h *Hold) *Approval {
 	}
 	a.Body = m.bodyPreview(body)
 	a.Summary = m.Summary(h)
+	if k := programKey(h.Program); k != "" {
+		a.Program = "unknown"
+		if h.Program.Known {
+			a.Program = "(deleted)"
+			if h.Program.Path != "" {
+				a.Program = truncate(m.sanitize(h.Program.Path), maxShownURL)
+			}
+			a.ProgramSHA256 = h.Program.SHA256
+		}
+		a.Cmdline = truncate(m.sanitize(h.Program.Cmdline), maxShownURL)
+		a.PID = h.Program.PID
+		// Every channel shows the summary: the program goes there, within
+		// the shortest title a channel shows whole (Google Chat's 200).
+		by := " · by " + truncate(a.Program, 80)
+		if a.ProgramSHA256 != "" {
+			by += " (sha256 " + a.ProgramSHA256[:min(12, len(a.ProgramSHA256))] + "…)"
+		}
+		a.Summary = truncate(a.Summary, maxSummaryWithProgram-len(by)) + by
+	}
 	return a
 }
+
+// maxSummaryWithProgram bounds a summary that names the program: every
+// channel's title shows that many bytes (ident, issue 16).
+const maxSummaryWithProgram = 190
 
 // maxShownURL bounds URLs on cards and in the API; the agent chooses them.
 const maxShownURL = 4096

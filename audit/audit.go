@@ -5,6 +5,7 @@ package audit
 
 import (
 	"bytes"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"sync"
@@ -34,9 +35,32 @@ type Entry struct {
 	ApprovalID  string            `json:"approval_id,omitempty"`
 	QType       string            `json:"qtype,omitempty"` // DNS query type ("A", "AAAA", ...)
 	Count       int64             `json:"count,omitempty"` // events an aggregated line stands for (0: one)
-	BytesIn     int64             `json:"bytes_in"`        // from upstream to agent
-	BytesOut    int64             `json:"bytes_out"`       // from agent to upstream
-	DurationMS  float64           `json:"duration_ms"`
+	// Which program made the connection (issue 16, policy binaries:):
+	// the executable's path as the container sees it, or "unknown" when
+	// clawd could not tell (its digest is then empty too).
+	Program       string  `json:"program,omitempty"`
+	ProgramSHA256 string  `json:"program_sha256,omitempty"`
+	Cmdline       string  `json:"cmdline,omitempty"` // sanitised, bounded, credentials redacted
+	PID           uint32  `json:"pid,omitempty"`     // host PID
+	BytesIn       int64   `json:"bytes_in"`          // from upstream to agent
+	BytesOut      int64   `json:"bytes_out"`         // from agent to upstream
+	DurationMS    float64 `json:"duration_ms"`
+
+	// Learn, then enforce (issue 16 C): Mode is "audit" on every decision
+	// of a rule set in mode audit, Would the action enforcement would have
+	// taken (allow, deny, approve) while Action says what clawd did.
+	Mode  string `json:"mode,omitempty"`
+	Would string `json:"would,omitempty"`
+
+	// LLM budgets (issue 16, budget): tokens a request was charged.
+	Tokens int64 `json:"tokens,omitempty"`
+
+	// Tamper-evident chain (auditx). The Logger sets these; whatever a
+	// caller puts in them is dropped. They stay the LAST fields of Entry
+	// (TestChainFieldsAreLast): the Logger appends them to the encoded line.
+	Seq  int64  `json:"seq,omitempty"`  // position in the chain, from 1, across restarts and rotations
+	Prev string `json:"prev,omitempty"` // hex SHA-256 of the previous line's bytes (without its newline)
+	Sig  string `json:"sig,omitempty"`  // checkpoint lines: base64 Ed25519 signature of CheckpointMessage(Seq, Prev)
 }
 
 // Sink receives audit entries; *Logger implements it and tests can too.
@@ -51,22 +75,35 @@ type Sink interface {
 // and the next write takes them all at once. Every Log still returns only
 // after its own line was handed to the kernel (or found unwritable), as
 // with one write per line, and a write only ever carries whole lines.
+//
+// The lines form a hash chain (see chain.go): the caller that writes a
+// batch seals it, giving each line its seq and the SHA-256 of the line
+// before it, and, with Options.Key, adds signed checkpoint lines.
 type Logger struct {
 	mu   sync.Mutex
 	path string
 	f    *os.File
+	opt  Options
 	// OnError is called when a line cannot be written (disk full, ...),
 	// once per line lost. The entry is lost but the caller is never
 	// blocked or failed by auditing.
 	OnError func(error)
 
-	cond    sync.Cond // signals the end of a write
-	pending []byte    // whole lines waiting for the next write
-	npend   int       // lines in pending
-	spare   []byte    // the buffer of the previous write, for reuse
-	writing bool      // a write is in progress outside mu
-	filling uint64    // number of the batch that pending becomes
-	written uint64    // batches up to this number are done
+	cond     sync.Cond // signals the end of a write
+	pending  []byte    // line bodies (entries without their closing brace), each ended by '\n'
+	npend    int       // lines in pending
+	spare    []byte    // the buffer of the previous write, for reuse
+	writing  bool      // a write is in progress outside mu
+	filling  uint64    // number of the batch that pending becomes
+	written  uint64    // batches up to this number are done
+	wantCkpt bool      // the next batch ends with a checkpoint (timer)
+
+	// The chain, owned by the writer (the caller with writing set) and by
+	// holders of mu while no write is in progress.
+	chain chain
+
+	stop chan struct{} // ends the checkpoint timer
+	done chan struct{}
 }
 
 // maxSpare bounds the write buffer kept between writes, maxPooledLine the
@@ -76,30 +113,69 @@ const (
 	maxPooledLine = 64 << 10
 )
 
-// Open opens (creating with mode 0600) the audit log at path for appending.
-func Open(path string) (*Logger, error) {
-	l := &Logger{path: path, filling: 1}
+// Open opens (creating with mode 0600) the audit log at path for appending,
+// with a chain but no signed checkpoints.
+func Open(path string) (*Logger, error) { return OpenWith(path, Options{}) }
+
+// OpenWith opens the audit log at path with the chain options o. The chain
+// continues from the file's last complete line; a torn last line (a crash
+// during its write) is ended and recorded by the next line written.
+func OpenWith(path string, o Options) (*Logger, error) {
+	l := &Logger{path: path, filling: 1, opt: o.withDefaults()}
 	l.cond.L = &l.mu
-	if err := l.Reopen(); err != nil {
+	f, err := openLog(path)
+	if err != nil {
 		return nil, err
+	}
+	if err := l.chain.resume(f, l.opt.HeadFile); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("audit log %s: %w", path, err)
+	}
+	l.f = f
+	if l.opt.Key != nil && l.opt.CheckpointInterval > 0 {
+		l.stop, l.done = make(chan struct{}), make(chan struct{})
+		go l.checkpointTimer(l.opt.CheckpointInterval)
 	}
 	return l, nil
 }
 
-// Reopen closes and reopens the file, for log rotation.
-func (l *Logger) Reopen() error {
-	f, err := os.OpenFile(l.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+func openLog(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
-		return fmt.Errorf("open audit log: %w", err)
+		return nil, fmt.Errorf("open audit log: %w", err)
+	}
+	return f, nil
+}
+
+// Reopen closes and reopens the file, for log rotation. With a key, the old
+// file first gets a checkpoint, so that it ends signed; the new file's
+// first line links to that checkpoint.
+func (l *Logger) Reopen() error {
+	f, err := openLog(l.path)
+	if err != nil {
+		return err
 	}
 	l.mu.Lock()
 	l.idle()
+	if l.f == nil {
+		l.mu.Unlock()
+		f.Close()
+		return nil
+	}
+	l.flushLocked(true)
+	l.saveHead()
+	// A file that does not end in a newline (someone else's torn line) must
+	// not glue it to ours.
+	if fi, err := f.Stat(); err == nil && fi.Size() > 0 {
+		var last [1]byte
+		if _, err := f.ReadAt(last[:], fi.Size()-1); err == nil && last[0] != '\n' {
+			f.Write([]byte{'\n'})
+		}
+	}
 	old := l.f
 	l.f = f
 	l.mu.Unlock()
-	if old != nil {
-		old.Close()
-	}
+	old.Close()
 	return nil
 }
 
@@ -112,25 +188,23 @@ func (l *Logger) idle() {
 
 var lineBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 
-// Log writes e as one JSON line. A zero Time is set to now.
+// Log writes e as one JSON line. A zero Time is set to now; Seq, Prev and
+// Sig are the Logger's.
 func (l *Logger) Log(e Entry) {
 	if e.Time.IsZero() {
 		e.Time = time.Now().UTC()
 	}
+	e.Seq, e.Prev, e.Sig = 0, "", ""
 	bp := lineBufs.Get().(*[]byte)
 	defer func() {
 		if cap(*bp) <= maxPooledLine {
 			lineBufs.Put(bp)
 		}
 	}()
-	b, ok := appendEntry((*bp)[:0], &e)
+	b, ok := encodeBody((*bp)[:0], &e)
 	if !ok {
-		var err error
-		if b, err = marshalEntry(b[:0], e); err != nil {
-			return
-		}
+		return
 	}
-	b = append(b, '\n')
 	*bp = b
 
 	l.mu.Lock()
@@ -139,7 +213,26 @@ func (l *Logger) Log(e Entry) {
 		return
 	}
 	l.pending = append(l.pending, b...)
+	l.pending = append(l.pending, '\n')
 	l.npend++
+	l.commit()
+}
+
+// encodeBody appends e without its closing brace: the chain's fields follow.
+func encodeBody(b []byte, e *Entry) ([]byte, bool) {
+	b, ok := appendEntry(b, e)
+	if !ok {
+		var err error
+		if b, err = marshalEntry(b[:0], *e); err != nil {
+			return b, false
+		}
+	}
+	return b[:len(b)-1], true
+}
+
+// commit, called with mu held after adding to pending (or asking for a
+// checkpoint), returns with mu released once the current batch is written.
+func (l *Logger) commit() {
 	mine := l.filling
 	for l.writing && l.written < mine {
 		l.cond.Wait()
@@ -151,8 +244,8 @@ func (l *Logger) Log(e Entry) {
 	}
 	// No write in progress and this line not written: write every line
 	// pending, this one among them, as batch number mine.
-	buf, n, f := l.pending, l.npend, l.f
-	l.pending, l.npend = l.spare[:0], 0
+	buf, n, f, ckpt := l.pending, l.npend, l.f, l.wantCkpt
+	l.pending, l.npend, l.wantCkpt = l.spare[:0], 0, false
 	l.spare = nil
 	l.filling++
 	if f == nil {
@@ -166,7 +259,7 @@ func (l *Logger) Log(e Entry) {
 	l.writing = true
 	l.mu.Unlock()
 
-	lost, err := writeLines(f, buf, n)
+	lost, err := l.writeBatch(f, buf, n, ckpt)
 
 	l.mu.Lock()
 	l.writing = false
@@ -180,6 +273,93 @@ func (l *Logger) Log(e Entry) {
 	if err != nil && onErr != nil {
 		for range lost {
 			onErr(err)
+		}
+	}
+}
+
+// writeBatch seals the n line bodies in buf into chained lines (plus
+// checkpoints), writes them with one write and hands them to the tee. It
+// returns how many lines were lost.
+func (l *Logger) writeBatch(f *os.File, buf []byte, n int, ckpt bool) (int, error) {
+	out, total := l.chain.seal(buf, ckpt, &l.opt)
+	if total == 0 {
+		return 0, nil
+	}
+	lost, err := writeLines(f, out, total)
+	if err != nil {
+		l.chain.lostAfter(total-lost, lost, err)
+		return min(lost, n), err
+	}
+	l.chain.written()
+	if tee := l.opt.Tee; tee != nil {
+		for len(out) > 0 {
+			i := bytes.IndexByte(out, '\n')
+			tee(out[:i])
+			out = out[i+1:]
+		}
+	}
+	return 0, nil
+}
+
+// flushLocked writes, with mu held and no write in progress, every pending
+// line and (with ckpt and a key) a checkpoint, for Reopen and Close.
+func (l *Logger) flushLocked(ckpt bool) {
+	buf, n := l.pending, l.npend
+	l.pending, l.npend = buf[len(buf):], 0
+	lost, err := l.writeBatch(l.f, buf, n, ckpt)
+	l.written = l.filling
+	l.filling++
+	l.cond.Broadcast()
+	if err != nil && l.OnError != nil {
+		for range lost {
+			l.OnError(err)
+		}
+	}
+}
+
+// saveHead, with mu held and no write in progress, records the chain's
+// head in Options.HeadFile.
+func (l *Logger) saveHead() {
+	if err := l.chain.saveHead(l.opt.HeadFile); err != nil && l.OnError != nil {
+		l.OnError(err)
+	}
+}
+
+// Head returns the seq and hex SHA-256 of the chain's last line written
+// (0, "" before the first): what a verifier of a copy compares its end
+// with, to see lines cut off.
+func (l *Logger) Head() (seq int64, hash string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.idle()
+	if !l.chain.hasLast {
+		return 0, ""
+	}
+	return l.chain.seq, hex.EncodeToString(l.chain.last[:])
+}
+
+// Checkpoint writes a signed checkpoint now if lines were written since the
+// last one (and the Logger has a key).
+func (l *Logger) Checkpoint() {
+	l.mu.Lock()
+	if l.f == nil || l.opt.Key == nil {
+		l.mu.Unlock()
+		return
+	}
+	l.wantCkpt = true
+	l.commit()
+}
+
+func (l *Logger) checkpointTimer(every time.Duration) {
+	defer close(l.done)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.stop:
+			return
+		case <-t.C:
+			l.Checkpoint()
 		}
 	}
 }
@@ -202,16 +382,24 @@ func writeLines(f *os.File, buf []byte, n int) (lost int, err error) {
 	return n - bytes.Count(buf[:whole], []byte{'\n'}), err
 }
 
-// Close closes the file.
+// Close writes what is pending and, with a key, a last checkpoint, then
+// closes the file.
 func (l *Logger) Close() error {
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	l.idle()
 	if l.f == nil {
+		l.mu.Unlock()
 		return nil
 	}
+	l.flushLocked(true)
+	l.saveHead()
 	err := l.f.Close()
 	l.f = nil
+	l.mu.Unlock()
+	if l.stop != nil {
+		close(l.stop)
+		<-l.done
+	}
 	return err
 }
 

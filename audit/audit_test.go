@@ -133,8 +133,16 @@ func TestShortWriteLeavesNoPartialLine(t *testing.T) {
 	}
 	l.Log(Entry{Event: "decision", Path: "/three"})
 	got := readLines(t, path)
-	if len(got) != 3 || got[0].Path != "/one" || got[1].Path != "/two" || got[2].Path != "/three" {
+	// The lost line is recorded, chained to the last line written, so the
+	// chain has no hole and the reader learns what is missing.
+	if len(got) != 4 || got[0].Path != "/one" || got[1].Path != "/two" || got[3].Path != "/three" {
 		t.Fatalf("log after a short write: %+v", got)
+	}
+	if lost := got[2]; lost.Event != EventLost || lost.Count != 1 || !strings.Contains(lost.Reason, "file too large") {
+		t.Fatalf("lost line recorded as %+v", lost)
+	}
+	if rep := verifyFile(t, path, nil); rep.Problem != nil || rep.Lost != 1 {
+		t.Fatalf("verify after a short write: %+v", rep)
 	}
 }
 
@@ -223,5 +231,36 @@ func TestCloseWhileLogging(t *testing.T) {
 	wg.Wait()
 	if len(errs) != 0 {
 		t.Errorf("write errors reported: %v", errs[0])
+	}
+}
+
+// Writes failing again and again: one audit_lost record, once space is
+// back, counts exactly the entries lost (not its own failed attempts).
+func TestRepeatedWriteFailuresCountLinesLost(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.log")
+	l, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	var errs int
+	l.OnError = func(error) { errs++ }
+	l.Log(Entry{Event: "decision", Path: "/one"})
+	fi, _ := os.Stat(path)
+	var old syscall.Rlimit
+	syscall.Getrlimit(syscall.RLIMIT_FSIZE, &old)
+	lim := syscall.Rlimit{Cur: uint64(fi.Size()), Max: old.Max}
+	syscall.Setrlimit(syscall.RLIMIT_FSIZE, &lim)
+	for range 5 {
+		l.Log(Entry{Event: "decision", Path: "/lost"})
+	}
+	syscall.Setrlimit(syscall.RLIMIT_FSIZE, &old)
+	l.Log(Entry{Event: "decision", Path: "/two"})
+	got := readLines(t, path)
+	if errs != 5 || len(got) != 3 || got[1].Event != EventLost || got[1].Count != 5 || got[2].Path != "/two" {
+		t.Fatalf("errors %d, log %+v", errs, got)
+	}
+	if rep := verifyFile(t, path, nil); rep.Problem != nil || rep.Lost != 5 {
+		t.Fatalf("verify %+v", rep)
 	}
 }

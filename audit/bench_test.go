@@ -30,17 +30,23 @@ func benchEntry() Entry {
 }
 
 // BenchmarkLog appends typical decision lines to a file: one caller, and
-// many at once (as the proxy's request goroutines are).
+// many at once (as the proxy's request goroutines are); chained, and
+// chained with a signed checkpoint every DefaultCheckpointEvery lines.
 //
 //	go test -run '^$' -bench Log -benchmem ./audit/
 func BenchmarkLog(b *testing.B) {
-	for _, par := range []bool{false, true} {
-		name := "serial"
-		if par {
-			name = "parallel"
-		}
-		b.Run(name, func(b *testing.B) {
-			l, err := Open(filepath.Join(b.TempDir(), "audit.log"))
+	key, err := LoadOrCreateKey(filepath.Join(b.TempDir(), "audit-key"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		par  bool
+		opt  Options
+	}{{"serial", false, Options{}}, {"parallel", true, Options{}}, {"signed-serial", false, Options{Key: key}}, {"signed-parallel", true, Options{Key: key}}} {
+		par := c.par
+		b.Run(c.name, func(b *testing.B) {
+			l, err := OpenWith(filepath.Join(b.TempDir(), "audit.log"), c.opt)
 			if err != nil {
 				b.Fatal(err)
 			}

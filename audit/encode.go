@@ -52,12 +52,32 @@ func appendEntry(b []byte, e *Entry) (_ []byte, ok bool) {
 		b = append(b, `,"count":`...)
 		b = strconv.AppendInt(b, e.Count, 10)
 	}
+	b = appendField(b, `,"program":`, e.Program)
+	b = appendField(b, `,"program_sha256":`, e.ProgramSHA256)
+	b = appendField(b, `,"cmdline":`, e.Cmdline)
+	if e.PID != 0 {
+		b = append(b, `,"pid":`...)
+		b = strconv.AppendUint(b, uint64(e.PID), 10)
+	}
 	b = append(b, `,"bytes_in":`...)
 	b = strconv.AppendInt(b, e.BytesIn, 10)
 	b = append(b, `,"bytes_out":`...)
 	b = strconv.AppendInt(b, e.BytesOut, 10)
 	b = append(b, `,"duration_ms":`...)
 	b = appendFloat(b, e.DurationMS)
+	b = appendField(b, `,"mode":`, e.Mode)
+	b = appendField(b, `,"would":`, e.Would)
+	if e.Tokens != 0 {
+		b = append(b, `,"tokens":`...)
+		b = strconv.AppendInt(b, e.Tokens, 10)
+	}
+	// The chain's fields, last (the Logger's chain.sealLine writes them).
+	if e.Seq != 0 {
+		b = append(b, `,"seq":`...)
+		b = strconv.AppendInt(b, e.Seq, 10)
+	}
+	b = appendField(b, `,"prev":`, e.Prev)
+	b = appendField(b, `,"sig":`, e.Sig)
 	return append(b, '}'), true
 }
 

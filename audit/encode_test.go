@@ -68,6 +68,7 @@ func TestEncodeMatchesMarshal(t *testing.T) {
 	}
 	checkEncode(t, Entry{Labels: big})
 	checkEncode(t, Entry{Labels: map[string]string{}})
+	checkEncode(t, Entry{Program: "/usr/bin/git", ProgramSHA256: "ab", Cmdline: "git push \x00\u2028\"", PID: 4294967295})
 	checkEncode(t, Entry{Status: -1, BytesIn: math.MinInt64, BytesOut: math.MaxInt64})
 
 	// Every field, set by reflection: a field added to Entry later that the
@@ -112,6 +113,8 @@ func fill(t *testing.T, r *rand.Rand, v reflect.Value) {
 			f.SetString(randString(r))
 		case int, int64:
 			f.SetInt(r.Int64N(1<<40) - 1<<39)
+		case uint32: // ident: PID
+			f.SetUint(uint64(r.Uint32()))
 		case float64:
 			f.SetFloat(math.Float64frombits(r.Uint64())*[]float64{1, 0}[r.IntN(2)] + r.NormFloat64()*math.Pow(10, float64(r.IntN(40)-20)))
 		case time.Time:

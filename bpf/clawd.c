@@ -72,7 +72,7 @@ struct orig {
 	__u16 port;    // network byte order
 	__u8 family;   // 4 or 6
 	__u8 pad;
-	__u32 pad2;
+	__u32 tgid;   // host PID of the connecting process (was padding: same layout)
 	__u64 cgroup; // cgroup the connecting socket belongs to
 };
 
@@ -190,9 +190,17 @@ static __always_inline int foreign_listener(struct bpf_sock_addr *ctx, __u32 por
 	return owner && *owner != container_cgroup;
 }
 
+// remember runs in the task that connects (or sends): besides the
+// destination it records that task's thread group ID, so the proxy can tell
+// which program made the connection (policy `binaries:`). The kernel gives
+// these hooks no way to read the executable itself; the daemon resolves the
+// TGID through /proc and checks it still belongs to this cgroup.
 static __always_inline void remember(void *ctx, struct orig *o) {
 	__u64 cookie = bpf_get_socket_cookie(ctx);
 	o->cgroup = bpf_get_current_cgroup_id();
+#ifndef CLAWD_PREV
+	o->tgid = (__u32)(bpf_get_current_pid_tgid() >> 32);
+#endif
 	bpf_map_update_elem(&clawd_ck_v1, &cookie, o, BPF_ANY);
 }
 

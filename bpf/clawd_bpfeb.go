@@ -38,7 +38,7 @@ type ClawdOrig struct {
 	Port   uint16
 	Family uint8
 	Pad    uint8
-	Pad2   uint32
+	Tgid   uint32
 	Cgroup uint64
 }
 

@@ -19,6 +19,7 @@ import (
 
 	"github.com/clawd-dev/clawd/audit"
 	"github.com/clawd-dev/clawd/daemon/enforce"
+	"github.com/clawd-dev/clawd/daemon/procid"
 	"github.com/clawd-dev/clawd/daemon/runtime"
 	"github.com/clawd-dev/clawd/policy"
 	"github.com/clawd-dev/clawd/proxy"
@@ -468,6 +469,7 @@ func (d *Daemon) acceptLoop(ctx context.Context, a *attachment, ln net.Listener)
 }
 
 func (d *Daemon) handle(ctx context.Context, a *attachment, c net.Conn) {
+	acceptedAt := procid.BootNow()
 	ra, ok := c.RemoteAddr().(*net.TCPAddr)
 	if !ok {
 		c.Close()
@@ -516,7 +518,14 @@ func (d *Daemon) handle(ctx context.Context, a *attachment, c net.Conn) {
 		c.Close()
 		return
 	}
-	d.proxy.ServeConn(ctx, c, proxy.ConnMeta{Container: owner.Container, OrigDst: dst})
+	// Which program connected: resolved now, before the proxy reads a byte,
+	// and kept for the connection's life (a fd handed on or an exec later
+	// does not change it). Unknown fails closed in policy.
+	prog, err := d.progs.Resolve(o.TGID, o.Cgroup, acceptedAt)
+	if err != nil {
+		d.log.Debug("program unknown", zap.String("container", owner.Container.Name), zap.Stringer("dst", dst), zap.Error(err))
+	}
+	d.proxy.ServeConn(ctx, c, proxy.ConnMeta{Container: owner.Container, OrigDst: dst, Program: prog})
 }
 
 // watchEvents attaches labelled containers when their task is created and

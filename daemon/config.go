@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/clawd-dev/clawd/audit"
 	"github.com/clawd-dev/clawd/proxy/dns"
 	"github.com/spf13/viper"
 )
@@ -59,6 +60,17 @@ type Config struct {
 	// unlimited. See Config.bufferBudgets.
 	MaxBufferedBytes             string `mapstructure:"max-buffered-bytes"`
 	MaxBufferedBytesPerContainer string `mapstructure:"max-buffered-bytes-per-container"`
+
+	// Tamper-evident audit log and its export (auditx). AuditKey signs the
+	// log's checkpoints (generated, 0600; its public key beside it as
+	// .pub), every AuditCheckpointEvery lines and every
+	// AuditCheckpointInterval (0: only by count, at rotation and on
+	// shutdown). AuditOTLP, from the config file's audit-otlp section
+	// only, exports every line over OTLP (nil: no export).
+	AuditKey                string           `mapstructure:"audit-key"`
+	AuditCheckpointEvery    int              `mapstructure:"audit-checkpoint-every"`
+	AuditCheckpointInterval time.Duration    `mapstructure:"audit-checkpoint-interval"`
+	AuditOTLP               *AuditOTLPConfig `mapstructure:"-"`
 
 	// Fleet joins this host to other clawd hosts through PostgreSQL
 	// (issue 17, docs/fleet.md); unset = single host, as before.
@@ -128,6 +140,9 @@ func Flags(fs *pflag.FlagSet) {
 	fs.String("api-listen", DefaultAPIListen, "host address of the approval API")
 	fs.String("metrics-listen", DefaultMetrics, "host address of the Prometheus metrics listener (empty disables)")
 	fs.String("audit-log", "", "audit log file (default STATE-DIR/audit.log)")
+	fs.String("audit-key", "", "Ed25519 key that signs the audit log's checkpoints (default STATE-DIR/audit-key; generated; public key in KEY.pub)")
+	fs.Int("audit-checkpoint-every", 1000, "write a signed audit checkpoint after this many lines")
+	fs.Duration("audit-checkpoint-interval", time.Minute, "write a signed audit checkpoint this often while lines arrive (0: only by count, at rotation and on shutdown)")
 	fs.String("log-level", "info", "log level: debug, info, warn, error")
 	fs.String("log-format", "", "log format: json or console (default json unless stderr is a terminal)")
 	fs.StringSlice("dns-upstreams", nil, "resolvers for agents' DNS (default: the host's /etc/resolv.conf)")
@@ -175,6 +190,13 @@ func LoadConfig(fs *pflag.FlagSet) (Config, error) {
 	if err := v.Unmarshal(&c); err != nil {
 		return Config{}, fmt.Errorf("config: %w", err)
 	}
+	var err error
+	if c.AuditOTLP, err = parseAuditOTLP(path); err != nil {
+		return Config{}, err
+	}
+	if c.AuditKey == "" {
+		c.AuditKey = c.StateDir + "/audit-key"
+	}
 	if c.AuditLog == "" {
 		c.AuditLog = c.StateDir + "/audit.log"
 	}
@@ -204,6 +226,12 @@ func (c Config) validate() error {
 	}
 	if c.DNSAuditInterval < 0 {
 		return fmt.Errorf("config: dns-audit-interval must not be negative")
+	}
+	if c.AuditCheckpointEvery < 0 {
+		return fmt.Errorf("config: audit-checkpoint-every must not be negative (0: %d)", audit.DefaultCheckpointEvery)
+	}
+	if c.AuditCheckpointInterval < 0 {
+		return fmt.Errorf("config: audit-checkpoint-interval must not be negative")
 	}
 	if c.MaxConnsPerContainer < 0 {
 		return fmt.Errorf("config: max-conns-per-container must not be negative")

@@ -16,12 +16,13 @@ import (
 
 	"github.com/clawd-dev/clawd/approval/web"
 
-	approvalapi "github.com/clawd-dev/clawd/approval/api"
+	"github.com/clawd-dev/clawd/daemon/enforce"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 
-	"github.com/clawd-dev/clawd/daemon/enforce"
+	approvalapi "github.com/clawd-dev/clawd/approval/api"
+	"github.com/clawd-dev/clawd/proxy/usage"
 )
 
 // AttachmentInfo is one row of `clawd ls`.
@@ -37,6 +38,9 @@ type AttachmentInfo struct {
 	// (and ::1): TCP proxy and UDP DNS. They change when clawd restarts.
 	ProxyPort uint16 `json:"proxy_port,omitempty"`
 	DNSPort   uint16 `json:"dns_port,omitempty"`
+	// Budgets is what the container spent of the policy's LLM budgets in
+	// their current windows (issue 16, budget).
+	Budgets []usage.Usage `json:"budgets,omitempty"`
 }
 
 // Attachment states in `clawd ls`.
@@ -61,6 +65,11 @@ type Status struct {
 	MetricsListen   string    `json:"metrics_listen,omitempty"`
 	AuditLog        string    `json:"audit_log"`
 	PendingApproval int       `json:"pending_approvals"`
+
+	// The audit chain's head (auditx): `clawd audit verify` of the file
+	// should end at this seq; fewer lines were cut off.
+	AuditSeq  int64  `json:"audit_seq,omitempty"`
+	AuditHead string `json:"audit_head,omitempty"`
 }
 
 // listenControl opens the root-only control socket.
@@ -337,6 +346,7 @@ func (d *Daemon) Status() Status {
 		PolicyReloaded: d.policy.LastReload(), PinRoot: d.cfg.PinRoot, APIListen: d.cfg.APIListen,
 		MetricsListen: d.cfg.MetricsListen, AuditLog: d.cfg.AuditLog,
 	}
+	s.AuditSeq, s.AuditHead = d.audit.Head()
 	if p := d.policy.Current(); p != nil {
 		s.PolicyRules = p.Rules()
 	}
@@ -367,6 +377,7 @@ func (d *Daemon) List() []AttachmentInfo {
 	for i := range out {
 		out[i].Counters, _ = d.enf.Counters(out[i].CgroupID)
 		out[i].TLSUntrusted = d.proxy.Untrusted(out[i].Container.Key())
+		out[i].Budgets = d.usage.Usage(out[i].Container.Key(), time.Now())
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Container.Name < out[j].Container.Name })
 	return out

@@ -32,7 +32,9 @@ import (
 	"github.com/clawd-dev/clawd/approval/channels"
 	"github.com/clawd-dev/clawd/approval/summary"
 	"github.com/clawd-dev/clawd/audit"
+	"github.com/clawd-dev/clawd/audit/otlp"
 	"github.com/clawd-dev/clawd/daemon/enforce"
+	"github.com/clawd-dev/clawd/daemon/procid"
 	"github.com/clawd-dev/clawd/daemon/runtime"
 	"github.com/clawd-dev/clawd/fleet"
 	"github.com/clawd-dev/clawd/internal/addrclass"
@@ -41,6 +43,7 @@ import (
 	"github.com/clawd-dev/clawd/proxy"
 	"github.com/clawd-dev/clawd/proxy/ca"
 	"github.com/clawd-dev/clawd/proxy/dns"
+	"github.com/clawd-dev/clawd/proxy/usage"
 	"github.com/clawd-dev/clawd/secrets"
 )
 
@@ -60,14 +63,17 @@ type Daemon struct {
 	started time.Time
 
 	enf       *enforce.Enforcer
+	progs     *procid.Resolver // which program made a connection (policy binaries:)
 	state     *stateStore
 	policy    *policy.Engine
 	secrets   *secrets.Store
 	approvals *approval.Manager
 	fleet     *fleet.Fleet // nil unless fleet.database is set
 	proxy     *proxy.Server
+	usage     *usage.Ledger // LLM budgets (issue 16): budgets.json in the state dir
 	dns       *dns.Resolver
 	audit     *audit.Logger
+	auditExp  *otlp.Exporter // nil without audit-otlp (auditx)
 	ca        *ca.CA
 	rt        runtime.Multi
 
@@ -119,10 +125,18 @@ func New(cfg Config, log *zap.Logger) (*Daemon, error) {
 	if d.enf, err = enforce.New(cfg.PinRoot); err != nil {
 		return nil, err
 	}
+	// Without cgroup v2 nothing can be attached; programs are then unknown.
+	cgRoot, cgErr := enforce.Cgroup2Mount()
+	d.progs = procid.New("/proc", func(pid int) (uint64, error) {
+		if cgErr != nil {
+			return 0, cgErr
+		}
+		return enforce.CgroupIDOfPID(cgRoot, pid)
+	})
 	if d.state, err = newStateStore(cfg.StateDir); err != nil {
 		return nil, err
 	}
-	if d.audit, err = audit.Open(cfg.AuditLog); err != nil {
+	if err := d.openAudit(); err != nil {
 		return nil, err
 	}
 	d.audit.OnError = func(err error) { log.Error("audit log write failed", zap.Error(err)) }
@@ -174,6 +188,14 @@ func New(cfg Config, log *zap.Logger) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
+	// LLM budgets (issue 16): what containers spent survives restarts; a
+	// ledger clawd cannot read stops it (forgetting spent budgets would
+	// fail open).
+	if d.usage, err = usage.Open(filepath.Join(cfg.StateDir, "budgets.json"), func(err error) {
+		log.Warn("budget ledger not saved", zap.Error(err))
+	}); err != nil {
+		return nil, err
+	}
 	if d.proxy, err = proxy.New(proxy.Config{
 		Decider: d.policy, Approver: d.approvals, Injector: injector{d.secrets}, Names: d.dns,
 		CA: d.ca, UpstreamRoots: roots, Forbidden: forbidden, ForbiddenPorts: forbiddenPorts(cfg.APIListen, cfg.MetricsListen, cfg.WebhookListen),
@@ -183,6 +205,7 @@ func New(cfg Config, log *zap.Logger) (*Daemon, error) {
 		ProxyCredential: d.secrets.Credential,
 		Audit:           d.audit, Log: log.Named("proxy"), Registerer: d.reg,
 		PeekTimeout: cfg.PeekTimeout, MaxBufferedBytes: bufTotal, MaxBufferedBytesPerContainer: bufPerCtr,
+		Usage: d.usage,
 	}); err != nil {
 		return nil, fmt.Errorf("proxy: %w", err)
 	}
@@ -485,7 +508,9 @@ func (d *Daemon) shutdown(servers []*http.Server) error {
 		d.fleet.Close()
 	}
 	d.dns.FlushAudit()
+	d.usage.Close()
 	d.audit.Close()
+	d.closeAuditExport()
 	d.enf.Close()
 	return err
 }

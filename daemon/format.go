@@ -6,6 +6,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/clawd-dev/clawd/proxy/usage"
 )
 
 // FormatList prints `clawd ls` as a table.
@@ -40,6 +42,9 @@ func FormatList(w io.Writer, list []AttachmentInfo, now time.Time) error {
 		}
 		if a.Reason != "" {
 			notes = append(notes, fmt.Sprintf("%s: %s: %s", a.Container.Name, a.State, a.Reason))
+		}
+		for _, u := range a.Budgets {
+			notes = append(notes, fmt.Sprintf("%s: budget %s: %s", a.Container.Name, u.Budget, formatUsage(u, now)))
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s ago\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\n",
 			a.Container.Name, a.Container.Runtime, dash(a.Container.Namespace), a.Cgroup,
@@ -78,5 +83,29 @@ func FormatStatus(w io.Writer, s Status) {
 		fmt.Fprintf(w, "metrics:           %s\n", s.MetricsListen)
 	}
 	fmt.Fprintf(w, "audit log:         %s\n", s.AuditLog)
+	if s.AuditSeq > 0 {
+		fmt.Fprintf(w, "audit chain head:  seq %d, sha256 %s\n", s.AuditSeq, s.AuditHead)
+	}
 	fmt.Fprintf(w, "pins:              %s\n", s.PinRoot)
+}
+
+// formatUsage is one budget's line in `clawd ls`, e.g.
+// "1234/2000000 tokens, 3/100 requests in the 24h window (resets in 5h2m)".
+func formatUsage(u usage.Usage, now time.Time) string {
+	var parts []string
+	if u.TokenLimit > 0 {
+		parts = append(parts, fmt.Sprintf("%d/%d tokens", u.Tokens, u.TokenLimit))
+	} else {
+		parts = append(parts, fmt.Sprintf("%d tokens", u.Tokens))
+	}
+	if u.RequestLimit > 0 {
+		parts = append(parts, fmt.Sprintf("%d/%d requests", u.Requests, u.RequestLimit))
+	} else {
+		parts = append(parts, fmt.Sprintf("%d requests", u.Requests))
+	}
+	s := strings.Join(parts, ", ") + fmt.Sprintf(" in the %s window (resets in %s)", u.Window, u.WindowResets.Sub(now).Round(time.Second))
+	if u.Spent {
+		s += ": SPENT"
+	}
+	return s
 }

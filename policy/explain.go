@@ -21,6 +21,12 @@ import (
 // Host names are not resolved: rules by IP only apply when the URL's host
 // is an IP address.
 func Explain(p *Policy, c Container, method, rawURL string) (Decision, error) {
+	return ExplainProgram(p, c, Program{}, method, rawURL)
+}
+
+// ExplainProgram is Explain for a request made by prog (the zero Program:
+// unknown, as clawd treats a process it cannot identify).
+func ExplainProgram(p *Policy, c Container, prog Program, method, rawURL string) (Decision, error) {
 	if p == nil {
 		return Decision{}, fmt.Errorf("explain: no policy")
 	}
@@ -46,7 +52,7 @@ func Explain(p *Policy, c Container, method, rawURL string) (Decision, error) {
 	if host == hostname.Invalid {
 		return Decision{}, fmt.Errorf("explain: URL %q: %q is not a host name or IP address", rawURL, u.Hostname())
 	}
-	in := Input{Container: c, DstPort: defPort}
+	in := Input{Container: c, DstPort: defPort, Program: prog}
 	if ps := u.Port(); ps != "" {
 		n, err := strconv.ParseUint(ps, 10, 16)
 		if err != nil || n == 0 {
@@ -107,8 +113,14 @@ func FormatDecision(d Decision) string {
 	if d.RateLimited {
 		attrs = append(attrs, "rate limited, retry after "+d.RetryAfter.String())
 	}
+	if d.Budget != nil && d.Action != Deny {
+		attrs = append(attrs, "budget "+d.Budget.String()) // LLM budgets (issue 16)
+	}
 	if d.Intercept {
 		attrs = append(attrs, "TLS intercepted")
+	}
+	if d.Audit && d.Action != Allow {
+		attrs = append(attrs, "mode audit: let through and audited as would "+string(d.Action))
 	}
 	if !d.UpstreamProxy.IsZero() && d.Action != Deny {
 		attrs = append(attrs, "via upstream proxy "+d.UpstreamProxy.String())
@@ -118,6 +130,9 @@ func FormatDecision(d Decision) string {
 	}
 	if d.Reason != "" {
 		b.WriteString(": " + d.Reason)
+	}
+	if d.NextSteps != "" && d.Action != Allow {
+		b.WriteString("; next steps: " + d.NextSteps)
 	}
 	return b.String()
 }

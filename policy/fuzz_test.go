@@ -10,7 +10,7 @@ import (
 // FuzzParse feeds arbitrary bytes to Parse: it must never panic, and a
 // policy it accepts must be usable.
 func FuzzParse(f *testing.F) {
-	for _, file := range []string{"testdata/good/everything.yaml", "testdata/good/example.yaml", "testdata/bad/misc.yaml"} {
+	for _, file := range []string{"testdata/good/everything.yaml", "testdata/good/example.yaml", "testdata/bad/misc.yaml", "testdata/good/binaries.yaml", "testdata/bad/binaries.yaml", "testdata/bad/learn.yaml", "testdata/good/budget.yaml", "testdata/bad/budget.yaml"} {
 		if data, err := os.ReadFile(file); err == nil {
 			f.Add(data)
 		}

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
 
@@ -293,6 +295,52 @@ func (ps *parser) timeout(n *yaml.Node, what string) (time.Duration, bool) {
 	return d, true
 }
 
+// maxAgentText bounds reason and next_steps: the agent reads them in every
+// refusal (and the audit log keeps them), so they are a sentence or two.
+const maxAgentText = 500
+
+// agentText decodes a text the agent is shown (reason, next_steps): one
+// value of at most maxAgentText bytes of printable UTF-8, line breaks
+// folded into spaces by YAML's own rules or refused here, so a refusal's
+// JSON, headers and log lines stay one clean line each.
+func (ps *parser) agentText(n *yaml.Node, what string) string {
+	v, ok := ps.str(n, what)
+	if !ok {
+		return ""
+	}
+	if len(v) > maxAgentText {
+		ps.errf(n, "%s is %d bytes; keep it under %d (a sentence or two for the agent)", what, len(v), maxAgentText)
+		return ""
+	}
+	if !utf8.ValidString(v) {
+		ps.errf(n, "%s is not valid UTF-8", what)
+		return ""
+	}
+	for _, r := range v {
+		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || r == '\u2028' || r == '\u2029' || unicode.Is(unicode.Cf, r) {
+			ps.errf(n, "%s: control or invisible character %U not allowed (write it on one line; use a folded scalar \">\" for long text)", what, r)
+			return ""
+		}
+	}
+	return v
+}
+
+// mode decodes a set's mode: enforce (the default) or audit.
+func (ps *parser) mode(n *yaml.Node, what string) bool {
+	s, ok := ps.str(n, what+": mode")
+	if !ok {
+		return false
+	}
+	switch Mode(s) {
+	case Enforce:
+		return false
+	case AuditMode:
+		return true
+	}
+	ps.errf(n, "%s: mode %q is not enforce or audit", what, s)
+	return false
+}
+
 func (ps *parser) policy(root *yaml.Node) *Policy {
 	f := ps.fields(root, "policy", "version", "approver_groups", "default", "sets")
 	p := &Policy{}
@@ -347,13 +395,13 @@ func (ps *parser) set(n *yaml.Node, isDefault bool) *ruleSet {
 	what := "default"
 	var f map[string]*yaml.Node
 	if isDefault {
-		f = ps.fields(n, what, append([]string{"description", "default_action", "approval_timeout", "upstream_proxy", "rules"}, routeKeys...)...)
+		f = ps.fields(n, what, append([]string{"description", "default_action", "approval_timeout", "upstream_proxy", "rules", "mode", "next_steps"}, routeKeys...)...)
 	} else {
 		what = "set"
 		if name := peekName(n); name != "" {
 			what = fmt.Sprintf("set %q", name)
 		}
-		f = ps.fields(n, what, append([]string{"name", "description", "match", "default_action", "approval_timeout", "upstream_proxy", "rules"}, routeKeys...)...)
+		f = ps.fields(n, what, append([]string{"name", "description", "match", "default_action", "approval_timeout", "upstream_proxy", "rules", "mode", "next_steps"}, routeKeys...)...)
 	}
 	if f == nil {
 		return nil
@@ -400,6 +448,12 @@ func (ps *parser) set(n *yaml.Node, isDefault bool) *ruleSet {
 	}
 	if v, ok := f["upstream_proxy"]; ok {
 		s.upstream, _ = ps.upstreamProxy(v, what, false)
+	}
+	if v, ok := f["mode"]; ok {
+		s.audit = ps.mode(v, what)
+	}
+	if v, ok := f["next_steps"]; ok {
+		s.nextSteps = ps.agentText(v, what+": next_steps")
 	}
 	if v, ok := f["rules"]; ok && ps.noAlias(v) {
 		if v.Kind != yaml.SequenceNode {
@@ -509,6 +563,9 @@ var ruleKeys = []string{
 	"name", "description", "enabled", "hosts", "ports", "cidrs", "methods", "paths",
 	"headers", "body_contains", "readonly", "action", "approval_timeout", "rate_limit",
 	"intercept", "reason", "upstream_proxy", "approvers", "approvals_required", "escalate", "grants",
+	"binaries",
+	"next_steps", // issue 16 C
+	"budget",     // LLM budgets (issue 16, budget)
 }
 
 // parseList parses each item of the list under key with parse, reporting
@@ -669,7 +726,13 @@ func (ps *parser) rule(n *yaml.Node, s *ruleSet, setWhat string) *rule {
 		}
 	}
 	if v, ok := f["reason"]; ok {
-		r.reason, _ = ps.str(v, what+": reason")
+		r.reason = ps.agentText(v, what+": reason")
+	}
+	if v, ok := f["next_steps"]; ok {
+		r.nextSteps = ps.agentText(v, what+": next_steps")
+		if r.action == Allow && !r.readonly && r.rate == nil {
+			ps.errf(v, "%s: next_steps is shown to the agent when a request is refused, held or rate limited; an allow rule without rate_limit never is, so remove it", what)
+		}
 	}
 	if v, ok := f["upstream_proxy"]; ok {
 		if up, ok := ps.upstreamProxy(v, what, true); ok {
@@ -680,7 +743,26 @@ func (ps *parser) rule(n *yaml.Node, s *ruleSet, setWhat string) *rule {
 			}
 		}
 	}
-	r.httpCond = len(r.methods) > 0 || len(r.paths) > 0 || len(r.headers) > 0 || len(r.body) > 0 || r.readonly
+	if v, ok := f["binaries"]; ok {
+		r.binaries = parseList(ps, f, "binaries", what, parseBinaryPattern)
+		if err := checkBinaries(r.binaries); err != nil {
+			ps.errf(v, "%s: binaries: %v", what, err)
+		}
+	}
+	// LLM budgets (issue 16, budget): usage is read from HTTP answers, so a
+	// budget rule applies to HTTP requests only, like a method condition:
+	// never to a raw connection clawd could not meter.
+	if v, ok := f["budget"]; ok {
+		if b := ps.budget(v, what); b != nil {
+			if r.action == Deny && !r.readonly {
+				ps.errf(v, "%s: budget on a deny rule has no effect; remove it", what)
+			} else {
+				b.ID = s.name + "/" + r.name
+				r.budget = b
+			}
+		}
+	}
+	r.httpCond = r.budget != nil || len(r.methods) > 0 || len(r.paths) > 0 || len(r.headers) > 0 || len(r.body) > 0 || r.readonly
 	if r.intercept && len(r.cidrs) > 0 && len(r.hosts) == 0 {
 		ps.errf(f["intercept"], "%s: intercept works by host name (TLS SNI); add hosts or remove intercept", what)
 	}
@@ -705,17 +787,21 @@ func (ps *parser) checkIntercept(s *ruleSet, setWhat string) {
 		if !tls {
 			continue
 		}
+		conds := "method/path/header/body conditions"
+		if r.budget != nil && !(len(r.methods) > 0 || len(r.paths) > 0 || len(r.headers) > 0 || len(r.body) > 0 || r.readonly) {
+			conds = "a budget (usage is read from the HTTP answers)"
+		}
 		if len(r.hosts) == 0 && len(r.cidrs) == 0 && !s.interceptAll {
-			ps.add(r.line, "%s: rule %q: method/path/header/body conditions on every host need intercept: true, or ports limited to plain HTTP (e.g. ports: [80])", setWhat, r.name)
+			ps.add(r.line, "%s: rule %q: %s on every host need intercept: true, or ports limited to plain HTTP (e.g. ports: [80])", setWhat, r.name, conds)
 			continue
 		}
 		if len(r.hosts) == 0 && len(r.cidrs) > 0 {
-			ps.add(r.line, "%s: rule %q: method/path/header/body conditions on cidrs only work over plain HTTP; set ports (e.g. ports: [80]) or match by hosts with intercept: true", setWhat, r.name)
+			ps.add(r.line, "%s: rule %q: %s on cidrs only work over plain HTTP; set ports (e.g. ports: [80]) or match by hosts with intercept: true", setWhat, r.name, conds)
 			continue
 		}
 		for _, h := range r.hosts {
 			if !s.interceptsPattern(h) {
-				ps.add(r.line, "%s: rule %q: method/path/header/body conditions on host %q need intercept: true (TLS on port 443 hides them otherwise), or ports limited to plain HTTP (e.g. ports: [80])", setWhat, r.name, h.String())
+				ps.add(r.line, "%s: rule %q: %s on host %q need intercept: true (TLS on port 443 hides them otherwise), or ports limited to plain HTTP (e.g. ports: [80])", setWhat, r.name, conds, h.String())
 				break
 			}
 		}

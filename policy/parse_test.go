@@ -143,10 +143,10 @@ func TestParseValues(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := p.Rules(); got != 3 { // the disabled rule does not count
-		t.Errorf("Rules() = %d, want 3", got)
+	if got := p.Rules(); got != 4 { // the disabled rule does not count
+		t.Errorf("Rules() = %d, want 4", got)
 	}
-	if got := strings.Join(p.Sets(), ","); got != "by-everything,default" {
+	if got := strings.Join(p.Sets(), ","); got != "by-everything,learning,default" {
 		t.Errorf("Sets() = %s", got)
 	}
 	r := p.def.rules[0]

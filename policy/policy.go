@@ -55,6 +55,10 @@ type ruleSet struct {
 	resolveAll      bool // some allow/approve rule does not need a host name
 
 	upstream UpstreamProxy // the set's upstream_proxy; zero: none
+
+	// Learn, then enforce (issue 16 C).
+	audit     bool   // mode: audit
+	nextSteps string // next_steps for the set's default decisions
 }
 
 type rule struct {
@@ -81,6 +85,14 @@ type rule struct {
 	// upstream is the rule's upstream_proxy: nil inherits the set's, a
 	// zero value is "none".
 	upstream *UpstreamProxy
+	// nextSteps is the rule's next_steps text for the agent (issue 16 C).
+	nextSteps string
+
+	// binaries (issue 16): which programs the rule is for; nil: any.
+	binaries []binaryPattern
+
+	// LLM budgets (issue 16, budget): the rule's `budget:`; nil: none.
+	budget *Budget
 
 	// Reasons built once at parse time: formatting them per decision would
 	// cost more than the whole indexed lookup.
@@ -240,7 +252,9 @@ func (p *Policy) Intercepts(c Container, host string) bool {
 // default make every name resolvable, since the address decides there.
 func (p *Policy) MayResolve(c Container, name string) bool {
 	s := p.setFor(c)
-	if s.resolveAll || s.def != Deny {
+	if s.resolveAll || s.def != Deny || s.audit {
+		// In audit mode nothing is refused by policy, DNS included: the
+		// connection that follows is decided (and audited) by address.
 		return true
 	}
 	name = hostname.Normalize(name)
@@ -280,6 +294,14 @@ func (p *Policy) Decide(in Input) Decision {
 	return d
 }
 
+// SetMode is the mode of the rule set that applies to c.
+func (p *Policy) SetMode(c Container) Mode {
+	if p.setFor(c).audit {
+		return AuditMode
+	}
+	return Enforce
+}
+
 // Generation numbers the policies an Engine installed (1, 2, …); 0 for a
 // Policy no Engine installed.
 func (p *Policy) Generation() uint64 { return p.gen }
@@ -287,7 +309,7 @@ func (p *Policy) Generation() uint64 { return p.gen }
 func (p *Policy) decide(in Input) Decision {
 	s := p.setFor(in.Container)
 	host := hostname.Normalize(in.Host)
-	d := Decision{Intercept: s.intercepts(host), UpstreamProxy: s.upstream}
+	d := Decision{Intercept: s.intercepts(host), UpstreamProxy: s.upstream, Audit: s.audit}
 
 	// Candidate lists: exact host, each "*.suffix" the host falls under,
 	// each CIDR containing the address, and the any-destination rules.
@@ -350,6 +372,9 @@ func (p *Policy) decide(in Input) Decision {
 		if len(r.ports) > 0 && !portIn(r.ports, in.DstPort) {
 			continue
 		}
+		if !r.binariesMatch(in.Program) {
+			continue
+		}
 		if r.httpCond {
 			if in.Method == "" {
 				// No HTTP facts (raw TCP, TLS passthrough): the rule cannot
@@ -370,6 +395,7 @@ func (p *Policy) decide(in Input) Decision {
 				if pathErr != nil {
 					d.Action = Deny
 					d.Rule = r.name
+					d.NextSteps = r.nextSteps
 					d.Reason = fmt.Sprintf("denied: %v; rule %q matches by path, so send the path in plain form", pathErr, r.name)
 					return d
 				}
@@ -398,6 +424,7 @@ func (p *Policy) decide(in Input) Decision {
 
 	d.Rule = "default"
 	d.Action = s.def
+	d.NextSteps = s.nextSteps
 	switch s.def {
 	case Allow:
 		d.Reason = fmt.Sprintf("allowed by the default action of set %q", s.name)
@@ -414,6 +441,7 @@ func (p *Policy) decide(in Input) Decision {
 func (p *Policy) finish(s *ruleSet, r *rule, in Input, d Decision, host string) Decision {
 	d.Rule = r.name
 	d.Action = r.action
+	d.NextSteps = r.nextSteps
 	d.ByCIDR = r.coversIP(in.DstIP)
 	if r.upstream != nil {
 		d.UpstreamProxy = *r.upstream
@@ -437,6 +465,9 @@ func (p *Policy) finish(s *ruleSet, r *rule, in Input, d Decision, host string) 
 			d.Reason = fmt.Sprintf("rate limit of rule %q (%d per %s) exceeded; retry after %s", r.name, r.rate.n, unitName(r.rate.per), retry)
 			return d
 		}
+	}
+	if d.Action != Deny {
+		d.Budget = r.budget // the gate charges it (LLM budgets, issue 16)
 	}
 	switch d.Action {
 	case Allow:

@@ -47,6 +47,10 @@ type Input struct {
 	// reload or revocation): rate limits, which admit new requests, do not
 	// apply to it.
 	Recheck bool
+
+	// Program is the process that made the connection (issue 16,
+	// `binaries:`); the zero value is an unknown program.
+	Program Program
 }
 
 // Decision is the outcome of evaluating an Input.
@@ -82,4 +86,39 @@ type Decision struct {
 	// request goes through (the rule's `upstream_proxy`, else its set's);
 	// zero: clawd dials the destination itself.
 	UpstreamProxy UpstreamProxy
+
+	// Learn, then enforce (issue 16 C).
+	//
+	// Audit is set when the container's rule set is in `mode: audit`: the
+	// decision above is what enforcement would do, and the proxy's gate
+	// carries out allow instead (recording Would). The policy never relaxes
+	// a decision itself.
+	Audit bool
+	// Would is set by the proxy's gate, never by the policy: the action
+	// enforcement would have taken when Audit relaxed it ("" otherwise).
+	Would Action
+	// NextSteps is the deciding rule's `next_steps` text (the set's for
+	// default decisions), written by the policy author for the agent; ""
+	// lets the proxy give its generic hint.
+	NextSteps string
+	// LLM budgets (issue 16, budget). Budget is the deciding rule's
+	// `budget:` on an allow or approve decision (nil: none; shared,
+	// read-only). BudgetSpent is set by the proxy's gate, with Action Deny
+	// and RetryAfter (when the window ends), when the container has spent
+	// it: answer 429 budget_exhausted, which SDKs must not retry.
+	Budget      *Budget
+	BudgetSpent bool
 }
+
+// Mode is how a rule set's decisions are carried out.
+type Mode string
+
+const (
+	// Enforce carries out every decision (the default).
+	Enforce Mode = "enforce"
+	// Audit decides and audits every request, then lets it through: the
+	// audit line says what enforcement would have done. clawd's own
+	// refusals (its API, special addresses, host mismatch, unframable
+	// traffic) still apply.
+	AuditMode Mode = "audit"
+)

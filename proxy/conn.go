@@ -192,6 +192,7 @@ func (cc *conn) holdConn(d policy.Decision, url, host string) (approval.Outcome,
 		Timeout:    d.ApprovalTimeout,
 		Route:      d.Route,
 		Generation: d.Generation,
+		Program:    cc.meta.Program,
 	})
 	s.m.held.Dec()
 	stop()

@@ -10,6 +10,7 @@ import (
 	"github.com/clawd-dev/clawd/internal/addrclass"
 	"github.com/clawd-dev/clawd/internal/hostname"
 	"github.com/clawd-dev/clawd/policy"
+	"github.com/clawd-dev/clawd/proxy/usage"
 )
 
 // The gate is the one place where the proxy decides. conn.go and http.go
@@ -33,6 +34,18 @@ import (
 //     rule onto it.
 //  4. clawd's own API and metrics, and unspecified addresses, are refused
 //     whatever the policy says.
+//  5. A rule set in `mode: audit` relaxes only the policy's own verdicts
+//     (applyMode): its deny, approve and rate-limit decisions are carried
+//     out as allow and audited with `mode: audit, would: ACTION`. Every
+//     refusal the gate makes itself stays a refusal in audit mode, because
+//     it protects clawd and the host rather than expressing the author's
+//     wishes: clawd-internal (its API, metrics, unspecified addresses),
+//     special-address (invariant 3: a deny rule naming a special address
+//     in cidrs relaxed to allow lends it nothing), host-mismatch,
+//     unframable (invariant 1) and "interception not configured". Approve
+//     rules do not hold in audit mode (nobody is asked); secrets are
+//     injected as in enforce mode. A reload that switches a set to enforce
+//     re-decides open streams (live.go) and cuts those now denied.
 
 // stage is how far the sniffer got with a connection's first bytes.
 type stage int
@@ -162,7 +175,7 @@ func (s *Server) gateConn(f connFacts) connVerdict {
 		return v
 	}
 	v.d, v.host = s.connDecision(m, hosts, f.again)
-	v.d = s.guardAddr(v.d, policy.Input{Container: m.Container, DstIP: ip, DstPort: m.OrigDst.Port(), Recheck: f.again}, f.cls)
+	v.d = s.guardAddr(v.d, policy.Input{Container: m.Container, DstIP: ip, DstPort: m.OrigDst.Port(), Recheck: f.again, Program: m.Program}, f.cls)
 	if f.stage == stageBadTLS && v.d.Action != policy.Deny && !v.d.ByCIDR {
 		// A ClientHello crypto/tls cannot read (a trailing-dot or otherwise
 		// invalid name, SSLv2 framing, larger than the sniff buffer) names
@@ -171,9 +184,10 @@ func (s *Server) gateConn(f connFacts) connVerdict {
 		v.d = refuse(ruleUnframable, "unreadable TLS ClientHello: only a rule that names the address in cidrs can allow TLS whose server name clawd cannot read")
 	}
 	v.e.Host = v.host
-	if v.d.Action == policy.Deny && f.stage == stageLate && !f.waited {
+	if severity(v.d) == severity(refuse("", "")) && f.stage == stageLate && !f.waited {
 		// A slow client (a loaded host, a busy agent) whose connection the
-		// destination alone would deny: decide it on what it sends.
+		// destination alone would deny (or would, in audit mode): decide it
+		// on what it sends.
 		v.act = actWait
 		return v
 	}
@@ -212,7 +226,7 @@ func (s *Server) namesForAny(m ConnMeta) []string {
 // set's default action apply only when no rule does; with no names the
 // address alone decides.
 func (s *Server) connDecision(m ConnMeta, hosts []string, again bool) (policy.Decision, string) {
-	in := policy.Input{Container: m.Container, DstIP: m.OrigDst.Addr(), DstPort: m.OrigDst.Port(), Recheck: again}
+	in := policy.Input{Container: m.Container, DstIP: m.OrigDst.Addr(), DstPort: m.OrigDst.Port(), Recheck: again, Program: m.Program}
 	if len(hosts) == 0 {
 		return s.decideConn(in), ""
 	}
@@ -228,7 +242,7 @@ func (s *Server) connDecision(m ConnMeta, hosts []string, again bool) (policy.De
 			}
 			continue
 		}
-		if !have || severity(d.Action) > severity(best.Action) {
+		if !have || severity(d) > severity(best) {
 			best, bestHost, have = d, h, true
 		}
 	}
@@ -238,7 +252,14 @@ func (s *Server) connDecision(m ConnMeta, hosts []string, again bool) (policy.De
 	return dflt, dfltHost
 }
 
-func severity(a policy.Action) int {
+// severity ranks a decision by what enforcement does with it: in audit
+// mode by the action it would take (Would), so invariant 2 still picks the
+// most restrictive name's rule for the audit line.
+func severity(d policy.Decision) int {
+	a := d.Action
+	if d.Would != "" {
+		a = d.Would
+	}
 	switch a {
 	case policy.Allow:
 		return 0
@@ -284,7 +305,7 @@ func (s *Server) guardAddr(d policy.Decision, in policy.Input, cache *classCache
 	if byAddr.NeedBody {
 		return byAddr // the request's caller buffers the body and asks again
 	}
-	if severity(byAddr.Action) > severity(d.Action) {
+	if severity(byAddr) > severity(d) {
 		return byAddr
 	}
 	return d
@@ -320,7 +341,9 @@ type reqFacts struct {
 }
 
 // gateRequest decides one HTTP request. A NeedBody decision asks the caller
-// to buffer the body and call again with in.BodyKnown set.
+// to buffer the body and call again with in.BodyKnown set. A decision with
+// a Budget that is not Deny was admitted by the budget ledger (unless
+// in.Recheck): the caller settles it exactly once (see usage.go).
 func (s *Server) gateRequest(f reqFacts, dst netip.AddrPort) policy.Decision {
 	if s.internal(dst) {
 		return refuse(ruleInternal, "destination is clawd itself or the host (unspecified address)")
@@ -341,7 +364,7 @@ func (s *Server) gateRequest(f reqFacts, dst netip.AddrPort) policy.Decision {
 		for _, n := range f.names(dst) {
 			in.Host = n
 			nd := s.decide(in)
-			if nd.NeedBody || nd.Rule != "default" && severity(nd.Action) > severity(d.Action) {
+			if nd.NeedBody || nd.Rule != "default" && severity(nd) > severity(d) {
 				d = nd
 			}
 			if d.NeedBody {
@@ -349,5 +372,43 @@ func (s *Server) gateRequest(f reqFacts, dst netip.AddrPort) policy.Decision {
 			}
 		}
 	}
-	return s.guardAddr(d, f.in, f.cls)
+	d = s.guardAddr(d, f.in, f.cls)
+	if d.Budget != nil && d.Action != policy.Deny && !d.NeedBody && !f.in.Recheck {
+		// LLM budgets (issue 16): the container's window of the deciding
+		// rule's budget admits the request (it is then settled by
+		// http.go, once) or it is spent: deny, answered 429.
+		k := usage.Key{Container: f.key, Budget: d.Budget.ID}
+		ok, retry, reason := s.usage.Admit(k, f.in.Container.Name, d.Budget, s.cfg.Now())
+		switch {
+		case ok:
+		case d.Audit:
+			// Mode audit (invariant 5): a spent budget is a policy
+			// verdict, so the request goes through, recorded as
+			// would deny, and its usage still counts.
+			s.usage.Enter(k, f.in.Container.Name, d.Budget, s.cfg.Now())
+			d.Would, d.Reason = policy.Deny, reason
+		default:
+			d.Action, d.BudgetSpent, d.RetryAfter, d.Reason = policy.Deny, true, retry, reason
+		}
+	}
+	return d
+}
+
+// applyMode carries out a rule set's mode on a policy decision (invariant
+// 5). In mode audit the policy's verdict becomes Would and the action
+// allow. A relaxed deny loses ByCIDR: a deny rule naming an address does
+// not make it a dial target (guardAddr then asks whether an allowing rule
+// names it). A NeedBody decision is a question, not a verdict: the caller
+// buffers the body and asks again.
+func applyMode(d policy.Decision) policy.Decision {
+	if !d.Audit || d.NeedBody {
+		return d
+	}
+	d.Would = d.Action
+	if d.Action == policy.Deny {
+		d.ByCIDR = false
+	}
+	d.Action = policy.Allow
+	d.RateLimited, d.RetryAfter = false, 0
+	return d
 }

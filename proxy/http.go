@@ -76,7 +76,8 @@ type reqInfo struct {
 	inj     Injection
 	e       *audit.Entry
 	counter *countingBody
-	out     http.Header // the agent's response header (rw.Header())
+	out     http.Header   // the agent's response header (rw.Header())
+	charge  *budgetCharge // LLM budgets (issue 16): nil when no budget applies
 }
 
 type reqInfoKey struct{}
@@ -217,6 +218,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Method:    r.Method,
 		Path:      target,
 		Header:    r.Header,
+		Program:   meta.Program,
 	}}
 	d = s.gateRequest(f, meta.OrigDst)
 	if d.Rule == ruleHostMismatch {
@@ -239,6 +241,11 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		d = s.gateRequest(f, meta.OrigDst)
 	}
 	info.Rule, info.Reason = d.Rule, d.Reason
+	ruleSteps := d.NextSteps // the author's text, for refusals by this rule
+	// LLM budgets (issue 16): an admitted request is settled once, however
+	// it ends (before the audit line above is written: it carries tokens).
+	charge := s.admitted(h.key, d, &e)
+	defer charge.finish()
 
 	switch d.Action {
 	case policy.Allow:
@@ -276,16 +283,22 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		if !out.Approved {
 			e.Reason = out.Reason
+			if out.Status != approval.StatusRestarting && out.Status != approval.StatusLimit {
+				info.NextSteps = ruleSteps
+			}
 			writeOutcome(rw, out, info)
 			return
 		}
 	default:
+		info.NextSteps = ruleSteps
+		if d.BudgetSpent {
+			s.m.budgetDenied.WithLabelValues(d.Budget.ID).Inc()
+			writeBudgetSpent(rw, d, info)
+			return
+		}
 		if d.RateLimited {
 			info.Error = "rate_limited"
-			secs := int((d.RetryAfter + time.Second - 1) / time.Second)
-			if secs < 1 {
-				secs = 1
-			}
+			secs := retrySeconds(d)
 			info.RetryAfter = secs
 			rw.Header().Set("Retry-After", itoa(secs))
 			writeJSON(rw, http.StatusTooManyRequests, info)
@@ -379,7 +392,20 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rw.before = nil // from here the body goes upstream
+	if charge != nil {
+		charge.prepare(r)
+		ri.charge = charge
+	}
 	h.rp.ServeHTTP(rw, r.WithContext(context.WithValue(ctx, reqInfoKey{}, ri)))
+}
+
+// retrySeconds is a deny's RetryAfter in whole seconds, at least 1.
+func retrySeconds(d policy.Decision) int {
+	secs := int((d.RetryAfter + time.Second - 1) / time.Second)
+	if secs < 1 {
+		secs = 1
+	}
+	return secs
 }
 
 // Bounds of drainUnread: a bigger or slower body gets the connection closed.
@@ -457,6 +483,7 @@ func (h *handler) hold(r *http.Request, body []byte, host, target string, d poli
 		Timeout:    d.ApprovalTimeout,
 		Route:      d.Route,
 		Generation: d.Generation,
+		Program:    h.cc.meta.Program,
 	})
 }
 
@@ -477,6 +504,9 @@ func (h *handler) modifyResponse(resp *http.Response) error {
 	ri, _ := resp.Request.Context().Value(reqInfoKey{}).(*reqInfo)
 	if ri == nil {
 		return nil
+	}
+	if ri.charge != nil {
+		ri.charge.tap(resp) // the upstream's own bytes, before scrubbing
 	}
 	if ri.inj != nil {
 		ri.inj.ScrubResponse(resp)

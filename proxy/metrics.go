@@ -2,8 +2,11 @@ package proxy
 
 import (
 	"errors"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/clawd-dev/clawd/proxy/usage"
 )
 
 type metrics struct {
@@ -14,6 +17,11 @@ type metrics struct {
 	untrusted      *prometheus.CounterVec
 	buffered       prometheus.Gauge
 	bufferRefused  *prometheus.CounterVec
+
+	// LLM budgets (issue 16, budget): by budget ("set/rule") only; the
+	// per-container figures are the usage collector's.
+	budgetTokens *prometheus.CounterVec
+	budgetDenied *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -46,6 +54,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "clawd_buffered_body_refused_total",
 			Help: "Requests refused because buffering their body would pass a memory budget, by the bound that was hit (container, global, request).",
 		}, []string{"scope"}),
+		budgetTokens: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "clawd_budget_tokens_total",
+			Help: "LLM tokens charged to budgets, by budget (set/rule).",
+		}, []string{"budget"}),
+		budgetDenied: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "clawd_budget_denied_total",
+			Help: "Requests answered 429 budget_exhausted, by budget (set/rule).",
+		}, []string{"budget"}),
 	}
 	if reg == nil {
 		return m, nil
@@ -58,6 +74,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.untrusted = register(reg, m.untrusted, &err)
 	m.buffered = register(reg, m.buffered, &err)
 	m.bufferRefused = register(reg, m.bufferRefused, &err)
+	m.budgetTokens = register(reg, m.budgetTokens, &err)
+	m.budgetDenied = register(reg, m.budgetDenied, &err)
 	if err != nil {
 		return nil, err
 	}
@@ -79,4 +97,56 @@ func register[C prometheus.Collector](reg prometheus.Registerer, c C, errp *erro
 		}
 	}
 	return c
+}
+
+// usageCollector exports the budget ledger's live windows at scrape time:
+// one series per container and budget with a window in progress, so
+// containers and windows that are gone leave no stale series (cardinality
+// is attached containers × budget rules).
+type usageCollector struct {
+	l   *usage.Ledger
+	now func() time.Time
+}
+
+var (
+	budgetUsedDesc = prometheus.NewDesc("clawd_budget_tokens_used",
+		"LLM tokens a container spent of a budget in its current window.", []string{"container", "budget"}, nil)
+	budgetLimitDesc = prometheus.NewDesc("clawd_budget_tokens_limit",
+		"The token limit of a budget per window (0: none).", []string{"container", "budget"}, nil)
+	budgetReqDesc = prometheus.NewDesc("clawd_budget_requests_used",
+		"Requests a container made under a budget in its current window.", []string{"container", "budget"}, nil)
+)
+
+func (c usageCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- budgetUsedDesc
+	ch <- budgetLimitDesc
+	ch <- budgetReqDesc
+}
+
+func (c usageCollector) Collect(ch chan<- prometheus.Metric) {
+	list := c.l.Usage("", c.now())
+	names := map[[2]string]int{}
+	for _, u := range list {
+		names[[2]string{u.Name, u.Budget}]++
+	}
+	for _, u := range list {
+		name := u.Name
+		if name == "" || names[[2]string{u.Name, u.Budget}] > 1 {
+			name = u.Container // two containers of one name: the key tells them apart
+		}
+		ch <- prometheus.MustNewConstMetric(budgetUsedDesc, prometheus.GaugeValue, float64(u.Tokens), name, u.Budget)
+		ch <- prometheus.MustNewConstMetric(budgetLimitDesc, prometheus.GaugeValue, float64(u.TokenLimit), name, u.Budget)
+		ch <- prometheus.MustNewConstMetric(budgetReqDesc, prometheus.GaugeValue, float64(u.Requests), name, u.Budget)
+	}
+}
+
+// registerUsage registers the ledger's collector (once per registry: a
+// second Server on the same registry keeps the first's).
+func registerUsage(reg prometheus.Registerer, l *usage.Ledger, now func() time.Time) error {
+	if reg == nil {
+		return nil
+	}
+	var err error
+	register(reg, prometheus.Collector(usageCollector{l: l, now: now}), &err)
+	return err
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/clawd-dev/clawd/internal/hostname"
 	"github.com/clawd-dev/clawd/policy"
 	"github.com/clawd-dev/clawd/proxy/ca"
+	"github.com/clawd-dev/clawd/proxy/usage"
 	"github.com/clawd-dev/clawd/secrets"
 )
 
@@ -33,6 +34,11 @@ import (
 type ConnMeta struct {
 	Container policy.Container
 	OrigDst   netip.AddrPort // what the agent dialled (v4-mapped already unmapped)
+
+	// Program is the process that connected (issue 16, policy binaries:);
+	// the zero value is an unknown program, which no allow rule with
+	// binaries matches.
+	Program policy.Program
 }
 
 // Decider decides requests; *policy.Engine implements it.
@@ -181,6 +187,11 @@ type Config struct {
 	ProxyCredential func(name string) (string, error)
 	// Now is the clock for decisions and durations. Default time.Now.
 	Now func() time.Time
+
+	// LLM budgets (issue 16, budget): Usage keeps what each container spent
+	// of the rules' `budget:` (the daemon's is persisted in its state
+	// directory). nil: a ledger in memory, lost when the Server goes.
+	Usage *usage.Ledger
 }
 
 const (
@@ -205,7 +216,8 @@ type Server struct {
 	fbPorts    map[uint16]bool
 	decisions  decisionCounters
 	untrusted  untrustedCounts
-	budget     *bodyBudget // memory of buffered request bodies (body.go)
+	budget     *bodyBudget   // memory of buffered request bodies (body.go)
+	usage      *usage.Ledger // LLM budgets (usage.go)
 
 	liveMu sync.Mutex
 	live   map[*live]struct{} // open streams re-decided by Recheck
@@ -277,6 +289,12 @@ func New(cfg Config) (*Server, error) {
 		live:      make(map[*live]struct{}),
 	}
 	s.budget = newBodyBudget(cfg.MaxBufferedBytes, cfg.MaxBufferedBytesPerContainer, m)
+	if s.usage = cfg.Usage; s.usage == nil {
+		s.usage, _ = usage.Open("", nil)
+	}
+	if err := registerUsage(cfg.Registerer, s.usage, cfg.Now); err != nil {
+		return nil, fmt.Errorf("proxy: %w", err)
+	}
 	for _, ap := range cfg.Forbidden {
 		s.forbidden[netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())] = true
 	}
@@ -420,7 +438,7 @@ func (s *Server) decide(in policy.Input) policy.Decision {
 		// An engine bug must fail closed.
 		return policy.Decision{Action: policy.Deny, Rule: d.Rule, Reason: "invalid policy action"}
 	}
-	return d
+	return applyMode(d)
 }
 
 // consistent reports whether host may be used with the destination IP: the
@@ -456,7 +474,24 @@ func (s *Server) entry(m ConnMeta, proto string) audit.Entry {
 		Labels:      m.Container.Labels,
 		Dst:         m.OrigDst.String(),
 		Proto:       proto,
+		// ident (issue 16)
+		Program:       programName(m.Program),
+		ProgramSHA256: m.Program.SHA256,
+		Cmdline:       m.Program.Cmdline,
+		PID:           m.Program.PID,
 	}
+}
+
+// programName is the audit line's program: its path, "unknown" when clawd
+// could not tell, "(deleted)" for a known program whose file is gone.
+func programName(p policy.Program) string {
+	switch {
+	case !p.Known:
+		return "unknown"
+	case p.Path == "":
+		return "(deleted)"
+	}
+	return p.Path
 }
 
 func (s *Server) record(e audit.Entry, d policy.Decision, start time.Time) {
@@ -469,8 +504,11 @@ func (s *Server) record(e audit.Entry, d policy.Decision, start time.Time) {
 	if e.Action == "" {
 		e.Action = string(d.Action)
 	}
-	if e.Reason == "" && d.Action != policy.Allow {
+	if e.Reason == "" && (d.Action != policy.Allow || d.Would != "" && d.Would != policy.Allow) {
 		e.Reason = d.Reason
+	}
+	if d.Audit && d.Would != "" {
+		e.Mode, e.Would = string(policy.AuditMode), string(d.Would)
 	}
 	s.decisions.get(s.m.decisions, e.Action, e.Rule).Inc()
 	s.audit.Log(e)

@@ -6,6 +6,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -22,8 +23,10 @@ import (
 	"github.com/clawd-dev/clawd/approval"
 	approvalapi "github.com/clawd-dev/clawd/approval/api"
 	"github.com/clawd-dev/clawd/approval/channels"
+	"github.com/clawd-dev/clawd/audit"
 	"github.com/clawd-dev/clawd/daemon"
 	"github.com/clawd-dev/clawd/policy"
+	"github.com/clawd-dev/clawd/policy/suggest"
 	"github.com/clawd-dev/clawd/secrets"
 )
 
@@ -50,7 +53,7 @@ func root() *cobra.Command {
 		SilenceErrors: true,
 	}
 	c.PersistentFlags().StringVar(&socket, "socket", envOr("CLAWD_SOCKET", daemon.DefaultSocket), "control socket of the daemon")
-	c.AddCommand(daemonCmd(), attachCmd(), detachCmd(), envCmd(), lsCmd(), statusCmd(), doctorCmd(), versionCmd(),
+	c.AddCommand(daemonCmd(), attachCmd(), detachCmd(), envCmd(), lsCmd(), statusCmd(), doctorCmd(), versionCmd(), auditCmd(),
 		policyCmd(), caCmd(), webhookCertCmd(), secretCmd(), approvalsCmd(), approveCmd(), denyCmd(), grantsCmd())
 	c.AddCommand(fleetCmd()) // issue 17
 	return c
@@ -299,6 +302,40 @@ func doctorCmd() *cobra.Command {
 	return c
 }
 
+func auditCmd() *cobra.Command {
+	c := &cobra.Command{Use: "audit", Short: "Check the tamper-evident audit log"}
+	var key string
+	verify := &cobra.Command{
+		Use:   "verify FILE",
+		Short: "Verify an audit log's hash chain and signed checkpoints; point at the first altered line",
+		Long: "Verify checks that every line of FILE (\"-\": standard input) follows the one before it in the hash chain and, with\n" +
+			"--key, that every checkpoint is signed by that key. It exits non-zero at the first altered, deleted, inserted or moved\n" +
+			"line, and says how many lines after the last signed checkpoint only the chain vouches for.",
+		Args:          cobra.ExactArgs(1),
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if !cmd.Flags().Changed("key") {
+				if _, err := os.Stat(key); err != nil {
+					key = ""
+				}
+			}
+			rep, err := audit.VerifyFile(args[0], key)
+			if err != nil {
+				return err
+			}
+			rep.Write(os.Stdout, args[0], key != "")
+			if !rep.OK() {
+				return errors.New("audit log verification failed")
+			}
+			return nil
+		},
+	}
+	verify.Flags().StringVar(&key, "key", daemon.DefaultStateDir+"/audit-key.pub", "public key of the checkpoints (the daemon's AUDIT-KEY.pub); empty: check the chain only")
+	c.AddCommand(verify)
+	return c
+}
+
 func versionCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "version",
@@ -309,12 +346,13 @@ func versionCmd() *cobra.Command {
 }
 
 func policyCmd() *cobra.Command {
-	c := &cobra.Command{Use: "policy", Short: "Validate, test and reload policies"}
-	c.AddCommand(policyCheckCmd())
+	c := &cobra.Command{Use: "policy", Short: "Validate, test, reload and suggest policies"}
+	c.AddCommand(policyCheckCmd(), policySuggestCmd())
 	var ctr policy.Container
 	var labels []string
+	var progPath, progSum string
 	test := &cobra.Command{
-		Use:   "test FILE --container NAME METHOD URL",
+		Use:   "test FILE --container NAME [--program PATH [--program-sha256 HEX]] METHOD URL",
 		Short: "Print the decision a policy makes for one request, and the rule that made it",
 		Args:  cobra.ExactArgs(3),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -334,7 +372,11 @@ func policyCmd() *cobra.Command {
 				}
 				c.Labels[k] = v
 			}
-			d, err := policy.Explain(p, c, strings.ToUpper(args[1]), args[2])
+			prog, err := policy.ProgramFor(progPath, progSum)
+			if err != nil {
+				return err
+			}
+			d, err := policy.ExplainProgram(p, c, prog, strings.ToUpper(args[1]), args[2])
 			if err != nil {
 				return err
 			}
@@ -346,6 +388,8 @@ func policyCmd() *cobra.Command {
 	test.Flags().StringVar(&ctr.Runtime, "runtime", "containerd", "container runtime")
 	test.Flags().StringVar(&ctr.Namespace, "namespace", "default", "containerd namespace")
 	test.Flags().StringSliceVar(&labels, "label", nil, "container label KEY=VALUE (repeatable)")
+	test.Flags().StringVar(&progPath, "program", "", "the program making the request, as the container sees it (default: unknown, which no allow rule with binaries matches)")
+	test.Flags().StringVar(&progSum, "program-sha256", "", "the program's SHA-256 (sha256sum)")
 	test.MarkFlagRequired("container")
 	c.AddCommand(test)
 	c.AddCommand(&cobra.Command{
@@ -656,6 +700,72 @@ func printJSON(v any) error {
 	enc := json.NewEncoder(os.Stdout)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// policySuggestCmd proposes a policy from the audit log (policy/suggest).
+func policySuggestCmd() *cobra.Command {
+	var config, auditFile, since, container, current string
+	var diff bool
+	c := &cobra.Command{
+		Use:   "suggest [--since 24h] [--container NAME] [--diff]",
+		Short: "Propose a policy that allows what the audit log saw (reads allowed, writes held for approval)",
+		Long: "Reads the audit log (the daemon config's audit-log and its rotated copies, or --audit FILE) and prints a\n" +
+			"policy that would allow what was seen: reads (GET, HEAD, OPTIONS) grouped per host, writes as approve\n" +
+			"rules. Names and addresses that are special (loopback, link-local and metadata, private, the host's) are\n" +
+			"never proposed. With --diff only the rules the current policy lacks are printed. The output passes\n" +
+			"`clawd policy check`.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			d, err := suggest.ParseSince(since)
+			if err != nil {
+				return err
+			}
+			fs := pflag.NewFlagSet("daemon", pflag.ContinueOnError)
+			daemon.Flags(fs)
+			if cmd.Flags().Changed("config") {
+				if err := fs.Set("config", config); err != nil {
+					return err
+				}
+			}
+			cfg, err := daemon.LoadConfig(fs)
+			if err != nil {
+				return err
+			}
+			if auditFile == "" {
+				auditFile = cfg.AuditLog
+			}
+			o := suggest.Options{Since: time.Now().Add(-d), Container: container}
+			if diff {
+				if current == "" {
+					current = cfg.Policy
+				}
+				if o.Current, err = policy.Load(current); err != nil {
+					return err
+				}
+			}
+			res, col, err := suggest.FromLog(auditFile, o)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(os.Stderr, "clawd: %d audit lines read, %d decisions used, %d unreadable, %d rules proposed\n", col.Lines, col.Used, col.Bad, res.Rules)
+			for _, s := range res.Skipped {
+				fmt.Fprintln(os.Stderr, "clawd: not proposed:", s)
+			}
+			if res.YAML == nil {
+				fmt.Fprintln(os.Stderr, "clawd: nothing to propose")
+				return nil
+			}
+			_, err = os.Stdout.Write(res.YAML)
+			return err
+		},
+	}
+	c.Flags().StringVar(&config, "config", daemon.DefaultConfig, "daemon config that names the audit log and the policy")
+	c.Flags().StringVar(&auditFile, "audit", "", "audit log to read (default: the config's audit-log), with its rotated copies")
+	c.Flags().StringVar(&since, "since", "24h", "how far back to read: a duration (24h, 90m) or days (7d)")
+	c.Flags().StringVar(&container, "container", "", "only this container's requests")
+	c.Flags().BoolVar(&diff, "diff", false, "print only the rules the current policy lacks")
+	c.Flags().StringVar(&current, "policy", "", "the current policy for --diff (default: the config's policy)")
+	return c
 }
 
 // policyCheckCmd validates a policy file, and its approval routes against

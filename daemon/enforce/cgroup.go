@@ -309,3 +309,19 @@ func isBPFFS(dir string) bool {
 	}
 	return uint32(st.Type) == bpffsMagic
 }
+
+// CgroupIDOfPID is the cgroup ID (the cgroup directory's inode, as
+// bpf_get_current_cgroup_id reports it) of pid's cgroup v2, below the
+// cgroup2 mount root (Cgroup2Mount, found once by the caller: this runs
+// for every connection).
+func CgroupIDOfPID(root string, pid int) (uint64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		return 0, fmt.Errorf("read cgroup of pid %d: %w", pid, err)
+	}
+	rel, err := parseCgroup2Line(b)
+	if err != nil {
+		return 0, fmt.Errorf("pid %d: %w", pid, err)
+	}
+	return CgroupID(filepath.Join(root, rel))
+}

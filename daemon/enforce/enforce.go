@@ -585,6 +585,7 @@ func (e *Enforcer) Pinned() ([]string, error) {
 type Orig struct {
 	Dst    netip.AddrPort
 	Cgroup uint64 // cgroup of the socket that connected
+	TGID   uint32 // host PID of the process that connected (0: not recorded)
 }
 
 // OrigDst looks up (and forgets) the original destination of a connection
@@ -597,7 +598,7 @@ func (e *Enforcer) OrigDst(netns uint64, port uint16, family int) (Orig, bool) {
 		return Orig{}, false
 	}
 	e.tp.Delete(&k)
-	return Orig{Dst: origAddr(v), Cgroup: v.Cgroup}, true
+	return Orig{Dst: origAddr(v), Cgroup: v.Cgroup, TGID: v.Tgid}, true
 }
 
 func origAddr(v bpf.ClawdOrig) netip.AddrPort {

@@ -21,8 +21,10 @@ const module = "github.com/clawd-dev/clawd/"
 var allowed = map[string][]string{
 	"internal/":             {},                                               // plumbing: imports nothing of clawd
 	"bpf":                   {},                                               // programs and their loaders only
-	"audit":                 {},                                               // the sink knows no decision logic
+	"audit":                 {"internal/"},                                    // the sink knows no decision logic
+	"audit/otlp":            {},                                               // OTLP export of audit lines (the OpenTelemetry SDK): lines in, records out
 	"policy":                {"internal/"},                                    // pure decisions
+	"policy/suggest":        {"audit", "policy", "internal/"},                 // audit lines in, a proposed policy out
 	"secrets":               {"internal/"},                                    // the store knows no proxy
 	"approval":              {"audit", "policy", "internal/"},                 // the core knows no proxy, no daemon, no platform
 	"approval/":             {"approval", "internal/"},                        // one package per channel (and the API, summarisers): the core's types only, never each other
@@ -30,13 +32,15 @@ var allowed = map[string][]string{
 	"approval/channels":     {"approval", "approval/", "policy", "internal/"}, // the registry: builds channels by type from clawd.yaml
 	"proxy/ca":              {"internal/"},
 	"proxy/dns":             {"audit", "policy", "internal/"},
-	"proxy":                 {"approval", "audit", "policy", "secrets", "proxy/ca", "internal/"}, // knows no daemon, no YAML loading, no platform
+	"proxy/usage":           {"policy", "internal/"},                                                            // LLM usage: meter and budget ledger
+	"proxy":                 {"approval", "audit", "policy", "secrets", "proxy/ca", "proxy/usage", "internal/"}, // knows no daemon, no YAML loading, no platform
 	"daemon/nsenter":        {},
+	"daemon/procid":         {"policy"}, // which program a PID runs: /proc only, policy.Program the result
 	"daemon/enforce":        {"bpf", "daemon/nsenter", "internal/"},
 	"daemon/runtime":        {"policy", "internal/"},
 	"daemon/admission":      {"proxy/ca"}, // the Kubernetes webhook: env and CA paths only, no daemon state
-	"daemon":                {"approval", "approval/", "audit", "bpf", "daemon/", "fleet", "internal/", "policy", "proxy", "proxy/", "secrets"},
-	"cmd/":                  {"approval", "approval/", "daemon", "policy", "secrets", "internal/", "audit"},
+	"daemon":                {"approval", "approval/", "audit", "audit/", "bpf", "daemon/", "fleet", "internal/", "policy", "proxy", "proxy/", "secrets"},
+	"cmd/":                  {"approval", "approval/", "daemon", "policy", "policy/suggest", "secrets", "internal/", "audit"},
 	"fleet":                 {"approval", "audit", "internal/"}, // the shared PostgreSQL store: implements approval's store, knows no daemon or proxy
 	"scripts/":              {},
 }

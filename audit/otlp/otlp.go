@@ -1,0 +1,408 @@
+// Package otlp exports audit lines as OpenTelemetry logs over OTLP, next
+// to the JSONL file, with the official Go SDK (sdk/log's batch processor,
+// the otlploghttp or otlploggrpc exporter).
+//
+// Export never slows a decision: the audit Logger hands each written line
+// to Tee, which only copies it into a bounded queue (dropping, and counting,
+// when it is full); a goroutine turns lines into log records for the SDK's
+// batch processor, whose own bounded queue absorbs a slow or absent
+// collector. The JSONL file is written first and loses nothing to export.
+//
+// Each record's body is the exact JSON line (so that `clawd audit verify`
+// can check a copy rebuilt from the collector's), its attributes every
+// field of the line as clawd.<field> (generic over audit.Entry's fields:
+// container, container_id, rule, action, program, by, seq, prev, ...),
+// its event name clawd.<event>, its severity from the action.
+package otlp
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/exporters/otlp/otlplog/otlploggrpc"
+	"go.opentelemetry.io/otel/exporters/otlp/otlplog/otlploghttp"
+	"go.opentelemetry.io/otel/log"
+	sdklog "go.opentelemetry.io/otel/sdk/log"
+	"go.opentelemetry.io/otel/sdk/resource"
+	"go.uber.org/zap"
+	"golang.org/x/time/rate"
+	"google.golang.org/grpc/credentials"
+)
+
+// Protocols.
+const (
+	ProtocolHTTP = "http/protobuf"
+	ProtocolGRPC = "grpc"
+)
+
+// Config says where and how to export. The zero Timeout, QueueSize and
+// Protocol mean the defaults below.
+type Config struct {
+	// Endpoint is the collector: a URL (http://host:4318, https://…/v1/logs
+	// for http/protobuf; the URL's scheme decides TLS) or host:port (gRPC,
+	// TLS unless Insecure).
+	Endpoint string
+	Protocol string            // ProtocolHTTP (default) or ProtocolGRPC
+	Headers  map[string]string // sent with every export (credentials): never logged
+	Insecure bool              // gRPC without TLS
+	CAFile   string            // roots for the collector's certificate (default: the system's)
+	Timeout  time.Duration     // one export (default 10s)
+	// QueueSize bounds the lines waiting for export, and the SDK's queue
+	// (default 4096): past it lines are dropped from export and counted.
+	QueueSize int
+	// Resource attributes; service.name, service.version (Version) and
+	// host.name (HostName) are set unless given here.
+	Resource map[string]string
+	Version  string
+	HostName string
+	// BatchInterval is how long records wait for a batch (default 1s).
+	BatchInterval time.Duration
+}
+
+const (
+	DefaultTimeout   = 10 * time.Second
+	DefaultQueueSize = 4096
+)
+
+// Exporter is a running export. Tee is its audit.Options.Tee.
+type Exporter struct {
+	queue     chan []byte
+	provider  *sdklog.LoggerProvider
+	logger    log.Logger
+	done      chan struct{}
+	mu        sync.RWMutex // Close against Tee
+	closed    bool
+	dropped   atomic.Uint64 // lines the queue had no room for
+	exported  atomic.Uint64
+	failed    atomic.Uint64
+	log       *zap.Logger
+	limit     *rate.Limiter // of failure log lines
+	dropLimit *rate.Limiter // of drop log lines
+}
+
+// New starts an exporter; it does not contact the collector (a down
+// collector is a counted export failure, not a startup error).
+func New(cfg Config, reg prometheus.Registerer, lg *zap.Logger) (*Exporter, error) {
+	e, err := newStopped(cfg, reg, lg)
+	if err != nil {
+		return nil, err
+	}
+	go e.run()
+	return e, nil
+}
+
+// newStopped is New without the goroutine that empties the queue.
+func newStopped(cfg Config, reg prometheus.Registerer, lg *zap.Logger) (*Exporter, error) {
+	if lg == nil {
+		lg = zap.NewNop()
+	}
+	if cfg.QueueSize <= 0 {
+		cfg.QueueSize = DefaultQueueSize
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.BatchInterval <= 0 {
+		cfg.BatchInterval = time.Second
+	}
+	e := &Exporter{queue: make(chan []byte, cfg.QueueSize), done: make(chan struct{}), log: lg, limit: rate.NewLimiter(rate.Every(time.Minute), 3), dropLimit: rate.NewLimiter(rate.Every(time.Minute), 1)}
+	exp, err := newExporter(cfg)
+	if err != nil {
+		return nil, err
+	}
+	var attrs []attribute.KeyValue
+	def := map[string]string{"service.name": "clawd", "service.version": cfg.Version, "host.name": cfg.HostName}
+	for k, v := range def {
+		if _, set := cfg.Resource[k]; !set && v != "" {
+			attrs = append(attrs, attribute.String(k, v))
+		}
+	}
+	for k, v := range cfg.Resource {
+		attrs = append(attrs, attribute.String(k, v))
+	}
+	res := resource.NewSchemaless(attrs...)
+	proc := sdklog.NewBatchProcessor(&counting{Exporter: exp, e: e},
+		sdklog.WithMaxQueueSize(cfg.QueueSize), sdklog.WithExportTimeout(cfg.Timeout), sdklog.WithExportInterval(cfg.BatchInterval))
+	e.provider = sdklog.NewLoggerProvider(sdklog.WithProcessor(proc), sdklog.WithResource(res))
+	e.logger = e.provider.Logger("github.com/clawd-dev/clawd/audit")
+	hookSDK(lg)
+	if err := registerMetrics(reg, e); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+func newExporter(cfg Config) (sdklog.Exporter, error) {
+	var tlsCfg *tls.Config
+	if cfg.CAFile != "" {
+		pem, err := os.ReadFile(cfg.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("audit otlp ca-file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("audit otlp ca-file %s: no PEM certificate in it", cfg.CAFile)
+		}
+		tlsCfg = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	ctx := context.Background()
+	switch cfg.Protocol {
+	case "", ProtocolHTTP:
+		if !strings.HasPrefix(cfg.Endpoint, "http://") && !strings.HasPrefix(cfg.Endpoint, "https://") {
+			return nil, fmt.Errorf("audit otlp endpoint %q: want an http:// or https:// URL for %s", cfg.Endpoint, ProtocolHTTP)
+		}
+		opts := []otlploghttp.Option{otlploghttp.WithEndpointURL(cfg.Endpoint), otlploghttp.WithTimeout(cfg.Timeout)}
+		if u := strings.TrimPrefix(strings.TrimPrefix(cfg.Endpoint, "https://"), "http://"); !strings.Contains(u, "/") {
+			opts = append(opts, otlploghttp.WithURLPath("/v1/logs"))
+		}
+		if len(cfg.Headers) > 0 {
+			opts = append(opts, otlploghttp.WithHeaders(cfg.Headers))
+		}
+		if tlsCfg != nil {
+			opts = append(opts, otlploghttp.WithTLSClientConfig(tlsCfg))
+		}
+		return otlploghttp.New(ctx, opts...)
+	case ProtocolGRPC:
+		if cfg.Endpoint == "" {
+			return nil, errors.New("audit otlp endpoint: want host:port for grpc")
+		}
+		opts := []otlploggrpc.Option{otlploggrpc.WithTimeout(cfg.Timeout)}
+		if strings.Contains(cfg.Endpoint, "://") {
+			opts = append(opts, otlploggrpc.WithEndpointURL(cfg.Endpoint))
+		} else {
+			opts = append(opts, otlploggrpc.WithEndpoint(cfg.Endpoint))
+		}
+		if cfg.Insecure {
+			opts = append(opts, otlploggrpc.WithInsecure())
+		}
+		if len(cfg.Headers) > 0 {
+			opts = append(opts, otlploggrpc.WithHeaders(cfg.Headers))
+		}
+		if tlsCfg != nil {
+			opts = append(opts, otlploggrpc.WithTLSCredentials(credentials.NewTLS(tlsCfg)))
+		}
+		return otlploggrpc.New(ctx, opts...)
+	}
+	return nil, fmt.Errorf("audit otlp protocol %q: want %s or %s", cfg.Protocol, ProtocolHTTP, ProtocolGRPC)
+}
+
+// Tee queues a copy of an audit line for export; it never blocks.
+func (e *Exporter) Tee(line []byte) {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	if e.closed {
+		return
+	}
+	select {
+	case e.queue <- bytes.Clone(line):
+	default:
+		e.dropped.Add(1)
+		if e.dropLimit.Allow() {
+			e.log.Warn("audit export queue full: lines dropped from export (the JSONL file has them)", zap.Uint64("dropped_total", e.dropped.Load()))
+		}
+	}
+}
+
+func (e *Exporter) run() {
+	defer close(e.done)
+	ctx := context.Background()
+	for line := range e.queue {
+		var r log.Record
+		if !Record(line, &r) {
+			continue
+		}
+		e.logger.Emit(ctx, r)
+	}
+}
+
+// Close exports what is queued (within ctx) and stops.
+func (e *Exporter) Close(ctx context.Context) error {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return nil
+	}
+	e.closed = true
+	close(e.queue)
+	e.mu.Unlock()
+	select {
+	case <-e.done:
+	case <-ctx.Done():
+	}
+	return e.provider.Shutdown(ctx)
+}
+
+// Record fills r from an audit line; false if the line is no JSON object.
+func Record(line []byte, r *log.Record) bool {
+	d := json.NewDecoder(bytes.NewReader(line))
+	d.UseNumber()
+	var m map[string]any
+	if d.Decode(&m) != nil {
+		return false
+	}
+	r.SetBody(attribute.StringValue(string(line)))
+	r.SetObservedTimestamp(time.Now())
+	if s, ok := m["time"].(string); ok {
+		if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+			r.SetTimestamp(t)
+		}
+	}
+	event, _ := m["event"].(string)
+	action, _ := m["action"].(string)
+	r.SetEventName("clawd." + event)
+	sev, text := severity(event, action)
+	r.SetSeverity(sev)
+	r.SetSeverityText(text)
+	attrs := make([]attribute.KeyValue, 0, len(m))
+	for k, v := range m {
+		if k == "time" {
+			continue
+		}
+		attrs = append(attrs, attribute.KeyValue{Key: attribute.Key("clawd." + k), Value: value(v)})
+	}
+	r.AddAttributes(attrs...)
+	return true
+}
+
+func value(v any) attribute.Value {
+	switch v := v.(type) {
+	case string:
+		return attribute.StringValue(v)
+	case json.Number:
+		if i, err := v.Int64(); err == nil {
+			return attribute.Int64Value(i)
+		}
+		f, _ := v.Float64()
+		return attribute.Float64Value(f)
+	case bool:
+		return attribute.BoolValue(v)
+	case map[string]any:
+		kvs := make([]attribute.KeyValue, 0, len(v))
+		for k, x := range v {
+			kvs = append(kvs, attribute.KeyValue{Key: attribute.Key(k), Value: value(x)})
+		}
+		return attribute.MapValue(kvs...)
+	case []any:
+		vs := make([]attribute.Value, len(v))
+		for i, x := range v {
+			vs[i] = value(x)
+		}
+		return attribute.SliceValue(vs...)
+	}
+	return attribute.Value{}
+}
+
+// severity: what clawd refused or lost is a warning (error for
+// exfiltration and lost audit lines), the rest info.
+func severity(event, action string) (log.Severity, string) {
+	switch event {
+	case "exfiltration", "audit_lost":
+		return log.SeverityError, "ERROR"
+	case "tls_untrusted", "cut_off", "audit_torn":
+		return log.SeverityWarn, "WARN"
+	}
+	switch action {
+	case "deny", "denied", "expired", "aborted", "revoked", "freeze", "kill":
+		return log.SeverityWarn, "WARN"
+	}
+	return log.SeverityInfo, "INFO"
+}
+
+// counting counts what the SDK's exporter did with each batch.
+type counting struct {
+	sdklog.Exporter
+	e *Exporter
+}
+
+func (c *counting) Export(ctx context.Context, records []sdklog.Record) error {
+	err := c.Exporter.Export(ctx, records)
+	if err != nil {
+		c.e.failed.Add(uint64(len(records)))
+		if c.e.limit.Allow() {
+			c.e.log.Warn("audit export to the OTLP collector failed (the JSONL file has every line)", zap.Int("records", len(records)), zap.Error(err))
+		}
+		return err
+	}
+	c.e.exported.Add(uint64(len(records)))
+	return nil
+}
+
+// The SDK reports records its batch queue dropped through otel's global
+// logger ("dropped log records", dropped=N) and export errors through the
+// global error handler: both are process-wide, hooked once.
+var (
+	hookOnce   sync.Once
+	sdkDropped atomic.Uint64
+	hookLog    atomic.Pointer[zap.Logger]
+	hookLimit  = rate.NewLimiter(rate.Every(time.Minute), 3)
+)
+
+func hookSDK(lg *zap.Logger) {
+	hookLog.Store(lg)
+	hookOnce.Do(func() {
+		otel.SetLogger(logr.New(dropSink{}))
+		otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
+			if hookLimit.Allow() {
+				hookLog.Load().Warn("opentelemetry", zap.Error(err))
+			}
+		}))
+	})
+}
+
+type dropSink struct{}
+
+func (dropSink) Init(logr.RuntimeInfo)            {}
+func (dropSink) Enabled(level int) bool           { return level <= 1 }
+func (dropSink) Error(error, string, ...any)      {}
+func (d dropSink) WithValues(...any) logr.LogSink { return d }
+func (d dropSink) WithName(string) logr.LogSink   { return d }
+func (dropSink) Info(_ int, msg string, kv ...any) {
+	if msg != "dropped log records" {
+		return
+	}
+	for i := 0; i+1 < len(kv); i += 2 {
+		if kv[i] == "dropped" {
+			switch n := kv[i+1].(type) {
+			case uint64:
+				sdkDropped.Add(n)
+			case int:
+				sdkDropped.Add(uint64(n))
+			}
+		}
+	}
+}
+
+func registerMetrics(reg prometheus.Registerer, e *Exporter) error {
+	if reg == nil {
+		return nil
+	}
+	for result, f := range map[string]func() float64{
+		"exported": func() float64 { return float64(e.exported.Load()) },
+		"failed":   func() float64 { return float64(e.failed.Load()) },
+		"dropped":  func() float64 { return float64(e.dropped.Load() + sdkDropped.Load()) },
+	} {
+		c := prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name:        "clawd_audit_export_records_total",
+			Help:        "Audit lines by what OTLP export did with them: exported, failed (the collector refused or was unreachable), dropped (the export queue was full).",
+			ConstLabels: prometheus.Labels{"result": result},
+		}, f)
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("audit export metrics: %w", err)
+		}
+	}
+	return nil
+}

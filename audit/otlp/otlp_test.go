@@ -1,0 +1,260 @@
+package otlp
+
+import (
+	"context"
+	"crypto/ed25519"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	collogs "go.opentelemetry.io/proto/otlp/collector/logs/v1"
+	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
+	logspb "go.opentelemetry.io/proto/otlp/logs/v1"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/clawd-dev/clawd/audit"
+)
+
+// collector is an OTLP/HTTP logs endpoint that keeps what it received.
+type collector struct {
+	mu      sync.Mutex
+	records []*logspb.LogRecord
+	res     []*commonpb.KeyValue
+	headers []http.Header
+	srv     *httptest.Server
+	status  int
+}
+
+func newCollector(t *testing.T) *collector {
+	c := &collector{status: 200}
+	c.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		var req collogs.ExportLogsServiceRequest
+		if r.URL.Path != "/v1/logs" || proto.Unmarshal(body, &req) != nil {
+			http.Error(w, "bad request", 400)
+			return
+		}
+		c.mu.Lock()
+		c.headers = append(c.headers, r.Header.Clone())
+		st := c.status
+		if st == 200 {
+			for _, rl := range req.ResourceLogs {
+				c.res = rl.Resource.Attributes
+				for _, sl := range rl.ScopeLogs {
+					c.records = append(c.records, sl.LogRecords...)
+				}
+			}
+		}
+		c.mu.Unlock()
+		if st != 200 {
+			http.Error(w, "no", st)
+			return
+		}
+		b, _ := proto.Marshal(&collogs.ExportLogsServiceResponse{})
+		w.Header().Set("Content-Type", "application/x-protobuf")
+		w.Write(b)
+	}))
+	t.Cleanup(c.srv.Close)
+	return c
+}
+
+func attr(kvs []*commonpb.KeyValue, k string) string {
+	for _, kv := range kvs {
+		if kv.Key == k {
+			switch v := kv.Value.Value.(type) {
+			case *commonpb.AnyValue_StringValue:
+				return v.StringValue
+			case *commonpb.AnyValue_IntValue:
+				return strconv.FormatInt(v.IntValue, 10)
+			}
+			return kv.Value.String()
+		}
+	}
+	return ""
+}
+
+// exportCount reads clawd_audit_export_records_total{result}.
+func exportCount(t *testing.T, reg *prometheus.Registry, result string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "clawd_audit_export_records_total" {
+			continue
+		}
+		for _, m := range mf.Metric {
+			for _, l := range m.Label {
+				if l.GetName() == "result" && l.GetValue() == result {
+					return m.Counter.GetValue()
+				}
+			}
+		}
+	}
+	t.Fatalf("no clawd_audit_export_records_total{result=%q}", result)
+	return 0
+}
+
+// What the collector receives is the audit file, line for line: each
+// line's exact bytes as the body, its fields as clawd.* attributes.
+func TestExportMatchesTheAuditFile(t *testing.T) {
+	c := newCollector(t)
+	reg := prometheus.NewRegistry()
+	e, err := New(Config{Endpoint: c.srv.URL, Headers: map[string]string{"Authorization": "Bearer s3cret"}, Version: "1.2.3", HostName: "host-a", Resource: map[string]string{"deployment.environment": "test"}, BatchInterval: 10 * time.Millisecond}, reg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "audit.log")
+	key, err := audit.LoadOrCreateKey(filepath.Join(t.TempDir(), "k"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := audit.OpenWith(path, audit.Options{Key: key, Tee: e.Tee})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Log(audit.Entry{Event: audit.EventDecision, Container: "agent", ContainerID: "c0ffee", Host: "api.example.test", Method: "POST", Path: "/v1/x", Rule: "api", Action: "allow", Status: 200, Labels: map[string]string{"team": "a"}})
+	l.Log(audit.Entry{Event: audit.EventApproval, Container: "agent", Rule: "pay", Action: "denied", By: "slack:U123"})
+	l.Close()
+	if err := e.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	file, _ := os.ReadFile(path)
+	lines := strings.Split(strings.TrimSuffix(string(file), "\n"), "\n")
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.records) != len(lines) || len(lines) != 3 {
+		t.Fatalf("collector got %d records for %d lines", len(c.records), len(lines))
+	}
+	for i, r := range c.records {
+		if r.Body.GetStringValue() != lines[i] {
+			t.Errorf("record %d body %q, want the line %q", i, r.Body.GetStringValue(), lines[i])
+		}
+	}
+	r0, r1 := c.records[0], c.records[1]
+	if attr(r0.Attributes, "clawd.container") != "agent" || attr(r0.Attributes, "clawd.rule") != "api" || attr(r0.Attributes, "clawd.action") != "allow" ||
+		attr(r0.Attributes, "clawd.container_id") != "c0ffee" || attr(r0.Attributes, "clawd.status") != "200" || attr(r0.Attributes, "clawd.seq") != "1" || r0.EventName != "clawd.decision" || r0.SeverityText != "INFO" {
+		t.Errorf("record 0: %v", r0)
+	}
+	if attr(r1.Attributes, "clawd.by") != "slack:U123" || r1.SeverityText != "WARN" || attr(r1.Attributes, "clawd.prev") == "" {
+		t.Errorf("record 1: %v", r1)
+	}
+	if r2 := c.records[2]; r2.EventName != "clawd.checkpoint" || attr(r2.Attributes, "clawd.sig") == "" {
+		t.Errorf("checkpoint record: %v", r2)
+	}
+	if attr(c.res, "service.name") != "clawd" || attr(c.res, "service.version") != "1.2.3" || attr(c.res, "host.name") != "host-a" || attr(c.res, "deployment.environment") != "test" {
+		t.Errorf("resource %v", c.res)
+	}
+	if c.headers[0].Get("Authorization") != "Bearer s3cret" {
+		t.Errorf("headers %v", c.headers[0])
+	}
+	// The collector's copy is a verifiable log.
+	var rebuilt strings.Builder
+	for _, r := range c.records {
+		rebuilt.WriteString(r.Body.GetStringValue() + "\n")
+	}
+	rep, err := audit.Verify(strings.NewReader(rebuilt.String()), key.Public().(ed25519.PublicKey))
+	if err != nil || rep.Problem != nil || rep.Signed != 1 || rep.UnsignedTail != 0 {
+		t.Errorf("the collector's copy does not verify: %+v %v", rep, err)
+	}
+	if got := exportCount(t, reg, "exported"); got != 3 {
+		t.Errorf("exported = %v", got)
+	}
+}
+
+// A collector that is down or refuses costs the audit file nothing: every
+// line is in it, Log never waited for the collector, and the failures are
+// counted.
+func TestDownCollectorLosesNothingFromTheFile(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now
+	reg := prometheus.NewRegistry()
+	e, err := New(Config{Endpoint: "http://" + addr, Timeout: 200 * time.Millisecond, BatchInterval: 10 * time.Millisecond}, reg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "audit.log")
+	l, _ := audit.OpenWith(path, audit.Options{Tee: e.Tee})
+	for range 50 {
+		l.Log(audit.Entry{Event: audit.EventDecision, Action: "deny"})
+	}
+	l.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	e.Close(ctx)
+	if rep, _ := audit.Verify(mustOpen(t, path), nil); rep.Problem != nil || rep.Lines != 50 {
+		t.Fatalf("audit file: %+v", rep)
+	}
+	if got := exportCount(t, reg, "failed") + exportCount(t, reg, "dropped"); got != 50 {
+		t.Fatalf("failed+dropped = %v, want 50", got)
+	}
+	if got := exportCount(t, reg, "exported"); got != 0 {
+		t.Fatalf("exported = %v", got)
+	}
+}
+
+// A full export queue drops (and counts) rather than wait.
+func TestFullQueueDropsAndCounts(t *testing.T) {
+	c := newCollector(t)
+	reg := prometheus.NewRegistry()
+	e, err := newStopped(Config{Endpoint: c.srv.URL, QueueSize: 2}, reg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sdkDropped.Store(0)
+	// Nothing empties the queue yet: the third line on has no room.
+	line := []byte(`{"time":"2026-01-01T00:00:00Z","event":"decision","seq":1}`)
+	for range 10 {
+		e.Tee(line)
+	}
+	if got := exportCount(t, reg, "dropped"); got != 8 {
+		t.Fatalf("dropped %v, want 8", got)
+	}
+	go e.run()
+	e.Close(context.Background())
+	if got := exportCount(t, reg, "exported"); got != 2 {
+		t.Fatalf("exported %v, want 2", got)
+	}
+	if len(c.records) != 2 {
+		t.Fatalf("collector got %d records", len(c.records))
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	for _, tc := range []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{Endpoint: "127.0.0.1:4318"}, "want an http:// or https:// URL"},
+		{Config{Endpoint: "http://x", Protocol: "udp"}, `protocol "udp"`},
+		{Config{Protocol: ProtocolGRPC}, "want host:port"},
+		{Config{Endpoint: "https://x", CAFile: "/nonexistent"}, "ca-file"},
+	} {
+		if _, err := New(tc.cfg, nil, nil); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: error %v, want %q", tc.cfg, err, tc.want)
+		}
+	}
+}
+
+func mustOpen(t *testing.T, path string) *os.File {
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
+}

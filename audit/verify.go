@@ -1,0 +1,284 @@
+package audit
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+)
+
+// Report is what Verify found in an audit log.
+type Report struct {
+	Lines  int // lines read
+	Legacy int // lines before the chain starts that are not chain lines (an older clawd's)
+	// FirstSeq and LastSeq are the chain's first and last seq in the file.
+	FirstSeq, LastSeq int64
+	// LinkedBefore: the first chain line links to a line that is not in
+	// this file (the log was rotated): that one link is not checked.
+	LinkedBefore bool
+	Checkpoints  int   // checkpoint lines
+	Signed       int   // checkpoints whose signature was verified (needs a key)
+	SignedSeq    int64 // seq of the last verified checkpoint (0: none)
+	// UnsignedTail counts the chain lines after the last verified
+	// checkpoint (all of them without a key): nothing vouches for them but
+	// the chain, which whoever can write the file can recompute, and lines
+	// cut off the end leave no trace in it.
+	UnsignedTail int
+	Torn         []int // torn lines (a crash during their write) that the next line records
+	Lost         int64 // lines the daemon could not write, as it recorded them (audit_lost)
+	// Problem is the first line that breaks the chain, nil if none does.
+	Problem *Problem
+}
+
+// OK reports whether the file verified and holds a chain to verify (a
+// file without chain lines, empty or an older clawd's, proves nothing).
+func (rep Report) OK() bool { return rep.Problem == nil && rep.LastSeq > 0 }
+
+// Problem names the first altered line and why Verify thinks so.
+type Problem struct {
+	Line int
+	Why  string
+}
+
+func (p *Problem) Error() string { return fmt.Sprintf("line %d: %s", p.Line, p.Why) }
+
+// maxVerifyLine bounds one line (the Logger never writes such lines).
+const maxVerifyLine = 64 << 20
+
+// chainHead is what Verify reads of each line.
+type chainHead struct {
+	Event  string `json:"event"`
+	Seq    int64  `json:"seq"`
+	Prev   string `json:"prev"`
+	Reason string `json:"reason"`
+	Count  int64  `json:"count"`
+}
+
+// Verify reads an audit log and checks its chain: every line's seq follows
+// the one before and its prev is the SHA-256 of the line before; with pub,
+// every checkpoint's signature. It stops at the first problem (in
+// Report.Problem); the error is for reading r only.
+func Verify(r io.Reader, pub ed25519.PublicKey) (Report, error) {
+	var rep Report
+	br := bufio.NewReaderSize(r, 64<<10)
+	var (
+		chained      bool
+		havePrev     bool     // a line (chained or legacy) came before
+		last, before [32]byte // hashes of the last line and the one before it
+		lastLine     int      // number of the last line in the chain
+		torn         *tornLine
+	)
+	fail := func(line int, format string, a ...any) (Report, error) {
+		rep.Problem = &Problem{Line: line, Why: fmt.Sprintf(format, a...)}
+		return rep, nil
+	}
+	for {
+		line, complete, err := readLine(br)
+		if err != nil {
+			return rep, err
+		}
+		if line == nil {
+			break
+		}
+		rep.Lines++
+		n := rep.Lines
+		if !complete {
+			return fail(n, "the file ends inside this line (no newline): cut off, or a write in progress")
+		}
+		var h chainHead
+		if !bytes.HasPrefix(line, []byte("{")) || json.Unmarshal(line, &h) != nil {
+			if torn != nil {
+				return fail(torn.line, "not a JSON line, and the next line does not record it as torn")
+			}
+			sum := sha256.Sum256(line)
+			torn = &tornLine{line: n, size: len(line), sum: sum}
+			continue
+		}
+		sum := sha256.Sum256(line)
+		if torn != nil {
+			if h.Seq == 0 || h.Event != EventTorn || h.Reason != fmt.Sprintf(tornFormat, torn.size, torn.sum[:]) {
+				return fail(torn.line, "not a JSON line, and the next line does not record it as torn")
+			}
+			rep.Torn = append(rep.Torn, torn.line)
+			torn = nil
+		}
+		if h.Seq == 0 {
+			if chained {
+				return fail(n, "no seq: a line without the chain's fields in the chain (inserted, or its fields removed)")
+			}
+			rep.Legacy++
+			before, last, havePrev = last, sum, true
+			continue
+		}
+		if h.Seq < 0 {
+			return fail(n, "seq %d is negative", h.Seq)
+		}
+		if !chained {
+			chained = true
+			rep.FirstSeq = h.Seq
+			switch {
+			case h.Prev == "" && havePrev:
+				return fail(n, "the chain starts here without a link to the %d line(s) before it", rep.Legacy)
+			case h.Prev == "" && h.Seq != 1:
+				return fail(n, "seq %d without prev: only the chain's first line (seq 1) has no prev", h.Seq)
+			case h.Prev != "" && havePrev && h.Prev != hex.EncodeToString(last[:]):
+				return fail(n-1, "altered: its SHA-256 is not the prev of line %d", n)
+			case h.Prev != "" && !havePrev:
+				rep.LinkedBefore = true
+				if !validHash(h.Prev) {
+					return fail(n, "prev %q is not a hex SHA-256", h.Prev)
+				}
+			}
+		} else {
+			switch {
+			case h.Seq == rep.LastSeq && h.Prev == hex.EncodeToString(before[:]):
+				return fail(lastLine, "inserted: this line or line %d is, both have seq %d and follow the same line", n, h.Seq)
+			case h.Seq <= rep.LastSeq:
+				return fail(n, "seq %d after %d: a line inserted before it or lines moved (or this line's seq altered)", h.Seq, rep.LastSeq)
+			case h.Seq > rep.LastSeq+1:
+				return fail(n, "seq %d after %d: %d line(s) missing before it (deleted or moved), or this line's seq altered", h.Seq, rep.LastSeq, h.Seq-rep.LastSeq-1)
+			case h.Prev == "":
+				return fail(n, "no prev: the chain's fields of this line were altered")
+			case h.Prev != hex.EncodeToString(last[:]):
+				return fail(lastLine, "altered: its SHA-256 is not the prev of line %d (or line %d's prev was altered)", n, n)
+			}
+		}
+		rep.LastSeq, lastLine = h.Seq, n
+		before, last, havePrev = last, sum, true
+		switch h.Event {
+		case EventCheckpoint:
+			rep.Checkpoints++
+			unsigned, sig, ok := splitSig(line)
+			if !ok {
+				return fail(n, "checkpoint without a valid signature field")
+			}
+			// A rotated file starts right after its predecessor's last
+			// checkpoint: its first checkpoint covers every line before it.
+			if rep.Checkpoints == 1 && rep.LinkedBefore && h.Count > h.Seq-rep.FirstSeq {
+				return fail(1, "the checkpoint on line %d covers %d line(s) but the file has %d before it: lines before line 1 were removed (or this file is not the start of a rotated log)", n, h.Count, h.Seq-rep.FirstSeq)
+			}
+			if pub != nil {
+				if !ed25519.Verify(pub, CheckpointMessage(unsigned), sig) {
+					return fail(n, "checkpoint signature does not verify with this key: a forged checkpoint (or another key's)")
+				}
+				rep.Signed++
+				rep.SignedSeq = h.Seq
+				rep.UnsignedTail = 0
+				continue
+			}
+		case EventLost:
+			rep.Lost += h.Count
+		}
+		rep.UnsignedTail++
+	}
+	if torn != nil {
+		return fail(torn.line, "not a JSON line (a torn last line, not yet recorded by a next line)")
+	}
+	return rep, nil
+}
+
+type tornLine struct {
+	line, size int
+	sum        [32]byte
+}
+
+func validHash(s string) bool {
+	b, err := hex.DecodeString(s)
+	return err == nil && len(b) == sha256.Size
+}
+
+// readLine returns the next line without its newline, complete false if
+// the input ended before one; nil at the end.
+func readLine(br *bufio.Reader) (line []byte, complete bool, err error) {
+	for {
+		frag, err := br.ReadSlice('\n')
+		line = append(line, frag...)
+		if err == nil {
+			return line[:len(line)-1], true, nil
+		}
+		if len(line) > maxVerifyLine {
+			return nil, false, fmt.Errorf("a line longer than %d bytes", maxVerifyLine)
+		}
+		if errors.Is(err, bufio.ErrBufferFull) {
+			continue
+		}
+		if err == io.EOF {
+			if len(line) == 0 {
+				return nil, false, nil
+			}
+			return line, false, nil
+		}
+		return nil, false, err
+	}
+}
+
+// VerifyFile verifies the audit log at path ("-": standard input) with the
+// public key in keyPath ("": the chain only).
+func VerifyFile(path, keyPath string) (Report, error) {
+	var pub ed25519.PublicKey
+	if keyPath != "" {
+		var err error
+		if pub, err = LoadPublicKey(keyPath); err != nil {
+			return Report{}, fmt.Errorf("--key: %w", err)
+		}
+	}
+	r := io.Reader(os.Stdin)
+	if path != "-" {
+		f, err := os.Open(path)
+		if err != nil {
+			return Report{}, err
+		}
+		defer f.Close()
+		r = f
+	}
+	return Verify(r, pub)
+}
+
+// Write prints the report for a person: OK with counts, or the first
+// altered line and why; and what the file cannot show.
+func (rep Report) Write(w io.Writer, name string, signed bool) {
+	chainLines := rep.Lines - rep.Legacy - len(rep.Torn)
+	if p := rep.Problem; p != nil {
+		fmt.Fprintf(w, "%s: FAILED at line %d: %s\n", name, p.Line, p.Why)
+		if p.Line > 1 {
+			fmt.Fprintf(w, "  lines before it: chain intact up to seq %d, %d signed checkpoint(s)\n", rep.LastSeq, rep.Signed)
+		}
+		return
+	}
+	if chainLines == 0 {
+		fmt.Fprintf(w, "%s: NOTHING VERIFIED: %d line(s), none of them chained (empty, or written by a clawd without the audit chain)\n", name, rep.Lines)
+		return
+	}
+	fmt.Fprintf(w, "%s: OK: %d line(s), seq %d..%d, %d checkpoint(s)", name, rep.Lines, rep.FirstSeq, rep.LastSeq, rep.Checkpoints)
+	if signed {
+		fmt.Fprintf(w, ", %d signature(s) verified", rep.Signed)
+	} else {
+		fmt.Fprint(w, ", signatures NOT checked (no --key)")
+	}
+	fmt.Fprintln(w)
+	switch {
+	case signed && rep.Signed == 0:
+		fmt.Fprintf(w, "warning: no signed checkpoint: all %d chain line(s) are vouched for by the chain only\n", rep.UnsignedTail)
+	case signed && rep.UnsignedTail > 0:
+		fmt.Fprintf(w, "warning: unsigned tail of %d line(s) after the last signed checkpoint (seq %d): vouched for by the chain only\n", rep.UnsignedTail, rep.SignedSeq)
+	}
+	fmt.Fprintln(w, "note: lines cut off the end leave no trace in the file: compare the last seq with the daemon's (clawd status: audit chain head) or an off-host copy")
+	if rep.LinkedBefore {
+		fmt.Fprintf(w, "note: line 1 (seq %d) links to a line before this file (a rotated log): verify it after its predecessor, e.g. cat audit.log.1 audit.log | clawd audit verify -\n", rep.FirstSeq)
+	}
+	if rep.Legacy > 0 {
+		fmt.Fprintf(w, "note: the first %d line(s) are not chained (an older clawd's); the chain links to the last of them\n", rep.Legacy)
+	}
+	for _, n := range rep.Torn {
+		fmt.Fprintf(w, "note: line %d is torn (a crash during its write), recorded by line %d\n", n, n+1)
+	}
+	if rep.Lost > 0 {
+		fmt.Fprintf(w, "note: %d line(s) could not be written (disk full?), recorded by audit_lost lines\n", rep.Lost)
+	}
+}

@@ -1,0 +1,305 @@
+// Package procid tells which program a host process runs, for policy
+// `binaries:` (issue 16): the executable's path as its container sees it,
+// the SHA-256 of its content (hashed through /proc/PID/exe, cached by file
+// identity) and its command line, after checking that the PID still names
+// the process that connected.
+//
+// The kernel's connect hook records the connecting task's TGID; this
+// package resolves it when the proxy accepts the connection. What it cannot
+// see (docs/threat-model.md): a process that execs another program between
+// its connect and that moment is resolved as the new program; a connection
+// handed to another process (SCM_RIGHTS, fork, exec) stays attributed to the
+// one that connected; all threads of a process are one program.
+package procid
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/clawd-dev/clawd/policy"
+)
+
+// Limits. A larger executable gets no digest (a digest rule does not match
+// it); a longer command line is cut.
+const (
+	MaxHashSize    = 1 << 30
+	maxCmdlineRead = 8 << 10
+	MaxCmdline     = 512
+	cacheEntries   = 4096
+	recent         = 2 * time.Second
+	clockTicks     = 100 // USER_HZ: the unit of /proc/PID/stat's starttime on Linux
+)
+
+// Resolver resolves TGIDs. The zero value is not usable; use New.
+type Resolver struct {
+	proc     string
+	cgroupOf func(pid int) (uint64, error)
+	recent   time.Duration // files changed this recently are not cached
+
+	mu    sync.Mutex
+	cache map[fileKey]*hashEntry
+}
+
+// New returns a Resolver reading procRoot ("/proc") whose cgroupOf gives a
+// process's cgroup v2 ID (enforce.CgroupIDOfPID).
+func New(procRoot string, cgroupOf func(pid int) (uint64, error)) *Resolver {
+	return &Resolver{proc: procRoot, cgroupOf: cgroupOf, recent: recent, cache: map[fileKey]*hashEntry{}}
+}
+
+// fileKey identifies a file's content as far as the kernel lets one tell
+// without reading it: a file rewritten in place changes mtime, ctime or size
+// (ctime cannot be set back from user space).
+type fileKey struct {
+	dev, ino     uint64
+	mtime, ctime unix.Timespec
+	size         int64
+}
+
+type hashEntry struct {
+	once sync.Once
+	sum  string
+	err  error
+}
+
+// BootNow is the current CLOCK_BOOTTIME in nanoseconds, the clock of
+// /proc/PID/stat's starttime. Take it when the connection is accepted.
+func BootNow() int64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		return 0
+	}
+	return ts.Nano()
+}
+
+// Resolve tells which program process tgid runs. cgroup is the cgroup ID
+// the kernel recorded for the connecting socket, acceptedAt the BootNow of
+// the accept. The error says why the program is unknown; the Program is
+// then the zero value (Known false) with at most PID set.
+func (r *Resolver) Resolve(tgid uint32, cgroup uint64, acceptedAt int64) (policy.Program, error) {
+	unknown := policy.Program{PID: tgid}
+	if tgid == 0 {
+		return unknown, errors.New("no process recorded for the connection")
+	}
+	pid := int(tgid)
+	start, err := r.startTime(pid)
+	if err != nil {
+		return unknown, fmt.Errorf("process %d: %w", pid, err)
+	}
+	// starttime is rounded down to a tick: a process that started after
+	// the accept is another process with a reused PID.
+	if acceptedAt > 0 && start*(1e9/clockTicks) > acceptedAt {
+		return unknown, fmt.Errorf("process %d started after the connection: its PID was reused", pid)
+	}
+	if cg, err := r.cgroupOf(pid); err != nil {
+		return unknown, fmt.Errorf("process %d: %w", pid, err)
+	} else if cg != cgroup {
+		return unknown, fmt.Errorf("process %d is no longer in the cgroup it connected from", pid)
+	}
+	exe := fmt.Sprintf("%s/%d/exe", r.proc, pid)
+	// Opening the link opens the file the process runs, whatever its name
+	// now says: a renamed or replaced file cannot stand in for it.
+	f, err := os.Open(exe)
+	if err != nil {
+		return unknown, fmt.Errorf("process %d: open executable: %w", pid, err)
+	}
+	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return unknown, fmt.Errorf("process %d: stat executable: %w", pid, err)
+	}
+	path, err := os.Readlink(exe)
+	if err != nil {
+		return unknown, fmt.Errorf("process %d: read executable path: %w", pid, err)
+	}
+	cmd := r.cmdline(pid)
+	// The same start time after reading everything: the PID named the
+	// same process all along.
+	if again, err := r.startTime(pid); err != nil || again != start {
+		return unknown, fmt.Errorf("process %d exited while clawd identified it", pid)
+	}
+	p := policy.Program{Known: true, PID: tgid, Cmdline: cmd, Path: cleanPath(path, st.Nlink)}
+	p.SHA256, _ = r.hash(f, &st)
+	return p, nil
+}
+
+// cleanPath is the executable's path, or "" when it names no file: the
+// kernel appends " (deleted)" to the path of an unlinked executable (a file
+// literally named so is treated the same: fail closed), and a path outside
+// the reader's root is still absolute from the container's root.
+func cleanPath(path string, nlink uint64) string {
+	if nlink == 0 || strings.HasSuffix(path, " (deleted)") || !strings.HasPrefix(path, "/") {
+		return ""
+	}
+	return path
+}
+
+func (r *Resolver) startTime(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("%s/%d/stat", r.proc, pid))
+	if err != nil {
+		return 0, err
+	}
+	// comm (field 2) may hold spaces and parentheses: fields follow the
+	// last ')'; starttime is field 22.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0, errors.New("unreadable stat")
+	}
+	fs := strings.Fields(string(b[i+1:]))
+	if len(fs) < 20 {
+		return 0, errors.New("unreadable stat")
+	}
+	return strconv.ParseInt(fs[19], 10, 64)
+}
+
+func (r *Resolver) hash(f *os.File, st *unix.Stat_t) (string, error) {
+	if st.Size > MaxHashSize {
+		return "", fmt.Errorf("executable larger than %d bytes: not hashed", MaxHashSize)
+	}
+	k := fileKey{dev: st.Dev, ino: st.Ino, mtime: st.Mtim, ctime: st.Ctim, size: st.Size}
+	if time.Since(time.Unix(st.Ctim.Unix())) < r.recent {
+		// Timestamps are coarse: a rewrite within the same tick could
+		// keep the key. A file changed this recently is hashed every time.
+		return hashFile(f, st.Size)
+	}
+	r.mu.Lock()
+	e, ok := r.cache[k]
+	if !ok {
+		if len(r.cache) >= cacheEntries {
+			clear(r.cache)
+		}
+		e = &hashEntry{}
+		r.cache[k] = e
+	}
+	r.mu.Unlock()
+	e.once.Do(func() { e.sum, e.err = hashFile(f, st.Size) })
+	if e.err != nil {
+		r.mu.Lock()
+		if r.cache[k] == e {
+			delete(r.cache, k)
+		}
+		r.mu.Unlock()
+	}
+	return e.sum, e.err
+}
+
+// hashing bounds the CPU new executables cost: an agent that writes and
+// runs a fresh large file per connection makes clawd hash each one, and
+// no more than this many at once.
+var hashing = make(chan struct{}, max(1, runtime.GOMAXPROCS(0)/2))
+
+func hashFile(f *os.File, size int64) (string, error) {
+	hashing <- struct{}{}
+	defer func() { <-hashing }()
+	h := sha256.New()
+	n, err := io.Copy(h, io.NewSectionReader(f, 0, MaxHashSize+1))
+	switch {
+	case err != nil:
+		return "", err
+	case n != size:
+		return "", errors.New("executable changed size while hashed")
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+func (r *Resolver) cmdline(pid int) string {
+	f, err := os.Open(fmt.Sprintf("%s/%d/cmdline", r.proc, pid))
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	b, _ := io.ReadAll(io.LimitReader(f, maxCmdlineRead))
+	return SanitizeCmdline(b)
+}
+
+// SanitizeCmdline turns /proc/PID/cmdline (NUL-separated arguments) into
+// one line for audit lines and approval cards: control and invalid bytes
+// become '?', credentials the agent put on its own command line (values of
+// -u/--user/--password/--token, header values such as Authorization, URL user info, arguments that
+// name a token, password or secret) become [redacted], and the result is
+// cut at MaxCmdline bytes. It is for people: policy never matches it.
+func SanitizeCmdline(b []byte) string {
+	args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+	var out strings.Builder
+	redactNext := false
+	for i, a := range args {
+		if i > 0 {
+			out.WriteByte(' ')
+		}
+		switch {
+		case redactNext:
+			a, redactNext = "[redacted]", false
+		case secretFlag(a):
+			redactNext = !strings.Contains(a, "=")
+			if !redactNext {
+				a = a[:strings.IndexByte(a, '=')+1] + "[redacted]"
+			}
+		case secretArg(a):
+			a = "[redacted]"
+		}
+		a = redactUserinfo(a)
+		for _, c := range a {
+			if c == utf8.RuneError || c < 0x20 || c == 0x7f || (c >= 0x80 && c < 0xa0) {
+				c = '?'
+			}
+			out.WriteRune(c)
+		}
+		if out.Len() > MaxCmdline {
+			break
+		}
+	}
+	s := out.String()
+	if len(s) > MaxCmdline {
+		s = strings.ToValidUTF8(s[:MaxCmdline], "") + "…"
+	}
+	return s
+}
+
+func secretFlag(a string) bool {
+	name, _, _ := strings.Cut(a, "=")
+	switch name {
+	case "-u", "--user", "-p", "--password", "--pass", "--token", "--proxy-user", "--oauth2-bearer":
+		return true
+	}
+	return false
+}
+
+// secretArg catches header values and key=value arguments that carry a
+// credential, wherever they sit.
+func secretArg(a string) bool {
+	l := strings.ToLower(a)
+	for _, w := range []string{"authorization", "bearer ", "token", "password", "passwd", "secret", "api-key", "apikey", "api_key", "cookie"} {
+		if strings.Contains(l, w) {
+			return true
+		}
+	}
+	return false
+}
+
+// redactUserinfo removes user:password@ from URLs.
+func redactUserinfo(a string) string {
+	i := strings.Index(a, "://")
+	if i < 0 {
+		return a
+	}
+	rest := a[i+3:]
+	end := strings.IndexAny(rest, "/?#")
+	if end < 0 {
+		end = len(rest)
+	}
+	if at := strings.LastIndexByte(rest[:end], '@'); at >= 0 {
+		return a[:i+3] + "[redacted]@" + rest[at+1:]
+	}
+	return a
+}
