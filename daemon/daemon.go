@@ -464,6 +464,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	go d.dns.RunAudit(d.ctx)
 	if d.fleet != nil {
 		go d.fleet.Run(d.ctx)
+		go d.fleet.ShipAudit(d.ctx, d.cfg.AuditLog)
 	}
 
 	sddaemon.SdNotify(false, sddaemon.SdNotifyReady)

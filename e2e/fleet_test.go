@@ -202,6 +202,9 @@ func TestFleetApproveOnAnotherHost(t *testing.T) {
 			t.Errorf("B audited %s of A's approval", e.Action)
 		}
 	}
+	// "Who let which agent do what" is one query over the fleet's trail.
+	q := fmt.Sprintf("SELECT host || ' ' || (entry->>'by') FROM clawd_audit WHERE event = 'approval' AND entry->>'approval_id' = '%s' AND entry->>'action' = 'approved'", id)
+	eventually(t, "A's audit line in the fleet database", func() bool { return pg.SQL(t, db, q) == "host-a cli" })
 	// Deny from B after the approval: refused, nothing changes.
 	if out, err := b.CLI("deny", id); err == nil {
 		t.Fatalf("deny after approve succeeded on B: %s", out)
@@ -275,6 +278,19 @@ func TestFleetDatabaseOutage(t *testing.T) {
 
 	pg.Restart()
 	eventually(t, "both hosts up again", func() bool { return fleetStates(b) == "host-a:up host-b:up" })
+	// The lines A wrote during the outage reach the database, once.
+	q := fmt.Sprintf("SELECT count(*) FROM clawd_audit WHERE host = 'host-a' AND event = 'approval' AND entry->>'approval_id' = '%s' AND entry->>'action' = 'timeout'", id)
+	eventually(t, "the outage's audit lines shipped", func() bool { return pg.SQL(t, db, q) == "1" })
+	if got := pg.SQL(t, db, "SELECT count(*) - count(DISTINCT (host, seq)) FROM clawd_audit"); got != "0" {
+		t.Fatalf("%s audit lines stored twice", got)
+	}
+	lines, maxSeq := 0, int64(0)
+	for _, e := range a.AuditEntries() {
+		if e.Seq > 0 {
+			lines++
+			maxSeq = max(maxSeq, e.Seq)
+		}
+	}
 	const p2 = "/approve/after-outage"
 	ch = apprAgentAsync(ct, "-timeout", "60s", "-X", "POST", "-d", "x", upURL(p2))
 	id = fleetPendingID(t, a, p2)
@@ -282,4 +298,7 @@ func TestFleetDatabaseOutage(t *testing.T) {
 	if r := apprAwait(t, ch); r.Status != 200 {
 		t.Fatalf("after the outage, approve on B: the agent got %+v", r)
 	}
+	// Every chain line A had written by then is in the database, once.
+	q = fmt.Sprintf("SELECT count(*) FROM clawd_audit WHERE host = 'host-a' AND seq <= %d", maxSeq)
+	eventually(t, "all of A's lines shipped once", func() bool { return pg.SQL(t, db, q) == fmt.Sprint(lines) })
 }

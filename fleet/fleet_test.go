@@ -31,6 +31,7 @@ func TestFleet(t *testing.T) {
 	t.Run("WithdrawnNeverApplied", func(t *testing.T) { testWithdrawnNeverApplied(t, s) })
 	t.Run("GrantSurvivesRestart", func(t *testing.T) { testGrantSurvivesRestart(t, s) })
 	t.Run("PendingFleetWide", func(t *testing.T) { testPendingFleetWide(t, s) })
+	t.Run("ShipAudit", func(t *testing.T) { testShipAudit(t, s) })
 	t.Run("DatabaseDownHolds", func(t *testing.T) { testDatabaseDownHolds(t, s) })
 	t.Run("DatabaseOutage", func(t *testing.T) { testDatabaseOutage(t, s) }) // last: stops the server
 }

@@ -56,6 +56,24 @@ var migrations = []string{
 		answered    timestamptz
 	);
 	CREATE INDEX clawd_decisions_open ON clawd_decisions (host) WHERE result IS NULL`,
+	// 3: the audit trail of every host, shipped from each host's file.
+	// line is the exact bytes (a copy that clawd audit verify can check);
+	// entry is it as jsonb, for queries (NULL for the rare line jsonb
+	// refuses, such as one with an escaped NUL from an agent). The key includes the line's hash:
+	// the same line again is a no-op, a chain restarted from seq 1 (a lost
+	// state dir) is kept, not taken for a duplicate.
+	`CREATE TABLE clawd_audit (
+		host     text NOT NULL,
+		seq      bigint NOT NULL,
+		sha256   bytea NOT NULL,
+		time     timestamptz,
+		event    text,
+		line     text NOT NULL,
+		entry    jsonb,
+		shipped  timestamptz NOT NULL DEFAULT now(),
+		PRIMARY KEY (host, seq, sha256)
+	);
+	CREATE INDEX clawd_audit_time ON clawd_audit (time)`,
 }
 
 // SchemaVersion is the schema version this clawd creates and expects.
