@@ -82,4 +82,9 @@ type Decision struct {
 	// request goes through (the rule's `upstream_proxy`, else its set's);
 	// zero: clawd dials the destination itself.
 	UpstreamProxy UpstreamProxy
+
+	// MCP (issue 16, "mcp") is set when an `mcp: true` rule decided: the
+	// decision on each JSON-RPC message of the body (policy/mcp.go), and
+	// which tools tools/list may show.
+	MCP *MCPDecision
 }
