@@ -44,6 +44,12 @@ func requestDigest(h *Hold) string {
 		s.Write([]byte(p))
 		s.Write([]byte{0})
 	}
+	for _, t := range h.Tools { // the body hash covers them too; named for clarity
+		for _, p := range []string{"tool", t.Name, t.Args} {
+			s.Write([]byte(p))
+			s.Write([]byte{0})
+		}
+	}
 	return hex.EncodeToString(s.Sum(nil))
 }
 

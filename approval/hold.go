@@ -28,6 +28,17 @@ type Hold struct {
 	Route *policy.Route
 	// Generation is the policy generation that decided (policy.Decision.Generation).
 	Generation uint64
+
+	// MCP tool calls (issue 16, "mcp"): the tools/call messages of the
+	// request, in body order; shown on the card (redacted) and covered by
+	// the digest.
+	Tools []ToolCall
+}
+
+// ToolCall is one MCP tools/call of a held request.
+type ToolCall struct {
+	Name string `json:"name"`
+	Args string `json:"args"` // compact JSON of the arguments; redacted before being shown
 }
 
 // Outcome is how a hold ended.

@@ -126,7 +126,10 @@ type Approval struct {
 	BodySHA256    string           `json:"body_sha256,omitempty"`
 	BodyTruncated bool             `json:"body_truncated,omitempty"`
 	Rule          string           `json:"rule"`
-	Summary       string           `json:"summary"`
+	// Tools are the MCP tools/call messages of the request (issue 16,
+	// "mcp"), arguments redacted.
+	Tools   []ToolCall `json:"tools,omitempty"`
+	Summary string     `json:"summary"`
 	Created       time.Time        `json:"created"`
 	Expires       time.Time        `json:"expires"`
 	Decided       time.Time        `json:"decided,omitzero"`
@@ -159,6 +162,7 @@ func (a *Approval) clone() *Approval {
 	c := *a
 	c.Header = a.Header.Clone()
 	c.Votes = slices.Clone(a.Votes)
+	c.Tools = slices.Clone(a.Tools)
 	c.Asked = make([]Audience, len(a.Asked))
 	for i, au := range a.Asked {
 		c.Asked[i] = Audience{Channel: au.Channel, People: slices.Clone(au.People), Target: au.Target}
@@ -629,12 +633,21 @@ func (m *Manager) view(h *Hold) *Approval {
 		a.BodyTruncated = true
 	}
 	a.Body = m.bodyPreview(body)
+	for _, t := range h.Tools {
+		a.Tools = append(a.Tools, ToolCall{Name: truncate(m.sanitize(t.Name), maxShownTool), Args: truncate(m.sanitize(t.Args), maxShownArgs)})
+	}
 	a.Summary = m.Summary(h)
 	return a
 }
 
 // maxShownURL bounds URLs on cards and in the API; the agent chooses them.
 const maxShownURL = 4096
+
+// maxShownTool and maxShownArgs bound MCP tool names and arguments on cards.
+const (
+	maxShownTool = 200
+	maxShownArgs = 2000
+)
 
 func (m *Manager) expire(e *entry, timeout time.Duration) {
 	m.mu.Lock()

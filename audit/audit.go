@@ -37,6 +37,9 @@ type Entry struct {
 	BytesIn     int64             `json:"bytes_in"`        // from upstream to agent
 	BytesOut    int64             `json:"bytes_out"`       // from agent to upstream
 	DurationMS  float64           `json:"duration_ms"`
+
+	// MCP tool calls (issue 16, "mcp"): the tools/call's tool name.
+	Tool string `json:"tool,omitempty"`
 }
 
 // Sink receives audit entries; *Logger implements it and tests can too.

@@ -58,6 +58,7 @@ func appendEntry(b []byte, e *Entry) (_ []byte, ok bool) {
 	b = strconv.AppendInt(b, e.BytesOut, 10)
 	b = append(b, `,"duration_ms":`...)
 	b = appendFloat(b, e.DurationMS)
+	b = appendField(b, `,"tool":`, e.Tool) // issue 16, "mcp"
 	return append(b, '}'), true
 }
 

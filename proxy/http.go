@@ -77,6 +77,9 @@ type reqInfo struct {
 	e       *audit.Entry
 	counter *countingBody
 	out     http.Header // the agent's response header (rw.Header())
+	// mcp is the decision of an `mcp: true` rule (issue 16, "mcp"): its
+	// tools/list answers are filtered (proxy/mcp.go).
+	mcp *policy.MCPDecision
 }
 
 type reqInfoKey struct{}
@@ -200,6 +203,10 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if rw.reason != "" {
 			e.Reason = rw.reason
 		}
+		if d.MCP != nil {
+			s.recordMCP(e, d, start)
+			return
+		}
 		s.record(e, d, start)
 	}()
 
@@ -276,7 +283,9 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		if !out.Approved {
 			e.Reason = out.Reason
-			writeOutcome(rw, out, info)
+			if !mcpNotApproved(rw, d, out) {
+				writeOutcome(rw, out, info)
+			}
 			return
 		}
 	default:
@@ -289,6 +298,9 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			info.RetryAfter = secs
 			rw.Header().Set("Retry-After", itoa(secs))
 			writeJSON(rw, http.StatusTooManyRequests, info)
+			return
+		}
+		if mcpDenied(rw, d) {
 			return
 		}
 		info.Error = "blocked_by_policy"
@@ -313,7 +325,11 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r.Body = counter
 	}
 	stripH2CUpgrade(r.Header)
-	ri := &reqInfo{host: host, route: d.UpstreamProxy, e: &e, counter: counter, out: rw.Header()}
+	ri := &reqInfo{host: host, route: d.UpstreamProxy, e: &e, counter: counter, out: rw.Header(), mcp: d.MCP}
+	if d.MCP != nil {
+		// tools/list answers are filtered: clawd reads them uncompressed.
+		r.Header.Set("Accept-Encoding", "identity")
+	}
 	if inj := s.cfg.Injector; inj != nil {
 		var injection Injection
 		var err error
@@ -457,6 +473,7 @@ func (h *handler) hold(r *http.Request, body []byte, host, target string, d poli
 		Timeout:    d.ApprovalTimeout,
 		Route:      d.Route,
 		Generation: d.Generation,
+		Tools:      holdTools(d.MCP),
 	})
 }
 
@@ -480,6 +497,11 @@ func (h *handler) modifyResponse(resp *http.Response) error {
 	}
 	if ri.inj != nil {
 		ri.inj.ScrubResponse(resp)
+	}
+	if ri.mcp != nil {
+		if err := filterMCPResponse(resp, ri.mcp); err != nil {
+			return err
+		}
 	}
 	// The agent gets the upstream's Content-Type or none: net/http would
 	// otherwise sniff one from the first body bytes, or not, depending on
