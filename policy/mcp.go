@@ -206,6 +206,12 @@ func (t toolRule) match(tool string, args map[string]any) bool {
 // and each call's.
 func (r *rule) decideMCP(in Input) (Action, *MCPDecision) {
 	md := &MCPDecision{tools: r.tools}
+	if strings.EqualFold(in.Method, "CONNECT") || len(in.Header.Values("Upgrade")) > 0 {
+		// A tunnel (WebSocket, extended CONNECT) would carry JSON-RPC
+		// clawd does not read: only plain requests reach MCP hosts.
+		md.Invalid = "protocol upgrades and CONNECT tunnels to MCP hosts would carry calls clawd cannot read"
+		return Deny, md
+	}
 	if len(in.Body) == 0 && !strings.EqualFold(in.Method, "POST") {
 		return r.action, md // GET (event stream), DELETE (end of session)
 	}

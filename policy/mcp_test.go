@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"net/http"
 	"net/netip"
 	"strings"
 	"testing"
@@ -138,6 +139,17 @@ func TestMCPNeedsBodyAndGet(t *testing.T) {
 	in.Body = []byte("x")
 	if d := p.Decide(in); d.Action != Deny {
 		t.Fatalf("GET with a non-JSON-RPC body: %+v", d)
+	}
+	// Tunnels would carry calls clawd cannot read.
+	in = mcpIn("")
+	in.Method, in.Header = "GET", http.Header{"Upgrade": {"websocket"}, "Connection": {"Upgrade"}}
+	if d := p.Decide(in); d.Action != Deny || !strings.Contains(d.Reason, "upgrades") {
+		t.Fatalf("WebSocket upgrade: %+v", d)
+	}
+	in = mcpIn("")
+	in.Method = "CONNECT"
+	if d := p.Decide(in); d.Action != Deny {
+		t.Fatalf("CONNECT: %+v", d)
 	}
 	// Raw TCP / TLS passthrough to the host never gets the rule's allow.
 	if d := p.Decide(Input{Container: agent, Host: "mcp.example.com", DstPort: 443}); d.Action != Deny || d.Rule != "default" {

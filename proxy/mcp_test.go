@@ -396,3 +396,22 @@ func TestMCPStreamNotHeldBack(t *testing.T) {
 		t.Fatalf("second event %q, want %q", rest, want)
 	}
 }
+
+// A WebSocket to an MCP host would carry calls clawd does not read.
+func TestMCPUpgradeRefused(t *testing.T) {
+	m := newMCPEnv(t, approval.Outcome{})
+	req, _ := http.NewRequest("GET", "http://api.example.com/mcp", nil)
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", "websocket")
+	req.Header.Set("Sec-WebSocket-Version", "13")
+	req.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+	resp, err := m.cl.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	e := m.audit.next(t)
+	if resp.StatusCode != 403 || m.up.hits.Load() != 0 || e.Action != audit.ActionDeny || !strings.Contains(e.Reason, "upgrades") {
+		t.Fatalf("status %d, upstream hits %d, audit %+v", resp.StatusCode, m.up.hits.Load(), e)
+	}
+}
