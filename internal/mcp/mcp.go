@@ -34,6 +34,7 @@ const (
 	MaxDepth     = 64  // nesting of arrays and objects
 	MaxBatch     = 100 // messages in one batch
 	MaxNumberLen = 100 // digits and signs of one number
+	MaxNameLen   = 256 // bytes of a method or tool name (MCP says tool names are 1-128 characters)
 )
 
 // Item is one JSON-RPC message of a body.
@@ -134,8 +135,8 @@ func item(v any) (Item, error) {
 		}
 	}
 	method, ok := mv.(string)
-	if !ok || method == "" {
-		return Item{}, errors.New(`"method" must be a non-empty string`)
+	if !ok || method == "" || len(method) > MaxNameLen {
+		return Item{}, fmt.Errorf(`"method" must be a non-empty string of at most %d bytes`, MaxNameLen)
 	}
 	it.Method = method
 	it.Kind = Request
@@ -161,8 +162,8 @@ func item(v any) (Item, error) {
 		return Item{}, errors.New(`tools/call needs "params" as an object`)
 	}
 	name, ok := p["name"].(string)
-	if !ok || name == "" {
-		return Item{}, errors.New(`tools/call needs "params.name" as a non-empty string`)
+	if !ok || name == "" || len(name) > MaxNameLen {
+		return Item{}, fmt.Errorf(`tools/call needs "params.name" as a non-empty string of at most %d bytes`, MaxNameLen)
 	}
 	it.Tool = name
 	switch a := p["arguments"].(type) {
@@ -294,11 +295,13 @@ func truncate(s string) string {
 // ArgsJSON is the compact JSON of a tools/call's arguments with keys in
 // sorted order, for cards and logs (redact it first).
 func ArgsJSON(args map[string]any) string {
-	b, err := json.Marshal(args)
-	if err != nil {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false) // shown to people as written: a < stays a <
+	if err := enc.Encode(args); err != nil {
 		return "{}"
 	}
-	return string(b)
+	return strings.TrimSuffix(buf.String(), "\n")
 }
 
 // FilterTools rewrites one JSON-RPC message or batch from a server so that

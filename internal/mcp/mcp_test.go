@@ -39,6 +39,8 @@ func TestParse(t *testing.T) {
 		{"response extra", `{"jsonrpc":"2.0","id":1,"result":{},"method2":1}`, "unknown member", ""},
 		{"too big batch", "[" + strings.Repeat(`{"jsonrpc":"2.0","method":"x"},`, MaxBatch) + `{"jsonrpc":"2.0","method":"x"}]`, "more than", ""},
 		{"key with U+FFFD", `{"jsonrpc":"2.0","id":1,"method":"x","params":{"\ufffd":1}}`, "U+FFFD", ""},
+		{"long tool name", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"` + strings.Repeat("a", MaxNameLen+1) + `"}}`, "at most", ""},
+		{"long method", `{"jsonrpc":"2.0","id":1,"method":"` + strings.Repeat("a", MaxNameLen+1) + `"}`, "at most", ""},
 		{"truncated", `{"jsonrpc":"2.0","id":1,"method":"x"`, "not JSON", ""},
 	}
 	for _, tt := range tests {
@@ -121,5 +123,11 @@ func TestSSEFilter(t *testing.T) {
 	big := "data: " + strings.Repeat("x", MaxEvent) + "\n\n"
 	if _, err := io.ReadAll(NewSSEFilter(io.NopCloser(strings.NewReader(big)), vis)); err != ErrEventTooLarge {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestArgsJSON(t *testing.T) {
+	if got := ArgsJSON(map[string]any{"b": json.Number("1.50"), "a": "<x>&"}); got != `{"a":"<x>&","b":1.50}` {
+		t.Fatalf("%s", got)
 	}
 }
