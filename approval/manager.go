@@ -126,10 +126,7 @@ type Approval struct {
 	BodySHA256    string           `json:"body_sha256,omitempty"`
 	BodyTruncated bool             `json:"body_truncated,omitempty"`
 	Rule          string           `json:"rule"`
-	// Tools are the MCP tools/call messages of the request (issue 16,
-	// "mcp"), arguments redacted.
-	Tools   []ToolCall `json:"tools,omitempty"`
-	Summary string     `json:"summary"`
+	Summary       string           `json:"summary"`
 	Created       time.Time        `json:"created"`
 	Expires       time.Time        `json:"expires"`
 	Decided       time.Time        `json:"decided,omitzero"`
@@ -156,6 +153,10 @@ type Approval struct {
 	EscalateAt time.Time `json:"escalate_at,omitzero"`
 	// Refs maps notifier name to the ref its Notify returned (Slack ts, ...).
 	Refs map[string]string `json:"-"`
+
+	// Tools are the MCP tools/call messages of the request (issue 16,
+	// "mcp"), arguments redacted.
+	Tools []ToolCall `json:"tools,omitempty"`
 }
 
 func (a *Approval) clone() *Approval {
