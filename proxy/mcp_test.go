@@ -3,6 +3,8 @@ package proxy
 import (
 	"bytes"
 	"compress/gzip"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -413,5 +415,42 @@ func TestMCPUpgradeRefused(t *testing.T) {
 	e := m.audit.next(t)
 	if resp.StatusCode != 403 || m.up.hits.Load() != 0 || e.Action != audit.ActionDeny || !strings.Contains(e.Reason, "upgrades") {
 		t.Fatalf("status %d, upstream hits %d, audit %+v", resp.StatusCode, m.up.hits.Load(), e)
+	}
+}
+
+// Over intercepted TLS and HTTP/2 (mcp: true implies intercept): the same
+// refusals, filtering and forwarding.
+func TestMCPOverH2(t *testing.T) {
+	p, err := policy.Parse([]byte(strings.ReplaceAll(mcpPolicy, "hosts: api.example.com", "hosts: example.com")), "test.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var up *upstream
+	up = newUpstream(t, true, true, func(w http.ResponseWriter, r *http.Request) {
+		_, b := up.last()
+		fakeMCP(w, r, b)
+	})
+	e := newEnv(t, nil, func(c *Config) { c.Decider = p; c.UpstreamRoots = upstreamPool(up) })
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(e.ca.CertPEM())
+	cl := e.client(up.addr(), &tls.Config{RootCAs: pool}, true)
+	post := func(q, body string) (*http.Response, string) {
+		resp, err := cl.Post("https://example.com/mcp"+q, "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp, string(b)
+	}
+	resp, b := post("", mcpCall(1, "delete_file", `{}`))
+	if resp.ProtoMajor != 2 || !strings.Contains(b, `"blocked_by_policy"`) || up.hits.Load() != 0 {
+		t.Fatalf("HTTP/%d %s, upstream hits %d", resp.ProtoMajor, b, up.hits.Load())
+	}
+	if _, b = post("", mcpCall(2, "echo", `{}`)); !strings.Contains(b, "ran echo") {
+		t.Fatalf("echo: %s", b)
+	}
+	if _, b = post("?sse", `{"jsonrpc":"2.0","id":3,"method":"tools/list"}`); !strings.Contains(b, `"echo"`) || strings.Contains(b, "secret_tool") || strings.Contains(b, "delete_file") {
+		t.Fatalf("tools/list: %s", b)
 	}
 }
