@@ -298,6 +298,15 @@ func TestMCPRealSDK(t *testing.T) {
 				t.Error("no audit line for the approved write_file call")
 			}
 
+			// tools/list on the wire: an event stream in SSE mode, JSON
+			// otherwise, filtered either way.
+			out, _ := sh(t, ct, `curl -sS -D /tmp/h -H 'Content-Type: application/json' -H 'Accept: application/json, text/event-stream' --data-binary '{"jsonrpc":"2.0","id":5,"method":"tools/list"}' `+url+`; echo; grep -i '^content-type' /tmp/h`)
+			wantCT := map[string]string{"json": "application/json", "sse": "text/event-stream"}[mode]
+			if !strings.Contains(strings.ToLower(out), "content-type: "+wantCT) || !strings.Contains(out, `"echo"`) ||
+				strings.Contains(out, "secret_tool") || strings.Contains(out, "delete_file") || (mode == "sse" && !strings.Contains(out, "data: {")) {
+				t.Errorf("raw tools/list in %s mode: %q", mode, out)
+			}
+
 			// A hostile agent's raw body: a duplicate "name" (first-wins
 			// and last-wins parsers disagree) is refused and never sent.
 			for _, body := range []string{
