@@ -534,3 +534,40 @@ func (m *MCPDecision) reason(r *rule) string {
 	}
 	return c.Reason
 }
+
+// checkMCPShadow refuses an allow, approve or readonly rule placed before
+// an mcp rule that could decide the same host's requests: first match wins,
+// so such a rule would let tool calls through unread. Rules matching by
+// cidrs only are not checked (their addresses are not the host's names).
+func (ps *parser) checkMCPShadow(s *ruleSet, setWhat string) {
+	for i, r := range s.rules {
+		if !r.mcp {
+			continue
+		}
+		for _, q := range s.rules[:i] {
+			if q.mcp || (q.action == Deny && !q.readonly) || (len(q.hosts) == 0 && len(q.cidrs) > 0) {
+				continue
+			}
+			if h, ok := overlap(q.hosts, r.hosts); ok {
+				ps.add(q.line, "%s: rule %q comes before mcp rule %q (line %d) and can decide requests to %s, whose tool calls would then go unread; move the mcp rule first", setWhat, q.name, r.name, r.line, h)
+				break
+			}
+		}
+	}
+}
+
+// overlap reports a host of mcp some pattern of qs can match (every host
+// when qs is empty).
+func overlap(qs, mcp []hostPattern) (string, bool) {
+	if len(qs) == 0 && len(mcp) > 0 {
+		return fmt.Sprintf("%q", mcp[0].String()), true
+	}
+	for _, q := range qs {
+		for _, m := range mcp {
+			if q.covers(m) || m.covers(q) {
+				return fmt.Sprintf("%q", m.String()), true
+			}
+		}
+	}
+	return "", false
+}

@@ -423,6 +423,7 @@ func (ps *parser) set(n *yaml.Node, isDefault bool) *ruleSet {
 		}
 	}
 	ps.checkIntercept(s, what)
+	ps.checkMCPShadow(s, what)
 	return s
 }
 
