@@ -106,4 +106,3 @@ func TestAttackHeldNoGrantAfterApproval(t *testing.T) {
 		t.Errorf("grant created after the approval ended: %+v", g)
 	}
 }
-

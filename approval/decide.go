@@ -49,6 +49,12 @@ func requestDigest(h *Hold) string {
 		// ident: the same request from another program is another request.
 		s.Write([]byte("program\x00" + k + "\x00"))
 	}
+	for _, t := range h.Tools { // the body hash covers them too; named for clarity
+		for _, p := range []string{"tool", t.Name, t.Args} {
+			s.Write([]byte(p))
+			s.Write([]byte{0})
+		}
+	}
 	return hex.EncodeToString(s.Sum(nil))
 }
 

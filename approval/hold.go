@@ -32,6 +32,11 @@ type Hold struct {
 	// Program is the process that made the connection (issue 16): shown
 	// on the card, bound into the digest and grants. Zero: unknown.
 	Program policy.Program
+
+	// MCP tool calls (issue 16, "mcp"): the tools/call messages of the
+	// request, in body order; shown on the card (redacted) and covered by
+	// the digest.
+	Tools []ToolCall
 }
 
 // programKey binds a decision to a program: its path and digest, "" for a
@@ -45,6 +50,12 @@ func programKey(p policy.Program) string {
 		return "unknown"
 	}
 	return p.Path + "@sha256:" + p.SHA256
+}
+
+// ToolCall is one MCP tools/call of a held request.
+type ToolCall struct {
+	Name string `json:"name"`
+	Args string `json:"args"` // compact JSON of the arguments; redacted before being shown
 }
 
 // Outcome is how a hold ended.

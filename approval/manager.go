@@ -163,12 +163,16 @@ type Approval struct {
 	ProgramSHA256 string `json:"program_sha256,omitempty"`
 	Cmdline       string `json:"cmdline,omitempty"`
 	PID           uint32 `json:"pid,omitempty"`
+	// Tools are the MCP tools/call messages of the request (issue 16,
+	// "mcp"), arguments redacted.
+	Tools []ToolCall `json:"tools,omitempty"`
 }
 
 func (a *Approval) clone() *Approval {
 	c := *a
 	c.Header = a.Header.Clone()
 	c.Votes = slices.Clone(a.Votes)
+	c.Tools = slices.Clone(a.Tools)
 	c.Asked = make([]Audience, len(a.Asked))
 	for i, au := range a.Asked {
 		c.Asked[i] = Audience{Channel: au.Channel, People: slices.Clone(au.People), Target: au.Target}
@@ -649,6 +653,9 @@ func (m *Manager) view(h *Hold) *Approval {
 		a.BodyTruncated = true
 	}
 	a.Body = m.bodyPreview(body)
+	for _, t := range h.Tools {
+		a.Tools = append(a.Tools, ToolCall{Name: truncate(m.sanitize(t.Name), maxShownTool), Args: truncate(m.sanitize(t.Args), maxShownArgs)})
+	}
 	a.Summary = m.Summary(h)
 	if k := programKey(h.Program); k != "" {
 		a.Program = "unknown"
@@ -678,6 +685,12 @@ const maxSummaryWithProgram = 190
 
 // maxShownURL bounds URLs on cards and in the API; the agent chooses them.
 const maxShownURL = 4096
+
+// maxShownTool and maxShownArgs bound MCP tool names and arguments on cards.
+const (
+	maxShownTool = 200
+	maxShownArgs = 2000
+)
 
 func (m *Manager) expire(e *entry, timeout time.Duration) {
 	m.mu.Lock()

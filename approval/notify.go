@@ -191,6 +191,9 @@ func (m *Manager) bodyPreviewText(b []byte) string {
 // Summary is the line a card shows first for h: the first summariser that
 // knows the request, else "METHOD URL"; redacted and cut to 300 characters.
 func (m *Manager) Summary(h *Hold) string {
+	if len(h.Tools) > 0 {
+		return truncate(m.sanitize(toolSummary(h)), 300)
+	}
 	for _, s := range m.sums {
 		if sum, ok := s.Summarize(h); ok {
 			return truncate(m.sanitize(sum), 300)
@@ -198,4 +201,18 @@ func (m *Manager) Summary(h *Hold) string {
 	}
 	sum, _ := Generic{}.Summarize(h)
 	return truncate(m.sanitize(sum), 300)
+}
+
+// toolSummary says which MCP tools a held request calls, with what
+// (redacted afterwards by the caller): "MCP tool create_issue {"repo":"a/b"}".
+func toolSummary(h *Hold) string {
+	parts := make([]string, len(h.Tools))
+	for i, t := range h.Tools {
+		parts[i] = t.Name + " " + t.Args
+	}
+	what := "MCP tool "
+	if len(h.Tools) > 1 {
+		what = "MCP tools "
+	}
+	return what + strings.Join(parts, "; ") + " on " + h.Host
 }

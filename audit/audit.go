@@ -55,6 +55,9 @@ type Entry struct {
 	// LLM budgets (issue 16, budget): tokens a request was charged.
 	Tokens int64 `json:"tokens,omitempty"`
 
+	// MCP tool calls (issue 16, "mcp"): the tools/call's tool name.
+	Tool string `json:"tool,omitempty"`
+
 	// Tamper-evident chain (auditx). The Logger sets these; whatever a
 	// caller puts in them is dropped. They stay the LAST fields of Entry
 	// (TestChainFieldsAreLast): the Logger appends them to the encoded line.

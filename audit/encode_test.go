@@ -41,6 +41,7 @@ func TestEncodeMatchesMarshal(t *testing.T) {
 	checkEncode(t, benchEntry())
 	for _, s := range tricky {
 		checkEncode(t, Entry{Event: s, Path: s, Reason: s, Labels: map[string]string{s: s, "k": s}})
+		checkEncode(t, Entry{Tool: s, Rule: s})
 	}
 	for _, d := range []float64{0, 1, -1, 0.001, 0.412, 1e-6, 9.99e-7, 1e-7, 1.5e-12, 1e20, 1e21, 1.7e308, -2.5e-9, 123456.789, math.SmallestNonzeroFloat64,
 		math.NaN(), math.Inf(1), math.Inf(-1)} {

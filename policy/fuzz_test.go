@@ -10,12 +10,13 @@ import (
 // FuzzParse feeds arbitrary bytes to Parse: it must never panic, and a
 // policy it accepts must be usable.
 func FuzzParse(f *testing.F) {
-	for _, file := range []string{"testdata/good/everything.yaml", "testdata/good/example.yaml", "testdata/bad/misc.yaml", "testdata/good/binaries.yaml", "testdata/bad/binaries.yaml", "testdata/bad/learn.yaml", "testdata/good/budget.yaml", "testdata/bad/budget.yaml"} {
+	for _, file := range []string{"testdata/good/everything.yaml", "testdata/good/example.yaml", "testdata/bad/misc.yaml", "testdata/good/binaries.yaml", "testdata/bad/binaries.yaml", "testdata/bad/learn.yaml", "testdata/good/budget.yaml", "testdata/bad/budget.yaml", "testdata/good/mcp.yaml", "testdata/bad/mcp.yaml"} {
 		if data, err := os.ReadFile(file); err == nil {
 			f.Add(data)
 		}
 	}
 	f.Add([]byte(decideYAML))
+	f.Add([]byte(mcpYAML))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		p, err := Parse(data, "fuzz.yaml")
 		if err != nil {
@@ -32,6 +33,8 @@ func FuzzParse(f *testing.F) {
 			{Container: c, Host: "api.github.com", DstPort: 443},
 			{Container: c, Host: "a.example.com", DstPort: 80, Method: "POST", Path: "/v1/x"},
 			{Container: c, DstIP: netip.MustParseAddr("10.0.0.1"), DstPort: 5432},
+			{Container: c, Host: "mcp.example.com", DstPort: 443, Method: "POST", Path: "/mcp", BodyKnown: true,
+				Body: []byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search","arguments":{"limit":5,"sort":"asc"}}}`)},
 		} {
 			d := p.Decide(in)
 			if d.Action != Allow && d.Action != Deny && d.Action != Approve {

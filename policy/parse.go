@@ -477,6 +477,7 @@ func (ps *parser) set(n *yaml.Node, isDefault bool) *ruleSet {
 		}
 	}
 	ps.checkIntercept(s, what)
+	ps.checkMCPShadow(s, what)
 	return s
 }
 
@@ -564,8 +565,9 @@ var ruleKeys = []string{
 	"headers", "body_contains", "readonly", "action", "approval_timeout", "rate_limit",
 	"intercept", "reason", "upstream_proxy", "approvers", "approvals_required", "escalate", "grants",
 	"binaries",
-	"next_steps", // issue 16 C
-	"budget",     // LLM budgets (issue 16, budget)
+	"next_steps",   // issue 16 C
+	"budget",       // LLM budgets (issue 16, budget)
+	"mcp", "tools", // issue 16, "mcp"
 }
 
 // parseList parses each item of the list under key with parse, reporting
@@ -681,6 +683,7 @@ func (ps *parser) rule(n *yaml.Node, s *ruleSet, setWhat string) *rule {
 	if v, ok := f["intercept"]; ok {
 		r.intercept, _ = ps.boolean(v, what+": intercept")
 	}
+	ps.mcpRule(f, r, what)
 	av, hasAction := f["action"]
 	switch {
 	case r.readonly && hasAction:
@@ -696,7 +699,7 @@ func (ps *parser) rule(n *yaml.Node, s *ruleSet, setWhat string) *rule {
 	}
 	r.timeout = s.defTimeout
 	r.route = ps.route(f, what, s.route, ps.groups)
-	if r.route != s.route && r.action != Approve && !r.readonly {
+	if r.route != s.route && r.action != Approve && !r.readonly && !r.approvesTool() {
 		for _, k := range routeKeys {
 			if v, ok := f[k]; ok {
 				ps.errf(v, "%s: %s only applies to action approve or readonly rules", what, k)
@@ -704,7 +707,7 @@ func (ps *parser) rule(n *yaml.Node, s *ruleSet, setWhat string) *rule {
 		}
 	}
 	if v, ok := f["approval_timeout"]; ok {
-		if r.action != Approve && !r.readonly {
+		if r.action != Approve && !r.readonly && !r.approvesTool() {
 			ps.errf(v, "%s: approval_timeout only applies to action approve or readonly rules", what)
 		} else if d, ok := ps.timeout(v, what+": approval_timeout"); ok {
 			r.timeout = d
@@ -762,7 +765,7 @@ func (ps *parser) rule(n *yaml.Node, s *ruleSet, setWhat string) *rule {
 			}
 		}
 	}
-	r.httpCond = r.budget != nil || len(r.methods) > 0 || len(r.paths) > 0 || len(r.headers) > 0 || len(r.body) > 0 || r.readonly
+	r.httpCond = r.budget != nil || len(r.methods) > 0 || len(r.paths) > 0 || len(r.headers) > 0 || len(r.body) > 0 || r.readonly || r.mcp
 	if r.intercept && len(r.cidrs) > 0 && len(r.hosts) == 0 {
 		ps.errf(f["intercept"], "%s: intercept works by host name (TLS SNI); add hosts or remove intercept", what)
 	}

@@ -94,6 +94,11 @@ type rule struct {
 	// LLM budgets (issue 16, budget): the rule's `budget:`; nil: none.
 	budget *Budget
 
+	// MCP tool calls (issue 16, "mcp"; policy/mcp.go): the rule reads
+	// JSON-RPC bodies and decides tools/call by tools.
+	mcp   bool
+	tools []toolRule
+
 	// Reasons built once at parse time: formatting them per decision would
 	// cost more than the whole indexed lookup.
 	allowReason, approveReason string
@@ -406,7 +411,7 @@ func (p *Policy) decide(in Input) Decision {
 			if !headersMatch(r.headers, in) {
 				continue
 			}
-			if len(r.body) > 0 {
+			if len(r.body) > 0 || r.mcp {
 				if !in.BodyKnown {
 					d.Action = Deny
 					d.Rule = r.name
@@ -417,6 +422,11 @@ func (p *Policy) decide(in Input) Decision {
 				if !bodyMatch(r.body, in.Body) {
 					continue
 				}
+			}
+			if r.mcp {
+				var a Action
+				a, d.MCP = r.decideMCP(in)
+				return p.finishAs(s, r, a, in, d, host)
 			}
 		}
 		return p.finish(s, r, in, d, host)
@@ -439,8 +449,14 @@ func (p *Policy) decide(in Input) Decision {
 }
 
 func (p *Policy) finish(s *ruleSet, r *rule, in Input, d Decision, host string) Decision {
+	return p.finishAs(s, r, r.action, in, d, host)
+}
+
+// finishAs completes the decision of rule r with action a (the rule's
+// action, or for an mcp rule the most restrictive of the request's calls).
+func (p *Policy) finishAs(s *ruleSet, r *rule, a Action, in Input, d Decision, host string) Decision {
 	d.Rule = r.name
-	d.Action = r.action
+	d.Action = a
 	d.NextSteps = r.nextSteps
 	d.ByCIDR = r.coversIP(in.DstIP)
 	if r.upstream != nil {
@@ -485,6 +501,9 @@ func (p *Policy) finish(s *ruleSet, r *rule, in Input, d Decision, host string) 
 		if r.reason != "" {
 			d.Reason += ": " + r.reason
 		}
+	}
+	if m := d.MCP; m != nil && a != r.action {
+		d.Reason = m.reason(r)
 	}
 	return d
 }

@@ -108,6 +108,10 @@ type Decision struct {
 	// it: answer 429 budget_exhausted, which SDKs must not retry.
 	Budget      *Budget
 	BudgetSpent bool
+	// MCP (issue 16, "mcp") is set when an `mcp: true` rule decided: the
+	// decision on each JSON-RPC message of the body (policy/mcp.go), and
+	// which tools tools/list may show.
+	MCP *MCPDecision
 }
 
 // Mode is how a rule set's decisions are carried out.

@@ -78,6 +78,9 @@ type reqInfo struct {
 	counter *countingBody
 	out     http.Header   // the agent's response header (rw.Header())
 	charge  *budgetCharge // LLM budgets (issue 16): nil when no budget applies
+	// mcp is the decision of an `mcp: true` rule (issue 16, "mcp"): its
+	// tools/list answers are filtered (proxy/mcp.go).
+	mcp *policy.MCPDecision
 }
 
 type reqInfoKey struct{}
@@ -201,6 +204,10 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if rw.reason != "" {
 			e.Reason = rw.reason
 		}
+		if d.MCP != nil {
+			s.recordMCP(e, d, start)
+			return
+		}
 		s.record(e, d, start)
 	}()
 
@@ -286,7 +293,9 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			if out.Status != approval.StatusRestarting && out.Status != approval.StatusLimit {
 				info.NextSteps = ruleSteps
 			}
-			writeOutcome(rw, out, info)
+			if !mcpNotApproved(rw, d, out) {
+				writeOutcome(rw, out, info)
+			}
 			return
 		}
 	default:
@@ -302,6 +311,9 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			info.RetryAfter = secs
 			rw.Header().Set("Retry-After", itoa(secs))
 			writeJSON(rw, http.StatusTooManyRequests, info)
+			return
+		}
+		if mcpDenied(rw, d) {
 			return
 		}
 		info.Error = "blocked_by_policy"
@@ -326,7 +338,17 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r.Body = counter
 	}
 	stripH2CUpgrade(r.Header)
-	ri := &reqInfo{host: host, route: d.UpstreamProxy, e: &e, counter: counter, out: rw.Header()}
+	ri := &reqInfo{host: host, route: d.UpstreamProxy, e: &e, counter: counter, out: rw.Header(), mcp: d.MCP}
+	if d.Audit {
+		// Mode audit refuses nothing (invariant 5): the agent sees every
+		// tool the server lists; the audit lines say which calls would
+		// have been refused.
+		ri.mcp = nil
+	}
+	if ri.mcp != nil {
+		// tools/list answers are filtered: clawd reads them uncompressed.
+		r.Header.Set("Accept-Encoding", "identity")
+	}
 	if inj := s.cfg.Injector; inj != nil {
 		var injection Injection
 		var err error
@@ -484,6 +506,7 @@ func (h *handler) hold(r *http.Request, body []byte, host, target string, d poli
 		Route:      d.Route,
 		Generation: d.Generation,
 		Program:    h.cc.meta.Program,
+		Tools:      holdTools(d.MCP),
 	})
 }
 
@@ -510,6 +533,11 @@ func (h *handler) modifyResponse(resp *http.Response) error {
 	}
 	if ri.inj != nil {
 		ri.inj.ScrubResponse(resp)
+	}
+	if ri.mcp != nil {
+		if err := filterMCPResponse(resp, ri.mcp); err != nil {
+			return err
+		}
 	}
 	// The agent gets the upstream's Content-Type or none: net/http would
 	// otherwise sniff one from the first body bytes, or not, depending on

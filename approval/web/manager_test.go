@@ -88,8 +88,10 @@ func TestBrowserRealManager(t *testing.T) {
 // be the second person; a named second approver releases the request.
 func TestBrowserRealManagerTwoPeople(t *testing.T) {
 	b := newBrowser(t)
-	env := approvaltest.New(t, func(c *approval.Config) { c.DefaultRoute = &policy.Route{Required: 2, NoGrants: true, Approvers: []policy.Audience{
-			{Channel: approval.ChannelCLI}, {Channel: approval.ChannelLink}, {Channel: "rec", People: []string{"U2"}}}} })
+	env := approvaltest.New(t, func(c *approval.Config) {
+		c.DefaultRoute = &policy.Route{Required: 2, NoGrants: true, Approvers: []policy.Audience{
+			{Channel: approval.ChannelCLI}, {Channel: approval.ChannelLink}, {Channel: "rec", People: []string{"U2"}}}}
+	})
 	srv := httptest.NewServer(Handler(env.M, Options{Token: testToken, Now: env.Clock.Now}))
 	defer srv.Close()
 	ctx, cancel := context.WithCancel(context.Background())

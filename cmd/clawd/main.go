@@ -720,14 +720,7 @@ func policySuggestCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fs := pflag.NewFlagSet("daemon", pflag.ContinueOnError)
-			daemon.Flags(fs)
-			if cmd.Flags().Changed("config") {
-				if err := fs.Set("config", config); err != nil {
-					return err
-				}
-			}
-			cfg, err := daemon.LoadConfig(fs)
+			cfg, err := daemonConfig(cmd, config)
 			if err != nil {
 				return err
 			}
@@ -781,14 +774,7 @@ func policyCheckCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fs := pflag.NewFlagSet("daemon", pflag.ContinueOnError)
-			daemon.Flags(fs)
-			if cmd.Flags().Changed("config") {
-				if err := fs.Set("config", config); err != nil {
-					return err
-				}
-			}
-			cfg, err := daemon.LoadConfig(fs)
+			cfg, err := daemonConfig(cmd, config)
 			if err != nil {
 				return err
 			}
@@ -801,4 +787,17 @@ func policyCheckCmd() *cobra.Command {
 	}
 	c.Flags().StringVar(&config, "config", daemon.DefaultConfig, "daemon config whose approval channels the routes are checked against (missing is fine unless set explicitly)")
 	return c
+}
+
+// daemonConfig loads the daemon's configuration as the daemon would (its
+// defaults, clawd.yaml), from --config when the command was given one.
+func daemonConfig(cmd *cobra.Command, config string) (daemon.Config, error) {
+	fs := pflag.NewFlagSet("daemon", pflag.ContinueOnError)
+	daemon.Flags(fs)
+	if cmd.Flags().Changed("config") {
+		if err := fs.Set("config", config); err != nil {
+			return daemon.Config{}, err
+		}
+	}
+	return daemon.LoadConfig(fs)
 }

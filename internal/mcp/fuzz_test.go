@@ -1,0 +1,57 @@
+package mcp
+
+import (
+	"bytes"
+	"encoding/json"
+	"testing"
+)
+
+// FuzzParse: Parse never panics, and whatever it accepts encoding/json
+// reads as the same single value (no parser-differential input gets in).
+func FuzzParse(f *testing.F) {
+	for _, s := range []string{
+		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":{"x":1}}}`,
+		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","name":"b"}}`,
+		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"n\u0061me":"a","name":"b"}}`,
+		`{"jsonrpc":"2.0","id":1,"method":"Tools/Call","params":{"name":"a"}}`,
+		`[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","method":"notifications/x"},{"jsonrpc":"2.0","id":2,"result":{}}]`,
+		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"\ud800"}}`,
+		`{"jsonrpc":"2.0","id":1e999,"method":"x"}`,
+		`{"jsonrpc":"2.0","id":1,"method":"x"} x`,
+		"[[[[[[[[[[]]]]]]]]]]",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := Parse(b)
+		if err != nil {
+			return
+		}
+		var v any
+		dec := json.NewDecoder(bytes.NewReader(b))
+		dec.UseNumber()
+		if err := dec.Decode(&v); err != nil || dec.More() {
+			t.Fatalf("Parse accepted what encoding/json refuses: %v", err)
+		}
+		if len(m.Items) == 0 {
+			t.Fatal("no items")
+		}
+		for _, it := range m.Items {
+			if it.Method == ToolsCall && (it.Tool == "" || it.Args == nil) {
+				t.Fatalf("tools/call without tool or args: %+v", it)
+			}
+		}
+	})
+}
+
+// FuzzFilterTools: never panics; a changed body is still JSON.
+func FuzzFilterTools(f *testing.F) {
+	f.Add([]byte(`{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"a"},{"name":"b"}]}}`))
+	f.Add([]byte(`[{"result":{"tools":[{"name":"b"}]}}]`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		out, changed := FilterTools(b, func(n string) bool { return n == "a" })
+		if changed && !json.Valid(out) {
+			t.Fatalf("invalid JSON out: %q", out)
+		}
+	})
+}

@@ -1,0 +1,371 @@
+// Package mcp reads the JSON-RPC 2.0 messages of the Model Context Protocol
+// exactly, so that clawd decides on the same tool name and arguments the
+// server will act on: a body that some parser could read in more than one
+// way (duplicate keys, invalid UTF-8, lone surrogates, trailing bytes,
+// members in another case) is refused rather than guessed at. It also
+// filters tools/list results. It does no I/O.
+package mcp
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"unicode/utf8"
+)
+
+// Kind is what a JSON-RPC message is.
+type Kind int
+
+const (
+	Request      Kind = iota // has a method and an id: the server answers it
+	Notification             // has a method and no id
+	Response                 // has result or error and an id (a client answering the server)
+)
+
+// ToolsCall is the MCP method that runs a tool.
+const ToolsCall = "tools/call"
+
+// Limits of what Parse reads: MCP messages are small and flat, and a body
+// that passes these is not an attack on clawd's memory or stack.
+const (
+	MaxDepth     = 64  // nesting of arrays and objects
+	MaxBatch     = 100 // messages in one batch
+	MaxNumberLen = 100 // digits and signs of one number
+	MaxNameLen   = 256 // bytes of a method or tool name (MCP says tool names are 1-128 characters)
+)
+
+// Item is one JSON-RPC message of a body.
+type Item struct {
+	Kind   Kind
+	ID     json.RawMessage // the id as sent (a string, number or null); nil for notifications
+	Method string          // "" for responses
+	// Tool and Args are set for tools/call: params.name and
+	// params.arguments (an empty map when arguments is absent). Values are
+	// string, json.Number, bool, nil, []any or map[string]any.
+	Tool string
+	Args map[string]any
+}
+
+// Message is a parsed request body: one message, or a batch.
+type Message struct {
+	Batch bool
+	Items []Item
+}
+
+// Parse reads body as one JSON-RPC 2.0 message or a batch, strictly: valid
+// UTF-8, exactly one JSON value, no duplicate member names at any depth (after
+// unescaping), no U+FFFD in any string (an invalid escape that parsers
+// would decode differently), only the members JSON-RPC defines at the
+// message level, "jsonrpc": "2.0", an id that is a string, number or null,
+// and for tools/call a params object whose name is a non-empty string and
+// whose arguments, if present, are an object.
+func Parse(body []byte) (*Message, error) {
+	v, err := decodeStrict(body)
+	if err != nil {
+		return nil, err
+	}
+	msg := &Message{}
+	switch t := v.(type) {
+	case []any:
+		msg.Batch = true
+		if len(t) == 0 {
+			return nil, errors.New("empty batch")
+		}
+		if len(t) > MaxBatch {
+			return nil, fmt.Errorf("batch of more than %d messages", MaxBatch)
+		}
+		for i, e := range t {
+			it, err := item(e)
+			if err != nil {
+				return nil, fmt.Errorf("batch message %d: %w", i+1, err)
+			}
+			msg.Items = append(msg.Items, it)
+		}
+	default:
+		it, err := item(v)
+		if err != nil {
+			return nil, err
+		}
+		msg.Items = []Item{it}
+	}
+	return msg, nil
+}
+
+var requestMembers = []string{"jsonrpc", "method", "params", "id"}
+
+func item(v any) (Item, error) {
+	m, ok := v.(map[string]any)
+	if !ok {
+		return Item{}, errors.New("a JSON-RPC message must be an object")
+	}
+	if m["jsonrpc"] != "2.0" {
+		return Item{}, errors.New(`"jsonrpc" must be "2.0"`)
+	}
+	var it Item
+	if idv, has := m["id"]; has {
+		switch idv.(type) {
+		case string, json.Number, nil:
+		default:
+			return Item{}, errors.New(`"id" must be a string, a number or null`)
+		}
+		it.ID, _ = json.Marshal(idv)
+	}
+	mv, hasMethod := m["method"]
+	if !hasMethod {
+		// A response (the client answering a server request).
+		for k := range m {
+			if k != "jsonrpc" && k != "id" && k != "result" && k != "error" {
+				return Item{}, fmt.Errorf("unknown member %q", k)
+			}
+		}
+		_, r := m["result"]
+		_, e := m["error"]
+		if r == e || it.ID == nil {
+			return Item{}, errors.New("a message without a method must be a response: an id and exactly one of result and error")
+		}
+		it.Kind = Response
+		return it, nil
+	}
+	for k := range m {
+		if !contains(requestMembers, k) {
+			return Item{}, fmt.Errorf("unknown member %q", k)
+		}
+	}
+	method, ok := mv.(string)
+	if !ok || method == "" || len(method) > MaxNameLen {
+		return Item{}, fmt.Errorf(`"method" must be a non-empty string of at most %d bytes`, MaxNameLen)
+	}
+	it.Method = method
+	it.Kind = Request
+	if it.ID == nil {
+		it.Kind = Notification
+	}
+	params, hasParams := m["params"]
+	if hasParams {
+		switch params.(type) {
+		case map[string]any, []any:
+		default:
+			return Item{}, errors.New(`"params" must be an object or an array`)
+		}
+	}
+	if method != ToolsCall {
+		if strings.EqualFold(method, ToolsCall) {
+			return Item{}, fmt.Errorf("method %q is tools/call in another case", method)
+		}
+		return it, nil
+	}
+	p, ok := params.(map[string]any)
+	if !ok {
+		return Item{}, errors.New(`tools/call needs "params" as an object`)
+	}
+	name, ok := p["name"].(string)
+	if !ok || name == "" || len(name) > MaxNameLen {
+		return Item{}, fmt.Errorf(`tools/call needs "params.name" as a non-empty string of at most %d bytes`, MaxNameLen)
+	}
+	it.Tool = name
+	switch a := p["arguments"].(type) {
+	case map[string]any:
+		it.Args = a
+	case nil:
+		if _, has := p["arguments"]; has {
+			return Item{}, errors.New(`"params.arguments" must be an object`)
+		}
+		it.Args = map[string]any{}
+	default:
+		return Item{}, errors.New(`"params.arguments" must be an object`)
+	}
+	return it, nil
+}
+
+func contains(l []string, s string) bool {
+	for _, x := range l {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// decodeStrict decodes exactly one JSON value from b (see Parse).
+func decodeStrict(b []byte) (any, error) {
+	if !utf8.Valid(b) {
+		return nil, errors.New("body is not valid UTF-8")
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	v, err := value(dec, 0)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, errors.New("data after the JSON value")
+	}
+	return v, nil
+}
+
+func value(dec *json.Decoder, depth int) (any, error) {
+	if depth > MaxDepth {
+		return nil, fmt.Errorf("nested deeper than %d", MaxDepth)
+	}
+	tok, err := dec.Token()
+	if err != nil {
+		return nil, notJSON(err)
+	}
+	switch t := tok.(type) {
+	case json.Delim:
+		switch t {
+		case '{':
+			m := map[string]any{}
+			for dec.More() {
+				kt, err := dec.Token()
+				if err != nil {
+					return nil, notJSON(err)
+				}
+				k, ok := kt.(string)
+				if !ok {
+					return nil, errors.New("not JSON: object key is not a string")
+				}
+				if strings.ContainsRune(k, utf8.RuneError) {
+					return nil, errors.New("a member name holds U+FFFD or an invalid escape")
+				}
+				if _, dup := m[k]; dup {
+					return nil, fmt.Errorf("member %q appears twice in one object", truncate(k))
+				}
+				v, err := value(dec, depth+1)
+				if err != nil {
+					return nil, err
+				}
+				m[k] = v
+			}
+			if _, err := dec.Token(); err != nil {
+				return nil, notJSON(err)
+			}
+			return m, nil
+		case '[':
+			l := []any{}
+			for dec.More() {
+				v, err := value(dec, depth+1)
+				if err != nil {
+					return nil, err
+				}
+				l = append(l, v)
+			}
+			if _, err := dec.Token(); err != nil {
+				return nil, notJSON(err)
+			}
+			return l, nil
+		}
+		return nil, errors.New("not JSON")
+	case string:
+		if strings.ContainsRune(t, utf8.RuneError) {
+			return nil, errors.New("a string holds U+FFFD or an invalid escape")
+		}
+		return t, nil
+	case json.Number:
+		if len(t) > MaxNumberLen {
+			return nil, fmt.Errorf("a number longer than %d characters", MaxNumberLen)
+		}
+		return t, nil
+	default: // bool, nil
+		return t, nil
+	}
+}
+
+func notJSON(err error) error {
+	if err == io.EOF {
+		return errors.New("not JSON: unexpected end")
+	}
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		return fmt.Errorf("not JSON: %s at byte %d", se.Error(), se.Offset)
+	}
+	return fmt.Errorf("not JSON: %v", err)
+}
+
+func truncate(s string) string {
+	if len(s) > 40 {
+		return s[:40] + "..."
+	}
+	return s
+}
+
+// ArgsJSON is the compact JSON of a tools/call's arguments with keys in
+// sorted order, for cards and logs (redact it first).
+func ArgsJSON(args map[string]any) string {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false) // shown to people as written: a < stays a <
+	if err := enc.Encode(args); err != nil {
+		return "{}"
+	}
+	return strings.TrimSuffix(buf.String(), "\n")
+}
+
+// FilterTools rewrites one JSON-RPC message or batch from a server so that
+// every tools/list result (a response whose result has a "tools" array)
+// lists only the tools visible says yes to. It returns the body unchanged
+// (and false) when there is nothing to filter or the body is not JSON it
+// can read: filtering is a convenience for the agent, enforcement is on
+// tools/call.
+func FilterTools(body []byte, visible func(name string) bool) ([]byte, bool) {
+	if !bytes.Contains(body, []byte(`"tools"`)) {
+		return body, false
+	}
+	var v any
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	if err := dec.Decode(&v); err != nil {
+		return body, false
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return body, false
+	}
+	changed := false
+	filter := func(m any) {
+		msg, ok := m.(map[string]any)
+		if !ok {
+			return
+		}
+		res, ok := msg["result"].(map[string]any)
+		if !ok {
+			return
+		}
+		tools, ok := res["tools"].([]any)
+		if !ok {
+			return
+		}
+		kept := make([]any, 0, len(tools))
+		for _, t := range tools {
+			tm, ok := t.(map[string]any)
+			name, _ := tm["name"].(string)
+			if ok && name != "" && visible(name) {
+				kept = append(kept, t)
+			}
+		}
+		if len(kept) != len(tools) {
+			res["tools"] = kept
+			changed = true
+		}
+	}
+	switch t := v.(type) {
+	case []any:
+		for _, m := range t {
+			filter(m)
+		}
+	default:
+		filter(t)
+	}
+	if !changed {
+		return body, false
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return body, false
+	}
+	return bytes.TrimRight(buf.Bytes(), "\n"), true
+}

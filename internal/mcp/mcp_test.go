@@ -1,0 +1,133 @@
+package mcp
+
+import (
+	"encoding/json"
+	"io"
+	"strings"
+	"testing"
+	"testing/iotest"
+)
+
+func TestParse(t *testing.T) {
+	tests := []struct {
+		name, body string
+		err        string // substring; "" = parses
+		tool       string
+	}{
+		{"call", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":{"x":1}}}`, "", "a"},
+		{"member order", `{"params":{"arguments":{},"name":"a"},"method":"tools/call","id":"x","jsonrpc":"2.0"}`, "", "a"},
+		{"escaped method", `{"jsonrpc":"2.0","id":1,"method":"tools\/call","params":{"name":"a"}}`, "", "a"},
+		{"unicode escaped method", `{"jsonrpc":"2.0","id":1,"method":"tools\u002fcall","params":{"name":"a"}}`, "", "a"},
+		{"whitespace", " \n\t{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"} \r\n", "", ""},
+		{"duplicate in arguments", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":{"p":"/work","p":"/etc"}}}`, "appears twice", ""},
+		{"duplicate deep", `{"jsonrpc":"2.0","id":1,"method":"x","params":{"a":[{"b":1,"b":2}]}}`, "appears twice", ""},
+		{"duplicate jsonrpc", `{"jsonrpc":"2.0","jsonrpc":"1.0","id":1,"method":"x"}`, "appears twice", ""},
+		{"duplicate id", `{"jsonrpc":"2.0","id":1,"id":2,"method":"x"}`, "appears twice", ""},
+		{"BOM", "\ufeff{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"x\"}", "not JSON", ""},
+		{"NUL after", "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"x\"}\x00", "", ""},
+		{"comment", `{"jsonrpc":"2.0","id":1,"method":"x"}//`, "", ""},
+		{"single quotes", `{'jsonrpc':'2.0'}`, "not JSON", ""},
+		{"NaN", `{"jsonrpc":"2.0","id":NaN,"method":"x"}`, "not JSON", ""},
+		{"bool id", `{"jsonrpc":"2.0","id":true,"method":"x"}`, `"id"`, ""},
+		{"method number", `{"jsonrpc":"2.0","id":1,"method":5}`, `"method"`, ""},
+		{"params string", `{"jsonrpc":"2.0","id":1,"method":"x","params":"a"}`, `"params"`, ""},
+		{"tools/call params array", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":["a"]}`, `params`, ""},
+		{"empty name", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":""}}`, `params.name`, ""},
+		{"method with space", `{"jsonrpc":"2.0","id":1,"method":"tools/call ","params":{"name":"a"}}`, "", ""},
+		{"response with both", `{"jsonrpc":"2.0","id":1,"result":{},"error":{}}`, "exactly one", ""},
+		{"response without id", `{"jsonrpc":"2.0","result":{}}`, "exactly one", ""},
+		{"response extra", `{"jsonrpc":"2.0","id":1,"result":{},"method2":1}`, "unknown member", ""},
+		{"too big batch", "[" + strings.Repeat(`{"jsonrpc":"2.0","method":"x"},`, MaxBatch) + `{"jsonrpc":"2.0","method":"x"}]`, "more than", ""},
+		{"key with U+FFFD", `{"jsonrpc":"2.0","id":1,"method":"x","params":{"\ufffd":1}}`, "U+FFFD", ""},
+		{"long tool name", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"` + strings.Repeat("a", MaxNameLen+1) + `"}}`, "at most", ""},
+		{"long method", `{"jsonrpc":"2.0","id":1,"method":"` + strings.Repeat("a", MaxNameLen+1) + `"}`, "at most", ""},
+		{"truncated", `{"jsonrpc":"2.0","id":1,"method":"x"`, "not JSON", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m, err := Parse([]byte(tt.body))
+			if tt.err == "" {
+				if tt.name == "NUL after" || tt.name == "comment" {
+					// Trailing bytes are refused.
+					if err == nil {
+						t.Fatal("trailing bytes accepted")
+					}
+					return
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				if tt.tool != "" && m.Items[0].Tool != tt.tool {
+					t.Fatalf("tool %q", m.Items[0].Tool)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Fatalf("err = %v, want %q", err, tt.err)
+			}
+		})
+	}
+}
+
+func TestParseKinds(t *testing.T) {
+	m, err := Parse([]byte(`[{"jsonrpc":"2.0","id":"a","method":"ping"},{"jsonrpc":"2.0","method":"notifications/x"},{"jsonrpc":"2.0","id":null,"error":{"code":1}},{"jsonrpc":"2.0","id":1.5e3,"method":"tools/call","params":{"name":"t"}}]`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []struct {
+		k  Kind
+		id string
+	}{{Request, `"a"`}, {Notification, ""}, {Response, "null"}, {Request, "1.5e3"}}
+	for i, w := range want {
+		if it := m.Items[i]; it.Kind != w.k || string(it.ID) != w.id {
+			t.Errorf("item %d: %+v", i, it)
+		}
+	}
+	if !m.Batch || m.Items[3].Args == nil || len(m.Items[3].Args) != 0 {
+		t.Errorf("%+v", m.Items[3])
+	}
+}
+
+func TestFilterTools(t *testing.T) {
+	vis := func(n string) bool { return n == "ok" }
+	in := `{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"ok","x":1.50},{"name":"no"},{"name":5},"junk"],"nextCursor":"n"}}`
+	out, changed := FilterTools([]byte(in), vis)
+	if !changed || string(out) != `{"id":1,"jsonrpc":"2.0","result":{"nextCursor":"n","tools":[{"name":"ok","x":1.50}]}}` {
+		t.Fatalf("%s", out)
+	}
+	batch := `[{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"no"}]}},{"jsonrpc":"2.0","id":2,"result":{"content":[]}}]`
+	out, changed = FilterTools([]byte(batch), vis)
+	var v []map[string]any
+	if err := json.Unmarshal(out, &v); !changed || err != nil || len(v[0]["result"].(map[string]any)["tools"].([]any)) != 0 {
+		t.Fatalf("%s", out)
+	}
+	for _, same := range []string{`{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"ok"}]}}`, `not json "tools"`, `{"result":{"tools":"x"}}`} {
+		if out, changed := FilterTools([]byte(same), vis); changed || string(out) != same {
+			t.Errorf("%s changed to %s", same, out)
+		}
+	}
+}
+
+func TestSSEFilter(t *testing.T) {
+	vis := func(n string) bool { return n == "ok" }
+	in := ": comment\n\nevent: message\r\nid: 7\r\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\r\ndata: \"result\":{\"tools\":[{\"name\":\"ok\"},{\"name\":\"no\"}]}}\r\n\r\n" +
+		"data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/tools\"}\n\ndata: unfinished"
+	want := ": comment\n\nevent: message\nid: 7\ndata: {\"id\":1,\"jsonrpc\":\"2.0\",\"result\":{\"tools\":[{\"name\":\"ok\"}]}}\n\n" +
+		"data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/tools\"}\n\ndata: unfinished"
+	for _, r := range []func(io.Reader) io.Reader{func(r io.Reader) io.Reader { return r }, iotest.OneByteReader, iotest.HalfReader} {
+		got, err := io.ReadAll(NewSSEFilter(io.NopCloser(r(strings.NewReader(in))), vis))
+		if err != nil || string(got) != want {
+			t.Fatalf("got %q (%v)\nwant %q", got, err, want)
+		}
+	}
+	big := "data: " + strings.Repeat("x", MaxEvent) + "\n\n"
+	if _, err := io.ReadAll(NewSSEFilter(io.NopCloser(strings.NewReader(big)), vis)); err != ErrEventTooLarge {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestArgsJSON(t *testing.T) {
+	if got := ArgsJSON(map[string]any{"b": json.Number("1.50"), "a": "<x>&"}); got != `{"a":"<x>&","b":1.50}` {
+		t.Fatalf("%s", got)
+	}
+}

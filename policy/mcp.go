@@ -1,0 +1,573 @@
+package policy
+
+// MCP tool calls (issue 16, "mcp"): a rule with `mcp: true` reads the
+// JSON-RPC body of every request to its hosts (internal/mcp parses it
+// exactly) and decides each tools/call by the rule's `tools:` list; other
+// JSON-RPC methods (initialize, tools/list, notifications, ping, ...) and
+// requests without a body (the GET that opens an event stream, the DELETE
+// that ends a session) are decided by the rule's ordinary action.
+
+import (
+	"encoding/json"
+	"fmt"
+	"math/big"
+	"regexp"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/clawd-dev/clawd/internal/mcp"
+)
+
+// MCPDecision is what an `mcp: true` rule decided about one request.
+type MCPDecision struct {
+	// Invalid says why the body is not JSON-RPC clawd could decide on
+	// exactly; "" when it parsed (or the request had no body).
+	Invalid string
+	Batch   bool
+	Calls   []MCPCall // the body's messages, in order; nil without a body
+	tools   []toolRule
+}
+
+// MCPCall is the decision on one JSON-RPC message.
+type MCPCall struct {
+	Kind   mcp.Kind
+	ID     json.RawMessage // nil for notifications
+	Method string
+	Tool   string // tools/call only
+	Args   string // tools/call only: compact JSON of the arguments (redact before showing)
+	Action Action
+	Reason string
+}
+
+// Visible reports whether tools/list should show the tool: some entry of
+// the rule's tools could allow or approve a call to it. Filtering the list
+// is for the agent's benefit; every call is decided on its own.
+func (m *MCPDecision) Visible(name string) bool {
+	if m == nil {
+		return false
+	}
+	for _, t := range m.tools {
+		if !glob(t.name, name) {
+			continue
+		}
+		if t.action != Deny {
+			return true
+		}
+		if len(t.args) == 0 {
+			return false
+		}
+	}
+	return false
+}
+
+// toolRule is one entry of a rule's tools: list.
+type toolRule struct {
+	name   string // exact, or a glob with *
+	action Action
+	args   []argCond
+	line   int
+}
+
+// argCond is a condition on one top-level argument.
+type argCond struct {
+	key      string
+	equals   *scalar
+	in       []scalar
+	re       *regexp.Regexp
+	min, max *big.Rat
+}
+
+// scalar is a policy value compared with a JSON argument.
+type scalar struct {
+	kind byte // 's' string, 'n' number, 'b' bool, 'z' null
+	s    string
+	n    *big.Rat
+	b    bool
+}
+
+// tri is a condition's outcome: a missing argument, or one of another type
+// than the condition is about, is unknown.
+type tri int
+
+const (
+	no tri = iota
+	yes
+	unknown
+)
+
+func (c argCond) eval(args map[string]any) tri {
+	v, ok := args[c.key]
+	if !ok {
+		return unknown
+	}
+	// All of the entry's conditions must hold: any no is no, else any
+	// unknown is unknown.
+	res := yes
+	and := func(t tri) {
+		if t == no || (t == unknown && res == yes) {
+			res = t
+		}
+	}
+	if c.equals != nil {
+		and(c.equals.eq(v))
+	}
+	if len(c.in) > 0 {
+		t := no
+		for _, s := range c.in {
+			if e := s.eq(v); e == yes {
+				t = yes
+				break
+			} else if e == unknown {
+				t = unknown
+			}
+		}
+		and(t)
+	}
+	if c.re != nil {
+		if s, ok := v.(string); !ok {
+			and(unknown)
+		} else if !c.re.MatchString(s) {
+			and(no)
+		}
+	}
+	if c.min != nil || c.max != nil {
+		n, ok := number(v)
+		switch {
+		case !ok:
+			and(unknown)
+		case c.min != nil && n.Cmp(c.min) < 0, c.max != nil && n.Cmp(c.max) > 0:
+			and(no)
+		}
+	}
+	return res
+}
+
+// eq compares the policy value with a JSON value: values of another type
+// are unknown (the server might convert them), not merely different.
+func (s scalar) eq(v any) tri {
+	bt := func(b bool) tri {
+		if b {
+			return yes
+		}
+		return no
+	}
+	switch s.kind {
+	case 's':
+		if x, ok := v.(string); ok {
+			return bt(x == s.s)
+		}
+	case 'n':
+		if n, ok := number(v); ok {
+			return bt(n.Cmp(s.n) == 0)
+		}
+	case 'b':
+		if x, ok := v.(bool); ok {
+			return bt(x == s.b)
+		}
+	case 'z':
+		return bt(v == nil)
+	}
+	return unknown
+}
+
+func number(v any) (*big.Rat, bool) {
+	n, ok := v.(json.Number)
+	if !ok {
+		return nil, false
+	}
+	r, ok := new(big.Rat).SetString(string(n))
+	return r, ok
+}
+
+// match reports whether the entry decides the call: its name matches and
+// its argument conditions hold. A condition that is unknown (the argument
+// is missing or of another type) never makes a call less restricted: it
+// fails an allow entry and holds for a deny or approve entry.
+func (t toolRule) match(tool string, args map[string]any) bool {
+	if !glob(t.name, tool) {
+		return false
+	}
+	for _, c := range t.args {
+		switch c.eval(args) {
+		case no:
+			return false
+		case unknown:
+			if t.action == Allow {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// decideMCP decides the JSON-RPC body of a request matched by the mcp rule
+// r: the action for the whole request (the most restrictive of its calls)
+// and each call's.
+func (r *rule) decideMCP(in Input) (Action, *MCPDecision) {
+	md := &MCPDecision{tools: r.tools}
+	if strings.EqualFold(in.Method, "CONNECT") || len(in.Header.Values("Upgrade")) > 0 {
+		// A tunnel (WebSocket, extended CONNECT) would carry JSON-RPC
+		// clawd does not read: only plain requests reach MCP hosts.
+		md.Invalid = "protocol upgrades and CONNECT tunnels to MCP hosts would carry calls clawd cannot read"
+		return Deny, md
+	}
+	if len(in.Body) == 0 && !strings.EqualFold(in.Method, "POST") {
+		return r.action, md // GET (event stream), DELETE (end of session)
+	}
+	msg, err := mcp.Parse(in.Body)
+	if err != nil {
+		md.Invalid = err.Error()
+		return Deny, md
+	}
+	md.Batch = msg.Batch
+	worst := Allow
+	for _, it := range msg.Items {
+		c := MCPCall{Kind: it.Kind, ID: it.ID, Method: it.Method}
+		if it.Kind != mcp.Response && it.Method == mcp.ToolsCall {
+			c.Tool, c.Args = it.Tool, mcp.ArgsJSON(it.Args)
+			c.Action, c.Reason = r.decideTool(it.Tool, it.Args)
+		} else {
+			c.Action = r.action
+			switch r.action {
+			case Allow:
+				c.Reason = r.allowReason
+			case Approve:
+				c.Reason = r.approveReason
+			default:
+				c.Reason = fmt.Sprintf("denied by rule %q", r.name)
+			}
+		}
+		if severity(c.Action) > severity(worst) {
+			worst = c.Action
+		}
+		md.Calls = append(md.Calls, c)
+	}
+	return worst, md
+}
+
+func severity(a Action) int {
+	switch a {
+	case Allow:
+		return 0
+	case Approve:
+		return 1
+	}
+	return 2
+}
+
+func (r *rule) decideTool(tool string, args map[string]any) (Action, string) {
+	for _, t := range r.tools {
+		if !t.match(tool, args) {
+			continue
+		}
+		switch t.action {
+		case Allow:
+			return Allow, fmt.Sprintf("tool %q allowed by rule %q", tool, r.name)
+		case Approve:
+			return Approve, fmt.Sprintf("rule %q requires human approval for tool %q", r.name, tool)
+		}
+		return Deny, fmt.Sprintf("tool %q denied by rule %q (line %d)", tool, r.name, t.line)
+	}
+	return Deny, fmt.Sprintf("tool %q (with these arguments) is not allowed by rule %q; add it to the rule's tools", tool, r.name)
+}
+
+// Parsing of `mcp:` and `tools:`.
+
+var toolKeys = []string{"name", "action", "args"}
+var argKeys = []string{"equals", "in", "matches", "min", "max"}
+
+// maxToolPattern bounds tool names and regexps written in a policy.
+const maxToolPattern = 1024
+
+func (ps *parser) mcpRule(f map[string]*yaml.Node, r *rule, what string) {
+	if v, ok := f["mcp"]; ok {
+		r.mcp, _ = ps.boolean(v, what+": mcp")
+	}
+	tv, hasTools := f["tools"]
+	if !r.mcp {
+		if hasTools {
+			ps.errf(tv, "%s: tools only applies to rules with mcp: true", what)
+		}
+		return
+	}
+	mv := f["mcp"]
+	if len(r.hosts) == 0 {
+		ps.errf(mv, "%s: mcp: true needs hosts (the MCP servers' names; clawd intercepts their TLS to read the calls)", what)
+	}
+	if r.readonly {
+		ps.errf(mv, "%s: mcp rules decide by tool, not readonly; remove readonly", what)
+	}
+	if v, ok := f["intercept"]; ok && !r.intercept {
+		ps.errf(v, "%s: mcp: true reads request bodies, so it needs intercept (remove intercept: false)", what)
+	}
+	// mcp implies intercept: an HTTPS MCP server's calls are only
+	// visible inside the TLS clawd terminates.
+	r.intercept = true
+	if !hasTools {
+		ps.errf(mv, "%s: mcp: true needs tools: the tools the container may call (name: \"*\" for any)", what)
+		return
+	}
+	if !ps.noAlias(tv) {
+		return
+	}
+	if tv.Kind != yaml.SequenceNode || len(tv.Content) == 0 {
+		ps.errf(tv, "%s: tools must be a list of entries (each starting with \"- name:\")", what)
+		return
+	}
+	for _, n := range tv.Content {
+		if t, ok := ps.toolRule(n, what); ok {
+			r.tools = append(r.tools, t)
+		}
+	}
+}
+
+func (ps *parser) toolRule(n *yaml.Node, what string) (toolRule, bool) {
+	f := ps.fields(n, what+": tools entry", toolKeys...)
+	if f == nil {
+		return toolRule{}, false
+	}
+	t := toolRule{line: n.Line}
+	nn, ok := f["name"]
+	if !ok {
+		ps.errf(n, "%s: every tools entry needs a name (the tool's, or a glob with *)", what)
+		return toolRule{}, false
+	}
+	name, ok := ps.str(nn, what+": tools: name")
+	if !ok {
+		return toolRule{}, false
+	}
+	if len(name) > maxToolPattern || strings.ContainsAny(name, "\x00\r\n") {
+		ps.errf(nn, "%s: tools: name %q is not a tool name", what, truncateStr(name))
+		return toolRule{}, false
+	}
+	t.name = name
+	tw := fmt.Sprintf("%s: tool %q", what, name)
+	av, ok := f["action"]
+	if !ok {
+		ps.errf(n, "%s: action is required (allow, deny or approve)", tw)
+		return toolRule{}, false
+	}
+	if t.action, ok = ps.action(av, tw+": action"); !ok {
+		return toolRule{}, false
+	}
+	if v, ok := f["args"]; ok && ps.noAlias(v) {
+		if v.Kind != yaml.MappingNode || len(v.Content) == 0 {
+			ps.errf(v, "%s: args must be a mapping of argument: {equals|in|matches|min|max: ...}", tw)
+			return toolRule{}, false
+		}
+		seen := map[string]bool{}
+		for i := 0; i+1 < len(v.Content); i += 2 {
+			k, cv := v.Content[i], v.Content[i+1]
+			if !ps.noAlias(k) || k.Kind != yaml.ScalarNode || k.Value == "" {
+				ps.errf(k, "%s: args: keys must be argument names", tw)
+				continue
+			}
+			if seen[k.Value] {
+				ps.errf(k, "%s: args: %q appears twice", tw, k.Value)
+				continue
+			}
+			seen[k.Value] = true
+			if c, ok := ps.argCond(k.Value, cv, fmt.Sprintf("%s: args: %s", tw, k.Value)); ok {
+				t.args = append(t.args, c)
+			}
+		}
+	}
+	return t, true
+}
+
+func (ps *parser) argCond(key string, n *yaml.Node, what string) (argCond, bool) {
+	f := ps.fields(n, what, argKeys...)
+	if f == nil {
+		return argCond{}, false
+	}
+	if len(f) == 0 {
+		ps.errf(n, "%s: needs one of equals, in, matches, min, max", what)
+		return argCond{}, false
+	}
+	c := argCond{key: key}
+	ok := true
+	if v, has := f["equals"]; has {
+		if s, good := ps.scalar(v, what+": equals"); good {
+			c.equals = &s
+		} else {
+			ok = false
+		}
+	}
+	if v, has := f["in"]; has {
+		if v.Kind != yaml.SequenceNode || len(v.Content) == 0 {
+			ps.errf(v, "%s: in must be a non-empty list of values", what)
+			ok = false
+		} else {
+			for _, it := range v.Content {
+				if s, good := ps.scalar(it, what+": in"); good {
+					c.in = append(c.in, s)
+				} else {
+					ok = false
+				}
+			}
+		}
+	}
+	if v, has := f["matches"]; has {
+		s, good := ps.str(v, what+": matches")
+		if good && len(s) > maxToolPattern {
+			ps.errf(v, "%s: matches: regexp longer than %d characters", what, maxToolPattern)
+			good = false
+		}
+		if good {
+			// Anchored: the pattern must match the whole value.
+			_, err := regexp.Compile(s)
+			re, err2 := regexp.Compile(`^(?:` + s + `)$`)
+			if err == nil {
+				err = err2
+			}
+			if err != nil {
+				ps.errf(v, "%s: matches: %v", what, err)
+				ok = false
+			} else {
+				c.re = re
+			}
+		} else {
+			ok = false
+		}
+	}
+	for _, k := range []string{"min", "max"} {
+		v, has := f[k]
+		if !has {
+			continue
+		}
+		s, good := ps.scalar(v, what+": "+k)
+		if good && s.kind != 'n' {
+			ps.errf(v, "%s: %s must be a number", what, k)
+			good = false
+		}
+		if !good {
+			ok = false
+			continue
+		}
+		if k == "min" {
+			c.min = s.n
+		} else {
+			c.max = s.n
+		}
+	}
+	if c.min != nil && c.max != nil && c.min.Cmp(c.max) > 0 {
+		ps.errf(n, "%s: min is larger than max", what)
+		ok = false
+	}
+	if c.re != nil && (c.min != nil || c.max != nil) {
+		ps.errf(n, "%s: matches is for strings and min/max for numbers; one argument cannot be both", what)
+		ok = false
+	}
+	return c, ok
+}
+
+// scalar reads a YAML scalar as the JSON value it stands for: quoted or
+// plain text is a string, 3 or 2.5 a number, true/false a bool, null null.
+func (ps *parser) scalar(n *yaml.Node, what string) (scalar, bool) {
+	if !ps.noAlias(n) {
+		return scalar{}, false
+	}
+	if n.Kind != yaml.ScalarNode {
+		ps.errf(n, "%s must be a single value", what)
+		return scalar{}, false
+	}
+	switch n.Tag {
+	case "!!str":
+		return scalar{kind: 's', s: n.Value}, true
+	case "!!int", "!!float":
+		r, ok := new(big.Rat).SetString(strings.ReplaceAll(n.Value, "_", ""))
+		if !ok {
+			ps.errf(n, "%s: %q is not a number clawd can compare exactly (write decimal digits)", what, n.Value)
+			return scalar{}, false
+		}
+		return scalar{kind: 'n', n: r}, true
+	case "!!bool":
+		var b bool
+		if err := n.Decode(&b); err != nil {
+			ps.errf(n, "%s must be true or false", what)
+			return scalar{}, false
+		}
+		return scalar{kind: 'b', b: b}, true
+	case "!!null":
+		return scalar{kind: 'z'}, true
+	}
+	ps.errf(n, "%s: unsupported value type %s", what, n.Tag)
+	return scalar{}, false
+}
+
+func truncateStr(s string) string {
+	if len(s) > 40 {
+		return s[:40] + "..."
+	}
+	return s
+}
+
+// approvesTool reports whether some tools entry asks for approval (route
+// and approval_timeout keys then apply to the rule).
+func (r *rule) approvesTool() bool {
+	for _, t := range r.tools {
+		if t.action == Approve {
+			return true
+		}
+	}
+	return false
+}
+
+// reason explains a decision that one of the request's calls made.
+func (m *MCPDecision) reason(r *rule) string {
+	if m.Invalid != "" {
+		return fmt.Sprintf("rule %q reads MCP calls to this host and the request body is not JSON-RPC clawd can decide exactly: %s", r.name, m.Invalid)
+	}
+	worst := -1
+	for i, c := range m.Calls {
+		if worst < 0 || severity(c.Action) > severity(m.Calls[worst].Action) {
+			worst = i
+		}
+	}
+	if worst < 0 {
+		return fmt.Sprintf("rule %q", r.name)
+	}
+	c := m.Calls[worst]
+	if m.Batch {
+		return fmt.Sprintf("batch message %d: %s", worst+1, c.Reason)
+	}
+	return c.Reason
+}
+
+// checkMCPShadow refuses an allow, approve or readonly rule placed before
+// an mcp rule that could decide the same host's requests: first match wins,
+// so such a rule would let tool calls through unread. Rules matching by
+// cidrs only are not checked (their addresses are not the host's names).
+func (ps *parser) checkMCPShadow(s *ruleSet, setWhat string) {
+	for i, r := range s.rules {
+		if !r.mcp {
+			continue
+		}
+		for _, q := range s.rules[:i] {
+			if q.mcp || (q.action == Deny && !q.readonly) || (len(q.hosts) == 0 && len(q.cidrs) > 0) {
+				continue
+			}
+			if h, ok := overlap(q.hosts, r.hosts); ok {
+				ps.add(q.line, "%s: rule %q comes before mcp rule %q (line %d) and can decide requests to %s, whose tool calls would then go unread; move the mcp rule first", setWhat, q.name, r.name, r.line, h)
+				break
+			}
+		}
+	}
+}
+
+// overlap reports a host of mcp some pattern of qs can match (every host
+// when qs is empty).
+func overlap(qs, mcp []hostPattern) (string, bool) {
+	if len(qs) == 0 && len(mcp) > 0 {
+		return fmt.Sprintf("%q", mcp[0].String()), true
+	}
+	for _, q := range qs {
+		for _, m := range mcp {
+			if q.covers(m) || m.covers(q) {
+				return fmt.Sprintf("%q", m.String()), true
+			}
+		}
+	}
+	return "", false
+}

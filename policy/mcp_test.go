@@ -1,0 +1,229 @@
+package policy
+
+import (
+	"net/http"
+	"net/netip"
+	"strings"
+	"testing"
+)
+
+const mcpYAML = `
+default:
+  rules:
+    - name: tools
+      hosts: mcp.example.com
+      mcp: true
+      action: allow
+      tools:
+        - name: delete_file
+          action: deny
+        - name: write_file
+          action: deny
+          args:
+            path: {matches: "/etc/.*"}
+        - name: write_file
+          action: approve
+        - name: read_file
+          action: allow
+          args:
+            path: {matches: "/work/.*"}
+        - name: search
+          action: allow
+          args:
+            limit: {min: 1, max: 50}
+            sort: {in: [asc, desc]}
+        - name: exact
+          action: allow
+          args:
+            n: {equals: 7}
+            flag: {equals: true}
+            s: {equals: "7"}
+        - name: "get_*"
+          action: allow
+`
+
+func mcpIn(body string) Input {
+	return Input{Container: agent, Host: "mcp.example.com", DstPort: 443, DstIP: netip.MustParseAddr("203.0.113.9"),
+		Method: "POST", Path: "/mcp", Body: []byte(body), BodyKnown: true}
+}
+
+func call(tool, args string) string {
+	return `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"` + tool + `","arguments":` + args + `}}`
+}
+
+func TestMCPDecide(t *testing.T) {
+	p := mustParse(t, mcpYAML)
+	tests := []struct {
+		name, body string
+		want       Action
+		reason     string // substring
+	}{
+		{"initialize by rule action", `{"jsonrpc":"2.0","id":0,"method":"initialize","params":{}}`, Allow, "allowed by rule"},
+		{"notification", `{"jsonrpc":"2.0","method":"notifications/initialized"}`, Allow, ""},
+		{"response to the server", `{"jsonrpc":"2.0","id":"s1","result":{}}`, Allow, ""},
+		{"unlisted tool", call("rm_rf", `{}`), Deny, `tool "rm_rf" (with these arguments) is not allowed`},
+		{"denied tool", call("delete_file", `{"path":"/work/a"}`), Deny, `tool "delete_file" denied by rule "tools"`},
+		{"write outside etc approve", call("write_file", `{"path":"/work/a"}`), Approve, "requires human approval"},
+		{"write etc denied", call("write_file", `{"path":"/etc/passwd"}`), Deny, "denied"},
+		{"write etc path as array is unknown: deny entry holds", call("write_file", `{"path":["/etc/passwd"]}`), Deny, ""},
+		{"write missing path: deny entry holds", call("write_file", `{}`), Deny, ""},
+		{"read in work", call("read_file", `{"path":"/work/x"}`), Allow, ""},
+		{"read anchored", call("read_file", `{"path":"/etc/x#/work/x"}`), Deny, ""},
+		{"read missing path", call("read_file", `{}`), Deny, ""},
+		{"read arguments absent", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file"}}`, Deny, ""},
+		{"read path number", call("read_file", `{"path":5}`), Deny, ""},
+		{"search in bounds", call("search", `{"limit":50,"sort":"asc"}`), Allow, ""},
+		{"search over max", call("search", `{"limit":51,"sort":"asc"}`), Deny, ""},
+		{"search fraction over max", call("search", `{"limit":50.0000000000000000001,"sort":"asc"}`), Deny, ""},
+		{"search exponent", call("search", `{"limit":5e1,"sort":"asc"}`), Allow, ""},
+		{"search huge exponent", call("search", `{"limit":1e999,"sort":"asc"}`), Deny, ""},
+		{"search limit string", call("search", `{"limit":"5","sort":"asc"}`), Deny, ""},
+		{"search bad sort", call("search", `{"limit":5,"sort":"ASC"}`), Deny, ""},
+		{"exact", call("exact", `{"n":7.0,"flag":true,"s":"7"}`), Allow, ""},
+		{"exact wrong types", call("exact", `{"n":"7","flag":true,"s":"7"}`), Deny, ""},
+		{"glob", call("get_weather", `{}`), Allow, ""},
+		{"tool name escaped", call(`get\u005fweather`, `{}`), Allow, ""},
+		{"tool name escaped to denied", call(`delete\u005ffile`, `{}`), Deny, ""},
+		{"tool name case", call("Delete_File", `{}`), Deny, "not allowed"},
+		{"duplicate name key", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get_x","name":"delete_file"}}`, Deny, "appears twice"},
+		{"duplicate escaped key", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get_x","n\u0061me":"delete_file"}}`, Deny, "appears twice"},
+		{"duplicate method", `{"jsonrpc":"2.0","id":1,"method":"ping","method":"tools/call","params":{"name":"delete_file"}}`, Deny, "appears twice"},
+		{"method case", `{"jsonrpc":"2.0","id":1,"method":"Tools/Call","params":{"name":"delete_file"}}`, Deny, "another case"},
+		{"member case", `{"jsonrpc":"2.0","id":1,"Method":"tools/call","method":"ping"}`, Deny, "unknown member"},
+		{"trailing garbage", call("get_x", `{}`) + `x`, Deny, "not JSON"},
+		{"two values", call("get_x", `{}`) + call("delete_file", `{}`), Deny, "after the JSON value"},
+		{"not json", `hello`, Deny, "not JSON"},
+		{"empty post", ``, Deny, "not JSON"},
+		{"lone surrogate", call(`get_\ud800`, `{}`), Deny, "U+FFFD"},
+		{"invalid utf8", call("get_\xff", `{}`), Deny, "UTF-8"},
+		{"name not string", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":["get_x"]}}`, Deny, "params.name"},
+		{"arguments not object", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get_x","arguments":[1]}}`, Deny, "arguments"},
+		{"arguments null", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get_x","arguments":null}}`, Deny, "arguments"},
+		{"params missing", `{"jsonrpc":"2.0","id":1,"method":"tools/call"}`, Deny, "params"},
+		{"id object", `{"jsonrpc":"2.0","id":{},"method":"ping"}`, Deny, "id"},
+		{"no jsonrpc", `{"id":1,"method":"ping"}`, Deny, "jsonrpc"},
+		{"deep", strings.Repeat("[", 100) + strings.Repeat("]", 100), Deny, "nested"},
+		{"long number", call("search", `{"limit":`+strings.Repeat("1", 200)+`,"sort":"asc"}`), Deny, "number longer"},
+		{"batch all allowed", `[` + call("get_a", `{}`) + `,{"jsonrpc":"2.0","method":"notifications/x"}]`, Allow, ""},
+		{"batch with a denied call", `[` + call("get_a", `{}`) + `,` + call("delete_file", `{}`) + `]`, Deny, "batch message 2"},
+		{"batch with approve", `[` + call("get_a", `{}`) + `,` + call("write_file", `{"path":"/w"}`) + `]`, Approve, ""},
+		{"empty batch", `[]`, Deny, "empty batch"},
+		{"nested batch", `[[` + call("get_a", `{}`) + `]]`, Deny, "must be an object"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := p.Decide(mcpIn(tt.body))
+			if d.Action != tt.want || !strings.Contains(d.Reason, tt.reason) {
+				t.Fatalf("Decide = %s (%s), want %s (%q)", d.Action, d.Reason, tt.want, tt.reason)
+			}
+			if d.MCP == nil {
+				t.Fatal("no MCP decision")
+			}
+		})
+	}
+}
+
+func TestMCPNeedsBodyAndGet(t *testing.T) {
+	p := mustParse(t, mcpYAML)
+	in := mcpIn("")
+	in.BodyKnown = false
+	if d := p.Decide(in); !d.NeedBody {
+		t.Fatalf("POST without body: %+v, want NeedBody", d)
+	}
+	in = mcpIn("")
+	in.Method = "GET"
+	if d := p.Decide(in); d.Action != Allow || d.MCP == nil || d.MCP.Invalid != "" {
+		t.Fatalf("GET stream: %+v", d)
+	}
+	in.Method = "GET"
+	in.Body = []byte("x")
+	if d := p.Decide(in); d.Action != Deny {
+		t.Fatalf("GET with a non-JSON-RPC body: %+v", d)
+	}
+	// Tunnels would carry calls clawd cannot read.
+	in = mcpIn("")
+	in.Method, in.Header = "GET", http.Header{"Upgrade": {"websocket"}, "Connection": {"Upgrade"}}
+	if d := p.Decide(in); d.Action != Deny || !strings.Contains(d.Reason, "upgrades") {
+		t.Fatalf("WebSocket upgrade: %+v", d)
+	}
+	in = mcpIn("")
+	in.Method = "CONNECT"
+	if d := p.Decide(in); d.Action != Deny {
+		t.Fatalf("CONNECT: %+v", d)
+	}
+	// Raw TCP / TLS passthrough to the host never gets the rule's allow.
+	if d := p.Decide(Input{Container: agent, Host: "mcp.example.com", DstPort: 443}); d.Action != Deny || d.Rule != "default" {
+		t.Fatalf("connection-level: %+v", d)
+	}
+	if !p.Intercepts(agent, "mcp.example.com") {
+		t.Fatal("mcp: true must imply intercept")
+	}
+}
+
+func TestMCPVisible(t *testing.T) {
+	p := mustParse(t, mcpYAML)
+	in := mcpIn("")
+	in.Method = "GET"
+	m := p.Decide(in).MCP
+	for name, want := range map[string]bool{
+		"delete_file": false, "write_file": true, "read_file": true, "get_x": true, "rm": false, "search": true,
+	} {
+		if got := m.Visible(name); got != want {
+			t.Errorf("Visible(%q) = %v, want %v", name, got, want)
+		}
+	}
+}
+
+func TestMCPCalls(t *testing.T) {
+	p := mustParse(t, mcpYAML)
+	d := p.Decide(mcpIn(`[` + call("get_a", `{"b":1,"a":"x"}`) + `,{"jsonrpc":"2.0","id":"z","method":"ping"},{"jsonrpc":"2.0","method":"notifications/n"}]`))
+	m := d.MCP
+	if !m.Batch || len(m.Calls) != 3 {
+		t.Fatalf("%+v", m)
+	}
+	if c := m.Calls[0]; c.Tool != "get_a" || c.Args != `{"a":"x","b":1}` || string(c.ID) != "1" || c.Action != Allow {
+		t.Errorf("call 0: %+v", c)
+	}
+	if c := m.Calls[1]; c.Tool != "" || c.Method != "ping" || string(c.ID) != `"z"` {
+		t.Errorf("call 1: %+v", c)
+	}
+	if c := m.Calls[2]; c.ID != nil || c.Method != "notifications/n" {
+		t.Errorf("call 2: %+v", c)
+	}
+}
+
+func TestMCPParseErrors(t *testing.T) {
+	tests := []struct{ name, yaml, want string }{
+		{"tools without mcp", "default:\n  rules:\n    - name: a\n      hosts: a.example.com\n      action: allow\n      tools: [{name: x, action: allow}]\n", `x.yaml:6: default: rule "a": tools only applies to rules with mcp: true`},
+		{"mcp without hosts", "default:\n  rules:\n    - name: a\n      mcp: true\n      action: allow\n      tools: [{name: x, action: allow}]\n", `x.yaml:4: default: rule "a": mcp: true needs hosts`},
+		{"mcp without tools", "default:\n  rules:\n    - name: a\n      hosts: a.example.com\n      mcp: true\n      action: allow\n", `x.yaml:5: default: rule "a": mcp: true needs tools`},
+		{"mcp intercept false", "default:\n  rules:\n    - name: a\n      hosts: a.example.com\n      mcp: true\n      intercept: false\n      action: allow\n      tools: [{name: x, action: allow}]\n", `x.yaml:6: default: rule "a": mcp: true reads request bodies`},
+		{"tool unknown key", "default:\n  rules:\n    - name: a\n      hosts: a.example.com\n      mcp: true\n      action: allow\n      tools:\n        - name: x\n          action: allow\n          arg: {}\n", `x.yaml:10: default: rule "a": tools entry: unknown key "arg" (did you mean "args"?)`},
+		{"tool no action", "default:\n  rules:\n    - name: a\n      hosts: a.example.com\n      mcp: true\n      action: allow\n      tools:\n        - name: x\n", `x.yaml:8: default: rule "a": tool "x": action is required`},
+		{"bad regexp", "default:\n  rules:\n    - name: a\n      hosts: a.example.com\n      mcp: true\n      action: allow\n      tools:\n        - name: x\n          action: allow\n          args:\n            p: {matches: \"(\"}\n", `x.yaml:11: default: rule "a": tool "x": args: p: matches: error parsing regexp`},
+		{"min string", "default:\n  rules:\n    - name: a\n      hosts: a.example.com\n      mcp: true\n      action: allow\n      tools:\n        - name: x\n          action: allow\n          args:\n            p: {min: \"3\"}\n", `x.yaml:11: default: rule "a": tool "x": args: p: min must be a number`},
+		{"min over max", "default:\n  rules:\n    - name: a\n      hosts: a.example.com\n      mcp: true\n      action: allow\n      tools:\n        - name: x\n          action: allow\n          args:\n            p: {min: 5, max: 1}\n", `x.yaml:11: default: rule "a": tool "x": args: p: min is larger than max`},
+		{"arg unknown matcher", "default:\n  rules:\n    - name: a\n      hosts: a.example.com\n      mcp: true\n      action: allow\n      tools:\n        - name: x\n          action: allow\n          args:\n            p: {regex: x}\n", `x.yaml:11: default: rule "a": tool "x": args: p: unknown key "regex"`},
+		{"empty in", "default:\n  rules:\n    - name: a\n      hosts: a.example.com\n      mcp: true\n      action: allow\n      tools:\n        - name: x\n          action: allow\n          args:\n            p: {in: []}\n", `x.yaml:11: default: rule "a": tool "x": args: p: in must be a non-empty list`},
+		{"readonly", "default:\n  rules:\n    - name: a\n      hosts: a.example.com\n      mcp: true\n      readonly: true\n      tools: [{name: x, action: allow}]\n", `x.yaml:5: default: rule "a": mcp rules decide by tool`},
+		{"approval_timeout ok with approve tool", "default:\n  rules:\n    - name: a\n      hosts: a.example.com\n      mcp: true\n      action: allow\n      approval_timeout: 5m\n      tools: [{name: x, action: approve}]\n", ""},
+		{"allow rule before mcp rule", "default:\n  rules:\n    - name: early\n      hosts: \"*.example.com\"\n      action: allow\n    - name: a\n      hosts: a.example.com\n      mcp: true\n      action: allow\n      tools: [{name: x, action: allow}]\n", `x.yaml:3: default: rule "early" comes before mcp rule "a" (line 6)`},
+		{"any-host rule before mcp rule", "default:\n  rules:\n    - name: early\n      ports: 443\n      action: approve\n    - name: a\n      hosts: a.example.com\n      mcp: true\n      action: allow\n      tools: [{name: x, action: allow}]\n", `x.yaml:3: default: rule "early" comes before mcp rule "a"`},
+		{"deny and other hosts before mcp rule are fine", "default:\n  rules:\n    - name: d\n      hosts: a.example.com\n      action: deny\n    - name: o\n      hosts: b.example.com\n      action: allow\n    - name: c\n      cidrs: 10.0.0.0/8\n      action: allow\n    - name: a\n      hosts: a.example.com\n      mcp: true\n      action: allow\n      tools: [{name: x, action: allow}]\n    - name: after\n      hosts: a.example.com\n      action: allow\n", ""},
+		{"approval_timeout without approve", "default:\n  rules:\n    - name: a\n      hosts: a.example.com\n      mcp: true\n      action: allow\n      approval_timeout: 5m\n      tools: [{name: x, action: allow}]\n", `x.yaml:7: default: rule "a": approval_timeout only applies`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse([]byte(tt.yaml), "x.yaml")
+			if tt.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want %q", err, tt.want)
+			}
+		})
+	}
+}

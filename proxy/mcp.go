@@ -1,0 +1,221 @@
+package proxy
+
+// MCP tool calls (issue 16, "mcp"): carrying out what an `mcp: true` rule
+// decided (the decision itself is policy.Decide's, called by gate.go):
+// JSON-RPC answers for refused calls, one audit line per call of a batch,
+// the tools on the approval card, and tools/list filtering of the
+// server's answers, in JSON and in event streams.
+
+import (
+	"bytes"
+	"compress/gzip"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/clawd-dev/clawd/approval"
+	"github.com/clawd-dev/clawd/audit"
+	"github.com/clawd-dev/clawd/internal/mcp"
+	"github.com/clawd-dev/clawd/policy"
+)
+
+// mcpDeniedCode is the JSON-RPC error code of calls clawd refuses (the
+// implementation-defined server error range, -32000 to -32099).
+const mcpDeniedCode = -32010
+
+// maxMCPResponse bounds a JSON answer clawd reads whole to filter its
+// tools/list result.
+const maxMCPResponse = 16 << 20
+
+type rpcError struct {
+	Code    int       `json:"code"`
+	Message string    `json:"message"`
+	Data    rpcDetail `json:"data"`
+}
+
+type rpcDetail struct {
+	Error  string `json:"error"`
+	Rule   string `json:"rule,omitempty"`
+	Tool   string `json:"tool,omitempty"`
+	Reason string `json:"reason,omitempty"`
+	By     string `json:"by,omitempty"`
+}
+
+type rpcResponse struct {
+	JSONRPC string          `json:"jsonrpc"`
+	ID      json.RawMessage `json:"id"`
+	Error   rpcError        `json:"error"`
+}
+
+// writeMCPRefusal answers every request (message with an id) of an MCP
+// body that clawd does not forward with a JSON-RPC error, in the shape the
+// agent sent (one message or a batch), so MCP clients show the reason for
+// the call they made. why gives each call's error and reason. It returns
+// false, writing nothing, when the body has no request to answer (only
+// notifications or responses, or a body that is not JSON-RPC): then the
+// caller answers with clawd's plain HTTP refusal.
+func writeMCPRefusal(w http.ResponseWriter, md *policy.MCPDecision, rule string, why func(i int, c policy.MCPCall) (code, reason, by string)) bool {
+	if md == nil || md.Invalid != "" {
+		return false
+	}
+	var out []rpcResponse
+	for i, c := range md.Calls {
+		if c.Kind != mcp.Request {
+			continue
+		}
+		code, reason, by := why(i, c)
+		msg := "clawd: " + reason
+		out = append(out, rpcResponse{JSONRPC: "2.0", ID: c.ID, Error: rpcError{Code: mcpDeniedCode, Message: msg,
+			Data: rpcDetail{Error: code, Rule: rule, Tool: c.Tool, Reason: reason, By: by}}})
+	}
+	if len(out) == 0 {
+		return false
+	}
+	var b []byte
+	if md.Batch {
+		b, _ = json.Marshal(out)
+	} else {
+		b, _ = json.Marshal(out[0])
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(b)))
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	w.Write(b)
+	return true
+}
+
+// mcpDenied answers a request an mcp rule denied.
+func mcpDenied(w http.ResponseWriter, d policy.Decision) bool {
+	return writeMCPRefusal(w, d.MCP, d.Rule, func(i int, c policy.MCPCall) (string, string, string) {
+		if c.Action == policy.Deny {
+			return "blocked_by_policy", c.Reason, ""
+		}
+		return "blocked_by_policy", fmt.Sprintf("not forwarded: %s (clawd forwards a batch whole or not at all)", d.Reason), ""
+	})
+}
+
+// mcpNotApproved answers a held MCP request that was not approved.
+func mcpNotApproved(w http.ResponseWriter, d policy.Decision, out approval.Outcome) bool {
+	code := "denied_by_approver"
+	switch out.Status {
+	case approval.StatusTimeout:
+		code = "approval_timeout"
+	case approval.StatusRestarting, approval.StatusLimit:
+		return false // retryable: the HTTP answer's status and Retry-After say so
+	}
+	reason := out.Reason
+	if reason == "" {
+		reason = "the approver did not allow this request"
+	}
+	return writeMCPRefusal(w, d.MCP, d.Rule, func(int, policy.MCPCall) (string, string, string) { return code, reason, out.By })
+}
+
+// holdTools are the tools/call messages shown on the approval card.
+func holdTools(md *policy.MCPDecision) []approval.ToolCall {
+	if md == nil {
+		return nil
+	}
+	var out []approval.ToolCall
+	for _, c := range md.Calls {
+		if c.Tool != "" {
+			out = append(out, approval.ToolCall{Name: c.Tool, Args: c.Args})
+		}
+	}
+	return out
+}
+
+// recordMCP writes the audit of a request an mcp rule decided: one line
+// for a single message (with its tool), one line per message of a batch,
+// each with that message's tool, decision and reason, and the request's
+// outcome (status, bytes) on every line.
+func (s *Server) recordMCP(e audit.Entry, d policy.Decision, start time.Time) {
+	md := d.MCP
+	if len(md.Calls) == 0 || !md.Batch {
+		if len(md.Calls) == 1 {
+			e.Tool = md.Calls[0].Tool
+		}
+		s.record(e, d, start)
+		return
+	}
+	for i, c := range md.Calls {
+		ce, cd := e, d
+		ce.Tool = c.Tool
+		what := fmt.Sprintf("batch message %d of %d (%s)", i+1, len(md.Calls), describeCall(c))
+		cd.Reason = what + ": " + c.Reason
+		if d.Audit {
+			cd.Would = c.Action // this call's own verdict, not the batch's
+		}
+		if d.Action == policy.Deny && c.Action != policy.Deny {
+			cd.Reason += "; not forwarded: " + d.Reason
+		}
+		if ce.Reason != "" {
+			ce.Reason = what + ": " + ce.Reason
+		}
+		s.record(ce, cd, start)
+	}
+}
+
+func describeCall(c policy.MCPCall) string {
+	switch {
+	case c.Tool != "":
+		return "tools/call " + c.Tool
+	case c.Kind == mcp.Response:
+		return "response"
+	}
+	return c.Method
+}
+
+// filterMCPResponse makes the tools/list results in resp list only the
+// tools md lets the container call: a JSON answer is read whole (up to
+// maxMCPResponse) and rewritten; an event stream is rewritten event by
+// event as it flows. clawd asks MCP servers for uncompressed answers; a
+// gzip one is decoded, other codings are refused.
+func filterMCPResponse(resp *http.Response, md *policy.MCPDecision) error {
+	if resp.Body == nil || resp.Body == http.NoBody {
+		return nil
+	}
+	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	if mt != "application/json" && mt != "text/event-stream" {
+		return nil
+	}
+	coding := strings.ToLower(strings.TrimSpace(resp.Header.Get("Content-Encoding")))
+	if coding != "" && coding != "identity" && !(coding == "gzip" && mt == "application/json") {
+		return fmt.Errorf("mcp: the server answered with Content-Encoding %q clawd cannot filter", truncateReason(coding))
+	}
+	if mt == "text/event-stream" {
+		resp.Body = mcp.NewSSEFilter(resp.Body, md.Visible)
+		resp.ContentLength = -1
+		resp.Header.Del("Content-Length")
+		return nil
+	}
+	var src io.Reader = resp.Body
+	if coding == "gzip" {
+		z, err := gzip.NewReader(resp.Body)
+		if err != nil {
+			return errors.New("mcp: the server's gzip answer is not valid gzip")
+		}
+		src = z
+	}
+	body, err := io.ReadAll(io.LimitReader(src, maxMCPResponse+1))
+	resp.Body.Close()
+	if err != nil {
+		return fmt.Errorf("mcp: reading the server's answer: %w", err)
+	}
+	if len(body) > maxMCPResponse {
+		return errors.New("mcp: the server's answer is larger than clawd filters")
+	}
+	body, _ = mcp.FilterTools(body, md.Visible)
+	resp.Header.Del("Content-Encoding")
+	resp.Body = io.NopCloser(bytes.NewReader(body))
+	resp.ContentLength = int64(len(body))
+	resp.Header.Set("Content-Length", strconv.Itoa(len(body)))
+	return nil
+}
