@@ -733,8 +733,8 @@ func (ps *parser) rule(n *yaml.Node, s *ruleSet, setWhat string) *rule {
 	}
 	if v, ok := f["next_steps"]; ok {
 		r.nextSteps = ps.agentText(v, what+": next_steps")
-		if r.action == Allow && !r.readonly && r.rate == nil {
-			ps.errf(v, "%s: next_steps is shown to the agent when a request is refused, held or rate limited; an allow rule without rate_limit never is, so remove it", what)
+		if r.action == Allow && !r.readonly && r.rate == nil && !r.mcp {
+			ps.errf(v, "%s: next_steps is shown to the agent when a request is refused, held or rate limited; an allow rule without rate_limit (or mcp tools) never is, so remove it", what)
 		}
 	}
 	if v, ok := f["upstream_proxy"]; ok {
