@@ -470,6 +470,10 @@ func (ps *parser) set(n *yaml.Node, isDefault bool) *ruleSet {
 					continue
 				}
 				seen[r.name] = r.line
+				if s.ruleNames == nil {
+					s.ruleNames = map[string]bool{}
+				}
+				s.ruleNames[r.name] = true
 				if r.enabled {
 					s.add(r)
 				}
@@ -611,6 +615,11 @@ func (ps *parser) rule(n *yaml.Node, s *ruleSet, setWhat string) *rule {
 	}
 	if !validName(name) {
 		ps.errf(nn, "%s: rule name %q: use letters, digits, '-', '_' and '.' only", setWhat, name)
+	} else if name == "default" {
+		// Audit lines and decisions name the set's default action so:
+		// a rule of that name would pass for it (policy suggest proposes
+		// what the default refused, never what a rule did).
+		ps.errf(nn, "%s: rule name \"default\" is reserved (audit lines name the set's default action so); choose another", setWhat)
 	}
 	r := &rule{name: name, line: n.Line, enabled: true}
 	what := fmt.Sprintf("%s: rule %q", setWhat, name)

@@ -106,7 +106,7 @@ sets:
 	}
 	log := line(t, req("GET", "api.example.com", "/v1/models/a", "https", "203.0.113.10:443"))
 	res, _ := proposeOK(t, Options{Current: cur}, log)
-	merged := mergeAbove(t, curSrc, res.YAML)
+	merged := mergeAfter(t, curSrc, res.YAML)
 	checkProbes(t, merged, []probe{
 		{"agent-1", "GET", "api.example.com", "/v1/models/a", "203.0.113.10:443", policy.Allow},
 		{"agent-1", "GET", "api.example.com", "/v1/admin/users", "203.0.113.10:443", policy.Deny},
@@ -236,10 +236,17 @@ func stripComments(y string) string {
 	return strings.Join(out, "\n")
 }
 
-// mergeAbove does what the --diff header tells the operator: the proposed
-// rules of each set go into the current set of the same name, above its
-// rules.
-func mergeAbove(t *testing.T, curSrc string, proposal []byte) *policy.Policy {
+// mergeAfter does what the --diff header tells the operator: the proposed
+// rules of each set are appended to the current set of the same name,
+// after its rules. (The attack first spliced them above, as the header
+// then said; the fix changes what the header says, since rules above the
+// author's would shadow explicit denies and approvals. curSrc's set is
+// its last, with rules last.)
+func mergeAfter(t *testing.T, curSrc string, proposal []byte) *policy.Policy {
+	t.Helper()
+	if !strings.Contains(string(proposal), "AFTER its rules") {
+		t.Errorf("the --diff header does not say to append after the current rules:\n%s", proposal)
+	}
 	t.Helper()
 	prop, err := policy.Parse(proposal, "proposal.yaml")
 	if err != nil {
@@ -247,7 +254,7 @@ func mergeAbove(t *testing.T, curSrc string, proposal []byte) *policy.Policy {
 	}
 	_ = prop
 	// Take the proposal's rule lines (under "rules:" of set "agents") and
-	// splice them above the current set's rules.
+	// append them after the current set's rules.
 	y := string(proposal)
 	i := strings.Index(y, "    rules:\n")
 	if i < 0 {
@@ -257,7 +264,7 @@ func mergeAbove(t *testing.T, curSrc string, proposal []byte) *policy.Policy {
 	if j := strings.Index(rules, "\ndefault:"); j >= 0 {
 		rules = rules[:j+1]
 	}
-	merged := strings.Replace(curSrc, "    rules:\n", "    rules:\n"+rules, 1)
+	merged := strings.TrimRight(curSrc, "\n") + "\n" + rules
 	p, err := policy.Parse([]byte(merged), "merged.yaml")
 	if err != nil {
 		t.Fatalf("merged policy invalid: %v\n%s", err, merged)
@@ -286,9 +293,18 @@ sets:
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := line(t, audit.Entry{Proto: "https", Method: "GET", Host: "api.example.com", Path: "/v1/secrets/db", Dst: "203.0.113.10:443", Action: "allow", Mode: "audit", Would: "approve", Rule: "secrets-held"})
+	// (A read of another host too, so that there is a proposal at all: the
+	// held read itself is no longer proposed.)
+	log := line(t, audit.Entry{Proto: "https", Method: "GET", Host: "api.example.com", Path: "/v1/secrets/db", Dst: "203.0.113.10:443", Action: "allow", Mode: "audit", Would: "approve", Rule: "secrets-held"}) +
+		line(t, req("GET", "good.example.com", "/v1/x", "https", "203.0.113.11:443"))
+	for _, o := range []Options{{}, {Current: cur}} {
+		res, _ := proposeOK(t, o, log)
+		if strings.Contains(string(res.YAML), `hosts: "api.example.com"`) {
+			t.Errorf("diff=%v: proposes allowing a read the author holds for approval:\n%s", o.Current != nil, res.YAML)
+		}
+	}
 	res, _ := proposeOK(t, Options{Current: cur}, log)
-	merged := mergeAbove(t, curSrc, res.YAML)
+	merged := mergeAfter(t, curSrc, res.YAML)
 	checkProbes(t, merged, []probe{
 		{"agent-1", "GET", "api.example.com", "/v1/secrets/db", "203.0.113.10:443", policy.Approve},
 	})
