@@ -157,7 +157,9 @@ func TestSuggestFromHostileLog(t *testing.T) {
 	if c.Bad < 6 {
 		t.Errorf("Bad = %d, want at least the 6 junk lines", c.Bad)
 	}
-	if c.Unplain != 2 || !slices.ContainsFunc(res.Skipped, func(s string) bool { return strings.HasPrefix(s, "plain.example.com: 2 requests with a path that is not plain") }) {
+	if c.Unplain != 2 || !slices.ContainsFunc(res.Skipped, func(s string) bool {
+		return strings.HasPrefix(s, "plain.example.com: 2 requests with a path that is not plain")
+	}) {
 		t.Errorf("Unplain = %d, Skipped = %q: want plain.example.com's 2 requests", c.Unplain, res.Skipped)
 	}
 	if c.ByRule != 0 {
