@@ -51,7 +51,8 @@ type learnDeny struct {
 // records what enforcement would have done; the same set enforced refuses
 // with the rule, the author's reason and next_steps; `clawd policy suggest`
 // turns the audit log into a policy that, loaded, allows exactly the reads
-// the agent made and holds its writes for a human.
+// the agent made and holds its writes for a human, except what the author's
+// own deny rule refused (never proposed).
 func TestLearnThenEnforce(t *testing.T) {
 	ctd := harness.SharedContainerd(t)
 	up := harness.SharedUpstream(t)
@@ -80,6 +81,7 @@ func TestLearnThenEnforce(t *testing.T) {
 		{"GET", "/v1/models/m1", "deny", "default"},
 		{"POST", "/v1/messages", "approve", "writes"},
 		{"DELETE", "/v1/files/f1", "deny", "no-deletes"},
+		{"PATCH", "/v1/files/f9", "deny", "default"},
 	}
 	for _, s := range seen {
 		a := agent(t, ct, "-X", s.method, "-d", "x", api+s.path)
@@ -170,7 +172,9 @@ func TestLearnThenEnforce(t *testing.T) {
 		t.Fatalf("clawd policy suggest: %v\n%s", err, stderr.String())
 	}
 	t.Logf("suggested policy:\n%s", out)
-	if !strings.Contains(stderr.String(), "rules proposed") {
+	if !strings.Contains(stderr.String(), "rules proposed") ||
+		// the DELETE in audit mode, and again enforced: never proposed
+		!strings.Contains(stderr.String(), "2 requests your own deny or approve rules decided were left out") {
 		t.Errorf("suggest summary: %q", stderr.String())
 	}
 	file := filepath.Join(t.TempDir(), "suggested.yaml")
@@ -202,16 +206,21 @@ func TestLearnThenEnforce(t *testing.T) {
 	if d := learnParse(t, agent(t, ct, "-X", "PUT", api+"/v1/models"), 403); d.Error != "blocked_by_policy" {
 		t.Errorf("suggested policy: PUT (never seen): %+v", d)
 	}
+	// The DELETE the author's no-deletes rule refused was not proposed:
+	// refused at once, nobody asked.
+	if d := learnParse(t, agent(t, ct, "-X", "DELETE", api+"/v1/files/f3"), 403); d.Error != "blocked_by_policy" || d.Rule != "default" {
+		t.Errorf("suggested policy: DELETE (the author denied it): %+v", d)
+	}
 	// The writes are held: the approver sees them; one denied, one approved.
 	post := apprAgentAsync(ct, "-timeout", "90s", "-X", "POST", "-d", "hello", api+"/v1/messages")
-	del := apprAgentAsync(ct, "-timeout", "90s", "-X", "DELETE", api+"/v1/files/f3")
+	del := apprAgentAsync(ct, "-timeout", "90s", "-X", "PATCH", "-d", "x", api+"/v1/files/f3")
 	var postID, delID string
 	eventually(t, "both writes to be held for approval", func() bool {
 		for _, h := range approvals() {
 			switch {
 			case strings.HasSuffix(h.URL, "/v1/messages") && h.Method == "POST" && h.Container.Name == ct.Name:
 				postID = h.ID
-			case strings.HasSuffix(h.URL, "/v1/files/f3") && h.Method == "DELETE":
+			case strings.HasSuffix(h.URL, "/v1/files/f3") && h.Method == "PATCH":
 				delID = h.ID
 			}
 		}
@@ -227,10 +236,10 @@ func TestLearnThenEnforce(t *testing.T) {
 	}
 	cl.MustCLI("approve", delID)
 	if a := apprAwait(t, del); a.Status != 200 || !strings.Contains(a.Body, "/v1/files/f3") {
-		t.Errorf("approved DELETE: %+v", a)
+		t.Errorf("approved PATCH: %+v", a)
 	}
 	if upCount(up, "/v1/messages") != 0 || upCount(up, "/v1/files/f3") != 1 {
-		t.Errorf("upstream saw POST %d, DELETE %d; want 0 and 1", upCount(up, "/v1/messages"), upCount(up, "/v1/files/f3"))
+		t.Errorf("upstream saw POST %d, PATCH %d; want 0 and 1", upCount(up, "/v1/messages"), upCount(up, "/v1/files/f3"))
 	}
 }
 

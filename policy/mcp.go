@@ -38,6 +38,9 @@ type MCPCall struct {
 	Args   string // tools/call only: compact JSON of the arguments (redact before showing)
 	Action Action
 	Reason string
+	// NextSteps is the deciding tools entry's next_steps ("" : the rule's,
+	// else clawd's hint), for a refused or held call (issue 16 C).
+	NextSteps string
 }
 
 // Visible reports whether tools/list should show the tool: some entry of
@@ -67,6 +70,8 @@ type toolRule struct {
 	action Action
 	args   []argCond
 	line   int
+	// nextSteps is the entry's next_steps for the agent (issue 16 C).
+	nextSteps string
 }
 
 // argCond is a condition on one top-level argument.
@@ -226,7 +231,7 @@ func (r *rule) decideMCP(in Input) (Action, *MCPDecision) {
 		c := MCPCall{Kind: it.Kind, ID: it.ID, Method: it.Method}
 		if it.Kind != mcp.Response && it.Method == mcp.ToolsCall {
 			c.Tool, c.Args = it.Tool, mcp.ArgsJSON(it.Args)
-			c.Action, c.Reason = r.decideTool(it.Tool, it.Args)
+			c.Action, c.Reason, c.NextSteps = r.decideTool(it.Tool, it.Args)
 		} else {
 			c.Action = r.action
 			switch r.action {
@@ -256,25 +261,25 @@ func severity(a Action) int {
 	return 2
 }
 
-func (r *rule) decideTool(tool string, args map[string]any) (Action, string) {
+func (r *rule) decideTool(tool string, args map[string]any) (Action, string, string) {
 	for _, t := range r.tools {
 		if !t.match(tool, args) {
 			continue
 		}
 		switch t.action {
 		case Allow:
-			return Allow, fmt.Sprintf("tool %q allowed by rule %q", tool, r.name)
+			return Allow, fmt.Sprintf("tool %q allowed by rule %q", tool, r.name), ""
 		case Approve:
-			return Approve, fmt.Sprintf("rule %q requires human approval for tool %q", r.name, tool)
+			return Approve, fmt.Sprintf("rule %q requires human approval for tool %q", r.name, tool), t.nextSteps
 		}
-		return Deny, fmt.Sprintf("tool %q denied by rule %q (line %d)", tool, r.name, t.line)
+		return Deny, fmt.Sprintf("tool %q denied by rule %q (line %d)", tool, r.name, t.line), t.nextSteps
 	}
-	return Deny, fmt.Sprintf("tool %q (with these arguments) is not allowed by rule %q; add it to the rule's tools", tool, r.name)
+	return Deny, fmt.Sprintf("tool %q (with these arguments) is not allowed by rule %q; add it to the rule's tools", tool, r.name), ""
 }
 
 // Parsing of `mcp:` and `tools:`.
 
-var toolKeys = []string{"name", "action", "args"}
+var toolKeys = []string{"name", "action", "args", "next_steps"}
 var argKeys = []string{"equals", "in", "matches", "min", "max"}
 
 // maxToolPattern bounds tool names and regexps written in a policy.
@@ -350,6 +355,12 @@ func (ps *parser) toolRule(n *yaml.Node, what string) (toolRule, bool) {
 	}
 	if t.action, ok = ps.action(av, tw+": action"); !ok {
 		return toolRule{}, false
+	}
+	if v, ok := f["next_steps"]; ok {
+		t.nextSteps = ps.agentText(v, tw+": next_steps")
+		if t.action == Allow {
+			ps.errf(v, "%s: next_steps is shown to the agent when a call is refused or held; an allow entry never refuses one, so remove it", tw)
+		}
 	}
 	if v, ok := f["args"]; ok && ps.noAlias(v) {
 		if v.Kind != yaml.MappingNode || len(v.Content) == 0 {

@@ -470,6 +470,10 @@ func (ps *parser) set(n *yaml.Node, isDefault bool) *ruleSet {
 					continue
 				}
 				seen[r.name] = r.line
+				if s.ruleNames == nil {
+					s.ruleNames = map[string]bool{}
+				}
+				s.ruleNames[r.name] = true
 				if r.enabled {
 					s.add(r)
 				}
@@ -611,6 +615,11 @@ func (ps *parser) rule(n *yaml.Node, s *ruleSet, setWhat string) *rule {
 	}
 	if !validName(name) {
 		ps.errf(nn, "%s: rule name %q: use letters, digits, '-', '_' and '.' only", setWhat, name)
+	} else if name == "default" {
+		// Audit lines and decisions name the set's default action so:
+		// a rule of that name would pass for it (policy suggest proposes
+		// what the default refused, never what a rule did).
+		ps.errf(nn, "%s: rule name \"default\" is reserved (audit lines name the set's default action so); choose another", setWhat)
 	}
 	r := &rule{name: name, line: n.Line, enabled: true}
 	what := fmt.Sprintf("%s: rule %q", setWhat, name)
@@ -733,8 +742,8 @@ func (ps *parser) rule(n *yaml.Node, s *ruleSet, setWhat string) *rule {
 	}
 	if v, ok := f["next_steps"]; ok {
 		r.nextSteps = ps.agentText(v, what+": next_steps")
-		if r.action == Allow && !r.readonly && r.rate == nil {
-			ps.errf(v, "%s: next_steps is shown to the agent when a request is refused, held or rate limited; an allow rule without rate_limit never is, so remove it", what)
+		if r.action == Allow && !r.readonly && r.rate == nil && !r.mcp {
+			ps.errf(v, "%s: next_steps is shown to the agent when a request is refused, held or rate limited; an allow rule without rate_limit (or mcp tools) never is, so remove it", what)
 		}
 	}
 	if v, ok := f["upstream_proxy"]; ok {

@@ -57,8 +57,9 @@ type ruleSet struct {
 	upstream UpstreamProxy // the set's upstream_proxy; zero: none
 
 	// Learn, then enforce (issue 16 C).
-	audit     bool   // mode: audit
-	nextSteps string // next_steps for the set's default decisions
+	audit     bool            // mode: audit
+	nextSteps string          // next_steps for the set's default decisions
+	ruleNames map[string]bool // every rule's name, disabled ones too (policy suggest --diff)
 }
 
 type rule struct {

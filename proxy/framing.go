@@ -528,7 +528,7 @@ func (f *framer) answer() {
 		info.Error = "headers_too_large"
 	}
 	info.Method, info.Host, info.Path = f.known()
-	info.NextSteps = defaultNextSteps[info.Error]
+	info.NextSteps = nextStepsFor(info.Error)
 	body, _ := json.Marshal(info)
 	body = append(body, '\n')
 	b := make([]byte, 0, 200+len(body))

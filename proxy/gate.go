@@ -40,8 +40,9 @@ import (
 //     refusal the gate makes itself stays a refusal in audit mode, because
 //     it protects clawd and the host rather than expressing the author's
 //     wishes: clawd-internal (its API, metrics, unspecified addresses),
-//     special-address (invariant 3: a deny rule naming a special address
-//     in cidrs relaxed to allow lends it nothing), host-mismatch,
+//     special-address (invariant 3: a deny or approve rule naming a
+//     special address in cidrs, relaxed to allow, lends it nothing; only an
+//     allow rule naming it may reach it, as nobody is asked), host-mismatch,
 //     unframable (invariant 1) and "interception not configured". Approve
 //     rules do not hold in audit mode (nobody is asked); secrets are
 //     injected as in enforce mode. A reload that switches a set to enforce
@@ -305,6 +306,13 @@ func (s *Server) guardAddr(d policy.Decision, in policy.Input, cache *classCache
 	if byAddr.NeedBody {
 		return byAddr // the request's caller buffers the body and asks again
 	}
+	if byAddr.Audit && (byAddr.Would != policy.Allow || !byAddr.ByCIDR) {
+		// Mode audit asks nobody: a cidrs rule that would only hold the
+		// address (or refuse it) relaxed to allow lends it nothing; only
+		// one that allows it does.
+		return refuse(ruleSpecialAddress, fmt.Sprintf(
+			"destination %s is a %s address; in mode audit only a rule that allows it in cidrs may reach it (one that would hold it for approval is not enough: nobody is asked)", ip, cls))
+	}
 	if severity(byAddr) > severity(d) {
 		return byAddr
 	}
@@ -396,16 +404,17 @@ func (s *Server) gateRequest(f reqFacts, dst netip.AddrPort) policy.Decision {
 
 // applyMode carries out a rule set's mode on a policy decision (invariant
 // 5). In mode audit the policy's verdict becomes Would and the action
-// allow. A relaxed deny loses ByCIDR: a deny rule naming an address does
-// not make it a dial target (guardAddr then asks whether an allowing rule
-// names it). A NeedBody decision is a question, not a verdict: the caller
-// buffers the body and asks again.
+// allow. A relaxed deny or approve loses ByCIDR: a rule naming an address
+// that would refuse it or hold it for a human (nobody is asked in audit
+// mode) does not make it a dial target; guardAddr then asks whether an
+// allowing rule names it. A NeedBody decision is a question, not a
+// verdict: the caller buffers the body and asks again.
 func applyMode(d policy.Decision) policy.Decision {
 	if !d.Audit || d.NeedBody {
 		return d
 	}
 	d.Would = d.Action
-	if d.Action == policy.Deny {
+	if d.Action != policy.Allow {
 		d.ByCIDR = false
 	}
 	d.Action = policy.Allow

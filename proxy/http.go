@@ -571,7 +571,8 @@ func (h *handler) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 	if errors.As(err, &ue) {
 		err = ue.Err
 	}
-	s.log.Debug("upstream request failed", zap.String("dst", h.cc.meta.OrigDst.String()), zap.Error(err))
+	why := upstreamFailure(err)
+	s.log.Info("upstream request failed", zap.String("dst", h.cc.meta.OrigDst.String()), zap.String("why", why), zap.String("detail", logSafe(err.Error())))
 	host := hostname.Normalize(r.Host)
 	if ri, _ := r.Context().Value(reqInfoKey{}).(*reqInfo); ri != nil {
 		host = ri.host
@@ -582,7 +583,7 @@ func (h *handler) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 			writeJSON(w, http.StatusForbidden, errInfo{Error: "placeholder_misuse", Method: r.Method, Host: host, Path: r.URL.Path, Reason: ri.e.Reason})
 			return
 		}
-		ri.e.Reason = "upstream unreachable"
+		ri.e.Reason = "upstream unreachable: " + why
 		if pr, ok := proxyReason(err); ok {
 			ri.e.Reason = pr
 		}
@@ -593,7 +594,7 @@ func (h *handler) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 		Method: r.Method,
 		Host:   host,
 		Path:   r.URL.Path,
-		Reason: err.Error(),
+		Reason: why, // a fixed text per class: never the upstream's own words
 	})
 }
 

@@ -45,6 +45,9 @@ type rpcDetail struct {
 	Tool   string `json:"tool,omitempty"`
 	Reason string `json:"reason,omitempty"`
 	By     string `json:"by,omitempty"`
+	// NextSteps is what a 403's next_steps is (issue 16 C): the tools
+	// entry's, else the rule's, else clawd's hint for the error.
+	NextSteps string `json:"next_steps,omitempty"`
 }
 
 type rpcResponse struct {
@@ -59,8 +62,9 @@ type rpcResponse struct {
 // the call they made. why gives each call's error and reason. It returns
 // false, writing nothing, when the body has no request to answer (only
 // notifications or responses, or a body that is not JSON-RPC): then the
-// caller answers with clawd's plain HTTP refusal.
-func writeMCPRefusal(w http.ResponseWriter, md *policy.MCPDecision, rule string, why func(i int, c policy.MCPCall) (code, reason, by string)) bool {
+// caller answers with clawd's plain HTTP refusal. ruleSteps is the deciding
+// rule's next_steps.
+func writeMCPRefusal(w http.ResponseWriter, md *policy.MCPDecision, rule, ruleSteps string, why func(i int, c policy.MCPCall) (code, reason, by string)) bool {
 	if md == nil || md.Invalid != "" {
 		return false
 	}
@@ -71,8 +75,15 @@ func writeMCPRefusal(w http.ResponseWriter, md *policy.MCPDecision, rule string,
 		}
 		code, reason, by := why(i, c)
 		msg := "clawd: " + reason
+		steps := c.NextSteps
+		if steps == "" {
+			steps = ruleSteps
+		}
+		if steps == "" {
+			steps = nextStepsFor(code)
+		}
 		out = append(out, rpcResponse{JSONRPC: "2.0", ID: c.ID, Error: rpcError{Code: mcpDeniedCode, Message: msg,
-			Data: rpcDetail{Error: code, Rule: rule, Tool: c.Tool, Reason: reason, By: by}}})
+			Data: rpcDetail{Error: code, Rule: rule, Tool: c.Tool, Reason: reason, By: by, NextSteps: steps}}})
 	}
 	if len(out) == 0 {
 		return false
@@ -94,7 +105,7 @@ func writeMCPRefusal(w http.ResponseWriter, md *policy.MCPDecision, rule string,
 
 // mcpDenied answers a request an mcp rule denied.
 func mcpDenied(w http.ResponseWriter, d policy.Decision) bool {
-	return writeMCPRefusal(w, d.MCP, d.Rule, func(i int, c policy.MCPCall) (string, string, string) {
+	return writeMCPRefusal(w, d.MCP, d.Rule, d.NextSteps, func(i int, c policy.MCPCall) (string, string, string) {
 		if c.Action == policy.Deny {
 			return "blocked_by_policy", c.Reason, ""
 		}
@@ -115,7 +126,7 @@ func mcpNotApproved(w http.ResponseWriter, d policy.Decision, out approval.Outco
 	if reason == "" {
 		reason = "the approver did not allow this request"
 	}
-	return writeMCPRefusal(w, d.MCP, d.Rule, func(int, policy.MCPCall) (string, string, string) { return code, reason, out.By })
+	return writeMCPRefusal(w, d.MCP, d.Rule, d.NextSteps, func(int, policy.MCPCall) (string, string, string) { return code, reason, out.By })
 }
 
 // holdTools are the tools/call messages shown on the approval card.

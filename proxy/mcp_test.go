@@ -491,3 +491,32 @@ func TestMCPAuditMode(t *testing.T) {
 	default:
 	}
 }
+
+// A refused tools/call carries next_steps in error.data, as a 403 does: the
+// tools entry's text, else the rule's, else clawd's hint for the error.
+func TestMCPRefusalNextSteps(t *testing.T) {
+	const pol = `
+default:
+  rules:
+    - name: mcp
+      hosts: api.example.com
+      mcp: true
+      action: allow
+      next_steps: "ask in #agents for the tool you need"
+      tools:
+        - name: delete_file
+          action: deny
+          next_steps: "use move_to_trash instead"
+        - name: echo
+          action: allow
+`
+	m := newMCPEnvPolicy(t, pol, approval.Outcome{})
+	for tool, want := range map[string]string{"delete_file": "use move_to_trash instead", "format_disk": "ask in #agents for the tool you need"} {
+		_, b := m.post(t, "", "application/json", strings.NewReader(mcpCall(3, tool, `{}`)))
+		m.audit.next(t)
+		var r struct{ Error struct{ Data rpcDetail } }
+		if err := json.Unmarshal(b, &r); err != nil || r.Error.Data.NextSteps != want {
+			t.Errorf("%s: agent got %s, want next_steps %q", tool, b, want)
+		}
+	}
+}

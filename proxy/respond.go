@@ -32,26 +32,42 @@ type errInfo struct {
 // when the policy author wrote none. Stable texts: agents and their
 // prompts may key on them.
 var defaultNextSteps = map[string]string{
-	"blocked_by_policy":       "Do not retry: clawd's policy refuses this request and will refuse it again. Tell the user what you tried to reach and why; an operator can allow it in the policy.",
-	"rate_limited":            "Wait retry_after seconds before the next request to this destination, and send fewer requests.",
-	"approval_timeout":        "No approver answered in time. Do not retry in a loop: tell the user this request needs their approval, and retry once they are there.",
-	"denied_by_approver":      "A human approver refused this request. Do not retry it; ask the user how to proceed.",
-	"approval_limit":          "Too many requests are waiting for approval. Wait retry_after seconds, then retry.",
-	"clawd_restarting":        "clawd is restarting. Retry after retry_after seconds; nothing was refused.",
-	"host_mismatch":           "The Host header or TLS server name does not match the address you connected to. Connect by the host name and let DNS resolve it.",
-	"placeholder_misuse":      "The placeholder credential is bound to another host. Send it only to the host it is for; do not retry with it here.",
-	"injection_failed":        "clawd could not inject the credential for this host. Do not retry; tell the user.",
-	"upstream_unreachable":    "The upstream did not answer. Retry later with backoff.",
-	"body_too_large":          "The body is larger than clawd inspects. Send a smaller body; retrying the same one will fail again.",
-	"body_undecodable":        "Send the body uncompressed or validly encoded; clawd must read it to decide.",
-	"buffer_budget_exhausted": "clawd is holding too many bodies right now. Wait retry_after seconds, then retry.",
-	"ambiguous_request":       "Send a well-formed request (one Host, one length); clawd refuses requests servers could read differently.",
-	"headers_too_large":       "Send smaller request headers.",
+	"blocked_by_policy":            "Do not retry: clawd's policy refuses this request and will refuse it again. Tell the user what you tried to reach and why; an operator can allow it in the policy.",
+	"rate_limited":                 "Wait retry_after seconds before the next request to this destination, and send fewer requests.",
+	"approval_timeout":             "No approver answered in time. Do not retry in a loop: tell the user this request needs their approval, and retry once they are there.",
+	"denied_by_approver":           "A human approver refused this request. Do not retry it; ask the user how to proceed.",
+	"approval_limit":               "Too many requests are waiting for approval. Wait retry_after seconds, then retry.",
+	"clawd_restarting":             "clawd is restarting. Retry after retry_after seconds; nothing was refused.",
+	"host_mismatch":                "The Host header or TLS server name does not match the address you connected to. Connect by the host name and let DNS resolve it.",
+	"placeholder_misuse":           "The placeholder credential is bound to another host. Send it only to the host it is for; do not retry with it here.",
+	"injection_failed":             "clawd could not inject the credential for this host. Do not retry; tell the user.",
+	"upstream_unreachable":         "The upstream did not answer. Retry later with backoff.",
+	"body_too_large":               "The body is larger than clawd inspects. Send a smaller body; retrying the same one will fail again.",
+	"body_undecodable":             "Send the body uncompressed or validly encoded; clawd must read it to decide.",
+	"buffer_budget_exhausted":      "clawd is holding too many bodies right now. Wait retry_after seconds, then retry.",
+	"ambiguous_request":            "Send a well-formed request (one Host, one length); clawd refuses requests servers could read differently.",
+	"headers_too_large":            "Send smaller request headers.",
+	"budget_exhausted":             "Do not retry: this container's token budget for the destination is spent until retry_after seconds from now. Tell the user; an operator can raise the budget in the policy.",
+	"unsupported_content_encoding": "Send the body uncompressed (or gzip, deflate, br or zstd); clawd must read it to decide.",
+	"bad_request":                  "clawd could not read the request body. Send the request again with a complete body of the declared length.",
+}
+
+// fallbackNextSteps is the hint for an error code defaultNextSteps lacks
+// (TestEveryErrorCodeHasNextSteps keeps the table complete; this keeps the
+// agent from getting none if it is not).
+const fallbackNextSteps = "clawd answered instead of the upstream. Do not retry blindly: read reason, and tell the user what you tried."
+
+// nextStepsFor is clawd's hint for an error code: never "".
+func nextStepsFor(code string) string {
+	if s := defaultNextSteps[code]; s != "" {
+		return s
+	}
+	return fallbackNextSteps
 }
 
 func writeJSON(w http.ResponseWriter, status int, info errInfo) {
 	if info.NextSteps == "" {
-		info.NextSteps = defaultNextSteps[info.Error]
+		info.NextSteps = nextStepsFor(info.Error)
 	}
 	b, _ := json.Marshal(info)
 	h := w.Header()

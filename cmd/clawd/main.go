@@ -712,8 +712,10 @@ func policySuggestCmd() *cobra.Command {
 		Long: "Reads the audit log (the daemon config's audit-log and its rotated copies, or --audit FILE) and prints a\n" +
 			"policy that would allow what was seen: reads (GET, HEAD, OPTIONS) grouped per host, writes as approve\n" +
 			"rules. Names and addresses that are special (loopback, link-local and metadata, private, the host's) are\n" +
-			"never proposed. With --diff only the rules the current policy lacks are printed. The output passes\n" +
-			"`clawd policy check`.",
+			"never proposed, nor what the author's own deny or approve rules decided, nor requests whose path is not\n" +
+			"plain (counted on stderr). With --diff only rules for what fell to a set's default action are printed,\n" +
+			"to be appended AFTER the set's rules (first match wins, so explicit denies and approvals keep winning).\n" +
+			"The output passes `clawd policy check`.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			d, err := suggest.ParseSince(since)
@@ -741,6 +743,15 @@ func policySuggestCmd() *cobra.Command {
 				return err
 			}
 			fmt.Fprintf(os.Stderr, "clawd: %d audit lines read, %d decisions used, %d unreadable, %d rules proposed\n", col.Lines, col.Used, col.Bad, res.Rules)
+			if col.ByRule > 0 {
+				fmt.Fprintf(os.Stderr, "clawd: %d requests your own deny or approve rules decided were left out (only what the default action refused is proposed)\n", col.ByRule)
+			}
+			if col.Unplain > 0 {
+				fmt.Fprintf(os.Stderr, "clawd: %d requests with a path that is not plain were left out (no rule is widened for them)\n", col.Unplain)
+			}
+			if col.Dropped > 0 {
+				fmt.Fprintf(os.Stderr, "clawd: %d observations over a container's limit were dropped; use --container or --since to read less\n", col.Dropped)
+			}
 			for _, s := range res.Skipped {
 				fmt.Fprintln(os.Stderr, "clawd: not proposed:", s)
 			}
@@ -756,7 +767,7 @@ func policySuggestCmd() *cobra.Command {
 	c.Flags().StringVar(&auditFile, "audit", "", "audit log to read (default: the config's audit-log), with its rotated copies")
 	c.Flags().StringVar(&since, "since", "24h", "how far back to read: a duration (24h, 90m) or days (7d)")
 	c.Flags().StringVar(&container, "container", "", "only this container's requests")
-	c.Flags().BoolVar(&diff, "diff", false, "print only the rules the current policy lacks")
+	c.Flags().BoolVar(&diff, "diff", false, "print only rules for what the current policy left to a default action, to append after its rules")
 	c.Flags().StringVar(&current, "policy", "", "the current policy for --diff (default: the config's policy)")
 	return c
 }

@@ -41,7 +41,7 @@ type Result struct {
 	YAML    []byte   // a policy file `clawd policy check` accepts; nil when nothing is proposed
 	Rules   int      // rules proposed
 	Refused []string // names never proposed: audited at a special address or refused by clawd itself
-	Skipped []string // targets left out, with why
+	Skipped []string // targets or requests left out, with why
 }
 
 // Propose builds the proposal from what was collected.
@@ -60,7 +60,11 @@ func (c *Collector) Propose() (Result, error) {
 		}
 		gname := "suggested-" + strings.TrimPrefix(k.container, "/")
 		if c.o.Current != nil {
-			if c.covered(k, v) {
+			switch c.current(k, v) {
+			case covered:
+				continue
+			case byRule:
+				c.ByRule++
 				continue
 			}
 			gname = c.o.Current.SetFor(container(v))
@@ -101,12 +105,16 @@ func (c *Collector) Propose() (Result, error) {
 		res.Refused = append(res.Refused, h)
 	}
 	slices.Sort(res.Refused)
+	for _, t := range sortedKeys(c.unplain) {
+		res.Skipped = append(res.Skipped, fmt.Sprintf("%s: %d requests with a path that is not plain (wildcards, %%-escapes, dot segments, spaces); no rule widened for them", t, c.unplain[t]))
+	}
 
 	var gnames []string
 	for n := range groups {
 		gnames = append(gnames, n)
 	}
 	slices.Sort(gnames)
+	setName := setNames(gnames, c.o.Current != nil)
 	var def *yaml.Node
 	var sets []*yaml.Node
 	for _, gn := range gnames {
@@ -121,9 +129,7 @@ func (c *Collector) Propose() (Result, error) {
 			def = mapping(key("rules"), rl)
 			continue
 		}
-		if len(gn) > 128 {
-			gn = "suggested-" + strconv.Itoa(len(sets)+1)
-		}
+		gn = setName[gn]
 		slices.Sort(g.containers)
 		names := make([]*yaml.Node, len(g.containers))
 		for i, n := range g.containers {
@@ -139,8 +145,10 @@ func (c *Collector) Propose() (Result, error) {
 		"seen (reads by host and path prefix), holds writes for approval, and\n" +
 		"denies everything else. Review it, then load it (mode: enforce is the default)."
 	if c.o.Current != nil {
-		root.HeadComment += "\nOnly what the current policy (" + safeComment(c.o.Current.File()) + ") does not allow yet:\n" +
-			"copy these rules into the set of the same name, above its rules (first match wins)."
+		root.HeadComment += "\nOnly what the current policy (" + safeComment(c.o.Current.File()) + ") left to a set's default action:\n" +
+			"append these rules to the set of the same name, AFTER its rules. The first match wins, so the\n" +
+			"rules already there (explicit denies and approvals) keep deciding what they match; nothing\n" +
+			"the author's own rules refused or held is proposed."
 	}
 	if len(res.Refused) > 0 {
 		r := res.Refused
@@ -170,21 +178,58 @@ func (c *Collector) Propose() (Result, error) {
 	return res, nil
 }
 
-// covered reports whether the current policy already allows what k saw
-// (or holds it, for a write, which is what would be proposed).
-func (c *Collector) covered(k obsKey, v *obsVal) bool {
+// standing is what the current policy makes of an observation.
+type standing int
+
+const (
+	candidate standing = iota // the set's default action refused it: propose
+	covered                   // already allowed (or held, for a write)
+	byRule                    // an author's rule refused it, or holds the read: never proposed
+)
+
+// current says what the current policy decides about what k saw. Only
+// what falls to a set's default action is a candidate: the proposal goes
+// after the author's rules, and must not undo a deny or a hold.
+func (c *Collector) current(k obsKey, v *obsVal) standing {
 	in := policy.Input{Container: container(v), DstIP: v.ip, DstPort: k.port, Host: k.t.host, Method: k.method, Path: v.path, BodyKnown: true, Recheck: true}
 	if k.method != "" && in.Path == "" {
 		in.Path = "/"
 	}
 	d := c.o.Current.Decide(in)
-	switch d.Action {
-	case policy.Allow:
-		return true
-	case policy.Approve:
-		return k.method != "" && !readMethods[k.method]
+	write := k.method != "" && !readMethods[k.method]
+	switch {
+	case d.Action == policy.Allow, d.Action == policy.Approve && write:
+		return covered
+	case d.Rule == "default":
+		return candidate
 	}
-	return false
+	return byRule
+}
+
+// setNames gives each group a valid set name, unique in the output: the
+// group's own name when the parser takes it, else "suggested-N" with the
+// lowest N no other set uses. With --diff the names are the current
+// policy's (valid and unique already).
+func setNames(gnames []string, diff bool) map[string]string {
+	out := map[string]string{}
+	used := map[string]bool{"default": true}
+	var fallback []string
+	for _, g := range gnames {
+		if diff || policy.ValidName(g) {
+			out[g], used[g] = g, true
+		} else {
+			fallback = append(fallback, g)
+		}
+	}
+	n := 1
+	for _, g := range fallback {
+		for used["suggested-"+strconv.Itoa(n)] {
+			n++
+		}
+		out[g] = "suggested-" + strconv.Itoa(n)
+		used[out[g]] = true
+	}
+	return out
 }
 
 func lessKey(a, b obsKey) bool {
@@ -212,14 +257,12 @@ func (c *Collector) rules(g *group, res *Result) []*yaml.Node {
 	}
 	sort.Slice(ts, func(i, j int) bool { return ts[i].String() < ts[j].String() })
 	var out []*yaml.Node
+	used := map[string]bool{}
 	for _, t := range ts {
 		to := g.targets[t]
 		id := strings.NewReplacer(":", "-").Replace(t.String())
 		dest := func(kind string, ports map[uint16]bool, https bool) []*yaml.Node {
-			name := fmt.Sprintf("%s-%s", kind, id)
-			if len(name) > 128 {
-				name = fmt.Sprintf("%s-%d", kind, len(out)+1)
-			}
+			name := c.ruleName(g.name, used, kind, id)
 			f := []*yaml.Node{key("name"), str(name)}
 			if t.host != "" {
 				f = append(f, key("hosts"), str(t.host))
@@ -243,11 +286,16 @@ func (c *Collector) rules(g *group, res *Result) []*yaml.Node {
 		if len(to.reads) > 0 && httpOK(to.reads, to.rhttps) {
 			f := dest("read", to.reads, to.rhttps)
 			f = append(f, key("methods"), strList(sortedKeys(to.rmeth)))
-			if p := paths(to.rsegs, maxReadPaths); p != nil {
+			p := paths(to.rsegs, maxReadPaths)
+			if p != nil {
 				f = append(f, key("paths"), p)
 			}
 			f = append(f, key("action"), str("allow"))
-			out = append(out, mapping(f...))
+			r := mapping(f...)
+			if p == nil {
+				r.HeadComment = wideComment(len(to.rsegs), maxReadPaths)
+			}
+			out = append(out, r)
 			for p := range to.reads {
 				httpPorts[p] = true
 			}
@@ -259,11 +307,16 @@ func (c *Collector) rules(g *group, res *Result) []*yaml.Node {
 			}
 			f := dest("write-"+strings.ToLower(m), w.ports, w.https)
 			f = append(f, key("methods"), str(m))
-			if p := paths(w.segs, maxWritePaths); p != nil {
+			p := paths(w.segs, maxWritePaths)
+			if p != nil {
 				f = append(f, key("paths"), p)
 			}
 			f = append(f, key("action"), str("approve"))
-			out = append(out, mapping(f...))
+			r := mapping(f...)
+			if p == nil {
+				r.HeadComment = wideComment(len(w.segs), maxWritePaths)
+			}
+			out = append(out, r)
 			for p := range w.ports {
 				httpPorts[p] = true
 			}
@@ -285,11 +338,42 @@ func (c *Collector) rules(g *group, res *Result) []*yaml.Node {
 	return out
 }
 
+// ruleName is a valid rule name for kind and target id, unique in the
+// group (and, with --diff, among the current set's rules, which the
+// proposal is appended to): "kind-id", else "kind-N" when that is no
+// valid name, with "-2", "-3", ... appended on a collision ("2001-db8--1"
+// the host and 2001:db8::1 the address spell the same). Deterministic:
+// targets come sorted.
+func (c *Collector) ruleName(set string, used map[string]bool, kind, id string) string {
+	base := kind + "-" + id
+	if !policy.ValidName(base) {
+		base = kind + "-" + strconv.Itoa(len(used)+1)
+	}
+	taken := func(n string) bool {
+		return used[n] || c.o.Current != nil && c.o.Current.HasRule(set, n)
+	}
+	name := base
+	for i := 2; taken(name) || !policy.ValidName(name); i++ {
+		sfx := "-" + strconv.Itoa(i)
+		if len(base)+len(sfx) > 128 {
+			base = base[:128-len(sfx)]
+		}
+		name = base + sfx
+	}
+	used[name] = true
+	return name
+}
+
+// wideComment says why a rule has no paths: it was widened to the host.
+func wideComment(n, max int) string {
+	return fmt.Sprintf("Host-wide: %d distinct first path segments were seen (more than %d). Review before loading;\nnarrow it to the paths the agent needs.", n, max)
+}
+
 // paths generalises first segments to "/seg/**" patterns ("/" for the
-// root); nil (host-wide) when a segment was not plain or there are more
-// than max.
+// root); nil (host-wide) when there are more than max distinct ones.
+// Requests whose path was not plain never get here (they are skipped).
 func paths(segs map[string]bool, max int) *yaml.Node {
-	if segs["\x00"] || len(segs) > max {
+	if len(segs) > max {
 		return nil
 	}
 	var out []string

@@ -7,11 +7,20 @@
 // address (loopback, link-local and metadata, private, the host's own;
 // internal/addrclass), nor a name that was ever audited at one.
 //
+// What the author's own rules refused or held is never proposed: only
+// requests the default action refused (or that were allowed) are
+// candidates; a request a named deny rule refused, in audit or enforce
+// mode, is not, nor a read a named approve rule held.
+//
 // The audit log is hostile input (an agent chose its hosts, paths and
-// methods): bad or oversized lines are skipped and counted, names are
-// normalised by internal/hostname and dropped unless valid, paths keep
-// only plain segments, every scalar of the output is quoted, and the
-// output is parsed by the policy parser before it is returned.
+// methods): one line never makes the whole proposal fail. Bad or
+// oversized lines are skipped and counted, names are normalised by
+// internal/hostname and dropped unless the policy parser's own check
+// (policy.ValidHost) takes them, requests whose path is not plain
+// ("/**", "/%2e%2e", "/a b") are skipped and counted rather than widening
+// a rule, every scalar of the output is quoted, rule and set names are
+// made valid and unique, each container has its own observation cap, and
+// the output is parsed by the policy parser before it is returned.
 package suggest
 
 import (
@@ -59,8 +68,9 @@ type Options struct {
 // Limits on hostile input.
 const (
 	maxLine        = 1 << 20 // longer audit lines are skipped
-	maxKeys        = 50000   // distinct observations kept; more are counted as dropped
-	maxReadPaths   = 8       // distinct first path segments before a read rule goes host-wide
+	maxKeys        = 50000   // distinct observations kept per container; more are counted as dropped
+	maxTotalKeys   = 500000  // distinct observations kept in all
+	maxReadPaths   = 8       // distinct first path segments before a read rule goes host-wide (said in a comment)
 	maxWritePaths  = 16
 	maxSegment     = 64
 	maxContainerNm = 128
@@ -90,7 +100,7 @@ type obsKey struct {
 	t         target
 	port      uint16
 	method    string // "" for a connection without HTTP
-	seg       string // first path segment ("" for /); "\x00" when not plain
+	seg       string // first path segment ("" for /)
 	https     bool
 }
 
@@ -98,10 +108,18 @@ type obsKey struct {
 type Collector struct {
 	o       Options
 	obs     map[obsKey]*obsVal
+	perCont map[string]int  // observations kept per container
 	special map[string]bool // names seen at a special destination
-	// Counters for the report.
-	Lines, Used, Bad, Dropped int
+	unplain map[string]int  // target -> requests skipped for a path that is not plain (at most maxUnplainTargets)
+	// Counters for the report: lines read, decisions used, unreadable
+	// lines, observations over a container's cap, requests skipped for a
+	// path that is not plain, and requests the author's own deny or
+	// approve rules decided (never proposed).
+	Lines, Used, Bad, Dropped, Unplain, ByRule int
 }
+
+// maxUnplainTargets bounds the targets named in the not-plain report.
+const maxUnplainTargets = 100
 
 type obsVal struct {
 	count int
@@ -115,7 +133,7 @@ func New(o Options) *Collector {
 	if o.Classify == nil {
 		o.Classify = addrclass.Extra{Host: hostAddrs()}.Classify
 	}
-	return &Collector{o: o, obs: map[obsKey]*obsVal{}, special: map[string]bool{}}
+	return &Collector{o: o, obs: map[obsKey]*obsVal{}, perCont: map[string]int{}, special: map[string]bool{}, unplain: map[string]int{}}
 }
 
 // ParseSince reads a --since value: a Go duration ("24h", "90m") or a
@@ -241,8 +259,8 @@ func (c *Collector) line(l []byte) {
 		return
 	}
 	dst, err := netip.ParseAddrPort(e.Dst)
-	if err != nil || dst.Port() == 0 {
-		c.Bad++
+	if err != nil || dst.Port() == 0 || dst.Addr().Zone() != "" {
+		c.Bad++ // clawd writes no zones: a damaged or edited line
 		return
 	}
 	ip := dst.Addr().Unmap()
@@ -253,8 +271,8 @@ func (c *Collector) line(l []byte) {
 	if hostname.IsIP(host) {
 		host = "" // the address decides
 	}
-	if host != "" && !hostname.Valid(host) {
-		c.Bad++
+	if host != "" && !policy.ValidHost(host) {
+		c.Bad++ // a rule could not name it as it is
 		return
 	}
 	if gateRules[e.Rule] || c.o.Classify(ip) != addrclass.Public {
@@ -267,6 +285,11 @@ func (c *Collector) line(l []byte) {
 	}
 	if e.Action == "denied" {
 		return // a human approver said no: not proposed
+	}
+	isWrite := (e.Proto == "http" || e.Proto == "https") && !readMethods[strings.ToUpper(e.Method)]
+	if byAuthorRule(e, isWrite) {
+		c.ByRule++
+		return
 	}
 	k := obsKey{container: e.Container, port: dst.Port()}
 	if host != "" {
@@ -282,17 +305,30 @@ func (c *Collector) line(l []byte) {
 			return
 		}
 		k.method, k.https = m, e.Proto == "https"
-		k.seg = firstSegment(e.Path)
+		seg, ok := firstSegment(e.Path)
+		if !ok {
+			// "/**", "/%2e%2e", "/a b": no prefix rule says what was
+			// seen, and widening to the host would grant far more.
+			c.Unplain++
+			if n := k.t.String(); c.unplain[n] > 0 || len(c.unplain) < maxUnplainTargets {
+				c.unplain[n]++
+			}
+			return
+		}
+		k.seg = seg
 	case "tls", "tcp":
 	default:
 		return
 	}
 	v := c.obs[k]
 	if v == nil {
-		if len(c.obs) >= maxKeys {
+		// Each container has its own cap: one agent's junk cannot
+		// crowd out the others'.
+		if c.perCont[k.container] >= maxKeys || len(c.obs) >= maxTotalKeys {
 			c.Dropped++
 			return
 		}
+		c.perCont[k.container]++
 		v = &obsVal{e: e, path: e.Path, ip: ip}
 		c.obs[k] = v
 	}
@@ -301,23 +337,50 @@ func (c *Collector) line(l []byte) {
 }
 
 // firstSegment is the path's first segment when it is plain (letters,
-// digits, '-', '_', '.', '~', not "." or ".."), "" for "/", else "\x00".
-func firstSegment(p string) string {
+// digits, '-', '_', '.', '~', not "." or ".."), "" for "/"; ok is false
+// for a path that is not plain.
+func firstSegment(p string) (seg string, ok bool) {
+	if !strings.HasPrefix(p, "/") {
+		return "", p == "" // "*" (OPTIONS *), absolute forms: not plain
+	}
 	p = strings.TrimLeft(p, "/")
-	seg, _, _ := strings.Cut(p, "/")
+	seg, _, _ = strings.Cut(p, "/")
 	if seg == "" {
-		return ""
+		return "", true
 	}
 	if len(seg) > maxSegment || seg == "." || seg == ".." {
-		return "\x00"
+		return "", false
 	}
 	for i := 0; i < len(seg); i++ {
 		ch := seg[i]
 		if !(ch >= 'a' && ch <= 'z' || ch >= 'A' && ch <= 'Z' || ch >= '0' && ch <= '9' || ch == '-' || ch == '_' || ch == '.' || ch == '~') {
-			return "\x00"
+			return "", false
 		}
 	}
-	return seg
+	return seg, true
+}
+
+// byAuthorRule reports whether the line's decision (in mode audit the one
+// enforcement would have taken) was a refusal or hold by one of the
+// author's named rules, not the default action. Such a request is never a
+// candidate: proposing it would undo the author's deny, or turn a held
+// read into an allow. A held write stays a candidate, since it is
+// proposed as approve anyway.
+func byAuthorRule(e audit.Entry, isWrite bool) bool {
+	if e.Rule == "" || e.Rule == "default" {
+		return false
+	}
+	act := e.Action
+	if e.Mode == "audit" && e.Would != "" {
+		act = e.Would
+	}
+	switch act {
+	case string(policy.Allow):
+		return false
+	case string(policy.Approve), "approved":
+		return !isWrite
+	}
+	return true // deny, rate limited, timed out, anything else
 }
 
 func validMethod(m string) bool {

@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -155,6 +157,14 @@ func TestSuggestFromHostileLog(t *testing.T) {
 	if c.Bad < 6 {
 		t.Errorf("Bad = %d, want at least the 6 junk lines", c.Bad)
 	}
+	if c.Unplain != 2 || !slices.ContainsFunc(res.Skipped, func(s string) bool {
+		return strings.HasPrefix(s, "plain.example.com: 2 requests with a path that is not plain")
+	}) {
+		t.Errorf("Unplain = %d, Skipped = %q: want plain.example.com's 2 requests", c.Unplain, res.Skipped)
+	}
+	if c.ByRule != 0 {
+		t.Errorf("ByRule = %d, want 0 (pay.example.com was a human's no)", c.ByRule)
+	}
 	checkProbes(t, p, []probe{
 		// Reads allowed on the seen prefixes, intercepted.
 		{"agent-1", "GET", "api.example.com", "/v1/models", "203.0.113.10:443", policy.Allow},
@@ -166,10 +176,13 @@ func TestSuggestFromHostileLog(t *testing.T) {
 		{"agent-1", "POST", "api.example.com", "/v1/messages", "203.0.113.10:443", policy.Approve},
 		{"agent-1", "DELETE", "api.example.com", "/v1/files/abc", "203.0.113.10:443", policy.Approve},
 		{"agent-1", "PATCH", "api.example.com", "/v1/messages", "203.0.113.10:443", policy.Deny},
-		// A path that was not plain makes the read rule host-wide, the
-		// write rule path-less (still approve).
-		{"agent-1", "GET", "plain.example.com", "/anything", "203.0.113.11:80", policy.Allow},
-		{"agent-1", "PUT", "plain.example.com", "/x", "203.0.113.11:80", policy.Approve},
+		// A request whose path was not plain is skipped (counted), never
+		// widened to the host: it used to make the read rule host-wide,
+		// which an agent could set off on purpose with "GET /**"
+		// (TestAttack16Suggest_StarPathWidensToHost).
+		{"agent-1", "GET", "plain.example.com", "/anything", "203.0.113.11:80", policy.Deny},
+		{"agent-1", "GET", "plain.example.com", "/etc", "203.0.113.11:80", policy.Deny},
+		{"agent-1", "PUT", "plain.example.com", "/x", "203.0.113.11:80", policy.Deny},
 		{"agent-1", "POST", "plain.example.com", "/x", "203.0.113.11:80", policy.Deny},
 		// Connections.
 		{"agent-1", "", "git.example.com", "", "203.0.113.12:443", policy.Allow},
@@ -316,6 +329,12 @@ func FuzzSuggest(f *testing.F) {
 	f.Add(`{"time":"2026-12-01T12:00:00Z","event":"decision","container":"a","dst":"203.0.113.1:443","sni":"Y.Example.COM.","proto":"tls"}`)
 	f.Add(`{"event":"decision","container":"a","dst":"169.254.169.254:80","host":"m.example.com","proto":"http","method":"GET"}`)
 	f.Add("{\"event\":\"decision\"}\n\n{")
+	// Issue 16 attacks: a hyphen label, a zoned dst, a star path, a name
+	// and an address that spell the same rule name.
+	f.Add(`{"event":"decision","container":"a","dst":"203.0.113.1:443","host":"-a.example.com","proto":"https","method":"GET","path":"/"}`)
+	f.Add(`{"event":"decision","container":"a","dst":"[2001:db8::1%eth0]:22","proto":"tcp"}`)
+	f.Add(`{"event":"decision","container":"a","dst":"203.0.113.1:443","host":"x.example.com","proto":"https","method":"GET","path":"/**"}`)
+	f.Add(`{"event":"decision","container":"a","dst":"203.0.113.1:443","sni":"2001-db8--1","proto":"tls"}` + "\n" + `{"event":"decision","container":"a","dst":"[2001:db8::1]:443","proto":"tcp"}`)
 	f.Fuzz(func(t *testing.T, log string) {
 		c := New(Options{})
 		if err := c.Read(strings.NewReader(log)); err != nil {
@@ -334,4 +353,81 @@ func FuzzSuggest(f *testing.F) {
 		}
 		_ = p
 	})
+}
+
+// Many distinct plain first segments widen a read rule to the host, and
+// the proposal says so above the rule; up to maxReadPaths keep their
+// prefixes.
+func TestSuggestWideningSaysSo(t *testing.T) {
+	var b strings.Builder
+	for i := 0; i <= maxReadPaths; i++ {
+		b.WriteString(line(t, req("GET", "wide.example.com", "/p"+strconv.Itoa(i)+"/x", "https", "203.0.113.10:443")))
+	}
+	for i := 0; i < maxReadPaths; i++ {
+		b.WriteString(line(t, req("GET", "narrow.example.com", "/p"+strconv.Itoa(i)+"/x", "https", "203.0.113.11:443")))
+	}
+	_, res, p := collect(t, Options{}, b.String())
+	y := string(res.YAML)
+	want := "# Host-wide: 9 distinct first path segments were seen (more than 8)."
+	if strings.Count(y, want) != 1 || !strings.Contains(y[strings.Index(y, want):], `- name: "read-wide.example.com"`) {
+		t.Errorf("no widening comment above the wide rule (want %q once):\n%s", want, y)
+	}
+	checkProbes(t, p, []probe{
+		{"agent-1", "GET", "wide.example.com", "/other", "203.0.113.10:443", policy.Allow},
+		{"agent-1", "GET", "narrow.example.com", "/p7/y", "203.0.113.11:443", policy.Allow},
+		{"agent-1", "GET", "narrow.example.com", "/other", "203.0.113.11:443", policy.Deny},
+	})
+}
+
+// --diff: what a named rule of the current policy refuses is never
+// proposed, even when the line was decided by the default (the policy
+// changed since); proposed rule names never collide with the current
+// set's own (disabled ones too), so the merged policy loads.
+func TestSuggestDiffRespectsAuthorRules(t *testing.T) {
+	const curSrc = `
+sets:
+  - name: agents
+    match: {name: "agent-*"}
+    rules:
+      - name: no-paste
+        hosts: paste.example.com
+        action: deny
+      - name: read-api.example.com
+        hosts: api.example.com
+        intercept: true
+        methods: GET
+        paths: ["/v2/**"]
+        action: allow
+      - name: read-api.example.com-2
+        enabled: false
+        hosts: api.example.com
+        action: allow
+`
+	cur, err := policy.Parse([]byte(curSrc), "current.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := line(t, req("GET", "paste.example.com", "/x", "https", "203.0.113.11:443")) +
+		line(t, req("GET", "api.example.com", "/v1/x", "https", "203.0.113.10:443"))
+	c, res, _ := collect(t, Options{Current: cur}, log)
+	if strings.Contains(string(res.YAML), "paste.example.com") || c.ByRule != 1 {
+		t.Errorf("ByRule = %d; proposal:\n%s", c.ByRule, res.YAML)
+	}
+	if !strings.Contains(string(res.YAML), `- name: "read-api.example.com-3"`) {
+		t.Errorf("rule name not made unique against the current set:\n%s", res.YAML)
+	}
+	merged := mergeAfter(t, curSrc, res.YAML)
+	checkProbes(t, merged, []probe{
+		{"agent-1", "GET", "api.example.com", "/v1/y", "203.0.113.10:443", policy.Allow},
+		{"agent-1", "GET", "paste.example.com", "/x", "203.0.113.11:443", policy.Deny},
+	})
+}
+
+// A rule may not be called "default": audit lines name the default action
+// so, and suggest would take its refusals for the default's.
+func TestRuleNamedDefaultRefused(t *testing.T) {
+	_, err := policy.Parse([]byte("default:\n  rules:\n    - name: default\n      hosts: paste.example.com\n      action: deny\n"), "t.yaml")
+	if err == nil || !strings.Contains(err.Error(), `t.yaml:3: default: rule name "default" is reserved`) {
+		t.Errorf("err = %v", err)
+	}
 }
