@@ -35,7 +35,7 @@ func benchEntry() Entry {
 //
 //	go test -run '^$' -bench Log -benchmem ./audit/
 func BenchmarkLog(b *testing.B) {
-	key, err := LoadOrCreateKey(filepath.Join(b.TempDir(), "audit-key"))
+	key, _, err := LoadOrCreateKey(filepath.Join(b.TempDir(), "audit-key"))
 	if err != nil {
 		b.Fatal(err)
 	}

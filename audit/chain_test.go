@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 )
 
@@ -41,7 +42,7 @@ func verifyBytes(t *testing.T, b []byte, pub ed25519.PublicKey) Report {
 
 func testKey(t *testing.T) (ed25519.PrivateKey, ed25519.PublicKey) {
 	t.Helper()
-	key, err := LoadOrCreateKey(filepath.Join(t.TempDir(), "audit-key"))
+	key, _, err := LoadOrCreateKey(filepath.Join(t.TempDir(), "audit-key"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -404,14 +405,14 @@ func TestConcurrentWritersKeepOneChain(t *testing.T) {
 func TestKeyFile(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "audit-key")
-	k1, err := LoadOrCreateKey(path)
+	k1, _, err := LoadOrCreateKey(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o600 {
 		t.Fatalf("key mode %v", fi.Mode().Perm())
 	}
-	k2, err := LoadOrCreateKey(path)
+	k2, _, err := LoadOrCreateKey(path)
 	if err != nil || !k1.Equal(k2) {
 		t.Fatalf("key not kept: %v", err)
 	}
@@ -420,7 +421,7 @@ func TestKeyFile(t *testing.T) {
 		t.Fatalf("public key: %v", err)
 	}
 	os.Chmod(path, 0o640)
-	if _, err := LoadOrCreateKey(path); err == nil || !strings.Contains(err.Error(), "chmod 600") {
+	if _, _, err := LoadOrCreateKey(path); err == nil || !strings.Contains(err.Error(), "chmod 600") {
 		t.Fatalf("group-readable key accepted: %v", err)
 	}
 	if _, err := LoadPublicKey(path); err == nil {
@@ -536,5 +537,76 @@ func TestHeadIsTheLastLine(t *testing.T) {
 	sum := sha256.Sum256([]byte(lines[len(lines)-1]))
 	if seq != 2 || h != hex.EncodeToString(sum[:]) {
 		t.Fatalf("head %d %s", seq, h)
+	}
+}
+
+// The .pub beside the key is what operators copy off the host: a planted
+// or stale one is rewritten from the private key, and key files that are
+// links, foreign-owned or writable by others are refused.
+func TestKeyFileAttacks(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "audit-key")
+	key, _, err := LoadOrCreateKey(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A planted .pub (another key's).
+	other := filepath.Join(t.TempDir(), "other")
+	if _, _, err := LoadOrCreateKey(other); err != nil {
+		t.Fatal(err)
+	}
+	planted, _ := os.ReadFile(other + ".pub")
+	os.WriteFile(path+".pub", planted, 0o644)
+	_, fixed, err := LoadOrCreateKey(path)
+	if err != nil || !strings.Contains(fixed, "rewritten") {
+		t.Fatalf("planted .pub: fixed %q, err %v", fixed, err)
+	}
+	if pub, err := LoadPublicKey(path + ".pub"); err != nil || !pub.Equal(key.Public()) {
+		t.Fatalf("the .pub still holds another key: %v", err)
+	}
+	// Garbage .pub: rewritten too.
+	os.WriteFile(path+".pub", []byte("junk"), 0o644)
+	if _, fixed, err := LoadOrCreateKey(path); err != nil || fixed == "" {
+		t.Fatalf("junk .pub: fixed %q, err %v", fixed, err)
+	}
+	// A world-writable .pub: refused.
+	os.Chmod(path+".pub", 0o666)
+	if _, _, err := LoadOrCreateKey(path); err == nil || !strings.Contains(err.Error(), "write") {
+		t.Fatalf("world-writable .pub accepted: %v", err)
+	}
+	os.Chmod(path+".pub", 0o644)
+
+	// The key a symbolic link (to a key file the attacker controls).
+	link := filepath.Join(dir, "link-key")
+	if err := os.Symlink(path, link); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := LoadOrCreateKey(link); err == nil || !strings.Contains(err.Error(), "symbolic link") {
+		t.Fatalf("symlinked key accepted: %v", err)
+	}
+	// A .pub that is a symbolic link.
+	os.Remove(path + ".pub")
+	os.Symlink(other+".pub", path+".pub")
+	if _, _, err := LoadOrCreateKey(path); err == nil || !strings.Contains(err.Error(), "symbolic link") {
+		t.Fatalf("symlinked .pub accepted: %v", err)
+	}
+	os.Remove(path + ".pub")
+	// A key owned by another user.
+	if os.Geteuid() == 0 {
+		if err := os.Chown(path, 65534, 65534); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := LoadOrCreateKey(path); err == nil || !strings.Contains(err.Error(), "owned by uid 65534") {
+			t.Fatalf("foreign-owned key accepted: %v", err)
+		}
+		os.Chown(path, 0, 0)
+	}
+	// A directory or a FIFO where the key should be.
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := LoadOrCreateKey(fifo); err == nil || !strings.Contains(err.Error(), "regular file") {
+		t.Fatalf("fifo key: %v", err)
 	}
 }

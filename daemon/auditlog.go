@@ -16,9 +16,12 @@ import (
 // openAudit opens the chained audit log with its checkpoint key and, with
 // audit-otlp, its OTLP export.
 func (d *Daemon) openAudit() error {
-	key, err := audit.LoadOrCreateKey(d.cfg.AuditKey)
+	key, fixed, err := audit.LoadOrCreateKey(d.cfg.AuditKey)
 	if err != nil {
 		return err
+	}
+	if fixed != "" {
+		d.log.Warn("audit public key", zap.String("fixed", fixed))
 	}
 	opt := audit.Options{Key: key, CheckpointEvery: d.cfg.AuditCheckpointEvery, CheckpointInterval: d.cfg.AuditCheckpointInterval,
 		HeadFile: filepath.Join(d.cfg.StateDir, "audit.head")}

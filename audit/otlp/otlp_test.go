@@ -115,7 +115,7 @@ func TestExportMatchesTheAuditFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	path := filepath.Join(t.TempDir(), "audit.log")
-	key, err := audit.LoadOrCreateKey(filepath.Join(t.TempDir(), "k"))
+	key, _, err := audit.LoadOrCreateKey(filepath.Join(t.TempDir(), "k"))
 	if err != nil {
 		t.Fatal(err)
 	}
