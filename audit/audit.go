@@ -130,7 +130,7 @@ func OpenWith(path string, o Options) (*Logger, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := l.chain.resume(f, l.opt.HeadFile); err != nil {
+	if err := l.chain.resume(f, path, l.opt.HeadFile); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("audit log %s: %w", path, err)
 	}
@@ -167,12 +167,20 @@ func (l *Logger) Reopen() error {
 	}
 	l.flushLocked(true)
 	l.saveHead()
-	// A file that does not end in a newline (someone else's torn line) must
-	// not glue it to ours.
+	// A file that ends torn (someone else's line cut short, or a crash's
+	// left-overs) must not glue it to ours: it is ended, and its torn lines
+	// are recorded like those resume finds.
 	if fi, err := f.Stat(); err == nil && fi.Size() > 0 {
+		c := &l.chain
+		t, err := scanTail(f, fi.Size(), func() (int64, [32]byte, bool) { return c.seq, c.last, c.hasLast })
 		var last [1]byte
-		if _, err := f.ReadAt(last[:], fi.Size()-1); err == nil && last[0] != '\n' {
+		if _, rerr := f.ReadAt(last[:], fi.Size()-1); rerr == nil && last[0] != '\n' {
 			f.Write([]byte{'\n'})
+		}
+		if err == nil {
+			c.torn = append(c.torn, t.torn...)
+		} else if l.OnError != nil {
+			l.OnError(fmt.Errorf("reopen audit log: %w", err))
 		}
 	}
 	old := l.f
@@ -294,6 +302,12 @@ func (l *Logger) writeBatch(f *os.File, buf []byte, n int, ckpt bool) (int, erro
 		return min(lost, n), err
 	}
 	l.chain.written()
+	if l.chain.sealedCkpt {
+		// A crash loses at most the lines since: see chain.resume.
+		if err := l.chain.saveHead(l.opt.HeadFile); err != nil && l.OnError != nil {
+			l.OnError(err)
+		}
+	}
 	if tee := l.opt.Tee; tee != nil {
 		for len(out) > 0 {
 			i := bytes.IndexByte(out, '\n')

@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -61,8 +60,9 @@ type Options struct {
 	CheckpointInterval time.Duration
 	// HeadFile, if set, keeps the chain's head (seq and hash of the last
 	// line) across a rotation the daemon did not see (logrotate while it
-	// was stopped): written on Reopen and Close, read when the log file
-	// is empty at open, so the new file still links to the old one.
+	// was stopped): written at checkpoints, on Reopen and Close, read when
+	// the log file is empty at open (with the rotated path.1, if that is
+	// further on), so the new file still links to the old one.
 	HeadFile string
 	// Tee receives every line written (without its newline) once it is in
 	// the file, on the writing goroutine, in chain order: it must not block
@@ -114,7 +114,7 @@ type chain struct {
 
 	lost    int64  // lines lost to write errors, not yet recorded
 	lostErr string // the last such error
-	torn    string // the reason of a torn line found at open, not yet recorded
+	torn    []string // the reasons of torn lines found at open, in file order, not yet recorded
 
 	// For a batch: its lines' ends and chain states, to roll back to the
 	// last line written after a short write.
@@ -123,7 +123,8 @@ type chain struct {
 	before mark
 	// What the batch's first lines record (lost, torn), to clear once written.
 	sealedLost int64
-	sealedTorn bool
+	sealedTorn int
+	sealedCkpt bool // the batch holds a checkpoint
 	records    int // of the batch's first lines, how many are such records
 }
 
@@ -141,10 +142,10 @@ type mark struct {
 func (c *chain) seal(bodies []byte, ckpt bool, o *Options) ([]byte, int) {
 	c.out, c.marks = c.out[:0], c.marks[:0]
 	c.before = c.mark()
-	c.sealedLost, c.sealedTorn = 0, false
-	if c.torn != "" {
-		c.sealEntry(Entry{Event: EventTorn, Reason: c.torn})
-		c.sealedTorn = true
+	c.sealedLost, c.sealedTorn, c.sealedCkpt = 0, 0, false
+	for _, reason := range c.torn {
+		c.sealEntry(Entry{Event: EventTorn, Reason: reason})
+		c.sealedTorn++
 	}
 	if c.lost > 0 {
 		c.sealEntry(Entry{Event: EventLost, Count: c.lost, Reason: "lines could not be written: " + c.lostErr})
@@ -185,6 +186,7 @@ func (c *chain) sealCheckpoint(key ed25519.PrivateKey) {
 	b, _ := encodeBody(buf[:0], &e)
 	c.sealLine(b, key)
 	c.since = 0
+	c.sealedCkpt = true
 	c.marks[len(c.marks)-1].since = 0
 }
 
@@ -216,9 +218,7 @@ func (c *chain) sealLine(body []byte, key ed25519.PrivateKey) {
 
 // written records that the whole batch is in the file.
 func (c *chain) written() {
-	if c.sealedTorn {
-		c.torn = ""
-	}
+	c.torn = c.torn[c.sealedTorn:]
 	c.lost -= c.sealedLost
 }
 
@@ -229,9 +229,7 @@ func (c *chain) lostAfter(ok, lost int, err error) {
 	if ok > 0 {
 		m = c.marks[ok-1]
 	}
-	if c.sealedTorn && ok >= 1 { // the torn record comes first
-		c.torn = ""
-	}
+	c.torn = c.torn[min(ok, c.sealedTorn):] // the torn records come first
 	if ok >= c.records {
 		c.lost -= c.sealedLost
 	}
@@ -275,69 +273,162 @@ func (c *chain) loadHead(path string) error {
 	return nil
 }
 
-// maxTail bounds how far back resume looks for the last complete line.
-const maxTail = 64 << 20
+// maxTail bounds how far back resume looks for the last chain line,
+// maxTorn how many torn lines it records at the end of a file.
+const (
+	maxTail = 64 << 20
+	maxTorn = 64
+)
 
-// resume continues the chain from f's last complete line. A last line
-// without a newline (torn by a crash) is ended with one and recorded by the
-// next line written; the chain skips it.
-func (c *chain) resume(f *os.File, headFile string) error {
+// resume continues the chain from f's last chain line. A crash can leave
+// the file's end torn: a last line without a newline (a write cut short),
+// and lines such a line became when an earlier open ended it but crashed
+// again before recording it. resume ends the file with a newline and
+// queues one EventTorn record per torn line, in file order, for the next
+// batch: the chain skips them, visibly. A last line cut just before its
+// newline is whole (it links to the line before it): it is ended and kept.
+//
+// An empty file continues the chain from the head file or, if it is
+// further on, from the rotated predecessor path.1 (logrotate's name): the
+// head file is saved at checkpoints, rotations and Close, so after a crash
+// it can be behind the file a rotation while the daemon was down moved.
+func (c *chain) resume(f *os.File, path, headFile string) error {
 	fi, err := f.Stat()
 	if err != nil {
 		return err
 	}
-	size := fi.Size()
-	if size == 0 {
-		return c.loadHead(headFile)
+	if fi.Size() == 0 {
+		if err := c.loadHead(headFile); err != nil {
+			return err
+		}
+		c.continueFrom(path + ".1")
+		return nil
 	}
-	n := min(size, 64<<10)
-	var tail []byte
-	for {
-		tail = make([]byte, n)
-		if _, err := f.ReadAt(tail, size-n); err != nil && err != io.EOF {
-			return fmt.Errorf("read its end: %w", err)
+	t, err := scanTail(f, fi.Size(), func() (int64, [32]byte, bool) {
+		var h chain
+		if h.loadHead(headFile) != nil {
+			return 0, [32]byte{}, false
 		}
-		// Enough when two newlines (or the start of the file) bound the
-		// last complete line.
-		body := tail
-		if i := bytes.LastIndexByte(body, '\n'); i >= 0 {
-			body = body[:i]
-		}
-		if bytes.IndexByte(body, '\n') >= 0 || n == size {
-			break
-		}
-		if n >= maxTail {
-			return fmt.Errorf("its last line is longer than %d bytes", maxTail)
-		}
-		n = min(size, 4*n)
+		return h.seq, h.last, h.hasLast
+	})
+	if err != nil {
+		return err
 	}
-	end := bytes.LastIndexByte(tail, '\n')
-	if end != len(tail)-1 {
-		frag := tail[end+1:]
-		if int64(len(frag)) == n && n < size {
-			return fmt.Errorf("its torn last line is longer than %d bytes", maxTail)
-		}
-		sum := sha256.Sum256(frag)
-		c.torn = fmt.Sprintf(tornFormat, len(frag), sum[:])
+	if t.open {
 		if _, err := f.Write([]byte{'\n'}); err != nil {
 			return fmt.Errorf("end its torn last line: %w", err)
 		}
 	}
-	if end < 0 {
-		return nil // only a torn line: a new chain
+	c.torn = append(c.torn, t.torn...)
+	if t.last == nil {
+		return c.loadHead(headFile) // only torn lines: the chain goes on from the head, if any
 	}
-	line := tail[:end]
-	if i := bytes.LastIndexByte(line, '\n'); i >= 0 {
-		line = line[i+1:]
-	}
-	var head struct {
-		Seq int64 `json:"seq"`
-	}
-	json.Unmarshal(line, &head) // a line that is no chain line (an older clawd's) starts the chain at 1
-	c.seq, c.last, c.hasLast = max(head.Seq, 0), sha256.Sum256(line), true
+	h, _ := parseChainHead(t.last) // a line that is no chain line (an older clawd's) starts the chain at 1
+	c.seq, c.last, c.hasLast = max(h.Seq, 0), sha256.Sum256(t.last), true
 	return nil
 }
 
+// continueFrom takes the head of the log at path if that is further on
+// than the chain's.
+func (c *chain) continueFrom(path string) {
+	f, err := os.Open(path)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() || fi.Size() == 0 {
+		return
+	}
+	t, err := scanTail(f, fi.Size(), func() (int64, [32]byte, bool) { return 0, [32]byte{}, false })
+	if err != nil || t.open || len(t.torn) > 0 || t.last == nil {
+		return // a predecessor that ends torn: its own chain's business
+	}
+	if h, ok := parseChainHead(t.last); ok && h.Seq > 0 && (!c.hasLast || h.Seq > c.seq) {
+		c.seq, c.last, c.hasLast = h.Seq, sha256.Sum256(t.last), true
+	}
+}
+
+// tail is what scanTail found at the end of a file.
+type tail struct {
+	last []byte   // the last JSON line (nil: none)
+	torn []string // EventTorn reasons of the torn lines after it, in file order
+	open bool     // the file does not end with a newline
+}
+
+// scanTail reads back from the end of f (size bytes) to its last JSON
+// line. head gives the chain's head before the file (for a file whose only
+// line is unterminated).
+func scanTail(f io.ReaderAt, size int64, head func() (int64, [32]byte, bool)) (tail, error) {
+	for n := min(size, 64<<10); ; n = min(size, 4*n) {
+		buf := make([]byte, n)
+		if _, err := f.ReadAt(buf, size-n); err != nil && err != io.EOF {
+			return tail{}, fmt.Errorf("read its end: %w", err)
+		}
+		t, found, err := splitTail(buf, n == size, head)
+		if err != nil || found || n == size {
+			return t, err
+		}
+		if n >= maxTail {
+			return tail{}, fmt.Errorf("no complete JSON line in its last %d bytes", maxTail)
+		}
+	}
+}
+
+// splitTail is scanTail on the last bytes of the file (all of it if
+// whole); found is false if it needs more of the file.
+func splitTail(buf []byte, whole bool, head func() (int64, [32]byte, bool)) (t tail, found bool, err error) {
+	lines := bytes.Split(buf, []byte{'\n'})
+	if !whole {
+		lines = lines[1:] // the first is cut by the read
+	}
+	frag := lines[len(lines)-1]
+	lines = lines[:len(lines)-1]
+	var torn [][]byte
+	if len(frag) > 0 {
+		t.open = true
+		// Whole if it links to the line before it (or to the head).
+		if h, ok := parseChainHead(frag); ok && h.Seq > 0 {
+			var seq int64
+			var prev [32]byte
+			var linked bool
+			if len(lines) > 0 {
+				if ph, ok := parseChainHead(lines[len(lines)-1]); ok {
+					seq, prev, linked = ph.Seq, sha256.Sum256(lines[len(lines)-1]), true
+				}
+			} else if whole {
+				seq, prev, linked = head()
+				if !linked && h.Seq == 1 && h.Prev == "" {
+					linked = true
+				}
+			}
+			if linked && h.Seq == seq+1 && (h.Prev == hex.EncodeToString(prev[:]) || seq == 0 && h.Prev == "") {
+				t.last = frag
+				return t, true, nil
+			}
+		}
+		torn = append(torn, frag)
+	}
+	for i := len(lines) - 1; i >= 0; i-- {
+		if _, ok := parseChainHead(lines[i]); ok {
+			t.last = lines[i]
+			found = true
+			break
+		}
+		torn = append(torn, lines[i])
+		if len(torn) > maxTorn {
+			return tail{}, false, fmt.Errorf("more than %d lines at its end are no JSON: not an audit log? (move it away to start a new one)", maxTorn)
+		}
+	}
+	if !found && !whole {
+		return tail{}, false, nil
+	}
+	for i := len(torn) - 1; i >= 0; i-- {
+		sum := sha256.Sum256(torn[i])
+		t.torn = append(t.torn, fmt.Sprintf(tornFormat, len(torn[i]), sum[:]))
+	}
+	return t, true, nil
+}
 // tornFormat is the reason of an EventTorn line: the fragment's length and
 // SHA-256.
 const tornFormat = "torn line of %d bytes, sha256 %x, skipped by the chain"

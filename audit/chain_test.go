@@ -610,3 +610,237 @@ func TestKeyFileAttacks(t *testing.T) {
 		t.Fatalf("fifo key: %v", err)
 	}
 }
+
+// Crashes leave a file's end in every state a write can be cut in; each
+// must reopen to a log that verifies, with every torn piece recorded and
+// every whole line kept.
+func TestChainSurvivesEveryCrashShape(t *testing.T) {
+	key, pub := testKey(t)
+	opts := Options{Key: key, CheckpointInterval: -1}
+	// base writes a clean log of two lines plus its closing checkpoint and
+	// returns its path and bytes.
+	base := func(t *testing.T) (string, []byte) {
+		path := filepath.Join(t.TempDir(), "audit.log")
+		l, err := OpenWith(path, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.Log(Entry{Event: EventDecision, Path: "/one"})
+		l.Log(Entry{Event: EventDecision, Path: "/two"})
+		l.Close()
+		b, _ := os.ReadFile(path)
+		return path, b
+	}
+	// next is the line the Logger would have written after b.
+	next := func(t *testing.T, b []byte) []byte {
+		path := filepath.Join(t.TempDir(), "audit.log")
+		os.WriteFile(path, b, 0o600)
+		l, err := OpenWith(path, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.Log(Entry{Event: EventDecision, Path: "/lost-in-the-crash"})
+		l.Close()
+		all, _ := os.ReadFile(path)
+		return bytes.TrimSuffix(all[len(b):], []byte("\n"))
+	}
+	reopen := func(t *testing.T, path string) Report {
+		t.Helper()
+		l, err := OpenWith(path, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.Log(Entry{Event: EventDecision, Path: "/after"})
+		l.Close()
+		rep := verifyFile(t, path, pub)
+		if rep.Problem != nil {
+			b, _ := os.ReadFile(path)
+			t.Fatalf("after reopen: %v\n%s", rep.Problem, b)
+		}
+		return rep
+	}
+	t.Run("cut just before the newline", func(t *testing.T) {
+		path, b := base(t)
+		whole := next(t, b)
+		os.WriteFile(path, append(b, whole...), 0o600)
+		rep := reopen(t, path)
+		if len(rep.Torn) != 0 {
+			t.Fatalf("a whole line recorded as torn: %+v", rep)
+		}
+		got, _ := os.ReadFile(path)
+		if !bytes.Contains(got, append(whole, '\n')) {
+			t.Fatal("the whole line was not kept")
+		}
+	})
+	t.Run("cut at every byte", func(t *testing.T) {
+		_, b := base(t)
+		whole := next(t, b)
+		for cut := 1; cut < len(whole); cut++ {
+			path := filepath.Join(t.TempDir(), "audit.log")
+			os.WriteFile(path, append(bytes.Clone(b), whole[:cut]...), 0o600)
+			if rep := reopen(t, path); len(rep.Torn) != 1 {
+				t.Fatalf("cut at %d: torn %v", cut, rep.Torn)
+			}
+		}
+	})
+	t.Run("crash again before the torn record", func(t *testing.T) {
+		path, b := base(t)
+		// The first reopen ended the fragment with a newline, then the
+		// daemon died before writing anything.
+		os.WriteFile(path, append(b, `{"time":"2026-`+"\n"...), 0o600)
+		if rep := reopen(t, path); len(rep.Torn) != 1 {
+			t.Fatalf("torn %v", rep.Torn)
+		}
+	})
+	t.Run("crash while writing the torn record", func(t *testing.T) {
+		path, b := base(t)
+		frag := []byte(`{"time":"2026-` + "\n")
+		// The torn record the second open would have written, cut short.
+		rec := next(t, append(bytes.Clone(b), frag...))
+		os.WriteFile(path, append(append(b, frag...), rec[:len(rec)/2]...), 0o600)
+		rep := reopen(t, path)
+		if len(rep.Torn) != 2 {
+			t.Fatalf("torn %v", rep.Torn)
+		}
+		// Both pieces are bound by their records.
+		got, _ := os.ReadFile(path)
+		if r := verifyBytes(t, bytes.Replace(got, []byte(`{"time":"2026-`+"\n"), []byte(`{"time":"2027-`+"\n"), 1), pub); r.Problem == nil {
+			t.Fatal("an altered torn piece verified")
+		}
+	})
+	t.Run("only torn lines", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "audit.log")
+		os.WriteFile(path, []byte("garbage\n{\"ti"), 0o600)
+		if rep := reopen(t, path); len(rep.Torn) != 2 || rep.FirstSeq != 1 {
+			t.Fatalf("%+v", rep)
+		}
+	})
+	t.Run("not an audit log", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "audit.log")
+		os.WriteFile(path, bytes.Repeat([]byte("text\n"), maxTorn+1), 0o600)
+		if _, err := OpenWith(path, opts); err == nil || !strings.Contains(err.Error(), "not an audit log") {
+			t.Fatalf("open of a text file: %v", err)
+		}
+	})
+	t.Run("rotated onto a torn file", func(t *testing.T) {
+		dir := t.TempDir()
+		path := filepath.Join(dir, "audit.log")
+		l, _ := OpenWith(path, opts)
+		l.Log(Entry{Event: EventDecision, Path: "/old"})
+		os.Rename(path, path+".1")
+		os.WriteFile(path, []byte("someone's torn line"), 0o600)
+		if err := l.Reopen(); err != nil {
+			t.Fatal(err)
+		}
+		l.Log(Entry{Event: EventDecision, Path: "/new"})
+		l.Close()
+		cur := verifyFile(t, path, pub)
+		if cur.Problem != nil || len(cur.Torn) != 1 {
+			t.Fatalf("new file: %+v %v", cur, cur.Problem)
+		}
+		a, _ := os.ReadFile(path + ".1")
+		b, _ := os.ReadFile(path)
+		if both := verifyBytes(t, append(a, b...), pub); both.Problem != nil {
+			t.Fatalf("both: %v", both.Problem)
+		}
+	})
+}
+
+// A crash leaves the head file behind the log; a rotation while the daemon
+// is down then must not link the new file to that stale head.
+func TestStaleHeadFileAfterCrashAndRotation(t *testing.T) {
+	dir := t.TempDir()
+	path, head := filepath.Join(dir, "audit.log"), filepath.Join(dir, "audit.head")
+	key, pub := testKey(t)
+	opt := Options{Key: key, CheckpointInterval: -1, HeadFile: head}
+	l, _ := OpenWith(path, opt)
+	l.Log(Entry{Event: EventDecision, Path: "/closed"})
+	l.Close() // head saved here
+	l, _ = OpenWith(path, opt)
+	for i := range 3 {
+		l.Log(Entry{Event: EventDecision, Path: fmt.Sprint("/crashed-", i)})
+	}
+	// The daemon dies: no Close. logrotate moves the file.
+	if err := os.Rename(path, path+".1"); err != nil {
+		t.Fatal(err)
+	}
+	l2, err := OpenWith(path, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l2.Log(Entry{Event: EventDecision, Path: "/new"})
+	l2.Close()
+	a, _ := os.ReadFile(path + ".1")
+	b, _ := os.ReadFile(path)
+	if rep := verifyBytes(t, append(a, b...), pub); rep.Problem != nil {
+		t.Fatalf("old and new: %v\n%s%s", rep.Problem, a, b)
+	}
+	_ = l
+}
+
+// Whoever can write the file can recompute a whole chain: with a key, a
+// file no checkpoint of that key vouches for fails, however well it
+// chains; and against a known head, lines cut off the end are found even
+// right after a checkpoint.
+func TestVerifyWithKeyAndHead(t *testing.T) {
+	key, pub := testKey(t)
+	lines := chainedLog(t, key, 12, 5)
+	// Rewritten without checkpoints: every line forged after the first.
+	forged := []string{lines[0]}
+	for i := 1; i < 9; i++ {
+		forged = append(forged, forgeAfter(forged[i-1], int64(i+1)))
+	}
+	rep := verifyBytes(t, join(forged), pub)
+	var out bytes.Buffer
+	rep.Write(&out, "f", true)
+	if rep.OK() || !strings.Contains(out.String(), "FAILED: no checkpoint signed by this key") {
+		t.Fatalf("a chain without signed checkpoints verified with a key: %s", out.String())
+	}
+	// Without a key it chains (and says signatures were not checked).
+	if rep := verifyBytes(t, join(forged), nil); !rep.OK() {
+		t.Fatalf("chain only: %+v", rep)
+	}
+	// Another key's checkpoints: forged.
+	_, otherPub := testKey(t)
+	if rep := verifyBytes(t, join(lines), otherPub); rep.OK() {
+		t.Fatal("another key's checkpoints verified")
+	}
+
+	full := join(lines)
+	headOf := func(i int) Head {
+		sum := sha256.Sum256([]byte(lines[i]))
+		return Head{Seq: int64(i + 1), Hash: hex.EncodeToString(sum[:])}
+	}
+	head := headOf(len(lines) - 1)
+	check := func(name string, b []byte, h Head, wantOK bool, why string) {
+		t.Helper()
+		rep, err := VerifyHead(bytes.NewReader(b), pub, h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.OK() != wantOK || (why != "" && (rep.Problem == nil || !strings.Contains(rep.Problem.Why, why))) {
+			t.Fatalf("%s: OK=%v problem %v", name, rep.OK(), rep.Problem)
+		}
+	}
+	check("whole file", full, head, true, "")
+	check("head mid-file", full, headOf(6), true, "")
+	for _, cut := range []int{10, 9, 6, 5, 1} { // 10 = right after the checkpoint on line 10
+		check(fmt.Sprint("cut to ", cut, " lines"), join(lines[:cut]), head, false, "cut off its end")
+	}
+	// The head line itself replaced (chain recomputed after it).
+	n := len(lines)
+	tail := append([]string(nil), lines[:n-1]...)
+	tail = append(tail, forgeAfter(tail[n-2], int64(n)))
+	check("head line replaced", join(tail), head, false, "not the line the head names")
+	// A later rotated file that starts after the head.
+	check("file after the head", join(lines[6:]), headOf(2), false, "starts after")
+	// Malformed heads are refused.
+	for _, s := range []string{"", "12", "x:" + head.Hash, "0:" + head.Hash, "-1:" + head.Hash, "12:abc", "12:" + head.Hash + "00"} {
+		if _, err := ParseHead(s); err == nil {
+			t.Errorf("head %q accepted", s)
+		}
+	}
+	if h, err := ParseHead(fmt.Sprintf("%d:%s", head.Seq, strings.ToUpper(head.Hash))); err != nil || h != head {
+		t.Errorf("upper-case head: %v %v", h, err)
+	}
+}

@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
+	"strings"
 )
 
 // Report is what Verify found in an audit log.
@@ -32,13 +34,41 @@ type Report struct {
 	UnsignedTail int
 	Torn         []int // torn lines (a crash during their write) that the next line records
 	Lost         int64 // lines the daemon could not write, as it recorded them (audit_lost)
+	// KeyChecked: Verify had a key, so the file must hold a checkpoint it
+	// signed (OK is false without one: whoever can write the file can
+	// recompute a whole chain without checkpoints).
+	KeyChecked bool
+	// HeadChecked: the file holds the head Verify was given (Head.Seq).
+	HeadChecked int64
 	// Problem is the first line that breaks the chain, nil if none does.
 	Problem *Problem
 }
 
+// Head is a chain line a verifier knows must be in the file: the
+// daemon's head when verifying began (clawd status), or one noted off the
+// host. Lines cut off the end of a file leave no trace in it; against a
+// head they do.
+type Head struct {
+	Seq  int64
+	Hash string // hex SHA-256 of the line
+}
+
+// ParseHead reads "SEQ:HEX-SHA256".
+func ParseHead(s string) (Head, error) {
+	seq, hash, ok := strings.Cut(s, ":")
+	n, err := strconv.ParseInt(seq, 10, 64)
+	if !ok || err != nil || n <= 0 || !validHash(hash) {
+		return Head{}, fmt.Errorf("head %q: want SEQ:SHA256 (clawd status shows the daemon's audit chain head)", s)
+	}
+	return Head{Seq: n, Hash: strings.ToLower(hash)}, nil
+}
+
 // OK reports whether the file verified and holds a chain to verify (a
-// file without chain lines, empty or an older clawd's, proves nothing).
-func (rep Report) OK() bool { return rep.Problem == nil && rep.LastSeq > 0 }
+// file without chain lines, empty or an older clawd's, proves nothing),
+// with a key at least one checkpoint it signed.
+func (rep Report) OK() bool {
+	return rep.Problem == nil && rep.LastSeq > 0 && (!rep.KeyChecked || rep.Signed > 0)
+}
 
 // Problem names the first altered line and why Verify thinks so.
 type Problem struct {
@@ -65,14 +95,20 @@ type chainHead struct {
 // every checkpoint's signature. It stops at the first problem (in
 // Report.Problem); the error is for reading r only.
 func Verify(r io.Reader, pub ed25519.PublicKey) (Report, error) {
-	var rep Report
+	return VerifyHead(r, pub, Head{})
+}
+
+// VerifyHead is Verify that also checks the file holds head (none if its
+// Seq is 0): its line, unaltered, and so every line up to it.
+func VerifyHead(r io.Reader, pub ed25519.PublicKey, head Head) (Report, error) {
+	rep := Report{KeyChecked: pub != nil}
 	br := bufio.NewReaderSize(r, 64<<10)
 	var (
 		chained      bool
 		havePrev     bool     // a line (chained or legacy) came before
 		last, before [32]byte // hashes of the last line and the one before it
 		lastLine     int      // number of the last line in the chain
-		torn         *tornLine
+		torn         []tornLine // torn lines the next lines must record, in order
 	)
 	fail := func(line int, format string, a ...any) (Report, error) {
 		rep.Problem = &Problem{Line: line, Why: fmt.Sprintf(format, a...)}
@@ -91,22 +127,21 @@ func Verify(r io.Reader, pub ed25519.PublicKey) (Report, error) {
 		if !complete {
 			return fail(n, "the file ends inside this line (no newline): cut off, or a write in progress")
 		}
-		var h chainHead
-		if !bytes.HasPrefix(line, []byte("{")) || json.Unmarshal(line, &h) != nil {
-			if torn != nil {
-				return fail(torn.line, "not a JSON line, and the next line does not record it as torn")
+		h, ok := parseChainHead(line)
+		if !ok {
+			if len(torn) >= maxTorn {
+				return fail(torn[0].line, "not a JSON line, and the next line does not record it as torn")
 			}
-			sum := sha256.Sum256(line)
-			torn = &tornLine{line: n, size: len(line), sum: sum}
+			torn = append(torn, tornLine{line: n, size: len(line), sum: sha256.Sum256(line)})
 			continue
 		}
 		sum := sha256.Sum256(line)
-		if torn != nil {
-			if h.Seq == 0 || h.Event != EventTorn || h.Reason != fmt.Sprintf(tornFormat, torn.size, torn.sum[:]) {
-				return fail(torn.line, "not a JSON line, and the next line does not record it as torn")
+		if len(torn) > 0 {
+			if h.Seq == 0 || h.Event != EventTorn || h.Reason != fmt.Sprintf(tornFormat, torn[0].size, torn[0].sum[:]) {
+				return fail(torn[0].line, "not a JSON line, and the next line does not record it as torn")
 			}
-			rep.Torn = append(rep.Torn, torn.line)
-			torn = nil
+			rep.Torn = append(rep.Torn, torn[0].line)
+			torn = torn[1:]
 		}
 		if h.Seq == 0 {
 			if chained {
@@ -150,6 +185,12 @@ func Verify(r io.Reader, pub ed25519.PublicKey) (Report, error) {
 			}
 		}
 		rep.LastSeq, lastLine = h.Seq, n
+		if head.Seq != 0 && h.Seq == head.Seq {
+			if hex.EncodeToString(sum[:]) != head.Hash {
+				return fail(n, "seq %d is not the line the head names (sha256 %s): altered or replaced", h.Seq, head.Hash)
+			}
+			rep.HeadChecked = h.Seq
+		}
 		before, last, havePrev = last, sum, true
 		switch h.Event {
 		case EventCheckpoint:
@@ -177,10 +218,25 @@ func Verify(r io.Reader, pub ed25519.PublicKey) (Report, error) {
 		}
 		rep.UnsignedTail++
 	}
-	if torn != nil {
-		return fail(torn.line, "not a JSON line (a torn last line, not yet recorded by a next line)")
+	if len(torn) > 0 {
+		return fail(torn[0].line, "not a JSON line (a torn line at the end, not yet recorded by a next line)")
+	}
+	if head.Seq != 0 && rep.HeadChecked == 0 && rep.LastSeq > 0 && head.Seq > rep.LastSeq {
+		return fail(rep.Lines, "the file ends at seq %d but the chain's head is seq %d: %d line(s) cut off its end", rep.LastSeq, head.Seq, head.Seq-rep.LastSeq)
+	}
+	if head.Seq != 0 && rep.HeadChecked == 0 && rep.LastSeq > 0 && head.Seq < rep.FirstSeq {
+		return fail(1, "the file starts after the head's seq %d: not the file the head is from (a later rotated file?)", head.Seq)
 	}
 	return rep, nil
+}
+
+// parseChainHead reads a line's chain fields; false if the line is no JSON
+// object (a torn line). Logger.resume and Verify must agree on it.
+func parseChainHead(line []byte) (h chainHead, ok bool) {
+	if !bytes.HasPrefix(line, []byte("{")) || json.Unmarshal(line, &h) != nil {
+		return chainHead{}, false
+	}
+	return h, true
 }
 
 type tornLine struct {
@@ -220,7 +276,7 @@ func readLine(br *bufio.Reader) (line []byte, complete bool, err error) {
 
 // VerifyFile verifies the audit log at path ("-": standard input) with the
 // public key in keyPath ("": the chain only).
-func VerifyFile(path, keyPath string) (Report, error) {
+func VerifyFile(path, keyPath string, head Head) (Report, error) {
 	var pub ed25519.PublicKey
 	if keyPath != "" {
 		var err error
@@ -237,7 +293,7 @@ func VerifyFile(path, keyPath string) (Report, error) {
 		defer f.Close()
 		r = f
 	}
-	return Verify(r, pub)
+	return VerifyHead(r, pub, head)
 }
 
 // Write prints the report for a person: OK with counts, or the first
@@ -252,7 +308,15 @@ func (rep Report) Write(w io.Writer, name string, signed bool) {
 		return
 	}
 	if chainLines == 0 {
+		if rep.KeyChecked {
+			fmt.Fprintf(w, "%s: FAILED: %d line(s), none of them chained: nothing for the key to vouch for\n", name, rep.Lines)
+			return
+		}
 		fmt.Fprintf(w, "%s: NOTHING VERIFIED: %d line(s), none of them chained (empty, or written by a clawd without the audit chain)\n", name, rep.Lines)
+		return
+	}
+	if signed && rep.Signed == 0 {
+		fmt.Fprintf(w, "%s: FAILED: no checkpoint signed by this key in %d line(s), seq %d..%d: whoever can write the file could have rewritten the whole chain (the daemon signs a checkpoint every audit-checkpoint-every lines, at rotation and when it stops)\n", name, rep.Lines, rep.FirstSeq, rep.LastSeq)
 		return
 	}
 	fmt.Fprintf(w, "%s: OK: %d line(s), seq %d..%d, %d checkpoint(s)", name, rep.Lines, rep.FirstSeq, rep.LastSeq, rep.Checkpoints)
@@ -263,12 +327,14 @@ func (rep Report) Write(w io.Writer, name string, signed bool) {
 	}
 	fmt.Fprintln(w)
 	switch {
-	case signed && rep.Signed == 0:
-		fmt.Fprintf(w, "warning: no signed checkpoint: all %d chain line(s) are vouched for by the chain only\n", rep.UnsignedTail)
 	case signed && rep.UnsignedTail > 0:
 		fmt.Fprintf(w, "warning: unsigned tail of %d line(s) after the last signed checkpoint (seq %d): vouched for by the chain only\n", rep.UnsignedTail, rep.SignedSeq)
 	}
-	fmt.Fprintln(w, "note: lines cut off the end leave no trace in the file: compare the last seq with the daemon's (clawd status: audit chain head) or an off-host copy")
+	if rep.HeadChecked > 0 {
+		fmt.Fprintf(w, "head: the file holds the chain's head seq %d, unaltered: no line up to it was cut off\n", rep.HeadChecked)
+	} else {
+		fmt.Fprintln(w, "note: lines cut off the end leave no trace in the file: give --head SEQ:SHA256 (clawd status: audit chain head, or a copy noted off the host)")
+	}
 	if rep.LinkedBefore {
 		fmt.Fprintf(w, "note: line 1 (seq %d) links to a line before this file (a rotated log): verify it after its predecessor, e.g. cat audit.log.1 audit.log | clawd audit verify -\n", rep.FirstSeq)
 	}
@@ -276,7 +342,7 @@ func (rep Report) Write(w io.Writer, name string, signed bool) {
 		fmt.Fprintf(w, "note: the first %d line(s) are not chained (an older clawd's); the chain links to the last of them\n", rep.Legacy)
 	}
 	for _, n := range rep.Torn {
-		fmt.Fprintf(w, "note: line %d is torn (a crash during its write), recorded by line %d\n", n, n+1)
+		fmt.Fprintf(w, "note: line %d is torn (a crash during its write), recorded by an audit_torn line after it\n", n)
 	}
 	if rep.Lost > 0 {
 		fmt.Fprintf(w, "note: %d line(s) could not be written (disk full?), recorded by audit_lost lines\n", rep.Lost)

@@ -304,7 +304,7 @@ func doctorCmd() *cobra.Command {
 
 func auditCmd() *cobra.Command {
 	c := &cobra.Command{Use: "audit", Short: "Check the tamper-evident audit log"}
-	var key string
+	var key, headArg string
 	verify := &cobra.Command{
 		Use:   "verify FILE",
 		Short: "Verify an audit log's hash chain and signed checkpoints; point at the first altered line",
@@ -317,10 +317,20 @@ func auditCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if !cmd.Flags().Changed("key") {
 				if _, err := os.Stat(key); err != nil {
+					fmt.Fprintf(os.Stderr, "note: no public key at %s: signatures NOT checked (give --key FILE)\n", key)
 					key = ""
 				}
 			}
-			rep, err := audit.VerifyFile(args[0], key)
+			var want audit.Head
+			if headArg != "" {
+				var err error
+				if want, err = audit.ParseHead(headArg); err != nil {
+					return fmt.Errorf("--head: %w", err)
+				}
+			} else if want = daemonHead(args[0]); want.Seq > 0 {
+				fmt.Fprintf(os.Stderr, "note: checking the running daemon's audit chain head (seq %d) is in %s\n", want.Seq, args[0])
+			}
+			rep, err := audit.VerifyFile(args[0], key, want)
 			if err != nil {
 				return err
 			}
@@ -332,8 +342,26 @@ func auditCmd() *cobra.Command {
 		},
 	}
 	verify.Flags().StringVar(&key, "key", daemon.DefaultStateDir+"/audit-key.pub", "public key of the checkpoints (the daemon's AUDIT-KEY.pub); empty: check the chain only")
+	verify.Flags().StringVar(&headArg, "head", "", "SEQ:SHA256 of a line that must be in FILE (clawd status: audit chain head); default: the running daemon's head when FILE is its audit log")
 	c.AddCommand(verify)
 	return c
+}
+
+// daemonHead is the running daemon's audit chain head if path is its
+// audit log (none otherwise, or if no daemon answers).
+func daemonHead(path string) audit.Head {
+	c, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	s, err := client().Status(c)
+	if err != nil || s.AuditSeq <= 0 || s.AuditLog == "" {
+		return audit.Head{}
+	}
+	a, err1 := os.Stat(path)
+	b, err2 := os.Stat(s.AuditLog)
+	if err1 != nil || err2 != nil || !os.SameFile(a, b) {
+		return audit.Head{}
+	}
+	return audit.Head{Seq: s.AuditSeq, Hash: s.AuditHead}
 }
 
 func versionCmd() *cobra.Command {
