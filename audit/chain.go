@@ -112,8 +112,8 @@ type chain struct {
 	hasLast bool
 	since   int // lines since the last checkpoint
 
-	lost    int64  // lines lost to write errors, not yet recorded
-	lostErr string // the last such error
+	lost    int64    // lines lost to write errors, not yet recorded
+	lostErr string   // the last such error
 	torn    []string // the reasons of torn lines found at open, in file order, not yet recorded
 
 	// For a batch: its lines' ends and chain states, to roll back to the
@@ -125,7 +125,7 @@ type chain struct {
 	sealedLost int64
 	sealedTorn int
 	sealedCkpt bool // the batch holds a checkpoint
-	records    int // of the batch's first lines, how many are such records
+	records    int  // of the batch's first lines, how many are such records
 }
 
 type mark struct {
@@ -429,6 +429,7 @@ func splitTail(buf []byte, whole bool, head func() (int64, [32]byte, bool)) (t t
 	}
 	return t, true, nil
 }
+
 // tornFormat is the reason of an EventTorn line: the fragment's length and
 // SHA-256.
 const tornFormat = "torn line of %d bytes, sha256 %x, skipped by the chain"
