@@ -138,8 +138,11 @@ func parseAuditOTLPBytes(path string, b []byte) (*AuditOTLPConfig, error) {
 	if c.Endpoint == "" {
 		return nil, errAt(sec, "endpoint is required (e.g. http://127.0.0.1:4318)")
 	}
+	if err := otlp.CheckEndpoint(c.Endpoint); err != nil {
+		return nil, errAt(sec, "%v", err)
+	}
 	if c.Protocol != otlp.ProtocolGRPC && !strings.HasPrefix(c.Endpoint, "http://") && !strings.HasPrefix(c.Endpoint, "https://") {
-		return nil, errAt(sec, "endpoint %q: want an http:// or https:// URL (or protocol: grpc)", c.Endpoint)
+		return nil, errAt(sec, "endpoint %q: want an http:// or https:// URL (or protocol: grpc)", otlp.Redact(c.Endpoint))
 	}
 	if c.Insecure && c.Protocol != otlp.ProtocolGRPC {
 		return nil, errAt(sec, "insecure is for protocol grpc; for http the endpoint's scheme (http:// or https://) decides")

@@ -39,7 +39,7 @@ func (d *Daemon) openAudit() error {
 		}
 		opt.Tee = d.auditExp.Tee
 		// The endpoint only: headers hold credentials.
-		d.log.Info("exporting audit lines over OTLP", zap.String("endpoint", oc.Endpoint), zap.String("protocol", oc.Protocol))
+		d.log.Info("exporting audit lines over OTLP", zap.String("endpoint", otlp.Redact(oc.Endpoint)), zap.String("protocol", oc.Protocol))
 	}
 	if d.audit, err = audit.OpenWith(d.cfg.AuditLog, opt); err != nil {
 		return err

@@ -18,8 +18,10 @@ package otlp
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -40,7 +42,9 @@ import (
 	"go.opentelemetry.io/otel/sdk/resource"
 	"go.uber.org/zap"
 	"golang.org/x/time/rate"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
 )
 
 // Protocols.
@@ -64,6 +68,15 @@ type Config struct {
 	// QueueSize bounds the lines waiting for export, and the SDK's queue
 	// (default 4096): past it lines are dropped from export and counted.
 	QueueSize int
+	// QueueBytes bounds the bytes of the lines waiting for export in both
+	// queues (default DefaultQueueBytes): long lines cannot make the
+	// queues' memory grow past it.
+	QueueBytes int
+	// BatchBytes bounds one export request's lines (default
+	// DefaultBatchBytes, under the Collector's 4 MiB gRPC message limit):
+	// a batch of long lines is sent in parts, so that no request is
+	// refused for its size and takes short lines down with it.
+	BatchBytes int
 	// Resource attributes; service.name, service.version (Version) and
 	// host.name (HostName) are set unless given here.
 	Resource map[string]string
@@ -74,24 +87,33 @@ type Config struct {
 }
 
 const (
-	DefaultTimeout   = 10 * time.Second
-	DefaultQueueSize = 4096
+	DefaultTimeout    = 10 * time.Second
+	DefaultQueueSize  = 4096
+	DefaultQueueBytes = 32 << 20
+	DefaultBatchBytes = 1 << 20
+	// MaxRecordBytes bounds one record's body: a longer line is exported
+	// cut to it, with clawd.truncated, clawd.line_bytes and
+	// clawd.line_sha256 saying so (the JSONL file has it whole).
+	MaxRecordBytes = 64 << 10
 )
 
 // Exporter is a running export. Tee is its audit.Options.Tee.
 type Exporter struct {
-	queue     chan []byte
-	provider  *sdklog.LoggerProvider
-	logger    log.Logger
-	done      chan struct{}
-	mu        sync.RWMutex // Close against Tee
-	closed    bool
-	dropped   atomic.Uint64 // lines the queue had no room for
-	exported  atomic.Uint64
-	failed    atomic.Uint64
-	log       *zap.Logger
-	limit     *rate.Limiter // of failure log lines
-	dropLimit *rate.Limiter // of drop log lines
+	queue             chan []byte
+	qmu               sync.Mutex
+	qlines, maxLines  int   // lines in queue or the SDK's, not yet exported
+	qbytes, maxQueued int64 // and their bytes
+	provider          *sdklog.LoggerProvider
+	logger            log.Logger
+	done              chan struct{}
+	mu                sync.RWMutex // Close against Tee
+	closed            bool
+	dropped           atomic.Uint64 // lines the queue had no room for
+	exported          atomic.Uint64
+	failed            atomic.Uint64
+	log               *zap.Logger
+	limit             *rate.Limiter // of failure log lines
+	dropLimit         *rate.Limiter // of drop log lines
 }
 
 // New starts an exporter; it does not contact the collector (a down
@@ -119,7 +141,13 @@ func newStopped(cfg Config, reg prometheus.Registerer, lg *zap.Logger) (*Exporte
 	if cfg.BatchInterval <= 0 {
 		cfg.BatchInterval = time.Second
 	}
-	e := &Exporter{queue: make(chan []byte, cfg.QueueSize), done: make(chan struct{}), log: lg, limit: rate.NewLimiter(rate.Every(time.Minute), 3), dropLimit: rate.NewLimiter(rate.Every(time.Minute), 1)}
+	if cfg.QueueBytes <= 0 {
+		cfg.QueueBytes = DefaultQueueBytes
+	}
+	if cfg.BatchBytes <= 0 {
+		cfg.BatchBytes = DefaultBatchBytes
+	}
+	e := &Exporter{queue: make(chan []byte, cfg.QueueSize), maxLines: cfg.QueueSize, maxQueued: int64(cfg.QueueBytes), done: make(chan struct{}), log: lg, limit: rate.NewLimiter(rate.Every(time.Minute), 3), dropLimit: rate.NewLimiter(rate.Every(time.Minute), 1)}
 	exp, err := newExporter(cfg)
 	if err != nil {
 		return nil, err
@@ -135,7 +163,7 @@ func newStopped(cfg Config, reg prometheus.Registerer, lg *zap.Logger) (*Exporte
 		attrs = append(attrs, attribute.String(k, v))
 	}
 	res := resource.NewSchemaless(attrs...)
-	proc := sdklog.NewBatchProcessor(&counting{Exporter: exp, e: e},
+	proc := sdklog.NewBatchProcessor(&counting{Exporter: exp, e: e, batchBytes: cfg.BatchBytes},
 		sdklog.WithMaxQueueSize(cfg.QueueSize), sdklog.WithExportTimeout(cfg.Timeout), sdklog.WithExportInterval(cfg.BatchInterval))
 	e.provider = sdklog.NewLoggerProvider(sdklog.WithProcessor(proc), sdklog.WithResource(res))
 	e.logger = e.provider.Logger("github.com/clawd-dev/clawd/audit")
@@ -146,7 +174,48 @@ func newStopped(cfg Config, reg prometheus.Registerer, lg *zap.Logger) (*Exporte
 	return e, nil
 }
 
+// CheckEndpoint refuses an endpoint URL with credentials in it (user:pass@):
+// endpoints are logged and shown, credentials belong in headers.
+func CheckEndpoint(endpoint string) error {
+	if i := strings.Index(endpoint, "://"); i >= 0 {
+		rest := endpoint[i+3:]
+		if j := strings.IndexAny(rest, "/?#"); j >= 0 {
+			rest = rest[:j]
+		}
+		if strings.Contains(rest, "@") {
+			return fmt.Errorf("audit otlp endpoint %s: credentials in the URL (user:password@) are refused: endpoints are logged; send them in headers", Redact(endpoint))
+		}
+	}
+	return nil
+}
+
+// Redact is endpoint fit to log: without userinfo, query or fragment.
+func Redact(endpoint string) string {
+	scheme, rest, ok := strings.Cut(endpoint, "://")
+	if !ok {
+		scheme, rest = "", endpoint
+	}
+	hostpath := rest
+	if j := strings.IndexAny(hostpath, "?#"); j >= 0 {
+		hostpath = hostpath[:j] + "?…"
+	}
+	host, path := hostpath, ""
+	if j := strings.IndexByte(hostpath, '/'); j >= 0 {
+		host, path = hostpath[:j], hostpath[j:]
+	}
+	if j := strings.LastIndexByte(host, '@'); j >= 0 {
+		host = "…@" + host[j+1:]
+	}
+	if ok {
+		return scheme + "://" + host + path
+	}
+	return host + path
+}
+
 func newExporter(cfg Config) (sdklog.Exporter, error) {
+	if err := CheckEndpoint(cfg.Endpoint); err != nil {
+		return nil, err
+	}
 	var tlsCfg *tls.Config
 	if cfg.CAFile != "" {
 		pem, err := os.ReadFile(cfg.CAFile)
@@ -163,7 +232,7 @@ func newExporter(cfg Config) (sdklog.Exporter, error) {
 	switch cfg.Protocol {
 	case "", ProtocolHTTP:
 		if !strings.HasPrefix(cfg.Endpoint, "http://") && !strings.HasPrefix(cfg.Endpoint, "https://") {
-			return nil, fmt.Errorf("audit otlp endpoint %q: want an http:// or https:// URL for %s", cfg.Endpoint, ProtocolHTTP)
+			return nil, fmt.Errorf("audit otlp endpoint %q: want an http:// or https:// URL for %s", Redact(cfg.Endpoint), ProtocolHTTP)
 		}
 		opts := []otlploghttp.Option{otlploghttp.WithEndpointURL(cfg.Endpoint), otlploghttp.WithTimeout(cfg.Timeout)}
 		if u := strings.TrimPrefix(strings.TrimPrefix(cfg.Endpoint, "https://"), "http://"); !strings.Contains(u, "/") {
@@ -207,15 +276,51 @@ func (e *Exporter) Tee(line []byte) {
 	if e.closed {
 		return
 	}
+	n := int64(min(len(line), MaxRecordBytes))
+	if !e.reserve(n) {
+		e.drop()
+		return
+	}
 	select {
 	case e.queue <- bytes.Clone(line):
 	default:
-		e.dropped.Add(1)
-		if e.dropLimit.Allow() {
-			e.log.Warn("audit export queue full: lines dropped from export (the JSONL file has them)", zap.Uint64("dropped_total", e.dropped.Load()))
-		}
+		e.release(n)
+		e.drop()
 	}
 }
+
+// drop counts a line export had no room for.
+func (e *Exporter) drop() {
+	e.dropped.Add(1)
+	if e.dropLimit.Allow() {
+		e.log.Warn("audit export queue full: lines dropped from export (the JSONL file has them)", zap.Uint64("dropped_total", e.dropped.Load()))
+	}
+}
+
+// reserve takes room for a line of n bytes in the queues: from Tee until
+// its record's export ended (release), so that together the two queues
+// hold at most QueueSize lines (the SDK's queue never drops) and
+// QueueBytes bytes.
+func (e *Exporter) reserve(n int64) bool {
+	e.qmu.Lock()
+	defer e.qmu.Unlock()
+	if e.qlines >= e.maxLines || e.qbytes+n > e.maxQueued {
+		return false
+	}
+	e.qlines++
+	e.qbytes += n
+	return true
+}
+
+func (e *Exporter) release(n int64) {
+	e.qmu.Lock()
+	e.qlines--
+	e.qbytes -= n
+	e.qmu.Unlock()
+}
+
+// recordBytes is what a record holds of the queues (see reserve).
+func recordBytes(r *sdklog.Record) int64 { return int64(len(r.Body().AsString())) }
 
 func (e *Exporter) run() {
 	defer close(e.done)
@@ -223,6 +328,7 @@ func (e *Exporter) run() {
 	for line := range e.queue {
 		var r log.Record
 		if !Record(line, &r) {
+			e.release(int64(min(len(line), MaxRecordBytes)))
 			continue
 		}
 		e.logger.Emit(ctx, r)
@@ -254,7 +360,14 @@ func Record(line []byte, r *log.Record) bool {
 	if d.Decode(&m) != nil {
 		return false
 	}
-	r.SetBody(attribute.StringValue(string(line)))
+	if len(line) > MaxRecordBytes {
+		sum := sha256.Sum256(line)
+		r.SetBody(attribute.StringValue(string(line[:MaxRecordBytes])))
+		r.AddAttributes(attribute.Bool("clawd.truncated", true), attribute.Int("clawd.line_bytes", len(line)),
+			attribute.String("clawd.line_sha256", hex.EncodeToString(sum[:])))
+	} else {
+		r.SetBody(attribute.StringValue(string(line)))
+	}
 	r.SetObservedTimestamp(time.Now())
 	if s, ok := m["time"].(string); ok {
 		if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
@@ -272,7 +385,7 @@ func Record(line []byte, r *log.Record) bool {
 		if k == "time" {
 			continue
 		}
-		attrs = append(attrs, attribute.KeyValue{Key: attribute.Key("clawd." + k), Value: value(v)})
+		attrs = append(attrs, attribute.KeyValue{Key: attribute.Key("clawd." + k), Value: capValue(value(v), maxAttrBytes)})
 	}
 	r.AddAttributes(attrs...)
 	return true
@@ -322,14 +435,47 @@ func severity(event, action string) (log.Severity, string) {
 	return log.SeverityInfo, "INFO"
 }
 
-// counting counts what the SDK's exporter did with each batch.
+// counting sends each batch in parts of at most batchBytes, and counts
+// what the SDK's exporter did with each part.
 type counting struct {
 	sdklog.Exporter
-	e *Exporter
+	e          *Exporter
+	batchBytes int
 }
 
 func (c *counting) Export(ctx context.Context, records []sdklog.Record) error {
+	defer func() {
+		for i := range records {
+			c.e.release(recordBytes(&records[i]))
+		}
+	}()
+	var errs []error
+	for len(records) > 0 {
+		n, size := 0, 0
+		for n < len(records) {
+			// The body and the attributes that mirror its fields.
+			size += 2*len(records[n].Body().AsString()) + 256
+			if n > 0 && size > c.batchBytes {
+				break
+			}
+			n++
+		}
+		if err := c.export(ctx, records[:n]); err != nil {
+			errs = append(errs, err)
+		}
+		records = records[n:]
+	}
+	return errors.Join(errs...)
+}
+
+// export sends one part; one the collector refuses for its size is sent
+// in halves, so that a record it cannot take loses only itself.
+func (c *counting) export(ctx context.Context, records []sdklog.Record) error {
 	err := c.Exporter.Export(ctx, records)
+	if err != nil && len(records) > 1 && tooLarge(err) {
+		h := len(records) / 2
+		return errors.Join(c.export(ctx, records[:h]), c.export(ctx, records[h:]))
+	}
 	if err != nil {
 		c.e.failed.Add(uint64(len(records)))
 		if c.e.limit.Allow() {
@@ -339,6 +485,46 @@ func (c *counting) Export(ctx context.Context, records []sdklog.Record) error {
 	}
 	c.e.exported.Add(uint64(len(records)))
 	return nil
+}
+
+// tooLarge reports whether the collector refused a request for its size
+// (HTTP 413, gRPC RESOURCE_EXHAUSTED: the message limit).
+func tooLarge(err error) bool {
+	if status.Code(err) == codes.ResourceExhausted {
+		return true
+	}
+	var se interface{ GRPCStatus() *status.Status }
+	if errors.As(err, &se) && se.GRPCStatus().Code() == codes.ResourceExhausted {
+		return true
+	}
+	m := err.Error()
+	return strings.Contains(m, "413") || strings.Contains(m, "Request Entity Too Large") || strings.Contains(m, "larger than max")
+}
+
+// maxAttrBytes bounds a string attribute of a record cut to MaxRecordBytes.
+const maxAttrBytes = 4 << 10
+
+// capValue cuts the strings in v to max bytes.
+func capValue(v attribute.Value, max int) attribute.Value {
+	switch v.Type() {
+	case attribute.STRING:
+		if s := v.AsString(); len(s) > max {
+			return attribute.StringValue(strings.ToValidUTF8(s[:max], "") + "…")
+		}
+	case attribute.MAP:
+		kvs := v.AsMap()
+		for i := range kvs {
+			kvs[i].Value = capValue(kvs[i].Value, max)
+		}
+		return attribute.MapValue(kvs...)
+	case attribute.SLICE:
+		vs := v.AsSlice()
+		for i := range vs {
+			vs[i] = capValue(vs[i], max)
+		}
+		return attribute.SliceValue(vs...)
+	}
+	return v
 }
 
 // The SDK reports records its batch queue dropped through otel's global

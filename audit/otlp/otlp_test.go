@@ -32,12 +32,24 @@ type collector struct {
 	headers []http.Header
 	srv     *httptest.Server
 	status  int
+	maxBody int // > 0: larger requests get 413, as a Collector's max_request_body_size
+	refused int // requests refused for their size
 }
 
 func newCollector(t *testing.T) *collector {
 	c := &collector{status: 200}
 	c.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
+		c.mu.Lock()
+		tooBig := c.maxBody > 0 && len(body) > c.maxBody
+		if tooBig {
+			c.refused++
+		}
+		c.mu.Unlock()
+		if tooBig {
+			http.Error(w, "request body too large", http.StatusRequestEntityTooLarge)
+			return
+		}
 		var req collogs.ExportLogsServiceRequest
 		if r.URL.Path != "/v1/logs" || proto.Unmarshal(body, &req) != nil {
 			http.Error(w, "bad request", 400)
@@ -257,4 +269,97 @@ func mustOpen(t *testing.T, path string) *os.File {
 	}
 	t.Cleanup(func() { f.Close() })
 	return f
+}
+
+// Long lines cannot grow the export queues past QueueBytes: they are
+// dropped from export (and counted), short lines still get in.
+func TestQueueIsBoundedInBytes(t *testing.T) {
+	c := newCollector(t)
+	reg := prometheus.NewRegistry()
+	e, err := newStopped(Config{Endpoint: c.srv.URL, QueueSize: 1000, QueueBytes: 256 << 10}, reg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	long := []byte(`{"event":"decision","path":"/` + strings.Repeat("a", 1<<20) + `","seq":1}`)
+	for range 10 {
+		e.Tee(long) // each holds MaxRecordBytes of the queue
+	}
+	if got := exportCount(t, reg, "dropped"); got != 6 {
+		t.Fatalf("dropped %v of 10 lines of 1 MiB with 256 KiB of queue, want 6", got)
+	}
+	go e.run()
+	e.Close(context.Background())
+	if len(c.records) != 4 {
+		t.Fatalf("collector got %d records, want 4", len(c.records))
+	}
+	for _, r := range c.records {
+		if len(r.Body.GetStringValue()) != MaxRecordBytes || attr(r.Attributes, "clawd.truncated") == "" || attr(r.Attributes, "clawd.line_bytes") != strconv.Itoa(len(long)) {
+			t.Fatalf("a long line exported as %d bytes, attrs %v", len(r.Body.GetStringValue()), r.Attributes)
+		}
+		for _, kv := range r.Attributes {
+			if n := len(kv.Value.GetStringValue()); n > 8<<10 {
+				t.Fatalf("attribute %s of %d bytes", kv.Key, n)
+			}
+		}
+	}
+}
+
+// A batch with lines the collector refuses for their size loses only
+// those: the short lines around them are all exported.
+func TestOversizeLinesDoNotPoisonTheirBatch(t *testing.T) {
+	c := newCollector(t)
+	c.maxBody = 48 << 10
+	reg := prometheus.NewRegistry()
+	e, err := newStopped(Config{Endpoint: c.srv.URL, BatchInterval: time.Hour}, reg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	short := func(i int) []byte { return []byte(`{"event":"decision","path":"/s` + strconv.Itoa(i) + `","seq":1}`) }
+	long := []byte(`{"event":"decision","path":"/` + strings.Repeat("b", 60<<10) + `","seq":1}`)
+	want := 0
+	for i := range 200 {
+		if i%50 == 25 {
+			e.Tee(long)
+			continue
+		}
+		e.Tee(short(i))
+		want++
+	}
+	go e.run()
+	e.Close(context.Background())
+	if len(c.records) != want {
+		t.Fatalf("collector got %d records, want the %d short lines", len(c.records), want)
+	}
+	if got := exportCount(t, reg, "exported"); got != float64(want) {
+		t.Fatalf("exported %v", got)
+	}
+	if got := exportCount(t, reg, "failed"); got != 4 {
+		t.Fatalf("failed %v, want the 4 long lines", got)
+	}
+	if c.refused == 0 {
+		t.Fatal("the collector refused nothing: the test did not test")
+	}
+}
+
+// Credentials in an endpoint URL would be logged: refused, and nothing
+// clawd prints of an endpoint holds them.
+func TestEndpointCredentials(t *testing.T) {
+	for _, ep := range []string{"https://user:s3cret@collector:4318", "http://s3cret@collector:4318/v1/logs", "https://u:s3cret@[2001:db8::1]:4318", "HTTPS://u:s3cret@c"} {
+		_, err := New(Config{Endpoint: ep}, nil, nil)
+		if err == nil || !strings.Contains(err.Error(), "credentials") || strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("%s: %v", ep, err)
+		}
+		if r := Redact(ep); strings.Contains(r, "s3cret") {
+			t.Errorf("Redact(%s) = %s", ep, r)
+		}
+	}
+	for ep, want := range map[string]string{
+		"https://c:4318/v1/logs?token=s3cret": "https://c:4318/v1/logs?…",
+		"collector:4317":                      "collector:4317",
+		"http://u:p@c:1/x#frag":               "http://…@c:1/x?…",
+	} {
+		if got := Redact(ep); got != want {
+			t.Errorf("Redact(%s) = %s, want %s", ep, got, want)
+		}
+	}
 }
