@@ -44,7 +44,8 @@ type Item struct {
 	Method string          // "" for responses
 	// Tool and Args are set for tools/call: params.name and
 	// params.arguments (an empty map when arguments is absent). Values are
-	// string, json.Number, bool, nil, []any or map[string]any.
+	// string, json.Number, bool, nil, []any or map[string]any; every
+	// json.Number is exactly the float64 Float gives (see number.go).
 	Tool string
 	Args map[string]any
 }
@@ -58,7 +59,8 @@ type Message struct {
 // Parse reads body as one JSON-RPC 2.0 message or a batch, strictly: valid
 // UTF-8, exactly one JSON value, no duplicate member names at any depth (after
 // unescaping), no U+FFFD in any string (an invalid escape that parsers
-// would decode differently), only the members JSON-RPC defines at the
+// would decode differently), only numbers that are exactly the float64 a
+// JSON.parse server reads (Float), only the members JSON-RPC defines at the
 // message level, "jsonrpc": "2.0", an id that is a string, number or null,
 // and for tools/call a params object whose name is a non-empty string and
 // whose arguments, if present, are an object.
@@ -265,8 +267,8 @@ func value(dec *json.Decoder, depth int) (any, error) {
 		}
 		return t, nil
 	case json.Number:
-		if len(t) > MaxNumberLen {
-			return nil, fmt.Errorf("a number longer than %d characters", MaxNumberLen)
+		if _, err := Float(string(t)); err != nil {
+			return nil, err
 		}
 		return t, nil
 	default: // bool, nil

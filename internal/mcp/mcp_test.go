@@ -131,3 +131,67 @@ func TestArgsJSON(t *testing.T) {
 		t.Fatalf("%s", got)
 	}
 }
+
+// Numbers are decided as the float64 a JSON.parse server reads; a number
+// whose text is not exactly that float64 (or is Infinity) is refused, so
+// no matcher judges one value while the server acts on another.
+func TestParseNumbers(t *testing.T) {
+	body := func(n string) []byte {
+		return []byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":{"n":` + n + `}}}`)
+	}
+	for _, n := range []string{"1", "1.0", "-0", "0", "0.0e5", "0.1", "0.3", "1e2", "1E+2", "100", "-2.5e-3", "9007199254740992",
+		"5e-324", "1.7976931348623157e308", "0.30000000000000004", "1e22", "0e999999999999"} {
+		if _, err := Parse(body(n)); err != nil {
+			t.Errorf("%s refused: %v", n, err)
+		}
+	}
+	for n, want := range map[string]string{
+		"1e400":                          "Infinity",
+		"-1e400":                         "Infinity",
+		"1e999999999":                    "Infinity",
+		"1e99999999999999999999":         "Infinity",
+		"1.8e308":                        "Infinity",
+		"0.30000000000000001":            "would read 0.3",
+		"9007199254740993":               "would read 9007199254740992",
+		"100.0000000000000001":           "would read 100",
+		"99.99999999999999999":           "would read 100",
+		"1e-400":                         "would read 0",
+		"1e-99999999999":                 "would read 0",
+		"123456789012345678901234":       "not exactly a float64",
+		strings.Repeat("1", 101):         "longer than",
+		"1" + strings.Repeat("0", 1<<20): "longer than",
+	} {
+		_, err := Parse(body(n))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%.30s: err = %v, want %q", n, err, want)
+		}
+		// Anywhere in the body: ids and nested arguments too.
+		if _, err := Parse([]byte(`{"jsonrpc":"2.0","id":` + n + `,"method":"ping"}`)); err == nil {
+			t.Errorf("%.30s accepted as an id", n)
+		}
+		if _, err := Parse(body(`{"deep":[` + n + `]}`)); err == nil {
+			t.Errorf("%.30s accepted nested", n)
+		}
+	}
+	for _, c := range []struct {
+		n string
+		f float64
+	}{{"1.0", 1}, {"1e2", 100}, {"-0", 0}, {"0.1", 0.1}} {
+		if f, err := Float(c.n); err != nil || f != c.f {
+			t.Errorf("Float(%s) = %v, %v", c.n, f, err)
+		}
+	}
+}
+
+// Escaped member names are decoded before anything looks at them: a key
+// written \u0070ath is path, and path twice is refused.
+func TestParseEscapedKeys(t *testing.T) {
+	m, err := Parse([]byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":{"\u0070ath":"/etc/passwd"}}}`))
+	if err != nil || m.Items[0].Args["path"] != "/etc/passwd" {
+		t.Fatalf("%+v %v", m, err)
+	}
+	_, err = Parse([]byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":{"path":"/work/a","\u0070ath":"/etc/passwd"}}}`))
+	if err == nil || !strings.Contains(err.Error(), `member "path" appears twice`) {
+		t.Fatalf("err = %v", err)
+	}
+}
