@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
+	"regexp/syntax"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -75,10 +76,13 @@ type toolRule struct {
 
 // argCond is a condition on one top-level argument.
 type argCond struct {
-	key      string
-	equals   *scalar
-	in       []scalar
-	re       *regexp.Regexp
+	key    string
+	equals *scalar
+	in     []scalar
+	re     *regexp.Regexp
+	// reNL: the pattern opts into line breaks with (?s); without it a
+	// value holding one is unknown to matches.
+	reNL     bool
 	min, max *float64
 }
 
@@ -130,6 +134,10 @@ func (c argCond) eval(args map[string]any) tri {
 	}
 	if c.re != nil {
 		if s, ok := v.(string); !ok {
+			and(unknown)
+		} else if !c.reNL && strings.ContainsFunc(s, lineBreak) {
+			// A pattern written for one line says nothing about a
+			// value with several (nor about one a server may trim).
 			and(unknown)
 		} else if !c.re.MatchString(s) {
 			and(no)
@@ -427,17 +435,19 @@ func (ps *parser) argCond(key string, n *yaml.Node, what string) (argCond, bool)
 			good = false
 		}
 		if good {
-			// Anchored: the pattern must match the whole value.
-			_, err := regexp.Compile(s)
-			re, err2 := regexp.Compile(`^(?:` + s + `)$`)
+			// A full match of the whole value: \A and \z, which no
+			// flag makes match at a line break. The pattern must parse
+			// on its own, so it cannot close the anchoring group.
+			ast, err := syntax.Parse(s, syntax.Perl)
+			var re *regexp.Regexp
 			if err == nil {
-				err = err2
+				re, err = regexp.Compile(`\A(?:` + s + `)\z`)
 			}
 			if err != nil {
 				ps.errf(v, "%s: matches: %v", what, err)
 				ok = false
 			} else {
-				c.re = re
+				c.re, c.reNL = re, dotNL(ast)
 			}
 		} else {
 			ok = false
@@ -473,6 +483,30 @@ func (ps *parser) argCond(key string, n *yaml.Node, what string) (argCond, bool)
 		ok = false
 	}
 	return c, ok
+}
+
+// lineBreak reports the characters that end a line somewhere (Unicode's
+// line terminators and the vertical tab and form feed).
+func lineBreak(r rune) bool {
+	switch r {
+	case '\n', '\r', '\v', '\f', 0x85, 0x2028, 0x2029:
+		return true
+	}
+	return false
+}
+
+// dotNL reports whether a pattern has a . that matches newlines: the
+// author wrote (?s), saying values may hold several lines.
+func dotNL(re *syntax.Regexp) bool {
+	if re.Op == syntax.OpAnyChar {
+		return true
+	}
+	for _, s := range re.Sub {
+		if dotNL(s) {
+			return true
+		}
+	}
+	return false
 }
 
 // jsonNumber is JSON's number syntax (YAML also has 0x10, 0o7, .inf, +1).

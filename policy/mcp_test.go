@@ -340,3 +340,84 @@ func TestMCPPolicyNumbers(t *testing.T) {
 		}
 	}
 }
+
+// The attack on matches: a value holding a line break must not satisfy a
+// pattern written for one line (nor dodge a deny pattern by a trailing
+// newline the server may trim). matches is a full match of the whole
+// string; a value with a line break satisfies only a (?s) pattern, and is
+// otherwise unknown: an allow entry fails, a deny entry holds.
+func TestMCPMatchesLineBreaks(t *testing.T) {
+	p := mustParse(t, `
+default:
+  rules:
+    - name: files
+      hosts: mcp.example.com
+      mcp: true
+      action: allow
+      tools:
+        - name: write
+          action: deny
+          args:
+            path: {matches: "/etc/.*"}
+        - name: write
+          action: allow
+        - name: tmp
+          action: allow
+          args:
+            path: {matches: "^/tmp/.*$"}
+        - name: multi
+          action: allow
+          args:
+            path: {matches: "(?m)^/tmp/.*$"}
+        - name: class
+          action: allow
+          args:
+            path: {matches: "/tmp/[^/]*"}
+        - name: notes
+          action: allow
+          args:
+            text: {matches: "(?s)note:.*"}
+        - name: alt
+          action: allow
+          args:
+            path: {matches: "/tmp/x|/tmp/y"}
+`)
+	tests := []struct {
+		tool, args string
+		want       Action
+	}{
+		{"tmp", `{"path":"/tmp/x"}`, Allow},
+		{"tmp", `{"path":"/tmp/x\n/etc/passwd"}`, Deny},
+		{"tmp", `{"path":"/tmp/x\r\n/etc/passwd"}`, Deny},
+		{"tmp", `{"path":"/tmp/x\r/etc/passwd"}`, Deny},
+		{"tmp", `{"path":"/tmp/x\u2028/etc/passwd"}`, Deny},
+		{"tmp", `{"path":"/tmp/x\u0085"}`, Deny},
+		{"tmp", `{"path":"/tmp/x\n"}`, Deny},
+		{"tmp", `{"path":"\n/tmp/x"}`, Deny},
+		{"multi", `{"path":"/tmp/x\n/etc/passwd"}`, Deny},
+		{"multi", `{"path":"/tmp/x"}`, Allow},
+		{"class", `{"path":"/tmp/x\n"}`, Deny},
+		{"class", `{"path":"/tmp/x"}`, Allow},
+		{"notes", `{"text":"note: a\nb"}`, Allow},
+		{"alt", `{"path":"/tmp/y"}`, Allow},
+		{"alt", `{"path":"/tmp/xx"}`, Deny}, // full match: the alternation is inside the anchors
+		{"alt", `{"path":"a/tmp/y"}`, Deny},
+		{"write", `{"path":"/work/a"}`, Allow},
+		{"write", `{"path":"/etc/passwd"}`, Deny},
+		{"write", `{"path":"/etc/passwd\n"}`, Deny}, // the deny pattern cannot be dodged by a newline
+		{"write", `{"path":"/etc\n/passwd"}`, Deny},
+	}
+	for _, tt := range tests {
+		d := p.Decide(mcpIn(call(tt.tool, tt.args)))
+		if d.Action != tt.want {
+			t.Errorf("%s %s = %s (%s), want %s", tt.tool, tt.args, d.Action, d.Reason, tt.want)
+		}
+	}
+	// A pattern cannot close the anchoring group.
+	for _, re := range []string{`a)|(b`, `\Qa)|(.*`, `a)|(?:.*`} {
+		y := "default:\n  rules:\n    - name: a\n      hosts: a.example.com\n      mcp: true\n      action: allow\n      tools:\n        - name: x\n          action: allow\n          args:\n            p: {matches: '" + re + "'}\n"
+		if _, err := Parse([]byte(y), "x.yaml"); err == nil {
+			t.Errorf("pattern %q accepted", re)
+		}
+	}
+}
