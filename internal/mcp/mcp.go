@@ -35,6 +35,10 @@ const (
 	MaxBatch     = 100 // messages in one batch
 	MaxNumberLen = 100 // digits and signs of one number
 	MaxNameLen   = 256 // bytes of a method or tool name (MCP says tool names are 1-128 characters)
+	// MaxValues bounds the JSON values (scalars, arrays, objects) of one
+	// body: parsed values cost far more memory than their bytes, and
+	// tool arguments are a handful of fields, however long their strings.
+	MaxValues = 100000
 )
 
 // Item is one JSON-RPC message of a body.
@@ -61,7 +65,8 @@ type Message struct {
 // unescaping), no U+FFFD in any string (an invalid escape that parsers
 // would decode differently), only numbers that are exactly the float64 a
 // JSON.parse server reads (Float), only the members JSON-RPC defines at the
-// message level, "jsonrpc": "2.0", an id that is a string, number or null,
+// message level, at most MaxValues values nested at most MaxDepth,
+// "jsonrpc": "2.0", an id that is a string, number or null,
 // and for tools/call a params object whose name is a non-empty string and
 // whose arguments, if present, are an object.
 func Parse(body []byte) (*Message, error) {
@@ -198,7 +203,8 @@ func decodeStrict(b []byte) (any, error) {
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.UseNumber()
-	v, err := value(dec, 0)
+	d := &decoder{dec: dec, maxDepth: MaxDepth, maxValues: MaxValues, maxBatch: MaxBatch, numbers: checkFloat}
+	v, err := d.value(0)
 	if err != nil {
 		return nil, err
 	}
@@ -208,10 +214,36 @@ func decodeStrict(b []byte) (any, error) {
 	return v, nil
 }
 
-func value(dec *json.Decoder, depth int) (any, error) {
-	if depth > MaxDepth {
-		return nil, fmt.Errorf("nested deeper than %d", MaxDepth)
+// checkFloat refuses a number that is not exactly a float64 (Float).
+func checkFloat(n json.Number) error {
+	_, err := Float(string(n))
+	return err
+}
+
+// decoder reads one JSON value token by token with bounds on what it
+// costs: nesting, the count of values, the elements of the top-level
+// array (a batch), and each number (numbers).
+type decoder struct {
+	dec       *json.Decoder
+	maxDepth  int
+	maxValues int
+	maxBatch  int // 0: no bound beyond maxValues
+	numbers   func(json.Number) error
+	// A member name holding U+FFFD (an invalid escape or lone surrogate
+	// some parser reads otherwise) is always refused; strFFFDOK lets
+	// string values hold one.
+	strFFFDOK bool
+	values    int
+}
+
+func (d *decoder) value(depth int) (any, error) {
+	if depth > d.maxDepth {
+		return nil, fmt.Errorf("nested deeper than %d", d.maxDepth)
 	}
+	if d.values++; d.values > d.maxValues {
+		return nil, fmt.Errorf("more than %d JSON values", d.maxValues)
+	}
+	dec := d.dec
 	tok, err := dec.Token()
 	if err != nil {
 		return nil, notJSON(err)
@@ -236,7 +268,7 @@ func value(dec *json.Decoder, depth int) (any, error) {
 				if _, dup := m[k]; dup {
 					return nil, fmt.Errorf("member %q appears twice in one object", truncate(k))
 				}
-				v, err := value(dec, depth+1)
+				v, err := d.value(depth + 1)
 				if err != nil {
 					return nil, err
 				}
@@ -249,7 +281,10 @@ func value(dec *json.Decoder, depth int) (any, error) {
 		case '[':
 			l := []any{}
 			for dec.More() {
-				v, err := value(dec, depth+1)
+				if depth == 0 && d.maxBatch > 0 && len(l) == d.maxBatch {
+					return nil, fmt.Errorf("batch of more than %d messages", d.maxBatch)
+				}
+				v, err := d.value(depth + 1)
 				if err != nil {
 					return nil, err
 				}
@@ -262,13 +297,15 @@ func value(dec *json.Decoder, depth int) (any, error) {
 		}
 		return nil, errors.New("not JSON")
 	case string:
-		if strings.ContainsRune(t, utf8.RuneError) {
+		if !d.strFFFDOK && strings.ContainsRune(t, utf8.RuneError) {
 			return nil, errors.New("a string holds U+FFFD or an invalid escape")
 		}
 		return t, nil
 	case json.Number:
-		if _, err := Float(string(t)); err != nil {
-			return nil, err
+		if d.numbers != nil {
+			if err := d.numbers(t); err != nil {
+				return nil, err
+			}
 		}
 		return t, nil
 	default: // bool, nil

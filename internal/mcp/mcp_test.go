@@ -3,6 +3,7 @@ package mcp
 import (
 	"encoding/json"
 	"io"
+	"runtime"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -193,5 +194,51 @@ func TestParseEscapedKeys(t *testing.T) {
 	_, err = Parse([]byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":{"path":"/work/a","\u0070ath":"/etc/passwd"}}}`))
 	if err == nil || !strings.Contains(err.Error(), `member "path" appears twice`) {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// The attack on parse cost: a body built to make clawd spend time or
+// memory (a huge exponent, a megabyte of digits, deep nesting, millions of
+// tiny values) is refused with a reason, reading each byte about once and
+// holding little more than the body.
+func TestParseLimits(t *testing.T) {
+	args := func(a string) string {
+		return `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":{"x":` + a + `}}}`
+	}
+	many := func(item string, n int) string {
+		return "[" + strings.TrimSuffix(strings.Repeat(item+",", n), ",") + "]"
+	}
+	tests := []struct{ name, body, err string }{
+		{"huge exponent", args("1e999999999"), "Infinity"},
+		{"huge negative exponent", args("1e-999999999"), "would read 0"},
+		{"exponent of a million digits", args("1e" + strings.Repeat("9", 1<<20)), "longer than"},
+		{"megabyte number", args(strings.Repeat("7", 1<<20)), "longer than"},
+		{"megabyte fraction", args("0." + strings.Repeat("0", 1<<20) + "1"), "longer than"},
+		{"deep arrays", args(strings.Repeat("[", 1<<20) + strings.Repeat("]", 1<<20)), "nested deeper than"},
+		{"deep objects", args(strings.Repeat(`{"a":`, 1<<18) + "1" + strings.Repeat("}", 1<<18)), "nested deeper than"},
+		{"deep unclosed", args(strings.Repeat("[", 1<<20)), "nested deeper than"},
+		{"millions of values", args(many("0", 3<<20)), "more than"},
+		{"millions of empty objects", args(many("{}", 2<<20)), "more than"},
+		{"huge batch", many(`{"jsonrpc":"2.0","method":"x"}`, 200000), "batch of more than"},
+		{"huge batch of nothing", many(`0`, 4<<20), "more than"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := []byte(tt.body)
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			_, err := Parse(b)
+			runtime.ReadMemStats(&after)
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Fatalf("err = %v, want %q", err, tt.err)
+			}
+			if len(err.Error()) > 300 {
+				t.Fatalf("error of %d bytes", len(err.Error()))
+			}
+			if alloc := after.TotalAlloc - before.TotalAlloc; alloc > uint64(4*len(b))+(8<<20) {
+				t.Fatalf("Parse allocated %d bytes for a body of %d", alloc, len(b))
+			}
+		})
 	}
 }
