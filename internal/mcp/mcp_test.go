@@ -2,11 +2,9 @@ package mcp
 
 import (
 	"encoding/json"
-	"io"
 	"runtime"
 	"strings"
 	"testing"
-	"testing/iotest"
 )
 
 func TestParse(t *testing.T) {
@@ -86,44 +84,6 @@ func TestParseKinds(t *testing.T) {
 	}
 	if !m.Batch || m.Items[3].Args == nil || len(m.Items[3].Args) != 0 {
 		t.Errorf("%+v", m.Items[3])
-	}
-}
-
-func TestFilterTools(t *testing.T) {
-	vis := func(n string) bool { return n == "ok" }
-	in := `{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"ok","x":1.50},{"name":"no"},{"name":5},"junk"],"nextCursor":"n"}}`
-	out, changed := FilterTools([]byte(in), vis)
-	if !changed || string(out) != `{"id":1,"jsonrpc":"2.0","result":{"nextCursor":"n","tools":[{"name":"ok","x":1.50}]}}` {
-		t.Fatalf("%s", out)
-	}
-	batch := `[{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"no"}]}},{"jsonrpc":"2.0","id":2,"result":{"content":[]}}]`
-	out, changed = FilterTools([]byte(batch), vis)
-	var v []map[string]any
-	if err := json.Unmarshal(out, &v); !changed || err != nil || len(v[0]["result"].(map[string]any)["tools"].([]any)) != 0 {
-		t.Fatalf("%s", out)
-	}
-	for _, same := range []string{`{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"ok"}]}}`, `not json "tools"`, `{"result":{"tools":"x"}}`} {
-		if out, changed := FilterTools([]byte(same), vis); changed || string(out) != same {
-			t.Errorf("%s changed to %s", same, out)
-		}
-	}
-}
-
-func TestSSEFilter(t *testing.T) {
-	vis := func(n string) bool { return n == "ok" }
-	in := ": comment\n\nevent: message\r\nid: 7\r\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\r\ndata: \"result\":{\"tools\":[{\"name\":\"ok\"},{\"name\":\"no\"}]}}\r\n\r\n" +
-		"data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/tools\"}\n\ndata: unfinished"
-	want := ": comment\n\nevent: message\nid: 7\ndata: {\"id\":1,\"jsonrpc\":\"2.0\",\"result\":{\"tools\":[{\"name\":\"ok\"}]}}\n\n" +
-		"data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/tools\"}\n\ndata: unfinished"
-	for _, r := range []func(io.Reader) io.Reader{func(r io.Reader) io.Reader { return r }, iotest.OneByteReader, iotest.HalfReader} {
-		got, err := io.ReadAll(NewSSEFilter(io.NopCloser(r(strings.NewReader(in))), vis))
-		if err != nil || string(got) != want {
-			t.Fatalf("got %q (%v)\nwant %q", got, err, want)
-		}
-	}
-	big := "data: " + strings.Repeat("x", MaxEvent) + "\n\n"
-	if _, err := io.ReadAll(NewSSEFilter(io.NopCloser(strings.NewReader(big)), vis)); err != ErrEventTooLarge {
-		t.Fatalf("err = %v", err)
 	}
 }
 
