@@ -225,7 +225,14 @@ func filterMCPResponse(resp *http.Response, md *policy.MCPDecision, e *audit.Ent
 	}
 	resp.Header.Del("Content-Encoding")
 	if mt == "text/event-stream" {
-		resp.Body = mcp.NewSSEFilter(body, md.Visible, func(reason string) []byte { return mcpStreamRefusal(md, reason) })
+		resp.Body = mcp.NewSSEFilter(body, md.Visible, func(reason string) []byte {
+			// Called while the handler copies the stream, before it
+			// writes the audit line.
+			if e != nil && e.Reason == "" {
+				e.Reason = "mcp event refused: " + reason
+			}
+			return mcpStreamRefusal(md, reason)
+		})
 		resp.ContentLength = -1
 		resp.Header.Del("Content-Length")
 		return
