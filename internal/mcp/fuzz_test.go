@@ -3,6 +3,8 @@ package mcp
 import (
 	"bytes"
 	"encoding/json"
+	"io"
+	"strings"
 	"testing"
 )
 
@@ -89,4 +91,34 @@ func hidden(b []byte, visible string) bool {
 		}
 	}
 	return false
+}
+
+// FuzzSSEFilter: never panics; in what it sends, a reference event-stream
+// reader (lines end at CRLF, LF or CR; data lines join with "\n"; the last
+// event counts even without its blank line, as a lenient client might)
+// finds no hidden tool in any event's data.
+func FuzzSSEFilter(f *testing.F) {
+	f.Add([]byte("data: {\"result\":{\"tools\":[{\"name\":\"a\"},{\"name\":\"b\"}]}}\r\r"))
+	f.Add([]byte("data:{\"result\":\n" + "data: {\"tools\":[{\"name\":\"b\"}]}}"))
+	f.Add([]byte("\ufeffevent: message\r\ndata: {\"result\":{\"\\u0074ools\":[{\"name\":\"b\"}]}}\r\n\r\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		out, _ := io.ReadAll(NewSSEFilter(io.NopCloser(bytes.NewReader(b)), func(n string) bool { return n == "a" }, func(string) []byte { return []byte(`{"error":{}}`) }))
+		var data []string
+		check := func() {
+			if len(data) > 0 && hidden([]byte(strings.Join(data, "\n")), "a") {
+				t.Fatalf("hidden tool in %q from %q", out, b)
+			}
+			data = nil
+		}
+		for _, l := range strings.Split(strings.NewReplacer("\r\n", "\n", "\r", "\n").Replace(string(out)), "\n") {
+			if l == "" {
+				check()
+				continue
+			}
+			if v, ok := strings.CutPrefix(l, "data:"); ok {
+				data = append(data, strings.TrimPrefix(v, " "))
+			}
+		}
+		check()
+	})
 }

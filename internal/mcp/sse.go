@@ -32,6 +32,7 @@ type SSEFilter struct {
 	src     io.ReadCloser
 	visible func(string) bool
 	refuse  func(string) []byte
+	chunk   []byte // read buffer
 	buf     []byte // read from src, not yet split into lines
 	started bool   // the BOM check is done
 	skipLF  bool   // the last line ended with CR: a first LF is its end too
@@ -77,9 +78,11 @@ func (f *SSEFilter) Read(p []byte) (int, error) {
 
 // fill reads from src and handles every complete line read.
 func (f *SSEFilter) fill() {
-	var chunk [32 << 10]byte
-	n, err := f.src.Read(chunk[:])
-	f.buf = append(f.buf, chunk[:n]...)
+	if f.chunk == nil {
+		f.chunk = make([]byte, 32<<10)
+	}
+	n, err := f.src.Read(f.chunk)
+	f.buf = append(f.buf, f.chunk[:n]...)
 	if !f.started {
 		if len(f.buf) < len(utf8BOM) && bytes.HasPrefix(utf8BOM, f.buf) && err == nil {
 			return // maybe a BOM still arriving
