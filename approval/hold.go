@@ -56,6 +56,9 @@ func programKey(p policy.Program) string {
 type ToolCall struct {
 	Name string `json:"name"`
 	Args string `json:"args"` // compact JSON of the arguments; redacted before being shown
+	// ArgsSHA256 is the digest of the full canonical arguments (Args as
+	// the proxy gave it), set on cards, where Args is cut value by value.
+	ArgsSHA256 string `json:"args_sha256,omitempty"`
 }
 
 // Outcome is how a hold ended.

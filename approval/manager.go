@@ -654,7 +654,14 @@ func (m *Manager) view(h *Hold) *Approval {
 	}
 	a.Body = m.bodyPreview(body)
 	for _, t := range h.Tools {
-		a.Tools = append(a.Tools, ToolCall{Name: truncate(m.sanitize(t.Name), maxShownTool), Args: truncate(m.sanitize(t.Args), maxShownArgs)})
+		kvs, ok := m.toolArgs(t.Args)
+		a.Tools = append(a.Tools, ToolCall{Name: truncate(m.sanitize(t.Name), maxShownTool), Args: renderArgs(kvs, ok, maxShownArgs, false), ArgsSHA256: argsDigest(t.Args)})
+	}
+	if len(h.Tools) > 0 {
+		// Every channel shows the body section: for tool calls it names
+		// every argument key (see toolview.go), never a byte-cut body.
+		a.Body = m.toolsBody(h.Tools)
+		a.BodyTruncated = false
 	}
 	a.Summary = m.Summary(h)
 	if k := programKey(h.Program); k != "" {
@@ -686,7 +693,8 @@ const maxSummaryWithProgram = 190
 // maxShownURL bounds URLs on cards and in the API; the agent chooses them.
 const maxShownURL = 4096
 
-// maxShownTool and maxShownArgs bound MCP tool names and arguments on cards.
+// maxShownTool and maxShownArgs bound MCP tool names and arguments on cards
+// (the arguments about: every key is named, values are cut to fit).
 const (
 	maxShownTool = 200
 	maxShownArgs = 2000

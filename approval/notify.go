@@ -192,7 +192,7 @@ func (m *Manager) bodyPreviewText(b []byte) string {
 // knows the request, else "METHOD URL"; redacted and cut to 300 characters.
 func (m *Manager) Summary(h *Hold) string {
 	if len(h.Tools) > 0 {
-		return truncate(m.sanitize(toolSummary(h)), 300)
+		return truncate(m.toolSummary(h), 300)
 	}
 	for _, s := range m.sums {
 		if sum, ok := s.Summarize(h); ok {
@@ -203,16 +203,21 @@ func (m *Manager) Summary(h *Hold) string {
 	return truncate(m.sanitize(sum), 300)
 }
 
-// toolSummary says which MCP tools a held request calls, with what
-// (redacted afterwards by the caller): "MCP tool create_issue {"repo":"a/b"}".
-func toolSummary(h *Hold) string {
-	parts := make([]string, len(h.Tools))
-	for i, t := range h.Tools {
-		parts[i] = t.Name + " " + t.Args
-	}
+// toolSummary says which MCP tools a held request calls, with what:
+// "MCP tool create_issue {"repo":"a/b"} on host", every key named while the
+// 300 bytes allow, long values cut with their length (toolview.go).
+func (m *Manager) toolSummary(h *Hold) string {
 	what := "MCP tool "
 	if len(h.Tools) > 1 {
 		what = "MCP tools "
 	}
-	return what + strings.Join(parts, "; ") + " on " + h.Host
+	tail := " on " + m.sanitize(h.Host)
+	budget := max(60, (300-len(what)-len(tail))/len(h.Tools))
+	parts := make([]string, len(h.Tools))
+	for i, t := range h.Tools {
+		name := truncate(m.sanitize(t.Name), 80)
+		kvs, ok := m.toolArgs(t.Args)
+		parts[i] = name + " " + renderArgs(kvs, ok, budget-len(name)-3, false)
+	}
+	return what + strings.Join(parts, "; ") + tail
 }

@@ -10,8 +10,8 @@ package policy
 import (
 	"encoding/json"
 	"fmt"
-	"math/big"
 	"regexp"
+	"regexp/syntax"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -76,18 +76,21 @@ type toolRule struct {
 
 // argCond is a condition on one top-level argument.
 type argCond struct {
-	key      string
-	equals   *scalar
-	in       []scalar
-	re       *regexp.Regexp
-	min, max *big.Rat
+	key    string
+	equals *scalar
+	in     []scalar
+	re     *regexp.Regexp
+	// reNL: the pattern opts into line breaks with (?s); without it a
+	// value holding one is unknown to matches.
+	reNL     bool
+	min, max *float64
 }
 
 // scalar is a policy value compared with a JSON argument.
 type scalar struct {
 	kind byte // 's' string, 'n' number, 'b' bool, 'z' null
 	s    string
-	n    *big.Rat
+	n    float64 // exactly a float64: what a JSON.parse server compares
 	b    bool
 }
 
@@ -132,6 +135,10 @@ func (c argCond) eval(args map[string]any) tri {
 	if c.re != nil {
 		if s, ok := v.(string); !ok {
 			and(unknown)
+		} else if !c.reNL && strings.ContainsFunc(s, lineBreak) {
+			// A pattern written for one line says nothing about a
+			// value with several (nor about one a server may trim).
+			and(unknown)
 		} else if !c.re.MatchString(s) {
 			and(no)
 		}
@@ -141,7 +148,7 @@ func (c argCond) eval(args map[string]any) tri {
 		switch {
 		case !ok:
 			and(unknown)
-		case c.min != nil && n.Cmp(c.min) < 0, c.max != nil && n.Cmp(c.max) > 0:
+		case c.min != nil && n < *c.min, c.max != nil && n > *c.max:
 			and(no)
 		}
 	}
@@ -164,7 +171,7 @@ func (s scalar) eq(v any) tri {
 		}
 	case 'n':
 		if n, ok := number(v); ok {
-			return bt(n.Cmp(s.n) == 0)
+			return bt(n == s.n) // -0 == 0, as in JavaScript
 		}
 	case 'b':
 		if x, ok := v.(bool); ok {
@@ -176,13 +183,15 @@ func (s scalar) eq(v any) tri {
 	return unknown
 }
 
-func number(v any) (*big.Rat, bool) {
+// number is the float64 the server reads for a JSON number argument
+// (mcp.Parse has refused every number that is not exactly one).
+func number(v any) (float64, bool) {
 	n, ok := v.(json.Number)
 	if !ok {
-		return nil, false
+		return 0, false
 	}
-	r, ok := new(big.Rat).SetString(string(n))
-	return r, ok
+	f, err := mcp.Float(string(n))
+	return f, err == nil
 }
 
 // match reports whether the entry decides the call: its name matches and
@@ -426,17 +435,19 @@ func (ps *parser) argCond(key string, n *yaml.Node, what string) (argCond, bool)
 			good = false
 		}
 		if good {
-			// Anchored: the pattern must match the whole value.
-			_, err := regexp.Compile(s)
-			re, err2 := regexp.Compile(`^(?:` + s + `)$`)
+			// A full match of the whole value: \A and \z, which no
+			// flag makes match at a line break. The pattern must parse
+			// on its own, so it cannot close the anchoring group.
+			ast, err := syntax.Parse(s, syntax.Perl)
+			var re *regexp.Regexp
 			if err == nil {
-				err = err2
+				re, err = regexp.Compile(`\A(?:` + s + `)\z`)
 			}
 			if err != nil {
 				ps.errf(v, "%s: matches: %v", what, err)
 				ok = false
 			} else {
-				c.re = re
+				c.re, c.reNL = re, dotNL(ast)
 			}
 		} else {
 			ok = false
@@ -456,13 +467,14 @@ func (ps *parser) argCond(key string, n *yaml.Node, what string) (argCond, bool)
 			ok = false
 			continue
 		}
+		n := s.n
 		if k == "min" {
-			c.min = s.n
+			c.min = &n
 		} else {
-			c.max = s.n
+			c.max = &n
 		}
 	}
-	if c.min != nil && c.max != nil && c.min.Cmp(c.max) > 0 {
+	if c.min != nil && c.max != nil && *c.min > *c.max {
 		ps.errf(n, "%s: min is larger than max", what)
 		ok = false
 	}
@@ -472,6 +484,33 @@ func (ps *parser) argCond(key string, n *yaml.Node, what string) (argCond, bool)
 	}
 	return c, ok
 }
+
+// lineBreak reports the characters that end a line somewhere (Unicode's
+// line terminators and the vertical tab and form feed).
+func lineBreak(r rune) bool {
+	switch r {
+	case '\n', '\r', '\v', '\f', 0x85, 0x2028, 0x2029:
+		return true
+	}
+	return false
+}
+
+// dotNL reports whether a pattern has a . that matches newlines: the
+// author wrote (?s), saying values may hold several lines.
+func dotNL(re *syntax.Regexp) bool {
+	if re.Op == syntax.OpAnyChar {
+		return true
+	}
+	for _, s := range re.Sub {
+		if dotNL(s) {
+			return true
+		}
+	}
+	return false
+}
+
+// jsonNumber is JSON's number syntax (YAML also has 0x10, 0o7, .inf, +1).
+var jsonNumber = regexp.MustCompile(`^-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?$`)
 
 // scalar reads a YAML scalar as the JSON value it stands for: quoted or
 // plain text is a string, 3 or 2.5 a number, true/false a bool, null null.
@@ -487,12 +526,20 @@ func (ps *parser) scalar(n *yaml.Node, what string) (scalar, bool) {
 	case "!!str":
 		return scalar{kind: 's', s: n.Value}, true
 	case "!!int", "!!float":
-		r, ok := new(big.Rat).SetString(strings.ReplaceAll(n.Value, "_", ""))
-		if !ok {
-			ps.errf(n, "%s: %q is not a number clawd can compare exactly (write decimal digits)", what, n.Value)
+		// The server compares float64s (JSON.parse): a policy number
+		// must be one exactly, or the author's bound is not the one
+		// enforced.
+		v := strings.ReplaceAll(n.Value, "_", "")
+		if !jsonNumber.MatchString(v) {
+			ps.errf(n, "%s: %q is not a number clawd can compare exactly (write decimal digits, as in JSON)", what, n.Value)
 			return scalar{}, false
 		}
-		return scalar{kind: 'n', n: r}, true
+		f, err := mcp.Float(v)
+		if err != nil {
+			ps.errf(n, "%s: %v; write the number the server will compare", what, err)
+			return scalar{}, false
+		}
+		return scalar{kind: 'n', n: f}, true
 	case "!!bool":
 		var b bool
 		if err := n.Decode(&b); err != nil {

@@ -227,3 +227,197 @@ func TestMCPParseErrors(t *testing.T) {
 		})
 	}
 }
+
+// The attack on number semantics: a server reading JSON with JSON.parse
+// acts on float64s, so a deny entry's bound or value must catch every
+// text that becomes the denied float64, and a number clawd would read
+// differently from the server is refused, never judged.
+func TestMCPNumberSemantics(t *testing.T) {
+	p := mustParse(t, `
+default:
+  rules:
+    - name: pay
+      hosts: mcp.example.com
+      mcp: true
+      action: allow
+      tools:
+        - name: pay
+          action: deny
+          args:
+            amount: {min: 100}
+        - name: rate
+          action: deny
+          args:
+            rate: {equals: 0.3}
+        - name: account
+          action: deny
+          args:
+            account: {in: [9007199254740992, 0, 1]}
+        - name: pay
+          action: allow
+        - name: rate
+          action: allow
+        - name: account
+          action: allow
+        - name: fetch
+          action: allow
+          args:
+            limit: {max: 100}
+            path: {equals: /work/a}
+`)
+	tests := []struct {
+		name, args string
+		want       Action
+		reason     string
+	}{
+		{"small amount", `{"amount":99}`, Allow, ""},
+		{"amount at min", `{"amount":100}`, Deny, "denied"},
+		{"amount as 1e2", `{"amount":1e2}`, Deny, "denied"},
+		{"amount as 100.0", `{"amount":100.0}`, Deny, "denied"},
+		{"amount that JSON.parse rounds to 100", `{"amount":99.99999999999999999}`, Deny, "would read 100"},
+		{"amount Infinity", `{"amount":1e400}`, Deny, "Infinity"},
+		{"amount -Infinity", `{"amount":-1e400}`, Deny, "Infinity"},
+		{"amount huge exponent", `{"amount":1e999999999}`, Deny, "Infinity"},
+		{"amount as string", `{"amount":"1000"}`, Deny, "denied"},
+		{"rate 0.3", `{"rate":0.3}`, Deny, "denied"},
+		{"rate that JSON.parse reads as 0.3", `{"rate":0.30000000000000001}`, Deny, "would read 0.3"},
+		{"rate 0.30000000000000004 is another float64", `{"rate":0.30000000000000004}`, Allow, ""},
+		{"account 2^53+1 reads as 2^53", `{"account":9007199254740993}`, Deny, "would read 9007199254740992"},
+		{"account -0 is 0", `{"account":-0}`, Deny, "denied"},
+		{"account 1.0 is 1", `{"account":1.0}`, Deny, "denied"},
+		{"account 1e0 is 1", `{"account":1e0}`, Deny, "denied"},
+		{"account string 1: the server may convert it", `{"account":"1"}`, Deny, "denied"},
+		{"account 2", `{"account":2}`, Allow, ""},
+		{"fetch at max", `{"limit":100,"path":"/work/a"}`, Allow, ""},
+		{"fetch just over max that rounds to max", `{"limit":100.0000000000000001,"path":"/work/a"}`, Deny, "would read 100"},
+		{"fetch over max", `{"limit":100.00000000000001,"path":"/work/a"}`, Deny, "not allowed"},
+		{"fetch limit as string", `{"limit":"1","path":"/work/a"}`, Deny, "not allowed"},
+		{"escaped key is the same key", `{"limit":1,"\u0070ath":"/work/a"}`, Allow, ""},
+		{"escaped duplicate key", `{"limit":1,"path":"/work/a","\u0070ath":"/etc/passwd"}`, Deny, "appears twice"},
+		{"escaped duplicate key in deny", `{"amount":1,"\u0061mount":1000}`, Deny, "appears twice"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tool := "pay"
+			switch {
+			case strings.Contains(tt.args, "limit"):
+				tool = "fetch"
+			case strings.Contains(tt.args, "rate"):
+				tool = "rate"
+			case strings.Contains(tt.args, "account"):
+				tool = "account"
+			}
+			d := p.Decide(mcpIn(call(tool, tt.args)))
+			if d.Action != tt.want || !strings.Contains(d.Reason, tt.reason) {
+				t.Fatalf("Decide = %s (%s), want %s (%q)", d.Action, d.Reason, tt.want, tt.reason)
+			}
+		})
+	}
+}
+
+// A policy number must be a float64 exactly, or the bound the author
+// wrote is not the one the server's comparison enforces.
+func TestMCPPolicyNumbers(t *testing.T) {
+	y := func(v string) string {
+		return "default:\n  rules:\n    - name: a\n      hosts: a.example.com\n      mcp: true\n      action: allow\n      tools:\n        - name: x\n          action: allow\n          args:\n            p: {" + v + "}\n"
+	}
+	for v, want := range map[string]string{
+		"max: 9007199254740993":         `x.yaml:11: default: rule "a": tool "x": args: p: max: number 9007199254740993 is not exactly a float64`,
+		"equals: 0.30000000000000001":   "would read 0.3",
+		"min: !!float 1e400":            "Infinity",
+		"max: .inf":                     "not a number clawd can compare exactly",
+		"max: 0x10":                     "not a number clawd can compare exactly",
+		"in: [1, !!float -1e999999999]": "Infinity",
+	} {
+		_, err := Parse([]byte(y(v)), "x.yaml")
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: err = %v, want %q", v, err, want)
+		}
+	}
+	for _, v := range []string{"max: 100", "max: 1.5", "min: -0", "equals: 1e2", "in: [0.1, 0.3, 9007199254740992]", "max: 1_000"} {
+		if _, err := Parse([]byte(y(v)), "x.yaml"); err != nil {
+			t.Errorf("%s: %v", v, err)
+		}
+	}
+}
+
+// The attack on matches: a value holding a line break must not satisfy a
+// pattern written for one line (nor dodge a deny pattern by a trailing
+// newline the server may trim). matches is a full match of the whole
+// string; a value with a line break satisfies only a (?s) pattern, and is
+// otherwise unknown: an allow entry fails, a deny entry holds.
+func TestMCPMatchesLineBreaks(t *testing.T) {
+	p := mustParse(t, `
+default:
+  rules:
+    - name: files
+      hosts: mcp.example.com
+      mcp: true
+      action: allow
+      tools:
+        - name: write
+          action: deny
+          args:
+            path: {matches: "/etc/.*"}
+        - name: write
+          action: allow
+        - name: tmp
+          action: allow
+          args:
+            path: {matches: "^/tmp/.*$"}
+        - name: multi
+          action: allow
+          args:
+            path: {matches: "(?m)^/tmp/.*$"}
+        - name: class
+          action: allow
+          args:
+            path: {matches: "/tmp/[^/]*"}
+        - name: notes
+          action: allow
+          args:
+            text: {matches: "(?s)note:.*"}
+        - name: alt
+          action: allow
+          args:
+            path: {matches: "/tmp/x|/tmp/y"}
+`)
+	tests := []struct {
+		tool, args string
+		want       Action
+	}{
+		{"tmp", `{"path":"/tmp/x"}`, Allow},
+		{"tmp", `{"path":"/tmp/x\n/etc/passwd"}`, Deny},
+		{"tmp", `{"path":"/tmp/x\r\n/etc/passwd"}`, Deny},
+		{"tmp", `{"path":"/tmp/x\r/etc/passwd"}`, Deny},
+		{"tmp", `{"path":"/tmp/x\u2028/etc/passwd"}`, Deny},
+		{"tmp", `{"path":"/tmp/x\u0085"}`, Deny},
+		{"tmp", `{"path":"/tmp/x\n"}`, Deny},
+		{"tmp", `{"path":"\n/tmp/x"}`, Deny},
+		{"multi", `{"path":"/tmp/x\n/etc/passwd"}`, Deny},
+		{"multi", `{"path":"/tmp/x"}`, Allow},
+		{"class", `{"path":"/tmp/x\n"}`, Deny},
+		{"class", `{"path":"/tmp/x"}`, Allow},
+		{"notes", `{"text":"note: a\nb"}`, Allow},
+		{"alt", `{"path":"/tmp/y"}`, Allow},
+		{"alt", `{"path":"/tmp/xx"}`, Deny}, // full match: the alternation is inside the anchors
+		{"alt", `{"path":"a/tmp/y"}`, Deny},
+		{"write", `{"path":"/work/a"}`, Allow},
+		{"write", `{"path":"/etc/passwd"}`, Deny},
+		{"write", `{"path":"/etc/passwd\n"}`, Deny}, // the deny pattern cannot be dodged by a newline
+		{"write", `{"path":"/etc\n/passwd"}`, Deny},
+	}
+	for _, tt := range tests {
+		d := p.Decide(mcpIn(call(tt.tool, tt.args)))
+		if d.Action != tt.want {
+			t.Errorf("%s %s = %s (%s), want %s", tt.tool, tt.args, d.Action, d.Reason, tt.want)
+		}
+	}
+	// A pattern cannot close the anchoring group.
+	for _, re := range []string{`a)|(b`, `\Qa)|(.*`, `a)|(?:.*`} {
+		y := "default:\n  rules:\n    - name: a\n      hosts: a.example.com\n      mcp: true\n      action: allow\n      tools:\n        - name: x\n          action: allow\n          args:\n            p: {matches: '" + re + "'}\n"
+		if _, err := Parse([]byte(y), "x.yaml"); err == nil {
+			t.Errorf("pattern %q accepted", re)
+		}
+	}
+}

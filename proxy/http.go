@@ -535,9 +535,7 @@ func (h *handler) modifyResponse(resp *http.Response) error {
 		ri.inj.ScrubResponse(resp)
 	}
 	if ri.mcp != nil {
-		if err := filterMCPResponse(resp, ri.mcp); err != nil {
-			return err
-		}
+		filterMCPResponse(resp, ri.mcp, ri.e)
 	}
 	// The agent gets the upstream's Content-Type or none: net/http would
 	// otherwise sniff one from the first body bytes, or not, depending on

@@ -10,7 +10,6 @@ import (
 	"bytes"
 	"compress/gzip"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"mime"
@@ -185,48 +184,163 @@ func describeCall(c policy.MCPCall) string {
 }
 
 // filterMCPResponse makes the tools/list results in resp list only the
-// tools md lets the container call: a JSON answer is read whole (up to
-// maxMCPResponse) and rewritten; an event stream is rewritten event by
-// event as it flows. clawd asks MCP servers for uncompressed answers; a
-// gzip one is decoded, other codings are refused.
-func filterMCPResponse(resp *http.Response, md *policy.MCPDecision) error {
+// tools md lets the container call: an event stream is rewritten event by
+// event as it flows (mcp.SSEFilter); any other answer is read whole (up to
+// maxMCPResponse) and filtered (mcp.FilterTools), whatever its
+// Content-Type says, since a lenient client may read JSON in any of them.
+// clawd asks MCP servers for uncompressed answers; a gzip one is decoded,
+// other codings are refused. An answer clawd cannot read and filter with
+// certainty never reaches the agent: it is replaced by a JSON-RPC error for
+// each request of the body (or, without one, by clawd's 502), and e gets
+// the reason.
+func filterMCPResponse(resp *http.Response, md *policy.MCPDecision, e *audit.Entry) {
 	if resp.Body == nil || resp.Body == http.NoBody {
-		return nil
+		return
+	}
+	refuse := func(reason string) {
+		if resp.Body != nil {
+			resp.Body.Close()
+		}
+		refuseMCPResponse(resp, md, reason)
+		if e != nil && e.Reason == "" {
+			e.Reason = "mcp answer refused: " + reason
+		}
 	}
 	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
-	if mt != "application/json" && mt != "text/event-stream" {
-		return nil
-	}
-	coding := strings.ToLower(strings.TrimSpace(resp.Header.Get("Content-Encoding")))
-	if coding != "" && coding != "identity" && !(coding == "gzip" && mt == "application/json") {
-		return fmt.Errorf("mcp: the server answered with Content-Encoding %q clawd cannot filter", truncateReason(coding))
-	}
-	if mt == "text/event-stream" {
-		resp.Body = mcp.NewSSEFilter(resp.Body, md.Visible)
-		resp.ContentLength = -1
-		resp.Header.Del("Content-Length")
-		return nil
-	}
-	var src io.Reader = resp.Body
-	if coding == "gzip" {
+	mt = strings.ToLower(mt)
+	coding := strings.ToLower(strings.TrimSpace(strings.Join(resp.Header.Values("Content-Encoding"), ",")))
+	body := resp.Body
+	switch coding {
+	case "", "identity":
+	case "gzip", "x-gzip":
 		z, err := gzip.NewReader(resp.Body)
 		if err != nil {
-			return errors.New("mcp: the server's gzip answer is not valid gzip")
+			refuse("the server's gzip answer is not valid gzip")
+			return
 		}
-		src = z
+		body = gzipBody{z, resp.Body}
+	default:
+		refuse(fmt.Sprintf("the server answered with Content-Encoding %q, which clawd cannot decode to filter tools/list", truncateReason(coding)))
+		return
 	}
-	body, err := io.ReadAll(io.LimitReader(src, maxMCPResponse+1))
-	resp.Body.Close()
-	if err != nil {
-		return fmt.Errorf("mcp: reading the server's answer: %w", err)
-	}
-	if len(body) > maxMCPResponse {
-		return errors.New("mcp: the server's answer is larger than clawd filters")
-	}
-	body, _ = mcp.FilterTools(body, md.Visible)
 	resp.Header.Del("Content-Encoding")
-	resp.Body = io.NopCloser(bytes.NewReader(body))
-	resp.ContentLength = int64(len(body))
-	resp.Header.Set("Content-Length", strconv.Itoa(len(body)))
-	return nil
+	if mt == "text/event-stream" {
+		resp.Body = mcp.NewSSEFilter(body, md.Visible, func(reason string) []byte {
+			// Called while the handler copies the stream, before it
+			// writes the audit line.
+			if e != nil && e.Reason == "" {
+				e.Reason = "mcp event refused: " + reason
+			}
+			return mcpStreamRefusal(md, reason)
+		})
+		resp.ContentLength = -1
+		resp.Header.Del("Content-Length")
+		return
+	}
+	b, err := io.ReadAll(io.LimitReader(body, maxMCPResponse+1))
+	body.Close()
+	resp.Body = nil
+	switch {
+	case err != nil:
+		refuse("reading the server's answer failed")
+		return
+	case len(b) > maxMCPResponse:
+		refuse(fmt.Sprintf("the server's answer is larger than the %d MiB clawd reads to filter tools/list", maxMCPResponse>>20))
+		return
+	}
+	if len(b) > 0 {
+		out, _, ferr := mcp.FilterTools(b, md.Visible)
+		switch {
+		case ferr == nil:
+			b = out
+		case !jsonMediaType(mt) && !mentionsTools(b):
+			// Not JSON and not labelled JSON (an error page): no
+			// client reads a tools list in it.
+		default:
+			refuse("could not read the server's answer exactly, so it could not filter a tools/list in it: " + ferr.Error())
+			return
+		}
+	}
+	resp.Body = io.NopCloser(bytes.NewReader(b))
+	resp.ContentLength = int64(len(b))
+	resp.Header.Set("Content-Length", strconv.Itoa(len(b)))
+}
+
+type gzipBody struct {
+	*gzip.Reader
+	src io.Closer
+}
+
+func (g gzipBody) Close() error { g.Reader.Close(); return g.src.Close() }
+
+func jsonMediaType(mt string) bool {
+	return mt == "application/json" || strings.HasSuffix(mt, "+json")
+}
+
+// mentionsTools reports whether a body clawd could not read as JSON might
+// still hold a tools list for some lenient reader: the word in any case,
+// or a JSON escape that could spell it.
+func mentionsTools(b []byte) bool {
+	return bytes.Contains(bytes.ToLower(b), []byte("tools")) || bytes.Contains(b, []byte(`\u`)) || bytes.Contains(b, []byte(`\U`))
+}
+
+// mcpResponseRefused is the error of an MCP server's answer clawd would
+// not forward.
+const mcpResponseRefused = "mcp_response_refused"
+
+// refuseMCPResponse replaces resp with clawd's refusal: a JSON-RPC error
+// for every request of the body md decided (so the client's call ends with
+// the reason), else a 502 with clawd's JSON error.
+func refuseMCPResponse(resp *http.Response, md *policy.MCPDecision, reason string) {
+	var out []rpcResponse
+	for _, c := range md.Calls {
+		if c.Kind == mcp.Request {
+			out = append(out, rpcResponse{JSONRPC: "2.0", ID: c.ID, Error: rpcError{Code: mcpDeniedCode, Message: "clawd: " + reason,
+				Data: rpcDetail{Error: "mcp_response_refused", Tool: c.Tool, Reason: reason, NextSteps: nextStepsFor(mcpResponseRefused)}}})
+		}
+	}
+	var b []byte
+	status := http.StatusOK
+	switch {
+	case len(out) == 0:
+		status = http.StatusBadGateway
+		b, _ = json.Marshal(errInfo{Error: "mcp_response_refused", Reason: reason, NextSteps: nextStepsFor(mcpResponseRefused)})
+		b = append(b, '\n')
+	case md.Batch:
+		b, _ = json.Marshal(out)
+	default:
+		b, _ = json.Marshal(out[0])
+	}
+	h := http.Header{}
+	if sid := resp.Header.Values("Mcp-Session-Id"); len(sid) > 0 {
+		h["Mcp-Session-Id"] = sid
+	}
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(b)))
+	h.Set("Cache-Control", "no-store")
+	resp.StatusCode, resp.Status = status, fmt.Sprintf("%d %s", status, http.StatusText(status))
+	resp.Header, resp.Trailer = h, nil
+	resp.Body = io.NopCloser(bytes.NewReader(b))
+	resp.ContentLength = int64(len(b))
+	resp.TransferEncoding = nil
+}
+
+// mcpStreamRefusal is the data of the event that replaces one clawd could
+// not read in a server's event stream: a JSON-RPC error for the body's one
+// request (the stream answers it; ending the call with the reason beats
+// leaving it to hang), else with id null (clawd could not read the id).
+func mcpStreamRefusal(md *policy.MCPDecision, reason string) []byte {
+	id := json.RawMessage("null")
+	var reqs []policy.MCPCall
+	for _, c := range md.Calls {
+		if c.Kind == mcp.Request {
+			reqs = append(reqs, c)
+		}
+	}
+	if len(reqs) == 1 {
+		id = reqs[0].ID
+	}
+	b, _ := json.Marshal(rpcResponse{JSONRPC: "2.0", ID: id, Error: rpcError{Code: mcpDeniedCode, Message: "clawd: " + reason,
+		Data: rpcDetail{Error: "mcp_response_refused", Reason: reason, NextSteps: nextStepsFor(mcpResponseRefused)}}})
+	return b
 }

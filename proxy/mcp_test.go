@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -518,5 +519,132 @@ default:
 		if err := json.Unmarshal(b, &r); err != nil || r.Error.Data.NextSteps != want {
 			t.Errorf("%s: agent got %s, want next_steps %q", tool, b, want)
 		}
+	}
+}
+
+// The attack on the tools/list filter: a server's answer in any shape the
+// filter did not expect (line endings, encodings, escapes, duplicate keys,
+// a BOM, a batch, invalid JSON, another Content-Type) never shows the
+// agent a hidden tool: it is filtered, or replaced by clawd's JSON-RPC
+// error for the call.
+func TestMCPToolsListOddShapes(t *testing.T) {
+	const tools = `[{"name":"echo"},{"name":"secret_tool"},{"name":"delete_file"}]`
+	msg := `{"jsonrpc":"2.0","id":9,"result":{"tools":` + tools + `}}`
+	gz := func(s string) string {
+		var b bytes.Buffer
+		z := gzip.NewWriter(&b)
+		io.WriteString(z, s)
+		z.Close()
+		return b.String()
+	}
+	type shape struct {
+		name, ctype, coding, body string
+		flushAt                   int  // > 0: flush after this many bytes (chunked)
+		refused                   bool // else filtered
+	}
+	shapes := []shape{
+		{"json", "application/json", "", msg, 0, false},
+		{"json chunked", "application/json", "", msg, 20, false},
+		{"json as text/plain", "text/plain", "", msg, 0, false},
+		{"json without Content-Type", "", "", msg, 0, false},
+		{"json as octet-stream", "application/octet-stream", "", msg, 0, false},
+		{"json with charset and params", "Application/JSON; charset=utf-8", "", msg, 0, false},
+		{"problem+json", "application/problem+json", "", msg, 0, false},
+		{"BOM", "application/json", "", "\ufeff" + msg, 0, false},
+		{"escaped tools key", "application/json", "", `{"jsonrpc":"2.0","id":9,"result":{"\u0074ools":` + tools + `}}`, 0, false},
+		{"escaped names", "application/json", "", `{"jsonrpc":"2.0","id":9,"result":{"tools":[{"name":"echo"},{"name":"\u0073ecret_tool"},{"name":"delete\u005ffile"}]}}`, 0, false},
+		{"batch", "application/json", "", `[{"jsonrpc":"2.0","id":8,"result":{}},` + msg + `]`, 0, false},
+		{"gzip json", "application/json", "gzip", gz(msg), 0, false},
+		{"GZIP json", "application/json", "GZIP", gz(msg), 0, false},
+		{"gzip sse", "text/event-stream", "gzip", gz("data: " + msg + "\n\n"), 0, false},
+		{"sse", "text/event-stream", "", "event: message\ndata: " + msg + "\n\n", 0, false},
+		{"sse CR only", "text/event-stream", "", "event: message\rdata: " + msg + "\r\r", 0, false},
+		{"sse CRLF", "text/event-stream", "", "event: message\r\ndata: " + msg + "\r\n\r\n", 0, false},
+		{"sse CR then LF across chunks", "text/event-stream", "", "data: " + msg + "\r\n\r\n", len("data: " + msg + "\r"), false},
+		{"sse no blank line before EOF", "text/event-stream", "", "data: " + msg + "\n", 0, false},
+		{"sse no line end before EOF", "text/event-stream", "", "data: " + msg, 0, false},
+		{"sse data without space", "text/event-stream", "", "data:" + msg + "\n\n", 0, false},
+		{"sse multi-line data", "text/event-stream", "", "data: {\"jsonrpc\":\"2.0\",\"id\":9,\ndata: \"result\":{\"tools\":[{\"name\":\"echo\"},\ndata: {\"name\":\"secret_tool\"},{\"name\":\"delete_file\"}]}}\n\n", 0, false},
+		{"sse BOM", "text/event-stream", "", "\ufeffdata: " + msg + "\n\n", 0, false},
+		{"sse chunked mid-line", "text/event-stream", "", "data: " + msg + "\n\n", 30, false},
+		{"sse escaped key", "text/event-stream", "", `data: {"jsonrpc":"2.0","id":9,"result":{"\u0074ools":` + tools + "}}\n\n", 0, false},
+		{"invalid JSON", "application/json", "", msg[:len(msg)-1], 0, true},
+		{"trailing data", "application/json", "", msg + ` {"x":1}`, 0, true},
+		{"duplicate tools", "application/json", "", `{"jsonrpc":"2.0","id":9,"result":{"tools":[{"name":"echo"}],"tools":` + tools + `}}`, 0, true},
+		{"duplicate escaped tools", "application/json", "", `{"jsonrpc":"2.0","id":9,"result":{"tools":[{"name":"echo"}],"\u0074ools":` + tools + `}}`, 0, true},
+		{"invalid JSON as text/plain", "text/plain", "", msg[:len(msg)-1], 0, true},
+		{"ndjson", "application/x-ndjson", "", msg + "\n" + msg + "\n", 0, true},
+		{"UTF-16", "application/json; charset=utf-16", "", "{\x00\"\x00", 0, true},
+		{"br", "application/json", "br", msg, 0, true},
+		{"deflate", "application/json", "deflate", msg, 0, true},
+		{"zstd sse", "text/event-stream", "zstd", "data: " + msg + "\n\n", 0, true},
+		{"gzip twice", "application/json", "gzip, gzip", gz(gz(msg)), 0, true},
+		{"gzip invalid", "application/json", "gzip", "not gzip " + msg, 0, true},
+		{"sse invalid JSON", "text/event-stream", "", "data: " + msg[:len(msg)-1] + "\n\n", 0, true},
+		{"sse duplicate tools", "text/event-stream", "", `data: {"jsonrpc":"2.0","id":9,"result":{"tools":[],"tools":` + tools + "}}\n\n", 0, true},
+	}
+	byName := map[string]shape{}
+	for _, s := range shapes {
+		byName[s.name] = s
+	}
+	p, err := policy.Parse([]byte(mcpPolicy), "test.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := newUpstream(t, false, false, func(w http.ResponseWriter, r *http.Request) {
+		s := byName[r.URL.Query().Get("shape")]
+		if s.ctype == "" {
+			w.Header()["Content-Type"] = nil // no sniffing
+		} else {
+			w.Header().Set("Content-Type", s.ctype)
+		}
+		if s.coding != "" {
+			w.Header().Set("Content-Encoding", s.coding)
+		}
+		if s.flushAt > 0 {
+			io.WriteString(w, s.body[:s.flushAt])
+			w.(http.Flusher).Flush()
+			io.WriteString(w, s.body[s.flushAt:])
+			return
+		}
+		w.Header().Set("Content-Length", fmt.Sprint(len(s.body)))
+		io.WriteString(w, s.body)
+	})
+	e := newEnv(t, nil, func(c *Config) { c.Decider = p })
+	cl := e.client(up.addr(), nil, false)
+	for _, s := range shapes {
+		t.Run(s.name, func(t *testing.T) {
+			req, _ := http.NewRequest("POST", "http://api.example.com/mcp?shape="+url.QueryEscape(s.name), strings.NewReader(`{"jsonrpc":"2.0","id":9,"method":"tools/list"}`))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Accept-Encoding", "identity") // see the bytes as sent
+			resp, err := cl.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			ae := e.audit.next(t)
+			got := string(b)
+			if ce := resp.Header.Get("Content-Encoding"); ce != "" {
+				t.Fatalf("Content-Encoding %q reached the agent: %q", ce, got)
+			}
+			for _, hidden := range []string{"ecret", "elete", `\u`} {
+				if strings.Contains(got, hidden) {
+					t.Fatalf("the agent saw %q: %q", hidden, got)
+				}
+			}
+			if s.refused {
+				if !strings.Contains(got, `"id":9`) || !strings.Contains(got, `"error":"mcp_response_refused"`) || !strings.Contains(got, `"next_steps":"`) {
+					t.Fatalf("not refused with a JSON-RPC error for the call: %d %q", resp.StatusCode, got)
+				}
+				if !strings.Contains(ae.Reason, "mcp answer refused") && !strings.Contains(ae.Reason, "mcp event refused") {
+					t.Errorf("audit reason %q", ae.Reason)
+				}
+				return
+			}
+			if !strings.Contains(got, `{"name":"echo"}`) {
+				t.Fatalf("filtered list lost the visible tool: %q", got)
+			}
+		})
 	}
 }

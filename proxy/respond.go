@@ -49,6 +49,7 @@ var defaultNextSteps = map[string]string{
 	"headers_too_large":            "Send smaller request headers.",
 	"budget_exhausted":             "Do not retry: this container's token budget for the destination is spent until retry_after seconds from now. Tell the user; an operator can raise the budget in the policy.",
 	"unsupported_content_encoding": "Send the body uncompressed (or gzip, deflate, br or zstd); clawd must read it to decide.",
+	"mcp_response_refused":         "The MCP server's answer came in a form clawd cannot read exactly (so it could not filter the tools/list in it) and was not passed on. Retrying will likely fail the same way; tell the user, whose operator can check the server's answer.",
 	"bad_request":                  "clawd could not read the request body. Send the request again with a complete body of the declared length.",
 }
 

@@ -35,6 +35,10 @@ const (
 	MaxBatch     = 100 // messages in one batch
 	MaxNumberLen = 100 // digits and signs of one number
 	MaxNameLen   = 256 // bytes of a method or tool name (MCP says tool names are 1-128 characters)
+	// MaxValues bounds the JSON values (scalars, arrays, objects) of one
+	// body: parsed values cost far more memory than their bytes, and
+	// tool arguments are a handful of fields, however long their strings.
+	MaxValues = 100000
 )
 
 // Item is one JSON-RPC message of a body.
@@ -44,7 +48,8 @@ type Item struct {
 	Method string          // "" for responses
 	// Tool and Args are set for tools/call: params.name and
 	// params.arguments (an empty map when arguments is absent). Values are
-	// string, json.Number, bool, nil, []any or map[string]any.
+	// string, json.Number, bool, nil, []any or map[string]any; every
+	// json.Number is exactly the float64 Float gives (see number.go).
 	Tool string
 	Args map[string]any
 }
@@ -58,8 +63,10 @@ type Message struct {
 // Parse reads body as one JSON-RPC 2.0 message or a batch, strictly: valid
 // UTF-8, exactly one JSON value, no duplicate member names at any depth (after
 // unescaping), no U+FFFD in any string (an invalid escape that parsers
-// would decode differently), only the members JSON-RPC defines at the
-// message level, "jsonrpc": "2.0", an id that is a string, number or null,
+// would decode differently), only numbers that are exactly the float64 a
+// JSON.parse server reads (Float), only the members JSON-RPC defines at the
+// message level, at most MaxValues values nested at most MaxDepth,
+// "jsonrpc": "2.0", an id that is a string, number or null,
 // and for tools/call a params object whose name is a non-empty string and
 // whose arguments, if present, are an object.
 func Parse(body []byte) (*Message, error) {
@@ -196,7 +203,8 @@ func decodeStrict(b []byte) (any, error) {
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.UseNumber()
-	v, err := value(dec, 0)
+	d := &decoder{dec: dec, maxDepth: MaxDepth, maxValues: MaxValues, maxBatch: MaxBatch, numbers: checkFloat}
+	v, err := d.value(0)
 	if err != nil {
 		return nil, err
 	}
@@ -206,10 +214,36 @@ func decodeStrict(b []byte) (any, error) {
 	return v, nil
 }
 
-func value(dec *json.Decoder, depth int) (any, error) {
-	if depth > MaxDepth {
-		return nil, fmt.Errorf("nested deeper than %d", MaxDepth)
+// checkFloat refuses a number that is not exactly a float64 (Float).
+func checkFloat(n json.Number) error {
+	_, err := Float(string(n))
+	return err
+}
+
+// decoder reads one JSON value token by token with bounds on what it
+// costs: nesting, the count of values, the elements of the top-level
+// array (a batch), and each number (numbers).
+type decoder struct {
+	dec       *json.Decoder
+	maxDepth  int
+	maxValues int
+	maxBatch  int // 0: no bound beyond maxValues
+	numbers   func(json.Number) error
+	// A member name holding U+FFFD (an invalid escape or lone surrogate
+	// some parser reads otherwise) is always refused; strFFFDOK lets
+	// string values hold one.
+	strFFFDOK bool
+	values    int
+}
+
+func (d *decoder) value(depth int) (any, error) {
+	if depth > d.maxDepth {
+		return nil, fmt.Errorf("nested deeper than %d", d.maxDepth)
 	}
+	if d.values++; d.values > d.maxValues {
+		return nil, fmt.Errorf("more than %d JSON values", d.maxValues)
+	}
+	dec := d.dec
 	tok, err := dec.Token()
 	if err != nil {
 		return nil, notJSON(err)
@@ -234,7 +268,7 @@ func value(dec *json.Decoder, depth int) (any, error) {
 				if _, dup := m[k]; dup {
 					return nil, fmt.Errorf("member %q appears twice in one object", truncate(k))
 				}
-				v, err := value(dec, depth+1)
+				v, err := d.value(depth + 1)
 				if err != nil {
 					return nil, err
 				}
@@ -247,7 +281,10 @@ func value(dec *json.Decoder, depth int) (any, error) {
 		case '[':
 			l := []any{}
 			for dec.More() {
-				v, err := value(dec, depth+1)
+				if depth == 0 && d.maxBatch > 0 && len(l) == d.maxBatch {
+					return nil, fmt.Errorf("batch of more than %d messages", d.maxBatch)
+				}
+				v, err := d.value(depth + 1)
 				if err != nil {
 					return nil, err
 				}
@@ -260,13 +297,15 @@ func value(dec *json.Decoder, depth int) (any, error) {
 		}
 		return nil, errors.New("not JSON")
 	case string:
-		if strings.ContainsRune(t, utf8.RuneError) {
+		if !d.strFFFDOK && strings.ContainsRune(t, utf8.RuneError) {
 			return nil, errors.New("a string holds U+FFFD or an invalid escape")
 		}
 		return t, nil
 	case json.Number:
-		if len(t) > MaxNumberLen {
-			return nil, fmt.Errorf("a number longer than %d characters", MaxNumberLen)
+		if d.numbers != nil {
+			if err := d.numbers(t); err != nil {
+				return nil, err
+			}
 		}
 		return t, nil
 	default: // bool, nil
@@ -302,70 +341,4 @@ func ArgsJSON(args map[string]any) string {
 		return "{}"
 	}
 	return strings.TrimSuffix(buf.String(), "\n")
-}
-
-// FilterTools rewrites one JSON-RPC message or batch from a server so that
-// every tools/list result (a response whose result has a "tools" array)
-// lists only the tools visible says yes to. It returns the body unchanged
-// (and false) when there is nothing to filter or the body is not JSON it
-// can read: filtering is a convenience for the agent, enforcement is on
-// tools/call.
-func FilterTools(body []byte, visible func(name string) bool) ([]byte, bool) {
-	if !bytes.Contains(body, []byte(`"tools"`)) {
-		return body, false
-	}
-	var v any
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.UseNumber()
-	if err := dec.Decode(&v); err != nil {
-		return body, false
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return body, false
-	}
-	changed := false
-	filter := func(m any) {
-		msg, ok := m.(map[string]any)
-		if !ok {
-			return
-		}
-		res, ok := msg["result"].(map[string]any)
-		if !ok {
-			return
-		}
-		tools, ok := res["tools"].([]any)
-		if !ok {
-			return
-		}
-		kept := make([]any, 0, len(tools))
-		for _, t := range tools {
-			tm, ok := t.(map[string]any)
-			name, _ := tm["name"].(string)
-			if ok && name != "" && visible(name) {
-				kept = append(kept, t)
-			}
-		}
-		if len(kept) != len(tools) {
-			res["tools"] = kept
-			changed = true
-		}
-	}
-	switch t := v.(type) {
-	case []any:
-		for _, m := range t {
-			filter(m)
-		}
-	default:
-		filter(t)
-	}
-	if !changed {
-		return body, false
-	}
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		return body, false
-	}
-	return bytes.TrimRight(buf.Bytes(), "\n"), true
 }
