@@ -196,9 +196,11 @@ func TestAttackJSONTricksHeld(t *testing.T) {
 	key, pub := testKey(t)
 	lines := chainedLog(t, key, 12, 5)
 	for name, f := range map[string]func(string) string{
-		"duplicate seq":  func(s string) string { return strings.Replace(s, `{"time"`, `{"seq":999,"time"`, 1) },
-		"case-folded":    func(s string) string { return strings.Replace(s, `"method":"GET"`, `"method":"GET","SEQ":3`, 1) },
-		"escaped key":    func(s string) string { return strings.Replace(s, `"method":"GET"`, `"\u006dethod":"PUT","method":"GET"`, 1) },
+		"duplicate seq": func(s string) string { return strings.Replace(s, `{"time"`, `{"seq":999,"time"`, 1) },
+		"case-folded":   func(s string) string { return strings.Replace(s, `"method":"GET"`, `"method":"GET","SEQ":3`, 1) },
+		"escaped key": func(s string) string {
+			return strings.Replace(s, `"method":"GET"`, `"\u006dethod":"PUT","method":"GET"`, 1)
+		},
 		"whitespace":     func(s string) string { return strings.Replace(s, `,"method"`, ` , "method"`, 1) },
 		"trailing space": func(s string) string { return s + " " },
 	} {
