@@ -294,3 +294,36 @@ func TestAttackGRPCEndpointUserinfo(t *testing.T) {
 		}
 	}
 }
+
+// HOLE (low): an agent makes one line longer than MaxRecordBytes (a long
+// request path) whenever it likes: the collector's copy of it is cut, so
+// the copy rebuilt from the collector (which the package says `clawd audit
+// verify` can check) fails at that line and nothing after it is checked.
+// The agent can keep the remote copy unverifiable at the cost of one long
+// request per batch.
+func TestAttackLongLineBreaksTheCollectorsCopy(t *testing.T) {
+	c := newCollector(t)
+	e, err := New(Config{Endpoint: c.srv.URL, BatchInterval: 10 * time.Millisecond}, prometheus.NewRegistry(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "audit.log")
+	l, _ := audit.OpenWith(path, audit.Options{Tee: e.Tee})
+	l.Log(audit.Entry{Event: audit.EventDecision, Path: "/a", Action: "allow"})
+	l.Log(audit.Entry{Event: audit.EventDecision, Path: "/" + strings.Repeat("x", 70<<10), Action: "deny"})
+	for i := range 5 {
+		l.Log(audit.Entry{Event: audit.EventDecision, Path: fmt.Sprint("/later/", i), Action: "deny"})
+	}
+	l.Close()
+	e.Close(context.Background())
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var rebuilt strings.Builder
+	for _, r := range c.records {
+		rebuilt.WriteString(r.Body.GetStringValue() + "\n")
+	}
+	rep, err := audit.Verify(strings.NewReader(rebuilt.String()), nil)
+	if err != nil || !rep.OK() || rep.LastSeq != 7 {
+		t.Fatalf("the collector's copy (%d records) does not verify past the long line: %v %v", len(c.records), rep.Problem, err)
+	}
+}
