@@ -320,3 +320,44 @@ func TestAttackCrashTornThenOfflineRotation(t *testing.T) {
 		t.Fatalf("a crash mid-write then an offline rotation: the genuine files do not verify together: %v\n%s%s", rep.Problem, a, b)
 	}
 }
+
+// HOLE (medium): lines lost to write errors (disk full: an agent that can
+// fill the log's file system) are counted in memory only, to be recorded
+// by an audit_lost line once a write succeeds. A crash or a restart before
+// that (the disk still full at Close) forgets them: the restarted daemon's
+// chain has no gap (the lost lines never got a seq) and no audit_lost
+// line; verify reports OK with nothing lost.
+func TestAttackLostLinesForgottenAcrossCrash(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "audit.log")
+	key, pub := testKey(t)
+	opt := Options{Key: key, CheckpointInterval: -1, HeadFile: filepath.Join(dir, "audit.head")}
+	l, err := OpenWith(path, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var errs int
+	l.OnError = func(error) { errs++ }
+	l.Log(Entry{Event: EventDecision, Path: "/before"})
+	full, err := os.OpenFile("/dev/full", os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.mu.Lock()
+	real := l.f
+	l.f = full // the file system is full from here on
+	l.mu.Unlock()
+	for i := range 3 {
+		l.Log(Entry{Event: EventDecision, Path: fmt.Sprint("/exfil/", i), Action: "deny"})
+	}
+	if errs != 3 {
+		t.Fatalf("%d write errors, want 3", errs)
+	}
+	l.Close() // the closing checkpoint and audit_lost record fail too
+	real.Close()
+	writeLog(t, path, opt, 0, 2) // restarted, the disk has room again
+	rep := verifyFile(t, path, pub)
+	if rep.OK() && rep.Lost == 0 {
+		t.Fatalf("3 lines lost to a full disk, then a restart: the log verifies OK with no audit_lost record (%+v)\n%s", rep, readAll(t, path))
+	}
+}
