@@ -361,3 +361,35 @@ func TestAttackLostLinesForgottenAcrossCrash(t *testing.T) {
 		t.Fatalf("3 lines lost to a full disk, then a restart: the log verifies OK with no audit_lost record (%+v)\n%s", rep, readAll(t, path))
 	}
 }
+
+// HOLE (medium): as TestStaleHeadFileAfterCrashAndRotation, but logrotate
+// names the rotated file as with dateext (RHEL's default: audit.log-YYYYMMDD)
+// or compresses it at once (compress without delaycompress): continueFrom
+// only looks at path+".1", so the restarted daemon continues from the stale
+// head file (the last checkpoint) and forks the chain off the old file's
+// middle; the genuine files never verify together again.
+func TestAttackCrashThenDateextRotation(t *testing.T) {
+	dir := t.TempDir()
+	path, head := filepath.Join(dir, "audit.log"), filepath.Join(dir, "audit.head")
+	key, pub := testKey(t)
+	opt := Options{Key: key, CheckpointInterval: -1, HeadFile: head}
+	writeLog(t, path, opt, 0, 1) // head saved at Close
+	l, err := OpenWith(path, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		l.Log(Entry{Event: EventDecision, Path: fmt.Sprint("/crashed-", i)})
+	}
+	l.f.Close() // the daemon dies: no Close
+	rotated := path + "-20261203"
+	if err := os.Rename(path, rotated); err != nil {
+		t.Fatal(err)
+	}
+	writeLog(t, path, opt, 100, 1)
+	a, _ := os.ReadFile(rotated)
+	b, _ := os.ReadFile(path)
+	if rep := verifyBytes(t, append(a, b...), pub); !rep.OK() {
+		t.Fatalf("crash, then logrotate with dateext: the genuine files do not verify together: %v\n%s%s", rep.Problem, a, b)
+	}
+}
