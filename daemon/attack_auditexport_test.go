@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -102,5 +103,21 @@ func TestAttackConfigGRPCEndpointUserinfo(t *testing.T) {
 	}
 	if strings.Contains(err.Error(), "s3cret") {
 		t.Fatalf("the error quotes the password: %v", err)
+	}
+}
+
+// HOLE (low): the headers file holds the collector's credentials ("keep it
+// 0600", says the config's comment), but one that every user can read is
+// taken as is; the audit key next to it is refused for the same.
+func TestAttackHeadersFileOthersCanRead(t *testing.T) {
+	dir := t.TempDir()
+	hdr := filepath.Join(dir, "otlp-headers")
+	if err := os.WriteFile(hdr, []byte("Authorization: Bearer s3cret\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(hdr, 0o644)
+	c := &AuditOTLPConfig{Endpoint: "http://127.0.0.1:4318", HeadersFile: hdr}
+	if _, err := c.otlpConfig("v", "h"); err == nil {
+		t.Fatal("a world-readable headers file with credentials accepted")
 	}
 }
