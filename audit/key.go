@@ -10,9 +10,9 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"syscall"
 
 	"github.com/clawd-dev/clawd/internal/atomicfile"
+	"github.com/clawd-dev/clawd/internal/privfile"
 )
 
 // maxKeyFile bounds what is read of a key file (a PEM Ed25519 key is a few
@@ -83,42 +83,17 @@ func LoadOrCreateKey(path string) (key ed25519.PrivateKey, fixed string, err err
 	return key, fixed, nil
 }
 
-// readOwnFile reads a key file that must be a regular file (not a symbolic
-// link) owned by this process's user, and with private, unreadable by
-// group and others.
+// readOwnFile reads a key file (see privfile); private: the signing key.
 func readOwnFile(path string, private bool) ([]byte, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		if errors.Is(err, syscall.ELOOP) {
-			return nil, errors.New("is a symbolic link: refused (replace it with the file itself)")
-		}
-		return nil, err
+	mode := privfile.Public
+	if private {
+		mode = privfile.Private
 	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
+	b, err := privfile.Read(path, mode, maxKeyFile)
+	if err != nil && private && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("%w (or remove it to get a new key)", err)
 	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("not a regular file (%s)", fi.Mode().Type())
-	}
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Geteuid() {
-		return nil, fmt.Errorf("owned by uid %d, not by clawd's uid %d: whoever owns it could have replaced it (chown it, or remove it to get a new key)", st.Uid, os.Geteuid())
-	}
-	if private && fi.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("mode %04o lets others read it: chmod 600 it (or remove it to get a new key)", fi.Mode().Perm())
-	}
-	if !private && fi.Mode().Perm()&0o022 != 0 {
-		return nil, fmt.Errorf("mode %04o lets others write it: chmod 644 it", fi.Mode().Perm())
-	}
-	b, err := io.ReadAll(io.LimitReader(f, maxKeyFile+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(b) > maxKeyFile {
-		return nil, fmt.Errorf("larger than %d bytes: not a key", maxKeyFile)
-	}
-	return b, nil
+	return b, err
 }
 
 // LoadPublicKey reads an Ed25519 public key: PEM PUBLIC KEY (the .pub file

@@ -15,6 +15,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/clawd-dev/clawd/audit/otlp"
+	"github.com/clawd-dev/clawd/internal/privfile"
 )
 
 // AuditOTLPConfig is clawd.yaml's audit-otlp section: OTLP export of the
@@ -180,7 +181,7 @@ func (c *AuditOTLPConfig) otlpConfig(version, host string) (otlp.Config, error) 
 		headers[k] = v
 	}
 	if c.HeadersFile != "" {
-		b, err := os.ReadFile(c.HeadersFile)
+		b, err := privfile.Read(c.HeadersFile, privfile.Private, 1<<20)
 		if err != nil {
 			return otlp.Config{}, fmt.Errorf("audit-otlp headers-file: %w", err)
 		}
