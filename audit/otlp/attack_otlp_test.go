@@ -38,7 +38,7 @@ func TestAttackLongLineCutInsideUTF8LosesItsBatch(t *testing.T) {
 	prefix := `{"time":"2026-01-01T00:00:00Z","event":"decision","path":"/`
 	// Make byte MaxRecordBytes-1 the first byte of a two-byte "é".
 	pad := strings.Repeat("a", (MaxRecordBytes-1-len(prefix))%2)
-	long := []byte(prefix + pad + strings.Repeat("é", 40<<10) + `","seq":2}`)
+	long := []byte(prefix + pad + strings.Repeat("é", MaxRecordBytes/2+1<<10) + `","seq":2}`)
 	if utf8.Valid(long[:MaxRecordBytes]) {
 		t.Fatal("the cut does not split a character: the test does not test")
 	}

@@ -30,6 +30,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
@@ -91,10 +92,16 @@ const (
 	DefaultQueueSize  = 4096
 	DefaultQueueBytes = 32 << 20
 	DefaultBatchBytes = 1 << 20
-	// MaxRecordBytes bounds one record's body: a longer line is exported
-	// cut to it, with clawd.truncated, clawd.line_bytes and
-	// clawd.line_sha256 saying so (the JSONL file has it whole).
-	MaxRecordBytes = 64 << 10
+	// MaxRecordBytes bounds one record's body: a line is exported whole
+	// up to it (so that a copy rebuilt from the collector verifies; the
+	// proxy's request-head limits keep audit lines below it), a longer one
+	// cut to it at a character boundary, with clawd.truncated,
+	// clawd.line_bytes and clawd.line_sha256 saying so (the JSONL file has
+	// it whole).
+	MaxRecordBytes = 1 << 20
+	// LongLineBytes: the string attributes of a line longer than this are
+	// cut to maxAttrBytes (the body has the line).
+	LongLineBytes = 64 << 10
 )
 
 // Exporter is a running export. Tee is its audit.Options.Tee.
@@ -174,17 +181,24 @@ func newStopped(cfg Config, reg prometheus.Registerer, lg *zap.Logger) (*Exporte
 	return e, nil
 }
 
-// CheckEndpoint refuses an endpoint URL with credentials in it (user:pass@):
-// endpoints are logged and shown, credentials belong in headers.
+// CheckEndpoint refuses an endpoint with credentials in it (user:pass@,
+// with or without a scheme) or with a query or fragment (the SDK drops
+// them without a word): endpoints are logged and shown, credentials belong
+// in headers.
 func CheckEndpoint(endpoint string) error {
-	if i := strings.Index(endpoint, "://"); i >= 0 {
-		rest := endpoint[i+3:]
-		if j := strings.IndexAny(rest, "/?#"); j >= 0 {
-			rest = rest[:j]
-		}
-		if strings.Contains(rest, "@") {
-			return fmt.Errorf("audit otlp endpoint %s: credentials in the URL (user:password@) are refused: endpoints are logged; send them in headers", Redact(endpoint))
-		}
+	rest := endpoint
+	if i := strings.Index(rest, "://"); i >= 0 {
+		rest = rest[i+3:]
+	}
+	host := rest
+	if j := strings.IndexAny(host, "/?#"); j >= 0 {
+		host = host[:j]
+	}
+	switch {
+	case strings.Contains(host, "@"):
+		return fmt.Errorf("audit otlp endpoint %s: credentials in the endpoint (user:password@) are refused: endpoints are logged; send them in headers", Redact(endpoint))
+	case strings.ContainsAny(rest, "?#"):
+		return fmt.Errorf("audit otlp endpoint %s: a query or fragment is refused (the exporter would drop it): send credentials in headers", Redact(endpoint))
 	}
 	return nil
 }
@@ -276,7 +290,7 @@ func (e *Exporter) Tee(line []byte) {
 	if e.closed {
 		return
 	}
-	n := int64(min(len(line), MaxRecordBytes))
+	n := int64(len(line)) // held whole until run makes it a record
 	if !e.reserve(n) {
 		e.drop()
 		return
@@ -319,16 +333,27 @@ func (e *Exporter) release(n int64) {
 	e.qmu.Unlock()
 }
 
-// recordBytes is what a record holds of the queues (see reserve).
-func recordBytes(r *sdklog.Record) int64 { return int64(len(r.Body().AsString())) }
+// recordBytes is what a record holds of the queues (see reserve): its
+// body, the line (the attributes mirror its fields, and are cut for long
+// lines).
+func recordBytes(r interface{ Body() attribute.Value }) int64 {
+	return int64(len(r.Body().AsString()))
+}
 
 func (e *Exporter) run() {
 	defer close(e.done)
 	ctx := context.Background()
 	for line := range e.queue {
 		var r log.Record
-		if !Record(line, &r) {
-			e.release(int64(min(len(line), MaxRecordBytes)))
+		ok := Record(line, &r)
+		e.release(int64(len(line)))
+		if !ok {
+			continue
+		}
+		// Held now as the record, until its export ended (release in
+		// counting.Export); past the bound the record is dropped.
+		if !e.reserve(recordBytes(&r)) {
+			e.drop()
 			continue
 		}
 		e.logger.Emit(ctx, r)
@@ -362,7 +387,11 @@ func Record(line []byte, r *log.Record) bool {
 	}
 	if len(line) > MaxRecordBytes {
 		sum := sha256.Sum256(line)
-		r.SetBody(attribute.StringValue(string(line[:MaxRecordBytes])))
+		cut := MaxRecordBytes
+		for cut > 0 && !utf8.RuneStart(line[cut]) {
+			cut--
+		}
+		r.SetBody(attribute.StringValue(strings.ToValidUTF8(string(line[:cut]), "\uFFFD")))
 		r.AddAttributes(attribute.Bool("clawd.truncated", true), attribute.Int("clawd.line_bytes", len(line)),
 			attribute.String("clawd.line_sha256", hex.EncodeToString(sum[:])))
 	} else {
@@ -385,7 +414,11 @@ func Record(line []byte, r *log.Record) bool {
 		if k == "time" {
 			continue
 		}
-		attrs = append(attrs, attribute.KeyValue{Key: attribute.Key("clawd." + k), Value: capValue(value(v), maxAttrBytes)})
+		v := value(v)
+		if len(line) > LongLineBytes {
+			v = capValue(v, maxAttrBytes)
+		}
+		attrs = append(attrs, attribute.KeyValue{Key: attribute.Key("clawd." + k), Value: v})
 	}
 	r.AddAttributes(attrs...)
 	return true

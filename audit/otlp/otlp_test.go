@@ -14,6 +14,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	collogs "go.opentelemetry.io/proto/otlp/collector/logs/v1"
@@ -272,7 +273,9 @@ func mustOpen(t *testing.T, path string) *os.File {
 }
 
 // Long lines cannot grow the export queues past QueueBytes: they are
-// dropped from export (and counted), short lines still get in.
+// dropped from export (and counted), short lines still get in; a line
+// over MaxRecordBytes is cut at a character boundary, marked, its string
+// attributes cut.
 func TestQueueIsBoundedInBytes(t *testing.T) {
 	c := newCollector(t)
 	reg := prometheus.NewRegistry()
@@ -280,26 +283,39 @@ func TestQueueIsBoundedInBytes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	long := []byte(`{"event":"decision","path":"/` + strings.Repeat("a", 1<<20) + `","seq":1}`)
+	long := []byte(`{"event":"decision","path":"/` + strings.Repeat("é", 50<<10) + `","seq":1}`) // 100 KiB
 	for range 10 {
-		e.Tee(long) // each holds MaxRecordBytes of the queue
+		e.Tee(long)
 	}
-	if got := exportCount(t, reg, "dropped"); got != 6 {
-		t.Fatalf("dropped %v of 10 lines of 1 MiB with 256 KiB of queue, want 6", got)
+	if got := exportCount(t, reg, "dropped"); got != 8 {
+		t.Fatalf("dropped %v of 10 lines of 100 KiB with 256 KiB of queue, want 8", got)
 	}
+	huge := []byte(`{"event":"decision","path":"/` + strings.Repeat("é", MaxRecordBytes) + `","seq":2}`)
+	e2, err := newStopped(Config{Endpoint: c.srv.URL, QueueBytes: 8 << 20}, prometheus.NewRegistry(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e2.Tee(huge)
 	go e.run()
 	e.Close(context.Background())
-	if len(c.records) != 4 {
-		t.Fatalf("collector got %d records, want 4", len(c.records))
+	go e2.run()
+	e2.Close(context.Background())
+	if len(c.records) != 3 {
+		t.Fatalf("collector got %d records, want 3", len(c.records))
 	}
-	for _, r := range c.records {
-		if len(r.Body.GetStringValue()) != MaxRecordBytes || attr(r.Attributes, "clawd.truncated") == "" || attr(r.Attributes, "clawd.line_bytes") != strconv.Itoa(len(long)) {
-			t.Fatalf("a long line exported as %d bytes, attrs %v", len(r.Body.GetStringValue()), r.Attributes)
+	for _, r := range c.records[:2] {
+		if r.Body.GetStringValue() != string(long) {
+			t.Fatal("a 100 KiB line not exported whole")
 		}
-		for _, kv := range r.Attributes {
-			if n := len(kv.Value.GetStringValue()); n > 8<<10 {
-				t.Fatalf("attribute %s of %d bytes", kv.Key, n)
-			}
+	}
+	r := c.records[2]
+	body := r.Body.GetStringValue()
+	if len(body) > MaxRecordBytes || !utf8.ValidString(body) || attr(r.Attributes, "clawd.truncated") == "" || attr(r.Attributes, "clawd.line_bytes") != strconv.Itoa(len(huge)) {
+		t.Fatalf("a %d-byte line exported as %d bytes (valid UTF-8 %v), attrs %v", len(huge), len(body), utf8.ValidString(body), r.Attributes)
+	}
+	for _, kv := range r.Attributes {
+		if n := len(kv.Value.GetStringValue()); n > 8<<10 {
+			t.Fatalf("attribute %s of %d bytes", kv.Key, n)
 		}
 	}
 }
