@@ -58,12 +58,20 @@ type Entry struct {
 	// MCP tool calls (issue 16, "mcp"): the tools/call's tool name.
 	Tool string `json:"tool,omitempty"`
 
+	// Every, on a checkpoint line: the most lines the Logger writes between
+	// two checkpoints (Options.CheckpointEvery), so that verify can tell
+	// checkpoints were removed.
+	Every int64 `json:"every,omitempty"`
+
 	// Tamper-evident chain (auditx). The Logger sets these; whatever a
 	// caller puts in them is dropped. They stay the LAST fields of Entry
 	// (TestChainFieldsAreLast): the Logger appends them to the encoded line.
-	Seq  int64  `json:"seq,omitempty"`  // position in the chain, from 1, across restarts and rotations
-	Prev string `json:"prev,omitempty"` // hex SHA-256 of the previous line's bytes (without its newline)
-	Sig  string `json:"sig,omitempty"`  // checkpoint lines: base64 Ed25519 signature of CheckpointMessage(Seq, Prev)
+	// FileStart marks the first line the Logger wrote into a new (empty)
+	// file: a file whose first line lacks it lost its beginning.
+	FileStart bool   `json:"file_start,omitempty"`
+	Seq       int64  `json:"seq,omitempty"`  // position in the chain, from 1, across restarts and rotations
+	Prev      string `json:"prev,omitempty"` // hex SHA-256 of the previous line's bytes (without its newline)
+	Sig       string `json:"sig,omitempty"`  // checkpoint lines: base64 Ed25519 signature of CheckpointMessage(Seq, Prev)
 }
 
 // Sink receives audit entries; *Logger implements it and tests can too.
@@ -86,6 +94,7 @@ type Logger struct {
 	mu   sync.Mutex
 	path string
 	f    *os.File
+	hf   *headFile // Options.HeadFile, open; nil without one
 	opt  Options
 	// OnError is called when a line cannot be written (disk full, ...),
 	// once per line lost. The entry is lost but the caller is never
@@ -130,8 +139,17 @@ func OpenWith(path string, o Options) (*Logger, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := l.chain.resume(f, path, l.opt.HeadFile); err != nil {
+	var hd head
+	var have bool
+	if l.opt.HeadFile != "" {
+		if l.hf, hd, have, err = openHead(l.opt.HeadFile); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("audit log %s: %w", path, err)
+		}
+	}
+	if err := l.chain.resume(f, path, hd, have); err != nil {
 		f.Close()
+		l.hf.close()
 		return nil, fmt.Errorf("audit log %s: %w", path, err)
 	}
 	l.f = f
@@ -170,7 +188,11 @@ func (l *Logger) Reopen() error {
 	// A file that ends torn (someone else's line cut short, or a crash's
 	// left-overs) must not glue it to ours: it is ended, and its torn lines
 	// are recorded like those resume finds.
-	if fi, err := f.Stat(); err == nil && fi.Size() > 0 {
+	fi, err := f.Stat()
+	if oi, oerr := l.f.Stat(); err == nil && oerr == nil && !os.SameFile(fi, oi) {
+		l.chain.fileStart = true // a new file (a rotation), whatever is in it already
+	}
+	if err == nil && fi.Size() > 0 {
 		c := &l.chain
 		t, err := scanTail(f, fi.Size(), func() (int64, [32]byte, bool) { return c.seq, c.last, c.hasLast })
 		var last [1]byte
@@ -205,7 +227,7 @@ func (l *Logger) Log(e Entry) {
 	if e.Time.IsZero() {
 		e.Time = time.Now().UTC()
 	}
-	e.Seq, e.Prev, e.Sig = 0, "", ""
+	e.Seq, e.Prev, e.Sig, e.FileStart, e.Every = 0, "", "", false, 0
 	bp := lineBufs.Get().(*[]byte)
 	defer func() {
 		if cap(*bp) <= maxPooledLine {
@@ -296,18 +318,17 @@ func (l *Logger) writeBatch(f *os.File, buf []byte, n int, ckpt bool) (int, erro
 	if total == 0 {
 		return 0, nil
 	}
+	// The head file first: a crash during the write below leaves the log
+	// inside this batch, which the next open accepts.
+	if err := l.hf.write(l.chain.head(l.chain.before)); err != nil && l.OnError != nil {
+		l.OnError(fmt.Errorf("audit chain head: %w", err))
+	}
 	lost, err := writeLines(f, out, total)
 	if err != nil {
 		l.chain.lostAfter(total-lost, lost, err)
 		return min(lost, n), err
 	}
 	l.chain.written()
-	if l.chain.sealedCkpt {
-		// A crash loses at most the lines since: see chain.resume.
-		if err := l.chain.saveHead(l.opt.HeadFile); err != nil && l.OnError != nil {
-			l.OnError(err)
-		}
-	}
 	if tee := l.opt.Tee; tee != nil {
 		for len(out) > 0 {
 			i := bytes.IndexByte(out, '\n')
@@ -337,8 +358,9 @@ func (l *Logger) flushLocked(ckpt bool) {
 // saveHead, with mu held and no write in progress, records the chain's
 // head in Options.HeadFile.
 func (l *Logger) saveHead() {
-	if err := l.chain.saveHead(l.opt.HeadFile); err != nil && l.OnError != nil {
-		l.OnError(err)
+	c := &l.chain
+	if err := l.hf.write(c.head(c.mark())); err != nil && l.OnError != nil {
+		l.OnError(fmt.Errorf("audit chain head: %w", err))
 	}
 }
 
@@ -410,6 +432,7 @@ func (l *Logger) Close() error {
 	}
 	l.flushLocked(true)
 	l.saveHead()
+	l.hf.close()
 	err := l.f.Close()
 	l.f = nil
 	l.mu.Unlock()

@@ -6,14 +6,12 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"strconv"
+	"syscall"
 	"time"
-
-	"github.com/clawd-dev/clawd/internal/atomicfile"
 )
 
 // The audit log is a hash chain. Every line ends with
@@ -39,6 +37,7 @@ const (
 	EventCheckpoint = "checkpoint" // a signed checkpoint of the chain
 	EventLost       = "audit_lost" // count lines could not be written (reason)
 	EventTorn       = "audit_torn" // the line before is torn (a crash during its write); the chain skips it
+	EventCut        = "audit_cut"  // on open, the log did not end where clawd left it (reason): verify fails here
 )
 
 // Checkpoint defaults.
@@ -115,6 +114,13 @@ type chain struct {
 	lost    int64    // lines lost to write errors, not yet recorded
 	lostErr string   // the last such error
 	torn    []string // the reasons of torn lines found at open, in file order, not yet recorded
+	cut     string   // what was done to the file while clawd was not writing it, not yet recorded
+
+	// fileStart: the next line is the first in a new file (FileStart).
+	fileStart, sealedStart bool
+	// openCkpt: the log ends with lines no checkpoint signed (a crash):
+	// the first batch signs them.
+	openCkpt, sealedOpen bool
 
 	// For a batch: its lines' ends and chain states, to roll back to the
 	// last line written after a short write.
@@ -125,6 +131,7 @@ type chain struct {
 	sealedLost int64
 	sealedTorn int
 	sealedCkpt bool // the batch holds a checkpoint
+	sealedCut  bool
 	records    int  // of the batch's first lines, how many are such records
 }
 
@@ -142,7 +149,11 @@ type mark struct {
 func (c *chain) seal(bodies []byte, ckpt bool, o *Options) ([]byte, int) {
 	c.out, c.marks = c.out[:0], c.marks[:0]
 	c.before = c.mark()
-	c.sealedLost, c.sealedTorn, c.sealedCkpt = 0, 0, false
+	c.sealedLost, c.sealedTorn, c.sealedCkpt, c.sealedCut = 0, 0, false, false
+	if c.cut != "" {
+		c.sealEntry(Entry{Event: EventCut, Reason: c.cut})
+		c.sealedCut = true
+	}
 	for _, reason := range c.torn {
 		c.sealEntry(Entry{Event: EventTorn, Reason: reason})
 		c.sealedTorn++
@@ -152,16 +163,22 @@ func (c *chain) seal(bodies []byte, ckpt bool, o *Options) ([]byte, int) {
 		c.sealedLost = c.lost
 	}
 	c.records = len(c.marks)
+	// Lines a previous run left unsigned (a crash): vouched for at once,
+	// so that no more than CheckpointEvery lines ever go unsigned.
+	if c.openCkpt && o.Key != nil {
+		c.sealCheckpoint(o.Key, o.CheckpointEvery)
+		c.openCkpt, c.sealedOpen = false, true
+	}
 	for len(bodies) > 0 {
 		i := bytes.IndexByte(bodies, '\n')
 		c.sealLine(bodies[:i], nil)
 		bodies = bodies[i+1:]
 		if o.Key != nil && c.since >= o.CheckpointEvery {
-			c.sealCheckpoint(o.Key)
+			c.sealCheckpoint(o.Key, o.CheckpointEvery)
 		}
 	}
 	if ckpt && o.Key != nil && c.since > 0 {
-		c.sealCheckpoint(o.Key)
+		c.sealCheckpoint(o.Key, o.CheckpointEvery)
 	}
 	if cap(c.out) > maxSpare {
 		defer func() { c.out = nil }()
@@ -180,8 +197,8 @@ func (c *chain) sealEntry(e Entry) {
 	}
 }
 
-func (c *chain) sealCheckpoint(key ed25519.PrivateKey) {
-	e := Entry{Time: time.Now().UTC(), Event: EventCheckpoint, Count: int64(c.since)}
+func (c *chain) sealCheckpoint(key ed25519.PrivateKey, every int) {
+	e := Entry{Time: time.Now().UTC(), Event: EventCheckpoint, Count: int64(c.since), Every: int64(every)}
 	var buf [256]byte
 	b, _ := encodeBody(buf[:0], &e)
 	c.sealLine(b, key)
@@ -195,6 +212,10 @@ func (c *chain) sealCheckpoint(key ed25519.PrivateKey) {
 func (c *chain) sealLine(body []byte, key ed25519.PrivateKey) {
 	start := len(c.out)
 	c.out = append(c.out, body...)
+	if c.fileStart {
+		c.out = append(c.out, `,"file_start":true`...)
+		c.fileStart, c.sealedStart = false, true
+	}
 	c.seq++
 	c.out = append(c.out, `,"seq":`...)
 	c.out = strconv.AppendInt(c.out, c.seq, 10)
@@ -218,6 +239,10 @@ func (c *chain) sealLine(body []byte, key ed25519.PrivateKey) {
 
 // written records that the whole batch is in the file.
 func (c *chain) written() {
+	c.sealedStart, c.sealedOpen = false, false
+	if c.sealedCut {
+		c.cut = ""
+	}
 	c.torn = c.torn[c.sealedTorn:]
 	c.lost -= c.sealedLost
 }
@@ -229,7 +254,21 @@ func (c *chain) lostAfter(ok, lost int, err error) {
 	if ok > 0 {
 		m = c.marks[ok-1]
 	}
-	c.torn = c.torn[min(ok, c.sealedTorn):] // the torn records come first
+	if c.sealedStart && ok == 0 {
+		c.fileStart = true // the file's first line was not written
+	}
+	if c.sealedOpen && ok <= c.records {
+		c.openCkpt = true
+	}
+	c.sealedStart, c.sealedOpen = false, false
+	cut := 0
+	if c.sealedCut {
+		cut = 1
+		if ok >= 1 {
+			c.cut = ""
+		}
+	}
+	c.torn = c.torn[min(max(ok-cut, 0), c.sealedTorn):] // the cut and torn records come first
 	if ok >= c.records {
 		c.lost -= c.sealedLost
 	}
@@ -243,34 +282,14 @@ func (c *chain) lostAfter(ok, lost int, err error) {
 	c.lostErr = err.Error()
 }
 
-// saveHead writes the chain's head to path.
-func (c *chain) saveHead(path string) error {
-	if path == "" || !c.hasLast {
-		return nil
+// head is the chain's state for the head file: before is the head
+// before the batch being written (the chain's own head for a clean stop).
+func (c *chain) head(before mark) head {
+	h := head{seq0: before.seq, hash0: before.last, seq: c.seq, hash: c.last, lost: c.lost}
+	if !before.hasLast {
+		h.hash0 = [32]byte{}
 	}
-	return atomicfile.WriteFile(path, fmt.Appendf(nil, "%d %x\n", c.seq, c.last[:]), 0o600)
-}
-
-// loadHead continues an empty log's chain from the head in path.
-func (c *chain) loadHead(path string) error {
-	if path == "" {
-		return nil
-	}
-	b, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	var seq int64
-	var sum []byte
-	if _, err := fmt.Sscanf(string(b), "%d %x\n", &seq, &sum); err != nil || seq < 0 || len(sum) != sha256.Size {
-		return fmt.Errorf("chain head %s: not \"SEQ HEX-SHA256\" (remove it to start a new chain)", path)
-	}
-	c.seq, c.hasLast = seq, true
-	copy(c.last[:], sum)
-	return nil
+	return h
 }
 
 // maxTail bounds how far back resume looks for the last chain line,
@@ -280,7 +299,8 @@ const (
 	maxTorn = 64
 )
 
-// resume continues the chain from f's last chain line. A crash can leave
+// resume continues the chain from f's last chain line, checked against
+// the head file's record hd (when have; see head.go). A crash can leave
 // the file's end torn: a last line without a newline (a write cut short),
 // and lines such a line became when an earlier open ended it but crashed
 // again before recording it. resume ends the file with a newline and
@@ -288,29 +308,31 @@ const (
 // batch: the chain skips them, visibly. A last line cut just before its
 // newline is whole (it links to the line before it): it is ended and kept.
 //
-// An empty file continues the chain from the head file or, if it is
-// further on, from the rotated predecessor path.1 (logrotate's name): the
-// head file is saved at checkpoints, rotations and Close, so after a crash
-// it can be behind the file a rotation while the daemon was down moved.
-func (c *chain) resume(f *os.File, path, headFile string) error {
+// An empty file is a new one: its first line is marked FileStart and the
+// chain continues from the head, from the rotated predecessor's true end
+// if that is found beside path.
+func (c *chain) resume(f *os.File, path string, hd head, have bool) error {
 	fi, err := f.Stat()
 	if err != nil {
 		return err
 	}
 	if fi.Size() == 0 {
-		if err := c.loadHead(headFile); err != nil {
-			return err
+		c.fileStart = true
+		if !have {
+			return nil
 		}
-		c.continueFrom(path + ".1")
+		c.seq, c.last, c.hasLast = hd.seq, hd.hash, hd.seq > 0
+		if p := predecessor(path); p != "" && c.continueFrom(p, hd) {
+			return nil
+		}
+		if hd.seq0 == hd.seq {
+			c.addLost(hd.lost, "recorded in the head file when clawd last stopped")
+		} else {
+			c.openCkpt = true // the predecessor's end is unknown: sign at once
+		}
 		return nil
 	}
-	t, err := scanTail(f, fi.Size(), func() (int64, [32]byte, bool) {
-		var h chain
-		if h.loadHead(headFile) != nil {
-			return 0, [32]byte{}, false
-		}
-		return h.seq, h.last, h.hasLast
-	})
+	t, err := scanTail(f, fi.Size(), func() (int64, [32]byte, bool) { return hd.seq, hd.hash, have && hd.seq > 0 })
 	if err != nil {
 		return err
 	}
@@ -321,32 +343,61 @@ func (c *chain) resume(f *os.File, path, headFile string) error {
 	}
 	c.torn = append(c.torn, t.torn...)
 	if t.last == nil {
-		return c.loadHead(headFile) // only torn lines: the chain goes on from the head, if any
+		if have && hd.seq > 0 {
+			c.cut = fmt.Sprintf("the log holds no chain line but clawd had written up to seq %d: it was emptied or replaced while clawd was not writing it", hd.seq)
+		}
+		return nil // only torn lines: a new chain
 	}
 	h, _ := parseChainHead(t.last) // a line that is no chain line (an older clawd's) starts the chain at 1
 	c.seq, c.last, c.hasLast = max(h.Seq, 0), sha256.Sum256(t.last), true
+	c.openCkpt = h.Seq > 0 && h.Event != EventCheckpoint
+	if have {
+		cut, lost := hd.judge(f, fi.Size(), t.last, h.Seq)
+		c.cut = cut
+		c.addLost(lost, "the write a crash cut short")
+	}
 	return nil
 }
 
-// continueFrom takes the head of the log at path if that is further on
-// than the chain's.
-func (c *chain) continueFrom(path string) {
-	f, err := os.Open(path)
+func (c *chain) addLost(n int64, why string) {
+	if n > 0 {
+		c.lost += n
+		c.lostErr = why
+	}
+}
+
+// continueFrom continues the chain from the end of the rotated log at
+// path, if it agrees with the head; its torn end is ended and recorded.
+func (c *chain) continueFrom(path string, hd head) bool {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND|syscall.O_NOFOLLOW, 0)
 	if err != nil {
-		return
+		return false
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil || !fi.Mode().IsRegular() || fi.Size() == 0 {
-		return
+		return false
 	}
-	t, err := scanTail(f, fi.Size(), func() (int64, [32]byte, bool) { return 0, [32]byte{}, false })
-	if err != nil || t.open || len(t.torn) > 0 || t.last == nil {
-		return // a predecessor that ends torn: its own chain's business
+	t, err := scanTail(f, fi.Size(), func() (int64, [32]byte, bool) { return hd.seq0, hd.hash0, hd.seq0 > 0 })
+	if err != nil || t.last == nil {
+		return false
 	}
-	if h, ok := parseChainHead(t.last); ok && h.Seq > 0 && (!c.hasLast || h.Seq > c.seq) {
-		c.seq, c.last, c.hasLast = h.Seq, sha256.Sum256(t.last), true
+	h, ok := parseChainHead(t.last)
+	if !ok || h.Seq == 0 {
+		return false
 	}
+	cut, lost := hd.judge(f, fi.Size(), t.last, h.Seq)
+	if cut != "" {
+		return false // not the file the head is from (or altered): the head decides
+	}
+	if t.open {
+		f.Write([]byte{'\n'})
+	}
+	c.torn = append(c.torn, t.torn...)
+	c.seq, c.last, c.hasLast = h.Seq, sha256.Sum256(t.last), true
+	c.openCkpt = h.Event != EventCheckpoint
+	c.addLost(lost, "the write a crash cut short")
+	return true
 }
 
 // tail is what scanTail found at the end of a file.

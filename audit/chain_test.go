@@ -833,7 +833,7 @@ func TestVerifyWithKeyAndHead(t *testing.T) {
 	tail = append(tail, forgeAfter(tail[n-2], int64(n)))
 	check("head line replaced", join(tail), head, false, "not the line the head names")
 	// A later rotated file that starts after the head.
-	check("file after the head", join(lines[6:]), headOf(2), false, "starts after")
+	check("file after the head", join(lines[6:]), headOf(2), false, "does not begin where clawd began it")
 	// Malformed heads are refused.
 	for _, s := range []string{"", "12", "x:" + head.Hash, "0:" + head.Hash, "-1:" + head.Hash, "12:abc", "12:" + head.Hash + "00"} {
 		if _, err := ParseHead(s); err == nil {

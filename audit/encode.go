@@ -72,6 +72,13 @@ func appendEntry(b []byte, e *Entry) (_ []byte, ok bool) {
 		b = strconv.AppendInt(b, e.Tokens, 10)
 	}
 	b = appendField(b, `,"tool":`, e.Tool) // issue 16, "mcp"
+	if e.Every != 0 {
+		b = append(b, `,"every":`...)
+		b = strconv.AppendInt(b, e.Every, 10)
+	}
+	if e.FileStart {
+		b = append(b, `,"file_start":true`...)
+	}
 	// The chain's fields, last (the Logger's chain.sealLine writes them).
 	if e.Seq != 0 {
 		b = append(b, `,"seq":`...)

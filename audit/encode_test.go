@@ -116,6 +116,8 @@ func fill(t *testing.T, r *rand.Rand, v reflect.Value) {
 			f.SetInt(r.Int64N(1<<40) - 1<<39)
 		case uint32: // ident: PID
 			f.SetUint(uint64(r.Uint32()))
+		case bool: // chain: FileStart
+			f.SetBool(true)
 		case float64:
 			f.SetFloat(math.Float64frombits(r.Uint64())*[]float64{1, 0}[r.IntN(2)] + r.NormFloat64()*math.Pow(10, float64(r.IntN(40)-20)))
 		case time.Time:

@@ -34,6 +34,7 @@ type Report struct {
 	UnsignedTail int
 	Torn         []int // torn lines (a crash during their write) that the next line records
 	Lost         int64 // lines the daemon could not write, as it recorded them (audit_lost)
+	Files        int   // starts of a further file inside the input (concatenated files)
 	// KeyChecked: Verify had a key, so the file must hold a checkpoint it
 	// signed (OK is false without one: whoever can write the file can
 	// recompute a whole chain without checkpoints).
@@ -83,7 +84,9 @@ const maxVerifyLine = 64 << 20
 
 // chainHead is what Verify reads of each line.
 type chainHead struct {
-	Event  string `json:"event"`
+	Event     string `json:"event"`
+	FileStart bool   `json:"file_start"`
+	Every     int64  `json:"every"`
 	Seq    int64  `json:"seq"`
 	Prev   string `json:"prev"`
 	Reason string `json:"reason"`
@@ -108,6 +111,7 @@ func VerifyHead(r io.Reader, pub ed25519.PublicKey, head Head) (Report, error) {
 		havePrev     bool       // a line (chained or legacy) came before
 		last, before [32]byte   // hashes of the last line and the one before it
 		lastLine     int        // number of the last line in the chain
+		every        int64      // lines between checkpoints at most, as the last signed one says
 		torn         []tornLine // torn lines the next lines must record, in order
 	)
 	fail := func(line int, format string, a ...any) (Report, error) {
@@ -164,6 +168,8 @@ func VerifyHead(r io.Reader, pub ed25519.PublicKey, head Head) (Report, error) {
 				return fail(n, "seq %d without prev: only the chain's first line (seq 1) has no prev", h.Seq)
 			case h.Prev != "" && havePrev && h.Prev != hex.EncodeToString(last[:]):
 				return fail(n-1, "altered: its SHA-256 is not the prev of line %d", n)
+			case h.Prev != "" && !havePrev && !h.FileStart:
+				return fail(n, "the file does not begin where clawd began it (its first line has no file_start): lines before it were removed, or it is only a part of a log")
 			case h.Prev != "" && !havePrev:
 				rep.LinkedBefore = true
 				if !validHash(h.Prev) {
@@ -183,6 +189,9 @@ func VerifyHead(r io.Reader, pub ed25519.PublicKey, head Head) (Report, error) {
 			case h.Prev != hex.EncodeToString(last[:]):
 				return fail(lastLine, "altered: its SHA-256 is not the prev of line %d (or line %d's prev was altered)", n, n)
 			}
+		}
+		if h.FileStart && havePrev && rep.Legacy == 0 && n > 1 {
+			rep.Files++ // a file's start inside the input: files concatenated
 		}
 		rep.LastSeq, lastLine = h.Seq, n
 		if head.Seq != 0 && h.Seq == head.Seq {
@@ -206,7 +215,13 @@ func VerifyHead(r io.Reader, pub ed25519.PublicKey, head Head) (Report, error) {
 			}
 			if pub != nil {
 				if !ed25519.Verify(pub, CheckpointMessage(unsigned), sig) {
-					return fail(n, "checkpoint signature does not verify with this key: a forged checkpoint (or another key's)")
+					return fail(n, "checkpoint signature does not verify with this key: a forged checkpoint (or another key's), or a line between the signed checkpoint before it and this one was altered")
+				}
+				if every > 0 && int64(rep.UnsignedTail) > every {
+					return fail(n, "%d line(s) since the signed checkpoint before it, but clawd signs one every %d lines: checkpoints between them were removed", rep.UnsignedTail, every)
+				}
+				if h.Every > 0 {
+					every = h.Every
 				}
 				rep.Signed++
 				rep.SignedSeq = h.Seq
@@ -215,11 +230,19 @@ func VerifyHead(r io.Reader, pub ed25519.PublicKey, head Head) (Report, error) {
 			}
 		case EventLost:
 			rep.Lost += h.Count
+			continue // a record: not counted against CheckpointEvery (the chain seals it before its lines)
+		case EventTorn:
+			continue
+		case EventCut:
+			return fail(n, "clawd recorded here, when it opened the log, that %s", h.Reason)
 		}
 		rep.UnsignedTail++
 	}
 	if len(torn) > 0 {
 		return fail(torn[0].line, "not a JSON line (a torn line at the end, not yet recorded by a next line)")
+	}
+	if pub != nil && every > 0 && int64(rep.UnsignedTail) > every {
+		return fail(lastLine, "the last %d line(s) have no signed checkpoint, but clawd signs one every %d lines: checkpoints among them were removed", rep.UnsignedTail, every)
 	}
 	if head.Seq != 0 && rep.HeadChecked == 0 && rep.LastSeq > 0 && head.Seq > rep.LastSeq {
 		return fail(rep.Lines, "the file ends at seq %d but the chain's head is seq %d: %d line(s) cut off its end", rep.LastSeq, head.Seq, head.Seq-rep.LastSeq)

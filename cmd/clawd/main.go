@@ -317,9 +317,12 @@ func auditCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if !cmd.Flags().Changed("key") {
 				if _, err := os.Stat(key); err != nil {
-					fmt.Fprintf(os.Stderr, "note: no public key at %s: signatures NOT checked (give --key FILE)\n", key)
-					key = ""
+					// Whoever rewrote the log may have removed the key too.
+					return fmt.Errorf("no public key at %s (%v): give --key FILE (the daemon's audit-key.pub), or --key '' to check the chain only, which whoever can write the log can recompute", key, errors.Unwrap(err))
 				}
+			}
+			if key == "" {
+				fmt.Fprintln(os.Stderr, "note: --key '': signatures NOT checked, the chain only")
 			}
 			var want audit.Head
 			if headArg != "" {
