@@ -217,7 +217,10 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	info := errInfo{Method: r.Method, Host: host, Path: r.URL.Path}
 
-	f := reqFacts{key: h.key, sni: h.sni, cls: &h.cc.cls, names: h.cc.allNames, in: policy.Input{
+	f := reqFacts{key: h.key, sni: h.sni, cls: &h.cc.cls, names: h.cc.allNames, body: func() (int64, bool, []byte) {
+		bodyRead = true // a 100 Continue may go out
+		return peekBody(r)
+	}, in: policy.Input{
 		Container: meta.Container,
 		DstIP:     meta.OrigDst.Addr(),
 		DstPort:   meta.OrigDst.Port(),
@@ -301,7 +304,9 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		info.NextSteps = ruleSteps
 		if d.BudgetSpent {
-			s.m.budgetDenied.WithLabelValues(d.Budget.ID).Inc()
+			if !d.BudgetBusy {
+				s.m.budgetDenied.WithLabelValues(d.Budget.ID).Inc()
+			}
 			writeBudgetSpent(rw, d, info)
 			return
 		}
@@ -420,6 +425,62 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	h.rp.ServeHTTP(rw, r.WithContext(context.WithValue(ctx, reqInfoKey{}, ri)))
 }
+
+// budgetPeek is how much of a request body the estimate of a budgeted
+// request reads before it is forwarded (LLM budgets, issue 16): enough for
+// the head of any LLM API request, where SDKs put max_tokens.
+const budgetPeek = 64 << 10
+
+// peekBody gives a budget's estimate the body's facts (reqFacts.body): a
+// buffered body whole (decoded), else its first budgetPeek bytes, read
+// and put back in front of the rest, unchanged.
+func peekBody(r *http.Request) (n int64, encoded bool, peek []byte) {
+	if bb, ok := r.Body.(*bufferedBody); ok {
+		return int64(len(bb.decoded)), false, bb.decoded
+	}
+	if r.Body == nil || r.Body == http.NoBody {
+		return 0, false, nil
+	}
+	if pb, ok := r.Body.(*peekedBody); ok {
+		return pb.n, pb.encoded, pb.peek
+	}
+	encoded = hasEncodedBody(r)
+	buf := make([]byte, budgetPeek)
+	k, err := io.ReadFull(r.Body, buf)
+	buf = buf[:k]
+	rest := io.Reader(r.Body)
+	n = r.ContentLength
+	switch err {
+	case nil:
+	case io.EOF, io.ErrUnexpectedEOF:
+		n, rest = int64(k), eofReader{}
+	default:
+		rest = errReader{err}
+	}
+	pb := &peekedBody{Reader: io.MultiReader(bytes.NewReader(buf), rest), c: r.Body, n: n, encoded: encoded, peek: buf}
+	r.Body = pb
+	return n, encoded, buf
+}
+
+// peekedBody is a request body whose first bytes were read for a budget's
+// estimate: the same bytes, in order.
+type peekedBody struct {
+	io.Reader
+	c       io.Closer
+	n       int64
+	encoded bool
+	peek    []byte
+}
+
+func (p *peekedBody) Close() error { return p.c.Close() }
+
+type eofReader struct{}
+
+func (eofReader) Read([]byte) (int, error) { return 0, io.EOF }
+
+type errReader struct{ err error }
+
+func (e errReader) Read([]byte) (int, error) { return 0, e.err }
 
 // retrySeconds is a deny's RetryAfter in whole seconds, at least 1.
 func retrySeconds(d policy.Decision) int {

@@ -47,7 +47,8 @@ var defaultNextSteps = map[string]string{
 	"buffer_budget_exhausted":      "clawd is holding too many bodies right now. Wait retry_after seconds, then retry.",
 	"ambiguous_request":            "Send a well-formed request (one Host, one length); clawd refuses requests servers could read differently.",
 	"headers_too_large":            "Send smaller request headers.",
-	"budget_exhausted":             "Do not retry: this container's token budget for the destination is spent until retry_after seconds from now. Tell the user; an operator can raise the budget in the policy.",
+	"budget_exhausted":             "Do not retry the same request: this container's budget for the destination is spent until retry_after seconds from now, or what remains is less than this request may cost (the reason says which; a request asking for fewer tokens, a lower max_tokens, may fit). Tell the user; an operator can raise the budget in the policy.",
+	"budget_busy":                  "Wait retry_after seconds, then retry: this container's other requests in flight have reserved what remains of its token budget for the destination. If it keeps happening, send fewer requests at once or ask for fewer tokens (max_tokens).",
 	"unsupported_content_encoding": "Send the body uncompressed (or gzip, deflate, br or zstd); clawd must read it to decide.",
 	"bad_request":                  "clawd could not read the request body. Send the request again with a complete body of the declared length.",
 }
