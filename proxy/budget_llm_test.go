@@ -238,10 +238,11 @@ func TestBudgetRecheckSettlesOnceAndMetrics(t *testing.T) {
 		}
 	}
 	for k, v := range map[string]string{
-		"clawd_budget_tokens_used{budget=default/llm,container=agent-1}":   "11",
-		"clawd_budget_tokens_limit{budget=default/llm,container=agent-1}":  "100",
-		"clawd_budget_requests_used{budget=default/llm,container=agent-1}": "1",
-		"clawd_budget_tokens_total{budget=default/llm}":                    "11",
+		"clawd_budget_tokens_used{budget=default/llm,container=agent-1}":     "11",
+		"clawd_budget_tokens_limit{budget=default/llm,container=agent-1}":    "100",
+		"clawd_budget_requests_used{budget=default/llm,container=agent-1}":   "1",
+		"clawd_budget_tokens_reserved{budget=default/llm,container=agent-1}": "0",
+		"clawd_budget_tokens_total{budget=default/llm}":                      "11",
 	} {
 		if got[k] != v {
 			t.Errorf("%s = %q, want %s (all: %v)", k, got[k], v, got)
