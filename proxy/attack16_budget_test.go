@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"compress/gzip"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -476,4 +477,32 @@ default:
 		t.Fatalf("after the reload: %d, want 429", resp.StatusCode)
 	}
 	resp.Body.Close()
+}
+
+// Hole 2, another layout: the agent hangs up on a non-streamed request
+// while the provider is still generating (before the answer's head). The
+// provider bills the generation; clawd charges its estimate.
+func TestAttackBudgetAbortBeforeAnswerIsCharged(t *testing.T) {
+	arrived := make(chan struct{}, 1)
+	up := newUpstream(t, false, false, func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
+		<-r.Context().Done()
+	})
+	e := newEnv(t, nil, func(c *Config) { c.Decider = attackBudgetPolicy(t, "api.example.com", "{tokens: 1000000, per: 1h}") })
+	cl := e.client(up.addr(), nil, false)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		req, _ := http.NewRequestWithContext(ctx, "POST", "http://api.example.com/v1/messages", strings.NewReader(attackBudgetBody))
+		_, err := cl.Do(req)
+		done <- err
+	}()
+	<-arrived
+	cancel()
+	if err := <-done; err == nil {
+		t.Fatal("the request was answered")
+	}
+	if got := e.audit.next(t); got.Tokens != attackBudgetEst || got.Usage != "unmetered" || got.UsageReason != usage.ReasonAbandoned {
+		t.Fatalf("audit tokens %d usage %q %q, want %d unmetered (%s)", got.Tokens, got.Usage, got.UsageReason, attackBudgetEst, usage.ReasonAbandoned)
+	}
 }

@@ -622,7 +622,11 @@ func (h *handler) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 		// The agent went away, or only closed its write side after
 		// sending (net/http cancels either way). Returning without a
 		// write would make net/http send an empty "200 OK" the upstream
-		// never gave: abort the connection instead.
+		// never gave: abort the connection instead. A budgeted request
+		// the upstream had is charged (LLM budgets, issue 16).
+		if ri, _ := r.Context().Value(reqInfoKey{}).(*reqInfo); ri != nil {
+			ri.charge.abandon()
+		}
 		panic(http.ErrAbortHandler)
 	}
 	s := h.cc.s

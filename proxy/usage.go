@@ -29,6 +29,7 @@ type budgetCharge struct {
 	meter     *usage.Meter // nil: no body was read
 	body      *tapBody
 	upgraded  bool // a 101: bytes clawd does not read
+	abandoned bool // the agent went away before the answer's head
 	done      bool
 }
 
@@ -81,8 +82,12 @@ func (c *budgetCharge) finish() {
 		tokens, unmetered, why = max(c.est.Total(), floor), true, usage.ReasonUpgrade
 	case c.meter != nil:
 		tokens, unmetered, why = c.meter.Cost(c.body.eof, c.est, floor)
+	case c.abandoned:
+		// The provider had the request and was working on it: a
+		// generation the agent hung up on is billed all the same.
+		tokens, unmetered, why = max(c.est.Total(), floor), true, usage.ReasonAbandoned
 	}
-	if unmetered && (c.status < 100 || c.status >= 300) {
+	if unmetered && c.meter != nil && (c.status < 100 || c.status >= 300) {
 		tokens, _ = c.meter.Result(c.body.eof)
 		unmetered, why = false, ""
 	}
@@ -96,6 +101,14 @@ func (c *budgetCharge) finish() {
 	c.e.Tokens = tokens
 	if unmetered {
 		c.e.Usage, c.e.UsageReason = "unmetered", why
+	}
+}
+
+// abandon notes that the agent went away while the upstream had the
+// request and had not answered yet.
+func (c *budgetCharge) abandon() {
+	if c != nil && c.status == 0 {
+		c.abandoned = true
 	}
 }
 

@@ -19,7 +19,8 @@
 // chat stream without include_usage), a JSON answer cut off, undecodable
 // or without usage (a model list, a token count, an endpoint clawd does
 // not know), an encoding clawd does not read, another content type (audio,
-// text), an oversized body, a websocket. An unmetered request costs the
+// text), an oversized body, a websocket, a request the agent hung up on before
+// the answer's head (the provider was generating). An unmetered request costs the
 // request's estimate (Estimate) with what was read (Meter.Cost): dodging
 // the accounting never makes a request cheaper than asking for it. An
 // error answer (3xx and up) costs what it reported, usually nothing: the
@@ -221,6 +222,7 @@ const (
 	ReasonCut       = "answer cut off before its usage"
 	ReasonNoUsage   = "no usage in the answer"
 	ReasonUpgrade   = "upgraded connection"
+	ReasonAbandoned = "agent went away before the answer"
 )
 
 // Cost is what the answer costs when est was the request's estimate:
