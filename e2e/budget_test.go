@@ -128,6 +128,15 @@ func TestBudgetRealSDKs(t *testing.T) {
 	}
 	lsShows("before the restart")
 
+	// A policy reload (a rule added first, the budget rules keep their
+	// names) keeps every window: still spent.
+	cl.WritePolicy(strings.Replace(budgetE2EPolicy, "  rules:\n", "  rules:\n    - name: docs\n      hosts: docs.example.com\n      action: allow\n", 1))
+	cl.MustCLI("policy", "reload")
+	lsShows("after a policy reload")
+	if o := anthropic("create"); o.Status != 429 || !strings.Contains(o.Error, "budget_exhausted") {
+		t.Fatalf("anthropic after a reload: %+v, want 429 budget_exhausted", o)
+	}
+
 	// A restart does not hand the container a fresh budget.
 	cl.Stop()
 	cl.Start()
