@@ -86,6 +86,10 @@ func unreadShapes(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n")
 		w.(http.Flusher).Flush()
 		panic(http.ErrAbortHandler)
+	case "/v1/audio/transcriptions":
+		// Billed by duration: a usage object without a token count.
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"text":"hello","usage":{"type":"duration","seconds":600}}`)
 	case "/v1/models", "/v1/batches":
 		// Not a generation endpoint clawd knows: whole JSON, no usage.
 		w.Header().Set("Content-Type", "application/json")
@@ -128,6 +132,7 @@ func TestAttackBudgetUnreadShapesAreCharged(t *testing.T) {
 		{"POST", "/sse", attackBudgetEst, usage.ReasonNoUsage},
 		{"POST", "/sse-cut", attackBudgetEst, usage.ReasonCut},
 		{"POST", "/v1/batches", attackBudgetEst, usage.ReasonNoUsage},
+		{"POST", "/v1/audio/transcriptions", attackBudgetEst, usage.ReasonNoUsage},
 		{"GET", "/v1/models", usage.DefaultOutput, usage.ReasonNoUsage}, // no body: 0 in, the default out
 	}
 	for _, h2 := range []bool{false, true} {

@@ -190,7 +190,10 @@ func (m *Meter) event(data []byte) {
 	// count; every other event with a usage object closes the count
 	// (message_delta, an OpenAI chat's last chunk, response.completed, a
 	// whole JSON answer).
-	if e.Type != "message_start" {
+	// A closing report that counts no token at all (OpenAI's
+	// transcriptions report {"type":"duration","seconds":N}) reads as
+	// none: no generation of these APIs costs nothing.
+	if e.Type != "message_start" && max(m.in+m.out, m.total) > 0 {
 		m.final = true
 	}
 }

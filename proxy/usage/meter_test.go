@@ -49,6 +49,8 @@ func TestMeterDialects(t *testing.T) {
 		{"html", "text/html", `{"usage":{"total_tokens":5}}`, 0, false},
 		{"audio", "audio/mpeg", "ID3\x04", 0, false},
 		{"no content type", "", `{"usage":{"total_tokens":5}}`, 0, false},
+		{"usage without tokens (transcription by duration)", "application/json", `{"text":"hi","usage":{"type":"duration","seconds":12}}`, 0, false},
+		{"zero usage", "application/json", `{"usage":{"input_tokens":0,"output_tokens":0}}`, 0, false},
 		{"json usage only in message_start", "application/json", `{"type":"message_start","message":{"usage":{"input_tokens":5}}}`, 5, false},
 		{"openai responses json", "application/json", `{"object":"response","usage":{"input_tokens":30,"output_tokens":8,"total_tokens":38}}`, 38, true},
 		{"openai responses sse", "text/event-stream", "event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"usage\":null}}\n\nevent: response.completed\r\ndata: {\"type\":\"response.completed\",\"response\":{\"usage\":{\"input_tokens\":30,\"output_tokens\":8,\"total_tokens\":38}}}\r\n\r\n", 38, true},
