@@ -52,7 +52,7 @@ type Meter struct {
 	broken  bool // encoded, or over a bound
 	encoded bool // a Content-Encoding clawd does not read
 	other   bool // a content type clawd reads no usage from
-	inSeen  bool // an input count was read (message_start)
+	inSeen  bool // the input count was read (message_start)
 
 	buf bytes.Buffer // the current SSE line, or the JSON body so far
 
@@ -183,7 +183,8 @@ func (m *Meter) event(data []byte) {
 		m.total = max(m.total, t)
 	} else {
 		m.in = max(m.in, clamp(u.InputTokens)+clamp(u.CacheCreation)+clamp(u.CacheRead))
-		m.inSeen = true
+		// Anthropic's message_start reports the whole input.
+		m.inSeen = m.inSeen || e.Type == "message_start" && m.in > 0
 		m.out = max(m.out, clamp(u.OutputTokens))
 	}
 	// Anthropic's message_start reports the input and a first output
