@@ -57,8 +57,12 @@ func TestBudgetRealSDKs(t *testing.T) {
 	seen := func(host string) int {
 		return len(slices.DeleteFunc(api.Requests(), func(s apiSeen) bool { return s.Host != host }))
 	}
-	anthropic := func(mode string) clientOut { return runClient(t, ct, "node-official", "/clients/anthropic.cjs", mode, "b-"+mode) }
-	openai := func(mode string) clientOut { return runClient(t, ct, "node-official", "/clients/openai.cjs", mode, "b-"+mode) }
+	anthropic := func(mode string) clientOut {
+		return runClient(t, ct, "node-official", "/clients/anthropic.cjs", mode, "b-"+mode)
+	}
+	openai := func(mode string) clientOut {
+		return runClient(t, ct, "node-official", "/clients/openai.cjs", mode, "b-"+mode)
+	}
 
 	// Anthropic: 15 tokens a call (JSON: 12 in + 3 out; SSE: message_start
 	// 12 in + message_delta 3 out). Two calls spend the 2 requests.

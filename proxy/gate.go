@@ -404,9 +404,12 @@ func (s *Server) gateRequest(f reqFacts, dst netip.AddrPort) policy.Decision {
 	if d.Action == policy.Deny || d.NeedBody {
 		return d
 	}
-	budgets = append([]*policy.Budget{d.Budget}, budgets...)
-	budgets = slices.DeleteFunc(budgets, func(b *policy.Budget) bool { return b == nil })
-	budgets = slices.CompactFunc(budgets, func(a, b *policy.Budget) bool { return a.ID == b.ID })
+	names := budgets
+	budgets = nil
+	addBudget(d.Budget) // the deciding rule's first
+	for _, b := range names {
+		addBudget(b)
+	}
 	if len(budgets) == 0 {
 		return d
 	}
