@@ -511,3 +511,35 @@ func TestAttackBudgetAbortBeforeAnswerIsCharged(t *testing.T) {
 		t.Fatalf("audit tokens %d usage %q %q, want %d unmetered (%s)", got.Tokens, got.Usage, got.UsageReason, attackBudgetEst, usage.ReasonAbandoned)
 	}
 }
+
+// Hole 3, another encoding: a compressed request body hid its max_tokens
+// (and most of its size) from the estimate, so concurrent requests each
+// reserved far less than they could cost. It is decoded for the estimate.
+func TestAttackBudgetCompressedRequestIsEstimated(t *testing.T) {
+	up := newUpstream(t, false, false, anthropicJSON)
+	e := newEnv(t, nil, func(c *Config) { c.Decider = attackBudgetPolicy(t, "api.example.com", "{tokens: 10000, per: 1h}") })
+	cl := e.client(up.addr(), nil, false)
+	for _, tc := range []struct {
+		body   string
+		status int
+	}{{`{"model":"m","max_tokens":60000}`, 429}, {`{"model":"m","max_tokens":100}`, 200}} {
+		req, _ := http.NewRequest("POST", "http://api.example.com/v1/messages", bytes.NewReader(gzipped(tc.body)))
+		req.Header.Set("Content-Encoding", "gzip")
+		resp, err := cl.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.status {
+			t.Fatalf("%s gzipped: %d %s, want %d", tc.body, resp.StatusCode, b, tc.status)
+		}
+		if tc.status == 429 && !strings.Contains(string(b), "may cost 60008 tokens") {
+			t.Fatalf("refusal %s, want the decoded estimate (60008)", b)
+		}
+	}
+	// The upstream got the compressed bytes unchanged.
+	if r, body := up.last(); r.Header.Get("Content-Encoding") != "gzip" || !bytes.Equal(body, gzipped(`{"model":"m","max_tokens":100}`)) {
+		t.Fatalf("upstream saw %q %q", r.Header.Get("Content-Encoding"), body)
+	}
+}

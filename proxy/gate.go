@@ -357,6 +357,9 @@ type reqFacts struct {
 	// only when a budget applies): its length (-1: unknown), whether it
 	// is encoded, and its first bytes (all of it when known).
 	body func() (n int64, encoded bool, peek []byte)
+	// encodedBody: the request body has a Content-Encoding. A budget's
+	// estimate needs it decoded: the gate asks for the body (NeedBody).
+	encodedBody bool
 }
 
 // gateRequest decides one HTTP request. A NeedBody decision asks the caller
@@ -418,6 +421,13 @@ func (s *Server) gateRequest(f reqFacts, dst netip.AddrPort) policy.Decision {
 	}
 	if f.in.Recheck {
 		return d // admitted once, when it was forwarded
+	}
+	if f.encodedBody && !f.in.BodyKnown {
+		// A compressed body hides its max_tokens (and its size) from
+		// the estimate: buffered and decoded first, bounded like any
+		// body clawd reads.
+		d.NeedBody = true
+		return d
 	}
 	return s.admitBudgets(f, d, budgets)
 }

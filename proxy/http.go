@@ -220,7 +220,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	f := reqFacts{key: h.key, sni: h.sni, cls: &h.cc.cls, names: h.cc.allNames, body: func() (int64, bool, []byte) {
 		bodyRead = true // a 100 Continue may go out
 		return peekBody(r)
-	}, in: policy.Input{
+	}, encodedBody: hasEncodedBody(r), in: policy.Input{
 		Container: meta.Container,
 		DstIP:     meta.OrigDst.Addr(),
 		DstPort:   meta.OrigDst.Port(),

@@ -12,8 +12,9 @@ import (
 // deterministic:
 //
 //   - input: one token per EstimateBytesPerToken bytes of the request body
-//     (rounded up); a body sent encoded counts EncodedFactor times its
-//     bytes. The prompt travels in the body, and a token of these models is
+//     (rounded up). The proxy decodes a compressed body for the estimate
+//     (it is buffered, bounded, like any body clawd reads); one it hands
+//     over still encoded counts EncodedFactor times its bytes. The prompt travels in the body, and a token of these models is
 //     rarely shorter than that.
 //   - output: the request's own cap on the answer, max_tokens,
 //     max_output_tokens or max_completion_tokens of a JSON body (whichever
