@@ -543,3 +543,35 @@ func TestAttackBudgetCompressedRequestIsEstimated(t *testing.T) {
 		t.Fatalf("upstream saw %q %q", r.Header.Get("Content-Encoding"), body)
 	}
 }
+
+// The same for a body of unknown length (chunked) longer than the peek,
+// its max_tokens after 64 KiB of padding: it is read whole for the
+// estimate, and forwarded unchanged.
+func TestAttackBudgetChunkedRequestIsEstimated(t *testing.T) {
+	up := newUpstream(t, false, false, anthropicJSON)
+	e := newEnv(t, nil, func(c *Config) { c.Decider = attackBudgetPolicy(t, "api.example.com", "{tokens: 100000, per: 1h}") })
+	cl := e.client(up.addr(), nil, false)
+	pad := strings.Repeat(" ", 70<<10)
+	for _, tc := range []struct {
+		cap    int
+		status int
+	}{{200000, 429}, {100, 200}} {
+		body := fmt.Sprintf(`{"model":"m",%s"max_tokens":%d}`, pad, tc.cap)
+		req, _ := http.NewRequest("POST", "http://api.example.com/v1/messages", io.MultiReader(strings.NewReader(body)))
+		req.ContentLength = -1
+		resp, err := cl.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.status {
+			t.Fatalf("max_tokens %d after the peek, chunked: %d %s, want %d", tc.cap, resp.StatusCode, b, tc.status)
+		}
+		if tc.status == 200 {
+			if _, got := up.last(); string(got) != body {
+				t.Fatalf("upstream got %d bytes, want the %d sent", len(got), len(body))
+			}
+		}
+	}
+}

@@ -422,14 +422,22 @@ func (s *Server) gateRequest(f reqFacts, dst netip.AddrPort) policy.Decision {
 	if f.in.Recheck {
 		return d // admitted once, when it was forwarded
 	}
-	if f.encodedBody && !f.in.BodyKnown {
+	if !f.in.BodyKnown && (f.encodedBody || f.body != nil && bodyUnsized(f.body)) {
 		// A compressed body hides its max_tokens (and its size) from
-		// the estimate: buffered and decoded first, bounded like any
-		// body clawd reads.
+		// the estimate, a body of unknown length longer than the peek
+		// its size: buffered (and decoded) first, bounded like any body
+		// clawd reads.
 		d.NeedBody = true
 		return d
 	}
 	return s.admitBudgets(f, d, budgets)
+}
+
+// bodyUnsized reports a body of unknown length longer than the estimate's
+// peek.
+func bodyUnsized(body func() (int64, bool, []byte)) bool {
+	n, _, _ := body()
+	return n < 0
 }
 
 // admitBudgets carries out invariant 6 (LLM budgets, issue 16): a request
