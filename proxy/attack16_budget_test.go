@@ -544,21 +544,26 @@ func TestAttackBudgetCompressedRequestIsEstimated(t *testing.T) {
 	}
 }
 
-// The same for a body of unknown length (chunked) longer than the peek,
-// its max_tokens after 64 KiB of padding: it is read whole for the
-// estimate, and forwarded unchanged.
+// The same for a body longer than the peek, of unknown length (chunked) or
+// not, whose max_tokens comes after 64 KiB of padding (or comes again
+// there: JSON parsers keep the last): it is read whole for the estimate,
+// and forwarded unchanged.
 func TestAttackBudgetChunkedRequestIsEstimated(t *testing.T) {
 	up := newUpstream(t, false, false, anthropicJSON)
 	e := newEnv(t, nil, func(c *Config) { c.Decider = attackBudgetPolicy(t, "api.example.com", "{tokens: 100000, per: 1h}") })
 	cl := e.client(up.addr(), nil, false)
 	pad := strings.Repeat(" ", 70<<10)
 	for _, tc := range []struct {
-		cap    int
-		status int
-	}{{200000, 429}, {100, 200}} {
-		body := fmt.Sprintf(`{"model":"m",%s"max_tokens":%d}`, pad, tc.cap)
+		cap     int
+		chunked bool
+		status  int
+	}{{200000, true, 429}, {200000, false, 429}, {100, true, 200}, {100, false, 200}} {
+		body := fmt.Sprintf(`{"model":"m","max_tokens":10,%s"max_tokens":%d}`, pad, tc.cap)
 		req, _ := http.NewRequest("POST", "http://api.example.com/v1/messages", io.MultiReader(strings.NewReader(body)))
-		req.ContentLength = -1
+		req.ContentLength = int64(len(body))
+		if tc.chunked {
+			req.ContentLength = -1
+		}
 		resp, err := cl.Do(req)
 		if err != nil {
 			t.Fatal(err)

@@ -422,22 +422,22 @@ func (s *Server) gateRequest(f reqFacts, dst netip.AddrPort) policy.Decision {
 	if f.in.Recheck {
 		return d // admitted once, when it was forwarded
 	}
-	if !f.in.BodyKnown && (f.encodedBody || f.body != nil && bodyUnsized(f.body)) {
-		// A compressed body hides its max_tokens (and its size) from
-		// the estimate, a body of unknown length longer than the peek
-		// its size: buffered (and decoded) first, bounded like any body
-		// clawd reads.
+	if !f.in.BodyKnown && (f.encodedBody || f.body != nil && bodyLonger(f.body)) {
+		// The estimate reads the whole body: a compressed one hides its
+		// max_tokens, a longer one than the peek may name it (again:
+		// JSON parsers keep the last) after it. Such a body is buffered
+		// (and decoded) first, bounded like any body clawd reads.
 		d.NeedBody = true
 		return d
 	}
 	return s.admitBudgets(f, d, budgets)
 }
 
-// bodyUnsized reports a body of unknown length longer than the estimate's
-// peek.
-func bodyUnsized(body func() (int64, bool, []byte)) bool {
-	n, _, _ := body()
-	return n < 0
+// bodyLonger reports a body longer than the estimate's peek (or of
+// unknown length and not over within it).
+func bodyLonger(body func() (int64, bool, []byte)) bool {
+	n, _, peek := body()
+	return n < 0 || n > int64(len(peek))
 }
 
 // admitBudgets carries out invariant 6 (LLM budgets, issue 16): a request

@@ -18,8 +18,9 @@ import (
 //     rarely shorter than that.
 //   - output: the request's own cap on the answer, max_tokens,
 //     max_output_tokens or max_completion_tokens of a JSON body (whichever
-//     is largest), else DefaultOutput. A cap clawd did not find (no JSON, a
-//     body larger than what was peeked, an encoded body) is DefaultOutput.
+//     is largest), else DefaultOutput. A cap clawd did not find (no JSON,
+//     beyond the bytes it was given, an encoded body) is DefaultOutput; the
+//     proxy gives it whole bodies.
 
 // DefaultOutput is the output estimate of a request that names no output
 // cap clawd could read.
