@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -199,7 +200,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		e.Status = rw.status
 		e.BytesIn = rw.n
 		if counter != nil {
-			e.BytesOut = counter.n
+			e.BytesOut = counter.n.Load()
 		}
 		if rw.reason != "" {
 			e.Reason = rw.reason
@@ -795,15 +796,17 @@ func (w *respWriter) Flush() { http.NewResponseController(w.ResponseWriter).Flus
 
 func (w *respWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// countingBody counts request body bytes sent upstream.
+// countingBody counts request body bytes sent upstream. The transport
+// may still be reading it when the handler's audit line is written (an
+// agent that hung up): the count is atomic.
 type countingBody struct {
 	rc io.ReadCloser
-	n  int64
+	n  atomic.Int64
 }
 
 func (b *countingBody) Read(p []byte) (int, error) {
 	n, err := b.rc.Read(p)
-	b.n += int64(n)
+	b.n.Add(int64(n))
 	return n, err
 }
 
