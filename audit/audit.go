@@ -54,6 +54,10 @@ type Entry struct {
 
 	// LLM budgets (issue 16, budget): tokens a request was charged.
 	Tokens int64 `json:"tokens,omitempty"`
+	// Usage is "unmetered" when clawd could not read what the request cost
+	// (it was charged its estimate); UsageReason says why.
+	Usage       string `json:"usage,omitempty"`
+	UsageReason string `json:"usage_reason,omitempty"`
 
 	// MCP tool calls (issue 16, "mcp"): the tools/call's tool name.
 	Tool string `json:"tool,omitempty"`

@@ -71,6 +71,8 @@ func appendEntry(b []byte, e *Entry) (_ []byte, ok bool) {
 		b = append(b, `,"tokens":`...)
 		b = strconv.AppendInt(b, e.Tokens, 10)
 	}
+	b = appendField(b, `,"usage":`, e.Usage)
+	b = appendField(b, `,"usage_reason":`, e.UsageReason)
 	b = appendField(b, `,"tool":`, e.Tool) // issue 16, "mcp"
 	if e.Every != 0 {
 		b = append(b, `,"every":`...)

@@ -90,7 +90,8 @@ func FormatStatus(w io.Writer, s Status) {
 }
 
 // formatUsage is one budget's line in `clawd ls`, e.g.
-// "1234/2000000 tokens, 3/100 requests in the 24h window (resets in 5h2m)".
+// "1234/2000000 tokens, 3/100 requests in the 24h window (resets in 5h2m)",
+// with ", 2 in flight reserving 8200 tokens" while requests run.
 func formatUsage(u usage.Usage, now time.Time) string {
 	var parts []string
 	if u.TokenLimit > 0 {
@@ -104,6 +105,9 @@ func formatUsage(u usage.Usage, now time.Time) string {
 		parts = append(parts, fmt.Sprintf("%d requests", u.Requests))
 	}
 	s := strings.Join(parts, ", ") + fmt.Sprintf(" in the %s window (resets in %s)", u.Window, u.WindowResets.Sub(now).Round(time.Second))
+	if u.InFlight > 0 {
+		s += fmt.Sprintf(", %d in flight reserving %d tokens", u.InFlight, u.Reserved)
+	}
 	if u.Spent {
 		s += ": SPENT"
 	}

@@ -24,13 +24,13 @@ default:
       ports: 443
       intercept: true
       action: allow
-      budget: {tokens: 30, per: 24h}
+      budget: {tokens: 1000000, requests: 2, per: 24h}
     - name: openai
       hosts: api.openai.com
       ports: 443
       intercept: true
       action: allow
-      budget: {tokens: 100, per: 1h, unmetered: 90}
+      budget: {tokens: 9000, per: 1h, unmetered: 9000}
 `
 
 func TestBudgetRealSDKs(t *testing.T) {
@@ -57,11 +57,15 @@ func TestBudgetRealSDKs(t *testing.T) {
 	seen := func(host string) int {
 		return len(slices.DeleteFunc(api.Requests(), func(s apiSeen) bool { return s.Host != host }))
 	}
-	anthropic := func(mode string) clientOut { return runClient(t, ct, "node-official", "/clients/anthropic.cjs", mode, "b-"+mode) }
-	openai := func(mode string) clientOut { return runClient(t, ct, "node-official", "/clients/openai.cjs", mode, "b-"+mode) }
+	anthropic := func(mode string) clientOut {
+		return runClient(t, ct, "node-official", "/clients/anthropic.cjs", mode, "b-"+mode)
+	}
+	openai := func(mode string) clientOut {
+		return runClient(t, ct, "node-official", "/clients/openai.cjs", mode, "b-"+mode)
+	}
 
 	// Anthropic: 15 tokens a call (JSON: 12 in + 3 out; SSE: message_start
-	// 12 in + message_delta 3 out). Two calls spend the 30.
+	// 12 in + message_delta 3 out). Two calls spend the 2 requests.
 	if o := anthropic("create"); o.Status != 200 || o.Text == "" {
 		t.Fatalf("anthropic create: %+v", o)
 	}
@@ -78,7 +82,9 @@ func TestBudgetRealSDKs(t *testing.T) {
 	}
 
 	// OpenAI: a JSON call reports 15; a stream without include_usage
-	// reports nothing and costs the unmetered 90: spent at 105 of 100.
+	// reports nothing and costs at least the unmetered 9000 (its estimate,
+	// about 4100 with no max_tokens, is less): spent at 9015 of 9000. Both
+	// were admitted: each estimate fit what remained.
 	if o := openai("create"); o.Status != 200 {
 		t.Fatalf("openai create: %+v", o)
 	}
@@ -101,14 +107,14 @@ func TestBudgetRealSDKs(t *testing.T) {
 		}
 		if e.Status == 429 {
 			denials++
-			if e.Action != "deny" || !strings.Contains(e.Reason, "token budget of rule") {
+			if e.Action != "deny" || !strings.Contains(e.Reason, "budget of rule") || !strings.Contains(e.Reason, "spent") {
 				t.Errorf("denial audit line %+v", e)
 			}
 			continue
 		}
-		tokens = append(tokens, fmt.Sprintf("%s=%d", e.Rule, e.Tokens))
+		tokens = append(tokens, fmt.Sprintf("%s=%d%s", e.Rule, e.Tokens, e.Usage))
 	}
-	if want := []string{"anthropic=15", "anthropic=15", "openai=15", "openai=90"}; !slices.Equal(tokens, want) || denials != 2 {
+	if want := []string{"anthropic=15", "anthropic=15", "openai=15", "openai=9000unmetered"}; !slices.Equal(tokens, want) || denials != 2 {
 		t.Fatalf("audit tokens %v (denials %d), want %v and 2 denials", tokens, denials, want)
 	}
 
@@ -116,8 +122,8 @@ func TestBudgetRealSDKs(t *testing.T) {
 		t.Helper()
 		ls := cl.MustCLI("ls")
 		for _, want := range []string{
-			ct.Name + ": budget default/anthropic: 30/30 tokens, 2 requests in the 24h window",
-			ct.Name + ": budget default/openai: 105/100 tokens, 2 requests in the 1h window",
+			ct.Name + ": budget default/anthropic: 30/1000000 tokens, 2/2 requests in the 24h window",
+			ct.Name + ": budget default/openai: 9015/9000 tokens, 2 requests in the 1h window",
 		} {
 			if !strings.Contains(ls, want) || !strings.Contains(ls, "SPENT") {
 				t.Fatalf("%s: clawd ls does not show %q:\n%s", when, want, ls)
@@ -125,6 +131,15 @@ func TestBudgetRealSDKs(t *testing.T) {
 		}
 	}
 	lsShows("before the restart")
+
+	// A policy reload (a rule added first, the budget rules keep their
+	// names) keeps every window: still spent.
+	cl.WritePolicy(strings.Replace(budgetE2EPolicy, "  rules:\n", "  rules:\n    - name: docs\n      hosts: docs.example.com\n      action: allow\n", 1))
+	cl.MustCLI("policy", "reload")
+	lsShows("after a policy reload")
+	if o := anthropic("create"); o.Status != 429 || !strings.Contains(o.Error, "budget_exhausted") {
+		t.Fatalf("anthropic after a reload: %+v, want 429 budget_exhausted", o)
+	}
 
 	// A restart does not hand the container a fresh budget.
 	cl.Stop()

@@ -30,19 +30,15 @@ type Budget struct {
 	// Per is the window: fixed, starting at the first request after the
 	// previous window ended.
 	Per time.Duration
-	// Unmetered is what an answered request costs when clawd could not read
-	// its usage (a stream without a usage event, a stream the agent aborted
-	// before it, an encoding or format clawd does not read), on top of what
-	// it did read. 0 means Tokens: such a request spends the budget.
+	// Unmetered is the least an answered request costs when clawd could
+	// not read its usage (a stream without a usage event, a stream the
+	// agent aborted before it, an encoding, format or endpoint clawd does
+	// not read, a websocket). Such a request costs its estimate (the
+	// request body's bytes / 4 for input, plus its max_tokens, else 4096,
+	// for output; what the answer did report replaces the estimated part
+	// it covers) and at least Unmetered; 0: the estimate alone. See
+	// proxy/usage.
 	Unmetered int64
-}
-
-// Charge is what a request whose usage was not read costs (see Unmetered).
-func (b *Budget) Charge() int64 {
-	if b.Unmetered > 0 {
-		return b.Unmetered
-	}
-	return b.Tokens
 }
 
 // String is the budget as `clawd ls` and reasons show it.

@@ -19,7 +19,7 @@ func TestBudgetOnDecision(t *testing.T) {
 		t.Fatalf("decision %+v, want allow with a budget", d)
 	}
 	b := d.Budget
-	if b.ID != "default/openai" || b.Tokens != 500000 || b.Requests != 1000 || b.Per != 7*24*time.Hour || b.Charge() != 8000 {
+	if b.ID != "default/openai" || b.Tokens != 500000 || b.Requests != 1000 || b.Per != 7*24*time.Hour || b.Unmetered != 8000 {
 		t.Fatalf("budget %+v", *b)
 	}
 	if got := b.String(); got != "500000 tokens and 1000 requests per 7d" {
@@ -29,7 +29,7 @@ func TestBudgetOnDecision(t *testing.T) {
 		t.Errorf("FormatDecision = %q, want the budget shown", got)
 	}
 	in.Host = "api.anthropic.com"
-	if b := p.Decide(in).Budget; b == nil || b.Charge() != 2000000 || b.String() != "2000000 tokens per 24h" {
+	if b := p.Decide(in).Budget; b == nil || b.Unmetered != 0 || b.String() != "2000000 tokens per 24h" {
 		t.Fatalf("anthropic budget %+v (unmetered must default to the whole token budget)", b)
 	}
 	// A budget can only be metered on HTTP: a raw connection (no method)

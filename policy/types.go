@@ -108,6 +108,17 @@ type Decision struct {
 	// it: answer 429 budget_exhausted, which SDKs must not retry.
 	Budget      *Budget
 	BudgetSpent bool
+	// BudgetBusy (set with BudgetSpent by the gate) says the budget is not
+	// spent, but what the requests in flight reserved leaves no room for
+	// this one: answer 429 budget_busy, retry soon.
+	BudgetBusy bool
+	// Budgets, set by the gate, is every budget the request is charged
+	// to and was admitted under: Budget, and when the Host header is an
+	// address, the budgets of the rules of the names living there.
+	// BudgetIn and BudgetOut are its estimate (input and output tokens),
+	// reserved in each.
+	Budgets             []*Budget
+	BudgetIn, BudgetOut int64
 	// MCP (issue 16, "mcp") is set when an `mcp: true` rule decided: the
 	// decision on each JSON-RPC message of the body (policy/mcp.go), and
 	// which tools tools/list may show.

@@ -42,7 +42,9 @@ func TestBudgetJSONExhaustsAnd429(t *testing.T) {
 	e := newEnv(t, nil, func(c *Config) { c.Decider = p })
 	cl := e.client(up.addr(), nil, false)
 	for i := 0; i < 2; i++ {
-		req, _ := http.NewRequest("POST", "http://api.example.com/v1/messages", strings.NewReader(`{"model":"m"}`))
+		// Each asks for at most 20 tokens: an estimate of 28 (8 for its
+		// body, 20 of output), admitted while it fits.
+		req, _ := http.NewRequest("POST", "http://api.example.com/v1/messages", strings.NewReader(`{"model":"m","max_tokens":20}`))
 		req.Header.Set("Accept-Encoding", "gzip, br")
 		resp, err := cl.Do(req)
 		if err != nil {
@@ -62,7 +64,7 @@ func TestBudgetJSONExhaustsAnd429(t *testing.T) {
 		}
 	}
 	// 120 of 100 spent (the second request overshot: it was admitted with
-	// 40 left). The third is refused before the upstream sees it.
+	// 40 left for an estimate of 28, and cost 60). The third is refused before the upstream sees it.
 	resp, err := cl.Post("http://api.example.com/v1/messages", "application/json", strings.NewReader(`{}`))
 	if err != nil {
 		t.Fatal(err)
@@ -86,7 +88,8 @@ func TestBudgetJSONExhaustsAnd429(t *testing.T) {
 }
 
 // The agent aborts a stream after message_start to dodge the final usage:
-// it is charged the input it saw plus the unmetered cost.
+// it is charged at least the rule's unmetered cost (1000; more than the
+// input it saw plus its output estimate, 30 + 50).
 func TestBudgetAbortedStreamIsCharged(t *testing.T) {
 	p, err := policy.Parse([]byte(budgetPolicy), "budget.yaml")
 	if err != nil {
@@ -105,7 +108,7 @@ func TestBudgetAbortedStreamIsCharged(t *testing.T) {
 	defer close(release)
 	e := newEnv(t, nil, func(c *Config) { c.Decider = p })
 	cl := e.client(up.addr(), nil, false)
-	resp, err := cl.Post("http://api.example.com/v1/messages", "application/json", strings.NewReader(`{"stream":true}`))
+	resp, err := cl.Post("http://api.example.com/v1/messages", "application/json", strings.NewReader(`{"stream":true,"max_tokens":50}`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,15 +120,17 @@ func TestBudgetAbortedStreamIsCharged(t *testing.T) {
 	}
 	resp.Body.Close()
 	cl.CloseIdleConnections()
-	if got := e.audit.next(t); got.Tokens != 31+1000 {
-		t.Fatalf("audit %+v, want tokens 1031 (30 input + 1 output + 1000 unmetered)", got)
+	if got := e.audit.next(t); got.Tokens != 1000 || got.Usage != "unmetered" || got.UsageReason != "answer cut off before its usage" {
+		t.Fatalf("audit %+v, want tokens 1000 (the unmetered charge), usage unmetered", got)
 	}
 }
 
 // An OpenAI chat stream without include_usage reports nothing: the request
-// costs the unmetered charge, as does an answer encoded against clawd's
-// ask; an error answer, or a whole JSON answer without usage (a token
-// count: no generation), costs nothing.
+// costs its estimate (4097: 1 for its body, 4096 for an output it names no
+// cap for; more than the rule's unmetered 1000), as does an answer encoded
+// against clawd's ask and a whole JSON answer without usage (a token
+// count: clawd cannot tell it from a generation whose usage it cannot
+// read); an error answer costs nothing.
 func TestBudgetUnmeteredAndErrors(t *testing.T) {
 	p, err := policy.Parse([]byte(strings.Replace(budgetPolicy, "tokens: 100,", "tokens: 100000,", 1)), "budget.yaml")
 	if err != nil {
@@ -155,7 +160,7 @@ func TestBudgetUnmeteredAndErrors(t *testing.T) {
 		path   string
 		status int
 		tokens int64
-	}{{"/v1/messages", 529, 0}, {"/v1/messages/count_tokens", 200, 0}, {"/gzip", 200, 1000}, {"/v1/chat/completions", 200, 1000}} {
+	}{{"/v1/messages", 529, 0}, {"/v1/messages/count_tokens", 200, 4097}, {"/gzip", 200, 4097}, {"/v1/chat/completions", 200, 4097}} {
 		resp, err := cl.Post("http://api.example.com"+tc.path, "application/json", strings.NewReader(`{}`))
 		if err != nil {
 			t.Fatal(err)
@@ -190,7 +195,7 @@ func TestBudgetRecheckSettlesOnceAndMetrics(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	e := newEnv(t, nil, func(c *Config) { c.Decider = p; c.Registerer = reg })
 	cl := e.client(up.addr(), nil, false)
-	resp, err := cl.Post("http://api.example.com/v1/messages", "application/json", strings.NewReader(`{"stream":true}`))
+	resp, err := cl.Post("http://api.example.com/v1/messages", "application/json", strings.NewReader(`{"stream":true,"max_tokens":20}`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,8 +206,8 @@ func TestBudgetRecheckSettlesOnceAndMetrics(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		e.srv.Recheck("policy reloaded")
 	}
-	if u := e.srv.usage.Usage(testContainer.Key(), e.srv.cfg.Now()); len(u) != 1 || u[0].InFlight != 1 {
-		t.Fatalf("while streaming: %+v, want one request in flight", u)
+	if u := e.srv.usage.Usage(testContainer.Key(), e.srv.cfg.Now()); len(u) != 1 || u[0].InFlight != 1 || u[0].Reserved != 28 {
+		t.Fatalf("while streaming: %+v, want one request in flight, 28 tokens reserved", u)
 	}
 	close(release)
 	io.Copy(io.Discard, br)
@@ -211,7 +216,7 @@ func TestBudgetRecheckSettlesOnceAndMetrics(t *testing.T) {
 		t.Fatalf("audit %+v, want tokens 11", got)
 	}
 	u := e.srv.usage.Usage(testContainer.Key(), e.srv.cfg.Now())
-	if len(u) != 1 || u[0].InFlight != 0 || u[0].Requests != 1 || u[0].Tokens != 11 {
+	if len(u) != 1 || u[0].InFlight != 0 || u[0].Reserved != 0 || u[0].Requests != 1 || u[0].Tokens != 11 {
 		t.Fatalf("after the stream: %+v, want 1 request, 11 tokens, none in flight", u)
 	}
 	mfs, err := reg.Gather()
@@ -233,10 +238,11 @@ func TestBudgetRecheckSettlesOnceAndMetrics(t *testing.T) {
 		}
 	}
 	for k, v := range map[string]string{
-		"clawd_budget_tokens_used{budget=default/llm,container=agent-1}":   "11",
-		"clawd_budget_tokens_limit{budget=default/llm,container=agent-1}":  "100",
-		"clawd_budget_requests_used{budget=default/llm,container=agent-1}": "1",
-		"clawd_budget_tokens_total{budget=default/llm}":                    "11",
+		"clawd_budget_tokens_used{budget=default/llm,container=agent-1}":     "11",
+		"clawd_budget_tokens_limit{budget=default/llm,container=agent-1}":    "100",
+		"clawd_budget_requests_used{budget=default/llm,container=agent-1}":   "1",
+		"clawd_budget_tokens_reserved{budget=default/llm,container=agent-1}": "0",
+		"clawd_budget_tokens_total{budget=default/llm}":                      "11",
 	} {
 		if got[k] != v {
 			t.Errorf("%s = %q, want %s (all: %v)", k, got[k], v, got)
@@ -262,7 +268,7 @@ func TestBudgetH2AbortedStreamAnd429(t *testing.T) {
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(e.ca.CertPEM())
 	cl := e.client(up.addr(), &tls.Config{RootCAs: pool}, true)
-	resp, err := cl.Post("https://example.com/v1/messages", "application/json", strings.NewReader(`{"stream":true}`))
+	resp, err := cl.Post("https://example.com/v1/messages", "application/json", strings.NewReader(`{"stream":true,"max_tokens":50}`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -273,8 +279,8 @@ func TestBudgetH2AbortedStreamAnd429(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close() // RST_STREAM
-	if got := e.audit.next(t); got.Tokens != 1031 {
-		t.Fatalf("audit %+v, want tokens 1031", got)
+	if got := e.audit.next(t); got.Tokens != 1000 || got.Usage != "unmetered" {
+		t.Fatalf("audit %+v, want tokens 1000, unmetered", got)
 	}
 	resp, err = cl.Post("https://example.com/v1/messages", "application/json", strings.NewReader(`{}`))
 	if err != nil {
@@ -303,7 +309,7 @@ func TestBudgetAuditModeRefusesNothing(t *testing.T) {
 	e := newEnv(t, nil, func(c *Config) { c.Decider = p })
 	cl := e.client(up.addr(), nil, false)
 	for i := 0; i < 3; i++ {
-		resp, err := cl.Post("http://api.example.com/v1/messages", "application/json", strings.NewReader(`{"model":"m"}`))
+		resp, err := cl.Post("http://api.example.com/v1/messages", "application/json", strings.NewReader(`{"model":"m","max_tokens":20}`))
 		if err != nil {
 			t.Fatal(err)
 		}

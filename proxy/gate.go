@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/clawd-dev/clawd/audit"
@@ -47,6 +48,12 @@ import (
 //     rules do not hold in audit mode (nobody is asked); secrets are
 //     injected as in enforce mode. A reload that switches a set to enforce
 //     re-decides open streams (live.go) and cuts those now denied.
+//  6. An LLM budget (issue 16) applies by the destination, not by the
+//     Host header alone: a request whose Host is an address is charged to
+//     the budgets of the rules of every name living there, as well as its
+//     deciding rule's (another rule naming the address cannot lend it an
+//     unbudgeted way in). Every budget admits it against its estimate,
+//     reserved until it settles, or it is refused with 429 (admitBudgets).
 
 // stage is how far the sniffer got with a connection's first bytes.
 type stage int
@@ -346,6 +353,13 @@ type reqFacts struct {
 	// names lists the names clawd's DNS gave this container or any other
 	// for the destination (asked only when Host is an address).
 	names func(netip.AddrPort) []string
+	// body reads the request body's facts for a budget's estimate (asked
+	// only when a budget applies): its length (-1: unknown), whether it
+	// is encoded, and its first bytes (all of it when known).
+	body func() (n int64, encoded bool, peek []byte)
+	// encodedBody: the request body has a Content-Encoding. A budget's
+	// estimate needs it decoded: the gate asks for the body (NeedBody).
+	encodedBody bool
 }
 
 // gateRequest decides one HTTP request. A NeedBody decision asks the caller
@@ -364,6 +378,12 @@ func (s *Server) gateRequest(f reqFacts, dst netip.AddrPort) policy.Decision {
 	if d.NeedBody {
 		return d
 	}
+	var budgets []*policy.Budget // of every name's rule (invariant 6)
+	addBudget := func(b *policy.Budget) {
+		if b != nil && !slices.ContainsFunc(budgets, func(x *policy.Budget) bool { return x.ID == b.ID }) {
+			budgets = append(budgets, b)
+		}
+	}
 	if hostname.IsIP(host) && f.names != nil {
 		// Host is the address itself (or absent): the server behind it is
 		// whatever name lives there, so each name's rules apply too, the
@@ -378,27 +398,85 @@ func (s *Server) gateRequest(f reqFacts, dst netip.AddrPort) policy.Decision {
 			if d.NeedBody {
 				return d
 			}
+			if nd.Action != policy.Deny || nd.Would != "" {
+				addBudget(nd.Budget)
+			}
 		}
 	}
 	d = s.guardAddr(d, f.in, f.cls)
-	if d.Budget != nil && d.Action != policy.Deny && !d.NeedBody && !f.in.Recheck {
-		// LLM budgets (issue 16): the container's window of the deciding
-		// rule's budget admits the request (it is then settled by
-		// http.go, once) or it is spent: deny, answered 429.
-		k := usage.Key{Container: f.key, Budget: d.Budget.ID}
-		ok, retry, reason := s.usage.Admit(k, f.in.Container.Name, d.Budget, s.cfg.Now())
+	if d.Action == policy.Deny || d.NeedBody {
+		return d
+	}
+	names := budgets
+	budgets = nil
+	addBudget(d.Budget) // the deciding rule's first
+	for _, b := range names {
+		addBudget(b)
+	}
+	if len(budgets) == 0 {
+		return d
+	}
+	if d.Budget == nil {
+		d.Budget = budgets[0]
+	}
+	if f.in.Recheck {
+		return d // admitted once, when it was forwarded
+	}
+	if !f.in.BodyKnown && (f.encodedBody || f.body != nil && bodyLonger(f.body)) {
+		// The estimate reads the whole body: a compressed one hides its
+		// max_tokens, a longer one than the peek may name it (again:
+		// JSON parsers keep the last) after it. Such a body is buffered
+		// (and decoded) first, bounded like any body clawd reads.
+		d.NeedBody = true
+		return d
+	}
+	return s.admitBudgets(f, d, budgets)
+}
+
+// bodyLonger reports a body longer than the estimate's peek (or of
+// unknown length and not over within it).
+func bodyLonger(body func() (int64, bool, []byte)) bool {
+	n, _, peek := body()
+	return n < 0 || n > int64(len(peek))
+}
+
+// admitBudgets carries out invariant 6 (LLM budgets, issue 16): a request
+// is admitted under every budget that applies to it (see gateRequest), its
+// estimate reserved in each, or refused with 429: budget_exhausted when a
+// window cannot fit it, budget_busy when only what requests in flight
+// reserved is in the way. An admitted request is settled by http.go, once
+// (usage.go).
+func (s *Server) admitBudgets(f reqFacts, d policy.Decision, budgets []*policy.Budget) policy.Decision {
+	var est usage.Estimate
+	if f.body != nil {
+		est = usage.EstimateRequest(f.body())
+	} else {
+		est = usage.EstimateRequest(0, false, nil)
+	}
+	now := s.cfg.Now()
+	name := f.in.Container.Name
+	for i, b := range budgets {
+		k := usage.Key{Container: f.key, Budget: b.ID}
+		ok, why := s.usage.Admit(k, name, b, est.Total(), now)
 		switch {
 		case ok:
 		case d.Audit:
 			// Mode audit (invariant 5): a spent budget is a policy
 			// verdict, so the request goes through, recorded as
 			// would deny, and its usage still counts.
-			s.usage.Enter(k, f.in.Container.Name, d.Budget, s.cfg.Now())
-			d.Would, d.Reason = policy.Deny, reason
+			s.usage.Enter(k, name, b, est.Total(), now)
+			d.Would, d.Reason = policy.Deny, why.Reason
 		default:
-			d.Action, d.BudgetSpent, d.RetryAfter, d.Reason = policy.Deny, true, retry, reason
+			for _, a := range budgets[:i] {
+				s.usage.Settle(usage.Key{Container: f.key, Budget: a.ID}, a, est.Total(), false, 0, now)
+			}
+			d.Action, d.BudgetSpent, d.BudgetBusy, d.RetryAfter, d.Reason = policy.Deny, true, why.Busy, why.Retry, why.Reason
+			d.Budget = b
+			d.Rule = b.ID[strings.LastIndexByte(b.ID, '/')+1:] // the budget's rule refuses
+			return d
 		}
 	}
+	d.Budgets, d.BudgetIn, d.BudgetOut = budgets, est.In, est.Out
 	return d
 }
 

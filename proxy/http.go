@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -199,7 +200,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		e.Status = rw.status
 		e.BytesIn = rw.n
 		if counter != nil {
-			e.BytesOut = counter.n
+			e.BytesOut = counter.n.Load()
 		}
 		if rw.reason != "" {
 			e.Reason = rw.reason
@@ -217,7 +218,10 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	info := errInfo{Method: r.Method, Host: host, Path: r.URL.Path}
 
-	f := reqFacts{key: h.key, sni: h.sni, cls: &h.cc.cls, names: h.cc.allNames, in: policy.Input{
+	f := reqFacts{key: h.key, sni: h.sni, cls: &h.cc.cls, names: h.cc.allNames, body: func() (int64, bool, []byte) {
+		bodyRead = true // a 100 Continue may go out
+		return peekBody(r)
+	}, encodedBody: hasEncodedBody(r), in: policy.Input{
 		Container: meta.Container,
 		DstIP:     meta.OrigDst.Addr(),
 		DstPort:   meta.OrigDst.Port(),
@@ -301,7 +305,9 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		info.NextSteps = ruleSteps
 		if d.BudgetSpent {
-			s.m.budgetDenied.WithLabelValues(d.Budget.ID).Inc()
+			if !d.BudgetBusy {
+				s.m.budgetDenied.WithLabelValues(d.Budget.ID).Inc()
+			}
 			writeBudgetSpent(rw, d, info)
 			return
 		}
@@ -420,6 +426,62 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	h.rp.ServeHTTP(rw, r.WithContext(context.WithValue(ctx, reqInfoKey{}, ri)))
 }
+
+// budgetPeek is how much of a request body the estimate of a budgeted
+// request reads before it is forwarded (LLM budgets, issue 16): enough for
+// the head of any LLM API request, where SDKs put max_tokens.
+const budgetPeek = 64 << 10
+
+// peekBody gives a budget's estimate the body's facts (reqFacts.body): a
+// buffered body whole (decoded), else its first budgetPeek bytes, read
+// and put back in front of the rest, unchanged.
+func peekBody(r *http.Request) (n int64, encoded bool, peek []byte) {
+	if bb, ok := r.Body.(*bufferedBody); ok {
+		return int64(len(bb.decoded)), false, bb.decoded
+	}
+	if r.Body == nil || r.Body == http.NoBody {
+		return 0, false, nil
+	}
+	if pb, ok := r.Body.(*peekedBody); ok {
+		return pb.n, pb.encoded, pb.peek
+	}
+	encoded = hasEncodedBody(r)
+	buf := make([]byte, budgetPeek)
+	k, err := io.ReadFull(r.Body, buf)
+	buf = buf[:k]
+	rest := io.Reader(r.Body)
+	n = r.ContentLength
+	switch err {
+	case nil:
+	case io.EOF, io.ErrUnexpectedEOF:
+		n, rest = int64(k), eofReader{}
+	default:
+		rest = errReader{err}
+	}
+	pb := &peekedBody{Reader: io.MultiReader(bytes.NewReader(buf), rest), c: r.Body, n: n, encoded: encoded, peek: buf}
+	r.Body = pb
+	return n, encoded, buf
+}
+
+// peekedBody is a request body whose first bytes were read for a budget's
+// estimate: the same bytes, in order.
+type peekedBody struct {
+	io.Reader
+	c       io.Closer
+	n       int64
+	encoded bool
+	peek    []byte
+}
+
+func (p *peekedBody) Close() error { return p.c.Close() }
+
+type eofReader struct{}
+
+func (eofReader) Read([]byte) (int, error) { return 0, io.EOF }
+
+type errReader struct{ err error }
+
+func (e errReader) Read([]byte) (int, error) { return 0, e.err }
 
 // retrySeconds is a deny's RetryAfter in whole seconds, at least 1.
 func retrySeconds(d policy.Decision) int {
@@ -559,7 +621,11 @@ func (h *handler) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 		// The agent went away, or only closed its write side after
 		// sending (net/http cancels either way). Returning without a
 		// write would make net/http send an empty "200 OK" the upstream
-		// never gave: abort the connection instead.
+		// never gave: abort the connection instead. A budgeted request
+		// the upstream had is charged (LLM budgets, issue 16).
+		if ri, _ := r.Context().Value(reqInfoKey{}).(*reqInfo); ri != nil {
+			ri.charge.abandon()
+		}
 		panic(http.ErrAbortHandler)
 	}
 	s := h.cc.s
@@ -728,15 +794,17 @@ func (w *respWriter) Flush() { http.NewResponseController(w.ResponseWriter).Flus
 
 func (w *respWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// countingBody counts request body bytes sent upstream.
+// countingBody counts request body bytes sent upstream. The transport
+// may still be reading it when the handler's audit line is written (an
+// agent that hung up): the count is atomic.
 type countingBody struct {
 	rc io.ReadCloser
-	n  int64
+	n  atomic.Int64
 }
 
 func (b *countingBody) Read(p []byte) (int, error) {
 	n, err := b.rc.Read(p)
-	b.n += int64(n)
+	b.n.Add(int64(n))
 	return n, err
 }
 

@@ -113,6 +113,8 @@ var (
 		"LLM tokens a container spent of a budget in its current window.", []string{"container", "budget"}, nil)
 	budgetLimitDesc = prometheus.NewDesc("clawd_budget_tokens_limit",
 		"The token limit of a budget per window (0: none).", []string{"container", "budget"}, nil)
+	budgetReservedDesc = prometheus.NewDesc("clawd_budget_tokens_reserved",
+		"LLM tokens the requests in flight reserved of a budget (their estimates).", []string{"container", "budget"}, nil)
 	budgetReqDesc = prometheus.NewDesc("clawd_budget_requests_used",
 		"Requests a container made under a budget in its current window.", []string{"container", "budget"}, nil)
 )
@@ -121,6 +123,7 @@ func (c usageCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- budgetUsedDesc
 	ch <- budgetLimitDesc
 	ch <- budgetReqDesc
+	ch <- budgetReservedDesc
 }
 
 func (c usageCollector) Collect(ch chan<- prometheus.Metric) {
@@ -137,6 +140,7 @@ func (c usageCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(budgetUsedDesc, prometheus.GaugeValue, float64(u.Tokens), name, u.Budget)
 		ch <- prometheus.MustNewConstMetric(budgetLimitDesc, prometheus.GaugeValue, float64(u.TokenLimit), name, u.Budget)
 		ch <- prometheus.MustNewConstMetric(budgetReqDesc, prometheus.GaugeValue, float64(u.Requests), name, u.Budget)
+		ch <- prometheus.MustNewConstMetric(budgetReservedDesc, prometheus.GaugeValue, float64(u.Reserved), name, u.Budget)
 	}
 }
 

@@ -20,22 +20,24 @@ import (
 // budgetCharge is one admitted request.
 type budgetCharge struct {
 	s         *Server
-	key       usage.Key
-	b         *policy.Budget
+	key       string           // the container's
+	budgets   []*policy.Budget // every budget it was admitted under
+	est       usage.Estimate   // reserved in each
 	e         *audit.Entry
 	forwarded bool         // the request went to the upstream
 	status    int          // the upstream's status; 0: no answer
 	meter     *usage.Meter // nil: no body was read
 	body      *tapBody
 	upgraded  bool // a 101: bytes clawd does not read
+	abandoned bool // the agent went away before the answer's head
 	done      bool
 }
 
 func (s *Server) admitted(key string, d policy.Decision, e *audit.Entry) *budgetCharge {
-	if d.Budget == nil || d.Action == policy.Deny {
+	if len(d.Budgets) == 0 || d.Action == policy.Deny {
 		return nil
 	}
-	return &budgetCharge{s: s, key: usage.Key{Container: key, Budget: d.Budget.ID}, b: d.Budget, e: e}
+	return &budgetCharge{s: s, key: key, budgets: d.Budgets, est: usage.Estimate{In: d.BudgetIn, Out: d.BudgetOut}, e: e}
 }
 
 // prepare makes the forwarded request ask for an answer the meter reads.
@@ -57,29 +59,56 @@ func (c *budgetCharge) tap(resp *http.Response) {
 	resp.Body = c.body
 }
 
-// finish settles the request (once) and writes its tokens to the audit
-// entry. An answered request (1xx/2xx) that usage.Meter.Result calls
-// unmetered (and an upgrade, whose bytes clawd does not read) costs what
-// was read plus the budget's unmetered charge; an error answer (3xx and
-// up), or none, costs only what it reported (usually nothing): the
-// provider generated nothing the agent got.
+// finish settles the request (once) in each of its budgets and writes its
+// tokens to the audit entry. An answered request (1xx/2xx, an upgrade)
+// whose closing usage was not read is unmetered: it costs its estimate
+// with what was read (usage.Meter.Cost), at least the rule's unmetered
+// charge, and its audit line says `usage: unmetered` and why. An error
+// answer (3xx and up), or none, costs only what it reported (usually
+// nothing): the provider generated nothing the agent got.
 func (c *budgetCharge) finish() {
 	if c == nil || c.done {
 		return
 	}
 	c.done = true
+	var floor int64
+	for _, b := range c.budgets {
+		floor = max(floor, b.Unmetered)
+	}
 	var tokens int64
-	unmetered := c.upgraded
-	if c.meter != nil {
-		tokens, unmetered = c.meter.Result(c.body.eof)
+	unmetered, why := false, ""
+	switch {
+	case c.upgraded:
+		tokens, unmetered, why = max(c.est.Total(), floor), true, usage.ReasonUpgrade
+	case c.meter != nil:
+		tokens, unmetered, why = c.meter.Cost(c.body.eof, c.est, floor)
+	case c.abandoned:
+		// The provider had the request and was working on it: a
+		// generation the agent hung up on is billed all the same.
+		tokens, unmetered, why = max(c.est.Total(), floor), true, usage.ReasonAbandoned
 	}
-	if unmetered && c.status >= 100 && c.status < 300 {
-		tokens += c.b.Charge()
+	if unmetered && c.meter != nil && (c.status < 100 || c.status >= 300) {
+		tokens, _ = c.meter.Result(c.body.eof)
+		unmetered, why = false, ""
 	}
-	c.s.usage.Settle(c.key, c.b, c.forwarded, tokens, c.s.cfg.Now())
+	now := c.s.cfg.Now()
+	for _, b := range c.budgets {
+		c.s.usage.Settle(usage.Key{Container: c.key, Budget: b.ID}, b, c.est.Total(), c.forwarded, tokens, now)
+		if tokens > 0 {
+			c.s.m.budgetTokens.WithLabelValues(b.ID).Add(float64(tokens))
+		}
+	}
 	c.e.Tokens = tokens
-	if tokens > 0 {
-		c.s.m.budgetTokens.WithLabelValues(c.b.ID).Add(float64(tokens))
+	if unmetered {
+		c.e.Usage, c.e.UsageReason = "unmetered", why
+	}
+}
+
+// abandon notes that the agent went away while the upstream had the
+// request and had not answered yet.
+func (c *budgetCharge) abandon() {
+	if c != nil && c.status == 0 {
+		c.abandoned = true
 	}
 }
 
@@ -107,10 +136,18 @@ func (t *tapBody) Close() error { return t.rc.Close() }
 // writeBudgetSpent answers a request whose budget is spent: 429 with
 // Retry-After (when the window ends) and x-should-retry: false, since
 // retrying before then cannot help.
+//
+// A budget that is not spent, but whose remainder requests in flight have
+// reserved, answers 429 budget_busy with a short Retry-After instead: a
+// retry may fit once they settle.
 func writeBudgetSpent(w http.ResponseWriter, d policy.Decision, info errInfo) {
 	secs := retrySeconds(d)
 	info.Error, info.RetryAfter = "budget_exhausted", secs
+	if d.BudgetBusy {
+		info.Error = "budget_busy"
+	} else {
+		w.Header().Set("x-should-retry", "false")
+	}
 	w.Header().Set("Retry-After", itoa(secs))
-	w.Header().Set("x-should-retry", "false")
 	writeJSON(w, http.StatusTooManyRequests, info)
 }

@@ -29,7 +29,8 @@ type window struct {
 	Start    time.Time `json:"start"`
 	Tokens   int64     `json:"tokens"`
 	Requests int64     `json:"requests"`
-	inflight int64     // admitted, not yet settled (not persisted)
+	inflight int64     // admitted, not yet settled
+	reserved int64     // the estimates of the requests in flight
 }
 
 // Usage is one row of `clawd ls` and one metrics series.
@@ -42,6 +43,7 @@ type Usage struct {
 	Requests     int64     `json:"requests"`
 	RequestLimit int64     `json:"request_limit,omitempty"`
 	InFlight     int64     `json:"in_flight,omitempty"`
+	Reserved     int64     `json:"reserved,omitempty"` // tokens reserved by the requests in flight
 	Window       string    `json:"window"`
 	WindowStart  time.Time `json:"window_start"`
 	WindowResets time.Time `json:"window_resets"`
@@ -49,12 +51,22 @@ type Usage struct {
 }
 
 // Ledger keeps usage per Key. Admission is exact for request counts (in
-// flight requests count); token counts are known only when an answer
-// ends, so requests admitted while tokens remained may together overshoot
-// the token limit by what they report (bounded by the number in flight).
+// flight requests count). Token counts are known only when an answer
+// ends, so a request is admitted against its estimate (Estimate), which
+// stays reserved while it runs: it is admitted only when what was spent,
+// what the requests in flight reserved and its own estimate fit the
+// limit, and settled to what it cost. Concurrent requests cannot together
+// overshoot the limit by more than their estimates were short.
+//
+// What is persisted counts the requests in flight as spent (their
+// reservations as tokens): a daemon that dies before they settle forgets
+// nothing. A request settled after Close is written at once.
+//
 // It is safe for concurrent use.
 type Ledger struct {
 	mu        sync.Mutex
+	closed    bool       // Close ran: changes are written at once
+	saveMu    sync.Mutex // one save at a time, in order
 	w         map[Key]*window
 	spec      map[Key]*policy.Budget // the budget each window was last charged under
 	nextPrune int
@@ -145,6 +157,15 @@ func (l *Ledger) changed() {
 	if l.dirty == nil {
 		return
 	}
+	l.mu.Lock()
+	closed := l.closed
+	l.mu.Unlock()
+	if closed {
+		// Shutting down, or a request that outlived its proxy: the
+		// writer is gone, and usage must not be lost with it.
+		l.save()
+		return
+	}
 	select {
 	case l.dirty <- struct{}{}:
 	default:
@@ -152,12 +173,18 @@ func (l *Ledger) changed() {
 }
 
 func (l *Ledger) save() {
+	l.saveMu.Lock()
+	defer l.saveMu.Unlock()
 	l.mu.Lock()
 	f := fileFormat{Version: 1, Entries: make([]fileWindow, 0, len(l.w))}
 	l.prune(l.last)
 	for k, w := range l.w {
 		b := l.spec[k]
-		f.Entries = append(f.Entries, fileWindow{Container: k.Container, Budget: k.Budget, PerNS: int64(b.Per), TokenLimit: b.Tokens, RequestLimit: b.Requests, window: *w})
+		fw := fileWindow{Container: k.Container, Budget: k.Budget, PerNS: int64(b.Per), TokenLimit: b.Tokens, RequestLimit: b.Requests, window: *w}
+		// In flight counts as spent on disk (see Ledger).
+		fw.Tokens = min(fw.Tokens+w.reserved, 1<<62)
+		fw.Requests += w.inflight
+		f.Entries = append(f.Entries, fw)
 	}
 	l.mu.Unlock()
 	sort.Slice(f.Entries, func(i, j int) bool {
@@ -172,6 +199,9 @@ func (l *Ledger) save() {
 
 // Close writes the ledger a last time.
 func (l *Ledger) Close() error {
+	l.mu.Lock()
+	l.closed = true
+	l.mu.Unlock()
 	if l.stop != nil {
 		close(l.stop)
 		<-l.done
@@ -191,11 +221,11 @@ func (l *Ledger) current(k Key, b *policy.Budget, name string, now time.Time) *w
 		l.prune(now)
 	}
 	if w == nil || !now.Before(w.Start.Add(b.Per)) {
-		inflight := int64(0)
+		var inflight, reserved int64
 		if w != nil {
-			inflight = w.inflight
+			inflight, reserved = w.inflight, w.reserved
 		}
-		w = &window{Start: now, inflight: inflight}
+		w = &window{Start: now, inflight: inflight, reserved: reserved}
 		l.w[k] = w
 	}
 	if name != "" {
@@ -218,30 +248,62 @@ func (l *Ledger) prune(now time.Time) {
 	l.nextPrune = 2*len(l.w) + 1024
 }
 
-// Admit admits one request under budget b for k, or says why not and how
-// long until the window ends. An admitted request must be Settled once.
-func (l *Ledger) Admit(k Key, name string, b *policy.Budget, now time.Time) (ok bool, retry time.Duration, reason string) {
+// Refusal says why Admit refused a request.
+type Refusal struct {
+	// Busy: the budget is not spent, but the reservations of the requests
+	// in flight leave no room for this one; it may fit once they settle.
+	Busy bool
+	// Retry is how long until the window ends (Busy: a short wait).
+	Retry  time.Duration
+	Reason string
+}
+
+// BusyRetry is how long a request refused for the reservations of others
+// in flight is asked to wait.
+const BusyRetry = 5 * time.Second
+
+// Admit admits one request under budget b for k with its estimate est
+// (tokens), reserving it; or says why not. An admitted request must be
+// Settled once, with the same est.
+func (l *Ledger) Admit(k Key, name string, b *policy.Budget, est int64, now time.Time) (ok bool, why Refusal) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	w := l.current(k, b, name, now)
-	retry = w.Start.Add(b.Per).Sub(now)
+	retry := w.Start.Add(b.Per).Sub(now)
+	window, resets := policy.FormatWindow(b.Per), retry.Round(time.Second)
+	est = max(est, 0)
+	spent := func(format string, a ...any) (bool, Refusal) {
+		return false, Refusal{Retry: retry, Reason: fmt.Sprintf(format, a...)}
+	}
+	busy := func(format string, a ...any) (bool, Refusal) {
+		return false, Refusal{Busy: true, Retry: min(BusyRetry, retry), Reason: fmt.Sprintf(format, a...)}
+	}
 	switch {
 	case b.Tokens > 0 && w.Tokens >= b.Tokens:
-		return false, retry, fmt.Sprintf("token budget of rule %q spent: %d of %d tokens used in this %s window; it resets in %s", ruleOf(b), w.Tokens, b.Tokens, policy.FormatWindow(b.Per), retry.Round(time.Second))
+		return spent("token budget of rule %q spent: %d of %d tokens used in this %s window; it resets in %s", ruleOf(b), w.Tokens, b.Tokens, window, resets)
+	case b.Requests > 0 && w.Requests >= b.Requests:
+		return spent("request budget of rule %q spent: %d of %d requests used in this %s window; it resets in %s", ruleOf(b), w.Requests, b.Requests, window, resets)
 	case b.Requests > 0 && w.Requests+w.inflight >= b.Requests:
-		return false, retry, fmt.Sprintf("request budget of rule %q spent: %d of %d requests used in this %s window; it resets in %s", ruleOf(b), w.Requests+w.inflight, b.Requests, policy.FormatWindow(b.Per), retry.Round(time.Second))
+		return busy("request budget of rule %q: %d of %d requests used and %d in flight in this %s window", ruleOf(b), w.Requests, b.Requests, w.inflight, window)
+	case b.Tokens > 0 && w.Tokens+est > b.Tokens:
+		return spent("token budget of rule %q: this request may cost %d tokens (its estimate: the request body and its max_tokens), and %d of %d tokens remain in this %s window; ask for fewer tokens, or wait until it resets in %s", ruleOf(b), est, b.Tokens-w.Tokens, b.Tokens, window, resets)
+	case b.Tokens > 0 && w.Tokens+w.reserved+est > b.Tokens:
+		return busy("token budget of rule %q: this request may cost %d tokens, and of the %d of %d tokens that remain in this %s window, %d are reserved by %d requests in flight", ruleOf(b), est, b.Tokens-w.Tokens, b.Tokens, window, w.reserved, w.inflight)
 	}
 	w.inflight++
-	return true, 0, ""
+	w.reserved = min(w.reserved+est, 1<<62)
+	return true, Refusal{}
 }
 
 // Enter admits a request whatever its window holds: a rule set in mode
 // audit lets a request through that its spent budget would refuse, and its
 // usage still counts, so the operator sees what the agent really spends.
-// It is settled like an admitted one.
-func (l *Ledger) Enter(k Key, name string, b *policy.Budget, now time.Time) {
+// It reserves est and is settled like an admitted one.
+func (l *Ledger) Enter(k Key, name string, b *policy.Budget, est int64, now time.Time) {
 	l.mu.Lock()
-	l.current(k, b, name, now).inflight++
+	w := l.current(k, b, name, now)
+	w.inflight++
+	w.reserved = min(w.reserved+max(est, 0), 1<<62)
 	l.mu.Unlock()
 }
 
@@ -254,14 +316,18 @@ func ruleOf(b *policy.Budget) string {
 	return b.ID
 }
 
-// Settle ends an admitted request: forwarded says it reached the upstream
-// (it then counts as a request), tokens is what it cost. They are charged
-// to the window current at now.
-func (l *Ledger) Settle(k Key, b *policy.Budget, forwarded bool, tokens int64, now time.Time) {
+// Settle ends an admitted request: est is what Admit reserved for it,
+// forwarded says it reached the upstream (it then counts as a request),
+// tokens is what it cost. They are charged to the window current at now.
+func (l *Ledger) Settle(k Key, b *policy.Budget, est int64, forwarded bool, tokens int64, now time.Time) {
 	l.mu.Lock()
 	w := l.current(k, b, "", now)
 	if w.inflight > 0 {
 		w.inflight--
+	}
+	w.reserved = max(w.reserved-max(est, 0), 0)
+	if w.inflight == 0 {
+		w.reserved = 0
 	}
 	if forwarded {
 		w.Requests++
@@ -288,7 +354,7 @@ func (l *Ledger) Usage(container string, now time.Time) []Usage {
 		}
 		out = append(out, Usage{
 			Container: k.Container, Name: w.Name, Budget: k.Budget,
-			Tokens: w.Tokens, TokenLimit: b.Tokens, Requests: w.Requests, RequestLimit: b.Requests, InFlight: w.inflight,
+			Tokens: w.Tokens, TokenLimit: b.Tokens, Requests: w.Requests, RequestLimit: b.Requests, InFlight: w.inflight, Reserved: w.reserved,
 			Window: policy.FormatWindow(b.Per), WindowStart: w.Start, WindowResets: end,
 			Spent: b.Tokens > 0 && w.Tokens >= b.Tokens || b.Requests > 0 && w.Requests >= b.Requests,
 		})

@@ -13,13 +13,18 @@
 //   - OpenAI Responses: JSON `usage.total_tokens`; SSE `response.completed`
 //     (also response.incomplete and response.failed) `response.usage`.
 //
-// An answer that may have been a generation whose final usage was not read
-// (a stream the agent aborted, a chat stream without include_usage, a JSON
-// answer cut off, an encoding clawd does not read, an oversized body) costs
-// what was read plus the budget's unmetered charge (policy.Budget.Charge),
-// which by default is the whole token budget: dodging the accounting
-// spends the budget. A whole JSON answer without usage (a model list, a
-// token count, telemetry) costs nothing. See Meter.Result.
+// Only a closing usage report makes an answer metered: every other
+// answered request (2xx or an upgrade) is unmetered, whatever its shape:
+// a stream the agent aborted or that ended without its final usage (a
+// chat stream without include_usage), a JSON answer cut off, undecodable
+// or without usage (a model list, a token count, an endpoint clawd does
+// not know), an encoding clawd does not read, another content type (audio,
+// text), an oversized body, a websocket, a request the agent hung up on before
+// the answer's head (the provider was generating). An unmetered request costs the
+// request's estimate (Estimate) with what was read (Meter.Cost): dodging
+// the accounting never makes a request cheaper than asking for it. An
+// error answer (3xx and up) costs what it reported, usually nothing: the
+// provider generated nothing the agent got.
 package usage
 
 import (
@@ -45,8 +50,9 @@ type Meter struct {
 	sse     bool
 	json    bool
 	broken  bool // encoded, or over a bound
-	other   bool // a content type that is no generation
-	wasJSON bool // the JSON body was read (Result ran)
+	encoded bool // a Content-Encoding clawd does not read
+	other   bool // a content type clawd reads no usage from
+	inSeen  bool // the input count was read (message_start)
 
 	buf bytes.Buffer // the current SSE line, or the JSON body so far
 
@@ -60,7 +66,7 @@ type Meter struct {
 func NewMeter(contentType, contentEncoding string) *Meter {
 	m := &Meter{}
 	if ce := strings.TrimSpace(strings.ToLower(contentEncoding)); ce != "" && ce != "identity" {
-		m.broken = true
+		m.broken, m.encoded = true, true
 		return m
 	}
 	mt, _, _ := mime.ParseMediaType(contentType)
@@ -177,44 +183,79 @@ func (m *Meter) event(data []byte) {
 		m.total = max(m.total, t)
 	} else {
 		m.in = max(m.in, clamp(u.InputTokens)+clamp(u.CacheCreation)+clamp(u.CacheRead))
+		// Anthropic's message_start reports the whole input.
+		m.inSeen = m.inSeen || e.Type == "message_start" && m.in > 0
 		m.out = max(m.out, clamp(u.OutputTokens))
 	}
 	// Anthropic's message_start reports the input and a first output
 	// count; every other event with a usage object closes the count
 	// (message_delta, an OpenAI chat's last chunk, response.completed, a
 	// whole JSON answer).
-	if e.Type != "message_start" {
+	// A closing report that counts no token at all (OpenAI's
+	// transcriptions report {"type":"duration","seconds":N}) reads as
+	// none: no generation of these APIs costs nothing.
+	if e.Type != "message_start" && max(m.in+m.out, m.total) > 0 {
 		m.final = true
 	}
 }
 
-// Result is the tokens read and whether the answer is unmetered: it may
-// have been a generation whose final usage clawd did not read, so the
-// caller adds the budget's unmetered charge. complete says the answer's
-// body arrived whole (the upstream ended it, not the agent or an error).
-//
-//   - an event stream is unmetered unless its final usage was read (an
-//     aborted stream, a chat stream without include_usage);
-//   - a JSON answer that arrived whole is what its usage says; one without
-//     usage is no generation (model lists, token counts, telemetry) and
-//     costs nothing; a JSON answer cut off before its end is unmetered;
-//   - an encoded or oversized answer is unmetered; another content type
-//     (text, HTML) is no generation of these APIs and costs nothing.
+// Result is the tokens read and whether the answer is unmetered: its
+// closing usage was not read (see the package comment). complete says the
+// answer's body arrived whole; a closing usage read before an abort still
+// counts (the provider reported its final count).
 func (m *Meter) Result(complete bool) (tokens int64, unmetered bool) {
+	m.finishJSON()
+	return max(m.in+m.out, m.total), !m.final
+}
+
+func (m *Meter) finishJSON() {
 	if m.json && !m.broken {
+		// A cut-off answer does not parse; a whole one the agent
+		// closed before EOF still reports its final usage.
 		m.event(m.buf.Bytes())
 		m.buf = bytes.Buffer{}
 		m.json = false
-		m.wasJSON = true
 	}
-	tokens = max(m.in+m.out, m.total)
+}
+
+// Unmetered reasons, for the audit line.
+const (
+	ReasonEncoded   = "encoded answer"
+	ReasonOversized = "answer over the size clawd reads"
+	ReasonType      = "content type without usage"
+	ReasonCut       = "answer cut off before its usage"
+	ReasonNoUsage   = "no usage in the answer"
+	ReasonUpgrade   = "upgraded connection"
+	ReasonAbandoned = "agent went away before the answer"
+)
+
+// Cost is what the answer costs when est was the request's estimate:
+// what the closing usage says when it was read; else (unmetered, with a
+// reason) the input read (Anthropic's message_start) or estimated, plus the
+// larger of the output read so far and the estimated output, and at least
+// floor (the rule's unmetered charge). A partial report never lowers the
+// charge below the estimate.
+func (m *Meter) Cost(complete bool, est Estimate, floor int64) (tokens int64, unmetered bool, reason string) {
+	m.finishJSON()
+	if m.final {
+		return max(m.in+m.out, m.total), false, ""
+	}
+	in := est.In
+	if m.inSeen {
+		in = m.in
+	}
+	tokens = min(max(in+max(m.out, est.Out), m.total, floor), maxTokens)
 	switch {
+	case m.encoded:
+		reason = ReasonEncoded
 	case m.broken:
-		return tokens, true
-	case m.sse:
-		return tokens, !m.final
-	case m.wasJSON:
-		return tokens, !complete && !m.final
+		reason = ReasonOversized
+	case m.other:
+		reason = ReasonType
+	case !complete:
+		reason = ReasonCut
+	default:
+		reason = ReasonNoUsage
 	}
-	return tokens, false
+	return tokens, true, reason
 }

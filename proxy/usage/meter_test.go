@@ -37,11 +37,21 @@ func TestMeterDialects(t *testing.T) {
 		{"openai chat json", "application/json", `{"object":"chat.completion","usage":{"prompt_tokens":9,"completion_tokens":12,"total_tokens":21}}`, 21, true},
 		{"openai chat stream with usage", "text/event-stream", "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}],\"usage\":null}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":4,\"completion_tokens\":6,\"total_tokens\":10}}\n\ndata: [DONE]\n\n", 10, true},
 		{"openai chat stream without usage", "text/event-stream", "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\ndata: [DONE]\n\n", 0, false},
-		// Whole answers that are no generation cost nothing (metered).
-		{"count_tokens", "application/json", `{"input_tokens":1234}`, 0, true},
-		{"no usage", "application/json", `{"type":"error","error":{"type":"overloaded_error"}}`, 0, true},
-		{"not json", "application/json", `<html>`, 0, true},
-		{"html", "text/html", `{"usage":{"total_tokens":5}}`, 0, true},
+		// Only a closing usage report meters an answer: a whole answer
+		// without one (a token count, a model list, an endpoint clawd
+		// does not know, another content type) is unmetered and the
+		// caller charges its estimate (red team, issue 16: unread shapes
+		// cost nothing).
+		{"count_tokens", "application/json", `{"input_tokens":1234}`, 0, false},
+		{"no usage", "application/json", `{"type":"error","error":{"type":"overloaded_error"}}`, 0, false},
+		{"not json", "application/json", `<html>`, 0, false},
+		{"truncated json", "application/json", `{"usage":{"total_tokens":5`, 0, false},
+		{"html", "text/html", `{"usage":{"total_tokens":5}}`, 0, false},
+		{"audio", "audio/mpeg", "ID3\x04", 0, false},
+		{"no content type", "", `{"usage":{"total_tokens":5}}`, 0, false},
+		{"usage without tokens (transcription by duration)", "application/json", `{"text":"hi","usage":{"type":"duration","seconds":12}}`, 0, false},
+		{"zero usage", "application/json", `{"usage":{"input_tokens":0,"output_tokens":0}}`, 0, false},
+		{"json usage only in message_start", "application/json", `{"type":"message_start","message":{"usage":{"input_tokens":5}}}`, 5, false},
 		{"openai responses json", "application/json", `{"object":"response","usage":{"input_tokens":30,"output_tokens":8,"total_tokens":38}}`, 38, true},
 		{"openai responses sse", "text/event-stream", "event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"usage\":null}}\n\nevent: response.completed\r\ndata: {\"type\":\"response.completed\",\"response\":{\"usage\":{\"input_tokens\":30,\"output_tokens\":8,\"total_tokens\":38}}}\r\n\r\n", 38, true},
 		// Hostile or broken numbers never subtract or overflow.
@@ -118,4 +128,71 @@ func FuzzMeter(f *testing.F) {
 			t.Fatalf("tokens %d out of range", n)
 		}
 	})
+}
+
+// Red team (issue 16): an unmetered answer costs its estimate with what
+// was read; an Anthropic stream aborted after message_start is charged the
+// input it reported and the larger of the output seen and the output
+// estimate, never the smaller partial count.
+func TestMeterCost(t *testing.T) {
+	est := Estimate{In: 500, Out: 2000}
+	cut := anthropicSSE[:strings.Index(anthropicSSE, "event: message_delta")]
+	cases := []struct {
+		name, ct, ce, body string
+		complete           bool
+		floor              int64
+		want               int64
+		unmetered          bool
+		reason             string
+	}{
+		{"whole stream", "text/event-stream", "", anthropicSSE, true, 0, 55, false, ""},
+		{"abort after message_start", "text/event-stream", "", cut, false, 0, 40 + 2000, true, ReasonCut},
+		{"abort after message_start, floor", "text/event-stream", "", cut, false, 9000, 9000, true, ReasonCut},
+		{"stream without usage", "text/event-stream", "", "data: {\"choices\":[]}\n\ndata: [DONE]\n\n", true, 0, 2500, true, ReasonNoUsage},
+		{"gzip", "application/json", "gzip", "\x1f\x8b", true, 0, 2500, true, ReasonEncoded},
+		{"br", "application/json", "br", "x", true, 0, 2500, true, ReasonEncoded},
+		{"audio", "audio/mpeg", "", "ID3", true, 0, 2500, true, ReasonType},
+		{"undecodable json", "application/json", "", "{nope", true, 0, 2500, true, ReasonNoUsage},
+		{"truncated json", "application/json", "", `{"usage":{"input_tokens":9`, false, 0, 2500, true, ReasonCut},
+		{"model list", "application/json", "", `{"data":[{"id":"m"}]}`, true, 0, 2500, true, ReasonNoUsage},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			m := NewMeter(c.ct, c.ce)
+			m.Write([]byte(c.body))
+			got, unmetered, reason := m.Cost(c.complete, est, c.floor)
+			if got != c.want || unmetered != c.unmetered || reason != c.reason {
+				t.Fatalf("Cost = %d, %v, %q; want %d, %v, %q", got, unmetered, reason, c.want, c.unmetered, c.reason)
+			}
+		})
+	}
+}
+
+func TestEstimateRequest(t *testing.T) {
+	cases := []struct {
+		name    string
+		n       int64
+		encoded bool
+		peek    string
+		want    Estimate
+	}{
+		{"anthropic", -1, false, `{"model":"m","max_tokens":64,"messages":[]}`, Estimate{11, 64}},
+		{"openai responses", -1, false, `{"max_output_tokens":100}`, Estimate{7, 100}},
+		{"repeated keys: the largest", -1, false, `{"max_tokens":1,"max_completion_tokens":900,"max_tokens":5}`, Estimate{15, 900}},
+		{"no cap", -1, false, `{"model":"m"}`, Estimate{4, DefaultOutput}},
+		{"nested cap does not count", -1, false, `{"x":{"max_tokens":1}}`, Estimate{6, DefaultOutput}},
+		{"cap after the peek", 1 << 20, false, `{"messages":[{"role":"user","content":"aaaa`, Estimate{1 << 18, DefaultOutput}},
+		{"a quoted number counts", -1, false, `{"max_tokens":"1"}`, Estimate{5, 1}},
+		{"not a number", -1, false, `{"max_tokens":"lots"}`, Estimate{6, DefaultOutput}},
+		{"float", -1, false, `{"max_tokens":1.5}`, Estimate{5, DefaultOutput}},
+		{"encoded", 100, true, `{"max_tokens":1}`, Estimate{100, DefaultOutput}},
+		{"no body", 0, false, "", Estimate{0, DefaultOutput}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if got := EstimateRequest(c.n, c.encoded, []byte(c.peek)); got != c.want {
+				t.Fatalf("EstimateRequest = %+v, want %+v", got, c.want)
+			}
+		})
+	}
 }
