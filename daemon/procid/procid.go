@@ -31,22 +31,32 @@ import (
 	"github.com/clawd-dev/clawd/policy"
 )
 
-// Limits. A larger executable gets no digest (a digest rule does not match
-// it); a longer command line is cut.
+// Limits. A larger executable is not hashed and the program is unknown (a
+// deny rule with binaries takes it, no allow rule does); a longer command
+// line is cut.
 const (
-	MaxHashSize    = 1 << 30
-	maxCmdlineRead = 8 << 10
-	MaxCmdline     = 512
-	cacheEntries   = 4096
-	recent         = 2 * time.Second
-	clockTicks     = 100 // USER_HZ: the unit of /proc/PID/stat's starttime on Linux
+	DefaultMaxHashSize = 512 << 20
+	maxCmdlineRead     = 8 << 10
+	MaxCmdline         = 512
+	cacheEntries       = 4096
+	recent             = 2 * time.Second
+	clockTicks         = 100 // USER_HZ: the unit of /proc/PID/stat's starttime on Linux
 )
 
 // Resolver resolves TGIDs. The zero value is not usable; use New.
 type Resolver struct {
+	// MaxHashSize is the largest executable clawd hashes (bytes); a larger
+	// one makes the program unknown. Set it before the first Resolve.
+	MaxHashSize int64
+
 	proc     string
 	cgroupOf func(pid int) (uint64, error)
-	recent   time.Duration // files changed this recently are not cached
+	recent   time.Duration    // files changed this recently are not cached
+	now      func() time.Time // the clock ctime is compared with
+	maxCache int
+	// step, when set (tests), runs between the resolution's steps: the
+	// moments an attacker would race.
+	step func(name string)
 
 	mu    sync.Mutex
 	cache map[fileKey]*hashEntry
@@ -55,16 +65,26 @@ type Resolver struct {
 // New returns a Resolver reading procRoot ("/proc") whose cgroupOf gives a
 // process's cgroup v2 ID (enforce.CgroupIDOfPID).
 func New(procRoot string, cgroupOf func(pid int) (uint64, error)) *Resolver {
-	return &Resolver{proc: procRoot, cgroupOf: cgroupOf, recent: recent, cache: map[fileKey]*hashEntry{}}
+	return &Resolver{
+		MaxHashSize: DefaultMaxHashSize,
+		proc:        procRoot, cgroupOf: cgroupOf,
+		recent: recent, now: time.Now, maxCache: cacheEntries,
+		cache: map[fileKey]*hashEntry{},
+	}
 }
 
 // fileKey identifies a file's content as far as the kernel lets one tell
-// without reading it: a file rewritten in place changes mtime, ctime or size
-// (ctime cannot be set back from user space).
+// without reading it: a file rewritten in place changes ctime (which user
+// space cannot set: touch -d and utimensat set mtime and atime, and bump
+// ctime), and usually mtime and size too.
 type fileKey struct {
 	dev, ino     uint64
 	mtime, ctime unix.Timespec
 	size         int64
+}
+
+func keyOf(st *unix.Stat_t) fileKey {
+	return fileKey{dev: st.Dev, ino: st.Ino, mtime: st.Mtim, ctime: st.Ctim, size: st.Size}
 }
 
 type hashEntry struct {
@@ -83,10 +103,22 @@ func BootNow() int64 {
 	return ts.Nano()
 }
 
+func (r *Resolver) at(name string) {
+	if r.step != nil {
+		r.step(name)
+	}
+}
+
 // Resolve tells which program process tgid runs. cgroup is the cgroup ID
 // the kernel recorded for the connecting socket, acceptedAt the BootNow of
 // the accept. The error says why the program is unknown; the Program is
 // then the zero value (Known false) with at most PID set.
+//
+// Every fact comes from one open file descriptor of /proc/PID/exe and is
+// checked again at the end: the file did not change while it was hashed
+// (device, inode, size, mtime, ctime), /proc/PID/exe still names that file
+// under the same path, and the PID still names the same process (start
+// time) in the same cgroup. Any difference makes the program unknown.
 func (r *Resolver) Resolve(tgid uint32, cgroup uint64, acceptedAt int64) (policy.Program, error) {
 	unknown := policy.Program{PID: tgid}
 	if tgid == 0 {
@@ -102,10 +134,8 @@ func (r *Resolver) Resolve(tgid uint32, cgroup uint64, acceptedAt int64) (policy
 	if acceptedAt > 0 && start*(1e9/clockTicks) > acceptedAt {
 		return unknown, fmt.Errorf("process %d started after the connection: its PID was reused", pid)
 	}
-	if cg, err := r.cgroupOf(pid); err != nil {
-		return unknown, fmt.Errorf("process %d: %w", pid, err)
-	} else if cg != cgroup {
-		return unknown, fmt.Errorf("process %d is no longer in the cgroup it connected from", pid)
+	if err := r.sameCgroup(pid, cgroup); err != nil {
+		return unknown, err
 	}
 	exe := fmt.Sprintf("%s/%d/exe", r.proc, pid)
 	// Opening the link opens the file the process runs, whatever its name
@@ -119,19 +149,50 @@ func (r *Resolver) Resolve(tgid uint32, cgroup uint64, acceptedAt int64) (policy
 	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
 		return unknown, fmt.Errorf("process %d: stat executable: %w", pid, err)
 	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return unknown, fmt.Errorf("process %d: executable is not a regular file", pid)
+	}
 	path, err := os.Readlink(exe)
 	if err != nil {
 		return unknown, fmt.Errorf("process %d: read executable path: %w", pid, err)
 	}
 	cmd := r.cmdline(pid)
-	// The same start time after reading everything: the PID named the
-	// same process all along.
+	r.at("opened")
+	sum, err := r.hash(f, &st)
+	if err != nil {
+		return unknown, fmt.Errorf("process %d: %w", pid, err)
+	}
+	r.at("hashed")
+	// The file is unchanged since it was opened, the process still runs
+	// it (it did not exec another program meanwhile) under the same name,
+	// and the PID named the same process all along.
+	var after unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &after); err != nil || keyOf(&after) != keyOf(&st) {
+		return unknown, fmt.Errorf("process %d: executable changed while clawd hashed it", pid)
+	}
+	var named unix.Stat_t
+	if err := unix.Stat(exe, &named); err != nil || named.Dev != st.Dev || named.Ino != st.Ino {
+		return unknown, fmt.Errorf("process %d runs another executable than the one clawd hashed (exec or exit meanwhile)", pid)
+	}
+	if again, err := os.Readlink(exe); err != nil || again != path {
+		return unknown, fmt.Errorf("process %d: executable renamed while clawd identified it", pid)
+	}
 	if again, err := r.startTime(pid); err != nil || again != start {
 		return unknown, fmt.Errorf("process %d exited while clawd identified it", pid)
 	}
-	p := policy.Program{Known: true, PID: tgid, Cmdline: cmd, Path: cleanPath(path, st.Nlink)}
-	p.SHA256, _ = r.hash(f, &st)
-	return p, nil
+	if err := r.sameCgroup(pid, cgroup); err != nil {
+		return unknown, err
+	}
+	return policy.Program{Known: true, PID: tgid, Cmdline: cmd, Path: cleanPath(path, after.Nlink), SHA256: sum}, nil
+}
+
+func (r *Resolver) sameCgroup(pid int, cgroup uint64) error {
+	if cg, err := r.cgroupOf(pid); err != nil {
+		return fmt.Errorf("process %d: %w", pid, err)
+	} else if cg != cgroup {
+		return fmt.Errorf("process %d is no longer in the cgroup it connected from", pid)
+	}
+	return nil
 }
 
 // cleanPath is the executable's path, or "" when it names no file: the
@@ -164,26 +225,36 @@ func (r *Resolver) startTime(pid int) (int64, error) {
 }
 
 func (r *Resolver) hash(f *os.File, st *unix.Stat_t) (string, error) {
-	if st.Size > MaxHashSize {
-		return "", fmt.Errorf("executable larger than %d bytes: not hashed", MaxHashSize)
+	if st.Size > r.MaxHashSize {
+		return "", fmt.Errorf("executable larger than %d bytes: not hashed", r.MaxHashSize)
 	}
-	k := fileKey{dev: st.Dev, ino: st.Ino, mtime: st.Mtim, ctime: st.Ctim, size: st.Size}
-	if time.Since(time.Unix(st.Ctim.Unix())) < r.recent {
+	k := keyOf(st)
+	if r.now().Sub(time.Unix(st.Ctim.Unix())) < r.recent {
 		// Timestamps are coarse: a rewrite within the same tick could
 		// keep the key. A file changed this recently is hashed every time.
-		return hashFile(f, st.Size)
+		return r.hashFile(f, st.Size)
 	}
 	r.mu.Lock()
 	e, ok := r.cache[k]
 	if !ok {
-		if len(r.cache) >= cacheEntries {
+		if len(r.cache) >= r.maxCache {
 			clear(r.cache)
 		}
 		e = &hashEntry{}
 		r.cache[k] = e
 	}
 	r.mu.Unlock()
-	e.once.Do(func() { e.sum, e.err = hashFile(f, st.Size) })
+	e.once.Do(func() {
+		e.sum, e.err = r.hashFile(f, st.Size)
+		if e.err == nil {
+			// Cache only a digest of content that held still while it
+			// was read.
+			var after unix.Stat_t
+			if err := unix.Fstat(int(f.Fd()), &after); err != nil || keyOf(&after) != k {
+				e.sum, e.err = "", errors.New("executable changed while clawd hashed it")
+			}
+		}
+	})
 	if e.err != nil {
 		r.mu.Lock()
 		if r.cache[k] == e {
@@ -199,16 +270,16 @@ func (r *Resolver) hash(f *os.File, st *unix.Stat_t) (string, error) {
 // no more than this many at once.
 var hashing = make(chan struct{}, max(1, runtime.GOMAXPROCS(0)/2))
 
-func hashFile(f *os.File, size int64) (string, error) {
+func (r *Resolver) hashFile(f *os.File, size int64) (string, error) {
 	hashing <- struct{}{}
 	defer func() { <-hashing }()
 	h := sha256.New()
-	n, err := io.Copy(h, io.NewSectionReader(f, 0, MaxHashSize+1))
+	n, err := io.Copy(h, io.NewSectionReader(f, 0, r.MaxHashSize+1))
 	switch {
 	case err != nil:
 		return "", err
 	case n != size:
-		return "", errors.New("executable changed size while hashed")
+		return "", errors.New("executable changed size while clawd hashed it")
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
