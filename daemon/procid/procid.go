@@ -1,8 +1,8 @@
 // Package procid tells which program a host process runs, for policy
 // `binaries:` (issue 16): the executable's path as its container sees it,
 // the SHA-256 of its content (hashed through /proc/PID/exe, cached by file
-// identity) and its command line, after checking that the PID still names
-// the process that connected.
+// identity) and its command line (redacted and escaped by internal/progtext),
+// after checking that the PID still names the process that connected.
 //
 // The kernel's connect hook records the connecting task's TGID; this
 // package resolves it when the proxy accepts the connection. What it cannot
@@ -24,20 +24,19 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/clawd-dev/clawd/internal/progtext"
 	"github.com/clawd-dev/clawd/policy"
 )
 
 // Limits. A larger executable is not hashed and the program is unknown (a
 // deny rule with binaries takes it, no allow rule does); a longer command
-// line is cut.
+// line is cut (progtext.MaxCmdline).
 const (
 	DefaultMaxHashSize = 512 << 20
 	maxCmdlineRead     = 8 << 10
-	MaxCmdline         = 512
 	cacheEntries       = 4096
 	recent             = 2 * time.Second
 	clockTicks         = 100 // USER_HZ: the unit of /proc/PID/stat's starttime on Linux
@@ -291,86 +290,5 @@ func (r *Resolver) cmdline(pid int) string {
 	}
 	defer f.Close()
 	b, _ := io.ReadAll(io.LimitReader(f, maxCmdlineRead))
-	return SanitizeCmdline(b)
-}
-
-// SanitizeCmdline turns /proc/PID/cmdline (NUL-separated arguments) into
-// one line for audit lines and approval cards: control and invalid bytes
-// become '?', credentials the agent put on its own command line (values of
-// -u/--user/--password/--token, header values such as Authorization, URL user info, arguments that
-// name a token, password or secret) become [redacted], and the result is
-// cut at MaxCmdline bytes. It is for people: policy never matches it.
-func SanitizeCmdline(b []byte) string {
-	args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
-	var out strings.Builder
-	redactNext := false
-	for i, a := range args {
-		if i > 0 {
-			out.WriteByte(' ')
-		}
-		switch {
-		case redactNext:
-			a, redactNext = "[redacted]", false
-		case secretFlag(a):
-			redactNext = !strings.Contains(a, "=")
-			if !redactNext {
-				a = a[:strings.IndexByte(a, '=')+1] + "[redacted]"
-			}
-		case secretArg(a):
-			a = "[redacted]"
-		}
-		a = redactUserinfo(a)
-		for _, c := range a {
-			if c == utf8.RuneError || c < 0x20 || c == 0x7f || (c >= 0x80 && c < 0xa0) {
-				c = '?'
-			}
-			out.WriteRune(c)
-		}
-		if out.Len() > MaxCmdline {
-			break
-		}
-	}
-	s := out.String()
-	if len(s) > MaxCmdline {
-		s = strings.ToValidUTF8(s[:MaxCmdline], "") + "…"
-	}
-	return s
-}
-
-func secretFlag(a string) bool {
-	name, _, _ := strings.Cut(a, "=")
-	switch name {
-	case "-u", "--user", "-p", "--password", "--pass", "--token", "--proxy-user", "--oauth2-bearer":
-		return true
-	}
-	return false
-}
-
-// secretArg catches header values and key=value arguments that carry a
-// credential, wherever they sit.
-func secretArg(a string) bool {
-	l := strings.ToLower(a)
-	for _, w := range []string{"authorization", "bearer ", "token", "password", "passwd", "secret", "api-key", "apikey", "api_key", "cookie"} {
-		if strings.Contains(l, w) {
-			return true
-		}
-	}
-	return false
-}
-
-// redactUserinfo removes user:password@ from URLs.
-func redactUserinfo(a string) string {
-	i := strings.Index(a, "://")
-	if i < 0 {
-		return a
-	}
-	rest := a[i+3:]
-	end := strings.IndexAny(rest, "/?#")
-	if end < 0 {
-		end = len(rest)
-	}
-	if at := strings.LastIndexByte(rest[:end], '@'); at >= 0 {
-		return a[:i+3] + "[redacted]@" + rest[at+1:]
-	}
-	return a
+	return progtext.Cmdline(b)
 }
