@@ -4,12 +4,18 @@
 // identity) and its command line (redacted and escaped by internal/progtext),
 // after checking that the PID still names the process that connected.
 //
-// The kernel's connect hook records the connecting task's TGID; this
-// package resolves it when the proxy accepts the connection. What it cannot
-// see (docs/threat-model.md): a process that execs another program between
-// its connect and that moment is resolved as the new program; a connection
-// handed to another process (SCM_RIGHTS, fork, exec) stays attributed to the
-// one that connected; all threads of a process are one program.
+// What identity means, exactly (docs/threat-model.md): the kernel's connect
+// hook records the TGID of the task that called connect(), not its
+// executable; this package resolves that TGID when the daemon accepts the
+// connection, right after the connect. So the program is the one that
+// process runs at resolution: a process that execs another program between
+// its connect and the resolution is resolved as the new program (its start
+// time does not change across exec, so nothing here can tell); one that
+// execs while it is resolved is unknown (/proc/PID/exe no longer names the
+// hashed file). Once resolved the program is fixed for the connection: a
+// socket handed to another process (SCM_RIGHTS, fork, exec after the
+// resolution) stays attributed to the one that connected. All threads of a
+// process are one program. TestResolveExec holds the exec cases.
 package procid
 
 import (
