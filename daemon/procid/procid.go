@@ -5,17 +5,20 @@
 // after checking that the PID still names the process that connected.
 //
 // What identity means, exactly (docs/threat-model.md): the kernel's connect
-// hook records the TGID of the task that called connect(), not its
-// executable; this package resolves that TGID when the daemon accepts the
-// connection, right after the connect. So the program is the one that
-// process runs at resolution: a process that execs another program between
-// its connect and the resolution is resolved as the new program (its start
-// time does not change across exec, so nothing here can tell); one that
-// execs while it is resolved is unknown (/proc/PID/exe no longer names the
-// hashed file). Once resolved the program is fixed for the connection: a
-// socket handed to another process (SCM_RIGHTS, fork, exec after the
-// resolution) stays attributed to the one that connected. All threads of a
-// process are one program. TestResolveExec holds the exec cases.
+// hook records the TGID of the task that called connect() and the device
+// and inode of the executable it runs; this package resolves that TGID when
+// the daemon accepts the connection, right after the connect, and requires
+// the same executable. So the program is the one the task ran at connect():
+// a process that exec'd another program since is unknown (its PID and start
+// time do not change across exec; only the recorded file tells), and so is
+// one that execs while it is resolved (/proc/PID/exe no longer names the
+// hashed file). Where the kernel does not let the hook read the executable
+// (no record: exe is nil) a process that execs between its connect and the
+// resolution is resolved as the new program. Once resolved the program is
+// fixed for the connection: a socket handed to another process (SCM_RIGHTS,
+// fork, exec after the resolution) stays attributed to the one that
+// connected. All threads of a process are one program. TestResolveExec
+// holds the exec cases.
 package procid
 
 import (
@@ -114,17 +117,21 @@ func (r *Resolver) at(name string) {
 	}
 }
 
+// FileID is a file's device and inode as stat reports them.
+type FileID struct{ Dev, Ino uint64 }
+
 // Resolve tells which program process tgid runs. cgroup is the cgroup ID
 // the kernel recorded for the connecting socket, acceptedAt the BootNow of
-// the accept. The error says why the program is unknown; the Program is
-// then the zero value (Known false) with at most PID set.
+// the accept, exe the executable the kernel recorded the process running at
+// connect() (nil: not recorded). The error says why the program is unknown;
+// the Program is then the zero value (Known false) with at most PID set.
 //
 // Every fact comes from one open file descriptor of /proc/PID/exe and is
 // checked again at the end: the file did not change while it was hashed
 // (device, inode, size, mtime, ctime), /proc/PID/exe still names that file
 // under the same path, and the PID still names the same process (start
 // time) in the same cgroup. Any difference makes the program unknown.
-func (r *Resolver) Resolve(tgid uint32, cgroup uint64, acceptedAt int64) (policy.Program, error) {
+func (r *Resolver) Resolve(tgid uint32, cgroup uint64, acceptedAt int64, exe *FileID) (policy.Program, error) {
 	unknown := policy.Program{PID: tgid}
 	if tgid == 0 {
 		return unknown, errors.New("no process recorded for the connection")
@@ -142,10 +149,10 @@ func (r *Resolver) Resolve(tgid uint32, cgroup uint64, acceptedAt int64) (policy
 	if err := r.sameCgroup(pid, cgroup); err != nil {
 		return unknown, err
 	}
-	exe := fmt.Sprintf("%s/%d/exe", r.proc, pid)
+	exePath := fmt.Sprintf("%s/%d/exe", r.proc, pid)
 	// Opening the link opens the file the process runs, whatever its name
 	// now says: a renamed or replaced file cannot stand in for it.
-	f, err := os.Open(exe)
+	f, err := os.Open(exePath)
 	if err != nil {
 		return unknown, fmt.Errorf("process %d: open executable: %w", pid, err)
 	}
@@ -157,7 +164,12 @@ func (r *Resolver) Resolve(tgid uint32, cgroup uint64, acceptedAt int64) (policy
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return unknown, fmt.Errorf("process %d: executable is not a regular file", pid)
 	}
-	path, err := os.Readlink(exe)
+	// Exec keeps the PID and its start time: only the kernel's record of
+	// the executable at connect() tells that the process exec'd since.
+	if exe != nil && (exe.Dev != st.Dev || exe.Ino != st.Ino) {
+		return unknown, fmt.Errorf("process %d runs another executable than when it connected: it exec'd since", pid)
+	}
+	path, err := os.Readlink(exePath)
 	if err != nil {
 		return unknown, fmt.Errorf("process %d: read executable path: %w", pid, err)
 	}
@@ -176,10 +188,10 @@ func (r *Resolver) Resolve(tgid uint32, cgroup uint64, acceptedAt int64) (policy
 		return unknown, fmt.Errorf("process %d: executable changed while clawd hashed it", pid)
 	}
 	var named unix.Stat_t
-	if err := unix.Stat(exe, &named); err != nil || named.Dev != st.Dev || named.Ino != st.Ino {
+	if err := unix.Stat(exePath, &named); err != nil || named.Dev != st.Dev || named.Ino != st.Ino {
 		return unknown, fmt.Errorf("process %d runs another executable than the one clawd hashed (exec or exit meanwhile)", pid)
 	}
-	if again, err := os.Readlink(exe); err != nil || again != path {
+	if again, err := os.Readlink(exePath); err != nil || again != path {
 		return unknown, fmt.Errorf("process %d: executable renamed while clawd identified it", pid)
 	}
 	if again, err := r.startTime(pid); err != nil || again != start {

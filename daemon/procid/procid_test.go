@@ -132,7 +132,7 @@ func resolver() *Resolver {
 func TestResolve(t *testing.T) {
 	prog := helperCopy(t, t.TempDir(), "tool", "")
 	c := start(t, prog, "30", "--token=abc")
-	p, err := resolver().Resolve(c.pid, 7, BootNow())
+	p, err := resolver().Resolve(c.pid, 7, BootNow(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,20 +148,20 @@ func TestResolveFailsClosed(t *testing.T) {
 	c := start(t, helperCopy(t, t.TempDir(), "tool", ""))
 	pid := c.pid
 	r := resolver()
-	if _, err := r.Resolve(pid, 8, BootNow()); err == nil || !strings.Contains(err.Error(), "cgroup") {
+	if _, err := r.Resolve(pid, 8, BootNow(), nil); err == nil || !strings.Contains(err.Error(), "cgroup") {
 		t.Errorf("another cgroup: %v", err)
 	}
 	// A connection accepted before this process started was made by an
 	// earlier holder of the PID.
-	if _, err := r.Resolve(pid, 7, 1); err == nil || !strings.Contains(err.Error(), "reused") {
+	if _, err := r.Resolve(pid, 7, 1, nil); err == nil || !strings.Contains(err.Error(), "reused") {
 		t.Errorf("reused PID: %v", err)
 	}
-	if p, err := r.Resolve(0, 7, BootNow()); err == nil || p.Known {
+	if p, err := r.Resolve(0, 7, BootNow(), nil); err == nil || p.Known {
 		t.Errorf("no TGID: %+v %v", p, err)
 	}
 	c.in.Close()
 	c.Wait()
-	if p, err := r.Resolve(pid, 7, BootNow()); err == nil || p.Known {
+	if p, err := r.Resolve(pid, 7, BootNow(), nil); err == nil || p.Known {
 		t.Errorf("exited: %+v %v", p, err)
 	}
 }
@@ -178,7 +178,7 @@ func TestResolveReplaced(t *testing.T) {
 	if err := os.Rename(other, prog); err != nil {
 		t.Fatal(err)
 	}
-	p, err := resolver().Resolve(c.pid, 7, BootNow())
+	p, err := resolver().Resolve(c.pid, 7, BootNow(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,20 +188,49 @@ func TestResolveReplaced(t *testing.T) {
 }
 
 // TestResolveExec is what the package doc promises about exec (issue 16,
-// ForkExecRace): the resolution names the program the process runs when
-// clawd resolves it. A process that execs another program before the
-// resolution (after its connect) is resolved as the new program; one that
-// execs while clawd resolves it is unknown, never a mix of the two (the
+// ForkExecRace). With the kernel's record of the executable at connect(),
+// a process that exec'd another program since is unknown; without it, it
+// is resolved as the program it runs at resolution. One that execs while
+// clawd resolves it is unknown either way, never a mix of the two (the
 // first program's path with the second's digest, or the reverse).
 func TestResolveExec(t *testing.T) {
 	dir := t.TempDir()
 	a, b := helperCopy(t, dir, "a", "a"), helperCopy(t, dir, "b", "b")
 
-	t.Run("before", func(t *testing.T) {
-		c := start(t, a) // connects as a...
+	// atConnect is what the connect hook records: the executable the
+	// process runs at connect(), as stat(/proc/PID/exe) shows it.
+	atConnect := func(t *testing.T, pid uint32) *FileID {
+		var st unix.Stat_t
+		if err := unix.Stat(fmt.Sprintf("/proc/%d/exe", pid), &st); err != nil {
+			t.Fatal(err)
+		}
+		return &FileID{Dev: st.Dev, Ino: st.Ino}
+	}
+	t.Run("recorded/no exec", func(t *testing.T) {
+		c := start(t, a)
+		p, err := resolver().Resolve(c.pid, 7, BootNow(), atConnect(t, c.pid))
+		if err != nil || !p.Known || p.Path != a || p.SHA256 != sum(t, a) {
+			t.Fatalf("got %+v %v, want a", p, err)
+		}
+	})
+	t.Run("recorded/before", func(t *testing.T) {
+		c := start(t, a) // connects as a (the hook records a)...
+		x := atConnect(t, c.pid)
 		accepted := BootNow()
 		c.execs(t, b) // ...and execs b before clawd resolves it
-		p, err := resolver().Resolve(c.pid, 7, accepted)
+		p, err := resolver().Resolve(c.pid, 7, accepted, x)
+		if err == nil || p.Known || p.Path != "" || p.SHA256 != "" || !strings.Contains(err.Error(), "exec'd since") {
+			t.Fatalf("got %+v %v, want unknown: it exec'd since it connected", p, err)
+		}
+	})
+	// Without the kernel's record (a kernel that refuses to tell, see
+	// enforce.ExeRecorded) the exec before the resolution is not seen: the
+	// process is what it runs now.
+	t.Run("unrecorded/before", func(t *testing.T) {
+		c := start(t, a)
+		accepted := BootNow()
+		c.execs(t, b)
+		p, err := resolver().Resolve(c.pid, 7, accepted, nil)
 		if err != nil || !p.Known || p.Path != b || p.SHA256 != sum(t, b) {
 			t.Fatalf("got %+v %v, want b (%s)", p, err, sum(t, b))
 		}
@@ -215,7 +244,7 @@ func TestResolveExec(t *testing.T) {
 					c.execs(t, b)
 				}
 			}
-			p, err := r.Resolve(c.pid, 7, BootNow())
+			p, err := r.Resolve(c.pid, 7, BootNow(), nil)
 			if err == nil || p.Known || p.Path != "" || p.SHA256 != "" {
 				t.Fatalf("exec while resolving: got %+v %v, want unknown", p, err)
 			}
@@ -358,7 +387,7 @@ default:
 				r := f.resolver()
 				if cached {
 					r.recent = 0 // a just-written file is otherwise never cached
-					if p, err := r.Resolve(uint32(f.pid), 7, BootNow()); err != nil || p.SHA256 != digest(orig) {
+					if p, err := r.Resolve(uint32(f.pid), 7, BootNow(), nil); err != nil || p.SHA256 != digest(orig) {
 						t.Fatalf("first resolution: %+v %v", p, err)
 					}
 				}
@@ -367,7 +396,7 @@ default:
 						tc.do(t, f)
 					}
 				}
-				p, err := r.Resolve(uint32(f.pid), 7, BootNow())
+				p, err := r.Resolve(uint32(f.pid), 7, BootNow(), nil)
 				d := pol.Decide(policy.Input{DstIP: netip.MustParseAddr("198.51.100.1"), DstPort: 443, Program: p})
 				if tc.want == "" {
 					if err != nil || !p.Known || p.SHA256 != digest(orig) || d.Action != policy.Allow {
@@ -387,7 +416,7 @@ default:
 				// Nothing the race saw stays in the cache: the next
 				// resolution hashes what the file holds now.
 				r.step = nil
-				if p, err := r.Resolve(uint32(f.pid), 7, BootNow()); err == nil && p.SHA256 != sum(t, filepath.Join(f.root, "4242", "exe")) {
+				if p, err := r.Resolve(uint32(f.pid), 7, BootNow(), nil); err == nil && p.SHA256 != sum(t, filepath.Join(f.root, "4242", "exe")) {
 					t.Fatalf("after the race: digest %s of content the file no longer has", p.SHA256)
 				}
 			})
@@ -403,12 +432,12 @@ func TestResolveCacheKey(t *testing.T) {
 	f := newFakeProc(t, orig)
 	r := f.resolver()
 	r.recent = 0 // exercise the cache, which a just-written file skips
-	p1, err := r.Resolve(uint32(f.pid), 7, BootNow())
+	p1, err := r.Resolve(uint32(f.pid), 7, BootNow(), nil)
 	if err != nil || p1.SHA256 != digest(orig) {
 		t.Fatalf("%+v %v", p1, err)
 	}
 	rewrite(t, f.file, evil)
-	p2, err := r.Resolve(uint32(f.pid), 7, BootNow())
+	p2, err := r.Resolve(uint32(f.pid), 7, BootNow(), nil)
 	if err != nil || p2.SHA256 != digest(evil) {
 		t.Fatalf("after a rewrite with mtime set back: digest %s, want the new content's %s (%v)", p2.SHA256, digest(evil), err)
 	}
@@ -424,14 +453,14 @@ func TestResolveRecentNotCached(t *testing.T) {
 	unix.Stat(f.file, &st)
 	ctime := time.Unix(st.Ctim.Unix())
 	r.now = func() time.Time { return ctime.Add(time.Second) }
-	if _, err := r.Resolve(uint32(f.pid), 7, BootNow()); err != nil {
+	if _, err := r.Resolve(uint32(f.pid), 7, BootNow(), nil); err != nil {
 		t.Fatal(err)
 	}
 	if len(r.cache) != 0 {
 		t.Fatalf("a file changed 1 s ago was cached")
 	}
 	r.now = func() time.Time { return ctime.Add(time.Minute) }
-	if _, err := r.Resolve(uint32(f.pid), 7, BootNow()); err != nil {
+	if _, err := r.Resolve(uint32(f.pid), 7, BootNow(), nil); err != nil {
 		t.Fatal(err)
 	}
 	if len(r.cache) != 1 {
@@ -450,7 +479,7 @@ func TestResolveBounds(t *testing.T) {
 	f := newFakeProc(t, "#!a program of 32 bytes........\n")
 	r := f.resolver()
 	r.MaxHashSize = 16
-	p, err := r.Resolve(uint32(f.pid), 7, BootNow())
+	p, err := r.Resolve(uint32(f.pid), 7, BootNow(), nil)
 	if err == nil || p.Known || !strings.Contains(err.Error(), "larger than 16 bytes") {
 		t.Fatalf("oversized: %+v %v", p, err)
 	}
@@ -459,7 +488,7 @@ func TestResolveBounds(t *testing.T) {
 	r.recent, r.maxCache = 0, 3
 	for i := range 10 {
 		os.WriteFile(f.file, []byte(fmt.Sprintf("#!program %d\n", i)), 0o755)
-		p, err := r.Resolve(uint32(f.pid), 7, BootNow())
+		p, err := r.Resolve(uint32(f.pid), 7, BootNow(), nil)
 		if err != nil || p.SHA256 != sum(t, f.file) {
 			t.Fatalf("file %d: %+v %v", i, p, err)
 		}
