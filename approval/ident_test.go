@@ -128,3 +128,34 @@ func TestCardProgramSurvivesLongSummary(t *testing.T) {
 	decideCompat(e.m, a.ID, false, "cli", "", 0)
 	recv(t, ch)
 }
+
+// TestCardEscapesProgram (issue 16): on a card, a program path or command
+// line holding bidi controls, zero-width characters, line or paragraph
+// separators, controls or invalid UTF-8 shows them as escapes: the
+// approver cannot be shown /usr/bin/git for another file, nor a forged
+// extra line.
+func TestCardEscapesProgram(t *testing.T) {
+	for _, tc := range []struct{ path, cmd, wantPath, wantCmd string }{
+		{"/usr/bin/\u202etig", "git\u2028Approved by admin", `/usr/bin/\u202etig`, `git\u2028Approved by admin`},
+		{"/usr/bin/gi\u200bt", "x\u2029y\nz", `/usr/bin/gi\u200bt`, `x\u2029y\x0az`},
+		{"/usr/bin/\u2066git\u2069", "\u202a\u202b\u202c\u202d\u2067\u2068", `/usr/bin/\u2066git\u2069`, `\u202a\u202b\u202c\u202d\u2067\u2068`},
+		{"/tmp/\xffgit", "\x1b[1Agit \x85", `/tmp/\xffgit`, `\x1b[1Agit \x85`},
+	} {
+		e := newEnv(t, nil)
+		h := hold("agent", "POST", "/x")
+		h.Program = policy.Program{Known: true, Path: tc.path, SHA256: strings.Repeat("ab", 32), Cmdline: tc.cmd, PID: 5}
+		ch := async(e.m, context.Background(), h)
+		a := waitPending(t, e.m, 1)[0]
+		if a.Program != tc.wantPath || a.Cmdline != tc.wantCmd {
+			t.Errorf("card program %q cmdline %q, want %q %q", a.Program, a.Cmdline, tc.wantPath, tc.wantCmd)
+		}
+		if !strings.Contains(a.Summary, " · by "+tc.wantPath) {
+			t.Errorf("summary %q does not show the escaped path", a.Summary)
+		}
+		if r := e.audit.find("requested"); len(r) != 1 || r[0].Program != tc.wantPath || r[0].Cmdline != tc.wantCmd {
+			t.Errorf("requested audit line: %+v", r)
+		}
+		decideCompat(e.m, a.ID, false, "cli", "", 0)
+		recv(t, ch)
+	}
+}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/clawd-dev/clawd/audit"
 	"github.com/clawd-dev/clawd/internal/hostname"
+	"github.com/clawd-dev/clawd/internal/progtext"
 	"github.com/clawd-dev/clawd/policy"
 )
 
@@ -669,11 +670,11 @@ func (m *Manager) view(h *Hold) *Approval {
 		if h.Program.Known {
 			a.Program = "(deleted)"
 			if h.Program.Path != "" {
-				a.Program = truncate(m.sanitize(h.Program.Path), maxShownURL)
+				a.Program = truncate(m.sanitize(progtext.Escape(h.Program.Path)), maxShownURL)
 			}
 			a.ProgramSHA256 = h.Program.SHA256
 		}
-		a.Cmdline = truncate(m.sanitize(h.Program.Cmdline), maxShownURL)
+		a.Cmdline = truncate(m.sanitize(progtext.Escape(h.Program.Cmdline)), maxShownURL)
 		a.PID = h.Program.PID
 		// Every channel shows the summary: the program goes there, within
 		// the shortest title a channel shows whole (Google Chat's 200).

@@ -21,6 +21,7 @@
 #include <linux/ipv6.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
+#include <bpf/bpf_core_read.h>
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
@@ -64,6 +65,10 @@ volatile const __u16 proxy_port = 0; // TCP listener, host byte order
 volatile const __u16 dns_port = 0;   // UDP DNS listener, host byte order
 volatile const __u8 has_v6 = 0;      // listeners exist on ::1 too
 volatile const __u64 container_cgroup = 0;
+// read_exe: record the connecting task's executable (see remember). The
+// loader sets it, and loads again without it on a kernel that refuses
+// bpf_get_current_task_btf in these hooks.
+volatile const __u8 read_exe = 0;
 
 // orig is the destination the agent asked for. Layout is part of the pinned
 // map ABI: change it only together with the map names' version suffix.
@@ -75,6 +80,36 @@ struct orig {
 	__u32 tgid;   // host PID of the connecting process (was padding: same layout)
 	__u64 cgroup; // cgroup the connecting socket belongs to
 };
+
+// exe_id is the executable the connecting task ran at connect(): its
+// file's device (the kernel's dev_t: major << 20 | minor) and inode, as
+// stat(/proc/PID/exe) reports them. Not part of struct orig, whose layout
+// is pinned.
+struct exe_id {
+	__u64 dev;
+	__u64 ino;
+};
+
+#ifndef CLAWD_PREV
+// The kernel's own types, as far as remember reads them; CO-RE relocates
+// the offsets against the running kernel's BTF.
+struct super_block {
+	__u32 s_dev;
+} __attribute__((preserve_access_index));
+struct inode {
+	unsigned long i_ino;
+	struct super_block *i_sb;
+} __attribute__((preserve_access_index));
+struct file {
+	struct inode *f_inode;
+} __attribute__((preserve_access_index));
+struct mm_struct {
+	struct file *exe_file;
+} __attribute__((preserve_access_index));
+struct task_struct {
+	struct mm_struct *mm;
+} __attribute__((preserve_access_index));
+#endif
 
 // tuple_key identifies an accepted connection from the proxy's side: the
 // container's network namespace, the client's source port and its family.
@@ -123,6 +158,26 @@ struct {
 	__type(value, struct orig);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } clawd_tp_v1 SEC(".maps");
+
+// Socket cookie -> executable of the task that connected, and the same by
+// (netns, source port, family) once established (sockops), read by the
+// proxy with clawd_tp_v1 (issue 16: a process that execs between its
+// connect and the accept is caught).
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 262144);
+	__type(key, __u64);
+	__type(value, struct exe_id);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} clawd_xc_v1 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 262144);
+	__type(key, struct tuple_key);
+	__type(value, struct exe_id);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} clawd_xt_v1 SEC(".maps");
 
 // The container's cgroup, one entry (index 0), filled by the daemon with the
 // cgroup directory's fd before any program of this copy is attached. Not
@@ -192,14 +247,36 @@ static __always_inline int foreign_listener(struct bpf_sock_addr *ctx, __u32 por
 
 // remember runs in the task that connects (or sends): besides the
 // destination it records that task's thread group ID, so the proxy can tell
-// which program made the connection (policy `binaries:`). The kernel gives
-// these hooks no way to read the executable itself; the daemon resolves the
-// TGID through /proc and checks it still belongs to this cgroup.
+// which program made the connection (policy `binaries:`), and (read_exe)
+// the device and inode of the executable it runs now: the daemon resolves
+// the TGID through /proc, checks it still belongs to this cgroup and still
+// runs that file (no exec since the connect).
 static __always_inline void remember(void *ctx, struct orig *o) {
 	__u64 cookie = bpf_get_socket_cookie(ctx);
 	o->cgroup = bpf_get_current_cgroup_id();
 #ifndef CLAWD_PREV
 	o->tgid = (__u32)(bpf_get_current_pid_tgid() >> 32);
+	if (read_exe) {
+		struct exe_id x = {};
+		struct task_struct *t = bpf_get_current_task_btf();
+		struct mm_struct *mm = t->mm;
+		if (mm) {
+			struct file *f = mm->exe_file;
+			if (f) {
+				struct inode *in = f->f_inode;
+				if (in) {
+					x.ino = in->i_ino;
+					struct super_block *sb = in->i_sb;
+					if (sb)
+						x.dev = sb->s_dev;
+				}
+			}
+		}
+		if (x.ino)
+			bpf_map_update_elem(&clawd_xc_v1, &cookie, &x, BPF_ANY);
+		else
+			bpf_map_delete_elem(&clawd_xc_v1, &cookie);
+	}
 #endif
 	bpf_map_update_elem(&clawd_ck_v1, &cookie, o, BPF_ANY);
 }
@@ -443,6 +520,18 @@ int clawd_sockops(struct bpf_sock_ops *skops) {
 	else if (is_v4mapped(skops->local_ip6[0], skops->local_ip6[1], skops->local_ip6[2]))
 		k.family = 4;
 	struct orig v = *o;
+#ifndef CLAWD_PREV
+	// The executable first: the proxy reads clawd_tp_v1 once accepted,
+	// and this entry with it. No record: remove a stale one of the same
+	// tuple (an earlier connection from the same port).
+	struct exe_id *x = bpf_map_lookup_elem(&clawd_xc_v1, &cookie);
+	if (x) {
+		struct exe_id xv = *x;
+		bpf_map_update_elem(&clawd_xt_v1, &k, &xv, BPF_ANY);
+	} else {
+		bpf_map_delete_elem(&clawd_xt_v1, &k);
+	}
+#endif
 	bpf_map_update_elem(&clawd_tp_v1, &k, &v, BPF_ANY);
 	return 1;
 }

@@ -24,6 +24,12 @@ type ClawdCounters struct {
 	IfDropped   uint64
 }
 
+type ClawdExeId struct {
+	_   structs.HostLayout
+	Dev uint64
+	Ino uint64
+}
+
 type ClawdListenerKey struct {
 	_     structs.HostLayout
 	Netns uint64
@@ -59,6 +65,8 @@ const (
 	ClawdMapClawdSelfCg        = "clawd_self_cg"
 	ClawdMapClawdStV1          = "clawd_st_v1"
 	ClawdMapClawdTpV1          = "clawd_tp_v1"
+	ClawdMapClawdXcV1          = "clawd_xc_v1"
+	ClawdMapClawdXtV1          = "clawd_xt_v1"
 	ClawdProgClawdConnect4     = "clawd_connect4"
 	ClawdProgClawdConnect6     = "clawd_connect6"
 	ClawdProgClawdEgress       = "clawd_egress"
@@ -79,6 +87,7 @@ const (
 	ClawdVarDnsPort            = "dns_port"
 	ClawdVarHasV6              = "has_v6"
 	ClawdVarProxyPort          = "proxy_port"
+	ClawdVarReadExe            = "read_exe"
 )
 
 // LoadClawd returns the embedded CollectionSpec for Clawd.
@@ -150,6 +159,8 @@ type ClawdMapSpecs struct {
 	ClawdSelfCg *ebpf.MapSpec `ebpf:"clawd_self_cg"`
 	ClawdStV1   *ebpf.MapSpec `ebpf:"clawd_st_v1"`
 	ClawdTpV1   *ebpf.MapSpec `ebpf:"clawd_tp_v1"`
+	ClawdXcV1   *ebpf.MapSpec `ebpf:"clawd_xc_v1"`
+	ClawdXtV1   *ebpf.MapSpec `ebpf:"clawd_xt_v1"`
 }
 
 // ClawdVariableSpecs contains global variables before they are loaded into the kernel.
@@ -160,6 +171,7 @@ type ClawdVariableSpecs struct {
 	DnsPort         *ebpf.VariableSpec `ebpf:"dns_port"`
 	HasV6           *ebpf.VariableSpec `ebpf:"has_v6"`
 	ProxyPort       *ebpf.VariableSpec `ebpf:"proxy_port"`
+	ReadExe         *ebpf.VariableSpec `ebpf:"read_exe"`
 }
 
 // ClawdObjects contains all objects after they have been loaded into the kernel.
@@ -187,6 +199,8 @@ type ClawdMaps struct {
 	ClawdSelfCg *ebpf.Map `ebpf:"clawd_self_cg"`
 	ClawdStV1   *ebpf.Map `ebpf:"clawd_st_v1"`
 	ClawdTpV1   *ebpf.Map `ebpf:"clawd_tp_v1"`
+	ClawdXcV1   *ebpf.Map `ebpf:"clawd_xc_v1"`
+	ClawdXtV1   *ebpf.Map `ebpf:"clawd_xt_v1"`
 }
 
 func (m *ClawdMaps) Close() error {
@@ -196,6 +210,8 @@ func (m *ClawdMaps) Close() error {
 		m.ClawdSelfCg,
 		m.ClawdStV1,
 		m.ClawdTpV1,
+		m.ClawdXcV1,
+		m.ClawdXtV1,
 	)
 }
 
@@ -207,6 +223,7 @@ type ClawdVariables struct {
 	DnsPort         *ebpf.Variable `ebpf:"dns_port"`
 	HasV6           *ebpf.Variable `ebpf:"has_v6"`
 	ProxyPort       *ebpf.Variable `ebpf:"proxy_port"`
+	ReadExe         *ebpf.Variable `ebpf:"read_exe"`
 }
 
 // ClawdPrograms contains all programs after they have been loaded into the kernel.

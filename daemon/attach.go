@@ -521,7 +521,11 @@ func (d *Daemon) handle(ctx context.Context, a *attachment, c net.Conn) {
 	// Which program connected: resolved now, before the proxy reads a byte,
 	// and kept for the connection's life (a fd handed on or an exec later
 	// does not change it). Unknown fails closed in policy.
-	prog, err := d.progs.Resolve(o.TGID, o.Cgroup, acceptedAt)
+	var exe *procid.FileID
+	if o.Exe != nil {
+		exe = &procid.FileID{Dev: o.Exe.Dev, Ino: o.Exe.Ino}
+	}
+	prog, err := d.progs.Resolve(o.TGID, o.Cgroup, acceptedAt, exe)
 	if err != nil {
 		d.log.Debug("program unknown", zap.String("container", owner.Container.Name), zap.Stringer("dst", dst), zap.Error(err))
 	}

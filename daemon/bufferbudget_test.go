@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"os"
+	"strings"
 	"testing"
 )
 
@@ -62,5 +63,29 @@ func TestConfigBufferBudgets(t *testing.T) {
 	}
 	if _, err := LoadConfig(newFlags(t, "--state-dir", dir, "--max-buffered-bytes", "lots")); err == nil {
 		t.Error("a bad size was accepted")
+	}
+}
+
+// TestProgramHashMaxConfig: the executable hash cap (policy binaries:)
+// defaults to 512 MiB, takes a size, and refuses 0 or garbage.
+func TestProgramHashMaxConfig(t *testing.T) {
+	dir := t.TempDir()
+	c, err := LoadConfig(newFlags(t, "--state-dir", dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := c.programHashMax(); err != nil || n != 512<<20 {
+		t.Errorf("default: %d %v", n, err)
+	}
+	if c, err = LoadConfig(newFlags(t, "--state-dir", dir, "--max-program-hash-bytes", "64MiB")); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := c.programHashMax(); n != 64<<20 {
+		t.Errorf("64MiB: %d", n)
+	}
+	for _, bad := range []string{"0", "lots"} {
+		if _, err := LoadConfig(newFlags(t, "--state-dir", dir, "--max-program-hash-bytes", bad)); err == nil || !strings.Contains(err.Error(), "max-program-hash-bytes") {
+			t.Errorf("%q: %v", bad, err)
+		}
 	}
 }

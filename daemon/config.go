@@ -60,6 +60,11 @@ type Config struct {
 	// unlimited. See Config.bufferBudgets.
 	MaxBufferedBytes             string `mapstructure:"max-buffered-bytes"`
 	MaxBufferedBytesPerContainer string `mapstructure:"max-buffered-bytes-per-container"`
+	// MaxProgramHashBytes is the largest executable clawd hashes to tell
+	// which program connected (policy binaries:); a larger one makes the
+	// program unknown. A size as above; never 0 (hashing unbounded files
+	// would let an agent make clawd read without end).
+	MaxProgramHashBytes string `mapstructure:"max-program-hash-bytes"`
 
 	// Tamper-evident audit log and its export (auditx). AuditKey signs the
 	// log's checkpoints (generated, 0600; its public key beside it as
@@ -124,6 +129,7 @@ const (
 	// Memory budgets of buffered request bodies: 16 held bodies of the
 	// largest size (MaxHoldBody, 16 MiB) in total, 4 per container.
 	DefaultMaxBufferedBytes             = "256MiB"
+	DefaultMaxProgramHashBytes          = "512MiB"
 	DefaultMaxBufferedBytesPerContainer = "64MiB"
 )
 
@@ -157,6 +163,7 @@ func Flags(fs *pflag.FlagSet) {
 	fs.Duration("peek-timeout", time.Second, "how long to wait for a client's first bytes before treating a connection as raw TCP")
 	fs.Int("max-conns-per-container", DefaultMaxConnsPerContainer, "open proxied connections one attached container may have at once (0 = unlimited)")
 	fs.String("max-buffered-bytes", DefaultMaxBufferedBytes, "request-body bytes all containers together may have buffered in memory (held for approval, read for body rules, decoded); past it 503 + Retry-After (0 = unlimited)")
+	fs.String("max-program-hash-bytes", DefaultMaxProgramHashBytes, "the largest executable hashed to tell which program connected (policy binaries:); a larger one is an unknown program")
 	fs.String("max-buffered-bytes-per-container", DefaultMaxBufferedBytesPerContainer, "the same bound for each container (0 = unlimited)")
 	fs.String("api-token", "", "bearer token for the approval API (default: generated in STATE-DIR/api-token)")
 	fs.String("public-url", "", "base URL of signed approval links (default http://API-LISTEN)")
@@ -239,6 +246,9 @@ func (c Config) validate() error {
 	if _, _, err := c.bufferBudgets(); err != nil {
 		return err
 	}
+	if _, err := c.programHashMax(); err != nil {
+		return err
+	}
 	if c.MetricsListen != "" {
 		if _, err := netip.ParseAddrPort(c.MetricsListen); err != nil {
 			return fmt.Errorf("config: metrics-listen %q: %w", c.MetricsListen, err)
@@ -287,6 +297,22 @@ func (c Config) bufferBudgets() (total, perContainer int64, err error) {
 		return 0, 0, err
 	}
 	return total, perContainer, nil
+}
+
+// programHashMax is MaxProgramHashBytes in bytes.
+func (c *Config) programHashMax() (int64, error) {
+	v := c.MaxProgramHashBytes
+	if strings.TrimSpace(v) == "" {
+		v = DefaultMaxProgramHashBytes
+	}
+	n, err := parseSize(v)
+	if err != nil {
+		return 0, fmt.Errorf("config: max-program-hash-bytes %q: %w", v, err)
+	}
+	if n <= 0 {
+		return 0, fmt.Errorf("config: max-program-hash-bytes must be positive: clawd reads the whole executable it hashes")
+	}
+	return n, nil
 }
 
 // parseSize parses a byte size: plain bytes ("1048576") or a number with a

@@ -133,6 +133,9 @@ func New(cfg Config, log *zap.Logger) (*Daemon, error) {
 		}
 		return enforce.CgroupIDOfPID(cgRoot, pid)
 	})
+	if d.progs.MaxHashSize, err = cfg.programHashMax(); err != nil {
+		return nil, err
+	}
 	if d.state, err = newStateStore(cfg.StateDir); err != nil {
 		return nil, err
 	}

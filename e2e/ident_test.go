@@ -101,6 +101,18 @@ func TestProgramIdentity(t *testing.T) {
 	if e.Cmdline != "/tmp/tool get "+v4+" "+p {
 		t.Errorf("audit cmdline %q", e.Cmdline)
 	}
+	// What the audit line shows of a hostile program: a name holding a
+	// bidi override (it would read "/tmp/tool" reversed) is escaped, and
+	// the credentials on its command line are redacted.
+	p = id("hostile")
+	const rlo = `"$(printf '\342\200\256')"`
+	if out, code := sh(t, ct, "cp /ident /tmp/"+rlo+"loot"); code != 0 {
+		t.Fatalf("cp: %s", out)
+	}
+	e = check("escaped and redacted", "/tmp/"+rlo+"loot get "+v4+" "+p+" --token=S3CR3T -u me:S3CR3T 'X-Api-Key: S3CR3T' https://me:S3CR3T@a.test/ "+rlo, p, "status=403", 0, `/tmp/\u202eloot`, sum, "default")
+	if want := `/tmp/\u202eloot get ` + v4 + " " + p + ` --token=[redacted] -u [redacted] X-Api-Key: [redacted] https://[redacted]@a.test/ \u202e`; e.Cmdline != want {
+		t.Errorf("audit cmdline\n got %q\nwant %q", e.Cmdline, want)
+	}
 	p = id("ok6")
 	check("pinned program over IPv6", "/tmp/tool get "+v6+" "+p, p, "status=200", 1, "/tmp/tool", sum, "pinned-tool")
 

@@ -88,10 +88,25 @@ func parseBinaryPattern(s string) (binaryPattern, error) {
 		}
 		b.segs = append(b.segs, seg)
 	}
+	if b.sha256 == "" && catchAll(b.segs) {
+		return binaryPattern{}, fmt.Errorf("%q names no directory or file, only wildcards: it matches every program (the agent can put its own at any path), so the rule would restrict nothing; name the program (/usr/bin/git), a directory (/usr/bin/*) or pin a digest (sha256:<hex>), or drop binaries", src)
+	}
 	if last := b.segs[len(b.segs)-1]; last == "**" {
 		return binaryPattern{}, fmt.Errorf("%q: a trailing ** would match every program below a directory, including interpreters and shells copied there; name the executable (a trailing * within the directory is allowed)", src)
 	}
 	return b, nil
+}
+
+// catchAll reports whether a path pattern has no literal character in any
+// segment (/**/*, /*, /*/**/*): whatever the depth it asks for, the agent
+// can create a program there.
+func catchAll(segs []string) bool {
+	for _, s := range segs {
+		if strings.Trim(s, "*") != "" {
+			return false
+		}
+	}
+	return true
 }
 
 // match reports whether p is this pattern's program. p must be Known.

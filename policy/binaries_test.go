@@ -95,6 +95,35 @@ func TestBinaryPatternParse(t *testing.T) {
 	}
 }
 
+// TestBinariesCatchAllRefused: a binaries entry made only of wildcards
+// matches every program (an agent can put its own at any path), so a rule
+// carrying it looks restricted and is not. The parser refuses it at its
+// file:line and says why; a digest makes the same path pattern harmless.
+func TestBinariesCatchAllRefused(t *testing.T) {
+	for _, pat := range []string{"/**/*", "/*", "/*/*", "/**/*/**/*", "/*/**/*", "**", "/**", "*", " /**/* ", "/**/**/*"} {
+		t.Run(pat, func(t *testing.T) {
+			y := "default:\n  rules:\n    - name: r\n      hosts: github.com\n      binaries:\n        - /usr/bin/git\n        - \"" + pat + "\"\n      action: allow\n"
+			_, err := Parse([]byte(y), "b.yaml")
+			if err == nil {
+				t.Fatalf("%q parsed", pat)
+			}
+			if !strings.Contains(err.Error(), "b.yaml:7") {
+				t.Fatalf("error %q does not point at b.yaml:7", err)
+			}
+			if strings.Trim(strings.TrimSpace(pat), "/*") == "" && strings.HasPrefix(strings.TrimSpace(pat), "/") && !strings.HasSuffix(strings.TrimSpace(pat), "**") {
+				if !strings.Contains(err.Error(), "matches every program") {
+					t.Fatalf("error %q does not say why", err)
+				}
+			}
+		})
+	}
+	for _, ok := range []string{"/usr/bin/*", "/**/git", "/**/*git*", "/opt/**/bin/*", "/**/*@sha256:" + gitSum} {
+		if _, err := parseBinaryPattern(ok); err != nil {
+			t.Errorf("%q: %v", ok, err)
+		}
+	}
+}
+
 func FuzzBinaryPattern(f *testing.F) {
 	for _, s := range []string{"/usr/bin/git", "/opt/**/bin/*", "sha256:" + gitSum, "/usr/bin/git@sha256:" + gitSum, "@sha256:", "/a//b", "/**/x"} {
 		f.Add(s, "/usr/bin/git")
@@ -106,6 +135,9 @@ func FuzzBinaryPattern(f *testing.F) {
 		}
 		if b.sha256 != "" && b.match(Program{Known: true, Path: path}) {
 			t.Fatalf("%q matched a program without a digest", pat)
+		}
+		if b.sha256 == "" && b.segs != nil && catchAll(b.segs) {
+			t.Fatalf("%q parsed: a catch-all", pat)
 		}
 		if b.segs != nil && b.match(Program{Known: true, SHA256: gitSum}) {
 			t.Fatalf("%q matched a program without a path", pat)

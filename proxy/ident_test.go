@@ -150,3 +150,40 @@ func TestBinariesSpliceRecheck(t *testing.T) {
 		t.Fatalf("reload unpinning git closed %d streams, want 1", n)
 	}
 }
+
+// TestBinariesAuditEscapes (issue 16): a program's path and command line
+// are the agent's choice; in the audit line, line breaks, U+2028/U+2029,
+// bidi overrides and isolates, zero-width characters and invalid UTF-8
+// are escapes, so a file name cannot forge a line or read as another
+// program (/tmp/<U+202E>tig shown as /tmp/git).
+func TestBinariesAuditEscapes(t *testing.T) {
+	p, err := policy.Parse([]byte(identPolicy), "ident.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, nil, func(c *Config) { c.Decider = p })
+	up := newUpstream(t, false, false, nil)
+	for _, tc := range []struct{ path, cmd, wantPath, wantCmd string }{
+		{"/tmp/\u202etig", "\u2066git\u2069 push", `/tmp/\u202etig`, `\u2066git\u2069 push`},
+		{"/tmp/x\n{\"program\":\"/usr/bin/git\"}", "a\u2028b\u2029c", `/tmp/x\x0a{"program":"/usr/bin/git"}`, `a\u2028b\u2029c`},
+		{"/usr/bin/gi\u200bt", "x\r\ny", `/usr/bin/gi\u200bt`, `x\x0d\x0ay`},
+		{"/tmp/\xff\xfe", "\x1b[2Jcls \u202a\u202b\u202c\u202d", `/tmp/\xff\xfe`, `\x1b[2Jcls \u202a\u202b\u202c\u202d`},
+		{"/tmp/\u2067\u2068", "\u200e\u200f\u061c", `/tmp/\u2067\u2068`, `\u200e\u200f\u061c`},
+	} {
+		prog := policy.Program{Known: true, Path: tc.path, SHA256: identSum, Cmdline: tc.cmd, PID: 20}
+		c := serveProg(t, e.srv, prog, up.addr())
+		io.WriteString(c, "GET /x HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 403 {
+			t.Fatalf("%q: status %d, want 403 (not /usr/bin/git)", tc.path, resp.StatusCode)
+		}
+		a := e.audit.next(t)
+		if a.Program != tc.wantPath || a.Cmdline != tc.wantCmd {
+			t.Fatalf("audit program %q cmdline %q, want %q %q", a.Program, a.Cmdline, tc.wantPath, tc.wantCmd)
+		}
+	}
+}

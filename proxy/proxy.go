@@ -24,6 +24,7 @@ import (
 	"github.com/clawd-dev/clawd/audit"
 	"github.com/clawd-dev/clawd/internal/addrclass"
 	"github.com/clawd-dev/clawd/internal/hostname"
+	"github.com/clawd-dev/clawd/internal/progtext"
 	"github.com/clawd-dev/clawd/policy"
 	"github.com/clawd-dev/clawd/proxy/ca"
 	"github.com/clawd-dev/clawd/proxy/usage"
@@ -477,13 +478,14 @@ func (s *Server) entry(m ConnMeta, proto string) audit.Entry {
 		// ident (issue 16)
 		Program:       programName(m.Program),
 		ProgramSHA256: m.Program.SHA256,
-		Cmdline:       m.Program.Cmdline,
+		Cmdline:       progtext.Escape(m.Program.Cmdline),
 		PID:           m.Program.PID,
 	}
 }
 
-// programName is the audit line's program: its path, "unknown" when clawd
-// could not tell, "(deleted)" for a known program whose file is gone.
+// programName is the audit line's program: its path (escaped: a file name
+// can hold line breaks, bidi overrides or invalid UTF-8), "unknown" when
+// clawd could not tell, "(deleted)" for a known program whose file is gone.
 func programName(p policy.Program) string {
 	switch {
 	case !p.Known:
@@ -491,7 +493,7 @@ func programName(p policy.Program) string {
 	case p.Path == "":
 		return "(deleted)"
 	}
-	return p.Path
+	return progtext.Escape(p.Path)
 }
 
 func (s *Server) record(e audit.Entry, d policy.Decision, start time.Time) {

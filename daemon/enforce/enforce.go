@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strings"
 	"sync"
 
 	"github.com/cilium/ebpf"
@@ -66,6 +67,12 @@ type Enforcer struct {
 	tp   *ebpf.Map
 	st   *ebpf.Map
 	ls   *ebpf.Map // clawd listeners -> owning cgroup
+	xt   *ebpf.Map // accepted connection -> executable at connect (issue 16)
+	// exeErr is set once the kernel refused the programs that record the
+	// connecting executable (bpf_get_current_task_btf in cgroup hooks):
+	// later copies load without it. Loads run outside mu: exeMu guards it.
+	exeMu  sync.Mutex
+	exeErr error
 	// lsm is the optional lsm_cgroup/socket_create program, shared by every
 	// attachment; nil with lsmErr set where the kernel refuses it.
 	lsm    *ebpf.Program
@@ -101,6 +108,9 @@ func New(root string) (*Enforcer, error) {
 		return nil, fmt.Errorf("open pinned maps (an incompatible older layout must be removed from %s): %w", filepath.Join(root, "maps"), err)
 	}
 	e.ck, e.tp, e.st, e.ls = maps.ClawdCkV1, maps.ClawdTpV1, maps.ClawdStV1, maps.ClawdLsV1
+	e.xt = maps.ClawdXtV1
+	// The cookie-keyed half is only the programs': close this handle.
+	maps.ClawdXcV1.Close()
 	// Listeners die with the daemon that opened them: what a predecessor
 	// registered names ports nobody serves now (and that anything may
 	// bind). The re-adopted attachments register their new ones.
@@ -148,7 +158,7 @@ func (e *Enforcer) Close() error {
 		delete(e.live, id)
 	}
 	e.mu.Unlock()
-	errs := []error{e.ck.Close(), e.tp.Close(), e.st.Close(), e.ls.Close()}
+	errs := []error{e.ck.Close(), e.tp.Close(), e.st.Close(), e.ls.Close(), e.xt.Close()}
 	if e.lsm != nil {
 		errs = append(errs, e.lsm.Close())
 	}
@@ -187,8 +197,44 @@ var cgroupHooks = []hook{
 
 const lsmPin = "lsm_socket_create"
 
-// load loads a fresh copy of the programs with p's constants.
+// firstLine is an error's first line (a verifier log is long).
+func firstLine(err error) string {
+	s, _, _ := strings.Cut(err.Error(), "\n")
+	return s
+}
+
+// ExeRecorded reports whether the loaded programs record the connecting
+// task's executable (nil), or why not.
+func (e *Enforcer) ExeRecorded() error {
+	e.exeMu.Lock()
+	defer e.exeMu.Unlock()
+	return e.exeErr
+}
+
+// load loads a fresh copy of the programs with p's constants, recording
+// the connecting executable unless the kernel refuses it (then again
+// without, once and for all).
 func (e *Enforcer) load(p Params, cgid uint64) (*bpf.ClawdObjects, error) {
+	if e.ExeRecorded() != nil {
+		return e.loadWith(p, cgid, false)
+	}
+	objs, err := e.loadWith(p, cgid, true)
+	if err == nil {
+		return objs, nil
+	}
+	// Only a refusal that loading without the executable cures is the
+	// kernel's refusal to tell it.
+	objs, err2 := e.loadWith(p, cgid, false)
+	if err2 != nil {
+		return nil, err2
+	}
+	e.exeMu.Lock()
+	e.exeErr = err
+	e.exeMu.Unlock()
+	return objs, nil
+}
+
+func (e *Enforcer) loadWith(p Params, cgid uint64, readExe bool) (*bpf.ClawdObjects, error) {
 	spec := e.spec.Copy()
 	sets := []struct {
 		name string
@@ -198,6 +244,7 @@ func (e *Enforcer) load(p Params, cgid uint64) (*bpf.ClawdObjects, error) {
 		{"dns_port", p.DNSPort},
 		{"has_v6", boolByte(p.HasV6)},
 		{"container_cgroup", cgid},
+		{"read_exe", boolByte(readExe)},
 	}
 	for _, s := range sets {
 		v, ok := spec.Variables[s.name]
@@ -320,6 +367,9 @@ func (e *Enforcer) Attach(p Params) (l Layers, err error) {
 			}
 		}()
 		tcxLayers(dir, &l)
+	}
+	if why := e.ExeRecorded(); why != nil {
+		l.Notes = append(l.Notes, fmt.Sprintf("the connect hook cannot record the executable (%s): a process that execs between its connect and the accept is judged as the program it exec'd (policy binaries:)", firstLine(why)))
 	}
 	if e.lsm == nil {
 		l.Notes = append(l.Notes, fmt.Sprintf("%v: the tcx layer drops AF_PACKET/AF_XDP frames instead", e.lsmErr))
@@ -586,7 +636,14 @@ type Orig struct {
 	Dst    netip.AddrPort
 	Cgroup uint64 // cgroup of the socket that connected
 	TGID   uint32 // host PID of the process that connected (0: not recorded)
+	// Exe is the executable that process ran at connect(), as
+	// stat(/proc/PID/exe) reports it; nil when not recorded (a kernel
+	// that refuses to tell, programs of an older clawd).
+	Exe *FileID
 }
+
+// FileID is a file's device (as stat reports it) and inode.
+type FileID struct{ Dev, Ino uint64 }
 
 // OrigDst looks up (and forgets) the original destination of a connection
 // accepted by the proxy, by the container's netns cookie and the client's
@@ -598,7 +655,19 @@ func (e *Enforcer) OrigDst(netns uint64, port uint16, family int) (Orig, bool) {
 		return Orig{}, false
 	}
 	e.tp.Delete(&k)
-	return Orig{Dst: origAddr(v), Cgroup: v.Cgroup, TGID: v.Tgid}, true
+	o := Orig{Dst: origAddr(v), Cgroup: v.Cgroup, TGID: v.Tgid}
+	var x bpf.ClawdExeId
+	if err := e.xt.Lookup(&k, &x); err == nil {
+		e.xt.Delete(&k)
+		o.Exe = &FileID{Dev: userDev(x.Dev), Ino: x.Ino}
+	}
+	return o, true
+}
+
+// userDev turns the kernel's internal dev_t (major << 20 | minor) into
+// the encoding stat returns.
+func userDev(k uint64) uint64 {
+	return unix.Mkdev(uint32(k>>20), uint32(k&(1<<20-1)))
 }
 
 func origAddr(v bpf.ClawdOrig) netip.AddrPort {

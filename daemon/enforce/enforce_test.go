@@ -202,6 +202,7 @@ func TestAttachRedirectsTCPAndRecoversDestination(t *testing.T) {
 		t.Errorf("lsm available=%v (%v), layers %+v", ok, why, layers)
 	}
 	got := make(chan string, 4)
+	exes := make(chan *FileID, 4)
 	serve := func(ln net.Listener) {
 		for {
 			c, err := ln.Accept()
@@ -219,6 +220,7 @@ func TestAttachRedirectsTCPAndRecoversDestination(t *testing.T) {
 				c.Close()
 				continue
 			}
+			exes <- o.Exe
 			got <- o.Dst.String()
 			br := bufio.NewReader(c)
 			br.ReadString('\n')
@@ -249,6 +251,25 @@ func TestAttachRedirectsTCPAndRecoversDestination(t *testing.T) {
 			}
 		case <-time.After(5 * time.Second):
 			t.Fatal("proxy saw nothing")
+		}
+		// The connect hook recorded the executable that connected
+		// (busybox), as stat shows it (issue 16: an exec between the
+		// connect and the accept is caught by comparing it), unless the
+		// kernel refuses to tell, which the Enforcer then says.
+		x := <-exes
+		if why := e.ExeRecorded(); why != nil {
+			if x != nil {
+				t.Errorf("executable recorded (%+v) though the programs were loaded without: %v", x, why)
+			}
+			t.Logf("this kernel does not let the connect hook read the executable: %v", why)
+			continue
+		}
+		var st unix.Stat_t
+		if err := unix.Stat(busybox(t), &st); err != nil {
+			t.Fatal(err)
+		}
+		if x == nil || x.Dev != st.Dev || x.Ino != st.Ino {
+			t.Errorf("recorded executable %+v, want busybox's dev %d ino %d", x, st.Dev, st.Ino)
 		}
 	}
 
@@ -319,4 +340,17 @@ func mustCgroupID(t *testing.T, p string) uint64 {
 		t.Fatal(err)
 	}
 	return id
+}
+
+// busybox is the file the testbed's programs run.
+func busybox(t *testing.T) string {
+	t.Helper()
+	p, err := exec.LookPath("busybox")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, err = filepath.EvalSymlinks(p); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

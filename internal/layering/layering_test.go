@@ -35,7 +35,7 @@ var allowed = map[string][]string{
 	"proxy/usage":           {"policy", "internal/"},                                                            // LLM usage: meter and budget ledger
 	"proxy":                 {"approval", "audit", "policy", "secrets", "proxy/ca", "proxy/usage", "internal/"}, // knows no daemon, no YAML loading, no platform
 	"daemon/nsenter":        {},
-	"daemon/procid":         {"policy"}, // which program a PID runs: /proc only, policy.Program the result
+	"daemon/procid":         {"policy", "internal/"}, // which program a PID runs: /proc only, policy.Program the result (internal/progtext writes its command line)
 	"daemon/enforce":        {"bpf", "daemon/nsenter", "internal/"},
 	"daemon/runtime":        {"policy", "internal/"},
 	"daemon/admission":      {"proxy/ca"}, // the Kubernetes webhook: env and CA paths only, no daemon state
