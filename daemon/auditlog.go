@@ -34,6 +34,7 @@ func (d *Daemon) openAudit() error {
 		if err != nil {
 			return err
 		}
+		oc.CursorFile = filepath.Join(d.cfg.StateDir, "audit-export.cursor")
 		if d.auditExp, err = otlp.New(oc, d.reg, d.log.Named("audit-export")); err != nil {
 			return fmt.Errorf("audit-otlp: %w", err)
 		}
@@ -45,6 +46,12 @@ func (d *Daemon) openAudit() error {
 		return err
 	}
 	d.audit.OnError = func(err error) { d.log.Error("audit log write failed", zap.Error(err)) }
+	if d.auditExp != nil {
+		// Lines an earlier run did not export (a crash, an outage) are read
+		// back from the file.
+		seq, _ := d.audit.Head()
+		d.auditExp.Resume(d.cfg.AuditLog, seq)
+	}
 	return nil
 }
 

@@ -85,6 +85,9 @@ type Config struct {
 	HostName string
 	// BatchInterval is how long records wait for a batch (default 1s).
 	BatchInterval time.Duration
+	// CursorFile keeps the delivery cursor across restarts (see
+	// delivery.go); "" none: a restart forgets what was not exported.
+	CursorFile string
 }
 
 const (
@@ -106,6 +109,12 @@ const (
 
 // Exporter is a running export. Tee is its audit.Options.Tee.
 type Exporter struct {
+	dv                *delivery
+	exp               *counting
+	timeout           time.Duration
+	wake              chan struct{}
+	stopDeliver       chan struct{}
+	delivered         chan struct{}
 	queue             chan []byte
 	qmu               sync.Mutex
 	qlines, maxLines  int   // lines in queue or the SDK's, not yet exported
@@ -154,7 +163,8 @@ func newStopped(cfg Config, reg prometheus.Registerer, lg *zap.Logger) (*Exporte
 	if cfg.BatchBytes <= 0 {
 		cfg.BatchBytes = DefaultBatchBytes
 	}
-	e := &Exporter{queue: make(chan []byte, cfg.QueueSize), maxLines: cfg.QueueSize, maxQueued: int64(cfg.QueueBytes), done: make(chan struct{}), log: lg, limit: rate.NewLimiter(rate.Every(time.Minute), 3), dropLimit: rate.NewLimiter(rate.Every(time.Minute), 1)}
+	e := &Exporter{dv: newDelivery(cfg.CursorFile), timeout: cfg.Timeout, wake: make(chan struct{}, 1), stopDeliver: make(chan struct{}), delivered: make(chan struct{}),
+		queue: make(chan []byte, cfg.QueueSize), maxLines: cfg.QueueSize, maxQueued: int64(cfg.QueueBytes), done: make(chan struct{}), log: lg, limit: rate.NewLimiter(rate.Every(time.Minute), 3), dropLimit: rate.NewLimiter(rate.Every(time.Minute), 1)}
 	exp, err := newExporter(cfg)
 	if err != nil {
 		return nil, err
@@ -170,7 +180,8 @@ func newStopped(cfg Config, reg prometheus.Registerer, lg *zap.Logger) (*Exporte
 		attrs = append(attrs, attribute.String(k, v))
 	}
 	res := resource.NewSchemaless(attrs...)
-	proc := sdklog.NewBatchProcessor(&counting{Exporter: exp, e: e, batchBytes: cfg.BatchBytes},
+	e.exp = &counting{Exporter: exp, e: e, batchBytes: cfg.BatchBytes}
+	proc := sdklog.NewBatchProcessor(e.exp,
 		sdklog.WithMaxQueueSize(cfg.QueueSize), sdklog.WithExportTimeout(cfg.Timeout), sdklog.WithExportInterval(cfg.BatchInterval))
 	e.provider = sdklog.NewLoggerProvider(sdklog.WithProcessor(proc), sdklog.WithResource(res))
 	e.logger = e.provider.Logger("github.com/clawd-dev/clawd/audit")
@@ -178,6 +189,7 @@ func newStopped(cfg Config, reg prometheus.Registerer, lg *zap.Logger) (*Exporte
 	if err := registerMetrics(reg, e); err != nil {
 		return nil, err
 	}
+	go e.deliver()
 	return e, nil
 }
 
@@ -291,14 +303,18 @@ func (e *Exporter) Tee(line []byte) {
 		return
 	}
 	n := int64(len(line)) // held whole until run makes it a record
+	seq := lineSeq(line)
 	if !e.reserve(n) {
+		e.dv.dropped(seq)
 		e.drop()
 		return
 	}
 	select {
 	case e.queue <- bytes.Clone(line):
+		e.dv.queued(seq)
 	default:
 		e.release(n)
+		e.dv.dropped(seq)
 		e.drop()
 	}
 }
@@ -348,11 +364,14 @@ func (e *Exporter) run() {
 		ok := Record(line, &r)
 		e.release(int64(len(line)))
 		if !ok {
+			e.dv.unqueued(lineSeq(line))
 			continue
 		}
 		// Held now as the record, until its export ended (release in
-		// counting.Export); past the bound the record is dropped.
+		// counting.export); past the bound the record is dropped (and read
+		// back from the file later, with Resume).
 		if !e.reserve(recordBytes(&r)) {
+			e.dv.forget(lineSeq(line))
 			e.drop()
 			continue
 		}
@@ -374,6 +393,25 @@ func (e *Exporter) Close(ctx context.Context) error {
 	case <-e.done:
 	case <-ctx.Done():
 	}
+	e.provider.ForceFlush(ctx)
+	close(e.stopDeliver)
+	<-e.delivered
+	// What the collector refused, and lines the queues missed: again
+	// while ctx lasts and the collector takes them.
+	for ctx.Err() == nil && (e.dv.retrying() || e.dv.hasLog() && len(e.dv.gaps(1)) > 0) {
+		before := e.dv.cursorNow()
+		if e.retryOnce() {
+			e.fillGaps()
+			e.provider.ForceFlush(ctx)
+		}
+		if e.dv.cursorNow() == before {
+			select {
+			case <-ctx.Done():
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}
+	e.dv.save()
 	return e.provider.Shutdown(ctx)
 }
 
@@ -477,11 +515,6 @@ type counting struct {
 }
 
 func (c *counting) Export(ctx context.Context, records []sdklog.Record) error {
-	defer func() {
-		for i := range records {
-			c.e.release(recordBytes(&records[i]))
-		}
-	}()
 	var errs []error
 	for len(records) > 0 {
 		n, size := 0, 0
@@ -493,7 +526,7 @@ func (c *counting) Export(ctx context.Context, records []sdklog.Record) error {
 			}
 			n++
 		}
-		if err := c.export(ctx, records[:n]); err != nil {
+		if err := c.export(ctx, records[:n], true); err != nil {
 			errs = append(errs, err)
 		}
 		records = records[n:]
@@ -501,23 +534,52 @@ func (c *counting) Export(ctx context.Context, records []sdklog.Record) error {
 	return errors.Join(errs...)
 }
 
-// export sends one part; one the collector refuses for its size is sent
-// in halves, so that a record it cannot take loses only itself.
-func (c *counting) export(ctx context.Context, records []sdklog.Record) error {
+// export sends one part. Sent, its records leave the queues; one the
+// collector refuses for its size is sent in halves (a record it cannot
+// take alone is given up: the file has it); otherwise refused, the part
+// keeps its room and, from the SDK (keep), waits for delivery's retry.
+func (c *counting) export(ctx context.Context, records []sdklog.Record, keep bool) error {
 	err := c.Exporter.Export(ctx, records)
 	if err != nil && len(records) > 1 && tooLarge(err) {
 		h := len(records) / 2
-		return errors.Join(c.export(ctx, records[:h]), c.export(ctx, records[h:]))
+		return errors.Join(c.export(ctx, records[:h], keep), c.export(ctx, records[h:], keep))
 	}
 	if err != nil {
-		c.e.failed.Add(uint64(len(records)))
+		if keep {
+			c.e.failed.Add(uint64(len(records))) // the first refusal of these records (retries are not counted again)
+		}
 		if c.e.limit.Allow() {
-			c.e.log.Warn("audit export to the OTLP collector failed (the JSONL file has every line)", zap.Int("records", len(records)), zap.Error(err))
+			c.e.log.Warn("audit export to the OTLP collector failed (the JSONL file has every line; the export is tried again)", zap.Int("records", len(records)), zap.Error(err))
+		}
+		if tooLarge(err) {
+			c.e.finished(records) // one record the collector will never take
+			return err
+		}
+		if keep {
+			part := make([]sdklog.Record, len(records))
+			for i := range records {
+				part[i] = records[i].Clone()
+			}
+			c.e.dv.mu.Lock()
+			c.e.dv.retry = append(c.e.dv.retry, part)
+			c.e.dv.mu.Unlock()
 		}
 		return err
 	}
 	c.e.exported.Add(uint64(len(records)))
+	c.e.finished(records)
+	if c.e.dv.retrying() {
+		c.e.kick() // the collector answers again
+	}
 	return nil
+}
+
+// finished: records left the queues.
+func (e *Exporter) finished(records []sdklog.Record) {
+	for i := range records {
+		e.release(recordBytes(&records[i]))
+		e.dv.exported(recordSeq(&records[i]))
+	}
 }
 
 // tooLarge reports whether the collector refused a request for its size
