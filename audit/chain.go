@@ -132,7 +132,7 @@ type chain struct {
 	sealedTorn int
 	sealedCkpt bool // the batch holds a checkpoint
 	sealedCut  bool
-	records    int  // of the batch's first lines, how many are such records
+	records    int // of the batch's first lines, how many are such records
 }
 
 type mark struct {

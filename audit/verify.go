@@ -87,10 +87,10 @@ type chainHead struct {
 	Event     string `json:"event"`
 	FileStart bool   `json:"file_start"`
 	Every     int64  `json:"every"`
-	Seq    int64  `json:"seq"`
-	Prev   string `json:"prev"`
-	Reason string `json:"reason"`
-	Count  int64  `json:"count"`
+	Seq       int64  `json:"seq"`
+	Prev      string `json:"prev"`
+	Reason    string `json:"reason"`
+	Count     int64  `json:"count"`
 }
 
 // Verify reads an audit log and checks its chain: every line's seq follows

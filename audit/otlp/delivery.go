@@ -43,14 +43,14 @@ import (
 // exporting.
 type delivery struct {
 	mu      sync.Mutex
-	cursor  int64            // every seq up to it is exported
-	done    map[int64]bool   // exported seqs past the cursor
-	pending map[int64]int    // seqs queued, in the SDK or waiting for a retry
-	seen    int64            // the highest seq handed to export (or Resume's through)
+	cursor  int64             // every seq up to it is exported
+	done    map[int64]bool    // exported seqs past the cursor
+	pending map[int64]int     // seqs queued, in the SDK or waiting for a retry
+	seen    int64             // the highest seq handed to export (or Resume's through)
 	retry   [][]sdklog.Record // parts to send again
-	saved   int64            // cursor last written to the cursor file
-	file    string           // the cursor file ("" none)
-	logPath string           // the JSONL log, for gaps ("" none)
+	saved   int64             // cursor last written to the cursor file
+	file    string            // the cursor file ("" none)
+	logPath string            // the JSONL log, for gaps ("" none)
 	// Where the last read of the log stopped: the offset of the line after
 	// seq hintSeq, in the file with inode hintIno.
 	hintSeq, hintOff int64
