@@ -249,6 +249,7 @@ func (d *Daemon) newApprovals() (*approval.Manager, error) {
 	}
 	m, err := approval.New(approval.Config{
 		DBPath: filepath.Join(c.StateDir, "approvals.db"), Store: d.fleetStore(), // fleet: issue 17
+		CardsElsewhere: d.leasedCards(built.Channels),
 		Channels: built.Channels, Approvers: built.Approvers, Platforms: built.Platforms, Summarizers: summary.Default(),
 		Redactor: d.secrets, Audit: d.audit,
 		Log: d.log.Named("approval"), Registerer: d.reg,
@@ -455,11 +456,17 @@ func (d *Daemon) Run(ctx context.Context) error {
 	go d.watchEvents()
 	go d.sweepLoop()
 	for _, l := range d.listeners {
-		go func() {
-			if err := l.Run(d.ctx, d.approvals); err != nil && d.ctx.Err() == nil {
+		run := func(ctx context.Context) {
+			if err := l.Run(ctx, d.approvals); err != nil && ctx.Err() == nil {
 				d.log.Error("approval channel stopped", zap.Error(err))
 			}
-		}()
+		}
+		if c, ok := l.(approval.Channel); ok && d.fleet != nil && approval.IsExclusive(c) {
+			// One host of the fleet at a time (docs/fleet.md).
+			go d.fleet.RunExclusive(d.ctx, c, run)
+			continue
+		}
+		go run(d.ctx)
 	}
 	go d.dns.RunAudit(d.ctx)
 	if d.fleet != nil {

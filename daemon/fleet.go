@@ -125,11 +125,28 @@ func (d *Daemon) fleetStore() approval.Store {
 	return d.fleet.Store()
 }
 
-// serveFleet lets decisions made on other hosts reach m.
+// serveFleet lets decisions made on other hosts reach m, and the fleet's
+// grants as they change.
 func (d *Daemon) serveFleet(m *approval.Manager) {
 	if d.fleet != nil {
 		d.fleet.Store().Serve(m)
+		d.fleet.Store().OnGrants(m.SyncGrants)
 	}
+}
+
+// leasedCards are the channels whose cards, in a fleet, the host holding
+// the channel's lease posts (approval.Exclusive); nil without a fleet.
+func (d *Daemon) leasedCards(chans []approval.Channel) map[string]bool {
+	if d.fleet == nil {
+		return nil
+	}
+	out := map[string]bool{}
+	for _, c := range chans {
+		if approval.IsExclusive(c) {
+			out[c.Name()] = true
+		}
+	}
+	return out
 }
 
 // FleetHosts is the answer of GET /v1/fleet/hosts.
