@@ -193,15 +193,16 @@ func (s *Store) PutGrant(g *approval.Grant) error {
 	return s.f.failed(err)
 }
 
-// Grants returns the fleet's live grants (approval.GrantLister): the
-// approval Manager's SyncGrants makes them its own.
+// Grants returns the fleet's grants (approval.GrantLister): the approval
+// Manager's SyncGrants makes the unexpired ones its own (by its clock, as
+// Recover; expired rows are deleted by the hosts' grant sweeps).
 func (s *Store) Grants() ([]*approval.Grant, error) {
 	ctx, cancel, err := s.f.op()
 	if err != nil {
 		return nil, err
 	}
 	defer cancel()
-	rows, err := s.f.pool.Query(ctx, `SELECT data FROM clawd_grants WHERE expires > now() ORDER BY expires LIMIT 100000`)
+	rows, err := s.f.pool.Query(ctx, `SELECT data FROM clawd_grants ORDER BY expires LIMIT 100000`)
 	if err != nil {
 		return nil, s.f.failed(err)
 	}
