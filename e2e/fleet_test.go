@@ -8,8 +8,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/clawd-dev/clawd/approval"
+	telegramfake "github.com/clawd-dev/clawd/approval/telegram/fake"
 	"github.com/clawd-dev/clawd/audit"
 	"github.com/clawd-dev/clawd/daemon"
 	"github.com/clawd-dev/clawd/e2e/harness"
@@ -21,6 +23,13 @@ import (
 // password from a file, as a mounted Secret gives it.
 func startFleetHost(t *testing.T, ctd *harness.Containerd, pg *pgtest.Server, db, name, ns, pol string) *Clawd {
 	t.Helper()
+	return startFleetHostWith(t, ctd, pg, db, name, ns, pol, "")
+}
+
+// startFleetHostWith is startFleetHost with more clawd.yaml (approval
+// channels).
+func startFleetHostWith(t *testing.T, ctd *harness.Containerd, pg *pgtest.Server, db, name, ns, pol, more string) *Clawd {
+	t.Helper()
 	pwDir := t.TempDir()
 	pw := pg.PasswordFile(pwDir)
 	return StartClawd(t, ctd, ClawdOpts{Policy: pol, Extra: fmt.Sprintf(`namespaces: [%s]
@@ -29,7 +38,7 @@ fleet:
   password-file: %s
   host: %s
   heartbeat: 300ms
-`, ns, pg.DSN(db), pw, name)})
+`, ns, pg.DSN(db), pw, name) + more})
 }
 
 // fleetStates is host:state for each host one daemon lists, or the error.
@@ -301,4 +310,154 @@ func TestFleetDatabaseOutage(t *testing.T) {
 	// Every chain line A had written by then is in the database, once.
 	q = fmt.Sprintf("SELECT count(*) FROM clawd_audit WHERE host = 'host-a' AND seq <= %d", maxSeq)
 	eventually(t, "all of A's lines shipped once", func() bool { return pg.SQL(t, db, q) == fmt.Sprint(lines) })
+}
+
+// telegramFleetYAML is the approval block of a host whose Telegram channel
+// polls the fake through an API base labelled with the host's name.
+func telegramFleetYAML(tg *telegramfake.Server, host string) string {
+	st := tg.SettingsAs(host)
+	return fmt.Sprintf(`approval:
+  channels:
+    - type: telegram
+      name: telegram
+      approvers: ["424242"]
+      bot-token: %q
+      chat-id: %q
+      api-base: %q
+      mode: poll
+      poll-timeout: 30
+`, st["bot-token"], st["chat-id"], st["api-base"])
+}
+
+// pollersSince are the hosts that called getUpdates after the first n calls.
+func pollersSince(tg *telegramfake.Server, n int) map[string]int {
+	out := map[string]int{}
+	for _, p := range tg.Polls()[n:] {
+		out[p.From]++
+	}
+	return out
+}
+
+// TestFleetTelegramLease: three hosts with the same Telegram bot (long
+// polling, which only one consumer may do): only the lease holder polls;
+// a request held on host A has its card posted by B, the poller; the click
+// B receives releases A's request, audited on A as the Telegram user's.
+// B is killed: another host takes the poller over and a new hold on A is
+// approved through it. Telegram never sees two pollers at once.
+func TestFleetTelegramLease(t *testing.T) {
+	harness.RequireRoot(t)
+	pg := pgtest.Start(t)
+	db := pg.CreateDB(t)
+	ctd := harness.SharedContainerd(t)
+	up := harness.SharedUpstream(t)
+	tg := telegramfake.New()
+	t.Cleanup(tg.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+
+	// B first: it takes the lease and polls.
+	b := startFleetHostWith(t, ctd, pg, db, "host-b", "fleet-b", fleetPolicy, telegramFleetYAML(tg, "host-b"))
+	if err := tg.WaitPollFrom(ctx, "host-b", 0); err != nil {
+		t.Fatalf("host-b never polled: %v", err)
+	}
+	a := startFleetHostWith(t, ctd, pg, db, "host-a", "default", fleetPolicy, telegramFleetYAML(tg, "host-a"))
+	c := startFleetHostWith(t, ctd, pg, db, "host-c", "fleet-c", fleetPolicy, telegramFleetYAML(tg, "host-c"))
+	eventually(t, "three hosts up", func() bool { return fleetStates(a) == "host-a:up host-b:up host-c:up" })
+	if got := pg.SQL(t, db, "SELECT holder FROM clawd_leases WHERE channel = 'telegram'"); got != "host-b" {
+		t.Fatalf("telegram lease held by %q, want host-b", got)
+	}
+	ct := ctd.Run(t, "fleet-tg-agent", harness.RunOpts{Files: map[string]string{agentBin(t): "/agent"}})
+	a.MustCLI("attach", ct.Name)
+	held := func(p string) <-chan apprAgentResult {
+		return apprAgentAsync(ct, "-timeout", "120s", "-X", "POST", "-d", "x", upURL(p))
+	}
+	approveByTelegram := func(p, poster string) string {
+		t.Helper()
+		ch := held(p)
+		id := fleetPendingID(t, a, p)
+		if _, err := tg.WaitCard(ctx, id, func(m telegramfake.Message) bool { return len(m.Keyboard) > 0 }); err != nil {
+			t.Fatalf("no card for the hold on A: %v", err)
+		}
+		q := "SELECT posted_by FROM clawd_cards WHERE channel = 'telegram' AND approval_id = '" + id + "'"
+		eventually(t, "the card's ref kept", func() bool { return pg.SQL(t, db, q) != "" })
+		if got := pg.SQL(t, db, q); got != poster {
+			t.Fatalf("card posted by %q, want the lease holder %s", got, poster)
+		}
+		if n := apprUpCount(up, p); n != 0 {
+			t.Fatalf("upstream saw %d requests before the click", n)
+		}
+		// A stranger's click, through the same poller: refused on A.
+		if reply, err := tg.Click(ctx, id, approval.ActApprove, "666"); err != nil || !strings.Contains(reply, "not asked") {
+			t.Fatalf("a stranger's click answered %q, %v", reply, err)
+		}
+		reply, err := tg.Click(ctx, id, approval.ActApprove, "424242")
+		if err != nil || !strings.Contains(reply, "Approved") {
+			t.Fatalf("the approver's click answered %q, %v", reply, err)
+		}
+		if r := apprAwait(t, ch); r.Status != 200 || !strings.Contains(r.Body, p) {
+			t.Fatalf("the agent on A got %+v", r)
+		}
+		if n := apprUpCount(up, p); n != 1 {
+			t.Fatalf("upstream saw %d requests, want 1", n)
+		}
+		// The lease holder updates the card: decided, no buttons.
+		m, err := tg.WaitCard(ctx, id, func(m telegramfake.Message) bool { return len(m.Keyboard) == 0 })
+		if err != nil || !strings.Contains(m.Text, "424242") {
+			t.Fatalf("the card after the click: %q %v", m.Text, err)
+		}
+		// A audited who approved; the fleet's trail has it too.
+		eventually(t, "A's audit of the Telegram approval", func() bool {
+			for _, e := range a.AuditEntries() {
+				if e.Event == audit.EventApproval && e.Action == approval.Approved && e.ApprovalID == id && e.By == "telegram:424242" {
+					return true
+				}
+			}
+			return false
+		})
+		aq := fmt.Sprintf("SELECT host || ' ' || (entry->>'by') FROM clawd_audit WHERE event = 'approval' AND entry->>'approval_id' = '%s' AND entry->>'action' = 'approved'", id)
+		eventually(t, "the approval in the fleet's audit trail", func() bool { return pg.SQL(t, db, aq) == "host-a telegram:424242" })
+		return id
+	}
+
+	approveByTelegram("/approve/by-telegram", "host-b")
+	if got := pollersSince(tg, 0); len(got) != 1 || got["host-b"] == 0 {
+		t.Fatalf("getUpdates callers before the crash: %v, want host-b alone", got)
+	}
+	for _, h := range []*Clawd{a, c} {
+		for _, e := range h.LogLines() {
+			if msg, _ := e["msg"].(string); strings.Contains(msg, "channel lease taken") {
+				t.Fatalf("%s took the lease while host-b held it: %v", h.Dir, e)
+			}
+		}
+	}
+
+	// B crashes. Another host takes the poller over once B's lease has
+	// expired, and a new hold on A is approved through it.
+	n := len(tg.Polls())
+	b.Kill()
+	var next string
+	eventually(t, "another host polls after host-b was killed", func() bool {
+		for h := range pollersSince(tg, n) {
+			if h == "host-a" || h == "host-c" {
+				next = h
+				return true
+			}
+		}
+		return false
+	})
+	if got := pg.SQL(t, db, "SELECT holder FROM clawd_leases WHERE channel = 'telegram'"); got != next {
+		t.Fatalf("lease holder %q, poller %s", got, next)
+	}
+	approveByTelegram("/approve/after-takeover", next)
+	got := pollersSince(tg, n)
+	delete(got, "host-b") // a poll it sent just before the kill
+	if len(got) != 1 || got[next] == 0 {
+		t.Fatalf("getUpdates callers after the crash: %v, want %s alone", got, next)
+	}
+	if o := tg.Overlaps(); o != 0 {
+		t.Fatalf("Telegram saw %d getUpdates calls overlap another (409 Conflict): two pollers at once", o)
+	}
+	if v := tg.Violations(); len(v) != 0 {
+		t.Fatalf("Bot API violations: %v", v)
+	}
 }
