@@ -239,6 +239,39 @@ func TestFleetApproveOnAnotherHost(t *testing.T) {
 	if got := a.MustCLI("grants"); !strings.Contains(got, p2) || !strings.Contains(got, ct.Name) {
 		t.Fatalf("A's grants after restart lack the grant of approval %s:\n%s", id, got)
 	}
+
+	// Grants are live across the fleet: B lists the grant A holds (no
+	// restart of B), and B revokes it: A asks again at once.
+	eventually(t, "B lists the fleet's grant", func() bool {
+		got, err := b.CLI("grants")
+		return err == nil && strings.Contains(got, p2)
+	})
+	gid := pg.SQL(t, db, "SELECT id FROM clawd_grants WHERE data->>'approval_id' = '"+id+"'")
+	if out := b.MustCLI("grants", "revoke", gid); !strings.Contains(out, "revoked") {
+		t.Fatalf("revoke on B: %s", out)
+	}
+	eventually(t, "A drops the grant revoked on B", func() bool {
+		got, err := a.CLI("grants")
+		return err == nil && !strings.Contains(got, p2)
+	})
+	ch = held(p2)
+	id = fleetPendingID(t, a, p2)
+	if n := apprUpCount(up, p2); n != 2 {
+		t.Fatalf("after the revoke on B, the request on A reached the upstream (%d, want 2)", n)
+	}
+	b.MustCLI("deny", id)
+	if r := apprAwait(t, ch); r.Status == 200 {
+		t.Fatalf("denied after the revoke, the agent got %+v", r)
+	}
+	revoked := false
+	for _, e := range b.AuditEntries() {
+		if e.Event == audit.EventGrant && e.Action == audit.ActionRevoked {
+			revoked = true
+		}
+	}
+	if !revoked {
+		t.Error("B did not audit the revocation it made")
+	}
 }
 
 // TestFleetDatabaseOutage: with PostgreSQL stopped, allowed traffic flows
