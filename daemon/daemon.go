@@ -249,12 +249,12 @@ func (d *Daemon) newApprovals() (*approval.Manager, error) {
 	}
 	m, err := approval.New(approval.Config{
 		DBPath: filepath.Join(c.StateDir, "approvals.db"), Store: d.fleetStore(), // fleet: issue 17
-		CardsElsewhere: d.leasedCards(built.Channels),
 		Channels: built.Channels, Approvers: built.Approvers, Platforms: built.Platforms, Summarizers: summary.Default(),
 		Redactor: d.secrets, Audit: d.audit,
 		Log: d.log.Named("approval"), Registerer: d.reg,
 		PublicURL:  public,
 		MaxPending: c.Approval.MaxPending, MaxPendingPerContainer: c.Approval.MaxPendingPerContainer,
+		CardsElsewhere: d.leasedCards(built.Channels), // fleet: the lease holder posts them
 	})
 	if err != nil {
 		return nil, err
