@@ -17,6 +17,7 @@ import (
 
 	"github.com/clawd-dev/clawd/approval"
 	approvalapi "github.com/clawd-dev/clawd/approval/api"
+	"github.com/clawd-dev/clawd/approval/web"
 	"github.com/clawd-dev/clawd/fleet"
 )
 
@@ -253,4 +254,29 @@ func FormatFleetApprovals(w io.Writer, list []fleet.Held, now time.Time) error {
 		}
 	}
 	return nil
+}
+
+// webFleet lets the approvals page show every host's holds (nil without
+// a fleet: the page shows this host's).
+func (d *Daemon) webFleet() web.Fleet {
+	if d.fleet == nil {
+		return nil
+	}
+	return webFleet{d.fleet}
+}
+
+type webFleet struct{ f *fleet.Fleet }
+
+func (w webFleet) Self() string { return w.f.Name() }
+
+func (w webFleet) Pending(ctx context.Context) ([]web.Held, error) {
+	list, err := w.f.Pending(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]web.Held, len(list))
+	for i, h := range list {
+		out[i] = web.Held{HeldOn: h.HeldOn, HostState: h.HostState, Approval: h.Approval}
+	}
+	return out, nil
 }
