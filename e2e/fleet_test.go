@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/clawd-dev/clawd/approval"
 	telegramfake "github.com/clawd-dev/clawd/approval/telegram/fake"
+	"github.com/clawd-dev/clawd/approval/web"
 	"github.com/clawd-dev/clawd/audit"
 	"github.com/clawd-dev/clawd/daemon"
 	"github.com/clawd-dev/clawd/e2e/harness"
@@ -217,6 +220,54 @@ func TestFleetApproveOnAnotherHost(t *testing.T) {
 	// Deny from B after the approval: refused, nothing changes.
 	if out, err := b.CLI("deny", id); err == nil {
 		t.Fatalf("deny after approve succeeded on B: %s", out)
+	}
+
+	// B's approvals page (its bearer-token list) shows A's hold, as held
+	// on host-a; approved there, it is released on A.
+	const pPage = "/approve/by-page"
+	ch = held(pPage)
+	id = fleetPendingID(t, a, pPage)
+	tok, err := os.ReadFile(filepath.Join(b.StateDir, "api-token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := func(method, path, body string) (int, []byte) {
+		req, _ := http.NewRequest(method, "http://"+b.API+"/ui/api/"+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
+		if body != "" {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		rb, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, rb
+	}
+	var lr web.ListResponse
+	var shown *web.View
+	eventually(t, "B's page lists A's hold", func() bool {
+		code, body := page("GET", "approvals", "")
+		if code != 200 || json.Unmarshal(body, &lr) != nil {
+			return false
+		}
+		for _, v := range lr.Pending {
+			if v.ID == id {
+				shown = v
+				return true
+			}
+		}
+		return false
+	})
+	if shown.HeldOn != "host-a" || shown.HostState != "up" || lr.Fleet != "host-b" {
+		t.Fatalf("B's page shows %+v (fleet %q)", shown, lr.Fleet)
+	}
+	if code, body := page("POST", "approvals/"+id+"/decide", `{"act":"a","digest":"`+shown.Digest+`"}`); code != 200 {
+		t.Fatalf("approve on B's page: %d %s", code, body)
+	}
+	if r := apprAwait(t, ch); r.Status != 200 {
+		t.Fatalf("approved on B's page, the agent on A got %+v", r)
 	}
 
 	// A grant given from B for 15 minutes applies on A, and after A restarts.
