@@ -246,14 +246,15 @@ func (s *Store) DeleteGrant(id string) error {
 // and returns the fleet's live grants: a grant applies wherever its
 // container runs.
 //
-// Started during an outage, it recovers nothing: the fleet's grants do
-// not apply until a restart with the database up (their requests are
-// asked again: closed, not open), and what a previous run left pending
-// stays so in the database until then.
+// Started during an outage, it recovers nothing: the fleet's grants apply
+// once the database answers (the grant sync of every heartbeat; until
+// then their requests are asked again: closed, not open), and what a
+// previous run left pending stays so in the database until a restart with
+// it up.
 func (s *Store) Recover(now time.Time) (stale []*approval.Approval, grants []*approval.Grant, err error) {
 	ctx, cancel, err := s.f.op()
 	if err != nil {
-		s.f.log.Warn("fleet database unreachable at start: fleet grants are not loaded until clawd restarts with it up")
+		s.f.log.Warn("fleet database unreachable at start: fleet grants are loaded once it answers")
 		return nil, nil, nil
 	}
 	defer cancel()
