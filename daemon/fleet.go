@@ -154,6 +154,9 @@ func (d *Daemon) leasedCards(chans []approval.Channel) map[string]bool {
 type FleetHosts struct {
 	Self  string       `json:"self"`
 	Hosts []fleet.Host `json:"hosts"`
+	// Leases are the single-consumer channels' leases: which host runs
+	// which channel.
+	Leases []fleet.Lease `json:"leases,omitempty"`
 }
 
 func (d *Daemon) handleFleetHosts(w http.ResponseWriter, r *http.Request) {
@@ -167,7 +170,11 @@ func (d *Daemon) handleFleetHosts(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "fleet database: " + err.Error()})
 		return
 	}
-	writeJSON(w, http.StatusOK, FleetHosts{Self: d.fleet.Name(), Hosts: hs})
+	ls, err := d.fleet.AllLeases(r.Context())
+	if err != nil {
+		d.log.Debug("fleet leases", zap.Error(err))
+	}
+	writeJSON(w, http.StatusOK, FleetHosts{Self: d.fleet.Name(), Hosts: hs, Leases: ls})
 }
 
 func (d *Daemon) handleFleetApprovals(w http.ResponseWriter, r *http.Request) {
@@ -201,15 +208,26 @@ func (c *Client) FleetHosts(ctx context.Context) (FleetHosts, error) {
 // come from the database, which other hosts write: control characters are
 // shown as '?', never sent to the terminal.
 func FormatFleetHosts(w io.Writer, fh FleetHosts, now time.Time) error {
+	runs := map[string][]string{} // host: the channels whose live lease it holds
+	for _, l := range fh.Leases {
+		if l.Live {
+			runs[l.Holder] = append(runs[l.Holder], printable(l.Channel))
+		}
+	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "HOST\tSTATE\tVERSION\tATTACHMENTS\tLAST SEEN\tSTARTED")
+	fmt.Fprintln(tw, "HOST\tSTATE\tVERSION\tATTACHMENTS\tLAST SEEN\tSTARTED\tRUNS")
 	for _, h := range fh.Hosts {
 		name := printable(h.Name)
 		if h.Self {
 			name += " (this host)"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s ago\t%s\n", name, printable(h.State), printable(h.Version), h.Attachments,
-			now.Sub(h.LastSeen).Round(time.Second), h.Started.UTC().Format(time.RFC3339))
+		ch := "-"
+		if r := runs[h.Name]; len(r) > 0 {
+			sort.Strings(r)
+			ch = strings.Join(r, ",")
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s ago\t%s\t%s\n", name, printable(h.State), printable(h.Version), h.Attachments,
+			now.Sub(h.LastSeen).Round(time.Second), h.Started.UTC().Format(time.RFC3339), ch)
 	}
 	return tw.Flush()
 }

@@ -450,6 +450,22 @@ func TestFleetTelegramLease(t *testing.T) {
 	if got := pg.SQL(t, db, "SELECT holder FROM clawd_leases WHERE channel = 'telegram'"); got != "host-b" {
 		t.Fatalf("telegram lease held by %q, want host-b", got)
 	}
+	// fleet ls says which host runs the channel.
+	runs := func(c *Clawd, host string) bool {
+		out, err := c.CLI("fleet", "ls")
+		if err != nil {
+			return false
+		}
+		for _, line := range strings.Split(out, "\n") {
+			if f := strings.Fields(line); len(f) > 0 && f[0] == host {
+				return strings.HasSuffix(line, " telegram")
+			}
+		}
+		return false
+	}
+	if !runs(a, "host-b") || runs(a, "host-a") || runs(a, "host-c") {
+		t.Fatalf("clawd fleet ls on A does not show host-b alone running telegram:\n%s", a.MustCLI("fleet", "ls"))
+	}
 	ct := ctd.Run(t, "fleet-tg-agent", harness.RunOpts{Files: map[string]string{agentBin(t): "/agent"}})
 	a.MustCLI("attach", ct.Name)
 	held := func(p string) <-chan apprAgentResult {
@@ -531,6 +547,9 @@ func TestFleetTelegramLease(t *testing.T) {
 	})
 	if got := pg.SQL(t, db, "SELECT holder FROM clawd_leases WHERE channel = 'telegram'"); got != next {
 		t.Fatalf("lease holder %q, poller %s", got, next)
+	}
+	if !runs(a, next) || runs(a, "host-b") {
+		t.Fatalf("clawd fleet ls after the takeover:\n%s", a.MustCLI("fleet", "ls"))
 	}
 	approveByTelegram("/approve/after-takeover", next)
 	got := pollersSince(tg, n)
