@@ -54,8 +54,12 @@ func (f *Fleet) RunExclusive(ctx context.Context, ch approval.Channel, run func(
 		go func() { f.keepCards(rctx, ch); done <- struct{}{} }()
 		stop = func() {
 			cancel()
+			slow := time.AfterFunc(hb, func() {
+				f.log.Warn("channel slow to stop: another host may take it over before it has", zap.String("channel", name))
+			})
 			<-done
 			<-done
+			slow.Stop()
 		}
 		held = true
 		f.setHeld(name, true)
