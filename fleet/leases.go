@@ -100,8 +100,8 @@ func (f *Fleet) RunExclusive(ctx context.Context, ch approval.Channel, run func(
 			case err != nil:
 				f.log.Debug("channel lease", zap.String("channel", name), zap.Error(f.clean(err)))
 			}
-		} else if held && !time.Now().Before(deadline) {
-			halt("the fleet database is unreachable")
+		} else if held {
+			halt("this host is not registered in the fleet under its name")
 		}
 		var expire <-chan time.Time
 		et := time.NewTimer(time.Until(deadline))
@@ -126,7 +126,7 @@ func (f *Fleet) RunExclusive(ctx context.Context, ch approval.Channel, run func(
 }
 
 // leasable: registered under our name (a daemon that lost its name to
-// another must not hold that name's leases).
+// another must not hold that name's leases, and stops what it runs).
 func (f *Fleet) leasable() bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
