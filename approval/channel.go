@@ -39,6 +39,25 @@ type Listener interface {
 	Run(ctx context.Context, d Decider) error
 }
 
+// Exclusive is a Listener of which only one process may receive the clicks
+// at a time (Telegram getUpdates, Slack Socket Mode, the Discord Gateway):
+// a second consumer of the same bot or app takes the clicks away from the
+// first. In a fleet only the host holding the channel's lease runs it, and
+// that host posts and updates its cards (fleet package).
+type Exclusive interface {
+	Exclusive() bool
+}
+
+// IsExclusive reports whether c is an Exclusive Listener in its current
+// mode.
+func IsExclusive(c Channel) bool {
+	if _, ok := c.(Listener); !ok {
+		return false
+	}
+	x, ok := c.(Exclusive)
+	return ok && x.Exclusive()
+}
+
 // Callbacks is a Channel that receives clicks as HTTP requests. The handler
 // is mounted on the public listener at CallbackPath(name) (and at any legacy
 // path the channel documents); it must verify each request exactly as the

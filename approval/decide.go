@@ -496,7 +496,12 @@ func audienceNames(l []Audience) []string {
 	return out
 }
 
+// channel is the channel this Manager posts name's cards on (nil: none,
+// or they are posted elsewhere, Config.CardsElsewhere).
 func (m *Manager) channel(name string) Channel {
+	if m.cfg.CardsElsewhere[name] {
+		return nil
+	}
 	for _, c := range m.cfg.Channels {
 		if c.Name() == name {
 			return c

@@ -88,6 +88,11 @@ type Config struct {
 	Redactor     Redactor   // nil = identity
 	Audit        audit.Sink // nil = discard
 	Log          *zap.Logger
+	// CardsElsewhere names channels whose cards this Manager neither posts
+	// nor updates: in a fleet, the host holding an Exclusive channel's
+	// lease posts every host's cards there from the approvals in the
+	// shared store. Decisions from these channels are judged as from any.
+	CardsElsewhere map[string]bool
 	// Registerer receives the approval metrics; nil = not registered.
 	Registerer prometheus.Registerer
 	// PublicURL is the externally reachable base of PublicHandler, used for
@@ -871,6 +876,13 @@ func (m *Manager) revokeGrant(id, by string) ([]func(), error) {
 	defer m.mu.Unlock()
 	g := m.grants[id]
 	if g == nil {
+		// A grant another host of the fleet made a moment ago.
+		if _, shared := m.store.(GrantLister); shared {
+			m.syncGrantsLocked()
+			g = m.grants[id]
+		}
+	}
+	if g == nil {
 		return nil, ErrNotFound
 	}
 	if err := m.store.DeleteGrant(id); err != nil {
@@ -883,6 +895,65 @@ func (m *Manager) revokeGrant(id, by string) ([]func(), error) {
 		Rule: g.Rule, Container: g.Container, Method: g.Method, Host: g.Host,
 	})
 	return slices.Clone(m.onRevoke), nil
+}
+
+// SyncGrants makes the grants of a shared store (GrantLister) this
+// Manager's: grants other hosts gave apply here at once, grants they
+// revoked stop applying, and the OnRevoke hooks run when any was removed
+// (connections they let through are re-decided). On a store error the
+// current grants stay. Without a shared store it does nothing.
+func (m *Manager) SyncGrants() error {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil
+	}
+	removed, err := m.syncGrantsLocked()
+	hooks := slices.Clone(m.onRevoke)
+	m.mu.Unlock()
+	if removed > 0 {
+		for _, f := range hooks {
+			f()
+		}
+	}
+	return err
+}
+
+// syncGrantsLocked replaces the grants with the shared store's and returns
+// how many went away. Callers hold m.mu and run the OnRevoke hooks.
+func (m *Manager) syncGrantsLocked() (removed int, err error) {
+	gl, ok := m.store.(GrantLister)
+	if !ok {
+		return 0, nil
+	}
+	gs, err := gl.Grants()
+	if err != nil {
+		return 0, err
+	}
+	now := m.now()
+	next := make(map[string]*Grant, len(gs))
+	for _, g := range gs {
+		if g != nil && validID(g.ID) && now.Before(g.Expires) {
+			next[g.ID] = g
+		}
+	}
+	for id, g := range m.grants {
+		ng := next[id]
+		if ng == nil {
+			removed++
+			m.log.Info("grant ended on another host", zap.String("grant", id), zap.String("approval", g.ApprovalID))
+		} else if ng.Expires.Before(g.Expires) {
+			removed++ // shortened: what it let through is re-decided
+		}
+	}
+	for id := range next {
+		if m.grants[id] == nil {
+			m.log.Info("grant from another host", zap.String("grant", id))
+		}
+	}
+	m.grants = next
+	m.met.grants.Set(float64(len(m.grants)))
+	return removed, nil
 }
 
 // OnRevoke registers f to run after every grant revocation, outside the

@@ -49,6 +49,13 @@ type Forwarder interface {
 	Forward(ctx context.Context, d Decision) (r Result, ok bool)
 }
 
+// GrantLister is a Store shared with other hosts, whose grants change
+// without this Manager: Grants returns the live grants of every host
+// (SyncGrants makes them the Manager's).
+type GrantLister interface {
+	Grants() ([]*Grant, error)
+}
+
 // boltStore is the single-host Store: one bbolt file.
 type boltStore struct{ db *bolt.DB }
 

@@ -331,7 +331,7 @@ func (d *Daemon) publicHandler() http.Handler {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, 200, map[string]any{"ok": true, "attachments": d.count()})
 	})
-	mounts := map[string]http.Handler{web.Prefix: web.Handler(d.approvals, web.Options{Token: d.apiToken, Log: d.log.Named("web")})}
+	mounts := map[string]http.Handler{web.Prefix: web.Handler(d.approvals, web.Options{Token: d.apiToken, Fleet: d.webFleet(), Log: d.log.Named("web")})}
 	for p, h := range d.mounts {
 		mounts[p] = h
 	}

@@ -257,6 +257,7 @@ func (d *Daemon) newApprovals() (*approval.Manager, error) {
 		Log: d.log.Named("approval"), Registerer: d.reg,
 		PublicURL:  public,
 		MaxPending: c.Approval.MaxPending, MaxPendingPerContainer: c.Approval.MaxPendingPerContainer,
+		CardsElsewhere: d.leasedCards(built.Channels), // fleet: the lease holder posts them
 	})
 	if err != nil {
 		return nil, err
@@ -458,11 +459,17 @@ func (d *Daemon) Run(ctx context.Context) error {
 	go d.watchEvents()
 	go d.sweepLoop()
 	for _, l := range d.listeners {
-		go func() {
-			if err := l.Run(d.ctx, d.approvals); err != nil && d.ctx.Err() == nil {
+		run := func(ctx context.Context) {
+			if err := l.Run(ctx, d.approvals); err != nil && ctx.Err() == nil {
 				d.log.Error("approval channel stopped", zap.Error(err))
 			}
-		}()
+		}
+		if c, ok := l.(approval.Channel); ok && d.fleet != nil && approval.IsExclusive(c) {
+			// One host of the fleet at a time (docs/fleet.md).
+			go d.fleet.RunExclusive(d.ctx, c, run)
+			continue
+		}
+		go run(d.ctx)
 	}
 	go d.dns.RunAudit(d.ctx)
 	if d.fleet != nil {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/clawd-dev/clawd/approval"
 	approvalapi "github.com/clawd-dev/clawd/approval/api"
+	"github.com/clawd-dev/clawd/approval/web"
 	"github.com/clawd-dev/clawd/fleet"
 )
 
@@ -125,17 +126,37 @@ func (d *Daemon) fleetStore() approval.Store {
 	return d.fleet.Store()
 }
 
-// serveFleet lets decisions made on other hosts reach m.
+// serveFleet lets decisions made on other hosts reach m, and the fleet's
+// grants as they change.
 func (d *Daemon) serveFleet(m *approval.Manager) {
 	if d.fleet != nil {
 		d.fleet.Store().Serve(m)
+		d.fleet.Store().OnGrants(m.SyncGrants)
 	}
+}
+
+// leasedCards are the channels whose cards, in a fleet, the host holding
+// the channel's lease posts (approval.Exclusive); nil without a fleet.
+func (d *Daemon) leasedCards(chans []approval.Channel) map[string]bool {
+	if d.fleet == nil {
+		return nil
+	}
+	out := map[string]bool{}
+	for _, c := range chans {
+		if approval.IsExclusive(c) {
+			out[c.Name()] = true
+		}
+	}
+	return out
 }
 
 // FleetHosts is the answer of GET /v1/fleet/hosts.
 type FleetHosts struct {
 	Self  string       `json:"self"`
 	Hosts []fleet.Host `json:"hosts"`
+	// Leases are the single-consumer channels' leases: which host runs
+	// which channel.
+	Leases []fleet.Lease `json:"leases,omitempty"`
 }
 
 func (d *Daemon) handleFleetHosts(w http.ResponseWriter, r *http.Request) {
@@ -149,7 +170,11 @@ func (d *Daemon) handleFleetHosts(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "fleet database: " + err.Error()})
 		return
 	}
-	writeJSON(w, http.StatusOK, FleetHosts{Self: d.fleet.Name(), Hosts: hs})
+	ls, err := d.fleet.AllLeases(r.Context())
+	if err != nil {
+		d.log.Debug("fleet leases", zap.Error(err))
+	}
+	writeJSON(w, http.StatusOK, FleetHosts{Self: d.fleet.Name(), Hosts: hs, Leases: ls})
 }
 
 func (d *Daemon) handleFleetApprovals(w http.ResponseWriter, r *http.Request) {
@@ -183,15 +208,26 @@ func (c *Client) FleetHosts(ctx context.Context) (FleetHosts, error) {
 // come from the database, which other hosts write: control characters are
 // shown as '?', never sent to the terminal.
 func FormatFleetHosts(w io.Writer, fh FleetHosts, now time.Time) error {
+	runs := map[string][]string{} // host: the channels whose live lease it holds
+	for _, l := range fh.Leases {
+		if l.Live {
+			runs[l.Holder] = append(runs[l.Holder], printable(l.Channel))
+		}
+	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "HOST\tSTATE\tVERSION\tATTACHMENTS\tLAST SEEN\tSTARTED")
+	fmt.Fprintln(tw, "HOST\tSTATE\tVERSION\tATTACHMENTS\tLAST SEEN\tSTARTED\tRUNS")
 	for _, h := range fh.Hosts {
 		name := printable(h.Name)
 		if h.Self {
 			name += " (this host)"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s ago\t%s\n", name, printable(h.State), printable(h.Version), h.Attachments,
-			now.Sub(h.LastSeen).Round(time.Second), h.Started.UTC().Format(time.RFC3339))
+		ch := "-"
+		if r := runs[h.Name]; len(r) > 0 {
+			sort.Strings(r)
+			ch = strings.Join(r, ",")
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s ago\t%s\t%s\n", name, printable(h.State), printable(h.Version), h.Attachments,
+			now.Sub(h.LastSeen).Round(time.Second), h.Started.UTC().Format(time.RFC3339), ch)
 	}
 	return tw.Flush()
 }
@@ -236,4 +272,29 @@ func FormatFleetApprovals(w io.Writer, list []fleet.Held, now time.Time) error {
 		}
 	}
 	return nil
+}
+
+// webFleet lets the approvals page show every host's holds (nil without
+// a fleet: the page shows this host's).
+func (d *Daemon) webFleet() web.Fleet {
+	if d.fleet == nil {
+		return nil
+	}
+	return webFleet{d.fleet}
+}
+
+type webFleet struct{ f *fleet.Fleet }
+
+func (w webFleet) Self() string { return w.f.Name() }
+
+func (w webFleet) Pending(ctx context.Context) ([]web.Held, error) {
+	list, err := w.f.Pending(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]web.Held, len(list))
+	for i, h := range list {
+		out[i] = web.Held{HeldOn: h.HeldOn, HostState: h.HostState, Approval: h.Approval}
+	}
+	return out, nil
 }

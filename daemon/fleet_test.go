@@ -83,15 +83,21 @@ func TestFormatFleetHosts(t *testing.T) {
 	FormatFleetHosts(&b, FleetHosts{Self: "a", Hosts: []fleet.Host{
 		{Name: "a", State: "up", Version: "1.2", Attachments: 3, LastSeen: now.Add(-2 * time.Second), Started: now.Add(-time.Hour), Self: true},
 		{Name: "evil\x1b[2J", State: "down", Version: "x\ny", LastSeen: now.Add(-time.Minute), Started: now},
+	}, Leases: []fleet.Lease{
+		{Channel: "telegram", Holder: "a", Live: true}, {Channel: "slack\x1b", Holder: "a", Live: true},
+		{Channel: "discord", Holder: "evil\x1b[2J", Live: false}, // expired: nobody runs it
 	}}, now)
 	out := b.String()
-	for _, want := range []string{"a (this host)", "up", "1.2", "3", "2s ago", "down", "1m0s ago", "evil?[2J", "x?y"} {
+	for _, want := range []string{"a (this host)", "up", "1.2", "3", "2s ago", "down", "1m0s ago", "evil?[2J", "x?y", "RUNS", "slack?,telegram"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q:\n%s", want, out)
 		}
 	}
 	if strings.ContainsAny(out, "\x1b") {
 		t.Errorf("a control character reached the terminal:\n%q", out)
+	}
+	if strings.Contains(out, "discord") {
+		t.Errorf("an expired lease is shown as run:\n%s", out)
 	}
 }
 

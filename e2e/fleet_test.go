@@ -4,12 +4,17 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/clawd-dev/clawd/approval"
+	telegramfake "github.com/clawd-dev/clawd/approval/telegram/fake"
+	"github.com/clawd-dev/clawd/approval/web"
 	"github.com/clawd-dev/clawd/audit"
 	"github.com/clawd-dev/clawd/daemon"
 	"github.com/clawd-dev/clawd/e2e/harness"
@@ -21,6 +26,13 @@ import (
 // password from a file, as a mounted Secret gives it.
 func startFleetHost(t *testing.T, ctd *harness.Containerd, pg *pgtest.Server, db, name, ns, pol string) *Clawd {
 	t.Helper()
+	return startFleetHostWith(t, ctd, pg, db, name, ns, pol, "")
+}
+
+// startFleetHostWith is startFleetHost with more clawd.yaml (approval
+// channels).
+func startFleetHostWith(t *testing.T, ctd *harness.Containerd, pg *pgtest.Server, db, name, ns, pol, more string) *Clawd {
+	t.Helper()
 	pwDir := t.TempDir()
 	pw := pg.PasswordFile(pwDir)
 	return StartClawd(t, ctd, ClawdOpts{Policy: pol, Extra: fmt.Sprintf(`namespaces: [%s]
@@ -29,7 +41,7 @@ fleet:
   password-file: %s
   host: %s
   heartbeat: 300ms
-`, ns, pg.DSN(db), pw, name)})
+`, ns, pg.DSN(db), pw, name) + more})
 }
 
 // fleetStates is host:state for each host one daemon lists, or the error.
@@ -210,6 +222,54 @@ func TestFleetApproveOnAnotherHost(t *testing.T) {
 		t.Fatalf("deny after approve succeeded on B: %s", out)
 	}
 
+	// B's approvals page (its bearer-token list) shows A's hold, as held
+	// on host-a; approved there, it is released on A.
+	const pPage = "/approve/by-page"
+	ch = held(pPage)
+	id = fleetPendingID(t, a, pPage)
+	tok, err := os.ReadFile(filepath.Join(b.StateDir, "api-token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := func(method, path, body string) (int, []byte) {
+		req, _ := http.NewRequest(method, "http://"+b.API+"/ui/api/"+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
+		if body != "" {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		rb, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, rb
+	}
+	var lr web.ListResponse
+	var shown *web.View
+	eventually(t, "B's page lists A's hold", func() bool {
+		code, body := page("GET", "approvals", "")
+		if code != 200 || json.Unmarshal(body, &lr) != nil {
+			return false
+		}
+		for _, v := range lr.Pending {
+			if v.ID == id {
+				shown = v
+				return true
+			}
+		}
+		return false
+	})
+	if shown.HeldOn != "host-a" || shown.HostState != "up" || lr.Fleet != "host-b" {
+		t.Fatalf("B's page shows %+v (fleet %q)", shown, lr.Fleet)
+	}
+	if code, body := page("POST", "approvals/"+id+"/decide", `{"act":"a","digest":"`+shown.Digest+`"}`); code != 200 {
+		t.Fatalf("approve on B's page: %d %s", code, body)
+	}
+	if r := apprAwait(t, ch); r.Status != 200 {
+		t.Fatalf("approved on B's page, the agent on A got %+v", r)
+	}
+
 	// A grant given from B for 15 minutes applies on A, and after A restarts.
 	const p2 = "/approve/grant"
 	ch = held(p2)
@@ -229,6 +289,39 @@ func TestFleetApproveOnAnotherHost(t *testing.T) {
 	}
 	if got := a.MustCLI("grants"); !strings.Contains(got, p2) || !strings.Contains(got, ct.Name) {
 		t.Fatalf("A's grants after restart lack the grant of approval %s:\n%s", id, got)
+	}
+
+	// Grants are live across the fleet: B lists the grant A holds (no
+	// restart of B), and B revokes it: A asks again at once.
+	eventually(t, "B lists the fleet's grant", func() bool {
+		got, err := b.CLI("grants")
+		return err == nil && strings.Contains(got, p2)
+	})
+	gid := pg.SQL(t, db, "SELECT id FROM clawd_grants WHERE data->>'approval_id' = '"+id+"'")
+	if out := b.MustCLI("grants", "revoke", gid); !strings.Contains(out, "revoked") {
+		t.Fatalf("revoke on B: %s", out)
+	}
+	eventually(t, "A drops the grant revoked on B", func() bool {
+		got, err := a.CLI("grants")
+		return err == nil && !strings.Contains(got, p2)
+	})
+	ch = held(p2)
+	id = fleetPendingID(t, a, p2)
+	if n := apprUpCount(up, p2); n != 2 {
+		t.Fatalf("after the revoke on B, the request on A reached the upstream (%d, want 2)", n)
+	}
+	b.MustCLI("deny", id)
+	if r := apprAwait(t, ch); r.Status == 200 {
+		t.Fatalf("denied after the revoke, the agent got %+v", r)
+	}
+	revoked := false
+	for _, e := range b.AuditEntries() {
+		if e.Event == audit.EventGrant && e.Action == audit.ActionRevoked {
+			revoked = true
+		}
+	}
+	if !revoked {
+		t.Error("B did not audit the revocation it made")
 	}
 }
 
@@ -301,4 +394,173 @@ func TestFleetDatabaseOutage(t *testing.T) {
 	// Every chain line A had written by then is in the database, once.
 	q = fmt.Sprintf("SELECT count(*) FROM clawd_audit WHERE host = 'host-a' AND seq <= %d", maxSeq)
 	eventually(t, "all of A's lines shipped once", func() bool { return pg.SQL(t, db, q) == fmt.Sprint(lines) })
+}
+
+// telegramFleetYAML is the approval block of a host whose Telegram channel
+// polls the fake through an API base labelled with the host's name.
+func telegramFleetYAML(tg *telegramfake.Server, host string) string {
+	st := tg.SettingsAs(host)
+	return fmt.Sprintf(`approval:
+  channels:
+    - type: telegram
+      name: telegram
+      approvers: ["424242"]
+      bot-token: %q
+      chat-id: %q
+      api-base: %q
+      mode: poll
+      poll-timeout: 30
+`, st["bot-token"], st["chat-id"], st["api-base"])
+}
+
+// pollersSince are the hosts that called getUpdates after the first n calls.
+func pollersSince(tg *telegramfake.Server, n int) map[string]int {
+	out := map[string]int{}
+	for _, p := range tg.Polls()[n:] {
+		out[p.From]++
+	}
+	return out
+}
+
+// TestFleetTelegramLease: three hosts with the same Telegram bot (long
+// polling, which only one consumer may do): only the lease holder polls;
+// a request held on host A has its card posted by B, the poller; the click
+// B receives releases A's request, audited on A as the Telegram user's.
+// B is killed: another host takes the poller over and a new hold on A is
+// approved through it. Telegram never sees two pollers at once.
+func TestFleetTelegramLease(t *testing.T) {
+	harness.RequireRoot(t)
+	pg := pgtest.Start(t)
+	db := pg.CreateDB(t)
+	ctd := harness.SharedContainerd(t)
+	up := harness.SharedUpstream(t)
+	tg := telegramfake.New()
+	t.Cleanup(tg.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+
+	// B first: it takes the lease and polls.
+	b := startFleetHostWith(t, ctd, pg, db, "host-b", "fleet-b", fleetPolicy, telegramFleetYAML(tg, "host-b"))
+	if err := tg.WaitPollFrom(ctx, "host-b", 0); err != nil {
+		t.Fatalf("host-b never polled: %v", err)
+	}
+	a := startFleetHostWith(t, ctd, pg, db, "host-a", "default", fleetPolicy, telegramFleetYAML(tg, "host-a"))
+	c := startFleetHostWith(t, ctd, pg, db, "host-c", "fleet-c", fleetPolicy, telegramFleetYAML(tg, "host-c"))
+	eventually(t, "three hosts up", func() bool { return fleetStates(a) == "host-a:up host-b:up host-c:up" })
+	if got := pg.SQL(t, db, "SELECT holder FROM clawd_leases WHERE channel = 'telegram'"); got != "host-b" {
+		t.Fatalf("telegram lease held by %q, want host-b", got)
+	}
+	// fleet ls says which host runs the channel.
+	runs := func(c *Clawd, host string) bool {
+		out, err := c.CLI("fleet", "ls")
+		if err != nil {
+			return false
+		}
+		for _, line := range strings.Split(out, "\n") {
+			if f := strings.Fields(line); len(f) > 0 && f[0] == host {
+				return strings.HasSuffix(line, " telegram")
+			}
+		}
+		return false
+	}
+	if !runs(a, "host-b") || runs(a, "host-a") || runs(a, "host-c") {
+		t.Fatalf("clawd fleet ls on A does not show host-b alone running telegram:\n%s", a.MustCLI("fleet", "ls"))
+	}
+	ct := ctd.Run(t, "fleet-tg-agent", harness.RunOpts{Files: map[string]string{agentBin(t): "/agent"}})
+	a.MustCLI("attach", ct.Name)
+	held := func(p string) <-chan apprAgentResult {
+		return apprAgentAsync(ct, "-timeout", "120s", "-X", "POST", "-d", "x", upURL(p))
+	}
+	approveByTelegram := func(p, poster string) string {
+		t.Helper()
+		ch := held(p)
+		id := fleetPendingID(t, a, p)
+		if _, err := tg.WaitCard(ctx, id, func(m telegramfake.Message) bool { return len(m.Keyboard) > 0 }); err != nil {
+			t.Fatalf("no card for the hold on A: %v", err)
+		}
+		q := "SELECT posted_by FROM clawd_cards WHERE channel = 'telegram' AND approval_id = '" + id + "'"
+		eventually(t, "the card's ref kept", func() bool { return pg.SQL(t, db, q) != "" })
+		if got := pg.SQL(t, db, q); got != poster {
+			t.Fatalf("card posted by %q, want the lease holder %s", got, poster)
+		}
+		if n := apprUpCount(up, p); n != 0 {
+			t.Fatalf("upstream saw %d requests before the click", n)
+		}
+		// A stranger's click, through the same poller: refused on A.
+		if reply, err := tg.Click(ctx, id, approval.ActApprove, "666"); err != nil || !strings.Contains(reply, "not asked") {
+			t.Fatalf("a stranger's click answered %q, %v", reply, err)
+		}
+		reply, err := tg.Click(ctx, id, approval.ActApprove, "424242")
+		if err != nil || !strings.Contains(reply, "Approved") {
+			t.Fatalf("the approver's click answered %q, %v", reply, err)
+		}
+		if r := apprAwait(t, ch); r.Status != 200 || !strings.Contains(r.Body, p) {
+			t.Fatalf("the agent on A got %+v", r)
+		}
+		if n := apprUpCount(up, p); n != 1 {
+			t.Fatalf("upstream saw %d requests, want 1", n)
+		}
+		// The lease holder updates the card: decided, no buttons.
+		m, err := tg.WaitCard(ctx, id, func(m telegramfake.Message) bool { return len(m.Keyboard) == 0 })
+		if err != nil || !strings.Contains(m.Text, "424242") {
+			t.Fatalf("the card after the click: %q %v", m.Text, err)
+		}
+		// A audited who approved; the fleet's trail has it too.
+		eventually(t, "A's audit of the Telegram approval", func() bool {
+			for _, e := range a.AuditEntries() {
+				if e.Event == audit.EventApproval && e.Action == approval.Approved && e.ApprovalID == id && e.By == "telegram:424242" {
+					return true
+				}
+			}
+			return false
+		})
+		aq := fmt.Sprintf("SELECT host || ' ' || (entry->>'by') FROM clawd_audit WHERE event = 'approval' AND entry->>'approval_id' = '%s' AND entry->>'action' = 'approved'", id)
+		eventually(t, "the approval in the fleet's audit trail", func() bool { return pg.SQL(t, db, aq) == "host-a telegram:424242" })
+		return id
+	}
+
+	approveByTelegram("/approve/by-telegram", "host-b")
+	if got := pollersSince(tg, 0); len(got) != 1 || got["host-b"] == 0 {
+		t.Fatalf("getUpdates callers before the crash: %v, want host-b alone", got)
+	}
+	for _, h := range []*Clawd{a, c} {
+		for _, e := range h.LogLines() {
+			if msg, _ := e["msg"].(string); strings.Contains(msg, "channel lease taken") {
+				t.Fatalf("%s took the lease while host-b held it: %v", h.Dir, e)
+			}
+		}
+	}
+
+	// B crashes. Another host takes the poller over once B's lease has
+	// expired, and a new hold on A is approved through it.
+	n := len(tg.Polls())
+	b.Kill()
+	var next string
+	eventually(t, "another host polls after host-b was killed", func() bool {
+		for h := range pollersSince(tg, n) {
+			if h == "host-a" || h == "host-c" {
+				next = h
+				return true
+			}
+		}
+		return false
+	})
+	if got := pg.SQL(t, db, "SELECT holder FROM clawd_leases WHERE channel = 'telegram'"); got != next {
+		t.Fatalf("lease holder %q, poller %s", got, next)
+	}
+	if !runs(a, next) || runs(a, "host-b") {
+		t.Fatalf("clawd fleet ls after the takeover:\n%s", a.MustCLI("fleet", "ls"))
+	}
+	approveByTelegram("/approve/after-takeover", next)
+	got := pollersSince(tg, n)
+	delete(got, "host-b") // a poll it sent just before the kill
+	if len(got) != 1 || got[next] == 0 {
+		t.Fatalf("getUpdates callers after the crash: %v, want %s alone", got, next)
+	}
+	if o := tg.Overlaps(); o != 0 {
+		t.Fatalf("Telegram saw %d getUpdates calls overlap another (409 Conflict): two pollers at once", o)
+	}
+	if v := tg.Violations(); len(v) != 0 {
+		t.Fatalf("Bot API violations: %v", v)
+	}
 }

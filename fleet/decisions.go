@@ -73,12 +73,14 @@ func (f *Fleet) listenOnce(ctx context.Context) error {
 		return err
 	}
 	defer conn.Close(context.Background())
-	for _, ch := range []string{"clawd_decide", "clawd_decided"} {
+	for _, ch := range []string{"clawd_decide", "clawd_decided", "clawd_grants", "clawd_approvals"} {
 		if _, err := conn.Exec(ctx, "LISTEN "+ch); err != nil {
 			return err
 		}
 	}
 	f.kick()
+	f.kickGrants()
+	f.cardsChanged()
 	for {
 		n, err := conn.WaitForNotification(ctx)
 		if err != nil {
@@ -91,6 +93,12 @@ func (f *Fleet) listenOnce(ctx context.Context) error {
 			}
 		case "clawd_decided":
 			f.wake(n.Payload)
+		case "clawd_grants":
+			if n.Payload != f.cfg.Host { // our own are in the Manager already
+				f.kickGrants()
+			}
+		case "clawd_approvals":
+			f.cardsChanged()
 		}
 	}
 }

@@ -76,6 +76,12 @@ type Fleet struct {
 	lastErr error // of the last attempt, for status and fleet ls
 	decider Decider
 	waiters map[string]chan struct{} // forwarded decisions awaiting an answer, by key
+
+	grantSync   func() error  // the Manager's SyncGrants (Store.OnGrants)
+	grantsC     chan struct{} // wakes serveGrants
+	apprChanged chan struct{} // closed and replaced when approval rows changed (card keepers)
+	leases      sync.WaitGroup
+	held        map[string]bool // channels whose lease this host holds
 }
 
 // Open checks the configuration and prepares the connection pool; it does
@@ -110,7 +116,8 @@ func Open(cfg Config) (*Fleet, error) {
 	var b [12]byte
 	rand.Read(b[:])
 	return &Fleet{cfg: cfg, log: cfg.Log, pool: pool, instance: hex.EncodeToString(b[:]),
-		kickC: make(chan struct{}, 1), waiters: map[string]chan struct{}{}}, nil
+		kickC: make(chan struct{}, 1), waiters: map[string]chan struct{}{},
+		grantsC: make(chan struct{}, 1), apprChanged: make(chan struct{}), held: map[string]bool{}}, nil
 }
 
 // poolConfig parses the DSN; a password in it is refused (config files and
@@ -176,12 +183,15 @@ func (f *Fleet) Name() string { return f.cfg.Host }
 func (f *Fleet) Run(ctx context.Context) {
 	go f.listen(ctx)
 	go f.serveDecisions(ctx)
+	go f.serveGrants(ctx)
 	t := time.NewTicker(f.cfg.Heartbeat)
 	defer t.Stop()
 	for {
 		err := f.Beat(ctx)
 		f.note(err)
-		f.kick() // the poll backstop: decisions whose notification was lost
+		f.kick()         // the poll backstop: decisions whose notification was lost
+		f.kickGrants()   // and grants
+		f.cardsChanged() // and approvals whose cards a lease holder keeps
 		select {
 		case <-ctx.Done():
 			return
@@ -331,6 +341,16 @@ func (f *Fleet) Hosts(ctx context.Context) ([]Host, error) {
 
 // Close marks this host stopped (best effort, bounded) and closes the pool.
 func (f *Fleet) Close() {
+	// The channels this host ran stop first (their run contexts end with
+	// the daemon's), then their leases are given up for another host to
+	// take at once.
+	done := make(chan struct{})
+	go func() { f.leases.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		f.log.Warn("fleet: a leased channel did not stop within 5s")
+	}
 	f.mu.Lock()
 	ready := f.ready
 	f.mu.Unlock()

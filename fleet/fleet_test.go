@@ -32,6 +32,8 @@ func TestFleet(t *testing.T) {
 	t.Run("GrantSurvivesRestart", func(t *testing.T) { testGrantSurvivesRestart(t, s) })
 	t.Run("PendingFleetWide", func(t *testing.T) { testPendingFleetWide(t, s) })
 	t.Run("ShipAudit", func(t *testing.T) { testShipAudit(t, s) })
+	t.Run("Leases", func(t *testing.T) { testLeases(t, s) })
+	t.Run("GrantSync", func(t *testing.T) { testGrantSync(t, s) })
 	t.Run("DatabaseDownHolds", func(t *testing.T) { testDatabaseDownHolds(t, s) })
 	t.Run("DatabaseOutage", func(t *testing.T) { testDatabaseOutage(t, s) }) // last: stops the server
 }

@@ -74,6 +74,27 @@ var migrations = []string{
 		PRIMARY KEY (host, seq, sha256)
 	);
 	CREATE INDEX clawd_audit_time ON clawd_audit (time)`,
+	// 4: leases of single-consumer channels (Telegram polling, Slack
+	// Socket Mode, the Discord Gateway): only holder runs the channel,
+	// until expires by the database's clock; and the cards the holder
+	// posted there for every host's approvals (ref as the channel gave
+	// it, shown = fingerprint of what the card shows, final = updated
+	// after the approval ended).
+	`CREATE TABLE clawd_leases (
+		channel text PRIMARY KEY,
+		holder  text NOT NULL,
+		expires timestamptz NOT NULL
+	);
+	CREATE TABLE clawd_cards (
+		approval_id text NOT NULL REFERENCES clawd_approvals (id) ON DELETE CASCADE,
+		channel     text NOT NULL,
+		ref         text NOT NULL,
+		posted_by   text NOT NULL,
+		shown       text NOT NULL,
+		final       boolean NOT NULL DEFAULT false,
+		PRIMARY KEY (approval_id, channel)
+	);
+	CREATE INDEX clawd_cards_open ON clawd_cards (channel) WHERE NOT final`,
 }
 
 // SchemaVersion is the schema version this clawd creates and expects.

@@ -138,14 +138,20 @@ func (s *Store) PutApproval(a *approval.Approval) error {
 	}
 	// Upsert by ID, but only by the host that holds it: another host's row
 	// is never overwritten (IDs are random; a collision is an attack).
-	tag, err := s.f.pool.Exec(ctx, `INSERT INTO clawd_approvals AS x (id, host, status, created, decided, data)
-		VALUES ($1, $2, $3, $4, $5, $6)
-		ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, decided = EXCLUDED.decided, data = EXCLUDED.data
-		WHERE x.host = EXCLUDED.host`, a.ID, s.f.cfg.Host, a.Status, a.Created, decided, v)
+	// The notification wakes the hosts holding channel leases, which post
+	// and update the cards of Exclusive channels (cards.go).
+	var n int
+	err = s.f.pool.QueryRow(ctx, `WITH up AS (
+			INSERT INTO clawd_approvals AS x (id, host, status, created, decided, data)
+			VALUES ($1, $2, $3, $4, $5, $6)
+			ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, decided = EXCLUDED.decided, data = EXCLUDED.data
+			WHERE x.host = EXCLUDED.host RETURNING 1)
+		SELECT count(*) FROM up WHERE pg_notify('clawd_approvals', $2)::text = ''`,
+		a.ID, s.f.cfg.Host, a.Status, a.Created, decided, v).Scan(&n)
 	if err != nil {
 		return s.f.failed(err)
 	}
-	if tag.RowsAffected() == 0 {
+	if n == 0 {
 		return fmt.Errorf("fleet database: approval %s belongs to another host", a.ID)
 	}
 	return nil
@@ -178,9 +184,50 @@ func (s *Store) PutGrant(g *approval.Grant) error {
 	if err != nil {
 		return err
 	}
-	_, err = s.f.pool.Exec(ctx, `INSERT INTO clawd_grants (id, host, expires, data) VALUES ($1, $2, $3, $4)
-		ON CONFLICT (id) DO UPDATE SET expires = EXCLUDED.expires, data = EXCLUDED.data`, g.ID, s.f.cfg.Host, g.Expires, v)
+	// Other hosts LISTEN on clawd_grants and load the fleet's grants
+	// (their poll every heartbeat is the backstop).
+	_, err = s.f.pool.Exec(ctx, `WITH up AS (
+			INSERT INTO clawd_grants (id, host, expires, data) VALUES ($1, $2, $3, $4)
+			ON CONFLICT (id) DO UPDATE SET expires = EXCLUDED.expires, data = EXCLUDED.data RETURNING 1)
+		SELECT pg_notify('clawd_grants', $2) FROM up`, g.ID, s.f.cfg.Host, g.Expires, v)
 	return s.f.failed(err)
+}
+
+// Grants returns the fleet's grants (approval.GrantLister): the approval
+// Manager's SyncGrants makes the unexpired ones its own (by its clock, as
+// Recover; expired rows are deleted by the hosts' grant sweeps).
+func (s *Store) Grants() ([]*approval.Grant, error) {
+	ctx, cancel, err := s.f.op()
+	if err != nil {
+		return nil, err
+	}
+	defer cancel()
+	rows, err := s.f.pool.Query(ctx, `SELECT data FROM clawd_grants ORDER BY expires LIMIT 100000`)
+	if err != nil {
+		return nil, s.f.failed(err)
+	}
+	datas, err := pgx.CollectRows(rows, pgx.RowTo[[]byte])
+	if err != nil {
+		return nil, s.f.failed(err)
+	}
+	out := make([]*approval.Grant, 0, len(datas))
+	for _, v := range datas {
+		var g approval.Grant
+		if json.Unmarshal(v, &g) == nil {
+			out = append(out, &g)
+		}
+	}
+	return out, nil
+}
+
+// OnGrants sets what runs when the fleet's grants may have changed: on a
+// notification from another host and every heartbeat (the Manager's
+// SyncGrants).
+func (s *Store) OnGrants(sync func() error) {
+	s.f.mu.Lock()
+	s.f.grantSync = sync
+	s.f.mu.Unlock()
+	s.f.kickGrants()
 }
 
 func (s *Store) DeleteGrant(id string) error {
@@ -189,7 +236,8 @@ func (s *Store) DeleteGrant(id string) error {
 		return err
 	}
 	defer cancel()
-	_, err = s.f.pool.Exec(ctx, `DELETE FROM clawd_grants WHERE id = $1`, id)
+	_, err = s.f.pool.Exec(ctx, `WITH d AS (DELETE FROM clawd_grants WHERE id = $1 RETURNING 1)
+		SELECT pg_notify('clawd_grants', $2) FROM d`, id, s.f.cfg.Host)
 	return s.f.failed(err)
 }
 
@@ -198,14 +246,15 @@ func (s *Store) DeleteGrant(id string) error {
 // and returns the fleet's live grants: a grant applies wherever its
 // container runs.
 //
-// Started during an outage, it recovers nothing: the fleet's grants do
-// not apply until a restart with the database up (their requests are
-// asked again: closed, not open), and what a previous run left pending
-// stays so in the database until then.
+// Started during an outage, it recovers nothing: the fleet's grants apply
+// once the database answers (the grant sync of every heartbeat; until
+// then their requests are asked again: closed, not open), and what a
+// previous run left pending stays so in the database until a restart with
+// it up.
 func (s *Store) Recover(now time.Time) (stale []*approval.Approval, grants []*approval.Grant, err error) {
 	ctx, cancel, err := s.f.op()
 	if err != nil {
-		s.f.log.Warn("fleet database unreachable at start: fleet grants are not loaded until clawd restarts with it up")
+		s.f.log.Warn("fleet database unreachable at start: fleet grants are loaded once it answers")
 		return nil, nil, nil
 	}
 	defer cancel()
@@ -230,6 +279,11 @@ func (s *Store) Recover(now time.Time) (stale []*approval.Approval, grants []*ap
 				return err
 			}
 			stale = append(stale, a)
+		}
+		if len(stale) > 0 { // the lease holders update their cards
+			if _, err := tx.Exec(ctx, `SELECT pg_notify('clawd_approvals', $1)`, s.f.cfg.Host); err != nil {
+				return err
+			}
 		}
 		if _, err := tx.Exec(ctx, `DELETE FROM clawd_approvals WHERE decided < $1`, now.Add(-keepDecided)); err != nil {
 			return err

@@ -239,8 +239,18 @@ func testDatabaseDownHolds(t *testing.T, s *pgtest.Server) {
 	db := s.CreateDB(t)
 	clock := approvaltest.NewClock()
 	a, b := startHost(t, s, db, "a", clock), startHost(t, s, db, "b", clock)
+	// A grant given before the outage, for the host started during it.
+	apg, outg := hold(t, a, testHold("/granted-before"))
+	a.m.Decide(context.Background(), approval.Decision{ID: apg.ID, Approve: true, GrantFor: time.Hour, Channel: approval.ChannelCLI})
+	<-outg
+	granted, _ := a.m.Get(apg.ID)
 	s.Stop()
-	defer s.Restart()
+	stopped := true
+	defer func() {
+		if stopped {
+			s.Restart()
+		}
+	}()
 	a.f.Beat(context.Background()) // fails: the store's breaker opens
 	b.f.Beat(context.Background())
 	hd := testHold("/outage")
@@ -277,6 +287,15 @@ func testDatabaseDownHolds(t *testing.T, s *pgtest.Server) {
 	if o := <-outc; !o.Approved {
 		t.Fatalf("outcome %+v", o)
 	}
+	// The database returns: c loads the fleet's grants without a restart.
+	c.Store().OnGrants(mc.SyncGrants)
+	s.Restart()
+	stopped = false
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { c.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	waitGrant(t, mc, granted.GrantID, true)
 }
 
 func testPendingFleetWide(t *testing.T, s *pgtest.Server) {

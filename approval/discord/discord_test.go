@@ -278,9 +278,15 @@ func TestNewSettings(t *testing.T) {
 	if err != nil || ch.Mode() != ModeInteractions {
 		t.Errorf("interactions mode with a public URL: %v", err)
 	}
+	if approval.IsExclusive(ch) {
+		t.Error("interactions (HTTP) mode is Exclusive: a fleet would run it on one host only")
+	}
 	ch, err = New("discord", with("public-key", nil, "api-base", nil), approval.Env{})
 	if err != nil || ch.api != DefaultAPIBase || ch.Mode() != ModeGateway {
 		t.Errorf("defaults: %v %+v", err, ch)
+	}
+	if !approval.IsExclusive(ch) {
+		t.Error("gateway mode is not Exclusive: every host of a fleet would open a Gateway session")
 	}
 	// Credentials resolve through env.
 	f := filepath.Join(t.TempDir(), "token")

@@ -389,3 +389,7 @@ func validToken(t string) bool {
 	}
 	return true
 }
+
+// Exclusive: in gateway mode the bot's Gateway session is one consumer of
+// its interactions.
+func (c *Channel) Exclusive() bool { return c.mode == ModeGateway }

@@ -303,3 +303,8 @@ var (
 	_ approval.Listener  = (*Channel)(nil)
 	_ approval.Callbacks = (*Channel)(nil)
 )
+
+// Exclusive: with an app token the clicks come over Socket Mode, which
+// hands each one to one of the app's connections: in a fleet one host
+// holds them (docs/fleet.md).
+func (c *Channel) Exclusive() bool { return c.appToken != "" }

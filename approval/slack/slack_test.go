@@ -100,6 +100,18 @@ func TestCredentialsResolved(t *testing.T) {
 	if ch.Name() != "ops-slack" || ch.appToken != fake.AppToken || ch.secret != fake.SigningSecret {
 		t.Errorf("credentials not resolved")
 	}
+	// Socket Mode: one host of a fleet runs it (a lease).
+	if !approval.IsExclusive(ch) {
+		t.Error("a Socket Mode channel is not Exclusive")
+	}
+	httpOnly, err := New("ops-slack", map[string]any{"bot-token": fake.BotToken, "signing-secret": fake.SigningSecret,
+		"channel": fake.ChannelID, "api-base": fk.APIBase()}, approval.Env{HTTP: fk.HTTP})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if approval.IsExclusive(httpOnly) {
+		t.Error("an HTTP-interactivity channel is Exclusive")
+	}
 	if _, err := ch.Post(tctx(t), testCard()); err != nil {
 		t.Fatalf("post with the file token: %v", err)
 	}

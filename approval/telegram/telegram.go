@@ -248,3 +248,7 @@ func (c *Channel) loadSecret() (string, error) {
 }
 
 func writeFile(path string, b []byte) error { return atomicfile.WriteFile(path, b, 0o600) }
+
+// Exclusive: in poll mode only one getUpdates consumer of a bot token may
+// run at a time (Telegram answers a second one 409 Conflict).
+func (c *Channel) Exclusive() bool { return c.mode == ModePoll }

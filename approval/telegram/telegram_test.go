@@ -709,3 +709,22 @@ func TestWithTheCore(t *testing.T) {
 	}
 	noViolations(t, s.f)
 }
+
+// TestExclusiveOnlyWhenPolling: getUpdates has one consumer per bot, so a
+// fleet runs a polling channel on one host; a webhook channel takes its
+// clicks on any host and is not leased.
+func TestExclusiveOnlyWhenPolling(t *testing.T) {
+	s := newSetup(t, nil)
+	if !approval.IsExclusive(s.ch) {
+		t.Error("a polling channel is not Exclusive")
+	}
+	set := s.f.Settings()
+	set["mode"] = "webhook"
+	hook, err := New("telegram", set, approval.Env{PublicURL: "https://clawd.example", StateDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if approval.IsExclusive(hook) {
+		t.Error("a webhook channel is Exclusive")
+	}
+}

@@ -20,6 +20,7 @@ import (
 	"io"
 	"io/fs"
 	"net/http"
+	"sort"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -46,8 +47,28 @@ type Source interface {
 	CheckLink(id, action, exp, sig string) (digest string, ok bool)
 }
 
+// Fleet lists the held requests of every host of a fleet (issue 17): the
+// page then shows them all, each with the host holding it; deciding one
+// goes through Source.Decide, which passes it to that host.
+type Fleet interface {
+	// Self is this host's name in the fleet.
+	Self() string
+	// Pending is every host's held requests.
+	Pending(ctx context.Context) ([]Held, error)
+}
+
+// Held is a pending approval of some host of the fleet.
+type Held struct {
+	HeldOn    string // the host holding the request
+	HostState string // that host's state: "up", "down", "stopped"
+	Approval  *approval.Approval
+}
+
 // Options tune the page.
 type Options struct {
+	// Fleet, when set, makes the page show the whole fleet's holds (nil:
+	// this host's).
+	Fleet Fleet
 	// Token is the API token the login form asks for ("" = only signed
 	// links work; the token calls answer 403).
 	Token string
@@ -88,6 +109,7 @@ const csp = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 's
 
 type handler struct {
 	src    Source
+	fleet  Fleet
 	token  string
 	recent int
 	now    func() time.Time
@@ -98,7 +120,7 @@ type handler struct {
 // Handler serves the page at /ui/ and its JSON calls at /ui/api/. Mount it
 // at Prefix on the listener that serves the approval API.
 func Handler(src Source, opts Options) http.Handler {
-	h := &handler{src: src, token: opts.Token, recent: opts.Recent, now: opts.Now, log: opts.Log}
+	h := &handler{src: src, fleet: opts.Fleet, token: opts.Token, recent: opts.Recent, now: opts.Now, log: opts.Log}
 	if h.recent <= 0 {
 		h.recent = 20
 	}
@@ -175,6 +197,10 @@ type View struct {
 	GrantsAllowed bool                `json:"grants_allowed"`
 	Required      int                 `json:"required"`
 	Votes         []string            `json:"votes,omitempty"`
+	// HeldOn is the fleet host holding the request and HostState its state
+	// (fleet mode only).
+	HeldOn    string `json:"held_on,omitempty"`
+	HostState string `json:"host_state,omitempty"`
 }
 
 func view(a *approval.Approval) *View {
@@ -212,6 +238,10 @@ type ListResponse struct {
 	Recent  []*View   `json:"recent"`
 	Version uint64    `json:"version"`
 	Now     time.Time `json:"now"` // server time, so the page counts down without trusting the browser's clock
+	// Fleet is this host's name when the list is the whole fleet's;
+	// FleetError says why only this host's holds are listed.
+	Fleet      string `json:"fleet,omitempty"`
+	FleetError string `json:"fleet_error,omitempty"`
 }
 
 // DecideRequest is the body of the decide calls.
@@ -274,9 +304,39 @@ func (h *handler) bearer(next http.HandlerFunc) http.HandlerFunc {
 
 func (h *handler) list(w http.ResponseWriter, r *http.Request) {
 	pending, v := h.src.List("")
-	writeJSON(w, http.StatusOK, ListResponse{
-		Pending: views(pending), Recent: views(h.src.Recent(h.recent)), Version: v, Now: h.now().UTC(),
-	})
+	lr := ListResponse{Pending: views(pending), Recent: views(h.src.Recent(h.recent)), Version: v, Now: h.now().UTC()}
+	if h.fleet != nil {
+		h.addFleet(r.Context(), &lr)
+	}
+	writeJSON(w, http.StatusOK, lr)
+}
+
+// addFleet adds the other hosts' holds to lr. This host's come from its
+// own Manager (the database may lag behind it); the database down, the
+// page says so and shows this host's alone.
+func (h *handler) addFleet(ctx context.Context, lr *ListResponse) {
+	self := h.fleet.Self()
+	lr.Fleet = self
+	for _, v := range lr.Pending {
+		v.HeldOn, v.HostState = self, "up"
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	all, err := h.fleet.Pending(ctx)
+	if err != nil {
+		lr.FleetError = "the fleet database did not answer; only this host's held requests are shown"
+		h.log.Debug("fleet holds", zap.Error(err))
+		return
+	}
+	for _, hd := range all {
+		if hd.HeldOn == self || hd.Approval == nil {
+			continue
+		}
+		v := view(hd.Approval)
+		v.HeldOn, v.HostState = hd.HeldOn, hd.HostState
+		lr.Pending = append(lr.Pending, v)
+	}
+	sort.SliceStable(lr.Pending, func(i, j int) bool { return lr.Pending[i].Created.Before(lr.Pending[j].Created) })
 }
 
 // readRequest decodes a JSON body strictly: JSON content type (so a plain

@@ -61,6 +61,9 @@ type Poll struct {
 	Offset         int64
 	Timeout        int
 	AllowedUpdates []string
+	// From is the label of the API base the call came through
+	// (SettingsAs; "" = Settings): which of several clients polled.
+	From string
 }
 
 // Server is the fake Bot API.
@@ -80,6 +83,7 @@ type Server struct {
 	drops      map[int]chan struct{} // in-flight getUpdates: closed = drop the connection
 	polls      []Poll
 	conflicts  int
+	overlaps   int // getUpdates calls that arrived while another was in flight
 	webhookURL string
 	secret     string
 	hookSets   int
@@ -122,6 +126,38 @@ func (s *Server) URL() string { return s.srv.URL }
 // Settings are clawd.yaml settings for a channel on this fake (poll mode).
 func (s *Server) Settings() map[string]any {
 	return map[string]any{"bot-token": s.Token, "chat-id": strconv.FormatInt(ChatID, 10), "api-base": s.srv.URL, "mode": "poll", "poll-timeout": 30}
+}
+
+// SettingsAs are Settings whose API base carries label: the fake tells
+// the clients apart by it (Poll.From), as Telegram tells bot instances
+// apart by their connections. label is letters, digits, '-' and '_'.
+func (s *Server) SettingsAs(label string) map[string]any {
+	m := s.Settings()
+	m["api-base"] = s.srv.URL + "/as/" + label
+	return m
+}
+
+// Overlaps is how many getUpdates calls arrived while another one was in
+// flight: Telegram ends the earlier one with 409 Conflict ("terminated by
+// other getUpdates request"), i.e. two consumers polled at once.
+func (s *Server) Overlaps() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.overlaps
+}
+
+// WaitPollFrom waits until a getUpdates call from label (SettingsAs) is in
+// flight or was made after the first n calls (see Polls).
+func (s *Server) WaitPollFrom(ctx context.Context, label string, n int) error {
+	_, err := s.wait(ctx, func() (any, bool) {
+		for i := n; i < len(s.polls); i++ {
+			if s.polls[i].From == label {
+				return nil, true
+			}
+		}
+		return nil, false
+	})
+	return err
 }
 
 // Violations are the shape and limit violations seen so far.
@@ -440,7 +476,12 @@ func bad(desc string) apiReply {
 }
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
-	rest, found := strings.CutPrefix(r.URL.Path, "/bot")
+	path, from := r.URL.Path, ""
+	if as, ok := strings.CutPrefix(path, "/as/"); ok {
+		from, path, _ = strings.Cut(as, "/")
+		path = "/" + path
+	}
+	rest, found := strings.CutPrefix(path, "/bot")
 	tok, method, found2 := strings.Cut(rest, "/")
 	var rep apiReply
 	switch {
@@ -464,7 +505,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 			break
 		}
 		if method == "getUpdates" {
-			s.getUpdates(w, r, p)
+			s.getUpdates(w, r, p, from)
 			return
 		}
 		s.mu.Lock()
@@ -828,9 +869,9 @@ func (s *Server) setWebhook(p map[string]any) apiReply {
 	return okReply(true)
 }
 
-func (s *Server) getUpdates(w http.ResponseWriter, r *http.Request, p map[string]any) {
+func (s *Server) getUpdates(w http.ResponseWriter, r *http.Request, p map[string]any, from string) {
 	s.mu.Lock()
-	poll := Poll{}
+	poll := Poll{From: from}
 	var good bool
 	if _, present := p["offset"]; present {
 		if poll.Offset, good = integer(p, "offset"); !good {
@@ -865,6 +906,9 @@ func (s *Server) getUpdates(w http.ResponseWriter, r *http.Request, p map[string
 		return
 	}
 	// A new poll terminates the ones in flight, as Telegram does.
+	if len(s.pollers) > 0 {
+		s.overlaps++
+	}
 	for id, ch := range s.pollers {
 		close(ch)
 		delete(s.pollers, id)
@@ -878,13 +922,19 @@ func (s *Server) getUpdates(w http.ResponseWriter, r *http.Request, p map[string
 	}
 	s.notify()
 	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.pollers, me)
-		delete(s.drops, me)
-		s.notify()
-		s.mu.Unlock()
-	}()
+	// Out of flight before the answer leaves, so the client's next poll
+	// never counts as an overlap with this one.
+	var once sync.Once
+	finish := func() {
+		once.Do(func() {
+			s.mu.Lock()
+			delete(s.pollers, me)
+			delete(s.drops, me)
+			s.notify()
+			s.mu.Unlock()
+		})
+	}
+	defer finish()
 	timer := time.NewTimer(time.Duration(max(poll.Timeout, 0)) * time.Second)
 	defer timer.Stop()
 	for {
@@ -898,12 +948,14 @@ func (s *Server) getUpdates(w http.ResponseWriter, r *http.Request, p map[string
 		ch := s.changed
 		s.mu.Unlock()
 		if len(out) > 0 {
+			finish()
 			write(w, okReply(out))
 			return
 		}
 		select {
 		case <-ch:
 		case <-kicked:
+			finish()
 			write(w, apiReply{code: 409, desc: "Conflict: terminated by other getUpdates request; make sure that only one bot instance is running"})
 			return
 		case <-drop:
@@ -914,6 +966,7 @@ func (s *Server) getUpdates(w http.ResponseWriter, r *http.Request, p map[string
 			}
 			return
 		case <-timer.C:
+			finish()
 			write(w, okReply([]any{}))
 			return
 		case <-r.Context().Done():

@@ -92,6 +92,10 @@
     const meta = el('p', 'meta');
     meta.append(el('span', 'label', 'container '), el('span', 'container', v.container),
       el('span', 'label', ' · rule '), el('span', 'rule', v.rule));
+    if (v.held_on) {
+      meta.append(el('span', 'label', ' · held on '), el('span', 'held-on', v.held_on +
+        (v.host_state && v.host_state !== 'up' ? ' (' + v.host_state + ')' : '')));
+    }
     if (v.status === 'pending') {
       const left = el('span', 'left');
       left.dataset.expires = v.expires;
@@ -200,6 +204,7 @@
     } else {
       setClock(r.data.now);
       render(r.data.pending || [], r.data.recent || []);
+      if (r.data.fleet_error) say(r.data.fleet_error, true);
     }
     pollTimer = setTimeout(refresh, POLL_MS);
     return r.ok;
@@ -211,7 +216,7 @@
     pending.forEach((v) => {
       seen.add(v.id);
       const have = cards.get(v.id);
-      const key = v.digest + '|' + (v.votes || []).length;
+      const key = v.digest + '|' + (v.votes || []).length + '|' + (v.held_on || '') + '|' + (v.host_state || '');
       if (have && have.key === key) return;
       const c = card(v, tokenActions(v), decideToken);
       if (have) box.replaceChild(c, have.el); else box.append(c);
