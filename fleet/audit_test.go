@@ -124,8 +124,14 @@ func testShipAudit(t *testing.T, s *pgtest.Server) {
 	if err := ship(); err != nil {
 		t.Fatal(err)
 	}
-	if got := auditCount(t, s, db, "true"); got != "7" {
-		t.Fatalf("after rotation: %s lines, want 7", got)
+	// 3 + the hand-written seq 4 + agent-2's 2 + agent-3's 1, and the
+	// audit_cut line the restart after seq 4 wrote: clawd had not written
+	// that line (audit/head.go).
+	if got := auditCount(t, s, db, "true"); got != "8" {
+		t.Fatalf("after rotation: %s lines, want 8", got)
+	}
+	if got := auditCount(t, s, db, "entry->>'event' = 'audit_cut'"); got != "1" {
+		t.Fatalf("audit_cut lines: %s, want 1", got)
 	}
 
 	// An agent's NUL in a path: jsonb refuses it, the line is kept anyway.
