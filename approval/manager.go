@@ -410,6 +410,25 @@ func New(cfg Config) (*Manager, error) {
 	return m, nil
 }
 
+// Recovered audits approvals a shared store expired for this host after
+// New: its recovery at start was put off because the store could not be
+// reached (a fleet started during a database outage), and the previous
+// run's pending approvals ended once it answered. As New does for those
+// it finds: an "expired" audit line each, and their cards updated.
+func (m *Manager) Recovered(stale []*Approval) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return
+	}
+	for _, a := range stale {
+		m.log.Info("approval expired by restart (recovered late)", zap.String("id", a.ID))
+		m.auditApproval(a, "expired")
+		m.met.decided.WithLabelValues(Expired).Inc()
+		m.updateCards(a)
+	}
+}
+
 // grantSweep is how often expired grants are looked for: an expired grant
 // is a revocation, so what it let through (open connections, streams) is
 // re-decided by the OnRevoke hooks within this time of its expiry.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -98,6 +99,9 @@ func (d *Daemon) newFleet() (*fleet.Fleet, error) {
 	return fleet.Open(fleet.Config{
 		Database: c.Database, Password: password, Host: host, Version: Version,
 		Heartbeat: c.Heartbeat, Attachments: d.count, Log: d.log.Named("fleet"),
+		// Approvals written during an outage wait here for the database,
+		// across a restart.
+		Spool: filepath.Join(d.cfg.StateDir, "fleet-approvals.spool"),
 	})
 }
 
@@ -132,6 +136,7 @@ func (d *Daemon) serveFleet(m *approval.Manager) {
 	if d.fleet != nil {
 		d.fleet.Store().Serve(m)
 		d.fleet.Store().OnGrants(m.SyncGrants)
+		d.fleet.Store().OnRecovered(m.Recovered) // a start during an outage
 	}
 }
 

@@ -52,7 +52,10 @@ type Config struct {
 	Heartbeat time.Duration
 	// Attachments reports the host's attached containers; nil = 0.
 	Attachments func() int
-	Log         *zap.Logger
+	// Spool is the file keeping the approval writes the database did not
+	// take (an outage) across a restart; "" = in memory only (catchup.go).
+	Spool string
+	Log   *zap.Logger
 }
 
 // Errors of Hosts and Run.
@@ -82,6 +85,12 @@ type Fleet struct {
 	apprChanged chan struct{} // closed and replaced when approval rows changed (card keepers)
 	leases      sync.WaitGroup
 	held        map[string]bool // channels whose lease this host holds
+
+	recoverAt   time.Time                  // a start's recovery put off by an outage (Recover), until catchUp
+	onRecovered func([]*approval.Approval) // audits what catchUp expired (the Manager's Recovered)
+
+	spoolMu sync.Mutex          // held across PutApproval and each spooled write
+	spool   map[string]*spooled // approval writes the database did not take, by ID
 }
 
 // Open checks the configuration and prepares the connection pool; it does
@@ -115,9 +124,12 @@ func Open(cfg Config) (*Fleet, error) {
 	}
 	var b [12]byte
 	rand.Read(b[:])
-	return &Fleet{cfg: cfg, log: cfg.Log, pool: pool, instance: hex.EncodeToString(b[:]),
+	f := &Fleet{cfg: cfg, log: cfg.Log, pool: pool, instance: hex.EncodeToString(b[:]),
 		kickC: make(chan struct{}, 1), waiters: map[string]chan struct{}{},
-		grantsC: make(chan struct{}, 1), apprChanged: make(chan struct{}), held: map[string]bool{}}, nil
+		grantsC: make(chan struct{}, 1), apprChanged: make(chan struct{}), held: map[string]bool{},
+		spool: map[string]*spooled{}}
+	f.loadSpool()
+	return f, nil
 }
 
 // poolConfig parses the DSN; a password in it is refused (config files and
@@ -188,6 +200,11 @@ func (f *Fleet) Run(ctx context.Context) {
 	defer t.Stop()
 	for {
 		err := f.Beat(ctx)
+		if err == nil {
+			// What an outage put off: the recovery of a start during it,
+			// approvals written during it.
+			err = f.catchUp(ctx)
+		}
 		f.note(err)
 		f.kick()         // the poll backstop: decisions whose notification was lost
 		f.kickGrants()   // and grants

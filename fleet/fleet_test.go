@@ -35,6 +35,9 @@ func TestFleet(t *testing.T) {
 	t.Run("Leases", func(t *testing.T) { testLeases(t, s) })
 	t.Run("GrantSync", func(t *testing.T) { testGrantSync(t, s) })
 	t.Run("DatabaseDownHolds", func(t *testing.T) { testDatabaseDownHolds(t, s) })
+	t.Run("StartDuringOutage", func(t *testing.T) { testStartDuringOutage(t, s) })
+	t.Run("SpoolSurvivesRestart", func(t *testing.T) { testSpoolSurvivesRestart(t, s) })
+	t.Run("SpoolUnreadable", func(t *testing.T) { testSpoolUnreadable(t, s) })
 	t.Run("DatabaseOutage", func(t *testing.T) { testDatabaseOutage(t, s) }) // last: stops the server
 }
 

@@ -95,6 +95,11 @@ var migrations = []string{
 		PRIMARY KEY (approval_id, channel)
 	);
 	CREATE INDEX clawd_cards_open ON clawd_cards (channel) WHERE NOT final`,
+	// 5: the run (Fleet instance) that wrote an approval: a start expires
+	// the pending approvals of this host's other runs, whenever it gets
+	// to (a start during an outage: once the database answers), without
+	// comparing clocks. NULL for rows written before.
+	`ALTER TABLE clawd_approvals ADD COLUMN run text`,
 }
 
 // SchemaVersion is the schema version this clawd creates and expects.

@@ -73,11 +73,22 @@ func (f *Fleet) failed(err error) error {
 		return err
 	}
 	var pe *pgconn.PgError
-	if !errors.As(err, &pe) {
+	off := !errors.As(err, &pe)
+	if off {
 		f.up.Store(false)
 	}
-	return fmt.Errorf("fleet database: %w", f.clean(err))
+	return &dbError{msg: "fleet database: " + f.clean(err).Error(), offline: off}
 }
+
+// dbError is an operation's error, the password redacted; errors.Is(err,
+// ErrDown) when the database did not answer (rather than refused).
+type dbError struct {
+	msg     string
+	offline bool
+}
+
+func (e *dbError) Error() string        { return e.msg }
+func (e *dbError) Is(target error) bool { return e.offline && target == ErrDown }
 
 // stored is an approval as kept: Refs too (approval.Approval hides them
 // from JSON), for card updates by the host that posted them.
@@ -123,31 +134,48 @@ func (s *Store) LinkKey() ([]byte, error) {
 }
 
 func (s *Store) PutApproval(a *approval.Approval) error {
-	ctx, cancel, err := s.f.op()
-	if err != nil {
-		return err
-	}
-	defer cancel()
 	v, err := json.Marshal(stored{Approval: a, Refs: a.Refs})
 	if err != nil {
 		return err
 	}
 	var decided *time.Time
 	if !a.Decided.IsZero() {
-		decided = &a.Decided
+		d := a.Decided
+		decided = &d
 	}
+	f := s.f
+	f.spoolMu.Lock()
+	defer f.spoolMu.Unlock()
+	err = s.putApproval(a, v, decided)
+	switch {
+	case err == nil:
+		f.unspoolLocked(a.ID)
+	case offline(err):
+		// The database did not answer: kept, and written once it does
+		// (catchup.go). The Manager logs the error.
+		f.spoolPutLocked(a, v, decided)
+	}
+	return err
+}
+
+func (s *Store) putApproval(a *approval.Approval, v []byte, decided *time.Time) error {
+	ctx, cancel, err := s.f.op()
+	if err != nil {
+		return err
+	}
+	defer cancel()
 	// Upsert by ID, but only by the host that holds it: another host's row
 	// is never overwritten (IDs are random; a collision is an attack).
 	// The notification wakes the hosts holding channel leases, which post
 	// and update the cards of Exclusive channels (cards.go).
 	var n int
 	err = s.f.pool.QueryRow(ctx, `WITH up AS (
-			INSERT INTO clawd_approvals AS x (id, host, status, created, decided, data)
-			VALUES ($1, $2, $3, $4, $5, $6)
-			ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, decided = EXCLUDED.decided, data = EXCLUDED.data
+			INSERT INTO clawd_approvals AS x (id, host, status, created, decided, data, run)
+			VALUES ($1, $2, $3, $4, $5, $6, $7)
+			ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, decided = EXCLUDED.decided, data = EXCLUDED.data, run = EXCLUDED.run
 			WHERE x.host = EXCLUDED.host RETURNING 1)
 		SELECT count(*) FROM up WHERE pg_notify('clawd_approvals', $2)::text = ''`,
-		a.ID, s.f.cfg.Host, a.Status, a.Created, decided, v).Scan(&n)
+		a.ID, s.f.cfg.Host, a.Status, a.Created, decided, v, s.f.instance).Scan(&n)
 	if err != nil {
 		return s.f.failed(err)
 	}
@@ -242,56 +270,31 @@ func (s *Store) DeleteGrant(id string) error {
 }
 
 // Recover expires what this host left pending (other hosts' pending
-// approvals stay theirs), drops old decided approvals and expired grants,
-// and returns the fleet's live grants: a grant applies wherever its
-// container runs.
+// approvals stay theirs; a previous run's approvals still in the spool
+// are written, the pending ones as expired), drops old decided approvals
+// and expired grants, and returns the fleet's live grants: a grant
+// applies wherever its container runs.
 //
-// Started during an outage, it recovers nothing: the fleet's grants apply
-// once the database answers (the grant sync of every heartbeat; until
-// then their requests are asked again: closed, not open), and what a
-// previous run left pending stays so in the database until a restart with
-// it up.
+// Started during an outage, it returns nothing and puts the recovery off
+// until the database answers (catchUp, after a good heartbeat): then the
+// previous run's pending approvals are expired and passed to the
+// OnRecovered hook to be audited, and the fleet's grants are loaded by
+// the grant sync of every heartbeat (until then their requests are asked
+// again: closed, not open).
 func (s *Store) Recover(now time.Time) (stale []*approval.Approval, grants []*approval.Grant, err error) {
 	ctx, cancel, err := s.f.op()
 	if err != nil {
-		s.f.log.Warn("fleet database unreachable at start: fleet grants are loaded once it answers")
+		s.f.putOff(now)
 		return nil, nil, nil
 	}
 	defer cancel()
+	var done map[string]*spooled
 	err = pgx.BeginFunc(ctx, s.f.pool, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, `SELECT data FROM clawd_approvals WHERE host = $1 AND status = $2 FOR UPDATE`, s.f.cfg.Host, approval.Pending)
-		if err != nil {
+		var err error
+		if stale, done, err = s.f.recoverTx(ctx, tx, now); err != nil {
 			return err
 		}
-		datas, err := pgx.CollectRows(rows, pgx.RowTo[[]byte])
-		if err != nil {
-			return err
-		}
-		for _, v := range datas {
-			a, err := decode(v)
-			if err != nil {
-				continue
-			}
-			a.Status, a.Decided, a.Reason = approval.Expired, now.UTC(), "clawd restarted"
-			b, _ := json.Marshal(stored{Approval: a, Refs: a.Refs})
-			if _, err := tx.Exec(ctx, `UPDATE clawd_approvals SET status = $2, decided = $3, data = $4 WHERE id = $1`,
-				a.ID, a.Status, a.Decided, b); err != nil {
-				return err
-			}
-			stale = append(stale, a)
-		}
-		if len(stale) > 0 { // the lease holders update their cards
-			if _, err := tx.Exec(ctx, `SELECT pg_notify('clawd_approvals', $1)`, s.f.cfg.Host); err != nil {
-				return err
-			}
-		}
-		if _, err := tx.Exec(ctx, `DELETE FROM clawd_approvals WHERE decided < $1`, now.Add(-keepDecided)); err != nil {
-			return err
-		}
-		if _, err := tx.Exec(ctx, `DELETE FROM clawd_grants WHERE expires <= $1`, now); err != nil {
-			return err
-		}
-		rows, err = tx.Query(ctx, `SELECT data FROM clawd_grants ORDER BY expires`)
+		rows, err := tx.Query(ctx, `SELECT data FROM clawd_grants ORDER BY expires`)
 		if err != nil {
 			return err
 		}
@@ -308,9 +311,23 @@ func (s *Store) Recover(now time.Time) (stale []*approval.Approval, grants []*ap
 		return nil
 	})
 	if err != nil {
-		return nil, nil, s.f.failed(err)
+		if offline(s.f.failed(err)) {
+			// Lost the database on the way: as a start during an outage.
+			s.f.putOff(now)
+			return nil, nil, nil
+		}
+		return nil, nil, fmt.Errorf("fleet database: %w", s.f.clean(err))
 	}
+	s.f.forgetSpooled(done)
 	return stale, grants, nil
+}
+
+// putOff notes that the recovery of a start waits for the database.
+func (f *Fleet) putOff(now time.Time) {
+	f.log.Warn("fleet database unreachable at start: the previous run's approvals are expired, and the fleet's grants loaded, once it answers")
+	f.mu.Lock()
+	f.recoverAt = now
+	f.mu.Unlock()
 }
 
 func (s *Store) RecentDecided(n int) ([]*approval.Approval, error) {
