@@ -2,13 +2,17 @@ package e2e
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
+	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -562,5 +566,310 @@ func TestFleetTelegramLease(t *testing.T) {
 	}
 	if v := tg.Violations(); len(v) != 0 {
 		t.Fatalf("Bot API violations: %v", v)
+	}
+}
+
+// trafficLoop makes allowed requests from one container, one after the
+// other, until halted, and keeps what each got.
+type trafficLoop struct {
+	mu       sync.Mutex
+	done     int
+	bad      []string
+	stop     chan struct{}
+	finished chan struct{}
+}
+
+func startTraffic(ct *harness.Container, prefix string) *trafficLoop {
+	l := &trafficLoop{stop: make(chan struct{}), finished: make(chan struct{})}
+	go func() {
+		defer close(l.finished)
+		for i := 0; ; i++ {
+			select {
+			case <-l.stop:
+				return
+			default:
+			}
+			p := fmt.Sprintf("%s/%d", prefix, i)
+			r := <-apprAgentAsync(ct, upURL(p))
+			l.mu.Lock()
+			if r.Err != nil || r.A.Status != 200 {
+				l.bad = append(l.bad, fmt.Sprintf("%s: %d %v %s", p, r.A.Status, r.Err, r.A.Error))
+			}
+			l.done++
+			l.mu.Unlock()
+		}
+	}()
+	return l
+}
+
+func (l *trafficLoop) count() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.done
+}
+
+// halt stops the loop after its request in flight; it returns how many
+// requests were made and those that did not get a 200.
+func (l *trafficLoop) halt() (int, []string) {
+	close(l.stop)
+	<-l.finished
+	return l.done, l.bad
+}
+
+// auditFileKeys is seq:sha256 of every complete chain line of c's audit
+// file, sorted as auditDBKeys sorts.
+func auditFileKeys(t *testing.T, c *Clawd) []string {
+	t.Helper()
+	b, err := os.ReadFile(c.Audit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type key struct {
+		seq int64
+		sum string
+	}
+	var ks []key
+	lines := strings.Split(string(b), "\n")
+	for _, l := range lines[:len(lines)-1] { // the last is "" or a torn line
+		var h struct {
+			Seq int64 `json:"seq"`
+		}
+		if json.Unmarshal([]byte(l), &h) != nil || h.Seq <= 0 {
+			continue
+		}
+		ks = append(ks, key{h.Seq, fmt.Sprintf("%x", sha256.Sum256([]byte(l)))})
+	}
+	sort.Slice(ks, func(i, j int) bool { return ks[i].seq < ks[j].seq || ks[i].seq == ks[j].seq && ks[i].sum < ks[j].sum })
+	out := make([]string, len(ks))
+	for i, k := range ks {
+		out[i] = fmt.Sprintf("%d:%s", k.seq, k.sum)
+	}
+	return out
+}
+
+// auditDBKeys is seq:sha256 of every clawd_audit row of host.
+func auditDBKeys(t *testing.T, pg *pgtest.Server, db, host string) []string {
+	t.Helper()
+	s := pg.SQL(t, db, "SELECT coalesce(string_agg(seq || ':' || encode(sha256, 'hex'), ',' ORDER BY seq, encode(sha256, 'hex')), '') FROM clawd_audit WHERE host = '"+host+"'")
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, ",")
+}
+
+// diffKeys says what one list has that the other lacks.
+func diffKeys(file, db []string) string {
+	in := func(l []string) map[string]int {
+		m := map[string]int{}
+		for _, k := range l {
+			m[k]++
+		}
+		return m
+	}
+	f, d := in(file), in(db)
+	var missing, extra []string
+	for k, n := range f {
+		if d[k] < n {
+			missing = append(missing, k)
+		}
+	}
+	for k, n := range d {
+		if f[k] < n {
+			extra = append(extra, k)
+		}
+	}
+	sort.Strings(missing)
+	sort.Strings(extra)
+	return fmt.Sprintf("file %d lines, database %d rows; not in the database: %v; not in the file (or doubled): %v", len(file), len(db), missing, extra)
+}
+
+// TestFleetOutageThreeHosts: three hosts serve traffic from their
+// containers while PostgreSQL is stopped and restarted. During the outage
+// allowed requests keep getting through on every host; each host's
+// approve-rule hold cannot be decided from another host and ends by its
+// timeout, denied and audited once; a host that crashes and starts again
+// during the outage serves at once. After PostgreSQL returns: every
+// host's clawd_audit rows are exactly its audit file's lines (no line
+// lost, none doubled); the outage's holds are in clawd_approvals as they
+// ended; the restarted host expired the hold its crash cut short, audited
+// once; and each host's new hold is approved from another host.
+func TestFleetOutageThreeHosts(t *testing.T) {
+	harness.RequireRoot(t)
+	pg := pgtest.Start(t)
+	db := pg.CreateDB(t)
+	ctd := harness.SharedContainerd(t)
+	up := harness.SharedUpstream(t)
+	names := []string{"host-a", "host-b", "host-c"}
+	nss := []string{"default", "fleet-b", "fleet-c"}
+	hosts := make([]*Clawd, 3)
+	cts := make([]*harness.Container, 3)
+	for i := range names {
+		hosts[i] = startFleetHost(t, ctd, pg, db, names[i], nss[i], fleetPolicy)
+	}
+	const allUp = "host-a:up host-b:up host-c:up"
+	for _, h := range hosts {
+		eventually(t, "three hosts up", func() bool { return fleetStates(h) == allUp })
+	}
+	for i, h := range hosts {
+		cts[i] = ctd.Run(t, "fleet3-"+names[i], harness.RunOpts{Namespace: nss[i], Files: map[string]string{agentBin(t): "/agent"}})
+		h.MustCLI("attach", cts[i].Name)
+	}
+	allowed := func(i int) string { return "/allowed/" + names[i] }
+	loops := make([]*trafficLoop, 3)
+	for i := range hosts {
+		loops[i] = startTraffic(cts[i], allowed(i))
+	}
+	totals := make([]int, 3)
+	defer func() { // a failed test leaves no loop running
+		for _, l := range loops {
+			select {
+			case <-l.stop:
+			default:
+				l.halt()
+			}
+		}
+	}()
+	for i, l := range loops {
+		eventually(t, "traffic flows on "+names[i], func() bool { return l.count() >= 2 })
+	}
+
+	// PostgreSQL stops while the three serve traffic.
+	pg.Stop()
+	for _, h := range hosts {
+		eventually(t, "the host sees the outage", func() bool { return strings.HasPrefix(fleetStates(h), "error: ") })
+	}
+	// Allowed requests made after every host saw the outage get through.
+	for i, l := range loops {
+		mark := l.count()
+		eventually(t, "allowed traffic during the outage on "+names[i], func() bool { return l.count() >= mark+2 })
+	}
+	// Each host holds an approve-rule request (timeout 3s); another host
+	// cannot decide it; it ends by its timeout: denied, never sent.
+	ids := make([]string, 3)
+	chs := make([]<-chan apprAgentResult, 3)
+	timeoutPath := func(i int) string { return "/timeout/outage-" + names[i] }
+	for i := range hosts {
+		chs[i] = apprAgentAsync(cts[i], "-timeout", "60s", "-X", "POST", "-d", "x", upURL(timeoutPath(i)))
+	}
+	for i, h := range hosts {
+		ids[i] = fleetPendingID(t, h, timeoutPath(i))
+		if out, err := hosts[(i+1)%3].CLI("approve", ids[i]); err == nil {
+			t.Fatalf("%s approved %s's hold with the database down: %s", names[(i+1)%3], names[i], out)
+		}
+	}
+	for i := range hosts {
+		r := apprAwait(t, chs[i])
+		if r.Status != 403 || !strings.Contains(r.Body, "approval_timeout") {
+			t.Fatalf("the hold on %s during the outage ended %d %q, want 403 approval_timeout", names[i], r.Status, r.Body)
+		}
+		if n := apprUpCount(up, timeoutPath(i)); n != 0 {
+			t.Fatalf("upstream saw %d requests of %s's timed-out hold", n, names[i])
+		}
+	}
+
+	// host-c crashes with a request held and starts again, all during the
+	// outage: it serves at once.
+	c := hosts[2]
+	totals[2], _ = loops[2].halt() // its requests fail while it is down
+	if _, bad := totals[2], loops[2].bad; len(bad) != 0 {
+		t.Fatalf("allowed requests on host-c failed before its crash: %v", bad)
+	}
+	const cutPath = "/approve/cut-by-crash"
+	cutCh := apprAgentAsync(cts[2], "-timeout", "60s", "-X", "POST", "-d", "x", upURL(cutPath))
+	cutID := fleetPendingID(t, c, cutPath)
+	c.Kill()
+	<-cutCh // the agent's connection went with the daemon
+	c.Start()
+	eventually(t, "host-c re-adopts its container during the outage", func() bool { return len(c.List()) == 1 })
+	if r := agent(t, cts[2], upURL("/allowed/host-c-restarted")); r.Status != 200 {
+		t.Fatalf("allowed request on host-c restarted during the outage got %+v", r)
+	}
+	loops[2] = startTraffic(cts[2], allowed(2)+"-2")
+
+	pg.Restart()
+	for _, h := range hosts {
+		eventually(t, "three hosts up after the outage", func() bool { return fleetStates(h) == allUp })
+	}
+	// The outage's holds are in clawd_approvals as they ended; the one
+	// host-c's crash cut short is expired by its new run, audited once.
+	for i := range hosts {
+		q := "SELECT status FROM clawd_approvals WHERE id = '" + ids[i] + "'"
+		eventually(t, names[i]+"'s outage hold written to the database", func() bool { return pg.SQL(t, db, q) == approval.TimedOut })
+	}
+	q := "SELECT status || ' ' || (data->>'reason') FROM clawd_approvals WHERE id = '" + cutID + "'"
+	eventually(t, "the hold cut by host-c's crash expired", func() bool { return pg.SQL(t, db, q) == "expired clawd restarted" })
+	// Cross-host approve works again: each host's new hold is released
+	// from the next host.
+	for i, h := range hosts {
+		p := "/approve/after-outage-" + names[i]
+		ch := apprAgentAsync(cts[i], "-timeout", "60s", "-X", "POST", "-d", "x", upURL(p))
+		id := fleetPendingID(t, h, p)
+		if out := hosts[(i+1)%3].MustCLI("approve", id); !strings.Contains(out, "approved "+id) {
+			t.Fatalf("approve on %s: %s", names[(i+1)%3], out)
+		}
+		if r := apprAwait(t, ch); r.Status != 200 {
+			t.Fatalf("approved from %s after the outage, the agent on %s got %+v", names[(i+1)%3], names[i], r)
+		}
+	}
+	// Traffic stops; every request got through, and reached the upstream
+	// once.
+	for i, l := range loops {
+		n, bad := l.halt()
+		if len(bad) != 0 {
+			t.Errorf("allowed requests on %s failed: %v", names[i], bad)
+		}
+		totals[i] += n
+	}
+	for i := range hosts {
+		n := 0
+		for _, s := range up.Requests() {
+			if strings.HasPrefix(s.Path, allowed(i)+"/") || strings.HasPrefix(s.Path, allowed(i)+"-2/") {
+				n++
+			}
+		}
+		if n != totals[i] {
+			t.Errorf("upstream saw %d allowed requests from %s, the agent made %d", n, names[i], totals[i])
+		}
+	}
+
+	// Each host's audit trail in the database is its file, line for line.
+	for i, h := range hosts {
+		var file, rows []string
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			file, rows = auditFileKeys(t, h), auditDBKeys(t, pg, db, names[i])
+			if slices.Equal(file, rows) || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if !slices.Equal(file, rows) {
+			t.Errorf("%s: clawd_audit is not its audit file: %s", names[i], diffKeys(file, rows))
+		} else {
+			t.Logf("%s: its %d audit lines are in clawd_audit, each once", names[i], len(file))
+		}
+		// The outage's timeout is there once.
+		q := fmt.Sprintf("SELECT count(*) FROM clawd_audit WHERE host = '%s' AND event = 'approval' AND entry->>'approval_id' = '%s' AND entry->>'action' = 'timeout'", names[i], ids[i])
+		if got := pg.SQL(t, db, q); got != "1" {
+			t.Errorf("%s's outage timeout is in clawd_audit %s times, want once", names[i], got)
+		}
+		n := 0
+		for _, e := range h.AuditEntries() {
+			if e.Event == audit.EventApproval && e.ApprovalID == ids[i] && e.Action == approval.TimedOut {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Errorf("%s audited its outage timeout %d times, want once", names[i], n)
+		}
+	}
+	n := 0
+	for _, e := range c.AuditEntries() {
+		if e.Event == audit.EventApproval && e.ApprovalID == cutID && e.Action == approval.Expired {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("host-c audited the hold its crash cut short as expired %d times, want once", n)
 	}
 }

@@ -47,6 +47,10 @@ type RunOpts struct {
 	// a private overlay of, instead of a copy of the busybox root. Writes
 	// (clawd's --trust-ca among them) land in the overlay's upper layer.
 	Rootfs string
+	// Namespace is the containerd namespace (default "default"): daemons
+	// on one machine that watch different namespaces each get their own
+	// containers (the fleet tests). containerd only.
+	Namespace string
 }
 
 // Container is a running test container.
@@ -99,7 +103,11 @@ func (c *Containerd) run(name string, o RunOpts) (ct *Container, err error) {
 		return nil, errors.New("containerd is stopped")
 	}
 	short := shortID(8)
-	ct = &Container{ID: name + "-" + short, Name: name + "-" + short, Namespace: ctrNamespace, Runtime: "containerd", short: short}
+	ns := o.Namespace
+	if ns == "" {
+		ns = ctrNamespace
+	}
+	ct = &Container{ID: name + "-" + short, Name: name + "-" + short, Namespace: ns, Runtime: "containerd", short: short}
 	defer func() {
 		if err != nil {
 			ct.stop()
@@ -144,7 +152,7 @@ func (c *Containerd) run(name string, o RunOpts) (ct *Container, err error) {
 	for _, dev := range o.Devices {
 		specOpts = append(specOpts, oci.WithDevices(dev, dev, "rwm"))
 	}
-	ctx, cancel := context.WithTimeout(withNamespace(context.Background(), ctrNamespace), time.Minute)
+	ctx, cancel := context.WithTimeout(withNamespace(context.Background(), ns), time.Minute)
 	defer cancel()
 	cctr, err := cl.NewContainer(ctx, ct.ID, containerd.WithContainerLabels(o.Labels), containerd.WithNewSpec(specOpts...))
 	if err != nil {
@@ -161,7 +169,7 @@ func (c *Containerd) run(name string, o RunOpts) (ct *Container, err error) {
 		return cl.LoadContainer(ctx, ct.ID)
 	}
 	ct.remove = func() error {
-		ctx, cancel := context.WithTimeout(withNamespace(context.Background(), ctrNamespace), time.Minute)
+		ctx, cancel := context.WithTimeout(withNamespace(context.Background(), ns), time.Minute)
 		defer cancel()
 		cctr, err := load(ctx)
 		if err == nil {
@@ -184,12 +192,12 @@ func (c *Containerd) run(name string, o RunOpts) (ct *Container, err error) {
 	}
 	fifoDir := filepath.Join(c.Dir, "fifo")
 	ct.exec = func(ctx context.Context, args ...string) (string, string, int, error) {
-		ctx = withNamespace(ctx, ctrNamespace)
+		ctx = withNamespace(ctx, ns)
 		cctr, err := load(ctx)
 		if err != nil {
 			return "", "", -1, fmt.Errorf("exec: load container: %w", err)
 		}
-		return execTask(ctx, cctr, fifoDir, args)
+		return execTask(ctx, ns, cctr, fifoDir, args)
 	}
 	return ct, nil
 }
@@ -200,7 +208,7 @@ var execSeq struct {
 }
 
 // execTask runs args in the container's task and collects its output.
-func execTask(ctx context.Context, cctr containerd.Container, fifoDir string, args []string) (string, string, int, error) {
+func execTask(ctx context.Context, ns string, cctr containerd.Container, fifoDir string, args []string) (string, string, int, error) {
 	task, err := cctr.Task(ctx, nil)
 	if err != nil {
 		return "", "", -1, fmt.Errorf("exec: load task: %w", err)
@@ -226,7 +234,7 @@ func execTask(ctx context.Context, cctr containerd.Container, fifoDir string, ar
 	}
 	// Delete with a fresh context: the process must not outlive a cancelled call.
 	defer func() {
-		dctx, cancel := context.WithTimeout(withNamespace(context.Background(), ctrNamespace), 30*time.Second)
+		dctx, cancel := context.WithTimeout(withNamespace(context.Background(), ns), 30*time.Second)
 		defer cancel()
 		p.Delete(dctx, containerd.WithProcessKill)
 	}()
@@ -260,7 +268,7 @@ func execTask(ctx context.Context, cctr containerd.Container, fifoDir string, ar
 		}
 		return stdout.String(), stderr.String(), int(code), nil
 	case <-ctx.Done():
-		kctx, cancel := context.WithTimeout(withNamespace(context.Background(), ctrNamespace), 10*time.Second)
+		kctx, cancel := context.WithTimeout(withNamespace(context.Background(), ns), 10*time.Second)
 		p.Kill(kctx, syscall.SIGKILL)
 		cancel()
 		return "", "", -1, fmt.Errorf("exec %v: %w", args, ctx.Err())
