@@ -1,0 +1,212 @@
+package otlp
+
+// Red-team round 2 (docs/attacks/audit.md, "Round 2"): attacks on the
+// at-least-once delivery (cursor, retry, read-back). Tests that fail mark
+// holes; HELD ones are attacks the code withstood.
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/clawd-dev/clawd/audit"
+)
+
+// downable wraps the test collector with an outage switch.
+func downable(c *collector) *atomic.Bool {
+	var down atomic.Bool
+	inner := c.srv.Config.Handler
+	c.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if down.Load() {
+			http.Error(w, "unavailable", http.StatusServiceUnavailable)
+			return
+		}
+		inner.ServeHTTP(w, r)
+	})
+	return &down
+}
+
+// waitSeqs polls until the collector holds n distinct seqs or d passed.
+func waitSeqs(e *Exporter, c *collector, n int, d time.Duration) {
+	end := time.Now().Add(d)
+	for time.Now().Before(end) {
+		if seqs, _ := seqsOf(c); len(seqs) >= n {
+			return
+		}
+		e.kick()
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// HOLE (medium): lines dropped from export during an outage are read back
+// only from the current log file (Resume's path). When logrotate moves
+// the file (SIGHUP, Reopen) before the backfill, the gap is in
+// audit.log.1, which is never read: the collector never gets those lines
+// (not compressed, still on disk), and the delivery cursor stays stuck
+// before them. At the next restart everything after the stuck cursor in
+// the current file is read back and exported a second time: duplicates
+// of lines that were delivered, far beyond "a line exported just before a
+// crash".
+func TestAttackGapInRotatedFileNeverFilled(t *testing.T) {
+	c := newCollector(t)
+	down := downable(c)
+	down.Store(true)
+	dir := t.TempDir()
+	path, cursor := filepath.Join(dir, "audit.log"), filepath.Join(dir, "cursor")
+	cfg := Config{Endpoint: c.srv.URL, QueueSize: 4, Timeout: 300 * time.Millisecond, BatchInterval: 10 * time.Millisecond, CursorFile: cursor}
+	e, err := New(cfg, prometheus.NewRegistry(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := audit.OpenWith(path, audit.Options{Tee: e.Tee})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Resume(path, 0)
+	for i := range 50 { // during the outage: 4 queued, the rest dropped (the file has them)
+		l.Log(audit.Entry{Event: audit.EventDecision, Path: fmt.Sprint("/outage/", i), Action: "deny"})
+	}
+	if err := os.Rename(path, path+".1"); err != nil { // logrotate, then SIGHUP
+		t.Fatal(err)
+	}
+	if err := l.Reopen(); err != nil {
+		t.Fatal(err)
+	}
+	down.Store(false)
+	for i := range 20 {
+		l.Log(audit.Entry{Event: audit.EventDecision, Path: fmt.Sprint("/after/", i), Action: "allow"})
+	}
+	head, _ := l.Head()
+	l.Close()
+	waitSeqs(e, c, int(head), 8*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	e.Close(ctx)
+	seqs, _ := seqsOf(c)
+	missing := []int{}
+	have := map[int]bool{}
+	for _, s := range seqs {
+		have[s] = true
+	}
+	for s := 1; s <= int(head); s++ {
+		if !have[s] {
+			missing = append(missing, s)
+		}
+	}
+	cur, _ := os.ReadFile(cursor)
+	if len(missing) > 0 {
+		t.Errorf("the collector never got %d of %d lines (%v...), all in the rotated audit.log.1; cursor file %q",
+			len(missing), head, missing[:min(len(missing), 8)], strings.TrimSpace(string(cur)))
+	}
+	// The next start: what the current file holds past the stuck cursor is
+	// sent again although it was delivered.
+	c.mu.Lock()
+	c.records = nil
+	c.mu.Unlock()
+	e2, err := New(cfg, prometheus.NewRegistry(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l2, _ := audit.OpenWith(path, audit.Options{Tee: e2.Tee})
+	h2, _ := l2.Head()
+	e2.Resume(path, h2)
+	l2.Close()
+	time.Sleep(1500 * time.Millisecond)
+	e2.Close(ctx)
+	if again, _ := seqsOf(c); len(again) > 0 {
+		t.Errorf("after a clean restart %d lines already delivered were exported again (seq %d..%d): duplicates beyond the documented crash window", len(again), again[0], again[len(again)-1])
+	}
+}
+
+// HOLE (low): Close(ctx) is bounded by ctx (the daemon gives it 5s), but
+// it waits for the delivery loop, whose retry sends each refused part
+// with the export timeout (default 10s) from context.Background(). With a
+// collector that accepts and never answers, Close takes the export
+// timeout, not ctx: shutdown hangs past its bound.
+func TestAttackCloseWaitsForRetryPastItsDeadline(t *testing.T) {
+	block := make(chan struct{})
+	c := newCollector(t)
+	c.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-block:
+		case <-r.Context().Done():
+		}
+	})
+	t.Cleanup(func() { close(block) })
+	e, err := New(Config{Endpoint: c.srv.URL, Timeout: 3 * time.Second, BatchInterval: 10 * time.Millisecond}, prometheus.NewRegistry(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "audit.log")
+	l, _ := audit.OpenWith(path, audit.Options{Tee: e.Tee})
+	for i := range 5 {
+		l.Log(audit.Entry{Event: audit.EventDecision, Path: fmt.Sprint("/", i)})
+	}
+	l.Close()
+	deadline := time.Now().Add(6 * time.Second)
+	for !e.dv.retrying() && time.Now().Before(deadline) { // the SDK's first export timed out
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !e.dv.retrying() {
+		t.Fatal("setup: no part waits for a retry")
+	}
+	e.kick() // the delivery loop starts its retry now
+	time.Sleep(100 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	e.Close(ctx)
+	if took := time.Since(start); took > 1500*time.Millisecond {
+		t.Fatalf("Close with a 300ms deadline took %v against a hanging collector (the retry's own export timeout)", took.Round(time.Millisecond))
+	}
+}
+
+// HOLE (low/medium): the cursor gives up a gap once more than maxDone
+// (131072) later lines were exported, whether or not the log still holds
+// it: past that, gaps() no longer returns it and it is never read back.
+// Read-back goes at most maxGapLines (4096) per delivery round (about a
+// second), so after a long outage (here 300000 lines dropped) a busy
+// daemon (over ~500 lines/s) exports 131072 live lines before the
+// backfill is done and the rest of the outage's lines never reach the
+// collector although the JSONL file has them.
+func TestAttackLongOutageGapGivenUp(t *testing.T) {
+	d := newDelivery("")
+	d.logPath = "/var/log/clawd/audit.log" // the log is there: gaps can be read back
+	for s := int64(1); s <= 300000; s++ {
+		d.dropped(s) // the outage: no room
+	}
+	for s := int64(300001); s <= 300000+maxDone+1; s++ {
+		d.queued(s)
+		d.exported(s) // live lines after the collector came back
+	}
+	if g := d.gaps(1); len(g) == 0 || g[0] != 1 {
+		t.Fatalf("after %d live lines were exported the outage's gap (seq 1..300000, still in the file) is given up: cursor %d, next gap %v", maxDone+1, d.cursorNow(), g)
+	}
+}
+
+// HOLE (low): newDelivery trusts the cursor file's number. A cursor from
+// an earlier chain (the log moved away and the head file removed, as the
+// head file's error message suggests, so seq starts at 1 again) or a
+// tampered one (a large number) sits past every seq of the log: gaps()
+// starts after it, so no dropped line is ever read back, silently.
+func TestAttackStaleCursorSkipsReadBack(t *testing.T) {
+	cursor := filepath.Join(t.TempDir(), "cursor")
+	os.WriteFile(cursor, []byte("999999\n"), 0o600)
+	d := newDelivery(cursor)
+	d.logPath = "/var/log/clawd/audit.log"
+	d.seen = max(d.seen, 10) // Resume(path, 10): the new chain's head
+	for s := int64(11); s <= 20; s++ {
+		d.dropped(s)
+	}
+	if g := d.gaps(100); len(g) == 0 {
+		t.Fatalf("a cursor (999999) past the log's head (20) hides every gap: lines 11..20 dropped from export are never read back")
+	}
+}
