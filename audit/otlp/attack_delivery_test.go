@@ -210,3 +210,91 @@ func TestAttackStaleCursorSkipsReadBack(t *testing.T) {
 		t.Fatalf("a cursor (999999) past the log's head (20) hides every gap: lines 11..20 dropped from export are never read back")
 	}
 }
+
+// HOLE (medium): tooLarge decides "refused for its size: give the record
+// up" by looking for "413" anywhere in the error text, which holds the
+// endpoint URL and the collector's (or a proxy's) response body. A
+// collector (or the proxy before it) that fails with a 500 whose body
+// holds a request id containing 413, or any failing collector listening
+// on a port such as 4413 or 54130 (the URL is in the error), has every part
+// of the outage split in halves and then given up as "too large": counted
+// as exported, the cursor moves over them, never sent again, never read
+// back. The outage's lines are lost to the collector for good.
+func TestAttack413InErrorTextGivesLinesUp(t *testing.T) {
+	c := newCollector(t)
+	var down atomic.Bool
+	down.Store(true)
+	inner := c.srv.Config.Handler
+	c.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if down.Load() {
+			http.Error(w, "internal error (request id 5c413e9a)", http.StatusInternalServerError)
+			return
+		}
+		inner.ServeHTTP(w, r)
+	})
+	dir := t.TempDir()
+	path := filepath.Join(dir, "audit.log")
+	e, err := New(Config{Endpoint: c.srv.URL, Timeout: 300 * time.Millisecond, BatchInterval: 10 * time.Millisecond, CursorFile: filepath.Join(dir, "cursor")}, prometheus.NewRegistry(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, _ := audit.OpenWith(path, audit.Options{Tee: e.Tee})
+	e.Resume(path, 0)
+	for i := range 10 {
+		l.Log(audit.Entry{Event: audit.EventDecision, Path: fmt.Sprint("/outage/", i), Action: "deny"})
+	}
+	time.Sleep(700 * time.Millisecond)
+	down.Store(false)
+	for i := range 10 {
+		l.Log(audit.Entry{Event: audit.EventDecision, Path: fmt.Sprint("/after/", i), Action: "allow"})
+	}
+	l.Close()
+	waitSeqs(e, c, 20, 6*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	e.Close(ctx)
+	if seqs, _ := seqsOf(c); len(seqs) != 20 {
+		t.Fatalf("a 500 whose body holds \"413\": the collector got %d of 20 lines (%v): the outage's lines were given up as too large", len(seqs), seqs)
+	}
+}
+
+// HELD: a long outage does not grow memory: refused parts keep their room,
+// so the retry list, the pending map and the queues together hold at most
+// QueueSize lines, whatever the number of lines logged meanwhile (the
+// rest is dropped, counted, and left to the read-back).
+func TestAttackLongOutageMemoryBoundedHeld(t *testing.T) {
+	c := newCollector(t)
+	down := downable(c)
+	down.Store(true)
+	e, err := New(Config{Endpoint: c.srv.URL, QueueSize: 64, Timeout: 200 * time.Millisecond, BatchInterval: 5 * time.Millisecond}, prometheus.NewRegistry(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "audit.log")
+	l, _ := audit.OpenWith(path, audit.Options{Tee: e.Tee})
+	e.Resume(path, 0)
+	for i := range 20000 {
+		l.Log(audit.Entry{Event: audit.EventDecision, Path: fmt.Sprint("/outage/", i), Action: "deny"})
+		if i%5000 == 0 {
+			time.Sleep(300 * time.Millisecond) // let parts fail and queue for retry
+		}
+	}
+	l.Close()
+	time.Sleep(time.Second)
+	e.dv.mu.Lock()
+	retried := 0
+	for _, p := range e.dv.retry {
+		retried += len(p)
+	}
+	pending, done := len(e.dv.pending), len(e.dv.done)
+	e.dv.mu.Unlock()
+	e.qmu.Lock()
+	qlines := e.qlines
+	e.qmu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	e.Close(ctx)
+	if retried > 64 || pending > 64 || done > 64 || qlines > 64 {
+		t.Fatalf("after 20000 lines in an outage with QueueSize 64: retry %d records, pending %d, done %d, queued %d", retried, pending, done, qlines)
+	}
+}
