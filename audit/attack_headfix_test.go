@@ -264,3 +264,40 @@ func rechainSeq(lines []string, i int) []string {
 	}
 	return out
 }
+
+// HOLE (medium): docs/attacks/audit.md says an emptied file gets an
+// audit_cut record. It does not: a log truncated to 0 bytes while clawd
+// is down is taken for a fresh file after a rotation (resume's size == 0
+// branch never judges against the head). With an older rotated file
+// beside it, the new file links to the head, so the pair .1 + current
+// fails at the junction, pointing at audit.log.1's last line as
+// "altered"; the current file alone verifies OK. No record says that
+// clawd's lines since the last rotation were erased.
+func TestAttackEmptiedLogGetsNoCutRecord(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "audit.log")
+	key, pub := testKey(t)
+	opt := Options{Key: key, CheckpointEvery: 5, CheckpointInterval: -1, HeadFile: filepath.Join(dir, "audit.head")}
+	l, err := OpenWith(path, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 6 {
+		l.Log(Entry{Event: EventDecision, Path: fmt.Sprint("/before-rotation/", i)})
+	}
+	os.Rename(path, path+".1")
+	l.Reopen()
+	for i := range 12 {
+		l.Log(Entry{Event: EventDecision, Path: fmt.Sprint("/erased/", i), Action: "deny"})
+	}
+	l.Close()
+	if err := os.Truncate(path, 0); err != nil { // clawd down
+		t.Fatal(err)
+	}
+	writeLog(t, path, opt, 100, 3)
+	after := fileLines(t, path)
+	if !hasEvent(after, EventCut) {
+		rep := verifyFile(t, path, pub)
+		t.Fatalf("the log emptied while clawd was down (12 lines erased): no audit_cut; the new file alone verifies OK=%v", rep.OK())
+	}
+}
