@@ -7,6 +7,7 @@ package otlp
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -296,5 +297,58 @@ func TestAttackLongOutageMemoryBoundedHeld(t *testing.T) {
 	e.Close(ctx)
 	if retried > 64 || pending > 64 || done > 64 || qlines > 64 {
 		t.Fatalf("after 20000 lines in an outage with QueueSize 64: retry %d records, pending %d, done %d, queued %d", retried, pending, done, qlines)
+	}
+}
+
+// HOLE (medium, R8 worse): with a collector that is simply down
+// (connection refused), the SDK's error is `Post "http://HOST:PORT/v1/logs":
+// dial tcp …: connection refused`: the URL is in it. A collector on a
+// port holding "413" (4413, 14130, 41300-41399, ...) or a host name such
+// as otel-413.example makes tooLarge true for every outage: all of its
+// lines are given up as too large and never reach the collector.
+func TestAttackDownCollectorOnPort413GivesLinesUp(t *testing.T) {
+	var ln net.Listener
+	var err error
+	for p := 41300; p < 41400; p++ {
+		if ln, err = net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p)); err == nil {
+			break
+		}
+	}
+	if ln == nil {
+		t.Fatalf("no free port 41300-41399: %v", err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // the collector is down
+	c := newCollector(t)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "audit.log")
+	e, err := New(Config{Endpoint: "http://" + addr, Timeout: 300 * time.Millisecond, BatchInterval: 10 * time.Millisecond, CursorFile: filepath.Join(dir, "cursor")}, prometheus.NewRegistry(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, _ := audit.OpenWith(path, audit.Options{Tee: e.Tee})
+	e.Resume(path, 0)
+	for i := range 10 {
+		l.Log(audit.Entry{Event: audit.EventDecision, Path: fmt.Sprint("/outage/", i), Action: "deny"})
+	}
+	time.Sleep(700 * time.Millisecond)
+	// The collector comes back on its port.
+	ln2, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: c.srv.Config.Handler}
+	go srv.Serve(ln2)
+	t.Cleanup(func() { srv.Close() })
+	for i := range 10 {
+		l.Log(audit.Entry{Event: audit.EventDecision, Path: fmt.Sprint("/after/", i), Action: "allow"})
+	}
+	l.Close()
+	waitSeqs(e, c, 20, 6*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	e.Close(ctx)
+	if seqs, _ := seqsOf(c); len(seqs) != 20 {
+		t.Fatalf("collector at %s down for 0.7s: it got %d of 20 lines (%v): the outage's lines were given up as \"too large\"", addr, len(seqs), seqs)
 	}
 }
