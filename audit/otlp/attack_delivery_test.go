@@ -7,6 +7,7 @@ package otlp
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -17,6 +18,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	collogs "go.opentelemetry.io/proto/otlp/collector/logs/v1"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/clawd-dev/clawd/audit"
 )
@@ -350,5 +353,70 @@ func TestAttackDownCollectorOnPort413GivesLinesUp(t *testing.T) {
 	e.Close(ctx)
 	if seqs, _ := seqsOf(c); len(seqs) != 20 {
 		t.Fatalf("collector at %s down for 0.7s: it got %d of 20 lines (%v): the outage's lines were given up as \"too large\"", addr, len(seqs), seqs)
+	}
+}
+
+// HOLE (medium): a 200 with an OTLP partial success (rejected_log_records
+// > 0: a backend refusing some records, e.g. too old after an outage) is
+// an error from the SDK, and counting.export keeps the WHOLE part for
+// retry: the records the collector accepted are sent again, and again
+// with every retry (up to every 30s, forever, since the refusal is
+// permanent), each time stored anew. Duplicates without bound, beyond
+// "a line exported just before a crash", and the part's room is held
+// for good.
+func TestAttackPartialSuccessResendsAcceptedRecords(t *testing.T) {
+	c := newCollector(t)
+	c.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		var req collogs.ExportLogsServiceRequest
+		if proto.Unmarshal(body, &req) != nil {
+			http.Error(w, "bad", 400)
+			return
+		}
+		rejected := int64(0)
+		c.mu.Lock()
+		for _, rl := range req.ResourceLogs {
+			for _, sl := range rl.ScopeLogs {
+				for _, rec := range sl.LogRecords {
+					if strings.Contains(rec.Body.GetStringValue(), "/too-old") {
+						rejected++
+						continue
+					}
+					c.records = append(c.records, rec)
+				}
+			}
+		}
+		c.mu.Unlock()
+		resp := &collogs.ExportLogsServiceResponse{}
+		if rejected > 0 {
+			resp.PartialSuccess = &collogs.ExportLogsPartialSuccess{RejectedLogRecords: rejected, ErrorMessage: "log record too old"}
+		}
+		b, _ := proto.Marshal(resp)
+		w.Header().Set("Content-Type", "application/x-protobuf")
+		w.Write(b)
+	})
+	e, err := New(Config{Endpoint: c.srv.URL, Timeout: time.Second, BatchInterval: 50 * time.Millisecond}, prometheus.NewRegistry(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "audit.log")
+	l, _ := audit.OpenWith(path, audit.Options{Tee: e.Tee})
+	for i := range 5 {
+		p := fmt.Sprint("/ok/", i)
+		if i == 2 {
+			p = "/too-old"
+		}
+		l.Log(audit.Entry{Event: audit.EventDecision, Path: p})
+	}
+	l.Close()
+	time.Sleep(4 * time.Second) // a few retries (1s, 2s backoff)
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	e.Close(ctx)
+	_, times := seqsOf(c)
+	for seq, n := range times {
+		if n > 1 {
+			t.Fatalf("records the collector accepted were sent again after a partial success: seq %d stored %d times (%v)", seq, n, times)
+		}
 	}
 }
