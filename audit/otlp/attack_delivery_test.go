@@ -420,3 +420,33 @@ func TestAttackPartialSuccessResendsAcceptedRecords(t *testing.T) {
 		}
 	}
 }
+
+// HOLE (medium): one record stuck in the retry list (a permanent
+// refusal, e.g. the partial success of R14, or a 400 for one part) holds
+// the cursor back. Past maxDone the cursor is moved to just below the
+// lowest pending seq, which is the stuck one, so nothing is freed: the
+// done map grows without bound, and every exported() from then on walks
+// the whole map under d.mu, the lock Tee takes on the audit writer's
+// path for every line. Memory and CPU grow with every line exported,
+// and decisions wait on it.
+func TestAttackStuckRecordGrowsDoneMap(t *testing.T) {
+	d := newDelivery("")
+	d.queued(1) // in the retry list, never delivered
+	for s := int64(2); s <= maxDone+2; s++ {
+		d.queued(s)
+		d.exported(s)
+	}
+	start := time.Now()
+	const more = 3000
+	for s := int64(maxDone + 3); s < maxDone+3+more; s++ {
+		d.queued(s)
+		d.exported(s)
+	}
+	took := time.Since(start)
+	d.mu.Lock()
+	n := len(d.done)
+	d.mu.Unlock()
+	if n > maxDone+1 || took > 300*time.Millisecond {
+		t.Fatalf("one stuck record: the done map holds %d seqs (bound %d) and the last %d exports took %v under the lock Tee needs (%v each)", n, maxDone, more, took.Round(time.Millisecond), (took / more).Round(time.Microsecond))
+	}
+}
