@@ -66,6 +66,9 @@ type Entry struct {
 	// two checkpoints (Options.CheckpointEvery), so that verify can tell
 	// checkpoints were removed.
 	Every int64 `json:"every,omitempty"`
+	// IntervalMS, on a checkpoint line: Options.CheckpointInterval, so
+	// that verify can tell timed checkpoints were removed.
+	IntervalMS int64 `json:"interval_ms,omitempty"`
 
 	// Tamper-evident chain (auditx). The Logger sets these; whatever a
 	// caller puts in them is dropped. They stay the LAST fields of Entry
@@ -151,7 +154,7 @@ func OpenWith(path string, o Options) (*Logger, error) {
 			return nil, fmt.Errorf("audit log %s: %w", path, err)
 		}
 	}
-	if err := l.chain.resume(f, path, hd, have); err != nil {
+	if err := l.chain.resume(f, path, hd, have, l.opt.HeadFile != ""); err != nil {
 		f.Close()
 		l.hf.close()
 		return nil, fmt.Errorf("audit log %s: %w", path, err)
@@ -231,7 +234,7 @@ func (l *Logger) Log(e Entry) {
 	if e.Time.IsZero() {
 		e.Time = time.Now().UTC()
 	}
-	e.Seq, e.Prev, e.Sig, e.FileStart, e.Every = 0, "", "", false, 0
+	e.Seq, e.Prev, e.Sig, e.FileStart, e.Every, e.IntervalMS = 0, "", "", false, 0, 0
 	bp := lineBufs.Get().(*[]byte)
 	defer func() {
 		if cap(*bp) <= maxPooledLine {
@@ -318,21 +321,30 @@ func (l *Logger) commit() {
 // checkpoints), writes them with one write and hands them to the tee. It
 // returns how many lines were lost.
 func (l *Logger) writeBatch(f *os.File, buf []byte, n int, ckpt bool) (int, error) {
-	out, total := l.chain.seal(buf, ckpt, &l.opt)
+	c := &l.chain
+	out, total := c.seal(buf, ckpt, &l.opt)
 	if total == 0 {
 		return 0, nil
 	}
-	// The head file first: a crash during the write below leaves the log
-	// inside this batch, which the next open accepts.
-	if err := l.hf.write(l.chain.head(l.chain.before)); err != nil && l.OnError != nil {
-		l.OnError(fmt.Errorf("audit chain head: %w", err))
+	// In chunks of headChunk lines, each after its head record: a crash
+	// during a chunk's write leaves the log at one of its lines, which the
+	// next open accepts (head.go).
+	done, off := 0, 0
+	for done < total {
+		k := min(headChunk, total-done)
+		end := off
+		for range k {
+			end += bytes.IndexByte(out[end:], '\n') + 1
+		}
+		l.writeHead(c.chunkHead(done, k))
+		lost, err := writeLines(f, out[off:end], k)
+		if err != nil {
+			lostLines := c.lostAfter(done+k-lost, err)
+			return min(lostLines, n), err
+		}
+		done, off = done+k, end
 	}
-	lost, err := writeLines(f, out, total)
-	if err != nil {
-		l.chain.lostAfter(total-lost, lost, err)
-		return min(lost, n), err
-	}
-	l.chain.written()
+	c.written()
 	if tee := l.opt.Tee; tee != nil {
 		for len(out) > 0 {
 			i := bytes.IndexByte(out, '\n')
@@ -341,6 +353,25 @@ func (l *Logger) writeBatch(f *os.File, buf []byte, n int, ckpt bool) (int, erro
 		}
 	}
 	return 0, nil
+}
+
+// writeHead writes the head record. If that fails, the head file is
+// emptied (possible even on a full disk), so that the next open does not
+// take the log's end for tampering but says it could not check it.
+func (l *Logger) writeHead(h head) {
+	if l.hf == nil {
+		return
+	}
+	if err := l.hf.write(h); err != nil {
+		if l.hf.f.Truncate(0) != nil {
+			os.Remove(l.hf.path)
+		}
+		l.hf.close()
+		l.hf = nil
+		if l.OnError != nil {
+			l.OnError(fmt.Errorf("audit chain head: %w (the head file is emptied: the next start cannot check the log's end)", err))
+		}
+	}
 }
 
 // flushLocked writes, with mu held and no write in progress, every pending
@@ -363,9 +394,8 @@ func (l *Logger) flushLocked(ckpt bool) {
 // head in Options.HeadFile.
 func (l *Logger) saveHead() {
 	c := &l.chain
-	if err := l.hf.write(c.head(c.mark())); err != nil && l.OnError != nil {
-		l.OnError(fmt.Errorf("audit chain head: %w", err))
-	}
+	m := c.mark()
+	l.writeHead(head{seq0: m.seq, hash0: m.last, seq: m.seq, hash: m.last, lost: c.lost, cutSeq: c.cutSeq})
 }
 
 // Head returns the seq and hex SHA-256 of the chain's last line written

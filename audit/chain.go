@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -34,11 +35,17 @@ import (
 
 // Events of the chain's own lines.
 const (
-	EventCheckpoint = "checkpoint" // a signed checkpoint of the chain
-	EventLost       = "audit_lost" // count lines could not be written (reason)
-	EventTorn       = "audit_torn" // the line before is torn (a crash during its write); the chain skips it
-	EventCut        = "audit_cut"  // on open, the log did not end where clawd left it (reason): verify fails here
+	EventCheckpoint = "checkpoint"      // a signed checkpoint of the chain
+	EventLost       = "audit_lost"      // count lines could not be written (reason)
+	EventTorn       = "audit_torn"      // the line before is torn (a crash during its write); the chain skips it
+	EventCut        = "audit_cut"       // on open, the log did not end where clawd left it (reason): verify fails here
+	EventUnchecked  = "audit_unchecked" // on open, there was no head file to check the log's end against
 )
+
+// ReasonOpenCheckpoint is the reason of a checkpoint that signs the lines
+// a previous run left unsigned (a crash): verify does not hold it to the
+// checkpoint interval.
+const ReasonOpenCheckpoint = "signs the lines a previous run left unsigned"
 
 // Checkpoint defaults.
 const (
@@ -117,22 +124,25 @@ type chain struct {
 	cut     string   // what was done to the file while clawd was not writing it, not yet recorded
 
 	// fileStart: the next line is the first in a new file (FileStart).
-	fileStart, sealedStart bool
+	fileStart bool
 	// openCkpt: the log ends with lines no checkpoint signed (a crash):
 	// the first batch signs them.
-	openCkpt, sealedOpen bool
+	openCkpt bool
+	// unchecked: the log's end could not be checked (no head file yet).
+	unchecked bool
+	// cutSeq: the seq of the last audit_cut line (the head file keeps it).
+	cutSeq int64
+	kind   uint8 // of the line being sealed (mark.kind)
 
 	// For a batch: its lines' ends and chain states, to roll back to the
 	// last line written after a short write.
 	out    []byte
 	marks  []mark
 	before mark
-	// What the batch's first lines record (lost, torn), to clear once written.
+	// The lost count the batch's audit_lost line records, to clear once
+	// written.
 	sealedLost int64
-	sealedTorn int
 	sealedCkpt bool // the batch holds a checkpoint
-	sealedCut  bool
-	records    int // of the batch's first lines, how many are such records
 }
 
 type mark struct {
@@ -140,45 +150,68 @@ type mark struct {
 	last    [32]byte
 	hasLast bool
 	since   int
+	cutSeq  int64
+	kind    uint8
+	start   bool // the file's first line (FileStart)
 }
 
 // seal turns the line bodies in bodies (each ended by '\n') into the
-// batch's final lines, adding the lost/torn records first, checkpoints
-// every o.CheckpointEvery lines, and one at the end if ckpt (and lines
-// came since the last). It returns the lines and their number.
+// batch's final lines: first the records (a checkpoint for lines a
+// previous run left unsigned, audit_cut, audit_torn, audit_lost), then the
+// lines, a checkpoint whenever CheckpointEvery lines (records included)
+// went unsigned, and one at the end if ckpt (and lines came since the
+// last). It returns the lines and their number.
 func (c *chain) seal(bodies []byte, ckpt bool, o *Options) ([]byte, int) {
 	c.out, c.marks = c.out[:0], c.marks[:0]
 	c.before = c.mark()
-	c.sealedLost, c.sealedTorn, c.sealedCkpt, c.sealedCut = 0, 0, false, false
-	if c.cut != "" {
-		c.sealEntry(Entry{Event: EventCut, Reason: c.cut})
-		c.sealedCut = true
+	c.sealedCkpt = false
+	every := func() {
+		if o.Key != nil && c.since >= o.CheckpointEvery {
+			c.sealCheckpoint(o.Key, o)
+		}
 	}
-	for _, reason := range c.torn {
-		c.sealEntry(Entry{Event: EventTorn, Reason: reason})
-		c.sealedTorn++
-	}
-	if c.lost > 0 {
-		c.sealEntry(Entry{Event: EventLost, Count: c.lost, Reason: "lines could not be written: " + c.lostErr})
-		c.sealedLost = c.lost
-	}
-	c.records = len(c.marks)
 	// Lines a previous run left unsigned (a crash): vouched for at once,
 	// so that no more than CheckpointEvery lines ever go unsigned.
+	for _, reason := range c.torn {
+		c.kind = kindTorn
+		c.sealEntry(Entry{Event: EventTorn, Reason: reason})
+		every()
+	}
 	if c.openCkpt && o.Key != nil {
-		c.sealCheckpoint(o.Key, o.CheckpointEvery)
-		c.openCkpt, c.sealedOpen = false, true
+		c.kind = kindOpen
+		c.sealCheckpoint(o.Key, o)
+	}
+	if c.cut != "" {
+		c.kind = kindCut
+		c.sealEntry(Entry{Event: EventCut, Reason: c.cut})
+		c.cutSeq = c.seq
+		c.marks[len(c.marks)-1].cutSeq = c.seq
+		every()
+	}
+	if c.unchecked {
+		c.kind = kindUnchecked
+		c.sealEntry(Entry{Event: EventUnchecked, Reason: "the head file was missing or empty: the log's end could not be checked against what clawd last wrote"})
+		every()
+	}
+	if c.lost > 0 {
+		c.kind = kindLost
+		c.sealEntry(Entry{Event: EventLost, Count: c.lost, Reason: "lines could not be written: " + c.lostErr})
+		c.sealedLost = c.lost
+		// The lost lines count against the checkpoint bound as if written
+		// (verify adds them): an audit_lost line cannot stand for lines
+		// removed from between two checkpoints.
+		c.since += int(min(c.lost, int64(o.CheckpointEvery)))
+		c.marks[len(c.marks)-1].since = c.since
+		every()
 	}
 	for len(bodies) > 0 {
 		i := bytes.IndexByte(bodies, '\n')
 		c.sealLine(bodies[:i], nil)
 		bodies = bodies[i+1:]
-		if o.Key != nil && c.since >= o.CheckpointEvery {
-			c.sealCheckpoint(o.Key, o.CheckpointEvery)
-		}
+		every()
 	}
 	if ckpt && o.Key != nil && c.since > 0 {
-		c.sealCheckpoint(o.Key, o.CheckpointEvery)
+		c.sealCheckpoint(o.Key, o)
 	}
 	if cap(c.out) > maxSpare {
 		defer func() { c.out = nil }()
@@ -186,7 +219,20 @@ func (c *chain) seal(bodies []byte, ckpt bool, o *Options) ([]byte, int) {
 	return c.out, len(c.marks)
 }
 
-func (c *chain) mark() mark { return mark{c.seq, c.last, c.hasLast, c.since} }
+// Kinds of the lines of a batch (mark.kind).
+const (
+	kindLine = iota
+	kindCkpt
+	kindOpen // the checkpoint of lines a previous run left unsigned
+	kindCut
+	kindUnchecked
+	kindTorn
+	kindLost
+)
+
+func (c *chain) mark() mark {
+	return mark{seq: c.seq, last: c.last, hasLast: c.hasLast, since: c.since, cutSeq: c.cutSeq}
+}
 
 func (c *chain) sealEntry(e Entry) {
 	e.Time = time.Now().UTC()
@@ -197,8 +243,16 @@ func (c *chain) sealEntry(e Entry) {
 	}
 }
 
-func (c *chain) sealCheckpoint(key ed25519.PrivateKey, every int) {
-	e := Entry{Time: time.Now().UTC(), Event: EventCheckpoint, Count: int64(c.since), Every: int64(every)}
+func (c *chain) sealCheckpoint(key ed25519.PrivateKey, o *Options) {
+	e := Entry{Time: time.Now().UTC(), Event: EventCheckpoint, Count: int64(min(c.since, o.CheckpointEvery)), Every: int64(o.CheckpointEvery)}
+	if o.CheckpointInterval > 0 {
+		e.IntervalMS = o.CheckpointInterval.Milliseconds()
+	}
+	if c.kind == kindOpen {
+		e.Reason = ReasonOpenCheckpoint
+	} else {
+		c.kind = kindCkpt
+	}
 	var buf [256]byte
 	b, _ := encodeBody(buf[:0], &e)
 	c.sealLine(b, key)
@@ -212,9 +266,10 @@ func (c *chain) sealCheckpoint(key ed25519.PrivateKey, every int) {
 func (c *chain) sealLine(body []byte, key ed25519.PrivateKey) {
 	start := len(c.out)
 	c.out = append(c.out, body...)
-	if c.fileStart {
+	first := false
+	if c.fileStart && len(c.marks) == 0 {
 		c.out = append(c.out, `,"file_start":true`...)
-		c.fileStart, c.sealedStart = false, true
+		first = true
 	}
 	c.seq++
 	c.out = append(c.out, `,"seq":`...)
@@ -234,60 +289,80 @@ func (c *chain) sealLine(body []byte, key ed25519.PrivateKey) {
 	c.last, c.hasLast = sha256.Sum256(c.out[start:]), true
 	c.out = append(c.out, '\n')
 	c.since++
-	c.marks = append(c.marks, c.mark())
+	m := c.mark()
+	m.kind, m.start = c.kind, first
+	c.kind = kindLine
+	c.marks = append(c.marks, m)
 }
 
 // written records that the whole batch is in the file.
-func (c *chain) written() {
-	c.sealedStart, c.sealedOpen = false, false
-	if c.sealedCut {
-		c.cut = ""
+func (c *chain) written() { c.forget(len(c.marks)) }
+
+// forget clears what the first ok lines of the batch recorded (the
+// records and the file's start), so that the rest is written again.
+func (c *chain) forget(ok int) {
+	torn := 0
+	for _, m := range c.marks[:ok] {
+		switch m.kind {
+		case kindOpen:
+			c.openCkpt = false
+		case kindCut:
+			c.cut = ""
+		case kindUnchecked:
+			c.unchecked = false
+		case kindTorn:
+			torn++
+		case kindLost:
+			c.lost -= c.sealedLost
+			c.sealedLost = 0
+		}
+		if m.start {
+			c.fileStart = false
+		}
 	}
-	c.torn = c.torn[c.sealedTorn:]
-	c.lost -= c.sealedLost
+	c.torn = c.torn[torn:]
 }
 
 // lostAfter rolls the chain back to the last of the batch's lines that was
-// written (ok of them) and remembers the lost ones for the next batch.
-func (c *chain) lostAfter(ok, lost int, err error) {
+// written (ok of them) and remembers the lost ones for the next batch
+// (records and checkpoints are written again, not lost).
+func (c *chain) lostAfter(ok int, err error) (lost int) {
+	c.forget(ok)
+	for _, m := range c.marks[ok:] {
+		if m.kind == kindLine {
+			lost++
+		}
+	}
 	m := c.before
 	if ok > 0 {
 		m = c.marks[ok-1]
 	}
-	if c.sealedStart && ok == 0 {
-		c.fileStart = true // the file's first line was not written
-	}
-	if c.sealedOpen && ok <= c.records {
-		c.openCkpt = true
-	}
-	c.sealedStart, c.sealedOpen = false, false
-	cut := 0
-	if c.sealedCut {
-		cut = 1
-		if ok >= 1 {
-			c.cut = ""
-		}
-	}
-	c.torn = c.torn[min(max(ok-cut, 0), c.sealedTorn):] // the cut and torn records come first
-	if ok >= c.records {
-		c.lost -= c.sealedLost
-	}
-	c.seq, c.last, c.hasLast, c.since = m.seq, m.last, m.hasLast, m.since
-	// The records themselves are written again with the next batch: not
-	// audit lines lost.
-	if ok < c.records {
-		lost -= c.records - ok
-	}
+	c.seq, c.last, c.hasLast, c.since, c.cutSeq = m.seq, m.last, m.hasLast, m.since, m.cutSeq
 	c.lost += int64(lost)
 	c.lostErr = err.Error()
+	return lost
 }
 
-// head is the chain's state for the head file: before is the head
-// before the batch being written (the chain's own head for a clean stop).
-func (c *chain) head(before mark) head {
-	h := head{seq0: before.seq, hash0: before.last, seq: c.seq, hash: c.last, lost: c.lost}
+// chunkHead is the head record for the k lines of the batch from its
+// line i on.
+func (c *chain) chunkHead(i, k int) head {
+	before := c.before
+	if i > 0 {
+		before = c.marks[i-1]
+	}
+	after := c.marks[i+k-1]
+	h := head{seq0: before.seq, hash0: before.last, seq: after.seq, hash: after.last, lost: c.lost, cutSeq: after.cutSeq}
+	for _, m := range c.marks[:i] {
+		if m.kind == kindLost {
+			h.lost -= c.sealedLost // recorded by an earlier chunk
+		}
+	}
 	if !before.hasLast {
 		h.hash0 = [32]byte{}
+	}
+	h.lines = make([][32]byte, k)
+	for j := range k {
+		h.lines[j] = c.marks[i+j].last
 	}
 	return h
 }
@@ -311,7 +386,7 @@ const (
 // An empty file is a new one: its first line is marked FileStart and the
 // chain continues from the head, from the rotated predecessor's true end
 // if that is found beside path.
-func (c *chain) resume(f *os.File, path string, hd head, have bool) error {
+func (c *chain) resume(f *os.File, path string, hd head, have, headFile bool) error {
 	fi, err := f.Stat()
 	if err != nil {
 		return err
@@ -322,16 +397,20 @@ func (c *chain) resume(f *os.File, path string, hd head, have bool) error {
 			return nil
 		}
 		c.seq, c.last, c.hasLast = hd.seq, hd.hash, hd.seq > 0
-		if p := predecessor(path); p != "" && c.continueFrom(p, hd) {
+		c.cutSeq = hd.cutSeq
+		if hd.seq == 0 {
 			return nil
 		}
-		if hd.seq0 == hd.seq {
-			c.addLost(hd.lost, "recorded in the head file when clawd last stopped")
-		} else {
-			c.openCkpt = true // the predecessor's end is unknown: sign at once
+		for i, p := range predecessors(path) {
+			if i < 16 && c.continueFrom(p, hd) {
+				return nil
+			}
 		}
+		c.cut = fmt.Sprintf("the log was empty, and no rotated log beside it ends where clawd had written up to (seq %d, sha256 %x): it was deleted or emptied, or rotated away where clawd cannot read it (moved, or compressed other than with gzip)", hd.seq, hd.hash[:])
+		c.openCkpt = true
 		return nil
 	}
+	c.cutSeq = hd.cutSeq
 	t, err := scanTail(f, fi.Size(), func() (int64, [32]byte, bool) { return hd.seq, hd.hash, have && hd.seq > 0 })
 	if err != nil {
 		return err
@@ -351,12 +430,24 @@ func (c *chain) resume(f *os.File, path string, hd head, have bool) error {
 	h, _ := parseChainHead(t.last) // a line that is no chain line (an older clawd's) starts the chain at 1
 	c.seq, c.last, c.hasLast = max(h.Seq, 0), sha256.Sum256(t.last), true
 	c.openCkpt = h.Seq > 0 && h.Event != EventCheckpoint
+	c.setSince(unsigned(f, fi.Size()))
 	if have {
-		cut, lost := hd.judge(f, fi.Size(), t.last, h.Seq)
+		cut, lost := hd.judge(t.last, h.Seq)
 		c.cut = cut
 		c.addLost(lost, "the write a crash cut short")
+	} else if headFile {
+		c.unchecked = true
 	}
 	return nil
+}
+
+// setSince continues the count of unsigned lines from a log's end (n < 0:
+// unknown, taken as many).
+func (c *chain) setSince(n int) {
+	if n < 0 {
+		n = 1 << 30
+	}
+	c.since = n
 }
 
 func (c *chain) addLost(n int64, why string) {
@@ -369,6 +460,24 @@ func (c *chain) addLost(n int64, why string) {
 // continueFrom continues the chain from the end of the rotated log at
 // path, if it agrees with the head; its torn end is ended and recorded.
 func (c *chain) continueFrom(path string, hd head) bool {
+	if strings.HasSuffix(path, ".gz") {
+		last, err := gzipLastLine(path)
+		if err != nil || last == nil {
+			return false
+		}
+		h, ok := parseChainHead(last)
+		if !ok || h.Seq == 0 {
+			return false
+		}
+		cut, lost := hd.judge(last, h.Seq)
+		if cut != "" {
+			return false
+		}
+		c.seq, c.last, c.hasLast = h.Seq, sha256.Sum256(last), true
+		c.openCkpt = h.Event != EventCheckpoint
+		c.addLost(lost, "the write a crash cut short")
+		return true
+	}
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND|syscall.O_NOFOLLOW, 0)
 	if err != nil {
 		return false
@@ -386,7 +495,7 @@ func (c *chain) continueFrom(path string, hd head) bool {
 	if !ok || h.Seq == 0 {
 		return false
 	}
-	cut, lost := hd.judge(f, fi.Size(), t.last, h.Seq)
+	cut, lost := hd.judge(t.last, h.Seq)
 	if cut != "" {
 		return false // not the file the head is from (or altered): the head decides
 	}
@@ -396,6 +505,7 @@ func (c *chain) continueFrom(path string, hd head) bool {
 	c.torn = append(c.torn, t.torn...)
 	c.seq, c.last, c.hasLast = h.Seq, sha256.Sum256(t.last), true
 	c.openCkpt = h.Event != EventCheckpoint
+	c.setSince(unsigned(f, fi.Size()))
 	c.addLost(lost, "the write a crash cut short")
 	return true
 }

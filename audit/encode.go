@@ -78,6 +78,10 @@ func appendEntry(b []byte, e *Entry) (_ []byte, ok bool) {
 		b = append(b, `,"every":`...)
 		b = strconv.AppendInt(b, e.Every, 10)
 	}
+	if e.IntervalMS != 0 {
+		b = append(b, `,"interval_ms":`...)
+		b = strconv.AppendInt(b, e.IntervalMS, 10)
+	}
 	if e.FileStart {
 		b = append(b, `,"file_start":true`...)
 	}

@@ -13,6 +13,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Report is what Verify found in an audit log.
@@ -35,6 +36,7 @@ type Report struct {
 	Torn         []int // torn lines (a crash during their write) that the next line records
 	Lost         int64 // lines the daemon could not write, as it recorded them (audit_lost)
 	Files        int   // starts of a further file inside the input (concatenated files)
+	Unchecked    []int // audit_unchecked lines: starts whose log end had no head file to be checked against
 	// KeyChecked: Verify had a key, so the file must hold a checkpoint it
 	// signed (OK is false without one: whoever can write the file can
 	// recompute a whole chain without checkpoints).
@@ -84,13 +86,15 @@ const maxVerifyLine = 64 << 20
 
 // chainHead is what Verify reads of each line.
 type chainHead struct {
-	Event     string `json:"event"`
-	FileStart bool   `json:"file_start"`
-	Every     int64  `json:"every"`
-	Seq       int64  `json:"seq"`
-	Prev      string `json:"prev"`
-	Reason    string `json:"reason"`
-	Count     int64  `json:"count"`
+	Event      string `json:"event"`
+	Time       string `json:"time"`
+	FileStart  bool   `json:"file_start"`
+	Every      int64  `json:"every"`
+	IntervalMS int64  `json:"interval_ms"`
+	Seq        int64  `json:"seq"`
+	Prev       string `json:"prev"`
+	Reason     string `json:"reason"`
+	Count      int64  `json:"count"`
 }
 
 // Verify reads an audit log and checks its chain: every line's seq follows
@@ -108,11 +112,14 @@ func VerifyHead(r io.Reader, pub ed25519.PublicKey, head Head) (Report, error) {
 	br := bufio.NewReaderSize(r, 64<<10)
 	var (
 		chained      bool
-		havePrev     bool       // a line (chained or legacy) came before
-		last, before [32]byte   // hashes of the last line and the one before it
-		lastLine     int        // number of the last line in the chain
-		every        int64      // lines between checkpoints at most, as the last signed one says
-		torn         []tornLine // torn lines the next lines must record, in order
+		havePrev     bool          // a line (chained or legacy) came before
+		last, before [32]byte      // hashes of the last line and the one before it
+		lastLine     int           // number of the last line in the chain
+		every        int64         // lines between checkpoints at most, as the last signed one says
+		interval     time.Duration // and time, for lines arriving (0: none)
+		oldest       string        // time of the first line since the last signed checkpoint
+		newest       string        // and of the last
+		torn         []tornLine    // torn lines the next lines must record, in order
 	)
 	fail := func(line int, format string, a ...any) (Report, error) {
 		rep.Problem = &Problem{Line: line, Why: fmt.Sprintf(format, a...)}
@@ -140,7 +147,7 @@ func VerifyHead(r io.Reader, pub ed25519.PublicKey, head Head) (Report, error) {
 			continue
 		}
 		sum := sha256.Sum256(line)
-		if len(torn) > 0 {
+		if len(torn) > 0 && !(h.Event == EventCheckpoint && h.Seq > 0) { // a checkpoint may come between torn records
 			if h.Seq == 0 || h.Event != EventTorn || h.Reason != fmt.Sprintf(tornFormat, torn[0].size, torn[0].sum[:]) {
 				return fail(torn[0].line, "not a JSON line, and the next line does not record it as torn")
 			}
@@ -210,19 +217,30 @@ func VerifyHead(r io.Reader, pub ed25519.PublicKey, head Head) (Report, error) {
 			}
 			// A rotated file starts right after its predecessor's last
 			// checkpoint: its first checkpoint covers every line before it.
-			if rep.Checkpoints == 1 && rep.LinkedBefore && h.Count > h.Seq-rep.FirstSeq {
+			if rep.Checkpoints == 1 && rep.LinkedBefore && h.Count > h.Seq-rep.FirstSeq && h.Reason != ReasonOpenCheckpoint {
 				return fail(1, "the checkpoint on line %d covers %d line(s) but the file has %d before it: lines before line 1 were removed (or this file is not the start of a rotated log)", n, h.Count, h.Seq-rep.FirstSeq)
 			}
 			if pub != nil {
 				if !ed25519.Verify(pub, CheckpointMessage(unsigned), sig) {
 					return fail(n, "checkpoint signature does not verify with this key: a forged checkpoint (or another key's), or a line between the signed checkpoint before it and this one was altered")
 				}
-				if every > 0 && int64(rep.UnsignedTail) > every {
-					return fail(n, "%d line(s) since the signed checkpoint before it, but clawd signs one every %d lines: checkpoints between them were removed", rep.UnsignedTail, every)
+				// A daemon started with a larger bound (or without a key)
+				// may have written more: the larger of the two bounds.
+				if bound := max(every, h.Every); every > 0 && int64(rep.UnsignedTail) > bound {
+					return fail(n, "%d line(s) since the signed checkpoint before it, but clawd signs one every %d lines: checkpoints between them were removed", rep.UnsignedTail, bound)
+				}
+				if interval > 0 && h.Reason != ReasonOpenCheckpoint && oldest != "" {
+					if t, err1 := time.Parse(time.RFC3339Nano, h.Time); err1 == nil {
+						if o, err2 := time.Parse(time.RFC3339Nano, oldest); err2 == nil && t.Sub(o) > 2*interval+10*time.Second {
+							return fail(n, "this checkpoint signs a line of %s, %s earlier, but clawd signs one every %s while lines arrive: checkpoints between them were removed (or the clock jumped)", oldest, t.Sub(o).Round(time.Second), interval)
+						}
+					}
 				}
 				if h.Every > 0 {
 					every = h.Every
 				}
+				interval = time.Duration(h.IntervalMS) * time.Millisecond
+				oldest = ""
 				rep.Signed++
 				rep.SignedSeq = h.Seq
 				rep.UnsignedTail = 0
@@ -230,16 +248,28 @@ func VerifyHead(r io.Reader, pub ed25519.PublicKey, head Head) (Report, error) {
 			}
 		case EventLost:
 			rep.Lost += h.Count
-			continue // a record: not counted against CheckpointEvery (the chain seals it before its lines)
-		case EventTorn:
-			continue
+			// Counted against the checkpoint bound as the Logger does.
+			rep.UnsignedTail += int(min(max(h.Count, 0), max(every, 1)))
+		case EventUnchecked:
+			rep.Unchecked = append(rep.Unchecked, n)
 		case EventCut:
 			return fail(n, "clawd recorded here, when it opened the log, that %s", h.Reason)
 		}
+		if oldest == "" {
+			oldest = h.Time
+		}
+		newest = h.Time
 		rep.UnsignedTail++
 	}
 	if len(torn) > 0 {
 		return fail(torn[0].line, "not a JSON line (a torn line at the end, not yet recorded by a next line)")
+	}
+	if pub != nil && interval > 0 && oldest != "" && newest != "" {
+		o, err1 := time.Parse(time.RFC3339Nano, oldest)
+		nw, err2 := time.Parse(time.RFC3339Nano, newest)
+		if err1 == nil && err2 == nil && nw.Sub(o) > 2*interval+10*time.Second {
+			return fail(lastLine, "the lines after the last signed checkpoint span %s, but clawd signs one every %s while lines arrive: checkpoints among them were removed (or the clock jumped)", nw.Sub(o).Round(time.Second), interval)
+		}
 	}
 	if pub != nil && every > 0 && int64(rep.UnsignedTail) > every {
 		return fail(lastLine, "the last %d line(s) have no signed checkpoint, but clawd signs one every %d lines: checkpoints among them were removed", rep.UnsignedTail, every)
@@ -363,6 +393,9 @@ func (rep Report) Write(w io.Writer, name string, signed bool) {
 	}
 	if rep.Legacy > 0 {
 		fmt.Fprintf(w, "note: the first %d line(s) are not chained (an older clawd's); the chain links to the last of them\n", rep.Legacy)
+	}
+	for _, n := range rep.Unchecked {
+		fmt.Fprintf(w, "note: line %d: clawd started without a head file, so it could not check the log's end then (changes made before it would show only as a broken chain)\n", n)
 	}
 	for _, n := range rep.Torn {
 		fmt.Fprintf(w, "note: line %d is torn (a crash during its write), recorded by an audit_torn line after it\n", n)
