@@ -200,7 +200,11 @@ var compressed = []string{".xz", ".bz2", ".zst", ".lz4", ".Z"} // .gz is read
 // whose name starts with path's and a dot or dash, most recently modified
 // first. The one that agrees with the head file is the predecessor (a
 // planted file cannot: it would need the hashes of clawd's lines).
-func predecessors(path string) []string {
+func predecessors(path string) []string { return Predecessors(path) }
+
+// Predecessors lists the files a rotation may have moved the log at path
+// to (see predecessors), most recently modified first.
+func Predecessors(path string) []string {
 	dir, base := filepath.Split(path)
 	if dir == "" {
 		dir = "."

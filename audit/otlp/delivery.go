@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -20,6 +21,7 @@ import (
 	sdklog "go.opentelemetry.io/otel/sdk/log"
 	"go.uber.org/zap"
 
+	"github.com/clawd-dev/clawd/audit"
 	"github.com/clawd-dev/clawd/internal/atomicfile"
 )
 
@@ -42,15 +44,16 @@ import (
 // delivery tracks which seqs are where. Its own lock; never held while
 // exporting.
 type delivery struct {
-	mu      sync.Mutex
-	cursor  int64             // every seq up to it is exported
-	done    map[int64]bool    // exported seqs past the cursor
-	pending map[int64]int     // seqs queued, in the SDK or waiting for a retry
-	seen    int64             // the highest seq handed to export (or Resume's through)
-	retry   [][]sdklog.Record // parts to send again
-	saved   int64             // cursor last written to the cursor file
-	file    string            // the cursor file ("" none)
-	logPath string            // the JSONL log, for gaps ("" none)
+	mu        sync.Mutex
+	cursor    int64             // every seq up to it is exported
+	done      spans             // exported seqs past the cursor
+	pending   map[int64]int     // seqs queued, in the SDK or waiting for a retry
+	seen      int64             // the highest seq handed to export (or Resume's through)
+	retry     [][]sdklog.Record // parts to send again
+	saved     int64             // cursor read from the cursor file
+	savedText string            // content last written to it
+	file      string            // the cursor file ("" none)
+	logPath   string            // the JSONL log, for gaps ("" none)
 	// Where the last read of the log stopped: the offset of the line after
 	// seq hintSeq, in the file with inode hintIno.
 	hintSeq, hintOff int64
@@ -58,11 +61,14 @@ type delivery struct {
 }
 
 func newDelivery(cursorFile string) *delivery {
-	d := &delivery{done: map[int64]bool{}, pending: map[int64]int{}, file: cursorFile}
+	d := &delivery{pending: map[int64]int{}, file: cursorFile}
 	if cursorFile != "" {
 		if b, err := os.ReadFile(cursorFile); err == nil {
-			if n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64); err == nil && n > 0 {
-				d.cursor, d.saved, d.seen = n, n, n
+			if c, done, ok := parseCursor(string(b)); ok {
+				d.cursor, d.saved, d.seen, d.done = c, c, c, done
+				if n := len(done); n > 0 {
+					d.seen = done[n-1].b
+				}
 			}
 		}
 	}
@@ -103,8 +109,8 @@ func (d *delivery) queued(seq int64) {
 		return
 	}
 	d.mu.Lock()
+	d.newLine(seq)
 	d.pending[seq]++
-	d.seen = max(d.seen, seq)
 	d.mu.Unlock()
 }
 
@@ -114,8 +120,19 @@ func (d *delivery) dropped(seq int64) {
 		return
 	}
 	d.mu.Lock()
-	d.seen = max(d.seen, seq)
+	d.newLine(seq)
 	d.mu.Unlock()
+}
+
+// newLine: a line the log wrote now. One at or before the cursor means
+// the cursor is another chain's (the log started again, or the cursor file
+// was altered): it is moved back, so that nothing is skipped (duplicates
+// rather than gaps).
+func (d *delivery) newLine(seq int64) {
+	if seq <= d.cursor && d.pending[seq] == 0 {
+		d.cursor, d.done, d.seen = seq-1, nil, seq
+	}
+	d.seen = max(d.seen, seq)
 }
 
 // unqueued: a line left the queues without export (not a record).
@@ -152,10 +169,9 @@ func (d *delivery) retrying() bool {
 	return len(d.retry) > 0
 }
 
-// maxDone bounds the exported seqs kept past a cursor that a gap holds
-// back (no log to read it from, or the line rotated away): past it the
-// gap is given up.
-const maxDone = 1 << 17
+// maxDone bounds the spans of exported seqs kept past a cursor that a gap
+// holds back (never a count of lines: a gap is never given up).
+const maxDone = 1 << 12
 
 // exported: the line with seq reached the collector (or never will be a
 // record): the cursor moves on over it.
@@ -172,21 +188,69 @@ func (d *delivery) exported(seq int64) {
 	if seq <= d.cursor {
 		return
 	}
-	d.done[seq] = true
+	d.done = d.done.add(seq)
 	if len(d.done) > maxDone {
-		low := seq
-		for s := range d.done {
-			low = min(low, s)
-		}
-		for s := range d.pending {
-			low = min(low, s)
-		}
-		d.cursor = max(d.cursor, low-1) // the gaps before it are lost to the collector
+		// Too scattered to keep: the oldest spans go, their seqs will be
+		// sent again (duplicates, never gaps).
+		d.done = append(spans(nil), d.done[len(d.done)-maxDone:]...)
 	}
-	for d.done[d.cursor+1] {
-		delete(d.done, d.cursor+1)
-		d.cursor++
+	for len(d.done) > 0 && d.done[0].a <= d.cursor+1 {
+		d.cursor = max(d.cursor, d.done[0].b)
+		d.done = d.done[1:]
 	}
+}
+
+// span is the seqs a..b.
+type span struct{ a, b int64 }
+
+// spans are disjoint, sorted, non-adjacent spans.
+type spans []span
+
+func (ss spans) add(s int64) spans {
+	i := sort.Search(len(ss), func(i int) bool { return ss[i].b >= s-1 })
+	switch {
+	case i < len(ss) && ss[i].a <= s && s <= ss[i].b:
+		return ss
+	case i < len(ss) && ss[i].b == s-1:
+		ss[i].b = s
+		if i+1 < len(ss) && ss[i+1].a == s+1 {
+			ss[i].b = ss[i+1].b
+			ss = append(ss[:i+1], ss[i+2:]...)
+		}
+		return ss
+	case i < len(ss) && ss[i].a == s+1:
+		ss[i].a = s
+		return ss
+	}
+	ss = append(ss, span{})
+	copy(ss[i+1:], ss[i:])
+	ss[i] = span{s, s}
+	return ss
+}
+
+// parseCursor reads the cursor file: "CURSOR [A-B ...]".
+func parseCursor(s string) (int64, spans, bool) {
+	f := strings.Fields(s)
+	if len(f) == 0 {
+		return 0, nil, false
+	}
+	c, err := strconv.ParseInt(f[0], 10, 64)
+	if err != nil || c < 0 {
+		return 0, nil, false
+	}
+	var out spans
+	last := c
+	for _, x := range f[1:] {
+		as, bs, ok := strings.Cut(x, "-")
+		a, err1 := strconv.ParseInt(as, 10, 64)
+		b, err2 := strconv.ParseInt(bs, 10, 64)
+		if !ok || err1 != nil || err2 != nil || a <= last+1 || b < a {
+			return c, nil, true // the spans are a hint: without them, duplicates
+		}
+		out = append(out, span{a, b})
+		last = b
+	}
+	return c, out, true
 }
 
 // gaps returns up to n seqs past the cursor, up to seen, that are in no
@@ -195,25 +259,43 @@ func (d *delivery) gaps(n int) []int64 {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var out []int64
+	i := 0
 	for s := d.cursor + 1; s <= d.seen && len(out) < n; s++ {
-		if !d.done[s] && d.pending[s] == 0 {
+		for i < len(d.done) && d.done[i].b < s {
+			i++
+		}
+		if i < len(d.done) && d.done[i].a <= s {
+			s = d.done[i].b // skip the span
+			continue
+		}
+		if d.pending[s] == 0 {
 			out = append(out, s)
 		}
 	}
 	return out
 }
 
-// save writes the cursor file if the cursor moved.
+// maxSavedSpans bounds the exported spans past the cursor the cursor file
+// keeps (past them, a restart sends those lines again).
+const maxSavedSpans = 256
+
+// save writes the cursor file (the cursor, and the exported spans past
+// it) if it changed.
 func (d *delivery) save() error {
 	d.mu.Lock()
-	c, file := d.cursor, d.file
-	if file == "" || c == d.saved {
+	b := strconv.AppendInt(nil, d.cursor, 10)
+	for _, sp := range d.done[:min(len(d.done), maxSavedSpans)] {
+		b = fmt.Appendf(b, " %d-%d", sp.a, sp.b)
+	}
+	b = append(b, '\n')
+	file := d.file
+	if file == "" || string(b) == d.savedText {
 		d.mu.Unlock()
 		return nil
 	}
-	d.saved = c
+	d.savedText = string(b)
 	d.mu.Unlock()
-	return atomicfile.WriteFile(file, []byte(strconv.FormatInt(c, 10)+"\n"), 0o600)
+	return atomicfile.WriteFile(file, b, 0o600)
 }
 
 // Resume sends again the lines of the JSONL log at path past the delivery
@@ -224,6 +306,9 @@ func (e *Exporter) Resume(path string, through int64) {
 	d := e.dv
 	d.mu.Lock()
 	d.logPath = path
+	if d.cursor > through {
+		d.cursor, d.done = 0, nil // another chain's cursor: send the whole log again
+	}
 	d.seen = max(d.seen, through) // no cursor yet: the whole file is unexported
 	d.mu.Unlock()
 	e.kick()
@@ -255,7 +340,7 @@ func (e *Exporter) deliver() {
 		case <-e.wake:
 		case <-t.C:
 		}
-		ok := e.retryOnce()
+		ok := e.retryOnce(e.loopCtx)
 		if ok {
 			e.fillGaps()
 			wait = time.Second
@@ -270,14 +355,14 @@ func (e *Exporter) deliver() {
 }
 
 // retryOnce sends the refused parts again; false if one was refused again.
-func (e *Exporter) retryOnce() bool {
+func (e *Exporter) retryOnce(parent context.Context) bool {
 	d := e.dv
 	d.mu.Lock()
 	parts := d.retry
 	d.retry = nil
 	d.mu.Unlock()
 	for i, p := range parts {
-		ctx, cancel := context.WithTimeout(context.Background(), e.timeout)
+		ctx, cancel := context.WithTimeout(parent, e.timeout)
 		err := e.exp.export(ctx, p, false)
 		if err != nil && tooLarge(err) {
 			err = nil // given up: not the collector's state
@@ -310,36 +395,76 @@ func (e *Exporter) fillGaps() {
 	if len(want) == 0 {
 		return
 	}
-	d.mu.Lock()
-	hs, ho, hi := d.hintSeq, d.hintOff, d.hintIno
-	d.mu.Unlock()
-	off := int64(0)
-	if want[0] > hs {
-		off = ho
+	// The rotated predecessors first (oldest of the two newest first),
+	// then the log: lines dropped before a rotation are in the former.
+	var files []string
+	preds := audit.Predecessors(path)
+	for i := min(len(preds), 2) - 1; i >= 0; i-- {
+		if !strings.HasSuffix(preds[i], ".gz") {
+			files = append(files, preds[i])
+		}
 	}
-	ino, nextOff, lastSeq, err := scanLog(path, off, hi, want[0], want[len(want)-1], func(seq int64, line []byte) bool {
-		if _, found := slices.BinarySearch(want, seq); !found {
-			return true
-		}
-		var r log.Record
-		if !Record(line, &r) {
-			d.exported(seq) // never a record
-			return true
-		}
-		if !e.reserve(recordBytes(&r)) {
-			return false // no room now: the rest next time
-		}
-		d.queued(seq)
-		e.logger.Emit(context.Background(), r)
-		return true
-	})
-	if err == nil && lastSeq > 0 {
+	files = append(files, path)
+	found := map[int64]bool{}
+	stopped := false
+	var firstErr error
+	for _, fp := range files {
+		off, ino := int64(0), uint64(0)
 		d.mu.Lock()
-		d.hintSeq, d.hintOff, d.hintIno = lastSeq, nextOff, ino
+		if fp == path && want[0] > d.hintSeq {
+			off, ino = d.hintOff, d.hintIno
+		}
 		d.mu.Unlock()
+		gotIno, nextOff, lastSeq, err := scanLog(fp, off, ino, want[0], want[len(want)-1], func(seq int64, line []byte) bool {
+			if _, ok := slices.BinarySearch(want, seq); !ok || found[seq] {
+				return true
+			}
+			var r log.Record
+			if !Record(line, &r) {
+				found[seq] = true
+				d.exported(seq) // never a record
+				return true
+			}
+			if !e.reserve(recordBytes(&r)) {
+				stopped = true
+				return false // no room now: the rest next time
+			}
+			found[seq] = true
+			d.queued(seq)
+			e.logger.Emit(context.Background(), r)
+			return true
+		})
+		if err != nil && !errors.Is(err, os.ErrNotExist) && firstErr == nil {
+			firstErr = err
+		}
+		if fp == path && err == nil && lastSeq > 0 {
+			d.mu.Lock()
+			d.hintSeq, d.hintOff, d.hintIno = lastSeq, nextOff, gotIno
+			d.mu.Unlock()
+		}
+		if stopped {
+			break
+		}
 	}
-	if err != nil && e.limit.Allow() {
-		e.log.Warn("audit export: cannot read back lines the export missed", zap.String("log", path), zap.Error(err))
+	if !stopped && firstErr == nil {
+		// In none of the files: rotated away or compressed. Given up (the
+		// cursor moves on), and said.
+		n := 0
+		for _, s := range want {
+			if !found[s] {
+				d.exported(s)
+				n++
+			}
+		}
+		if n > 0 {
+			e.failed.Add(uint64(n))
+			if e.limit.Allow() {
+				e.log.Warn("audit export: lines the export missed are no longer in the log or its uncompressed rotations: given up", zap.Int("lines", n), zap.String("log", path))
+			}
+		}
+	}
+	if firstErr != nil && e.limit.Allow() {
+		e.log.Warn("audit export: cannot read back lines the export missed", zap.String("log", path), zap.Error(firstErr))
 	}
 }
 

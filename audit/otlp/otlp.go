@@ -26,6 +26,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"regexp"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -109,6 +111,9 @@ const (
 
 // Exporter is a running export. Tee is its audit.Options.Tee.
 type Exporter struct {
+	secrets           []string // header values, cut out of logged errors
+	loopCtx           context.Context
+	stopLoop          context.CancelFunc
 	dv                *delivery
 	exp               *counting
 	timeout           time.Duration
@@ -163,7 +168,7 @@ func newStopped(cfg Config, reg prometheus.Registerer, lg *zap.Logger) (*Exporte
 	if cfg.BatchBytes <= 0 {
 		cfg.BatchBytes = DefaultBatchBytes
 	}
-	e := &Exporter{dv: newDelivery(cfg.CursorFile), timeout: cfg.Timeout, wake: make(chan struct{}, 1), stopDeliver: make(chan struct{}), delivered: make(chan struct{}),
+	e := &Exporter{secrets: secretsOf(cfg.Headers), dv: newDelivery(cfg.CursorFile), timeout: cfg.Timeout, wake: make(chan struct{}, 1), stopDeliver: make(chan struct{}), delivered: make(chan struct{}),
 		queue: make(chan []byte, cfg.QueueSize), maxLines: cfg.QueueSize, maxQueued: int64(cfg.QueueBytes), done: make(chan struct{}), log: lg, limit: rate.NewLimiter(rate.Every(time.Minute), 3), dropLimit: rate.NewLimiter(rate.Every(time.Minute), 1)}
 	exp, err := newExporter(cfg)
 	if err != nil {
@@ -181,11 +186,12 @@ func newStopped(cfg Config, reg prometheus.Registerer, lg *zap.Logger) (*Exporte
 	}
 	res := resource.NewSchemaless(attrs...)
 	e.exp = &counting{Exporter: exp, e: e, batchBytes: cfg.BatchBytes}
+	e.loopCtx, e.stopLoop = context.WithCancel(context.Background())
 	proc := sdklog.NewBatchProcessor(e.exp,
 		sdklog.WithMaxQueueSize(cfg.QueueSize), sdklog.WithExportTimeout(cfg.Timeout), sdklog.WithExportInterval(cfg.BatchInterval))
 	e.provider = sdklog.NewLoggerProvider(sdklog.WithProcessor(proc), sdklog.WithResource(res))
 	e.logger = e.provider.Logger("github.com/clawd-dev/clawd/audit")
-	hookSDK(lg)
+	hookSDK(lg, e.scrub)
 	if err := registerMetrics(reg, e); err != nil {
 		return nil, err
 	}
@@ -394,13 +400,14 @@ func (e *Exporter) Close(ctx context.Context) error {
 	case <-ctx.Done():
 	}
 	e.provider.ForceFlush(ctx)
+	e.stopLoop()
 	close(e.stopDeliver)
 	<-e.delivered
 	// What the collector refused, and lines the queues missed: again
 	// while ctx lasts and the collector takes them.
 	for ctx.Err() == nil && (e.dv.retrying() || e.dv.hasLog() && len(e.dv.gaps(1)) > 0) {
 		before := e.dv.cursorNow()
-		if e.retryOnce() {
+		if e.retryOnce(ctx) {
 			e.fillGaps()
 			e.provider.ForceFlush(ctx)
 		}
@@ -540,6 +547,12 @@ func (c *counting) Export(ctx context.Context, records []sdklog.Record) error {
 // keeps its room and, from the SDK (keep), waits for delivery's retry.
 func (c *counting) export(ctx context.Context, records []sdklog.Record, keep bool) error {
 	err := c.Exporter.Export(ctx, records)
+	if err != nil && partial(err) {
+		c.e.warn("audit export: the collector refused some records of a request it took", err, len(records))
+		c.e.exported.Add(uint64(len(records)))
+		c.e.finished(records)
+		return nil
+	}
 	if err != nil && len(records) > 1 && tooLarge(err) {
 		h := len(records) / 2
 		return errors.Join(c.export(ctx, records[:h], keep), c.export(ctx, records[h:], keep))
@@ -548,9 +561,7 @@ func (c *counting) export(ctx context.Context, records []sdklog.Record, keep boo
 		if keep {
 			c.e.failed.Add(uint64(len(records))) // the first refusal of these records (retries are not counted again)
 		}
-		if c.e.limit.Allow() {
-			c.e.log.Warn("audit export to the OTLP collector failed (the JSONL file has every line; the export is tried again)", zap.Int("records", len(records)), zap.Error(err))
-		}
+		c.e.warn("audit export to the OTLP collector failed (the JSONL file has every line; the export is tried again)", err, len(records))
 		if tooLarge(err) {
 			c.e.finished(records) // one record the collector will never take
 			return err
@@ -574,6 +585,38 @@ func (c *counting) export(ctx context.Context, records []sdklog.Record, keep boo
 	return nil
 }
 
+// warn logs an export error (rate-limited) with the configured header
+// values cut out of it: a collector may echo a refused credential.
+func (e *Exporter) warn(msg string, err error, records int) {
+	if e.limit.Allow() {
+		e.log.Warn(msg, zap.Int("records", records), zap.String("error", e.scrub(err.Error())))
+	}
+}
+
+// scrub removes the header values (and their words of 8 bytes or more)
+// from s.
+func (e *Exporter) scrub(s string) string {
+	for _, v := range e.secrets {
+		s = strings.ReplaceAll(s, v, "[redacted]")
+	}
+	return s
+}
+
+// secretsOf lists what scrub removes, longest first.
+func secretsOf(headers map[string]string) []string {
+	var out []string
+	for _, v := range headers {
+		out = append(out, v)
+		for _, w := range strings.FieldsFunc(v, func(r rune) bool { return r == ' ' || r == ',' || r == '=' || r == ':' }) {
+			if len(w) >= 8 {
+				out = append(out, w)
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
+	return out
+}
+
 // finished: records left the queues.
 func (e *Exporter) finished(records []sdklog.Record) {
 	for i := range records {
@@ -582,8 +625,10 @@ func (e *Exporter) finished(records []sdklog.Record) {
 	}
 }
 
-// tooLarge reports whether the collector refused a request for its size
-// (HTTP 413, gRPC RESOURCE_EXHAUSTED: the message limit).
+// tooLarge reports whether the collector refused a request for its size:
+// HTTP status 413 (as the exporter words it: "failed to send logs to URL:
+// 413 ..."), gRPC RESOURCE_EXHAUSTED or the message-size refusal. Never a
+// "413" elsewhere in the text (a port, a body).
 func tooLarge(err error) bool {
 	if status.Code(err) == codes.ResourceExhausted {
 		return true
@@ -592,9 +637,15 @@ func tooLarge(err error) bool {
 	if errors.As(err, &se) && se.GRPCStatus().Code() == codes.ResourceExhausted {
 		return true
 	}
-	m := err.Error()
-	return strings.Contains(m, "413") || strings.Contains(m, "Request Entity Too Large") || strings.Contains(m, "larger than max")
+	return http413.MatchString(err.Error())
 }
+
+var http413 = regexp.MustCompile(`^failed to send logs to \S+: 413 `)
+
+// partial reports a partial success: the collector took the request and
+// refused some records in it (not sent again: a retry would duplicate the
+// others).
+func partial(err error) bool { return strings.Contains(err.Error(), "OTLP partial success:") }
 
 // maxAttrBytes bounds a string attribute of a record cut to MaxRecordBytes.
 const maxAttrBytes = 4 << 10
@@ -629,16 +680,22 @@ var (
 	hookOnce   sync.Once
 	sdkDropped atomic.Uint64
 	hookLog    atomic.Pointer[zap.Logger]
+	hookScrub  atomic.Pointer[func(string) string]
 	hookLimit  = rate.NewLimiter(rate.Every(time.Minute), 3)
 )
 
-func hookSDK(lg *zap.Logger) {
+func hookSDK(lg *zap.Logger, scrub func(string) string) {
 	hookLog.Store(lg)
+	hookScrub.Store(&scrub)
 	hookOnce.Do(func() {
 		otel.SetLogger(logr.New(dropSink{}))
 		otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
 			if hookLimit.Allow() {
-				hookLog.Load().Warn("opentelemetry", zap.Error(err))
+				msg := err.Error()
+				if sc := hookScrub.Load(); sc != nil {
+					msg = (*sc)(msg)
+				}
+				hookLog.Load().Warn("opentelemetry", zap.String("error", msg))
 			}
 		}))
 	})
