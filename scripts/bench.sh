@@ -1283,6 +1283,27 @@ ${PASS_PROFILE:-(no profile taken)}
   splice, shutdown, accept), with no user-space copying or parsing left to
   remove; the new-connection rate pays one upstream connect and two splice
   goroutines per connection, as any relay does.
+- **CPU per request against haproxy in HTTP mode.** haproxy with the same
+  rules (one ACL over a 10,000-entry pattern file, which it indexes; written
+  as 10,000 `http-request` lines it spends milliseconds per request) spends
+  about a quarter of clawd's CPU per request. clawd's profile above is
+  dominated by system calls and goroutine wake-ups, not by the decision
+  (policy.BenchmarkDecide: under 1 µs at 10,000 rules): per keep-alive
+  request net/http reads the request and writes the response on the
+  agent's connection and the upstream transport writes and reads on
+  another goroutine, each hand-off a futex wake-up on another CPU, and
+  every request's audit line is written to the file before the answer
+  (group commit batches them under load; haproxy here logs nothing).
+  Cutting this needs an HTTP/1.1 relay of clawd's own that parses and
+  forwards on one goroutine with reused buffers, which is not built.
+- **New connections on the passthrough row.** The connection-rate
+  generator sends one byte ("x") and waits for its echo. One byte cannot
+  tell a late HTTP request or ClientHello from another protocol, and the
+  proxy holds the connection until it can (up to 10 s): that is what keeps
+  a slow first byte from turning an intercepted host into an uninspected
+  splice. So the row reads n/a. Flows that a rule allows by address and
+  port alone do not need the proxy at all: the kernel fast path (issue 18)
+  is what carries them.
 - **Added p50 on keep-alive HTTP.** On this VM a pure relay (the passthrough
   rows, and haproxy) already adds about 50–115 µs at c=1: each hop wakes a
   thread on another virtual CPU. The HTTP path decides every request, so it
