@@ -1,0 +1,54 @@
+package approval
+
+// Red team, round 2 (issue 16, MCP gate): what the approval card shows of
+// a held tools/call.
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+)
+
+// A held call's arguments reach the card as canonical JSON (mcp.ArgsJSON),
+// where a secret value holding a quote or a backslash (both allowed in a
+// secret, only control characters are refused) is written escaped: \" and
+// \\. The redactor looks for the raw value, so it never matches, and the
+// card (summary, body section, the API's tools) shows the secret, merely
+// escaped. A secret pasted by the agent into an argument must be redacted
+// whatever JSON escaping it went through.
+func TestAttackToolCardSecretWithQuote(t *testing.T) {
+	secret := `pa"ss\word-9f8e7d6c`
+	e := newEnv(t, func(c *Config) { c.Redactor = strRedactor{secret: "[secret:db]"} })
+	argsB, _ := json.Marshal(map[string]string{"dsn": "postgres://app:" + secret + "@db/prod"})
+	args := string(argsB) // what policy.MCPCall.Args holds: {"dsn":"postgres://app:pa\"ss\\word-9f8e7d6c@db/prod"}
+	h := hold("a", "POST", "/mcp")
+	h.Body = []byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"query","arguments":` + args + `}}`)
+	h.BodySize = int64(len(h.Body))
+	h.Tools = []ToolCall{{Name: "query", Args: args}}
+	a := e.m.view(&h)
+	escaped := strings.Trim(string(mustJSON(secret)), `"`) // pa\"ss\\word-9f8e7d6c
+	for name, s := range map[string]string{"summary": a.Summary, "body": a.Body, "tools.args": a.Tools[0].Args} {
+		if strings.Contains(s, escaped) || strings.Contains(s, secret) || strings.Contains(s, "word-9f8e7d6c") {
+			t.Errorf("%s shows the secret (JSON-escaped): %q", name, s)
+		}
+	}
+}
+
+// The plain case holds: a secret without characters JSON escapes is
+// redacted in every place the card shows arguments, also when the agent
+// wrote it with \u escapes (the canonical arguments are unescaped). (Passes.)
+func TestAttackToolCardSecretEscapedInBody(t *testing.T) {
+	e := newEnv(t, nil)
+	args := `{"token":"SECRET-VALUE-123"}` // canonical form of "\u0053ECRET-VALUE-123"
+	h := hold("a", "POST", "/mcp")
+	h.Body = []byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"q","arguments":{"token":"\u0053ECRET-VALUE-123"}}}`)
+	h.BodySize = int64(len(h.Body))
+	h.Tools = []ToolCall{{Name: "q", Args: args}}
+	a := e.m.view(&h)
+	b, _ := json.Marshal(a)
+	if strings.Contains(string(b), "ECRET-VALUE-123") {
+		t.Errorf("the card's view shows the secret: %s", b)
+	}
+}
+
+func mustJSON(v any) []byte { b, _ := json.Marshal(v); return b }
