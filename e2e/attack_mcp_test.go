@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -86,6 +87,33 @@ default:
           action: deny
         - name: echo
           action: allow
+`
+
+// attackLegacyClient is the SDK's Client over its legacy SSEClientTransport:
+// list the tools, call delete_file (refused by the policy) with a 15 s
+// timeout, print one JSON line.
+const attackLegacyClient = `
+const M = process.env.MCP_SDK;
+const { Client } = require(M + '/@modelcontextprotocol/sdk/dist/cjs/client/index.js');
+const { SSEClientTransport } = require(M + '/@modelcontextprotocol/sdk/dist/cjs/client/sse.js');
+(async () => {
+  const out = {};
+  const c = new Client({ name: 'atk', version: '1' });
+  try {
+    await c.connect(new SSEClientTransport(new URL(process.argv[2])));
+    out.tools = (await c.listTools()).tools.map((t) => t.name);
+    try {
+      await c.callTool({ name: 'delete_file', arguments: { path: '/work/legacy-client' } }, undefined, { timeout: 15000 });
+      out.call = { code: 0, message: 'ran' };
+    } catch (e) {
+      out.call = { code: e.code, message: String(e.message) };
+    }
+  } catch (e) {
+    out.error = String(e && e.message);
+  }
+  console.log(JSON.stringify(out));
+  process.exit(0);
+})();
 `
 
 func startAttackMCPServer(t *testing.T, root string) (port, log string) {
@@ -192,6 +220,40 @@ func TestAttackMCPCharsetSmuggleRealSDK(t *testing.T) {
 		}
 		if strings.Contains(ran(), "/work/legacy") {
 			t.Errorf("the SDK's legacy SSE server ran a tool the policy denies, through clawd (the agent saw %q); server log:\n%s", out, ran())
+		}
+	})
+	// The SDK's legacy client (SSEClientTransport) POSTs each message and
+	// reads answers only from the GET stream: a POST answered 200 is
+	// "sent", its body discarded. clawd's refusal is a 200 with a JSON-RPC
+	// error in the POST's body, so the refused call hangs until the
+	// client's timeout and the agent never learns why. tools/list on that
+	// stream is filtered (this part holds).
+	t.Run("legacy-client-refusal", func(t *testing.T) {
+		script := "cat > /tmp/legacy.cjs <<'EOF'\n" + attackLegacyClient + "\nEOF\nMCP_SDK=/opt/agent/node_modules timeout -k 5 60 node /tmp/legacy.cjs " + base + "/sse"
+		out, _ := sh(t, ct, script)
+		line := strings.TrimSpace(out)
+		if i := strings.LastIndexByte(line, '\n'); i >= 0 {
+			line = line[i+1:]
+		}
+		var o struct {
+			Tools []string
+			Call  struct {
+				Code    int
+				Message string
+			}
+			Error string
+		}
+		if err := json.Unmarshal([]byte(line), &o); err != nil || o.Error != "" {
+			t.Fatalf("legacy client: %q %v", out, err)
+		}
+		if fmt.Sprint(o.Tools) != "[echo]" {
+			t.Errorf("legacy stream tools/list shows %v, want [echo]", o.Tools)
+		}
+		if o.Call.Code != -32010 || !strings.Contains(o.Call.Message, "denied by rule") {
+			t.Errorf("the refused delete_file ended with %+v, want clawd's JSON-RPC refusal (-32010, its reason)", o.Call)
+		}
+		if strings.Contains(ran(), "/work/legacy-client") {
+			t.Errorf("the refused call ran: %s", ran())
 		}
 	})
 	for _, e := range cl.AuditEntries() {
