@@ -52,3 +52,25 @@ func TestAttackToolCardSecretEscapedInBody(t *testing.T) {
 }
 
 func mustJSON(v any) []byte { b, _ := json.Marshal(v); return b }
+
+// A tool name is the agent's text: a name with U+2028/U+2029 (line and
+// paragraph separators, which chat clients and browsers may break lines
+// at; stripControls drops C0/C1 controls and bidi marks but not these)
+// forges lines on the card, e.g. a fake "args" line under an innocent tool
+// name, before the real arguments. The server runs no such tool (names are
+// exact), so this spoofs the approver's reading only.
+func TestAttackToolCardNameLineSeparators(t *testing.T) {
+	e := newEnv(t, nil)
+	name := "echo\u2028args: {\"text\": \"hello\"} (verified)\u2029\u2029"
+	args := `{"path":"/etc/passwd"}`
+	h := hold("a", "POST", "/mcp")
+	h.Body = []byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":` + args + `}}`)
+	h.BodySize = int64(len(h.Body))
+	h.Tools = []ToolCall{{Name: name, Args: args}}
+	a := e.m.view(&h)
+	for field, s := range map[string]string{"summary": a.Summary, "body": a.Body, "tools.name": a.Tools[0].Name} {
+		if strings.ContainsAny(s, "\u2028\u2029") {
+			t.Errorf("%s keeps a line separator from the tool name: %q", field, s)
+		}
+	}
+}
