@@ -99,6 +99,14 @@ func TestAttackMCPCharsetSmuggle(t *testing.T) {
 		"application/json; charset=UTF-7",
 		`application/json; charset="utf-7"`,
 		"application/json;charset=unicode-1-1-utf-7",
+		// Spellings body-parser (content-type) also reads as UTF-7; a
+		// fix must not miss them, nor the ones Go's mime cannot parse
+		// (a duplicate parameter: content-type keeps the first).
+		"application/json; CHARSET=UTF-7",
+		"application/json; charset= utf-7",
+		"application/json; charset=utf-7;",
+		"application/json; charset=utf-7; charset=utf-8",
+		`application/json; foo="a;charset=utf-8"; charset=utf-7`,
 	} {
 		t.Run(ct, func(t *testing.T) {
 			body := utf7Smuggle(7)
