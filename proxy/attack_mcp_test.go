@@ -4,6 +4,7 @@ package proxy
 // way and an MCP server on the official TypeScript SDK reads another.
 
 import (
+	"bufio"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
@@ -157,5 +158,55 @@ func TestAttackMCPCharsetUTF8Passes(t *testing.T) {
 		if resp.StatusCode != 200 || m.up.hits.Load() != hits+1 {
 			t.Errorf("%s: status %d hits %d: %s", ct, resp.StatusCode, m.up.hits.Load()-hits, b)
 		}
+	}
+}
+
+// Pipelined requests on one connection, written in one go before any
+// answer: an allowed call, a denied one (Expect: 100-continue, chunked),
+// then an allowed one. Each is decided on its own body: the denied call
+// never reaches the server, the others do, and the agent gets three
+// answers in order. (Passes: a regression test.)
+func TestAttackMCPPipelined(t *testing.T) {
+	m := newMCPEnv(t, approval.Outcome{})
+	c := m.dial(m.up.addr())
+	req := func(body string, extra string) string {
+		return "POST /mcp HTTP/1.1\r\nHost: api.example.com\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\n" +
+			extra + fmt.Sprintf("Content-Length: %d\r\n\r\n%s", len(body), body)
+	}
+	denied := mcpCall(2, "delete_file", `{"path":"/work/a"}`)
+	chunked := "POST /mcp HTTP/1.1\r\nHost: api.example.com\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n" +
+		fmt.Sprintf("%x\r\n%s\r\n0\r\n\r\n", len(denied), denied)
+	all := req(mcpCall(1, "echo", `{"text":"a"}`), "") + chunked + req(mcpCall(3, "echo", `{"text":"c"}`), "")
+	if _, err := io.WriteString(c, all); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	var got []string
+	for i := 0; i < 3; i++ {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("answer %d: %v (got %q)", i+1, err, got)
+		}
+		if resp.StatusCode == 100 {
+			i--
+			continue
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		got = append(got, string(b))
+	}
+	for i := 0; i < 3; i++ {
+		m.audit.next(t)
+	}
+	if m.up.hits.Load() != 2 {
+		t.Errorf("upstream saw %d requests, want 2 (the two echo calls)", m.up.hits.Load())
+	}
+	for _, b := range m.up.body {
+		if strings.Contains(string(b), "delete_file") {
+			t.Errorf("the denied call reached the upstream: %s", b)
+		}
+	}
+	if !strings.Contains(got[0], "ran echo") || !strings.Contains(got[1], `denied by rule`) || !strings.Contains(got[2], "ran echo") {
+		t.Errorf("answers %q", got)
 	}
 }
