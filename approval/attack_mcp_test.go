@@ -5,6 +5,7 @@ package approval
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -73,4 +74,35 @@ func TestAttackToolCardNameLineSeparators(t *testing.T) {
 			t.Errorf("%s keeps a line separator from the tool name: %q", field, s)
 		}
 	}
+}
+
+// A batch held for approval is approved whole. With 20 calls, the card's
+// summary (what chat notifications and the header show) must still say how
+// many calls there are and name, or at least count, the last one: here the
+// 20th call is the one that matters (write_file /etc/shadow) and the first
+// 19 are decoys.
+func TestAttackToolCardBatchSummaryCountsCalls(t *testing.T) {
+	e := newEnv(t, nil)
+	h := hold("a", "POST", "/mcp")
+	var body []string
+	for i := 0; i < 20; i++ {
+		path := fmt.Sprintf("/work/notes-%02d.txt", i)
+		if i == 19 {
+			path = "/etc/shadow"
+		}
+		args := `{"content":"x","path":"` + path + `"}`
+		h.Tools = append(h.Tools, ToolCall{Name: "write_file", Args: args})
+		body = append(body, fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"write_file","arguments":%s}}`, i, args))
+	}
+	h.Body = []byte("[" + strings.Join(body, ",") + "]")
+	h.BodySize = int64(len(h.Body))
+	a := e.m.view(&h)
+	if !strings.Contains(a.Summary, "/etc/shadow") && !strings.Contains(a.Summary, "20") {
+		t.Errorf("the summary neither shows the 20th call nor says there are 20: %q", a.Summary)
+	}
+	if !strings.Contains(a.Body, "/etc/shadow") {
+		t.Errorf("the body section lacks the 20th call")
+	}
+	t.Logf("summary (%d bytes): %s", len(a.Summary), a.Summary)
+	t.Logf("body: %d bytes", len(a.Body))
 }
