@@ -106,3 +106,29 @@ func TestAttackToolCardBatchSummaryCountsCalls(t *testing.T) {
 	t.Logf("summary (%d bytes): %s", len(a.Summary), a.Summary)
 	t.Logf("body: %d bytes", len(a.Body))
 }
+
+// The card redacts a secret in the arguments but shows "args sha256" of the
+// arguments before redaction. Everything else in them is on the card, so
+// anyone who sees the card (a chat channel) can test guesses of the secret
+// offline: one sha256 per guess. A dictionary finds a weak one (secrets need
+// only 8 bytes). The digest must not be a plain hash of text holding a
+// redacted secret (hash the redacted arguments, or use a keyed MAC).
+func TestAttackToolCardDigestConfirmsSecret(t *testing.T) {
+	secret := "hunter22"
+	e := newEnv(t, func(c *Config) { c.Redactor = strRedactor{secret: "[secret:db]"} })
+	args := `{"password":"` + secret + `","user":"admin"}`
+	h := hold("a", "POST", "/mcp")
+	h.Body = []byte(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"login","arguments":` + args + `}}`)
+	h.BodySize = int64(len(h.Body))
+	h.Tools = []ToolCall{{Name: "login", Args: args}}
+	a := e.m.view(&h)
+	if strings.Contains(a.Body, secret) {
+		t.Fatalf("the card shows the secret: %q", a.Body)
+	}
+	for _, guess := range []string{"password", "letmein1", "hunter22"} {
+		g := `{"password":"` + guess + `","user":"admin"}` // the card shows every other key and value
+		if d := argsDigest(g); strings.Contains(a.Body, d) || a.Tools[0].ArgsSHA256 == d {
+			t.Errorf("the card's args sha256 confirms the guess %q of the redacted secret", guess)
+		}
+	}
+}
