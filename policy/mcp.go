@@ -24,7 +24,16 @@ type MCPDecision struct {
 	// Invalid says why the body is not JSON-RPC clawd could decide on
 	// exactly; "" when it parsed (or the request had no body).
 	Invalid string
-	Batch   bool
+	// ContentTypeRefused says why the request's Content-Type was refused
+	// (mcp.ContentType: a charset other than UTF-8, a header that does
+	// not parse exactly or comes twice); Calls still hold what clawd read
+	// of the body, so each request is answered with its id.
+	ContentTypeRefused string
+	// ContentType is the media type to forward in place of the
+	// agent's Content-Type ("" : none was sent): the body goes on
+	// labelled as what clawd read, UTF-8, with no parameters.
+	ContentType string
+	Batch       bool
 	Calls   []MCPCall // the body's messages, in order; nil without a body
 	tools   []toolRule
 }
@@ -229,7 +238,22 @@ func (r *rule) decideMCP(in Input) (Action, *MCPDecision) {
 	if len(in.Body) == 0 && !strings.EqualFold(in.Method, "POST") {
 		return r.action, md // GET (event stream), DELETE (end of session)
 	}
+	// The server decodes the body with the charset the agent names: the
+	// decision must be on the text it will parse, which clawd reads as
+	// UTF-8 only.
+	ct, cterr := mcp.ContentType(in.Header.Values("Content-Type"))
+	md.ContentType = ct
 	msg, err := mcp.Parse(in.Body)
+	if cterr != nil {
+		md.ContentTypeRefused = "the request " + cterr.Error()
+		if err == nil {
+			md.Batch = msg.Batch
+			for _, it := range msg.Items {
+				md.Calls = append(md.Calls, MCPCall{Kind: it.Kind, ID: it.ID, Method: it.Method, Action: Deny, Reason: md.ContentTypeRefused})
+			}
+		}
+		return Deny, md
+	}
 	if err != nil {
 		md.Invalid = err.Error()
 		return Deny, md
@@ -574,6 +598,9 @@ func (r *rule) approvesTool() bool {
 
 // reason explains a decision that one of the request's calls made.
 func (m *MCPDecision) reason(r *rule) string {
+	if m.ContentTypeRefused != "" {
+		return fmt.Sprintf("rule %q reads MCP calls to this host and %s", r.name, m.ContentTypeRefused)
+	}
 	if m.Invalid != "" {
 		return fmt.Sprintf("rule %q reads MCP calls to this host and the request body is not JSON-RPC clawd can decide exactly: %s", r.name, m.Invalid)
 	}
