@@ -34,8 +34,8 @@ type MCPDecision struct {
 	// labelled as what clawd read, UTF-8, with no parameters.
 	ContentType string
 	Batch       bool
-	Calls   []MCPCall // the body's messages, in order; nil without a body
-	tools   []toolRule
+	Calls       []MCPCall // the body's messages, in order; nil without a body
+	tools       []toolRule
 }
 
 // MCPCall is the decision on one JSON-RPC message.
@@ -622,16 +622,23 @@ func (m *MCPDecision) reason(r *rule) string {
 
 // checkMCPShadow refuses an allow, approve or readonly rule placed before
 // an mcp rule that could decide the same host's requests: first match wins,
-// so such a rule would let tool calls through unread. Rules matching by
-// cidrs only are not checked (their addresses are not the host's names).
+// so such a rule would let tool calls through unread. A rule with cidrs
+// matches every request to an address inside them, whatever its Host (hosts
+// and cidrs are either/or), and clawd cannot know where the mcp rule's
+// hosts resolve when it parses: so a rule with cidrs shadows every mcp
+// rule after it, whatever its hosts.
 func (ps *parser) checkMCPShadow(s *ruleSet, setWhat string) {
 	for i, r := range s.rules {
 		if !r.mcp {
 			continue
 		}
 		for _, q := range s.rules[:i] {
-			if q.mcp || (q.action == Deny && !q.readonly) || (len(q.hosts) == 0 && len(q.cidrs) > 0) {
+			if q.mcp || (q.action == Deny && !q.readonly) {
 				continue
+			}
+			if len(q.cidrs) > 0 && len(r.hosts) > 0 {
+				ps.add(q.line, "%s: rule %q comes before mcp rule %q (line %d) and matches by cidrs (%s), which may hold the address of %q: clawd cannot know where MCP hosts resolve, and first match wins, so their tool calls would go unread; move the mcp rule first", setWhat, q.name, r.name, r.line, q.cidrs[0], r.hosts[0].String())
+				break
 			}
 			if h, ok := overlap(q.hosts, r.hosts); ok {
 				ps.add(q.line, "%s: rule %q comes before mcp rule %q (line %d) and can decide requests to %s, whose tool calls would then go unread; move the mcp rule first", setWhat, q.name, r.name, r.line, h)
