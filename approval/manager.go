@@ -289,15 +289,18 @@ func (e *entry) cardsChanged() {
 
 // Manager holds requests for approval. It is safe for concurrent use.
 type Manager struct {
-	cfg     Config
-	log     *zap.Logger
-	red     Redactor
-	audit   audit.Sink
-	now     func() time.Time
-	store   Store
-	linkKey []byte
-	sums    []Summarizer
-	met     *metrics
+	cfg Config
+	// digestKey keys the args digests cards show (shownDigest): drawn
+	// at start, never shown.
+	digestKey [32]byte
+	log       *zap.Logger
+	red       Redactor
+	audit     audit.Sink
+	now       func() time.Time
+	store     Store
+	linkKey   []byte
+	sums      []Summarizer
+	met       *metrics
 
 	bgCtx    context.Context
 	bgCancel context.CancelFunc
@@ -374,6 +377,7 @@ func New(cfg Config) (*Manager, error) {
 		pending: map[string]*entry{}, byDedup: map[string]*entry{}, perCont: map[string]int{},
 		grants: map[string]*Grant{}, changed: make(chan struct{}),
 	}
+	rand.Read(m.digestKey[:])
 	m.bgCtx, m.bgCancel = context.WithCancel(context.Background())
 	m.linkKey = cfg.LinkKey
 	if m.linkKey == nil {
@@ -680,7 +684,7 @@ func (m *Manager) view(h *Hold) *Approval {
 	a.Body = m.bodyPreview(body)
 	for _, t := range h.Tools {
 		kvs, ok := m.toolArgs(t.Args)
-		a.Tools = append(a.Tools, ToolCall{Name: truncate(m.sanitize(t.Name), maxShownTool), Args: renderArgs(kvs, ok, maxShownArgs, false), ArgsSHA256: argsDigest(t.Args)})
+		a.Tools = append(a.Tools, ToolCall{Name: m.toolName(t.Name), Args: renderArgs(kvs, ok, maxShownArgs, false), ArgsSHA256: m.shownDigest(t.Args)})
 	}
 	if len(h.Tools) > 0 {
 		// Every channel shows the body section: for tool calls it names

@@ -281,7 +281,35 @@ func (r *rule) decideMCP(in Input) (Action, *MCPDecision) {
 		}
 		md.Calls = append(md.Calls, c)
 	}
+	if worst == Approve {
+		if n := md.toolCalls(); n > MaxHeldBatch {
+			// A held batch is approved whole, on one card: past a
+			// few calls no approver reads them all, and no channel
+			// shows them all.
+			for i := range md.Calls {
+				if md.Calls[i].Action == Approve {
+					md.Calls[i].Action = Deny
+					md.Calls[i].Reason = fmt.Sprintf("a batch of %d tools/call needs approval, and clawd holds batches of at most %d calls for one approver's card; send the calls separately or in smaller batches (%s)", n, MaxHeldBatch, md.Calls[i].Reason)
+				}
+			}
+			return Deny, md
+		}
+	}
 	return worst, md
+}
+
+// MaxHeldBatch is the most tools/call messages a batch held for approval
+// may hold: the card must show every one of them (approval/toolview.go).
+const MaxHeldBatch = 10
+
+func (m *MCPDecision) toolCalls() int {
+	n := 0
+	for _, c := range m.Calls {
+		if c.Tool != "" {
+			n++
+		}
+	}
+	return n
 }
 
 func severity(a Action) int {

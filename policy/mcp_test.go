@@ -427,3 +427,33 @@ default:
 		}
 	}
 }
+
+// A batch held for approval is approved whole on one card, which must show
+// every call: up to MaxHeldBatch tools/call it is held, past that it is
+// denied, each held call saying why; an allowed batch of any size is not
+// affected.
+func TestMCPHeldBatchLimit(t *testing.T) {
+	p := mustParse(t, mcpYAML)
+	batch := func(n int, tool, args string) string {
+		var parts []string
+		for i := 0; i < n; i++ {
+			parts = append(parts, call(tool, args))
+		}
+		return "[" + strings.Join(parts, ",") + "]"
+	}
+	if d := p.Decide(mcpIn(batch(MaxHeldBatch, "write_file", `{"path":"/work/a"}`))); d.Action != Approve {
+		t.Errorf("batch of %d held calls: %s (%s)", MaxHeldBatch, d.Action, d.Reason)
+	}
+	d := p.Decide(mcpIn(batch(MaxHeldBatch+1, "write_file", `{"path":"/work/a"}`)))
+	if d.Action != Deny || !strings.Contains(d.Reason, "a batch of 11 tools/call needs approval") || !strings.Contains(d.Reason, "send the calls separately") {
+		t.Errorf("batch of %d held calls: %s (%s)", MaxHeldBatch+1, d.Action, d.Reason)
+	}
+	for _, c := range d.MCP.Calls {
+		if c.Action != Deny || !strings.Contains(c.Reason, "at most 10 calls") {
+			t.Errorf("call: %s %s", c.Action, c.Reason)
+		}
+	}
+	if d := p.Decide(mcpIn(batch(50, "get_a", `{}`))); d.Action != Allow {
+		t.Errorf("allowed batch of 50: %s (%s)", d.Action, d.Reason)
+	}
+}
