@@ -100,3 +100,39 @@ func TestMCPResponseCharsetRefused(t *testing.T) {
 		}
 	}
 }
+
+// A refused call reaches every client with its reason. A Streamable HTTP
+// client (it accepts text/event-stream) reads the POST's 200 body as the
+// answer; the legacy HTTP+SSE client (no such Accept) discards a 2xx
+// body and waits on its GET stream, so it gets 403 with the same JSON-RPC
+// error, which it reports.
+func TestMCPRefusalStatusByClient(t *testing.T) {
+	m := newMCPEnv(t, approval.Outcome{})
+	for _, tc := range []struct {
+		accept string
+		want   int
+	}{
+		{"application/json, text/event-stream", 200},
+		{"text/event-stream;q=0.9, application/json", 200},
+		{"", 403},
+		{"application/json", 403},
+		{"*/*", 403},
+	} {
+		req, _ := http.NewRequest("POST", "http://api.example.com/mcp?sessionId=abc", strings.NewReader(mcpCall(3, "delete_file", `{"path":"/work/a"}`)))
+		req.Header.Set("Content-Type", "application/json")
+		if tc.accept != "" {
+			req.Header.Set("Accept", tc.accept)
+		}
+		resp, err := m.cl.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		m.audit.next(t)
+		var r rpcResponse
+		if resp.StatusCode != tc.want || json.Unmarshal(b, &r) != nil || string(r.ID) != "3" || r.Error.Code != mcpDeniedCode || r.Error.Data.NextSteps == "" {
+			t.Errorf("Accept %q: %d %s, want %d with the JSON-RPC error", tc.accept, resp.StatusCode, b, tc.want)
+		}
+	}
+}
