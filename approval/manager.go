@@ -1,6 +1,7 @@
 package approval
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -674,6 +675,13 @@ func (m *Manager) view(h *Hold) *Approval {
 	// Redact the whole buffered body before cutting it to the preview
 	// limit, so the cut cannot split a secret.
 	body := m.red.Redact(append([]byte(nil), h.Body...))
+	if !bytes.Equal(body, h.Body) || m.toolsRedacted(h.Tools) {
+		// The card shows everything else of the body: a plain digest
+		// of it would let anyone who sees the card confirm guesses of
+		// the secret it hid (the binding to the exact bytes is the
+		// approval's digest, which covers it).
+		a.BodySHA256 = ""
+	}
 	if len(body) > m.cfg.BodyPreviewLimit {
 		body = body[:m.cfg.BodyPreviewLimit]
 		a.BodyTruncated = true

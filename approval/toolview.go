@@ -317,3 +317,27 @@ func (m *Manager) toolsBody(tools []ToolCall) string {
 func (m *Manager) toolName(name string) string {
 	return truncate(progtext.Escape(m.toolText(name)), maxShownTool)
 }
+
+// toolsRedacted reports whether redaction hid something in the arguments
+// of one of the calls.
+func (m *Manager) toolsRedacted(tools []ToolCall) bool {
+	for _, t := range tools {
+		v, _ := m.redactedArgs(t.Args)
+		if v == nil {
+			if m.toolText(t.Args) != t.Args {
+				return true
+			}
+			continue
+		}
+		dec := json.NewDecoder(strings.NewReader(t.Args))
+		dec.UseNumber()
+		var raw any
+		dec.Decode(&raw)
+		a, _ := json.Marshal(v)
+		b, _ := json.Marshal(raw)
+		if !bytes.Equal(a, b) {
+			return true
+		}
+	}
+	return false
+}

@@ -86,3 +86,18 @@ func TestToolCardBatchShowsEveryCall(t *testing.T) {
 		t.Errorf("body: %q", a.Body)
 	}
 }
+
+// The body's sha256 is an oracle like the args digest was: a card that hid
+// a secret in the body does not show it.
+func TestCardBodyDigestHiddenWithSecret(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.Redactor = strRedactor{"hunter22": "[secret:db]"} })
+	h := hold("a", "POST", "/login")
+	h.BodySHA256 = "aaaa"
+	if a := e.m.view(&h); a.BodySHA256 != "aaaa" {
+		t.Errorf("no secret: body_sha256 %q", a.BodySHA256)
+	}
+	h.Body = []byte(`{"password":"hunter22"}`)
+	if a := e.m.view(&h); a.BodySHA256 != "" || strings.Contains(a.Body, "hunter22") {
+		t.Errorf("a body with a secret: body_sha256 %q, body %q", a.BodySHA256, a.Body)
+	}
+}

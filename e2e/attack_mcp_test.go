@@ -206,6 +206,9 @@ func TestAttackMCPCharsetSmuggleRealSDK(t *testing.T) {
 		if strings.Contains(ran(), "RAN delete_file") {
 			t.Errorf("the SDK server ran a tool the policy denies, through clawd (the agent got %q); server log:\n%s", out, ran())
 		}
+		if !strings.Contains(out, "mcp_content_type_refused") || !strings.Contains(out, `"id":2`) || !strings.Contains(out, "utf-7") {
+			t.Errorf("the agent got %q, want clawd's JSON-RPC refusal of the charset", out)
+		}
 	})
 
 	t.Run("legacy-sse", func(t *testing.T) {
@@ -249,8 +252,15 @@ func TestAttackMCPCharsetSmuggleRealSDK(t *testing.T) {
 		if fmt.Sprint(o.Tools) != "[echo]" {
 			t.Errorf("legacy stream tools/list shows %v, want [echo]", o.Tools)
 		}
-		if o.Call.Code != -32010 || !strings.Contains(o.Call.Message, "denied by rule") {
-			t.Errorf("the refused delete_file ended with %+v, want clawd's JSON-RPC refusal (-32010, its reason)", o.Call)
+		// The legacy client reads JSON-RPC answers only from its GET
+		// stream; a POST it can only fail, with the body: clawd answers
+		// a client that does not accept event streams (the Streamable
+		// HTTP transport always does) with 403 and the JSON-RPC error,
+		// which the SDK reports as "Error POSTing to endpoint (HTTP
+		// 403): <body>", without a code of its own.
+		refused := o.Call.Code == -32010 || (strings.Contains(o.Call.Message, "HTTP 403") && strings.Contains(o.Call.Message, `"code":-32010`))
+		if !refused || !strings.Contains(o.Call.Message, "denied by rule") || !strings.Contains(o.Call.Message, "next_steps") {
+			t.Errorf("the refused delete_file ended with %+v, want clawd's JSON-RPC refusal (-32010, its reason, next_steps)", o.Call)
 		}
 		if strings.Contains(ran(), "/work/legacy-client") {
 			t.Errorf("the refused call ran: %s", ran())
