@@ -243,14 +243,12 @@ func filterMCPResponse(resp *http.Response, md *policy.MCPDecision, e *audit.Ent
 	}
 	// A client may decode the answer with the charset it names (httpx
 	// does, for event streams): clawd filters UTF-8 text, so the answer
-	// must be that, and goes on labelled as just its media type.
+	// must be labelled as that (or not at all), in one header that
+	// parses exactly.
 	mt, cterr := mcp.ContentType(resp.Header.Values("Content-Type"))
 	if cterr != nil {
 		refuse("the server's answer " + cterr.Error())
 		return
-	}
-	if mt != "" {
-		resp.Header.Set("Content-Type", mt)
 	}
 	coding := strings.ToLower(strings.TrimSpace(strings.Join(resp.Header.Values("Content-Encoding"), ",")))
 	body := resp.Body

@@ -73,12 +73,12 @@ func TestMCPContentTypeRefused(t *testing.T) {
 
 // An MCP server's answer labelled with another charset than UTF-8 is not
 // passed on (a client could decode it into a tools list clawd never
-// filtered); a UTF-8 one goes on labelled as its bare media type.
+// filtered); a UTF-8 one goes on, filtered.
 func TestMCPResponseCharsetRefused(t *testing.T) {
 	for _, tc := range []struct{ ct, want string }{
 		{"application/json; charset=utf-7", "refused"},
 		{"text/event-stream; charset=utf-16", "refused"},
-		{"application/json; charset=utf-8", "application/json"},
+		{"application/json; charset=utf-8", "application/json; charset=utf-8"},
 	} {
 		var up *upstream
 		m := newMCPEnv(t, approval.Outcome{})
