@@ -56,8 +56,10 @@ func programKey(p policy.Program) string {
 type ToolCall struct {
 	Name string `json:"name"`
 	Args string `json:"args"` // compact JSON of the arguments; redacted before being shown
-	// ArgsSHA256 is the digest of the full canonical arguments (Args as
-	// the proxy gave it), set on cards, where Args is cut value by value.
+	// ArgsSHA256 is, on cards, the args digest: an HMAC under the
+	// Manager's key of the redacted canonical arguments (shownDigest),
+	// where Args is cut value by value. Never a plain hash of them: that
+	// would confirm guesses of a redacted secret.
 	ArgsSHA256 string `json:"args_sha256,omitempty"`
 }
 

@@ -1,6 +1,7 @@
 package approval
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -289,15 +290,18 @@ func (e *entry) cardsChanged() {
 
 // Manager holds requests for approval. It is safe for concurrent use.
 type Manager struct {
-	cfg     Config
-	log     *zap.Logger
-	red     Redactor
-	audit   audit.Sink
-	now     func() time.Time
-	store   Store
-	linkKey []byte
-	sums    []Summarizer
-	met     *metrics
+	cfg Config
+	// digestKey keys the args digests cards show (shownDigest): drawn
+	// at start, never shown.
+	digestKey [32]byte
+	log       *zap.Logger
+	red       Redactor
+	audit     audit.Sink
+	now       func() time.Time
+	store     Store
+	linkKey   []byte
+	sums      []Summarizer
+	met       *metrics
 
 	bgCtx    context.Context
 	bgCancel context.CancelFunc
@@ -374,6 +378,7 @@ func New(cfg Config) (*Manager, error) {
 		pending: map[string]*entry{}, byDedup: map[string]*entry{}, perCont: map[string]int{},
 		grants: map[string]*Grant{}, changed: make(chan struct{}),
 	}
+	rand.Read(m.digestKey[:])
 	m.bgCtx, m.bgCancel = context.WithCancel(context.Background())
 	m.linkKey = cfg.LinkKey
 	if m.linkKey == nil {
@@ -670,6 +675,13 @@ func (m *Manager) view(h *Hold) *Approval {
 	// Redact the whole buffered body before cutting it to the preview
 	// limit, so the cut cannot split a secret.
 	body := m.red.Redact(append([]byte(nil), h.Body...))
+	if !bytes.Equal(body, h.Body) || m.toolsRedacted(h.Tools) {
+		// The card shows everything else of the body: a plain digest
+		// of it would let anyone who sees the card confirm guesses of
+		// the secret it hid (the binding to the exact bytes is the
+		// approval's digest, which covers it).
+		a.BodySHA256 = ""
+	}
 	if len(body) > m.cfg.BodyPreviewLimit {
 		body = body[:m.cfg.BodyPreviewLimit]
 		a.BodyTruncated = true
@@ -680,7 +692,7 @@ func (m *Manager) view(h *Hold) *Approval {
 	a.Body = m.bodyPreview(body)
 	for _, t := range h.Tools {
 		kvs, ok := m.toolArgs(t.Args)
-		a.Tools = append(a.Tools, ToolCall{Name: truncate(m.sanitize(t.Name), maxShownTool), Args: renderArgs(kvs, ok, maxShownArgs, false), ArgsSHA256: argsDigest(t.Args)})
+		a.Tools = append(a.Tools, ToolCall{Name: m.toolName(t.Name), Args: renderArgs(kvs, ok, maxShownArgs, false), ArgsSHA256: m.shownDigest(t.Args)})
 	}
 	if len(h.Tools) > 0 {
 		// Every channel shows the body section: for tool calls it names

@@ -205,19 +205,58 @@ func (m *Manager) Summary(h *Hold) string {
 
 // toolSummary says which MCP tools a held request calls, with what:
 // "MCP tool create_issue {"repo":"a/b"} on host", every key named while the
-// 300 bytes allow, long values cut with their length (toolview.go).
+// 300 bytes allow, long values cut with their length (toolview.go). A
+// batch is approved whole, so its summary first says how many calls it
+// holds and names every tool (each distinct name once, with its count),
+// then the calls' arguments as far as they fit: "MCP batch of 20
+// tools/call on host: write_file ×20 | write_file {...}; ...".
 func (m *Manager) toolSummary(h *Hold) string {
-	what := "MCP tool "
-	if len(h.Tools) > 1 {
-		what = "MCP tools "
-	}
 	tail := " on " + m.sanitize(h.Host)
-	budget := max(60, (300-len(what)-len(tail))/len(h.Tools))
-	parts := make([]string, len(h.Tools))
-	for i, t := range h.Tools {
-		name := truncate(m.sanitize(t.Name), 80)
+	if len(h.Tools) == 1 {
+		t := h.Tools[0]
+		what := "MCP tool "
+		name := truncate(m.toolName(t.Name), 80)
 		kvs, ok := m.toolArgs(t.Args)
-		parts[i] = name + " " + renderArgs(kvs, ok, budget-len(name)-3, false)
+		budget := max(60, 300-len(what)-len(tail))
+		return what + name + " " + renderArgs(kvs, ok, budget-len(name)-3, false) + tail
 	}
-	return what + strings.Join(parts, "; ") + tail
+	var order []string
+	count := map[string]int{}
+	for _, t := range h.Tools {
+		n := m.toolName(t.Name)
+		if count[n] == 0 {
+			order = append(order, n)
+		}
+		count[n]++
+	}
+	head := fmt.Sprintf("MCP batch of %d tools/call%s: ", len(h.Tools), tail)
+	// Every distinct tool named, each cut to its share of what is left.
+	share := max(12, (300-len(head)-len(" | "))/len(order)-len(" ×100, "))
+	names := make([]string, 0, len(order))
+	used := len(head)
+	for i, n := range order {
+		part := truncate(n, share)
+		if count[n] > 1 {
+			part += fmt.Sprintf(" ×%d", count[n])
+		}
+		if used+len(part) > 280 && i < len(order)-1 {
+			names = append(names, fmt.Sprintf("and %d more tools", len(order)-i))
+			break
+		}
+		names = append(names, part)
+		used += len(part) + 2
+	}
+	s := head + strings.Join(names, ", ")
+	budget := 300 - len(s) - 3
+	if budget < 40 {
+		return s
+	}
+	per := max(40, budget/len(h.Tools))
+	parts := make([]string, 0, len(h.Tools))
+	for _, t := range h.Tools {
+		name := truncate(m.toolName(t.Name), 40)
+		kvs, ok := m.toolArgs(t.Args)
+		parts = append(parts, name+" "+renderArgs(kvs, ok, per-len(name)-3, false))
+	}
+	return s + " | " + strings.Join(parts, "; ")
 }

@@ -24,9 +24,18 @@ type MCPDecision struct {
 	// Invalid says why the body is not JSON-RPC clawd could decide on
 	// exactly; "" when it parsed (or the request had no body).
 	Invalid string
-	Batch   bool
-	Calls   []MCPCall // the body's messages, in order; nil without a body
-	tools   []toolRule
+	// ContentTypeRefused says why the request's Content-Type was refused
+	// (mcp.ContentType: a charset other than UTF-8, a header that does
+	// not parse exactly or comes twice); Calls still hold what clawd read
+	// of the body, so each request is answered with its id.
+	ContentTypeRefused string
+	// ContentType is the media type to forward in place of the
+	// agent's Content-Type ("" : none was sent): the body goes on
+	// labelled as what clawd read, UTF-8, with no parameters.
+	ContentType string
+	Batch       bool
+	Calls       []MCPCall // the body's messages, in order; nil without a body
+	tools       []toolRule
 }
 
 // MCPCall is the decision on one JSON-RPC message.
@@ -229,7 +238,22 @@ func (r *rule) decideMCP(in Input) (Action, *MCPDecision) {
 	if len(in.Body) == 0 && !strings.EqualFold(in.Method, "POST") {
 		return r.action, md // GET (event stream), DELETE (end of session)
 	}
+	// The server decodes the body with the charset the agent names: the
+	// decision must be on the text it will parse, which clawd reads as
+	// UTF-8 only.
+	ct, cterr := mcp.ContentType(in.Header.Values("Content-Type"))
+	md.ContentType = ct
 	msg, err := mcp.Parse(in.Body)
+	if cterr != nil {
+		md.ContentTypeRefused = "the request " + cterr.Error()
+		if err == nil {
+			md.Batch = msg.Batch
+			for _, it := range msg.Items {
+				md.Calls = append(md.Calls, MCPCall{Kind: it.Kind, ID: it.ID, Method: it.Method, Action: Deny, Reason: md.ContentTypeRefused})
+			}
+		}
+		return Deny, md
+	}
 	if err != nil {
 		md.Invalid = err.Error()
 		return Deny, md
@@ -257,7 +281,35 @@ func (r *rule) decideMCP(in Input) (Action, *MCPDecision) {
 		}
 		md.Calls = append(md.Calls, c)
 	}
+	if worst == Approve {
+		if n := md.toolCalls(); n > MaxHeldBatch {
+			// A held batch is approved whole, on one card: past a
+			// few calls no approver reads them all, and no channel
+			// shows them all.
+			for i := range md.Calls {
+				if md.Calls[i].Action == Approve {
+					md.Calls[i].Action = Deny
+					md.Calls[i].Reason = fmt.Sprintf("a batch of %d tools/call needs approval, and clawd holds batches of at most %d calls for one approver's card; send the calls separately or in smaller batches (%s)", n, MaxHeldBatch, md.Calls[i].Reason)
+				}
+			}
+			return Deny, md
+		}
+	}
 	return worst, md
+}
+
+// MaxHeldBatch is the most tools/call messages a batch held for approval
+// may hold: the card must show every one of them (approval/toolview.go).
+const MaxHeldBatch = 10
+
+func (m *MCPDecision) toolCalls() int {
+	n := 0
+	for _, c := range m.Calls {
+		if c.Tool != "" {
+			n++
+		}
+	}
+	return n
 }
 
 func severity(a Action) int {
@@ -574,6 +626,9 @@ func (r *rule) approvesTool() bool {
 
 // reason explains a decision that one of the request's calls made.
 func (m *MCPDecision) reason(r *rule) string {
+	if m.ContentTypeRefused != "" {
+		return fmt.Sprintf("rule %q reads MCP calls to this host and %s", r.name, m.ContentTypeRefused)
+	}
 	if m.Invalid != "" {
 		return fmt.Sprintf("rule %q reads MCP calls to this host and the request body is not JSON-RPC clawd can decide exactly: %s", r.name, m.Invalid)
 	}
@@ -595,16 +650,23 @@ func (m *MCPDecision) reason(r *rule) string {
 
 // checkMCPShadow refuses an allow, approve or readonly rule placed before
 // an mcp rule that could decide the same host's requests: first match wins,
-// so such a rule would let tool calls through unread. Rules matching by
-// cidrs only are not checked (their addresses are not the host's names).
+// so such a rule would let tool calls through unread. A rule with cidrs
+// matches every request to an address inside them, whatever its Host (hosts
+// and cidrs are either/or), and clawd cannot know where the mcp rule's
+// hosts resolve when it parses: so a rule with cidrs shadows every mcp
+// rule after it, whatever its hosts.
 func (ps *parser) checkMCPShadow(s *ruleSet, setWhat string) {
 	for i, r := range s.rules {
 		if !r.mcp {
 			continue
 		}
 		for _, q := range s.rules[:i] {
-			if q.mcp || (q.action == Deny && !q.readonly) || (len(q.hosts) == 0 && len(q.cidrs) > 0) {
+			if q.mcp || (q.action == Deny && !q.readonly) {
 				continue
+			}
+			if len(q.cidrs) > 0 && len(r.hosts) > 0 {
+				ps.add(q.line, "%s: rule %q comes before mcp rule %q (line %d) and matches by cidrs (%s), which may hold the address of %q: clawd cannot know where MCP hosts resolve, and first match wins, so their tool calls would go unread; move the mcp rule first", setWhat, q.name, r.name, r.line, q.cidrs[0], r.hosts[0].String())
+				break
 			}
 			if h, ok := overlap(q.hosts, r.hosts); ok {
 				ps.add(q.line, "%s: rule %q comes before mcp rule %q (line %d) and can decide requests to %s, whose tool calls would then go unread; move the mcp rule first", setWhat, q.name, r.name, r.line, h)

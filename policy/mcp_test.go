@@ -209,7 +209,13 @@ func TestMCPParseErrors(t *testing.T) {
 		{"approval_timeout ok with approve tool", "default:\n  rules:\n    - name: a\n      hosts: a.example.com\n      mcp: true\n      action: allow\n      approval_timeout: 5m\n      tools: [{name: x, action: approve}]\n", ""},
 		{"allow rule before mcp rule", "default:\n  rules:\n    - name: early\n      hosts: \"*.example.com\"\n      action: allow\n    - name: a\n      hosts: a.example.com\n      mcp: true\n      action: allow\n      tools: [{name: x, action: allow}]\n", `x.yaml:3: default: rule "early" comes before mcp rule "a" (line 6)`},
 		{"any-host rule before mcp rule", "default:\n  rules:\n    - name: early\n      ports: 443\n      action: approve\n    - name: a\n      hosts: a.example.com\n      mcp: true\n      action: allow\n      tools: [{name: x, action: allow}]\n", `x.yaml:3: default: rule "early" comes before mcp rule "a"`},
-		{"deny and other hosts before mcp rule are fine", "default:\n  rules:\n    - name: d\n      hosts: a.example.com\n      action: deny\n    - name: o\n      hosts: b.example.com\n      action: allow\n    - name: c\n      cidrs: 10.0.0.0/8\n      action: allow\n    - name: a\n      hosts: a.example.com\n      mcp: true\n      action: allow\n      tools: [{name: x, action: allow}]\n    - name: after\n      hosts: a.example.com\n      action: allow\n", ""},
+		{"deny and other hosts before mcp rule are fine", "default:\n  rules:\n    - name: d\n      hosts: a.example.com\n      action: deny\n    - name: o\n      hosts: b.example.com\n      action: allow\n    - name: c\n      cidrs: 10.0.0.0/8\n      action: deny\n    - name: a\n      hosts: a.example.com\n      mcp: true\n      action: allow\n      tools: [{name: x, action: allow}]\n    - name: after\n      hosts: a.example.com\n      action: allow\n    - name: late-net\n      cidrs: 10.0.0.0/8\n      action: allow\n", ""},
+		// A cidr rule matches a request to a named host whose address
+		// is inside it (hosts and cidrs are either/or), and clawd cannot
+		// know the mcp hosts' addresses: refused, with or without hosts.
+		{"cidr rule before mcp rule", "default:\n  rules:\n    - name: c\n      cidrs: 10.0.0.0/8\n      action: allow\n    - name: a\n      hosts: a.example.com\n      mcp: true\n      action: allow\n      tools: [{name: x, action: allow}]\n", `x.yaml:3: default: rule "c" comes before mcp rule "a" (line 6) and matches by cidrs (10.0.0.0/8)`},
+		{"cidr and other hosts before mcp rule", "default:\n  rules:\n    - name: c\n      hosts: b.example.com\n      cidrs: 203.0.113.0/24\n      action: approve\n    - name: a\n      hosts: a.example.com\n      mcp: true\n      action: allow\n      tools: [{name: x, action: allow}]\n", `x.yaml:3: default: rule "c" comes before mcp rule "a" (line 7) and matches by cidrs`},
+		{"readonly cidr rule before mcp rule", "default:\n  rules:\n    - name: c\n      cidrs: 203.0.113.9/32\n      action: deny\n      readonly: true\n    - name: a\n      hosts: a.example.com\n      mcp: true\n      action: allow\n      tools: [{name: x, action: allow}]\n", `x.yaml:3: default: rule "c" comes before mcp rule "a"`},
 		{"approval_timeout without approve", "default:\n  rules:\n    - name: a\n      hosts: a.example.com\n      mcp: true\n      action: allow\n      approval_timeout: 5m\n      tools: [{name: x, action: allow}]\n", `x.yaml:7: default: rule "a": approval_timeout only applies`},
 	}
 	for _, tt := range tests {
@@ -419,5 +425,35 @@ default:
 		if _, err := Parse([]byte(y), "x.yaml"); err == nil {
 			t.Errorf("pattern %q accepted", re)
 		}
+	}
+}
+
+// A batch held for approval is approved whole on one card, which must show
+// every call: up to MaxHeldBatch tools/call it is held, past that it is
+// denied, each held call saying why; an allowed batch of any size is not
+// affected.
+func TestMCPHeldBatchLimit(t *testing.T) {
+	p := mustParse(t, mcpYAML)
+	batch := func(n int, tool, args string) string {
+		var parts []string
+		for i := 0; i < n; i++ {
+			parts = append(parts, call(tool, args))
+		}
+		return "[" + strings.Join(parts, ",") + "]"
+	}
+	if d := p.Decide(mcpIn(batch(MaxHeldBatch, "write_file", `{"path":"/work/a"}`))); d.Action != Approve {
+		t.Errorf("batch of %d held calls: %s (%s)", MaxHeldBatch, d.Action, d.Reason)
+	}
+	d := p.Decide(mcpIn(batch(MaxHeldBatch+1, "write_file", `{"path":"/work/a"}`)))
+	if d.Action != Deny || !strings.Contains(d.Reason, "a batch of 11 tools/call needs approval") || !strings.Contains(d.Reason, "send the calls separately") {
+		t.Errorf("batch of %d held calls: %s (%s)", MaxHeldBatch+1, d.Action, d.Reason)
+	}
+	for _, c := range d.MCP.Calls {
+		if c.Action != Deny || !strings.Contains(c.Reason, "at most 10 calls") {
+			t.Errorf("call: %s %s", c.Action, c.Reason)
+		}
+	}
+	if d := p.Decide(mcpIn(batch(50, "get_a", `{}`))); d.Action != Allow {
+		t.Errorf("allowed batch of 50: %s (%s)", d.Action, d.Reason)
 	}
 }

@@ -297,7 +297,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			if out.Status != approval.StatusRestarting && out.Status != approval.StatusLimit {
 				info.NextSteps = ruleSteps
 			}
-			if !mcpNotApproved(rw, d, out) {
+			if !mcpNotApproved(rw, r, d, out) {
 				writeOutcome(rw, out, info)
 			}
 			return
@@ -319,7 +319,12 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			writeJSON(rw, http.StatusTooManyRequests, info)
 			return
 		}
-		if mcpDenied(rw, d) {
+		if mcpDenied(rw, r, d) {
+			return
+		}
+		if d.MCP != nil && d.MCP.ContentTypeRefused != "" {
+			info.Error = "mcp_content_type_refused"
+			writeJSON(rw, http.StatusUnsupportedMediaType, info)
 			return
 		}
 		info.Error = "blocked_by_policy"
@@ -354,6 +359,11 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if ri.mcp != nil {
 		// tools/list answers are filtered: clawd reads them uncompressed.
 		r.Header.Set("Accept-Encoding", "identity")
+	}
+	if d.MCP != nil && d.MCP.ContentType != "" {
+		// The body goes on labelled as what clawd read it as: UTF-8,
+		// no parameters a server could decode it by.
+		r.Header.Set("Content-Type", d.MCP.ContentType)
 	}
 	if inj := s.cfg.Injector; inj != nil {
 		var injection Injection

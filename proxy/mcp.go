@@ -55,6 +55,34 @@ type rpcResponse struct {
 	Error   rpcError        `json:"error"`
 }
 
+// mcpContentTypeRefused is the error of a request to an MCP host whose
+// Content-Type clawd refused (mcp.ContentType).
+const mcpContentTypeRefused = "mcp_content_type_refused"
+
+// mcpRefusalStatus is the HTTP status of a JSON-RPC refusal. A Streamable
+// HTTP client (its Accept lists text/event-stream, as the transport
+// requires) reads a 200's body as the answer, so it gets the JSON-RPC error
+// as the call's result. Any other client gets 403 with the same body: the
+// legacy HTTP+SSE client reads answers only from its GET stream and
+// discards the body of a 2xx POST, so a 200 left its call hanging to its
+// timeout; on a 4xx it fails the call with the body ("Error POSTing to
+// endpoint (HTTP 403): {...}"). A refused Content-Type is 415 to every
+// client: the request was not one clawd reads.
+func mcpRefusalStatus(r *http.Request, md *policy.MCPDecision) int {
+	if md.ContentTypeRefused != "" {
+		return http.StatusUnsupportedMediaType
+	}
+	for _, v := range r.Header.Values("Accept") {
+		for _, part := range strings.Split(v, ",") {
+			mt, _, _ := mime.ParseMediaType(part)
+			if strings.EqualFold(mt, "text/event-stream") {
+				return http.StatusOK
+			}
+		}
+	}
+	return http.StatusForbidden
+}
+
 // writeMCPRefusal answers every request (message with an id) of an MCP
 // body that clawd does not forward with a JSON-RPC error, in the shape the
 // agent sent (one message or a batch), so MCP clients show the reason for
@@ -63,7 +91,7 @@ type rpcResponse struct {
 // notifications or responses, or a body that is not JSON-RPC): then the
 // caller answers with clawd's plain HTTP refusal. ruleSteps is the deciding
 // rule's next_steps.
-func writeMCPRefusal(w http.ResponseWriter, md *policy.MCPDecision, rule, ruleSteps string, why func(i int, c policy.MCPCall) (code, reason, by string)) bool {
+func writeMCPRefusal(w http.ResponseWriter, r *http.Request, md *policy.MCPDecision, rule, ruleSteps string, why func(i int, c policy.MCPCall) (code, reason, by string)) bool {
 	if md == nil || md.Invalid != "" {
 		return false
 	}
@@ -97,14 +125,21 @@ func writeMCPRefusal(w http.ResponseWriter, md *policy.MCPDecision, rule, ruleSt
 	h.Set("Content-Type", "application/json")
 	h.Set("Content-Length", strconv.Itoa(len(b)))
 	h.Set("Cache-Control", "no-store")
-	w.WriteHeader(http.StatusOK)
+	status := mcpRefusalStatus(r, md)
+	if status == http.StatusForbidden {
+		h.Set("x-should-retry", "false")
+	}
+	w.WriteHeader(status)
 	w.Write(b)
 	return true
 }
 
 // mcpDenied answers a request an mcp rule denied.
-func mcpDenied(w http.ResponseWriter, d policy.Decision) bool {
-	return writeMCPRefusal(w, d.MCP, d.Rule, d.NextSteps, func(i int, c policy.MCPCall) (string, string, string) {
+func mcpDenied(w http.ResponseWriter, r *http.Request, d policy.Decision) bool {
+	return writeMCPRefusal(w, r, d.MCP, d.Rule, d.NextSteps, func(i int, c policy.MCPCall) (string, string, string) {
+		if d.MCP.ContentTypeRefused != "" {
+			return mcpContentTypeRefused, d.MCP.ContentTypeRefused, ""
+		}
 		if c.Action == policy.Deny {
 			return "blocked_by_policy", c.Reason, ""
 		}
@@ -113,7 +148,7 @@ func mcpDenied(w http.ResponseWriter, d policy.Decision) bool {
 }
 
 // mcpNotApproved answers a held MCP request that was not approved.
-func mcpNotApproved(w http.ResponseWriter, d policy.Decision, out approval.Outcome) bool {
+func mcpNotApproved(w http.ResponseWriter, r *http.Request, d policy.Decision, out approval.Outcome) bool {
 	code := "denied_by_approver"
 	switch out.Status {
 	case approval.StatusTimeout:
@@ -125,7 +160,7 @@ func mcpNotApproved(w http.ResponseWriter, d policy.Decision, out approval.Outco
 	if reason == "" {
 		reason = "the approver did not allow this request"
 	}
-	return writeMCPRefusal(w, d.MCP, d.Rule, d.NextSteps, func(int, policy.MCPCall) (string, string, string) { return code, reason, out.By })
+	return writeMCPRefusal(w, r, d.MCP, d.Rule, d.NextSteps, func(int, policy.MCPCall) (string, string, string) { return code, reason, out.By })
 }
 
 // holdTools are the tools/call messages shown on the approval card.
@@ -206,8 +241,15 @@ func filterMCPResponse(resp *http.Response, md *policy.MCPDecision, e *audit.Ent
 			e.Reason = "mcp answer refused: " + reason
 		}
 	}
-	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
-	mt = strings.ToLower(mt)
+	// A client may decode the answer with the charset it names (httpx
+	// does, for event streams): clawd filters UTF-8 text, so the answer
+	// must be labelled as that (or not at all), in one header that
+	// parses exactly.
+	mt, cterr := mcp.ContentType(resp.Header.Values("Content-Type"))
+	if cterr != nil {
+		refuse("the server's answer " + cterr.Error())
+		return
+	}
 	coding := strings.ToLower(strings.TrimSpace(strings.Join(resp.Header.Values("Content-Encoding"), ",")))
 	body := resp.Body
 	switch coding {

@@ -51,6 +51,7 @@ var defaultNextSteps = map[string]string{
 	"budget_busy":                  "Wait retry_after seconds, then retry: this container's other requests in flight have reserved what remains of its token budget for the destination. If it keeps happening, send fewer requests at once or ask for fewer tokens (max_tokens).",
 	"unsupported_content_encoding": "Send the body uncompressed (or gzip, deflate, br or zstd); clawd must read it to decide.",
 	"mcp_response_refused":         "The MCP server's answer came in a form clawd cannot read exactly (so it could not filter the tools/list in it) and was not passed on. Retrying will likely fail the same way; tell the user, whose operator can check the server's answer.",
+	"mcp_content_type_refused":     "Send the MCP message as UTF-8 JSON with exactly one Content-Type header: application/json, with no charset or charset=utf-8. clawd refuses other charsets because the server could decode the body into other calls than the ones clawd decided on; retrying with the same header fails the same way.",
 	"bad_request":                  "clawd could not read the request body. Send the request again with a complete body of the declared length.",
 }
 

@@ -3,6 +3,7 @@ package secrets
 import (
 	"bytes"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -700,5 +701,26 @@ func TestScrubDoesNotHoldStreamsBack(t *testing.T) {
 	rest, _ := io.ReadAll(resp.Body)
 	if string(rest) != f.ph["custom"]+"!" {
 		t.Fatalf("rest = %q", rest)
+	}
+}
+
+// A secret holding " \ < or & is written escaped inside JSON (once in a
+// body, twice in a JSON string that holds JSON): Redact hides every one of
+// those forms, not only the raw value.
+func TestRedactJSONEscapedForms(t *testing.T) {
+	s, _ := openTest(t)
+	const v = `pa"ss\word<&>-9f8e7d6c`
+	mustSet(t, s, Secret{Name: "db", Hosts: []string{"db.example.com"}}, v)
+	once, _ := json.Marshal(v)
+	twice, _ := json.Marshal(string(once))
+	var noHTML bytes.Buffer
+	enc := json.NewEncoder(&noHTML)
+	enc.SetEscapeHTML(false)
+	enc.Encode(map[string]string{"dsn": "postgres://app:" + v + "@db"})
+	for _, in := range []string{string(once), string(twice), noHTML.String(), `{"args":` + string(twice) + `}`} {
+		got := s.RedactString(in)
+		if strings.Contains(got, "9f8e7d6c") || !strings.Contains(got, "[REDACTED:db]") {
+			t.Errorf("RedactString(%s) = %s", in, got)
+		}
 	}
 }

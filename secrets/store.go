@@ -361,6 +361,7 @@ func newState(entries []*entry) (*state, error) {
 			// Never in an agent's request, so never in a response to
 			// scrub; redacted wherever clawd writes text.
 			redact = append(redact, pair{old: e.value, new: tag})
+			redact = append(redact, escapedForms(e.value, tag)...)
 			continue
 		}
 		st.inject = append(st.inject, e)
@@ -371,10 +372,40 @@ func newState(entries []*entry) (*state, error) {
 		ph := []byte(e.meta.Placeholder)
 		scrub = append(scrub, pair{old: e.value, new: ph})
 		redact = append(redact, pair{old: e.value, new: tag}, pair{old: ph, new: tag})
+		redact = append(redact, escapedForms(e.value, tag)...)
 	}
 	st.scrub = newMatcher(scrub)
 	st.redact = newMatcher(redact)
 	return st, nil
+}
+
+// escapedForms are the ways v is written inside JSON text (and inside a
+// JSON string holding JSON: arguments of a tool call, a body in a log), each
+// differing from v: escaped as encoding/json and JSON.stringify write it,
+// with and without HTML escapes, once and twice. Redacting only the raw
+// value would leave a secret holding " or \ on a card, merely escaped.
+func escapedForms(v, tag []byte) []pair {
+	var out []pair
+	seen := map[string]bool{string(v): true}
+	add := func(b []byte) {
+		if !seen[string(b)] {
+			seen[string(b)] = true
+			out = append(out, pair{old: b, new: tag})
+		}
+	}
+	esc := func(b []byte, html bool) []byte {
+		var buf bytes.Buffer
+		enc := json.NewEncoder(&buf)
+		enc.SetEscapeHTML(html)
+		enc.Encode(string(b))
+		return bytes.TrimSuffix(bytes.TrimPrefix(bytes.TrimSuffix(buf.Bytes(), []byte("\n")), []byte(`"`)), []byte(`"`))
+	}
+	for _, html := range []bool{false, true} {
+		once := esc(v, html)
+		add(once)
+		add(esc(once, html))
+	}
+	return out
 }
 
 // toRecords encrypts entries for writing. Unchanged entries are
