@@ -87,6 +87,8 @@ type Daemon struct {
 	byCgroup map[uint64]*attachment
 	doubt    map[string]*doubtful // pinned, not re-adopted: cut off until they are (reconcile.go)
 	addrs    *ctrAddrs            // interface addresses of attached containers' namespaces
+
+	fast fastState // the kernel fast path (fastpath.go)
 }
 
 type attachment struct {
@@ -214,6 +216,7 @@ func New(cfg Config, log *zap.Logger) (*Daemon, error) {
 	d.policy.OnInstall(func() {
 		d.proxy.SetUpstreamProxies(d.policy.Current().UpstreamProxies())
 		d.proxy.Recheck("policy reloaded")
+		d.refreshFast("policy reloaded")
 	})
 	d.approvals.OnRevoke(func() { d.proxy.Recheck("grant revoked") })
 	d.rt = d.newRuntimes()
@@ -400,6 +403,7 @@ func (i injector) Hint(host string) string    { return secrets.Hint(host) }
 // place: attached containers stay cut off while no daemon runs.
 func (d *Daemon) Run(ctx context.Context) error {
 	d.adoptAll()
+	d.startFast()
 
 	ctl, err := d.listenControl()
 	if err != nil {

@@ -42,6 +42,10 @@ type Params struct {
 	ProxyPort uint16 // TCP listener in the container netns
 	DNSPort   uint16 // UDP DNS listener in the container netns
 	HasV6     bool   // listeners also exist on ::1
+	// FastPath lets connections the fast-path table allows bypass the
+	// proxy (issue 18; see fastpath.go). Off: exactly the programs'
+	// behaviour without it.
+	FastPath bool
 }
 
 // Layers reports which enforcement layers are active for an attachment.
@@ -66,6 +70,10 @@ type Enforcer struct {
 	tp   *ebpf.Map
 	st   *ebpf.Map
 	ls   *ebpf.Map // clawd listeners -> owning cgroup
+	fp   *ebpf.Map // fast-path table slot (array of one LPM trie)
+	fl   *ebpf.Map // fast-path flows by socket cookie
+	ev   *ebpf.Map // fast-path events (ring buffer)
+	fc   *ebpf.Map // fast-path counters
 	// lsm is the optional lsm_cgroup/socket_create program, shared by every
 	// attachment; nil with lsmErr set where the kernel refuses it.
 	lsm    *ebpf.Program
@@ -101,6 +109,7 @@ func New(root string) (*Enforcer, error) {
 		return nil, fmt.Errorf("open pinned maps (an incompatible older layout must be removed from %s): %w", filepath.Join(root, "maps"), err)
 	}
 	e.ck, e.tp, e.st, e.ls = maps.ClawdCkV1, maps.ClawdTpV1, maps.ClawdStV1, maps.ClawdLsV1
+	e.fp, e.fl, e.ev, e.fc = maps.ClawdFpV1, maps.ClawdFlV1, maps.ClawdEvV1, maps.ClawdFcV1
 	// Listeners die with the daemon that opened them: what a predecessor
 	// registered names ports nobody serves now (and that anything may
 	// bind). The re-adopted attachments register their new ones.
@@ -148,7 +157,7 @@ func (e *Enforcer) Close() error {
 		delete(e.live, id)
 	}
 	e.mu.Unlock()
-	errs := []error{e.ck.Close(), e.tp.Close(), e.st.Close(), e.ls.Close()}
+	errs := []error{e.ck.Close(), e.tp.Close(), e.st.Close(), e.ls.Close(), e.fp.Close(), e.fl.Close(), e.ev.Close(), e.fc.Close()}
 	if e.lsm != nil {
 		errs = append(errs, e.lsm.Close())
 	}
@@ -198,6 +207,7 @@ func (e *Enforcer) load(p Params, cgid uint64) (*bpf.ClawdObjects, error) {
 		{"dns_port", p.DNSPort},
 		{"has_v6", boolByte(p.HasV6)},
 		{"container_cgroup", cgid},
+		{"fast_path", boolByte(p.FastPath)},
 	}
 	for _, s := range sets {
 		v, ok := spec.Variables[s.name]
@@ -292,6 +302,9 @@ func (e *Enforcer) Attach(p Params) (l Layers, err error) {
 	// Counters first, so the very first redirect is counted.
 	if err := e.st.Update(cgid, bpf.ClawdCounters{}, ebpf.UpdateNoExist); err != nil && !errors.Is(err, ebpf.ErrKeyExist) {
 		return l, fmt.Errorf("create counters: %w", err)
+	}
+	if err := e.fc.Update(cgid, bpf.ClawdFpCounters{}, ebpf.UpdateNoExist); err != nil && !errors.Is(err, ebpf.ErrKeyExist) {
+		return l, fmt.Errorf("create fast-path counters: %w", err)
 	}
 	for _, h := range cgroupHooks {
 		lk, err := link.AttachCgroup(link.CgroupOptions{Path: p.Cgroup, Attach: h.attach, Program: h.prog(&objs.ClawdPrograms)})
