@@ -32,7 +32,8 @@ type ClawdFlow struct {
 	Sport       uint16
 	Family      uint8
 	Established uint8
-	Pad         uint16
+	FinIn       uint8
+	Pad         uint8
 	Tgid        uint32
 	Pad2        uint32
 	Cgroup      uint64
