@@ -213,16 +213,16 @@ struct flow {
 	__u8 family;    // 4 or 6 (a v4-mapped destination is 4)
 	__u8 established;
 	__u8 fin_in; // the peer's FIN arrived (it counts in bytes_received)
-	__u8 pad;
+	__u8 closed; // TCP closed: the record stays for its last frames
 	__u32 tgid;
 	__u32 pad2;
 	__u64 cgroup; // the container's cgroup (container_cgroup)
 	__u64 netns;  // network namespace cookie
 };
 
-// Socket cookie -> fast-path flow. LRU: a record leaked by a connect that
-// failed before TCP started is reclaimed; a live flow evicted under
-// pressure loses its packets (fails closed).
+// Socket cookie -> fast-path flow. LRU: records of closed flows and of
+// connects that failed before TCP started are reclaimed; a live flow
+// evicted under pressure loses its packets (fails closed).
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 262144);
@@ -792,8 +792,11 @@ static __always_inline int fast_sockops(struct bpf_sock_ops *skops) {
 	} else {
 		FCOUNT(ev_lost);
 	}
+	// A closed flow's record stays (the LRU reclaims it): its last ACK
+	// or reset, still queued on a veth or sent by its TIME_WAIT socket,
+	// must pass too. A dead socket sends nothing else.
 	if (kind == FP_EV_CLOSE)
-		bpf_map_delete_elem(&clawd_fl_v1, &cookie);
+		f->closed = 1;
 	return 1;
 }
 #endif

@@ -33,7 +33,7 @@ type ClawdFlow struct {
 	Family      uint8
 	Established uint8
 	FinIn       uint8
-	Pad         uint8
+	Closed      uint8
 	Tgid        uint32
 	Pad2        uint32
 	Cgroup      uint64

@@ -99,7 +99,12 @@ func (d *Daemon) refreshFast(why string) {
 		}
 	}
 	fs.tables, fs.byCg = tables, byCg
-	d.cutFast(why, tables)
+	n := 0
+	for _, t := range tables {
+		n += len(t)
+	}
+	cut := d.cutFast(why, tables)
+	d.log.Debug("fast path table installed", zap.String("why", why), zap.Int("containers", len(tables)), zap.Int("entries", n), zap.Int("cut", cut))
 }
 
 func (d *Daemon) compileFast() (map[uint64]policy.FastTable, map[uint64]policy.Container, error) {
@@ -146,21 +151,23 @@ func toEnforce(t policy.FastTable) []enforce.FastEntry {
 	return out
 }
 
-// cutFast closes every recorded fast-path flow that tables do not allow:
-// its record goes first (its packets stop at the egress filters), then
-// SOCK_DESTROY in the container's network namespace resets the socket.
-func (d *Daemon) cutFast(why string, tables map[uint64]policy.FastTable) {
+// cutFast closes every open fast-path flow that tables do not allow:
+// SOCK_DESTROY in the container's network namespace resets the socket (and
+// the peer); where that fails its record goes, so its packets stop at the
+// egress filters.
+func (d *Daemon) cutFast(why string, tables map[uint64]policy.FastTable) (cut int) {
 	flows, err := d.enf.FastFlows()
 	if err != nil {
 		d.log.Error("fast path: list flows", zap.Error(err))
 	}
 	for _, f := range flows {
+		if f.Closed {
+			continue
+		}
 		if t, ok := tables[f.Cgroup]; ok && t.Allows(f.Dst.Addr(), f.Dst.Port()) {
 			continue
 		}
-		if err := d.enf.ForgetFastFlow(f.Cookie); err != nil {
-			d.log.Error("fast path: forget flow", zap.Error(err))
-		}
+		cut++
 		d.mu.Lock()
 		a := d.byCgroup[f.Cgroup]
 		var nsPath string
@@ -172,15 +179,28 @@ func (d *Daemon) cutFast(why string, tables map[uint64]policy.FastTable) {
 			}
 		}
 		d.mu.Unlock()
+		// SOCK_DESTROY first, the record kept: the reset it sends must
+		// pass the egress filters so the peer learns of the cut too (the
+		// dead socket sends nothing else). Without it, the record goes
+		// and the flow's packets stop there.
+		destroyed := false
 		if f.Established && nsPath != "" {
-			if err := nsenter.Do(nsPath, func() error { return sockDestroy(f) }); err != nil && !errors.Is(err, unix.ENOENT) {
+			err := nsenter.Do(nsPath, func() error { return sockDestroy(f) })
+			if err != nil {
 				d.log.Warn("fast path: SOCK_DESTROY (the flow's packets are dropped regardless)", zap.String("dst", f.Dst.String()), zap.Error(err))
+			}
+			destroyed = err == nil
+		}
+		if !destroyed {
+			if err := d.enf.ForgetFastFlow(f.Cookie); err != nil {
+				d.log.Error("fast path: forget flow", zap.Error(err))
 			}
 		}
 		d.audit.Log(audit.Entry{Event: audit.EventRevoked, Container: c.Name, ContainerID: c.ID, Runtime: c.Runtime, Labels: c.Labels,
 			Dst: f.Dst.String(), Proto: "tcp", Path: PathKernel, Action: audit.ActionRevoked, PID: f.TGID,
 			Reason: fmt.Sprintf("%s: the rule set no longer allows %s by address and port", why, f.Dst)})
 	}
+	return cut
 }
 
 // sockDestroy resets the TCP socket of f (SOCK_DESTROY, matched by its

@@ -103,6 +103,7 @@ type FastFlow struct {
 	Src, Dst    netip.AddrPort
 	TGID        uint32
 	Established bool
+	Closed      bool // TCP closed; the record lingers for its last frames
 }
 
 func flowOf(cookie uint64, f bpf.ClawdFlow) FastFlow {
@@ -115,11 +116,11 @@ func flowOf(cookie uint64, f bpf.ClawdFlow) FastFlow {
 		s = netip.AddrFrom16(f.Saddr)
 	}
 	return FastFlow{Cookie: cookie, Cgroup: f.Cgroup, Netns: f.Netns, Src: netip.AddrPortFrom(s, f.Sport),
-		Dst: netip.AddrPortFrom(d, f.Dport), TGID: f.Tgid, Established: f.Established != 0}
+		Dst: netip.AddrPortFrom(d, f.Dport), TGID: f.Tgid, Established: f.Established != 0, Closed: f.Closed != 0}
 }
 
-// FastFlows lists the fast-path flows the kernel records (established or
-// still connecting).
+// FastFlows lists the fast-path flows the kernel records (connecting,
+// established, or closed and not yet reclaimed).
 func (e *Enforcer) FastFlows() ([]FastFlow, error) {
 	var out []FastFlow
 	var k uint64

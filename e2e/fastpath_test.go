@@ -1,0 +1,207 @@
+package e2e
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/clawd-dev/clawd/audit"
+	"github.com/clawd-dev/clawd/e2e/harness"
+)
+
+// fastPolicy allows one address and port by cidr alone (%d: the port).
+const fastPolicy = `version: 1
+default:
+  default_action: deny
+  rules:
+    - name: direct
+      cidrs: [198.51.100.10]
+      ports: [%d]
+      action: allow
+`
+
+const fastPort = 9100
+
+// fastServer listens in the upstream namespace on 198.51.100.10:fastPort:
+// it records each connection's source, answers the first line with
+// "world", then reads until the connection ends.
+type fastServer struct {
+	mu     sync.Mutex
+	remote []string
+	ended  []error
+}
+
+func startFastServer(t *testing.T, up *harness.Upstream) *fastServer {
+	t.Helper()
+	ln, err := harness.ListenIn(up.Netns, "tcp", fmt.Sprintf("%s:%d", up.IPv4, fastPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	s := &fastServer{}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s.mu.Lock()
+			s.remote = append(s.remote, c.RemoteAddr().String())
+			s.mu.Unlock()
+			go func() {
+				defer c.Close()
+				buf := make([]byte, 6)
+				if _, err := io.ReadFull(c, buf); err == nil {
+					c.Write([]byte("world"))
+				}
+				_, err := io.Copy(io.Discard, c)
+				if err == nil {
+					err = io.EOF
+				}
+				s.mu.Lock()
+				s.ended = append(s.ended, err)
+				s.mu.Unlock()
+			}()
+		}
+	}()
+	return s
+}
+
+func (s *fastServer) seen() ([]string, []error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.remote...), append([]error(nil), s.ended...)
+}
+
+// TestFastPathBypassesProxyAuditsAndIsRevoked is the user's view of the
+// kernel fast path (issue 18): a connection allowed by cidr and port alone
+// reaches the server from the container's own address (clawd's proxy, which
+// dials from the host, never sees it), the audit log gets a line with path
+// "kernel" and the connection's bytes once it closes, and a reload that
+// revokes the rule cuts the open connection and sends new ones to the
+// proxy, which refuses them.
+func TestFastPathBypassesProxyAuditsAndIsRevoked(t *testing.T) {
+	ctd := harness.SharedContainerd(t)
+	up := harness.SharedUpstream(t)
+	srv := startFastServer(t, up)
+	cl := StartClawd(t, ctd, ClawdOpts{Policy: fmt.Sprintf(fastPolicy, fastPort)})
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, l := range cl.LogLines() {
+				if m := fmt.Sprint(l["msg"]); strings.Contains(m, "fast") || strings.Contains(m, "polic") {
+					t.Logf("daemon: %v", l)
+				}
+			}
+		}
+	})
+	ct := ctd.Run(t, "fastpath", harness.RunOpts{})
+	cl.MustCLI("attach", ct.Name)
+
+	dial := fmt.Sprintf("echo hello | timeout 10 nc -w 2 %s %d", up.IPv4, fastPort)
+	var out string
+	eventually(t, "a fast-path connection to be answered", func() bool {
+		out, _ = sh(t, ct, dial)
+		return strings.Contains(out, "world")
+	})
+	remote, _ := srv.seen()
+	if len(remote) == 0 || !strings.HasPrefix(remote[len(remote)-1], ct.IPv4.String()+":") {
+		t.Fatalf("the server saw %v; want the container's own address %s (no proxy)", remote, ct.IPv4)
+	}
+	var line audit.Entry
+	eventually(t, `an audit line with path "kernel" and the bytes`, func() bool {
+		for _, e := range cl.AuditEntries() {
+			if e.Path == "kernel" && e.Event == audit.EventDecision && e.Dst == fmt.Sprintf("%s:%d", up.IPv4, fastPort) {
+				line = e
+				return true
+			}
+		}
+		return false
+	})
+	if line.Action != audit.ActionAllow || line.Rule != "direct" || line.Container != ct.Name || line.BytesOut != 6 || line.BytesIn != 5 {
+		t.Fatalf("kernel audit line = %+v; want allow by rule direct for %s, 6 bytes out, 5 in", line, ct.Name)
+	}
+	for _, e := range cl.AuditEntries() {
+		if e.Path != "kernel" && strings.HasSuffix(e.Dst, fmt.Sprintf(":%d", fastPort)) {
+			t.Fatalf("the proxy audited a fast-path connection: %+v", e)
+		}
+	}
+
+	// A connection held open, then the rule revoked by a reload.
+	sh(t, ct, fmt.Sprintf("((echo hello; sleep 60) | { timeout 60 nc %s %d > /tmp/held 2>&1; echo rc=$? >> /tmp/held; }) </dev/null >/dev/null 2>&1 &", up.IPv4, fastPort))
+	eventually(t, "the held connection to be answered", func() bool {
+		o, _ := sh(t, ct, "cat /tmp/held")
+		return strings.Contains(o, "world")
+	})
+	_, endedBefore := srv.seen()
+	remoteBefore, _ := srv.seen()
+	cl.WritePolicy(fmt.Sprintf(fastPolicy, fastPort+1))
+	eventually(t, "the held connection to be cut at the server", func() bool {
+		_, ended := srv.seen()
+		return len(ended) > len(endedBefore)
+	})
+	eventually(t, "the held connection to be cut in the container", func() bool {
+		o, _ := sh(t, ct, "cat /tmp/held")
+		return strings.Contains(o, "rc=")
+	})
+	revoked := false
+	for _, e := range cl.AuditEntries() {
+		if e.Event == audit.EventRevoked && e.Path == "kernel" && e.Container == ct.Name {
+			revoked = true
+		}
+	}
+	if !revoked {
+		t.Fatal(`no "revoked" audit line with path "kernel" for the cut connection`)
+	}
+	// New connections now go to the proxy, which denies them.
+	if o, _ := sh(t, ct, dial); strings.Contains(o, "world") {
+		t.Fatalf("a revoked destination answered: %q", o)
+	}
+	if remote, _ := srv.seen(); len(remote) != len(remoteBefore) {
+		t.Fatalf("the server got a connection after the revocation: %v", remote[len(remoteBefore):])
+	}
+	eventually(t, "the proxy's deny line", func() bool {
+		for _, e := range cl.AuditEntries() {
+			if e.Path != "kernel" && e.Event == audit.EventDecision && e.Action == audit.ActionDeny && e.Dst == fmt.Sprintf("%s:%d", up.IPv4, fastPort) {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// TestFastPathOffKeepsTheProxy: with fast-path: false the same policy's
+// connection goes through the proxy, as before issue 18 (the server sees
+// the host's address, and the audit line is the proxy's).
+func TestFastPathOffKeepsTheProxy(t *testing.T) {
+	ctd := harness.SharedContainerd(t)
+	up := harness.SharedUpstream(t)
+	srv := startFastServer(t, up)
+	cl := StartClawd(t, ctd, ClawdOpts{Policy: fmt.Sprintf(fastPolicy, fastPort), Extra: "fast-path: false\n"})
+	ct := ctd.Run(t, "fastoff", harness.RunOpts{})
+	cl.MustCLI("attach", ct.Name)
+	eventually(t, "a proxied connection to be answered", func() bool {
+		out, _ := sh(t, ct, fmt.Sprintf("echo hello | timeout 10 nc -w 2 %s %d", up.IPv4, fastPort))
+		return strings.Contains(out, "world")
+	})
+	remote, _ := srv.seen()
+	if len(remote) == 0 || strings.HasPrefix(remote[len(remote)-1], ct.IPv4.String()+":") {
+		t.Fatalf("the server saw %v: the container's own address, so no proxy", remote)
+	}
+	eventually(t, "the proxy's audit line", func() bool {
+		for _, e := range cl.AuditEntries() {
+			if e.Dst == fmt.Sprintf("%s:%d", up.IPv4, fastPort) && e.Action == audit.ActionAllow {
+				if e.Path == "kernel" {
+					t.Fatalf("fast path used with fast-path: false: %+v", e)
+				}
+				return true
+			}
+		}
+		return false
+	})
+	_ = net.IPv4len
+	_ = time.Second
+}
