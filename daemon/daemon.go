@@ -482,6 +482,16 @@ func (d *Daemon) Run(ctx context.Context) error {
 }
 
 func (d *Daemon) shutdown(servers []*http.Server) error {
+	// No fast path without a daemon to audit it and to follow the policy:
+	// from here on every connect takes the proxy path, and fails there.
+	if d.fastOn() {
+		d.fast.mu.Lock()
+		d.fast.stopped = true
+		if err := d.enf.ClearFastTable(); err != nil {
+			d.log.Error("fast path: clear table", zap.Error(err))
+		}
+		d.fast.mu.Unlock()
+	}
 	// Stop accepting first: from here on, connects of attached containers
 	// are refused by the kernel (no listener), never let through.
 	d.mu.Lock()

@@ -39,12 +39,13 @@ import (
 const PathKernel = "kernel"
 
 type fastState struct {
-	mu     sync.Mutex                  // serialises refreshes
-	tables map[uint64]policy.FastTable // by container cgroup, as installed
-	open   map[uint64]time.Time        // flow cookie -> when it opened
-	openMu sync.Mutex                  // guards open
-	events *enforce.FastEvents         // nil until started
-	byCg   map[uint64]policy.Container // containers of the installed table
+	mu      sync.Mutex                  // serialises refreshes
+	stopped bool                        // the daemon is shutting down: no table
+	tables  map[uint64]policy.FastTable // by container cgroup, as installed
+	open    map[uint64]time.Time        // flow cookie -> when it opened
+	openMu  sync.Mutex                  // guards open
+	events  *enforce.FastEvents         // nil until started
+	byCg    map[uint64]policy.Container // containers of the installed table
 }
 
 // fastOn reports whether the fast path is configured.
@@ -83,6 +84,9 @@ func (d *Daemon) refreshFast(why string) {
 	fs := &d.fast
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
+	if fs.stopped {
+		return
+	}
 	tables, byCg, err := d.compileFast()
 	if err == nil {
 		tabs := make(map[uint64][]enforce.FastEntry, len(tables))

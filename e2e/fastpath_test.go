@@ -37,7 +37,12 @@ type fastServer struct {
 
 func startFastServer(t *testing.T, up *harness.Upstream) *fastServer {
 	t.Helper()
-	ln, err := harness.ListenIn(up.Netns, "tcp", fmt.Sprintf("%s:%d", up.IPv4, fastPort))
+	return startFastServerIn(t, up.Netns, net.JoinHostPort(up.IPv4.String(), fmt.Sprint(fastPort)))
+}
+
+func startFastServerIn(t *testing.T, netns, addr string) *fastServer {
+	t.Helper()
+	ln, err := harness.ListenIn(netns, "tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,6 +207,69 @@ func TestFastPathOffKeepsTheProxy(t *testing.T) {
 		}
 		return false
 	})
-	_ = net.IPv4len
+}
+
+// fastAll allows every address by cidr: only public ones may be fast.
+const fastAll = `version: 1
+default:
+  default_action: deny
+  rules:
+    - name: everything
+      cidrs: ["0.0.0.0/0", "::/0"]
+      action: allow
+`
+
+// TestFastPathNeverPassesSpecialAddresses (attack): with cidrs covering
+// every address, the host's own address (the container's gateway, where
+// host services listen) never takes the fast path; the proxy decides it
+// (it dials from the host, so the listener never sees the container's own
+// address) and no "kernel" line names it. Public IPv6 and v4-mapped
+// destinations do take it, judged as what they are.
+func TestFastPathNeverPassesSpecialAddresses(t *testing.T) {
+	ctd := harness.SharedContainerd(t)
+	up := harness.SharedUpstream(t)
+	cl := StartClawd(t, ctd, ClawdOpts{Policy: fastAll})
+	ct := ctd.Run(t, "fastspecial", harness.RunOpts{})
+	cl.MustCLI("attach", ct.Name)
+	host := startFastServerIn(t, "/proc/1/ns/net", net.JoinHostPort(ct.HostIPv4.String(), fmt.Sprint(fastPort)))
+	v4 := startFastServer(t, up)
+	v6 := startFastServerIn(t, up.Netns, net.JoinHostPort(up.IPv6.String(), fmt.Sprint(fastPort)))
+
+	for _, dst := range []string{ct.HostIPv4.String(), "::ffff:" + ct.HostIPv4.String()} {
+		sh(t, ct, fmt.Sprintf("echo hello | timeout 10 nc -w 2 %s %d", dst, fastPort))
+	}
+	if remote, _ := host.seen(); len(remote) == 0 {
+		t.Log("the proxy did not reach the host address (refused): fine")
+	} else {
+		for _, r := range remote {
+			if strings.HasPrefix(r, ct.IPv4.String()+":") {
+				t.Fatalf("the host's address saw the container's own address %s: a special address took the fast path", r)
+			}
+		}
+	}
+	for _, e := range cl.AuditEntries() {
+		if e.Path == "kernel" && strings.Contains(e.Dst, ct.HostIPv4.String()) {
+			t.Fatalf("a host address was audited as fast path: %+v", e)
+		}
+	}
+
+	// Public destinations are fast, v4-mapped judged as IPv4.
+	for _, c := range []struct {
+		dst  string
+		srv  *fastServer
+		from string
+	}{
+		{"::ffff:" + up.IPv4.String(), v4, ct.IPv4.String() + ":"},
+		{up.IPv6.String(), v6, "[" + ct.IPv6.String() + "]:"},
+	} {
+		eventually(t, "a fast connection to "+c.dst, func() bool {
+			out, _ := sh(t, ct, fmt.Sprintf("echo hello | timeout 10 nc -w 2 %s %d", c.dst, fastPort))
+			return strings.Contains(out, "world")
+		})
+		remote, _ := c.srv.seen()
+		if len(remote) == 0 || !strings.HasPrefix(remote[len(remote)-1], c.from) {
+			t.Fatalf("%s: the server saw %v, want %s… (the container itself)", c.dst, remote, c.from)
+		}
+	}
 	_ = time.Second
 }

@@ -297,6 +297,7 @@ func (e *Enforcer) Attach(p Params) (l Layers, err error) {
 		if err != nil {
 			os.RemoveAll(dir)
 			e.st.Delete(cgid)
+			e.fc.Delete(cgid)
 		}
 	}()
 	// Counters first, so the very first redirect is counted.
@@ -573,6 +574,7 @@ func (e *Enforcer) Detach(id string, cgroupID uint64) error {
 	}
 	if cgroupID != 0 {
 		e.st.Delete(cgroupID)
+		e.fc.Delete(cgroupID)
 	}
 	e.forget(id)
 	return errors.Join(errs...)
