@@ -207,7 +207,8 @@ func New(cfg Config, log *zap.Logger) (*Daemon, error) {
 		ProxyCredential: d.secrets.Credential,
 		Audit:           d.audit, Log: log.Named("proxy"), Registerer: d.reg,
 		PeekTimeout: cfg.PeekTimeout, MaxBufferedBytes: bufTotal, MaxBufferedBytesPerContainer: bufPerCtr,
-		Usage: d.usage,
+		Usage:       d.usage,
+		OnProxyAddr: func() { d.refreshFast("upstream proxy address") },
 	}); err != nil {
 		return nil, fmt.Errorf("proxy: %w", err)
 	}

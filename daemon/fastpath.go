@@ -30,8 +30,8 @@ import (
 //
 // The table is rebuilt whole and swapped in at once (enforce.SetFastTable)
 // whenever any of its inputs changes: a policy install, an attach or
-// detach, a change of the host's addresses (netlink), and each sweep
-// (container addresses, secrets). A container with a secret store that
+// detach, a change of the host's addresses (netlink), a new address of an
+// upstream proxy, and each sweep (container addresses, secrets). A container with a secret store that
 // holds any secret gets no fast path: the proxy refuses placeholders sent
 // to hosts they are not bound to, which the kernel cannot see.
 
@@ -121,6 +121,14 @@ func (d *Daemon) compileFast() (map[uint64]policy.FastTable, map[uint64]policy.C
 		return nil, nil, fmt.Errorf("list host addresses: %w", err)
 	}
 	ports := forbiddenPorts(d.cfg.APIListen, d.cfg.MetricsListen, d.cfg.WebhookListen)
+	// The proxy refuses its own upstream proxies as destinations
+	// (clawd-internal): excluded whole, every port.
+	if d.proxy != nil {
+		for _, ap := range d.proxy.ProxyAddrs() {
+			a := ap.Addr().Unmap()
+			exclude = append(exclude, netip.PrefixFrom(a, a.BitLen()))
+		}
+	}
 	d.addrs.mu.RLock()
 	for a := range d.addrs.count {
 		exclude = append(exclude, netip.PrefixFrom(a, a.BitLen()))
