@@ -723,6 +723,9 @@ func Probe() error {
 		if m.Pinning != ebpf.PinNone { // clawd's own maps, not .rodata
 			m.Pinning = ebpf.PinNone
 			m.MaxEntries = 16
+			if m.Type == ebpf.RingBuf {
+				m.MaxEntries = uint32(os.Getpagesize()) // a ring is pages
+			}
 		}
 	}
 	var objs bpf.ClawdObjects
