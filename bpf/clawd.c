@@ -420,23 +420,30 @@ static __always_inline int fast_packet(struct __sk_buff *skb) {
 }
 
 // neighbour_frame reports whether skb is address resolution the kernel
-// itself sends (ARP, IPv6 neighbour and router discovery, no socket): a
-// fast-path flow needs its gateway resolved. A packet socket's frames carry
-// their socket and never pass here.
+// itself sends: ARP (no socket) and IPv6 neighbour and router discovery
+// (the namespace's own ICMPv6 socket, hop limit 255). A fast-path flow needs
+// its gateway resolved. A packet or XDP socket's frames carry that socket
+// and never pass here; a container's own raw ICMPv6 socket cannot be made
+// after attach (sock_create), and one made before sends nothing past
+// cgroup_skb/egress, which has no such exception.
 static __always_inline int neighbour_frame(struct __sk_buff *skb) {
-	if (bpf_get_socket_cookie(skb) != 0)
-		return 0;
+	struct bpf_sock *sk = skb->sk;
 	if (skb->protocol == bpf_htons(ETH_P_ARP))
-		return 1;
+		return !sk;
 	if (skb->protocol != bpf_htons(ETH_P_IPV6))
 		return 0;
-	__u8 nh, type;
+	if (sk) {
+		sk = bpf_sk_fullsock(sk);
+		if (!sk || sk->family != 10 /* AF_INET6 */ || sk->type != 3 /* SOCK_RAW */ || sk->protocol != IPPROTO_ICMPV6)
+			return 0;
+	}
+	__u8 nh, hops, type;
 	if (bpf_skb_load_bytes_relative(skb, offsetof(struct ipv6hdr, nexthdr), &nh, 1, BPF_HDR_START_NET) ||
+	    bpf_skb_load_bytes_relative(skb, offsetof(struct ipv6hdr, hop_limit), &hops, 1, BPF_HDR_START_NET) ||
 	    bpf_skb_load_bytes_relative(skb, sizeof(struct ipv6hdr), &type, 1, BPF_HDR_START_NET))
 		return 0;
-	return nh == IPPROTO_ICMPV6 && type >= 133 && type <= 137;
+	return nh == IPPROTO_ICMPV6 && hops == 255 && type >= 133 && type <= 137;
 }
-
 #endif
 
 // fast_frame is what the tcx programs let past: fast-path flows and the

@@ -229,9 +229,18 @@ func TestFastPathNeverPassesSpecialAddresses(t *testing.T) {
 	ctd := harness.SharedContainerd(t)
 	up := harness.SharedUpstream(t)
 	cl := StartClawd(t, ctd, ClawdOpts{Policy: fastAll})
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, l := range cl.LogLines() {
+				if m := fmt.Sprint(l["msg"]); strings.Contains(m, "fast") && l["level"] != "debug" {
+					t.Logf("daemon: %v", l)
+				}
+			}
+		}
+	})
 	ct := ctd.Run(t, "fastspecial", harness.RunOpts{})
 	cl.MustCLI("attach", ct.Name)
-	host := startFastServerIn(t, "/proc/1/ns/net", net.JoinHostPort(ct.HostIPv4.String(), fmt.Sprint(fastPort)))
+	host := startFastServerIn(t, "/proc/self/ns/net", net.JoinHostPort(ct.HostIPv4.String(), fmt.Sprint(fastPort)))
 	v4 := startFastServer(t, up)
 	v6 := startFastServerIn(t, up.Netns, net.JoinHostPort(up.IPv6.String(), fmt.Sprint(fastPort)))
 
@@ -259,6 +268,7 @@ func TestFastPathNeverPassesSpecialAddresses(t *testing.T) {
 		srv  *fastServer
 		from string
 	}{
+		{up.IPv4.String(), v4, ct.IPv4.String() + ":"},
 		{"::ffff:" + up.IPv4.String(), v4, ct.IPv4.String() + ":"},
 		{up.IPv6.String(), v6, "[" + ct.IPv6.String() + "]:"},
 	} {

@@ -35,7 +35,10 @@ const maxSpans = len(bpf.ClawdFpPorts{}.Lo)
 
 func fastKey(cgid uint64, p netip.Prefix) bpf.ClawdFpKey {
 	k := bpf.ClawdFpKey{Cg: [2]uint32{uint32(cgid), uint32(cgid >> 32)}}
-	a := p.Addr().Unmap()
+	// A v4-mapped prefix stays IPv6 (an entry of the IPv6 table, which
+	// the programs never ask for mapped addresses: they look those up as
+	// IPv4).
+	a := p.Addr()
 	if a.Is4() {
 		k.Family = 4
 		v := a.As4()
@@ -65,8 +68,8 @@ func (e *Enforcer) SetFastTable(tabs map[uint64][]FastEntry) error {
 	defer inner.Close()
 	for cgid, tab := range tabs {
 		for _, fe := range tab {
-			if !fe.Prefix.IsValid() || fe.Prefix.Addr().Is4In6() {
-				return fmt.Errorf("fast-path entry %v: not a plain IPv4 or IPv6 prefix", fe.Prefix)
+			if !fe.Prefix.IsValid() || fe.Prefix.Addr().Zone() != "" {
+				return fmt.Errorf("fast-path entry %v: not an IPv4 or IPv6 prefix", fe.Prefix)
 			}
 			var v bpf.ClawdFpPorts
 			if len(fe.Ports) <= maxSpans {

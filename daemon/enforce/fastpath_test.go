@@ -221,3 +221,18 @@ func TestFastPathPassesOnlyTableAllowedTCP(t *testing.T) {
 		t.Fatal(fmt.Sprint("after clearing the table the connect did not go to the proxy"))
 	}
 }
+
+// Every entry a compiled table can hold installs, the shadow entries of
+// IPv6 forms carrying IPv4 addresses (::ffff:0:0/96) included: a table that
+// fails to install sends everything to the proxy.
+func TestSetFastTableTakesEveryPrefixForm(t *testing.T) {
+	tb := newTestbed(t)
+	e := newEnforcer(t, tb)
+	var tab []FastEntry
+	for _, s := range []string{"0.0.0.0/0", "::/0", "::ffff:0.0.0.0/96", "::/96", "64:ff9b::/96", "2002::/16", "203.0.113.0/24", "2001:db8::10/128"} {
+		tab = append(tab, FastEntry{Prefix: netip.MustParsePrefix(s), Ports: []PortSpan{{1, 65535}}})
+	}
+	if err := e.SetFastTable(map[uint64][]FastEntry{1: tab}); err != nil {
+		t.Fatal(err)
+	}
+}
