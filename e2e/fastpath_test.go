@@ -107,11 +107,15 @@ func TestFastPathBypassesProxyAuditsAndIsRevoked(t *testing.T) {
 	cl.MustCLI("attach", ct.Name)
 
 	dial := fmt.Sprintf("echo hello | timeout 10 nc -w 2 %s %d", up.IPv4, fastPort)
-	var out string
-	eventually(t, "a fast-path connection to be answered", func() bool {
-		out, _ = sh(t, ct, dial)
-		return strings.Contains(out, "world")
-	})
+	before := cl.List()[0]
+	if out, _ := sh(t, ct, dial); !strings.Contains(out, "world") {
+		t.Fatalf("the fast-path connection got %q", out)
+	}
+	after := cl.List()[0]
+	if after.Counters.Redirected != before.Counters.Redirected || after.FastPath.Fast != before.FastPath.Fast+1 {
+		t.Fatalf("counters before %+v %+v, after %+v %+v: want one fast-path connect and no redirect to the proxy",
+			before.Counters, before.FastPath, after.Counters, after.FastPath)
+	}
 	remote, _ := srv.seen()
 	if len(remote) == 0 || !strings.HasPrefix(remote[len(remote)-1], ct.IPv4.String()+":") {
 		t.Fatalf("the server saw %v; want the container's own address %s (no proxy)", remote, ct.IPv4)
