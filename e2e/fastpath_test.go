@@ -287,3 +287,53 @@ func TestFastPathNeverPassesSpecialAddresses(t *testing.T) {
 	}
 	_ = time.Second
 }
+
+// TestFastPathAcrossDaemonRestart: while no daemon runs nothing new takes
+// the fast path (the table is cleared at shutdown, so connects go to the
+// absent proxy and fail: fail closed, nothing unaudited); a connection
+// opened before keeps its record, and is audited with its bytes when it
+// closes after the restart, which rebuilds the table.
+func TestFastPathAcrossDaemonRestart(t *testing.T) {
+	ctd := harness.SharedContainerd(t)
+	up := harness.SharedUpstream(t)
+	srv := startFastServer(t, up)
+	cl := StartClawd(t, ctd, ClawdOpts{Policy: fmt.Sprintf(fastPolicy, fastPort)})
+	ct := ctd.Run(t, "fastrestart", harness.RunOpts{})
+	cl.MustCLI("attach", ct.Name)
+	dial := fmt.Sprintf("echo hello | timeout 10 nc -w 2 %s %d", up.IPv4, fastPort)
+	if out, _ := sh(t, ct, dial); !strings.Contains(out, "world") {
+		t.Fatalf("fast-path connection before the restart: %q", out)
+	}
+	// Held open across the restart; it sends a last line once /tmp/go exists.
+	sh(t, ct, fmt.Sprintf("((echo hello; i=0; while [ $i -lt 600 ] && [ ! -f /tmp/go ]; do sleep 0.1; i=$((i+1)); done; echo bye) | { timeout 90 nc -w 3 %s %d > /tmp/held 2>&1; echo rc=$? >> /tmp/held; }) </dev/null >/dev/null 2>&1 &", up.IPv4, fastPort))
+	eventually(t, "the held connection to be answered", func() bool {
+		o, _ := sh(t, ct, "cat /tmp/held")
+		return strings.Contains(o, "world")
+	})
+	remote0, _ := srv.seen()
+	cl.Stop()
+	if out, _ := sh(t, ct, dial); strings.Contains(out, "world") {
+		t.Fatalf("a new connection took the fast path while no daemon ran: %q", out)
+	}
+	if remote, _ := srv.seen(); len(remote) != len(remote0) {
+		t.Fatalf("the server got a connection while no daemon ran: %v", remote[len(remote0):])
+	}
+	cl.Start()
+	eventually(t, "the fast path after the restart", func() bool {
+		out, _ := sh(t, ct, dial)
+		return strings.Contains(out, "world")
+	})
+	if remote, _ := srv.seen(); !strings.HasPrefix(remote[len(remote)-1], ct.IPv4.String()+":") {
+		t.Fatalf("after the restart the server saw %v, want the container's own address", remote)
+	}
+	sh(t, ct, "touch /tmp/go")
+	eventually(t, "the held connection's kernel audit line with its bytes", func() bool {
+		for _, e := range cl.AuditEntries() {
+			// "hello\nbye\n": 10 bytes out.
+			if e.Path == "kernel" && e.Event == audit.EventDecision && e.BytesOut == 10 && e.BytesIn == 5 {
+				return true
+			}
+		}
+		return false
+	})
+}
