@@ -437,11 +437,14 @@ func (d *Daemon) refreshAddrs(a *attachment) {
 	// Under mu: a detach either removed a already (nothing is set) or
 	// removes the entry after this.
 	d.mu.Lock()
+	changed := false
 	if d.atts[a.ID] == a {
-		d.addrs.set(a.ID, addrs)
+		changed = d.addrs.set(a.ID, addrs)
 	}
 	d.mu.Unlock()
-	d.refreshFast("container addresses of " + a.Container.Name)
+	if changed {
+		d.refreshFast("container addresses of " + a.Container.Name)
+	}
 }
 
 func (d *Daemon) acceptLoop(ctx context.Context, a *attachment, ln net.Listener) {

@@ -32,8 +32,8 @@ type AttachmentInfo struct {
 	// FastPath counts the connects the kernel let through without the
 	// proxy (issue 18) and the fast-path events it could not report.
 	FastPath enforce.FastCounters `json:"fast_path"`
-	State    string           `json:"state"`            // StateEnforced, StateCutOff or StateInDoubt
-	Reason   string           `json:"reason,omitempty"` // why cut off or in doubt
+	State    string               `json:"state"`            // StateEnforced, StateCutOff or StateInDoubt
+	Reason   string               `json:"reason,omitempty"` // why cut off or in doubt
 	// TLSUntrusted counts intercepted handshakes the container aborted on
 	// clawd's certificate: some runtime in it does not trust clawd's CA.
 	TLSUntrusted uint64 `json:"tls_untrusted"`

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"reflect"
 	"sync"
 	"time"
 
@@ -46,6 +47,8 @@ type fastState struct {
 	openMu  sync.Mutex                  // guards open
 	events  *enforce.FastEvents         // nil until started
 	byCg    map[uint64]policy.Container // containers of the installed table
+	// installed: tables is what the kernel has (not after an error).
+	installed bool
 }
 
 // fastOn reports whether the fast path is configured.
@@ -88,6 +91,12 @@ func (d *Daemon) refreshFast(why string) {
 		return
 	}
 	tables, byCg, err := d.compileFast()
+	if err == nil && fs.installed && reflect.DeepEqual(tables, fs.tables) {
+		// Unchanged: no new map, but still re-decide the open flows
+		// (a flow may have opened on a table since replaced).
+		d.cutFast(why, tables)
+		return
+	}
 	if err == nil {
 		tabs := make(map[uint64][]enforce.FastEntry, len(tables))
 		for cg, t := range tables {
@@ -102,7 +111,7 @@ func (d *Daemon) refreshFast(why string) {
 			d.log.Error("fast path: clear table", zap.Error(cerr))
 		}
 	}
-	fs.tables, fs.byCg = tables, byCg
+	fs.tables, fs.byCg, fs.installed = tables, byCg, err == nil
 	n := 0
 	for _, t := range tables {
 		n += len(t)
