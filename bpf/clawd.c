@@ -18,7 +18,8 @@
 // special, host or container address) is let through unchanged: no proxy.
 // The connect hooks record the socket in clawd_fl_v1; that record, with the
 // packet's destination matching it, is the only thing that lets a frame of
-// the container past the egress filters below. sockops reports each such
+// a container's socket past the egress filters below (besides the ARP and
+// neighbour discovery the kernel itself sends for it). sockops reports each such
 // flow's open and close (with bytes) to the daemon over clawd_ev_v1, which
 // writes them as audit lines with path "kernel". The daemon replaces the
 // whole table at once on a policy reload and cuts the flows it no longer
@@ -725,7 +726,9 @@ int clawd_getpeername6(struct bpf_sock_addr *ctx) {
 }
 
 // sockops re-keys a redirected connection, once established, by what the
-// proxy can see on its accepted socket: netns, client port and family.
+// proxy can see on its accepted socket: netns, client port and family. It
+// also follows fast-path flows (fast_sockops): the kernel is their only
+// witness, so their open and close reach the audit log from here.
 #ifndef CLAWD_PREV
 // fast_sockops follows a fast-path flow: it asks for state callbacks when
 // TCP starts connecting, records the source once established and reports
