@@ -41,7 +41,14 @@ import (
 //     host address added after compilation they must still be refused).
 //
 // A set's default action never makes a destination fast (no rule names
-// the address). UDP is never fast: clawd admits no UDP but DNS.
+// the address). UDP is never fast: clawd admits no UDP but DNS. What the
+// kernel cannot do, by construction, is read bytes: the proxy's
+// host_mismatch refusal (a TLS server name or HTTP Host that does not
+// resolve to the address) has no kernel equivalent; in a set without name
+// rules it protects no rule, which is why such sets are the only fast ones.
+// The daemon (daemon/fastpath.go) adds what only it knows to exclude: the
+// host's, the containers' and the upstream proxies' addresses, clawd's
+// ports, and every container while the secret store holds a secret.
 //
 // The table has longest-prefix semantics (an LPM trie in the kernel): an
 // address takes the entry of the longest prefix containing it, and an entry
