@@ -11,6 +11,19 @@
 // predecessor recorded; clawd_self_cg is per copy (see below).
 //
 // Return values: cgroup hooks return 1 to allow and 0 to refuse (EPERM).
+//
+// Kernel fast path (issue 18; the daemon's `fast-path:`, constant fast_path
+// here). A TCP connect whose destination the container's rule set allows by
+// address and port alone (policy.FastPath compiles the table: never a
+// special, host or container address) is let through unchanged: no proxy.
+// The connect hooks record the socket in clawd_fl_v1; that record, with the
+// packet's destination matching it, is the only thing that lets a frame of
+// a container's socket past the egress filters below (besides the ARP and
+// neighbour discovery the kernel itself sends for it). sockops reports each such
+// flow's open and close (with bytes) to the daemon over clawd_ev_v1, which
+// writes them as audit lines with path "kernel". The daemon replaces the
+// whole table at once on a policy reload and cuts the flows it no longer
+// allows (SOCK_DESTROY). Everything else goes to the proxy as before.
 
 #include <linux/types.h>
 #include <linux/bpf.h>
@@ -69,6 +82,7 @@ volatile const __u64 container_cgroup = 0;
 // loader sets it, and loads again without it on a kernel that refuses
 // bpf_get_current_task_btf in these hooks.
 volatile const __u8 read_exe = 0;
+volatile const __u8 fast_path = 0;  // kernel fast path enabled (see above)
 
 // orig is the destination the agent asked for. Layout is part of the pinned
 // map ABI: change it only together with the map names' version suffix.
@@ -212,6 +226,105 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } clawd_ls_v1 SEC(".maps");
 
+// Fast-path table: (container cgroup, family, address prefix) -> the TCP
+// ports its addresses may reach directly. An entry with n == 0 passes
+// nothing (it shadows a broader prefix: an excluded range, a narrower deny).
+struct fp_key {
+	__u32 prefixlen; // 96 + the address prefix length
+	__u32 cg[2];     // container cgroup ID, low word first
+	__u32 family;    // 4 or 6
+	__u8 addr[16];   // IPv4 in the first 4 bytes
+};
+
+#define FP_SPANS 15
+struct fp_ports {
+	__u16 n;
+	__u16 lo[FP_SPANS]; // inclusive ranges, host byte order
+	__u16 hi[FP_SPANS];
+};
+
+// One slot holding the current table: the daemon builds a new trie and
+// swaps it in with one update, so a reload is atomic for every container.
+// An empty slot (no table yet) passes nothing.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__array(values, struct {
+		__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+		__uint(max_entries, 262144);
+		__uint(key_size, sizeof(struct fp_key));
+		__uint(value_size, sizeof(struct fp_ports));
+		__uint(map_flags, BPF_F_NO_PREALLOC);
+	});
+} clawd_fp_v1 SEC(".maps");
+
+// flow is one fast-path connection. Layout is part of the pinned map ABI.
+struct flow {
+	__u8 daddr[16]; // IPv4 in the first 4 bytes when family == 4
+	__u8 saddr[16]; // set once established
+	__u16 dport;    // host byte order
+	__u16 sport;    // host byte order, set once established
+	__u8 family;    // 4 or 6 (a v4-mapped destination is 4)
+	__u8 established;
+	__u8 fin_in; // the peer's FIN arrived (it counts in bytes_received)
+	__u8 closed; // TCP closed: the record stays for its last frames
+	__u32 tgid;
+	__u32 pad2;
+	__u64 cgroup; // the container's cgroup (container_cgroup)
+	__u64 netns;  // network namespace cookie
+};
+
+// Socket cookie -> fast-path flow. LRU: records of closed flows and of
+// connects that failed before TCP started are reclaimed; a live flow
+// evicted under pressure loses its packets (fails closed).
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 262144);
+	__type(key, __u64);
+	__type(value, struct flow);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} clawd_fl_v1 SEC(".maps");
+
+#define FP_EV_OPEN 1
+#define FP_EV_CLOSE 2
+struct fp_event {
+	__u64 cookie;
+	__u64 bytes_sent; // bytes_acked
+	__u64 bytes_received;
+	struct flow f;
+	__u32 kind; // FP_EV_OPEN or FP_EV_CLOSE
+	__u32 pad;
+};
+
+// Keeps struct fp_event in the BTF for the Go bindings.
+const struct fp_event *unused_fp_event __attribute__((unused));
+const struct fp_key *unused_fp_key __attribute__((unused));
+const struct fp_ports *unused_fp_ports __attribute__((unused));
+
+// Fast-path events for the daemon's audit log.
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} clawd_ev_v1 SEC(".maps");
+
+struct fp_counters {
+	__u64 fast;    // TCP connects let through in the kernel
+	__u64 ev_lost; // events the ring buffer had no room for
+};
+
+// Container cgroup ID -> fast-path counters (apart from clawd_st_v1, whose
+// layout is pinned ABI).
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct fp_counters);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} clawd_fc_v1 SEC(".maps");
+
 #define COUNT(field)                                                      \
 	do {                                                              \
 		__u64 key = container_cgroup;                             \
@@ -219,6 +332,185 @@ struct {
 		if (c)                                                    \
 			__sync_fetch_and_add(&c->field, 1);               \
 	} while (0)
+
+#define FCOUNT(field)                                                     \
+	do {                                                              \
+		__u64 key = container_cgroup;                             \
+		struct fp_counters *c = bpf_map_lookup_elem(&clawd_fc_v1, &key); \
+		if (c)                                                    \
+			__sync_fetch_and_add(&c->field, 1);               \
+	} while (0)
+
+#ifndef CLAWD_PREV
+// Defence in depth under the compiled table, which already excludes every
+// special range: IPv4 loopback, private, link-local, shared, multicast,
+// reserved and "this network" never take the fast path.
+static __always_inline int v4_ordinary(__u32 ip_be) {
+	__u32 h = bpf_ntohl(ip_be);
+	__u32 a = h >> 24;
+	if (a == 0 || a == 10 || a == 127 || a >= 224)
+		return 0;
+	if ((h >> 16) == 0xa9fe || (h >> 20) == 0xac1 || (h >> 16) == 0xc0a8 || (h >> 22) == (100 << 2 | 1))
+		return 0;
+	return 1;
+}
+
+// IPv6: only global unicast (2000::/3), and not the Teredo or 6to4 ranges,
+// which carry IPv4 addresses.
+static __always_inline int v6_ordinary(__u32 a0) {
+	__u32 h = bpf_ntohl(a0);
+	if ((h >> 29) != 1)
+		return 0;
+	return h != 0x20010000 && (h >> 16) != 0x2002;
+}
+
+// fast_lookup asks the current table whether family/addr (4 words, network
+// order) may be reached on port (host order).
+static __always_inline int fast_lookup(__u32 family, __u32 a0, __u32 a1, __u32 a2, __u32 a3, __u16 port) {
+	__u32 zero = 0;
+	void *trie = bpf_map_lookup_elem(&clawd_fp_v1, &zero);
+	if (!trie)
+		return 0;
+	struct fp_key k = {};
+	k.cg[0] = (__u32)container_cgroup;
+	k.cg[1] = (__u32)(container_cgroup >> 32);
+	k.family = family;
+	__builtin_memcpy(&k.addr[0], &a0, 4);
+	if (family == 4) {
+		k.prefixlen = 96 + 32;
+	} else {
+		k.prefixlen = 96 + 128;
+		__builtin_memcpy(&k.addr[4], &a1, 4);
+		__builtin_memcpy(&k.addr[8], &a2, 4);
+		__builtin_memcpy(&k.addr[12], &a3, 4);
+	}
+	struct fp_ports *v = bpf_map_lookup_elem(trie, &k);
+	if (!v)
+		return 0;
+	for (int i = 0; i < FP_SPANS; i++) {
+		if (i >= v->n)
+			break;
+		if (port >= v->lo[i] && port <= v->hi[i])
+			return 1;
+	}
+	return 0;
+}
+
+// fast_connect lets a TCP connect through unchanged when the table allows
+// its destination, recording the socket's flow; without a record (the map
+// refused it) the connect takes the proxy path. Any other connect of the
+// socket drops a record a previous connect left.
+static __always_inline int fast_connect(struct bpf_sock_addr *ctx, __u32 family, __u32 a0, __u32 a1, __u32 a2, __u32 a3, __u32 port) {
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	__u16 p = bpf_ntohs((__u16)port);
+	int ok = fast_path && ctx->type == SOCK_STREAM;
+	if (ok)
+		ok = family == 4 ? v4_ordinary(a0) : v6_ordinary(a0);
+	if (ok)
+		ok = fast_lookup(family, a0, a1, a2, a3, p);
+	if (!ok) {
+		if (fast_path)
+			bpf_map_delete_elem(&clawd_fl_v1, &cookie);
+		return 0;
+	}
+	struct flow f = {};
+	__builtin_memcpy(&f.daddr[0], &a0, 4);
+	if (family == 6) {
+		__builtin_memcpy(&f.daddr[4], &a1, 4);
+		__builtin_memcpy(&f.daddr[8], &a2, 4);
+		__builtin_memcpy(&f.daddr[12], &a3, 4);
+	}
+	f.dport = p;
+	f.family = (__u8)family;
+	f.tgid = (__u32)(bpf_get_current_pid_tgid() >> 32);
+	f.cgroup = container_cgroup;
+	f.netns = bpf_get_netns_cookie(ctx);
+	if (bpf_map_update_elem(&clawd_fl_v1, &cookie, &f, BPF_ANY) != 0)
+		return 0;
+	FCOUNT(fast);
+	return 1;
+}
+
+// fast_packet reports whether skb belongs to a fast-path flow: its socket
+// has a record and the packet goes where the record says (TCP, destination
+// address and port). A packet or XDP socket has no record.
+static __always_inline int fast_packet(struct __sk_buff *skb) {
+	__u64 cookie = bpf_get_socket_cookie(skb);
+	if (!cookie)
+		return 0;
+	struct flow *f = bpf_map_lookup_elem(&clawd_fl_v1, &cookie);
+	if (!f)
+		return 0;
+	__u32 off;
+	__u8 proto;
+	if (skb->protocol == bpf_htons(ETH_P_IP) && f->family == 4) {
+		__u8 vihl;
+		__u32 d;
+		if (bpf_skb_load_bytes_relative(skb, 0, &vihl, 1, BPF_HDR_START_NET) ||
+		    bpf_skb_load_bytes_relative(skb, offsetof(struct iphdr, protocol), &proto, 1, BPF_HDR_START_NET) ||
+		    bpf_skb_load_bytes_relative(skb, offsetof(struct iphdr, daddr), &d, 4, BPF_HDR_START_NET))
+			return 0;
+		__u32 want;
+		__builtin_memcpy(&want, f->daddr, 4);
+		if (d != want)
+			return 0;
+		off = (vihl & 0xf) * 4;
+	} else if (skb->protocol == bpf_htons(ETH_P_IPV6) && f->family == 6) {
+		__u32 d[4], w[4];
+		if (bpf_skb_load_bytes_relative(skb, offsetof(struct ipv6hdr, nexthdr), &proto, 1, BPF_HDR_START_NET) ||
+		    bpf_skb_load_bytes_relative(skb, offsetof(struct ipv6hdr, daddr), d, 16, BPF_HDR_START_NET))
+			return 0;
+		__builtin_memcpy(w, f->daddr, 16);
+		if (d[0] != w[0] || d[1] != w[1] || d[2] != w[2] || d[3] != w[3])
+			return 0;
+		off = sizeof(struct ipv6hdr);
+	} else {
+		return 0;
+	}
+	if (proto != IPPROTO_TCP)
+		return 0;
+	__u16 dport;
+	if (bpf_skb_load_bytes_relative(skb, off + 2, &dport, 2, BPF_HDR_START_NET))
+		return 0;
+	return bpf_ntohs(dport) == f->dport;
+}
+
+// neighbour_frame reports whether skb is address resolution the kernel
+// itself sends: ARP (no socket) and IPv6 neighbour and router discovery
+// (the namespace's own ICMPv6 socket, hop limit 255). A fast-path flow needs
+// its gateway resolved. A packet or XDP socket's frames carry that socket
+// and never pass here; a container's own raw ICMPv6 socket cannot be made
+// after attach (sock_create), and one made before sends nothing past
+// cgroup_skb/egress, which has no such exception.
+static __always_inline int neighbour_frame(struct __sk_buff *skb) {
+	struct bpf_sock *sk = skb->sk;
+	if (skb->protocol == bpf_htons(ETH_P_ARP))
+		return !sk;
+	if (skb->protocol != bpf_htons(ETH_P_IPV6))
+		return 0;
+	if (sk) {
+		sk = bpf_sk_fullsock(sk);
+		if (!sk || sk->family != 10 /* AF_INET6 */ || sk->type != 3 /* SOCK_RAW */ || sk->protocol != IPPROTO_ICMPV6)
+			return 0;
+	}
+	__u8 nh, hops, type;
+	if (bpf_skb_load_bytes_relative(skb, offsetof(struct ipv6hdr, nexthdr), &nh, 1, BPF_HDR_START_NET) ||
+	    bpf_skb_load_bytes_relative(skb, offsetof(struct ipv6hdr, hop_limit), &hops, 1, BPF_HDR_START_NET) ||
+	    bpf_skb_load_bytes_relative(skb, sizeof(struct ipv6hdr), &type, 1, BPF_HDR_START_NET))
+		return 0;
+	return nh == IPPROTO_ICMPV6 && hops == 255 && type >= 133 && type <= 137;
+}
+#endif
+
+// fast_frame is what the tcx programs let past: fast-path flows and the
+// address resolution they need, and only with the fast path on.
+static __always_inline int fast_frame(struct __sk_buff *skb) {
+#ifndef CLAWD_PREV
+	if (fast_path)
+		return fast_packet(skb) || neighbour_frame(skb);
+#endif
+	return 0;
+}
 
 static __always_inline int is_v4_loopback(__u32 ip_be) {
 	return (bpf_ntohl(ip_be) >> 24) == 127;
@@ -332,6 +624,12 @@ int clawd_connect4(struct bpf_sock_addr *ctx) {
 		return 1;
 	}
 
+#ifndef CLAWD_PREV
+	// Allowed by address and port alone: no proxy (see the header).
+	if (fast_connect(ctx, 4, ip, 0, 0, 0, port))
+		return 1;
+#endif
+
 	struct orig o = {};
 	__builtin_memcpy(o.addr, &ip, 4);
 	o.port = (__u16)port;
@@ -371,6 +669,12 @@ int clawd_connect6(struct bpf_sock_addr *ctx) {
 		}
 		return 1;
 	}
+
+#ifndef CLAWD_PREV
+	// A v4-mapped destination is judged, and recorded, as IPv4.
+	if (mapped ? fast_connect(ctx, 4, a3, 0, 0, 0, port) : fast_connect(ctx, 6, a0, a1, a2, a3, port))
+		return 1;
+#endif
 
 	struct orig o = {};
 	orig6(&o, a0, a1, a2, a3, mapped, port);
@@ -499,9 +803,97 @@ int clawd_getpeername6(struct bpf_sock_addr *ctx) {
 }
 
 // sockops re-keys a redirected connection, once established, by what the
-// proxy can see on its accepted socket: netns, client port and family.
+// proxy can see on its accepted socket: netns, client port and family. It
+// also follows fast-path flows (fast_sockops): the kernel is their only
+// witness, so their open and close reach the audit log from here.
+#ifndef CLAWD_PREV
+// fast_sockops follows a fast-path flow: it asks for state callbacks when
+// TCP starts connecting, records the source once established and reports
+// the open, and reports the close with its bytes (then forgets the flow).
+static __always_inline int fast_sockops(struct bpf_sock_ops *skops) {
+	__u64 cookie = bpf_get_socket_cookie(skops);
+	struct flow *f = bpf_map_lookup_elem(&clawd_fl_v1, &cookie);
+	if (!f)
+		return 0;
+	__u32 kind = 0;
+	switch (skops->op) {
+	case BPF_SOCK_OPS_TCP_CONNECT_CB:
+		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+		return 1;
+	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
+		if (f->family == 4) {
+			__u32 l = skops->local_ip4;
+			__builtin_memcpy(f->saddr, &l, 4);
+		} else {
+			// One 4-byte load each: the verifier refuses a merged one.
+			__u32 l0 = *(volatile __u32 *)&skops->local_ip6[0];
+			__u32 l1 = *(volatile __u32 *)&skops->local_ip6[1];
+			__u32 l2 = *(volatile __u32 *)&skops->local_ip6[2];
+			__u32 l3 = *(volatile __u32 *)&skops->local_ip6[3];
+			__builtin_memcpy(&f->saddr[0], &l0, 4);
+			__builtin_memcpy(&f->saddr[4], &l1, 4);
+			__builtin_memcpy(&f->saddr[8], &l2, 4);
+			__builtin_memcpy(&f->saddr[12], &l3, 4);
+		}
+		if (f->family == 4 && skops->family == 10 /* AF_INET6, v4-mapped */) {
+			__u32 l3 = *(volatile __u32 *)&skops->local_ip6[3];
+			__builtin_memcpy(f->saddr, &l3, 4);
+		}
+		f->sport = (__u16)skops->local_port;
+		f->established = 1;
+		kind = FP_EV_OPEN;
+		break;
+	case BPF_SOCK_OPS_STATE_CB:
+		// args[0] is the old state, args[1] the new one.
+		if (skops->args[1] == BPF_TCP_CLOSE_WAIT || skops->args[1] == BPF_TCP_CLOSING ||
+		    (skops->args[1] == BPF_TCP_CLOSE && skops->args[0] == BPF_TCP_FIN_WAIT2))
+			f->fin_in = 1;
+		if (skops->args[1] != BPF_TCP_CLOSE)
+			return 1;
+		kind = FP_EV_CLOSE;
+		break;
+	default:
+		return 1;
+	}
+	struct fp_event *e = bpf_ringbuf_reserve(&clawd_ev_v1, sizeof(*e), 0);
+	if (e) {
+		e->cookie = cookie;
+		e->kind = kind;
+		e->pad = 0;
+		e->f = *f;
+		// The kernel's counters include the SYN and FIN sequence
+		// numbers: payload bytes are what the audit line reports.
+		__u64 acked = skops->bytes_acked, rcvd = skops->bytes_received;
+		__u32 old = skops->args[0];
+		int fin_out = kind == FP_EV_CLOSE && skops->snd_una == skops->snd_nxt &&
+			      (old == BPF_TCP_FIN_WAIT1 || old == BPF_TCP_FIN_WAIT2 || old == BPF_TCP_CLOSING || old == BPF_TCP_LAST_ACK);
+		if (f->established && acked > 0)
+			acked--;
+		if (fin_out && acked > 0)
+			acked--;
+		if (f->fin_in && rcvd > 0)
+			rcvd--;
+		e->bytes_sent = acked;
+		e->bytes_received = rcvd;
+		bpf_ringbuf_submit(e, 0);
+	} else {
+		FCOUNT(ev_lost);
+	}
+	// A closed flow's record stays (the LRU reclaims it): its last ACK
+	// or reset, still queued on a veth or sent by its TIME_WAIT socket,
+	// must pass too. A dead socket sends nothing else.
+	if (kind == FP_EV_CLOSE)
+		f->closed = 1;
+	return 1;
+}
+#endif
+
 SEC("sockops")
 int clawd_sockops(struct bpf_sock_ops *skops) {
+#ifndef CLAWD_PREV
+	if (fast_path && fast_sockops(skops))
+		return 1;
+#endif
 	if (skops->op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB)
 		return 1;
 	if (bpf_ntohl(skops->remote_port) != proxy_port)
@@ -588,10 +980,15 @@ int clawd_setsockopt(struct bpf_sockopt *ctx) {
 	return 1;
 }
 
-// Defence in depth: the container's own sockets may only send on loopback.
-// This also cuts connections opened before the container was attached.
+// Defence in depth: the container's own sockets may only send on loopback
+// (and fast-path flows to where their record says). This also cuts
+// connections opened before the container was attached.
 SEC("cgroup_skb/egress")
 int clawd_egress(struct __sk_buff *skb) {
+#ifndef CLAWD_PREV
+	if (fast_path && fast_packet(skb))
+		return 1;
+#endif
 	if (skb->protocol == bpf_htons(ETH_P_IP)) {
 		__u32 daddr;
 		if (bpf_skb_load_bytes(skb, offsetof(struct iphdr, daddr), &daddr, 4) == 0 &&
@@ -608,20 +1005,25 @@ int clawd_egress(struct __sk_buff *skb) {
 }
 
 // tcx programs on the container's interfaces (egress inside the container,
-// ingress on a veth peer, wherever it lives) drop every frame: with clawd
-// attached no legitimate packet of the container crosses them, since the
-// proxy dials from the host. This is what stops AF_PACKET, which no cgroup
+// ingress on a veth peer, wherever it lives) drop every frame but those of
+// fast-path flows and the address resolution they need (fast_frame): with
+// clawd attached no other legitimate packet of the container crosses them,
+// since the proxy dials from the host. This is what stops AF_PACKET, which no cgroup
 // inet hook sees. A packet socket with PACKET_QDISC_BYPASS (and AF_XDP in
 // copy mode) skips tcx egress and goes straight to the driver: for a veth that
 // is the peer's ingress, hence the second program.
 SEC("tcx/egress")
 int clawd_tcx_egress(struct __sk_buff *skb) {
+	if (fast_frame(skb))
+		return TCX_NEXT;
 	COUNT(if_dropped);
 	return TCX_DROP;
 }
 
 SEC("tcx/ingress")
 int clawd_tcx_ingress(struct __sk_buff *skb) {
+	if (fast_frame(skb))
+		return TCX_NEXT;
 	COUNT(if_dropped);
 	return TCX_DROP;
 }
@@ -637,6 +1039,8 @@ int clawd_tcx_ingress(struct __sk_buff *skb) {
 // unicast frame to a sibling macvlan on the same lower device.
 static __always_inline int lower(struct __sk_buff *skb) {
 	if (bpf_skb_under_cgroup(skb, &clawd_self_cg, 0) != 1)
+		return TCX_NEXT;
+	if (fast_frame(skb))
 		return TCX_NEXT;
 	COUNT(if_dropped);
 	return TCX_DROP;

@@ -30,6 +30,53 @@ type ClawdExeId struct {
 	Ino uint64
 }
 
+type ClawdFlow struct {
+	_           structs.HostLayout
+	Daddr       [16]uint8
+	Saddr       [16]uint8
+	Dport       uint16
+	Sport       uint16
+	Family      uint8
+	Established uint8
+	FinIn       uint8
+	Closed      uint8
+	Tgid        uint32
+	Pad2        uint32
+	Cgroup      uint64
+	Netns       uint64
+}
+
+type ClawdFpCounters struct {
+	_      structs.HostLayout
+	Fast   uint64
+	EvLost uint64
+}
+
+type ClawdFpEvent struct {
+	_             structs.HostLayout
+	Cookie        uint64
+	BytesSent     uint64
+	BytesReceived uint64
+	F             ClawdFlow
+	Kind          uint32
+	Pad           uint32
+}
+
+type ClawdFpKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Cg        [2]uint32
+	Family    uint32
+	Addr      [16]uint8
+}
+
+type ClawdFpPorts struct {
+	_  structs.HostLayout
+	N  uint16
+	Lo [15]uint16
+	Hi [15]uint16
+}
+
 type ClawdListenerKey struct {
 	_     structs.HostLayout
 	Netns uint64
@@ -61,6 +108,10 @@ type ClawdTupleKey struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	ClawdMapClawdCkV1          = "clawd_ck_v1"
+	ClawdMapClawdEvV1          = "clawd_ev_v1"
+	ClawdMapClawdFcV1          = "clawd_fc_v1"
+	ClawdMapClawdFlV1          = "clawd_fl_v1"
+	ClawdMapClawdFpV1          = "clawd_fp_v1"
 	ClawdMapClawdLsV1          = "clawd_ls_v1"
 	ClawdMapClawdSelfCg        = "clawd_self_cg"
 	ClawdMapClawdStV1          = "clawd_st_v1"
@@ -85,9 +136,13 @@ const (
 	ClawdProgClawdTcxIngress   = "clawd_tcx_ingress"
 	ClawdVarContainerCgroup    = "container_cgroup"
 	ClawdVarDnsPort            = "dns_port"
+	ClawdVarFastPath           = "fast_path"
 	ClawdVarHasV6              = "has_v6"
 	ClawdVarProxyPort          = "proxy_port"
 	ClawdVarReadExe            = "read_exe"
+	ClawdVarUnusedFpEvent      = "unused_fp_event"
+	ClawdVarUnusedFpKey        = "unused_fp_key"
+	ClawdVarUnusedFpPorts      = "unused_fp_ports"
 )
 
 // LoadClawd returns the embedded CollectionSpec for Clawd.
@@ -155,6 +210,10 @@ type ClawdProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type ClawdMapSpecs struct {
 	ClawdCkV1   *ebpf.MapSpec `ebpf:"clawd_ck_v1"`
+	ClawdEvV1   *ebpf.MapSpec `ebpf:"clawd_ev_v1"`
+	ClawdFcV1   *ebpf.MapSpec `ebpf:"clawd_fc_v1"`
+	ClawdFlV1   *ebpf.MapSpec `ebpf:"clawd_fl_v1"`
+	ClawdFpV1   *ebpf.MapSpec `ebpf:"clawd_fp_v1"`
 	ClawdLsV1   *ebpf.MapSpec `ebpf:"clawd_ls_v1"`
 	ClawdSelfCg *ebpf.MapSpec `ebpf:"clawd_self_cg"`
 	ClawdStV1   *ebpf.MapSpec `ebpf:"clawd_st_v1"`
@@ -169,9 +228,13 @@ type ClawdMapSpecs struct {
 type ClawdVariableSpecs struct {
 	ContainerCgroup *ebpf.VariableSpec `ebpf:"container_cgroup"`
 	DnsPort         *ebpf.VariableSpec `ebpf:"dns_port"`
+	FastPath        *ebpf.VariableSpec `ebpf:"fast_path"`
 	HasV6           *ebpf.VariableSpec `ebpf:"has_v6"`
 	ProxyPort       *ebpf.VariableSpec `ebpf:"proxy_port"`
 	ReadExe         *ebpf.VariableSpec `ebpf:"read_exe"`
+	UnusedFpEvent   *ebpf.VariableSpec `ebpf:"unused_fp_event"`
+	UnusedFpKey     *ebpf.VariableSpec `ebpf:"unused_fp_key"`
+	UnusedFpPorts   *ebpf.VariableSpec `ebpf:"unused_fp_ports"`
 }
 
 // ClawdObjects contains all objects after they have been loaded into the kernel.
@@ -195,6 +258,10 @@ func (o *ClawdObjects) Close() error {
 // It can be passed to LoadClawdObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ClawdMaps struct {
 	ClawdCkV1   *ebpf.Map `ebpf:"clawd_ck_v1"`
+	ClawdEvV1   *ebpf.Map `ebpf:"clawd_ev_v1"`
+	ClawdFcV1   *ebpf.Map `ebpf:"clawd_fc_v1"`
+	ClawdFlV1   *ebpf.Map `ebpf:"clawd_fl_v1"`
+	ClawdFpV1   *ebpf.Map `ebpf:"clawd_fp_v1"`
 	ClawdLsV1   *ebpf.Map `ebpf:"clawd_ls_v1"`
 	ClawdSelfCg *ebpf.Map `ebpf:"clawd_self_cg"`
 	ClawdStV1   *ebpf.Map `ebpf:"clawd_st_v1"`
@@ -206,6 +273,10 @@ type ClawdMaps struct {
 func (m *ClawdMaps) Close() error {
 	return _ClawdClose(
 		m.ClawdCkV1,
+		m.ClawdEvV1,
+		m.ClawdFcV1,
+		m.ClawdFlV1,
+		m.ClawdFpV1,
 		m.ClawdLsV1,
 		m.ClawdSelfCg,
 		m.ClawdStV1,
@@ -221,9 +292,13 @@ func (m *ClawdMaps) Close() error {
 type ClawdVariables struct {
 	ContainerCgroup *ebpf.Variable `ebpf:"container_cgroup"`
 	DnsPort         *ebpf.Variable `ebpf:"dns_port"`
+	FastPath        *ebpf.Variable `ebpf:"fast_path"`
 	HasV6           *ebpf.Variable `ebpf:"has_v6"`
 	ProxyPort       *ebpf.Variable `ebpf:"proxy_port"`
 	ReadExe         *ebpf.Variable `ebpf:"read_exe"`
+	UnusedFpEvent   *ebpf.Variable `ebpf:"unused_fp_event"`
+	UnusedFpKey     *ebpf.Variable `ebpf:"unused_fp_key"`
+	UnusedFpPorts   *ebpf.Variable `ebpf:"unused_fp_ports"`
 }
 
 // ClawdPrograms contains all programs after they have been loaded into the kernel.

@@ -149,7 +149,7 @@ func (d *Daemon) attach(began time.Time, c policy.Container, pid int, trustCA, a
 		ns.Close()
 		return Record{}, err
 	}
-	params := enforce.Params{ID: id, Cgroup: cg, Netns: nsPath}
+	params := enforce.Params{ID: id, Cgroup: cg, Netns: nsPath, FastPath: d.cfg.FastPath}
 	ifs, err := d.enf.Survey(params)
 	if err != nil {
 		ns.Close()
@@ -206,6 +206,7 @@ func (d *Daemon) attach(began time.Time, c policy.Container, pid int, trustCA, a
 	}
 	d.serve(rec, ls)
 	d.track(id, ns)
+	d.refreshFast("attached " + c.Name)
 	if trustCA {
 		in, err := ca.InstallTrust(fmt.Sprintf("/proc/%d/root", pid), d.ca.CertPEM())
 		if err != nil {
@@ -327,6 +328,7 @@ func (d *Daemon) detachLocked(id, reason string) error {
 	if ok {
 		d.audit.Log(audit.Entry{Event: audit.EventDetach, Container: a.Container.Name, ContainerID: a.Container.ID, Runtime: a.Container.Runtime, Action: audit.ActionDetach, Reason: reason})
 		d.log.Info("detached", zap.String("container", a.Container.Name), zap.String("reason", reason))
+		d.refreshFast("detached " + a.Container.Name)
 	}
 	return err
 }
@@ -435,10 +437,14 @@ func (d *Daemon) refreshAddrs(a *attachment) {
 	// Under mu: a detach either removed a already (nothing is set) or
 	// removes the entry after this.
 	d.mu.Lock()
+	changed := false
 	if d.atts[a.ID] == a {
-		d.addrs.set(a.ID, addrs)
+		changed = d.addrs.set(a.ID, addrs)
 	}
 	d.mu.Unlock()
+	if changed {
+		d.refreshFast("container addresses of " + a.Container.Name)
+	}
 }
 
 func (d *Daemon) acceptLoop(ctx context.Context, a *attachment, ln net.Listener) {

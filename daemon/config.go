@@ -20,31 +20,35 @@ import (
 // come from --config (YAML), flags, and CLAWD_* environment variables, in
 // increasing precedence for env over file and flags over both.
 type Config struct {
-	Socket            string         `mapstructure:"socket"`
-	StateDir          string         `mapstructure:"state-dir"`
-	Policy            string         `mapstructure:"policy"`
-	ContainerdAddress string         `mapstructure:"containerd-address"`
-	Namespaces        []string       `mapstructure:"namespaces"`
-	DockerHost        string         `mapstructure:"docker-host"`
-	PinRoot           string         `mapstructure:"pin-root"`
-	APIListen         string         `mapstructure:"api-listen"`
-	MetricsListen     string         `mapstructure:"metrics-listen"`
-	AuditLog          string         `mapstructure:"audit-log"`
-	LogLevel          string         `mapstructure:"log-level"`
-	LogFormat         string         `mapstructure:"log-format"` // "json", "console" or "" (json unless on a terminal)
-	DNSUpstreams      []string       `mapstructure:"dns-upstreams"`
-	Pprof             bool           `mapstructure:"pprof"`              // Go profiles on the metrics listener
-	DNSRefuse         string         `mapstructure:"dns-refuse"`         // "nxdomain" or "refused": the answer for names the policy never allows
-	DNSAuditInterval  time.Duration  `mapstructure:"dns-audit-interval"` // how often aggregated DNS audit lines are written
-	UpstreamCAFile    string         `mapstructure:"upstream-ca-file"`   // extra roots for upstream TLS (tests, private CAs)
-	SecretsFile       string         `mapstructure:"secrets-file"`
-	SecretsKey        string         `mapstructure:"secrets-key"`
-	DrainTimeout      time.Duration  `mapstructure:"drain-timeout"`
-	SweepInterval     time.Duration  `mapstructure:"sweep-interval"`
-	PeekTimeout       time.Duration  `mapstructure:"peek-timeout"`
-	APIToken          string         `mapstructure:"api-token"`  // bearer token of the host approval API; generated into the state dir if empty
-	PublicURL         string         `mapstructure:"public-url"` // base of signed approve/deny links
-	Approval          ApprovalConfig `mapstructure:"approval"`
+	Socket            string   `mapstructure:"socket"`
+	StateDir          string   `mapstructure:"state-dir"`
+	Policy            string   `mapstructure:"policy"`
+	ContainerdAddress string   `mapstructure:"containerd-address"`
+	Namespaces        []string `mapstructure:"namespaces"`
+	DockerHost        string   `mapstructure:"docker-host"`
+	PinRoot           string   `mapstructure:"pin-root"`
+	APIListen         string   `mapstructure:"api-listen"`
+	MetricsListen     string   `mapstructure:"metrics-listen"`
+	AuditLog          string   `mapstructure:"audit-log"`
+	LogLevel          string   `mapstructure:"log-level"`
+	LogFormat         string   `mapstructure:"log-format"` // "json", "console" or "" (json unless on a terminal)
+	DNSUpstreams      []string `mapstructure:"dns-upstreams"`
+	Pprof             bool     `mapstructure:"pprof"` // Go profiles on the metrics listener
+	// FastPath lets connections a rule set allows by address and port
+	// alone pass in the kernel instead of the proxy (issue 18,
+	// daemon/fastpath.go); false: every connection goes to the proxy.
+	FastPath         bool           `mapstructure:"fast-path"`
+	DNSRefuse        string         `mapstructure:"dns-refuse"`         // "nxdomain" or "refused": the answer for names the policy never allows
+	DNSAuditInterval time.Duration  `mapstructure:"dns-audit-interval"` // how often aggregated DNS audit lines are written
+	UpstreamCAFile   string         `mapstructure:"upstream-ca-file"`   // extra roots for upstream TLS (tests, private CAs)
+	SecretsFile      string         `mapstructure:"secrets-file"`
+	SecretsKey       string         `mapstructure:"secrets-key"`
+	DrainTimeout     time.Duration  `mapstructure:"drain-timeout"`
+	SweepInterval    time.Duration  `mapstructure:"sweep-interval"`
+	PeekTimeout      time.Duration  `mapstructure:"peek-timeout"`
+	APIToken         string         `mapstructure:"api-token"`  // bearer token of the host approval API; generated into the state dir if empty
+	PublicURL        string         `mapstructure:"public-url"` // base of signed approve/deny links
+	Approval         ApprovalConfig `mapstructure:"approval"`
 
 	// WebhookListen, when set, serves the Kubernetes mutating admission
 	// webhook (daemon/admission) over TLS with WebhookCert/WebhookKey.
@@ -152,6 +156,7 @@ func Flags(fs *pflag.FlagSet) {
 	fs.String("log-level", "info", "log level: debug, info, warn, error")
 	fs.String("log-format", "", "log format: json or console (default json unless stderr is a terminal)")
 	fs.StringSlice("dns-upstreams", nil, "resolvers for agents' DNS (default: the host's /etc/resolv.conf)")
+	fs.Bool("fast-path", true, "pass connections that the policy allows by address and port alone (cidrs, ports; nothing else) in the kernel instead of the proxy; they are audited with path \"kernel\"")
 	fs.Bool("pprof", false, "serve Go profiles under /debug/pprof/ on the metrics listener")
 	fs.String("dns-refuse", "nxdomain", "answer for names the policy can never allow: nxdomain or refused")
 	fs.Duration("dns-audit-interval", time.Minute, "how often the aggregated audit lines of forwarded DNS queries and left-out answer addresses are written")

@@ -29,8 +29,11 @@ import (
 type AttachmentInfo struct {
 	Record
 	Counters enforce.Counters `json:"counters"`
-	State    string           `json:"state"`            // StateEnforced, StateCutOff or StateInDoubt
-	Reason   string           `json:"reason,omitempty"` // why cut off or in doubt
+	// FastPath counts the connects the kernel let through without the
+	// proxy (issue 18) and the fast-path events it could not report.
+	FastPath enforce.FastCounters `json:"fast_path"`
+	State    string               `json:"state"`            // StateEnforced, StateCutOff or StateInDoubt
+	Reason   string               `json:"reason,omitempty"` // why cut off or in doubt
 	// TLSUntrusted counts intercepted handshakes the container aborted on
 	// clawd's certificate: some runtime in it does not trust clawd's CA.
 	TLSUntrusted uint64 `json:"tls_untrusted"`
@@ -376,6 +379,7 @@ func (d *Daemon) List() []AttachmentInfo {
 	out = append(out, d.doubtInfos()...)
 	for i := range out {
 		out[i].Counters, _ = d.enf.Counters(out[i].CgroupID)
+		out[i].FastPath, _ = d.enf.FastCounters(out[i].CgroupID)
 		out[i].TLSUntrusted = d.proxy.Untrusted(out[i].Container.Key())
 		out[i].Budgets = d.usage.Usage(out[i].Container.Key(), time.Now())
 	}
@@ -421,6 +425,7 @@ func (c *bpfCollector) Collect(ch chan<- prometheus.Metric) {
 		for ev, v := range map[string]uint64{
 			"redirected": k.Redirected, "dns": k.DNS, "udp_refused": k.UDPRefused, "socket_refused": k.SockRefused,
 			"sockopt_refused": k.OptRefused, "packet_dropped": k.PktDropped, "interface_dropped": k.IfDropped,
+			"fast_path": a.FastPath.Fast, "fast_path_events_lost": a.FastPath.EvLost,
 		} {
 			ch <- prometheus.MustNewConstMetric(bpfDesc, prometheus.CounterValue, float64(v), strings.TrimPrefix(n, "/"), ev)
 		}

@@ -3,6 +3,7 @@ package daemon
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"sync"
 
 	"github.com/vishvananda/netlink"
@@ -33,18 +34,21 @@ func (c *ctrAddrs) Has(a netip.Addr) bool {
 	return c.count[a] > 0
 }
 
-// set replaces the addresses of attachment id.
-func (c *ctrAddrs) set(id string, addrs []netip.Addr) {
+// set replaces the addresses of attachment id; it reports whether they
+// changed.
+func (c *ctrAddrs) set(id string, addrs []netip.Addr) (changed bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	changed = !slices.Equal(c.byID[id], addrs)
 	c.dropLocked(id)
 	if len(addrs) == 0 {
-		return
+		return changed
 	}
 	c.byID[id] = addrs
 	for _, a := range addrs {
 		c.count[a]++
 	}
+	return changed
 }
 
 // remove forgets attachment id.

@@ -87,6 +87,8 @@ type Daemon struct {
 	byCgroup map[uint64]*attachment
 	doubt    map[string]*doubtful // pinned, not re-adopted: cut off until they are (reconcile.go)
 	addrs    *ctrAddrs            // interface addresses of attached containers' namespaces
+
+	fast fastState // the kernel fast path (fastpath.go)
 }
 
 type attachment struct {
@@ -208,7 +210,8 @@ func New(cfg Config, log *zap.Logger) (*Daemon, error) {
 		ProxyCredential: d.secrets.Credential,
 		Audit:           d.audit, Log: log.Named("proxy"), Registerer: d.reg,
 		PeekTimeout: cfg.PeekTimeout, MaxBufferedBytes: bufTotal, MaxBufferedBytesPerContainer: bufPerCtr,
-		Usage: d.usage,
+		Usage:       d.usage,
+		OnProxyAddr: func() { d.refreshFast("upstream proxy address") },
 	}); err != nil {
 		return nil, fmt.Errorf("proxy: %w", err)
 	}
@@ -217,6 +220,7 @@ func New(cfg Config, log *zap.Logger) (*Daemon, error) {
 	d.policy.OnInstall(func() {
 		d.proxy.SetUpstreamProxies(d.policy.Current().UpstreamProxies())
 		d.proxy.Recheck("policy reloaded")
+		d.refreshFast("policy reloaded")
 	})
 	d.approvals.OnRevoke(func() { d.proxy.Recheck("grant revoked") })
 	d.rt = d.newRuntimes()
@@ -404,6 +408,7 @@ func (i injector) Hint(host string) string    { return secrets.Hint(host) }
 // place: attached containers stay cut off while no daemon runs.
 func (d *Daemon) Run(ctx context.Context) error {
 	d.adoptAll()
+	d.startFast()
 
 	ctl, err := d.listenControl()
 	if err != nil {
@@ -488,6 +493,16 @@ func (d *Daemon) Run(ctx context.Context) error {
 }
 
 func (d *Daemon) shutdown(servers []*http.Server) error {
+	// No fast path without a daemon to audit it and to follow the policy:
+	// from here on every connect takes the proxy path, and fails there.
+	if d.fastOn() {
+		d.fast.mu.Lock()
+		d.fast.stopped = true
+		if err := d.enf.ClearFastTable(); err != nil {
+			d.log.Error("fast path: clear table", zap.Error(err))
+		}
+		d.fast.mu.Unlock()
+	}
 	// Stop accepting first: from here on, connects of attached containers
 	// are refused by the kernel (no listener), never let through.
 	d.mu.Lock()

@@ -65,7 +65,7 @@ func (d *Daemon) untrack(a *attachment) {
 func (d *Daemon) params(a *attachment) enforce.Params {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	p := enforce.Params{ID: a.ID, Cgroup: a.Cgroup}
+	p := enforce.Params{ID: a.ID, Cgroup: a.Cgroup, FastPath: d.cfg.FastPath}
 	if a.netns != nil {
 		p.Netns = fdPath(a.netns)
 	}

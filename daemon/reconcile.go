@@ -121,7 +121,7 @@ func (d *Daemon) adopt(r Record) error {
 		return err
 	}
 	layers, err := d.enf.Adopt(enforce.Params{ID: r.ID, Cgroup: r.Cgroup, Netns: fdPath(ns),
-		ProxyPort: ls.tcpPort(), DNSPort: ls.udpPort(), HasV6: ls.hasV6()})
+		ProxyPort: ls.tcpPort(), DNSPort: ls.udpPort(), HasV6: ls.hasV6(), FastPath: d.cfg.FastPath})
 	if err != nil {
 		d.enf.UnregisterListeners(ls.kernel())
 		ls.Close()

@@ -31,6 +31,7 @@ func (d *Daemon) sweepLoop() {
 // the attachment stays.
 func (d *Daemon) Sweep() {
 	d.refreshPeers()
+	d.refreshFast("sweep")
 	d.mu.Lock()
 	var all []*attachment
 	for _, a := range d.atts {

@@ -453,3 +453,76 @@ func TestBypassPreparedBeforeAttach(t *testing.T) {
 		t.Errorf("ESCAPED: %s", e)
 	}
 }
+
+// fastUpPolicy allows the upstream's HTTP port by address alone: with the
+// kernel fast path, TCP to it leaves the container directly.
+const fastUpPolicy = `version: 1
+default:
+  default_action: deny
+  rules:
+    - name: up
+      cidrs: [198.51.100.10/32, "2001:db8::10/128"]
+      ports: [8080]
+      action: allow
+`
+
+// The bypass program against the kernel fast path (issue 18): the TCP
+// vectors the policy allows by address reach the upstream from the
+// container itself (no proxy), each once; every other vector stays
+// blocked, and nothing else the program sends gets out, packet sockets
+// included, although the container's frames to the upstream now pass its
+// interfaces.
+func TestBypassProgramFindsNoWayOutWithFastPath(t *testing.T) {
+	ctd := harness.SharedContainerd(t)
+	up := harness.SharedUpstream(t)
+	cl := StartClawd(t, ctd, ClawdOpts{Policy: fastUpPolicy})
+	ct := ctd.Run(t, "hostilefast", harness.RunOpts{
+		Files: map[string]string{bypassBin(t): "/bypass"},
+		Caps:  []string{"CAP_NET_RAW", "CAP_NET_ADMIN"},
+	})
+	cl.MustCLI("attach", ct.Name)
+	up.Reset()
+	res := runBypass(t, ct)
+	if len(res) < 20 {
+		t.Fatalf("bypass program reported only %d vectors: %v", len(res), res)
+	}
+	for _, v := range []string{"so-mark", "so-bindtodevice", "ip-transparent", "udp-sendto", "udp-sendmsg",
+		"udp-sendmmsg", "udp-connected", "udp6-sendto", "quic-443", "raw-udp", "raw-icmp", "ping-socket",
+		"ping6-socket", "sctp", "mptcp", "udplite"} {
+		if r, ok := res[v]; !ok || r.Result != "blocked" {
+			t.Errorf("vector %s: %+v, want blocked by the kernel", v, r)
+		}
+	}
+	tcp := map[string]bool{}
+	for _, v := range []string{"tcp4", "tcp6", "tcp-v4mapped", "tcp-bind-port", "tcp-fastopen", "tcp-nonblocking"} {
+		tcp["/bypass-"+v] = true
+		if r := res[v]; r.Result != "connected" || !strings.Contains(r.Detail, "200") {
+			t.Errorf("vector %s: %+v, want a 200 over the fast path", v, r)
+		}
+		got := seenFrom(up, "/bypass-"+v)
+		if len(got) != 1 || (got[0] != ct.IPv4.String() && got[0] != ct.IPv6.String()) {
+			t.Errorf("%s seen from %v, want once from the container itself (fast path)", v, got)
+		}
+	}
+	// Other vectors that connect a TCP socket (io_uring, child
+	// processes) take the fast path too: each must say it connected.
+	for _, s := range up.Requests() {
+		v := strings.TrimPrefix(s.Path, "/bypass-")
+		if strings.HasPrefix(s.Path, "/bypass-") && !tcp[s.Path] && !(strings.Contains(v, "tcp") && res[v].Result == "connected") {
+			t.Errorf("ESCAPED past the fast path: %s from %s (%+v)", s.Path, s.Remote, res[v])
+		}
+	}
+	for _, p := range up.UDPPackets() {
+		if strings.Contains(p, "bypass-") {
+			t.Errorf("ESCAPED (udp): %s", p)
+		}
+	}
+	for _, r := range res {
+		if r.Result == "escaped" {
+			t.Errorf("ESCAPED (the program says so): %+v", r)
+		}
+	}
+	if c := cl.List()[0].Counters; c.IfDropped == 0 {
+		t.Errorf("packet-socket frames were not dropped on the interfaces: %+v", c)
+	}
+}

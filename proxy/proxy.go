@@ -141,6 +141,10 @@ type Config struct {
 	// attach, re-adoption and sweep): another agent is no dial target for
 	// a name rule. nil: no address is known to be a container's.
 	ContainerAddr func(a netip.Addr) bool
+	// OnProxyAddr, when set, is called (on its own goroutine) each time
+	// an upstream proxy's name resolves to an address not seen before:
+	// the kernel fast path must exclude it at once (ProxyAddrs).
+	OnProxyAddr func()
 	// Classify says whether a destination address is special (loopback,
 	// private, link-local, the host's or a container's own): such an
 	// address is dialled only for a rule naming it in cidrs. nil:

@@ -226,7 +226,21 @@ func (s *Server) SetUpstreamProxies(addrs []string) {
 }
 
 func (s *Server) noteProxyAddr(ap netip.AddrPort) {
-	s.proxyAddrs.Store(netip.AddrPortFrom(ap.Addr().Unmap().WithZone(""), ap.Port()), true)
+	_, seen := s.proxyAddrs.LoadOrStore(netip.AddrPortFrom(ap.Addr().Unmap().WithZone(""), ap.Port()), true)
+	if !seen && s.cfg.OnProxyAddr != nil {
+		go s.cfg.OnProxyAddr()
+	}
+}
+
+// ProxyAddrs lists the upstream proxies' addresses: those the policy names
+// literally and those their names resolved to. An agent never dials them.
+func (s *Server) ProxyAddrs() []netip.AddrPort {
+	out := append([]netip.AddrPort(nil), s.cfg.Decider.UpstreamProxyAddrs()...)
+	s.proxyAddrs.Range(func(k, _ any) bool {
+		out = append(out, k.(netip.AddrPort))
+		return true
+	})
+	return out
 }
 
 // isProxyAddr reports whether dst is an upstream proxy's address: one the

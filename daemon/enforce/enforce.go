@@ -43,6 +43,10 @@ type Params struct {
 	ProxyPort uint16 // TCP listener in the container netns
 	DNSPort   uint16 // UDP DNS listener in the container netns
 	HasV6     bool   // listeners also exist on ::1
+	// FastPath lets connections the fast-path table allows bypass the
+	// proxy (issue 18; see fastpath.go). Off: exactly the programs'
+	// behaviour without it.
+	FastPath bool
 }
 
 // Layers reports which enforcement layers are active for an attachment.
@@ -73,6 +77,10 @@ type Enforcer struct {
 	// later copies load without it. Loads run outside mu: exeMu guards it.
 	exeMu  sync.Mutex
 	exeErr error
+	fp   *ebpf.Map // fast-path table slot (array of one LPM trie)
+	fl   *ebpf.Map // fast-path flows by socket cookie
+	ev   *ebpf.Map // fast-path events (ring buffer)
+	fc   *ebpf.Map // fast-path counters
 	// lsm is the optional lsm_cgroup/socket_create program, shared by every
 	// attachment; nil with lsmErr set where the kernel refuses it.
 	lsm    *ebpf.Program
@@ -111,6 +119,7 @@ func New(root string) (*Enforcer, error) {
 	e.xt = maps.ClawdXtV1
 	// The cookie-keyed half is only the programs': close this handle.
 	maps.ClawdXcV1.Close()
+	e.fp, e.fl, e.ev, e.fc = maps.ClawdFpV1, maps.ClawdFlV1, maps.ClawdEvV1, maps.ClawdFcV1
 	// Listeners die with the daemon that opened them: what a predecessor
 	// registered names ports nobody serves now (and that anything may
 	// bind). The re-adopted attachments register their new ones.
@@ -158,7 +167,7 @@ func (e *Enforcer) Close() error {
 		delete(e.live, id)
 	}
 	e.mu.Unlock()
-	errs := []error{e.ck.Close(), e.tp.Close(), e.st.Close(), e.ls.Close(), e.xt.Close()}
+	errs := []error{e.ck.Close(), e.tp.Close(), e.st.Close(), e.ls.Close(), e.xt.Close(), e.fp.Close(), e.fl.Close(), e.ev.Close(), e.fc.Close()}
 	if e.lsm != nil {
 		errs = append(errs, e.lsm.Close())
 	}
@@ -245,6 +254,7 @@ func (e *Enforcer) loadWith(p Params, cgid uint64, readExe bool) (*bpf.ClawdObje
 		{"has_v6", boolByte(p.HasV6)},
 		{"container_cgroup", cgid},
 		{"read_exe", boolByte(readExe)},
+		{"fast_path", boolByte(p.FastPath)},
 	}
 	for _, s := range sets {
 		v, ok := spec.Variables[s.name]
@@ -334,11 +344,15 @@ func (e *Enforcer) Attach(p Params) (l Layers, err error) {
 		if err != nil {
 			os.RemoveAll(dir)
 			e.st.Delete(cgid)
+			e.fc.Delete(cgid)
 		}
 	}()
 	// Counters first, so the very first redirect is counted.
 	if err := e.st.Update(cgid, bpf.ClawdCounters{}, ebpf.UpdateNoExist); err != nil && !errors.Is(err, ebpf.ErrKeyExist) {
 		return l, fmt.Errorf("create counters: %w", err)
+	}
+	if err := e.fc.Update(cgid, bpf.ClawdFpCounters{}, ebpf.UpdateNoExist); err != nil && !errors.Is(err, ebpf.ErrKeyExist) {
+		return l, fmt.Errorf("create fast-path counters: %w", err)
 	}
 	for _, h := range cgroupHooks {
 		lk, err := link.AttachCgroup(link.CgroupOptions{Path: p.Cgroup, Attach: h.attach, Program: h.prog(&objs.ClawdPrograms)})
@@ -610,6 +624,7 @@ func (e *Enforcer) Detach(id string, cgroupID uint64) error {
 	}
 	if cgroupID != 0 {
 		e.st.Delete(cgroupID)
+		e.fc.Delete(cgroupID)
 	}
 	e.forget(id)
 	return errors.Join(errs...)
@@ -777,6 +792,9 @@ func Probe() error {
 		if m.Pinning != ebpf.PinNone { // clawd's own maps, not .rodata
 			m.Pinning = ebpf.PinNone
 			m.MaxEntries = 16
+			if m.Type == ebpf.RingBuf {
+				m.MaxEntries = uint32(os.Getpagesize()) // a ring is pages
+			}
 		}
 	}
 	var objs bpf.ClawdObjects

@@ -161,3 +161,41 @@ func (x Extra) Classify(a netip.Addr) Class {
 	}
 	return Public
 }
+
+// specialPrefixes is a superset of the addresses Of does not call Public,
+// as ranges: every address outside them that Of sees is Public (the test
+// checks that). IPv6 forms that carry an IPv4 address are listed whole,
+// whatever address they carry.
+var specialPrefixes = []netip.Prefix{
+	netip.MustParsePrefix("0.0.0.0/8"),
+	netip.MustParsePrefix("10.0.0.0/8"),
+	netip.MustParsePrefix("100.64.0.0/10"),
+	netip.MustParsePrefix("127.0.0.0/8"),
+	netip.MustParsePrefix("169.254.0.0/16"),
+	netip.MustParsePrefix("172.16.0.0/12"),
+	netip.MustParsePrefix("192.0.0.0/24"),
+	netip.MustParsePrefix("192.168.0.0/16"),
+	netip.MustParsePrefix("198.18.0.0/15"),
+	netip.MustParsePrefix("224.0.0.0/4"),
+	netip.MustParsePrefix("240.0.0.0/4"),
+	netip.MustParsePrefix("::/96"),           // unspecified, loopback, v4-compatible
+	netip.MustParsePrefix("::ffff:0:0/96"),   // v4-mapped (judged as IPv4 elsewhere)
+	netip.MustParsePrefix("::ffff:0:0:0/96"), // SIIT
+	netip.MustParsePrefix("64:ff9b::/96"),
+	netip.MustParsePrefix("64:ff9b:1::/48"),
+	netip.MustParsePrefix("100::/64"),
+	netip.MustParsePrefix("2001::/32"),
+	netip.MustParsePrefix("2002::/16"),
+	netip.MustParsePrefix("fc00::/7"),
+	netip.MustParsePrefix("fe80::/10"),
+	netip.MustParsePrefix("ff00::/8"),
+}
+
+// SpecialPrefixes lists ranges that hold every address Of does not call
+// Public (and some it does: 6to4 or NAT64 forms of public addresses). A
+// caller that needs ranges rather than a per-address answer (the kernel
+// fast path, policy.FastPath) excludes them whole. The host's and the
+// containers' own addresses are not in it.
+func SpecialPrefixes() []netip.Prefix {
+	return append([]netip.Prefix(nil), specialPrefixes...)
+}

@@ -1,6 +1,7 @@
 package addrclass
 
 import (
+	"math/rand"
 	"net/netip"
 	"testing"
 )
@@ -81,5 +82,50 @@ func TestExtra(t *testing.T) {
 	}
 	if got := (Extra{}).Classify(host); got != Public {
 		t.Errorf("no extras: %q", got)
+	}
+}
+
+// Every address outside SpecialPrefixes is Public: the list is a superset,
+// so excluding it whole leaves no special address behind.
+func TestSpecialPrefixesCoverEveryClass(t *testing.T) {
+	in := func(a netip.Addr) bool {
+		for _, p := range SpecialPrefixes() {
+			if p.Contains(a) {
+				return true
+			}
+		}
+		return false
+	}
+	r := rand.New(rand.NewSource(1))
+	check := func(a netip.Addr) {
+		if !in(a) && Of(a) != Public {
+			t.Fatalf("%s is %s but outside SpecialPrefixes", a, Of(a))
+		}
+	}
+	for i := 0; i < 200000; i++ {
+		var b4 [4]byte
+		r.Read(b4[:])
+		check(netip.AddrFrom4(b4))
+		var b16 [16]byte
+		r.Read(b16[:])
+		// Bias towards the interesting low and translated ranges.
+		switch i % 6 {
+		case 0:
+			copy(b16[:12], make([]byte, 12))
+		case 1:
+			b16[0], b16[1] = 0x20, 0x02
+		case 2:
+			copy(b16[:4], []byte{0x20, 0x01, 0, 0})
+		case 3:
+			copy(b16[:6], []byte{0, 0x64, 0xff, 0x9b, 0, 1})
+		case 4:
+			b16[0] = 0xfe
+		}
+		check(netip.AddrFrom16(b16))
+	}
+	for _, s := range []string{"127.0.0.1", "169.254.169.254", "::1", "::ffff:127.0.0.1", "fe80::1", "ff02::1", "0.0.0.0", "255.255.255.255", "100.64.0.1", "10.1.2.3", "::ffff:169.254.169.254", "64:ff9b::7f00:1", "2002:7f00:1::"} {
+		if !in(netip.MustParseAddr(s)) {
+			t.Errorf("%s not in SpecialPrefixes", s)
+		}
 	}
 }

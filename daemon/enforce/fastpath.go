@@ -1,0 +1,202 @@
+package enforce
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/ringbuf"
+
+	"github.com/clawd-dev/clawd/bpf"
+)
+
+// The kernel fast path's maps (issue 18; bpf/clawd.c's header): the table
+// the connect hooks consult (one slot holding an LPM trie, replaced whole),
+// the flows they let through, and the ring buffer of their open and close
+// events. What goes into the table is decided by policy.FastPath, never
+// here.
+
+// PortSpan is an inclusive port range.
+type PortSpan struct{ Lo, Hi uint16 }
+
+// FastEntry is one prefix of a container's fast-path table; empty Ports
+// pass nothing (the entry shadows broader ones).
+type FastEntry struct {
+	Prefix netip.Prefix
+	Ports  []PortSpan
+}
+
+// maxSpans is FP_SPANS in clawd.c.
+const maxSpans = len(bpf.ClawdFpPorts{}.Lo)
+
+func fastKey(cgid uint64, p netip.Prefix) bpf.ClawdFpKey {
+	k := bpf.ClawdFpKey{Cg: [2]uint32{uint32(cgid), uint32(cgid >> 32)}}
+	// A v4-mapped prefix stays IPv6 (an entry of the IPv6 table, which
+	// the programs never ask for mapped addresses: they look those up as
+	// IPv4).
+	a := p.Addr()
+	if a.Is4() {
+		k.Family = 4
+		v := a.As4()
+		copy(k.Addr[:], v[:])
+	} else {
+		k.Family = 6
+		v := a.As16()
+		copy(k.Addr[:], v[:])
+	}
+	k.Prefixlen = uint32(96 + p.Bits())
+	return k
+}
+
+// SetFastTable replaces the whole fast-path table (every container's, by
+// cgroup ID) in one update of its slot: a connect sees the old table or the
+// new one, never a mixture. An empty tabs leaves a table that passes
+// nothing.
+func (e *Enforcer) SetFastTable(tabs map[uint64][]FastEntry) error {
+	ms := e.spec.Maps["clawd_fp_v1"]
+	if ms == nil || ms.InnerMap == nil {
+		return errors.New("bpf object lacks the fast-path table")
+	}
+	inner, err := ebpf.NewMap(ms.InnerMap.Copy())
+	if err != nil {
+		return fmt.Errorf("create fast-path table: %w", err)
+	}
+	defer inner.Close()
+	for cgid, tab := range tabs {
+		for _, fe := range tab {
+			if !fe.Prefix.IsValid() || fe.Prefix.Addr().Zone() != "" {
+				return fmt.Errorf("fast-path entry %v: not an IPv4 or IPv6 prefix", fe.Prefix)
+			}
+			var v bpf.ClawdFpPorts
+			if len(fe.Ports) <= maxSpans {
+				for i, s := range fe.Ports {
+					v.Lo[i], v.Hi[i] = s.Lo, s.Hi
+				}
+				v.N = uint16(len(fe.Ports))
+			}
+			k := fastKey(cgid, fe.Prefix.Masked())
+			if err := inner.Update(&k, &v, ebpf.UpdateAny); err != nil {
+				return fmt.Errorf("fast-path entry %v: %w", fe.Prefix, err)
+			}
+		}
+	}
+	if err := e.fp.Update(uint32(0), inner, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("install fast-path table: %w", err)
+	}
+	return nil
+}
+
+// ClearFastTable empties the table's slot: nothing takes the fast path.
+func (e *Enforcer) ClearFastTable() error {
+	if err := e.fp.Delete(uint32(0)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("clear fast-path table: %w", err)
+	}
+	return nil
+}
+
+// FastFlow is one connection the kernel let through.
+type FastFlow struct {
+	Cookie      uint64
+	Cgroup      uint64 // the container's cgroup ID
+	Netns       uint64 // network namespace cookie
+	Src, Dst    netip.AddrPort
+	TGID        uint32
+	Established bool
+	Closed      bool // TCP closed; the record lingers for its last frames
+}
+
+func flowOf(cookie uint64, f bpf.ClawdFlow) FastFlow {
+	var d, s netip.Addr
+	if f.Family == 4 {
+		d = netip.AddrFrom4([4]byte(f.Daddr[:4]))
+		s = netip.AddrFrom4([4]byte(f.Saddr[:4]))
+	} else {
+		d = netip.AddrFrom16(f.Daddr)
+		s = netip.AddrFrom16(f.Saddr)
+	}
+	return FastFlow{Cookie: cookie, Cgroup: f.Cgroup, Netns: f.Netns, Src: netip.AddrPortFrom(s, f.Sport),
+		Dst: netip.AddrPortFrom(d, f.Dport), TGID: f.Tgid, Established: f.Established != 0, Closed: f.Closed != 0}
+}
+
+// FastFlows lists the fast-path flows the kernel records (connecting,
+// established, or closed and not yet reclaimed).
+func (e *Enforcer) FastFlows() ([]FastFlow, error) {
+	var out []FastFlow
+	var k uint64
+	var v bpf.ClawdFlow
+	it := e.fl.Iterate()
+	for it.Next(&k, &v) {
+		out = append(out, flowOf(k, v))
+	}
+	return out, it.Err()
+}
+
+// ForgetFastFlow drops a flow's record: its packets stop passing the
+// egress filters at once (the connection is cut even if SOCK_DESTROY
+// cannot reach it).
+func (e *Enforcer) ForgetFastFlow(cookie uint64) error {
+	if err := e.fl.Delete(cookie); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return err
+	}
+	return nil
+}
+
+// FastEvent is a fast-path flow opening (Open) or closing, with the bytes
+// it carried.
+type FastEvent struct {
+	Open          bool
+	Flow          FastFlow
+	BytesSent     uint64 // acknowledged by the peer
+	BytesReceived uint64
+}
+
+// FastEvents reads the kernel's fast-path events until Close.
+type FastEvents struct{ r *ringbuf.Reader }
+
+// OpenFastEvents starts reading the event ring buffer. One reader at a
+// time: events go to whichever reads first.
+func (e *Enforcer) OpenFastEvents() (*FastEvents, error) {
+	r, err := ringbuf.NewReader(e.ev)
+	if err != nil {
+		return nil, fmt.Errorf("open fast-path events: %w", err)
+	}
+	return &FastEvents{r: r}, nil
+}
+
+// Read blocks for the next event; after Close it returns os.ErrClosed.
+func (fe *FastEvents) Read() (FastEvent, error) {
+	rec, err := fe.r.Read()
+	if err != nil {
+		if errors.Is(err, ringbuf.ErrClosed) {
+			return FastEvent{}, os.ErrClosed
+		}
+		return FastEvent{}, err
+	}
+	var ev bpf.ClawdFpEvent
+	if err := binary.Read(bytes.NewReader(rec.RawSample), binary.NativeEndian, &ev); err != nil {
+		return FastEvent{}, fmt.Errorf("fast-path event: %w", err)
+	}
+	return FastEvent{Open: ev.Kind == 1, Flow: flowOf(ev.Cookie, ev.F), BytesSent: ev.BytesSent, BytesReceived: ev.BytesReceived}, nil
+}
+
+// Close stops Read.
+func (fe *FastEvents) Close() error { return fe.r.Close() }
+
+// FastCounters are a container's fast-path counters.
+type FastCounters struct {
+	Fast   uint64 `json:"fast"`    // TCP connects let through in the kernel
+	EvLost uint64 `json:"ev_lost"` // events lost to a full ring buffer
+}
+
+// FastCounters reads a container's fast-path counters.
+func (e *Enforcer) FastCounters(cgroupID uint64) (FastCounters, error) {
+	var c bpf.ClawdFpCounters
+	if err := e.fc.Lookup(cgroupID, &c); err != nil {
+		return FastCounters{}, err
+	}
+	return FastCounters{Fast: c.Fast, EvLost: c.EvLost}, nil
+}
