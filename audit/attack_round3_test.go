@@ -125,3 +125,96 @@ func TestAttackCutLastChunkAfterCrashBecomesLost(t *testing.T) {
 		t.Fatalf("20 written lines cut off after a crash: verify --key --head OK, recorded as %d lost line(s)", rep.Lost)
 	}
 }
+
+// HOLE (medium, false alarm): a full disk that lasts longer than twice
+// the checkpoint interval. The last line written before it is unsigned;
+// every timer checkpoint meanwhile fails to write; the first one after
+// the disk has room signs that line, written 10 minutes earlier, and
+// verify with the key fails the genuine log for good ("checkpoints
+// between them were removed"). The audit_lost record right before says
+// why, but verify does not look. (The 10 minutes are simulated by the
+// line's time.)
+func TestAttackDiskFullOutlastingIntervalFailsGenuineLog(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.log")
+	key, pub := testKey(t)
+	l, err := OpenWith(path, Options{Key: key, CheckpointInterval: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var errs int
+	l.OnError = func(error) { errs++ }
+	t0 := time.Now().UTC().Add(-10 * time.Minute)
+	l.Log(Entry{Time: t0.Add(-time.Second), Event: EventDecision, Container: "agent", Path: "/start", Action: "deny"})
+	l.Checkpoint() // signed: interval_ms known from here on
+	l.Log(Entry{Time: t0, Event: EventDecision, Container: "agent", Path: "/before", Action: "deny"})
+	// The disk is full: every write fails (a read-only fd stands for it).
+	l.mu.Lock()
+	good := l.f
+	ro, err := os.Open(path)
+	if err != nil {
+		l.mu.Unlock()
+		t.Fatal(err)
+	}
+	l.f = ro
+	l.mu.Unlock()
+	for i := range 3 {
+		l.Log(Entry{Time: t0.Add(time.Duration(i+1) * 2 * time.Minute), Event: EventDecision, Container: "agent", Path: "/lost", Action: "deny"})
+		l.Checkpoint() // the timer: fails too
+	}
+	l.mu.Lock()
+	l.f = good
+	l.mu.Unlock()
+	ro.Close()
+	l.Log(Entry{Event: EventDecision, Container: "agent", Path: "/after", Action: "deny"})
+	l.Checkpoint()
+	l.Close()
+	if errs == 0 {
+		t.Fatal("setup: no write failed")
+	}
+	rep := verifyFile(t, path, pub)
+	if !rep.OK() {
+		t.Fatalf("a genuine log fails verify with the key after a 10-minute full disk (lost %d): %v", rep.Lost, rep.Problem)
+	}
+}
+
+// HOLE (medium): an agent that can fill the disk makes a head write fail;
+// writeHead then empties (or removes) the head file and runs without one
+// until restart. After a crash, whoever can write the log rewrites its
+// unsigned tail (a denial made an allow, chain recomputed). The restart
+// finds no head, writes audit_unchecked and signs the forgery at once
+// (opening checkpoint); verify with the key: OK, with a note.
+func TestAttackHeadDroppedThenTailRewrittenSigned(t *testing.T) {
+	dir := t.TempDir()
+	path, headPath := filepath.Join(dir, "audit.log"), filepath.Join(dir, "audit.head")
+	key, pub := testKey(t)
+	opt := Options{Key: key, CheckpointEvery: 100, CheckpointInterval: -1, HeadFile: headPath}
+	writeLog(t, path, opt, 0, 3)
+	l, err := OpenWith(path, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.OnError = func(error) {}
+	ro, err := os.Open(headPath) // the state dir's disk is full: head writes fail
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.hf.f.Close()
+	l.hf.f = ro
+	for i := range 4 {
+		l.Log(Entry{Event: EventDecision, Container: "agent", Path: fmt.Sprint("/x/", i), Action: "deny"})
+	}
+	crash(l)
+	lines := fileLines(t, path)
+	last := len(lines) - 2
+	if !strings.Contains(lines[last], `"action":"deny"`) {
+		t.Fatalf("setup: %s", lines[last])
+	}
+	lines = edit(lines, last, `"action":"deny"`, `"action":"allow"`)
+	lines = rechain(lines, last+1)
+	os.WriteFile(path, join(lines), 0o600)
+	writeLog(t, path, opt, 100, 1)
+	after := fileLines(t, path)
+	if rep := verifyFile(t, path, pub); rep.OK() && !hasEvent(after, EventCut) {
+		t.Fatalf("a rewritten unsigned tail after a dropped head file: verify with the key OK (unchecked at lines %v)", rep.Unchecked)
+	}
+}
