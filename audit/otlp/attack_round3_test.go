@@ -5,7 +5,10 @@ package otlp
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +16,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/clawd-dev/clawd/audit"
 )
@@ -79,5 +84,60 @@ func TestAttackGapFilledFromAnotherChainsRotatedFile(t *testing.T) {
 	}
 	if wrong > 0 {
 		t.Fatalf("%d of %d records exported for this chain's seqs are lines of the other chain's audit.log.1", wrong, len(c.records))
+	}
+}
+
+// HOLE (medium): scrub cuts the header values out of logged export
+// errors only byte for byte (the value, and its words split at space, ',',
+// '=' and ':'). A collector or gateway that echoes the refused credential
+// in another form — URL-encoded (a base64 token's '/' and '+'), JSON with
+// escaped slashes (PHP, Jackson with ESCAPE_FORWARD_SLASHES), or the
+// decoded user:password of Basic auth — puts it into clawd's log. Project
+// rule: secrets never in logs.
+func TestAttackEchoedCredentialInOtherEncodingLeaks(t *testing.T) {
+	const token = "AbCd/EfGh+IjKl/MnOp+QrSt/UvWx"
+	for _, tc := range []struct {
+		name, header string
+		echo         func(r *http.Request) string
+		leak         string
+	}{
+		{"url-encoded", "Bearer " + token, func(r *http.Request) string {
+			return "invalid token " + url.QueryEscape(strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer "))
+		}, url.QueryEscape(token)},
+		{"json-escaped-slash", "Bearer " + token, func(r *http.Request) string {
+			return `{"error":"invalid token ` + strings.ReplaceAll(strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer "), "/", `\/`) + `"}`
+		}, strings.ReplaceAll(token, "/", `\/`)},
+		{"basic-decoded", "Basic " + base64.StdEncoding.EncodeToString([]byte("clawd:"+token)), func(r *http.Request) string {
+			u, p, _ := r.BasicAuth()
+			return "bad credentials for " + u + ":" + p
+		}, token},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newCollector(t)
+			c.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				http.Error(w, tc.echo(r), http.StatusUnauthorized)
+			})
+			core, logs := observer.New(zap.DebugLevel)
+			e, err := New(Config{Endpoint: c.srv.URL, Headers: map[string]string{"Authorization": tc.header}, Timeout: time.Second, BatchInterval: 10 * time.Millisecond}, prometheus.NewRegistry(), zap.New(core))
+			if err != nil {
+				t.Fatal(err)
+			}
+			l, _ := audit.OpenWith(filepath.Join(t.TempDir(), "audit.log"), audit.Options{Tee: e.Tee})
+			l.Log(audit.Entry{Event: audit.EventDecision, Path: "/x"})
+			l.Close()
+			time.Sleep(500 * time.Millisecond)
+			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			defer cancel()
+			e.Close(ctx)
+			if logs.Len() == 0 {
+				t.Fatal("setup: no export failure logged")
+			}
+			for _, en := range logs.All() {
+				s := en.Message + fmt.Sprint(en.ContextMap())
+				if strings.Contains(s, tc.leak) {
+					t.Fatalf("the exporter's log holds the header secret (%s): %s", tc.name, s)
+				}
+			}
+		})
 	}
 }
