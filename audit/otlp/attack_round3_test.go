@@ -4,6 +4,7 @@ package otlp
 // rotated predecessors. A failing test marks a hole.
 
 import (
+	"bufio"
 	"context"
 	"encoding/base64"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -139,5 +141,80 @@ func TestAttackEchoedCredentialInOtherEncodingLeaks(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// synthLog writes chain-looking lines with seqs from..to (what scanLog
+// and Record read: JSON with seq last).
+func synthLog(t *testing.T, path string, from, to int64) {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := bufio.NewWriterSize(f, 1<<20)
+	pad := strings.Repeat("x", 200)
+	for s := from; s <= to; s++ {
+		fmt.Fprintf(w, `{"time":"2026-12-03T00:00:00Z","event":"decision","container":"agent","path":"/%s","action":"allow","seq":%d,"prev":"%064d"}`+"\n", pad, s, 0)
+	}
+	w.Flush()
+	f.Close()
+}
+
+// rchar is the bytes this process read (/proc/self/io).
+func rchar(t *testing.T) int64 {
+	b, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "rchar: "); ok {
+			n, _ = strconv.ParseInt(v, 10, 64)
+		}
+	}
+	return n
+}
+
+// HOLE (low/medium, unbounded work): every fillGaps (each second while
+// lines are being dropped for room, i.e. under sustained load, exactly
+// when the host is busiest) reads the two newest rotated files from
+// offset 0 to their end, even when every wanted seq is past their last
+// line (in the current file). Only the current file has an offset hint.
+// With a daily rotation of a busy log that is gigabytes a second. Here:
+// 2 predecessors of ~30 MB each, 3 rounds of 10 new gaps in the current
+// file: ~180 MB read for 30 lines.
+func TestAttackFillGapsRescansPredecessors(t *testing.T) {
+	c := newCollector(t)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "audit.log")
+	synthLog(t, path+".2", 1, 100000)
+	synthLog(t, path+".1", 100001, 200000)
+	synthLog(t, path, 200001, 200100)
+	past := time.Now().Add(-time.Hour)
+	os.Chtimes(path+".2", past, past)
+	os.WriteFile(filepath.Join(dir, "cursor"), []byte("200000\n"), 0o600)
+	e, err := New(Config{Endpoint: c.srv.URL, BatchInterval: 10 * time.Millisecond, CursorFile: filepath.Join(dir, "cursor")}, prometheus.NewRegistry(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		e.Close(ctx)
+	}()
+	e.Resume(path, 200040)
+	e.fillGaps() // the first read-back (a hint for the current file from here on)
+	before := rchar(t)
+	for r := range 3 {
+		for s := int64(200041 + 10*r); s < int64(200051+10*r); s++ {
+			e.dv.dropped(s) // dropped for room: a gap in the current file
+		}
+		e.fillGaps()
+	}
+	read := rchar(t) - before
+	fi1, _ := os.Stat(path + ".1")
+	if read > 8<<20 {
+		t.Fatalf("3 read-backs of 10 lines each, all in the current file, read %d MB (predecessors of %d MB each read whole every time)", read>>20, fi1.Size()>>20)
 	}
 }
