@@ -218,3 +218,29 @@ func TestAttackHeadDroppedThenTailRewrittenSigned(t *testing.T) {
 		t.Fatalf("a rewritten unsigned tail after a dropped head file: verify with the key OK (unchecked at lines %v)", rep.Unchecked)
 	}
 }
+
+// HOLE (medium, false alarm): a daemon config change of the checkpoint
+// interval. Verify holds the lines before a checkpoint to the interval of
+// the signed checkpoint BEFORE them (unlike every, where it takes the
+// larger of the two). Run 1 had 1 minute and stopped cleanly; run 2 has
+// 1 hour (or none: audit-checkpoint-interval 0), so its first timed
+// checkpoint signs lines up to an hour old: the genuine log fails verify
+// with the key for good. (The 30 minutes are simulated by the line's
+// time.)
+func TestAttackIntervalRaisedBetweenRunsFailsGenuineLog(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "audit.log")
+	key, pub := testKey(t)
+	head := filepath.Join(dir, "audit.head")
+	writeLog(t, path, Options{Key: key, CheckpointInterval: time.Minute, HeadFile: head}, 0, 3)
+	l, err := OpenWith(path, Options{Key: key, CheckpointInterval: time.Hour, HeadFile: head})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Log(Entry{Time: time.Now().UTC().Add(-30 * time.Minute), Event: EventDecision, Container: "agent", Path: "/run2", Action: "deny"})
+	l.Checkpoint() // the hourly timer
+	l.Close()
+	if rep := verifyFile(t, path, pub); !rep.OK() {
+		t.Fatalf("a genuine log fails verify after the checkpoint interval was raised from 1m to 1h: %v", rep.Problem)
+	}
+}
