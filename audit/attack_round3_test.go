@@ -244,3 +244,77 @@ func TestAttackIntervalRaisedBetweenRunsFailsGenuineLog(t *testing.T) {
 		t.Fatalf("a genuine log fails verify after the checkpoint interval was raised from 1m to 1h: %v", rep.Problem)
 	}
 }
+
+// HELD: a crash inside the last chunk of a batch of several chunks (150
+// lines: chunks of 64, 64, 22), the log cut at each line's
+// end and inside each line of that chunk: the restart accepts it (a
+// crash, its unwritten lines recorded lost, the torn line recorded) and
+// the log verifies with the key and the new head. Also: interval_ms or
+// every edited in a signed checkpoint breaks its signature.
+func TestAttackCrashInsideLastChunkHeld(t *testing.T) {
+	dir := t.TempDir()
+	path, headPath := filepath.Join(dir, "audit.log"), filepath.Join(dir, "audit.head")
+	key, pub := testKey(t)
+	opt := Options{Key: key, CheckpointEvery: 1000, CheckpointInterval: time.Minute, HeadFile: headPath}
+	writeLog(t, path, opt, 0, 3)
+	l, err := OpenWith(path, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := len(fileLines(t, path))
+	oneBatch(t, l, "big", 150)
+	crash(l)
+	full, _ := os.ReadFile(path)
+	hb, _ := os.ReadFile(headPath)
+	lines := fileLines(t, path)
+	// Byte offsets of line ends; the last chunk is the lines after before+128.
+	var ends []int
+	off := 0
+	for _, s := range lines {
+		off += len(s) + 1
+		ends = append(ends, off)
+	}
+	start := ends[before+128-1]
+	var cuts []int
+	for i := before + 128; i < len(lines); i++ {
+		e := ends[i]
+		cuts = append(cuts, e-len(lines[i])-1+len(lines[i])/2, e-2, e-1, e)
+	}
+	cuts = append(cuts, start)
+	for _, cut := range cuts {
+		os.WriteFile(path, full[:cut], 0o600)
+		os.WriteFile(headPath, hb, 0o600)
+		l, err := OpenWith(path, opt)
+		if err != nil {
+			t.Fatalf("cut at %d: %v", cut, err)
+		}
+		l.Log(Entry{Event: EventDecision, Path: "/after"})
+		seq, hash := l.Head()
+		l.Close()
+		f, _ := os.Open(path)
+		rep, _ := VerifyHead(f, pub, Head{Seq: seq, Hash: hash})
+		f.Close()
+		if !rep.OK() || hasEvent(fileLines(t, path), EventCut) {
+			t.Fatalf("a crash inside the last chunk (log cut at byte %d of %d): OK=%v %v", cut, len(full), rep.OK(), rep.Problem)
+		}
+	}
+	// interval_ms and every are signed.
+	for _, ed := range [][2]string{{`"interval_ms":60000`, `"interval_ms":3600000`}, {`"every":1000`, `"every":100000`}} {
+		var out []string
+		done := false
+		for _, s := range lines {
+			if !done && strings.Contains(s, ed[0]) {
+				s, done = strings.Replace(s, ed[0], ed[1], 1), true
+			}
+			out = append(out, s)
+		}
+		if !done {
+			t.Fatalf("setup: no %s", ed[0])
+		}
+		if rep := verifyBytes(t, join(rechainAll(out)), pub); rep.OK() {
+			t.Fatalf("%s edited in a signed checkpoint verified", ed[0])
+		}
+	}
+}
+
+func rechainAll(lines []string) []string { return rechain(lines, 1) }
