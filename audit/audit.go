@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -336,12 +337,19 @@ func (l *Logger) writeBatch(f *os.File, buf []byte, n int, ckpt bool) (int, erro
 		for range k {
 			end += bytes.IndexByte(out[end:], '\n') + 1
 		}
-		l.writeHead(c.chunkHead(done, k))
+		h := c.chunkHead(done, k)
+		l.writeHead(h)
+		if duringChunkWrite != nil {
+			duringChunkWrite()
+		}
 		lost, err := writeLines(f, out[off:end], k)
 		if err != nil {
 			lostLines := c.lostAfter(done+k-lost, err)
 			return min(lostLines, n), err
 		}
+		// And after it: only a crash during the write lets the log end
+		// inside the chunk; lines cut after it are a cut, not a crash.
+		l.writeHead(head{seq0: h.seq, hash0: h.hash, seq: h.seq, hash: h.hash, lost: h.lost - c.sealedLostIn(done, k), cutSeq: h.cutSeq})
 		done, off = done+k, end
 	}
 	c.written()
@@ -355,6 +363,10 @@ func (l *Logger) writeBatch(f *os.File, buf []byte, n int, ckpt bool) (int, erro
 	return 0, nil
 }
 
+// duringChunkWrite, for tests, runs between a chunk's head record and its
+// lines: the state a crash during the write leaves.
+var duringChunkWrite func()
+
 // writeHead writes the head record. If that fails, the head file is
 // emptied (possible even on a full disk), so that the next open does not
 // take the log's end for tampering but says it could not check it.
@@ -362,7 +374,21 @@ func (l *Logger) writeHead(h head) {
 	if l.hf == nil {
 		return
 	}
-	if err := l.hf.write(h); err != nil {
+	err := l.hf.write(h)
+	if err != nil {
+		// Once more on a fresh descriptor (the file may have been replaced).
+		if f, oerr := os.OpenFile(l.hf.path, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o600); oerr == nil {
+			l.hf.f.Close()
+			l.hf.f = f
+			if err2 := l.hf.write(h); err2 == nil {
+				if l.OnError != nil {
+					l.OnError(fmt.Errorf("audit chain head: %w (written again on a new descriptor)", err))
+				}
+				return
+			}
+		}
+	}
+	if err != nil {
 		if l.hf.f.Truncate(0) != nil {
 			os.Remove(l.hf.path)
 		}

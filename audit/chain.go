@@ -343,6 +343,17 @@ func (c *chain) lostAfter(ok int, err error) (lost int) {
 	return lost
 }
 
+// sealedLostIn is the lost count recorded by the audit_lost line among
+// the k lines of the batch from line i (0 if it is not among them).
+func (c *chain) sealedLostIn(i, k int) int64 {
+	for _, m := range c.marks[i : i+k] {
+		if m.kind == kindLost {
+			return c.sealedLost
+		}
+	}
+	return 0
+}
+
 // chunkHead is the head record for the k lines of the batch from its
 // line i on.
 func (c *chain) chunkHead(i, k int) head {
