@@ -4,6 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -58,6 +61,7 @@ type delivery struct {
 	// seq hintSeq, in the file with inode hintIno.
 	hintSeq, hintOff int64
 	hintIno          uint64
+	inspected        map[string]logFile // fillGaps' view of rotated files
 }
 
 func newDelivery(cursorFile string) *delivery {
@@ -395,16 +399,37 @@ func (e *Exporter) fillGaps() {
 	if len(want) == 0 {
 		return
 	}
-	// The rotated predecessors first (oldest of the two newest first),
-	// then the log: lines dropped before a rotation are in the former.
-	var files []string
-	preds := audit.Predecessors(path)
-	for i := min(len(preds), 2) - 1; i >= 0; i-- {
-		if !strings.HasSuffix(preds[i], ".gz") {
-			files = append(files, preds[i])
+	// The log and, when a gap is older than its first line, the rotated
+	// files before it that its chain links to (a file beside it with the
+	// same name pattern but another chain, or planted, is not read): the
+	// oldest first.
+	cur, err := inspect(path)
+	if err != nil {
+		if e.limit.Allow() {
+			e.log.Warn("audit export: cannot read back lines the export missed", zap.String("log", path), zap.Error(err))
+		}
+		return
+	}
+	files := []string{path}
+	if want[0] < cur.firstSeq {
+		next := cur
+		for _, p := range audit.Predecessors(path) {
+			if strings.HasSuffix(p, ".gz") || len(files) > 2 {
+				continue
+			}
+			pf, err := d.inspectCached(p)
+			if err != nil || pf.lastHash == "" || pf.lastHash != next.firstPrev {
+				continue
+			}
+			if pf.lastSeq >= want[0] {
+				files = append([]string{p}, files...)
+			}
+			next = pf
+			if want[0] >= pf.firstSeq {
+				break
+			}
 		}
 	}
-	files = append(files, path)
 	found := map[int64]bool{}
 	stopped := false
 	var firstErr error
@@ -414,7 +439,11 @@ func (e *Exporter) fillGaps() {
 		if fp == path && want[0] > d.hintSeq {
 			off, ino = d.hintOff, d.hintIno
 		}
+		hs := d.hintSeq
 		d.mu.Unlock()
+		if off > 0 && !lineEndsAt(fp, off, hs) {
+			off, ino = 0, 0 // the file was truncated and written again (copytruncate)
+		}
 		gotIno, nextOff, lastSeq, err := scanLog(fp, off, ino, want[0], want[len(want)-1], func(seq int64, line []byte) bool {
 			if _, ok := slices.BinarySearch(want, seq); !ok || found[seq] {
 				return true
@@ -526,4 +555,110 @@ func scanLog(path string, off int64, ino uint64, from, to int64, f func(int64, [
 			return 0, 0, 0, fmt.Errorf("read %s: %w", path, err)
 		}
 	}
+}
+
+// logFile is what fillGaps needs of a log file: its first chain line's
+// seq and prev, its last's seq and hash.
+type logFile struct {
+	ino, size           int64
+	firstSeq, lastSeq   int64
+	firstPrev, lastHash string
+}
+
+// maxEdge bounds what inspect reads at either end of a file.
+const maxEdge = 256 << 10
+
+// inspect reads the first and last chain lines of the log at path.
+func inspect(path string) (logFile, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return logFile{}, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return logFile{}, err
+	}
+	lf := logFile{size: fi.Size()}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		lf.ino = int64(st.Ino)
+	}
+	n := min(fi.Size(), maxEdge)
+	head := make([]byte, n)
+	if _, err := f.ReadAt(head, 0); err != nil && err != io.EOF {
+		return logFile{}, err
+	}
+	for _, l := range bytes.Split(head, []byte{'\n'}) {
+		var h struct {
+			Seq  int64  `json:"seq"`
+			Prev string `json:"prev"`
+		}
+		if json.Unmarshal(l, &h) == nil && h.Seq > 0 {
+			lf.firstSeq, lf.firstPrev = h.Seq, h.Prev
+			break
+		}
+	}
+	tail := make([]byte, n)
+	if _, err := f.ReadAt(tail, fi.Size()-n); err != nil && err != io.EOF {
+		return logFile{}, err
+	}
+	lines := bytes.Split(tail, []byte{'\n'})
+	for i := len(lines) - 2; i >= 0; i-- { // the last piece has no newline: torn or empty
+		if s := lineSeq(lines[i]); s > 0 && json.Valid(lines[i]) {
+			lf.lastSeq = s
+			sum := sha256.Sum256(lines[i])
+			lf.lastHash = hex.EncodeToString(sum[:])
+			break
+		}
+	}
+	return lf, nil
+}
+
+// inspectCached is inspect, remembered by file identity and size (a
+// rotated file does not change).
+func (d *delivery) inspectCached(path string) (logFile, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return logFile{}, err
+	}
+	var ino int64
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		ino = int64(st.Ino)
+	}
+	d.mu.Lock()
+	lf, ok := d.inspected[path]
+	d.mu.Unlock()
+	if ok && lf.ino == ino && lf.size == fi.Size() {
+		return lf, nil
+	}
+	lf, err = inspect(path)
+	if err == nil {
+		d.mu.Lock()
+		if d.inspected == nil || len(d.inspected) > 16 {
+			d.inspected = map[string]logFile{}
+		}
+		d.inspected[path] = lf
+		d.mu.Unlock()
+	}
+	return lf, err
+}
+
+// lineEndsAt reports whether the chain line with seq ends just before
+// offset off of the file at path (so the offset is still a line start).
+func lineEndsAt(path string, off, seq int64) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	n := min(off, maxEdge)
+	buf := make([]byte, n)
+	if k, _ := f.ReadAt(buf, off-n); int64(k) != n || n == 0 || buf[n-1] != '\n' {
+		return false
+	}
+	buf = buf[:n-1]
+	if i := bytes.LastIndexByte(buf, '\n'); i >= 0 {
+		buf = buf[i+1:]
+	}
+	return lineSeq(buf) == seq
 }

@@ -21,12 +21,15 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -605,14 +608,30 @@ func (e *Exporter) scrub(s string) string {
 // secretsOf lists what scrub removes, longest first.
 func secretsOf(headers map[string]string) []string {
 	var out []string
+	add := func(v string) {
+		for _, w := range append([]string{v}, strings.FieldsFunc(v, func(r rune) bool { return r == ' ' || r == ',' || r == '=' || r == ':' })...) {
+			if len(w) < 8 && w != v {
+				continue
+			}
+			j, _ := json.Marshal(w)
+			// As a collector may echo it: as is, URL-encoded, JSON-escaped
+			// (with "/" escaped too).
+			out = append(out, w, url.QueryEscape(w), url.PathEscape(w), strings.Trim(string(j), `"`), strings.ReplaceAll(strings.Trim(string(j), `"`), "/", `\/`))
+		}
+	}
 	for _, v := range headers {
-		out = append(out, v)
-		for _, w := range strings.FieldsFunc(v, func(r rune) bool { return r == ' ' || r == ',' || r == '=' || r == ':' }) {
-			if len(w) >= 8 {
-				out = append(out, w)
+		add(v)
+		// Basic credentials: also as the collector decodes them.
+		if b64, ok := strings.CutPrefix(v, "Basic "); ok {
+			if dec, err := base64.StdEncoding.DecodeString(strings.TrimSpace(b64)); err == nil {
+				add(string(dec))
+				if _, pw, ok := strings.Cut(string(dec), ":"); ok && pw != "" {
+					add(pw)
+				}
 			}
 		}
 	}
+	out = slices.DeleteFunc(out, func(s string) bool { return s == "" })
 	sort.Slice(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
 	return out
 }
