@@ -1,0 +1,92 @@
+package e2e
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/clawd-dev/clawd/audit"
+	"github.com/clawd-dev/clawd/e2e/harness"
+)
+
+// attackIdentPolicy: only Debian's curl may fetch /ov/**.
+const attackIdentPolicy = `version: 1
+default:
+  default_action: deny
+  rules:
+    - name: curl-only
+      cidrs: [198.51.100.10/32]
+      ports: 8080
+      paths: ["/ov/**"]
+      binaries: [/usr/bin/curl]
+      action: allow
+`
+
+// TestAttackIdentOverlayAndLoader (red team, issue 16 round 2): a Debian
+// root on an overlay (as Docker's overlay2 and containerd's snapshotter
+// give every container). The kernel's record of the executable (inode of
+// mm->exe_file) must agree with stat(/proc/PID/exe) on overlayfs, or every
+// program would be unknown; and the rule for curl must not be satisfied by
+// curl started through the dynamic loader, by a hard link (which copies
+// curl up into the upper layer) run under another name, by a shell
+// wrapper, or by python.
+func TestAttackIdentOverlayAndLoader(t *testing.T) {
+	ctd := harness.SharedContainerd(t)
+	up := harness.SharedUpstream(t)
+	root := harness.AgentRoot(t)
+	cl := StartClawd(t, ctd, ClawdOpts{Policy: attackIdentPolicy})
+	ct := ctd.Run(t, "ident-ov", harness.RunOpts{Rootfs: root, Env: []string{"HOME=/root"}})
+	cl.MustCLI("attach", ct.Name)
+	v4 := fmt.Sprintf("%s:%d", harness.UpstreamIPv4, harness.UpstreamHTTPPort)
+
+	auditFor := func(path string) audit.Entry {
+		t.Helper()
+		var got audit.Entry
+		eventually(t, "audit line for "+path, func() bool {
+			for _, e := range cl.AuditEntries() {
+				if e.Event == audit.EventDecision && e.Path == path {
+					got = e
+					return true
+				}
+			}
+			return false
+		})
+		return got
+	}
+	check := func(name, script, path string, wantUp int, wantProg string) {
+		t.Helper()
+		out, _ := sh(t, ct, script)
+		if n := apprUpCount(up, path); n != wantUp {
+			t.Errorf("%s: upstream saw %s %d times, want %d (program output %q)", name, path, n, wantUp, out)
+		}
+		e := auditFor(path)
+		if wantProg != "*" && e.Program != wantProg {
+			t.Errorf("%s: audit program %q sha256 %q rule %q, want %q", name, e.Program, e.ProgramSHA256, e.Rule, wantProg)
+		}
+	}
+	curl := func(p string) string { return "curl -s -o /dev/null -w '%{http_code}\\n' http://" + v4 + p }
+
+	// Held if it passes: curl from the lower layer is known on overlayfs.
+	p := "/ov/plain-" + secRand(t)
+	check("curl on overlay", curl(p), p, 1, "/usr/bin/curl")
+
+	// Through the loader: the executable is ld.so, not curl.
+	p = "/ov/ldso-" + secRand(t)
+	check("ld.so /usr/bin/curl", "$(ls /lib64/ld-linux-*.so.* /lib/ld-linux-*.so.* 2>/dev/null | head -1) /usr/bin/"+curl(p), p, 0, "*")
+
+	// A shell wrapper named like curl (its program is the shell, then what
+	// it execs).
+	p = "/ov/wrap-" + secRand(t)
+	check("shell wrapper", "printf '#!/bin/sh\\nexec python3 -c \"import urllib.request as u; u.urlopen(\\\"http://"+v4+p+"\\\")\"\\n' > /tmp/curl; chmod 755 /tmp/curl; cat /tmp/curl; /tmp/curl", p, 0, "*")
+
+	// A hard link of curl (overlay copies curl up) run as /tmp/c.
+	p = "/ov/link-" + secRand(t)
+	check("hard link under another name", "ln /usr/bin/curl /tmp/c 2>&1; /tmp/c -s -o /dev/null http://"+v4+p, p, 0, "/tmp/c")
+
+	// After the copy-up, curl at its own path is still curl.
+	p = "/ov/afterlink-" + secRand(t)
+	check("curl after copy-up", curl(p), p, 1, "/usr/bin/curl")
+
+	// python is not curl.
+	p = "/ov/py-" + secRand(t)
+	check("python", `python3 -c 'import urllib.request as u; u.urlopen("http://`+v4+p+`")'`, p, 0, "*")
+}
