@@ -1,7 +1,12 @@
 package e2e
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"testing"
 
 	"github.com/clawd-dev/clawd/audit"
@@ -89,4 +94,47 @@ func TestAttackIdentOverlayAndLoader(t *testing.T) {
 	// python is not curl.
 	p = "/ov/py-" + secRand(t)
 	check("python", `python3 -c 'import urllib.request as u; u.urlopen("http://`+v4+p+`")'`, p, 0, "*")
+}
+
+// TestAttackIdentExeForge (red team, issue 16 round 2): in a container, a
+// program replaces its own mm->exe_file with the pinned tool's file
+// (prctl PR_SET_MM_MAP exe_fd after unshare(CLONE_NEWUSER), see
+// daemon/procid/testdata/exeforge.c) and then connects. The connect
+// hook's record, /proc/PID/exe and the digest all name /tmp/tool, so the
+// rule pinning /tmp/tool@sha256 lets the forger's own code through.
+func TestAttackIdentExeForge(t *testing.T) {
+	ctd := harness.SharedContainerd(t)
+	up := harness.SharedUpstream(t)
+	prog := toolBin(t, "identprog")
+	b, err := os.ReadFile(prog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := sha256.Sum256(b)
+	sum := hex.EncodeToString(s[:])
+	forge := filepath.Join(t.TempDir(), "exeforge")
+	if out, err := exec.Command("cc", "-O1", "-static", "-nostdlib", "-fno-stack-protector", "-fPIC", "-o", forge, "../daemon/procid/testdata/exeforge.c").CombinedOutput(); err != nil {
+		t.Fatalf("cc: %v\n%s", err, out)
+	}
+	cl := StartClawd(t, ctd, ClawdOpts{Policy: fmt.Sprintf(identPolicy, sum)})
+	ct := ctd.Run(t, "ident-forge", harness.RunOpts{Files: map[string]string{prog: "/ident", forge: "/forge"}})
+	cl.MustCLI("attach", ct.Name)
+	if out, code := sh(t, ct, "cp /ident /tmp/tool && chmod 755 /tmp/tool"); code != 0 {
+		t.Fatalf("cp: %s", out)
+	}
+	p := "/ident/forge-" + secRand(t)
+	out, _ := sh(t, ct, "/forge /tmp/tool "+harness.UpstreamIPv4.String()+" "+fmt.Sprint(harness.UpstreamHTTPPort)+" "+p)
+	var e audit.Entry
+	eventually(t, "audit line for "+p, func() bool {
+		for _, x := range cl.AuditEntries() {
+			if x.Event == audit.EventDecision && x.Path == p {
+				e = x
+				return true
+			}
+		}
+		return false
+	})
+	if n := apprUpCount(up, p); n != 0 || e.Rule == "pinned-tool" {
+		t.Errorf("the forger's own code passed as the pinned /tmp/tool: upstream saw %s %d times, audit program %q sha256 %q rule %q; forger said %q", p, n, e.Program, e.ProgramSHA256, e.Rule, out)
+	}
 }
