@@ -60,10 +60,10 @@ func TestAttackIdentOverlayAndLoader(t *testing.T) {
 	check := func(name, script, path string, wantUp int, wantProg string) {
 		t.Helper()
 		out, _ := sh(t, ct, script)
-		if n := apprUpCount(up, path); n != wantUp {
-			t.Errorf("%s: upstream saw %s %d times, want %d (program output %q)", name, path, n, wantUp, out)
-		}
 		e := auditFor(path)
+		if n := apprUpCount(up, path); n != wantUp {
+			t.Errorf("%s: upstream saw %s %d times, want %d (program output %q, audit %+v)", name, path, n, wantUp, out, e)
+		}
 		if wantProg != "*" && e.Program != wantProg {
 			t.Errorf("%s: audit program %q sha256 %q rule %q, want %q", name, e.Program, e.ProgramSHA256, e.Rule, wantProg)
 		}
@@ -83,9 +83,9 @@ func TestAttackIdentOverlayAndLoader(t *testing.T) {
 	p = "/ov/wrap-" + secRand(t)
 	check("shell wrapper", "printf '#!/bin/sh\\nexec python3 -c \"import urllib.request as u; u.urlopen(\\\"http://"+v4+p+"\\\")\"\\n' > /tmp/curl; chmod 755 /tmp/curl; cat /tmp/curl; /tmp/curl", p, 0, "*")
 
-	// A hard link of curl (overlay copies curl up) run as /tmp/c.
+	// A hard link of curl (overlay copies curl up) run as /usr/local/bin/c.
 	p = "/ov/link-" + secRand(t)
-	check("hard link under another name", "ln /usr/bin/curl /tmp/c 2>&1; /tmp/c -s -o /dev/null http://"+v4+p, p, 0, "/tmp/c")
+	check("hard link under another name", "ln /usr/bin/curl /usr/local/bin/c 2>&1; /usr/local/bin/c -s -o /dev/null http://"+v4+p, p, 0, "/usr/local/bin/c")
 
 	// After the copy-up, curl at its own path is still curl.
 	p = "/ov/afterlink-" + secRand(t)
