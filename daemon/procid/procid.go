@@ -22,6 +22,7 @@
 package procid
 
 import (
+	"bufio"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -173,6 +174,14 @@ func (r *Resolver) Resolve(tgid uint32, cgroup uint64, acceptedAt int64, exe *Fi
 	if err != nil {
 		return unknown, fmt.Errorf("process %d: read executable path: %w", pid, err)
 	}
+	// A process's executable is mapped in its memory. One that replaced
+	// its exe_file (prctl PR_SET_MM, which requires the old file to be
+	// unmapped) usually maps no file of that name. Defence in depth only:
+	// the forger can map the target too; the kernel's executable guard
+	// (bpf/guard.c, checked by the daemon before Resolve) is the rule.
+	if !r.mapped(pid, path) {
+		return unknown, fmt.Errorf("process %d does not map its executable %s: it replaced it (prctl PR_SET_MM)", pid, progtext.Escape(path))
+	}
 	cmd := r.cmdline(pid)
 	r.at("opened")
 	sum, err := r.hash(f, &st)
@@ -201,6 +210,35 @@ func (r *Resolver) Resolve(tgid uint32, cgroup uint64, acceptedAt int64, exe *Fi
 		return unknown, err
 	}
 	return policy.Program{Known: true, PID: tgid, Cmdline: cmd, Path: cleanPath(path, after.Nlink), SHA256: sum}, nil
+}
+
+// mapped reports whether process pid maps a file under path (its
+// /proc/PID/maps names it).
+func (r *Resolver) mapped(pid int, path string) bool {
+	f, err := os.Open(fmt.Sprintf("%s/%d/maps", r.proc, pid))
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 0, 64<<10), 64<<10)
+	for sc.Scan() {
+		// address perms offset dev inode path (the path after spaces)
+		l := sc.Text()
+		for i := 0; i < 5; i++ {
+			l = strings.TrimLeft(l, " ")
+			j := strings.IndexByte(l, ' ')
+			if j < 0 {
+				l = ""
+				break
+			}
+			l = l[j:]
+		}
+		if strings.TrimLeft(l, " ") == path {
+			return true
+		}
+	}
+	return false
 }
 
 func (r *Resolver) sameCgroup(pid int, cgroup uint64) error {
