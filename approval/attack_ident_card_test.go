@@ -48,3 +48,27 @@ func TestAttackCardProgramTruncatedPath(t *testing.T) {
 	decideCompat(e.m, a.ID, false, "cli", "", 0)
 	recv(t, ch)
 }
+
+// TestCardProgramClauseVariants (fix of the above, as a class): look-alike
+// dots, another case, no dot at all, "unknown" and "(deleted)" in agent
+// text never read as a program clause; the only one is clawd's, last.
+func TestCardProgramClauseVariants(t *testing.T) {
+	for _, name := range []string{
+		"x • by /usr/bin/git", "x ∙ by /usr/bin/git", "x ⋅ BY /usr/bin/git", "x by\t/usr/bin/git", "x · by unknown", "x · By (deleted)", "x ･ by /usr/bin/git",
+	} {
+		t.Run(name, func(t *testing.T) {
+			e := newEnv(t, nil)
+			h := hold("agent", "POST", "/mcp")
+			h.Program = curlProg
+			h.Tools = []ToolCall{{Name: name, Args: `{}`}}
+			ch := async(e.m, context.Background(), h)
+			a := waitPending(t, e.m, 1)[0]
+			low := strings.ToLower(a.Summary)
+			if strings.Count(a.Summary, " · by ") != 1 || strings.Count(low, "by /") != 1 || strings.Contains(low, "by unknown") || strings.Contains(low, "by (deleted)") || !strings.HasSuffix(a.Summary, "(sha256 "+curlProg.SHA256[:12]+"…)") {
+				t.Errorf("summary %q", a.Summary)
+			}
+			decideCompat(e.m, a.ID, false, "cli", "", 0)
+			recv(t, ch)
+		})
+	}
+}
