@@ -62,12 +62,39 @@ static __always_inline void mark(__u64 mm) {
 	}
 }
 
-// Why: the only kernel function that replaces a live mm's exe_file (both
-// prctl sub-options end here). fentry runs before the replacement, so the
-// mark is in place before the forged file can be seen, whatever the outcome.
-SEC("fentry/replace_mm_exe_file")
-int BPF_PROG(clawd_guard_replace, struct mm_struct *mm, struct file *new_exe_file) {
-	mark((__u64)mm);
+// Syscall numbers of prctl on x86_64: native (x32 sets bit 30 of the same
+// number) and ia32 compat (172, whose first argument is in bx). A native
+// 172 is iopl: marking an iopl(35) caller too is harmless (fail closed).
+#define NR_PRCTL 157
+#define NR_PRCTL_IA32 172
+#define X32_BIT 0x40000000
+#define PR_SET_MM 35
+
+struct pt_regs {
+	unsigned long di;
+	unsigned long bx;
+} __attribute__((preserve_access_index));
+
+// Why: prctl(PR_SET_MM, …) is how a process replaces its exe_file
+// (PR_SET_MM_MAP with exe_fd, PR_SET_MM_EXE_FILE). The mark is set at
+// syscall entry, before the kernel acts, whatever the sub-option and the
+// outcome, so the forged file is never seen unmarked. (An fentry on
+// replace_mm_exe_file would be narrower, but kernels under lockdown refuse
+// fentry; raw tracepoints with BTF load.) The test is two comparisons, run
+// for every syscall on the host.
+SEC("tp_btf/sys_enter")
+int BPF_PROG(clawd_guard_prctl, struct pt_regs *regs, long id) {
+	if ((id & ~X32_BIT) == NR_PRCTL) {
+		if (regs->di != PR_SET_MM)
+			return 0;
+	} else if (id == NR_PRCTL_IA32) {
+		if ((__u32)regs->bx != PR_SET_MM)
+			return 0;
+	} else {
+		return 0;
+	}
+	struct task_struct *t = bpf_get_current_task_btf();
+	mark((__u64)t->mm);
 	return 0;
 }
 

@@ -16,10 +16,10 @@ import (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	GuardMapClawdXfV1          = "clawd_xf_v1"
-	GuardProgClawdGuardExec    = "clawd_guard_exec"
-	GuardProgClawdGuardFork    = "clawd_guard_fork"
-	GuardProgClawdGuardReplace = "clawd_guard_replace"
+	GuardMapClawdXfV1        = "clawd_xf_v1"
+	GuardProgClawdGuardExec  = "clawd_guard_exec"
+	GuardProgClawdGuardFork  = "clawd_guard_fork"
+	GuardProgClawdGuardPrctl = "clawd_guard_prctl"
 )
 
 // LoadGuard returns the embedded CollectionSpec for Guard.
@@ -64,9 +64,9 @@ type GuardSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type GuardProgramSpecs struct {
-	ClawdGuardExec    *ebpf.ProgramSpec `ebpf:"clawd_guard_exec"`
-	ClawdGuardFork    *ebpf.ProgramSpec `ebpf:"clawd_guard_fork"`
-	ClawdGuardReplace *ebpf.ProgramSpec `ebpf:"clawd_guard_replace"`
+	ClawdGuardExec  *ebpf.ProgramSpec `ebpf:"clawd_guard_exec"`
+	ClawdGuardFork  *ebpf.ProgramSpec `ebpf:"clawd_guard_fork"`
+	ClawdGuardPrctl *ebpf.ProgramSpec `ebpf:"clawd_guard_prctl"`
 }
 
 // GuardMapSpecs contains maps before they are loaded into the kernel.
@@ -121,16 +121,16 @@ type GuardVariables struct {
 //
 // It can be passed to LoadGuardObjects or ebpf.CollectionSpec.LoadAndAssign.
 type GuardPrograms struct {
-	ClawdGuardExec    *ebpf.Program `ebpf:"clawd_guard_exec"`
-	ClawdGuardFork    *ebpf.Program `ebpf:"clawd_guard_fork"`
-	ClawdGuardReplace *ebpf.Program `ebpf:"clawd_guard_replace"`
+	ClawdGuardExec  *ebpf.Program `ebpf:"clawd_guard_exec"`
+	ClawdGuardFork  *ebpf.Program `ebpf:"clawd_guard_fork"`
+	ClawdGuardPrctl *ebpf.Program `ebpf:"clawd_guard_prctl"`
 }
 
 func (p *GuardPrograms) Close() error {
 	return _GuardClose(
 		p.ClawdGuardExec,
 		p.ClawdGuardFork,
-		p.ClawdGuardReplace,
+		p.ClawdGuardPrctl,
 	)
 }
 

@@ -22,7 +22,7 @@ import (
 // harmless (a mark is idempotent).
 
 // guardHooks in attach order, each with why it is there (guard.c says more).
-// fork and exec come first: a mark set by the replace hook before fork
+// fork and exec come first: a mark set by the prctl hook before fork
 // propagation is in place would not reach a child forked meanwhile.
 var guardHooks = []struct {
 	name string
@@ -31,7 +31,7 @@ var guardHooks = []struct {
 }{
 	{"exec", func(p *bpf.GuardPrograms) *ebpf.Program { return p.ClawdGuardExec }, "a real exec clears the mark of the fresh address space"},
 	{"fork", func(p *bpf.GuardPrograms) *ebpf.Program { return p.ClawdGuardFork }, "a forked child inherits its parent's mark"},
-	{"replace", func(p *bpf.GuardPrograms) *ebpf.Program { return p.ClawdGuardReplace }, "replace_mm_exe_file (prctl PR_SET_MM) marks the address space"},
+	{"prctl", func(p *bpf.GuardPrograms) *ebpf.Program { return p.ClawdGuardPrctl }, "prctl(PR_SET_MM) at syscall entry marks the address space"},
 }
 
 // loadGuard loads and attaches the guard, pinning its links under dir. On
