@@ -59,3 +59,45 @@ func TestAttackRedactVariants(t *testing.T) {
 		})
 	}
 }
+
+// TestRedactVariantClasses (fix of the above, as classes): other case,
+// other header, other program of the same family, a path to the program,
+// another signature name; and words that are not secrets stay shown.
+func TestRedactVariantClasses(t *testing.T) {
+	for _, in := range [][]byte{
+		argv("git", "-c", "http.extraheader=X-Api-Key: S3CR3T", "fetch"),
+		argv("git", "-c", "credential.helper=x", "-c", "HTTP.EXTRAHEADER=cookie: S3CR3T", "fetch"),
+		argv("tool", "-Secret", "S3CR3T"),
+		argv("tool", "-client-secret", "S3CR3T"),
+		argv("tool", "-Password=S3CR3T"),
+		argv("/usr/bin/redis-cli", "-a", "S3CR3T"),
+		argv("keydb-cli", "-a", "S3CR3T"),
+		argv("ldapmodify", "-x", "-w", "S3CR3T"),
+		argv("sh", "-c", "cd /x && sqlcmd -S db -P S3CR3T"),
+		argv("aws", "configure", "set", "AWS_SECRET_ACCESS_KEY", "S3CR3T"),
+		argv("git", "config", "hub.oauthtoken", "S3CR3T"),
+		argv("curl", "https://s.test/o?X-Goog-Signature=S3CR3T"),
+		argv("curl", "https://s.test/o?Signature=S3CR3T&Expires=1"),
+		argv("curl", "'me:S3CR3T@a.test'"),
+		argv("curl", `https://me:S3"CR3T@a.test/`),
+		argv("python3", "-c", `password : "S3CR3T"`),
+		argv("python3", "-c", `x = dict(api_key = 'S3CR3T')`),
+		argv("node", "-e", `f({Authorization: 'S3CR3T'})`),
+		argv("sh", "-c", `sh -c "sh -c 'sh -c \"sh -c \\\"sh -c \\\\\\\"x --token S3CR3T\\\\\\\"\\\"\"'"`),
+	} {
+		if got := Cmdline(in); strings.Contains(got, "S3CR3T") || strings.Contains(got, "CR3T") {
+			t.Errorf("secret shown: %s", got)
+		}
+	}
+	for in, want := range map[string]string{
+		"git\x00commit\x00-a\x00-m\x00fix it":     "git commit -a -m fix it",
+		"curl\x00-k\x00https://a.test/":           "curl -k https://a.test/",
+		"ls\x00-la\x00/tmp":                       "ls -la /tmp",
+		"git\x00push\x00git@github.com:o/r.git":   "git push git@github.com:o/r.git",
+		"tool\x00--no-password\x00https://a.test": "tool --no-password https://a.test",
+	} {
+		if got := Cmdline([]byte(in)); got != want {
+			t.Errorf("Cmdline(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
