@@ -90,3 +90,51 @@ func TestAttackResolveCacheFlushedByOneAgent(t *testing.T) {
 		t.Fatal("one agent's chmods of its own executable evicted another container's cached digest")
 	}
 }
+
+// TestHashTurnPerContainer (fix of head-of-line): container A's hashes in
+// flight (its turn taken) do not delay container B, whose resolution gets
+// its digest though the wait bound is an hour.
+func TestHashTurnPerContainer(t *testing.T) {
+	prog := helperCopy(t, t.TempDir(), "b-tool", "b2")
+	c := start(t, prog)
+	r := New("/proc", func(int) (uint64, error) { return 8, nil })
+	r.hashWait = time.Hour
+	releaseA, err := r.hashTurn(7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer releaseA()
+	p, err := r.Resolve(c.pid, 8, BootNow(), nil)
+	if err != nil || !p.Known || p.SHA256 != sum(t, prog) {
+		t.Fatalf("container B behind A's hash: %+v %v", p, err)
+	}
+}
+
+// TestCacheEvictsTheHog: with the cache full, the container holding the
+// most entries loses its least recently used one, never another
+// container's; and a newer state of a file replaces its older entry.
+func TestCacheEvictsTheHog(t *testing.T) {
+	dir := t.TempDir()
+	victim := start(t, helperCopy(t, dir, "victim", "v"))
+	r := New("/proc", func(pid int) (uint64, error) {
+		if pid == int(victim.pid) {
+			return 1, nil
+		}
+		return 2, nil
+	})
+	r.recent, r.maxCache = 0, 4
+	if _, err := r.Resolve(victim.pid, 1, BootNow(), nil); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 6; i++ {
+		a := start(t, helperCopy(t, dir, "agent"+itoa(i), "a"+itoa(i)))
+		if _, err := r.Resolve(a.pid, 2, BootNow(), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.cache) > 4 || r.perCgroup[1] != 1 {
+		t.Fatalf("cache %d entries, victim's container %d (want 1)", len(r.cache), r.perCgroup[1])
+	}
+}
