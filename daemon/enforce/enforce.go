@@ -114,6 +114,8 @@ func New(root string) (*Enforcer, error) {
 	e.xt = maps.ClawdXtV1
 	// The cookie-keyed half is only the programs': close this handle.
 	maps.ClawdXcV1.Close()
+	// The executable guard's marks are only the kernel's (guard.go).
+	maps.ClawdXfV1.Close()
 	// Listeners die with the daemon that opened them: what a predecessor
 	// registered names ports nobody serves now (and that anything may
 	// bind). The re-adopted attachments register their new ones.
