@@ -179,7 +179,6 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } clawd_xt_v1 SEC(".maps");
 
-#ifndef CLAWD_PREV
 // mm_struct address -> exe_file replaced since the last exec (prctl
 // PR_SET_MM), key 0 -> overflow flag: written by the executable guard
 // (guard.c, which documents it), read by remember.
@@ -191,6 +190,8 @@ struct {
 	__type(value, __u8);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } clawd_xf_v1 SEC(".maps");
+
+#ifndef CLAWD_PREV
 
 // EXE_FORGED is the exe_id recorded for a task whose address space had its
 // executable replaced (guard.c): no file has this device and inode, so the
