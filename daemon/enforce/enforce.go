@@ -374,12 +374,7 @@ func (e *Enforcer) Attach(p Params) (l Layers, err error) {
 		}()
 		tcxLayers(dir, &l)
 	}
-	if why := e.ExeRecorded(); why != nil {
-		l.Notes = append(l.Notes, fmt.Sprintf("the connect hook cannot record the executable (%s): the kernel cannot tell which program connected or whether it forged its executable, so no program is known and no binaries: rule is satisfied", firstLine(why)))
-	}
-	if why := e.ExeGuarded(); why != nil {
-		l.Notes = append(l.Notes, fmt.Sprintf("the executable guard is not running (%s): a process could forge its executable (prctl PR_SET_MM), so no program is known and no binaries: rule is satisfied", firstLine(why)))
-	}
+	l.Notes = append(l.Notes, e.identNotes()...)
 	if e.lsm == nil {
 		l.Notes = append(l.Notes, fmt.Sprintf("%v: the tcx layer drops AF_PACKET/AF_XDP frames instead", e.lsmErr))
 		return l, nil
@@ -396,6 +391,19 @@ func (e *Enforcer) Attach(p Params) (l Layers, err error) {
 	}
 	l.LSM = true
 	return l, nil
+}
+
+// identNotes say why no program is known on this host, if so (policy
+// binaries: fails closed).
+func (e *Enforcer) identNotes() []string {
+	var n []string
+	if why := e.ExeRecorded(); why != nil {
+		n = append(n, fmt.Sprintf("the connect hook cannot record the executable (%s): the kernel cannot tell which program connected or whether it forged its executable, so no program is known and no binaries: rule is satisfied", firstLine(why)))
+	}
+	if why := e.ExeGuarded(); why != nil {
+		n = append(n, fmt.Sprintf("the executable guard is not running (%s): a process could forge its executable (prctl PR_SET_MM), so no program is known and no binaries: rule is satisfied", firstLine(why)))
+	}
+	return n
 }
 
 // Adopt swaps fresh programs (built with p's listener ports) into the pinned
@@ -511,6 +519,7 @@ func (e *Enforcer) Adopt(p Params) (Layers, error) {
 		}
 	}
 	tcxLayers(dir, &l)
+	l.Notes = append(l.Notes, e.identNotes()...)
 	return l, nil
 }
 
