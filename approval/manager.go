@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -714,11 +715,11 @@ func (m *Manager) view(h *Hold) *Approval {
 		a.PID = h.Program.PID
 		// Every channel shows the summary: the program goes there, within
 		// the shortest title a channel shows whole (Google Chat's 200).
-		by := " · by " + truncate(a.Program, 80)
+		by := " · by " + cutMiddle(a.Program, 80)
 		if a.ProgramSHA256 != "" {
 			by += " (sha256 " + a.ProgramSHA256[:min(12, len(a.ProgramSHA256))] + "…)"
 		}
-		a.Summary = truncate(a.Summary, maxSummaryWithProgram-len(by)) + by
+		a.Summary = truncate(unclause(a.Summary), maxSummaryWithProgram-len(by)) + by
 	}
 	return a
 }
@@ -1131,6 +1132,41 @@ func (m *Manager) updateCards(a *Approval) {
 // wait blocks until background notifications started so far are done
 // (they finish once their approvals do); for tests.
 func (m *Manager) wait() { m.wg.Wait() }
+
+// cutMiddle bounds a program path to about n bytes by cutting its middle:
+// the executable's name (the last segment, itself cut at its start when
+// very long) always shows.
+func cutMiddle(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	tail := len(s) - strings.LastIndexByte(s, '/') // "/name"
+	tail = min(tail, n*3/4)
+	k := len(s) - tail
+	for k < len(s) && !utf8RuneStart(s[k]) {
+		k++
+	}
+	h := n - tail - len("…")
+	for h > 0 && !utf8RuneStart(s[h]) {
+		h--
+	}
+	return s[:h] + "…" + s[k:]
+}
+
+// clauseDots are characters that read as the middle dot of the program
+// clause (" · by /path").
+var clauseDots = strings.NewReplacer("·", "-", "\u0387", "-", "\u2022", "-", "\u2027", "-", "\u2219", "-", "\u22c5", "-", "\u30fb", "-", "\uff65", "-", "\u00b7", "-")
+
+// byProgram is "by" followed by what a program clause names.
+var byProgram = regexp.MustCompile(`(?i)\bby(\s+)(/|unknown\b|\(deleted\))`)
+
+// unclause makes agent text unable to read as the card's program clause
+// (" · by /usr/bin/git (sha256 …)", which clawd appends last): middle
+// dots become "-" and "by /…" becomes "(by) /…". The only clause that
+// reads so is clawd's own.
+func unclause(s string) string {
+	return byProgram.ReplaceAllString(clauseDots.Replace(s), "(by)$1$2")
+}
 
 func truncate(s string, n int) string {
 	if len(s) <= n {

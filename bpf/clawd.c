@@ -193,6 +193,26 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } clawd_xt_v1 SEC(".maps");
 
+// mm_struct address -> exe_file replaced since the last exec (prctl
+// PR_SET_MM), key 0 -> overflow flag: written by the executable guard
+// (guard.c, which documents it), read by remember.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u64);
+	__type(value, __u8);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} clawd_xf_v1 SEC(".maps");
+
+#ifndef CLAWD_PREV
+
+// EXE_FORGED is the exe_id recorded for a task whose address space had its
+// executable replaced (guard.c): no file has this device and inode, so the
+// daemon's comparison with /proc/PID/exe fails and the program is unknown.
+#define EXE_FORGED 0xffffffffffffffffULL
+#endif
+
 // The container's cgroup, one entry (index 0), filled by the daemon with the
 // cgroup directory's fd before any program of this copy is attached. Not
 // pinned: each loaded copy has its own, kept alive by its programs.
@@ -542,7 +562,9 @@ static __always_inline int foreign_listener(struct bpf_sock_addr *ctx, __u32 por
 // which program made the connection (policy `binaries:`), and (read_exe)
 // the device and inode of the executable it runs now: the daemon resolves
 // the TGID through /proc, checks it still belongs to this cgroup and still
-// runs that file (no exec since the connect).
+// runs that file (no exec since the connect). A task whose address space
+// replaced its executable (guard.c's mark, or its overflow flag) is recorded
+// as EXE_FORGED instead.
 static __always_inline void remember(void *ctx, struct orig *o) {
 	__u64 cookie = bpf_get_socket_cookie(ctx);
 	o->cgroup = bpf_get_current_cgroup_id();
@@ -553,6 +575,9 @@ static __always_inline void remember(void *ctx, struct orig *o) {
 		struct task_struct *t = bpf_get_current_task_btf();
 		struct mm_struct *mm = t->mm;
 		if (mm) {
+			__u64 mk = (__u64)mm, zero = 0;
+			__u8 *ov = bpf_map_lookup_elem(&clawd_xf_v1, &zero);
+			int forged = bpf_map_lookup_elem(&clawd_xf_v1, &mk) != 0 || (ov && *ov);
 			struct file *f = mm->exe_file;
 			if (f) {
 				struct inode *in = f->f_inode;
@@ -562,6 +587,10 @@ static __always_inline void remember(void *ctx, struct orig *o) {
 					if (sb)
 						x.dev = sb->s_dev;
 				}
+			}
+			if (forged) {
+				x.dev = EXE_FORGED;
+				x.ino = EXE_FORGED;
 			}
 		}
 		if (x.ino)

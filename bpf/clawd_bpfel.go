@@ -117,6 +117,7 @@ const (
 	ClawdMapClawdStV1          = "clawd_st_v1"
 	ClawdMapClawdTpV1          = "clawd_tp_v1"
 	ClawdMapClawdXcV1          = "clawd_xc_v1"
+	ClawdMapClawdXfV1          = "clawd_xf_v1"
 	ClawdMapClawdXtV1          = "clawd_xt_v1"
 	ClawdProgClawdConnect4     = "clawd_connect4"
 	ClawdProgClawdConnect6     = "clawd_connect6"
@@ -219,6 +220,7 @@ type ClawdMapSpecs struct {
 	ClawdStV1   *ebpf.MapSpec `ebpf:"clawd_st_v1"`
 	ClawdTpV1   *ebpf.MapSpec `ebpf:"clawd_tp_v1"`
 	ClawdXcV1   *ebpf.MapSpec `ebpf:"clawd_xc_v1"`
+	ClawdXfV1   *ebpf.MapSpec `ebpf:"clawd_xf_v1"`
 	ClawdXtV1   *ebpf.MapSpec `ebpf:"clawd_xt_v1"`
 }
 
@@ -267,6 +269,7 @@ type ClawdMaps struct {
 	ClawdStV1   *ebpf.Map `ebpf:"clawd_st_v1"`
 	ClawdTpV1   *ebpf.Map `ebpf:"clawd_tp_v1"`
 	ClawdXcV1   *ebpf.Map `ebpf:"clawd_xc_v1"`
+	ClawdXfV1   *ebpf.Map `ebpf:"clawd_xf_v1"`
 	ClawdXtV1   *ebpf.Map `ebpf:"clawd_xt_v1"`
 }
 
@@ -282,6 +285,7 @@ func (m *ClawdMaps) Close() error {
 		m.ClawdStV1,
 		m.ClawdTpV1,
 		m.ClawdXcV1,
+		m.ClawdXfV1,
 		m.ClawdXtV1,
 	)
 }

@@ -5,6 +5,8 @@ package bpf
 
 //go:generate go run github.com/cilium/ebpf/cmd/bpf2go -cc clang -cflags "-O2 -g -Wall -Werror -I/usr/include/x86_64-linux-gnu" -target bpfel,bpfeb -type orig -type tuple_key -type listener_key -type counters -type exe_id -type fp_key -type fp_ports -type flow -type fp_event -type fp_counters Clawd clawd.c
 
+//go:generate go run github.com/cilium/ebpf/cmd/bpf2go -cc clang -cflags "-O2 -g -Wall -Werror -I/usr/include/x86_64-linux-gnu" -target bpfel,bpfeb Guard guard.c
+
 //go:generate go run github.com/cilium/ebpf/cmd/bpf2go -cc clang -cflags "-O2 -g -Wall -Werror -I/usr/include/x86_64-linux-gnu" -target bpfel,bpfeb Lsm lsm.c
 
 // The previous program generation, for the e2e upgrade test only (a binary

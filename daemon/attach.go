@@ -527,11 +527,21 @@ func (d *Daemon) handle(ctx context.Context, a *attachment, c net.Conn) {
 	// Which program connected: resolved now, before the proxy reads a byte,
 	// and kept for the connection's life (a fd handed on or an exec later
 	// does not change it). Unknown fails closed in policy.
-	var exe *procid.FileID
-	if o.Exe != nil {
-		exe = &procid.FileID{Dev: o.Exe.Dev, Ino: o.Exe.Ino}
+	// The kernel's record is required (issue 16 round 2): without the
+	// executable guard, or without a record of the executable at connect()
+	// (a kernel that refuses to tell, NAT, programs of an older clawd),
+	// a process could have forged /proc/PID/exe (prctl PR_SET_MM).
+	prog, err := policy.Program{PID: o.TGID}, error(nil)
+	switch {
+	case o.Forged:
+		err = fmt.Errorf("process %d replaced its executable (prctl PR_SET_MM) since its last exec", o.TGID)
+	case d.enf.ExeGuarded() != nil:
+		err = fmt.Errorf("the executable guard is not running: %w", d.enf.ExeGuarded())
+	case o.Exe == nil:
+		err = errors.New("the kernel did not record the executable that connected")
+	default:
+		prog, err = d.progs.Resolve(o.TGID, o.Cgroup, acceptedAt, &procid.FileID{Dev: o.Exe.Dev, Ino: o.Exe.Ino})
 	}
-	prog, err := d.progs.Resolve(o.TGID, o.Cgroup, acceptedAt, exe)
 	if err != nil {
 		d.log.Debug("program unknown", zap.String("container", owner.Container.Name), zap.Stringer("dst", dst), zap.Error(err))
 	}

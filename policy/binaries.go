@@ -67,8 +67,10 @@ func parseBinaryPattern(s string) (binaryPattern, error) {
 		}
 		return b, nil
 	}
-	if strings.HasPrefix(strings.ToLower(path), sha256Prefix) || strings.Contains(path, "@sha256") {
-		return binaryPattern{}, fmt.Errorf("%q: write sha256:<hex> alone, or /path@sha256:<hex>", src)
+	// Any other spelling of the digest (@SHA256:, @Sha256:, "@ sha256:")
+	// would silently be part of a path naming another file: refused.
+	if lp := strings.ToLower(path); strings.HasPrefix(lp, sha256Prefix) || strings.Contains(lp, "@sha256") || strings.Contains(lp, sha256Prefix) {
+		return binaryPattern{}, fmt.Errorf("%q: write sha256:<hex> alone, or /path@sha256:<hex> (lower case, no spaces)", src)
 	}
 	if !strings.HasPrefix(path, "/") {
 		return binaryPattern{}, fmt.Errorf("%q: a program path is absolute, as the container sees it (/usr/bin/git), or sha256:<hex>", src)
@@ -83,6 +85,9 @@ func parseBinaryPattern(s string) (binaryPattern, error) {
 			return binaryPattern{}, fmt.Errorf("%q: empty path segment (// or a trailing /); name the executable", src)
 		case seg == "." || seg == "..":
 			return binaryPattern{}, fmt.Errorf("%q: . and .. segments are not allowed; the kernel reports resolved paths", src)
+		case seg != strings.TrimSpace(seg):
+			// "/usr/bin/curl @sha256:…" would name "curl " (trailing space).
+			return binaryPattern{}, fmt.Errorf("%q: a path segment begins or ends with white space (a space before @sha256:?); write /path@sha256:<hex> with no spaces", src)
 		case strings.Contains(seg, "**") && seg != "**":
 			return binaryPattern{}, fmt.Errorf("%q: ** must be a whole path segment (as in /opt/**/bin/tool)", src)
 		}
@@ -90,6 +95,12 @@ func parseBinaryPattern(s string) (binaryPattern, error) {
 	}
 	if b.sha256 == "" && catchAll(b.segs) {
 		return binaryPattern{}, fmt.Errorf("%q names no directory or file, only wildcards: it matches every program (the agent can put its own at any path), so the rule would restrict nothing; name the program (/usr/bin/git), a directory (/usr/bin/*) or pin a digest (sha256:<hex>), or drop binaries", src)
+	}
+	if b.sha256 == "" && strings.Trim(b.segs[0], "*") == "" {
+		// /**/git, /*/bin/git: the agent can create a file at a matching
+		// path (/tmp/git, /tmp/bin/git; every container has a writable
+		// /tmp, /var/tmp, /dev/shm).
+		return binaryPattern{}, fmt.Errorf("%q starts with a wildcard: the agent can put its own program at a matching path (such as /tmp%s), so the rule would restrict nothing; name the directory (/usr/bin/git, /opt/**/bin/tool) or pin a digest (/**/git@sha256:<hex>)", src, "/"+strings.Join(b.segs[1:], "/"))
 	}
 	if last := b.segs[len(b.segs)-1]; last == "**" {
 		return binaryPattern{}, fmt.Errorf("%q: a trailing ** would match every program below a directory, including interpreters and shells copied there; name the executable (a trailing * within the directory is allowed)", src)

@@ -100,7 +100,7 @@ func TestBinaryPatternParse(t *testing.T) {
 // carrying it looks restricted and is not. The parser refuses it at its
 // file:line and says why; a digest makes the same path pattern harmless.
 func TestBinariesCatchAllRefused(t *testing.T) {
-	for _, pat := range []string{"/**/*", "/*", "/*/*", "/**/*/**/*", "/*/**/*", "**", "/**", "*", " /**/* ", "/**/**/*"} {
+	for _, pat := range []string{"/**/*", "/*", "/*/*", "/**/*/**/*", "/*/**/*", "**", "/**", "*", " /**/* ", "/**/**/*", "/**/git", "/**/*git*", "/*/bin/git", "/**/bin/git"} {
 		t.Run(pat, func(t *testing.T) {
 			y := "default:\n  rules:\n    - name: r\n      hosts: github.com\n      binaries:\n        - /usr/bin/git\n        - \"" + pat + "\"\n      action: allow\n"
 			_, err := Parse([]byte(y), "b.yaml")
@@ -117,7 +117,7 @@ func TestBinariesCatchAllRefused(t *testing.T) {
 			}
 		})
 	}
-	for _, ok := range []string{"/usr/bin/*", "/**/git", "/**/*git*", "/opt/**/bin/*", "/**/*@sha256:" + gitSum} {
+	for _, ok := range []string{"/usr/bin/*", "/opt/**/bin/*", "/usr/**/git", "/usr/bin/sha256sum", "/**/git@sha256:" + gitSum, "/**/*@sha256:" + gitSum} {
 		if _, err := parseBinaryPattern(ok); err != nil {
 			t.Errorf("%q: %v", ok, err)
 		}

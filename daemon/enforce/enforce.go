@@ -85,6 +85,9 @@ type Enforcer struct {
 	// attachment; nil with lsmErr set where the kernel refuses it.
 	lsm    *ebpf.Program
 	lsmErr error
+	// guardErr says why the executable guard (guard.go) is not running;
+	// nil when it is.
+	guardErr error
 	// live holds each attachment's tcx programs while the daemon runs.
 	live map[string]*tcxProgs
 }
@@ -120,6 +123,8 @@ func New(root string) (*Enforcer, error) {
 	// The cookie-keyed half is only the programs': close this handle.
 	maps.ClawdXcV1.Close()
 	e.fp, e.fl, e.ev, e.fc = maps.ClawdFpV1, maps.ClawdFlV1, maps.ClawdEvV1, maps.ClawdFcV1
+	// The executable guard's marks are only the kernel's (guard.go).
+	maps.ClawdXfV1.Close()
 	// Listeners die with the daemon that opened them: what a predecessor
 	// registered names ports nobody serves now (and that anything may
 	// bind). The re-adopted attachments register their new ones.
@@ -128,6 +133,7 @@ func New(root string) (*Enforcer, error) {
 		return nil, err
 	}
 	e.lsm, e.lsmErr = loadLSM()
+	e.guardErr = e.loadGuard()
 	return e, nil
 }
 
@@ -382,9 +388,7 @@ func (e *Enforcer) Attach(p Params) (l Layers, err error) {
 		}()
 		tcxLayers(dir, &l)
 	}
-	if why := e.ExeRecorded(); why != nil {
-		l.Notes = append(l.Notes, fmt.Sprintf("the connect hook cannot record the executable (%s): a process that execs between its connect and the accept is judged as the program it exec'd (policy binaries:)", firstLine(why)))
-	}
+	l.Notes = append(l.Notes, e.identNotes()...)
 	if e.lsm == nil {
 		l.Notes = append(l.Notes, fmt.Sprintf("%v: the tcx layer drops AF_PACKET/AF_XDP frames instead", e.lsmErr))
 		return l, nil
@@ -401,6 +405,19 @@ func (e *Enforcer) Attach(p Params) (l Layers, err error) {
 	}
 	l.LSM = true
 	return l, nil
+}
+
+// identNotes say why no program is known on this host, if so (policy
+// binaries: fails closed).
+func (e *Enforcer) identNotes() []string {
+	var n []string
+	if why := e.ExeRecorded(); why != nil {
+		n = append(n, fmt.Sprintf("the connect hook cannot record the executable (%s): the kernel cannot tell which program connected or whether it forged its executable, so no program is known and no binaries: rule is satisfied", firstLine(why)))
+	}
+	if why := e.ExeGuarded(); why != nil {
+		n = append(n, fmt.Sprintf("the executable guard is not running (%s): a process could forge its executable (prctl PR_SET_MM), so no program is known and no binaries: rule is satisfied", firstLine(why)))
+	}
+	return n
 }
 
 // Adopt swaps fresh programs (built with p's listener ports) into the pinned
@@ -516,6 +533,7 @@ func (e *Enforcer) Adopt(p Params) (Layers, error) {
 		}
 	}
 	tcxLayers(dir, &l)
+	l.Notes = append(l.Notes, e.identNotes()...)
 	return l, nil
 }
 
@@ -655,6 +673,9 @@ type Orig struct {
 	// stat(/proc/PID/exe) reports it; nil when not recorded (a kernel
 	// that refuses to tell, programs of an older clawd).
 	Exe *FileID
+	// Forged: the process had replaced its executable (prctl PR_SET_MM)
+	// since its last exec when it connected (bpf/guard.c); Exe is nil.
+	Forged bool
 }
 
 // FileID is a file's device (as stat reports it) and inode.
@@ -674,7 +695,11 @@ func (e *Enforcer) OrigDst(netns uint64, port uint16, family int) (Orig, bool) {
 	var x bpf.ClawdExeId
 	if err := e.xt.Lookup(&k, &x); err == nil {
 		e.xt.Delete(&k)
-		o.Exe = &FileID{Dev: userDev(x.Dev), Ino: x.Ino}
+		if x.Dev == ExeForged && x.Ino == ExeForged {
+			o.Forged = true
+		} else {
+			o.Exe = &FileID{Dev: userDev(x.Dev), Ino: x.Ino}
+		}
 	}
 	return o, true
 }

@@ -22,6 +22,7 @@
 package procid
 
 import (
+	"bufio"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -66,8 +67,31 @@ type Resolver struct {
 	// moments an attacker would race.
 	step func(name string)
 
+	// hashWait bounds how long a resolution waits for its turn to hash
+	// (its container's earlier hashes, then the host-wide budget): past
+	// it the program is unknown. hashHold bounds how long one hash holds
+	// a host-wide slot (a stalled read, FUSE): past it the slot goes to
+	// the next container while the hash goes on in its own container's.
+	hashWait, hashHold time.Duration
+
 	mu    sync.Mutex
 	cache map[fileKey]*hashEntry
+	// byFile: the one cached key of each file (device, inode): a newer
+	// state of the file (chmod, rewrite) replaces the older, which can
+	// never match again (ctime only moves forward).
+	byFile map[[2]uint64]fileKey
+	// perCgroup counts cached entries by the container that made them;
+	// a full cache evicts the least recently used entry of the container
+	// holding the most, so one agent cannot flush the others' digests.
+	perCgroup map[uint64]int
+	use       uint64 // LRU clock
+	// turns: each container's hashing turn (one hash at a time).
+	turns map[uint64]*turn
+}
+
+type turn struct {
+	ch    chan struct{}
+	users int
 }
 
 // New returns a Resolver reading procRoot ("/proc") whose cgroupOf gives a
@@ -77,7 +101,9 @@ func New(procRoot string, cgroupOf func(pid int) (uint64, error)) *Resolver {
 		MaxHashSize: DefaultMaxHashSize,
 		proc:        procRoot, cgroupOf: cgroupOf,
 		recent: recent, now: time.Now, maxCache: cacheEntries,
-		cache: map[fileKey]*hashEntry{},
+		hashWait: defaultHashWait, hashHold: defaultHashHold,
+		cache: map[fileKey]*hashEntry{}, byFile: map[[2]uint64]fileKey{},
+		perCgroup: map[uint64]int{}, turns: map[uint64]*turn{},
 	}
 }
 
@@ -96,9 +122,11 @@ func keyOf(st *unix.Stat_t) fileKey {
 }
 
 type hashEntry struct {
-	once sync.Once
-	sum  string
-	err  error
+	once   sync.Once
+	sum    string
+	err    error
+	cgroup uint64
+	used   uint64
 }
 
 // BootNow is the current CLOCK_BOOTTIME in nanoseconds, the clock of
@@ -173,9 +201,17 @@ func (r *Resolver) Resolve(tgid uint32, cgroup uint64, acceptedAt int64, exe *Fi
 	if err != nil {
 		return unknown, fmt.Errorf("process %d: read executable path: %w", pid, err)
 	}
+	// A process's executable is mapped in its memory. One that replaced
+	// its exe_file (prctl PR_SET_MM, which requires the old file to be
+	// unmapped) usually maps no file of that name. Defence in depth only:
+	// the forger can map the target too; the kernel's executable guard
+	// (bpf/guard.c, checked by the daemon before Resolve) is the rule.
+	if !r.mapped(pid, path) {
+		return unknown, fmt.Errorf("process %d does not map its executable %s: it replaced it (prctl PR_SET_MM)", pid, progtext.Escape(path))
+	}
 	cmd := r.cmdline(pid)
 	r.at("opened")
-	sum, err := r.hash(f, &st)
+	sum, err := r.hash(f, &st, cgroup)
 	if err != nil {
 		return unknown, fmt.Errorf("process %d: %w", pid, err)
 	}
@@ -201,6 +237,35 @@ func (r *Resolver) Resolve(tgid uint32, cgroup uint64, acceptedAt int64, exe *Fi
 		return unknown, err
 	}
 	return policy.Program{Known: true, PID: tgid, Cmdline: cmd, Path: cleanPath(path, after.Nlink), SHA256: sum}, nil
+}
+
+// mapped reports whether process pid maps a file under path (its
+// /proc/PID/maps names it).
+func (r *Resolver) mapped(pid int, path string) bool {
+	f, err := os.Open(fmt.Sprintf("%s/%d/maps", r.proc, pid))
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 0, 64<<10), 64<<10)
+	for sc.Scan() {
+		// address perms offset dev inode path (the path after spaces)
+		l := sc.Text()
+		for i := 0; i < 5; i++ {
+			l = strings.TrimLeft(l, " ")
+			j := strings.IndexByte(l, ' ')
+			if j < 0 {
+				l = ""
+				break
+			}
+			l = l[j:]
+		}
+		if strings.TrimLeft(l, " ") == path {
+			return true
+		}
+	}
+	return false
 }
 
 func (r *Resolver) sameCgroup(pid int, cgroup uint64) error {
@@ -241,7 +306,7 @@ func (r *Resolver) startTime(pid int) (int64, error) {
 	return strconv.ParseInt(fs[19], 10, 64)
 }
 
-func (r *Resolver) hash(f *os.File, st *unix.Stat_t) (string, error) {
+func (r *Resolver) hash(f *os.File, st *unix.Stat_t, cgroup uint64) (string, error) {
 	if st.Size > r.MaxHashSize {
 		return "", fmt.Errorf("executable larger than %d bytes: not hashed", r.MaxHashSize)
 	}
@@ -249,20 +314,27 @@ func (r *Resolver) hash(f *os.File, st *unix.Stat_t) (string, error) {
 	if r.now().Sub(time.Unix(st.Ctim.Unix())) < r.recent {
 		// Timestamps are coarse: a rewrite within the same tick could
 		// keep the key. A file changed this recently is hashed every time.
-		return r.hashFile(f, st.Size)
+		return r.hashFile(f, st.Size, cgroup)
 	}
 	r.mu.Lock()
 	e, ok := r.cache[k]
 	if !ok {
-		if len(r.cache) >= r.maxCache {
-			clear(r.cache)
+		id := [2]uint64{k.dev, k.ino}
+		if old, ok := r.byFile[id]; ok {
+			r.dropLocked(old)
 		}
-		e = &hashEntry{}
+		for len(r.cache) >= r.maxCache && r.evictLocked() {
+		}
+		e = &hashEntry{cgroup: cgroup}
 		r.cache[k] = e
+		r.byFile[id] = k
+		r.perCgroup[cgroup]++
 	}
+	r.use++
+	e.used = r.use
 	r.mu.Unlock()
 	e.once.Do(func() {
-		e.sum, e.err = r.hashFile(f, st.Size)
+		e.sum, e.err = r.hashFile(f, st.Size, cgroup)
 		if e.err == nil {
 			// Cache only a digest of content that held still while it
 			// was read.
@@ -275,21 +347,75 @@ func (r *Resolver) hash(f *os.File, st *unix.Stat_t) (string, error) {
 	if e.err != nil {
 		r.mu.Lock()
 		if r.cache[k] == e {
-			delete(r.cache, k)
+			r.dropLocked(k)
 		}
 		r.mu.Unlock()
 	}
 	return e.sum, e.err
 }
 
-// hashing bounds the CPU new executables cost: an agent that writes and
-// runs a fresh large file per connection makes clawd hash each one, and
-// no more than this many at once.
-var hashing = make(chan struct{}, max(1, runtime.GOMAXPROCS(0)/2))
+// dropLocked removes key k from the cache. r.mu is held.
+func (r *Resolver) dropLocked(k fileKey) {
+	e, ok := r.cache[k]
+	if !ok {
+		return
+	}
+	delete(r.cache, k)
+	if id := [2]uint64{k.dev, k.ino}; r.byFile[id] == k {
+		delete(r.byFile, id)
+	}
+	if r.perCgroup[e.cgroup]--; r.perCgroup[e.cgroup] <= 0 {
+		delete(r.perCgroup, e.cgroup)
+	}
+}
 
-func (r *Resolver) hashFile(f *os.File, size int64) (string, error) {
-	hashing <- struct{}{}
-	defer func() { <-hashing }()
+// evictLocked removes the least recently used entry of the container that
+// holds the most entries. r.mu is held.
+func (r *Resolver) evictLocked() bool {
+	var hog uint64
+	most := 0
+	for cg, n := range r.perCgroup {
+		if n > most {
+			hog, most = cg, n
+		}
+	}
+	var victim fileKey
+	found := false
+	var oldest uint64
+	for k, e := range r.cache {
+		if e.cgroup == hog && (!found || e.used < oldest) {
+			victim, oldest, found = k, e.used, true
+		}
+	}
+	if !found {
+		return false
+	}
+	r.dropLocked(victim)
+	return true
+}
+
+// hashing bounds the CPU new executables cost host-wide: no more than
+// this many hashes at once (at least two). Each container also hashes one
+// file at a time (Resolver.turns), so one agent that makes clawd hash
+// large files holds at most one of these slots and never delays another
+// container; several hostile containers together delay another's
+// resolution at most hashWait (then its program is unknown).
+var hashing = make(chan struct{}, max(2, runtime.GOMAXPROCS(0)))
+
+const (
+	defaultHashWait = 2 * time.Second
+	defaultHashHold = 5 * time.Second
+)
+
+// errHashWait: the resolution did not get its turn to hash in time.
+var errHashWait = errors.New("waited too long for its turn to hash the executable (other executables are being hashed): not hashed")
+
+func (r *Resolver) hashFile(f *os.File, size int64, cgroup uint64) (string, error) {
+	release, err := r.hashTurn(cgroup)
+	if err != nil {
+		return "", err
+	}
+	defer release()
 	h := sha256.New()
 	n, err := io.Copy(h, io.NewSectionReader(f, 0, r.MaxHashSize+1))
 	switch {
@@ -299,6 +425,51 @@ func (r *Resolver) hashFile(f *os.File, size int64) (string, error) {
 		return "", errors.New("executable changed size while clawd hashed it")
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// hashTurn waits, at most hashWait in all, for cgroup's turn and then a
+// host-wide slot. The slot is given back at release or after hashHold,
+// whichever comes first; the container's turn only at release.
+func (r *Resolver) hashTurn(cgroup uint64) (func(), error) {
+	r.mu.Lock()
+	tu := r.turns[cgroup]
+	if tu == nil {
+		tu = &turn{ch: make(chan struct{}, 1)}
+		r.turns[cgroup] = tu
+	}
+	tu.users++
+	r.mu.Unlock()
+	done := func() {
+		r.mu.Lock()
+		if tu.users--; tu.users == 0 {
+			delete(r.turns, cgroup)
+		}
+		r.mu.Unlock()
+	}
+	timer := time.NewTimer(r.hashWait)
+	defer timer.Stop()
+	select {
+	case tu.ch <- struct{}{}:
+	case <-timer.C:
+		done()
+		return nil, errHashWait
+	}
+	select {
+	case hashing <- struct{}{}:
+	case <-timer.C:
+		<-tu.ch
+		done()
+		return nil, errHashWait
+	}
+	var once sync.Once
+	give := func() { once.Do(func() { <-hashing }) }
+	hold := time.AfterFunc(r.hashHold, give)
+	return func() {
+		hold.Stop()
+		give()
+		<-tu.ch
+		done()
+	}, nil
 }
 
 func (r *Resolver) cmdline(pid int) string {

@@ -295,6 +295,11 @@ func (f *fakeProc) setExe(t *testing.T, target string) {
 	if err := os.Symlink(target, link); err != nil {
 		t.Fatal(err)
 	}
+	// A process maps its executable (the kernel's /proc/PID/maps format).
+	maps := "55d0c0a00000-55d0c0a21000 r-xp 00000000 fd:01 1234                       " + target + "\n"
+	if err := os.WriteFile(filepath.Join(f.root, "4242", "maps"), []byte(maps), 0o644); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func (f *fakeProc) resolver() *Resolver {

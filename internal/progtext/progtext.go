@@ -27,6 +27,19 @@
 //     JSON members ("password": "…") likewise;
 //   - URL user info (https://user:pw@host → https://[redacted]@host) and
 //     the token after Bearer;
+//   - single-dash long flags likewise (-token v, -api-key v, -password v:
+//     then both the attached and the next word), and the password flags of
+//     particular programs (redis-cli -a, openssl -k, ldap* -w/-y, sqlcmd
+//     and bcp -P);
+//   - a header in the value of any NAME=value (git -c
+//     http.extraheader=Authorization: Basic …);
+//   - the word after a word that names a secret (aws configure set
+//     aws_secret_access_key v, git config github.token v, netrc
+//     "password v", python "token = v", JS "{token: v}"), and the rest of
+//     a secret assignment left open (auth=("me", "v"));
+//   - URL signatures (X-Amz-Signature, sig=), user info with any character
+//     but / and white space, and user:password@host without a scheme;
+//   - words nested deeper than maxDepth quote levels, whole;
 //   - as a last resort, a whole word holding password, secret, token, … followed
 //     by ':' or '=' and a value that no rule above recognised.
 package progtext
@@ -126,12 +139,18 @@ const (
 func redactWords(ws []string, depth int) []string {
 	out := make([]string, len(ws))
 	next := none
+	prog := ""
 	for i, w := range ws {
 		q, u := unquote(w)
 		k := next
 		next = none
 		switch k {
 		case value:
+			if u == "=" || u == ":" {
+				// token = "v", password : v
+				out[i], next = w, value
+				continue
+			}
 			out[i] = requote(q, Redacted)
 			continue
 		case header:
@@ -142,19 +161,79 @@ func redactWords(ws []string, depth int) []string {
 			out[i] = redactText(w, depth)
 			continue
 		}
+		if _, ok := progFlags[baseName(u)]; ok {
+			prog = baseName(u)
+		}
+		if len(u) == 2 && u[0] == '-' && strings.IndexByte(progFlags[prog], u[1]) >= 0 {
+			// redis-cli -a v, openssl -k v, ldapsearch -w v, sqlcmd -P v
+			out[i], next = w, value
+			continue
+		}
 		if r, n, ok := redactFlag(u); ok {
 			out[i], next = requote(q, r), n
 			continue
 		}
+		// NAME=<secret header> (git -c http.extraheader=Authorization: …).
+		if name, val, ok := strings.Cut(u, "="); ok && name != "" {
+			if r, ok := redactHeader(val); ok {
+				out[i] = requote(q, name+"="+r)
+				continue
+			}
+		}
 		// "password:" or "Authorization:" alone: its value is the next word.
-		if name, ok := strings.CutSuffix(u, ":"); ok && headerName.MatchString(name) && secretName(name) {
+		if name, ok := strings.CutSuffix(u, ":"); ok {
+			if name = lastName(name); headerName.MatchString(name) && secretName(name) {
+				out[i], next = w, value
+				continue
+			}
+		}
+		// A secret's name as a word of its own: its value is the next word
+		// (aws configure set aws_secret_access_key v, git config
+		// github.token v, netrc "password v", python "token = v").
+		if t := lastName(strings.TrimRight(u, "'\"")); !strings.HasPrefix(t, "-") && positional.MatchString(t) {
 			out[i], next = w, value
 			continue
 		}
 		out[i] = redactText(w, depth)
+		// auth=("me", "v"): the value goes on past this word.
+		if m := openValue.FindStringSubmatch(u); m != nil && secretName(m[1]) {
+			next = value
+		}
 	}
 	return out
 }
+
+// progFlags are single-letter flags that take a password in one program
+// (separate: -a v); the generic ones are valueShort.
+var progFlags = map[string]string{
+	"redis-cli": "a", "keydb-cli": "a", "valkey-cli": "a",
+	"openssl":    "k",
+	"ldapsearch": "wy", "ldapmodify": "wy", "ldapadd": "wy", "ldapdelete": "wy", "ldapwhoami": "wy", "ldappasswd": "wsyat", "ldapcompare": "wy", "ldapmodrdn": "wy", "ldapexop": "wy",
+	"sqlcmd": "P", "bcp": "P", "osql": "P", "isql": "P", "mysqladmin": "P",
+}
+
+// lastName is what follows the last opening bracket, comma, semicolon or
+// quote in a word: the name in f({token: or dict(api_key.
+func lastName(u string) string {
+	if i := strings.LastIndexAny(u, "({[,;'\""); i >= 0 {
+		return u[i+1:]
+	}
+	return u
+}
+
+func baseName(u string) string {
+	if i := strings.LastIndexByte(u, '/'); i >= 0 {
+		return u[i+1:]
+	}
+	return u
+}
+
+var (
+	// positional: a word that names a secret and nothing else.
+	positional = regexp.MustCompile(`(?i)^[a-z0-9_.-]*(password|passwd|passphrase|secret|token|api[_-]?key|access[_-]?key|secret[_-]?key|private[_-]?key|credentials?)$`)
+	// openValue: NAME=( or NAME=[ or NAME={ left open at the end of a word.
+	openValue = regexp.MustCompile(`([A-Za-z_][A-Za-z0-9_.-]*)\s*=\s*[(\[{][^)\]}]*$`)
+)
 
 // redactFlag handles a word that is a flag. It returns the word as shown,
 // what the next word is, and whether the word was a flag at all.
@@ -183,6 +262,19 @@ func redactFlag(u string) (string, expect, bool) {
 	}
 	if len(u) < 2 || u[0] != '-' || !isLetter(u[1]) {
 		return "", none, false
+	}
+	// A single-dash long flag (Go's flag package, Java, openssl):
+	// -token v, -api-key v, -password v.
+	if name, _, eq := strings.Cut(u[1:], "="); len(name) > 2 && headerName.MatchString(name) && secretName(name) {
+		switch {
+		case eq:
+			return "-" + name + "=" + Redacted, none, true
+		case valueShort(u[1]):
+			// -password v or -pPASSWORD: either may be the secret.
+			return u[:2] + Redacted, value, true
+		default:
+			return u, value, true
+		}
 	}
 	c := u[1]
 	if len(u) == 2 {
@@ -248,6 +340,10 @@ var secretWords = []string{"key", "token", "secret", "pass", "pwd", "auth", "cre
 
 func secretName(name string) bool {
 	l := strings.ToLower(name)
+	// Signed URLs: X-Amz-Signature, Azure SAS sig, X-Goog-Signature.
+	if l == "sig" || strings.Contains(l, "signature") || strings.HasSuffix(l, "-sig") || strings.HasSuffix(l, "_sig") {
+		return true
+	}
 	for _, w := range secretWords {
 		if strings.Contains(l, w) {
 			return true
@@ -257,9 +353,11 @@ func secretName(name string) bool {
 }
 
 var (
-	userinfo   = regexp.MustCompile(`(?i)\b([a-z][a-z0-9+.-]*://)[^/?#\s'"]*@`)
+	userinfo = regexp.MustCompile(`(?i)\b([a-z][a-z0-9+.-]*://)[^/?#\s]*@`)
+	// bareUser is user:password@host without a scheme (curl takes it).
+	bareUser   = regexp.MustCompile(`(?i)(^|[\s'"=(,])[^\s/:@'"]+:[^\s/@]*@([a-z0-9-]+\.)*[a-z0-9-]+`)
 	jsonMember = regexp.MustCompile(`("((?:[^"\\]|\\.){1,64})"\s*:\s*)"(?:[^"\\]|\\.)*"`)
-	assignment = regexp.MustCompile(`(^|[^A-Za-z0-9_.-])(-{0,2}[A-Za-z_][A-Za-z0-9_.-]*)=('[^']*'|"[^"]*"|[^\s&;'"]*)`)
+	assignment = regexp.MustCompile(`(^|[^A-Za-z0-9_.-])(-{0,2}[A-Za-z_][A-Za-z0-9_.-]*)=(\([^)]*\)?|\[[^\]]*\]?|\{[^}]*\}?|'[^']*'|"[^"]*"|[^\s&;'"]*)`)
 	bearer     = regexp.MustCompile(`(?i)\b(bearer\s+)[^\s'"]+`)
 )
 
@@ -270,6 +368,13 @@ func redactText(s string, depth int) string {
 		return requote(q, r)
 	}
 	s = userinfo.ReplaceAllString(s, "${1}"+Redacted+"@")
+	s = replaceSubmatch(bareUser, s, func(m []string) string {
+		if strings.Contains(m[0], Redacted) {
+			return m[0]
+		}
+		at := strings.LastIndexByte(m[0], '@')
+		return m[1] + Redacted + m[0][at:]
+	})
 	s = replaceSubmatch(jsonMember, s, func(m []string) string {
 		if secretName(m[2]) {
 			return m[1] + `"` + Redacted + `"`
@@ -283,7 +388,12 @@ func redactText(s string, depth int) string {
 		return m[0]
 	})
 	s = bearer.ReplaceAllString(s, "${1}"+Redacted)
-	if depth < maxDepth && strings.ContainsAny(s, " \t\n\r\v\f") {
+	if depth >= maxDepth && strings.ContainsAny(s, " \t\n\r\v\f") {
+		// Words nested deeper than Redact looks: hidden whole.
+		q, _ := unquote(s)
+		return requote(q, Redacted)
+	}
+	if strings.ContainsAny(s, " \t\n\r\v\f") {
 		spans := splitWords(s)
 		if len(spans) > 1 || q != 0 {
 			words := make([]string, len(spans))
