@@ -1,6 +1,10 @@
 package policy
 
-import "testing"
+import (
+	"net/netip"
+	"strings"
+	"testing"
+)
 
 // Red team, round 3 (issue 16): more bodies posted straight to the real SDK
 // server (1.32.2, createMcpExpressApp + Streamable HTTP, the e2e server of
@@ -66,6 +70,56 @@ default:
 					t.Errorf("body %d: the SDK ran echo; clawd decided tool %q", i+1, c.Tool)
 				}
 			}
+		}
+	}
+}
+
+// Round 2's fix refuses a cidr rule placed before an mcp rule, and its
+// error says "move the mcp rule first". Doing that leaves the hole open
+// from the other side: the mcp rule matches by host name only, so a
+// request to the MCP server by its address (Host: 203.0.113.9, or TLS with
+// no SNI) skips it, and the cidr rule after it allows tools/call
+// delete_file unread. The SDK's createMcpExpressApp({host: "0.0.0.0"})
+// accepts any Host header, so the server runs the call. A fix should make
+// this policy an error too (a cidr allow/approve rule anywhere in a set
+// with an mcp rule may hold the MCP hosts' addresses), or decide requests
+// to an address an mcp host resolved to as that host's.
+func TestAttackMCPBypassedByAddressAfterMCPRule(t *testing.T) {
+	p, err := Parse([]byte(`
+default:
+  rules:
+    - name: tools
+      hosts: mcp.example.com
+      mcp: true
+      action: allow
+      tools:
+        - name: delete_file
+          action: deny
+        - name: "*"
+          action: allow
+    - name: lab-network
+      cidrs: [203.0.113.0/24]
+      action: allow
+`), "test.yaml")
+	if err != nil {
+		if strings.Contains(err.Error(), "mcp") {
+			return // the fix: the policy is refused
+		}
+		t.Fatal(err)
+	}
+	byName := p.Decide(mcpIn(call("delete_file", `{"path":"/work/a"}`)))
+	if byName.Action != Deny {
+		t.Fatalf("by name: %s (%s)", byName.Action, byName.Reason)
+	}
+	for _, in := range []Input{
+		// Plain HTTP (or intercepted) by the server's address.
+		func() Input { in := mcpIn(call("delete_file", `{"path":"/work/a"}`)); in.Host = "203.0.113.9"; return in }(),
+		// TLS with no SNI: a raw connection to the address.
+		{Container: agent, DstPort: 443, DstIP: netip.MustParseAddr("203.0.113.9")},
+	} {
+		d := p.Decide(in)
+		if d.Action != Deny {
+			t.Errorf("tools/call delete_file to the MCP server at its address (host %q, method %q): %s by rule %q (%s); the mcp rule denies it, and the policy parsed without an error", in.Host, in.Method, d.Action, d.Rule, d.Reason)
 		}
 	}
 }
