@@ -19,6 +19,7 @@ import (
 	"github.com/andybalholm/brotli"
 	"github.com/clawd-dev/clawd/approval"
 	"github.com/clawd-dev/clawd/audit"
+	"github.com/clawd-dev/clawd/policy"
 )
 
 func gzipBytes(s string) []byte {
@@ -104,5 +105,86 @@ func TestAttackMCPEncodedBodies(t *testing.T) {
 				t.Fatalf("audit %q: %q, want deny with %q", e.Action, e.Reason, tt.reason)
 			}
 		})
+	}
+}
+
+// The proxy side of policy's TestAttackMCPBypassedByAddressAfterMCPRule:
+// with the mcp rule first (as round 2's error message says) and a cidr
+// allow rule for the MCP server's network after it, a POST of tools/call
+// delete_file to the server by its address (Host: the IP) reaches the
+// server undecided when clawd's DNS remembers no name at that address for
+// any container (nobody looked the MCP host up through clawd lately, clawd
+// restarted, or the agent has the address from elsewhere). The same
+// request by name, or by address while the name is remembered, is decided
+// by the mcp rule (denied). FAILS while the hole is open.
+func TestAttackMCPByAddressReachesServer(t *testing.T) {
+	mcpByAddress(t, fakeNames{}, []string{""})
+}
+
+// While clawd's DNS remembers the MCP host's name at the address, a
+// request by address gets that name's rules too, the most restrictive
+// winning: denied. (Passes: a regression test.)
+func TestAttackMCPByAddressWithKnownName(t *testing.T) {
+	mcpByAddress(t, nil, []string{"api.example.com", ""})
+}
+
+// mcpByAddress posts tools/call delete_file to each host ("" for the
+// upstream's address) with names as clawd's DNS memory (nil: the env's).
+func mcpByAddress(t *testing.T, names fakeNames, hosts []string) {
+	pol := `
+default:
+  rules:
+    - name: mcp
+      hosts: api.example.com
+      mcp: true
+      action: allow
+      tools:
+        - name: delete_file
+          action: deny
+        - name: "*"
+          action: allow
+    - name: lab-network
+      cidrs: [127.0.0.0/8]
+      action: allow
+`
+	p, err := policy.Parse([]byte(pol), "test.yaml")
+	if err != nil {
+		if strings.Contains(err.Error(), "mcp") {
+			return // the fix: the policy is refused
+		}
+		t.Fatal(err)
+	}
+	var up *upstream
+	up = newUpstream(t, false, false, func(w http.ResponseWriter, r *http.Request) {
+		_, b := up.last()
+		fakeMCP(w, r, b)
+	})
+	// clawd's DNS has answered no container with this address.
+	e := newEnv(t, nil, func(c *Config) {
+		c.Decider = p
+		if names != nil {
+			c.Names = names
+		}
+	})
+	cl := e.client(up.addr(), nil, false)
+	for _, host := range hosts {
+		if host == "" {
+			host = up.addr().String()
+		}
+		hits := up.hits.Load()
+		req, _ := http.NewRequest("POST", "http://"+host+"/mcp", strings.NewReader(mcpCall(1, "delete_file", `{"path":"/work/a"}`)))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		resp, err := cl.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		ae := e.audit.next(t)
+		t.Logf("Host %s: %d %s; audit %s by %q: %s", host, resp.StatusCode, b, ae.Action, ae.Rule, ae.Reason)
+		if up.hits.Load() != hits {
+			t.Errorf("Host %s: tools/call delete_file reached the MCP server (audit %s by %q: %s; answer %d %s)", host, ae.Action, ae.Rule, ae.Reason, resp.StatusCode, b)
+		}
 	}
 }
