@@ -85,6 +85,12 @@ default:
 // with an mcp rule may hold the MCP hosts' addresses), or decide requests
 // to an address an mcp host resolved to as that host's.
 func TestAttackMCPBypassedByAddressAfterMCPRule(t *testing.T) {
+	for _, later := range []string{"cidrs: [203.0.113.0/24]", "ports: [443]"} {
+		t.Run(later, func(t *testing.T) { mcpByAddress(t, later) })
+	}
+}
+
+func mcpByAddress(t *testing.T, later string) {
 	p, err := Parse([]byte(`
 default:
   rules:
@@ -98,7 +104,7 @@ default:
         - name: "*"
           action: allow
     - name: lab-network
-      cidrs: [203.0.113.0/24]
+      `+later+`
       action: allow
 `), "test.yaml")
 	if err != nil {
