@@ -673,7 +673,45 @@ func (ps *parser) checkMCPShadow(s *ruleSet, setWhat string) {
 				break
 			}
 		}
+		// After it too: a request to the MCP server by its address (TLS
+		// without a server name, Host an address) names no host, so the
+		// mcp rule does not match it, and a rule that allows by address or
+		// without hosts on the same ports would carry its tool calls
+		// unread.
+		for _, q := range s.rules[i+1:] {
+			if q.mcp || (q.action == Deny && !q.readonly) || len(q.hosts) > 0 || !portsOverlap(q.ports, r.ports) {
+				continue
+			}
+			what := "matches without hosts"
+			if len(q.cidrs) > 0 {
+				what = fmt.Sprintf("matches by cidrs (%s)", q.cidrs[0])
+			}
+			ps.add(q.line, "%s: rule %q %s on the ports of mcp rule %q (line %d): a request to %q's server by its address names no host, so the mcp rule would not read it and this rule would let its tool calls through; give this rule hosts, or other ports", setWhat, q.name, what, r.name, r.line, firstHost(r))
+			break
+		}
 	}
+}
+
+// portsOverlap reports whether two rules' ports (none: every port) meet.
+func portsOverlap(a, b []portRange) bool {
+	if len(a) == 0 || len(b) == 0 {
+		return true
+	}
+	for _, x := range a {
+		for _, y := range b {
+			if x.lo <= y.hi && y.lo <= x.hi {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func firstHost(r *rule) string {
+	if len(r.hosts) > 0 {
+		return r.hosts[0].String()
+	}
+	return r.name
 }
 
 // overlap reports a host of mcp some pattern of qs can match (every host
