@@ -1,0 +1,379 @@
+package proxy
+
+import (
+	"bufio"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/clawd-dev/clawd/policy"
+)
+
+// Red team, round 2, LLM budgets (issue 16): ways an agent gets far more
+// generation than its budget is charged, with an honest upstream that
+// bills what it generated. See docs/attacks/16-budget-r2.md.
+
+// wsFrame is a server-to-client (unmasked) websocket text frame.
+func wsFrame(payload string) []byte {
+	b := []byte{0x81}
+	switch n := len(payload); {
+	case n < 126:
+		b = append(b, byte(n))
+	case n < 1<<16:
+		b = append(b, 126, 0, 0)
+		binary.BigEndian.PutUint16(b[2:], uint16(n))
+	default:
+		b = append(b, 127, 0, 0, 0, 0, 0, 0, 0, 0)
+		binary.BigEndian.PutUint64(b[2:], uint64(n))
+	}
+	return append(b, payload...)
+}
+
+// HOLE: an OpenAI Realtime session (wss://api.openai.com/v1/realtime) is
+// one upgraded request: clawd charges it its estimate (no body: 4096
+// tokens) however long it lasts. The provider reports each response's
+// usage in a `response.done` event on the socket; here ten responses of
+// 20000 tokens each (200000 tokens) go through a 50000-token budget, which
+// is never spent. A session can be kept open for as long as the provider
+// allows (an hour), and reopened.
+func TestAttackBudgetRealtimeWebsocketIsMetered(t *testing.T) {
+	const responses, each = 10, 20000
+	up := newUpstream(t, false, false, func(w http.ResponseWriter, r *http.Request) {
+		if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+			http.Error(w, "upgrade required", 426)
+			return
+		}
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: x\r\n\r\n")
+		for i := 0; i < responses; i++ {
+			brw.Write(wsFrame(`{"type":"response.output_text.delta","delta":"` + strings.Repeat("word ", 50) + `"}`))
+			brw.Write(wsFrame(fmt.Sprintf(`{"type":"response.done","response":{"id":"resp_%d","status":"completed","usage":{"total_tokens":%d,"input_tokens":%d,"output_tokens":%d}}}`, i, each, each/2, each/2)))
+		}
+		brw.Flush()
+	})
+	e := newEnv(t, nil, func(c *Config) { c.Decider = attackBudgetPolicy(t, "api.example.com", "{tokens: 50000, per: 1h}") })
+	cl := e.client(up.addr(), nil, false)
+	req, _ := http.NewRequest("GET", "http://api.example.com/v1/realtime?model=gpt-realtime", nil)
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", "websocket")
+	req.Header.Set("Sec-WebSocket-Version", "13")
+	req.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+	resp, err := cl.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 101 {
+		t.Fatalf("upgrade: %d", resp.StatusCode)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if n := strings.Count(string(b), "response.done"); n != responses {
+		t.Fatalf("the agent got %d responses, want %d", n, responses)
+	}
+	got := e.audit.next(t)
+	if got.Tokens < responses*each {
+		t.Errorf("a realtime session that reported %d tokens of usage was charged %d (%s, %s)", responses*each, got.Tokens, got.Usage, got.UsageReason)
+	}
+	// The budget (50000) should now be spent.
+	req2, _ := http.NewRequest("GET", "http://api.example.com/v1/realtime?model=gpt-realtime", nil)
+	req2.Header.Set("Connection", "Upgrade")
+	req2.Header.Set("Upgrade", "websocket")
+	resp2, err := cl.Do(req2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp2.Body)
+	resp2.Body.Close()
+	if resp2.StatusCode != 429 {
+		t.Errorf("after %d tokens against a 50000-token budget a new realtime session got %d, want 429", responses*each, resp2.StatusCode)
+	}
+}
+
+// fakeOpenAIChat streams like OpenAI's Chat Completions: n choices, each
+// generating `gen` tokens (the whole max_tokens when set, else what the
+// model wanted: a reasoning model thinks long); usage is sent only when the
+// request asked for it (stream_options.include_usage), as OpenAI does. The
+// provider bills every choice's tokens either way.
+func fakeOpenAIChat(gen int) func(http.ResponseWriter, *http.Request, []byte) {
+	return func(w http.ResponseWriter, r *http.Request, body []byte) {
+		var req struct {
+			N         int  `json:"n"`
+			MaxTokens *int `json:"max_tokens"`
+			MaxCT     *int `json:"max_completion_tokens"`
+			Stream    bool `json:"stream"`
+			Opts      *struct {
+				IncludeUsage bool `json:"include_usage"`
+			} `json:"stream_options"`
+		}
+		if err := json.Unmarshal(body, &req); err != nil {
+			http.Error(w, err.Error(), 400)
+			return
+		}
+		n := max(req.N, 1)
+		out := gen
+		if req.MaxTokens != nil {
+			out = min(out, *req.MaxTokens)
+		}
+		if req.MaxCT != nil {
+			out = min(out, *req.MaxCT)
+		}
+		prompt := (len(body) + 3) / 4
+		w.Header().Set("Content-Type", "text/event-stream")
+		for i := 0; i < n; i++ {
+			fmt.Fprintf(w, "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":%d,\"delta\":{\"content\":\"%s\"}}]}\n\n", i, strings.Repeat("x", 40))
+		}
+		if req.Opts != nil && req.Opts.IncludeUsage {
+			fmt.Fprintf(w, "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"choices\":[],\"usage\":{\"prompt_tokens\":%d,\"completion_tokens\":%d,\"total_tokens\":%d,\"completion_tokens_details\":{\"reasoning_tokens\":%d}}}\n\n", prompt, n*out, prompt+n*out, n*out/2)
+		}
+		io.WriteString(w, "data: [DONE]\n\n")
+	}
+}
+
+// bodyUpstream is an upstream whose handler gets the request body.
+func bodyUpstream(t *testing.T, h func(w http.ResponseWriter, r *http.Request, body []byte)) *upstream {
+	u := &upstream{}
+	u.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		u.hits.Add(1)
+		h(w, r, b)
+	}))
+	t.Cleanup(u.Close)
+	return u
+}
+
+// HOLE: an OpenAI chat stream that does not ask for usage
+// (stream_options.include_usage, off by default) is unmetered and costs
+// its estimate: the body's bytes / 4 plus max_tokens (else 4096). The
+// estimate counts one choice with the default cap; the provider bills
+//   - n choices (n: 8 → 8 × max_tokens),
+//   - a reasoning model's whole output when no cap is sent (OpenAI's
+//     default is the model's maximum, 100k for o-series), not 4096.
+//
+// Each such request, one after the other (no concurrency needed), is
+// charged a fraction of its cost: a 100000-token budget lets ~800000
+// tokens through. A fix that makes clawd add include_usage to the stream
+// (the fake upstream then reports the true total) passes this test.
+func TestAttackBudgetUsagelessStreamIsUndercharged(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		body string
+		bill int // what the provider bills for the generation
+	}{
+		{"n=8", `{"model":"gpt-4o","stream":true,"n":8,"max_tokens":1000,"messages":[{"role":"user","content":"hi"}]}`, 8 * 1000},
+		{"no cap on a reasoning model", `{"model":"o3","stream":true,"messages":[{"role":"user","content":"prove it"}]}`, 60000},
+		{"n=8 and max_completion_tokens", `{"model":"gpt-4o","stream":true,"n":8,"max_completion_tokens":1000,"messages":[{"role":"user","content":"hi"}]}`, 8 * 1000},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			up := bodyUpstream(t, fakeOpenAIChat(60000))
+			e := newEnv(t, nil, func(c *Config) { c.Decider = attackBudgetPolicy(t, "api.example.com", "{tokens: 1000000, per: 1h}") })
+			cl := e.client(up.addr(), nil, false)
+			resp, err := cl.Post("http://api.example.com/v1/chat/completions", "application/json", strings.NewReader(tc.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				t.Fatalf("status %d", resp.StatusCode)
+			}
+			got := e.audit.next(t)
+			if got.Tokens < int64(tc.bill) {
+				t.Errorf("a chat stream the provider bills %d output tokens for was charged %d (%s: %s)", tc.bill, got.Tokens, got.Usage, got.UsageReason)
+			}
+		})
+	}
+}
+
+// HOLE: stateful requests carry their input by reference. An OpenAI
+// Responses request with previous_response_id (also `conversation`, a
+// stored `prompt`, a file_id) is billed the whole earlier context as input,
+// but its body is a few bytes. Its stream reports usage only in
+// response.completed; an agent that reads the answer and hangs up before
+// that event is charged the body / 4 + max_output_tokens. Here the context
+// was built once (metered: 100000 input tokens); each follow-up costs the
+// provider 100000+ tokens and is charged ~40.
+func TestAttackBudgetAbortedStatefulStreamIsUndercharged(t *testing.T) {
+	const context = 100000
+	up := newUpstream(t, false, false, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, "event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"id\":\"resp_2\",\"status\":\"in_progress\",\"usage\":null}}\n\n")
+		io.WriteString(w, "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"The answer is 42.\"}\n\n")
+		io.WriteString(w, "event: response.output_text.done\ndata: {\"type\":\"response.output_text.done\",\"text\":\"The answer is 42.\"}\n\n")
+		w.(http.Flusher).Flush()
+		select {
+		case <-r.Context().Done():
+			return
+		case <-time.After(200 * time.Millisecond):
+		}
+		fmt.Fprintf(w, "event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"id\":\"resp_2\",\"status\":\"completed\",\"usage\":{\"input_tokens\":%d,\"input_tokens_details\":{\"cached_tokens\":0},\"output_tokens\":8,\"total_tokens\":%d}}}\n\n", context+4, context+12)
+	})
+	e := newEnv(t, nil, func(c *Config) { c.Decider = attackBudgetPolicy(t, "api.example.com", "{tokens: 1000000, per: 1h}") })
+	cl := e.client(up.addr(), nil, false)
+	body := `{"model":"gpt-4.1","previous_response_id":"resp_1","input":"and so?","max_output_tokens":16,"stream":true}`
+	resp, err := cl.Post("http://api.example.com/v1/responses", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(resp.Body)
+	for {
+		l, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(l, "response.output_text.done") && strings.HasPrefix(l, "data:") {
+			break // the agent has its answer
+		}
+	}
+	resp.Body.Close()
+	cl.CloseIdleConnections()
+	got := e.audit.next(t)
+	if got.Tokens < context {
+		t.Errorf("a follow-up on a %d-token context, aborted before response.completed, was charged %d (%s: %s)", context, got.Tokens, got.Usage, got.UsageReason)
+	}
+}
+
+// HELD: cross-container isolation. Container A spends its budget and
+// holds its remaining room with slow requests that never finish (and a
+// slowloris body that never arrives); container B, same rule, same
+// upstream, is admitted with its whole budget, and its 429s come only
+// from its own window.
+func TestAttackBudgetCrossContainerIsolation(t *testing.T) {
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	up := newUpstream(t, false, false, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			w.Header().Set("Content-Type", "text/event-stream")
+			w.(http.Flusher).Flush()
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+			return
+		}
+		anthropicJSON(w, r) // 60 tokens
+	})
+	e := newEnv(t, nil, func(c *Config) {
+		c.Decider = attackBudgetPolicy(t, "api.example.com", "{tokens: 2000, requests: 5, per: 1h}")
+	})
+	a := testContainer
+	b := policy.Container{ID: "beef", Name: "agent-2", Runtime: "docker", Namespace: "moby"}
+	ca, cb := clientAs(t, e.srv, a, up.addr()), clientAs(t, e.srv, b, up.addr())
+	// A: three slow requests each reserving 508 (1524 of 2000 reserved).
+	for i := 0; i < 3; i++ {
+		go func() {
+			resp, err := ca.Post("http://api.example.com/slow", "application/json", strings.NewReader(attackBudgetBody))
+			if err == nil {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		}()
+	}
+	// A: a slowloris body, its head sent, its body never.
+	sl := serveAs(t, e.srv, a, up.addr())
+	fmt.Fprintf(sl, "POST /v1/messages HTTP/1.1\r\nHost: api.example.com\r\nContent-Length: 100000\r\n\r\n{\"max_tokens\":")
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		u := e.srv.usage.Usage(a.Key(), e.srv.cfg.Now())
+		if len(u) == 1 && u[0].InFlight == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("A's slow requests never got in flight: %+v", u)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// A is busy now.
+	resp, err := ca.Post("http://api.example.com/v1/messages", "application/json", strings.NewReader(attackBudgetBody))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 429 {
+		t.Fatalf("A with 1524 of 2000 reserved: %d, want 429", resp.StatusCode)
+	}
+	// B gets its whole budget: three requests of 508 fit in 2000 at once,
+	// and its five requests.
+	for i := 0; i < 5; i++ {
+		resp, err := cb.Post("http://api.example.com/v1/messages", "application/json", strings.NewReader(attackBudgetBody))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("B request %d while A holds its own budget: %d %s", i, resp.StatusCode, b)
+		}
+	}
+	resp, err = cb.Post("http://api.example.com/v1/messages", "application/json", strings.NewReader(attackBudgetBody))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := jsonBody(t, resp)
+	if resp.StatusCode != 429 || m["error"] != "budget_exhausted" || !strings.Contains(fmt.Sprint(m["reason"]), "5 of 5 requests") {
+		t.Fatalf("B's sixth request: %d %v, want its own request budget spent", resp.StatusCode, m)
+	}
+	if u := e.srv.usage.Usage(b.Key(), e.srv.cfg.Now()); len(u) != 1 || u[0].Tokens != 300 || u[0].Requests != 5 {
+		t.Fatalf("B's ledger %+v, want 300 tokens and 5 requests", u)
+	}
+}
+
+// HELD: the 429 of a spent budget is one the SDKs stop on: Retry-After is
+// the whole seconds until the window ends (never 0, never past it, even
+// for a 31-day window), x-should-retry is false, and the JSON names the
+// error; a budget_busy answer asks for a short retry.
+func TestAttackBudget429Shape(t *testing.T) {
+	up := newUpstream(t, false, false, anthropicJSON)
+	now := time.Date(2026, 12, 3, 7, 0, 0, 0, time.UTC)
+	var mu sync.Mutex
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	e := newEnv(t, nil, func(c *Config) {
+		c.Decider = attackBudgetPolicy(t, "api.example.com", "{tokens: 60, per: 31d}")
+		c.Now = clock
+	})
+	cl := e.client(up.addr(), nil, false)
+	post := func() *http.Response {
+		resp, err := cl.Post("http://api.example.com/v1/messages", "application/json", strings.NewReader(`{"max_tokens":1}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	resp := post()
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	for _, adv := range []time.Duration{0, 31*24*time.Hour - 1500*time.Millisecond, time.Second - time.Nanosecond} {
+		mu.Lock()
+		now = now.Add(adv)
+		left := time.Date(2026, 12, 3, 7, 0, 0, 0, time.UTC).Add(31 * 24 * time.Hour).Sub(now)
+		mu.Unlock()
+		resp = post()
+		m := jsonBody(t, resp)
+		ra, err := strconv.Atoi(resp.Header.Get("Retry-After"))
+		want := int((left + time.Second - 1) / time.Second)
+		if resp.StatusCode != 429 || err != nil || ra != want || ra < 1 || resp.Header.Get("x-should-retry") != "false" || m["error"] != "budget_exhausted" {
+			t.Fatalf("%s before the window ends: %d Retry-After %q x-should-retry %q %v; want 429, Retry-After %d", left, resp.StatusCode, resp.Header.Get("Retry-After"), resp.Header.Get("x-should-retry"), m, want)
+		}
+	}
+	// The window ends: a fresh one admits.
+	mu.Lock()
+	now = time.Date(2026, 12, 3, 7, 0, 0, 0, time.UTC).Add(31 * 24 * time.Hour)
+	mu.Unlock()
+	resp = post()
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("in the next window: %d", resp.StatusCode)
+	}
+}
