@@ -377,3 +377,112 @@ func TestAttackBudget429Shape(t *testing.T) {
 		t.Fatalf("in the next window: %d", resp.StatusCode)
 	}
 }
+
+// HOLE (Anthropic, same class): a message_start reports the input known
+// when generation starts; server tools (web_search, web_fetch, code
+// execution) add their results to the input as the turn goes on, and only
+// the closing message_delta reports the whole. An agent that hangs up
+// once the tool results and the answer it wanted arrived is charged the
+// first input and its max_tokens; the provider bills the searches' input.
+func TestAttackBudgetAbortedServerToolStreamIsUndercharged(t *testing.T) {
+	const fetched = 60000
+	up := newUpstream(t, false, false, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"usage\":{\"input_tokens\":50,\"output_tokens\":1}}}\n\n")
+		io.WriteString(w, "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"server_tool_use\",\"id\":\"srvtoolu_1\",\"name\":\"web_fetch\",\"input\":{}}}\n\n")
+		io.WriteString(w, "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":\"web_fetch_tool_result\",\"tool_use_id\":\"srvtoolu_1\",\"content\":{\"type\":\"web_fetch_result\",\"url\":\"https://example.com/big.pdf\"}}}\n\n")
+		io.WriteString(w, "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":2,\"delta\":{\"type\":\"text_delta\",\"text\":\"Summary: ...\"}}\n\n")
+		io.WriteString(w, "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":2}\n\n")
+		w.(http.Flusher).Flush()
+		select {
+		case <-r.Context().Done():
+			return
+		case <-time.After(200 * time.Millisecond):
+		}
+		fmt.Fprintf(w, "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"input_tokens\":%d,\"output_tokens\":200,\"server_tool_use\":{\"web_fetch_requests\":1}}}\n\n", 50+fetched)
+	})
+	e := newEnv(t, nil, func(c *Config) { c.Decider = attackBudgetPolicy(t, "api.example.com", "{tokens: 1000000, per: 1h}") })
+	cl := e.client(up.addr(), nil, false)
+	body := `{"model":"claude","max_tokens":1000,"stream":true,"tools":[{"type":"web_fetch_20250910","name":"web_fetch"}],"messages":[{"role":"user","content":"summarize https://example.com/big.pdf"}]}`
+	resp, err := cl.Post("http://api.example.com/v1/messages", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(resp.Body)
+	for {
+		l, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasPrefix(l, "data:") && strings.Contains(l, "content_block_stop") {
+			break
+		}
+	}
+	resp.Body.Close()
+	cl.CloseIdleConnections()
+	if got := e.audit.next(t); got.Tokens < fetched {
+		t.Errorf("a turn whose server tool fetched %d tokens of input, aborted before message_delta, was charged %d (%s: %s)", fetched, got.Tokens, got.Usage, got.UsageReason)
+	}
+}
+
+// HOLE (documented as a limit in docs/attacks/16-budget.md, re-tested for
+// its size): the batch APIs. One uploaded input file (charged once, as
+// unmetered bytes / 4) can be submitted as a batch again and again: each
+// POST /v1/batches costs its ~4100-token estimate, and the results (a
+// JSONL file whose every line reports its usage) are downloaded as an
+// unmetered answer. Five batches of 100 requests of 16000 tokens (8M
+// tokens billed) are charged ~50000 against a 1M budget.
+func TestAttackBudgetBatchReuseIsUndercharged(t *testing.T) {
+	const lines, perLine, batches = 100, 16000, 5
+	up := bodyUpstream(t, func(w http.ResponseWriter, r *http.Request, body []byte) {
+		switch {
+		case r.Method == "POST" && r.URL.Path == "/v1/files":
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, `{"id":"file-in","object":"file","purpose":"batch","bytes":`+strconv.Itoa(len(body))+`}`)
+		case r.Method == "POST" && r.URL.Path == "/v1/batches":
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, `{"id":"batch_1","object":"batch","status":"validating","input_file_id":"file-in"}`)
+		case r.Method == "GET" && r.URL.Path == "/v1/files/file-out/content":
+			w.Header().Set("Content-Type", "application/octet-stream")
+			for i := 0; i < lines; i++ {
+				fmt.Fprintf(w, `{"id":"r%d","custom_id":"%d","response":{"status_code":200,"body":{"object":"chat.completion","choices":[{"message":{"content":"..."}}],"usage":{"prompt_tokens":16,"completion_tokens":%d,"total_tokens":%d}}}}`+"\n", i, i, perLine-16, perLine)
+			}
+		default:
+			http.NotFound(w, r)
+		}
+	})
+	e := newEnv(t, nil, func(c *Config) { c.Decider = attackBudgetPolicy(t, "api.example.com", "{tokens: 1000000, per: 24h}") })
+	cl := e.client(up.addr(), nil, false)
+	do := func(method, path, ct, body string) {
+		t.Helper()
+		req, _ := http.NewRequest(method, "http://api.example.com"+path, strings.NewReader(body))
+		if ct != "" {
+			req.Header.Set("Content-Type", ct)
+		}
+		resp, err := cl.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s %s: %d", method, path, resp.StatusCode)
+		}
+	}
+	var file strings.Builder
+	for i := 0; i < lines; i++ {
+		fmt.Fprintf(&file, `{"custom_id":"%d","method":"POST","url":"/v1/chat/completions","body":{"model":"gpt-4o","max_tokens":%d,"messages":[{"role":"user","content":"write"}]}}`+"\n", i, perLine-16)
+	}
+	do("POST", "/v1/files", "application/jsonl", file.String())
+	for i := 0; i < batches; i++ {
+		do("POST", "/v1/batches", "application/json", `{"input_file_id":"file-in","endpoint":"/v1/chat/completions","completion_window":"24h"}`)
+		do("GET", "/v1/files/file-out/content", "", "")
+	}
+	u := e.srv.usage.Usage(testContainer.Key(), e.srv.cfg.Now())
+	if len(u) != 1 {
+		t.Fatalf("ledger %+v", u)
+	}
+	if billed := int64(batches * lines * perLine); u[0].Tokens < billed || !u[0].Spent {
+		t.Errorf("%d batches the provider billed %d tokens for were charged %d of a %d budget (spent: %v)", batches, billed, u[0].Tokens, u[0].TokenLimit, u[0].Spent)
+	}
+}
