@@ -486,3 +486,47 @@ func TestAttackBudgetBatchReuseIsUndercharged(t *testing.T) {
 		t.Errorf("%d batches the provider billed %d tokens for were charged %d of a %d budget (spent: %v)", batches, billed, u[0].Tokens, u[0].TokenLimit, u[0].Spent)
 	}
 }
+
+// HOLE: the budget is kept per container ID (policy.Container.Key). On
+// Kubernetes (containerd, CRI) the kubelet restarts a pod's app container
+// that exits as a NEW container: new ID, same pod UID and container name
+// (io.kubernetes.* labels); a labelled pod auto-attaches it. An agent that
+// spent its budget exits (kill 1) and comes back with a fresh one, every
+// CrashLoopBackOff period (at most 5 minutes): ~288 budgets a day.
+func TestAttackBudgetPodRestartResetsBudget(t *testing.T) {
+	up := newUpstream(t, false, false, anthropicJSON) // 60 tokens a call
+	e := newEnv(t, nil, func(c *Config) { c.Decider = attackBudgetPolicy(t, "api.example.com", "{tokens: 100, per: 24h}") })
+	pod := func(id string) policy.Container {
+		return policy.Container{ID: id, Name: "agent", Runtime: "containerd", Namespace: "k8s.io", Labels: map[string]string{
+			"io.cri-containerd.kind":       "container",
+			"io.kubernetes.pod.uid":        "6f1c9d3e-0000-4000-8000-000000000001",
+			"io.kubernetes.pod.name":       "agent-7d9f8",
+			"io.kubernetes.pod.namespace":  "agents",
+			"io.kubernetes.container.name": "agent",
+		}}
+	}
+	post := func(cl *http.Client) int {
+		t.Helper()
+		resp, err := cl.Post("http://api.example.com/v1/messages", "application/json", strings.NewReader(`{"max_tokens":10}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	first := clientAs(t, e.srv, pod("3b1f0c0ffee0000000000000000000000000000000000000000000000000001"), up.addr())
+	for i := 0; i < 2; i++ {
+		if code := post(first); code != 200 {
+			t.Fatalf("spending %d: %d", i, code)
+		}
+	}
+	if code := post(first); code != 429 {
+		t.Fatalf("spent: %d, want 429", code)
+	}
+	// The agent exits; the kubelet starts the pod's container again.
+	again := clientAs(t, e.srv, pod("9a7e0c0ffee0000000000000000000000000000000000000000000000000002"), up.addr())
+	if code := post(again); code != 429 {
+		t.Errorf("the same pod's container, restarted by the kubelet after spending its 24h budget: %d, want 429", code)
+	}
+}
