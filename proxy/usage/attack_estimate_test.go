@@ -23,7 +23,8 @@ func utf16LE(s string) []byte {
 // (4096) although lax validators (pydantic's default mode, which coerces
 // 64000.0, 6.4e4 and "64000" to an int) take them; a body with a UTF-8 BOM
 // or in UTF-16 (Python's json.loads of bytes detects both) hides every
-// key; n > 1 choices (OpenAI chat, legacy completions' best_of) multiply
+// key, as does a NaN or Infinity literal (Python reads both) before the cap;
+// n > 1 choices (OpenAI chat, legacy completions' best_of) multiply
 // the output the estimate counts once.
 func TestAttackEstimateMissesCaps(t *testing.T) {
 	for _, tc := range []struct {
@@ -36,6 +37,9 @@ func TestAttackEstimateMissesCaps(t *testing.T) {
 		{"string cap", []byte(`{"model":"m","max_tokens":"64000"}`), 64000},
 		{"UTF-8 BOM", []byte("\xef\xbb\xbf" + `{"model":"m","max_tokens":64000}`), 64000},
 		{"UTF-16LE", utf16LE(`{"model":"m","max_tokens":64000}`), 64000},
+		// Python's json reads NaN and Infinity (a free-form JSON schema
+		// takes them); Go's stops at the first, before the cap.
+		{"NaN before the cap", []byte(`{"tools":[{"name":"t","input_schema":{"type":"object","default":NaN}}],"max_tokens":64000}`), 64000},
 		{"n choices", []byte(`{"model":"m","n":16,"max_tokens":4000}`), 64000},
 		{"best_of", []byte(`{"model":"m","best_of":16,"max_tokens":4000,"prompt":"x"}`), 64000},
 	} {
