@@ -530,3 +530,59 @@ func TestAttackBudgetPodRestartResetsBudget(t *testing.T) {
 		t.Errorf("the same pod's container, restarted by the kubelet after spending its 24h budget: %d, want 429", code)
 	}
 }
+
+// The layout round 1 recommends for free endpoints: a rule of their own
+// without a budget, before the budgeted one.
+const attackFreeEndpointsPolicy = `
+default:
+  rules:
+    - name: free
+      hosts: api.example.com
+      intercept: true
+      paths: [/v1/models, /v1/models/**]
+      action: allow
+    - name: llm
+      hosts: api.example.com
+      intercept: true
+      action: allow
+      budget: {tokens: 1000000, per: 1h}
+`
+
+// HOLE (low: only upstreams that route on the raw path): clawd decides on
+// the path with dot segments resolved, and forwards the raw target. A
+// request for /v1/messages/../models is the free rule's (/v1/models) to
+// clawd, and a generation to an upstream or gateway that routes by prefix
+// on the raw path without resolving dot segments (AWS ALB path patterns,
+// hand-written gateways, an LLM proxy in front of the API): uncharged.
+// Paths that resolve the other way (free-looking to the upstream,
+// budgeted to clawd) cost a request that generates nothing.
+func TestAttackBudgetDotSegmentsReachTheAPIUnbudgeted(t *testing.T) {
+	up := bodyUpstream(t, func(w http.ResponseWriter, r *http.Request, body []byte) {
+		w.Header().Set("Content-Type", "application/json")
+		if strings.HasPrefix(r.RequestURI, "/v1/messages") {
+			io.WriteString(w, `{"type":"message","content":[{"type":"text","text":"a long essay"}],"usage":{"input_tokens":3000,"output_tokens":30000}}`)
+			return
+		}
+		io.WriteString(w, `{"data":[{"id":"claude"}]}`)
+	})
+	p, err := policy.Parse([]byte(attackFreeEndpointsPolicy), "budget.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, nil, func(c *Config) { c.Decider = p })
+	for _, path := range []string{"/v1/messages/../models", "/v1/messages/./../models", "/v1/messages/x/../../models", "/v1/messages/%2e%2e/models"} {
+		c := e.dial(up.addr())
+		fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: api.example.com\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", path, len(attackBudgetBody), attackBudgetBody)
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		c.Close()
+		got := e.audit.next(t)
+		if resp.StatusCode == 200 && strings.Contains(string(b), `"usage"`) && got.Tokens < 33000 {
+			t.Errorf("%s: the upstream generated (33000 tokens) under rule %q, charged %d", path, got.Rule, got.Tokens)
+		}
+	}
+}
