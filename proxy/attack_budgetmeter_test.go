@@ -586,3 +586,61 @@ func TestAttackBudgetDotSegmentsReachTheAPIUnbudgeted(t *testing.T) {
 		}
 	}
 }
+
+// HELD: window edges. A stream admitted just before its window ends and
+// settled after it is charged to the window it ends in (not lost with the
+// old one): right after, that window refuses once it is spent.
+func TestAttackBudgetStreamAcrossWindowEdgeIsCharged(t *testing.T) {
+	release := make(chan struct{})
+	arrived := make(chan struct{}, 1)
+	up := newUpstream(t, false, false, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, "data: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":10,\"output_tokens\":1}}}\n\n")
+		w.(http.Flusher).Flush()
+		arrived <- struct{}{}
+		<-release
+		io.WriteString(w, "data: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":990}}\n\n")
+	})
+	start := time.Date(2026, 12, 3, 7, 0, 0, 0, time.UTC)
+	var mu sync.Mutex
+	now := start
+	e := newEnv(t, nil, func(c *Config) {
+		c.Decider = attackBudgetPolicy(t, "api.example.com", "{tokens: 1000, per: 1h}")
+		c.Now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	})
+	cl := e.client(up.addr(), nil, false)
+	post := func(maxTokens int) *http.Response {
+		resp, err := cl.Post("http://api.example.com/v1/messages", "application/json", strings.NewReader(fmt.Sprintf(`{"max_tokens":%d}`, maxTokens)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	// Window 1 starts; the stream is admitted a second before it ends.
+	mu.Lock()
+	now = start.Add(time.Hour - time.Second)
+	mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		resp := post(990)
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}()
+	<-arrived
+	mu.Lock()
+	now = start.Add(2 * time.Hour)
+	mu.Unlock()
+	close(release)
+	<-done
+	e.audit.next(t)
+	u := e.srv.usage.Usage(testContainer.Key(), e.srv.cfg.Now())
+	if len(u) != 1 || u[0].Tokens != 1000 || !u[0].Spent {
+		t.Fatalf("after a stream that ended in the next window: %+v, want 1000 tokens spent there", u)
+	}
+	resp := post(1)
+	resp.Body.Close()
+	if resp.StatusCode != 429 {
+		t.Fatalf("in the window the stream spent: %d, want 429", resp.StatusCode)
+	}
+}
