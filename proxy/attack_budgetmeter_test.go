@@ -206,7 +206,13 @@ func TestAttackBudgetUsagelessStreamIsUndercharged(t *testing.T) {
 // provider 100000+ tokens and is charged ~40.
 func TestAttackBudgetAbortedStatefulStreamIsUndercharged(t *testing.T) {
 	const context = 100000
-	up := newUpstream(t, false, false, func(w http.ResponseWriter, r *http.Request) {
+	up := bodyUpstream(t, func(w http.ResponseWriter, r *http.Request, body []byte) {
+		if !strings.Contains(string(body), "previous_response_id") {
+			// The context is built once, metered: 100000 input tokens.
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprintf(w, `{"id":"resp_1","object":"response","status":"completed","output":[],"usage":{"input_tokens":%d,"output_tokens":10,"total_tokens":%d}}`, context, context+10)
+			return
+		}
 		w.Header().Set("Content-Type", "text/event-stream")
 		io.WriteString(w, "event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"id\":\"resp_2\",\"status\":\"in_progress\",\"usage\":null}}\n\n")
 		io.WriteString(w, "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"The answer is 42.\"}\n\n")
@@ -221,6 +227,15 @@ func TestAttackBudgetAbortedStatefulStreamIsUndercharged(t *testing.T) {
 	})
 	e := newEnv(t, nil, func(c *Config) { c.Decider = attackBudgetPolicy(t, "api.example.com", "{tokens: 1000000, per: 1h}") })
 	cl := e.client(up.addr(), nil, false)
+	first, err := cl.Post("http://api.example.com/v1/responses", "application/json", strings.NewReader(`{"model":"gpt-4.1","input":"`+strings.Repeat("context ", context/2)+`"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, first.Body)
+	first.Body.Close()
+	if got := e.audit.next(t); got.Tokens != context+10 {
+		t.Fatalf("building the context: charged %d, want %d", got.Tokens, context+10)
+	}
 	body := `{"model":"gpt-4.1","previous_response_id":"resp_1","input":"and so?","max_output_tokens":16,"stream":true}`
 	resp, err := cl.Post("http://api.example.com/v1/responses", "application/json", strings.NewReader(body))
 	if err != nil {
