@@ -63,7 +63,12 @@ func TestAttackBudgetRealtimeWebsocketIsMetered(t *testing.T) {
 		}
 		brw.Flush()
 	})
-	e := newEnv(t, nil, func(c *Config) { c.Decider = attackBudgetPolicy(t, "api.example.com", "{tokens: 50000, per: 1h}") })
+	// Fix (docs/attacks/16-budget-r2.md): an upgrade under a budget is
+	// refused unless the budget opts in (TestBudgetUnmeterableRefused);
+	// opted in, the session costs what its response.done events report.
+	e := newEnv(t, nil, func(c *Config) {
+		c.Decider = attackBudgetPolicy(t, "api.example.com", "{tokens: 50000, per: 1h, websocket: true}")
+	})
 	cl := e.client(up.addr(), nil, false)
 	req, _ := http.NewRequest("GET", "http://api.example.com/v1/realtime?model=gpt-realtime", nil)
 	req.Header.Set("Connection", "Upgrade")
@@ -489,16 +494,30 @@ func TestAttackBudgetBatchReuseIsUndercharged(t *testing.T) {
 		fmt.Fprintf(&file, `{"custom_id":"%d","method":"POST","url":"/v1/chat/completions","body":{"model":"gpt-4o","max_tokens":%d,"messages":[{"role":"user","content":"write"}]}}`+"\n", i, perLine-16)
 	}
 	do("POST", "/v1/files", "application/jsonl", file.String())
-	for i := 0; i < batches; i++ {
-		do("POST", "/v1/batches", "application/json", `{"input_file_id":"file-in","endpoint":"/v1/chat/completions","completion_window":"24h"}`)
-		do("GET", "/v1/files/file-out/content", "", "")
+	// Fix (docs/attacks/16-budget-r2.md): batch creation under a budget
+	// that does not opt in (batches: true) is refused, before the upstream
+	// sees it: the batch's requests cannot be metered. (The test as the
+	// red team wrote it expected the batches to go through and be charged
+	// what they cost; clawd does not meter result files, so it refuses.)
+	for _, path := range []string{"/v1/batches", "/v1/batches/", "/v1/messages/batches", "/V1/BATCHES?x=1"} {
+		req, _ := http.NewRequest("POST", "http://api.example.com"+path, strings.NewReader(`{"input_file_id":"file-in","endpoint":"/v1/chat/completions","completion_window":"24h"}`))
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := cl.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := jsonBody(t, resp)
+		if resp.StatusCode != 403 || m["error"] != "budget_unmeterable" || !strings.Contains(fmt.Sprint(m["reason"]), "batches: true") || m["next_steps"] == "" {
+			t.Errorf("POST %s under a budget: %d %v, want 403 budget_unmeterable", path, resp.StatusCode, m)
+		}
 	}
-	u := e.srv.usage.Usage(testContainer.Key(), e.srv.cfg.Now())
-	if len(u) != 1 {
-		t.Fatalf("ledger %+v", u)
+	before := up.hits.Load()
+	do("GET", "/v1/files/file-out/content", "", "") // reading results is not creation
+	if up.hits.Load() != before+1 {
+		t.Errorf("the upstream saw no result download")
 	}
-	if billed := int64(batches * lines * perLine); u[0].Tokens < billed || !u[0].Spent {
-		t.Errorf("%d batches the provider billed %d tokens for were charged %d of a %d budget (spent: %v)", batches, billed, u[0].Tokens, u[0].TokenLimit, u[0].Spent)
+	if n := up.hits.Load(); n != 2 {
+		t.Errorf("the upstream saw %d requests, want 2 (the upload and one download; no batch)", n)
 	}
 }
 

@@ -255,7 +255,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ruleSteps := d.NextSteps // the author's text, for refusals by this rule
 	// LLM budgets (issue 16): an admitted request is settled once, however
 	// it ends (before the audit line above is written: it carries tokens).
-	charge := s.admitted(h.key, d, &e)
+	charge := s.admitted(meta.Container.BudgetKey(), d, &e)
 	defer charge.finish()
 
 	switch d.Action {
@@ -304,6 +304,15 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	default:
 		info.NextSteps = ruleSteps
+		if d.BudgetRefused != "" {
+			info.Error, info.NextSteps = d.BudgetRefused, ""
+			status := http.StatusForbidden
+			if d.BudgetRefused == "budget_unreadable_body" {
+				status = http.StatusBadRequest
+			}
+			writeJSON(rw, status, info)
+			return
+		}
 		if d.BudgetSpent {
 			if !d.BudgetBusy {
 				s.m.budgetDenied.WithLabelValues(d.Budget.ID).Inc()
@@ -336,6 +345,10 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		buffered = true
+	}
+	if d.BudgetAskUsage && charge != nil {
+		// LLM budgets: the stream is asked for its usage (usage.go).
+		charge.askUsage(r)
 	}
 	// Exactly the bytes that were decided on (and approved) go upstream.
 	bb := forwardBuffered(r)
@@ -399,7 +412,15 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !rf.in.BodyKnown {
 		rf.in.Body, rf.in.BodyKnown = nil, true
 	}
-	ctx, cancel := context.WithCancel(r.Context())
+	var ctx context.Context
+	var cancel context.CancelFunc
+	if charge != nil {
+		// LLM budgets: an agent that hangs up after the answer's head does
+		// not stop the upstream (usage.go).
+		ctx, cancel = charge.context(r.Context())
+	} else {
+		ctx, cancel = context.WithCancel(r.Context())
+	}
 	defer cancel()
 	kill := cancel // HTTP/2: this stream only
 	if r.ProtoMajor == 1 {

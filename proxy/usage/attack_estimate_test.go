@@ -28,22 +28,33 @@ func utf16LE(s string) []byte {
 // the output the estimate counts once.
 func TestAttackEstimateMissesCaps(t *testing.T) {
 	for _, tc := range []struct {
-		name string
-		body []byte
-		out  int64
+		name   string
+		body   []byte
+		out    int64
+		refuse bool // refusing the request (400, Estimate.Refused) is a fix too
 	}{
-		{"float cap", []byte(`{"model":"m","max_tokens":64000.0}`), 64000},
-		{"exponent cap", []byte(`{"model":"m","max_tokens":6.4e4}`), 64000},
-		{"string cap", []byte(`{"model":"m","max_tokens":"64000"}`), 64000},
-		{"UTF-8 BOM", []byte("\xef\xbb\xbf" + `{"model":"m","max_tokens":64000}`), 64000},
-		{"UTF-16LE", utf16LE(`{"model":"m","max_tokens":64000}`), 64000},
+		{"float cap", []byte(`{"model":"m","max_tokens":64000.0}`), 64000, false},
+		{"exponent cap", []byte(`{"model":"m","max_tokens":6.4e4}`), 64000, false},
+		{"string cap", []byte(`{"model":"m","max_tokens":"64000"}`), 64000, false},
+		{"UTF-8 BOM", []byte("\xef\xbb\xbf" + `{"model":"m","max_tokens":64000}`), 64000, true},
+		{"UTF-16LE", utf16LE(`{"model":"m","max_tokens":64000}`), 64000, true},
+		{"UTF-16BE BOM", append([]byte{0xfe, 0xff}, utf16LE(`{"max_tokens":64000}`)[1:]...), 64000, true},
+		{"Infinity before the cap", []byte(`{"temperature":Infinity,"max_tokens":64000}`), 64000, true},
 		// Python's json reads NaN and Infinity (a free-form JSON schema
 		// takes them); Go's stops at the first, before the cap.
-		{"NaN before the cap", []byte(`{"tools":[{"name":"t","input_schema":{"type":"object","default":NaN}}],"max_tokens":64000}`), 64000},
-		{"n choices", []byte(`{"model":"m","n":16,"max_tokens":4000}`), 64000},
-		{"best_of", []byte(`{"model":"m","best_of":16,"max_tokens":4000,"prompt":"x"}`), 64000},
+		{"NaN before the cap", []byte(`{"tools":[{"name":"t","input_schema":{"type":"object","default":NaN}}],"max_tokens":64000}`), 64000, true},
+		{"n choices", []byte(`{"model":"m","n":16,"max_tokens":4000}`), 64000, false},
+		{"n as a float", []byte(`{"model":"m","n":16.0,"max_tokens":4000}`), 64000, false},
+		{"best_of", []byte(`{"model":"m","best_of":16,"max_tokens":4000,"prompt":"x"}`), 64000, false},
+		{"legacy max_tokens_to_sample", []byte(`{"model":"m","max_tokens_to_sample":64000,"prompt":"x"}`), 64000, false},
 	} {
 		e := EstimateRequest(int64(len(tc.body)), false, tc.body)
+		if tc.refuse && e.Refused != "" {
+			continue
+		}
+		if e.Refused != "" {
+			t.Errorf("%s: %q refused (%s), want it estimated", tc.name, tc.body, e.Refused)
+		}
 		if e.Out < tc.out {
 			t.Errorf("%s: %q estimated %d output tokens, the upstream may generate %d", tc.name, tc.body, e.Out, tc.out)
 		}

@@ -28,8 +28,8 @@ func TestAttackLedgerKillForgetsInFlight(t *testing.T) {
 	l.Admit(k, "agent", b, 1000, now)
 	l.Settle(k, b, 1000, true, 500, now) // a first request, written
 	time.Sleep(5 * flushDelay)
-	l.Admit(k, "agent", b, 8000, now)    // a long stream, in flight
-	time.Sleep(5 * flushDelay)           // far longer than a write takes
+	l.Admit(k, "agent", b, 8000, now) // a long stream, in flight
+	time.Sleep(5 * flushDelay)        // far longer than a write takes
 	// SIGKILL: no Close. The new daemon reads what is on disk.
 	l2, err := Open(path, nil)
 	if err != nil {

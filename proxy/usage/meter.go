@@ -218,6 +218,9 @@ func (m *Meter) finishJSON() {
 	}
 }
 
+// Final says whether the closing usage was read.
+func (m *Meter) Final() bool { return m.final }
+
 // Unmetered reasons, for the audit line.
 const (
 	ReasonEncoded   = "encoded answer"
@@ -241,8 +244,12 @@ func (m *Meter) Cost(complete bool, est Estimate, floor int64) (tokens int64, un
 		return max(m.in+m.out, m.total), false, ""
 	}
 	in := est.In
-	if m.inSeen {
+	if m.inSeen && !est.Referenced {
 		in = m.in
+	} else if m.inSeen {
+		// Input the provider holds or adds during the turn (server
+		// tools) is not all in message_start: it lowers nothing.
+		in = max(in, m.in)
 	}
 	tokens = min(max(in+max(m.out, est.Out), m.total, floor), maxTokens)
 	switch {

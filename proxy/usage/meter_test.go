@@ -176,17 +176,17 @@ func TestEstimateRequest(t *testing.T) {
 		peek    string
 		want    Estimate
 	}{
-		{"anthropic", -1, false, `{"model":"m","max_tokens":64,"messages":[]}`, Estimate{11, 64}},
-		{"openai responses", -1, false, `{"max_output_tokens":100}`, Estimate{7, 100}},
-		{"repeated keys: the largest", -1, false, `{"max_tokens":1,"max_completion_tokens":900,"max_tokens":5}`, Estimate{15, 900}},
-		{"no cap", -1, false, `{"model":"m"}`, Estimate{4, DefaultOutput}},
-		{"nested cap does not count", -1, false, `{"x":{"max_tokens":1}}`, Estimate{6, DefaultOutput}},
-		{"cap after the peek", 1 << 20, false, `{"messages":[{"role":"user","content":"aaaa`, Estimate{1 << 18, DefaultOutput}},
-		{"a quoted number counts", -1, false, `{"max_tokens":"1"}`, Estimate{5, 1}},
-		{"not a number", -1, false, `{"max_tokens":"lots"}`, Estimate{6, DefaultOutput}},
-		{"float", -1, false, `{"max_tokens":1.5}`, Estimate{5, DefaultOutput}},
-		{"encoded", 100, true, `{"max_tokens":1}`, Estimate{100, DefaultOutput}},
-		{"no body", 0, false, "", Estimate{0, DefaultOutput}},
+		{"anthropic", -1, false, `{"model":"m","max_tokens":64,"messages":[]}`, Estimate{In: 11, Out: 64}},
+		{"openai responses", -1, false, `{"max_output_tokens":100}`, Estimate{In: 7, Out: 100}},
+		{"repeated keys: the largest", -1, false, `{"max_tokens":1,"max_completion_tokens":900,"max_tokens":5}`, Estimate{In: 15, Out: 900}},
+		{"no cap", -1, false, `{"model":"m"}`, Estimate{In: 4, Out: DefaultOutput}},
+		{"nested cap does not count", -1, false, `{"x":{"max_tokens":1}}`, Estimate{In: 6, Out: DefaultOutput}},
+		{"cap after the peek", 1 << 20, false, `{"messages":[{"role":"user","content":"aaaa`, Estimate{In: 1 << 18, Out: DefaultOutput}},
+		{"a quoted number counts", -1, false, `{"max_tokens":"1"}`, Estimate{In: 5, Out: 1}},
+		{"not a number", -1, false, `{"max_tokens":"lots"}`, Estimate{In: 6, Out: DefaultOutput}},
+		{"float", -1, false, `{"max_tokens":1.5}`, Estimate{In: 5, Out: DefaultOutput}},
+		{"encoded", 100, true, `{"max_tokens":1}`, Estimate{In: 100, Out: DefaultOutput}},
+		{"no body", 0, false, "", Estimate{In: 0, Out: DefaultOutput}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
