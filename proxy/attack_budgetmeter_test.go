@@ -591,7 +591,12 @@ default:
 // Paths that resolve the other way (free-looking to the upstream,
 // budgeted to clawd) cost a request that generates nothing.
 func TestAttackBudgetDotSegmentsReachTheAPIUnbudgeted(t *testing.T) {
+	var mu sync.Mutex
+	var lastURI string
 	up := bodyUpstream(t, func(w http.ResponseWriter, r *http.Request, body []byte) {
+		mu.Lock()
+		lastURI = r.RequestURI
+		mu.Unlock()
 		w.Header().Set("Content-Type", "application/json")
 		if strings.HasPrefix(r.RequestURI, "/v1/messages") {
 			io.WriteString(w, `{"type":"message","content":[{"type":"text","text":"a long essay"}],"usage":{"input_tokens":3000,"output_tokens":30000}}`)
@@ -617,6 +622,13 @@ func TestAttackBudgetDotSegmentsReachTheAPIUnbudgeted(t *testing.T) {
 		got := e.audit.next(t)
 		if resp.StatusCode == 200 && strings.Contains(string(b), `"usage"`) && got.Tokens < 33000 {
 			t.Errorf("%s: the upstream generated (33000 tokens) under rule %q, charged %d", path, got.Rule, got.Tokens)
+		}
+		// Fix: the path clawd decided on is the one forwarded.
+		mu.Lock()
+		uri := lastURI
+		mu.Unlock()
+		if uri != "/v1/models" {
+			t.Errorf("%s: the upstream got %q, want the path clawd decided on, /v1/models", path, uri)
 		}
 	}
 }

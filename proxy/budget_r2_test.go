@@ -109,3 +109,42 @@ func TestBudgetUnreadableBodyRefused(t *testing.T) {
 		e.audit.next(t)
 	}
 }
+
+// Hole 2: an OpenAI chat stream under a budget is forwarded asking for
+// its usage (stream_options.include_usage, other stream_options kept, an
+// exact Content-Length); the usage chunk reaches only an agent that asked
+// for it, and the stream is metered either way.
+func TestBudgetChatStreamAsksForUsage(t *testing.T) {
+	var seen []string
+	up := bodyUpstream(t, func(w http.ResponseWriter, r *http.Request, body []byte) {
+		seen = append(seen, fmt.Sprintf("%d %s", r.ContentLength, body))
+		fakeOpenAIChat(50)(w, r, body)
+	})
+	e := newEnv(t, nil, func(c *Config) { c.Decider = attackBudgetPolicy(t, "api.example.com", "{tokens: 1000000, per: 1h}") })
+	cl := e.client(up.addr(), nil, false)
+	for _, tc := range []struct {
+		body, forwarded string
+		agentSeesUsage  bool
+	}{
+		{`{"model":"m","stream":true,"max_tokens":50,"n":2}`, `{"max_tokens":50,"model":"m","n":2,"stream":true,"stream_options":{"include_usage":true}}`, false},
+		{`{"model":"m","stream":true,"stream_options":{"include_obfuscation":false,"include_usage":false},"max_tokens":50,"x":"<&>"}`, `{"max_tokens":50,"model":"m","stream":true,"stream_options":{"include_obfuscation":false,"include_usage":true},"x":"<&>"}`, false},
+		{`{"model":"m","stream":true,"stream_options":{"include_usage":true},"max_tokens":50}`, `{"model":"m","stream":true,"stream_options":{"include_usage":true},"max_tokens":50}`, true},
+	} {
+		seen = nil
+		resp, err := cl.Post("http://api.example.com/v1/chat/completions", "application/json", strings.NewReader(tc.body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if want := fmt.Sprintf("%d %s", len(tc.forwarded), tc.forwarded); len(seen) != 1 || seen[0] != want {
+			t.Errorf("%s: the upstream got %q, want %q", tc.body, seen, want)
+		}
+		if got := strings.Contains(string(b), `"usage"`); got != tc.agentSeesUsage || !strings.Contains(string(b), "[DONE]") {
+			t.Errorf("%s: the agent got %s (usage shown: %v, want %v)", tc.body, b, got, tc.agentSeesUsage)
+		}
+		if got := e.audit.next(t); got.Usage != "" || got.Tokens < 50 {
+			t.Errorf("%s: audit %d tokens %q, want metered", tc.body, got.Tokens, got.Usage)
+		}
+	}
+}

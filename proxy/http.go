@@ -216,6 +216,15 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !strings.HasPrefix(target, "/") {
 		target = r.URL.RequestURI()
 	}
+	if resolved, ok := policy.ResolveDotSegments(target); ok {
+		// The path the policy decides on (dot segments resolved) is the
+		// path the upstream gets: one that routes on the raw path
+		// cannot read another rule's path into it (LLM budgets, issue 16).
+		if u, err := url.ParseRequestURI(resolved); err == nil {
+			target = resolved
+			r.URL.Path, r.URL.RawPath, r.RequestURI = u.Path, u.RawPath, resolved
+		}
+	}
 	info := errInfo{Method: r.Method, Host: host, Path: r.URL.Path}
 
 	f := reqFacts{key: h.key, sni: h.sni, cls: &h.cc.cls, names: h.cc.allNames, body: func() (int64, bool, []byte) {
