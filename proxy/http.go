@@ -314,10 +314,14 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		info.NextSteps = ruleSteps
 		if d.BudgetRefused != "" {
-			info.Error, info.NextSteps = d.BudgetRefused, ""
+			// Not the rule's refusal: clawd's own next_steps.
+			info.NextSteps = ""
 			status := http.StatusForbidden
-			if d.BudgetRefused == "budget_unreadable_body" {
-				status = http.StatusBadRequest
+			switch d.BudgetRefused {
+			case "budget_unreadable_body":
+				info.Error, status = "budget_unreadable_body", http.StatusBadRequest
+			default:
+				info.Error = "budget_unmeterable"
 			}
 			writeJSON(rw, status, info)
 			return
