@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/clawd-dev/clawd/policy"
 )
 
 // LLM budgets, round 2 (docs/attacks/16-budget-r2.md, holes 1 and 6):
@@ -145,6 +147,45 @@ func TestBudgetChatStreamAsksForUsage(t *testing.T) {
 		}
 		if got := e.audit.next(t); got.Usage != "" || got.Tokens < 50 {
 			t.Errorf("%s: audit %d tokens %q, want metered", tc.body, got.Tokens, got.Usage)
+		}
+	}
+}
+
+// Mode audit (gate invariant 5): a budget's refusals are policy verdicts.
+// An unmeterable request and an unreadable body go through, audited as
+// would deny with the reason, and cost their estimate.
+func TestBudgetAuditModeLetsUnmeterableThrough(t *testing.T) {
+	up := newUpstream(t, false, false, anthropicJSON)
+	p, err := policy.Parse([]byte(`
+sets:
+  - name: learning
+    match: {name: agent-1}
+    mode: audit
+    rules:
+      - name: llm
+        hosts: api.example.com
+        intercept: true
+        action: allow
+        budget: {tokens: 1000000, per: 1h}
+`), "budget.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, nil, func(c *Config) { c.Decider = p })
+	cl := e.client(up.addr(), nil, false)
+	for _, tc := range []struct{ path, body, why string }{
+		{"/v1/batches", `{"input_file_id":"f"}`, "batches: true"},
+		{"/v1/messages", `{"max_tokens":1,"x":NaN}`, "not valid JSON"},
+	} {
+		resp, err := cl.Post("http://api.example.com"+tc.path, "application/json", strings.NewReader(tc.body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		got := e.audit.next(t)
+		if resp.StatusCode != 200 || got.Would != "deny" || !strings.Contains(got.Reason, tc.why) {
+			t.Errorf("%s in mode audit: %d, audit would %q reason %q; want 200, would deny (%s)", tc.path, resp.StatusCode, got.Would, got.Reason, tc.why)
 		}
 	}
 }

@@ -44,7 +44,9 @@ import (
 //     special-address (invariant 3: a deny or approve rule naming a
 //     special address in cidrs, relaxed to allow, lends it nothing; only an
 //     allow rule naming it may reach it, as nobody is asked), host-mismatch,
-//     unframable (invariant 1) and "interception not configured". Approve
+//     unframable (invariant 1) and "interception not configured". A
+//     budget's refusals (spent, unmeterable, unreadable body) are the
+//     policy's: in audit mode they go through as would deny. Approve
 //     rules do not hold in audit mode (nobody is asked); secrets are
 //     injected as in enforce mode. A reload that switches a set to enforce
 //     re-decides open streams (live.go) and cuts those now denied.
@@ -423,8 +425,13 @@ func (s *Server) gateRequest(f reqFacts, dst netip.AddrPort) policy.Decision {
 		return d // admitted once, when it was forwarded
 	}
 	if why := unmeterable(f.in, budgets); why != "" {
-		d.Action, d.BudgetRefused, d.Reason = policy.Deny, "budget_unmeterable", why
-		return d
+		if !d.Audit {
+			d.Action, d.BudgetRefused, d.Reason = policy.Deny, "budget_unmeterable", why
+			return d
+		}
+		// Mode audit (invariant 5): a budget's verdict, like a spent
+		// one, goes through recorded as would deny (at its estimate).
+		d.Would, d.Reason = policy.Deny, why
 	}
 	if !f.in.BodyKnown && (f.encodedBody || f.body != nil && bodyLonger(f.body)) {
 		// The estimate reads the whole body: a compressed one hides its
@@ -458,8 +465,11 @@ func (s *Server) admitBudgets(f reqFacts, d policy.Decision, budgets []*policy.B
 		est = usage.EstimateRequest(0, false, nil)
 	}
 	if est.Refused != "" {
-		d.Action, d.BudgetRefused, d.Reason = policy.Deny, "budget_unreadable_body", est.Refused
-		return d
+		if !d.Audit {
+			d.Action, d.BudgetRefused, d.Reason = policy.Deny, "budget_unreadable_body", est.Refused
+			return d
+		}
+		d.Would, d.Reason = policy.Deny, est.Refused // mode audit, as above
 	}
 	now := s.cfg.Now()
 	name := f.in.Container.Name
