@@ -87,11 +87,23 @@ func TestMeterRefusesWhatItCannotRead(t *testing.T) {
 	if got, final := meter(t, "application/json", "identity", `{"usage":{"total_tokens":5}}`); got != 5 || !final {
 		t.Errorf("identity: %d, %v", got, final)
 	}
-	// A line longer than the bound breaks the meter for good: a usage
-	// event after it does not count as final.
+	// A line longer than the bound (round 2: OpenAI's response.completed
+	// echoes the whole response) no longer breaks the meter: its head
+	// and tail are kept, the usage at its end is read, and lines after it
+	// are read as ever (lines are newline-delimited: nothing loses sync).
 	long := "data: " + strings.Repeat("x", maxLine+10) + "\ndata: {\"usage\":{\"total_tokens\":5}}\n"
-	if _, final := meter(t, "text/event-stream", "", long); final {
-		t.Error("over-long SSE line: later usage read as final")
+	if got, final := meter(t, "text/event-stream", "", long); !final || got != 5 {
+		t.Errorf("over-long SSE line, then a usage: %d, %v; want 5, final", got, final)
+	}
+	completed := "event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"output\":[{\"text\":\"" +
+		strings.Repeat("\\\"usage\\\":{\\\"total_tokens\\\":1}", maxLine/20) + "\"}],\"usage\":{\"input_tokens\":70000,\"output_tokens\":30000,\"total_tokens\":100000}}}\n\n"
+	if got, final := meter(t, "text/event-stream", "", completed); !final || got != 100000 {
+		t.Errorf("response.completed over maxLine: %d, %v; want 100000 (its own usage, not the escaped ones in its text), final", got, final)
+	}
+	// Its head says which event it is: a long message_start is not final.
+	start := "data: {\"type\":\"message_start\",\"message\":{\"pad\":\"" + strings.Repeat("x", maxLine) + "\",\"usage\":{\"input_tokens\":9,\"output_tokens\":1}}}\n"
+	if got, final := meter(t, "text/event-stream", "", start); final || got != 10 {
+		t.Errorf("long message_start: %d, %v; want 10, not final", got, final)
 	}
 	big := `{"pad":"` + strings.Repeat("x", maxJSON) + `","usage":{"total_tokens":5}}`
 	if _, final := meter(t, "application/json", "", big); final {
