@@ -15,11 +15,13 @@
 //
 // Only a closing usage report makes an answer metered: every other
 // answered request (2xx or an upgrade) is unmetered, whatever its shape:
-// a stream the agent aborted or that ended without its final usage (a
-// chat stream without include_usage), a JSON answer cut off, undecodable
+// a stream cut off or that ended without its final usage (the proxy asks
+// chat streams for theirs, and reads on when the agent hangs up), a JSON
+// answer cut off, undecodable
 // or without usage (a model list, a token count, an endpoint clawd does
 // not know), an encoding clawd does not read, another content type (audio,
-// text), an oversized body, a websocket, a request the agent hung up on before
+// text), an oversized JSON body, a websocket whose frames WSMeter cannot
+// read (or reports no response.done), a request the agent hung up on before
 // the answer's head (the provider was generating). An unmetered request costs the
 // request's estimate (Estimate) with what was read (Meter.Cost): dodging
 // the accounting never makes a request cheaper than asking for it. An
