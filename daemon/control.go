@@ -381,7 +381,7 @@ func (d *Daemon) List() []AttachmentInfo {
 		out[i].Counters, _ = d.enf.Counters(out[i].CgroupID)
 		out[i].FastPath, _ = d.enf.FastCounters(out[i].CgroupID)
 		out[i].TLSUntrusted = d.proxy.Untrusted(out[i].Container.Key())
-		out[i].Budgets = d.usage.Usage(out[i].Container.Key(), time.Now())
+		out[i].Budgets = d.usage.Usage(out[i].Container.BudgetKey(), time.Now())
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Container.Name < out[j].Container.Name })
 	return out

@@ -178,6 +178,11 @@ type fakeRequest struct {
 	Stream    bool              `json:"stream"`
 	MaxTokens int               `json:"max_tokens"`
 	Messages  []json.RawMessage `json:"messages"`
+	// OpenAI chat: the stream's last chunk reports the usage only when
+	// asked for, as OpenAI's does.
+	StreamOptions *struct {
+		IncludeUsage bool `json:"include_usage"`
+	} `json:"stream_options"`
 }
 
 // lastUserText is the text of the last user message (content as a string
@@ -269,7 +274,7 @@ func (f *fakeAPI) serve(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if req.Stream {
-			f.openAIStream(w, req.Model, reply, streamID)
+			f.openAIStream(w, req.Model, reply, streamID, req.StreamOptions != nil && req.StreamOptions.IncludeUsage)
 			return
 		}
 		writeFakeJSON(w, 200, map[string]any{
@@ -356,7 +361,7 @@ func (f *fakeAPI) anthropicStream(w http.ResponseWriter, model, reply, id string
 	sseEvent(w, "message_stop", map[string]any{"type": "message_stop"})
 }
 
-func (f *fakeAPI) openAIStream(w http.ResponseWriter, model, reply, id string) {
+func (f *fakeAPI) openAIStream(w http.ResponseWriter, model, reply, id string, usage bool) {
 	w.Header().Set("Content-Type", "text/event-stream; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-cache")
 	w.WriteHeader(200)
@@ -373,6 +378,10 @@ func (f *fakeAPI) openAIStream(w http.ResponseWriter, model, reply, id string) {
 		}
 	}
 	sseEvent(w, "", chunk(map[string]any{}, "stop"))
+	if usage {
+		sseEvent(w, "", map[string]any{"id": "chatcmpl-fake02", "object": "chat.completion.chunk", "created": time.Now().Unix(), "model": model,
+			"choices": []any{}, "usage": map[string]any{"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15}})
+	}
 	w.Write([]byte("data: [DONE]\n\n"))
 	w.(http.Flusher).Flush()
 }

@@ -39,6 +39,17 @@ type Budget struct {
 	// it covers) and at least Unmetered; 0: the estimate alone. See
 	// proxy/usage.
 	Unmetered int64
+	// Websocket lets upgraded connections (OpenAI Realtime) through under
+	// the budget: each session costs the sum of the usage its server
+	// events report (response.done), at least its estimate. Without it an
+	// upgrade under a budget is refused (403 budget_unmeterable).
+	Websocket bool
+	// Batches lets batch creation (POST /v1/batches, /v1/messages/batches)
+	// through under the budget: each costs only its estimate at
+	// submission, whatever its requests cost later (their results are not
+	// metered). Without it batch creation is refused (403
+	// budget_unmeterable).
+	Batches bool
 }
 
 // String is the budget as `clawd ls` and reasons show it.
@@ -79,7 +90,7 @@ const (
 
 func (ps *parser) budget(n *yaml.Node, what string) *Budget {
 	what += ": budget"
-	f := ps.fields(n, what, "tokens", "requests", "per", "unmetered")
+	f := ps.fields(n, what, "tokens", "requests", "per", "unmetered", "websocket", "batches")
 	if f == nil {
 		return nil
 	}
@@ -106,6 +117,13 @@ func (ps *parser) budget(n *yaml.Node, what string) *Budget {
 	b.Tokens = count("tokens")
 	b.Requests = count("requests")
 	b.Unmetered = count("unmetered")
+	for key, dst := range map[string]*bool{"websocket": &b.Websocket, "batches": &b.Batches} {
+		if v, has := f[key]; has {
+			x, good := ps.boolean(v, what+"."+key)
+			ok = ok && good
+			*dst = x
+		}
+	}
 	if ok && b.Tokens == 0 && b.Requests == 0 {
 		ps.errf(n, "%s needs tokens, requests or both", what)
 		ok = false

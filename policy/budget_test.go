@@ -47,3 +47,52 @@ func TestFormatWindow(t *testing.T) {
 		}
 	}
 }
+
+// The budget's opt-ins (issue 16, round 2): websocket and batches are
+// booleans, off by default; anything else is an error with its line.
+func TestBudgetOptIns(t *testing.T) {
+	src := func(b string) []byte {
+		return []byte("default:\n  rules:\n    - name: llm\n      hosts: api.example.com\n      intercept: true\n      action: allow\n      budget: " + b + "\n")
+	}
+	p, err := Parse(src("{tokens: 10, per: 1h, websocket: true, batches: true}"), "b.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := p.Decide(Input{DstIP: netip.MustParseAddr("203.0.113.7"), DstPort: 80, Host: "api.example.com", Method: "GET", Path: "/"})
+	if d.Budget == nil || !d.Budget.Websocket || !d.Budget.Batches {
+		t.Fatalf("budget %+v, want both opted in", d.Budget)
+	}
+	p, err = Parse(src("{tokens: 10, per: 1h}"), "b.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := p.Decide(Input{DstIP: netip.MustParseAddr("203.0.113.7"), DstPort: 80, Host: "api.example.com", Method: "GET", Path: "/"}); d.Budget.Websocket || d.Budget.Batches {
+		t.Fatalf("budget %+v, want neither by default", d.Budget)
+	}
+	for _, bad := range []string{"{tokens: 10, per: 1h, websocket: yes please}", "{tokens: 10, per: 1h, batches: 1}"} {
+		if _, err := Parse(src(bad), "b.yaml"); err == nil || !strings.Contains(err.Error(), "b.yaml:7") || !strings.Contains(err.Error(), "true or false") {
+			t.Errorf("%s: %v, want a b.yaml:7 error saying true or false", bad, err)
+		}
+	}
+}
+
+func TestBudgetKey(t *testing.T) {
+	pod := func(id, ns string) Container {
+		return Container{ID: id, Runtime: "containerd", Namespace: ns, Labels: map[string]string{"io.kubernetes.pod.uid": "u1", "io.kubernetes.container.name": "agent"}}
+	}
+	if a, b := pod("1", "k8s.io").BudgetKey(), pod("2", "k8s.io").BudgetKey(); a != b || a != "k8s/u1/agent" {
+		t.Errorf("a pod's restarted container: %q and %q, want the same k8s/u1/agent", a, b)
+	}
+	other := pod("3", "k8s.io")
+	other.Labels = map[string]string{"io.kubernetes.pod.uid": "u1", "io.kubernetes.container.name": "sidecar"}
+	if other.BudgetKey() == pod("1", "k8s.io").BudgetKey() {
+		t.Error("two containers of a pod share a budget")
+	}
+	// Labels outside the CRI namespace (any image or user can set them)
+	// and Docker containers keep their runtime key.
+	for _, c := range []Container{pod("4", "default"), {ID: "5", Runtime: "docker", Namespace: "moby", Labels: pod("", "").Labels}} {
+		if c.BudgetKey() != c.Key() {
+			t.Errorf("%+v: budget key %q, want %q", c, c.BudgetKey(), c.Key())
+		}
+	}
+}

@@ -319,3 +319,59 @@ func lower(c byte) byte {
 	}
 	return c
 }
+
+// ResolveDotSegments is target (an origin-form request target) with its
+// path's dot segments ("." and "..", also percent-encoded) resolved the
+// way the policy reads the path (normalizePath: empty segments dropped
+// too), the rest (segments, their escapes, a trailing slash, the query) as
+// sent; ok is false when the path has no dot segment (target is then
+// returned as it is) or one that climbs above the root (the policy refuses
+// such a path wherever a path condition asks). The proxy forwards what
+// this returns, so that the path the policy decided on is the path the
+// upstream routes on (docs/attacks/16-budget-r2.md, hole 8).
+func ResolveDotSegments(target string) (string, bool) {
+	path, rest := target, ""
+	if i := strings.IndexAny(target, "?#"); i >= 0 {
+		path, rest = target[:i], target[i:]
+	}
+	if !strings.HasPrefix(path, "/") {
+		return target, false
+	}
+	dots := func(seg string) string {
+		if len(seg) > 6 || !strings.ContainsAny(seg, ".%") {
+			return ""
+		}
+		d := strings.ReplaceAll(strings.ReplaceAll(seg, "%2e", "."), "%2E", ".")
+		if d == "." || d == ".." {
+			return d
+		}
+		return ""
+	}
+	raw := strings.Split(path[1:], "/")
+	found := false
+	for _, seg := range raw {
+		found = found || dots(seg) != ""
+	}
+	if !found {
+		return target, false
+	}
+	segs := make([]string, 0, len(raw))
+	for _, seg := range raw {
+		switch {
+		case seg == "":
+		case dots(seg) == ".":
+		case dots(seg) == "..":
+			if len(segs) == 0 {
+				return target, false
+			}
+			segs = segs[:len(segs)-1]
+		default:
+			segs = append(segs, seg)
+		}
+	}
+	out := "/" + strings.Join(segs, "/")
+	if last := raw[len(raw)-1]; len(segs) > 0 && (last == "" || dots(last) != "") {
+		out += "/"
+	}
+	return out + rest, true
+}

@@ -5,6 +5,7 @@ package policy
 import (
 	"net/http"
 	"net/netip"
+	"strings"
 	"time"
 )
 
@@ -29,6 +30,26 @@ type Container struct {
 
 // Key is a stable identity for per-container state (rate limits, DNS answers).
 func (c Container) Key() string { return c.Runtime + "/" + c.Namespace + "/" + c.ID }
+
+// BudgetKey is the identity LLM budgets are kept under (issue 16): it must
+// survive a restart of the same agent and never merge two agents. A
+// Kubernetes app container (containerd's CRI namespace "k8s.io", with the
+// kubelet's io.kubernetes.pod.uid and io.kubernetes.container.name labels)
+// is restarted by the kubelet as a new container with a new ID: its key is
+// "k8s/<pod UID>/<container name>", which a pod's restarts keep and no
+// other pod has (a re-created pod, e.g. by its Deployment, has a new UID and
+// a fresh budget). Only containers in the CRI namespace get it: creating
+// one there takes the host's containerd, not a label an image can set.
+// Every other container is keyed by Key: Docker's restart policy and
+// `docker restart` keep the ID (and the budget); a container removed and
+// created again is another container.
+func (c Container) BudgetKey() string {
+	uid, name := c.Labels["io.kubernetes.pod.uid"], c.Labels["io.kubernetes.container.name"]
+	if c.Runtime == "containerd" && c.Namespace == "k8s.io" && uid != "" && name != "" && !strings.Contains(uid, "/") {
+		return "k8s/" + uid + "/" + name
+	}
+	return c.Key()
+}
 
 // Input holds the facts of one decision. Fields that are unknown stay zero:
 // a raw TCP connection has no Host or Method, a TLS passthrough has only the SNI.
@@ -119,6 +140,17 @@ type Decision struct {
 	// reserved in each.
 	Budgets             []*Budget
 	BudgetIn, BudgetOut int64
+	// BudgetReferenced: the estimate counts input the provider holds
+	// (see proxy/usage's Estimate.Referenced). BudgetAskUsage: an OpenAI
+	// chat stream that did not ask for its usage; the proxy asks for it
+	// (stream_options.include_usage) so that the answer is metered.
+	BudgetReferenced, BudgetAskUsage bool
+	// BudgetRefused (set by the gate, with Action Deny) is the error code
+	// of a request a budget cannot meter or estimate: "budget_unmeterable"
+	// (403: an upgrade or a batch a rule did not opt in to) or
+	// "budget_unreadable_body" (400: a body the upstream would read
+	// differently from clawd's estimate). Reason says why.
+	BudgetRefused string
 	// MCP (issue 16, "mcp") is set when an `mcp: true` rule decided: the
 	// decision on each JSON-RPC message of the body (policy/mcp.go), and
 	// which tools tools/list may show.

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/clawd-dev/clawd/policy"
 	"github.com/clawd-dev/clawd/proxy/usage"
@@ -135,6 +136,10 @@ func TestAttackBudgetUnreadShapesAreCharged(t *testing.T) {
 		{"POST", "/v1/audio/transcriptions", attackBudgetEst, usage.ReasonNoUsage},
 		{"GET", "/v1/models", usage.DefaultOutput, usage.ReasonNoUsage}, // no body: 0 in, the default out
 	}
+	// Websockets and batches are refused under a budget that does not opt
+	// in (TestBudgetUnmeterableRefused); opted in, they cost their estimate
+	// (a websocket whose frames clawd cannot read: these are not frames).
+	const optedIn = "{tokens: 1000000, per: 1h, websocket: true, batches: true}"
 	for _, h2 := range []bool{false, true} {
 		t.Run(map[bool]string{false: "http1", true: "h2"}[h2], func(t *testing.T) {
 			up := newUpstream(t, h2, h2, unreadShapes)
@@ -144,14 +149,14 @@ func TestAttackBudgetUnreadShapesAreCharged(t *testing.T) {
 			if h2 {
 				host, scheme = "example.com", "https"
 				e = newEnv(t, nil, func(c *Config) {
-					c.Decider = attackBudgetPolicy(t, host, "{tokens: 1000000, per: 1h}")
+					c.Decider = attackBudgetPolicy(t, host, optedIn)
 					c.UpstreamRoots = upstreamPool(up)
 				})
 				pool := x509.NewCertPool()
 				pool.AppendCertsFromPEM(e.ca.CertPEM())
 				cl = e.client(up.addr(), &tls.Config{RootCAs: pool}, true)
 			} else {
-				e = newEnv(t, nil, func(c *Config) { c.Decider = attackBudgetPolicy(t, host, "{tokens: 1000000, per: 1h}") })
+				e = newEnv(t, nil, func(c *Config) { c.Decider = attackBudgetPolicy(t, host, optedIn) })
 				cl = e.client(up.addr(), nil, false)
 			}
 			all := shapes
@@ -216,7 +221,12 @@ func TestAttackBudgetAbortedStreamsKeepTheReservation(t *testing.T) {
 				w.(http.Flusher).Flush()
 				<-r.Context().Done()
 			})
-			e := newEnv(t, nil, func(c *Config) { c.Decider = attackBudgetPolicy(t, "api.example.com", "{tokens: 1000000, per: 1h}") })
+			// An upstream that never ends the answer: the drain's bound
+			// is hit (at once here), and the request costs its estimate.
+			e := newEnv(t, nil, func(c *Config) {
+				c.Decider = attackBudgetPolicy(t, "api.example.com", "{tokens: 1000000, per: 1h}")
+				c.BudgetDrain = time.Nanosecond
+			})
 			cl := e.client(up.addr(), nil, false)
 			resp, err := cl.Post("http://api.example.com/v1/messages", "application/json", strings.NewReader(attackBudgetBody))
 			if err != nil {

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -106,7 +107,9 @@ func TestBudgetAbortedStreamIsCharged(t *testing.T) {
 		}
 	})
 	defer close(release)
-	e := newEnv(t, nil, func(c *Config) { c.Decider = p })
+	// The upstream never ends the answer: the drain's bound is hit (at
+	// once here), and the request costs its estimate.
+	e := newEnv(t, nil, func(c *Config) { c.Decider = p; c.BudgetDrain = time.Nanosecond })
 	cl := e.client(up.addr(), nil, false)
 	resp, err := cl.Post("http://api.example.com/v1/messages", "application/json", strings.NewReader(`{"stream":true,"max_tokens":50}`))
 	if err != nil {
@@ -264,7 +267,10 @@ func TestBudgetH2AbortedStreamAnd429(t *testing.T) {
 		w.(http.Flusher).Flush()
 		<-r.Context().Done()
 	})
-	e := newEnv(t, nil, func(c *Config) { c.Decider = p; c.UpstreamRoots = upstreamPool(up) })
+	e := newEnv(t, nil, func(c *Config) {
+		c.Decider, c.UpstreamRoots = p, upstreamPool(up)
+		c.BudgetDrain = time.Nanosecond // the upstream never ends the answer
+	})
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(e.ca.CertPEM())
 	cl := e.client(up.addr(), &tls.Config{RootCAs: pool}, true)

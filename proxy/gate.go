@@ -44,7 +44,9 @@ import (
 //     special-address (invariant 3: a deny or approve rule naming a
 //     special address in cidrs, relaxed to allow, lends it nothing; only an
 //     allow rule naming it may reach it, as nobody is asked), host-mismatch,
-//     unframable (invariant 1) and "interception not configured". Approve
+//     unframable (invariant 1) and "interception not configured". A
+//     budget's refusals (spent, unmeterable, unreadable body) are the
+//     policy's: in audit mode they go through as would deny. Approve
 //     rules do not hold in audit mode (nobody is asked); secrets are
 //     injected as in enforce mode. A reload that switches a set to enforce
 //     re-decides open streams (live.go) and cuts those now denied.
@@ -422,6 +424,15 @@ func (s *Server) gateRequest(f reqFacts, dst netip.AddrPort) policy.Decision {
 	if f.in.Recheck {
 		return d // admitted once, when it was forwarded
 	}
+	if why := unmeterable(f.in, budgets); why != "" {
+		if !d.Audit {
+			d.Action, d.BudgetRefused, d.Reason = policy.Deny, "budget_unmeterable", why
+			return d
+		}
+		// Mode audit (invariant 5): a budget's verdict, like a spent
+		// one, goes through recorded as would deny (at its estimate).
+		d.Would, d.Reason = policy.Deny, why
+	}
 	if !f.in.BodyKnown && (f.encodedBody || f.body != nil && bodyLonger(f.body)) {
 		// The estimate reads the whole body: a compressed one hides its
 		// max_tokens, a longer one than the peek may name it (again:
@@ -453,10 +464,18 @@ func (s *Server) admitBudgets(f reqFacts, d policy.Decision, budgets []*policy.B
 	} else {
 		est = usage.EstimateRequest(0, false, nil)
 	}
+	if est.Refused != "" {
+		if !d.Audit {
+			d.Action, d.BudgetRefused, d.Reason = policy.Deny, "budget_unreadable_body", est.Refused
+			return d
+		}
+		d.Would, d.Reason = policy.Deny, est.Refused // mode audit, as above
+	}
 	now := s.cfg.Now()
 	name := f.in.Container.Name
+	key := f.in.Container.BudgetKey()
 	for i, b := range budgets {
-		k := usage.Key{Container: f.key, Budget: b.ID}
+		k := usage.Key{Container: key, Budget: b.ID}
 		ok, why := s.usage.Admit(k, name, b, est.Total(), now)
 		switch {
 		case ok:
@@ -468,7 +487,7 @@ func (s *Server) admitBudgets(f reqFacts, d policy.Decision, budgets []*policy.B
 			d.Would, d.Reason = policy.Deny, why.Reason
 		default:
 			for _, a := range budgets[:i] {
-				s.usage.Settle(usage.Key{Container: f.key, Budget: a.ID}, a, est.Total(), false, 0, now)
+				s.usage.Settle(usage.Key{Container: key, Budget: a.ID}, a, est.Total(), false, 0, now)
 			}
 			d.Action, d.BudgetSpent, d.BudgetBusy, d.RetryAfter, d.Reason = policy.Deny, true, why.Busy, why.Retry, why.Reason
 			d.Budget = b
@@ -477,7 +496,67 @@ func (s *Server) admitBudgets(f reqFacts, d policy.Decision, budgets []*policy.B
 		}
 	}
 	d.Budgets, d.BudgetIn, d.BudgetOut = budgets, est.In, est.Out
+	d.BudgetReferenced = est.Referenced
+	d.BudgetAskUsage = est.Stream && !est.UsageAsked && chatPath(f.in.Path)
 	return d
+}
+
+// requestPath is a request target's path without its query.
+func requestPath(target string) string {
+	if i := strings.IndexAny(target, "?#"); i >= 0 {
+		target = target[:i]
+	}
+	return strings.TrimRight(target, "/")
+}
+
+// chatPath says whether a request is for an OpenAI-style (chat)
+// completions endpoint, whose streams report usage only when asked
+// (stream_options.include_usage).
+func chatPath(target string) bool {
+	p := requestPath(target)
+	return strings.HasSuffix(p, "/chat/completions") || strings.HasSuffix(p, "/v1/completions") || p == "/completions"
+}
+
+// unmeterable says why a request under budgets cannot be metered, unless
+// every one of them opts in (LLM budgets, issue 16): an upgraded
+// connection (websocket: OpenAI Realtime; policy.Budget.Websocket) and
+// batch creation (its requests run later and their results are not
+// metered; policy.Budget.Batches). "": it can be.
+func unmeterable(in policy.Input, budgets []*policy.Budget) string {
+	every := func(opt func(*policy.Budget) bool) bool {
+		for _, b := range budgets {
+			if !opt(b) {
+				return false
+			}
+		}
+		return true
+	}
+	h := in.Header.Clone()
+	stripH2CUpgrade(h) // never forwarded
+	if up := upgradeType(h); up != "" || in.Method == "CONNECT" {
+		if strings.EqualFold(up, "websocket") && every(func(b *policy.Budget) bool { return b.Websocket }) {
+			return ""
+		}
+		return fmt.Sprintf("an upgraded connection (%q) under an LLM budget is not metered per response; the rule's budget must opt in with websocket: true", up)
+	}
+	if in.Method == "POST" && batchPath(in.Path) && !every(func(b *policy.Budget) bool { return b.Batches }) {
+		return "batch creation under an LLM budget is not metered (its requests run later, their results are not read); the rule's budget must opt in with batches: true"
+	}
+	return ""
+}
+
+// batchPath says whether a request target creates a batch: OpenAI and
+// Azure (/batches), Anthropic (/messages/batches), Bedrock
+// (/model-invocation-job), Gemini (:batchGenerateContent), Vertex
+// (/batchPredictionJobs).
+func batchPath(target string) bool {
+	p := strings.ToLower(requestPath(target))
+	for _, suffix := range []string{"/batches", "/model-invocation-job", ":batchgeneratecontent", "/batchpredictionjobs"} {
+		if strings.HasSuffix(p, suffix) {
+			return true
+		}
+	}
+	return false
 }
 
 // applyMode carries out a rule set's mode on a policy decision (invariant

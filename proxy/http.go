@@ -216,6 +216,15 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !strings.HasPrefix(target, "/") {
 		target = r.URL.RequestURI()
 	}
+	if resolved, ok := policy.ResolveDotSegments(target); ok {
+		// The path the policy decides on (dot segments resolved) is the
+		// path the upstream gets: one that routes on the raw path
+		// cannot read another rule's path into it (LLM budgets, issue 16).
+		if u, err := url.ParseRequestURI(resolved); err == nil {
+			target = resolved
+			r.URL.Path, r.URL.RawPath, r.RequestURI = u.Path, u.RawPath, resolved
+		}
+	}
 	info := errInfo{Method: r.Method, Host: host, Path: r.URL.Path}
 
 	f := reqFacts{key: h.key, sni: h.sni, cls: &h.cc.cls, names: h.cc.allNames, body: func() (int64, bool, []byte) {
@@ -255,7 +264,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ruleSteps := d.NextSteps // the author's text, for refusals by this rule
 	// LLM budgets (issue 16): an admitted request is settled once, however
 	// it ends (before the audit line above is written: it carries tokens).
-	charge := s.admitted(h.key, d, &e)
+	charge := s.admitted(meta.Container.BudgetKey(), d, &e)
 	defer charge.finish()
 
 	switch d.Action {
@@ -304,6 +313,19 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	default:
 		info.NextSteps = ruleSteps
+		if d.BudgetRefused != "" {
+			// Not the rule's refusal: clawd's own next_steps.
+			info.NextSteps = ""
+			status := http.StatusForbidden
+			switch d.BudgetRefused {
+			case "budget_unreadable_body":
+				info.Error, status = "budget_unreadable_body", http.StatusBadRequest
+			default:
+				info.Error = "budget_unmeterable"
+			}
+			writeJSON(rw, status, info)
+			return
+		}
 		if d.BudgetSpent {
 			if !d.BudgetBusy {
 				s.m.budgetDenied.WithLabelValues(d.Budget.ID).Inc()
@@ -341,6 +363,10 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		buffered = true
+	}
+	if d.BudgetAskUsage && charge != nil {
+		// LLM budgets: the stream is asked for its usage (usage.go).
+		charge.askUsage(r)
 	}
 	// Exactly the bytes that were decided on (and approved) go upstream.
 	bb := forwardBuffered(r)
@@ -409,7 +435,15 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !rf.in.BodyKnown {
 		rf.in.Body, rf.in.BodyKnown = nil, true
 	}
-	ctx, cancel := context.WithCancel(r.Context())
+	var ctx context.Context
+	var cancel context.CancelFunc
+	if charge != nil {
+		// LLM budgets: an agent that hangs up after the answer's head does
+		// not stop the upstream (usage.go).
+		ctx, cancel = charge.context(r.Context())
+	} else {
+		ctx, cancel = context.WithCancel(r.Context())
+	}
 	defer cancel()
 	kill := cancel // HTTP/2: this stream only
 	if r.ProtoMajor == 1 {

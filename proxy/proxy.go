@@ -169,6 +169,11 @@ type Config struct {
 	MaxHoldBody int64
 	// PreviewLimit bounds the body preview put on approval cards. Default 4 KiB.
 	PreviewLimit int
+	// BudgetDrain bounds how long clawd keeps reading a budgeted answer
+	// the agent hung up on, for its closing usage (proxy/usage.go): from
+	// the moment the agent left. 0 means the default, 2 minutes; past it
+	// the request costs its estimate.
+	BudgetDrain time.Duration
 	// MaxBufferedBytes bounds the request-body bytes held in memory at once
 	// for all containers together: bodies held for approval, read for a
 	// body condition, or decoded for secret injection, raw and decoded
@@ -259,6 +264,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.PreviewLimit == 0 {
 		cfg.PreviewLimit = defaultPreviewLimit
+	}
+	if cfg.BudgetDrain <= 0 {
+		cfg.BudgetDrain = budgetDrainTime
 	}
 	if cfg.MaxBufferedBytes == 0 {
 		cfg.MaxBufferedBytes = defaultMaxBufferedBytes

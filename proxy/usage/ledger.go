@@ -172,6 +172,14 @@ func (l *Ledger) changed() {
 	}
 }
 
+// changedLocked is changed for a caller holding l.mu (deferred before
+// its unlock: it runs after it).
+func (l *Ledger) changedLocked() {
+	l.mu.Unlock()
+	l.changed()
+	l.mu.Lock()
+}
+
 func (l *Ledger) save() {
 	l.saveMu.Lock()
 	defer l.saveMu.Unlock()
@@ -292,6 +300,9 @@ func (l *Ledger) Admit(k Key, name string, b *policy.Budget, est int64, now time
 	}
 	w.inflight++
 	w.reserved = min(w.reserved+est, 1<<62)
+	// Persisted (as spent) soon, not only when something settles: a
+	// daemon killed while the request runs keeps its reservation.
+	defer l.changedLocked()
 	return true, Refusal{}
 }
 
@@ -305,6 +316,7 @@ func (l *Ledger) Enter(k Key, name string, b *policy.Budget, est int64, now time
 	w.inflight++
 	w.reserved = min(w.reserved+max(est, 0), 1<<62)
 	l.mu.Unlock()
+	l.changed()
 }
 
 func ruleOf(b *policy.Budget) string {

@@ -15,11 +15,13 @@
 //
 // Only a closing usage report makes an answer metered: every other
 // answered request (2xx or an upgrade) is unmetered, whatever its shape:
-// a stream the agent aborted or that ended without its final usage (a
-// chat stream without include_usage), a JSON answer cut off, undecodable
+// a stream cut off or that ended without its final usage (the proxy asks
+// chat streams for theirs, and reads on when the agent hangs up), a JSON
+// answer cut off, undecodable
 // or without usage (a model list, a token count, an endpoint clawd does
 // not know), an encoding clawd does not read, another content type (audio,
-// text), an oversized body, a websocket, a request the agent hung up on before
+// text), an oversized JSON body, a websocket whose frames WSMeter cannot
+// read (or reports no response.done), a request the agent hung up on before
 // the answer's head (the provider was generating). An unmetered request costs the
 // request's estimate (Estimate) with what was read (Meter.Cost): dodging
 // the accounting never makes a request cheaper than asking for it. An
@@ -54,7 +56,9 @@ type Meter struct {
 	other   bool // a content type clawd reads no usage from
 	inSeen  bool // the input count was read (message_start)
 
-	buf bytes.Buffer // the current SSE line, or the JSON body so far
+	buf  bytes.Buffer // the current SSE line (or its tail), or the JSON body so far
+	long bool         // the current SSE line is over maxLine
+	head []byte       // ... and its first longHead bytes
 
 	in, out int64 // Anthropic-shaped: input (with cache) and output, max seen
 	total   int64 // OpenAI-shaped total, max seen
@@ -99,25 +103,76 @@ func (m *Meter) Write(p []byte) (int, error) {
 	for len(p) > 0 {
 		i := bytes.IndexByte(p, '\n')
 		if i < 0 {
-			if m.buf.Len()+len(p) > maxLine {
-				m.broken = true
-				m.buf = bytes.Buffer{}
-				return n, nil
-			}
-			m.buf.Write(p)
+			m.lineWrite(p)
 			break
 		}
-		if m.buf.Len()+i > maxLine {
-			m.broken = true
-			m.buf = bytes.Buffer{}
-			return n, nil
+		m.lineWrite(p[:i])
+		if m.long {
+			m.longLine()
+		} else {
+			m.line(m.buf.Bytes())
 		}
-		m.buf.Write(p[:i])
-		m.line(m.buf.Bytes())
 		m.buf.Reset()
+		m.long, m.head = false, nil
 		p = p[i+1:]
 	}
 	return n, nil
+}
+
+// lineWrite adds p to the current SSE line. A line over maxLine (OpenAI's
+// response.completed echoes the whole response) keeps its head and its
+// last longTail bytes, where the closing usage is (longLine).
+func (m *Meter) lineWrite(p []byte) {
+	if !m.long && m.buf.Len()+len(p) <= maxLine {
+		m.buf.Write(p)
+		return
+	}
+	m.buf.Write(p)
+	if !m.long {
+		m.long = true
+		m.head = bytes.Clone(m.buf.Bytes()[:min(m.buf.Len(), longHead)])
+	}
+	if m.buf.Len() > 2*longTail {
+		tail := bytes.Clone(m.buf.Bytes()[m.buf.Len()-longTail:])
+		m.buf.Reset()
+		m.buf.Write(tail)
+	}
+}
+
+// Of a line over maxLine, what is kept: its head (for the event's type)
+// and its tail (for the usage).
+const (
+	longHead = 512
+	longTail = 64 << 10
+)
+
+// longLine reads an SSE data line over maxLine: the event's type from its
+// head, and the last "usage" object in its tail. A "usage": key cannot be
+// forged inside a JSON string (its quotes would be escaped), and a
+// response's own usage comes after its output.
+func (m *Meter) longLine() {
+	data, ok := bytes.CutPrefix(m.head, []byte("data:"))
+	if !ok {
+		return
+	}
+	typ := ""
+	if i := bytes.Index(data, []byte(`"type":`)); i >= 0 {
+		dec := json.NewDecoder(bytes.NewReader(data[i+len(`"type":`):]))
+		var s string
+		if dec.Decode(&s) == nil {
+			typ = s
+		}
+	}
+	tail := m.buf.Bytes()
+	i := bytes.LastIndex(tail, []byte(`"usage":`))
+	if i < 0 {
+		return
+	}
+	var u wireUsage
+	if json.NewDecoder(bytes.NewReader(tail[i+len(`"usage":`):])).Decode(&u) != nil {
+		return
+	}
+	m.apply(typ, &u)
 }
 
 // line handles one SSE line: only data fields holding JSON matter.
@@ -178,6 +233,12 @@ func (m *Meter) event(data []byte) {
 	if u == nil {
 		return
 	}
+	m.apply(e.Type, u)
+}
+
+// apply counts one usage report of an event of type typ.
+func (m *Meter) apply(typ string, u *wireUsage) {
+	e := struct{ Type string }{typ}
 	if t := clamp(u.TotalTokens); t > 0 || u.PromptTokens > 0 || u.CompletionTokens > 0 {
 		t = max(t, clamp(u.PromptTokens)+clamp(u.CompletionTokens))
 		m.total = max(m.total, t)
@@ -218,6 +279,9 @@ func (m *Meter) finishJSON() {
 	}
 }
 
+// Final says whether the closing usage was read.
+func (m *Meter) Final() bool { return m.final }
+
 // Unmetered reasons, for the audit line.
 const (
 	ReasonEncoded   = "encoded answer"
@@ -241,8 +305,12 @@ func (m *Meter) Cost(complete bool, est Estimate, floor int64) (tokens int64, un
 		return max(m.in+m.out, m.total), false, ""
 	}
 	in := est.In
-	if m.inSeen {
+	if m.inSeen && !est.Referenced {
 		in = m.in
+	} else if m.inSeen {
+		// Input the provider holds or adds during the turn (server
+		// tools) is not all in message_start: it lowers nothing.
+		in = max(in, m.in)
 	}
 	tokens = min(max(in+max(m.out, est.Out), m.total, floor), maxTokens)
 	switch {

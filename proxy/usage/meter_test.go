@@ -87,11 +87,23 @@ func TestMeterRefusesWhatItCannotRead(t *testing.T) {
 	if got, final := meter(t, "application/json", "identity", `{"usage":{"total_tokens":5}}`); got != 5 || !final {
 		t.Errorf("identity: %d, %v", got, final)
 	}
-	// A line longer than the bound breaks the meter for good: a usage
-	// event after it does not count as final.
+	// A line longer than the bound (round 2: OpenAI's response.completed
+	// echoes the whole response) no longer breaks the meter: its head
+	// and tail are kept, the usage at its end is read, and lines after it
+	// are read as ever (lines are newline-delimited: nothing loses sync).
 	long := "data: " + strings.Repeat("x", maxLine+10) + "\ndata: {\"usage\":{\"total_tokens\":5}}\n"
-	if _, final := meter(t, "text/event-stream", "", long); final {
-		t.Error("over-long SSE line: later usage read as final")
+	if got, final := meter(t, "text/event-stream", "", long); !final || got != 5 {
+		t.Errorf("over-long SSE line, then a usage: %d, %v; want 5, final", got, final)
+	}
+	completed := "event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"output\":[{\"text\":\"" +
+		strings.Repeat("\\\"usage\\\":{\\\"total_tokens\\\":1}", maxLine/20) + "\"}],\"usage\":{\"input_tokens\":70000,\"output_tokens\":30000,\"total_tokens\":100000}}}\n\n"
+	if got, final := meter(t, "text/event-stream", "", completed); !final || got != 100000 {
+		t.Errorf("response.completed over maxLine: %d, %v; want 100000 (its own usage, not the escaped ones in its text), final", got, final)
+	}
+	// Its head says which event it is: a long message_start is not final.
+	start := "data: {\"type\":\"message_start\",\"message\":{\"pad\":\"" + strings.Repeat("x", maxLine) + "\",\"usage\":{\"input_tokens\":9,\"output_tokens\":1}}}\n"
+	if got, final := meter(t, "text/event-stream", "", start); final || got != 10 {
+		t.Errorf("long message_start: %d, %v; want 10, not final", got, final)
 	}
 	big := `{"pad":"` + strings.Repeat("x", maxJSON) + `","usage":{"total_tokens":5}}`
 	if _, final := meter(t, "application/json", "", big); final {
@@ -176,17 +188,17 @@ func TestEstimateRequest(t *testing.T) {
 		peek    string
 		want    Estimate
 	}{
-		{"anthropic", -1, false, `{"model":"m","max_tokens":64,"messages":[]}`, Estimate{11, 64}},
-		{"openai responses", -1, false, `{"max_output_tokens":100}`, Estimate{7, 100}},
-		{"repeated keys: the largest", -1, false, `{"max_tokens":1,"max_completion_tokens":900,"max_tokens":5}`, Estimate{15, 900}},
-		{"no cap", -1, false, `{"model":"m"}`, Estimate{4, DefaultOutput}},
-		{"nested cap does not count", -1, false, `{"x":{"max_tokens":1}}`, Estimate{6, DefaultOutput}},
-		{"cap after the peek", 1 << 20, false, `{"messages":[{"role":"user","content":"aaaa`, Estimate{1 << 18, DefaultOutput}},
-		{"a quoted number counts", -1, false, `{"max_tokens":"1"}`, Estimate{5, 1}},
-		{"not a number", -1, false, `{"max_tokens":"lots"}`, Estimate{6, DefaultOutput}},
-		{"float", -1, false, `{"max_tokens":1.5}`, Estimate{5, DefaultOutput}},
-		{"encoded", 100, true, `{"max_tokens":1}`, Estimate{100, DefaultOutput}},
-		{"no body", 0, false, "", Estimate{0, DefaultOutput}},
+		{"anthropic", -1, false, `{"model":"m","max_tokens":64,"messages":[]}`, Estimate{In: 11, Out: 64}},
+		{"openai responses", -1, false, `{"max_output_tokens":100}`, Estimate{In: 7, Out: 100}},
+		{"repeated keys: the largest", -1, false, `{"max_tokens":1,"max_completion_tokens":900,"max_tokens":5}`, Estimate{In: 15, Out: 900}},
+		{"no cap", -1, false, `{"model":"m"}`, Estimate{In: 4, Out: DefaultOutput}},
+		{"nested cap does not count", -1, false, `{"x":{"max_tokens":1}}`, Estimate{In: 6, Out: DefaultOutput}},
+		{"cap after the peek", 1 << 20, false, `{"messages":[{"role":"user","content":"aaaa`, Estimate{In: 1 << 18, Out: DefaultOutput}},
+		{"a quoted number counts", -1, false, `{"max_tokens":"1"}`, Estimate{In: 5, Out: 1}},
+		{"not a number", -1, false, `{"max_tokens":"lots"}`, Estimate{In: 6, Out: DefaultOutput}},
+		{"float", -1, false, `{"max_tokens":1.5}`, Estimate{In: 5, Out: DefaultOutput}},
+		{"encoded", 100, true, `{"max_tokens":1}`, Estimate{In: 100, Out: DefaultOutput}},
+		{"no body", 0, false, "", Estimate{In: 0, Out: DefaultOutput}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
