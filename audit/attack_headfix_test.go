@@ -6,9 +6,9 @@ package audit
 // HELD are attacks the code withstood.
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
-	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"

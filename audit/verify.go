@@ -111,11 +111,11 @@ func VerifyHead(r io.Reader, pub ed25519.PublicKey, head Head) (Report, error) {
 	br := bufio.NewReaderSize(r, 64<<10)
 	var (
 		chained      bool
-		havePrev     bool          // a line (chained or legacy) came before
-		last, before [32]byte      // hashes of the last line and the one before it
-		lastLine     int           // number of the last line in the chain
-		every        int64         // lines between checkpoints at most, as the last signed one says
-		torn         []tornLine    // torn lines the next lines must record, in order
+		havePrev     bool       // a line (chained or legacy) came before
+		last, before [32]byte   // hashes of the last line and the one before it
+		lastLine     int        // number of the last line in the chain
+		every        int64      // lines between checkpoints at most, as the last signed one says
+		torn         []tornLine // torn lines the next lines must record, in order
 	)
 	fail := func(line int, format string, a ...any) (Report, error) {
 		rep.Problem = &Problem{Line: line, Why: fmt.Sprintf(format, a...)}

@@ -146,7 +146,7 @@ type ClawdOpts struct {
 	// ExtraFunc, when set, gives more YAML once the daemon's addresses are
 	// chosen (public-url: http://c.API, channel settings naming it).
 	ExtraFunc func(c *Clawd) string
-	Bin        string // the clawd binary to run; default clawdBin
+	Bin       string // the clawd binary to run; default clawdBin
 }
 
 const allowAll = `version: 1

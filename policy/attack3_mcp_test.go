@@ -119,7 +119,11 @@ default:
 	}
 	for _, in := range []Input{
 		// Plain HTTP (or intercepted) by the server's address.
-		func() Input { in := mcpIn(call("delete_file", `{"path":"/work/a"}`)); in.Host = "203.0.113.9"; return in }(),
+		func() Input {
+			in := mcpIn(call("delete_file", `{"path":"/work/a"}`))
+			in.Host = "203.0.113.9"
+			return in
+		}(),
 		// TLS with no SNI: a raw connection to the address.
 		{Container: agent, DstPort: 443, DstIP: netip.MustParseAddr("203.0.113.9")},
 	} {

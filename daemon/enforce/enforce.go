@@ -77,10 +77,10 @@ type Enforcer struct {
 	// later copies load without it. Loads run outside mu: exeMu guards it.
 	exeMu  sync.Mutex
 	exeErr error
-	fp   *ebpf.Map // fast-path table slot (array of one LPM trie)
-	fl   *ebpf.Map // fast-path flows by socket cookie
-	ev   *ebpf.Map // fast-path events (ring buffer)
-	fc   *ebpf.Map // fast-path counters
+	fp     *ebpf.Map // fast-path table slot (array of one LPM trie)
+	fl     *ebpf.Map // fast-path flows by socket cookie
+	ev     *ebpf.Map // fast-path events (ring buffer)
+	fc     *ebpf.Map // fast-path counters
 	// lsm is the optional lsm_cgroup/socket_create program, shared by every
 	// attachment; nil with lsmErr set where the kernel refuses it.
 	lsm    *ebpf.Program

@@ -22,7 +22,7 @@ var allowed = map[string][]string{
 	"internal/":             {},                                               // plumbing: imports nothing of clawd
 	"bpf":                   {},                                               // programs and their loaders only
 	"audit":                 {"internal/"},                                    // the sink knows no decision logic
-	"audit/otlp":            {"audit", "internal/atomicfile"},                          // OTLP export of audit lines (the OpenTelemetry SDK): lines in, records out
+	"audit/otlp":            {"audit", "internal/atomicfile"},                 // OTLP export of audit lines (the OpenTelemetry SDK): lines in, records out
 	"policy":                {"internal/"},                                    // pure decisions
 	"policy/suggest":        {"audit", "policy", "internal/"},                 // audit lines in, a proposed policy out
 	"secrets":               {"internal/"},                                    // the store knows no proxy
