@@ -1324,6 +1324,14 @@ ${PASS_PROFILE:-(no profile taken)}
   splice. So the row reads n/a. Flows that a rule allows by address and
   port alone do not need the proxy at all: the kernel fast path (issue 18)
   is what carries them.
+- **Kernel fast path, new connections.** Bulk transfers on the fast path
+  run at direct's speed (the kernel carries the bytes; the row above is
+  within this VM's noise of direct), but the connection rate is below
+  direct's: each connection still runs the connect hook's table lookup and
+  two sockops callbacks into a ring buffer, and clawd turns every close
+  into a durable audit line (`path: kernel`, bytes) on the same two CPUs
+  the generator and the upstream use. The audit line is the issue's
+  requirement; batching those writes harder is what is left.
 - **Added p50 on keep-alive HTTP.** On this VM a pure relay (the passthrough
   rows, and haproxy) already adds about 50–115 µs at c=1: each hop wakes a
   thread on another virtual CPU. The HTTP path decides every request, so it
