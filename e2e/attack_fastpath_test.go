@@ -44,3 +44,31 @@ func TestAttackFastPathRetargetSocket(t *testing.T) {
 		return n >= len(remote)
 	})
 }
+
+// Attack (issue 18, audit): a fast flow carries 1234 bytes, then the
+// container makes a few hundred thousand cheap fast connects (SYN, close)
+// that push the held flow's record out of the LRU flow map (262144
+// entries): when the held flow closes, sockops finds no record and nothing
+// reaches the audit log. Every fast flow that carried bytes must have its
+// "kernel" line.
+func TestAttackFastPathFlowEvictedLosesAudit(t *testing.T) {
+	ctd := harness.SharedContainerd(t)
+	up := harness.SharedUpstream(t)
+	startFastServer(t, up)
+	cl := StartClawd(t, ctd, ClawdOpts{Policy: fmt.Sprintf(fastPolicy, fastPort)})
+	ct := ctd.Run(t, "fpevict", harness.RunOpts{Files: map[string]string{toolBin(t, "fpattack"): "/fpattack"}})
+	cl.MustCLI("attach", ct.Name)
+	out, code := sh(t, ct, fmt.Sprintf("/fpattack %s %d %d evict", up.IPv4, fastPort, fastPort+1))
+	t.Logf("fpattack (%d):\n%s", code, out)
+	if !strings.Contains(out, `read="world"`) {
+		t.Fatalf("the held fast flow did not work: %s", out)
+	}
+	eventually(t, "the kernel audit line of the flow that carried 1234 bytes", func() bool {
+		for _, e := range cl.AuditEntries() {
+			if e.Path == "kernel" && e.BytesOut == 1234 {
+				return true
+			}
+		}
+		return false
+	})
+}

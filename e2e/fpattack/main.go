@@ -54,6 +54,10 @@ func main() {
 	ip := net.ParseIP(os.Args[1])
 	ok, _ := strconv.Atoi(os.Args[2])
 	bad, _ := strconv.Atoi(os.Args[3])
+	if len(os.Args) > 4 && os.Args[4] == "evict" {
+		evict(ip, ok)
+		return
+	}
 
 	// 1. sendto with another address on a connected fast socket.
 	fd := sock()
@@ -102,5 +106,34 @@ func main() {
 	err = unix.Connect(fd, sa(ip, ok))
 	e2 = unix.Sendto(fd, []byte("hello\n"), 0, sa(ip, bad))
 	fmt.Printf("fastopen-connect connect=%v sendto=%v read=%q\n", err, e2, readAns(fd))
+	unix.Close(fd)
+}
+
+// evict: a fast flow moves 1234 bytes, then N cheap fast connects (SYN
+// sent, socket closed at once) push its record out of the LRU flow map;
+// its close then reports nothing (no audit line).
+func evict(ip net.IP, port int) {
+	fd := sock()
+	err := unix.Connect(fd, sa(ip, port))
+	msg := make([]byte, 1234)
+	copy(msg, "hello\n")
+	n, _ := unix.Write(fd, msg)
+	r := readAns(fd)
+	time.Sleep(200 * time.Millisecond)
+	fmt.Printf("held connect=%v wrote=%d read=%q\n", err, n, r)
+	start := time.Now()
+	i := 0
+	for ; i < 400000 && time.Since(start) < 150*time.Second; i++ {
+		c, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK, 0)
+		if err != nil {
+			continue
+		}
+		unix.Connect(c, sa(ip, port))
+		unix.Close(c)
+	}
+	fmt.Printf("churn %d connects in %v\n", i, time.Since(start))
+	// The held flow still works? (its record gone: its packets drop)
+	_, werr := unix.Write(fd, []byte("more"))
+	fmt.Printf("held-after write=%v\n", werr)
 	unix.Close(fd)
 }
