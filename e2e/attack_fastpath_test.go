@@ -5,6 +5,7 @@ import (
 	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/clawd-dev/clawd/e2e/harness"
 )
@@ -63,12 +64,23 @@ func TestAttackFastPathFlowEvictedLosesAudit(t *testing.T) {
 	if !strings.Contains(out, `read="world"`) {
 		t.Fatalf("the held fast flow did not work: %s", out)
 	}
-	eventually(t, "the kernel audit line of the flow that carried 1234 bytes", func() bool {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		n, found := 0, false
 		for _, e := range cl.AuditEntries() {
-			if e.Path == "kernel" && e.BytesOut == 1234 {
-				return true
+			if e.Path == "kernel" {
+				n++
+				if e.BytesOut == 1234 {
+					found = true
+				}
 			}
 		}
-		return false
-	})
+		if found {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("NO AUDIT LINE for the fast flow that carried 1234 bytes (%d kernel lines; fast-path counters %+v)", n, cl.List()[0].FastPath)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
 }

@@ -123,7 +123,7 @@ func evict(ip net.IP, port int) {
 	fmt.Printf("held connect=%v wrote=%d read=%q\n", err, n, r)
 	start := time.Now()
 	i := 0
-	for ; i < 400000 && time.Since(start) < 150*time.Second; i++ {
+	for ; i < 400000 && time.Since(start) < 40*time.Second; i++ {
 		c, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK, 0)
 		if err != nil {
 			continue
