@@ -70,7 +70,8 @@ func TestAttackFastPathFlowEvictedLosesAudit(t *testing.T) {
 		for _, e := range cl.AuditEntries() {
 			if e.Path == "kernel" {
 				n++
-				if e.BytesOut == 1234 {
+				if e.BytesOut >= 1234 {
+					t.Logf("held flow line: %+v", e)
 					found = true
 				}
 			}
