@@ -142,7 +142,6 @@ type chain struct {
 	// The lost count the batch's audit_lost line records, to clear once
 	// written.
 	sealedLost int64
-	sealedCkpt bool // the batch holds a checkpoint
 }
 
 type mark struct {
@@ -164,7 +163,6 @@ type mark struct {
 func (c *chain) seal(bodies []byte, ckpt bool, o *Options) ([]byte, int) {
 	c.out, c.marks = c.out[:0], c.marks[:0]
 	c.before = c.mark()
-	c.sealedCkpt = false
 	every := func() {
 		if o.Key != nil && c.since >= o.CheckpointEvery {
 			c.sealCheckpoint(o.Key, o)
@@ -257,7 +255,6 @@ func (c *chain) sealCheckpoint(key ed25519.PrivateKey, o *Options) {
 	b, _ := encodeBody(buf[:0], &e)
 	c.sealLine(b, key)
 	c.since = 0
-	c.sealedCkpt = true
 	c.marks[len(c.marks)-1].since = 0
 }
 
@@ -412,7 +409,7 @@ func (c *chain) resume(f *os.File, path string, hd head, have, headFile bool) er
 		if hd.seq == 0 {
 			return nil
 		}
-		for i, p := range predecessors(path) {
+		for i, p := range Predecessors(path) {
 			if i < 16 && c.continueFrom(p, hd) {
 				return nil
 			}

@@ -195,15 +195,12 @@ func (h head) judge(last []byte, l int64) (cut string, lost int64) {
 // compressed names logrotate gives compressed files: not read.
 var compressed = []string{".xz", ".bz2", ".zst", ".lz4", ".Z"} // .gz is read
 
-// predecessors are the files a rotation may have moved path to while
-// clawd was down (path.1, path-20261203, path.1.gz, ...): the siblings
-// whose name starts with path's and a dot or dash, most recently modified
-// first. The one that agrees with the head file is the predecessor (a
-// planted file cannot: it would need the hashes of clawd's lines).
-func predecessors(path string) []string { return Predecessors(path) }
-
 // Predecessors lists the files a rotation may have moved the log at path
-// to (see predecessors), most recently modified first.
+// to while clawd was down (path.1, path-20261203, path.1.gz, ...): the
+// siblings whose name starts with path's and a dot or dash, most recently
+// modified first. The one that agrees with the head file is the
+// predecessor (a planted file cannot: it would need the hashes of clawd's
+// lines).
 func Predecessors(path string) []string {
 	dir, base := filepath.Split(path)
 	if dir == "" {

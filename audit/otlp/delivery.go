@@ -166,6 +166,13 @@ func (d *delivery) cursorNow() int64 {
 	return d.cursor
 }
 
+// keep queues a refused part for retryOnce.
+func (d *delivery) keep(part []sdklog.Record) {
+	d.mu.Lock()
+	d.retry = append(d.retry, part)
+	d.mu.Unlock()
+}
+
 // retrying reports whether refused parts wait.
 func (d *delivery) retrying() bool {
 	d.mu.Lock()

@@ -574,9 +574,7 @@ func (c *counting) export(ctx context.Context, records []sdklog.Record, keep boo
 			for i := range records {
 				part[i] = records[i].Clone()
 			}
-			c.e.dv.mu.Lock()
-			c.e.dv.retry = append(c.e.dv.retry, part)
-			c.e.dv.mu.Unlock()
+			c.e.dv.keep(part)
 		}
 		return err
 	}
