@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/clawd-dev/clawd/audit"
+	"github.com/clawd-dev/clawd/internal/addrclass"
 	"github.com/clawd-dev/clawd/policy"
 	"github.com/clawd-dev/clawd/proxy/ca"
 )
@@ -72,6 +73,8 @@ default:
 		Names:         fakeNames{"example.com": netip.MustParseAddr("127.0.0.1")},
 		Audit:         al,
 		UpstreamRoots: roots,
+		// The upstreams are on loopback, which clawd refuses by default.
+		Classify: func(netip.Addr) addrclass.Class { return addrclass.Public },
 	})
 	clawdPool := x509.NewCertPool()
 	clawdPool.AppendCertsFromPEM(e.ca.CertPEM())
