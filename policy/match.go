@@ -337,6 +337,9 @@ func ResolveDotSegments(target string) (string, bool) {
 	if !strings.HasPrefix(path, "/") {
 		return target, false
 	}
+	if !strings.ContainsAny(path, ".%") {
+		return target, false // no segment can be a dot segment (the common case: no allocation)
+	}
 	dots := func(seg string) string {
 		if len(seg) > 6 || !strings.ContainsAny(seg, ".%") {
 			return ""

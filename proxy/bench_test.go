@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -101,6 +102,9 @@ default:
 		}},
 	}
 	for _, tc := range cases {
+		if f := os.Getenv("BENCH_CASE"); f != "" && f != tc.name {
+			continue
+		}
 		for _, conc := range []int{1, 64} {
 			b.Run(tc.name+"/c="+itoa(conc), func(b *testing.B) {
 				conns := make(chan *benchConn, conc)

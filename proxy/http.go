@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/netip"
 	"net/url"
 	"strings"
 	"sync"
@@ -63,11 +64,12 @@ type handler struct {
 	// the connection's requests were decided to take (created on first
 	// use): a connection to one upstream is never reused for another
 	// route.
-	routesMu sync.Mutex
-	routes   map[policy.UpstreamProxy]*upstreamTransport
-	rp       *httputil.ReverseProxy
-	key      string      // the container's Key
-	base     audit.Entry // the connection's part of every request's entry
+	routesMu  sync.Mutex
+	routes    map[policy.UpstreamProxy]*upstreamTransport
+	rp        *httputil.ReverseProxy
+	key       string      // the container's Key
+	budgetKey string      // the container's BudgetKey
+	base      audit.Entry // the connection's part of every request's entry
 }
 
 // reqInfo travels in the request context from ServeHTTP to the proxy hooks.
@@ -89,7 +91,7 @@ type reqInfoKey struct{}
 func newHandler(cc *conn, scheme, sni string) *handler {
 	s := cc.s
 	dst := cc.meta.OrigDst.String()
-	h := &handler{cc: cc, scheme: scheme, sni: sni, key: cc.meta.Container.Key(), base: s.entry(cc.meta, scheme)}
+	h := &handler{cc: cc, scheme: scheme, sni: sni, key: cc.meta.Container.Key(), budgetKey: cc.meta.Container.BudgetKey(), base: s.entry(cc.meta, scheme)}
 	h.tr = h.newTransport(policy.UpstreamProxy{})
 	h.rp = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
@@ -182,7 +184,7 @@ func (h *handler) closeIdle() {
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s := h.cc.s
 	g0 := s.gen.Load() // before the decision: see trackChecked
-	meta := h.cc.meta
+	meta := &h.cc.meta // not a copy: it would escape with the closures below
 	start := s.cfg.Now()
 	rw := &respWriter{ResponseWriter: w}
 	bodyRead := false // readBody was called (a 100 Continue went out if asked)
@@ -264,7 +266,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ruleSteps := d.NextSteps // the author's text, for refusals by this rule
 	// LLM budgets (issue 16): an admitted request is settled once, however
 	// it ends (before the audit line above is written: it carries tokens).
-	charge := s.admitted(meta.Container.BudgetKey(), d, &e)
+	charge := s.admitted(h.budgetKey, d, &e)
 	defer charge.finish()
 
 	switch d.Action {
@@ -430,10 +432,10 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// re-decided as this request on reload and revocation, with no rate
 	// limit charged again; decided again at once if the policy changed
 	// while it was held.
-	rf, was := f, d
-	rf.in.Header, rf.in.Recheck = r.Header.Clone(), true
-	if !rf.in.BodyKnown {
-		rf.in.Body, rf.in.BodyKnown = nil, true
+	rq := &requestRecheck{s: s, f: f, was: d, out: out, dst: meta.OrigDst}
+	rq.f.in.Header, rq.f.in.Recheck = r.Header.Clone(), true
+	if !rq.f.in.BodyKnown {
+		rq.f.in.Body, rq.f.in.BodyKnown = nil, true
 	}
 	var ctx context.Context
 	var cancel context.CancelFunc
@@ -449,13 +451,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.ProtoMajor == 1 {
 		kill = func() { cancel(); h.cc.kill() }
 	}
-	untrack, ok := s.trackChecked(&live{entry: e, kill: kill, recheck: func() (policy.Decision, bool) {
-		nd := s.gateRequest(rf, meta.OrigDst)
-		if nd.Action == policy.Deny || !s.stillAllowed(was, out, nd) {
-			return nd, false
-		}
-		return routeKept(was, nd)
-	}}, g0)
+	untrack, ok := s.trackChecked(&live{entry: e, kill: kill, recheck: rq.recheck}, g0)
 	defer untrack()
 	if !ok {
 		e.Action, e.Reason = audit.ActionDeny, "the policy or approvals changed before the request was forwarded"
@@ -469,6 +465,26 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		ri.charge = charge
 	}
 	h.rp.ServeHTTP(rw, r.WithContext(context.WithValue(ctx, reqInfoKey{}, ri)))
+}
+
+// requestRecheck re-decides a forwarded request as it was decided (its
+// live.recheck): the facts it was decided on, with no rate limit charged
+// again, kept while it streams. One allocation per request, instead of a
+// closure and the copies it would capture.
+type requestRecheck struct {
+	s   *Server
+	f   reqFacts
+	was policy.Decision
+	out approval.Outcome // of the hold, when was is Approve
+	dst netip.AddrPort
+}
+
+func (q *requestRecheck) recheck() (policy.Decision, bool) {
+	nd := q.s.gateRequest(q.f, q.dst)
+	if nd.Action == policy.Deny || !q.s.stillAllowed(q.was, q.out, nd) {
+		return nd, false
+	}
+	return routeKept(q.was, nd)
 }
 
 // budgetPeek is how much of a request body the estimate of a budgeted

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/net/http/httpguts"
 	"golang.org/x/sys/unix"
@@ -76,6 +77,10 @@ type upConn struct {
 	bw     *bufio.Writer
 	reused bool
 	idleAt time.Time
+	// quiet's peek: its buffer and result (errno 0: a byte or EOF).
+	peekBuf [1]byte
+	peekErr unix.Errno
+	peekFn  func(fd uintptr) // uc.peek
 }
 
 // limitedConn reads from c with a byte budget while a response header is
@@ -353,6 +358,7 @@ func (t *upstreamTransport) get(ctx context.Context) (*upConn, error) {
 	uc := &upConn{c: c}
 	if sc, ok := c.(syscall.Conn); ok {
 		uc.rc, _ = sc.SyscallConn()
+		uc.peekFn = uc.peek
 	}
 	uc.r = limitedConn{c: c, limit: -1}
 	uc.w = countingConn{c: c}
@@ -374,14 +380,19 @@ func (uc *upConn) quiet() bool {
 		// sent unasked could be read as the next answer. Not reused.
 		return false
 	}
-	var b [1]byte
-	var err error
-	if cerr := uc.rc.Control(func(fd uintptr) {
-		_, _, err = unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-	}); cerr != nil {
+	if cerr := uc.rc.Control(uc.peekFn); cerr != nil {
 		return false
 	}
-	return errors.Is(err, unix.EAGAIN) // not EOF, data or an error
+	return uc.peekErr == unix.EAGAIN // not EOF, data or an error
+}
+
+// peek is quiet's non-blocking one-byte MSG_PEEK on the socket, a method
+// value made once per connection (a closure per request allocates), with
+// recvfrom(2) called directly (unix.Recvfrom allocates the peer address).
+func (uc *upConn) peek(fd uintptr) {
+	_, _, e := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&uc.peekBuf[0])), 1,
+		unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
+	uc.peekErr = e
 }
 
 // release returns uc to the idle list, or closes it.
