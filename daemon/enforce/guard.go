@@ -20,6 +20,14 @@ import (
 // A restarted daemon attaches fresh programs, then swaps each pin to the
 // new link and releases the old one; between the two both run, which is
 // harmless (a mark is idempotent).
+//
+// Why the prctl hook is the raw sys_enter tracepoint and not the
+// per-syscall syscalls/sys_enter_prctl (which this kernel has): the
+// per-syscall tracepoints are themselves a probe on sys_enter (enabling
+// any of them puts every syscall of every task on the traced entry path,
+// the cost the raw hook has too), and on x86 they skip 32-bit (ia32 and
+// x32) syscalls, so a 32-bit prctl(PR_SET_MM) would forge an executable
+// unmarked. The raw hook's own work per syscall is two comparisons.
 
 // guardHooks in attach order, each with why it is there (guard.c says more).
 // fork and exec come first: a mark set by the prctl hook before fork
