@@ -354,11 +354,12 @@ func (cc *conn) serveIntercept(res sniffed, e *audit.Entry) {
 		return
 	}
 	cc.c.SetDeadline(time.Time{})
-	h := newHandler(cc, "https", sni)
 	if tc.ConnectionState().NegotiatedProtocol == "h2" {
-		cc.serveH2(tc, h)
+		cc.serveH2(tc, newHandler(cc, "https", sni))
 		return
 	}
+	h := newHandler(cc, "https", sni)
+	h.tr.directTLS(h.upstreamTLS(), sni) // one request at a time: HTTP/1.1 upstream too
 	cc.serveHTTP(tc, h)
 }
 

@@ -124,24 +124,30 @@ func (h *handler) newTransport(route policy.UpstreamProxy) *upstreamTransport {
 	orig := h.cc.meta.OrigDst
 	dial := func(ctx context.Context) (net.Conn, error) { return s.dialRoute(ctx, route, orig) }
 	fallback := &http.Transport{
-		Proxy:       nil, // never an environment proxy: the route says
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) { return dial(ctx) },
-		TLSClientConfig: &tls.Config{
-			ServerName: h.sni,
-			RootCAs:    s.cfg.UpstreamRoots,
-			MinVersion: tls.VersionTLS12,
-		},
+		Proxy:               nil, // never an environment proxy: the route says
+		DialContext:         func(ctx context.Context, _, _ string) (net.Conn, error) { return dial(ctx) },
+		TLSClientConfig:     h.upstreamTLS(),
 		ForceAttemptHTTP2:   h.scheme == "https",
 		DisableCompression:  true, // pass bodies as they are
 		MaxIdleConnsPerHost: 4,
 		IdleConnTimeout:     90 * time.Second,
-		TLSHandshakeTimeout: 15 * time.Second,
+		TLSHandshakeTimeout: tlsHandshakeTimeout,
 	}
 	// The direct path checks idle connections on their socket; a tunnel
 	// inside TLS to an https proxy has none it could peek at, so such
 	// routes keep http.Transport's pooling.
 	direct := h.scheme == "http" && directUpstream && route.Scheme != "https"
 	return newUpstreamTransport(fallback, direct, dial)
+}
+
+// upstreamTLS is how an intercepted connection's upstream is verified:
+// the agent's server name against UpstreamRoots (the system's when nil).
+func (h *handler) upstreamTLS() *tls.Config {
+	return &tls.Config{
+		ServerName: h.sni,
+		RootCAs:    h.cc.s.cfg.UpstreamRoots,
+		MinVersion: tls.VersionTLS12,
+	}
 }
 
 // transport returns the route's transport.

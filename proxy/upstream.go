@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"net/textproto"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -21,9 +23,11 @@ import (
 )
 
 // upstreamTransport is the handler's RoundTripper. The common request of a
-// plain HTTP agent connection (HTTP/1.1, no body, no upgrade) is sent and
-// its response read in the calling goroutine, on connections it keeps
-// itself; everything else goes to the http.Transport (fallback).
+// plain HTTP or an intercepted HTTP/1.1 agent connection (HTTP/1.1, no
+// body, no upgrade) is sent and its response read in the calling
+// goroutine, on connections it keeps itself (TLS for the intercepted
+// ones, see directTLS); everything else goes to the http.Transport
+// (fallback).
 //
 // http.Transport runs two goroutines per upstream connection (writeLoop,
 // readLoop) and hands every request and response between them and the
@@ -45,8 +49,16 @@ import (
 // Transport would retry it (replayable requests; nothing written).
 type upstreamTransport struct {
 	fallback *http.Transport
-	direct   bool // plain HTTP: the direct path may be used
+	direct   bool // the direct path may be used
 	dial     func(context.Context) (net.Conn, error)
+	// tlsCfg, for an intercepted HTTP/1.1 agent connection (directTLS),
+	// makes the direct path speak HTTPS: TLS verified as the fallback
+	// verifies it, offering only HTTP/1.1. An upstream that refuses that
+	// handshake (an HTTP/2-only server, a bad certificate) sets noTLS and
+	// the fallback serves this and every later request, with its own
+	// handshake and its own errors.
+	tlsCfg *tls.Config
+	noTLS  atomic.Bool
 
 	mu     sync.Mutex
 	idle   []*upConn // most recently used last
@@ -61,11 +73,35 @@ const (
 	upMaxIdle   = 4 // as MaxIdleConnsPerHost of the fallback
 	upIdleTime  = 90 * time.Second
 	upMaxHeader = 10 << 20 // http.Transport's default MaxResponseHeaderBytes
+	// tlsHandshakeTimeout is the fallback's TLSHandshakeTimeout.
+	tlsHandshakeTimeout = 15 * time.Second
 )
 
 func newUpstreamTransport(fallback *http.Transport, direct bool, dial func(context.Context) (net.Conn, error)) *upstreamTransport {
 	return &upstreamTransport{fallback: fallback, direct: direct, dial: dial}
 }
+
+// directTLS lets the direct path carry the HTTPS requests of an
+// intercepted HTTP/1.1 agent connection: one request at a time, as the
+// agent sends them, on an HTTP/1.1 connection of its own (as haproxy or any
+// HTTP/1.1 client would), instead of the fallback's HTTP/2 connection with
+// its reader and writer goroutines. Without a server name the fallback
+// keeps them (it verifies the Host header's name).
+func (t *upstreamTransport) directTLS(cfg *tls.Config, sni string) {
+	if !directUpstream || sni == "" {
+		return
+	}
+	cfg = cfg.Clone()
+	cfg.NextProtos = []string{"http/1.1"}
+	t.tlsCfg, t.direct = cfg, true
+}
+
+// tlsRefused is a failed TLS handshake of the direct path: the fallback
+// tries the request instead.
+type tlsRefused struct{ err error }
+
+func (e tlsRefused) Error() string { return e.err.Error() }
+func (e tlsRefused) Unwrap() error { return e.err }
 
 // upConn is one upstream connection of the direct path.
 type upConn struct {
@@ -120,7 +156,14 @@ func (w *countingConn) Write(p []byte) (int, error) {
 
 // usable reports whether req can take the direct path.
 func (t *upstreamTransport) usable(req *http.Request) bool {
-	return t.direct && req.URL != nil && req.URL.Scheme == "http" &&
+	scheme := "http"
+	if t.tlsCfg != nil {
+		if t.noTLS.Load() {
+			return false
+		}
+		scheme = "https"
+	}
+	return t.direct && req.URL != nil && req.URL.Scheme == scheme &&
 		(req.Body == nil || req.Body == http.NoBody) && len(req.Trailer) == 0 &&
 		req.Cancel == nil && req.Header != nil &&
 		// ReverseProxy leaves Connection and Upgrade only on upgrades.
@@ -149,6 +192,14 @@ func (t *upstreamTransport) RoundTrip(req *http.Request) (*http.Response, error)
 		}
 		uc, err := t.get(ctx)
 		if err != nil {
+			var tr tlsRefused
+			var ne net.Error
+			if errors.As(err, &tr) && ctx.Err() == nil && !(errors.As(err, &ne) && ne.Timeout()) {
+				// Not a timeout (the fallback would wait as long again):
+				// its handshake decides, and its error is the agent's.
+				t.noTLS.Store(true)
+				return t.fallback.RoundTrip(req)
+			}
 			return nil, err
 		}
 		resp, err := t.exchange(ctx, uc, req)
@@ -351,12 +402,26 @@ func (t *upstreamTransport) get(ctx context.Context) (*upConn, error) {
 		t.mu.Lock()
 	}
 	t.mu.Unlock()
-	c, err := t.dial(ctx)
+	raw, err := t.dial(ctx)
 	if err != nil {
 		return nil, err
 	}
+	c := raw
+	if t.tlsCfg != nil {
+		tc := tls.Client(raw, t.tlsCfg)
+		hctx, cancel := context.WithTimeout(ctx, tlsHandshakeTimeout)
+		err := tc.HandshakeContext(hctx)
+		cancel()
+		if err != nil {
+			raw.Close()
+			return nil, tlsRefused{err}
+		}
+		c = tc
+	}
 	uc := &upConn{c: c}
-	if sc, ok := c.(syscall.Conn); ok {
+	// The liveness peek looks at the socket under TLS: an idle TLS
+	// connection is as silent as a plain one.
+	if sc, ok := raw.(syscall.Conn); ok {
 		uc.rc, _ = sc.SyscallConn()
 		uc.peekFn = uc.peek
 	}
