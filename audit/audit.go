@@ -23,6 +23,7 @@ type Entry struct {
 	Runtime     string            `json:"runtime,omitempty"`
 	Labels      map[string]string `json:"labels,omitempty"`
 	Dst         string            `json:"dst,omitempty"` // original destination ip:port
+	Src         string            `json:"src,omitempty"` // kernel fast path: the connection's source ip:port in the container
 	SNI         string            `json:"sni,omitempty"`
 	Host        string            `json:"host,omitempty"`
 	Proto       string            `json:"proto,omitempty"` // "http", "https", "tls", "tcp", "dns"
