@@ -316,6 +316,7 @@ struct fp_event {
 	struct flow f;
 	__u32 kind; // FP_EV_OPEN or FP_EV_CLOSE
 	__u32 pad;
+	__u64 ns; // bpf_ktime_get_ns() (CLOCK_MONOTONIC) when it happened
 };
 
 // Keeps struct fp_event in the BTF for the Go bindings.
@@ -889,6 +890,7 @@ static __always_inline int fast_sockops(struct bpf_sock_ops *skops) {
 		e->cookie = cookie;
 		e->kind = kind;
 		e->pad = 0;
+		e->ns = bpf_ktime_get_ns();
 		e->f = *f;
 		// The kernel's counters include the SYN and FIN sequence
 		// numbers: payload bytes are what the audit line reports.

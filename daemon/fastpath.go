@@ -59,7 +59,8 @@ type fastState struct {
 // read: its "decision" line, which its "closed" line repeats with the
 // bytes and duration.
 type fastOpen struct {
-	start time.Time   // when its open was read; zero: before this daemon started
+	start time.Time   // when it was established; zero: before this daemon started
+	mono  uint64      // the same, CLOCK_MONOTONIC ns from the kernel (0: unknown)
 	ent   audit.Entry // its decision line
 	// gone: checks (checkFastOpen, reader goroutine only) that found the
 	// kernel no longer following it, no close read since.
@@ -476,14 +477,39 @@ func (d *Daemon) adoptFastFlows() {
 	fs.openMu.Unlock()
 }
 
+// fastClock turns the kernel's event times (CLOCK_MONOTONIC) into wall
+// time: the reader batches events, so the time one is read says little.
+type fastClock struct {
+	now  time.Time
+	mono int64 // CLOCK_MONOTONIC at now, ns
+}
+
+func readClock() fastClock {
+	var ts unix.Timespec
+	c := fastClock{now: time.Now().UTC()}
+	if unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts) == nil {
+		c.mono = ts.Nano()
+	}
+	return c
+}
+
+// at is when an event stamped mono happened (now if unknown).
+func (c fastClock) at(mono uint64) time.Time {
+	if mono == 0 || c.mono == 0 || int64(mono) > c.mono {
+		return c.now
+	}
+	return c.now.Add(-time.Duration(c.mono - int64(mono)))
+}
+
 // fastLine appends the audit line of event e, if it has one, to ents.
-func (d *Daemon) fastLine(ents []audit.Entry, e enforce.FastEvent, rc *ruleCache, now time.Time) []audit.Entry {
+func (d *Daemon) fastLine(ents []audit.Entry, e enforce.FastEvent, rc *ruleCache, clk fastClock) []audit.Entry {
 	fs := &d.fast
+	now := clk.at(e.Mono)
 	if e.Open {
 		ent := d.fastEntry(e.Flow, rc)
 		ent.Time = now
 		fs.openMu.Lock()
-		fs.open[e.Flow.Cookie] = &fastOpen{start: now, ent: ent}
+		fs.open[e.Flow.Cookie] = &fastOpen{start: now, mono: e.Mono, ent: ent}
 		fs.openMu.Unlock()
 		return append(ents, ent)
 	}
@@ -505,7 +531,10 @@ func (d *Daemon) fastLine(ents []audit.Entry, e enforce.FastEvent, rc *ruleCache
 		return append(ents, ent)
 	}
 	ent.Event, ent.Reason = audit.EventClosed, reasonClosed
-	if o != nil && !o.start.IsZero() {
+	switch {
+	case o != nil && o.mono != 0 && e.Mono >= o.mono:
+		ent.DurationMS = float64((e.Mono-o.mono)/1000) / 1000
+	case o != nil && !o.start.IsZero():
 		ent.DurationMS = float64(now.Sub(o.start).Microseconds()) / 1000
 	}
 	return append(ents, ent)
@@ -525,10 +554,11 @@ func (d *Daemon) readFast(ev *enforce.FastEvents) {
 	for {
 		var err error
 		evs, err = ev.ReadBatch(evs[:0], fastBatch, next)
-		now := time.Now().UTC()
+		clk := readClock()
+		now := clk.now
 		ents = ents[:0]
 		for _, e := range evs {
-			ents = d.fastLine(ents, e, &rc, now)
+			ents = d.fastLine(ents, e, &rc, clk)
 		}
 		if len(evs) < fastBatch {
 			drained = true

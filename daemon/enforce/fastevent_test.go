@@ -33,12 +33,18 @@ func TestDecodeFastEventMatchesBinaryRead(t *testing.T) {
 		if !ok {
 			t.Fatal("decode refused a whole event")
 		}
-		exp := FastEvent{Open: want.Kind == 1, Flow: flowOf(want.Cookie, want.F), BytesSent: want.BytesSent, BytesReceived: want.BytesReceived}
+		exp := FastEvent{Open: want.Kind == 1, Flow: flowOf(want.Cookie, want.F), BytesSent: want.BytesSent, BytesReceived: want.BytesReceived, Mono: want.Ns}
 		if !reflect.DeepEqual(got, exp) {
 			t.Fatalf("event %d: decoded %+v, binary.Read %+v", i, got, exp)
 		}
 	}
-	if _, ok := decodeFastEvent(make([]byte, fastEventLen-1)); ok {
+	// An older program's event (no ns): decoded, time unknown.
+	old := make([]byte, fastEventLenV1)
+	old[60] = 4
+	if got, ok := decodeFastEvent(old); !ok || got.Mono != 0 {
+		t.Fatalf("an event without ns: %+v, %v", got, ok)
+	}
+	if _, ok := decodeFastEvent(make([]byte, fastEventLenV1-1)); ok {
 		t.Fatal("a short record was decoded")
 	}
 }

@@ -191,6 +191,9 @@ type FastEvent struct {
 	Flow          FastFlow
 	BytesSent     uint64 // acknowledged by the peer
 	BytesReceived uint64
+	// Mono is when it happened, CLOCK_MONOTONIC nanoseconds; 0 when the
+	// program that wrote it predates the field.
+	Mono uint64
 }
 
 // FastEvents reads the kernel's fast-path events until Close. Not safe for
@@ -247,14 +250,23 @@ func (fe *FastEvents) ReadBatch(dst []FastEvent, max int, deadline time.Time) ([
 	return dst, nil
 }
 
-// fastEventLen is sizeof(struct fp_event) (TestDecodeFastEventMatchesBinaryRead).
-const fastEventLen = 96
+// fastEventLen is sizeof(struct fp_event) (TestDecodeFastEventMatchesBinaryRead);
+// fastEventLenV1 its size before the field ns, which a ring buffer pinned
+// by an older clawd may still hold.
+const (
+	fastEventLen   = 104
+	fastEventLenV1 = 96
+)
 
 // decodeFastEvent decodes struct fp_event by hand: binary.Read would
 // reflect and allocate for every event.
 func decodeFastEvent(b []byte) (FastEvent, bool) {
-	if len(b) < fastEventLen {
+	if len(b) < fastEventLenV1 {
 		return FastEvent{}, false
+	}
+	var mono uint64
+	if len(b) >= fastEventLen {
+		mono = binary.NativeEndian.Uint64(b[96:])
 	}
 	ne := binary.NativeEndian
 	var f bpf.ClawdFlow
@@ -265,7 +277,7 @@ func decodeFastEvent(b []byte) (FastEvent, bool) {
 	f.Tgid = ne.Uint32(b[64:])
 	f.Cgroup, f.Netns = ne.Uint64(b[72:]), ne.Uint64(b[80:])
 	return FastEvent{Open: ne.Uint32(b[88:]) == 1, Flow: flowOf(ne.Uint64(b[0:]), f),
-		BytesSent: ne.Uint64(b[8:]), BytesReceived: ne.Uint64(b[16:])}, true
+		BytesSent: ne.Uint64(b[8:]), BytesReceived: ne.Uint64(b[16:]), Mono: mono}, true
 }
 
 // Close stops Read.
