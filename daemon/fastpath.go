@@ -560,8 +560,8 @@ func (d *Daemon) readFast(ev *enforce.FastEvents) {
 		for _, e := range evs {
 			ents = d.fastLine(ents, e, &rc, clk)
 		}
-		if len(evs) < fastBatch {
-			drained = true
+		if len(evs) < fastBatch && (err == nil || errors.Is(err, os.ErrDeadlineExceeded)) {
+			drained = true // ReadBatch stopped at an empty ring
 		}
 		if !now.Before(next) {
 			ents = d.checkFastOpen(ents, drained, now)
