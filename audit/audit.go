@@ -23,6 +23,7 @@ type Entry struct {
 	Runtime     string            `json:"runtime,omitempty"`
 	Labels      map[string]string `json:"labels,omitempty"`
 	Dst         string            `json:"dst,omitempty"` // original destination ip:port
+	Src         string            `json:"src,omitempty"` // kernel fast path: the connection's source ip:port in the container
 	SNI         string            `json:"sni,omitempty"`
 	Host        string            `json:"host,omitempty"`
 	Proto       string            `json:"proto,omitempty"` // "http", "https", "tls", "tcp", "dns"
@@ -256,6 +257,60 @@ func (l *Logger) Log(e Entry) {
 	l.pending = append(l.pending, b...)
 	l.pending = append(l.pending, '\n')
 	l.npend++
+	l.commit()
+}
+
+// LogBatch writes es as consecutive lines, in order, handed to the kernel
+// together (one write where Log would make one each): for a caller that
+// has many entries at once, such as the kernel fast path's event reader.
+// Like Log, it returns only after every line was written (or found
+// unwritable); a zero Time is set to now, and the chain's fields are the
+// Logger's.
+func (l *Logger) LogBatch(es []Entry) {
+	if len(es) == 0 {
+		return
+	}
+	now := time.Now().UTC()
+	bp := lineBufs.Get().(*[]byte)
+	lp := lineBufs.Get().(*[]byte)
+	defer func() {
+		for _, p := range []*[]byte{bp, lp} {
+			if cap(*p) <= maxPooledLine {
+				lineBufs.Put(p)
+			}
+		}
+	}()
+	all, n := (*bp)[:0], 0
+	for i := range es {
+		e := &es[i]
+		t := e.Time
+		if t.IsZero() {
+			t = now
+		}
+		// A copy, so the caller's entries stay as they were.
+		c := *e
+		c.Time = t
+		c.Seq, c.Prev, c.Sig, c.FileStart, c.Every, c.IntervalMS = 0, "", "", false, 0, 0
+		line, ok := encodeBody((*lp)[:0], &c)
+		*lp = line
+		if !ok {
+			continue
+		}
+		all = append(all, line...)
+		all = append(all, '\n')
+		n++
+	}
+	*bp = all
+	if n == 0 {
+		return
+	}
+	l.mu.Lock()
+	if l.f == nil {
+		l.mu.Unlock()
+		return
+	}
+	l.pending = append(l.pending, all...)
+	l.npend += n
 	l.commit()
 }
 

@@ -264,3 +264,68 @@ func TestRepeatedWriteFailuresCountLinesLost(t *testing.T) {
 		t.Fatalf("verify %+v", rep)
 	}
 }
+
+// TestLogBatchWritesEveryLineInOrderInOneChain: LogBatch's lines come out
+// in the caller's order, among other callers' lines, each once, and the
+// chain over them verifies.
+func TestLogBatchWritesEveryLineInOrderInOneChain(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.log")
+	l, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for i := range 40 {
+			l.Log(Entry{Event: "decision", Path: fmt.Sprintf("/single/%d", i)})
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for b := range 10 {
+			var es []Entry
+			for i := range 7 {
+				es = append(es, Entry{Event: "decision", Path: fmt.Sprintf("/batch/%d", b*7+i)})
+			}
+			l.LogBatch(es)
+			if !es[0].Time.IsZero() || es[0].Seq != 0 {
+				t.Errorf("LogBatch changed the caller's entries: %+v", es[0])
+			}
+		}
+	}()
+	wg.Wait()
+	l.LogBatch(nil)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got := readLines(t, path)
+	if len(got) != 40+70 {
+		t.Fatalf("got %d lines, want %d", len(got), 40+70)
+	}
+	next := 0
+	for _, e := range got {
+		if e.Time.IsZero() {
+			t.Fatalf("line without a time: %+v", e)
+		}
+		if p, ok := strings.CutPrefix(e.Path, "/batch/"); ok {
+			if p != fmt.Sprint(next) {
+				t.Fatalf("batch line %s where %d was next", p, next)
+			}
+			next++
+		}
+	}
+	if next != 70 {
+		t.Fatalf("%d batch lines, want 70", next)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	rep, err := Verify(f, nil)
+	if err != nil || !rep.OK() {
+		t.Fatalf("verify: %+v, %v", rep, err)
+	}
+}

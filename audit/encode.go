@@ -33,6 +33,7 @@ func appendEntry(b []byte, e *Entry) (_ []byte, ok bool) {
 		b = append(b, '}')
 	}
 	b = appendField(b, `,"dst":`, e.Dst)
+	b = appendField(b, `,"src":`, e.Src)
 	b = appendField(b, `,"sni":`, e.SNI)
 	b = appendField(b, `,"host":`, e.Host)
 	b = appendField(b, `,"proto":`, e.Proto)

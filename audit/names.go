@@ -7,6 +7,14 @@ const (
 	EventDecision     = "decision"     // a connection or request was decided
 	EventExfiltration = "exfiltration" // a placeholder was sent to a host it is not bound to
 	EventRevoked      = "revoked"      // an open connection was closed: its verdict no longer holds
+	// The kernel fast path (path "kernel") writes a "decision" line when a
+	// connection it let through is established and a "closed" line, with
+	// its bytes and duration, when it ends; "close_lost" when the kernel
+	// stopped following a connection before its end was reported (its
+	// record was evicted from the flow map, or the event dropped), so
+	// its bytes are unknown.
+	EventClosed       = "closed"
+	EventCloseLost    = "close_lost"
 	EventApproval     = "approval"
 	EventGrant        = "grant"
 	EventAttach       = "attach"

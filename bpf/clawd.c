@@ -316,6 +316,7 @@ struct fp_event {
 	struct flow f;
 	__u32 kind; // FP_EV_OPEN or FP_EV_CLOSE
 	__u32 pad;
+	__u64 ns; // bpf_ktime_get_ns() (CLOCK_MONOTONIC) when it happened
 };
 
 // Keeps struct fp_event in the BTF for the Go bindings.
@@ -323,7 +324,9 @@ const struct fp_event *unused_fp_event __attribute__((unused));
 const struct fp_key *unused_fp_key __attribute__((unused));
 const struct fp_ports *unused_fp_ports __attribute__((unused));
 
-// Fast-path events for the daemon's audit log.
+// Fast-path events for the daemon's audit log. Past FP_EV_ROOM bytes
+// unread, connects no longer take the fast path (fast_connect).
+#define FP_EV_ROOM (1 << 19)
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 20);
@@ -428,6 +431,11 @@ static __always_inline int fast_connect(struct bpf_sock_addr *ctx, __u32 family,
 		ok = family == 4 ? v4_ordinary(a0) : v6_ordinary(a0);
 	if (ok)
 		ok = fast_lookup(family, a0, a1, a2, a3, p);
+	// Every fast connection must reach the audit log (its open and close
+	// events): with the event ring buffer half full (the daemon behind or
+	// gone) new connects take the proxy path, which audits them itself.
+	if (ok && bpf_ringbuf_query(&clawd_ev_v1, BPF_RB_AVAIL_DATA) > FP_EV_ROOM)
+		ok = 0;
 	if (!ok) {
 		if (fast_path)
 			bpf_map_delete_elem(&clawd_fl_v1, &cookie);
@@ -889,6 +897,7 @@ static __always_inline int fast_sockops(struct bpf_sock_ops *skops) {
 		e->cookie = cookie;
 		e->kind = kind;
 		e->pad = 0;
+		e->ns = bpf_ktime_get_ns();
 		e->f = *f;
 		// The kernel's counters include the SYN and FIN sequence
 		// numbers: payload bytes are what the audit line reports.
@@ -907,6 +916,14 @@ static __always_inline int fast_sockops(struct bpf_sock_ops *skops) {
 		bpf_ringbuf_submit(e, 0);
 	} else {
 		FCOUNT(ev_lost);
+		// An open nobody will hear of: the flow's record goes, so its
+		// packets stop at the egress filters and it carries nothing
+		// unaudited (a lost close is found by the daemon: the record
+		// stays, marked closed, with no close event).
+		if (kind == FP_EV_OPEN) {
+			bpf_map_delete_elem(&clawd_fl_v1, &cookie);
+			return 1;
+		}
 	}
 	// A closed flow's record stays (the LRU reclaims it): its last ACK
 	// or reset, still queued on a veth or sent by its TIME_WAIT socket,

@@ -60,6 +60,7 @@ type ClawdFpEvent struct {
 	F             ClawdFlow
 	Kind          uint32
 	Pad           uint32
+	Ns            uint64
 }
 
 type ClawdFpKey struct {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"reflect"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -43,12 +44,27 @@ type fastState struct {
 	mu      sync.Mutex                  // serialises refreshes
 	stopped bool                        // the daemon is shutting down: no table
 	tables  map[uint64]policy.FastTable // by container cgroup, as installed
-	open    map[uint64]time.Time        // flow cookie -> when it opened
+	open    map[uint64]*fastOpen        // flow cookie -> established, its close not yet read
 	openMu  sync.Mutex                  // guards open
 	events  *enforce.FastEvents         // nil until started
 	byCg    map[uint64]policy.Container // containers of the installed table
 	// installed: tables is what the kernel has (not after an error).
 	installed bool
+	// gen counts refreshes (attach, detach, reload, sweep): the reader's
+	// cache of rule names is dropped when it moves.
+	gen atomic.Uint64
+}
+
+// fastOpen is an established fast-path connection whose close has not been
+// read: its "decision" line, which its "closed" line repeats with the
+// bytes and duration.
+type fastOpen struct {
+	start time.Time   // when it was established; zero: before this daemon started
+	mono  uint64      // the same, CLOCK_MONOTONIC ns from the kernel (0: unknown)
+	ent   audit.Entry // its decision line
+	// gone: checks (checkFastOpen, reader goroutine only) that found the
+	// kernel no longer following it, no close read since.
+	gone int
 }
 
 // fastOn reports whether the fast path is configured.
@@ -94,6 +110,7 @@ func (d *Daemon) refreshFast(why string) {
 	if err == nil && fs.installed && reflect.DeepEqual(tables, fs.tables) {
 		// Unchanged: no new map, but still re-decide the open flows
 		// (a flow may have opened on a table since replaced).
+		fs.gen.Add(1)
 		d.cutFast(why, tables)
 		return
 	}
@@ -112,6 +129,7 @@ func (d *Daemon) refreshFast(why string) {
 		}
 	}
 	fs.tables, fs.byCg, fs.installed = tables, byCg, err == nil
+	fs.gen.Add(1)
 	n := 0
 	for _, t := range tables {
 		n += len(t)
@@ -216,9 +234,14 @@ func (d *Daemon) cutFast(why string, tables map[uint64]policy.FastTable) (cut in
 			if err := d.enf.ForgetFastFlow(f.Cookie); err != nil {
 				d.log.Error("fast path: forget flow", zap.Error(err))
 			}
+			// Without its record no close will be reported: the
+			// revoked line below is the connection's last.
+			d.fast.openMu.Lock()
+			delete(d.fast.open, f.Cookie)
+			d.fast.openMu.Unlock()
 		}
 		d.audit.Log(audit.Entry{Event: audit.EventRevoked, Container: c.Name, ContainerID: c.ID, Runtime: c.Runtime, Labels: c.Labels,
-			Dst: f.Dst.String(), Proto: "tcp", Path: PathKernel, Action: audit.ActionRevoked, PID: f.TGID,
+			Dst: f.Dst.String(), Src: srcOf(f), Proto: "tcp", Path: PathKernel, Action: audit.ActionRevoked, PID: f.TGID,
 			Reason: fmt.Sprintf("%s: the rule set no longer allows %s by address and port", why, f.Dst)})
 	}
 	return cut
@@ -282,13 +305,14 @@ func (d *Daemon) startFast() {
 		}
 		return
 	}
-	d.fast.open = map[uint64]time.Time{}
+	d.fast.open = map[uint64]*fastOpen{}
 	d.refreshFast("daemon started")
 	ev, err := d.enf.OpenFastEvents()
 	if err != nil {
 		d.log.Error("fast path: no kernel audit events", zap.Error(err))
 	} else {
 		d.fast.events = ev
+		d.adoptFastFlows()
 		go d.readFast(ev)
 		go func() {
 			<-d.ctx.Done()
@@ -331,48 +355,290 @@ func (d *Daemon) watchHostAddrs() {
 	}
 }
 
-// readFast turns kernel flow events into audit lines: one decision line
-// per connection when it closes, with its bytes, like the proxy's.
-func (d *Daemon) readFast(ev *enforce.FastEvents) {
-	for {
-		e, err := ev.Read()
-		if err != nil {
-			if errors.Is(err, os.ErrClosed) {
-				return
-			}
-			d.log.Warn("fast path: event", zap.Error(err))
-			continue
-		}
-		fs := &d.fast
-		fs.openMu.Lock()
-		if e.Open {
-			fs.open[e.Flow.Cookie] = time.Now()
-			fs.openMu.Unlock()
-			continue
-		}
-		start, known := fs.open[e.Flow.Cookie]
-		delete(fs.open, e.Flow.Cookie)
-		fs.openMu.Unlock()
-		d.mu.Lock()
-		var c policy.Container
-		if a := d.byCgroup[e.Flow.Cgroup]; a != nil {
-			c = a.Container
-		}
-		d.mu.Unlock()
-		rule := ""
-		if p := d.policy.Current(); p != nil && c.ID != "" {
-			rule = p.Decide(policy.Input{Container: c, DstIP: e.Flow.Dst.Addr(), DstPort: e.Flow.Dst.Port(), Recheck: true}).Rule
-		}
-		ent := audit.Entry{Event: audit.EventDecision, Container: c.Name, ContainerID: c.ID, Runtime: c.Runtime, Labels: c.Labels,
-			Dst: e.Flow.Dst.String(), Proto: "tcp", Path: PathKernel, Rule: rule, Action: audit.ActionAllow, PID: e.Flow.TGID,
-			Reason:  "allowed by address and port; passed in the kernel (fast path)",
-			BytesIn: int64(e.BytesReceived), BytesOut: int64(e.BytesSent)}
-		if !e.Flow.Established {
-			ent.Reason = "allowed by address and port; passed in the kernel (fast path); the connection was never established"
-		}
-		if known {
-			ent.DurationMS = float64(time.Since(start).Microseconds()) / 1000
-		}
-		d.audit.Log(ent)
+// Per-connection audit (issue 18): a fast-path connection gets a
+// "decision" line when the kernel reports it established (so it is in the
+// log even if its end never is) and a "closed" line with its bytes and
+// duration when it ends; a connect that never got established gets one
+// "decision" line when it fails. Both come from sockops events in the ring
+// buffer, which readFast drains in batches: a batch's lines go to the
+// audit log with one write, and the rule name is decided once per
+// destination and refresh (ruleCache), not per event.
+//
+// The kernel can stop following an established connection before its end
+// is reported: its record in the shared LRU flow map evicted by other
+// connects, or its close event dropped (ring buffer full, counted in
+// ev_lost). readFast looks up the records of the connections it holds open
+// every fastCheckEvery; one found gone (or closed) at two checks with the
+// ring buffer drained in between, and no close read, gets a "close_lost"
+// line (its packets are dropped from then on: the egress filters pass
+// recorded flows only).
+
+const (
+	fastBatch = 256 // events per read of the ring buffer at most
+	// fastCoalesce: after a batch the reader waits this long before the
+	// next read, so that events arriving meanwhile make one batch (one
+	// write) instead of a wake-up and a write each. The ring buffer holds
+	// about 10,000 events: it cannot fill in this time.
+	fastCoalesce = 2 * time.Millisecond
+)
+
+// fastCheckEvery is how often readFast checks the open connections'
+// records: the sweep interval, at most a minute.
+func (d *Daemon) fastCheckEvery() time.Duration {
+	t := d.cfg.SweepInterval
+	if t <= 0 || t > time.Minute {
+		t = time.Minute
 	}
+	return t
+}
+
+// ruleCache remembers the rule that allows a (container, destination) for
+// one policy and one refresh generation: the table the kernel has is
+// rebuilt at every refresh, and the policy decides the rule.
+type ruleCache struct {
+	p   *policy.Policy
+	gen uint64
+	m   map[ruleKey]string
+}
+
+type ruleKey struct {
+	cg  uint64
+	dst netip.AddrPort
+}
+
+const maxRuleCache = 4096
+
+func (rc *ruleCache) rule(d *Daemon, cg uint64, c policy.Container, dst netip.AddrPort) string {
+	p := d.policy.Current()
+	if p == nil || c.ID == "" {
+		return ""
+	}
+	if g := d.fast.gen.Load(); rc.p != p || rc.gen != g || len(rc.m) >= maxRuleCache {
+		rc.p, rc.gen, rc.m = p, g, make(map[ruleKey]string)
+	}
+	k := ruleKey{cg, dst}
+	r, ok := rc.m[k]
+	if !ok {
+		r = p.Decide(policy.Input{Container: c, DstIP: dst.Addr(), DstPort: dst.Port(), Recheck: true}).Rule
+		rc.m[k] = r
+	}
+	return r
+}
+
+func srcOf(f enforce.FastFlow) string {
+	if !f.Established || !f.Src.Addr().IsValid() {
+		return ""
+	}
+	return f.Src.String()
+}
+
+const (
+	reasonFast      = "allowed by address and port; passed in the kernel (fast path)"
+	reasonNeverEst  = reasonFast + "; the connection was never established"
+	reasonClosed    = "the connection passed in the kernel (fast path) ended"
+	reasonEvicted   = "the kernel no longer follows this connection (its flow record was evicted from the flow map or removed): its packets are dropped from here on, and its bytes and end are not known"
+	reasonEventLost = "the kernel reported this connection closed but its close event was lost (ring buffer full): its bytes are not known"
+)
+
+// fastEntry is the decision line of flow f.
+func (d *Daemon) fastEntry(f enforce.FastFlow, rc *ruleCache) audit.Entry {
+	d.mu.Lock()
+	var c policy.Container
+	if a := d.byCgroup[f.Cgroup]; a != nil {
+		c = a.Container
+	}
+	d.mu.Unlock()
+	return audit.Entry{Event: audit.EventDecision, Container: c.Name, ContainerID: c.ID, Runtime: c.Runtime, Labels: c.Labels,
+		Dst: f.Dst.String(), Src: srcOf(f), Proto: "tcp", Path: PathKernel, Rule: rc.rule(d, f.Cgroup, c, f.Dst),
+		Action: audit.ActionAllow, PID: f.TGID, Reason: reasonFast}
+}
+
+// adoptFastFlows, at start, takes the established connections the kernel
+// follows as open (a previous daemon wrote their decision lines, or their
+// open events wait in the ring buffer): their close, or its loss, is
+// audited too.
+func (d *Daemon) adoptFastFlows() {
+	flows, err := d.enf.FastFlows()
+	if err != nil {
+		d.log.Warn("fast path: list flows at start", zap.Error(err))
+	}
+	var rc ruleCache
+	adopted := map[uint64]*fastOpen{}
+	for _, f := range flows {
+		if f.Established && !f.Closed {
+			adopted[f.Cookie] = &fastOpen{ent: d.fastEntry(f, &rc)}
+		}
+	}
+	fs := &d.fast
+	fs.openMu.Lock()
+	for k, o := range adopted {
+		fs.open[k] = o
+	}
+	fs.openMu.Unlock()
+}
+
+// fastClock turns the kernel's event times (CLOCK_MONOTONIC) into wall
+// time: the reader batches events, so the time one is read says little.
+type fastClock struct {
+	now  time.Time
+	mono int64 // CLOCK_MONOTONIC at now, ns
+}
+
+func readClock() fastClock {
+	var ts unix.Timespec
+	c := fastClock{now: time.Now().UTC()}
+	if unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts) == nil {
+		c.mono = ts.Nano()
+	}
+	return c
+}
+
+// at is when an event stamped mono happened (now if unknown).
+func (c fastClock) at(mono uint64) time.Time {
+	if mono == 0 || c.mono == 0 || int64(mono) > c.mono {
+		return c.now
+	}
+	return c.now.Add(-time.Duration(c.mono - int64(mono)))
+}
+
+// fastLine appends the audit line of event e, if it has one, to ents.
+func (d *Daemon) fastLine(ents []audit.Entry, e enforce.FastEvent, rc *ruleCache, clk fastClock) []audit.Entry {
+	fs := &d.fast
+	now := clk.at(e.Mono)
+	if e.Open {
+		ent := d.fastEntry(e.Flow, rc)
+		ent.Time = now
+		fs.openMu.Lock()
+		fs.open[e.Flow.Cookie] = &fastOpen{start: now, mono: e.Mono, ent: ent}
+		fs.openMu.Unlock()
+		return append(ents, ent)
+	}
+	fs.openMu.Lock()
+	o := fs.open[e.Flow.Cookie]
+	delete(fs.open, e.Flow.Cookie)
+	fs.openMu.Unlock()
+	var ent audit.Entry
+	if o != nil {
+		ent = o.ent
+	} else {
+		ent = d.fastEntry(e.Flow, rc)
+	}
+	ent.Time = now
+	ent.BytesIn, ent.BytesOut = int64(e.BytesReceived), int64(e.BytesSent)
+	if !e.Flow.Established {
+		// Never established: no decision line was written; this is it.
+		ent.Reason = reasonNeverEst
+		return append(ents, ent)
+	}
+	ent.Event, ent.Reason = audit.EventClosed, reasonClosed
+	switch {
+	case o != nil && o.mono != 0 && e.Mono >= o.mono:
+		ent.DurationMS = float64((e.Mono-o.mono)/1000) / 1000
+	case o != nil && !o.start.IsZero():
+		ent.DurationMS = float64(now.Sub(o.start).Microseconds()) / 1000
+	}
+	return append(ents, ent)
+}
+
+// readFast turns kernel flow events into audit lines (see above) until
+// the events are closed.
+func (d *Daemon) readFast(ev *enforce.FastEvents) {
+	var (
+		rc      ruleCache
+		evs     []enforce.FastEvent
+		ents    []audit.Entry
+		drained bool // the ring buffer was found empty since the last check
+	)
+	every := d.fastCheckEvery()
+	next := time.Now().Add(every)
+	for {
+		var err error
+		evs, err = ev.ReadBatch(evs[:0], fastBatch, next)
+		clk := readClock()
+		now := clk.now
+		ents = ents[:0]
+		for _, e := range evs {
+			ents = d.fastLine(ents, e, &rc, clk)
+		}
+		if len(evs) < fastBatch && (err == nil || errors.Is(err, os.ErrDeadlineExceeded)) {
+			drained = true // ReadBatch stopped at an empty ring
+		}
+		if !now.Before(next) {
+			ents = d.checkFastOpen(ents, drained, now)
+			drained, next = false, now.Add(every)
+		}
+		d.audit.LogBatch(ents)
+		clear(ents) // no labels kept alive by the buffer
+		switch {
+		case err == nil, errors.Is(err, os.ErrDeadlineExceeded):
+		case errors.Is(err, os.ErrClosed):
+			return
+		default:
+			d.log.Warn("fast path: event", zap.Error(err))
+		}
+		if len(evs) > 0 {
+			select {
+			case <-d.ctx.Done():
+			case <-time.After(fastCoalesce):
+			}
+		}
+	}
+}
+
+// checkFastOpen looks up the record of every connection held open and
+// appends a close_lost line for each that the kernel stopped following
+// (no record, or closed without a close event read) at this check and the
+// one before, with the ring buffer drained in between: a close event
+// still queued at the first look is read before the drain.
+func (d *Daemon) checkFastOpen(ents []audit.Entry, drained bool, now time.Time) []audit.Entry {
+	fs := &d.fast
+	type held struct {
+		cookie uint64
+		o      *fastOpen
+	}
+	fs.openMu.Lock()
+	all := make([]held, 0, len(fs.open))
+	for k, o := range fs.open {
+		all = append(all, held{k, o})
+	}
+	fs.openMu.Unlock()
+	lost := 0
+	for _, h := range all {
+		f, ok, err := d.enf.FastFlow(h.cookie)
+		if err != nil {
+			d.log.Warn("fast path: look up flow", zap.Error(err))
+			continue
+		}
+		if ok && !f.Closed {
+			h.o.gone = 0
+			continue
+		}
+		if h.o.gone == 0 || !drained {
+			h.o.gone = 1
+			continue
+		}
+		fs.openMu.Lock()
+		still := fs.open[h.cookie] == h.o
+		if still {
+			delete(fs.open, h.cookie)
+		}
+		fs.openMu.Unlock()
+		if !still {
+			continue // its close was read meanwhile
+		}
+		ent := h.o.ent
+		ent.Time, ent.Event, ent.Reason = now, audit.EventCloseLost, reasonEvicted
+		if ok {
+			ent.Reason = reasonEventLost
+		}
+		if !h.o.start.IsZero() {
+			ent.DurationMS = float64(now.Sub(h.o.start).Microseconds()) / 1000
+		}
+		ents = append(ents, ent)
+		lost++
+	}
+	if lost > 0 {
+		d.log.Warn("fast path: connections whose end the kernel did not report (close_lost audit lines)", zap.Int("connections", lost))
+	}
+	return ents
 }

@@ -85,8 +85,9 @@ func (s *fastServer) seen() ([]string, []error) {
 // TestFastPathBypassesProxyAuditsAndIsRevoked is the user's view of the
 // kernel fast path (issue 18): a connection allowed by cidr and port alone
 // reaches the server from the container's own address (clawd's proxy, which
-// dials from the host, never sees it), the audit log gets a line with path
-// "kernel" and the connection's bytes once it closes, and a reload that
+// dials from the host, never sees it), the audit log gets a "decision" line
+// with path "kernel" for its connect and a "closed" line with the
+// connection's bytes once it closes, and a reload that
 // revokes the rule cuts the open connection and sends new ones to the
 // proxy, which refuses them.
 func TestFastPathBypassesProxyAuditsAndIsRevoked(t *testing.T) {
@@ -120,18 +121,38 @@ func TestFastPathBypassesProxyAuditsAndIsRevoked(t *testing.T) {
 	if len(remote) == 0 || !strings.HasPrefix(remote[len(remote)-1], ct.IPv4.String()+":") {
 		t.Fatalf("the server saw %v; want the container's own address %s (no proxy)", remote, ct.IPv4)
 	}
-	var line audit.Entry
-	eventually(t, `an audit line with path "kernel" and the bytes`, func() bool {
+	// Its connect line (a decision) and its close line with the bytes,
+	// tied by the source address, which is the one the server saw.
+	var conn, closed audit.Entry
+	eventually(t, `a "closed" line with path "kernel" and the bytes`, func() bool {
 		for _, e := range cl.AuditEntries() {
-			if e.Path == "kernel" && e.Event == audit.EventDecision && e.Dst == fmt.Sprintf("%s:%d", up.IPv4, fastPort) {
-				line = e
+			if e.Path == "kernel" && e.Event == audit.EventClosed && e.Dst == fmt.Sprintf("%s:%d", up.IPv4, fastPort) {
+				closed = e
 				return true
 			}
 		}
 		return false
 	})
-	if line.Action != audit.ActionAllow || line.Rule != "direct" || line.Container != ct.Name || line.BytesOut != 6 || line.BytesIn != 5 {
-		t.Fatalf("kernel audit line = %+v; want allow by rule direct for %s, 6 bytes out, 5 in", line, ct.Name)
+	if closed.Action != audit.ActionAllow || closed.Rule != "direct" || closed.Container != ct.Name || closed.BytesOut != 6 || closed.BytesIn != 5 ||
+		closed.Src != remote[len(remote)-1] || closed.PID == 0 {
+		t.Fatalf("kernel close line = %+v; want allow by rule direct for %s from %s, with its pid, 6 bytes out, 5 in", closed, ct.Name, remote[len(remote)-1])
+	}
+	n := 0
+	for _, e := range cl.AuditEntries() {
+		if e.Path == "kernel" && e.Event == audit.EventDecision && e.Src == closed.Src {
+			conn = e
+			n++
+		}
+		if e.Path == "kernel" && e.Event == audit.EventClosed && e.Src == closed.Src && n == 0 {
+			t.Fatalf("the close line came before the connect line: %+v", e)
+		}
+	}
+	if n != 1 || conn.Action != audit.ActionAllow || conn.Rule != "direct" || conn.Container != ct.Name || conn.Dst != closed.Dst ||
+		conn.PID != closed.PID || conn.BytesOut != 0 || conn.DurationMS != 0 {
+		t.Fatalf("%d connect lines, the last %+v; want one decision line, allow by rule direct for %s to %s, before the close line", n, conn, ct.Name, closed.Dst)
+	}
+	if closed.DurationMS <= 0 {
+		t.Fatalf("close line without a duration: %+v", closed)
 	}
 	for _, e := range cl.AuditEntries() {
 		if e.Path != "kernel" && strings.HasSuffix(e.Dst, fmt.Sprintf(":%d", fastPort)) {
@@ -330,7 +351,7 @@ func TestFastPathAcrossDaemonRestart(t *testing.T) {
 	eventually(t, "the held connection's kernel audit line with its bytes", func() bool {
 		for _, e := range cl.AuditEntries() {
 			// "hello\nbye\n": 10 bytes out.
-			if e.Path == "kernel" && e.Event == audit.EventDecision && e.BytesOut == 10 && e.BytesIn == 5 {
+			if e.Path == "kernel" && e.Event == audit.EventClosed && e.BytesOut == 10 && e.BytesIn == 5 {
 				return true
 			}
 		}

@@ -27,6 +27,10 @@ func TestMain(m *testing.M) {
 		sender()
 		return
 	}
+	if a := os.Getenv("CLAWD_TEST_CHURN"); a != "" {
+		churn(a)
+		return
+	}
 	os.Exit(m.Run())
 }
 

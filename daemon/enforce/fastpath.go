@@ -1,12 +1,12 @@
 package enforce
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
 	"os"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/ringbuf"
@@ -123,8 +123,34 @@ func flowOf(cookie uint64, f bpf.ClawdFlow) FastFlow {
 }
 
 // FastFlows lists the fast-path flows the kernel records (connecting,
-// established, or closed and not yet reclaimed).
+// established, or closed and not yet reclaimed). The map holds up to
+// 262144 records, most of them closed ones waiting for the LRU: it is read
+// in batches (a few syscalls), not a lookup per key.
 func (e *Enforcer) FastFlows() ([]FastFlow, error) {
+	const chunk = 4096
+	keys := make([]uint64, chunk)
+	vals := make([]bpf.ClawdFlow, chunk)
+	var out []FastFlow
+	var cur ebpf.MapBatchCursor
+	for {
+		n, err := e.fl.BatchLookup(&cur, keys, vals, nil)
+		for i := range n {
+			out = append(out, flowOf(keys[i], vals[i]))
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return out, nil
+		}
+		if errors.Is(err, ebpf.ErrNotSupported) {
+			return e.fastFlowsOneByOne()
+		}
+		if err != nil {
+			return out, err
+		}
+	}
+}
+
+// fastFlowsOneByOne is FastFlows for kernels without batch lookups.
+func (e *Enforcer) fastFlowsOneByOne() ([]FastFlow, error) {
 	var out []FastFlow
 	var k uint64
 	var v bpf.ClawdFlow
@@ -133,6 +159,19 @@ func (e *Enforcer) FastFlows() ([]FastFlow, error) {
 		out = append(out, flowOf(k, v))
 	}
 	return out, it.Err()
+}
+
+// FastFlow looks up one flow's record; ok is false when the kernel has
+// none (never made, forgotten, or evicted by the LRU).
+func (e *Enforcer) FastFlow(cookie uint64) (f FastFlow, ok bool, err error) {
+	var v bpf.ClawdFlow
+	if err := e.fl.Lookup(cookie, &v); err != nil {
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return FastFlow{}, false, nil
+		}
+		return FastFlow{}, false, err
+	}
+	return flowOf(cookie, v), true, nil
 }
 
 // ForgetFastFlow drops a flow's record: its packets stop passing the
@@ -152,10 +191,17 @@ type FastEvent struct {
 	Flow          FastFlow
 	BytesSent     uint64 // acknowledged by the peer
 	BytesReceived uint64
+	// Mono is when it happened, CLOCK_MONOTONIC nanoseconds; 0 when the
+	// program that wrote it predates the field.
+	Mono uint64
 }
 
-// FastEvents reads the kernel's fast-path events until Close.
-type FastEvents struct{ r *ringbuf.Reader }
+// FastEvents reads the kernel's fast-path events until Close. Not safe for
+// concurrent use: one goroutine reads.
+type FastEvents struct {
+	r   *ringbuf.Reader
+	rec ringbuf.Record // reused: no allocation per event
+}
 
 // OpenFastEvents starts reading the event ring buffer. One reader at a
 // time: events go to whichever reads first.
@@ -169,18 +215,69 @@ func (e *Enforcer) OpenFastEvents() (*FastEvents, error) {
 
 // Read blocks for the next event; after Close it returns os.ErrClosed.
 func (fe *FastEvents) Read() (FastEvent, error) {
-	rec, err := fe.r.Read()
-	if err != nil {
-		if errors.Is(err, ringbuf.ErrClosed) {
-			return FastEvent{}, os.ErrClosed
+	evs, err := fe.ReadBatch(nil, 1, time.Time{})
+	if len(evs) == 1 {
+		return evs[0], err
+	}
+	return FastEvent{}, err
+}
+
+// ReadBatch appends to dst the events waiting in the ring buffer, at most
+// max of them, blocking until there is at least one or until deadline (a
+// zero deadline: no bound; past it, os.ErrDeadlineExceeded). After Close it
+// returns os.ErrClosed. A malformed record is skipped and reported as the
+// error along with the events read before it.
+func (fe *FastEvents) ReadBatch(dst []FastEvent, max int, deadline time.Time) ([]FastEvent, error) {
+	fe.r.SetDeadline(deadline)
+	for len(dst) < max {
+		if err := fe.r.ReadInto(&fe.rec); err != nil {
+			if errors.Is(err, ringbuf.ErrClosed) {
+				return dst, os.ErrClosed
+			}
+			return dst, err
 		}
-		return FastEvent{}, err
+		ev, ok := decodeFastEvent(fe.rec.RawSample)
+		if !ok {
+			return dst, fmt.Errorf("fast-path event: %d bytes, want %d", len(fe.rec.RawSample), fastEventLen)
+		}
+		dst = append(dst, ev)
+		// Only what is already in the ring: the first event may block,
+		// the rest never do.
+		if fe.r.AvailableBytes() == 0 {
+			break
+		}
 	}
-	var ev bpf.ClawdFpEvent
-	if err := binary.Read(bytes.NewReader(rec.RawSample), binary.NativeEndian, &ev); err != nil {
-		return FastEvent{}, fmt.Errorf("fast-path event: %w", err)
+	return dst, nil
+}
+
+// fastEventLen is sizeof(struct fp_event) (TestDecodeFastEventMatchesBinaryRead);
+// fastEventLenV1 its size before the field ns, which a ring buffer pinned
+// by an older clawd may still hold.
+const (
+	fastEventLen   = 104
+	fastEventLenV1 = 96
+)
+
+// decodeFastEvent decodes struct fp_event by hand: binary.Read would
+// reflect and allocate for every event.
+func decodeFastEvent(b []byte) (FastEvent, bool) {
+	if len(b) < fastEventLenV1 {
+		return FastEvent{}, false
 	}
-	return FastEvent{Open: ev.Kind == 1, Flow: flowOf(ev.Cookie, ev.F), BytesSent: ev.BytesSent, BytesReceived: ev.BytesReceived}, nil
+	var mono uint64
+	if len(b) >= fastEventLen {
+		mono = binary.NativeEndian.Uint64(b[96:])
+	}
+	ne := binary.NativeEndian
+	var f bpf.ClawdFlow
+	copy(f.Daddr[:], b[24:40])
+	copy(f.Saddr[:], b[40:56])
+	f.Dport, f.Sport = ne.Uint16(b[56:]), ne.Uint16(b[58:])
+	f.Family, f.Established, f.FinIn, f.Closed = b[60], b[61], b[62], b[63]
+	f.Tgid = ne.Uint32(b[64:])
+	f.Cgroup, f.Netns = ne.Uint64(b[72:]), ne.Uint64(b[80:])
+	return FastEvent{Open: ne.Uint32(b[88:]) == 1, Flow: flowOf(ne.Uint64(b[0:]), f),
+		BytesSent: ne.Uint64(b[8:]), BytesReceived: ne.Uint64(b[16:]), Mono: mono}, true
 }
 
 // Close stops Read.

@@ -1,6 +1,9 @@
 // fpattack tries to turn a fast-path TCP socket (allowed by address and
 // port, issue 18) towards a port the policy does not allow. Usage:
 // fpattack IP ALLOWED_PORT DENIED_PORT. Prints one line per vector.
+// fpattack IP PORT 0 churn N makes N whole connections one after another
+// (connect, "hello\n", read the answer, close) and prints how many were
+// answered.
 package main
 
 import (
@@ -54,6 +57,11 @@ func main() {
 	ip := net.ParseIP(os.Args[1])
 	ok, _ := strconv.Atoi(os.Args[2])
 	bad, _ := strconv.Atoi(os.Args[3])
+	if len(os.Args) > 5 && os.Args[4] == "churn" {
+		n, _ := strconv.Atoi(os.Args[5])
+		churn(ip, ok, n)
+		return
+	}
 	if len(os.Args) > 4 && os.Args[4] == "evict" {
 		evict(ip, ok)
 		return
@@ -136,4 +144,26 @@ func evict(ip net.IP, port int) {
 	_, werr := unix.Write(fd, []byte("more"))
 	fmt.Printf("held-after write=%v\n", werr)
 	unix.Close(fd)
+}
+
+// churn makes n whole fast connections, one at a time.
+func churn(ip net.IP, port, n int) {
+	answered := 0
+	start := time.Now()
+	for i := range n {
+		fd := sock()
+		err := unix.Connect(fd, sa(ip, port))
+		r := ""
+		if err == nil {
+			unix.Write(fd, []byte("hello\n"))
+			if r = readAns(fd); r == "world" {
+				answered++
+			}
+		}
+		if r != "world" && i-answered <= 5 {
+			fmt.Printf("connection %d: connect=%v read=%q\n", i, err, r)
+		}
+		unix.Close(fd)
+	}
+	fmt.Printf("churn n=%d answered=%d in %v\n", n, answered, time.Since(start))
 }
