@@ -179,9 +179,11 @@ gen() { # gen ARGS...: run benchtool in the container, print its JSON
 	"${CTR[@]}" task exec --exec-id "g$EXN" bench /bin/benchtool "$@" 2>&1 | tail -n 1 || true
 }
 prime_dns() { # the container asks clawd's resolver for bench.test (clawd lets
-	# a name through only to addresses it answered for; the tools read hosts)
+	# a name through only to addresses it answered for; the tools read hosts;
+	# by path: ctr exec gives no PATH. benchtool hello dials by address and
+	# relies on it)
 	EXN=$((EXN + 1))
-	"${CTR[@]}" task exec --exec-id "g$EXN" bench nslookup bench.test >/dev/null 2>&1 || true
+	"${CTR[@]}" task exec --exec-id "g$EXN" bench /bin/nslookup bench.test >/dev/null 2>&1 || true
 }
 wait_port() { # wait_port PORT: until something listens on the host
 	for _ in $(seq 50); do ss -Hltn "sport = :$1" | grep -q . && return 0; sleep 0.1; done
@@ -1368,7 +1370,7 @@ ${CONNS_PROFILE:-(no profile taken)}
   goroutines per connection, as any relay does.
 - **CPU per request against haproxy in HTTP mode.** haproxy with the same
   rules (one ACL over a 10,000-entry pattern file, which it indexes; written
-  as 10,000 `http-request` lines it spends milliseconds per request) spends
+  as 10,000 \`http-request\` lines it spends milliseconds per request) spends
   about a quarter of clawd's CPU per request. clawd's profile above is
   dominated by system calls and goroutine wake-ups, not by the decision
   (policy.BenchmarkDecide: under 1 µs at 10,000 rules): per keep-alive
@@ -1392,7 +1394,7 @@ ${CONNS_PROFILE:-(no profile taken)}
   within this VM's noise of direct), but the connection rate is below
   direct's: each connection still runs the connect hook's table lookup and
   two sockops callbacks into a ring buffer, and clawd turns every close
-  into a durable audit line (`path: kernel`, bytes) on the same two CPUs
+  into a durable audit line (\`path: kernel\`, bytes) on the same two CPUs
   the generator and the upstream use. The audit line is the issue's
   requirement; batching those writes harder is what is left.
 - **Added p50 on keep-alive HTTP.** On this VM a pure relay (the passthrough
