@@ -1366,8 +1366,8 @@ ${CONNS_PROFILE:-(no profile taken)}
   stays the way passthrough flows are carried. The passthrough profile above
   shows where clawd's own share goes: system calls (connect to the upstream,
   splice, shutdown, accept), with no user-space copying or parsing left to
-  remove; the new-connection rate pays one upstream connect and two splice
-  goroutines per connection, as any relay does.
+  remove in the bytes' path (the cost per new connection is another
+  matter: see "New connections on the passthrough row").
 - **CPU per request against haproxy in HTTP mode.** haproxy with the same
   rules (one ACL over a 10,000-entry pattern file, which it indexes; written
   as 10,000 \`http-request\` lines it spends milliseconds per request) spends
@@ -1381,14 +1381,28 @@ ${CONNS_PROFILE:-(no profile taken)}
   (group commit batches them under load; haproxy here logs nothing).
   Cutting this needs an HTTP/1.1 relay of clawd's own that parses and
   forwards on one goroutine with reused buffers, which is not built.
-- **New connections on the passthrough row.** The connection-rate
-  generator sends one byte ("x") and waits for its echo. One byte cannot
-  tell a late HTTP request or ClientHello from another protocol, and the
-  proxy holds the connection until it can (up to 10 s): that is what keeps
-  a slow first byte from turning an intercepted host into an uninspected
-  splice. So the row reads n/a. Flows that a rule allows by address and
-  port alone do not need the proxy at all: the kernel fast path (issue 18)
-  is what carries them.
+- **New connections on the passthrough row.** These are measured with
+  ClientHellos (\`benchtool hello\`, the same generator and settings for
+  haproxy's SNI row and clawd's; haproxy routes by req.ssl_sni, clawd by a
+  rule naming bench.test, so no kernel fast path). The 1-byte generator of
+  the TCP rows cannot measure them: one byte cannot tell a late HTTP
+  request or ClientHello from another protocol, and the proxy holds such a
+  connection until it can (up to 10 s), which is what keeps a slow first
+  byte from turning an intercepted host into an uninspected splice. With
+  ClientHellos clawd is far behind haproxy (2026-12-03: about 0.2× of its
+  connections per second, and several times its CPU per connection:
+  roughly 0.9 ms of clawd's against 0.15 ms of haproxy's). The
+  connection-rate profile above shows where clawd's goes: about a third
+  identifies the program behind the connection (daemon/procid: /proc reads
+  of its start time, cgroup, executable and command line, for the audit
+  line and the rules that name binaries), about a tenth lists the host's
+  addresses (net.InterfaceAddrs, a netlink dump, for the gate's address
+  class, once per connection), and the rest is the upstream connect, the
+  two splice directions, the decision and its audit line. haproxy does none
+  of the first two. Caching those per process and per address change (the
+  daemon already watches the host's addresses for the fast path) is what
+  is left; flows that a rule allows by address and port alone do not need
+  the proxy at all: the kernel fast path (issue 18) is what carries them.
 - **Kernel fast path, new connections.** Bulk transfers on the fast path
   run at direct's speed (the kernel carries the bytes; the row above is
   within this VM's noise of direct), but the connection rate is below
