@@ -1402,13 +1402,13 @@ ${CONNS_PROFILE:-(no profile taken)}
   request or ClientHello from another protocol, and the proxy holds such a
   connection until it can (up to 10 s), which is what keeps a slow first
   byte from turning an intercepted host into an uninspected splice. With
-  ClientHellos clawd is far behind haproxy (2026-12-03: about 0.2× of its
-  connections per second, and several times its CPU per connection:
-  roughly 0.9 ms of clawd's against 0.15 ms of haproxy's). The
+  ClientHellos clawd is far behind haproxy (three runs on 2026-12-03:
+  0.2–0.5× its connections per second, and 5–8× its CPU per connection,
+  0.7–0.9 ms of clawd's against 0.11–0.15 ms of haproxy's). The
   connection-rate profile above shows where clawd's goes: about a third
   identifies the program behind the connection (daemon/procid: /proc reads
   of its start time, cgroup, executable and command line, for the audit
-  line and the rules that name binaries), about a tenth lists the host's
+  line and the rules that name binaries), 5–10 % lists the host's
   addresses (net.InterfaceAddrs, a netlink dump, for the gate's address
   class, once per connection), and the rest is the upstream connect, the
   two splice directions, the decision and its audit line. haproxy does none
