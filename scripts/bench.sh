@@ -768,7 +768,7 @@ srt_row() {
 	CPU_PIDS=
 	kill "$(cat "$D/srt.pid")" 2>/dev/null; rm -f "$D/srt.pid"
 }
-HAPROXY_SNI= HELLO_HAP= HELLO_CLAWD=
+HAPROXY_SNI='' HELLO_HAP='' HELLO_CLAWD=''
 [ "$PEERS" = 1 ] && peer_rows
 
 # --- clawd ---
