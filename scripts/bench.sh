@@ -179,9 +179,11 @@ gen() { # gen ARGS...: run benchtool in the container, print its JSON
 	"${CTR[@]}" task exec --exec-id "g$EXN" bench /bin/benchtool "$@" 2>&1 | tail -n 1 || true
 }
 prime_dns() { # the container asks clawd's resolver for bench.test (clawd lets
-	# a name through only to addresses it answered for; the tools read hosts)
+	# a name through only to addresses it answered for; the tools read hosts;
+	# by path: ctr exec gives no PATH. benchtool hello dials by address and
+	# relies on it)
 	EXN=$((EXN + 1))
-	"${CTR[@]}" task exec --exec-id "g$EXN" bench nslookup bench.test >/dev/null 2>&1 || true
+	"${CTR[@]}" task exec --exec-id "g$EXN" bench /bin/nslookup bench.test >/dev/null 2>&1 || true
 }
 wait_port() { # wait_port PORT: until something listens on the host
 	for _ in $(seq 50); do ss -Hltn "sport = :$1" | grep -q . && return 0; sleep 0.1; done
@@ -212,7 +214,14 @@ na() { # na ROW TOOL REASON: TOOL (wrk|h2|iperf) does not apply to ROW
 median() { # median < "v1 v2 ...": the median (mean of the middle two if even)
 	tr ' ' '\n' | grep . | sort -g | awk '{a[NR] = $1} END {if (NR % 2) print a[(NR + 1) / 2]; else if (NR) print (a[NR / 2] + a[NR / 2 + 1]) / 2}'
 }
-measure_tcp() { # row addr_bulk addr_conns: one run of bulk and new conns/s
+measure_tcp() { # row addr_bulk addr_conns [MODE [FLAGS]]: one run of bulk and of
+	# new conns/s (measure_conns; MODE conns by default)
+	local r=$1 a=$3
+	measure_bulk "$r" "$2"
+	shift 3
+	measure_conns "$r" "${1:-conns}" -addr "$a" "${@:2}"
+}
+measure_bulk() { # row addr: one bulk transfer
 	local j
 	j=$(${GEN:-gen} bulk -addr "$2" -bytes "$BULK")
 	if [ -n "$(jget error "$j")" ] || [ -z "$(jget mbps "$j")" ]; then
@@ -220,14 +229,35 @@ measure_tcp() { # row addr_bulk addr_conns: one run of bulk and new conns/s
 	else
 		add "$1" bulk "$(jget mbps "$j")"
 	fi
-	local t0
+}
+# measure_conns row MODE FLAGS...: one run of benchtool MODE at c=8 for SECS,
+# new conns/s and the proxy's CPU per connection. MODE conns: one byte each
+# way (the raw TCP rows); hello: a TLS ClientHello for bench.test (-sni),
+# one record built once and replayed, answered by 7 fixed bytes (the rows a
+# proxy routes by SNI: a 1-byte first message is not TLS, and clawd holds a
+# connection until its first bytes tell HTTP or TLS from another protocol).
+measure_conns() {
+	local j t0 r=$1
+	shift
 	t0=$(cpu_ticks)
-	j=$(${GEN:-gen} conns -addr "$3" -c 8 -d "${SECS}s")
+	j=$(${GEN:-gen} "$@" -c 8 -d "${SECS}s")
+	settle
 	if [ -z "$(jget per_sec "$j")" ] || [ "$(jget conns "$j")" = 0 ]; then
-		fail "$1" conns "$(jerr "$j")"
+		fail "$r" conns "$(jerr "$j")"
 	else
-		add "$1" conns "$(jget per_sec "$j")"
-		add "$1" cpu_conn "$(cpu_per "$t0" "$(jget conns "$j")")"
+		add "$r" conns "$(jget per_sec "$j")"
+		add "$r" cpu_conn "$(cpu_per "$t0" "$(jget conns "$j")")"
+	fi
+}
+# hello_refused ADDR: does a ClientHello for other.test fail at ADDR (routing
+# by SNI, not a pass-all)? One second of benchtool hello.
+hello_refused() {
+	local j
+	j=$(gen hello -addr "$1" -sni other.test -c 1 -d 1s)
+	if [ "$(jget conns "$j")" = 0 ] && [ "$(jget failures "$j")" != 0 ]; then
+		echo "verified: a ClientHello for other.test is refused"
+	else
+		echo "NOT verified: a ClientHello for other.test got $(jget conns "$j") replies (${j:-no output})"
 	fi
 }
 # CPU time of the proxy under test: CPU_PIDS (the row sets it; empty for
@@ -243,6 +273,18 @@ cpu_ticks() {
 		t=$((t + ${v:-0}))
 	done
 	echo "$t"
+}
+settle() { # until the proxy is idle (under 2 ticks in 0.5 s; at most 10 s):
+	# work it defers past the connections' close (clawd's audit lines of a
+	# few thousand connections) is charged to them, not to the next figure
+	local a b
+	[ -n "$CPU_PIDS" ] || return 0
+	b=$(cpu_ticks)
+	for _ in $(seq 20); do
+		sleep 0.5
+		a=$b b=$(cpu_ticks)
+		[ $((b - a)) -ge 2 ] || return 0
+	done
 }
 cpu_per() { # cpu_per T0 N: µs of the proxy's CPU per unit since T0, N units
 	local t1
@@ -345,6 +387,7 @@ na direct h2 "HTTP/2 is over TLS: see direct HTTPS"
 row "direct HTTPS"
 for i in $(seq "$REPS"); do
 	run_log "direct HTTPS" "$i"
+	measure_conns "direct HTTPS" hello -addr "$UP_IP:9103" -sni bench.test
 	measure_http "direct HTTPS" "$HTTPS_URL"
 	h2_run "direct HTTPS" "$HTTPS_URL"
 done
@@ -422,7 +465,8 @@ EOT
 	row "$r"
 	if command -v haproxy >/dev/null; then
 		# Only ClientHellos for bench.test reach the upstream (no default
-		# backend on the TLS frontend); raw frontends for bulk, conns, iperf3.
+		# backend on the TLS frontends: 9443 to HTTPS, 9203 to benchtool's
+		# hello for the connection rate); raw frontends for bulk, iperf3.
 		cat >"$D/haproxy.cfg" <<EOT
 global
   maxconn 4000
@@ -436,21 +480,23 @@ frontend sni
   tcp-request inspect-delay 5s
   tcp-request content accept if { req_ssl_hello_type 1 }
   use_backend up if { req_ssl_sni -i bench.test }
+frontend snic
+  bind $ip:9203
+  tcp-request inspect-delay 5s
+  tcp-request content accept if { req_ssl_hello_type 1 }
+  use_backend hello if { req_ssl_sni -i bench.test }
 frontend raw
   bind $ip:9200
   default_backend bulk
-frontend rawc
-  bind $ip:9201
-  default_backend conn
 frontend iperf
   bind $ip:5201
   default_backend iperf
 backend up
   server s $UP_IP:8443
+backend hello
+  server s $UP_IP:9103
 backend bulk
   server s $UP_IP:9100
-backend conn
-  server s $UP_IP:9101
 backend iperf
   server s $UP_IP:5201
 EOT
@@ -468,10 +514,11 @@ EOT
 			toollog "$r" "h2load SNI other.test (must fail)" "$o"
 			if grep -q '1 succeeded' <<<"$o"; then HAPROXY_SNI="NOT verified: a ClientHello for other.test got through"; else HAPROXY_SNI="verified: a ClientHello for other.test is refused"; fi
 		fi
+		HELLO_HAP=$(hello_refused "$ip:9203")
 		CPU_PIDS=$(cat "$D/haproxy.pid")
 		for i in $(seq "$REPS"); do
 			run_log "$r" "$i"
-			measure_tcp "$r" "$ip:9200" "$ip:9201"
+			measure_tcp "$r" "$ip:9200" "$ip:9203" hello -sni bench.test
 			measure_http "$r" "$HTTPS_URL" -connect "$ip:9443"
 			h2_run "$r" "$HTTPS_URL" --connect-to="$ip:9443"
 			iperf_run "$r" incg "$ip"
@@ -514,7 +561,7 @@ EOT
 # h2 and http/1.1) and re-encrypted to the upstream with its certificate
 # checked, as clawd's interception does.
 haproxy_http_rows() {
-	local ip=$AG_HOST r=haproxy_http i
+	local ip=$AG_HOST
 	local rh="haproxy HTTP, 10,000 ACLs" rs="haproxy HTTPS terminated, 10,000 ACLs"
 	row "$rh"
 	row "$rs"
@@ -557,15 +604,24 @@ EOT
 		return 0
 	fi
 	HAP_RULES_CHECK=$(peer_rules_check "http://$ip:8081/" "$ip:8081")
-	CPU_PIDS=$(cat "$D/haproxy-http.pid")
+	reverse_rows "$rh" "$rs" "$(cat "$D/haproxy-http.pid")" "$ip:8081" "$ip:8444"
+	kill "$(cat "$D/haproxy-http.pid")" 2>/dev/null; rm -f "$D/haproxy-http.pid"
+}
+# reverse_rows RH RS PID HTTP HTTPS: the rows of a terminating reverse proxy
+# (process PID, and its children for the CPU figures) that listens for plain
+# HTTP at HTTP and terminates TLS at HTTPS (host:port each): row RH by
+# benchtool and wrk, row RS by benchtool over TLS and h2load.
+reverse_rows() {
+	local rh=$1 rs=$2 http=$4 https=$5 i
+	CPU_PIDS=$3
 	for i in $(seq "$REPS"); do
 		run_log "$rh" "$i"
-		measure_http "$rh" "$HTTP_URL" -connect "$ip:8081"
-		wrk_run "$rh" 1 incg "http://$ip:8081/" -H "Host: bench.test:8080"
-		wrk_run "$rh" 64 incg "http://$ip:8081/" -H "Host: bench.test:8080"
+		measure_http "$rh" "$HTTP_URL" -connect "$http"
+		wrk_run "$rh" 1 incg "http://$http/" -H "Host: bench.test:8080"
+		wrk_run "$rh" 64 incg "http://$http/" -H "Host: bench.test:8080"
 		run_log "$rs" "$i"
-		measure_http "$rs" "$HTTPS_URL" -connect "$ip:8444"
-		h2_run "$rs" "$HTTPS_URL" --connect-to="$ip:8444"
+		measure_http "$rs" "$HTTPS_URL" -connect "$https"
+		h2_run "$rs" "$HTTPS_URL" --connect-to="$https"
 	done
 	add "$rh" rss "$(rss_of)"
 	add "$rs" rss "${S[$rh|rss]%% *}"
@@ -574,7 +630,6 @@ EOT
 	na "$rh" iperf "an HTTP proxy: no raw TCP"
 	na "$rs" wrk "HTTPS rows: h2load"
 	na "$rs" iperf "an HTTP proxy: no raw TCP"
-	kill "$(cat "$D/haproxy-http.pid")" 2>/dev/null; rm -f "$D/haproxy-http.pid"
 }
 # peer_rules_check URL CONNECT: does the peer decide as the rules say? A GET
 # for bench.test:8080 must pass, a POST to it and a GET for another host
@@ -671,23 +726,7 @@ EOT
 		return 0
 	fi
 	NGINX_RULES_CHECK=$(peer_rules_check "http://$ip:8082/" "$ip:8082")
-	CPU_PIDS=$(cat "$D/nginx.pid")
-	for i in $(seq "$REPS"); do
-		run_log "$rh" "$i"
-		measure_http "$rh" "$HTTP_URL" -connect "$ip:8082"
-		wrk_run "$rh" 1 incg "http://$ip:8082/" -H "Host: bench.test:8080"
-		wrk_run "$rh" 64 incg "http://$ip:8082/" -H "Host: bench.test:8080"
-		run_log "$rs" "$i"
-		measure_http "$rs" "$HTTPS_URL" -connect "$ip:8445"
-		h2_run "$rs" "$HTTPS_URL" --connect-to="$ip:8445"
-	done
-	add "$rh" rss "$(rss_of)"
-	add "$rs" rss "${S[$rh|rss]%% *}"
-	CPU_PIDS=
-	na "$rh" h2 "HTTP/2 is over TLS: see the HTTPS row"
-	na "$rh" iperf "an HTTP proxy: no raw TCP"
-	na "$rs" wrk "HTTPS rows: h2load"
-	na "$rs" iperf "an HTTP proxy: no raw TCP"
+	reverse_rows "$rh" "$rs" "$(cat "$D/nginx.pid")" "$ip:8082" "$ip:8445"
 	kill -QUIT "$(cat "$D/nginx.pid")" 2>/dev/null; rm -f "$D/nginx.pid"
 }
 # Anthropic's sandbox-runtime (@anthropic-ai/sandbox-runtime, from the npm
@@ -729,7 +768,7 @@ srt_row() {
 	CPU_PIDS=
 	kill "$(cat "$D/srt.pid")" 2>/dev/null; rm -f "$D/srt.pid"
 }
-HAPROXY_SNI=
+HAPROXY_SNI='' HELLO_HAP='' HELLO_CLAWD=''
 [ "$PEERS" = 1 ] && peer_rows
 
 # --- clawd ---
@@ -749,8 +788,15 @@ base_rules() {
       hosts: bench.test
       ports: 8080
       action: allow
+    - name: hello
+      hosts: bench.test
+      ports: 9103
+      action: allow
 EOT
 }
+# (hello: the passthrough rows' connection rate, benchtool hello. By name,
+# so decided by the ClientHello's SNI in the proxy; a set with a name rule
+# has no kernel fast path, see policy/fastpath.go.)
 policy() { # policy KIND > file: pass | big | mitm
 	echo "version: 1"
 	echo "default:"
@@ -837,10 +883,11 @@ ATTACH_MS=$(printf '%s\n' "${ATT[@]}" | sort -n | sed -n 3p)
 ATTACH_D_MS=$({ grep '"event":"attach"' "$D/audit.log" || true; } | tail -n 5 | sed -n 's/.*"duration_ms":\([0-9.]*\).*/\1/p' | awk '{printf "%.0f\n", $1}' | sort -n | sed -n 3p)
 RSS_IDLE0=$(rss)
 
-pass_row() { # pass_row ROW: TCP and TLS passed through by clawd
-	local i r=$1
+pass_row() { # pass_row ROW [conns-profile]: TCP and TLS passed through by clawd
+	local i r=$1 n0
 	prime_dns
 	CPU_PIDS=$CLAWD_PID
+	n0=$(grep -c '"rule":"hello"' "$D/audit.log" || true)
 	for i in $(seq "$REPS"); do
 		run_log "$r" "$i"
 		if [ "$i" = 1 ]; then
@@ -849,20 +896,33 @@ pass_row() { # pass_row ROW: TCP and TLS passed through by clawd
 			curl -s -o "$D/pass.pprof" "http://$METRICS/debug/pprof/profile?seconds=$((SECS + 1))" &
 			PROF_PID=$!
 		fi
-		measure_tcp "$r" "$UP_IP:9100" "$UP_IP:9101"
+		# New connections: ClientHellos for bench.test to :9103 (rule
+		# hello), as haproxy's SNI row, not the 1-byte conns.
+		measure_tcp "$r" "$UP_IP:9100" "$UP_IP:9103" hello -sni bench.test
 		[ "$i" != 1 ] || wait "$PROF_PID" || true
 		measure_http "$r" "$HTTPS_URL"
 		h2_run "$r" "$HTTPS_URL"
 		iperf_run "$r" incg "$UP_IP"
 	done
 	add "$r" rss "$(rss_of)"
+	if [ -n "${2:-}" ]; then
+		# Did the proxy carry and decide them by SNI (audit lines of rule
+		# hello), and is another name refused?
+		HELLO_CLAWD="$(hello_refused "$UP_IP:9103"); $(($(grep -c '"rule":"hello"' "$D/audit.log" || true) - n0)) audit lines of rule hello"
+		# One more connection-rate run, not counted, under a CPU profile
+		# of its own: where clawd's CPU per new connection goes.
+		curl -s -o "$D/conns.pprof" "http://$METRICS/debug/pprof/profile?seconds=$SECS" &
+		PROF_PID=$!
+		gen hello -addr "$UP_IP:9103" -sni bench.test -c 8 -d "${SECS}s" >/dev/null
+		wait "$PROF_PID" || true
+	fi
 	CPU_PIDS=
 	na "$r" wrk "plain HTTP is decided per request: see the HTTP row"
 }
 PASS="clawd TCP/SNI passthrough"
 SOCKMAP="clawd TCP/SNI passthrough, in-kernel (sockmap)"
 row "$PASS"
-pass_row "$PASS"
+pass_row "$PASS" conns-profile
 
 # The same rows with the in-kernel passthrough (sk_skb redirect), where this
 # build has it: the daemon restarted with "passthrough: sockmap", then back
@@ -942,8 +1002,10 @@ na "$HTTP10K" h2 "HTTP/2 is over TLS: see intercepted HTTPS"
 na "$HTTP10K" iperf "bulk TCP is passed through: see passthrough"
 cp "$D/http.pprof" /tmp/clawd-bench-http.pprof 2>/dev/null || true
 cp "$D/pass.pprof" /tmp/clawd-bench-pass.pprof 2>/dev/null || true
+cp "$D/conns.pprof" /tmp/clawd-bench-conns.pprof 2>/dev/null || true
 PROFILE=$(go tool pprof -top -nodecount=12 "$BIN" "$D/http.pprof" 2>/dev/null | sed -n '/flat%/,$p' || true)
 PASS_PROFILE=$(go tool pprof -top -cum -nodecount=24 "$BIN" "$D/pass.pprof" 2>/dev/null | sed -n '/flat%/,$p' || true)
+CONNS_PROFILE=$(go tool pprof -top -nodecount=20 "$BIN" "$D/conns.pprof" 2>/dev/null | sed -n '/flat%/,$p' || true)
 
 policy mitm >"$D/policy.new" && mv "$D/policy.new" "$D/policy.yaml"
 clawd policy reload >/dev/null
@@ -1073,7 +1135,7 @@ TABLE=$(
 			continue
 		fi
 		b=$(base_of "$r")
-		echo "| $r | $(fmt "${R[$r|bulk]:-}" "${R[direct|bulk]:-}") | $(fmt "${R[$r|conns]:-}" "${R[direct|conns]:-}") | $(fmt "${R[$r|rps1]:-}" "${R[$b|rps1]:-}") | $(fmt "${R[$r|rps64]:-}" "${R[$b|rps64]:-}") | $(fmt "${R[$r|rps512]:-}" "${R[$b|rps512]:-}") | $(lat "$r" "$b" 1) | $(lat "$r" "$b" 64) | $(lat "$r" "$b" 512) |"
+		echo "| $r | $(fmt "${R[$r|bulk]:-}" "${R[direct|bulk]:-}") | $(fmt "${R[$r|conns]:-}" "${R[$b|conns]:-}") | $(fmt "${R[$r|rps1]:-}" "${R[$b|rps1]:-}") | $(fmt "${R[$r|rps64]:-}" "${R[$b|rps64]:-}") | $(fmt "${R[$r|rps512]:-}" "${R[$b|rps512]:-}") | $(lat "$r" "$b" 1) | $(lat "$r" "$b" 64) | $(lat "$r" "$b" 512) |"
 	done
 )
 tgroup() { # tgroup ROW TOOL N: "n/a (reason)" and N-1 "-" cells when TOOL does not apply
@@ -1210,11 +1272,20 @@ measure the same paths:
   compares those two rows.
 
 Ratios are to the direct path (no clawd); HTTPS and HTTP/2 rows are compared
-with direct HTTPS. Latency is per keep-alive request; "+N" is the p50 added
+with direct HTTPS. "new conns/s" is benchtool's connection rate (8 at a
+time, each connection opened, one message each way, closed): one byte each
+way on the TCP rows (\`benchtool conns\`); on direct HTTPS and the SNI
+passthrough rows (haproxy's and clawd's) a real TLS ClientHello for
+bench.test, built once by crypto/tls and replayed byte for byte (no
+cryptography per connection), answered by a 7-byte TLS alert
+(\`benchtool hello\`), so that the proxy routes it by SNI as it would a TLS
+client's. Latency is per keep-alive request; "+N" is the p50 added
 to the direct path, in µs. On 2 cores the generator, clawd and the upstream
 share the CPUs, so throughput rows measure CPU cost as much as latency.
 squid, tinyproxy and haproxy are Debian's, run on the host end of the
-container's link; haproxy routes by SNI (${HAPROXY_SNI:-not checked}).
+container's link; haproxy routes by SNI (${HAPROXY_SNI:-not checked}). The
+ClientHello connection rate: haproxy (req.ssl_sni) ${HELLO_HAP:-not checked};
+clawd (rule \`hello\`, by name: no kernel fast path) ${HELLO_CLAWD:-not checked}.
 
 $TABLE
 
@@ -1272,6 +1343,13 @@ of the passthrough row (\`go tool pprof -top -cum\`, $((SECS + 1))s):
 ${PASS_PROFILE:-(no profile taken)}
 \`\`\`
 
+CPU profile of clawd during one more ClientHello connection-rate run of the
+passthrough row, not counted in the figures (\`go tool pprof -top\`, ${SECS}s):
+
+\`\`\`
+${CONNS_PROFILE:-(no profile taken)}
+\`\`\`
+
 ## Where the goals are missed, and why
 
 - **Passthrough throughput.** Any relay, clawd's or haproxy's, turns one TCP
@@ -1301,11 +1379,11 @@ ${PASS_PROFILE:-(no profile taken)}
   stays the way passthrough flows are carried. The passthrough profile above
   shows where clawd's own share goes: system calls (connect to the upstream,
   splice, shutdown, accept), with no user-space copying or parsing left to
-  remove; the new-connection rate pays one upstream connect and two splice
-  goroutines per connection, as any relay does.
+  remove in the bytes' path (the cost per new connection is another
+  matter: see "New connections on the passthrough row").
 - **CPU per request against haproxy in HTTP mode.** haproxy with the same
   rules (one ACL over a 10,000-entry pattern file, which it indexes; written
-  as 10,000 `http-request` lines it spends milliseconds per request) spends
+  as 10,000 \`http-request\` lines it spends milliseconds per request) spends
   about a quarter of clawd's CPU per request. clawd's profile above is
   dominated by system calls and goroutine wake-ups, not by the decision
   (policy.BenchmarkDecide: under 1 µs at 10,000 rules): per keep-alive
@@ -1316,20 +1394,34 @@ ${PASS_PROFILE:-(no profile taken)}
   (group commit batches them under load; haproxy here logs nothing).
   Cutting this needs an HTTP/1.1 relay of clawd's own that parses and
   forwards on one goroutine with reused buffers, which is not built.
-- **New connections on the passthrough row.** The connection-rate
-  generator sends one byte ("x") and waits for its echo. One byte cannot
-  tell a late HTTP request or ClientHello from another protocol, and the
-  proxy holds the connection until it can (up to 10 s): that is what keeps
-  a slow first byte from turning an intercepted host into an uninspected
-  splice. So the row reads n/a. Flows that a rule allows by address and
-  port alone do not need the proxy at all: the kernel fast path (issue 18)
-  is what carries them.
+- **New connections on the passthrough row.** These are measured with
+  ClientHellos (\`benchtool hello\`, the same generator and settings for
+  haproxy's SNI row and clawd's; haproxy routes by req.ssl_sni, clawd by a
+  rule naming bench.test, so no kernel fast path). The 1-byte generator of
+  the TCP rows cannot measure them: one byte cannot tell a late HTTP
+  request or ClientHello from another protocol, and the proxy holds such a
+  connection until it can (up to 10 s), which is what keeps a slow first
+  byte from turning an intercepted host into an uninspected splice. With
+  ClientHellos clawd is far behind haproxy (three runs on 2026-12-03:
+  0.2–0.5× its connections per second, and 5–8× its CPU per connection,
+  0.7–0.9 ms of clawd's against 0.11–0.15 ms of haproxy's). The
+  connection-rate profile above shows where clawd's goes: about a third
+  identifies the program behind the connection (daemon/procid: /proc reads
+  of its start time, cgroup, executable and command line, for the audit
+  line and the rules that name binaries), 5–10 % lists the host's
+  addresses (net.InterfaceAddrs, a netlink dump, for the gate's address
+  class, once per connection), and the rest is the upstream connect, the
+  two splice directions, the decision and its audit line. haproxy does none
+  of the first two. Caching those per process and per address change (the
+  daemon already watches the host's addresses for the fast path) is what
+  is left; flows that a rule allows by address and port alone do not need
+  the proxy at all: the kernel fast path (issue 18) is what carries them.
 - **Kernel fast path, new connections.** Bulk transfers on the fast path
   run at direct's speed (the kernel carries the bytes; the row above is
   within this VM's noise of direct), but the connection rate is below
   direct's: each connection still runs the connect hook's table lookup and
   two sockops callbacks into a ring buffer, and clawd turns every close
-  into a durable audit line (`path: kernel`, bytes) on the same two CPUs
+  into a durable audit line (\`path: kernel\`, bytes) on the same two CPUs
   the generator and the upstream use. The audit line is the issue's
   requirement; batching those writes harder is what is left.
 - **Added p50 on keep-alive HTTP.** On this VM a pure relay (the passthrough

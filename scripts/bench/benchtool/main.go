@@ -3,15 +3,18 @@
 // containers, the server side in the benchmark's upstream netns. Every
 // client mode prints one JSON object.
 //
-//	benchtool serve -cert C -key K          HTTP :8080, HTTPS :8443, bulk :9100, conn :9101, idle :9102
+//	benchtool serve -cert C -key K          HTTP :8080, HTTPS :8443, bulk :9100, conn :9101, idle :9102, hello :9103
 //	benchtool bulk -addr A -bytes N         one connection, N bytes downstream: MB/s
 //	benchtool conns -addr A -d 3s -c 8      new connections per second (1 byte each way)
+//	benchtool hello -addr A -sni S -d 3s -c 8  new connections per second, each a TLS ClientHello for S
+//	                                        (one record) answered by a short fixed reply (:9103)
 //	benchtool http -url U -c N -d 3s [-k]   keep-alive requests/s and latency percentiles
 //	benchtool idle -addr A -n N             open N connections and hold them (prints when done)
 //	benchtool hold -url U -n N              N concurrent requests that wait (approvals); prints when sent
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/binary"
@@ -46,7 +49,7 @@ func raiseNofile() {
 
 func main() {
 	if len(os.Args) < 2 {
-		log.Fatal("usage: benchtool serve|bulk|conns|http|idle|hold ...")
+		log.Fatal("usage: benchtool serve|bulk|conns|hello|http|idle|hold ...")
 	}
 	raiseNofile()
 	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
@@ -60,6 +63,7 @@ func main() {
 	key := fs.String("key", "", "TLS key (serve)")
 	proxy := fs.String("proxy", "", "explicit forward proxy URL (http)")
 	connect := fs.String("connect", "", "dial this host:port instead of the URL's (http)")
+	sni := fs.String("sni", "bench.test", "TLS server name of the ClientHello (hello)")
 	fs.Parse(os.Args[2:])
 	switch os.Args[1] {
 	case "serve":
@@ -67,7 +71,9 @@ func main() {
 	case "bulk":
 		bulk(*addr, *n)
 	case "conns":
-		conns(*addr, *conc, *dur)
+		connRate(*addr, *conc, *dur, []byte{'x'}, []byte{'x'})
+	case "hello":
+		connRate(*addr, *conc, *dur, clientHello(*sni), helloReply)
 	case "http":
 		httpLoad(*url, *conc, *dur, *proxy, *connect)
 	case "idle":
@@ -131,6 +137,8 @@ func serve(cert, key string) {
 			c.Write(b[:])
 		}
 	})
+	// hello: one TLS record (the client's ClientHello), then helloReply.
+	tcp(":9103", helloServe)
 	// idle: hold the connection until the client goes.
 	tcp(":9102", func(c net.Conn) {
 		defer c.Close()
@@ -159,25 +167,34 @@ func bulk(addr string, n int64) {
 	out(res)
 }
 
-func conns(addr string, c int, d time.Duration) {
+// connRate opens connections for d from c goroutines; each sends send,
+// reads len(want) bytes, checks them and closes: new connections per second.
+func connRate(addr string, c int, d time.Duration, send, want []byte) {
 	var done, fails atomic.Int64
+	var firstErr atomic.Value
+	failed := func(err error) {
+		fails.Add(1)
+		firstErr.CompareAndSwap(nil, err.Error())
+	}
 	deadline := time.Now().Add(d)
 	var wg sync.WaitGroup
 	for i := 0; i < c; i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var b [1]byte
+			b := make([]byte, len(want))
 			for time.Now().Before(deadline) {
 				cn, err := net.DialTimeout("tcp", addr, 5*time.Second)
 				if err != nil {
-					fails.Add(1)
+					failed(err)
 					continue
 				}
 				cn.SetDeadline(time.Now().Add(5 * time.Second))
-				cn.Write([]byte{'x'})
-				if _, err := io.ReadFull(cn, b[:]); err != nil {
-					fails.Add(1)
+				cn.Write(send)
+				if _, err := io.ReadFull(cn, b); err != nil {
+					failed(err)
+				} else if !bytes.Equal(b, want) {
+					failed(fmt.Errorf("reply %q, want %q", b, want))
 				} else {
 					done.Add(1)
 				}
@@ -186,8 +203,67 @@ func conns(addr string, c int, d time.Duration) {
 		}()
 	}
 	wg.Wait()
-	out(map[string]any{"conns": done.Load(), "failures": fails.Load(), "per_sec": float64(done.Load()) / d.Seconds()})
+	res := map[string]any{"conns": done.Load(), "failures": fails.Load(), "per_sec": float64(done.Load()) / d.Seconds()}
+	if e := firstErr.Load(); e != nil {
+		res["error"] = e
+	}
+	out(res)
 }
+
+// The hello mode's TLS: the client sends one ClientHello record, built once
+// by crypto/tls (what a Go client sends for sni, ALPN h2 and http/1.1) and
+// replayed byte for byte on every connection, so the generator does no
+// cryptography per connection and a proxy that routes by SNI sees a real
+// one. The upstream answers with a TLS alert record (fatal
+// handshake_failure): short, fixed, and still TLS on the wire.
+const (
+	recordHandshake = 22
+	maxRecord       = 16384 + 2048 // TLSCiphertext's bound (RFC 8446 5.2)
+)
+
+var helloReply = []byte{21, 3, 3, 0, 2, 2, 40}
+
+// helloServe is the upstream of hello: it reads one handshake record whole
+// and answers helloReply; anything else is closed unanswered.
+func helloServe(c net.Conn) {
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	var h [5]byte
+	if _, err := io.ReadFull(c, h[:]); err != nil || h[0] != recordHandshake {
+		return
+	}
+	n := int(binary.BigEndian.Uint16(h[3:]))
+	if n > maxRecord {
+		return
+	}
+	if _, err := io.ReadFull(c, make([]byte, n)); err != nil {
+		return
+	}
+	c.Write(helloReply)
+}
+
+// clientHello returns the first record a crypto/tls client writes for sni.
+func clientHello(sni string) []byte {
+	w := &captureConn{}
+	tls.Client(w, &tls.Config{ServerName: sni, NextProtos: []string{"h2", "http/1.1"}}).Handshake() // fails at the first read
+	b := w.buf.Bytes()
+	if len(b) < 5 || b[0] != recordHandshake || 5+int(binary.BigEndian.Uint16(b[3:])) != len(b) {
+		log.Fatalf("hello: crypto/tls did not write one handshake record (%d bytes)", len(b))
+	}
+	return b
+}
+
+// captureConn records what is written to it; reads fail.
+type captureConn struct{ buf bytes.Buffer }
+
+func (c *captureConn) Read([]byte) (int, error)         { return 0, io.EOF }
+func (c *captureConn) Write(b []byte) (int, error)      { return c.buf.Write(b) }
+func (c *captureConn) Close() error                     { return nil }
+func (c *captureConn) LocalAddr() net.Addr              { return &net.TCPAddr{} }
+func (c *captureConn) RemoteAddr() net.Addr             { return &net.TCPAddr{} }
+func (c *captureConn) SetDeadline(time.Time) error      { return nil }
+func (c *captureConn) SetReadDeadline(time.Time) error  { return nil }
+func (c *captureConn) SetWriteDeadline(time.Time) error { return nil }
 
 func client(c int, proxy, connect string) *http.Client {
 	d := &net.Dialer{Timeout: 10 * time.Second}
