@@ -39,6 +39,7 @@ import (
 	"github.com/clawd-dev/clawd/fleet"
 	"github.com/clawd-dev/clawd/internal/addrclass"
 	"github.com/clawd-dev/clawd/internal/atomicfile"
+	"github.com/clawd-dev/clawd/internal/hostaddrs"
 	"github.com/clawd-dev/clawd/policy"
 	"github.com/clawd-dev/clawd/proxy"
 	"github.com/clawd-dev/clawd/proxy/ca"
@@ -87,6 +88,7 @@ type Daemon struct {
 	byCgroup map[uint64]*attachment
 	doubt    map[string]*doubtful // pinned, not re-adopted: cut off until they are (reconcile.go)
 	addrs    *ctrAddrs            // interface addresses of attached containers' namespaces
+	hosts    *hostaddrs.Set       // the host's own addresses (kept current by Run)
 
 	fast fastState // the kernel fast path (fastpath.go)
 }
@@ -119,7 +121,7 @@ func New(cfg Config, log *zap.Logger) (*Daemon, error) {
 	}
 	d := &Daemon{
 		cfg: cfg, log: log, reg: prometheus.NewRegistry(), started: time.Now(),
-		atts: map[string]*attachment{}, byCgroup: map[uint64]*attachment{}, doubt: map[string]*doubtful{}, addrs: newCtrAddrs(),
+		atts: map[string]*attachment{}, byCgroup: map[uint64]*attachment{}, doubt: map[string]*doubtful{}, addrs: newCtrAddrs(), hosts: &hostaddrs.Set{},
 	}
 	d.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	d.ctx, d.cancel = context.WithCancel(context.Background())
@@ -169,7 +171,7 @@ func New(cfg Config, log *zap.Logger) (*Daemon, error) {
 		HTTPLevel:   d.policy.HTTPLevelInAnySet,
 		// Answers pointing a name at the host or at an attached container
 		// are rebinding, as are the fixed special ranges.
-		Special:       addrclass.Extra{Host: proxy.IsHostAddr, Container: d.addrs.Has},
+		Special:       addrclass.Extra{Host: d.hosts.Has, Container: d.addrs.Has},
 		AuditInterval: cfg.DNSAuditInterval,
 		Audit:         d.audit, Log: log.Named("dns"), Registerer: d.reg,
 	}); err != nil {
@@ -204,7 +206,7 @@ func New(cfg Config, log *zap.Logger) (*Daemon, error) {
 	if d.proxy, err = proxy.New(proxy.Config{
 		Decider: d.policy, Approver: d.approvals, Injector: injector{d.secrets}, Names: d.dns,
 		CA: d.ca, UpstreamRoots: roots, Forbidden: forbidden, ForbiddenPorts: forbiddenPorts(cfg.APIListen, cfg.MetricsListen, cfg.WebhookListen),
-		ContainerAddr: d.addrs.Has,
+		ContainerAddr: d.addrs.Has, HostAddr: d.hosts.Has,
 		// upstream_proxy credentials are clawd-owned secrets, never an
 		// agent's (Store.Credential refuses those).
 		ProxyCredential: d.secrets.Credential,
@@ -324,7 +326,7 @@ func upstreamRoots(file string) (*x509.CertPool, error) {
 // which dials from the host, so these are what must be refused.
 func forbiddenAddrs(listens ...string) ([]netip.AddrPort, error) {
 	var out []netip.AddrPort
-	local, err := net.InterfaceAddrs()
+	local, err := hostaddrs.List()
 	if err != nil {
 		return nil, fmt.Errorf("list host addresses: %w", err)
 	}
@@ -341,9 +343,7 @@ func forbiddenAddrs(listens ...string) ([]netip.AddrPort, error) {
 			// Unspecified: every local address answers. Loopback: guard
 			// anyway, in case a container shares a route to it.
 			for _, a := range local {
-				if p, ok := netip.AddrFromSlice(ipOf(a)); ok {
-					out = append(out, netip.AddrPortFrom(p.Unmap(), ap.Port()))
-				}
+				out = append(out, netip.AddrPortFrom(a, ap.Port()))
 			}
 		}
 	}
@@ -361,16 +361,6 @@ func forbiddenPorts(listens ...string) []uint16 {
 		}
 	}
 	return out
-}
-
-func ipOf(a net.Addr) net.IP {
-	switch v := a.(type) {
-	case *net.IPNet:
-		return v.IP
-	case *net.IPAddr:
-		return v.IP
-	}
-	return nil
 }
 
 func loadOrCreateToken(path string) (string, error) {
@@ -407,6 +397,9 @@ func (i injector) Hint(host string) string    { return secrets.Hint(host) }
 // Run serves until ctx is cancelled, then drains and returns. Pins stay in
 // place: attached containers stay cut off while no daemon runs.
 func (d *Daemon) Run(ctx context.Context) error {
+	go d.hosts.Watch(d.ctx, func(err error) {
+		d.log.Warn("watch host addresses (each decision lists them meanwhile)", zap.Error(err))
+	})
 	d.adoptAll()
 	d.startFast()
 

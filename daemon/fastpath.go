@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"reflect"
@@ -12,13 +11,13 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/vishvananda/netlink"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
 	"github.com/clawd-dev/clawd/audit"
 	"github.com/clawd-dev/clawd/daemon/enforce"
 	"github.com/clawd-dev/clawd/daemon/nsenter"
+	"github.com/clawd-dev/clawd/internal/hostaddrs"
 	"github.com/clawd-dev/clawd/policy"
 )
 
@@ -72,23 +71,13 @@ func (d *Daemon) fastOn() bool { return d.cfg.FastPath && d.enf != nil }
 
 // hostPrefixes are the host's own addresses, as /32 and /128 prefixes.
 func hostPrefixes() ([]netip.Prefix, error) {
-	addrs, err := net.InterfaceAddrs()
+	addrs, err := hostaddrs.List()
 	if err != nil {
 		return nil, err
 	}
-	var out []netip.Prefix
-	for _, x := range addrs {
-		var ip net.IP
-		switch v := x.(type) {
-		case *net.IPNet:
-			ip = v.IP
-		case *net.IPAddr:
-			ip = v.IP
-		}
-		if a, ok := netip.AddrFromSlice(ip); ok {
-			a = a.Unmap()
-			out = append(out, netip.PrefixFrom(a, a.BitLen()))
-		}
+	out := make([]netip.Prefix, 0, len(addrs))
+	for _, a := range addrs {
+		out = append(out, netip.PrefixFrom(a, a.BitLen()))
 	}
 	return out, nil
 }
@@ -319,40 +308,8 @@ func (d *Daemon) startFast() {
 			ev.Close()
 		}()
 	}
-	go d.watchHostAddrs()
-}
-
-// watchHostAddrs refreshes the table when the host's addresses change: a
-// new address (the host side of a new veth) must leave the table at once.
-func (d *Daemon) watchHostAddrs() {
-	for d.ctx.Err() == nil {
-		ch := make(chan netlink.AddrUpdate, 64)
-		done := make(chan struct{})
-		if err := netlink.AddrSubscribe(ch, done); err != nil {
-			d.log.Error("fast path: watch host addresses", zap.Error(err))
-			close(done)
-			select {
-			case <-d.ctx.Done():
-				return
-			case <-time.After(5 * time.Second):
-			}
-			continue
-		}
-	loop:
-		for {
-			select {
-			case <-d.ctx.Done():
-				close(done)
-				return
-			case _, ok := <-ch:
-				if !ok {
-					break loop
-				}
-				d.refreshFast("host addresses changed")
-			}
-		}
-		close(done)
-	}
+	// A new address (the host side of a new veth) must leave the table at once.
+	d.hosts.OnChange(func() { d.refreshFast("host addresses changed") })
 }
 
 // Per-connection audit (issue 18): a fast-path connection gets a

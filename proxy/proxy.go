@@ -23,6 +23,7 @@ import (
 	"github.com/clawd-dev/clawd/approval"
 	"github.com/clawd-dev/clawd/audit"
 	"github.com/clawd-dev/clawd/internal/addrclass"
+	"github.com/clawd-dev/clawd/internal/hostaddrs"
 	"github.com/clawd-dev/clawd/internal/hostname"
 	"github.com/clawd-dev/clawd/internal/progtext"
 	"github.com/clawd-dev/clawd/policy"
@@ -410,27 +411,11 @@ func (s *Server) internal(dst netip.AddrPort) bool {
 	return s.fbPorts[dst.Port()] && s.cfg.HostAddr(a)
 }
 
-// isHostAddr reports whether a is one of the host's addresses now. An error
-// listing them counts as yes (fail closed).
-func isHostAddr(a netip.Addr) bool {
-	addrs, err := net.InterfaceAddrs()
-	if err != nil {
-		return true
-	}
-	for _, x := range addrs {
-		var ip net.IP
-		switch v := x.(type) {
-		case *net.IPNet:
-			ip = v.IP
-		case *net.IPAddr:
-			ip = v.IP
-		}
-		if p, ok := netip.AddrFromSlice(ip); ok && p.Unmap() == a {
-			return true
-		}
-	}
-	return false
-}
+// isHostAddr reports whether a is one of the host's addresses now, listing
+// them (no watch: the daemon passes its watched set as HostAddr).
+func isHostAddr(a netip.Addr) bool { return unwatched.Has(a) }
+
+var unwatched hostaddrs.Set
 
 // decide runs the policy, with clawd's own guards in front of it.
 func (s *Server) decide(in policy.Input) policy.Decision {

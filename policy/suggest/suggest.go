@@ -31,7 +31,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -43,6 +42,7 @@ import (
 
 	"github.com/clawd-dev/clawd/audit"
 	"github.com/clawd-dev/clawd/internal/addrclass"
+	"github.com/clawd-dev/clawd/internal/hostaddrs"
 	"github.com/clawd-dev/clawd/internal/hostname"
 	"github.com/clawd-dev/clawd/policy"
 )
@@ -430,17 +430,13 @@ func FromLog(path string, o Options) (Result, *Collector, error) {
 // hostAddrs lists this host's addresses once; an error listing them makes
 // every address the host's (fail closed: nothing is proposed).
 func hostAddrs() func(netip.Addr) bool {
-	addrs, err := net.InterfaceAddrs()
+	addrs, err := hostaddrs.List()
 	if err != nil {
 		return func(netip.Addr) bool { return true }
 	}
 	own := map[netip.Addr]bool{}
 	for _, a := range addrs {
-		if n, ok := a.(*net.IPNet); ok {
-			if ip, ok := netip.AddrFromSlice(n.IP); ok {
-				own[ip.Unmap()] = true
-			}
-		}
+		own[a] = true
 	}
 	return func(a netip.Addr) bool { return own[a.Unmap()] }
 }
