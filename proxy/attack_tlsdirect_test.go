@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -26,6 +27,7 @@ import (
 	"golang.org/x/net/http2"
 
 	"github.com/clawd-dev/clawd/policy"
+	"github.com/clawd-dev/clawd/secrets"
 )
 
 // holdConn is an upstream's TCP connection whose writes can be held back
@@ -599,5 +601,59 @@ func waitReadable(t *testing.T, uc *upConn) {
 	uc.rc.Read(func(fd uintptr) bool {
 		uc.peek(fd)
 		return uc.peekErr != 11 // EAGAIN: wait for readiness
+	})
+}
+
+// The stray answer carries the secret clawd injected into the request
+// before it (an echo of its Authorization header). Each answer is scrubbed
+// of the secrets injected into its own request: the stray one is taken as
+// the answer of the next request, which carried no placeholder, so the
+// agent reads the real secret. (On the fallback the stray bytes are
+// discarded.) The same echo in the first request's own answer is scrubbed.
+func TestAttackTLSDirectStrayAnswerLeaksInjectedSecret(t *testing.T) {
+	withDirect(t, func(t *testing.T) {
+		dir := t.TempDir()
+		st, err := secrets.Open(filepath.Join(dir, "secrets.json"), filepath.Join(dir, "secrets.key"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		const real = "sk-real-value-0123456789"
+		sec, err := st.Set(secrets.Secret{Name: "api", Hosts: []string{"example.com"}}, []byte(real))
+		if err != nil {
+			t.Fatal(err)
+		}
+		up := newTLSRawUpstream(t, nil, func(_ int, req *http.Request, c *tls.Conn, hc *holdConn) bool {
+			echo := "auth=" + req.Header.Get("Authorization")
+			if req.URL.Path != "/first" {
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ngood")
+				return true
+			}
+			hc.start()
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: "+itoa(len(echo))+"\r\n\r\n"+echo)
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nX-Echo: "+echo+"\r\nContent-Length: "+itoa(len(echo))+"\r\n\r\n"+echo)
+			hc.flush()
+			return true
+		})
+		dec := newDecider(policy.Allow)
+		dec.intercept["example.com"] = true
+		e := newEnv(t, dec, func(c *Config) {
+			c.UpstreamRoots = rootsOf(up.cert)
+			c.Injector = storeInjector{st}
+		})
+		clawdPool := x509.NewCertPool()
+		clawdPool.AppendCertsFromPEM(e.ca.CertPEM())
+		c := tls.Client(e.dial(up.addr()), &tls.Config{ServerName: "example.com", RootCAs: clawdPool, NextProtos: []string{"http/1.1"}})
+		got := exchangeRaw(t, c,
+			"GET /first HTTP/1.1\r\n"+tlsEdgeHost+"Authorization: Bearer "+sec.Placeholder+"\r\n\r\n",
+			"GET /next HTTP/1.1\r\n"+tlsEdgeHost+"\r\n")
+		if strings.Contains(got[0], real) {
+			t.Fatalf("first answer not scrubbed: %s", got[0])
+		}
+		if strings.Contains(got[1], real) {
+			t.Errorf("HOLE: the agent read the injected secret in the answer to GET /next: %s", got[1])
+		} else if !strings.Contains(got[1], `body="good"`) {
+			t.Errorf("next answer: %s", got[1])
+		}
 	})
 }
