@@ -6,6 +6,7 @@ package proxy
 
 import (
 	"bufio"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -237,11 +238,11 @@ func TestAttackTLSDirectStrayBytesBecomeNextAnswer(t *testing.T) {
 	}
 }
 
-// The same stray answer, but what the agent gets is checked against what
-// the upstream was asked: the answer to /next was written before the
-// upstream ever saw /next, and /next itself is still unanswered on the
-// connection (each later request gets the previous one's answer).
-func TestAttackTLSDirectStrayShiftsAllLaterAnswers(t *testing.T) {
+// The same stray answer, checked against what the upstream was asked: the
+// agent's /second gets an answer written before the upstream ever saw
+// /second (the upstream's real answer to /second then sits in the socket,
+// where the peek sees it: /third goes on a new connection).
+func TestAttackTLSDirectStrayAnswersUnaskedRequest(t *testing.T) {
 	withDirect(t, func(t *testing.T) {
 		up := newTLSRawUpstream(t, nil, func(_ int, req *http.Request, c *tls.Conn, hc *holdConn) bool {
 			if req.URL.Path == "/first" {
@@ -656,4 +657,81 @@ func TestAttackTLSDirectStrayAnswerLeaksInjectedSecret(t *testing.T) {
 			t.Errorf("next answer: %s", got[1])
 		}
 	})
+}
+
+// Answers that must end the upstream connection over TLS: an unasked 101
+// (502, connection closed), an answer without a length (read to the close,
+// next request on a new connection), truncation without close_notify.
+func TestAttackTLSDirectConnectionEndingAnswers(t *testing.T) {
+	for _, tc := range []struct {
+		name, answer, want string
+	}{
+		{"101 unasked", "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: foo\r\n\r\n" + evilAnswer, "502"},
+		{"no length", "HTTP/1.1 200 OK\r\n\r\nuntil-close", `body="until-close"`},
+		{"truncated", "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort", "error: unexpected EOF"}, // never a whole answer
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			withDirect(t, func(t *testing.T) {
+				up := newTLSRawUpstream(t, nil, func(_ int, req *http.Request, c *tls.Conn, hc *holdConn) bool {
+					if req.URL.Path == "/next" {
+						io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ngood")
+						return true
+					}
+					io.WriteString(c, tc.answer)
+					if tc.name == "101 unasked" {
+						io.Copy(io.Discard, c) // keeps it open until clawd closes
+						return false
+					}
+					hc.Conn.Close() // TCP close, no close_notify
+					return false
+				})
+				_, dial := interceptRawEnv(t, rootsOf(up.cert), nil)
+				c := dial(up.addr())
+				a := exchangeRaw(t, c, "GET /first HTTP/1.1\r\n"+tlsEdgeHost+"\r\n")[0]
+				if !strings.Contains(a, tc.want) || strings.Contains(a, "EVIL") {
+					t.Errorf("first: %s", a)
+				}
+				if tc.name == "truncated" {
+					return // the agent connection is cut (both paths)
+				}
+				a = exchangeRaw(t, c, "GET /next HTTP/1.1\r\n"+tlsEdgeHost+"\r\n")[0]
+				if !strings.Contains(a, `body="good"`) {
+					t.Errorf("HOLE: next: %s", a)
+				}
+				if n := len(up.received()); n != 2 {
+					t.Errorf("upstream connections: %v", up.received())
+				}
+			})
+		})
+	}
+}
+
+// The direct path's handshake timeout (no fallback) is classed as the
+// fallback's TLSHandshakeTimeout is: same 502 reason, same audit text.
+func TestAttackTLSDirectHandshakeTimeoutSameReason(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // accepts, never answers the ClientHello
+		}
+	}()
+	tr := &http.Transport{TLSHandshakeTimeout: time.Nanosecond, TLSClientConfig: &tls.Config{ServerName: "example.com"}}
+	defer tr.CloseIdleConnections()
+	req, _ := http.NewRequest("GET", "https://"+ln.Addr().String()+"/", nil)
+	_, ferr := tr.RoundTrip(req)
+	if ferr == nil {
+		t.Fatal("no error")
+	}
+	derr := tlsRefused{context.DeadlineExceeded}
+	if a, b := upstreamFailure(ferr), upstreamFailure(derr); a != b {
+		t.Errorf("fallback %q (%v) vs direct %q", a, ferr, b)
+	}
 }
