@@ -735,3 +735,72 @@ func TestAttackTLSDirectHandshakeTimeoutSameReason(t *testing.T) {
 		t.Errorf("fallback %q (%v) vs direct %q", a, ferr, b)
 	}
 }
+
+// Without an SNI the direct path is never used (the fallback, verifying
+// the Host header's name, serves, or the interception fails): an
+// HTTP/1.1 agent's GET reaches an h2-capable upstream on HTTP/2 or not at
+// all, never on clawd's HTTP/1.1 connection.
+func TestAttackTLSDirectNoSNIKeepsFallback(t *testing.T) {
+	u, _ := tlsUpstream(t, false)
+	e, _ := interceptEnv(t, u)
+	tc := tls.Client(e.dial(mustAddrPort(u.Listener.Addr().String())), &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
+	if err := tc.Handshake(); err != nil {
+		t.Logf("no interception without SNI: %v", err)
+		return
+	}
+	a := exchangeRaw(t, tc, "GET /x HTTP/1.1\r\n"+tlsEdgeHost+"\r\n")[0]
+	t.Logf("answer: %s", a)
+	if strings.Contains(a, `X-Upstream-Proto=["HTTP/1.1"]`) {
+		t.Errorf("HOLE: a request without SNI went on the direct path: %s", a)
+	}
+}
+
+// An HTTP/2 agent stays on the fallback (HTTP/2 upstream).
+func TestAttackTLSDirectH2AgentKeepsFallback(t *testing.T) {
+	u, _ := tlsUpstream(t, false)
+	roots := x509.NewCertPool()
+	roots.AddCert(u.Certificate())
+	dec := newDecider(policy.Allow)
+	dec.intercept["example.com"] = true
+	e := newEnv(t, dec, func(c *Config) { c.UpstreamRoots = roots })
+	clawdPool := x509.NewCertPool()
+	clawdPool.AppendCertsFromPEM(e.ca.CertPEM())
+	cl := e.client(mustAddrPort(u.Listener.Addr().String()), &tls.Config{RootCAs: clawdPool}, true)
+	resp := mustGet(t, cl, "https://example.com/h2")
+	resp.Body.Close()
+	if resp.ProtoMajor != 2 || resp.Header.Get("X-Upstream-Proto") != "HTTP/2.0" {
+		t.Errorf("h2 agent: agent %s, upstream %s", resp.Proto, resp.Header.Get("X-Upstream-Proto"))
+	}
+}
+
+// An agent that pipelines its requests (all written at once) gets each
+// answer for its own request, in order, on the direct TLS path; a 1xx
+// before an answer does not shift them.
+func TestAttackTLSDirectAgentPipelining(t *testing.T) {
+	withDirect(t, func(t *testing.T) {
+		up := newTLSRawUpstream(t, nil, func(_ int, req *http.Request, c *tls.Conn, _ *holdConn) bool {
+			b := "answer-to " + req.URL.Path
+			pre := ""
+			if req.URL.Path == "/b" {
+				pre = "HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n"
+			}
+			io.WriteString(c, pre+"HTTP/1.1 200 OK\r\nContent-Length: "+itoa(len(b))+"\r\n\r\n"+b)
+			return true
+		})
+		_, dial := interceptRawEnv(t, rootsOf(up.cert), nil)
+		c := dial(up.addr())
+		var all string
+		for _, p := range []string{"/a", "/b", "/c", "/d"} {
+			all += "GET " + p + " HTTP/1.1\r\n" + tlsEdgeHost + "\r\n"
+		}
+		io.WriteString(c, all)
+		br := bufio.NewReader(c)
+		c.SetReadDeadline(time.Now().Add(waitLimit))
+		for _, p := range []string{"/a", "/b", "/c", "/d"} {
+			a := readAnswer(t, br, false)
+			if !strings.Contains(a, `body="answer-to `+p+`"`) {
+				t.Errorf("HOLE: %s answered with %s", p, a)
+			}
+		}
+	})
+}
