@@ -11,6 +11,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
+	stdlog "log"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -105,6 +107,12 @@ type attachment struct {
 	cutOff    string     // why clawd froze the container ("" if it did not)
 }
 
+// silenceStdLog discards the standard library's log output: net/http
+// writes there, quoting upstream bytes (an unsolicited answer on an idle
+// connection, which may echo an injected secret). clawd's own lines go
+// through zap, their texts chosen by clawd.
+func silenceStdLog() { stdlog.SetOutput(io.Discard) }
+
 // New builds a daemon from its settings; Run starts it.
 func New(cfg Config, log *zap.Logger) (*Daemon, error) {
 	if os.Geteuid() != 0 {
@@ -114,6 +122,7 @@ func New(cfg Config, log *zap.Logger) (*Daemon, error) {
 	// ptrace or /proc/PID/mem access by anything but root.
 	unix.Setrlimit(unix.RLIMIT_CORE, &unix.Rlimit{})
 	unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
+	silenceStdLog()
 	for _, dir := range []string{cfg.StateDir, filepath.Dir(cfg.Socket), filepath.Dir(cfg.AuditLog)} {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return nil, fmt.Errorf("create %s: %w", dir, err)

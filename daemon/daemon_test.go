@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	stdlog "log"
 	"net"
 	"net/http"
 	"net/netip"
@@ -285,5 +286,17 @@ func TestDNSRefuseSetting(t *testing.T) {
 		if (err == nil) != tc.ok || got != tc.want {
 			t.Errorf("dns-refuse %q = %d, %v", tc.in, got, err)
 		}
+	}
+}
+
+// The standard library's logger (net/http writes upstream bytes there)
+// reaches no output once a daemon is made.
+func TestStdLogSilenced(t *testing.T) {
+	old := stdlog.Writer()
+	defer stdlog.SetOutput(old)
+	stdlog.SetOutput(os.Stderr)
+	silenceStdLog()
+	if stdlog.Writer() != io.Discard {
+		t.Fatalf("standard log writes to %T", stdlog.Writer())
 	}
 }

@@ -86,6 +86,10 @@ func newTLSRawUpstream(t *testing.T, cfg *tls.Config, answer tlsAnswer) *tlsRawU
 	if cfg == nil {
 		cfg = &tls.Config{}
 	}
+	if cfg.NextProtos == nil {
+		// As real HTTP/1.1 servers do: the direct path needs the ack.
+		cfg.NextProtos = []string{"http/1.1"}
+	}
 	if len(cfg.Certificates) == 0 {
 		cfg.Certificates = []tls.Certificate{cert}
 	} else {

@@ -41,6 +41,7 @@ func BenchmarkHTTPKeepAlive(b *testing.B) {
 	upTLS := httptest.NewUnstartedServer(handler)
 	upTLS.EnableHTTP2 = true
 	upTLS.StartTLS()
+	upTLS.TLS.NextProtos = []string{"h2", "http/1.1"} // as a real server lists them
 	defer upTLS.Close()
 	upAddr := netip.MustParseAddrPort(up.Listener.Addr().String())
 	upTLSAddr := netip.MustParseAddrPort(upTLS.Listener.Addr().String())

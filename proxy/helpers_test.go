@@ -267,6 +267,8 @@ func newUpstream(t *testing.T, tlsOn, h2 bool, h http.HandlerFunc) *upstream {
 	if tlsOn {
 		u.EnableHTTP2 = h2
 		u.StartTLS()
+		// As a real server lists them (httptest offers h2 alone).
+		u.TLS.NextProtos = append(u.TLS.NextProtos, "http/1.1")
 	} else {
 		u.Start()
 	}

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -113,6 +114,7 @@ type upConn struct {
 	bw     *bufio.Writer
 	reused bool
 	idleAt time.Time
+	tls    bool // c is TLS over the socket
 	// quiet's peek: its buffer and result (errno 0: a byte or EOF).
 	peekBuf [1]byte
 	peekErr unix.Errno
@@ -412,15 +414,22 @@ func (t *upstreamTransport) get(ctx context.Context) (*upConn, error) {
 		hctx, cancel := context.WithTimeout(ctx, tlsHandshakeTimeout)
 		err := tc.HandshakeContext(hctx)
 		cancel()
+		if err == nil && tc.ConnectionState().NegotiatedProtocol != "http/1.1" {
+			// A server that did not take the offer (no ALPN at all, or
+			// one that ignores protocols it cannot serve, as an HTTP/2-
+			// only terminator may) is left to the fallback, which offers
+			// h2 too and reads its answer.
+			err = errors.New("the upstream did not agree to HTTP/1.1 (ALPN)")
+		}
 		if err != nil {
 			raw.Close()
 			return nil, tlsRefused{err}
 		}
 		c = tc
 	}
-	uc := &upConn{c: c}
-	// The liveness peek looks at the socket under TLS: an idle TLS
-	// connection is as silent as a plain one.
+	uc := &upConn{c: c, tls: c != raw}
+	// The liveness peek looks at the socket, and under TLS at what
+	// crypto/tls holds too (quiet).
 	if sc, ok := raw.(syscall.Conn); ok {
 		uc.rc, _ = sc.SyscallConn()
 		uc.peekFn = uc.peek
@@ -448,7 +457,23 @@ func (uc *upConn) quiet() bool {
 	if cerr := uc.rc.Control(uc.peekFn); cerr != nil {
 		return false
 	}
-	return uc.peekErr == unix.EAGAIN // not EOF, data or an error
+	if uc.peekErr != unix.EAGAIN {
+		return false // EOF, data or an error
+	}
+	if uc.tls {
+		// crypto/tls holds whole records it read but has not decrypted,
+		// and the decrypted rest of a record nobody asked for: stray
+		// bytes (an answer sent unasked, a close_notify) the socket
+		// peek cannot see. A read through TLS that may not wait tells;
+		// its timeout leaves the connection as it was.
+		uc.c.SetReadDeadline(time.Unix(1, 0))
+		_, err := uc.br.Peek(1)
+		uc.c.SetReadDeadline(time.Time{})
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			return false
+		}
+	}
+	return true
 }
 
 // peek is quiet's non-blocking one-byte MSG_PEEK on the socket, a method

@@ -32,6 +32,7 @@ func tlsUpstream(t *testing.T, h2Only bool) (*httptest.Server, *atomic.Int64) {
 	}
 	u.EnableHTTP2 = true
 	u.StartTLS()
+	u.TLS.NextProtos = []string{"h2", "http/1.1"} // as a real server lists them (httptest: h2 alone)
 	if h2Only {
 		// As a strict HTTP/2 server (gRPC's, say): a client that does
 		// not offer h2 fails the handshake. (The listener handshakes with
