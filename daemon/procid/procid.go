@@ -87,7 +87,31 @@ type Resolver struct {
 	use       uint64 // LRU clock
 	// turns: each container's hashing turn (one hash at a time).
 	turns map[uint64]*turn
+
+	// Per-connection costs remembered (each bounded, then forgotten
+	// whole): texts, the redacted line of each raw command line;
+	// mapsOK, the processes (PID, start time, executable, path) whose maps
+	// named their executable, a check that is defence in depth only (the
+	// executable guard is the rule, checked before every Resolve).
+	textMu sync.Mutex
+	texts  map[string]string
+	mapsOK map[mapsKey]bool
 }
+
+type mapsKey struct {
+	pid      int
+	start    int64
+	dev, ino uint64
+	path     string
+}
+
+// memoEntries bounds the Resolver's mapsOK; memoLines and memoLine its
+// texts (how many, and the longest raw line remembered: 2 MiB at most).
+const (
+	memoEntries = 4096
+	memoLines   = 1024
+	memoLine    = 2 << 10
+)
 
 type turn struct {
 	ch    chan struct{}
@@ -101,6 +125,7 @@ func New(procRoot string, cgroupOf func(pid int) (uint64, error)) *Resolver {
 		MaxHashSize: DefaultMaxHashSize,
 		proc:        procRoot, cgroupOf: cgroupOf,
 		recent: recent, now: time.Now, maxCache: cacheEntries,
+		texts: map[string]string{}, mapsOK: map[mapsKey]bool{},
 		hashWait: defaultHashWait, hashHold: defaultHashHold,
 		cache: map[fileKey]*hashEntry{}, byFile: map[[2]uint64]fileKey{},
 		perCgroup: map[uint64]int{}, turns: map[uint64]*turn{},
@@ -206,8 +231,20 @@ func (r *Resolver) Resolve(tgid uint32, cgroup uint64, acceptedAt int64, exe *Fi
 	// unmapped) usually maps no file of that name. Defence in depth only:
 	// the forger can map the target too; the kernel's executable guard
 	// (bpf/guard.c, checked by the daemon before Resolve) is the rule.
-	if !r.mapped(pid, path) {
+	mk := mapsKey{pid, start, st.Dev, st.Ino, path}
+	r.textMu.Lock()
+	known := r.mapsOK[mk]
+	r.textMu.Unlock()
+	if !known && !r.mapped(pid, path) {
 		return unknown, fmt.Errorf("process %d does not map its executable %s: it replaced it (prctl PR_SET_MM)", pid, progtext.Escape(path))
+	}
+	if !known {
+		r.textMu.Lock()
+		if len(r.mapsOK) >= memoEntries {
+			clear(r.mapsOK)
+		}
+		r.mapsOK[mk] = true
+		r.textMu.Unlock()
 	}
 	cmd := r.cmdline(pid)
 	r.at("opened")
@@ -479,5 +516,23 @@ func (r *Resolver) cmdline(pid int) string {
 	}
 	defer f.Close()
 	b, _ := io.ReadAll(io.LimitReader(f, maxCmdlineRead))
-	return progtext.Cmdline(b)
+	// Redacting is the costly part (its patterns), and a process that
+	// connects again has the same command line: the result of the same
+	// bytes is remembered (progtext.Cmdline is a pure function of them).
+	r.textMu.Lock()
+	line, ok := r.texts[string(b)]
+	r.textMu.Unlock()
+	if ok {
+		return line
+	}
+	line = progtext.Cmdline(b)
+	if len(b) <= memoLine {
+		r.textMu.Lock()
+		if len(r.texts) >= memoLines {
+			clear(r.texts)
+		}
+		r.texts[string(b)] = line
+		r.textMu.Unlock()
+	}
+	return line
 }
