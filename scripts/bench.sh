@@ -374,6 +374,10 @@ HTTP_URL=http://bench.test:8080/
 HTTPS_URL=https://bench.test:8443/
 
 # --- direct (no clawd) ---
+# The CPU columns of the direct rows are the upstream's own (benchtool
+# serve, a Go net/http server): the floor a Go HTTP stack costs per
+# request on this machine, beside the proxies' figures.
+CPU_PIDS=$(cat "$D/upstream.pid")
 row direct
 for i in $(seq "$REPS"); do
 	run_log direct "$i"
@@ -391,6 +395,7 @@ for i in $(seq "$REPS"); do
 	measure_http "direct HTTPS" "$HTTPS_URL"
 	h2_run "direct HTTPS" "$HTTPS_URL"
 done
+CPU_PIDS=
 na "direct HTTPS" wrk "HTTPS rows: h2load"
 na "direct HTTPS" iperf "bulk TCP: see direct"
 
@@ -1186,12 +1191,13 @@ CPU_TABLE=$(
 	echo "| path | proxy CPU per request (benchtool HTTP, c=64) | proxy CPU per new connection (c=8) | proxy RSS at the row's end |"
 	echo "|---|---|---|---|"
 	for r in "${ROWS[@]}"; do
-		case "$r" in direct*) continue ;; esac
 		if [ -n "${R[$r|note]:-}" ]; then
 			echo "| $r | ${R[$r|note]} |||"
 			continue
 		fi
-		echo "| $r | $(cpu_cell "${R[$r|cpu_req]:-}") | $(cpu_cell "${R[$r|cpu_conn]:-}") | ${R[$r|rss]:+${R[$r|rss]} MiB} |"
+		label=$r
+		case "$r" in direct*) label="$r: the upstream's own CPU (benchtool serve, Go net/http)" ;; esac
+		echo "| $label | $(cpu_cell "${R[$r|cpu_req]:-}") | $(cpu_cell "${R[$r|cpu_conn]:-}") | ${R[$r|rss]:+${R[$r|rss]} MiB} |"
 	done
 )
 pct() { # pct V BASE: 100·V/BASE "%", or n/a
