@@ -1,0 +1,122 @@
+// fpaudit attacks the fast path's per-connection audit (issue 18).
+//
+// fpaudit burst IP PORT N TFO DATA: N non-blocking connects to IP:PORT, then
+// TFO sockets that send DATA-i in their SYN (MSG_FASTOPEN with
+// TCP_FASTOPEN_NO_COOKIE), printing "tfo I sport=P rc=R" for each; prints
+// "issued" and keeps every socket open until /tmp/done exists.
+//
+// fpaudit hold IP PORT N: N whole fast connections (connect, "hello\n", read
+// the answer), printing "held N" once all are answered; when /tmp/close
+// exists, closes them all with a reset (SO_LINGER 0), prints "closed" and
+// waits for /tmp/done.
+package main
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+const tcpFastopenNoCookie = 34
+
+func sa(ip net.IP, port int) *unix.SockaddrInet4 {
+	s := &unix.SockaddrInet4{Port: port}
+	copy(s.Addr[:], ip.To4())
+	return s
+}
+
+func waitFile(p string) {
+	for {
+		if _, err := os.Stat(p); err == nil {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func raiseNofile() {
+	var r unix.Rlimit
+	unix.Getrlimit(unix.RLIMIT_NOFILE, &r)
+	r.Cur = r.Max
+	unix.Setrlimit(unix.RLIMIT_NOFILE, &r)
+	fmt.Println("nofile", r.Cur)
+}
+
+func main() {
+	ip := net.ParseIP(os.Args[2])
+	port, _ := strconv.Atoi(os.Args[3])
+	n, _ := strconv.Atoi(os.Args[4])
+	raiseNofile()
+	switch os.Args[1] {
+	case "burst":
+		tfo, _ := strconv.Atoi(os.Args[5])
+		data := os.Args[6]
+		var fds []int
+		for i := 0; i < n; i++ {
+			fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK, 0)
+			if err != nil {
+				fmt.Println("socket", i, err)
+				break
+			}
+			if err := unix.Connect(fd, sa(ip, port)); err != nil && err != unix.EINPROGRESS {
+				fmt.Println("connect", i, err)
+			}
+			fds = append(fds, fd)
+		}
+		fmt.Println("plain", len(fds))
+		for i := 0; i < tfo; i++ {
+			fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK, 0)
+			if err != nil {
+				fmt.Println("socket tfo", i, err)
+				break
+			}
+			unix.SetsockoptInt(fd, unix.IPPROTO_TCP, tcpFastopenNoCookie, 1)
+			if base := os.Getenv("TFO_SPORT"); base != "" {
+				b, _ := strconv.Atoi(base)
+				unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+				if err := unix.Bind(fd, &unix.SockaddrInet4{Port: b + i}); err != nil {
+					fmt.Println("bind", err)
+				}
+			}
+			err = unix.Sendto(fd, []byte(fmt.Sprintf("%s-%d\n", data, i)), unix.MSG_FASTOPEN, sa(ip, port))
+			sport := 0
+			if s, e := unix.Getsockname(fd); e == nil {
+				sport = s.(*unix.SockaddrInet4).Port
+			}
+			fmt.Printf("tfo %d sport=%d rc=%v\n", i, sport, err)
+			fds = append(fds, fd)
+		}
+		fmt.Println("issued")
+		waitFile("/tmp/done")
+	case "hold":
+		var fds []int
+		for i := 0; i < n; i++ {
+			fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
+			if err != nil {
+				fmt.Println("socket", i, err)
+				break
+			}
+			if err := unix.Connect(fd, sa(ip, port)); err != nil {
+				fmt.Println("connect", i, err)
+				unix.Close(fd)
+				continue
+			}
+			unix.Write(fd, []byte("hello\n"))
+			buf := make([]byte, 5)
+			unix.Read(fd, buf)
+			unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+			fds = append(fds, fd)
+		}
+		fmt.Println("held", len(fds))
+		waitFile("/tmp/close")
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+		fmt.Println("closed")
+		waitFile("/tmp/done")
+	}
+}
