@@ -295,3 +295,86 @@ func TestAttackFastAuditTFODataBeforeLostOpen(t *testing.T) {
 func atoi(s string) int { i, _ := strconv.Atoi(s); return i }
 
 var _ = os.Getpid
+
+// Attack (issue 18, audit): "a flow whose close event was lost gets a
+// close_lost line after two sweeps". The daemon only checks the flows it
+// holds open; at start it adopts the established records that are not
+// marked closed. Flows that close while the daemon is down, with the ring
+// buffer full (nobody reads it), leave records marked closed with no close
+// event: the new daemon never adopts them, so their connect lines (written
+// by the previous daemon) are never followed by a closed or close_lost
+// line.
+func TestAttackFastAuditCloseLostWhileDaemonDown(t *testing.T) {
+	ctd := harness.SharedContainerd(t)
+	up := harness.SharedUpstream(t)
+	startTFOServer(t, up, auditPort+1)
+	cl := StartClawd(t, ctd, ClawdOpts{Policy: fmt.Sprintf(fastPolicy, auditPort+1)})
+	ct := ctd.Run(t, "fpdown", harness.RunOpts{Files: map[string]string{toolBin(t, "fpaudit"): "/fpaudit"}})
+	cl.MustCLI("attach", ct.Name)
+	const shards, per = 10, 980
+	sh(t, ct, fmt.Sprintf(`for i in $(seq 1 %d); do /fpaudit hold %s %d %d >/tmp/h$i 2>&1 </dev/null & done`, shards, up.IPv4, auditPort+1, per))
+	eventually(t, "the held connections", func() bool {
+		o, _ := sh(t, ct, "cat /tmp/h*")
+		return strings.Count(o, "held ") == shards
+	})
+	o, _ := sh(t, ct, "cat /tmp/h*")
+	held := 0
+	for _, m := range regexp.MustCompile(`held (\d+)`).FindAllStringSubmatch(o, -1) {
+		held += atoi(m[1])
+	}
+	open := map[string]bool{}
+	eventually(t, "a connect line for each held connection", func() bool {
+		for _, e := range cl.AuditEntries() {
+			if e.Path == "kernel" && e.Event == audit.EventDecision && e.Src != "" {
+				open[e.Src] = true
+			}
+		}
+		return len(open) >= held
+	})
+	cl.Stop()
+	_, lost0 := fastCounters(t, cl)
+	sh(t, ct, "touch /tmp/close")
+	eventually(t, "the held connections closed", func() bool {
+		o, _ := sh(t, ct, "cat /tmp/h*")
+		return strings.Count(o, "closed") == shards
+	})
+	_, lost := fastCounters(t, cl)
+	t.Logf("held %d; close events lost while the daemon was down: %d", held, lost-lost0)
+	cl.Start()
+	ended := func() (map[string]string, int) {
+		m := map[string]string{}
+		for _, e := range cl.AuditEntries() {
+			if e.Path == "kernel" && (e.Event == audit.EventClosed || e.Event == audit.EventCloseLost) && open[e.Src] {
+				m[e.Src] = string(e.Event)
+			}
+		}
+		k := 0
+		for _, v := range m {
+			if v == string(audit.EventCloseLost) {
+				k++
+			}
+		}
+		return m, k
+	}
+	eventually(t, "the queued close events read", func() bool {
+		m, _ := ended()
+		return len(m)+int(lost-lost0) >= len(open)
+	})
+	sh(t, ct, "sleep 4") // four sweeps (1s): any close_lost line is written by now
+	m, nLost := ended()
+	missing := 0
+	for src := range open {
+		if m[src] == "" {
+			missing++
+			if missing <= 5 {
+				t.Errorf("NO END LINE: connection %s has its connect line but neither a closed nor a close_lost line", src)
+			}
+		}
+	}
+	t.Logf("%d held connections: %d end lines (%d close_lost), %d with no end line", len(open), len(m), nLost, missing)
+	if missing > 0 {
+		t.Errorf("%d connections left without an end line", missing)
+	}
+	verifyAudit(t, cl)
+	sh(t, ct, "touch /tmp/done")
+}
