@@ -378,3 +378,132 @@ func TestAttackFastAuditCloseLostWhileDaemonDown(t *testing.T) {
 	verifyAudit(t, cl)
 	sh(t, ct, "touch /tmp/done")
 }
+
+// Attack (issue 18, audit), the agent alone: 9,800 fast connections held
+// open, then all reset at once by ten processes while the daemon runs. Does
+// the reader keep up, or does the ring buffer overflow (close events lost,
+// ev_lost)? Either way each connection must end in the audit log with a
+// closed line or, for a lost close, a close_lost line.
+func TestAttackFastAuditResetFloodWhileRunning(t *testing.T) {
+	ctd := harness.SharedContainerd(t)
+	up := harness.SharedUpstream(t)
+	startTFOServer(t, up, auditPort+2)
+	cl := StartClawd(t, ctd, ClawdOpts{Policy: fmt.Sprintf(fastPolicy, auditPort+2)})
+	ct := ctd.Run(t, "fpflood", harness.RunOpts{Files: map[string]string{toolBin(t, "fpaudit"): "/fpaudit"}})
+	cl.MustCLI("attach", ct.Name)
+	const shards, per = 10, 980
+	sh(t, ct, fmt.Sprintf(`for i in $(seq 1 %d); do /fpaudit hold %s %d %d >/tmp/h$i 2>&1 </dev/null & done`, shards, up.IPv4, auditPort+2, per))
+	eventually(t, "the held connections", func() bool {
+		o, _ := sh(t, ct, "cat /tmp/h*")
+		return strings.Count(o, "held ") == shards
+	})
+	open := map[string]bool{}
+	eventually(t, "a connect line for each held connection", func() bool {
+		for _, e := range cl.AuditEntries() {
+			if e.Path == "kernel" && e.Event == audit.EventDecision && e.Src != "" {
+				open[e.Src] = true
+			}
+		}
+		return len(open) >= shards*per
+	})
+	_, lost0 := fastCounters(t, cl)
+	sh(t, ct, "touch /tmp/close")
+	eventually(t, "the held connections closed", func() bool {
+		o, _ := sh(t, ct, "cat /tmp/h*")
+		return strings.Count(o, "closed") == shards
+	})
+	_, lost := fastCounters(t, cl)
+	t.Logf("close events lost with the daemon running: %d", lost-lost0)
+	var m map[string]string
+	var nLost int
+	ended := func() bool {
+		m, nLost = map[string]string{}, 0
+		for _, e := range cl.AuditEntries() {
+			if e.Path == "kernel" && (e.Event == audit.EventClosed || e.Event == audit.EventCloseLost) && open[e.Src] {
+				m[e.Src] = string(e.Event)
+				if e.Event == audit.EventCloseLost {
+					nLost++
+				}
+			}
+		}
+		return len(m) >= len(open)
+	}
+	eventually(t, "an end line for each connection", ended)
+	t.Logf("%d connections: %d end lines, %d close_lost", len(open), len(m), nLost)
+	verifyAudit(t, cl)
+	sh(t, ct, "touch /tmp/done")
+}
+
+// Attack (issue 18, audit): the daemon stops (SIGTERM) while a burst of
+// fast connections closes. The reader drains the ring buffer into
+// batches; shutdown closes the audit log right after cancelling the
+// reader. A batch read from the ring (events consumed) but logged after
+// the close is gone: the next daemon neither finds those events in the ring
+// nor adopts the closed records. Every held connection must end with a
+// closed or close_lost line after the restart.
+func TestAttackFastAuditStopDuringCloseBurst(t *testing.T) {
+	ctd := harness.SharedContainerd(t)
+	up := harness.SharedUpstream(t)
+	startTFOServer(t, up, auditPort+3)
+	cl := StartClawd(t, ctd, ClawdOpts{Policy: fmt.Sprintf(fastPolicy, auditPort+3)})
+	ct := ctd.Run(t, "fpstop", harness.RunOpts{Files: map[string]string{toolBin(t, "fpaudit"): "/fpaudit"}})
+	cl.MustCLI("attach", ct.Name)
+	const shards, per = 8, 980
+	sh(t, ct, fmt.Sprintf(`for i in $(seq 1 %d); do CLOSE_GAP_US=500 /fpaudit hold %s %d %d >/tmp/h$i 2>&1 </dev/null & done`, shards, up.IPv4, auditPort+3, per))
+	eventually(t, "the held connections", func() bool {
+		o, _ := sh(t, ct, "cat /tmp/h*")
+		return strings.Count(o, "held ") == shards
+	})
+	open := map[string]bool{}
+	eventually(t, "a connect line for each held connection", func() bool {
+		for _, e := range cl.AuditEntries() {
+			if e.Path == "kernel" && e.Event == audit.EventDecision && e.Src != "" {
+				open[e.Src] = true
+			}
+		}
+		return len(open) >= shards*per
+	})
+	_, lost0 := fastCounters(t, cl)
+	sh(t, ct, "touch /tmp/close")
+	// Stop once the first daemon is writing close lines.
+	eventually(t, "close lines being written", func() bool {
+		for _, e := range cl.AuditEntries() {
+			if e.Path == "kernel" && e.Event == audit.EventClosed {
+				return true
+			}
+		}
+		return false
+	})
+	cl.Stop()
+	eventually(t, "the held connections closed", func() bool {
+		o, _ := sh(t, ct, "cat /tmp/h*")
+		return strings.Count(o, "closed") == shards
+	})
+	_, lost := fastCounters(t, cl)
+	t.Logf("close events lost: %d", lost-lost0)
+	pre := 0
+	for _, e := range cl.AuditEntries() {
+		if e.Path == "kernel" && e.Event == audit.EventClosed && open[e.Src] {
+			pre++
+		}
+	}
+	cl.Start()
+	var m map[string]bool
+	ended := func() bool {
+		m = map[string]bool{}
+		for _, e := range cl.AuditEntries() {
+			if e.Path == "kernel" && (e.Event == audit.EventClosed || e.Event == audit.EventCloseLost) && open[e.Src] {
+				m[e.Src] = true
+			}
+		}
+		return len(m) >= len(open)
+	}
+	defer func() { sh(t, ct, "touch /tmp/done"); verifyAudit(t, cl) }()
+	for i := 0; i < 40 && !ended(); i++ {
+		sh(t, ct, "sleep 0.25")
+	}
+	t.Logf("%d connections: %d end lines written by the first daemon, %d in all after the restart", len(open), pre, len(m))
+	if len(m) < len(open) {
+		t.Errorf("%d connections have a connect line and no closed or close_lost line", len(open)-len(m))
+	}
+}

@@ -113,8 +113,12 @@ func main() {
 		}
 		fmt.Println("held", len(fds))
 		waitFile("/tmp/close")
+		gap, _ := strconv.Atoi(os.Getenv("CLOSE_GAP_US"))
 		for _, fd := range fds {
 			unix.Close(fd)
+			if gap > 0 {
+				time.Sleep(time.Duration(gap) * time.Microsecond)
+			}
 		}
 		fmt.Println("closed")
 		waitFile("/tmp/done")
