@@ -135,6 +135,7 @@ func flowsBySport(t *testing.T, cl *Clawd) map[uint16]bpf.ClawdFlow {
 
 func verifyAudit(t *testing.T, cl *Clawd) {
 	t.Helper()
+	cl.Stop() // it signs a checkpoint as it stops
 	key := ""
 	if ks, _ := filepath.Glob(filepath.Join(cl.Dir, "*", "audit-key.pub")); len(ks) > 0 {
 		key = ks[0]
@@ -506,4 +507,150 @@ func TestAttackFastAuditStopDuringCloseBurst(t *testing.T) {
 	if len(m) < len(open) {
 		t.Errorf("%d connections have a connect line and no closed or close_lost line", len(open)-len(m))
 	}
+}
+
+// Attack (issue 18, audit): a Fast Open SYN carries data the upstream
+// reads; the SYN-ACK is late and the agent closes the socket before it
+// comes. The connection "never got established" for the client's kernel,
+// so its single line says so, with no bytes: the log denies that data left.
+func TestAttackFastAuditTFONeverEstablishedCarriedData(t *testing.T) {
+	ctd := harness.SharedContainerd(t)
+	up := harness.SharedUpstream(t)
+	port := auditPort + 4
+	srv := startTFOServer(t, up, port)
+	cl := StartClawd(t, ctd, ClawdOpts{Policy: fmt.Sprintf(fastPolicy, port)})
+	ct := ctd.Run(t, "fptfo1", harness.RunOpts{Files: map[string]string{toolBin(t, "fpaudit"): "/fpaudit"}})
+	cl.MustCLI("attach", ct.Name)
+	rule := []string{"OUTPUT", "-p", "tcp", "--sport", fmt.Sprint(port), "--tcp-flags", "SYN,ACK", "SYN,ACK", "-j", "DROP"}
+	nsRun(t, up.Netns, append([]string{"iptables", "-A"}, rule...)...)
+	t.Cleanup(func() {
+		exec.Command("nsenter", append([]string{"--net=" + up.Netns, "iptables", "-D"}, rule...)...).Run()
+	})
+	sh(t, ct, fmt.Sprintf("TFO_SPORT=20100 /fpaudit burst %s %d 0 1 SECRET >/tmp/burst 2>&1 </dev/null &", up.IPv4, port))
+	var remote, got string
+	eventually(t, "the server to read the Fast Open data", func() bool {
+		d, _ := srv.snapshot()
+		for r, v := range d {
+			remote, got = r, v
+		}
+		return strings.HasPrefix(got, "SECRET")
+	})
+	sh(t, ct, "touch /tmp/done") // the socket closes in SYN_SENT
+	var lines []audit.Entry
+	eventually(t, "the connection's line", func() bool {
+		lines = lines[:0]
+		for _, e := range cl.AuditEntries() {
+			if e.Path == "kernel" && strings.HasSuffix(e.Dst, fmt.Sprint(port)) {
+				lines = append(lines, e)
+			}
+		}
+		return len(lines) > 0
+	})
+	for _, e := range lines {
+		t.Logf("line: event=%s src=%q bytes_out=%d reason=%q", e.Event, e.Src, e.BytesOut, e.Reason)
+		if e.BytesOut < int64(len(got)) {
+			t.Errorf("MISLEADING: the upstream (%s) read %d bytes (%q), the audit line says %d bytes out (%s)", remote, len(got), strings.TrimSpace(got), e.BytesOut, e.Reason)
+		}
+		if e.Src == "" {
+			t.Errorf("the line has no src: it cannot be matched to the upstream's %s", remote)
+		}
+	}
+}
+
+// Attack (issue 18, audit): IPv6 and IPv4-mapped destinations. The
+// decision line's src must be what the upstream sees, and the closed line
+// must pair with it and carry the bytes; a connect to an allowed port with
+// nobody listening (reset) gets exactly one line.
+func TestAttackFastAuditIPv6AndMapped(t *testing.T) {
+	ctd := harness.SharedContainerd(t)
+	up := harness.SharedUpstream(t)
+	port := auditPort + 5
+	srv4 := startFastServerIn(t, up.Netns, net.JoinHostPort(up.IPv4.String(), fmt.Sprint(port)))
+	srv6 := startFastServerIn(t, up.Netns, net.JoinHostPort(up.IPv6.String(), fmt.Sprint(port)))
+	pol := fmt.Sprintf(`version: 1
+default:
+  default_action: deny
+  rules:
+    - name: direct
+      cidrs: [198.51.100.10, "2001:db8::10"]
+      ports: [%d, %d]
+      action: allow
+`, port, port+1)
+	cl := StartClawd(t, ctd, ClawdOpts{Policy: pol})
+	ct := ctd.Run(t, "fpv6", harness.RunOpts{Files: map[string]string{toolBin(t, "fpaudit"): "/fpaudit"}})
+	cl.MustCLI("attach", ct.Name)
+	for _, c := range []struct {
+		name, addr string
+		srv        *fastServer
+	}{{"mapped", "::ffff:" + up.IPv4.String(), srv4}, {"ipv6", up.IPv6.String(), srv6}} {
+		out, _ := sh(t, ct, fmt.Sprintf("/fpaudit dial6 %s %d 0", c.addr, port))
+		t.Logf("%s: %s", c.name, strings.TrimSpace(out))
+		if !strings.Contains(out, `read="world"`) {
+			t.Errorf("%s: no answer: %s", c.name, out)
+			continue
+		}
+		remote, _ := c.srv.seen()
+		if len(remote) == 0 {
+			t.Errorf("%s: the server saw nothing", c.name)
+			continue
+		}
+		src := remote[len(remote)-1]
+		var dec, closed int
+		eventually(t, c.name+": the connection's closed line", func() bool {
+			dec, closed = 0, 0
+			for _, e := range cl.AuditEntries() {
+				if e.Path != "kernel" || e.Src != src {
+					continue
+				}
+				switch e.Event {
+				case audit.EventDecision:
+					dec++
+				case audit.EventClosed:
+					if e.BytesOut == 6 && e.BytesIn == 5 {
+						closed++
+					}
+				}
+			}
+			return closed > 0
+		})
+		if dec != 1 || closed != 1 {
+			t.Errorf("%s: %d decision and %d closed lines with src %s, want one each", c.name, dec, closed, src)
+		}
+	}
+	// Nobody listens on port+1: the connect is reset.
+	for _, addr := range []string{"::ffff:" + up.IPv4.String(), up.IPv6.String()} {
+		out, _ := sh(t, ct, fmt.Sprintf("/fpaudit dial6 %s %d 0", addr, port+1))
+		t.Logf("closed port %s: %s", addr, strings.TrimSpace(out))
+	}
+	dst4 := fmt.Sprintf("%s:%d", up.IPv4, port+1)
+	dst6 := fmt.Sprintf("[%s]:%d", up.IPv6, port+1)
+	var n4, n6 int
+	eventually(t, "a line for each refused connect", func() bool {
+		n4, n6 = 0, 0
+		for _, e := range cl.AuditEntries() {
+			if e.Path == "kernel" && e.Dst == dst4 {
+				n4++
+			}
+			if e.Path == "kernel" && e.Dst == dst6 {
+				n6++
+			}
+		}
+		return n4 > 0 && n6 > 0
+	})
+	sh(t, ct, "sleep 2.5") // two sweeps: no more lines for them
+	n4, n6 = 0, 0
+	for _, e := range cl.AuditEntries() {
+		if e.Path == "kernel" && (e.Dst == dst4 || e.Dst == dst6) {
+			t.Logf("refused connect line: %s %s src=%q reason=%q", e.Event, e.Dst, e.Src, e.Reason)
+			if e.Dst == dst4 {
+				n4++
+			} else {
+				n6++
+			}
+		}
+	}
+	if n4 != 1 || n6 != 1 {
+		t.Errorf("refused connects: %d and %d lines, want one each", n4, n6)
+	}
+	verifyAudit(t, cl)
 }

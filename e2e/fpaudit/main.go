@@ -92,6 +92,30 @@ func main() {
 		}
 		fmt.Println("issued")
 		waitFile("/tmp/done")
+	case "dial6":
+		// fpaudit dial6 ADDR PORT 0: an AF_INET6 socket to ADDR (IPv6 or
+		// v4-mapped), "hello\n", the answer, close.
+		a := net.ParseIP(os.Args[2]).To16()
+		fd, err := unix.Socket(unix.AF_INET6, unix.SOCK_STREAM, 0)
+		if err != nil {
+			fmt.Println("socket", err)
+			return
+		}
+		s6 := &unix.SockaddrInet6{Port: port}
+		copy(s6.Addr[:], a)
+		if err := unix.Connect(fd, s6); err != nil {
+			fmt.Println("connect", err)
+			return
+		}
+		if l, err := unix.Getsockname(fd); err == nil {
+			l6 := l.(*unix.SockaddrInet6)
+			fmt.Printf("local [%s]:%d\n", net.IP(l6.Addr[:]), l6.Port)
+		}
+		unix.Write(fd, []byte("hello\n"))
+		buf := make([]byte, 5)
+		k, _ := unix.Read(fd, buf)
+		fmt.Printf("read=%q\n", buf[:k])
+		unix.Close(fd)
 	case "hold":
 		var fds []int
 		for i := 0; i < n; i++ {
