@@ -158,7 +158,14 @@ func verifyAudit(t *testing.T, cl *Clawd) {
 // remote's SYN-ACKs are late), the open event finds no room, sockops drops
 // the record, and nothing at all reaches the audit log about a connection
 // whose data the upstream has.
-func TestAttackFastAuditTFODataBeforeLostOpen(t *testing.T) {
+func TestAttackFastAuditTFODataBeforeLostOpen(t *testing.T) { tfoLostOpen(t, true) }
+
+// The same with the daemon running (the agent alone; the remote, which the
+// agent's accomplice may run, is late with its SYN-ACKs): the Fast Open
+// flows' SYN-ACKs are let through right after the others'.
+func TestAttackFastAuditTFODataBeforeLostOpenNoStop(t *testing.T) { tfoLostOpen(t, false) }
+
+func tfoLostOpen(t *testing.T, stop bool) {
 	ctd := harness.SharedContainerd(t)
 	up := harness.SharedUpstream(t)
 	srv := startTFOServer(t, up, auditPort)
@@ -177,7 +184,9 @@ func TestAttackFastAuditTFODataBeforeLostOpen(t *testing.T) {
 			exec.Command("nsenter", append([]string{"--net=" + up.Netns, "iptables", "-D"}, rule...)...).Run()
 		}
 	})
-	syscall.Kill(pid, syscall.SIGSTOP) // the daemon falls behind
+	if stop {
+		syscall.Kill(pid, syscall.SIGSTOP) // the daemon falls behind
+	}
 	// The container's file limit is 1024: shards of 980 sockets, the Fast
 	// Open ones last.
 	const shards, per, tfo = 10, 980, 20
@@ -221,6 +230,10 @@ func TestAttackFastAuditTFODataBeforeLostOpen(t *testing.T) {
 	})
 	nsRun(t, up.Netns, append([]string{"iptables", "-D"}, rule...)...)
 	dropped = false
+	if !stop {
+		nsRun(t, up.Netns, append([]string{"iptables", "-D"}, late...)...)
+		lateOn = false
+	}
 	eventually(t, "every plain connect established or its open event lost", func() bool {
 		_, lost := fastCounters(t, cl)
 		est := 0
@@ -232,9 +245,11 @@ func TestAttackFastAuditTFODataBeforeLostOpen(t *testing.T) {
 		return uint64(est)+lost >= n
 	})
 	_, lost0 := fastCounters(t, cl)
-	t.Logf("plain connects done: ev_lost=%d (the ring buffer is full)", lost0)
-	nsRun(t, up.Netns, append([]string{"iptables", "-D"}, late...)...)
-	lateOn = false
+	t.Logf("plain connects done: ev_lost=%d (>0: the ring buffer is full)", lost0)
+	if stop {
+		nsRun(t, up.Netns, append([]string{"iptables", "-D"}, late...)...)
+		lateOn = false
+	}
 	// Every connect either opened (an established record) or lost its open.
 	eventually(t, "every connect established or its open event lost", func() bool {
 		_, lost := fastCounters(t, cl)
@@ -651,6 +666,126 @@ default:
 	}
 	if n4 != 1 || n6 != 1 {
 		t.Errorf("refused connects: %d and %d lines, want one each", n4, n6)
+	}
+	verifyAudit(t, cl)
+}
+
+// Attack (issue 18, revocation): held fast flows over IPv4, an AF_INET6
+// socket to a v4-mapped address and IPv6, then a reload that no longer
+// allows the destination. Each flow must get a revoked line and be cut
+// (SOCK_DESTROY is sent with the family of the addresses, AF_INET for the
+// mapped one, whose socket is AF_INET6): the upstream must see no byte of
+// what the agent writes after the reload.
+func TestAttackFastAuditRevokeMappedAndIPv6(t *testing.T) {
+	ctd := harness.SharedContainerd(t)
+	up := harness.SharedUpstream(t)
+	port := auditPort + 7
+	type rec struct {
+		mu  sync.Mutex
+		got map[string]string
+	}
+	r := &rec{got: map[string]string{}}
+	for _, a := range []string{up.IPv4.String(), up.IPv6.String()} {
+		ln, err := harness.ListenIn(up.Netns, "tcp", net.JoinHostPort(a, fmt.Sprint(port)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				go func() {
+					defer c.Close()
+					buf := make([]byte, 6)
+					if _, err := c.Read(buf); err != nil {
+						return
+					}
+					c.Write([]byte("world"))
+					all := make([]byte, 4096)
+					for {
+						k, err := c.Read(all)
+						r.mu.Lock()
+						r.got[c.RemoteAddr().String()] += string(all[:k])
+						r.mu.Unlock()
+						if err != nil {
+							return
+						}
+					}
+				}()
+			}
+		}()
+	}
+	pol := `version: 1
+default:
+  default_action: deny
+  rules:
+    - name: direct
+      cidrs: [198.51.100.10, "2001:db8::10"]
+      ports: [%d]
+      action: allow
+`
+	cl := StartClawd(t, ctd, ClawdOpts{Policy: fmt.Sprintf(pol, port)})
+	ct := ctd.Run(t, "fprevoke", harness.RunOpts{Files: map[string]string{toolBin(t, "fpaudit"): "/fpaudit"}})
+	cl.MustCLI("attach", ct.Name)
+	addrs := map[string]string{"v4": "::ffff:" + up.IPv4.String(), "mapped": "::ffff:" + up.IPv4.String(), "ipv6": up.IPv6.String()}
+	// The plain IPv4 one through an AF_INET socket (busybox nc).
+	sh(t, ct, fmt.Sprintf("((echo hello; while [ ! -f /tmp/go ]; do sleep 0.1; done; echo more data after the reload; sleep 3) | timeout 30 nc %s %d > /tmp/v4 2>&1; echo rc=$? >> /tmp/v4) </dev/null >/dev/null 2>&1 &", up.IPv4, port))
+	for _, k := range []string{"mapped", "ipv6"} {
+		sh(t, ct, fmt.Sprintf("/fpaudit hold6 %s %d 0 > /tmp/%s 2>&1 </dev/null &", addrs[k], port, k))
+	}
+	eventually(t, "three held connections answered", func() bool {
+		o, _ := sh(t, ct, "cat /tmp/v4 /tmp/mapped /tmp/ipv6")
+		return strings.Count(o, "world") == 3
+	})
+	eventually(t, "three connect lines", func() bool {
+		n := 0
+		for _, e := range cl.AuditEntries() {
+			if e.Path == "kernel" && e.Event == audit.EventDecision {
+				n++
+			}
+		}
+		return n >= 3
+	})
+	for sp, f := range flowsBySport(t, cl) {
+		t.Logf("record before the reload: sport=%d established=%d closed=%d fin_in=%d", sp, f.Established, f.Closed, f.FinIn)
+	}
+	cl.WritePolicy(fmt.Sprintf(pol, port+1))
+	eventually(t, "three revoked lines", func() bool {
+		n := 0
+		for _, e := range cl.AuditEntries() {
+			if e.Path == "kernel" && e.Event == audit.EventRevoked {
+				n++
+			}
+		}
+		return n >= 3
+	})
+	sh(t, ct, "touch /tmp/go")
+	eventually(t, "the held programs done", func() bool {
+		o, _ := sh(t, ct, "cat /tmp/v4 /tmp/mapped /tmp/ipv6")
+		return strings.Count(o, "done") == 2 && strings.Contains(o, "rc=")
+	})
+	o, _ := sh(t, ct, "cat /tmp/v4; echo; cat /tmp/mapped; echo; cat /tmp/ipv6")
+	t.Logf("agent side:\n%s", o)
+	r.mu.Lock()
+	for src, data := range r.got {
+		t.Logf("upstream got from %s: %q", src, data)
+		if strings.Contains(data, "after the reload") {
+			t.Errorf("REVOKED FLOW CARRIED DATA: %s sent %q after the reload", src, data)
+		}
+	}
+	r.mu.Unlock()
+	for _, l := range cl.LogLines() {
+		if m, _ := l["msg"].(string); strings.Contains(m, "SOCK_DESTROY") {
+			t.Logf("daemon: %v", l)
+		}
+	}
+	for _, e := range cl.AuditEntries() {
+		if e.Path == "kernel" {
+			t.Logf("audit: %s src=%s dst=%s out=%d in=%d %s", e.Event, e.Src, e.Dst, e.BytesOut, e.BytesIn, e.Reason)
+		}
 	}
 	verifyAudit(t, cl)
 }

@@ -116,6 +116,33 @@ func main() {
 		k, _ := unix.Read(fd, buf)
 		fmt.Printf("read=%q\n", buf[:k])
 		unix.Close(fd)
+	case "hold6":
+		// fpaudit hold6 ADDR PORT 0: dial6, then once /tmp/go exists
+		// write again and report whether the connection still works.
+		a := net.ParseIP(os.Args[2]).To16()
+		fd, err := unix.Socket(unix.AF_INET6, unix.SOCK_STREAM, 0)
+		if err != nil {
+			fmt.Println("socket", err)
+			return
+		}
+		s6 := &unix.SockaddrInet6{Port: port}
+		copy(s6.Addr[:], a)
+		if err := unix.Connect(fd, s6); err != nil {
+			fmt.Println("connect", err)
+			return
+		}
+		unix.Write(fd, []byte("hello\n"))
+		buf := make([]byte, 5)
+		k, _ := unix.Read(fd, buf)
+		fmt.Printf("read=%q\n", buf[:k])
+		waitFile("/tmp/go")
+		tv := unix.Timeval{Sec: 3}
+		unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+		_, werr := unix.Write(fd, []byte("more data after the reload\n"))
+		k, rerr := unix.Read(fd, buf)
+		fmt.Printf("after: write=%v read=%d %v\n", werr, k, rerr)
+		unix.Close(fd)
+		fmt.Println("done")
 	case "hold":
 		var fds []int
 		for i := 0; i < n; i++ {
