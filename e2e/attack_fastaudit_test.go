@@ -457,7 +457,13 @@ func TestAttackFastAuditResetFloodWhileRunning(t *testing.T) {
 // the close is gone: the next daemon neither finds those events in the ring
 // nor adopts the closed records. Every held connection must end with a
 // closed or close_lost line after the restart.
-func TestAttackFastAuditStopDuringCloseBurst(t *testing.T) {
+func TestAttackFastAuditStopDuringCloseBurst(t *testing.T) { stopDuringBurst(t, false) }
+
+// The same with SIGKILL (a crash): events the reader took from the ring
+// but had not written are gone.
+func TestAttackFastAuditKillDuringCloseBurst(t *testing.T) { stopDuringBurst(t, true) }
+
+func stopDuringBurst(t *testing.T, kill bool) {
 	ctd := harness.SharedContainerd(t)
 	up := harness.SharedUpstream(t)
 	startTFOServer(t, up, auditPort+3)
@@ -490,7 +496,11 @@ func TestAttackFastAuditStopDuringCloseBurst(t *testing.T) {
 		}
 		return false
 	})
-	cl.Stop()
+	if kill {
+		cl.Kill()
+	} else {
+		cl.Stop()
+	}
 	eventually(t, "the held connections closed", func() bool {
 		o, _ := sh(t, ct, "cat /tmp/h*")
 		return strings.Count(o, "closed") == shards
@@ -786,6 +796,73 @@ default:
 		if e.Path == "kernel" {
 			t.Logf("audit: %s src=%s dst=%s out=%d in=%d %s", e.Event, e.Src, e.Dst, e.BytesOut, e.BytesIn, e.Reason)
 		}
+	}
+	verifyAudit(t, cl)
+}
+
+// Attack (issue 18, audit chain): the reader's batches (LogBatch) and the
+// proxy's own lines (denied connects, one Log each) written at the same
+// time, from two containers, one of them also churning fast connections.
+// The chain must verify and every fast connection must have its connect
+// and closed lines, paired by src.
+func TestAttackFastAuditBatchesInterleaveWithProxyLines(t *testing.T) {
+	ctd := harness.SharedContainerd(t)
+	up := harness.SharedUpstream(t)
+	port := auditPort + 8
+	srv := startFastServerIn(t, up.Netns, net.JoinHostPort(up.IPv4.String(), fmt.Sprint(port)))
+	cl := StartClawd(t, ctd, ClawdOpts{Policy: fmt.Sprintf(fastPolicy, port)})
+	a := ctd.Run(t, "fpmixa", harness.RunOpts{Files: map[string]string{toolBin(t, "fpattack"): "/fpattack"}})
+	b := ctd.Run(t, "fpmixb", harness.RunOpts{Files: map[string]string{toolBin(t, "fpattack"): "/fpattack"}})
+	cl.MustCLI("attach", a.Name)
+	cl.MustCLI("attach", b.Name)
+	const n = 2000
+	for _, ct := range []*harness.Container{a, b} {
+		// Denied (proxy lines) in the background, fast churn in front.
+		sh(t, ct, fmt.Sprintf("(i=0; while [ $i -lt 300 ]; do echo x | timeout 2 nc %s %d >/dev/null 2>&1; i=$((i+1)); done; touch /tmp/denied) </dev/null >/dev/null 2>&1 &", up.IPv4, port+1))
+	}
+	var wg sync.WaitGroup
+	for _, ct := range []*harness.Container{a, b} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out, _ := sh(t, ct, fmt.Sprintf("/fpattack %s %d 0 churn %d", up.IPv4, port, n))
+			t.Logf("%s: %s", ct.Name, strings.TrimSpace(out))
+		}()
+	}
+	wg.Wait()
+	for _, ct := range []*harness.Container{a, b} {
+		eventually(t, "the denied loop done", func() bool { _, c := sh(t, ct, "test -f /tmp/denied"); return c == 0 })
+	}
+	remote, _ := srv.seen()
+	dst := fmt.Sprintf("%s:%d", up.IPv4, port)
+	var dec, closed, unpaired, denied int
+	eventually(t, "a connect and a closed line for each connection the server saw", func() bool {
+		dec, closed, unpaired, denied = 0, 0, 0, 0
+		open := map[string]int{}
+		for _, e := range cl.AuditEntries() {
+			if e.Path == "kernel" && e.Dst == dst {
+				switch e.Event {
+				case audit.EventDecision:
+					if e.Src != "" {
+						dec++
+						open[e.Src]++
+					}
+				case audit.EventClosed:
+					closed++
+					if open[e.Src] == 0 {
+						unpaired++
+					}
+					open[e.Src]--
+				}
+			} else if e.Action == audit.ActionDeny {
+				denied++
+			}
+		}
+		return dec >= len(remote) && closed >= len(remote)
+	})
+	t.Logf("server saw %d; %d connect, %d closed lines (%d unpaired), %d deny lines", len(remote), dec, closed, unpaired, denied)
+	if unpaired > 0 {
+		t.Errorf("%d closed lines without a connect line before them", unpaired)
 	}
 	verifyAudit(t, cl)
 }
