@@ -866,3 +866,90 @@ func TestAttackFastAuditBatchesInterleaveWithProxyLines(t *testing.T) {
 	}
 	verifyAudit(t, cl)
 }
+
+// Attack (issue 18, audit): a TCP simultaneous open. The agent's fast
+// connect from a known port S is in SYN_SENT; the remote (the agent's
+// accomplice at the allowed address and port) ignores that SYN and
+// connects to the container's S from its own port. The container's socket
+// goes SYN_SENT -> SYN_RECV -> ESTABLISHED, which the kernel reports to
+// sockops as PASSIVE_ESTABLISHED, not ACTIVE_ESTABLISHED: no open event,
+// so no connect line while the connection carries data, no src, and the
+// daemon does not follow it (no close_lost if its end is lost).
+func TestAttackFastAuditSimultaneousOpen(t *testing.T) {
+	ctd := harness.SharedContainerd(t)
+	up := harness.SharedUpstream(t)
+	port := auditPort + 10
+	const sport = 20200
+	cl := StartClawd(t, ctd, ClawdOpts{Policy: fmt.Sprintf(fastPolicy, port)})
+	ct := ctd.Run(t, "fpsim", harness.RunOpts{Files: map[string]string{toolBin(t, "fpaudit"): "/fpaudit"}})
+	cl.MustCLI("attach", ct.Name)
+	// The remote drops the container's pure SYNs (it answers them with
+	// its own SYN instead).
+	rule := []string{"INPUT", "-p", "tcp", "--dport", fmt.Sprint(port), "--tcp-flags", "SYN,ACK,RST", "SYN", "-j", "DROP"}
+	nsRun(t, up.Netns, append([]string{"iptables", "-A"}, rule...)...)
+	t.Cleanup(func() {
+		exec.Command("nsenter", append([]string{"--net=" + up.Netns, "iptables", "-D"}, rule...)...).Run()
+	})
+	sh(t, ct, fmt.Sprintf("/fpaudit simopen %s %d %d > /tmp/sim 2>&1 </dev/null &", up.IPv4, port, sport))
+	eventually(t, "the agent's connect in SYN_SENT (a flow record)", func() bool {
+		_, ok := flowsBySport(t, cl)[0]
+		o, _ := sh(t, ct, "cat /tmp/sim")
+		return ok && strings.Contains(o, "connect")
+	})
+	remote := exec.Command("nsenter", "--net="+up.Netns, toolBin(t, "fpaudit"), "simremote", ct.IPv4.String(), fmt.Sprint(sport), fmt.Sprint(port), up.IPv4.String())
+	var rout strings.Builder
+	remote.Stdout, remote.Stderr = &rout, &rout
+	if err := remote.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { remote.Process.Kill(); remote.Wait() })
+	var o string
+	eventually(t, "the agent's connection to carry data", func() bool {
+		o, _ = sh(t, ct, "cat /tmp/sim")
+		return strings.Contains(o, `read="world"`)
+	})
+	t.Logf("agent: %s", strings.TrimSpace(o))
+	src := fmt.Sprintf("%s:%d", ct.IPv4, sport)
+	for sp, f := range flowsBySport(t, cl) {
+		t.Logf("record: sport=%d established=%d closed=%d", sp, f.Established, f.Closed)
+	}
+	// Two sweeps, so that any line about the open connection is written.
+	sh(t, ct, "sleep 2.5")
+	var lines []audit.Entry
+	for _, e := range cl.AuditEntries() {
+		if e.Path == "kernel" {
+			lines = append(lines, e)
+		}
+	}
+	if len(lines) == 0 {
+		t.Errorf("UNAUDITED WHILE OPEN: the connection %s -> %s:%d carries data in both directions and the audit log has no line for it", src, up.IPv4, port)
+	}
+	for _, e := range lines {
+		t.Logf("line while open: %s src=%q out=%d in=%d %s", e.Event, e.Src, e.BytesOut, e.BytesIn, e.Reason)
+	}
+	sh(t, ct, "touch /tmp/go")
+	eventually(t, "the agent done", func() bool {
+		o, _ = sh(t, ct, "cat /tmp/sim")
+		return strings.Contains(o, "done")
+	})
+	eventually(t, "a line for the connection's end", func() bool {
+		for _, e := range cl.AuditEntries() {
+			if e.Path == "kernel" {
+				return true
+			}
+		}
+		return false
+	})
+	for _, e := range cl.AuditEntries() {
+		if e.Path == "kernel" {
+			t.Logf("line after close: %s src=%q out=%d in=%d %s", e.Event, e.Src, e.BytesOut, e.BytesIn, e.Reason)
+			if e.Src != src {
+				t.Errorf("the line has src %q, not the connection's %s (the upstream saw that)", e.Src, src)
+			}
+			if e.Event != audit.EventClosed {
+				t.Errorf("the connection's end is a %q line (%s), not closed", e.Event, e.Reason)
+			}
+		}
+	}
+	t.Logf("remote: %s", rout.String())
+}

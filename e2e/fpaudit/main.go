@@ -143,6 +143,60 @@ func main() {
 		fmt.Printf("after: write=%v read=%d %v\n", werr, k, rerr)
 		unix.Close(fd)
 		fmt.Println("done")
+	case "simopen":
+		// fpaudit simopen IP PORT SPORT: from SPORT, a non-blocking
+		// connect to IP:PORT; once connected (by whatever handshake),
+		// "hello\n", the answer, then wait for /tmp/go and close.
+		fd, _ := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK, 0)
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+		if err := unix.Bind(fd, &unix.SockaddrInet4{Port: n}); err != nil {
+			fmt.Println("bind", err)
+			return
+		}
+		err := unix.Connect(fd, sa(ip, port))
+		fmt.Println("connect", err)
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+		unix.Poll(pfd, 60000)
+		soerr, _ := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
+		fmt.Println("connected soerr", soerr)
+		unix.SetNonblock(fd, false)
+		unix.Write(fd, []byte("hello\n"))
+		buf := make([]byte, 5)
+		k, _ := unix.Read(fd, buf)
+		fmt.Printf("read=%q\n", buf[:k])
+		waitFile("/tmp/go")
+		unix.Close(fd)
+		fmt.Println("done")
+	case "simremote":
+		// fpaudit simremote IP PORT LPORT LIP: the remote of simopen:
+		// from LIP:LPORT, connect to IP:PORT (retrying), read a line,
+		// answer "world", read until the end.
+		lip := net.ParseIP(os.Args[5])
+		for {
+			fd, _ := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
+			unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+			if err := unix.Bind(fd, sa(lip, n)); err != nil {
+				fmt.Println("bind", err)
+				return
+			}
+			if err := unix.Connect(fd, sa(ip, port)); err != nil {
+				fmt.Println("connect", err)
+				unix.Close(fd)
+				time.Sleep(200 * time.Millisecond)
+				continue
+			}
+			buf := make([]byte, 64)
+			k, _ := unix.Read(fd, buf)
+			fmt.Printf("remote read=%q\n", buf[:k])
+			unix.Write(fd, []byte("world"))
+			for {
+				if k, err := unix.Read(fd, buf); k <= 0 || err != nil {
+					break
+				}
+			}
+			fmt.Println("remote end")
+			return
+		}
 	case "hold":
 		var fds []int
 		for i := 0; i < n; i++ {
