@@ -953,3 +953,44 @@ func TestAttackFastAuditSimultaneousOpen(t *testing.T) {
 	}
 	t.Logf("remote: %s", rout.String())
 }
+
+// Attack (issue 18, audit attribution): a fast flow open when its
+// container is detached. The detach drops the attachment before the table
+// refresh, so the refresh's cut finds no container for the flow's cgroup:
+// the revoked line must still name the container.
+func TestAttackFastAuditDetachNamesTheContainer(t *testing.T) {
+	ctd := harness.SharedContainerd(t)
+	up := harness.SharedUpstream(t)
+	port := auditPort + 11
+	startFastServerIn(t, up.Netns, net.JoinHostPort(up.IPv4.String(), fmt.Sprint(port)))
+	cl := StartClawd(t, ctd, ClawdOpts{Policy: fmt.Sprintf(fastPolicy, port)})
+	ct := ctd.Run(t, "fpdetach", harness.RunOpts{})
+	cl.MustCLI("attach", ct.Name)
+	sh(t, ct, fmt.Sprintf("((echo hello; sleep 20) | timeout 20 nc %s %d > /tmp/held 2>&1) </dev/null >/dev/null 2>&1 &", up.IPv4, port))
+	eventually(t, "the held connection's connect line", func() bool {
+		for _, e := range cl.AuditEntries() {
+			if e.Path == "kernel" && e.Event == audit.EventDecision && e.Src != "" {
+				return true
+			}
+		}
+		return false
+	})
+	cl.MustCLI("detach", ct.Name)
+	var got []audit.Entry
+	eventually(t, "the flow's last line (revoked, closed or close_lost)", func() bool {
+		got = got[:0]
+		for _, e := range cl.AuditEntries() {
+			if e.Path == "kernel" && e.Event != audit.EventDecision {
+				got = append(got, e)
+			}
+		}
+		return len(got) > 0
+	})
+	for _, e := range got {
+		t.Logf("line: %s container=%q src=%s %s", e.Event, e.Container, e.Src, e.Reason)
+		if e.Container != ct.Name {
+			t.Errorf("ATTRIBUTION: the %s line of %s's flow names container %q", e.Event, ct.Name, e.Container)
+		}
+	}
+	verifyAudit(t, cl)
+}
