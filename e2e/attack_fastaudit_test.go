@@ -875,11 +875,25 @@ func TestAttackFastAuditBatchesInterleaveWithProxyLines(t *testing.T) {
 // sockops as PASSIVE_ESTABLISHED, not ACTIVE_ESTABLISHED: no open event,
 // so no connect line while the connection carries data, no src, and the
 // daemon does not follow it (no close_lost if its end is lost).
-func TestAttackFastAuditSimultaneousOpen(t *testing.T) {
+func TestAttackFastAuditSimultaneousOpen(t *testing.T) { simOpen(t, false) }
+
+// The same, with the flow's record evicted while it is open (the test
+// deletes it, as TestFastPathEvictedFlowKeepsItsConnectLine does): the
+// daemon never followed the connection, so it writes no close_lost line
+// either, and the connection that carried data has no line at all.
+func TestAttackFastAuditSimultaneousOpenEvicted(t *testing.T) { simOpen(t, true) }
+
+func simOpen(t *testing.T, evict bool) {
 	ctd := harness.SharedContainerd(t)
 	up := harness.SharedUpstream(t)
 	port := auditPort + 10
-	const sport = 20200
+	if evict {
+		port = auditPort + 12
+	}
+	sport := 20200
+	if evict {
+		sport = 20201
+	}
 	cl := StartClawd(t, ctd, ClawdOpts{Policy: fmt.Sprintf(fastPolicy, port)})
 	ct := ctd.Run(t, "fpsim", harness.RunOpts{Files: map[string]string{toolBin(t, "fpaudit"): "/fpaudit"}})
 	cl.MustCLI("attach", ct.Name)
@@ -912,6 +926,36 @@ func TestAttackFastAuditSimultaneousOpen(t *testing.T) {
 	src := fmt.Sprintf("%s:%d", ct.IPv4, sport)
 	for sp, f := range flowsBySport(t, cl) {
 		t.Logf("record: sport=%d established=%d closed=%d", sp, f.Established, f.Closed)
+	}
+	if evict {
+		fl, err := ebpf.LoadPinnedMap(cl.PinRoot+"/maps/clawd_fl_v1", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var k uint64
+		var v bpf.ClawdFlow
+		var cookies []uint64
+		for it := fl.Iterate(); it.Next(&k, &v); {
+			cookies = append(cookies, k)
+		}
+		for _, c := range cookies {
+			fl.Delete(c)
+		}
+		fl.Close()
+		t.Logf("deleted %d flow records", len(cookies))
+		sh(t, ct, "touch /tmp/go")
+		sh(t, ct, "sleep 3.5") // three sweeps: a close_lost line would be written
+		n := 0
+		for _, e := range cl.AuditEntries() {
+			if e.Path == "kernel" {
+				n++
+				t.Logf("line: %s src=%q out=%d %s", e.Event, e.Src, e.BytesOut, e.Reason)
+			}
+		}
+		if n == 0 {
+			t.Errorf("UNAUDITED: a fast connection that carried data both ways (%s) has no audit line at all", src)
+		}
+		return
 	}
 	// Two sweeps, so that any line about the open connection is written.
 	sh(t, ct, "sleep 2.5")
