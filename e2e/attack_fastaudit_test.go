@@ -166,17 +166,23 @@ func TestAttackFastAuditTFODataBeforeLostOpen(t *testing.T) { tfoLostOpen(t, tru
 func TestAttackFastAuditTFODataBeforeLostOpenNoStop(t *testing.T) { tfoLostOpen(t, false) }
 
 func tfoLostOpen(t *testing.T, stop bool) {
+	// Its own port and source ports for each variant: the upstream's
+	// sockets of an earlier run may still hold the same 4-tuples.
+	port, tfoBase := auditPort, 20000
+	if !stop {
+		port, tfoBase = auditPort+13, 20040
+	}
 	ctd := harness.SharedContainerd(t)
 	up := harness.SharedUpstream(t)
-	srv := startTFOServer(t, up, auditPort)
-	cl := StartClawd(t, ctd, ClawdOpts{Policy: fmt.Sprintf(fastPolicy, auditPort)})
+	srv := startTFOServer(t, up, port)
+	cl := StartClawd(t, ctd, ClawdOpts{Policy: fmt.Sprintf(fastPolicy, port)})
 	ct := ctd.Run(t, "fptfo", harness.RunOpts{Files: map[string]string{toolBin(t, "fpaudit"): "/fpaudit"}})
 	cl.MustCLI("attach", ct.Name)
 	pid := cl.cmd.Process.Pid
 	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGCONT) })
 
 	// The remote's SYN-ACKs are late (dropped once: the kernel resends).
-	rule := []string{"OUTPUT", "-p", "tcp", "--sport", fmt.Sprint(auditPort), "--tcp-flags", "SYN,ACK", "SYN,ACK", "-j", "DROP"}
+	rule := []string{"OUTPUT", "-p", "tcp", "--sport", fmt.Sprint(port), "--tcp-flags", "SYN,ACK", "SYN,ACK", "-j", "DROP"}
 	nsRun(t, up.Netns, append([]string{"iptables", "-A"}, rule...)...)
 	dropped := true
 	t.Cleanup(func() {
@@ -193,8 +199,8 @@ func tfoLostOpen(t *testing.T, stop bool) {
 	const n = shards * per
 	sh(t, ct, fmt.Sprintf(`(for i in $(seq 1 %d); do /fpaudit burst %s %d %d 0 x >/tmp/b$i 2>&1 </dev/null & done
 		for i in $(seq 1 %d); do until grep -q issued /tmp/b$i; do sleep 0.05; done; done
-		TFO_SPORT=20000 /fpaudit burst %s %d 0 %d SECRET >/tmp/burst 2>&1 </dev/null &) >/dev/null 2>&1 </dev/null &`,
-		shards, up.IPv4, auditPort, per, shards, up.IPv4, auditPort, tfo))
+		TFO_SPORT=%d /fpaudit burst %s %d 0 %d SECRET >/tmp/burst 2>&1 </dev/null &) >/dev/null 2>&1 </dev/null &`,
+		shards, up.IPv4, port, per, shards, tfoBase, up.IPv4, port, tfo))
 	var out string
 	eventually(t, "the burst issued", func() bool {
 		out, _ = sh(t, ct, "cat /tmp/burst")
@@ -220,7 +226,7 @@ func tfoLostOpen(t *testing.T, stop bool) {
 	})
 	// The Fast Open flows' SYN-ACKs stay late; the others' arrive: their
 	// opens fill the ring buffer.
-	late := []string{"OUTPUT", "-p", "tcp", "--sport", fmt.Sprint(auditPort), "--dport", "20000:20019", "--tcp-flags", "SYN,ACK", "SYN,ACK", "-j", "DROP"}
+	late := []string{"OUTPUT", "-p", "tcp", "--sport", fmt.Sprint(port), "--dport", fmt.Sprintf("%d:%d", tfoBase, tfoBase+tfo-1), "--tcp-flags", "SYN,ACK", "SYN,ACK", "-j", "DROP"}
 	nsRun(t, up.Netns, append([]string{"iptables", "-I"}, late...)...)
 	lateOn := true
 	t.Cleanup(func() {
