@@ -160,17 +160,26 @@ func verifyAudit(t *testing.T, cl *Clawd) {
 // whose data the upstream has.
 func TestAttackFastAuditTFODataBeforeLostOpen(t *testing.T) { tfoLostOpen(t, true) }
 
+// The same with the daemon crashed (SIGKILL: the fast table stays
+// installed) and restarted once every connect has been decided.
+func TestAttackFastAuditTFODataBeforeLostOpenCrash(t *testing.T) { tfoLostOpenMode(t, true, true) }
+
 // The same with the daemon running (the agent alone; the remote, which the
 // agent's accomplice may run, is late with its SYN-ACKs): the Fast Open
 // flows' SYN-ACKs are let through right after the others'.
 func TestAttackFastAuditTFODataBeforeLostOpenNoStop(t *testing.T) { tfoLostOpen(t, false) }
 
-func tfoLostOpen(t *testing.T, stop bool) {
+func tfoLostOpen(t *testing.T, stop bool) { tfoLostOpenMode(t, stop, false) }
+
+func tfoLostOpenMode(t *testing.T, stop, crash bool) {
 	// Its own port and source ports for each variant: the upstream's
 	// sockets of an earlier run may still hold the same 4-tuples.
 	port, tfoBase := auditPort, 20000
 	if !stop {
 		port, tfoBase = auditPort+13, 20040
+	}
+	if crash {
+		port, tfoBase = auditPort+15, 20080
 	}
 	ctd := harness.SharedContainerd(t)
 	up := harness.SharedUpstream(t)
@@ -190,7 +199,9 @@ func tfoLostOpen(t *testing.T, stop bool) {
 			exec.Command("nsenter", append([]string{"--net=" + up.Netns, "iptables", "-D"}, rule...)...).Run()
 		}
 	})
-	if stop {
+	if crash {
+		cl.Kill()
+	} else if stop {
 		syscall.Kill(pid, syscall.SIGSTOP) // the daemon falls behind
 	}
 	// The container's file limit is 1024: shards of 980 sockets, the Fast
@@ -270,7 +281,11 @@ func tfoLostOpen(t *testing.T, stop bool) {
 	fast, lost := fastCounters(t, cl)
 	t.Logf("fast=%d ev_lost=%d", fast, lost)
 	recs := flowsBySport(t, cl)
-	syscall.Kill(pid, syscall.SIGCONT)
+	if crash {
+		cl.Start()
+	} else {
+		syscall.Kill(pid, syscall.SIGCONT)
+	}
 
 	data, accepted := srv.snapshot()
 	// The opens that fit are read: a decision line each.
@@ -1042,5 +1057,76 @@ func TestAttackFastAuditDetachNamesTheContainer(t *testing.T) {
 			t.Errorf("ATTRIBUTION: the %s line of %s's flow names container %q", e.Event, ct.Name, e.Container)
 		}
 	}
+	verifyAudit(t, cl)
+}
+
+// Attack (issue 18, audit across a crash): the daemon is killed (SIGKILL:
+// the fast table stays installed) while the agent churns fast connections
+// and holds one open; the next daemon reads the queued events and adopts
+// the held flow. Every connection the server saw must have exactly one
+// connect line and one closed line, no duplicates, including the held one
+// (whose connect line the first daemon wrote).
+func TestAttackFastAuditCrashWhileChurning(t *testing.T) {
+	ctd := harness.SharedContainerd(t)
+	up := harness.SharedUpstream(t)
+	port := auditPort + 14
+	srv := startFastServerIn(t, up.Netns, net.JoinHostPort(up.IPv4.String(), fmt.Sprint(port)))
+	cl := StartClawd(t, ctd, ClawdOpts{Policy: fmt.Sprintf(fastPolicy, port)})
+	ct := ctd.Run(t, "fpcrash", harness.RunOpts{Files: map[string]string{toolBin(t, "fpattack"): "/fpattack"}})
+	cl.MustCLI("attach", ct.Name)
+	sh(t, ct, fmt.Sprintf("((echo hello; while [ ! -f /tmp/go ]; do sleep 0.1; done; echo bye) | timeout 60 nc %s %d > /tmp/held 2>&1) </dev/null >/dev/null 2>&1 &", up.IPv4, port))
+	eventually(t, "the held connection's connect line", func() bool {
+		for _, e := range cl.AuditEntries() {
+			if e.Path == "kernel" && e.Event == audit.EventDecision && e.Src != "" {
+				return true
+			}
+		}
+		return false
+	})
+	sh(t, ct, fmt.Sprintf("/fpattack %s %d 0 churn 500", up.IPv4, port))
+	cl.Kill()
+	out, _ := sh(t, ct, fmt.Sprintf("/fpattack %s %d 0 churn 1500", up.IPv4, port))
+	t.Logf("churn with no daemon: %s", strings.TrimSpace(out))
+	cl.Start()
+	sh(t, ct, fmt.Sprintf("/fpattack %s %d 0 churn 500", up.IPv4, port))
+	sh(t, ct, "touch /tmp/go")
+	remote, _ := srv.seen()
+	var dec, closed map[string]int
+	eventually(t, "a connect and a closed line for each connection", func() bool {
+		dec, closed = map[string]int{}, map[string]int{}
+		for _, e := range cl.AuditEntries() {
+			if e.Path != "kernel" {
+				continue
+			}
+			switch e.Event {
+			case audit.EventDecision:
+				dec[e.Src]++
+			case audit.EventClosed, audit.EventCloseLost:
+				closed[e.Src]++
+			}
+		}
+		for _, r := range remote {
+			if dec[r] == 0 || closed[r] == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	// A source port may be used again by a later connection: compare
+	// counts per source with the server's.
+	seen := map[string]int{}
+	for _, r := range remote {
+		seen[r]++
+	}
+	bad := 0
+	for r, n := range seen {
+		if dec[r] != n || closed[r] != n {
+			bad++
+			if bad <= 5 {
+				t.Errorf("%s: the server saw %d connections, the audit log has %d connect and %d end lines", r, n, dec[r], closed[r])
+			}
+		}
+	}
+	t.Logf("server saw %d connections (%d sources); %d sources mismatched", len(remote), len(seen), bad)
 	verifyAudit(t, cl)
 }
