@@ -858,6 +858,9 @@ static __always_inline int fast_sockops(struct bpf_sock_ops *skops) {
 		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
 		return 1;
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
+	// A simultaneous open (the remote's SYN crossed ours) reaches
+	// ESTABLISHED through SYN_RECV, reported as passive: the same open.
+	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
 		if (f->family == 4) {
 			__u32 l = skops->local_ip4;
 			__builtin_memcpy(f->saddr, &l, 4);

@@ -537,6 +537,7 @@ func (d *Daemon) shutdown(servers []*http.Server) error {
 	}
 	d.dns.FlushAudit()
 	d.usage.Close()
+	d.fast.readers.Wait() // d.cancel closed its events
 	d.audit.Close()
 	d.closeAuditExport()
 	d.enf.Close()

@@ -46,6 +46,10 @@ type fastState struct {
 	open    map[uint64]*fastOpen        // flow cookie -> established, its close not yet read
 	openMu  sync.Mutex                  // guards open
 	events  *enforce.FastEvents         // nil until started
+	// readers is readFast: shutdown waits for it before the audit log
+	// closes (a batch it took from the ring must reach the log; what is
+	// left in the ring waits there for the next daemon).
+	readers sync.WaitGroup
 	byCg    map[uint64]policy.Container // containers of the installed table
 	// installed: tables is what the kernel has (not after an error).
 	installed bool
@@ -302,7 +306,11 @@ func (d *Daemon) startFast() {
 	} else {
 		d.fast.events = ev
 		d.adoptFastFlows()
-		go d.readFast(ev)
+		d.fast.readers.Add(1)
+		go func() {
+			defer d.fast.readers.Done()
+			d.readFast(ev)
+		}()
 		go func() {
 			<-d.ctx.Done()
 			ev.Close()
