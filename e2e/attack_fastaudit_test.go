@@ -997,24 +997,34 @@ func simOpen(t *testing.T, evict bool) {
 		o, _ = sh(t, ct, "cat /tmp/sim")
 		return strings.Contains(o, "done")
 	})
-	eventually(t, "a line for the connection's end", func() bool {
+	eventually(t, "a closed line for the connection's end", func() bool {
 		for _, e := range cl.AuditEntries() {
-			if e.Path == "kernel" {
+			if e.Path == "kernel" && e.Event == audit.EventClosed {
 				return true
 			}
 		}
 		return false
 	})
+	decisions, closes := 0, 0
 	for _, e := range cl.AuditEntries() {
-		if e.Path == "kernel" {
-			t.Logf("line after close: %s src=%q out=%d in=%d %s", e.Event, e.Src, e.BytesOut, e.BytesIn, e.Reason)
-			if e.Src != src {
-				t.Errorf("the line has src %q, not the connection's %s (the upstream saw that)", e.Src, src)
-			}
-			if e.Event != audit.EventClosed {
-				t.Errorf("the connection's end is a %q line (%s), not closed", e.Event, e.Reason)
-			}
+		if e.Path != "kernel" {
+			continue
 		}
+		t.Logf("line after close: %s src=%q out=%d in=%d %s", e.Event, e.Src, e.BytesOut, e.BytesIn, e.Reason)
+		if e.Src != src {
+			t.Errorf("the line has src %q, not the connection's %s (the upstream saw that)", e.Src, src)
+		}
+		switch e.Event {
+		case audit.EventDecision:
+			decisions++
+		case audit.EventClosed:
+			closes++
+		default:
+			t.Errorf("unexpected %q line (%s)", e.Event, e.Reason)
+		}
+	}
+	if decisions != 1 || closes != 1 {
+		t.Errorf("%d decision and %d closed lines, want one of each", decisions, closes)
 	}
 	t.Logf("remote: %s", rout.String())
 }
