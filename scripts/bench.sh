@@ -1390,16 +1390,29 @@ ${CONNS_PROFILE:-(no profile taken)}
 - **CPU per request against haproxy in HTTP mode.** haproxy with the same
   rules (one ACL over a 10,000-entry pattern file, which it indexes; written
   as 10,000 \`http-request\` lines it spends milliseconds per request) spends
-  about a quarter of clawd's CPU per request. clawd's profile above is
-  dominated by system calls and goroutine wake-ups, not by the decision
-  (policy.BenchmarkDecide: under 1 µs at 10,000 rules): per keep-alive
-  request net/http reads the request and writes the response on the
-  agent's connection and the upstream transport writes and reads on
-  another goroutine, each hand-off a futex wake-up on another CPU, and
-  every request's audit line is written to the file before the answer
-  (group commit batches them under load; haproxy here logs nothing).
-  Cutting this needs an HTTP/1.1 relay of clawd's own that parses and
-  forwards on one goroutine with reused buffers, which is not built.
+  well under half of clawd's CPU per request (the CPU table). Part of the
+  gap is the language's floor: the upstream itself, a minimal Go net/http
+  server (the direct rows' CPU column), spends about what haproxy spends to
+  proxy a request. clawd's profile above: about a third is system calls
+  (reads and writes on the agent's and the upstream's sockets; on this VM a
+  write carries the receiver's TCP processing too), the rest is spread
+  thin over net/http's server (a background read goroutine and deadlines
+  per request), ReverseProxy's header copies, the gate's decision
+  (policy.BenchmarkDecide: under 1 µs at 10,000 rules), the audit line
+  (JSON, hash chain, one write per group commit and the head record), and
+  the garbage collector. Cut in issue 18: a plain HTTP agent's bodyless
+  requests are forwarded on clawd's own upstream connections in the
+  handler's goroutine, and now so are an intercepted HTTP/1.1 agent's, on
+  an HTTP/1.1-over-TLS upstream connection instead of net/http's HTTP/2
+  transport and its goroutines (proxy BenchmarkHTTPKeepAlive/https: about
+  170 to 118 µs of CPU per request at c=1, client, proxy and upstream
+  together; the intercepted HTTPS row went from 4.0× haproxy's terminated
+  HTTPS CPU per request to about 2.2×); fewer allocations per request (118
+  to 110). What is left is a relay of clawd's own in place of net/http's
+  server and ReverseProxy for HTTP/1.1 (one goroutine per connection,
+  reused buffers): not built, because it would take over the request
+  framing that the framer and net/http now share, where request smuggling
+  lives.
 - **New connections on the passthrough row.** These are measured with
   ClientHellos (\`benchtool hello\`, the same generator and settings for
   haproxy's SNI row and clawd's; haproxy routes by req.ssl_sni, clawd by a
@@ -1407,29 +1420,33 @@ ${CONNS_PROFILE:-(no profile taken)}
   the TCP rows cannot measure them: one byte cannot tell a late HTTP
   request or ClientHello from another protocol, and the proxy holds such a
   connection until it can (up to 10 s), which is what keeps a slow first
-  byte from turning an intercepted host into an uninspected splice. With
-  ClientHellos clawd is far behind haproxy (three runs on 2026-12-03:
-  0.2–0.5× its connections per second, and 5–8× its CPU per connection,
-  0.7–0.9 ms of clawd's against 0.11–0.15 ms of haproxy's). The
-  connection-rate profile above shows where clawd's goes: about a third
-  identifies the program behind the connection (daemon/procid: /proc reads
-  of its start time, cgroup, executable and command line, for the audit
-  line and the rules that name binaries), 5–10 % lists the host's
-  addresses (net.InterfaceAddrs, a netlink dump, for the gate's address
-  class, once per connection), and the rest is the upstream connect, the
-  two splice directions, the decision and its audit line. haproxy does none
-  of the first two. Caching those per process and per address change (the
-  daemon already watches the host's addresses for the fast path) is what
-  is left; flows that a rule allows by address and port alone do not need
-  the proxy at all: the kernel fast path (issue 18) is what carries them.
-- **Kernel fast path, new connections.** Bulk transfers on the fast path
-  run at direct's speed (the kernel carries the bytes; the row above is
-  within this VM's noise of direct), but the connection rate is below
-  direct's: each connection still runs the connect hook's table lookup and
-  two sockops callbacks into a ring buffer, and clawd turns every close
-  into a durable audit line (\`path: kernel\`, bytes) on the same two CPUs
-  the generator and the upstream use. The audit line is the issue's
-  requirement; batching those writes harder is what is left.
+  byte from turning an intercepted host into an uninspected splice (so the
+  eBPF-redirect and iptables rows, which use it, read n/a there). With
+  ClientHellos clawd is well behind haproxy (the table: its connections per
+  second and its CPU per connection). The connection-rate profile above
+  shows where clawd's goes. Cut in issue 18: identifying the program
+  behind the connection was about a third (daemon/procid: the command
+  line's redaction and the /proc/PID/maps check are now remembered per
+  process and per command line, BenchmarkResolve 247 to 62 µs; start time,
+  cgroup, the kernel's record of the executable and the digest cache are
+  still checked on every connection), and listing the host's addresses
+  (a netlink dump per connection, 5–10 %) is now a set kept current by a
+  netlink subscription (internal/hostaddrs). What is left is the upstream
+  connect, the two splice directions (goroutines and pipes for a few
+  bytes), crypto/tls parsing the ClientHello, the decision and its audit
+  line: a relay's work that haproxy does in one event loop. Flows that a
+  rule allows by address and port alone do not need the proxy at all: the
+  kernel fast path carries them.
+- **Kernel fast path, new connections.** Bulk transfers and new
+  connections on the fast path run at direct's speed within this VM's
+  noise (the kernel carries the bytes). Each connection still runs the
+  connect hook's table lookup and sockops callbacks into a ring buffer, and
+  gets two durable audit lines (\`path: kernel\`: a decision line when
+  established, a closed line with bytes and duration): clawd reads the
+  events in batches and writes each batch's lines with one write
+  (audit.LogBatch), about 30 µs of clawd's CPU per connection, down from
+  about 95 µs with one line each (e2e TestFastPathAuditsEveryConnectAndClose
+  measures it).
 - **Added p50 on keep-alive HTTP.** On this VM a pure relay (the passthrough
   rows, and haproxy) already adds about 50–115 µs at c=1: each hop wakes a
   thread on another virtual CPU. The HTTP path decides every request, so it
