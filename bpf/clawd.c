@@ -291,7 +291,13 @@ struct flow {
 	__u8 fin_in; // the peer's FIN arrived (it counts in bytes_received)
 	__u8 closed; // TCP closed: the record stays for its last frames
 	__u32 tgid;
-	__u32 pad2;
+	// close_lost: the close event found no room in the ring buffer (set
+	// with closed). The daemon writes the flow's close_lost line and
+	// clears it: a closed record alone cannot tell a lost close from a
+	// read one the LRU has not reclaimed yet. Carved from padding, so
+	// the record keeps its size and offsets (pinned map ABI).
+	__u8 close_lost;
+	__u8 pad2[3];
 	__u64 cgroup; // the container's cgroup (container_cgroup)
 	__u64 netns;  // network namespace cookie
 };
@@ -921,12 +927,14 @@ static __always_inline int fast_sockops(struct bpf_sock_ops *skops) {
 		FCOUNT(ev_lost);
 		// An open nobody will hear of: the flow's record goes, so its
 		// packets stop at the egress filters and it carries nothing
-		// unaudited (a lost close is found by the daemon: the record
-		// stays, marked closed, with no close event).
+		// unaudited. A lost close is marked on the record (close_lost),
+		// which stays: the daemon, running or started later, writes
+		// its close_lost line from the mark.
 		if (kind == FP_EV_OPEN) {
 			bpf_map_delete_elem(&clawd_fl_v1, &cookie);
 			return 1;
 		}
+		f->close_lost = 1;
 	}
 	// A closed flow's record stays (the LRU reclaims it): its last ACK
 	// or reset, still queued on a veth or sent by its TIME_WAIT socket,

@@ -41,7 +41,8 @@ type ClawdFlow struct {
 	FinIn       uint8
 	Closed      uint8
 	Tgid        uint32
-	Pad2        uint32
+	CloseLost   uint8
+	Pad2        [3]uint8
 	Cgroup      uint64
 	Netns       uint64
 }

@@ -427,19 +427,27 @@ func (d *Daemon) adoptFastFlows() {
 	if err != nil {
 		d.log.Warn("fast path: list flows at start", zap.Error(err))
 	}
+	d.adoptFlows(flows, true)
+}
+
+// adoptFlows holds as open the flows of flows whose end is still to be
+// audited: with established, those established and not closed (at start);
+// always, those whose close event was lost (marked close_lost by the
+// kernel), which checkFastOpen then writes as close_lost. A closed record
+// without the mark is one whose close was read (or an old one): ignored.
+func (d *Daemon) adoptFlows(flows []enforce.FastFlow, established bool) {
 	var rc ruleCache
-	adopted := map[uint64]*fastOpen{}
-	for _, f := range flows {
-		if f.Established && !f.Closed {
-			adopted[f.Cookie] = &fastOpen{ent: d.fastEntry(f, &rc)}
-		}
-	}
 	fs := &d.fast
-	fs.openMu.Lock()
-	for k, o := range adopted {
-		fs.open[k] = o
+	for _, f := range flows {
+		if !f.CloseLost && !(established && f.Established && !f.Closed) {
+			continue
+		}
+		fs.openMu.Lock()
+		if fs.open[f.Cookie] == nil {
+			fs.open[f.Cookie] = &fastOpen{ent: d.fastEntry(f, &rc)}
+		}
+		fs.openMu.Unlock()
 	}
-	fs.openMu.Unlock()
 }
 
 // fastClock turns the kernel's event times (CLOCK_MONOTONIC) into wall
@@ -528,11 +536,19 @@ func (d *Daemon) readFast(ev *enforce.FastEvents) {
 		if len(evs) < fastBatch && (err == nil || errors.Is(err, os.ErrDeadlineExceeded)) {
 			drained = true // ReadBatch stopped at an empty ring
 		}
+		var marked []uint64
 		if !now.Before(next) {
-			ents = d.checkFastOpen(ents, drained, now)
+			ents, marked = d.checkFastOpen(ents, drained, now)
 			drained, next = false, now.Add(every)
 		}
 		d.audit.LogBatch(ents)
+		// Their close_lost lines are written: the marks go, so that a
+		// later daemon does not write them again.
+		for _, c := range marked {
+			if err := d.enf.ClearFastCloseLost(c); err != nil {
+				d.log.Warn("fast path: clear close_lost mark", zap.Error(err))
+			}
+		}
 		clear(ents) // no labels kept alive by the buffer
 		switch {
 		case err == nil, errors.Is(err, os.ErrDeadlineExceeded):
@@ -555,8 +571,17 @@ func (d *Daemon) readFast(ev *enforce.FastEvents) {
 // (no record, or closed without a close event read) at this check and the
 // one before, with the ring buffer drained in between: a close event
 // still queued at the first look is read before the drain.
-func (d *Daemon) checkFastOpen(ents []audit.Entry, drained bool, now time.Time) []audit.Entry {
+func (d *Daemon) checkFastOpen(ents []audit.Entry, drained bool, now time.Time) ([]audit.Entry, []uint64) {
 	fs := &d.fast
+	// Records marked close_lost that are not held (a connect never
+	// established, or one adopted by no daemon) are held from here: the
+	// checks below write their close_lost lines.
+	flows, err := d.enf.FastFlows()
+	if err != nil {
+		d.log.Warn("fast path: list flows", zap.Error(err))
+	}
+	d.adoptFlows(flows, false)
+	var marked []uint64 // close_lost records whose line is written here
 	type held struct {
 		cookie uint64
 		o      *fastOpen
@@ -595,6 +620,9 @@ func (d *Daemon) checkFastOpen(ents []audit.Entry, drained bool, now time.Time) 
 		ent.Time, ent.Event, ent.Reason = now, audit.EventCloseLost, reasonEvicted
 		if ok {
 			ent.Reason = reasonEventLost
+			if f.CloseLost {
+				marked = append(marked, h.cookie)
+			}
 		}
 		if !h.o.start.IsZero() {
 			ent.DurationMS = float64(now.Sub(h.o.start).Microseconds()) / 1000
@@ -605,5 +633,5 @@ func (d *Daemon) checkFastOpen(ents []audit.Entry, drained bool, now time.Time) 
 	if lost > 0 {
 		d.log.Warn("fast path: connections whose end the kernel did not report (close_lost audit lines)", zap.Int("connections", lost))
 	}
-	return ents
+	return ents, marked
 }

@@ -107,6 +107,10 @@ type FastFlow struct {
 	TGID        uint32
 	Established bool
 	Closed      bool // TCP closed; the record lingers for its last frames
+	// CloseLost: closed, and its close event found no room in the ring
+	// buffer (set by the kernel, cleared by ClearFastCloseLost once the
+	// close_lost line is written).
+	CloseLost bool
 }
 
 func flowOf(cookie uint64, f bpf.ClawdFlow) FastFlow {
@@ -119,7 +123,8 @@ func flowOf(cookie uint64, f bpf.ClawdFlow) FastFlow {
 		s = netip.AddrFrom16(f.Saddr)
 	}
 	return FastFlow{Cookie: cookie, Cgroup: f.Cgroup, Netns: f.Netns, Src: netip.AddrPortFrom(s, f.Sport),
-		Dst: netip.AddrPortFrom(d, f.Dport), TGID: f.Tgid, Established: f.Established != 0, Closed: f.Closed != 0}
+		Dst: netip.AddrPortFrom(d, f.Dport), TGID: f.Tgid, Established: f.Established != 0, Closed: f.Closed != 0,
+		CloseLost: f.CloseLost != 0}
 }
 
 // FastFlows lists the fast-path flows the kernel records (connecting,
@@ -172,6 +177,29 @@ func (e *Enforcer) FastFlow(cookie uint64) (f FastFlow, ok bool, err error) {
 		return FastFlow{}, false, err
 	}
 	return flowOf(cookie, v), true, nil
+}
+
+// ClearFastCloseLost clears the close_lost mark of a closed flow's record
+// once its close_lost line is written, so that a later daemon does not
+// write it again. The record of a closed socket is no longer written by
+// the kernel; a socket that connects again gets a new record (not
+// closed), which is left alone.
+func (e *Enforcer) ClearFastCloseLost(cookie uint64) error {
+	var v bpf.ClawdFlow
+	if err := e.fl.Lookup(cookie, &v); err != nil {
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return nil
+		}
+		return err
+	}
+	if v.CloseLost == 0 || v.Closed == 0 {
+		return nil
+	}
+	v.CloseLost = 0
+	if err := e.fl.Update(cookie, &v, ebpf.UpdateExist); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return err
+	}
+	return nil
 }
 
 // ForgetFastFlow drops a flow's record: its packets stop passing the
@@ -275,6 +303,7 @@ func decodeFastEvent(b []byte) (FastEvent, bool) {
 	f.Dport, f.Sport = ne.Uint16(b[56:]), ne.Uint16(b[58:])
 	f.Family, f.Established, f.FinIn, f.Closed = b[60], b[61], b[62], b[63]
 	f.Tgid = ne.Uint32(b[64:])
+	f.CloseLost = b[68]
 	f.Cgroup, f.Netns = ne.Uint64(b[72:]), ne.Uint64(b[80:])
 	return FastEvent{Open: ne.Uint32(b[88:]) == 1, Flow: flowOf(ne.Uint64(b[0:]), f),
 		BytesSent: ne.Uint64(b[8:]), BytesReceived: ne.Uint64(b[16:]), Mono: mono}, true
