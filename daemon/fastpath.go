@@ -89,7 +89,13 @@ func hostPrefixes() ([]netip.Prefix, error) {
 // refreshFast recompiles and installs the fast-path table, then cuts the
 // open fast-path flows it no longer allows. Errors leave an empty table
 // (fail closed: everything takes the proxy path).
-func (d *Daemon) refreshFast(why string) {
+func (d *Daemon) refreshFast(why string) { d.refreshFastGone(why, nil) }
+
+// refreshFastGone is refreshFast after gone was detached (nil: none): its
+// flows are cut as its own, with its identity in their revoked lines and
+// SOCK_DESTROY in its network namespace, which the caller keeps open
+// until this returns.
+func (d *Daemon) refreshFastGone(why string, gone *attachment) {
 	if !d.fastOn() {
 		return
 	}
@@ -104,7 +110,7 @@ func (d *Daemon) refreshFast(why string) {
 		// Unchanged: no new map, but still re-decide the open flows
 		// (a flow may have opened on a table since replaced).
 		fs.gen.Add(1)
-		d.cutFast(why, tables)
+		d.cutFast(why, tables, gone)
 		return
 	}
 	if err == nil {
@@ -127,7 +133,7 @@ func (d *Daemon) refreshFast(why string) {
 	for _, t := range tables {
 		n += len(t)
 	}
-	cut := d.cutFast(why, tables)
+	cut := d.cutFast(why, tables, gone)
 	d.log.Debug("fast path table installed", zap.String("why", why), zap.Int("containers", len(tables)), zap.Int("entries", n), zap.Int("cut", cut))
 }
 
@@ -183,11 +189,12 @@ func toEnforce(t policy.FastTable) []enforce.FastEntry {
 	return out
 }
 
-// cutFast closes every open fast-path flow that tables do not allow:
+// cutFast closes every open fast-path flow that tables do not allow (gone:
+// an attachment just removed, see refreshFastGone):
 // SOCK_DESTROY in the container's network namespace resets the socket (and
 // the peer); where that fails its record goes, so its packets stop at the
 // egress filters.
-func (d *Daemon) cutFast(why string, tables map[uint64]policy.FastTable) (cut int) {
+func (d *Daemon) cutFast(why string, tables map[uint64]policy.FastTable, gone *attachment) (cut int) {
 	flows, err := d.enf.FastFlows()
 	if err != nil {
 		d.log.Error("fast path: list flows", zap.Error(err))
@@ -202,6 +209,9 @@ func (d *Daemon) cutFast(why string, tables map[uint64]policy.FastTable) (cut in
 		cut++
 		d.mu.Lock()
 		a := d.byCgroup[f.Cgroup]
+		if a == nil && gone != nil && gone.CgroupID == f.Cgroup {
+			a = gone // detached just now: still its flow
+		}
 		var nsPath string
 		var c policy.Container
 		if a != nil {
