@@ -42,7 +42,8 @@ type ClawdFlow struct {
 	Closed      uint8
 	Tgid        uint32
 	CloseLost   uint8
-	Pad2        [3]uint8
+	OpenLost    uint8
+	Pad2        [2]uint8
 	Cgroup      uint64
 	Netns       uint64
 }

@@ -68,6 +68,10 @@ type fastOpen struct {
 	// gone: checks (checkFastOpen, reader goroutine only) that found the
 	// kernel no longer following it, no close read since.
 	gone int
+	// logged: its decision line is written (its open event read, or by
+	// a previous daemon). A flow held since its connect event is not:
+	// if its open is lost, checkFastOpen writes it with the close_lost.
+	logged bool
 }
 
 // fastOn reports whether the fast path is configured.
@@ -240,8 +244,16 @@ func (d *Daemon) cutFast(why string, tables map[uint64]policy.FastTable, gone *a
 			// Without its record no close will be reported: the
 			// revoked line below is the connection's last.
 			d.fast.openMu.Lock()
+			o := d.fast.open[f.Cookie]
 			delete(d.fast.open, f.Cookie)
 			d.fast.openMu.Unlock()
+			if o != nil && !o.logged {
+				// Held since its connect, no line yet: its
+				// decision line before its revoked one.
+				dec := o.ent
+				dec.Time = time.Now().UTC()
+				d.audit.Log(dec)
+			}
 		}
 		d.audit.Log(audit.Entry{Event: audit.EventRevoked, Container: c.Name, ContainerID: c.ID, Runtime: c.Runtime, Labels: c.Labels,
 			Dst: f.Dst.String(), Src: srcOf(f), Proto: "tcp", Path: PathKernel, Action: audit.ActionRevoked, PID: f.TGID,
@@ -400,8 +412,10 @@ func (rc *ruleCache) rule(d *Daemon, cg uint64, c policy.Container, dst netip.Ad
 	return r
 }
 
+// srcOf is f's source, known from its connect on (a record an older
+// program wrote has it once established only).
 func srcOf(f enforce.FastFlow) string {
-	if !f.Established || !f.Src.Addr().IsValid() {
+	if !f.Src.Addr().IsValid() || f.Src.Port() == 0 {
 		return ""
 	}
 	return f.Src.String()
@@ -412,6 +426,7 @@ const (
 	reasonNeverEst  = reasonFast + "; the connection was never established"
 	reasonClosed    = "the connection passed in the kernel (fast path) ended"
 	reasonEvicted   = "the kernel no longer follows this connection (its flow record was evicted from the flow map or removed): its packets are dropped from here on, and its bytes and end are not known"
+	reasonOpenLost  = "the kernel stopped following this connection before its open was reported (its open event was lost to a full ring buffer, or its record evicted): its packets are dropped from here on; its first SYN may have carried data (TCP Fast Open); its bytes and end are not known"
 	reasonEventLost = "the kernel reported this connection closed but its close event was lost (ring buffer full): its bytes are not known"
 )
 
@@ -441,20 +456,30 @@ func (d *Daemon) adoptFastFlows() {
 }
 
 // adoptFlows holds as open the flows of flows whose end is still to be
-// audited: with established, those established and not closed (at start);
+// audited: with established, those not closed (at start: established or
+// still connecting);
 // always, those whose close event was lost (marked close_lost by the
-// kernel), which checkFastOpen then writes as close_lost. A closed record
+// kernel), or whose open event was lost (open_lost), which checkFastOpen
+// then writes as close_lost (and the decision line missing). A closed record
 // without the mark is one whose close was read (or an old one): ignored.
 func (d *Daemon) adoptFlows(flows []enforce.FastFlow, established bool) {
 	var rc ruleCache
 	fs := &d.fast
 	for _, f := range flows {
-		if !f.CloseLost && !(established && f.Established && !f.Closed) {
+		// Connecting (not closed, not established): its connect event
+		// was read by a previous daemon (or waits in the ring), which
+		// wrote no line; it may carry Fast Open data already.
+		// Marked open_lost: no decision line was written (its open
+		// event found no room), and its Fast Open SYN may have carried
+		// data.
+		if !f.CloseLost && !f.OpenLost && !(established && !f.Closed) {
 			continue
 		}
 		fs.openMu.Lock()
-		if fs.open[f.Cookie] == nil {
-			fs.open[f.Cookie] = &fastOpen{ent: d.fastEntry(f, &rc)}
+		if o := fs.open[f.Cookie]; o == nil {
+			fs.open[f.Cookie] = &fastOpen{ent: d.fastEntry(f, &rc), logged: f.Established && !f.OpenLost}
+		} else if f.OpenLost {
+			o.logged = false // held since its connect; its open was lost
 		}
 		fs.openMu.Unlock()
 	}
@@ -488,11 +513,22 @@ func (c fastClock) at(mono uint64) time.Time {
 func (d *Daemon) fastLine(ents []audit.Entry, e enforce.FastEvent, rc *ruleCache, clk fastClock) []audit.Entry {
 	fs := &d.fast
 	now := clk.at(e.Mono)
+	if e.Connect {
+		// Held from before its first SYN, no line yet: its open or
+		// close writes it, or checkFastOpen if both are lost.
+		ent := d.fastEntry(e.Flow, rc)
+		fs.openMu.Lock()
+		if fs.open[e.Flow.Cookie] == nil {
+			fs.open[e.Flow.Cookie] = &fastOpen{start: now, mono: e.Mono, ent: ent}
+		}
+		fs.openMu.Unlock()
+		return ents
+	}
 	if e.Open {
 		ent := d.fastEntry(e.Flow, rc)
 		ent.Time = now
 		fs.openMu.Lock()
-		fs.open[e.Flow.Cookie] = &fastOpen{start: now, mono: e.Mono, ent: ent}
+		fs.open[e.Flow.Cookie] = &fastOpen{start: now, mono: e.Mono, ent: ent, logged: true}
 		fs.openMu.Unlock()
 		return append(ents, ent)
 	}
@@ -512,6 +548,13 @@ func (d *Daemon) fastLine(ents []audit.Entry, e enforce.FastEvent, rc *ruleCache
 		// Never established: no decision line was written; this is it.
 		ent.Reason = reasonNeverEst
 		return append(ents, ent)
+	}
+	if o != nil && !o.logged {
+		// Established with no open read (an adopted connect): its
+		// decision line first.
+		dec := d.fastEntry(e.Flow, rc)
+		dec.Time = now
+		ents = append(ents, dec)
 	}
 	ent.Event, ent.Reason = audit.EventClosed, reasonClosed
 	switch {
@@ -553,10 +596,11 @@ func (d *Daemon) readFast(ev *enforce.FastEvents) {
 		}
 		d.audit.LogBatch(ents)
 		// Their close_lost lines are written: the marks go, so that a
-		// later daemon does not write them again.
+		// later daemon does not write them again (a record marked
+		// open_lost goes whole: its socket's packets stay dropped).
 		for _, c := range marked {
-			if err := d.enf.ClearFastCloseLost(c); err != nil {
-				d.log.Warn("fast path: clear close_lost mark", zap.Error(err))
+			if err := d.enf.ClearFastMarks(c); err != nil {
+				d.log.Warn("fast path: clear close_lost or open_lost mark", zap.Error(err))
 			}
 		}
 		clear(ents) // no labels kept alive by the buffer
@@ -609,7 +653,7 @@ func (d *Daemon) checkFastOpen(ents []audit.Entry, drained bool, now time.Time) 
 			d.log.Warn("fast path: look up flow", zap.Error(err))
 			continue
 		}
-		if ok && !f.Closed {
+		if ok && !f.Closed && !f.OpenLost {
 			h.o.gone = 0
 			continue
 		}
@@ -627,12 +671,27 @@ func (d *Daemon) checkFastOpen(ents []audit.Entry, drained bool, now time.Time) 
 			continue // its close was read meanwhile
 		}
 		ent := h.o.ent
+		if !h.o.logged {
+			// Held since its connect event, its open never read
+			// (lost: sockops dropped the record) or never made: its
+			// first SYN, which may have carried Fast Open data,
+			// left, so it gets its decision line now.
+			dec := ent
+			dec.Time = now
+			ents = append(ents, dec)
+		}
 		ent.Time, ent.Event, ent.Reason = now, audit.EventCloseLost, reasonEvicted
-		if ok {
+		switch {
+		case ok && f.OpenLost:
+			ent.Reason = reasonOpenLost
+			marked = append(marked, h.cookie)
+		case ok:
 			ent.Reason = reasonEventLost
 			if f.CloseLost {
 				marked = append(marked, h.cookie)
 			}
+		case !h.o.logged:
+			ent.Reason = reasonOpenLost
 		}
 		if !h.o.start.IsZero() {
 			ent.DurationMS = float64(now.Sub(h.o.start).Microseconds()) / 1000

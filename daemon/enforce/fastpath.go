@@ -111,6 +111,10 @@ type FastFlow struct {
 	// buffer (set by the kernel, cleared by ClearFastCloseLost once the
 	// close_lost line is written).
 	CloseLost bool
+	// OpenLost: its open event found no room in the ring buffer; its
+	// packets are dropped, and the daemon deletes the record once its
+	// lines are written.
+	OpenLost bool
 }
 
 func flowOf(cookie uint64, f bpf.ClawdFlow) FastFlow {
@@ -124,7 +128,7 @@ func flowOf(cookie uint64, f bpf.ClawdFlow) FastFlow {
 	}
 	return FastFlow{Cookie: cookie, Cgroup: f.Cgroup, Netns: f.Netns, Src: netip.AddrPortFrom(s, f.Sport),
 		Dst: netip.AddrPortFrom(d, f.Dport), TGID: f.Tgid, Established: f.Established != 0, Closed: f.Closed != 0,
-		CloseLost: f.CloseLost != 0}
+		CloseLost: f.CloseLost != 0, OpenLost: f.OpenLost != 0}
 }
 
 // FastFlows lists the fast-path flows the kernel records (connecting,
@@ -179,18 +183,22 @@ func (e *Enforcer) FastFlow(cookie uint64) (f FastFlow, ok bool, err error) {
 	return flowOf(cookie, v), true, nil
 }
 
-// ClearFastCloseLost clears the close_lost mark of a closed flow's record
-// once its close_lost line is written, so that a later daemon does not
-// write it again. The record of a closed socket is no longer written by
-// the kernel; a socket that connects again gets a new record (not
-// closed), which is left alone.
-func (e *Enforcer) ClearFastCloseLost(cookie uint64) error {
+// ClearFastMarks, once the daemon wrote the lines a mark stands for (so
+// that a later daemon does not write them again), deletes a record marked
+// open_lost (its packets stay dropped: no record) and clears the
+// close_lost mark of a closed one (the record stays for its last frames).
+// The kernel no longer writes either record; a socket that connects again
+// gets a new record (not closed, not marked), which is left alone.
+func (e *Enforcer) ClearFastMarks(cookie uint64) error {
 	var v bpf.ClawdFlow
 	if err := e.fl.Lookup(cookie, &v); err != nil {
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
 			return nil
 		}
 		return err
+	}
+	if v.OpenLost != 0 {
+		return e.ForgetFastFlow(cookie)
 	}
 	if v.CloseLost == 0 || v.Closed == 0 {
 		return nil
@@ -212,9 +220,11 @@ func (e *Enforcer) ForgetFastFlow(cookie uint64) error {
 	return nil
 }
 
-// FastEvent is a fast-path flow opening (Open) or closing, with the bytes
-// it carried.
+// FastEvent is a fast-path flow starting to connect (Connect: before its
+// first SYN, no bytes), opening (Open) or closing, with the bytes it
+// carried.
 type FastEvent struct {
+	Connect       bool
 	Open          bool
 	Flow          FastFlow
 	BytesSent     uint64 // acknowledged by the peer
@@ -303,9 +313,10 @@ func decodeFastEvent(b []byte) (FastEvent, bool) {
 	f.Dport, f.Sport = ne.Uint16(b[56:]), ne.Uint16(b[58:])
 	f.Family, f.Established, f.FinIn, f.Closed = b[60], b[61], b[62], b[63]
 	f.Tgid = ne.Uint32(b[64:])
-	f.CloseLost = b[68]
+	f.CloseLost, f.OpenLost = b[68], b[69]
 	f.Cgroup, f.Netns = ne.Uint64(b[72:]), ne.Uint64(b[80:])
-	return FastEvent{Open: ne.Uint32(b[88:]) == 1, Flow: flowOf(ne.Uint64(b[0:]), f),
+	kind := ne.Uint32(b[88:])
+	return FastEvent{Connect: kind == 3, Open: kind == 1, Flow: flowOf(ne.Uint64(b[0:]), f),
 		BytesSent: ne.Uint64(b[8:]), BytesReceived: ne.Uint64(b[16:]), Mono: mono}, true
 }
 
