@@ -291,7 +291,18 @@ struct flow {
 	__u8 fin_in; // the peer's FIN arrived (it counts in bytes_received)
 	__u8 closed; // TCP closed: the record stays for its last frames
 	__u32 tgid;
-	__u32 pad2;
+	// close_lost: the close event found no room in the ring buffer (set
+	// with closed). The daemon writes the flow's close_lost line and
+	// clears it: a closed record alone cannot tell a lost close from a
+	// read one the LRU has not reclaimed yet. Carved from padding, so
+	// the record keeps its size and offsets (pinned map ABI).
+	__u8 close_lost;
+	// open_lost: the open event found no room. The record stays so
+	// that the daemon, running or started later, finds the flow (its
+	// Fast Open SYN may have carried data) and writes its lines, then
+	// deletes it; meanwhile its packets are dropped (fast_packet).
+	__u8 open_lost;
+	__u8 pad2[2];
 	__u64 cgroup; // the container's cgroup (container_cgroup)
 	__u64 netns;  // network namespace cookie
 };
@@ -309,12 +320,15 @@ struct {
 
 #define FP_EV_OPEN 1
 #define FP_EV_CLOSE 2
+// FP_EV_CONNECT: TCP starts connecting (before its first SYN, which may
+// carry Fast Open data). The daemon holds the flow from here, no line.
+#define FP_EV_CONNECT 3
 struct fp_event {
 	__u64 cookie;
 	__u64 bytes_sent; // bytes_acked
 	__u64 bytes_received;
 	struct flow f;
-	__u32 kind; // FP_EV_OPEN or FP_EV_CLOSE
+	__u32 kind; // FP_EV_OPEN, FP_EV_CLOSE or FP_EV_CONNECT
 	__u32 pad;
 	__u64 ns; // bpf_ktime_get_ns() (CLOCK_MONOTONIC) when it happened
 };
@@ -467,7 +481,7 @@ static __always_inline int fast_packet(struct __sk_buff *skb) {
 	if (!cookie)
 		return 0;
 	struct flow *f = bpf_map_lookup_elem(&clawd_fl_v1, &cookie);
-	if (!f)
+	if (!f || f->open_lost)
 		return 0;
 	__u32 off;
 	__u8 proto;
@@ -844,42 +858,56 @@ int clawd_getpeername6(struct bpf_sock_addr *ctx) {
 // also follows fast-path flows (fast_sockops): the kernel is their only
 // witness, so their open and close reach the audit log from here.
 #ifndef CLAWD_PREV
-// fast_sockops follows a fast-path flow: it asks for state callbacks when
-// TCP starts connecting, records the source once established and reports
-// the open, and reports the close with its bytes (then forgets the flow).
+// fast_source records the flow's source address and port (bound by the
+// time TCP connects).
+static __always_inline void fast_source(struct bpf_sock_ops *skops, struct flow *f) {
+	if (f->family == 4) {
+		__u32 l = skops->local_ip4;
+		__builtin_memcpy(f->saddr, &l, 4);
+	} else {
+		// One 4-byte load each: the verifier refuses a merged one.
+		__u32 l0 = *(volatile __u32 *)&skops->local_ip6[0];
+		__u32 l1 = *(volatile __u32 *)&skops->local_ip6[1];
+		__u32 l2 = *(volatile __u32 *)&skops->local_ip6[2];
+		__u32 l3 = *(volatile __u32 *)&skops->local_ip6[3];
+		__builtin_memcpy(&f->saddr[0], &l0, 4);
+		__builtin_memcpy(&f->saddr[4], &l1, 4);
+		__builtin_memcpy(&f->saddr[8], &l2, 4);
+		__builtin_memcpy(&f->saddr[12], &l3, 4);
+	}
+	if (f->family == 4 && skops->family == 10 /* AF_INET6, v4-mapped */) {
+		__u32 l3 = *(volatile __u32 *)&skops->local_ip6[3];
+		__builtin_memcpy(f->saddr, &l3, 4);
+	}
+	f->sport = (__u16)skops->local_port;
+}
+
+// fast_sockops follows a fast-path flow: when TCP starts connecting it
+// asks for state callbacks and reports the connect, once established it
+// reports the open, and it reports the close with its bytes.
 static __always_inline int fast_sockops(struct bpf_sock_ops *skops) {
 	__u64 cookie = bpf_get_socket_cookie(skops);
 	struct flow *f = bpf_map_lookup_elem(&clawd_fl_v1, &cookie);
 	if (!f)
 		return 0;
+	if (f->open_lost)
+		return 1; // cut, the daemon's to report (see struct flow)
 	__u32 kind = 0;
 	switch (skops->op) {
 	case BPF_SOCK_OPS_TCP_CONNECT_CB:
+		// tcp_connect, before the first SYN is built or sent: a Fast
+		// Open SYN carries data, so the flow must be known to the
+		// daemon from here (the open event comes only with the
+		// SYN-ACK). The source is already bound.
 		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
-		return 1;
+		fast_source(skops, f);
+		kind = FP_EV_CONNECT;
+		break;
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
 	// A simultaneous open (the remote's SYN crossed ours) reaches
 	// ESTABLISHED through SYN_RECV, reported as passive: the same open.
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
-		if (f->family == 4) {
-			__u32 l = skops->local_ip4;
-			__builtin_memcpy(f->saddr, &l, 4);
-		} else {
-			// One 4-byte load each: the verifier refuses a merged one.
-			__u32 l0 = *(volatile __u32 *)&skops->local_ip6[0];
-			__u32 l1 = *(volatile __u32 *)&skops->local_ip6[1];
-			__u32 l2 = *(volatile __u32 *)&skops->local_ip6[2];
-			__u32 l3 = *(volatile __u32 *)&skops->local_ip6[3];
-			__builtin_memcpy(&f->saddr[0], &l0, 4);
-			__builtin_memcpy(&f->saddr[4], &l1, 4);
-			__builtin_memcpy(&f->saddr[8], &l2, 4);
-			__builtin_memcpy(&f->saddr[12], &l3, 4);
-		}
-		if (f->family == 4 && skops->family == 10 /* AF_INET6, v4-mapped */) {
-			__u32 l3 = *(volatile __u32 *)&skops->local_ip6[3];
-			__builtin_memcpy(f->saddr, &l3, 4);
-		}
-		f->sport = (__u16)skops->local_port;
+		fast_source(skops, f);
 		f->established = 1;
 		kind = FP_EV_OPEN;
 		break;
@@ -919,14 +947,21 @@ static __always_inline int fast_sockops(struct bpf_sock_ops *skops) {
 		bpf_ringbuf_submit(e, 0);
 	} else {
 		FCOUNT(ev_lost);
-		// An open nobody will hear of: the flow's record goes, so its
-		// packets stop at the egress filters and it carries nothing
-		// unaudited (a lost close is found by the daemon: the record
-		// stays, marked closed, with no close event).
-		if (kind == FP_EV_OPEN) {
+		// A connect nobody will hear of: the flow's record goes, so
+		// its packets (its first SYN too) stop at the egress filters
+		// and it carries nothing unaudited. A lost open (its SYN, with
+		// any Fast Open data, has left) or close is marked on the
+		// record, which stays: the daemon, running or started later,
+		// writes the flow's missing lines from the mark.
+		if (kind == FP_EV_CONNECT) {
 			bpf_map_delete_elem(&clawd_fl_v1, &cookie);
 			return 1;
 		}
+		if (kind == FP_EV_OPEN) {
+			f->open_lost = 1;
+			return 1;
+		}
+		f->close_lost = 1;
 	}
 	// A closed flow's record stays (the LRU reclaims it): its last ACK
 	// or reset, still queued on a veth or sent by its TIME_WAIT socket,

@@ -41,7 +41,9 @@ type ClawdFlow struct {
 	FinIn       uint8
 	Closed      uint8
 	Tgid        uint32
-	Pad2        uint32
+	CloseLost   uint8
+	OpenLost    uint8
+	Pad2        [2]uint8
 	Cgroup      uint64
 	Netns       uint64
 }

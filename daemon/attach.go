@@ -313,7 +313,6 @@ func (d *Daemon) detachLocked(id, reason string) error {
 		a.cancel()
 		a.ls.Close()
 		d.enf.UnregisterListeners(a.ls.kernel())
-		d.untrack(a)
 		d.addrs.remove(a.ID)
 		cgid = a.CgroupID
 		d.dns.Forget(a.Container.Key())
@@ -328,7 +327,10 @@ func (d *Daemon) detachLocked(id, reason string) error {
 	if ok {
 		d.audit.Log(audit.Entry{Event: audit.EventDetach, Container: a.Container.Name, ContainerID: a.Container.ID, Runtime: a.Container.Runtime, Action: audit.ActionDetach, Reason: reason})
 		d.log.Info("detached", zap.String("container", a.Container.Name), zap.String("reason", reason))
-		d.refreshFast("detached " + a.Container.Name)
+		// The refresh cuts its fast-path flows as its own (container
+		// name, SOCK_DESTROY): its netns is released only after it.
+		d.refreshFastGone("detached "+a.Container.Name, a)
+		d.untrack(a)
 	}
 	return err
 }

@@ -68,6 +68,10 @@ type fastOpen struct {
 	// gone: checks (checkFastOpen, reader goroutine only) that found the
 	// kernel no longer following it, no close read since.
 	gone int
+	// logged: its decision line is written (its open event read, or by
+	// a previous daemon). A flow held since its connect event is not:
+	// if its open is lost, checkFastOpen writes it with the close_lost.
+	logged bool
 }
 
 // fastOn reports whether the fast path is configured.
@@ -89,7 +93,13 @@ func hostPrefixes() ([]netip.Prefix, error) {
 // refreshFast recompiles and installs the fast-path table, then cuts the
 // open fast-path flows it no longer allows. Errors leave an empty table
 // (fail closed: everything takes the proxy path).
-func (d *Daemon) refreshFast(why string) {
+func (d *Daemon) refreshFast(why string) { d.refreshFastGone(why, nil) }
+
+// refreshFastGone is refreshFast after gone was detached (nil: none): its
+// flows are cut as its own, with its identity in their revoked lines and
+// SOCK_DESTROY in its network namespace, which the caller keeps open
+// until this returns.
+func (d *Daemon) refreshFastGone(why string, gone *attachment) {
 	if !d.fastOn() {
 		return
 	}
@@ -104,7 +114,7 @@ func (d *Daemon) refreshFast(why string) {
 		// Unchanged: no new map, but still re-decide the open flows
 		// (a flow may have opened on a table since replaced).
 		fs.gen.Add(1)
-		d.cutFast(why, tables)
+		d.cutFast(why, tables, gone)
 		return
 	}
 	if err == nil {
@@ -127,7 +137,7 @@ func (d *Daemon) refreshFast(why string) {
 	for _, t := range tables {
 		n += len(t)
 	}
-	cut := d.cutFast(why, tables)
+	cut := d.cutFast(why, tables, gone)
 	d.log.Debug("fast path table installed", zap.String("why", why), zap.Int("containers", len(tables)), zap.Int("entries", n), zap.Int("cut", cut))
 }
 
@@ -183,11 +193,12 @@ func toEnforce(t policy.FastTable) []enforce.FastEntry {
 	return out
 }
 
-// cutFast closes every open fast-path flow that tables do not allow:
+// cutFast closes every open fast-path flow that tables do not allow (gone:
+// an attachment just removed, see refreshFastGone):
 // SOCK_DESTROY in the container's network namespace resets the socket (and
 // the peer); where that fails its record goes, so its packets stop at the
 // egress filters.
-func (d *Daemon) cutFast(why string, tables map[uint64]policy.FastTable) (cut int) {
+func (d *Daemon) cutFast(why string, tables map[uint64]policy.FastTable, gone *attachment) (cut int) {
 	flows, err := d.enf.FastFlows()
 	if err != nil {
 		d.log.Error("fast path: list flows", zap.Error(err))
@@ -202,6 +213,9 @@ func (d *Daemon) cutFast(why string, tables map[uint64]policy.FastTable) (cut in
 		cut++
 		d.mu.Lock()
 		a := d.byCgroup[f.Cgroup]
+		if a == nil && gone != nil && gone.CgroupID == f.Cgroup {
+			a = gone // detached just now: still its flow
+		}
 		var nsPath string
 		var c policy.Container
 		if a != nil {
@@ -230,8 +244,16 @@ func (d *Daemon) cutFast(why string, tables map[uint64]policy.FastTable) (cut in
 			// Without its record no close will be reported: the
 			// revoked line below is the connection's last.
 			d.fast.openMu.Lock()
+			o := d.fast.open[f.Cookie]
 			delete(d.fast.open, f.Cookie)
 			d.fast.openMu.Unlock()
+			if o != nil && !o.logged {
+				// Held since its connect, no line yet: its
+				// decision line before its revoked one.
+				dec := o.ent
+				dec.Time = time.Now().UTC()
+				d.audit.Log(dec)
+			}
 		}
 		d.audit.Log(audit.Entry{Event: audit.EventRevoked, Container: c.Name, ContainerID: c.ID, Runtime: c.Runtime, Labels: c.Labels,
 			Dst: f.Dst.String(), Src: srcOf(f), Proto: "tcp", Path: PathKernel, Action: audit.ActionRevoked, PID: f.TGID,
@@ -390,8 +412,10 @@ func (rc *ruleCache) rule(d *Daemon, cg uint64, c policy.Container, dst netip.Ad
 	return r
 }
 
+// srcOf is f's source, known from its connect on (a record an older
+// program wrote has it once established only).
 func srcOf(f enforce.FastFlow) string {
-	if !f.Established || !f.Src.Addr().IsValid() {
+	if !f.Src.Addr().IsValid() || f.Src.Port() == 0 {
 		return ""
 	}
 	return f.Src.String()
@@ -402,6 +426,7 @@ const (
 	reasonNeverEst  = reasonFast + "; the connection was never established"
 	reasonClosed    = "the connection passed in the kernel (fast path) ended"
 	reasonEvicted   = "the kernel no longer follows this connection (its flow record was evicted from the flow map or removed): its packets are dropped from here on, and its bytes and end are not known"
+	reasonOpenLost  = "the kernel stopped following this connection before its open was reported (its open event was lost to a full ring buffer, or its record evicted): its packets are dropped from here on; its first SYN may have carried data (TCP Fast Open); its bytes and end are not known"
 	reasonEventLost = "the kernel reported this connection closed but its close event was lost (ring buffer full): its bytes are not known"
 )
 
@@ -427,19 +452,37 @@ func (d *Daemon) adoptFastFlows() {
 	if err != nil {
 		d.log.Warn("fast path: list flows at start", zap.Error(err))
 	}
+	d.adoptFlows(flows, true)
+}
+
+// adoptFlows holds as open the flows of flows whose end is still to be
+// audited: with established, those not closed (at start: established or
+// still connecting);
+// always, those whose close event was lost (marked close_lost by the
+// kernel), or whose open event was lost (open_lost), which checkFastOpen
+// then writes as close_lost (and the decision line missing). A closed record
+// without the mark is one whose close was read (or an old one): ignored.
+func (d *Daemon) adoptFlows(flows []enforce.FastFlow, established bool) {
 	var rc ruleCache
-	adopted := map[uint64]*fastOpen{}
-	for _, f := range flows {
-		if f.Established && !f.Closed {
-			adopted[f.Cookie] = &fastOpen{ent: d.fastEntry(f, &rc)}
-		}
-	}
 	fs := &d.fast
-	fs.openMu.Lock()
-	for k, o := range adopted {
-		fs.open[k] = o
+	for _, f := range flows {
+		// Connecting (not closed, not established): its connect event
+		// was read by a previous daemon (or waits in the ring), which
+		// wrote no line; it may carry Fast Open data already.
+		// Marked open_lost: no decision line was written (its open
+		// event found no room), and its Fast Open SYN may have carried
+		// data.
+		if !f.CloseLost && !f.OpenLost && !(established && !f.Closed) {
+			continue
+		}
+		fs.openMu.Lock()
+		if o := fs.open[f.Cookie]; o == nil {
+			fs.open[f.Cookie] = &fastOpen{ent: d.fastEntry(f, &rc), logged: f.Established && !f.OpenLost}
+		} else if f.OpenLost {
+			o.logged = false // held since its connect; its open was lost
+		}
+		fs.openMu.Unlock()
 	}
-	fs.openMu.Unlock()
 }
 
 // fastClock turns the kernel's event times (CLOCK_MONOTONIC) into wall
@@ -470,11 +513,22 @@ func (c fastClock) at(mono uint64) time.Time {
 func (d *Daemon) fastLine(ents []audit.Entry, e enforce.FastEvent, rc *ruleCache, clk fastClock) []audit.Entry {
 	fs := &d.fast
 	now := clk.at(e.Mono)
+	if e.Connect {
+		// Held from before its first SYN, no line yet: its open or
+		// close writes it, or checkFastOpen if both are lost.
+		ent := d.fastEntry(e.Flow, rc)
+		fs.openMu.Lock()
+		if fs.open[e.Flow.Cookie] == nil {
+			fs.open[e.Flow.Cookie] = &fastOpen{start: now, mono: e.Mono, ent: ent}
+		}
+		fs.openMu.Unlock()
+		return ents
+	}
 	if e.Open {
 		ent := d.fastEntry(e.Flow, rc)
 		ent.Time = now
 		fs.openMu.Lock()
-		fs.open[e.Flow.Cookie] = &fastOpen{start: now, mono: e.Mono, ent: ent}
+		fs.open[e.Flow.Cookie] = &fastOpen{start: now, mono: e.Mono, ent: ent, logged: true}
 		fs.openMu.Unlock()
 		return append(ents, ent)
 	}
@@ -494,6 +548,13 @@ func (d *Daemon) fastLine(ents []audit.Entry, e enforce.FastEvent, rc *ruleCache
 		// Never established: no decision line was written; this is it.
 		ent.Reason = reasonNeverEst
 		return append(ents, ent)
+	}
+	if o != nil && !o.logged {
+		// Established with no open read (an adopted connect): its
+		// decision line first.
+		dec := d.fastEntry(e.Flow, rc)
+		dec.Time = now
+		ents = append(ents, dec)
 	}
 	ent.Event, ent.Reason = audit.EventClosed, reasonClosed
 	switch {
@@ -528,11 +589,20 @@ func (d *Daemon) readFast(ev *enforce.FastEvents) {
 		if len(evs) < fastBatch && (err == nil || errors.Is(err, os.ErrDeadlineExceeded)) {
 			drained = true // ReadBatch stopped at an empty ring
 		}
+		var marked []uint64
 		if !now.Before(next) {
-			ents = d.checkFastOpen(ents, drained, now)
+			ents, marked = d.checkFastOpen(ents, drained, now)
 			drained, next = false, now.Add(every)
 		}
 		d.audit.LogBatch(ents)
+		// Their close_lost lines are written: the marks go, so that a
+		// later daemon does not write them again (a record marked
+		// open_lost goes whole: its socket's packets stay dropped).
+		for _, c := range marked {
+			if err := d.enf.ClearFastMarks(c); err != nil {
+				d.log.Warn("fast path: clear close_lost or open_lost mark", zap.Error(err))
+			}
+		}
 		clear(ents) // no labels kept alive by the buffer
 		switch {
 		case err == nil, errors.Is(err, os.ErrDeadlineExceeded):
@@ -555,8 +625,17 @@ func (d *Daemon) readFast(ev *enforce.FastEvents) {
 // (no record, or closed without a close event read) at this check and the
 // one before, with the ring buffer drained in between: a close event
 // still queued at the first look is read before the drain.
-func (d *Daemon) checkFastOpen(ents []audit.Entry, drained bool, now time.Time) []audit.Entry {
+func (d *Daemon) checkFastOpen(ents []audit.Entry, drained bool, now time.Time) ([]audit.Entry, []uint64) {
 	fs := &d.fast
+	// Records marked close_lost that are not held (a connect never
+	// established, or one adopted by no daemon) are held from here: the
+	// checks below write their close_lost lines.
+	flows, err := d.enf.FastFlows()
+	if err != nil {
+		d.log.Warn("fast path: list flows", zap.Error(err))
+	}
+	d.adoptFlows(flows, false)
+	var marked []uint64 // close_lost records whose line is written here
 	type held struct {
 		cookie uint64
 		o      *fastOpen
@@ -574,7 +653,7 @@ func (d *Daemon) checkFastOpen(ents []audit.Entry, drained bool, now time.Time) 
 			d.log.Warn("fast path: look up flow", zap.Error(err))
 			continue
 		}
-		if ok && !f.Closed {
+		if ok && !f.Closed && !f.OpenLost {
 			h.o.gone = 0
 			continue
 		}
@@ -592,9 +671,27 @@ func (d *Daemon) checkFastOpen(ents []audit.Entry, drained bool, now time.Time) 
 			continue // its close was read meanwhile
 		}
 		ent := h.o.ent
+		if !h.o.logged {
+			// Held since its connect event, its open never read
+			// (lost: sockops dropped the record) or never made: its
+			// first SYN, which may have carried Fast Open data,
+			// left, so it gets its decision line now.
+			dec := ent
+			dec.Time = now
+			ents = append(ents, dec)
+		}
 		ent.Time, ent.Event, ent.Reason = now, audit.EventCloseLost, reasonEvicted
-		if ok {
+		switch {
+		case ok && f.OpenLost:
+			ent.Reason = reasonOpenLost
+			marked = append(marked, h.cookie)
+		case ok:
 			ent.Reason = reasonEventLost
+			if f.CloseLost {
+				marked = append(marked, h.cookie)
+			}
+		case !h.o.logged:
+			ent.Reason = reasonOpenLost
 		}
 		if !h.o.start.IsZero() {
 			ent.DurationMS = float64(now.Sub(h.o.start).Microseconds()) / 1000
@@ -605,5 +702,5 @@ func (d *Daemon) checkFastOpen(ents []audit.Entry, drained bool, now time.Time) 
 	if lost > 0 {
 		d.log.Warn("fast path: connections whose end the kernel did not report (close_lost audit lines)", zap.Int("connections", lost))
 	}
-	return ents
+	return ents, marked
 }

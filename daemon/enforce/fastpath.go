@@ -107,6 +107,14 @@ type FastFlow struct {
 	TGID        uint32
 	Established bool
 	Closed      bool // TCP closed; the record lingers for its last frames
+	// CloseLost: closed, and its close event found no room in the ring
+	// buffer (set by the kernel, cleared by ClearFastCloseLost once the
+	// close_lost line is written).
+	CloseLost bool
+	// OpenLost: its open event found no room in the ring buffer; its
+	// packets are dropped, and the daemon deletes the record once its
+	// lines are written.
+	OpenLost bool
 }
 
 func flowOf(cookie uint64, f bpf.ClawdFlow) FastFlow {
@@ -119,7 +127,8 @@ func flowOf(cookie uint64, f bpf.ClawdFlow) FastFlow {
 		s = netip.AddrFrom16(f.Saddr)
 	}
 	return FastFlow{Cookie: cookie, Cgroup: f.Cgroup, Netns: f.Netns, Src: netip.AddrPortFrom(s, f.Sport),
-		Dst: netip.AddrPortFrom(d, f.Dport), TGID: f.Tgid, Established: f.Established != 0, Closed: f.Closed != 0}
+		Dst: netip.AddrPortFrom(d, f.Dport), TGID: f.Tgid, Established: f.Established != 0, Closed: f.Closed != 0,
+		CloseLost: f.CloseLost != 0, OpenLost: f.OpenLost != 0}
 }
 
 // FastFlows lists the fast-path flows the kernel records (connecting,
@@ -174,6 +183,33 @@ func (e *Enforcer) FastFlow(cookie uint64) (f FastFlow, ok bool, err error) {
 	return flowOf(cookie, v), true, nil
 }
 
+// ClearFastMarks, once the daemon wrote the lines a mark stands for (so
+// that a later daemon does not write them again), deletes a record marked
+// open_lost (its packets stay dropped: no record) and clears the
+// close_lost mark of a closed one (the record stays for its last frames).
+// The kernel no longer writes either record; a socket that connects again
+// gets a new record (not closed, not marked), which is left alone.
+func (e *Enforcer) ClearFastMarks(cookie uint64) error {
+	var v bpf.ClawdFlow
+	if err := e.fl.Lookup(cookie, &v); err != nil {
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return nil
+		}
+		return err
+	}
+	if v.OpenLost != 0 {
+		return e.ForgetFastFlow(cookie)
+	}
+	if v.CloseLost == 0 || v.Closed == 0 {
+		return nil
+	}
+	v.CloseLost = 0
+	if err := e.fl.Update(cookie, &v, ebpf.UpdateExist); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return err
+	}
+	return nil
+}
+
 // ForgetFastFlow drops a flow's record: its packets stop passing the
 // egress filters at once (the connection is cut even if SOCK_DESTROY
 // cannot reach it).
@@ -184,9 +220,11 @@ func (e *Enforcer) ForgetFastFlow(cookie uint64) error {
 	return nil
 }
 
-// FastEvent is a fast-path flow opening (Open) or closing, with the bytes
-// it carried.
+// FastEvent is a fast-path flow starting to connect (Connect: before its
+// first SYN, no bytes), opening (Open) or closing, with the bytes it
+// carried.
 type FastEvent struct {
+	Connect       bool
 	Open          bool
 	Flow          FastFlow
 	BytesSent     uint64 // acknowledged by the peer
@@ -275,8 +313,10 @@ func decodeFastEvent(b []byte) (FastEvent, bool) {
 	f.Dport, f.Sport = ne.Uint16(b[56:]), ne.Uint16(b[58:])
 	f.Family, f.Established, f.FinIn, f.Closed = b[60], b[61], b[62], b[63]
 	f.Tgid = ne.Uint32(b[64:])
+	f.CloseLost, f.OpenLost = b[68], b[69]
 	f.Cgroup, f.Netns = ne.Uint64(b[72:]), ne.Uint64(b[80:])
-	return FastEvent{Open: ne.Uint32(b[88:]) == 1, Flow: flowOf(ne.Uint64(b[0:]), f),
+	kind := ne.Uint32(b[88:])
+	return FastEvent{Connect: kind == 3, Open: kind == 1, Flow: flowOf(ne.Uint64(b[0:]), f),
 		BytesSent: ne.Uint64(b[8:]), BytesReceived: ne.Uint64(b[16:]), Mono: mono}, true
 }
 

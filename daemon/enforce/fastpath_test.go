@@ -130,12 +130,14 @@ func TestFastPathPassesOnlyTableAllowedTCP(t *testing.T) {
 		t.Fatalf("a fast-path connect reached the proxy from %s", p)
 	default:
 	}
-	var open, closed *FastEvent
+	var connect, open, closed *FastEvent
 	for closed == nil {
 		select {
 		case x := <-events:
 			x2 := x
-			if x.Open {
+			if x.Connect {
+				connect = &x2
+			} else if x.Open {
 				open = &x2
 			} else {
 				closed = &x2
@@ -144,9 +146,9 @@ func TestFastPathPassesOnlyTableAllowedTCP(t *testing.T) {
 			t.Fatalf("no close event (open %+v)", open)
 		}
 	}
-	if open == nil || closed.Flow.Dst.String() != "203.0.113.201:7000" || !strings.HasPrefix(closed.Flow.Src.String(), "203.0.113.202:") ||
+	if connect == nil || open == nil || !strings.HasPrefix(connect.Flow.Src.String(), "203.0.113.202:") || closed.Flow.Dst.String() != "203.0.113.201:7000" || !strings.HasPrefix(closed.Flow.Src.String(), "203.0.113.202:") ||
 		closed.BytesSent != 6 || closed.BytesReceived != 5 || closed.Flow.Cgroup != cgid {
-		t.Fatalf("events open %+v close %+v", open, closed)
+		t.Fatalf("events connect %+v open %+v close %+v", connect, open, closed)
 	}
 	if f, _ := e.FastCounters(cgid); f.Fast < 1 {
 		t.Errorf("fast counter %+v", f)
