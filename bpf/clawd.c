@@ -942,6 +942,14 @@ static __always_inline int fast_sockops(struct bpf_sock_ops *skops) {
 			acked--;
 		if (f->fin_in && rcvd > 0)
 			rcvd--;
+		// Never established: nothing was acknowledged, but a Fast Open
+		// SYN may have carried data the upstream read. What was sent
+		// past the SYN is reported (an upper bound, never less).
+		if (kind == FP_EV_CLOSE && !f->established) {
+			__u32 sent = skops->snd_nxt - skops->snd_una;
+			if (sent > 1)
+				acked = sent - 1;
+		}
 		e->bytes_sent = acked;
 		e->bytes_received = rcvd;
 		bpf_ringbuf_submit(e, 0);

@@ -423,7 +423,7 @@ func srcOf(f enforce.FastFlow) string {
 
 const (
 	reasonFast      = "allowed by address and port; passed in the kernel (fast path)"
-	reasonNeverEst  = reasonFast + "; the connection was never established"
+	reasonNeverEst  = reasonFast + "; the connection was never established (bytes_out: what was sent with the SYN, TCP Fast Open data the upstream may have read)"
 	reasonClosed    = "the connection passed in the kernel (fast path) ended"
 	reasonEvicted   = "the kernel no longer follows this connection (its flow record was evicted from the flow map or removed): its packets are dropped from here on, and its bytes and end are not known"
 	reasonOpenLost  = "the kernel stopped following this connection before its open was reported (its open event was lost to a full ring buffer, or its record evicted): its packets are dropped from here on; its first SYN may have carried data (TCP Fast Open); its bytes and end are not known"
