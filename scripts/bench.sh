@@ -1406,9 +1406,11 @@ ${CONNS_PROFILE:-(no profile taken)}
   an HTTP/1.1-over-TLS upstream connection instead of net/http's HTTP/2
   transport and its goroutines (proxy BenchmarkHTTPKeepAlive/https: about
   170 to 118 µs of CPU per request at c=1, client, proxy and upstream
-  together; the intercepted HTTPS row went from 4.0× haproxy's terminated
-  HTTPS CPU per request to about 2.2×); fewer allocations per request (118
-  to 110). What is left is a relay of clawd's own in place of net/http's
+  together; the intercepted HTTPS row, this code against the code before
+  issue 18's cuts on the same VM, one run each: 228 to 205 µs); fewer
+  allocations per request (118 to 110). This VM is slower per system call
+  than the one of the previous report (every row's CPU per request is
+  higher, clawd's most, as it makes the most system calls per request). What is left is a relay of clawd's own in place of net/http's
   server and ReverseProxy for HTTP/1.1 (one goroutine per connection,
   reused buffers): not built, because it would take over the request
   framing that the framer and net/http now share, where request smuggling
@@ -1438,8 +1440,10 @@ ${CONNS_PROFILE:-(no profile taken)}
   rule allows by address and port alone do not need the proxy at all: the
   kernel fast path carries them.
 - **Kernel fast path, new connections.** Bulk transfers and new
-  connections on the fast path run at direct's speed within this VM's
-  noise (the kernel carries the bytes). Each connection still runs the
+  connections on the fast path run at about direct's speed (the kernel
+  carries the bytes), within what one run scatters on this VM: the two
+  full runs of 2026-12-03 gave 0.73× and 1.30× of direct's connection
+  rate, 0.77× and 1.28× of its bulk rate. Each connection still runs the
   connect hook's table lookup and sockops callbacks into a ring buffer, and
   gets two durable audit lines (\`path: kernel\`: a decision line when
   established, a closed line with bytes and duration): clawd reads the
