@@ -33,14 +33,14 @@ vet:
 test: deps build
 	$(GO) vet ./...
 	$(GO) run ./e2e/mkagentroot
-	$(GO) test $(TESTFLAGS) -p 2 ./...
+	$(GO) test $(TESTFLAGS) -p 2 -timeout 30m ./...
 
 unit:
 	$(GO) test $(TESTFLAGS) $$($(GO) list ./... | grep -v /e2e)
 
 e2e: deps build
 	$(GO) run ./e2e/mkagentroot
-	$(GO) test $(TESTFLAGS) -v ./e2e/...
+	$(GO) test $(TESTFLAGS) -timeout 30m -v ./e2e/...
 
 fuzz:
 	bash scripts/fuzz.sh $(FUZZTIME)

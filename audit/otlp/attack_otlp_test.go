@@ -161,11 +161,13 @@ func TestAttackCollectorOutageLeavesPermanentGap(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	e.Close(ctx)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.records) != 20 {
-		t.Fatalf("after a collector outage of 1.5s the collector holds %d of the 20 lines (failed %v): the lines of the outage are never sent again",
-			len(c.records), exportCount(t, reg, "failed"))
+	// At least once: a batch whose answer came after the export timeout
+	// (a loaded machine) is sent again, so a line may arrive twice; none
+	// may be missing.
+	_, times := seqsOf(c)
+	if len(times) != 20 {
+		t.Fatalf("after a collector outage of 1.5s the collector holds %d distinct of the 20 lines (failed %v): the lines of the outage are never sent again",
+			len(times), exportCount(t, reg, "failed"))
 	}
 }
 

@@ -106,7 +106,9 @@ func SharedUpstream(t testing.TB) *Upstream {
 }
 
 func startUpstream(logf func(string, ...any)) (u *Upstream, err error) {
-	lock, err := lockWait("upstream", 10*time.Minute, logf)
+	// Another test package (e2e, run in parallel by make test's -p 2)
+	// holds it for its whole run, about ten minutes on 2 CPUs.
+	lock, err := lockWait("upstream", 30*time.Minute, logf)
 	if err != nil {
 		return nil, fmt.Errorf("start upstream: %w", err)
 	}
