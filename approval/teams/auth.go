@@ -150,8 +150,13 @@ func (v *verifier) load(ctx context.Context) (keyfunc.Keyfunc, *endorsements, er
 		RefreshInterval:           time.Hour,
 		RefreshUnknownKID:         v.unknownKID,
 		// An unknown kid past the rate limit fails now instead of
-		// holding the request.
-		RateLimitWaitMax: time.Millisecond,
+		// holding the request (rate.Limiter.Wait refuses at once a wait
+		// longer than this). The same deadline bounds the refresh's
+		// fetch of the rotated keys (jwkset passes it on): at 1 ms that
+		// fetch failed whenever it took longer, so a rotated key was
+		// refused with 401 (seen on a loaded CI machine; on a real
+		// network, always).
+		RateLimitWaitMax: 10 * time.Second,
 		RefreshErrorHandlerFunc: func(u string) func(context.Context, error) {
 			return func(_ context.Context, err error) {
 				v.log.Warn("teams: refreshing the Bot Framework signing keys failed", zap.Error(err))
