@@ -17,7 +17,6 @@ import (
 	"github.com/clawd-dev/clawd/audit"
 	"github.com/clawd-dev/clawd/daemon/enforce"
 	"github.com/clawd-dev/clawd/daemon/nsenter"
-	"github.com/clawd-dev/clawd/internal/hostaddrs"
 	"github.com/clawd-dev/clawd/policy"
 )
 
@@ -78,8 +77,8 @@ type fastOpen struct {
 func (d *Daemon) fastOn() bool { return d.cfg.FastPath && d.enf != nil }
 
 // hostPrefixes are the host's own addresses, as /32 and /128 prefixes.
-func hostPrefixes() ([]netip.Prefix, error) {
-	addrs, err := hostaddrs.List()
+func (d *Daemon) hostPrefixes() ([]netip.Prefix, error) {
+	addrs, err := d.hosts.Addrs()
 	if err != nil {
 		return nil, err
 	}
@@ -146,7 +145,7 @@ func (d *Daemon) compileFast() (map[uint64]policy.FastTable, map[uint64]policy.C
 	if p == nil {
 		return nil, nil, errors.New("no policy")
 	}
-	exclude, err := hostPrefixes()
+	exclude, err := d.hostPrefixes()
 	if err != nil {
 		return nil, nil, fmt.Errorf("list host addresses: %w", err)
 	}

@@ -20,6 +20,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -55,6 +56,20 @@ func List() ([]netip.Addr, error) {
 		}
 	}
 	return out, nil
+}
+
+// Addrs is the host's addresses: the watched snapshot, or a fresh dump
+// while no watch runs.
+func (s *Set) Addrs() ([]netip.Addr, error) {
+	if m := s.snap.Load(); m != nil {
+		out := make([]netip.Addr, 0, len(*m))
+		for a := range *m {
+			out = append(out, a)
+		}
+		slices.SortFunc(out, netip.Addr.Compare) // as stable as a dump
+		return out, nil
+	}
+	return List()
 }
 
 // Has reports whether a is one of the host's addresses.
